@@ -1,0 +1,306 @@
+//! `#[repr(C)]` types of the region. Sizes are asserted at compile time; fields document who writes
+//! them. "host" is `libsnstack.so` inside an application, "agent" is `snstack-agent` (the NIC side).
+
+use crate::primitive::{AtomicU32, AtomicU64};
+
+/// "SNSTACK" + NUL, little-endian.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SNSTACK\0");
+/// Bumped on every incompatible change of anything in this crate.
+pub const VERSION: u32 = 1;
+/// Bytes of the header page.
+pub const HEADER_SIZE: usize = 4096;
+/// Number of waiter slots (epoll instances and poll/select callers) per process. Also the width of
+/// [`SockCtl::waiter_mask`].
+pub const MAX_WAITERS: usize = 64;
+
+/// Alignment of every ring/stream area.
+pub const CACHE_LINE: usize = 64;
+
+/// Padding helper: one value on its own cache line.
+#[repr(C, align(64))]
+#[derive(Default)]
+pub struct Line<T>(pub T);
+
+/// Region header. Written by the agent at creation; afterwards only the atomics change.
+#[repr(C)]
+pub struct Header {
+    pub magic: u64,
+    pub version: u32,
+    pub header_size: u32,
+    pub region_size: u64,
+    pub cmd_off: u64,
+    pub cmd_entries: u32,
+    pub evt_entries: u32,
+    pub evt_off: u64,
+    pub waiter_off: u64,
+    pub sock_off: u64,
+    pub stream_off: u64,
+    pub max_sockets: u32,
+    pub rx_size: u32,
+    pub tx_size: u32,
+    /// Spin budget (ns) the agent suggests to the host before it sleeps. Host env may override.
+    pub spin_ns: u32,
+    _pad0: [u8; 48],
+    /// Agent writes 1 before it blocks in the kernel; the host rings the agent doorbell (eventfd) after
+    /// publishing a command when it reads 1 here. See [`crate::wake`].
+    pub agent_sleeping: Line<AtomicU32>,
+    /// Futex word for host threads waiting on completions or command-ring space. The agent bumps it
+    /// and wakes when `region_waiters != 0`; host drainers bump it too.
+    pub region_seq: Line<AtomicU32>,
+    /// Host threads sleeping on `region_seq`.
+    pub region_waiters: Line<AtomicU32>,
+    /// Agent-written statistics of this channel (the "DMA" figures).
+    pub stats: Line<ChannelStats>,
+    /// Set by the agent (never cleared) when it dropped this channel; the host reports errors.
+    pub dead: Line<AtomicU32>,
+}
+
+/// Channel statistics, written by the agent only.
+#[repr(C)]
+#[derive(Default)]
+pub struct ChannelStats {
+    /// Payload bytes moved host -> NIC (TX streams drained by the agent).
+    pub h2n_bytes: AtomicU64,
+    /// Channel operations host -> NIC (commands consumed).
+    pub h2n_ops: AtomicU64,
+    /// Payload bytes moved NIC -> host (written into RX streams).
+    pub n2h_bytes: AtomicU64,
+    /// Channel operations NIC -> host (completions posted and RX stream publications).
+    pub n2h_ops: AtomicU64,
+}
+
+/// Head/tail of an entry ring. Free-running u32 indices; slot = index & (entries - 1).
+#[repr(C)]
+pub struct RingHdr {
+    /// Written by the producer only.
+    pub tail: Line<AtomicU32>,
+    /// Written by the consumer only.
+    pub head: Line<AtomicU32>,
+}
+
+/// A host -> NIC command. `tag == 0` means "no completion wanted".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cmd {
+    pub op: u16,
+    pub flags: u16,
+    pub slot: u32,
+    pub tag: u64,
+    pub arg: [u64; 6],
+}
+
+/// A NIC -> host event: the completion of the command with the same `tag`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Evt {
+    pub kind: u16,
+    pub _pad: u16,
+    pub slot: u32,
+    pub tag: u64,
+    /// `>= 0`: a value; `< 0`: `-errno` as Linux would give it.
+    pub result: i64,
+    pub data: [u8; 40],
+}
+
+impl Default for Evt {
+    fn default() -> Self {
+        Evt { kind: 0, _pad: 0, slot: 0, tag: 0, result: 0, data: [0; 40] }
+    }
+}
+
+/// A waiter slot: one application epoll instance, or one thread inside poll/select.
+#[repr(C)]
+pub struct Waiter {
+    /// Host writes 1 (SeqCst) before re-checking and blocking; the agent swaps it to 0 and writes the
+    /// waiter's eventfd (registered over the control socket) when it publishes to a socket whose
+    /// `waiter_mask` has this waiter's bit.
+    pub sleeping: AtomicU32,
+    pub _pad: [u8; 60],
+}
+
+/// Per-socket control block. One cache line per writer group.
+#[repr(C)]
+pub struct SockCtl {
+    /// RX stream producer index (agent).
+    pub rx_tail: Line<AtomicU32>,
+    /// RX stream consumer index (host).
+    pub rx_head: Line<AtomicU32>,
+    /// TX stream producer index (host).
+    pub tx_tail: Line<AtomicU32>,
+    /// TX stream consumer index (agent).
+    pub tx_head: Line<AtomicU32>,
+    /// Agent-written socket state.
+    pub state: Line<SockState>,
+    /// Host-written wait bookkeeping.
+    pub host: Line<SockHost>,
+}
+
+/// Agent-written state of a socket.
+#[repr(C)]
+#[derive(Default)]
+pub struct SockState {
+    /// `SF_*` bits.
+    pub flags: AtomicU32,
+    /// Pending `SO_ERROR` (errno), valid while `flags & SF_ERROR`.
+    pub error: AtomicU32,
+    /// Bumped whenever `error` is set; the host remembers the last one it reported.
+    pub error_seq: AtomicU32,
+    /// Listeners: connections waiting in the agent's accept queue.
+    pub accept_ready: AtomicU32,
+    /// Listeners: bumped per connection queued (edge source for EPOLLET).
+    pub accept_seq: AtomicU32,
+    /// Futex word: bumped on every change a blocked host thread may wait for.
+    pub wake_seq: AtomicU32,
+    /// Agent sets 1 when it stopped reading because RX was full (after re-checking).
+    pub rx_blocked: AtomicU32,
+    /// Slot generation, bumped by the agent each time the slot is reused.
+    pub gen: AtomicU32,
+}
+
+/// Host-written bookkeeping of a socket.
+#[repr(C)]
+#[derive(Default)]
+pub struct SockHost {
+    /// Host threads blocked in FUTEX_WAIT on `state.wake_seq`.
+    pub waiters: AtomicU32,
+    /// 1 while a `TxKick` command for this slot is outstanding.
+    pub tx_kick: AtomicU32,
+    /// Bit i: waiter i (epoll instance or poller) wants to hear about this socket.
+    pub waiter_mask: AtomicU64,
+}
+
+// Socket state flags (SockState::flags).
+/// A connection is established (connected or accepted).
+pub const SF_CONNECTED: u32 = 1 << 0;
+/// Non-blocking connect in progress.
+pub const SF_CONNECTING: u32 = 1 << 1;
+/// Listening.
+pub const SF_LISTENING: u32 = 1 << 2;
+/// The peer sent FIN; after the RX stream drains, reads return 0.
+pub const SF_RX_FIN: u32 = 1 << 3;
+/// The connection was reset or failed; `error` holds the errno.
+pub const SF_ERROR: u32 = 1 << 4;
+/// Write side shut down (by `shutdown` or by an error): writes fail with EPIPE.
+pub const SF_TX_SHUT: u32 = 1 << 5;
+/// The host asked for SHUT_RD: reads return 0 once RX drains.
+pub const SF_RX_SHUT: u32 = 1 << 6;
+/// The connection was reset by the peer (reads give ECONNRESET once, then 0).
+pub const SF_RESET: u32 = 1 << 7;
+/// The slot holds a live socket.
+pub const SF_OPEN: u32 = 1 << 8;
+
+// Command opcodes.
+pub const OP_SOCKET: u16 = 1;
+pub const OP_BIND: u16 = 2;
+pub const OP_LISTEN: u16 = 3;
+pub const OP_ACCEPT: u16 = 4;
+pub const OP_CONNECT: u16 = 5;
+pub const OP_CLOSE: u16 = 6;
+pub const OP_SHUTDOWN: u16 = 7;
+pub const OP_GETSOCKNAME: u16 = 8;
+pub const OP_GETPEERNAME: u16 = 9;
+pub const OP_SETSOCKOPT: u16 = 10;
+pub const OP_GETSOCKOPT: u16 = 11;
+/// New bytes in the TX stream (sent only when `SockHost::tx_kick` went 0 -> 1).
+pub const OP_TX_KICK: u16 = 12;
+/// The host consumed RX after the agent set `rx_blocked`.
+pub const OP_RX_SPACE: u16 = 13;
+/// No operation; completes with 0 (used by benchmarks for the channel round trip).
+pub const OP_NOP: u16 = 14;
+
+/// Command flag: complete only when the operation finished (blocking accept/connect).
+pub const CF_WAIT: u16 = 1;
+
+/// Event kinds.
+pub const EV_COMPLETION: u16 = 1;
+
+/// Largest socket option value carried inline.
+pub const MAX_OPTVAL: usize = 32;
+
+/// A socket address as carried in commands and events: the `sockaddr_in6` layout for both families.
+/// `port` is in network byte order, as in `sockaddr_in(6)`. For AF_INET the address is `addr[..4]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WireAddr {
+    pub family: u16,
+    pub port: u16,
+    pub flowinfo: u32,
+    pub addr: [u8; 16],
+    pub scope_id: u32,
+}
+
+impl WireAddr {
+    /// Bytes of the encoded form.
+    pub const LEN: usize = 28;
+
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[0..2].copy_from_slice(&self.family.to_ne_bytes());
+        b[2..4].copy_from_slice(&self.port.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.flowinfo.to_ne_bytes());
+        b[8..24].copy_from_slice(&self.addr);
+        b[24..28].copy_from_slice(&self.scope_id.to_ne_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Self {
+        let mut a = WireAddr::default();
+        if b.len() < Self::LEN {
+            return a;
+        }
+        a.family = u16::from_ne_bytes([b[0], b[1]]);
+        a.port = u16::from_ne_bytes([b[2], b[3]]);
+        a.flowinfo = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+        a.addr.copy_from_slice(&b[8..24]);
+        a.scope_id = u32::from_ne_bytes([b[24], b[25], b[26], b[27]]);
+        a
+    }
+
+    /// Packs into command words `arg[i..i+4]` (28 bytes in 32).
+    pub fn to_args(&self, args: &mut [u64]) {
+        let mut b = [0u8; 32];
+        b[..Self::LEN].copy_from_slice(&self.encode());
+        for (i, w) in args.iter_mut().take(4).enumerate() {
+            *w = u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        }
+    }
+
+    pub fn from_args(args: &[u64]) -> Self {
+        let mut b = [0u8; 32];
+        for (i, w) in args.iter().take(4).enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&w.to_ne_bytes());
+        }
+        Self::decode(&b)
+    }
+}
+
+/// Packs bytes into command words (for socket option values).
+pub fn bytes_to_args(src: &[u8], args: &mut [u64]) {
+    let mut b = [0u8; 48];
+    let n = src.len().min(args.len() * 8).min(48);
+    b[..n].copy_from_slice(&src[..n]);
+    for (i, w) in args.iter_mut().enumerate() {
+        *w = u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    }
+}
+
+/// Unpacks command words into bytes.
+pub fn args_to_bytes(args: &[u64], dst: &mut [u8]) {
+    let mut b = [0u8; 48];
+    for (i, w) in args.iter().take(6).enumerate() {
+        b[i * 8..i * 8 + 8].copy_from_slice(&w.to_ne_bytes());
+    }
+    let n = dst.len().min(args.len() * 8).min(48);
+    dst[..n].copy_from_slice(&b[..n]);
+}
+
+#[cfg(not(loom))]
+const _: () = {
+    assert!(core::mem::size_of::<Header>() <= HEADER_SIZE);
+    assert!(core::mem::size_of::<Cmd>() == 64);
+    assert!(core::mem::size_of::<Evt>() == 64);
+    assert!(core::mem::size_of::<Waiter>() == 64);
+    assert!(core::mem::size_of::<RingHdr>() == 128);
+    assert!(core::mem::size_of::<SockCtl>() == 384);
+    assert!(core::mem::align_of::<SockCtl>() == 64);
+};

@@ -1,0 +1,323 @@
+//! Geometry of a region and a validated view of a mapped one.
+
+use crate::layout::*;
+use crate::primitive::Ordering;
+use crate::ring::{Consumer, Producer};
+use crate::stream::Stream;
+
+/// Parameters the agent chooses for a new region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub cmd_entries: u32,
+    pub evt_entries: u32,
+    pub max_sockets: u32,
+    pub rx_size: u32,
+    pub tx_size: u32,
+    pub spin_ns: u32,
+}
+
+impl Default for Geometry {
+    fn default() -> Self {
+        Geometry {
+            cmd_entries: 1024,
+            evt_entries: 1024,
+            max_sockets: 1024,
+            rx_size: 64 * 1024,
+            tx_size: 64 * 1024,
+            spin_ns: 50_000,
+        }
+    }
+}
+
+/// Offsets computed from a [`Geometry`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    pub cmd_off: u64,
+    pub evt_off: u64,
+    pub waiter_off: u64,
+    pub sock_off: u64,
+    pub stream_off: u64,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionError {
+    TooSmall,
+    BadMagic,
+    BadVersion(u32),
+    BadGeometry(&'static str),
+}
+
+impl core::fmt::Display for RegionError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RegionError::TooSmall => write!(f, "region smaller than its header says"),
+            RegionError::BadMagic => write!(f, "not an snstack region (bad magic)"),
+            RegionError::BadVersion(v) => {
+                write!(f, "channel version {v}, this library speaks {VERSION}")
+            }
+            RegionError::BadGeometry(w) => write!(f, "bad region geometry: {w}"),
+        }
+    }
+}
+
+fn align_up(x: u64, a: u64) -> u64 {
+    x.div_ceil(a) * a
+}
+
+impl Geometry {
+    /// Checks limits and computes the offsets, or says what is wrong.
+    pub fn offsets(&self) -> Result<Offsets, RegionError> {
+        let pow2 = |v: u32| v != 0 && v.is_power_of_two();
+        if !pow2(self.cmd_entries) || !pow2(self.evt_entries) {
+            return Err(RegionError::BadGeometry("ring entries must be powers of two"));
+        }
+        if !pow2(self.rx_size) || !pow2(self.tx_size) || self.rx_size < 4096 || self.tx_size < 4096 {
+            return Err(RegionError::BadGeometry("stream sizes must be powers of two >= 4096"));
+        }
+        if self.rx_size > 1 << 30 || self.tx_size > 1 << 30 {
+            return Err(RegionError::BadGeometry("stream size above 1 GiB"));
+        }
+        if self.max_sockets == 0 || self.max_sockets > 1 << 20 {
+            return Err(RegionError::BadGeometry("max_sockets out of range"));
+        }
+        if self.cmd_entries > 1 << 20 || self.evt_entries > 1 << 20 {
+            return Err(RegionError::BadGeometry("ring too large"));
+        }
+        let line = CACHE_LINE as u64;
+        let cmd_off = HEADER_SIZE as u64;
+        let evt_off = align_up(
+            cmd_off + core::mem::size_of::<RingHdr>() as u64 + 64 * self.cmd_entries as u64,
+            line,
+        );
+        let waiter_off = align_up(
+            evt_off + core::mem::size_of::<RingHdr>() as u64 + 64 * self.evt_entries as u64,
+            line,
+        );
+        let sock_off = waiter_off + (MAX_WAITERS * core::mem::size_of::<Waiter>()) as u64;
+        let stream_off = align_up(
+            sock_off + self.max_sockets as u64 * core::mem::size_of::<SockCtl>() as u64,
+            4096,
+        );
+        let per = self.rx_size as u64 + self.tx_size as u64;
+        let total = stream_off + per * self.max_sockets as u64;
+        Ok(Offsets { cmd_off, evt_off, waiter_off, sock_off, stream_off, total })
+    }
+}
+
+/// A mapped region. Holds raw pointers; the mapping must outlive it (the endpoint owns the mmap).
+#[derive(Clone, Copy, Debug)]
+pub struct Region {
+    base: *mut u8,
+    len: usize,
+    geo: Geometry,
+    off: Offsets,
+}
+
+// SAFETY: the region is shared memory accessed only through atomics and bounds-checked copies; a
+// `Region` is just its address and geometry.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Agent side: writes a fresh header into zeroed memory of `len` bytes.
+    ///
+    /// # Safety
+    /// `base..base+len` must be a writable mapping, zero-filled, aligned to 4096, that outlives the
+    /// returned value.
+    pub unsafe fn init(base: *mut u8, len: usize, geo: Geometry) -> Result<Region, RegionError> {
+        let off = geo.offsets()?;
+        if (len as u64) < off.total {
+            return Err(RegionError::TooSmall);
+        }
+        let h = base as *mut Header;
+        // SAFETY: the caller guarantees the mapping; the header fits (checked by the const assert)
+        // and nobody else writes the plain fields.
+        unsafe {
+            (*h).magic = MAGIC;
+            (*h).version = VERSION;
+            (*h).header_size = HEADER_SIZE as u32;
+            (*h).region_size = off.total;
+            (*h).cmd_off = off.cmd_off;
+            (*h).cmd_entries = geo.cmd_entries;
+            (*h).evt_entries = geo.evt_entries;
+            (*h).evt_off = off.evt_off;
+            (*h).waiter_off = off.waiter_off;
+            (*h).sock_off = off.sock_off;
+            (*h).stream_off = off.stream_off;
+            (*h).max_sockets = geo.max_sockets;
+            (*h).rx_size = geo.rx_size;
+            (*h).tx_size = geo.tx_size;
+            (*h).spin_ns = geo.spin_ns;
+        }
+        Ok(Region { base, len, geo, off })
+    }
+
+    /// Host side: validates the header of a mapped region of `len` bytes.
+    ///
+    /// # Safety
+    /// `base..base+len` must be a readable and writable mapping that outlives the returned value.
+    pub unsafe fn attach(base: *mut u8, len: usize) -> Result<Region, RegionError> {
+        if len < HEADER_SIZE {
+            return Err(RegionError::TooSmall);
+        }
+        let h = base as *const Header;
+        // SAFETY: at least HEADER_SIZE bytes are mapped; plain fields are written once by the agent
+        // before the memfd is handed over, so volatile reads see their final values.
+        let (magic, version, geo) = unsafe {
+            (
+                core::ptr::read_volatile(&(*h).magic),
+                core::ptr::read_volatile(&(*h).version),
+                Geometry {
+                    cmd_entries: core::ptr::read_volatile(&(*h).cmd_entries),
+                    evt_entries: core::ptr::read_volatile(&(*h).evt_entries),
+                    max_sockets: core::ptr::read_volatile(&(*h).max_sockets),
+                    rx_size: core::ptr::read_volatile(&(*h).rx_size),
+                    tx_size: core::ptr::read_volatile(&(*h).tx_size),
+                    spin_ns: core::ptr::read_volatile(&(*h).spin_ns),
+                },
+            )
+        };
+        if magic != MAGIC {
+            return Err(RegionError::BadMagic);
+        }
+        if version != VERSION {
+            return Err(RegionError::BadVersion(version));
+        }
+        let off = geo.offsets()?;
+        if (len as u64) < off.total {
+            return Err(RegionError::TooSmall);
+        }
+        Ok(Region { base, len, geo, off })
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.geo
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        self.off
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    pub fn header(&self) -> &Header {
+        // SAFETY: validated at construction; Header's mutable fields are atomics.
+        unsafe { &*(self.base as *const Header) }
+    }
+
+    fn ring_parts<T>(&self, off: u64, entries: u32) -> (*const RingHdr, *mut T, u32) {
+        // SAFETY: offsets were computed from the validated geometry and lie inside the mapping.
+        let hdr = unsafe { self.base.add(off as usize) } as *const RingHdr;
+        // SAFETY: entries follow the ring header inside the mapping.
+        let ents = unsafe { self.base.add(off as usize + core::mem::size_of::<RingHdr>()) } as *mut T;
+        (hdr, ents, entries)
+    }
+
+    /// Host: producer half of the command ring. Exactly one must exist per region at a time
+    /// (the host serialises its threads behind one lock).
+    pub fn cmd_producer(&self) -> Producer<Cmd> {
+        let (h, e, n) = self.ring_parts::<Cmd>(self.off.cmd_off, self.geo.cmd_entries);
+        // SAFETY: pointers come from the validated region.
+        unsafe { Producer::new(h, e, n) }
+    }
+
+    /// Agent: consumer half of the command ring.
+    pub fn cmd_consumer(&self) -> Consumer<Cmd> {
+        let (h, e, n) = self.ring_parts::<Cmd>(self.off.cmd_off, self.geo.cmd_entries);
+        // SAFETY: pointers come from the validated region.
+        unsafe { Consumer::new(h, e, n) }
+    }
+
+    /// Agent: producer half of the event ring.
+    pub fn evt_producer(&self) -> Producer<Evt> {
+        let (h, e, n) = self.ring_parts::<Evt>(self.off.evt_off, self.geo.evt_entries);
+        // SAFETY: pointers come from the validated region.
+        unsafe { Producer::new(h, e, n) }
+    }
+
+    /// Host: consumer half of the event ring.
+    pub fn evt_consumer(&self) -> Consumer<Evt> {
+        let (h, e, n) = self.ring_parts::<Evt>(self.off.evt_off, self.geo.evt_entries);
+        // SAFETY: pointers come from the validated region.
+        unsafe { Consumer::new(h, e, n) }
+    }
+
+    /// The control block of socket `slot`, or `None` when out of range.
+    pub fn sock(&self, slot: u32) -> Option<&SockCtl> {
+        if slot >= self.geo.max_sockets {
+            return None;
+        }
+        let off = self.off.sock_off as usize + slot as usize * core::mem::size_of::<SockCtl>();
+        // SAFETY: slot < max_sockets, so the block lies inside the validated mapping; all fields
+        // are atomics.
+        Some(unsafe { &*(self.base.add(off) as *const SockCtl) })
+    }
+
+    /// Waiter `i`, or `None` when out of range.
+    pub fn waiter(&self, i: usize) -> Option<&Waiter> {
+        if i >= MAX_WAITERS {
+            return None;
+        }
+        let off = self.off.waiter_off as usize + i * core::mem::size_of::<Waiter>();
+        // SAFETY: inside the validated mapping; `sleeping` is atomic.
+        Some(unsafe { &*(self.base.add(off) as *const Waiter) })
+    }
+
+    fn stream_base(&self, slot: u32) -> usize {
+        self.off.stream_off as usize
+            + slot as usize * (self.geo.rx_size as usize + self.geo.tx_size as usize)
+    }
+
+    /// The RX byte stream of `slot` (agent produces, host consumes).
+    pub fn rx(&self, slot: u32) -> Option<Stream> {
+        let ctl = self.sock(slot)?;
+        let b = self.stream_base(slot);
+        // SAFETY: slot validated by `sock`; the stream lies inside the mapping.
+        Some(unsafe {
+            Stream::new(self.base.add(b), self.geo.rx_size, &ctl.rx_tail.0, &ctl.rx_head.0)
+        })
+    }
+
+    /// The TX byte stream of `slot` (host produces, agent consumes).
+    pub fn tx(&self, slot: u32) -> Option<Stream> {
+        let ctl = self.sock(slot)?;
+        let b = self.stream_base(slot) + self.geo.rx_size as usize;
+        // SAFETY: slot validated by `sock`; the stream lies inside the mapping.
+        Some(unsafe {
+            Stream::new(self.base.add(b), self.geo.tx_size, &ctl.tx_tail.0, &ctl.tx_head.0)
+        })
+    }
+
+    /// Agent: resets a socket block for reuse (indices to zero, state cleared, generation bumped).
+    /// Only valid while the host holds no reference to the slot.
+    pub fn reset_sock(&self, slot: u32) {
+        if let Some(c) = self.sock(slot) {
+            c.rx_tail.0.store(0, Ordering::Relaxed);
+            c.rx_head.0.store(0, Ordering::Relaxed);
+            c.tx_tail.0.store(0, Ordering::Relaxed);
+            c.tx_head.0.store(0, Ordering::Relaxed);
+            let s = &c.state.0;
+            s.flags.store(0, Ordering::Relaxed);
+            s.error.store(0, Ordering::Relaxed);
+            s.error_seq.store(0, Ordering::Relaxed);
+            s.accept_ready.store(0, Ordering::Relaxed);
+            s.accept_seq.store(0, Ordering::Relaxed);
+            s.rx_blocked.store(0, Ordering::Relaxed);
+            c.host.0.tx_kick.store(0, Ordering::Relaxed);
+            c.host.0.waiter_mask.store(0, Ordering::Relaxed);
+            s.gen.fetch_add(1, Ordering::Release);
+        }
+    }
+}
