@@ -1,1 +1,201 @@
+//! `libsnstack.so`: loaded with `LD_PRELOAD` into an unmodified program, it moves the program's
+//! AF_INET/AF_INET6 TCP sockets to `snstack-agent` over the shared-memory channel of `shm-proto`.
+//!
+//! ```text
+//!  app ──► hooks.rs (extern "C", thin) ──► ops.rs / epoll.rs / poll.rs (logic)
+//!                 │ fd not ours                      │
+//!                 ▼                                  ▼
+//!             libc (RTLD_NEXT)              channel.rs ══ region ══ snstack-agent
+//! ```
+//! Every fd the library does not own goes to libc untouched after one atomic load (`fdtable`).
+//! The library never calls a symbol it interposes: its own OS calls are raw syscalls (`sys`).
+//! Configuration (environment, read once): `SNSTACK_OFFLOAD`, `SNSTACK_AGENT`, `SNSTACK_STRICT`,
+//! `SNSTACK_SPIN_US`, `SNSTACK_LOG`. See README.md.
 
+#![allow(clippy::missing_safety_doc)]
+
+mod channel;
+mod epoll;
+mod fdtable;
+mod hooks;
+mod ops;
+mod poll;
+mod real;
+mod sock;
+mod sys;
+mod util;
+
+use channel::Channel;
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use util::{env, parse_u64, SpinMutex};
+
+pub(crate) fn set_errno(e: i32) {
+    // SAFETY: errno location of the calling thread.
+    unsafe { *libc::__errno_location() = e };
+}
+
+const ST_UNINIT: u8 = 0;
+const ST_ATTACHED: u8 = 2;
+const ST_PASS: u8 = 3;
+const ST_STRICT: u8 = 4;
+
+static STATE: AtomicU8 = AtomicU8::new(ST_UNINIT);
+static CHAN: AtomicPtr<Channel> = AtomicPtr::new(core::ptr::null_mut());
+static INIT_LOCK: SpinMutex<()> = SpinMutex::new(());
+
+// Configuration, read once.
+const CFG_UNREAD: u8 = 0;
+const CFG_ON: u8 = 1;
+const CFG_OFF: u8 = 2;
+static CFG: AtomicU8 = AtomicU8::new(CFG_UNREAD);
+static STRICT: AtomicU8 = AtomicU8::new(0);
+/// Host spin budget override in ns (u64::MAX = use the agent's suggestion).
+static SPIN_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+pub(crate) const DEFAULT_AGENT: &[u8] = b"/run/snstack/agent.sock";
+
+fn read_config() -> u8 {
+    let c = CFG.load(Ordering::Acquire);
+    if c != CFG_UNREAD {
+        return c;
+    }
+    if let Some(l) = env(c"SNSTACK_LOG") {
+        let lvl = match l {
+            b"error" => util::ERROR,
+            b"warn" => util::WARN,
+            b"info" => util::INFO,
+            b"debug" | b"trace" => util::DEBUG,
+            _ => util::WARN,
+        };
+        util::LOG_LEVEL.store(lvl, Ordering::Relaxed);
+    }
+    if env(c"SNSTACK_STRICT").is_some_and(|v| v == b"1") {
+        STRICT.store(1, Ordering::Relaxed);
+    }
+    if let Some(us) = env(c"SNSTACK_SPIN_US").and_then(parse_u64) {
+        SPIN_NS.store(us.saturating_mul(1000), Ordering::Relaxed);
+    }
+    let off = env(c"SNSTACK_OFFLOAD").is_some_and(|v| v == b"0");
+    let v = if off { CFG_OFF } else { CFG_ON };
+    CFG.store(v, Ordering::Release);
+    v
+}
+
+/// `SNSTACK_OFFLOAD=0`: the library is a pure pass-through for this process.
+pub(crate) fn offload_disabled() -> bool {
+    read_config() == CFG_OFF
+}
+
+pub(crate) enum Chan {
+    Attached(&'static Channel),
+    /// Offload off or agent unreachable (fallback): kernel sockets.
+    Pass,
+    /// Agent unreachable in strict mode: socket() fails.
+    Strict,
+}
+
+#[inline]
+pub(crate) fn channel_if_attached() -> Option<&'static Channel> {
+    if STATE.load(Ordering::Acquire) == ST_ATTACHED {
+        let p = CHAN.load(Ordering::Acquire);
+        // SAFETY: set once to a leaked Box before ST_ATTACHED is published.
+        return unsafe { p.as_ref() };
+    }
+    None
+}
+
+/// The process's channel, attaching on first use.
+pub(crate) fn channel() -> Chan {
+    match STATE.load(Ordering::Acquire) {
+        ST_ATTACHED => {
+            if let Some(c) = channel_if_attached() {
+                return Chan::Attached(c);
+            }
+        }
+        ST_PASS => return Chan::Pass,
+        ST_STRICT => return Chan::Strict,
+        _ => {}
+    }
+    if offload_disabled() {
+        return Chan::Pass;
+    }
+    let _g = INIT_LOCK.lock();
+    match STATE.load(Ordering::Acquire) {
+        ST_UNINIT => {}
+        _ => {
+            drop(_g);
+            return channel();
+        }
+    }
+    let mut pathbuf = [0u8; 108];
+    let path: &[u8] = match env(c"SNSTACK_AGENT") {
+        Some(p) if !p.is_empty() && p.len() < pathbuf.len() => {
+            pathbuf[..p.len()].copy_from_slice(p);
+            &pathbuf[..p.len()]
+        }
+        _ => DEFAULT_AGENT,
+    };
+    let spin = SPIN_NS.load(Ordering::Relaxed);
+    let spin = if spin == u64::MAX { None } else { Some(spin) };
+    match Channel::attach(path, spin) {
+        Ok(ch) => {
+            let p = Box::into_raw(Box::new(ch));
+            CHAN.store(p, Ordering::Release);
+            STATE.store(ST_ATTACHED, Ordering::Release);
+            log!(
+                util::INFO,
+                "attached to agent at {}",
+                core::str::from_utf8(path).unwrap_or("?")
+            );
+            channel()
+        }
+        Err(e) => {
+            let strict = STRICT.load(Ordering::Relaxed) == 1;
+            let p = core::str::from_utf8(path).unwrap_or("?");
+            if strict {
+                log!(util::ERROR, "agent at {p} unreachable ({e}); SNSTACK_STRICT=1: TCP sockets fail with ENETDOWN");
+                STATE.store(ST_STRICT, Ordering::Release);
+                Chan::Strict
+            } else {
+                log!(
+                    util::ERROR,
+                    "warning: agent at {p} unreachable ({e}); using kernel sockets"
+                );
+                STATE.store(ST_PASS, Ordering::Release);
+                Chan::Pass
+            }
+        }
+    }
+}
+
+/// fork: the child must not share the parent's channel (the host-side locks and completion cells
+/// are per process). It re-attaches its own channel at its next socket(). Offloaded sockets it
+/// inherited are not usable in the child yet: they are dropped from its table with one log line.
+extern "C" fn atfork_child() {
+    if STATE.load(Ordering::Acquire) != ST_ATTACHED {
+        return;
+    }
+    let mut n = 0;
+    fdtable::for_each_sock(|fd, _| {
+        fdtable::clear(fd);
+        n += 1;
+    });
+    fdtable::close_internal();
+    epoll::forget_all();
+    CHAN.store(core::ptr::null_mut(), Ordering::Release);
+    STATE.store(ST_UNINIT, Ordering::Release);
+    // SAFETY: the child has one thread; nobody holds this lock now.
+    unsafe { INIT_LOCK.force_unlock() };
+    if n > 0 {
+        log!(util::WARN, "fork: {n} offloaded socket(s) inherited by the child are not usable in it (not supported yet)");
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;
+
+extern "C" fn init() {
+    // SAFETY: registering a fork handler with no prepare/parent hooks.
+    unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
+}

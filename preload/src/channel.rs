@@ -1,0 +1,487 @@
+//! The host endpoint of the channel: attach, command/completion calls, doorbells and waits.
+//!
+//! One [`Channel`] per process, created at the first offloadable `socket()` (never at load time:
+//! a program that opens no TCP socket never talks to the agent). Threads share it: the command
+//! ring's producer sits behind a spin lock held only for the push; completions are delivered by
+//! whichever waiting thread holds the event-ring try-lock, into per-request cells.
+
+use crate::sys;
+use crate::util::{SpinMutex, DEBUG, WARN};
+use crate::{log, sock::HostSock};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, HELLO_WAITER, MSG_LEN};
+use shm_proto::{wake, Cmd, Consumer, Evt, Producer, Region, MAX_WAITERS};
+
+const CELLS: usize = 256;
+/// How long a sleeping host thread waits before it checks that the agent is still alive.
+const LIVENESS_NS: u64 = 100_000_000;
+
+struct CellSlot {
+    state: AtomicU32,
+    gen: AtomicU32,
+    evt: UnsafeCell<Evt>,
+}
+
+const CELL_FREE: u32 = 0;
+const CELL_WAITING: u32 = 1;
+const CELL_DONE: u32 = 2;
+
+pub(crate) struct Channel {
+    pub(crate) region: Region,
+    ctl_fd: i32,
+    bell_fd: i32,
+    cmd: SpinMutex<Producer<Cmd>>,
+    evt: SpinMutex<Consumer<Evt>>,
+    cells: Box<[CellSlot]>,
+    pub(crate) socks: Box<[HostSock]>,
+    pub(crate) spin_ns: u64,
+    dead: AtomicBool,
+    ctl_lock: SpinMutex<()>,
+    /// Waiter slots in use (bit i = waiter i).
+    waiters_used: AtomicU64,
+    /// Eventfd of each registered waiter, -1 when none.
+    waiter_fd: [AtomicI32; MAX_WAITERS],
+}
+
+// SAFETY: cells are handed between threads through `state` with Release/Acquire; everything else
+// is atomics, locks, or the shared region.
+unsafe impl Sync for Channel {}
+// SAFETY: as above.
+unsafe impl Send for Channel {}
+
+/// Why the channel could not be attached.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AttachError {
+    Connect(i32),
+    Protocol(&'static str),
+    Refused(u32),
+    Map(i32),
+}
+
+impl core::fmt::Display for AttachError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            AttachError::Connect(e) => write!(f, "connect failed, errno {e}"),
+            AttachError::Protocol(w) => write!(f, "{w}"),
+            AttachError::Refused(e) => write!(f, "agent refused the attach, errno {e}"),
+            AttachError::Map(e) => write!(f, "cannot map the region, errno {e}"),
+        }
+    }
+}
+
+fn send_hello(fd: i32, h: &Hello, pass_fd: Option<i32>) -> Result<(), i32> {
+    let buf = h.encode();
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut _,
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u64; 4];
+    // SAFETY: zeroed msghdr is valid; fields are filled below with pointers to live locals.
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(pfd) = pass_fd {
+        msg.msg_control = cbuf.as_mut_ptr() as *mut _;
+        // SAFETY: CMSG_SPACE is a pure computation.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as _;
+        // SAFETY: msg_control points to a buffer of CMSG_SPACE(4) bytes.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(4) as _;
+            core::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, pfd);
+        }
+    }
+    // SAFETY: msg describes valid buffers.
+    unsafe { sys::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) }.map(|_| ())
+}
+
+/// Receives one reply and up to two fds.
+fn recv_reply(fd: i32) -> Result<(Reply, [i32; 2], usize), AttachError> {
+    let mut buf = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut _,
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u64; 8];
+    // SAFETY: zeroed msghdr is valid; filled with pointers to live locals.
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut _;
+    msg.msg_controllen = core::mem::size_of_val(&cbuf) as _;
+    let n = loop {
+        // SAFETY: msg describes valid buffers.
+        match unsafe { sys::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) } {
+            Err(libc::EINTR) => continue,
+            Err(e) => return Err(AttachError::Connect(e)),
+            Ok(n) => break n,
+        }
+    };
+    let mut fds = [-1i32; 2];
+    let mut nfds = 0;
+    // SAFETY: walking the control buffer the kernel filled, with the libc macros.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let cnt = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+                for i in 0..cnt {
+                    let f = core::ptr::read_unaligned((libc::CMSG_DATA(c) as *const i32).add(i));
+                    if nfds < 2 {
+                        fds[nfds] = f;
+                        nfds += 1;
+                    } else {
+                        let _ = sys::close(f);
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if n != MSG_LEN {
+        for f in fds.iter().take(nfds) {
+            let _ = sys::close(*f);
+        }
+        return Err(AttachError::Protocol("short reply from agent"));
+    }
+    let r = Reply::decode(&buf[..n]).ok_or(AttachError::Protocol("bad reply from agent"))?;
+    Ok((r, fds, nfds))
+}
+
+/// Moves an fd of ours above the range applications usually use and marks it internal.
+pub(crate) fn hide_fd(fd: i32) -> i32 {
+    let hi = match sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 700) {
+        Ok(h) => {
+            let _ = sys::close(fd);
+            h as i32
+        }
+        Err(_) => fd,
+    };
+    crate::fdtable::set_internal(hi);
+    hi
+}
+
+impl Channel {
+    pub(crate) fn attach(path: &[u8], spin_ns_env: Option<u64>) -> Result<Channel, AttachError> {
+        let fd = sys::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0)
+            .map_err(AttachError::Connect)? as i32;
+        let fd = hide_fd(fd);
+        let fail = |e| {
+            crate::fdtable::clear(fd);
+            let _ = sys::close(fd);
+            e
+        };
+        sys::connect_unix(fd, path).map_err(|e| fail(AttachError::Connect(e)))?;
+        send_hello(fd, &Hello::new(HELLO_ATTACH, sys::getpid() as u64), None)
+            .map_err(|e| fail(AttachError::Connect(e)))?;
+        let (reply, fds, nfds) = recv_reply(fd).map_err(fail)?;
+        if reply.status != 0 {
+            return Err(fail(AttachError::Refused(reply.status)));
+        }
+        if nfds != 2 {
+            return Err(fail(AttachError::Protocol("agent sent no region")));
+        }
+        let (memfd, bell) = (fds[0], fds[1]);
+        let len = reply.len as usize;
+        let base = match sys::mmap_shared(memfd, len) {
+            Ok(p) => p as *mut u8,
+            Err(e) => {
+                let _ = sys::close(memfd);
+                let _ = sys::close(bell);
+                return Err(fail(AttachError::Map(e)));
+            }
+        };
+        let _ = sys::close(memfd);
+        // SAFETY: we just mapped `len` bytes MAP_SHARED; the mapping is never unmapped.
+        let region = match unsafe { Region::attach(base, len) } {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = sys::close(bell);
+                return Err(fail(AttachError::Protocol(
+                    "agent region failed validation",
+                )));
+            }
+        };
+        let bell = hide_fd(bell);
+        let geo = region.geometry();
+        let cells = (0..CELLS)
+            .map(|_| CellSlot {
+                state: AtomicU32::new(CELL_FREE),
+                gen: AtomicU32::new(1),
+                evt: UnsafeCell::new(Evt::default()),
+            })
+            .collect();
+        let socks = (0..geo.max_sockets).map(|_| HostSock::new()).collect();
+        Ok(Channel {
+            cmd: SpinMutex::new(region.cmd_producer()),
+            evt: SpinMutex::new(region.evt_consumer()),
+            region,
+            ctl_fd: fd,
+            bell_fd: bell,
+            cells,
+            socks,
+            spin_ns: spin_ns_env.unwrap_or(geo.spin_ns as u64),
+            dead: AtomicBool::new(false),
+            ctl_lock: SpinMutex::new(()),
+            waiters_used: AtomicU64::new(0),
+            waiter_fd: [const { AtomicI32::new(-1) }; MAX_WAITERS],
+        })
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        if self.dead.load(Ordering::Relaxed) {
+            return true;
+        }
+        if self.region.header().dead.0.load(Ordering::Relaxed) != 0 {
+            self.mark_dead("the agent dropped this process's channel");
+            return true;
+        }
+        false
+    }
+
+    fn mark_dead(&self, why: &str) {
+        if !self.dead.swap(true, Ordering::SeqCst) {
+            log!(
+                crate::util::ERROR,
+                "channel lost: {why}; offloaded sockets now fail"
+            );
+        }
+    }
+
+    /// Checks the control socket for EOF (agent gone). Costs a syscall: slow paths only.
+    pub(crate) fn check_alive(&self) -> bool {
+        if self.is_dead() {
+            return false;
+        }
+        match sys::poll_one(self.ctl_fd, libc::POLLIN, 0) {
+            Ok(rev) if rev & (libc::POLLHUP | libc::POLLERR | libc::POLLIN) as usize != 0 => {
+                let mut b = [0u8; 64];
+                let _g = self.ctl_lock.try_lock();
+                // A reply we did not ask for cannot happen; EOF or error means the agent is gone.
+                self.mark_dead("agent closed the control connection");
+                let _ = sys::read(self.ctl_fd, &mut b);
+                false
+            }
+            Ok(_) => true,
+            Err(_) => true,
+        }
+    }
+
+    pub(crate) fn ring_agent(&self) {
+        if wake::must_ring(&self.region.header().agent_sleeping.0) {
+            let _ = sys::write(self.bell_fd, &1u64.to_ne_bytes());
+        }
+    }
+
+    /// Posts a command that wants no completion.
+    pub(crate) fn post(&self, cmd: Cmd) -> Result<(), i32> {
+        self.push(cmd)
+    }
+
+    fn push(&self, cmd: Cmd) -> Result<(), i32> {
+        loop {
+            if self.is_dead() {
+                return Err(libc::ECONNRESET);
+            }
+            let pushed = {
+                let mut p = self.cmd.lock();
+                match p.push(cmd) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        drop(p);
+                        self.mark_dead("command ring corrupt");
+                        return Err(libc::ECONNRESET);
+                    }
+                }
+            };
+            self.ring_agent();
+            if pushed {
+                return Ok(());
+            }
+            // Ring full: the agent is behind. Wait for it to consume.
+            self.wait_region(|| self.cmd.lock().free().map(|f| f > 0).unwrap_or(true))?;
+        }
+    }
+
+    /// Sends a command and waits for its completion.
+    pub(crate) fn call(&self, mut cmd: Cmd) -> Result<Evt, i32> {
+        let idx = self.alloc_cell();
+        let cell = &self.cells[idx];
+        let gen = cell.gen.load(Ordering::Relaxed);
+        cmd.tag = ((gen as u64) << 32) | (idx as u64 + 1);
+        if let Err(e) = self.push(cmd) {
+            self.free_cell(idx);
+            return Err(e);
+        }
+        let r = self.wait_region(|| {
+            self.drain_events();
+            cell.state.load(Ordering::Acquire) == CELL_DONE
+        });
+        if let Err(e) = r {
+            // The completion may still arrive; retire the cell's generation so it is ignored.
+            self.free_cell(idx);
+            return Err(e);
+        }
+        // SAFETY: CELL_DONE was published with Release after the event was written; we own the cell.
+        let evt = unsafe { *cell.evt.get() };
+        self.free_cell(idx);
+        Ok(evt)
+    }
+
+    fn alloc_cell(&self) -> usize {
+        loop {
+            for (i, c) in self.cells.iter().enumerate() {
+                if c.state.load(Ordering::Relaxed) == CELL_FREE
+                    && c.state
+                        .compare_exchange(
+                            CELL_FREE,
+                            CELL_WAITING,
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                {
+                    return i;
+                }
+            }
+            crate::util::sched_yield();
+        }
+    }
+
+    fn free_cell(&self, idx: usize) {
+        let c = &self.cells[idx];
+        c.gen.fetch_add(1, Ordering::Relaxed);
+        c.state.store(CELL_FREE, Ordering::Release);
+    }
+
+    /// Delivers queued completions into their cells (whoever holds the try-lock does it).
+    fn drain_events(&self) {
+        let Some(mut ev) = self.evt.try_lock() else {
+            return;
+        };
+        let mut delivered = false;
+        loop {
+            match ev.pop() {
+                Ok(Some(e)) => {
+                    let idx = (e.tag & 0xffff_ffff) as usize;
+                    let gen = (e.tag >> 32) as u32;
+                    if idx == 0 || idx > CELLS {
+                        continue;
+                    }
+                    let c = &self.cells[idx - 1];
+                    if c.gen.load(Ordering::Relaxed) == gen
+                        && c.state.load(Ordering::Acquire) == CELL_WAITING
+                    {
+                        // SAFETY: the cell is WAITING with our generation: its owner reads `evt` only
+                        // after it sees CELL_DONE (Release below).
+                        unsafe { *c.evt.get() = e };
+                        c.state.store(CELL_DONE, Ordering::Release);
+                        delivered = true;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    drop(ev);
+                    self.mark_dead("event ring corrupt");
+                    return;
+                }
+            }
+        }
+        drop(ev);
+        if delivered {
+            let h = self.region.header();
+            if wake::bump(&h.region_seq.0, &h.region_waiters.0) {
+                let _ = sys::futex_wake(&h.region_seq.0, i32::MAX);
+            }
+        }
+    }
+
+    /// Spin, then sleep on the region futex, until `cond` holds. Fails when the agent is gone.
+    fn wait_region(&self, mut cond: impl FnMut() -> bool) -> Result<(), i32> {
+        let start = sys::clock_ns();
+        let mut n = 0u32;
+        loop {
+            if cond() {
+                return Ok(());
+            }
+            n += 1;
+            if n % 64 == 0 && sys::clock_ns() - start > self.spin_ns {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        let h = self.region.header();
+        loop {
+            let seen = wake::prepare_wait(&h.region_seq.0, &h.region_waiters.0);
+            if cond() {
+                wake::finish_wait(&h.region_waiters.0);
+                return Ok(());
+            }
+            let r = sys::futex_wait(&h.region_seq.0, seen, Some(LIVENESS_NS));
+            wake::finish_wait(&h.region_waiters.0);
+            if cond() {
+                return Ok(());
+            }
+            if r == Err(libc::ETIMEDOUT) && !self.check_alive() {
+                return Err(libc::ECONNRESET);
+            }
+        }
+    }
+
+    /// Allocates a waiter slot with a registered eventfd. Returns (index, eventfd).
+    pub(crate) fn alloc_waiter(&self) -> Result<(usize, i32), i32> {
+        loop {
+            let used = self.waiters_used.load(Ordering::Acquire);
+            if used == u64::MAX {
+                log!(
+                    WARN,
+                    "more than {MAX_WAITERS} epoll instances/pollers with offloaded sockets"
+                );
+                return Err(libc::ENOMEM);
+            }
+            let i = (!used).trailing_zeros() as usize;
+            if self
+                .waiters_used
+                .compare_exchange(used, used | (1 << i), Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let fd = self.waiter_fd[i].load(Ordering::Acquire);
+            if fd >= 0 {
+                return Ok((i, fd));
+            }
+            let efd = match sys::eventfd(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) {
+                Ok(f) => hide_fd(f as i32),
+                Err(e) => {
+                    self.waiters_used.fetch_and(!(1 << i), Ordering::AcqRel);
+                    return Err(e);
+                }
+            };
+            let ok = {
+                let _g = self.ctl_lock.lock();
+                send_hello(self.ctl_fd, &Hello::new(HELLO_WAITER, i as u64), Some(efd))
+                    .ok()
+                    .and_then(|_| recv_reply(self.ctl_fd).ok())
+                    .map(|(r, _, _)| r.status == 0)
+                    .unwrap_or(false)
+            };
+            if !ok {
+                crate::fdtable::clear(efd);
+                let _ = sys::close(efd);
+                self.waiters_used.fetch_and(!(1 << i), Ordering::AcqRel);
+                return Err(libc::ENOMEM);
+            }
+            log!(DEBUG, "waiter {i} registered (eventfd {efd})");
+            self.waiter_fd[i].store(efd, Ordering::Release);
+            return Ok((i, efd));
+        }
+    }
+
+    pub(crate) fn free_waiter(&self, i: usize) {
+        self.waiters_used.fetch_and(!(1u64 << i), Ordering::AcqRel);
+    }
+}

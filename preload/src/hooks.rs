@@ -1,0 +1,835 @@
+//! The `extern "C"` surface. Each hook is thin: a lock-free table check sends non-offloaded fds
+//! straight to libc; otherwise the safe logic in `ops`/`epoll`/`poll` runs inside `catch_unwind`
+//! so that no panic ever crosses into C.
+
+#![allow(clippy::missing_safety_doc)]
+
+use crate::fdtable::{self, Entry};
+use crate::ops::{self, Iov, R};
+use crate::{epoll, poll, real, set_errno};
+use libc::{c_int, c_uint, c_ulong, c_void, iovec, size_t, sockaddr, socklen_t, ssize_t};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Runs `f`; `Pass` calls `pass`. Errors set errno and return -1.
+#[inline]
+fn run(f: impl FnOnce() -> R, pass: impl FnOnce() -> isize) -> isize {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(R::Pass) => pass(),
+        Ok(R::Ok(v)) => v,
+        Ok(R::Err(e)) => {
+            set_errno(e);
+            -1
+        }
+        Err(_) => {
+            set_errno(libc::EIO);
+            -1
+        }
+    }
+}
+
+fn run_opt(f: impl FnOnce() -> Option<Result<i32, i32>>, pass: impl FnOnce() -> c_int) -> c_int {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(None) => pass(),
+        Ok(Some(Ok(v))) => v,
+        Ok(Some(Err(e))) => {
+            set_errno(e);
+            -1
+        }
+        Err(_) => {
+            set_errno(libc::EIO);
+            -1
+        }
+    }
+}
+
+#[inline]
+fn ours(fd: c_int) -> bool {
+    !matches!(fdtable::get(fd), Entry::None)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int {
+    // SAFETY: forwarding the caller's arguments to libc.
+    run(
+        || ops::socket(domain, ty, proto),
+        || unsafe { real::socket(domain, ty, proto) } as isize,
+    ) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn bind(fd: c_int, a: *const sockaddr, l: socklen_t) -> c_int {
+    // SAFETY: as above.
+    run(
+        || ops::bind(fd, a, l),
+        || unsafe { real::bind(fd, a, l) } as isize,
+    ) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn listen(fd: c_int, b: c_int) -> c_int {
+    // SAFETY: as above.
+    run(
+        || ops::listen(fd, b),
+        || unsafe { real::listen(fd, b) } as isize,
+    ) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, a: *mut sockaddr, l: *mut socklen_t) -> c_int {
+    // SAFETY: as above.
+    run(
+        || ops::accept4(fd, a, l, 0),
+        || unsafe { real::accept(fd, a, l) } as isize,
+    ) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    a: *mut sockaddr,
+    l: *mut socklen_t,
+    f: c_int,
+) -> c_int {
+    // SAFETY: as above.
+    run(
+        || ops::accept4(fd, a, l, f),
+        || unsafe { real::accept4(fd, a, l, f) } as isize,
+    ) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, a: *const sockaddr, l: socklen_t) -> c_int {
+    // SAFETY: as above.
+    run(
+        || ops::connect(fd, a, l),
+        || unsafe { real::connect(fd, a, l) } as isize,
+    ) as c_int
+}
+
+fn one(b: *mut c_void, n: size_t) -> [iovec; 1] {
+    [iovec {
+        iov_base: b,
+        iov_len: n,
+    }]
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, b: *mut c_void, n: size_t) -> ssize_t {
+    if !ours(fd) {
+        // SAFETY: as above.
+        return unsafe { real::read(fd, b, n) };
+    }
+    // SAFETY: as above.
+    run(
+        || ops::recv(fd, &Iov { v: &one(b, n) }, 0),
+        || unsafe { real::read(fd, b, n) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(fd: c_int, b: *mut c_void, n: size_t, bl: size_t) -> ssize_t {
+    if !ours(fd) {
+        // SAFETY: as above.
+        return unsafe { real::__read_chk(fd, b, n, bl) };
+    }
+    if n > bl {
+        // SAFETY: _FORTIFY_SOURCE semantics: a buffer overflow aborts.
+        unsafe { libc::abort() };
+    }
+    // SAFETY: as above.
+    run(
+        || ops::recv(fd, &Iov { v: &one(b, n) }, 0),
+        || unsafe { real::read(fd, b, n) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, b: *const c_void, n: size_t) -> ssize_t {
+    if !ours(fd) {
+        // SAFETY: as above.
+        return unsafe { real::write(fd, b, n) };
+    }
+    // SAFETY: as above.
+    run(
+        || {
+            ops::send(
+                fd,
+                &Iov {
+                    v: &one(b as *mut _, n),
+                },
+                0,
+            )
+        },
+        || unsafe { real::write(fd, b, n) },
+    )
+}
+
+fn iov_slice<'a>(v: *const iovec, n: c_int) -> Result<&'a [iovec], i32> {
+    if n < 0 || n > libc::UIO_MAXIOV {
+        return Err(libc::EINVAL);
+    }
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if v.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: the application passes n iovecs.
+    Ok(unsafe { core::slice::from_raw_parts(v, n as usize) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, v: *const iovec, n: c_int) -> ssize_t {
+    if !ours(fd) {
+        // SAFETY: as above.
+        return unsafe { real::readv(fd, v, n) };
+    }
+    run(
+        || match iov_slice(v, n) {
+            Ok(s) => ops::recv(fd, &Iov { v: s }, 0),
+            Err(e) => R::Err(e),
+        },
+        // SAFETY: as above.
+        || unsafe { real::readv(fd, v, n) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, v: *const iovec, n: c_int) -> ssize_t {
+    if !ours(fd) {
+        // SAFETY: as above.
+        return unsafe { real::writev(fd, v, n) };
+    }
+    run(
+        || match iov_slice(v, n) {
+            Ok(s) => ops::send(fd, &Iov { v: s }, 0),
+            Err(e) => R::Err(e),
+        },
+        // SAFETY: as above.
+        || unsafe { real::writev(fd, v, n) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, b: *mut c_void, n: size_t, f: c_int) -> ssize_t {
+    // SAFETY: as above.
+    run(
+        || ops::recv(fd, &Iov { v: &one(b, n) }, f),
+        || unsafe { real::recv(fd, b, n, f) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    b: *mut c_void,
+    n: size_t,
+    bl: size_t,
+    f: c_int,
+) -> ssize_t {
+    if !ours(fd) {
+        // SAFETY: as above.
+        return unsafe { real::__recv_chk(fd, b, n, bl, f) };
+    }
+    if n > bl {
+        // SAFETY: _FORTIFY_SOURCE semantics.
+        unsafe { libc::abort() };
+    }
+    // SAFETY: as above.
+    run(
+        || ops::recv(fd, &Iov { v: &one(b, n) }, f),
+        || unsafe { real::recv(fd, b, n, f) },
+    )
+}
+
+fn zero_addrlen(l: *mut socklen_t) {
+    if !l.is_null() {
+        // SAFETY: non-null application pointer. A stream socket reports no source address.
+        unsafe { *l = 0 };
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    b: *mut c_void,
+    n: size_t,
+    f: c_int,
+    a: *mut sockaddr,
+    l: *mut socklen_t,
+) -> ssize_t {
+    run(
+        || {
+            let r = ops::recv(fd, &Iov { v: &one(b, n) }, f);
+            if matches!(r, R::Ok(_)) && !a.is_null() {
+                zero_addrlen(l);
+            }
+            r
+        },
+        // SAFETY: as above.
+        || unsafe { real::recvfrom(fd, b, n, f, a, l) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    b: *mut c_void,
+    n: size_t,
+    bl: size_t,
+    f: c_int,
+    a: *mut sockaddr,
+    l: *mut socklen_t,
+) -> ssize_t {
+    if !ours(fd) {
+        // SAFETY: as above.
+        return unsafe { real::__recvfrom_chk(fd, b, n, bl, f, a, l) };
+    }
+    if n > bl {
+        // SAFETY: _FORTIFY_SOURCE semantics.
+        unsafe { libc::abort() };
+    }
+    // SAFETY: as above.
+    unsafe { recvfrom(fd, b, n, f, a, l) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, m: *mut libc::msghdr, f: c_int) -> ssize_t {
+    run(
+        || {
+            if m.is_null() {
+                return R::Err(libc::EFAULT);
+            }
+            // SAFETY: non-null application msghdr.
+            let msg = unsafe { &mut *m };
+            let v = match iov_slice(msg.msg_iov, msg.msg_iovlen as c_int) {
+                Ok(v) => v,
+                Err(e) => return R::Err(e),
+            };
+            let r = ops::recv(fd, &Iov { v }, f);
+            if matches!(r, R::Ok(_)) {
+                msg.msg_controllen = 0;
+                msg.msg_flags = 0;
+                msg.msg_namelen = 0;
+            }
+            r
+        },
+        // SAFETY: as above.
+        || unsafe { real::recvmsg(fd, m, f) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, b: *const c_void, n: size_t, f: c_int) -> ssize_t {
+    // SAFETY: as above.
+    run(
+        || {
+            ops::send(
+                fd,
+                &Iov {
+                    v: &one(b as *mut _, n),
+                },
+                f,
+            )
+        },
+        || unsafe { real::send(fd, b, n, f) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    b: *const c_void,
+    n: size_t,
+    f: c_int,
+    a: *const sockaddr,
+    l: socklen_t,
+) -> ssize_t {
+    // A connected stream socket ignores the destination, as Linux TCP does.
+    // SAFETY: as above.
+    run(
+        || {
+            ops::send(
+                fd,
+                &Iov {
+                    v: &one(b as *mut _, n),
+                },
+                f,
+            )
+        },
+        || unsafe { real::sendto(fd, b, n, f, a, l) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, m: *const libc::msghdr, f: c_int) -> ssize_t {
+    run(
+        || {
+            if m.is_null() {
+                return R::Err(libc::EFAULT);
+            }
+            // SAFETY: non-null application msghdr.
+            let msg = unsafe { &*m };
+            match iov_slice(msg.msg_iov, msg.msg_iovlen as c_int) {
+                Ok(v) => ops::send(fd, &Iov { v }, f),
+                Err(e) => R::Err(e),
+            }
+        },
+        // SAFETY: as above.
+        || unsafe { real::sendmsg(fd, m, f) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if !ours(fd) {
+        // SAFETY: as above.
+        return unsafe { real::close(fd) };
+    }
+    // SAFETY: as above.
+    run(|| ops::close(fd), || unsafe { real::close(fd) } as isize) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn shutdown(fd: c_int, h: c_int) -> c_int {
+    // SAFETY: as above.
+    run(
+        || ops::shutdown(fd, h),
+        || unsafe { real::shutdown(fd, h) } as isize,
+    ) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getsockname(fd: c_int, a: *mut sockaddr, l: *mut socklen_t) -> c_int {
+    // SAFETY: as above.
+    run(
+        || ops::name(fd, a, l, false),
+        || unsafe { real::getsockname(fd, a, l) } as isize,
+    ) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getpeername(fd: c_int, a: *mut sockaddr, l: *mut socklen_t) -> c_int {
+    // SAFETY: as above.
+    run(
+        || ops::name(fd, a, l, true),
+        || unsafe { real::getpeername(fd, a, l) } as isize,
+    ) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    lv: c_int,
+    n: c_int,
+    v: *mut c_void,
+    l: *mut socklen_t,
+) -> c_int {
+    // SAFETY: as above.
+    run(
+        || ops::getsockopt(fd, lv, n, v, l),
+        || unsafe { real::getsockopt(fd, lv, n, v, l) } as isize,
+    ) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    lv: c_int,
+    n: c_int,
+    v: *const c_void,
+    l: socklen_t,
+) -> c_int {
+    // SAFETY: as above.
+    run(
+        || ops::setsockopt(fd, lv, n, v, l),
+        || unsafe { real::setsockopt(fd, lv, n, v, l) } as isize,
+    ) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    if !ours(fd) {
+        // SAFETY: as above.
+        return unsafe { real::fcntl(fd, cmd, arg) };
+    }
+    // SAFETY: as above.
+    run(
+        || ops::fcntl(fd, cmd, arg),
+        || unsafe { real::fcntl(fd, cmd, arg) } as isize,
+    ) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    if !ours(fd) {
+        // SAFETY: as above.
+        return unsafe { real::fcntl64(fd, cmd, arg) };
+    }
+    // SAFETY: as above.
+    run(
+        || ops::fcntl(fd, cmd, arg),
+        || unsafe { real::fcntl64(fd, cmd, arg) } as isize,
+    ) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_int {
+    if !ours(fd) {
+        // SAFETY: as above.
+        return unsafe { real::ioctl(fd, req, arg) };
+    }
+    // SAFETY: as above.
+    run(
+        || ops::ioctl(fd, req, arg),
+        || unsafe { real::ioctl(fd, req, arg) } as isize,
+    ) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_create(n: c_int) -> c_int {
+    // SAFETY: as above.
+    let r = unsafe { real::epoll_create(n) };
+    if r >= 0 {
+        let _ = catch_unwind(|| epoll::created(r));
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_create1(f: c_int) -> c_int {
+    // SAFETY: as above.
+    let r = unsafe { real::epoll_create1(f) };
+    if r >= 0 {
+        let _ = catch_unwind(|| epoll::created(r));
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_ctl(
+    ep: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: *mut libc::epoll_event,
+) -> c_int {
+    if !ours(fd) && !ours(ep) {
+        // SAFETY: as above.
+        return unsafe { real::epoll_ctl(ep, op, fd, ev) };
+    }
+    // SAFETY: as above.
+    run_opt(
+        || epoll::ctl(ep, op, fd, ev),
+        || unsafe { real::epoll_ctl(ep, op, fd, ev) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_wait(
+    ep: c_int,
+    ev: *mut libc::epoll_event,
+    n: c_int,
+    t: c_int,
+) -> c_int {
+    if !ours(ep) {
+        // SAFETY: as above.
+        return unsafe { real::epoll_wait(ep, ev, n, t) };
+    }
+    run_opt(
+        || epoll::wait(ep, ev, n, t, core::ptr::null()),
+        // SAFETY: as above.
+        || unsafe { real::epoll_wait(ep, ev, n, t) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait(
+    ep: c_int,
+    ev: *mut libc::epoll_event,
+    n: c_int,
+    t: c_int,
+    m: *const libc::sigset_t,
+) -> c_int {
+    if !ours(ep) {
+        // SAFETY: as above.
+        return unsafe { real::epoll_pwait(ep, ev, n, t, m) };
+    }
+    // SAFETY: as above.
+    run_opt(
+        || epoll::wait(ep, ev, n, t, m),
+        || unsafe { real::epoll_pwait(ep, ev, n, t, m) },
+    )
+}
+
+fn pollfds<'a>(f: *mut libc::pollfd, n: libc::nfds_t) -> Option<&'a mut [libc::pollfd]> {
+    if f.is_null() || n == 0 {
+        return None;
+    }
+    // SAFETY: the application passes n pollfds.
+    Some(unsafe { core::slice::from_raw_parts_mut(f, n as usize) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn poll(f: *mut libc::pollfd, n: libc::nfds_t, t: c_int) -> c_int {
+    run_opt(
+        || {
+            let fds = pollfds(f, n)?;
+            let ns = if t < 0 { -1 } else { t as i64 * 1_000_000 };
+            poll::poll(fds, ns, core::ptr::null())
+        },
+        // SAFETY: as above.
+        || unsafe { real::poll(f, n, t) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __poll_chk(
+    f: *mut libc::pollfd,
+    n: libc::nfds_t,
+    t: c_int,
+    fl: size_t,
+) -> c_int {
+    if (fl / core::mem::size_of::<libc::pollfd>()) < n as usize {
+        // SAFETY: _FORTIFY_SOURCE semantics.
+        unsafe { libc::abort() };
+    }
+    // SAFETY: as above.
+    unsafe { poll(f, n, t) }
+}
+
+fn ts_ns(t: *const libc::timespec) -> Result<i64, i32> {
+    if t.is_null() {
+        return Ok(-1);
+    }
+    // SAFETY: non-null application timespec.
+    let ts = unsafe { *t };
+    if ts.tv_sec < 0 || ts.tv_nsec < 0 || ts.tv_nsec >= 1_000_000_000 {
+        return Err(libc::EINVAL);
+    }
+    Ok((ts.tv_sec as i64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as i64))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ppoll(
+    f: *mut libc::pollfd,
+    n: libc::nfds_t,
+    t: *const libc::timespec,
+    m: *const libc::sigset_t,
+) -> c_int {
+    run_opt(
+        || {
+            let fds = pollfds(f, n)?;
+            match ts_ns(t) {
+                Ok(ns) => poll::poll(fds, ns, m),
+                Err(e) => Some(Err(e)),
+            }
+        },
+        // SAFETY: as above.
+        || unsafe { real::ppoll(f, n, t, m) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn select(
+    n: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    t: *mut libc::timeval,
+) -> c_int {
+    run_opt(
+        || {
+            let ns = if t.is_null() {
+                -1
+            } else {
+                // SAFETY: non-null application timeval.
+                let tv = unsafe { *t };
+                if tv.tv_sec < 0 || tv.tv_usec < 0 {
+                    return Some(Err(libc::EINVAL));
+                }
+                (tv.tv_sec as i64)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(tv.tv_usec as i64 * 1000)
+            };
+            let start = crate::sys::clock_ns();
+            let res = poll::select(n, r, w, e, ns, core::ptr::null());
+            if res.is_some() && !t.is_null() && ns >= 0 {
+                // Linux updates the timeout with the time not slept.
+                let left = (ns - (crate::sys::clock_ns() - start) as i64).max(0);
+                // SAFETY: non-null application timeval.
+                unsafe {
+                    (*t).tv_sec = (left / 1_000_000_000) as _;
+                    (*t).tv_usec = ((left % 1_000_000_000) / 1000) as _;
+                }
+            }
+            res
+        },
+        // SAFETY: as above.
+        || unsafe { real::select(n, r, w, e, t) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pselect(
+    n: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    t: *const libc::timespec,
+    m: *const libc::sigset_t,
+) -> c_int {
+    run_opt(
+        || match ts_ns(t) {
+            Ok(ns) => poll::select(n, r, w, e, ns, m),
+            Err(e) => Some(Err(e)),
+        },
+        // SAFETY: as above.
+        || unsafe { real::pselect(n, r, w, e, t, m) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    // SAFETY: as above.
+    let r = unsafe { real::dup(fd) };
+    if r >= 0 {
+        if let Entry::Sock(slot) = fdtable::get(fd) {
+            if let Ok(s) = ops::sock(slot) {
+                ops::add_ref(r, slot, s.hs);
+            }
+        }
+    }
+    r
+}
+
+fn after_dup2(old: c_int, new: c_int) {
+    // dup2 closed `new` if it was open: drop what it held.
+    match fdtable::take(new) {
+        Entry::Sock(slot) => {
+            if let Some(c) = crate::channel_if_attached() {
+                ops::release(c, slot);
+            }
+        }
+        Entry::Epoll(idx) => epoll::release(idx),
+        _ => {}
+    }
+    if let Entry::Sock(slot) = fdtable::get(old) {
+        if let Ok(s) = ops::sock(slot) {
+            ops::add_ref(new, slot, s.hs);
+        }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    if old == new || (!ours(old) && !ours(new)) {
+        // SAFETY: as above.
+        return unsafe { real::dup2(old, new) };
+    }
+    if fdtable::get(new) == Entry::Internal {
+        set_errno(libc::EBUSY);
+        return -1;
+    }
+    // SAFETY: as above.
+    let r = unsafe { real::dup2(old, new) };
+    if r >= 0 {
+        let _ = catch_unwind(|| after_dup2(old, new));
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, f: c_int) -> c_int {
+    if !ours(old) && !ours(new) {
+        // SAFETY: as above.
+        return unsafe { real::dup3(old, new, f) };
+    }
+    if fdtable::get(new) == Entry::Internal {
+        set_errno(libc::EBUSY);
+        return -1;
+    }
+    // SAFETY: as above.
+    let r = unsafe { real::dup3(old, new, f) };
+    if r >= 0 {
+        let _ = catch_unwind(|| after_dup2(old, new));
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendfile(o: c_int, i: c_int, off: *mut libc::off_t, n: size_t) -> ssize_t {
+    if !ours(o) {
+        // SAFETY: as above.
+        return unsafe { real::sendfile(o, i, off, n) };
+    }
+    // SAFETY: as above.
+    run(
+        || ops::sendfile(o, i, off, n),
+        || unsafe { real::sendfile(o, i, off, n) },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendfile64(
+    o: c_int,
+    i: c_int,
+    off: *mut libc::off64_t,
+    n: size_t,
+) -> ssize_t {
+    if !ours(o) {
+        // SAFETY: as above.
+        return unsafe { real::sendfile64(o, i, off, n) };
+    }
+    // SAFETY: as above.
+    run(
+        || ops::sendfile(o, i, off, n),
+        || unsafe { real::sendfile64(o, i, off, n) },
+    )
+}
+
+/// close_range: our own fds in the range survive; offloaded sockets and epolls in it are released.
+#[no_mangle]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    if flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0 || first > last {
+        // SAFETY: as above.
+        return unsafe { real::close_range(first, last, flags) };
+    }
+    let r = catch_unwind(|| {
+        let end = (last as usize).min(fdtable::MAX_FDS - 1) as c_uint;
+        let mut from = first;
+        let mut fd = first;
+        while fd <= end {
+            match fdtable::get(fd as c_int) {
+                Entry::Internal => {
+                    if fd > from {
+                        // SAFETY: closing the application's fds below our internal one.
+                        let r = unsafe { real::close_range(from, fd - 1, flags) };
+                        if r < 0 {
+                            return r;
+                        }
+                    }
+                    from = fd + 1;
+                }
+                Entry::Sock(_) | Entry::Epoll(_) => {
+                    let _ = ops::close(fd as c_int);
+                }
+                Entry::None => {}
+            }
+            if fd == c_uint::MAX {
+                break;
+            }
+            fd += 1;
+        }
+        if from <= last {
+            // SAFETY: the rest of the application's range.
+            return unsafe { real::close_range(from, last, flags) };
+        }
+        0
+    });
+    r.unwrap_or_else(|_| {
+        set_errno(libc::EIO);
+        -1
+    })
+}

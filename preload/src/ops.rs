@@ -1,0 +1,1152 @@
+//! Socket operations on offloaded fds, in safe(ish) Rust. The `extern "C"` layer (`hooks.rs`)
+//! calls these and turns [`R`] into a return value and errno.
+
+use crate::channel::Channel;
+use crate::fdtable::{self, Entry};
+use crate::sock::HostSock;
+use crate::{log, sys, util};
+use core::sync::atomic::Ordering;
+use shm_proto::*;
+
+/// Outcome of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum R {
+    /// Not ours: call libc.
+    Pass,
+    Ok(isize),
+    Err(i32),
+}
+
+/// A socket the call operates on.
+pub(crate) struct S {
+    pub(crate) c: &'static Channel,
+    pub(crate) slot: u32,
+    pub(crate) hs: &'static HostSock,
+    pub(crate) ctl: &'static SockCtl,
+}
+
+/// Looks up an offloaded socket fd.
+#[inline]
+pub(crate) fn lookup(fd: i32) -> Option<Result<S, i32>> {
+    match fdtable::get(fd) {
+        Entry::Sock(slot) => Some(sock(slot)),
+        Entry::Internal => Some(Err(libc::EBADF)),
+        _ => None,
+    }
+}
+
+pub(crate) fn sock(slot: u32) -> Result<S, i32> {
+    let c = crate::channel_if_attached().ok_or(libc::EBADF)?;
+    let ctl = c.region.sock(slot).ok_or(libc::EBADF)?;
+    let hs = c.socks.get(slot as usize).ok_or(libc::EBADF)?;
+    // SAFETY: the channel lives for the rest of the process (leaked at attach).
+    Ok(S {
+        c,
+        slot,
+        hs,
+        ctl: unsafe { &*(ctl as *const SockCtl) },
+    })
+}
+
+macro_rules! try_sock {
+    ($fd:expr) => {
+        match lookup($fd) {
+            None => return R::Pass,
+            Some(Err(e)) => return R::Err(e),
+            Some(Ok(s)) => s,
+        }
+    };
+}
+
+fn cmd(op: u16, slot: u32) -> Cmd {
+    Cmd {
+        op,
+        slot,
+        ..Default::default()
+    }
+}
+
+fn call(s: &S, c: Cmd) -> Result<Evt, i32> {
+    s.c.call(c)
+}
+
+fn res(r: Result<Evt, i32>) -> R {
+    match r {
+        Ok(e) if e.result >= 0 => R::Ok(e.result as isize),
+        Ok(e) => R::Err((-e.result) as i32),
+        Err(e) => R::Err(e),
+    }
+}
+
+// ---------------------------------------------------------------- addresses
+
+/// Reads a user sockaddr into the wire form, with Linux's length checks.
+///
+/// # Safety
+/// `addr` must be null or point to `len` readable bytes.
+pub(crate) unsafe fn read_addr(
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+) -> Result<WireAddr, i32> {
+    if addr.is_null() {
+        return Err(libc::EFAULT);
+    }
+    if (len as i32) < 0 {
+        return Err(libc::EINVAL);
+    }
+    if (len as usize) < 2 {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: at least 2 bytes readable.
+    let fam = unsafe { core::ptr::read_unaligned(addr as *const u16) } as i32;
+    let mut w = WireAddr {
+        family: fam as u16,
+        ..Default::default()
+    };
+    match fam {
+        libc::AF_INET => {
+            if (len as usize) < core::mem::size_of::<libc::sockaddr_in>() {
+                return Err(libc::EINVAL);
+            }
+            // SAFETY: len covers a sockaddr_in.
+            let a = unsafe { core::ptr::read_unaligned(addr as *const libc::sockaddr_in) };
+            w.port = a.sin_port;
+            w.addr[..4].copy_from_slice(&a.sin_addr.s_addr.to_ne_bytes());
+        }
+        libc::AF_INET6 => {
+            if (len as usize) < 24 {
+                return Err(libc::EINVAL);
+            }
+            let mut a: libc::sockaddr_in6 = // SAFETY: all-zero is a valid sockaddr_in6.
+                unsafe { core::mem::zeroed() };
+            let n = (len as usize).min(core::mem::size_of::<libc::sockaddr_in6>());
+            // SAFETY: n bytes are readable from addr and fit in `a`.
+            unsafe {
+                core::ptr::copy_nonoverlapping(addr as *const u8, &mut a as *mut _ as *mut u8, n)
+            };
+            w.port = a.sin6_port;
+            w.flowinfo = a.sin6_flowinfo;
+            w.addr = a.sin6_addr.s6_addr;
+            w.scope_id = a.sin6_scope_id;
+        }
+        _ => {}
+    }
+    Ok(w)
+}
+
+/// Writes a wire address to a user sockaddr with Linux's truncation rule.
+///
+/// # Safety
+/// `addr`/`len` must be null or valid for writes of `*len` bytes / one socklen_t.
+pub(crate) unsafe fn write_addr(
+    w: &WireAddr,
+    addr: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+) -> Result<(), i32> {
+    if addr.is_null() {
+        return Ok(());
+    }
+    if len.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: len is non-null and the caller's.
+    let cap = unsafe { *len } as i32;
+    if cap < 0 {
+        return Err(libc::EINVAL);
+    }
+    let mut buf = [0u8; 28];
+    let actual = if w.family as i32 == libc::AF_INET6 {
+        let mut a: libc::sockaddr_in6 = // SAFETY: all-zero is valid.
+            unsafe { core::mem::zeroed() };
+        a.sin6_family = libc::AF_INET6 as u16;
+        a.sin6_port = w.port;
+        a.sin6_flowinfo = w.flowinfo;
+        a.sin6_addr.s6_addr = w.addr;
+        a.sin6_scope_id = w.scope_id;
+        // SAFETY: sockaddr_in6 is 28 plain bytes.
+        unsafe {
+            core::ptr::copy_nonoverlapping(&a as *const _ as *const u8, buf.as_mut_ptr(), 28)
+        };
+        28
+    } else {
+        let mut a: libc::sockaddr_in = // SAFETY: all-zero is valid.
+            unsafe { core::mem::zeroed() };
+        a.sin_family = libc::AF_INET as u16;
+        a.sin_port = w.port;
+        a.sin_addr.s_addr = u32::from_ne_bytes([w.addr[0], w.addr[1], w.addr[2], w.addr[3]]);
+        // SAFETY: sockaddr_in is 16 plain bytes.
+        unsafe {
+            core::ptr::copy_nonoverlapping(&a as *const _ as *const u8, buf.as_mut_ptr(), 16)
+        };
+        16
+    };
+    let n = (cap as usize).min(actual);
+    // SAFETY: the caller provides `cap` writable bytes at addr.
+    unsafe {
+        core::ptr::copy_nonoverlapping(buf.as_ptr(), addr as *mut u8, n);
+        *len = actual as libc::socklen_t;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- lifecycle
+
+/// `socket()`. Returns `Pass` for anything we do not offload.
+pub(crate) fn socket(domain: i32, ty: i32, proto: i32) -> R {
+    let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    if (domain != libc::AF_INET && domain != libc::AF_INET6)
+        || base != libc::SOCK_STREAM
+        || (proto != 0 && proto != libc::IPPROTO_TCP)
+    {
+        return R::Pass;
+    }
+    let c = match crate::channel() {
+        crate::Chan::Attached(c) => c,
+        crate::Chan::Pass => return R::Pass,
+        crate::Chan::Strict => return R::Err(libc::ENETDOWN),
+    };
+    if c.is_dead() {
+        return R::Err(libc::ENETDOWN);
+    }
+    let shadow = match sys::socket(domain, ty, 0) {
+        Ok(f) => f as i32,
+        Err(e) => return R::Err(e),
+    };
+    if shadow as usize >= fdtable::MAX_FDS {
+        let _ = sys::close(shadow);
+        return R::Err(libc::EMFILE);
+    }
+    let mut cm = cmd(OP_SOCKET, 0);
+    cm.arg[0] = domain as u64;
+    cm.arg[1] = base as u64;
+    cm.arg[2] = proto as u64;
+    let slot = match c.call(cm) {
+        Ok(e) if e.result >= 0 => e.result as u32,
+        Ok(e) => {
+            let _ = sys::close(shadow);
+            return R::Err((-e.result) as i32);
+        }
+        Err(e) => {
+            let _ = sys::close(shadow);
+            return R::Err(e);
+        }
+    };
+    if init_slot(c, slot, domain, ty & libc::SOCK_NONBLOCK != 0).is_err() {
+        let _ = sys::close(shadow);
+        return R::Err(libc::EIO);
+    }
+    fdtable::set_sock(shadow, slot);
+    R::Ok(shadow as isize)
+}
+
+fn init_slot(c: &Channel, slot: u32, domain: i32, nonblock: bool) -> Result<(), ()> {
+    let (Some(hs), Some(ctl)) = (c.socks.get(slot as usize), c.region.sock(slot)) else {
+        let _ = c.post(cmd(OP_CLOSE, slot));
+        return Err(());
+    };
+    hs.refs.store(1, Ordering::Relaxed);
+    hs.nonblock.store(nonblock, Ordering::Relaxed);
+    hs.domain.store(domain, Ordering::Relaxed);
+    hs.rcvtimeo.store(0, Ordering::Relaxed);
+    hs.sndtimeo.store(0, Ordering::Relaxed);
+    hs.err_seen.store(
+        ctl.state.0.error_seq.load(Ordering::Acquire),
+        Ordering::Release,
+    );
+    Ok(())
+}
+
+/// Drops one fd reference to a slot; the last one closes the agent's socket.
+pub(crate) fn release(c: &Channel, slot: u32) {
+    if let Some(hs) = c.socks.get(slot as usize) {
+        if hs.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = c.post(cmd(OP_CLOSE, slot));
+        }
+    }
+}
+
+pub(crate) fn close(fd: i32) -> R {
+    match fdtable::get(fd) {
+        Entry::None => R::Pass,
+        Entry::Internal => R::Err(libc::EBADF),
+        Entry::Epoll(idx) => {
+            fdtable::clear(fd);
+            crate::epoll::release(idx);
+            R::Pass
+        }
+        Entry::Sock(slot) => {
+            if let Entry::Sock(_) = fdtable::take(fd) {
+                if let Some(c) = crate::channel_if_attached() {
+                    release(c, slot);
+                }
+            }
+            R::Pass // the shadow fd is closed by libc
+        }
+    }
+}
+
+pub(crate) fn bind(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> R {
+    let s = try_sock!(fd);
+    // SAFETY: the application's pointer/length pair, checked by read_addr.
+    let w = match unsafe { read_addr(addr, len) } {
+        Ok(w) => w,
+        Err(e) => return R::Err(e),
+    };
+    let mut cm = cmd(OP_BIND, s.slot);
+    w.to_args(&mut cm.arg);
+    res(call(&s, cm))
+}
+
+pub(crate) fn listen(fd: i32, backlog: i32) -> R {
+    let s = try_sock!(fd);
+    let mut cm = cmd(OP_LISTEN, s.slot);
+    cm.arg[0] = backlog as i64 as u64;
+    res(call(&s, cm))
+}
+
+pub(crate) fn connect(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> R {
+    let s = try_sock!(fd);
+    // SAFETY: checked by read_addr.
+    let w = match unsafe { read_addr(addr, len) } {
+        Ok(w) => w,
+        Err(e) => return R::Err(e),
+    };
+    let mut cm = cmd(OP_CONNECT, s.slot);
+    w.to_args(&mut cm.arg);
+    match res(call(&s, cm)) {
+        R::Err(libc::EINPROGRESS) => {}
+        other => return other,
+    }
+    if s.hs.nonblock.load(Ordering::Relaxed) {
+        return R::Err(libc::EINPROGRESS);
+    }
+    let st = &s.ctl.state.0;
+    let done = || st.flags.load(Ordering::Acquire) & SF_CONNECTING == 0;
+    match wait_sock(&s, done, s.hs.sndtimeo.load(Ordering::Relaxed)) {
+        Ok(()) => {}
+        Err(libc::EAGAIN) => return R::Err(libc::EINPROGRESS),
+        Err(e) => return R::Err(e),
+    }
+    if let Some(e) = take_error(&s) {
+        return R::Err(e);
+    }
+    if st.flags.load(Ordering::Acquire) & SF_CONNECTED != 0 {
+        R::Ok(0)
+    } else {
+        R::Err(libc::ECONNREFUSED)
+    }
+}
+
+pub(crate) fn accept4(
+    fd: i32,
+    addr: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+    flags: i32,
+) -> R {
+    let s = try_sock!(fd);
+    if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+        return R::Err(libc::EINVAL);
+    }
+    let st = &s.ctl.state.0;
+    let evt = loop {
+        if st.flags.load(Ordering::Acquire) & SF_LISTENING == 0 {
+            return R::Err(libc::EINVAL);
+        }
+        if st.accept_ready.load(Ordering::Acquire) > 0 {
+            match call(&s, cmd(OP_ACCEPT, s.slot)) {
+                Ok(e) if e.result >= 0 => break e,
+                Ok(e) if e.result == -(libc::EAGAIN as i64) => {}
+                Ok(e) => return R::Err((-e.result) as i32),
+                Err(e) => return R::Err(e),
+            }
+        }
+        if s.hs.nonblock.load(Ordering::Relaxed) {
+            return R::Err(libc::EAGAIN);
+        }
+        let ready = || {
+            st.accept_ready.load(Ordering::Acquire) > 0
+                || st.flags.load(Ordering::Acquire) & SF_LISTENING == 0
+        };
+        if let Err(e) = wait_sock(&s, ready, s.hs.rcvtimeo.load(Ordering::Relaxed)) {
+            return R::Err(e);
+        }
+    };
+    let slot = evt.result as u32;
+    let domain = s.hs.domain.load(Ordering::Relaxed);
+    let shadow = match sys::socket(domain, libc::SOCK_STREAM | flags, 0) {
+        Ok(f) if (f as usize) < fdtable::MAX_FDS => f as i32,
+        Ok(f) => {
+            let _ = sys::close(f as i32);
+            let _ = s.c.post(cmd(OP_CLOSE, slot));
+            return R::Err(libc::EMFILE);
+        }
+        Err(e) => {
+            let _ = s.c.post(cmd(OP_CLOSE, slot));
+            return R::Err(e);
+        }
+    };
+    if init_slot(s.c, slot, domain, flags & libc::SOCK_NONBLOCK != 0).is_err() {
+        let _ = sys::close(shadow);
+        return R::Err(libc::EIO);
+    }
+    fdtable::set_sock(shadow, slot);
+    let peer = WireAddr::decode(&evt.data[..WireAddr::LEN]);
+    // SAFETY: the application's buffers; write_addr checks null and length.
+    if let Err(e) = unsafe { write_addr(&peer, addr, len) } {
+        return R::Err(e);
+    }
+    R::Ok(shadow as isize)
+}
+
+pub(crate) fn shutdown(fd: i32, how: i32) -> R {
+    let s = try_sock!(fd);
+    let mut cm = cmd(OP_SHUTDOWN, s.slot);
+    cm.arg[0] = how as i64 as u64;
+    res(call(&s, cm))
+}
+
+pub(crate) fn name(fd: i32, addr: *mut libc::sockaddr, len: *mut libc::socklen_t, peer: bool) -> R {
+    let s = try_sock!(fd);
+    if addr.is_null() || len.is_null() {
+        return R::Err(libc::EFAULT);
+    }
+    let op = if peer { OP_GETPEERNAME } else { OP_GETSOCKNAME };
+    match call(&s, cmd(op, s.slot)) {
+        Ok(e) if e.result >= 0 => {
+            let w = WireAddr::decode(&e.data[..WireAddr::LEN]);
+            // SAFETY: non-null application buffers.
+            match unsafe { write_addr(&w, addr, len) } {
+                Ok(()) => R::Ok(0),
+                Err(e) => R::Err(e),
+            }
+        }
+        Ok(e) => R::Err((-e.result) as i32),
+        Err(e) => R::Err(e),
+    }
+}
+
+// ---------------------------------------------------------------- errors and waiting
+
+/// Reports a pending SO_ERROR once.
+pub(crate) fn take_error(s: &S) -> Option<i32> {
+    let st = &s.ctl.state.0;
+    loop {
+        let seq = st.error_seq.load(Ordering::Acquire);
+        let seen = s.hs.err_seen.load(Ordering::Acquire);
+        if seq == seen || st.flags.load(Ordering::Acquire) & SF_ERROR == 0 {
+            return None;
+        }
+        if s.hs
+            .err_seen
+            .compare_exchange(seen, seq, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            let e = st.error.load(Ordering::Acquire) as i32;
+            return Some(if e == 0 { libc::EIO } else { e });
+        }
+    }
+}
+
+pub(crate) fn error_pending(s: &S) -> bool {
+    let st = &s.ctl.state.0;
+    st.flags.load(Ordering::Acquire) & SF_ERROR != 0
+        && st.error_seq.load(Ordering::Acquire) != s.hs.err_seen.load(Ordering::Acquire)
+}
+
+const LIVENESS_NS: u64 = 100_000_000;
+
+/// Spin, then sleep on the socket's futex until `cond` holds. `timeout_ns == 0`: no timeout.
+/// Errors: EINTR (a signal), EAGAIN (timeout), ECONNRESET (agent gone).
+pub(crate) fn wait_sock(s: &S, mut cond: impl FnMut() -> bool, timeout_ns: u64) -> Result<(), i32> {
+    let start = sys::clock_ns();
+    let deadline = if timeout_ns == 0 {
+        u64::MAX
+    } else {
+        start.saturating_add(timeout_ns)
+    };
+    let mut n = 0u32;
+    loop {
+        if cond() {
+            return Ok(());
+        }
+        n += 1;
+        if n % 64 == 0 && sys::clock_ns().saturating_sub(start) > s.c.spin_ns {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    let st = &s.ctl.state.0;
+    let waiters = &s.ctl.host.0.waiters;
+    loop {
+        let seen = wake::prepare_wait(&st.wake_seq, waiters);
+        if cond() {
+            wake::finish_wait(waiters);
+            return Ok(());
+        }
+        let now = sys::clock_ns();
+        if now >= deadline {
+            wake::finish_wait(waiters);
+            return Err(libc::EAGAIN);
+        }
+        let r = sys::futex_wait(&st.wake_seq, seen, Some((deadline - now).min(LIVENESS_NS)));
+        wake::finish_wait(waiters);
+        if cond() {
+            return Ok(());
+        }
+        match r {
+            Err(libc::EINTR) => return Err(libc::EINTR),
+            Err(libc::ETIMEDOUT) if !s.c.check_alive() => return Err(libc::ECONNRESET),
+            _ => {}
+        }
+    }
+}
+
+fn raise_sigpipe() {
+    let _ = sys::tgkill(sys::getpid(), sys::gettid(), libc::SIGPIPE);
+}
+
+// ---------------------------------------------------------------- data path
+
+/// A scatter list the data path copies into or out of.
+pub(crate) struct Iov<'a> {
+    pub(crate) v: &'a [libc::iovec],
+}
+
+impl Iov<'_> {
+    pub(crate) fn total(&self) -> Result<usize, i32> {
+        let mut t: usize = 0;
+        for v in self.v {
+            t = t.checked_add(v.iov_len).ok_or(libc::EINVAL)?;
+        }
+        if t > isize::MAX as usize {
+            return Err(libc::EINVAL);
+        }
+        Ok(t)
+    }
+
+    /// Calls `f(ptr, len)` for the bytes `[off, off+len)` of the list, piece by piece.
+    fn walk(&self, mut off: usize, mut len: usize, mut f: impl FnMut(*mut u8, usize)) {
+        for v in self.v {
+            if len == 0 {
+                break;
+            }
+            if off >= v.iov_len {
+                off -= v.iov_len;
+                continue;
+            }
+            let n = (v.iov_len - off).min(len);
+            // SAFETY: off < iov_len; the application owns iov_base[..iov_len].
+            f(unsafe { (v.iov_base as *mut u8).add(off) }, n);
+            len -= n;
+            off = 0;
+        }
+    }
+}
+
+pub(crate) fn recv(fd: i32, iov: &Iov, flags: i32) -> R {
+    let s = try_sock!(fd);
+    recv_sock(&s, iov, flags)
+}
+
+pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
+    let total = match iov.total() {
+        Ok(t) => t,
+        Err(e) => return R::Err(e),
+    };
+    let st = &s.ctl.state.0;
+    if s.c.is_dead() {
+        return R::Err(libc::ECONNRESET);
+    }
+    let fl = st.flags.load(Ordering::Acquire);
+    if fl & SF_LISTENING != 0 {
+        return R::Err(libc::ENOTCONN);
+    }
+    if flags & libc::MSG_OOB != 0 {
+        return R::Err(libc::EINVAL);
+    }
+    if total == 0 {
+        return R::Ok(0);
+    }
+    let Some(rx) = s.c.region.rx(s.slot) else {
+        return R::Err(libc::EBADF);
+    };
+    let peek = flags & libc::MSG_PEEK != 0;
+    let waitall = flags & libc::MSG_WAITALL != 0 && !peek;
+    let nb = s.hs.nonblock.load(Ordering::Relaxed) || flags & libc::MSG_DONTWAIT != 0;
+    let mut got = 0usize;
+    loop {
+        {
+            let _g = s.hs.rx.lock();
+            let head = s.ctl.rx_head.0.load(Ordering::Relaxed);
+            let avail = match rx.readable(head) {
+                Ok(a) => a as usize,
+                Err(_) => return R::Err(libc::EIO),
+            };
+            if avail > 0 {
+                let want = (total - got).min(avail);
+                let mut done = 0usize;
+                iov.walk(got, want, |p, n| {
+                    // SAFETY: p..p+n is application memory from its iovec.
+                    let dst = unsafe { core::slice::from_raw_parts_mut(p, n) };
+                    rx.copy_out(head.wrapping_add(done as u32), dst);
+                    done += n;
+                });
+                if !peek {
+                    rx.publish_head(head.wrapping_add(want as u32));
+                    if st.rx_blocked.swap(0, Ordering::SeqCst) == 1 {
+                        let _ = s.c.post(cmd(OP_RX_SPACE, s.slot));
+                    }
+                }
+                got += want;
+            }
+        }
+        if got > 0 && (!waitall || got == total) {
+            return R::Ok(got as isize);
+        }
+        let fl = st.flags.load(Ordering::Acquire);
+        let more = rx
+            .readable(s.ctl.rx_head.0.load(Ordering::Relaxed))
+            .unwrap_or(0)
+            > 0;
+        if more && !peek {
+            continue;
+        }
+        if got > 0 && (fl & (SF_RX_FIN | SF_RX_SHUT | SF_ERROR) != 0 || nb) {
+            return R::Ok(got as isize);
+        }
+        if more {
+            // MSG_PEEK|MSG_WAITALL: what is there is what we give.
+            continue;
+        }
+        if let Some(e) = take_error(s) {
+            return if got > 0 {
+                R::Ok(got as isize)
+            } else {
+                R::Err(e)
+            };
+        }
+        if fl & (SF_RX_FIN | SF_RX_SHUT | SF_ERROR) != 0 {
+            return R::Ok(got as isize);
+        }
+        if fl & (SF_CONNECTED | SF_CONNECTING) == 0 {
+            return R::Err(libc::ENOTCONN);
+        }
+        if nb {
+            return R::Err(libc::EAGAIN);
+        }
+        let head = s.ctl.rx_head.0.load(Ordering::Relaxed);
+        let ready = || {
+            rx.readable(head).map(|n| n > 0).unwrap_or(true)
+                || st.flags.load(Ordering::Acquire) & (SF_RX_FIN | SF_RX_SHUT | SF_ERROR) != 0
+        };
+        match wait_sock(s, ready, s.hs.rcvtimeo.load(Ordering::Relaxed)) {
+            Ok(()) => {}
+            Err(e) => {
+                return if got > 0 {
+                    R::Ok(got as isize)
+                } else {
+                    R::Err(e)
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn send(fd: i32, iov: &Iov, flags: i32) -> R {
+    let s = try_sock!(fd);
+    send_sock(&s, iov, flags)
+}
+
+pub(crate) fn kick(s: &S) -> Result<(), i32> {
+    if s.ctl.host.0.tx_kick.swap(1, Ordering::SeqCst) == 0 {
+        s.c.post(cmd(OP_TX_KICK, s.slot))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn send_sock(s: &S, iov: &Iov, flags: i32) -> R {
+    let total = match iov.total() {
+        Ok(t) => t,
+        Err(e) => return R::Err(e),
+    };
+    let nosig = flags & libc::MSG_NOSIGNAL != 0;
+    let nb = s.hs.nonblock.load(Ordering::Relaxed) || flags & libc::MSG_DONTWAIT != 0;
+    let st = &s.ctl.state.0;
+    let Some(tx) = s.c.region.tx(s.slot) else {
+        return R::Err(libc::EBADF);
+    };
+    let mut sent = 0usize;
+    loop {
+        if s.c.is_dead() {
+            return if sent > 0 {
+                R::Ok(sent as isize)
+            } else {
+                R::Err(libc::ECONNRESET)
+            };
+        }
+        let fl = st.flags.load(Ordering::Acquire);
+        if let Some(e) = take_error(s) {
+            if sent > 0 {
+                return R::Ok(sent as isize);
+            }
+            if e == libc::EPIPE && !nosig {
+                raise_sigpipe();
+            }
+            return R::Err(e);
+        }
+        if fl & SF_TX_SHUT != 0 || fl & (SF_CONNECTED | SF_CONNECTING) == 0 {
+            if sent > 0 {
+                return R::Ok(sent as isize);
+            }
+            if !nosig {
+                raise_sigpipe();
+            }
+            return R::Err(libc::EPIPE);
+        }
+        if total == 0 {
+            return R::Ok(0);
+        }
+        let mut n = 0usize;
+        if fl & SF_CONNECTED != 0 {
+            let _g = s.hs.tx.lock();
+            let tail = s.ctl.tx_tail.0.load(Ordering::Relaxed);
+            let free = match tx.writable(tail) {
+                Ok(f) => f as usize,
+                Err(_) => return R::Err(libc::EIO),
+            };
+            n = (total - sent).min(free);
+            if n > 0 {
+                let mut done = 0usize;
+                iov.walk(sent, n, |p, len| {
+                    // SAFETY: p..p+len is application memory from its iovec.
+                    let src = unsafe { core::slice::from_raw_parts(p as *const u8, len) };
+                    tx.copy_in(tail.wrapping_add(done as u32), src);
+                    done += len;
+                });
+                tx.publish_tail(tail.wrapping_add(n as u32));
+            }
+        }
+        if n > 0 {
+            if let Err(e) = kick(s) {
+                return R::Err(e);
+            }
+            sent += n;
+        }
+        if sent == total {
+            return R::Ok(sent as isize);
+        }
+        if nb {
+            return if sent > 0 {
+                R::Ok(sent as isize)
+            } else {
+                R::Err(libc::EAGAIN)
+            };
+        }
+        let ready = || {
+            let f = st.flags.load(Ordering::Acquire);
+            f & (SF_ERROR | SF_TX_SHUT) != 0
+                || (f & SF_CONNECTED != 0
+                    && tx
+                        .writable(s.ctl.tx_tail.0.load(Ordering::Relaxed))
+                        .map(|n| n > 0)
+                        .unwrap_or(true))
+                || f & (SF_CONNECTED | SF_CONNECTING) == 0
+        };
+        if let Err(e) = wait_sock(s, ready, s.hs.sndtimeo.load(Ordering::Relaxed)) {
+            return if sent > 0 {
+                R::Ok(sent as isize)
+            } else {
+                R::Err(e)
+            };
+        }
+    }
+}
+
+/// `sendfile` into an offloaded socket: read the file straight into the TX stream's free space.
+pub(crate) fn sendfile(out_fd: i32, in_fd: i32, offset: *mut i64, count: usize) -> R {
+    let s = try_sock!(out_fd);
+    let mut buf = [0u8; 16384];
+    let mut done = 0usize;
+    let mut off = if offset.is_null() {
+        None
+    } else {
+        // SAFETY: non-null application pointer.
+        Some(unsafe { *offset })
+    };
+    while done < count {
+        let want = (count - done).min(buf.len());
+        // SAFETY: reading into our stack buffer with libc's read/pread.
+        let r = unsafe {
+            match off {
+                Some(o) => crate::real::pread(in_fd, buf.as_mut_ptr() as *mut _, want, o),
+                None => crate::real::read(in_fd, buf.as_mut_ptr() as *mut _, want),
+            }
+        };
+        if r < 0 {
+            let e = util_errno();
+            return if done > 0 {
+                R::Ok(done as isize)
+            } else {
+                R::Err(e)
+            };
+        }
+        if r == 0 {
+            break;
+        }
+        let r = r as usize;
+        let v = [libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut _,
+            iov_len: r,
+        }];
+        let w = match send_sock(&s, &Iov { v: &v }, libc::MSG_NOSIGNAL) {
+            R::Ok(w) => w as usize,
+            R::Err(e) => {
+                if off.is_none() {
+                    // Unread the bytes we could not send, as the kernel's sendfile would not have
+                    // consumed them.
+                    // SAFETY: lseek on the application's fd.
+                    unsafe { libc::lseek(in_fd, -(r as i64), libc::SEEK_CUR) };
+                }
+                if e == libc::EPIPE {
+                    raise_sigpipe();
+                }
+                return if done > 0 {
+                    R::Ok(done as isize)
+                } else {
+                    R::Err(e)
+                };
+            }
+            R::Pass => 0,
+        };
+        if w < r && off.is_none() {
+            // SAFETY: as above.
+            unsafe { libc::lseek(in_fd, -((r - w) as i64), libc::SEEK_CUR) };
+        }
+        done += w;
+        if let Some(o) = off.as_mut() {
+            *o += w as i64;
+        }
+        if w < r {
+            break;
+        }
+    }
+    if let (Some(o), false) = (off, offset.is_null()) {
+        // SAFETY: non-null application pointer.
+        unsafe { *offset = o };
+    }
+    R::Ok(done as isize)
+}
+
+fn util_errno() -> i32 {
+    // SAFETY: errno location of this thread.
+    unsafe { *libc::__errno_location() }
+}
+
+// ---------------------------------------------------------------- options and control
+
+fn timeval_ns(v: *const libc::c_void, len: libc::socklen_t) -> Result<u64, i32> {
+    if (len as usize) < core::mem::size_of::<libc::timeval>() {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: len covers a timeval.
+    let tv = unsafe { core::ptr::read_unaligned(v as *const libc::timeval) };
+    if tv.tv_usec < 0 || tv.tv_usec >= 1_000_000 {
+        return Err(libc::EDOM);
+    }
+    if tv.tv_sec < 0 {
+        return Ok(0);
+    }
+    Ok((tv.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(tv.tv_usec as u64 * 1000))
+}
+
+pub(crate) fn setsockopt(
+    fd: i32,
+    level: i32,
+    name: i32,
+    val: *const libc::c_void,
+    len: libc::socklen_t,
+) -> R {
+    let s = try_sock!(fd);
+    if (len as i32) < 0 {
+        return R::Err(libc::EINVAL);
+    }
+    if val.is_null() && len > 0 {
+        return R::Err(libc::EFAULT);
+    }
+    if level == libc::SOL_SOCKET && (name == libc::SO_RCVTIMEO || name == libc::SO_SNDTIMEO) {
+        return match timeval_ns(val, len) {
+            Ok(ns) => {
+                let t = if name == libc::SO_RCVTIMEO {
+                    &s.hs.rcvtimeo
+                } else {
+                    &s.hs.sndtimeo
+                };
+                t.store(ns, Ordering::Relaxed);
+                R::Ok(0)
+            }
+            Err(e) => R::Err(e),
+        };
+    }
+    if len as usize > MAX_OPTVAL {
+        log!(util::WARN, "setsockopt(level {level}, name {name}): values over {MAX_OPTVAL} bytes are not supported yet");
+        return R::Err(libc::EINVAL);
+    }
+    let mut cm = cmd(OP_SETSOCKOPT, s.slot);
+    cm.arg[0] = (level as u32 as u64) | ((name as u32 as u64) << 32);
+    cm.arg[1] = len as u64;
+    if len > 0 {
+        // SAFETY: val has len readable bytes (application's contract).
+        let v = unsafe { core::slice::from_raw_parts(val as *const u8, len as usize) };
+        bytes_to_args(v, &mut cm.arg[2..6]);
+    }
+    res(call(&s, cm))
+}
+
+fn put_int(val: *mut libc::c_void, len: *mut libc::socklen_t, v: i32) -> R {
+    // SAFETY: len non-null (checked by caller); val has *len writable bytes.
+    unsafe {
+        let cap = (*len as usize).min(4);
+        core::ptr::copy_nonoverlapping(&v as *const i32 as *const u8, val as *mut u8, cap);
+        *len = cap as libc::socklen_t;
+    }
+    R::Ok(0)
+}
+
+pub(crate) fn getsockopt(
+    fd: i32,
+    level: i32,
+    name: i32,
+    val: *mut libc::c_void,
+    len: *mut libc::socklen_t,
+) -> R {
+    let s = try_sock!(fd);
+    if len.is_null() {
+        return R::Err(libc::EFAULT);
+    }
+    // SAFETY: non-null application pointer.
+    let cap = unsafe { *len } as i32;
+    if cap < 0 {
+        return R::Err(libc::EINVAL);
+    }
+    if val.is_null() && cap > 0 {
+        return R::Err(libc::EFAULT);
+    }
+    if level == libc::SOL_SOCKET {
+        match name {
+            libc::SO_ERROR => return put_int(val, len, take_error(&s).unwrap_or(0)),
+            libc::SO_TYPE => return put_int(val, len, libc::SOCK_STREAM),
+            libc::SO_DOMAIN => return put_int(val, len, s.hs.domain.load(Ordering::Relaxed)),
+            libc::SO_PROTOCOL => return put_int(val, len, libc::IPPROTO_TCP),
+            libc::SO_ACCEPTCONN => {
+                let l = s.ctl.state.0.flags.load(Ordering::Acquire) & SF_LISTENING != 0;
+                return put_int(val, len, l as i32);
+            }
+            libc::SO_RCVTIMEO | libc::SO_SNDTIMEO => {
+                let ns = if name == libc::SO_RCVTIMEO {
+                    &s.hs.rcvtimeo
+                } else {
+                    &s.hs.sndtimeo
+                }
+                .load(Ordering::Relaxed);
+                let tv = libc::timeval {
+                    tv_sec: (ns / 1_000_000_000) as _,
+                    tv_usec: ((ns % 1_000_000_000) / 1000) as _,
+                };
+                let n = (cap as usize).min(core::mem::size_of::<libc::timeval>());
+                // SAFETY: val has cap writable bytes; len non-null.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(&tv as *const _ as *const u8, val as *mut u8, n);
+                    *len = n as libc::socklen_t;
+                }
+                return R::Ok(0);
+            }
+            _ => {}
+        }
+    }
+    let mut cm = cmd(OP_GETSOCKOPT, s.slot);
+    cm.arg[0] = (level as u32 as u64) | ((name as u32 as u64) << 32);
+    cm.arg[1] = (cap as usize).min(MAX_OPTVAL) as u64;
+    match call(&s, cm) {
+        Ok(e) if e.result >= 0 => {
+            let n = (e.result as usize).min(cap as usize).min(e.data.len());
+            // SAFETY: val has cap writable bytes; len non-null.
+            unsafe {
+                core::ptr::copy_nonoverlapping(e.data.as_ptr(), val as *mut u8, n);
+                *len = n as libc::socklen_t;
+            }
+            R::Ok(0)
+        }
+        Ok(e) => R::Err((-e.result) as i32),
+        Err(e) => R::Err(e),
+    }
+}
+
+/// fcntl on an offloaded fd: O_NONBLOCK lives with us (the agent's socket is always non-blocking);
+/// F_DUPFD* keep the fd table exact; everything else acts on the shadow fd.
+pub(crate) fn fcntl(fd: i32, cmd_: i32, arg: libc::c_ulong) -> R {
+    let s = try_sock!(fd);
+    match cmd_ {
+        libc::F_GETFL => {
+            // SAFETY: fcntl on the shadow fd.
+            let r = unsafe { crate::real::fcntl(fd, libc::F_GETFL, 0) };
+            if r < 0 {
+                return R::Err(util_errno());
+            }
+            let nb = if s.hs.nonblock.load(Ordering::Relaxed) {
+                libc::O_NONBLOCK
+            } else {
+                0
+            };
+            R::Ok(((r & !libc::O_NONBLOCK) | nb) as isize)
+        }
+        libc::F_SETFL => {
+            // SAFETY: fcntl on the shadow fd keeps its flags in step.
+            let r = unsafe { crate::real::fcntl(fd, libc::F_SETFL, arg) };
+            if r < 0 {
+                return R::Err(util_errno());
+            }
+            s.hs.nonblock
+                .store(arg as i32 & libc::O_NONBLOCK != 0, Ordering::Relaxed);
+            R::Ok(r as isize)
+        }
+        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+            // SAFETY: dup of the shadow fd.
+            let r = unsafe { crate::real::fcntl(fd, cmd_, arg) };
+            if r < 0 {
+                return R::Err(util_errno());
+            }
+            add_ref(r, s.slot, s.hs);
+            R::Ok(r as isize)
+        }
+        _ => R::Pass,
+    }
+}
+
+pub(crate) fn add_ref(newfd: i32, slot: u32, hs: &HostSock) {
+    if newfd as usize >= fdtable::MAX_FDS {
+        return;
+    }
+    hs.refs.fetch_add(1, Ordering::AcqRel);
+    fdtable::set_sock(newfd, slot);
+}
+
+pub(crate) fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void) -> R {
+    let s = try_sock!(fd);
+    match req {
+        libc::FIONBIO => {
+            if arg.is_null() {
+                return R::Err(libc::EFAULT);
+            }
+            // SAFETY: FIONBIO takes an int*.
+            let on = unsafe { *(arg as *const i32) } != 0;
+            // SAFETY: same request on the shadow fd keeps its flags in step.
+            unsafe { crate::real::ioctl(fd, req, arg) };
+            s.hs.nonblock.store(on, Ordering::Relaxed);
+            R::Ok(0)
+        }
+        libc::FIONREAD | libc::TIOCOUTQ => {
+            if arg.is_null() {
+                return R::Err(libc::EFAULT);
+            }
+            let fl = s.ctl.state.0.flags.load(Ordering::Acquire);
+            if fl & SF_LISTENING != 0 {
+                return R::Err(libc::EINVAL);
+            }
+            let n = if req == libc::FIONREAD {
+                s.c.region
+                    .rx(s.slot)
+                    .and_then(|rx| rx.readable(s.ctl.rx_head.0.load(Ordering::Relaxed)).ok())
+            } else {
+                s.c.region.tx(s.slot).and_then(|tx| {
+                    tx.used(
+                        s.ctl.tx_head.0.load(Ordering::Acquire),
+                        s.ctl.tx_tail.0.load(Ordering::Relaxed),
+                    )
+                    .ok()
+                })
+            };
+            // SAFETY: these requests take an int*.
+            unsafe { *(arg as *mut i32) = n.unwrap_or(0) as i32 };
+            R::Ok(0)
+        }
+        _ => R::Pass,
+    }
+}
+
+// ---------------------------------------------------------------- readiness
+
+/// Current readiness of a socket as EPOLL* bits (identical to POLL* bits on Linux).
+pub(crate) fn readiness(s: &S) -> u32 {
+    let st = &s.ctl.state.0;
+    if s.c.is_dead() {
+        return (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP)
+            as u32;
+    }
+    let fl = st.flags.load(Ordering::Acquire);
+    let mut ev = 0u32;
+    if fl & SF_LISTENING != 0 {
+        if st.accept_ready.load(Ordering::Acquire) > 0 {
+            ev |= (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
+        }
+        return ev;
+    }
+    let rx_avail =
+        s.c.region
+            .rx(s.slot)
+            .map(|rx| {
+                rx.readable(s.ctl.rx_head.0.load(Ordering::Relaxed))
+                    .unwrap_or(1)
+            })
+            .unwrap_or(0);
+    let rx_end = fl & (SF_RX_FIN | SF_RX_SHUT | SF_ERROR) != 0;
+    if rx_avail > 0 || rx_end {
+        ev |= (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
+    }
+    if rx_end {
+        ev |= libc::EPOLLRDHUP as u32;
+    }
+    if fl & SF_CONNECTED != 0 {
+        let free =
+            s.c.region
+                .tx(s.slot)
+                .map(|tx| {
+                    tx.writable(s.ctl.tx_tail.0.load(Ordering::Relaxed))
+                        .unwrap_or(0)
+                })
+                .unwrap_or(0);
+        if free > 0 || fl & SF_TX_SHUT != 0 {
+            ev |= (libc::EPOLLOUT | libc::EPOLLWRNORM) as u32;
+        }
+    }
+    if fl & SF_ERROR != 0 {
+        ev |= (libc::EPOLLOUT | libc::EPOLLWRNORM | libc::EPOLLHUP) as u32;
+        if error_pending(s) {
+            ev |= libc::EPOLLERR as u32;
+        }
+    }
+    if fl & SF_RX_FIN != 0 && fl & SF_TX_SHUT != 0 {
+        ev |= libc::EPOLLHUP as u32;
+    }
+    if fl & (SF_CONNECTED | SF_CONNECTING | SF_ERROR) == 0 {
+        // A socket that never connected: Linux reports OUT|HUP.
+        ev |= (libc::EPOLLOUT | libc::EPOLLWRNORM | libc::EPOLLHUP) as u32;
+    }
+    ev
+}
+
+/// A fingerprint of everything that can produce a new edge for EPOLLET.
+pub(crate) fn edge_snapshot(s: &S) -> u64 {
+    let st = &s.ctl.state.0;
+    let a = s.ctl.rx_tail.0.load(Ordering::Acquire) as u64;
+    let b = s.ctl.tx_head.0.load(Ordering::Acquire) as u64;
+    let c = st.flags.load(Ordering::Acquire) as u64;
+    let d = st.accept_seq.load(Ordering::Acquire) as u64;
+    let e = st.error_seq.load(Ordering::Acquire) as u64;
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for v in [a, b, c, d, e] {
+        h = (h ^ v).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+    }
+    h
+}

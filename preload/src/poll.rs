@@ -1,0 +1,270 @@
+//! poll/ppoll/select/pselect over sets that mix offloaded sockets with kernel fds.
+//!
+//! Offloaded readiness comes from shared memory; kernel fds are polled with timeout 0 while we spin.
+//! To sleep, the call borrows a waiter slot: its bit goes into every offloaded socket's
+//! `waiter_mask`, its eventfd joins the kernel `ppoll` set, and the agent rings it on any change.
+
+use crate::fdtable::{self, Entry};
+use crate::{ops, sys};
+use core::sync::atomic::Ordering;
+use shm_proto::wake;
+
+fn offloaded_revents(fd: i32, events: i16) -> Option<i16> {
+    match fdtable::get(fd) {
+        Entry::Sock(slot) => {
+            let Ok(s) = ops::sock(slot) else {
+                return Some(libc::POLLNVAL);
+            };
+            let r = ops::readiness(&s) as i16;
+            Some(r & (events | libc::POLLERR | libc::POLLHUP))
+        }
+        Entry::Internal => Some(libc::POLLNVAL),
+        _ => None,
+    }
+}
+
+/// The core loop. `timeout_ns < 0`: infinite. `None`: no offloaded fd, pass to libc.
+pub(crate) fn poll(
+    fds: &mut [libc::pollfd],
+    timeout_ns: i64,
+    sigmask: *const libc::sigset_t,
+) -> Option<Result<i32, i32>> {
+    if !fds
+        .iter()
+        .any(|p| matches!(fdtable::get(p.fd), Entry::Sock(_) | Entry::Internal))
+    {
+        return None;
+    }
+    let c = crate::channel_if_attached()?;
+    // Kernel part of the set (+1 spare entry for our eventfd when sleeping).
+    let mut kidx: Vec<usize> = Vec::new();
+    let mut kset: Vec<libc::pollfd> = Vec::new();
+    for (i, p) in fds.iter().enumerate() {
+        if p.fd >= 0 && matches!(fdtable::get(p.fd), Entry::None | Entry::Epoll(_)) {
+            kidx.push(i);
+            kset.push(libc::pollfd {
+                fd: p.fd,
+                events: p.events,
+                revents: 0,
+            });
+        }
+    }
+    let start = sys::clock_ns();
+    let deadline = if timeout_ns < 0 {
+        u64::MAX
+    } else {
+        start.saturating_add(timeout_ns as u64)
+    };
+    let mut iter = 0u32;
+    let collect = |fds: &mut [libc::pollfd], kset: &[libc::pollfd]| -> i32 {
+        let mut n = 0;
+        for p in fds.iter_mut() {
+            p.revents = 0;
+            if p.fd < 0 {
+                continue;
+            }
+            if let Some(r) = offloaded_revents(p.fd, p.events) {
+                p.revents = r;
+            }
+        }
+        for (j, &i) in kidx.iter().enumerate() {
+            fds[i].revents = kset[j].revents;
+        }
+        for p in fds.iter() {
+            if p.revents != 0 {
+                n += 1;
+            }
+        }
+        n
+    };
+    loop {
+        for k in kset.iter_mut() {
+            k.revents = 0;
+        }
+        if !kset.is_empty() && iter % 16 == 0 {
+            let ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: kset is a valid pollfd array.
+            if let Err(e) =
+                unsafe { sys::ppoll(kset.as_mut_ptr(), kset.len(), &ts, core::ptr::null()) }
+            {
+                return Some(Err(e));
+            }
+        }
+        let n = collect(fds, &kset);
+        if n > 0 {
+            return Some(Ok(n));
+        }
+        let now = sys::clock_ns();
+        if timeout_ns == 0 || now >= deadline {
+            return Some(Ok(0));
+        }
+        iter += 1;
+        if now - start < c.spin_ns {
+            core::hint::spin_loop();
+            continue;
+        }
+        // Sleep with a borrowed waiter.
+        let (w, efd) = match c.alloc_waiter() {
+            Ok(x) => x,
+            Err(e) => return Some(Err(e)),
+        };
+        let bit = 1u64 << w;
+        let mut slots: Vec<u32> = Vec::new();
+        for p in fds.iter() {
+            if let Entry::Sock(slot) = fdtable::get(p.fd) {
+                if let Some(ctl) = c.region.sock(slot) {
+                    ctl.host.0.waiter_mask.fetch_or(bit, Ordering::AcqRel);
+                    slots.push(slot);
+                }
+            }
+        }
+        let wt = c.region.waiter(w)?;
+        wake::announce(&wt.sleeping);
+        let mut kk = kset.clone();
+        for k in kk.iter_mut() {
+            k.revents = 0;
+        }
+        let n = collect(fds, &kk);
+        let mut result = None;
+        if n > 0 {
+            result = Some(Ok(n));
+        } else {
+            kk.push(libc::pollfd {
+                fd: efd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            let left = deadline.saturating_sub(now).min(1_000_000_000);
+            let ts = libc::timespec {
+                tv_sec: (left / 1_000_000_000) as _,
+                tv_nsec: (left % 1_000_000_000) as _,
+            };
+            // SAFETY: kk is a valid pollfd array; sigmask is the application's (or null).
+            let r = unsafe { sys::ppoll(kk.as_mut_ptr(), kk.len(), &ts, sigmask) };
+            if let Some(me) = kk.pop() {
+                if me.revents != 0 {
+                    let mut b = [0u8; 8];
+                    let _ = sys::read(efd, &mut b);
+                }
+            }
+            match r {
+                Err(e) => result = Some(Err(e)),
+                Ok(_) => {
+                    let n = collect(fds, &kk);
+                    if n > 0 {
+                        result = Some(Ok(n));
+                    } else if left == 1_000_000_000 {
+                        let _ = c.check_alive();
+                    }
+                }
+            }
+        }
+        wake::retract(&wt.sleeping);
+        for slot in slots {
+            if let Some(ctl) = c.region.sock(slot) {
+                ctl.host.0.waiter_mask.fetch_and(!bit, Ordering::AcqRel);
+            }
+        }
+        c.free_waiter(w);
+        if let Some(r) = result {
+            return Some(r);
+        }
+    }
+}
+
+const FD_BITS: usize = 8 * core::mem::size_of::<libc::c_ulong>();
+
+fn fd_isset(set: *const libc::fd_set, fd: i32) -> bool {
+    if set.is_null() {
+        return false;
+    }
+    let w = set as *const libc::c_ulong;
+    // SAFETY: fd < nfds <= FD_SETSIZE, inside the application's fd_set.
+    unsafe { *w.add(fd as usize / FD_BITS) & (1 << (fd as usize % FD_BITS)) != 0 }
+}
+
+fn fd_set_bit(set: *mut libc::fd_set, fd: i32, on: bool) {
+    if set.is_null() {
+        return;
+    }
+    let w = set as *mut libc::c_ulong;
+    // SAFETY: as above.
+    unsafe {
+        let p = w.add(fd as usize / FD_BITS);
+        if on {
+            *p |= 1 << (fd as usize % FD_BITS);
+        } else {
+            *p &= !(1 << (fd as usize % FD_BITS));
+        }
+    }
+}
+
+/// select/pselect through the poll core. `None`: no offloaded fd in the sets.
+pub(crate) fn select(
+    nfds: i32,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    timeout_ns: i64,
+    sigmask: *const libc::sigset_t,
+) -> Option<Result<i32, i32>> {
+    if nfds < 0 {
+        return Some(Err(libc::EINVAL));
+    }
+    let nfds = nfds.min(libc::FD_SETSIZE as i32);
+    let mut any = false;
+    let mut pfds: Vec<libc::pollfd> = Vec::new();
+    for fd in 0..nfds {
+        let (rr, ww, ee) = (fd_isset(r, fd), fd_isset(w, fd), fd_isset(e, fd));
+        if !(rr || ww || ee) {
+            continue;
+        }
+        if matches!(fdtable::get(fd), Entry::Sock(_)) {
+            any = true;
+        }
+        let mut ev = 0;
+        if rr {
+            ev |= libc::POLLIN;
+        }
+        if ww {
+            ev |= libc::POLLOUT;
+        }
+        if ee {
+            ev |= libc::POLLPRI;
+        }
+        pfds.push(libc::pollfd {
+            fd,
+            events: ev,
+            revents: 0,
+        });
+    }
+    if !any {
+        return None;
+    }
+    let res = poll(&mut pfds, timeout_ns, sigmask)?;
+    let n = match res {
+        Err(e) => return Some(Err(e)),
+        Ok(n) => n,
+    };
+    let _ = n;
+    let mut count = 0;
+    for p in &pfds {
+        if p.revents & libc::POLLNVAL != 0 {
+            return Some(Err(libc::EBADF));
+        }
+    }
+    for p in &pfds {
+        let rd = p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+            && p.events & libc::POLLIN != 0;
+        let wr = p.revents & (libc::POLLOUT | libc::POLLERR) != 0 && p.events & libc::POLLOUT != 0;
+        let ex = p.revents & libc::POLLPRI != 0 && p.events & libc::POLLPRI != 0;
+        fd_set_bit(r, p.fd, rd);
+        fd_set_bit(w, p.fd, wr);
+        fd_set_bit(e, p.fd, ex);
+        count += rd as i32 + wr as i32 + ex as i32;
+    }
+    Some(Ok(count))
+}

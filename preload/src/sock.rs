@@ -1,0 +1,35 @@
+//! Host-private state of an offloaded socket slot (the analogue of a Linux open file description:
+//! shared by every fd that `dup` made of it).
+
+use crate::util::SpinMutex;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64};
+
+pub(crate) struct HostSock {
+    /// Number of fds referring to this slot.
+    pub(crate) refs: AtomicU32,
+    pub(crate) nonblock: AtomicBool,
+    pub(crate) domain: AtomicI32,
+    /// SO_RCVTIMEO / SO_SNDTIMEO in ns, 0 = none.
+    pub(crate) rcvtimeo: AtomicU64,
+    pub(crate) sndtimeo: AtomicU64,
+    /// Last `error_seq` reported to the application (SO_ERROR reads and clears).
+    pub(crate) err_seen: AtomicU32,
+    /// Serialises readers (RX head) and writers (TX tail) of this socket among threads.
+    pub(crate) rx: SpinMutex<()>,
+    pub(crate) tx: SpinMutex<()>,
+}
+
+impl HostSock {
+    pub(crate) fn new() -> Self {
+        HostSock {
+            refs: AtomicU32::new(0),
+            nonblock: AtomicBool::new(false),
+            domain: AtomicI32::new(0),
+            rcvtimeo: AtomicU64::new(0),
+            sndtimeo: AtomicU64::new(0),
+            err_seen: AtomicU32::new(0),
+            rx: SpinMutex::new(()),
+            tx: SpinMutex::new(()),
+        }
+    }
+}
