@@ -16,6 +16,8 @@ use shm_proto::wake;
 /// `data` of our eventfd inside an application's epoll set.
 pub(crate) const COOKIE: u64 = 0x736e_7374_6163_6b21; // "snstack!"
 const MAX_EP: usize = 4096;
+/// Longest time kernel fds of a busy mixed epoll set go unpolled.
+const KPOLL_NS: u64 = 1_000_000;
 
 struct Interest {
     fd: i32,
@@ -35,6 +37,8 @@ pub(crate) struct Ep {
     waiter: Option<(usize, i32)>,
     list: Vec<Interest>,
     rr: usize,
+    /// When the kernel set was last polled while offloaded events were flowing.
+    last_kpoll: u64,
 }
 
 static EPS: [SpinMutex<Option<Ep>>; MAX_EP] = [const { SpinMutex::new(None) }; MAX_EP];
@@ -53,6 +57,7 @@ pub(crate) fn created(kfd: i32) {
                     waiter: None,
                     list: Vec::new(),
                     rr: 0,
+                    last_kpoll: 0,
                 });
                 drop(g);
                 fdtable::set_epoll(kfd, i as u32);
@@ -375,14 +380,31 @@ pub(crate) fn wait(
     let efd = waiter.map(|(_, f)| f);
     let mut iter = 0u32;
     loop {
+        let mut kpoll = false;
         let mut n = {
             let mut g = slot.lock();
             match g.as_mut() {
-                Some(ep) => scan(ep, out),
+                Some(ep) => {
+                    let n = scan(ep, out);
+                    // While offloaded events flow, look at the kernel set at most every
+                    // KPOLL_NS, so a busy loop makes no syscall per request.
+                    if kernel_fds > 0 && n < out.len() {
+                        if n == 0 {
+                            kpoll = iter % 16 == 0;
+                        } else {
+                            let now = sys::clock_ns();
+                            if now.saturating_sub(ep.last_kpoll) > KPOLL_NS {
+                                ep.last_kpoll = now;
+                                kpoll = true;
+                            }
+                        }
+                    }
+                    n
+                }
                 None => return Some(Err(libc::EBADF)),
             }
         };
-        if n < out.len() && kernel_fds > 0 && (n > 0 || iter % 16 == 0) {
+        if kpoll {
             // SAFETY: the remaining entries of the application's buffer.
             let k = unsafe {
                 crate::real::epoll_wait(epfd, out[n..].as_mut_ptr(), (out.len() - n) as i32, 0)

@@ -1150,3 +1150,63 @@ pub(crate) fn edge_snapshot(s: &S) -> u64 {
     }
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addr_round_trip_v4_and_v6() {
+        let mut sa: libc::sockaddr_in = // SAFETY: all-zero is valid.
+            unsafe { core::mem::zeroed() };
+        sa.sin_family = libc::AF_INET as u16;
+        sa.sin_port = 8080u16.to_be();
+        sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let len = core::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: valid sockaddr_in.
+        let w = unsafe { read_addr(&sa as *const _ as *const libc::sockaddr, len) }.unwrap();
+        assert_eq!(w.port, 8080u16.to_be());
+        assert_eq!(&w.addr[..4], &[127, 0, 0, 1]);
+        let mut out = [0u8; 64];
+        let mut l: libc::socklen_t = 64;
+        // SAFETY: 64-byte buffer.
+        unsafe { write_addr(&w, out.as_mut_ptr() as *mut _, &mut l) }.unwrap();
+        assert_eq!(l, 16);
+        // Truncation: copy what fits, report the full length.
+        let mut small = [0u8; 4];
+        let mut l2: libc::socklen_t = 4;
+        // SAFETY: 4-byte buffer and its length.
+        unsafe { write_addr(&w, small.as_mut_ptr() as *mut _, &mut l2) }.unwrap();
+        assert_eq!(l2, 16);
+        assert_eq!(&small[..], &out[..4]);
+
+        let mut s6: libc::sockaddr_in6 = // SAFETY: all-zero is valid.
+            unsafe { core::mem::zeroed() };
+        s6.sin6_family = libc::AF_INET6 as u16;
+        s6.sin6_port = 443u16.to_be();
+        s6.sin6_addr.s6_addr[15] = 1;
+        s6.sin6_scope_id = 3;
+        // SAFETY: valid sockaddr_in6.
+        let w6 = unsafe { read_addr(&s6 as *const _ as *const libc::sockaddr, 28) }.unwrap();
+        assert_eq!(w6.scope_id, 3);
+        // SAFETY: too short for an IPv6 address.
+        assert_eq!(unsafe { read_addr(&s6 as *const _ as *const libc::sockaddr, 20) }, Err(libc::EINVAL));
+        // SAFETY: null pointer is rejected before any read.
+        assert_eq!(unsafe { read_addr(core::ptr::null(), 16) }, Err(libc::EFAULT));
+    }
+
+    #[test]
+    fn iov_walk_spans_pieces() {
+        let mut a = [0u8; 3];
+        let mut b = [0u8; 5];
+        let v = [
+            libc::iovec { iov_base: a.as_mut_ptr() as *mut _, iov_len: 3 },
+            libc::iovec { iov_base: b.as_mut_ptr() as *mut _, iov_len: 5 },
+        ];
+        let iov = Iov { v: &v };
+        assert_eq!(iov.total(), Ok(8));
+        let mut seen = Vec::new();
+        iov.walk(2, 4, |_, n| seen.push(n));
+        assert_eq!(seen, vec![1, 3]);
+    }
+}
