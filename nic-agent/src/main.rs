@@ -1,1 +1,164 @@
-fn main() {}
+//! `snstack-agent`: the NIC-side daemon of snstack. It owns every TCP socket of the host processes
+//! attached to it and serves their socket calls over the shared-memory channel (docs/channel.md).
+//!
+//! Modules: `agent` (event loop, control plane), `session` (sans-IO slot table, command decoding,
+//! policy), `channel` (region endpoint, batched wake-ups), `sock` (data path), `backend` (TCP
+//! implementations: `kernel`), `stats`, `sys` (every libc call).
+
+mod agent;
+mod backend;
+mod channel;
+mod session;
+mod sock;
+mod stats;
+mod sys;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use shm_proto::region::Geometry;
+
+const DEFAULT_SOCKET: &str = "/run/snstack/agent.sock";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "snstack-agent",
+    version,
+    about = "snstack NIC agent: serves offloaded TCP sockets of attached processes"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the agent (the default when no subcommand is given).
+    Run(RunArgs),
+    /// Print the counters of a running agent, one `key value` per line.
+    Stats(StatsArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BackendKind {
+    /// The host OS TCP stack through non-blocking sockets.
+    Kernel,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Control socket (UNIX SOCK_SEQPACKET) that host processes attach to; its parent directory is
+    /// created (0755) and the socket is made world-connectable (0666).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Log verbosity (to stderr).
+    #[arg(long, value_enum, default_value = "info")]
+    log_level: LogLevel,
+    /// Sockets per attached process (slots in its region).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    max_sockets: u32,
+    /// Bytes of each socket's RX stream (power of two, >= 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = 65536, value_parser = ring_size)]
+    rx_ring: u32,
+    /// Bytes of each socket's TX stream (power of two, >= 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = 65536, value_parser = ring_size)]
+    tx_ring: u32,
+    /// Microseconds the agent keeps polling without work before it sleeps in epoll_wait.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    spin_us: u64,
+    /// Microseconds hosts should spin before sleeping (written into each region header).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    host_spin_us: u32,
+    /// TCP implementation serving the sockets.
+    #[arg(long, value_enum, default_value = "kernel")]
+    backend: BackendKind,
+}
+
+#[derive(Args, Debug)]
+struct StatsArgs {
+    /// Control socket of the agent to query.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
+fn ring_size(s: &str) -> Result<u32, String> {
+    let v: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if !v.is_power_of_two() || !(4096..=1 << 30).contains(&v) {
+        return Err("must be a power of two between 4096 and 1073741824".into());
+    }
+    Ok(v)
+}
+
+fn init_logging(level: LogLevel) {
+    use tracing_subscriber::filter::LevelFilter;
+    let max = match level {
+        LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Trace => LevelFilter::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_max_level(max)
+        .init();
+}
+
+fn run(a: RunArgs) -> anyhow::Result<()> {
+    init_logging(a.log_level);
+    let geometry = Geometry {
+        cmd_entries: 1024,
+        evt_entries: 1024,
+        max_sockets: a.max_sockets,
+        rx_size: a.rx_ring,
+        tx_size: a.tx_ring,
+        spin_ns: a.host_spin_us.saturating_mul(1000),
+    };
+    let cfg = agent::Config {
+        socket: a.socket,
+        geometry,
+        spin: Duration::from_micros(a.spin_us),
+    };
+    match a.backend {
+        BackendKind::Kernel => {
+            let b = backend::kernel::KernelBackend::new().context("creating the kernel backend")?;
+            agent::run(cfg, b)?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        None => run(cli.run),
+        Some(Cmd::Run(a)) => run(a),
+        Some(Cmd::Stats(s)) => stats::query(&s.socket)
+            .map(|t| print!("{t}"))
+            .map_err(anyhow::Error::from),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("snstack-agent: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

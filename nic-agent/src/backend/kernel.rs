@@ -1,0 +1,138 @@
+//! The kernel backend: the OS TCP stack through non-blocking sockets and an edge-triggered epoll
+//! instance of its own, nested in the agent's epoll set (so the agent wakes for socket events
+//! without knowing what a socket is).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use super::{Backend, ConnectState, IoBuf, Readiness, SockEvent};
+use crate::sys;
+
+pub struct KernelBackend {
+    epoll: sys::Epoll,
+    buf: Vec<libc::epoll_event>,
+}
+
+impl KernelBackend {
+    pub fn new() -> io::Result<Self> {
+        Ok(KernelBackend {
+            epoll: sys::Epoll::new()?,
+            buf: sys::event_buf(512),
+        })
+    }
+}
+
+impl Backend for KernelBackend {
+    type Sock = OwnedFd;
+
+    fn socket(&mut self, domain: i32) -> io::Result<OwnedFd> {
+        sys::tcp_socket(domain)
+    }
+
+    fn bind(&mut self, s: &OwnedFd, a: &SocketAddr) -> io::Result<()> {
+        sys::bind(s.as_raw_fd(), a)
+    }
+
+    fn listen(&mut self, s: &OwnedFd, backlog: i32) -> io::Result<()> {
+        sys::listen(s.as_raw_fd(), backlog)
+    }
+
+    fn accept(&mut self, s: &OwnedFd) -> io::Result<(OwnedFd, SocketAddr)> {
+        sys::accept_tcp(s.as_raw_fd())
+    }
+
+    fn connect(&mut self, s: &OwnedFd, a: &SocketAddr) -> io::Result<()> {
+        sys::connect(s.as_raw_fd(), a)
+    }
+
+    fn connect_state(&mut self, s: &OwnedFd) -> ConnectState {
+        match sys::take_error(s.as_raw_fd()) {
+            Ok(0) => {}
+            Ok(e) => return ConnectState::Failed(e),
+            Err(e) => return ConnectState::Failed(sys::errno_of(&e)),
+        }
+        // No error yet: connected only when the peer is known. A spurious wake-up during
+        // SYN_SENT leaves ENOTCONN.
+        match sys::peer_addr(s.as_raw_fd()) {
+            Ok(_) => ConnectState::Connected,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => ConnectState::Pending,
+            Err(e) => ConnectState::Failed(sys::errno_of(&e)),
+        }
+    }
+
+    fn take_error(&mut self, s: &OwnedFd) -> i32 {
+        sys::take_error(s.as_raw_fd()).unwrap_or_else(|e| sys::errno_of(&e))
+    }
+
+    fn shutdown(&mut self, s: &OwnedFd, how: i32) -> io::Result<()> {
+        sys::shutdown(s.as_raw_fd(), how)
+    }
+
+    fn local_addr(&mut self, s: &OwnedFd) -> io::Result<SocketAddr> {
+        sys::local_addr(s.as_raw_fd())
+    }
+
+    fn peer_addr(&mut self, s: &OwnedFd) -> io::Result<SocketAddr> {
+        sys::peer_addr(s.as_raw_fd())
+    }
+
+    fn setsockopt(&mut self, s: &OwnedFd, level: i32, name: i32, val: &[u8]) -> io::Result<()> {
+        sys::setsockopt(s.as_raw_fd(), level, name, val)
+    }
+
+    fn getsockopt(
+        &mut self,
+        s: &OwnedFd,
+        level: i32,
+        name: i32,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        sys::getsockopt(s.as_raw_fd(), level, name, buf).map(|n| n.min(buf.len()))
+    }
+
+    unsafe fn recv(&mut self, s: &OwnedFd, bufs: &[IoBuf]) -> io::Result<usize> {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { sys::readv(s.as_raw_fd(), bufs) }
+    }
+
+    unsafe fn send(&mut self, s: &OwnedFd, bufs: &[IoBuf]) -> io::Result<usize> {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { sys::sendv(s.as_raw_fd(), bufs) }
+    }
+
+    fn register(&mut self, s: &OwnedFd, token: u64) -> io::Result<()> {
+        let ev = sys::EV_IN | sys::EV_OUT | sys::EV_RDHUP | sys::EV_ET;
+        self.epoll.add(s.as_raw_fd(), ev, token)
+    }
+
+    fn close(&mut self, s: OwnedFd) {
+        // Closing the last reference also removes it from the epoll set.
+        drop(s);
+    }
+
+    fn poll(&mut self, out: &mut Vec<SockEvent>) -> io::Result<()> {
+        loop {
+            let n = self.epoll.wait(&mut self.buf, 0)?;
+            for ev in &self.buf[..n] {
+                let (bits, token) = (ev.events, ev.u64);
+                out.push(SockEvent {
+                    token,
+                    ready: Readiness {
+                        readable: bits & sys::EV_IN != 0,
+                        writable: bits & sys::EV_OUT != 0,
+                        hup: bits & (sys::EV_HUP | sys::EV_RDHUP) != 0,
+                        error: bits & sys::EV_ERR != 0,
+                    },
+                });
+            }
+            if n < self.buf.len() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn wait_fd(&self) -> RawFd {
+        self.epoll.raw()
+    }
+}

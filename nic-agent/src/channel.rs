@@ -1,0 +1,236 @@
+//! The agent's endpoint of one process's channel: the mapped region, the command consumer, the
+//! event producer, and the batched wake-ups toward the host.
+//!
+//! Per loop iteration the agent pops commands, executes them (which posts completions and marks
+//! sockets dirty), then calls [`Channel::flush`] once: pending events go into the ring, the region
+//! futex is bumped once, and each dirty socket's futex and its waiters' eventfds are rung once.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+
+use shm_proto::region::Geometry;
+use shm_proto::{wake, Cmd, Consumer, Evt, Header, Producer, Region, EV_COMPLETION, MAX_WAITERS};
+
+use crate::session::Violation;
+use crate::stats::Counters;
+use crate::sys;
+
+pub struct Channel {
+    region: Region,
+    cmds: Consumer<Cmd>,
+    evts: Producer<Evt>,
+    /// Completions that did not fit the event ring yet (kept in order).
+    overflow: VecDeque<Evt>,
+    posted: bool,
+    dirty: Vec<u32>,
+    dirty_mark: Vec<bool>,
+    waiters: Vec<Option<OwnedFd>>,
+    pub counters: Counters,
+    mirrored: Counters,
+    /// Keeps `region`, `cmds` and `evts` valid; declared last so it is dropped last.
+    _map: sys::Mmap,
+}
+
+impl Channel {
+    /// Creates the memfd, maps and initialises a region. Returns the channel and the memfd to
+    /// pass to the host.
+    pub fn create(geo: Geometry) -> io::Result<(Channel, OwnedFd)> {
+        let off = geo
+            .offsets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let len =
+            usize::try_from(off.total).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let memfd = sys::memfd_sealed(c"snstack-region", off.total)?;
+        let map = sys::Mmap::shared(&memfd, len)?;
+        // SAFETY: a fresh MAP_SHARED mapping of a new memfd: zero-filled, page aligned, `len`
+        // bytes, and owned by the returned Channel (`_map`), which outlives every view.
+        let region = unsafe { Region::init(map.ptr(), map.len(), geo) }
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let n = geo.max_sockets as usize;
+        let ch = Channel {
+            cmds: region.cmd_consumer(),
+            evts: region.evt_producer(),
+            region,
+            overflow: VecDeque::new(),
+            posted: false,
+            dirty: Vec::new(),
+            dirty_mark: vec![false; n],
+            waiters: (0..MAX_WAITERS).map(|_| None).collect(),
+            counters: Counters::default(),
+            mirrored: Counters::default(),
+            _map: map,
+        };
+        Ok((ch, memfd))
+    }
+
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    pub fn header(&self) -> &Header {
+        self.region.header()
+    }
+
+    /// Next command, validated against the ring invariants.
+    pub fn pop_cmd(&mut self) -> Result<Option<Cmd>, Violation> {
+        let c = self.cmds.pop()?;
+        if c.is_some() {
+            self.counters.h2n_ops += 1;
+        }
+        Ok(c)
+    }
+
+    /// Cheap re-check before sleeping.
+    pub fn cmds_pending(&self) -> bool {
+        !self.cmds.is_empty()
+    }
+
+    /// Completions waiting for room in the event ring.
+    pub fn backlog(&self) -> usize {
+        self.overflow.len()
+    }
+
+    /// Posts the completion of the command `tag` (no-op for tag 0).
+    pub fn complete(
+        &mut self,
+        tag: u64,
+        slot: u32,
+        result: i64,
+        data: &[u8],
+    ) -> Result<(), Violation> {
+        if tag == 0 {
+            return Ok(());
+        }
+        let mut e = Evt {
+            kind: EV_COMPLETION,
+            slot,
+            tag,
+            result,
+            ..Default::default()
+        };
+        let n = data.len().min(e.data.len());
+        e.data[..n].copy_from_slice(&data[..n]);
+        if self.overflow.is_empty() && self.evts.push(e)? {
+            self.counters.n2h_ops += 1;
+            self.posted = true;
+        } else {
+            self.overflow.push_back(e);
+        }
+        Ok(())
+    }
+
+    /// Remembers that the host may be waiting for a change of `slot`.
+    pub fn dirty(&mut self, slot: u32) {
+        if let Some(m) = self.dirty_mark.get_mut(slot as usize) {
+            if !*m {
+                *m = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    /// Registers the eventfd of waiter `i`.
+    pub fn set_waiter(&mut self, i: usize, fd: OwnedFd) -> bool {
+        match self.waiters.get_mut(i) {
+            Some(w) => {
+                *w = Some(fd);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Once per loop iteration: pending events, the completion futex, socket futexes and waiter
+    /// doorbells, and the header counters.
+    pub fn flush(&mut self) -> Result<(), Violation> {
+        while let Some(e) = self.overflow.front().copied() {
+            if !self.evts.push(e)? {
+                break;
+            }
+            self.overflow.pop_front();
+            self.counters.n2h_ops += 1;
+            self.posted = true;
+        }
+        if std::mem::take(&mut self.posted) {
+            let h = self.region.header();
+            if wake::bump(&h.region_seq.0, &h.region_waiters.0) {
+                sys::futex_wake(&h.region_seq.0, i32::MAX);
+            }
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        for &slot in &dirty {
+            if let Some(m) = self.dirty_mark.get_mut(slot as usize) {
+                *m = false;
+            }
+            self.wake_sock(slot);
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+        if self.counters != self.mirrored {
+            self.counters.mirror(&self.region.header().stats.0);
+            self.mirrored = self.counters;
+        }
+        Ok(())
+    }
+
+    fn wake_sock(&self, slot: u32) {
+        let Some(ctl) = self.region.sock(slot) else {
+            return;
+        };
+        if wake::bump(&ctl.state.0.wake_seq, &ctl.host.0.waiters) {
+            sys::futex_wake(&ctl.state.0.wake_seq, i32::MAX);
+        }
+        let mut mask = ctl.host.0.waiter_mask.load(Ordering::SeqCst);
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            self.ring_waiter(i);
+        }
+    }
+
+    fn ring_waiter(&self, i: usize) {
+        let Some(w) = self.region.waiter(i) else {
+            return;
+        };
+        if wake::must_ring(&w.sleeping) {
+            if let Some(Some(fd)) = self.waiters.get(i) {
+                if let Err(e) = sys::eventfd_write(fd.as_raw_fd(), 1) {
+                    tracing::debug!("waiter {i} doorbell: {e}");
+                }
+            }
+        }
+    }
+
+    /// Marks the channel dead and wakes every host thread that might be blocked on it.
+    pub fn kill(&mut self) {
+        let h = self.region.header();
+        h.dead.0.store(1, Ordering::SeqCst);
+        wake::bump(&h.region_seq.0, &h.region_waiters.0);
+        sys::futex_wake(&h.region_seq.0, i32::MAX);
+        for slot in 0..self.region.geometry().max_sockets {
+            if let Some(ctl) = self.region.sock(slot) {
+                if ctl.host.0.waiters.load(Ordering::Relaxed) != 0 {
+                    wake::bump(&ctl.state.0.wake_seq, &ctl.host.0.waiters);
+                    sys::futex_wake(&ctl.state.0.wake_seq, i32::MAX);
+                }
+            }
+        }
+        for (i, w) in self.waiters.iter().enumerate() {
+            if let (Some(fd), Some(wt)) = (w, self.region.waiter(i)) {
+                wt.sleeping.store(0, Ordering::SeqCst);
+                let _ = sys::eventfd_write(fd.as_raw_fd(), 1);
+            }
+        }
+    }
+
+    /// Announce / retract the agent's sleep on this channel.
+    pub fn announce_sleep(&self) {
+        wake::announce(&self.header().agent_sleeping.0);
+    }
+
+    pub fn retract_sleep(&self) {
+        wake::retract(&self.header().agent_sleeping.0);
+    }
+}

@@ -1,0 +1,890 @@
+//! Per-process state that needs no I/O: the slot table, decoding of untrusted commands into typed
+//! requests, and the policy answers the agent gives on behalf of the kernel (privileged ports,
+//! `SO_REUSEPORT` across users, socket options that must not run with the agent's root privileges).
+//!
+//! ```text
+//!   Cmd (64 B, written by the host, hostile)
+//!     │ Session::decode: op known? slot in range and owned? family / length sane?
+//!     ├── Err(Violation)  -> the agent drops the whole channel of that process
+//!     └── Ok(Command{slot, tag, req: Request})  -> executed by the agent against its backend
+//! ```
+//!
+//! Errors a well-behaved host can provoke (EAFNOSUPPORT, EINVAL, ...) are answers, not violations:
+//! they come back as `-errno` completions, exactly as the kernel would give them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use shm_proto::*;
+use thiserror::Error;
+
+/// A positive errno value.
+pub type Errno = i32;
+
+/// A protocol violation by the host: the channel must be dropped.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Violation {
+    #[error("channel corrupt: {0}")]
+    Corrupt(&'static str),
+    #[error("slot {slot} out of range (max_sockets {max})")]
+    SlotOutOfRange { slot: u32, max: u32 },
+    #[error("slot {slot} not owned by this process (op {op})")]
+    SlotNotOwned { slot: u32, op: u16 },
+    #[error("unknown op {0}")]
+    UnknownOp(u16),
+    #[error("bad address family {0}")]
+    BadFamily(u16),
+    #[error("bad option length {0}")]
+    BadLen(u64),
+    #[error("malformed control message")]
+    BadControl,
+}
+
+impl From<Corrupt> for Violation {
+    fn from(c: Corrupt) -> Self {
+        Violation::Corrupt(c.0)
+    }
+}
+
+/// A socket address from a command. `Unspec` is legal on the wire but unsupported by the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addr {
+    Inet(SocketAddr),
+    Unspec,
+}
+
+/// A decoded command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Socket {
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+    },
+    Bind(Addr),
+    Listen {
+        backlog: i32,
+    },
+    Accept {
+        wait: bool,
+    },
+    Connect {
+        addr: Addr,
+        wait: bool,
+    },
+    Close,
+    Shutdown {
+        how: u64,
+    },
+    GetSockName,
+    GetPeerName,
+    SetSockOpt {
+        level: i32,
+        name: i32,
+        len: usize,
+        val: [u8; MAX_OPTVAL],
+    },
+    GetSockOpt {
+        level: i32,
+        name: i32,
+        len: usize,
+    },
+    TxKick,
+    RxSpace,
+    Nop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub slot: u32,
+    pub tag: u64,
+    pub req: Request,
+}
+
+/// Decodes a `WireAddr` packed in `arg[0..4]`.
+pub fn decode_addr(args: &[u64]) -> Result<Addr, Violation> {
+    let w = WireAddr::from_args(args);
+    match w.family as i32 {
+        libc::AF_INET => {
+            let ip = Ipv4Addr::new(w.addr[0], w.addr[1], w.addr[2], w.addr[3]);
+            Ok(Addr::Inet(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(w.port),
+            ))))
+        }
+        libc::AF_INET6 => Ok(Addr::Inet(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(w.addr),
+            u16::from_be(w.port),
+            w.flowinfo,
+            w.scope_id,
+        )))),
+        libc::AF_UNSPEC => Ok(Addr::Unspec),
+        _ => Err(Violation::BadFamily(w.family)),
+    }
+}
+
+/// Encodes an address for `Evt::data`.
+pub fn wire_of(a: &SocketAddr) -> WireAddr {
+    match a {
+        SocketAddr::V4(v4) => {
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&v4.ip().octets());
+            WireAddr {
+                family: libc::AF_INET as u16,
+                port: v4.port().to_be(),
+                flowinfo: 0,
+                addr,
+                scope_id: 0,
+            }
+        }
+        SocketAddr::V6(v6) => WireAddr {
+            family: libc::AF_INET6 as u16,
+            port: v6.port().to_be(),
+            flowinfo: v6.flowinfo(),
+            addr: v6.ip().octets(),
+            scope_id: v6.scope_id(),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slot table
+
+/// One entry of the slot table.
+#[derive(Debug)]
+pub enum Slot<T> {
+    Free,
+    /// Owned by the host: commands may name it.
+    Live(T),
+    /// Closed by the host, still sending its TX bytes: commands naming it are violations, and the
+    /// slot is not reused until the drain ends (the bytes live in its stream).
+    Draining(T),
+}
+
+/// Slots of one process, allocated lowest-free-first.
+#[derive(Debug)]
+pub struct SlotTable<T> {
+    slots: Vec<Slot<T>>,
+    /// Freed slots below `slots.len()`.
+    freed: BTreeSet<u32>,
+    cap: u32,
+    live: usize,
+    draining: usize,
+}
+
+impl<T> SlotTable<T> {
+    pub fn new(cap: u32) -> Self {
+        SlotTable {
+            slots: Vec::new(),
+            freed: BTreeSet::new(),
+            cap,
+            live: 0,
+            draining: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.cap
+    }
+
+    pub fn has_free(&self) -> bool {
+        !self.freed.is_empty() || (self.slots.len() as u32) < self.cap
+    }
+
+    /// Stores `v` in the lowest free slot.
+    pub fn alloc(&mut self, v: T) -> Result<u32, T> {
+        let slot = if let Some(s) = self.freed.pop_first() {
+            self.slots[s as usize] = Slot::Live(v);
+            s
+        } else if (self.slots.len() as u32) < self.cap {
+            self.slots.push(Slot::Live(v));
+            self.slots.len() as u32 - 1
+        } else {
+            return Err(v);
+        };
+        self.live += 1;
+        Ok(slot)
+    }
+
+    pub fn is_live(&self, slot: u32) -> bool {
+        matches!(self.slots.get(slot as usize), Some(Slot::Live(_)))
+    }
+
+    /// A live slot.
+    pub fn get_mut(&mut self, slot: u32) -> Option<&mut T> {
+        match self.slots.get_mut(slot as usize) {
+            Some(Slot::Live(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// A live or draining slot, with `true` when draining.
+    pub fn get_any_mut(&mut self, slot: u32) -> Option<(&mut T, bool)> {
+        match self.slots.get_mut(slot as usize) {
+            Some(Slot::Live(v)) => Some((v, false)),
+            Some(Slot::Draining(v)) => Some((v, true)),
+            _ => None,
+        }
+    }
+
+    /// Live -> Draining. False when the slot was not live.
+    pub fn start_drain(&mut self, slot: u32) -> bool {
+        let Some(s) = self.slots.get_mut(slot as usize) else {
+            return false;
+        };
+        match std::mem::replace(s, Slot::Free) {
+            Slot::Live(v) => {
+                *s = Slot::Draining(v);
+                self.live -= 1;
+                self.draining += 1;
+                true
+            }
+            other => {
+                *s = other;
+                false
+            }
+        }
+    }
+
+    /// Frees a live or draining slot and returns its value.
+    pub fn free(&mut self, slot: u32) -> Option<T> {
+        let s = self.slots.get_mut(slot as usize)?;
+        let v = match std::mem::replace(s, Slot::Free) {
+            Slot::Live(v) => {
+                self.live -= 1;
+                v
+            }
+            Slot::Draining(v) => {
+                self.draining -= 1;
+                v
+            }
+            Slot::Free => return None,
+        };
+        self.freed.insert(slot);
+        Some(v)
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live
+    }
+
+    pub fn draining_count(&self) -> usize {
+        self.draining
+    }
+
+    /// Slots currently live or draining, ascending.
+    pub fn used_slots(&self) -> Vec<u32> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !matches!(s, Slot::Free))
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    /// Values of live and draining slots.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().filter_map(|s| match s {
+            Slot::Live(v) | Slot::Draining(v) => Some(v),
+            Slot::Free => None,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session
+
+/// The sans-IO state of one attached process. `T` is the agent's per-socket state.
+#[derive(Debug)]
+pub struct Session<T> {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+    pub table: SlotTable<T>,
+}
+
+impl<T> Session<T> {
+    pub fn new(pid: i32, uid: u32, gid: u32, max_sockets: u32) -> Self {
+        Session {
+            pid,
+            uid,
+            gid,
+            table: SlotTable::new(max_sockets),
+        }
+    }
+
+    /// Validates and decodes one command the host wrote.
+    pub fn decode(&self, cmd: &Cmd) -> Result<Command, Violation> {
+        let a = &cmd.arg;
+        let wait = cmd.flags & CF_WAIT != 0;
+        let req = match cmd.op {
+            OP_NOP => Request::Nop,
+            OP_SOCKET => Request::Socket {
+                domain: a[0] as i32,
+                ty: a[1] as i32,
+                protocol: a[2] as i32,
+            },
+            OP_BIND => Request::Bind(decode_addr(&a[0..4])?),
+            OP_LISTEN => Request::Listen {
+                backlog: a[0] as i32,
+            },
+            OP_ACCEPT => Request::Accept { wait },
+            OP_CONNECT => Request::Connect {
+                addr: decode_addr(&a[0..4])?,
+                wait,
+            },
+            OP_CLOSE => Request::Close,
+            OP_SHUTDOWN => Request::Shutdown { how: a[0] },
+            OP_GETSOCKNAME => Request::GetSockName,
+            OP_GETPEERNAME => Request::GetPeerName,
+            OP_SETSOCKOPT | OP_GETSOCKOPT => {
+                let (level, name) = (a[0] as u32 as i32, (a[0] >> 32) as u32 as i32);
+                if a[1] > MAX_OPTVAL as u64 {
+                    return Err(Violation::BadLen(a[1]));
+                }
+                let len = a[1] as usize;
+                if cmd.op == OP_SETSOCKOPT {
+                    let mut val = [0u8; MAX_OPTVAL];
+                    args_to_bytes(&a[2..6], &mut val);
+                    Request::SetSockOpt {
+                        level,
+                        name,
+                        len,
+                        val,
+                    }
+                } else {
+                    Request::GetSockOpt { level, name, len }
+                }
+            }
+            OP_TX_KICK => Request::TxKick,
+            OP_RX_SPACE => Request::RxSpace,
+            op => return Err(Violation::UnknownOp(op)),
+        };
+        if !matches!(req, Request::Nop | Request::Socket { .. }) {
+            if cmd.slot >= self.table.capacity() {
+                return Err(Violation::SlotOutOfRange {
+                    slot: cmd.slot,
+                    max: self.table.capacity(),
+                });
+            }
+            if !self.table.is_live(cmd.slot) {
+                return Err(Violation::SlotNotOwned {
+                    slot: cmd.slot,
+                    op: cmd.op,
+                });
+            }
+        }
+        Ok(Command {
+            slot: cmd.slot,
+            tag: cmd.tag,
+            req,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policy
+
+/// `socket(domain, type, protocol)` as Linux answers it for what the agent offloads.
+pub fn check_socket(domain: i32, ty: i32, protocol: i32) -> Result<(), Errno> {
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        return Err(libc::EAFNOSUPPORT);
+    }
+    let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    if base != libc::SOCK_STREAM {
+        return Err(libc::EINVAL);
+    }
+    if protocol != 0 && protocol != libc::IPPROTO_TCP {
+        return Err(libc::EPROTONOSUPPORT);
+    }
+    Ok(())
+}
+
+/// An address for a socket of `domain` (bind, connect), as Linux answers it.
+pub fn check_family(domain: i32, a: &Addr) -> Result<SocketAddr, Errno> {
+    match (domain, a) {
+        (_, Addr::Unspec) => Err(libc::EAFNOSUPPORT),
+        (libc::AF_INET, Addr::Inet(s @ SocketAddr::V4(_))) => Ok(*s),
+        (libc::AF_INET, Addr::Inet(SocketAddr::V6(_))) => Err(libc::EAFNOSUPPORT),
+        // A sockaddr_in is shorter than SIN6_LEN_RFC2133: Linux says EINVAL.
+        (libc::AF_INET6, Addr::Inet(SocketAddr::V4(_))) => Err(libc::EINVAL),
+        (libc::AF_INET6, Addr::Inet(s @ SocketAddr::V6(_))) => Ok(*s),
+        _ => Err(libc::EAFNOSUPPORT),
+    }
+}
+
+pub const CAP_NET_BIND_SERVICE: u32 = 10;
+pub const CAP_NET_ADMIN: u32 = 12;
+
+/// May a process of `uid` with effective capabilities `caps` (None: unknown) bind `port`?
+pub fn bind_allowed(
+    port: u16,
+    unpriv_start: u32,
+    uid: u32,
+    caps: impl FnOnce() -> Option<u64>,
+) -> Result<(), Errno> {
+    if port == 0 || u32::from(port) >= unpriv_start || uid == 0 {
+        return Ok(());
+    }
+    match caps() {
+        Some(c) if c & (1 << CAP_NET_BIND_SERVICE) != 0 => Ok(()),
+        _ => Err(libc::EACCES),
+    }
+}
+
+/// Accept-queue length the agent keeps for a listener.
+pub fn queue_cap(backlog: i32) -> usize {
+    let b = if backlog < 0 { 4096 } else { backlog as usize };
+    b.clamp(16, 4096)
+}
+
+/// Local ports held by `SO_REUSEPORT` sockets, with the uid of their group. The agent owns every
+/// socket as root, so the kernel's same-uid rule for reuseport groups must be enforced here.
+#[derive(Debug, Default)]
+pub struct ReuseportTable {
+    ports: HashMap<u16, (u32, u32)>,
+}
+
+impl ReuseportTable {
+    /// May `uid` bind `port`?
+    pub fn check(&self, port: u16, uid: u32) -> Result<(), Errno> {
+        match self.ports.get(&port) {
+            Some(&(owner, _)) if port != 0 && owner != uid => Err(libc::EADDRINUSE),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn add(&mut self, port: u16, uid: u32) {
+        let e = self.ports.entry(port).or_insert((uid, 0));
+        e.1 += 1;
+    }
+
+    pub fn remove(&mut self, port: u16) {
+        if let Some(e) = self.ports.get_mut(&port) {
+            e.1 -= 1;
+            if e.1 == 0 {
+                self.ports.remove(&port);
+            }
+        }
+    }
+}
+
+/// What to do with a socket option before it reaches a socket owned by a root agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptPolicy {
+    /// Hand it to the kernel.
+    Pass,
+    /// Answer with this errno without touching the socket.
+    Deny(Errno),
+    /// Only for a requester with CAP_NET_ADMIN (or uid 0); else EPERM.
+    NeedNetAdmin,
+    /// TCP_CONGESTION: the algorithm must be in the unprivileged allow-list unless CAP_NET_ADMIN.
+    Congestion,
+}
+
+/// Options whose values carry pointers or fds of the host (meaningless, or dangerous, in the
+/// agent's address space) are refused; options the kernel would only let a privileged process
+/// use are checked against the requester's capabilities, because the agent itself is root.
+pub fn sockopt_policy(level: i32, name: i32, set: bool, val: &[u8]) -> OptPolicy {
+    const SO_ATTACH_FILTER: i32 = 26;
+    const SO_ATTACH_BPF: i32 = 50;
+    const SO_ATTACH_REUSEPORT_CBPF: i32 = 51;
+    const SO_ATTACH_REUSEPORT_EBPF: i32 = 52;
+    const TCP_REPAIR: i32 = 19;
+    const TCP_REPAIR_QUEUE: i32 = 20;
+    const TCP_QUEUE_SEQ: i32 = 21;
+    const TCP_REPAIR_OPTIONS: i32 = 22;
+    const TCP_REPAIR_WINDOW: i32 = 29;
+    const TCP_ULP: i32 = 31;
+    const TCP_ZEROCOPY_RECEIVE: i32 = 35;
+    const IP_IPSEC_POLICY: i32 = 16;
+    const IP_XFRM_POLICY: i32 = 17;
+    const IPV6_IPSEC_POLICY: i32 = 34;
+    const IPV6_XFRM_POLICY: i32 = 35;
+    match level {
+        libc::SOL_SOCKET => match name {
+            SO_ATTACH_FILTER
+            | SO_ATTACH_BPF
+            | SO_ATTACH_REUSEPORT_CBPF
+            | SO_ATTACH_REUSEPORT_EBPF => OptPolicy::Deny(libc::EOPNOTSUPP),
+            libc::SO_DEBUG
+            | libc::SO_MARK
+            | libc::SO_RCVBUFFORCE
+            | libc::SO_SNDBUFFORCE
+            | libc::SO_BUSY_POLL
+                if set =>
+            {
+                OptPolicy::NeedNetAdmin
+            }
+            libc::SO_PRIORITY if set => {
+                let v = val
+                    .get(..4)
+                    .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                    .unwrap_or(0);
+                if (0..=6).contains(&v) {
+                    OptPolicy::Pass
+                } else {
+                    OptPolicy::NeedNetAdmin
+                }
+            }
+            _ => OptPolicy::Pass,
+        },
+        libc::IPPROTO_TCP => match name {
+            TCP_ZEROCOPY_RECEIVE => OptPolicy::Deny(libc::EOPNOTSUPP),
+            TCP_REPAIR | TCP_REPAIR_QUEUE | TCP_QUEUE_SEQ | TCP_REPAIR_OPTIONS
+            | TCP_REPAIR_WINDOW
+                if set =>
+            {
+                OptPolicy::NeedNetAdmin
+            }
+            libc::TCP_CONGESTION if set => OptPolicy::Congestion,
+            TCP_ULP if set => {
+                if val.starts_with(b"tls") && val.get(3).map_or(true, |&b| b == 0) {
+                    OptPolicy::Pass
+                } else {
+                    OptPolicy::NeedNetAdmin
+                }
+            }
+            _ => OptPolicy::Pass,
+        },
+        // Names from 64 up reach netfilter (iptables, ip6tables, IPVS) through any inet socket.
+        libc::IPPROTO_IP => match name {
+            n if n >= 64 => OptPolicy::NeedNetAdmin,
+            libc::IP_TRANSPARENT | IP_IPSEC_POLICY | IP_XFRM_POLICY if set => {
+                OptPolicy::NeedNetAdmin
+            }
+            _ => OptPolicy::Pass,
+        },
+        libc::IPPROTO_IPV6 => match name {
+            64..=69 => OptPolicy::NeedNetAdmin,
+            n if n > 80 => OptPolicy::NeedNetAdmin,
+            libc::IPV6_TRANSPARENT | IPV6_IPSEC_POLICY | IPV6_XFRM_POLICY if set => {
+                OptPolicy::NeedNetAdmin
+            }
+            _ => OptPolicy::Pass,
+        },
+        _ => OptPolicy::Pass,
+    }
+}
+
+/// Is `algo` (NUL-padded option value) in the space-separated allow-list?
+pub fn congestion_allowed(val: &[u8], allowed: &str) -> bool {
+    let end = val.iter().position(|&b| b == 0).unwrap_or(val.len());
+    let Ok(name) = std::str::from_utf8(&val[..end]) else {
+        return false;
+    };
+    !name.is_empty() && allowed.split_whitespace().any(|a| a == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sess() -> Session<u32> {
+        Session::new(42, 1000, 1000, 4)
+    }
+
+    fn cmd(op: u16, slot: u32) -> Cmd {
+        Cmd {
+            op,
+            slot,
+            tag: 7,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn slots_lowest_free_first_and_reuse() {
+        let mut t = SlotTable::new(3);
+        assert_eq!(t.alloc(10), Ok(0));
+        assert_eq!(t.alloc(11), Ok(1));
+        assert_eq!(t.alloc(12), Ok(2));
+        assert_eq!(t.alloc(13), Err(13));
+        assert!(!t.has_free());
+        assert_eq!(t.free(1), Some(11));
+        assert_eq!(t.free(1), None);
+        assert!(t.start_drain(0));
+        assert!(!t.is_live(0));
+        assert_eq!(t.get_any_mut(0).map(|(v, d)| (*v, d)), Some((10, true)));
+        assert_eq!(t.get_mut(0), None);
+        assert_eq!((t.live_count(), t.draining_count()), (1, 1));
+        // Draining slot 0 is not reused; 1 is.
+        assert_eq!(t.alloc(20), Ok(1));
+        assert_eq!(t.free(0), Some(10));
+        assert_eq!(t.alloc(21), Ok(0));
+        assert_eq!(t.used_slots(), vec![0, 1, 2]);
+        assert_eq!(t.values().copied().collect::<Vec<_>>(), vec![21, 20, 12]);
+    }
+
+    #[test]
+    fn decode_rejects_bad_slots_and_ops() {
+        let mut s = sess();
+        assert_eq!(s.decode(&cmd(OP_NOP, 999)).unwrap().req, Request::Nop);
+        assert_eq!(s.decode(&cmd(99, 0)), Err(Violation::UnknownOp(99)));
+        assert_eq!(s.decode(&cmd(0, 0)), Err(Violation::UnknownOp(0)));
+        assert_eq!(
+            s.decode(&cmd(OP_LISTEN, 4)),
+            Err(Violation::SlotOutOfRange { slot: 4, max: 4 })
+        );
+        assert_eq!(
+            s.decode(&cmd(OP_LISTEN, u32::MAX)),
+            Err(Violation::SlotOutOfRange {
+                slot: u32::MAX,
+                max: 4
+            })
+        );
+        assert_eq!(
+            s.decode(&cmd(OP_LISTEN, 0)),
+            Err(Violation::SlotNotOwned {
+                slot: 0,
+                op: OP_LISTEN
+            })
+        );
+        s.table.alloc(1).unwrap();
+        let mut c = cmd(OP_LISTEN, 0);
+        c.arg[0] = (-1i64) as u64;
+        assert_eq!(
+            s.decode(&c).unwrap(),
+            Command {
+                slot: 0,
+                tag: 7,
+                req: Request::Listen { backlog: -1 }
+            }
+        );
+        s.table.start_drain(0);
+        assert!(matches!(
+            s.decode(&cmd(OP_TX_KICK, 0)),
+            Err(Violation::SlotNotOwned { .. })
+        ));
+    }
+
+    #[test]
+    fn decode_addresses() {
+        let mut s = sess();
+        s.table.alloc(1).unwrap();
+        let mut c = cmd(OP_BIND, 0);
+        let w = wire_of(&"127.0.0.1:8080".parse().unwrap());
+        w.to_args(&mut c.arg);
+        assert_eq!(
+            s.decode(&c).unwrap().req,
+            Request::Bind(Addr::Inet("127.0.0.1:8080".parse().unwrap()))
+        );
+        let mut c = cmd(OP_CONNECT, 0);
+        c.flags = CF_WAIT;
+        let v6: SocketAddr = "[::1]:443".parse().unwrap();
+        wire_of(&v6).to_args(&mut c.arg);
+        assert_eq!(
+            s.decode(&c).unwrap().req,
+            Request::Connect {
+                addr: Addr::Inet(v6),
+                wait: true
+            }
+        );
+        let mut bad = WireAddr {
+            family: 1,
+            ..Default::default()
+        };
+        bad.to_args(&mut c.arg);
+        assert_eq!(s.decode(&c), Err(Violation::BadFamily(1)));
+        bad.family = 0;
+        bad.to_args(&mut c.arg);
+        assert_eq!(
+            s.decode(&c).unwrap().req,
+            Request::Connect {
+                addr: Addr::Unspec,
+                wait: true
+            }
+        );
+        // Round trip through the event encoding.
+        let w2 = WireAddr::decode(&wire_of(&v6).encode());
+        assert_eq!(w2, wire_of(&v6));
+    }
+
+    #[test]
+    fn decode_sockopts() {
+        let mut s = sess();
+        s.table.alloc(1).unwrap();
+        let mut c = cmd(OP_SETSOCKOPT, 0);
+        c.arg[0] = libc::SOL_SOCKET as u64 | (libc::SO_REUSEADDR as u64) << 32;
+        c.arg[1] = 4;
+        bytes_to_args(&1i32.to_ne_bytes(), &mut c.arg[2..6]);
+        let Request::SetSockOpt {
+            level,
+            name,
+            len,
+            val,
+        } = s.decode(&c).unwrap().req
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (level, name, len, &val[..4]),
+            (
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                4,
+                &1i32.to_ne_bytes()[..]
+            )
+        );
+        c.arg[1] = 33;
+        assert_eq!(s.decode(&c), Err(Violation::BadLen(33)));
+        let mut g = cmd(OP_GETSOCKOPT, 0);
+        g.arg[0] = libc::IPPROTO_TCP as u64 | (libc::TCP_NODELAY as u64) << 32;
+        g.arg[1] = 4;
+        assert_eq!(
+            s.decode(&g).unwrap().req,
+            Request::GetSockOpt {
+                level: libc::IPPROTO_TCP,
+                name: libc::TCP_NODELAY,
+                len: 4
+            }
+        );
+        g.arg[1] = u64::MAX;
+        assert_eq!(s.decode(&g), Err(Violation::BadLen(u64::MAX)));
+    }
+
+    #[test]
+    fn socket_and_family_rules() {
+        assert_eq!(check_socket(libc::AF_INET, libc::SOCK_STREAM, 0), Ok(()));
+        assert_eq!(
+            check_socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 6),
+            Ok(())
+        );
+        assert_eq!(
+            check_socket(libc::AF_UNIX, libc::SOCK_STREAM, 0),
+            Err(libc::EAFNOSUPPORT)
+        );
+        assert_eq!(
+            check_socket(libc::AF_INET, libc::SOCK_DGRAM, 0),
+            Err(libc::EINVAL)
+        );
+        assert_eq!(
+            check_socket(libc::AF_INET, libc::SOCK_STREAM, 17),
+            Err(libc::EPROTONOSUPPORT)
+        );
+        let v4 = Addr::Inet("1.2.3.4:5".parse().unwrap());
+        let v6 = Addr::Inet("[::1]:5".parse().unwrap());
+        assert!(check_family(libc::AF_INET, &v4).is_ok());
+        assert_eq!(check_family(libc::AF_INET, &v6), Err(libc::EAFNOSUPPORT));
+        assert_eq!(check_family(libc::AF_INET6, &v4), Err(libc::EINVAL));
+        assert!(check_family(libc::AF_INET6, &v6).is_ok());
+        assert_eq!(
+            check_family(libc::AF_INET, &Addr::Unspec),
+            Err(libc::EAFNOSUPPORT)
+        );
+    }
+
+    #[test]
+    fn privileged_ports() {
+        let none = || None;
+        let bind_cap = || Some(1u64 << CAP_NET_BIND_SERVICE);
+        let other_caps = || Some(1u64 << CAP_NET_ADMIN);
+        assert_eq!(bind_allowed(80, 1024, 1000, none), Err(libc::EACCES));
+        assert_eq!(bind_allowed(80, 1024, 1000, other_caps), Err(libc::EACCES));
+        assert_eq!(bind_allowed(80, 1024, 1000, bind_cap), Ok(()));
+        assert_eq!(bind_allowed(80, 1024, 0, none), Ok(()));
+        assert_eq!(bind_allowed(0, 1024, 1000, none), Ok(()));
+        assert_eq!(bind_allowed(1024, 1024, 1000, none), Ok(()));
+        assert_eq!(bind_allowed(80, 0, 1000, none), Ok(()));
+    }
+
+    #[test]
+    fn reuseport_groups_are_per_uid() {
+        let mut r = ReuseportTable::default();
+        r.add(8080, 1000);
+        r.add(8080, 1000);
+        assert_eq!(r.check(8080, 1000), Ok(()));
+        assert_eq!(r.check(8080, 1001), Err(libc::EADDRINUSE));
+        assert_eq!(r.check(8081, 1001), Ok(()));
+        r.remove(8080);
+        assert_eq!(r.check(8080, 1001), Err(libc::EADDRINUSE));
+        r.remove(8080);
+        assert_eq!(r.check(8080, 1001), Ok(()));
+        r.remove(8080); // unknown port: no-op
+    }
+
+    #[test]
+    fn sockopt_policy_guards_root() {
+        let one = 1i32.to_ne_bytes();
+        assert_eq!(
+            sockopt_policy(libc::SOL_SOCKET, libc::SO_REUSEADDR, true, &one),
+            OptPolicy::Pass
+        );
+        assert_eq!(
+            sockopt_policy(libc::SOL_SOCKET, libc::SO_MARK, true, &one),
+            OptPolicy::NeedNetAdmin
+        );
+        assert_eq!(
+            sockopt_policy(libc::SOL_SOCKET, libc::SO_MARK, false, &one),
+            OptPolicy::Pass
+        );
+        assert_eq!(
+            sockopt_policy(libc::SOL_SOCKET, 26, true, &one),
+            OptPolicy::Deny(libc::EOPNOTSUPP)
+        );
+        assert_eq!(
+            sockopt_policy(libc::SOL_SOCKET, libc::SO_PRIORITY, true, &one),
+            OptPolicy::Pass
+        );
+        assert_eq!(
+            sockopt_policy(
+                libc::SOL_SOCKET,
+                libc::SO_PRIORITY,
+                true,
+                &7i32.to_ne_bytes()
+            ),
+            OptPolicy::NeedNetAdmin
+        );
+        assert_eq!(
+            sockopt_policy(libc::IPPROTO_IP, 64, true, &one),
+            OptPolicy::NeedNetAdmin
+        );
+        assert_eq!(
+            sockopt_policy(libc::IPPROTO_IP, 65, false, &one),
+            OptPolicy::NeedNetAdmin
+        );
+        assert_eq!(
+            sockopt_policy(libc::IPPROTO_IP, libc::IP_TOS, true, &one),
+            OptPolicy::Pass
+        );
+        assert_eq!(
+            sockopt_policy(libc::IPPROTO_IPV6, 64, true, &one),
+            OptPolicy::NeedNetAdmin
+        );
+        assert_eq!(
+            sockopt_policy(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, true, &one),
+            OptPolicy::Pass
+        );
+        assert_eq!(
+            sockopt_policy(libc::IPPROTO_TCP, libc::TCP_NODELAY, true, &one),
+            OptPolicy::Pass
+        );
+        assert_eq!(
+            sockopt_policy(libc::IPPROTO_TCP, 35, false, &one),
+            OptPolicy::Deny(libc::EOPNOTSUPP)
+        );
+        assert_eq!(
+            sockopt_policy(libc::IPPROTO_TCP, 31, true, b"tls\0"),
+            OptPolicy::Pass
+        );
+        assert_eq!(
+            sockopt_policy(libc::IPPROTO_TCP, 31, true, b"tlsx"),
+            OptPolicy::NeedNetAdmin
+        );
+        assert_eq!(
+            sockopt_policy(libc::IPPROTO_TCP, libc::TCP_CONGESTION, true, b"bbr"),
+            OptPolicy::Congestion
+        );
+        assert!(congestion_allowed(b"cubic\0\0", "reno cubic"));
+        assert!(!congestion_allowed(b"bbr\0", "reno cubic"));
+        assert!(!congestion_allowed(b"\0", "reno cubic"));
+    }
+
+    #[test]
+    fn queue_caps() {
+        assert_eq!(queue_cap(0), 16);
+        assert_eq!(queue_cap(511), 511);
+        assert_eq!(queue_cap(-1), 4096);
+        assert_eq!(queue_cap(i32::MAX), 4096);
+    }
+}

@@ -1,0 +1,716 @@
+//! The agent's only door to the OS: thin wrappers over libc that return `io::Result` and hand out
+//! `OwnedFd`s. Everything above this module is safe Rust except the iovec I/O into shared memory
+//! ([`readv`], [`sendv`]), whose contract the callers document.
+
+use std::ffi::CStr;
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::AtomicU32;
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn cvt_size(r: libc::ssize_t) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+fn owned(fd: libc::c_int) -> OwnedFd {
+    // SAFETY: `fd` was just returned by a successful syscall that created it; nobody else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// The errno of an `io::Error`, or EIO when it carries none.
+pub fn errno_of(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+// ---------------------------------------------------------------------------------------------
+// epoll
+
+/// An epoll instance.
+pub struct Epoll {
+    fd: OwnedFd,
+}
+
+pub const EV_IN: u32 = libc::EPOLLIN as u32;
+pub const EV_OUT: u32 = libc::EPOLLOUT as u32;
+pub const EV_ERR: u32 = libc::EPOLLERR as u32;
+pub const EV_HUP: u32 = libc::EPOLLHUP as u32;
+pub const EV_RDHUP: u32 = libc::EPOLLRDHUP as u32;
+pub const EV_ET: u32 = libc::EPOLLET as u32;
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: plain syscall without pointers.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        Ok(Epoll { fd: owned(fd) })
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+        cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) })?;
+        Ok(())
+    }
+
+    pub fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+    }
+
+    pub fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
+    }
+
+    /// Waits for events; `Ok(0)` on timeout or EINTR.
+    pub fn wait(&self, buf: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
+        let n = buf.len().min(i32::MAX as usize) as libc::c_int;
+        // SAFETY: `buf` is valid for `n` writable entries.
+        let r = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), buf.as_mut_ptr(), n, timeout_ms) };
+        match cvt(r) {
+            Ok(n) => Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// An empty event buffer for [`Epoll::wait`].
+pub fn event_buf(n: usize) -> Vec<libc::epoll_event> {
+    vec![libc::epoll_event { events: 0, u64: 0 }; n]
+}
+
+// ---------------------------------------------------------------------------------------------
+// eventfd, futex, signals, limits
+
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall without pointers.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+    Ok(owned(fd))
+}
+
+/// Adds `v` to an eventfd counter. EAGAIN (counter saturated) counts as success: the reader is
+/// already due to wake.
+pub fn eventfd_write(fd: RawFd, v: u64) -> io::Result<()> {
+    let b = v.to_ne_bytes();
+    // SAFETY: `b` is 8 readable bytes.
+    let r = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+    match cvt_size(r) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Resets a non-blocking eventfd counter.
+pub fn eventfd_drain(fd: RawFd) {
+    let mut b = [0u8; 8];
+    // SAFETY: `b` is 8 writable bytes; a non-blocking eventfd read never blocks.
+    let _ = unsafe { libc::read(fd, b.as_mut_ptr().cast(), b.len()) };
+}
+
+/// True when `fd` is an eventfd (checked through /proc, as the kernel names anon inodes).
+pub fn is_eventfd(fd: RawFd) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .map(|p| p.as_os_str().as_bytes() == b"anon_inode:[eventfd]")
+        .unwrap_or(false)
+}
+
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an fd we hold; no pointers.
+    let fl = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) })?;
+    Ok(())
+}
+
+/// `FUTEX_WAKE` (shared, not private: the word lives in a `MAP_SHARED` memfd another process maps).
+pub fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE only uses its address as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word as *const AtomicU32,
+            libc::FUTEX_WAKE,
+            n,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Blocks `sigs` for this (single-threaded) process and returns a signalfd that reports them.
+pub fn signalfd(sigs: &[libc::c_int]) -> io::Result<OwnedFd> {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set it is given.
+    unsafe { libc::sigemptyset(set.as_mut_ptr()) };
+    // SAFETY: initialised by sigemptyset above.
+    let mut set = unsafe { set.assume_init() };
+    for &s in sigs {
+        // SAFETY: `set` is a valid sigset_t.
+        cvt(unsafe { libc::sigaddset(&mut set, s) })?;
+    }
+    // SAFETY: `set` is valid; the old mask is not wanted.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    // SAFETY: `set` is valid; -1 asks for a new fd.
+    let fd = cvt(unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })?;
+    Ok(owned(fd))
+}
+
+/// Next pending signal number from a signalfd, `None` when there is none.
+pub fn read_signal(fd: RawFd) -> io::Result<Option<u32>> {
+    let mut info = MaybeUninit::<libc::signalfd_siginfo>::zeroed();
+    let len = size_of::<libc::signalfd_siginfo>();
+    // SAFETY: `info` is `len` writable bytes.
+    let r = unsafe { libc::read(fd, info.as_mut_ptr().cast(), len) };
+    match cvt_size(r) {
+        Ok(n) if n == len => {
+            // SAFETY: the kernel filled the whole record.
+            Ok(Some(unsafe { info.assume_init() }.ssi_signo))
+        }
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes to a vanished peer must give EPIPE, never kill the agent.
+pub fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN is async-signal-safe and has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Raises RLIMIT_NOFILE to its hard limit (every offloaded socket is an agent fd). Returns it.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit to fill.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid rlimit.
+        cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+    }
+    Ok(lim.rlim_cur)
+}
+
+// ---------------------------------------------------------------------------------------------
+// memfd and mappings
+
+/// A memfd of `len` zero bytes whose size is sealed, so a host cannot shrink it under our mapping
+/// (which would turn the agent's next access into SIGBUS).
+pub fn memfd_sealed(name: &CStr, len: u64) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid C string.
+    let fd = cvt(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
+    let fd = owned(fd);
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: plain syscall on an fd we own.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: plain fcntl on an fd we own.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(fd)
+}
+
+/// A `MAP_SHARED` read/write mapping, unmapped on drop.
+pub struct Mmap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mmap {
+    pub fn shared(fd: &OwnedFd, len: usize) -> io::Result<Mmap> {
+        // SAFETY: a fresh mapping chosen by the kernel; no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mmap { ptr: p.cast(), len })
+    }
+
+    pub fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr..ptr+len` is a mapping we created and nobody uses after drop (owners drop
+        // every `Region` view before the `Mmap`).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// UNIX control sockets
+
+fn sockaddr_un(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain old data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let b = path.as_os_str().as_bytes();
+    if b.is_empty() || b.len() >= a.sun_path.len() || b.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "unusable UNIX socket path (empty, NUL or too long)",
+        ));
+    }
+    for (d, s) in a.sun_path.iter_mut().zip(b) {
+        *d = *s as libc::c_char;
+    }
+    let len = (size_of::<libc::sa_family_t>() + b.len() + 1) as libc::socklen_t;
+    Ok((a, len))
+}
+
+fn seqpacket() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall without pointers.
+    let fd =
+        cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) })?;
+    Ok(owned(fd))
+}
+
+/// A non-blocking `SOCK_SEQPACKET` listener bound to `path`.
+pub fn seqpacket_listen(path: &Path) -> io::Result<OwnedFd> {
+    let (a, len) = sockaddr_un(path)?;
+    let fd = seqpacket()?;
+    // SAFETY: `a` is a valid sockaddr_un of `len` bytes.
+    cvt(unsafe { libc::bind(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) })?;
+    // SAFETY: plain syscall.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), 128) })?;
+    set_nonblocking(fd.as_raw_fd())?;
+    Ok(fd)
+}
+
+/// A blocking `SOCK_SEQPACKET` connection to `path`.
+pub fn seqpacket_connect(path: &Path) -> io::Result<OwnedFd> {
+    let (a, len) = sockaddr_un(path)?;
+    let fd = seqpacket()?;
+    // SAFETY: `a` is a valid sockaddr_un of `len` bytes.
+    cvt(unsafe { libc::connect(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) })?;
+    Ok(fd)
+}
+
+/// Sets `SO_RCVTIMEO` and `SO_SNDTIMEO` (used by the stats client so it never hangs).
+pub fn set_timeouts(fd: RawFd, secs: i64) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: secs as libc::time_t,
+        tv_usec: 0,
+    };
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: `tv` is a valid timeval for the duration of the call.
+        cvt(unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&tv as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Accepts one connection of a UNIX listener (non-blocking, close-on-exec).
+pub fn accept_unix(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: null address pointers are allowed by accept4.
+    let r = unsafe {
+        libc::accept4(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    Ok(owned(cvt(r)?))
+}
+
+/// `SO_PEERCRED` of a connected UNIX socket: the kernel's word on who is on the other end.
+pub fn peer_cred(fd: RawFd) -> io::Result<libc::ucred> {
+    let mut c = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `c` is `len` writable bytes.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut c as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(c)
+}
+
+/// Control buffer big enough for `MAX_FDS` descriptors, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct CmsgBuf([u8; 128]);
+
+const MAX_FDS: usize = 8;
+
+/// Sends one datagram with `fds` attached (`SCM_RIGHTS`). Never blocks, never raises SIGPIPE.
+pub fn send_fds(fd: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let mut cbuf = CmsgBuf([0; 128]);
+    // SAFETY: msghdr is plain old data; all zeroes is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    let fds = &fds[..fds.len().min(MAX_FDS)];
+    if !fds.is_empty() {
+        let payload = std::mem::size_of_val(fds) as libc::c_uint;
+        // SAFETY: CMSG_SPACE is pure arithmetic.
+        let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
+        msg.msg_control = cbuf.0.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points at `space` <= 128 bytes, so the first header fits.
+        let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        // SAFETY: `c` is non-null (controllen >= one header) and points into `cbuf`; the data
+        // area holds `payload` bytes per CMSG_SPACE.
+        unsafe {
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(payload) as _;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(c),
+                payload as usize,
+            );
+        }
+    }
+    // SAFETY: `msg` and everything it points to are valid for the call.
+    cvt_size(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) })
+}
+
+/// Receives one datagram into `buf` with any descriptors attached to it. Every received fd comes
+/// back owned (so unwanted ones are closed by dropping them). `Ok((0, _))` is EOF. `truncated` is
+/// true when the datagram did not fit `buf`.
+pub fn recv_fds(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>, bool)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut cbuf = CmsgBuf([0; 128]);
+    // SAFETY: msghdr is plain old data; all zeroes is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.0.as_mut_ptr().cast();
+    msg.msg_controllen = cbuf.0.len() as _;
+    // SAFETY: `msg` and the buffers it points to are valid and writable for the call.
+    let n = cvt_size(unsafe {
+        libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT)
+    })?;
+    let mut fds = Vec::new();
+    // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR/NXTHDR stay within msg_controllen.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !c.is_null() {
+        // SAFETY: `c` is a valid header inside `cbuf` (checked by the CMSG macros).
+        let (level, ty, clen) =
+            unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len as usize) };
+        if level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
+            // SAFETY: pure arithmetic.
+            let hdr = unsafe { libc::CMSG_LEN(0) } as usize;
+            let count = clen.saturating_sub(hdr) / size_of::<libc::c_int>();
+            for i in 0..count {
+                // SAFETY: the kernel wrote `count` ints after the header, inside `cbuf`;
+                // read_unaligned because the data area need not be int-aligned in our buffer.
+                let raw = unsafe {
+                    std::ptr::read_unaligned((libc::CMSG_DATA(c) as *const libc::c_int).add(i))
+                };
+                if raw >= 0 {
+                    fds.push(owned(raw));
+                }
+            }
+        }
+        // SAFETY: as above.
+        c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
+    }
+    Ok((n, fds, msg.msg_flags & libc::MSG_TRUNC != 0))
+}
+
+/// Plain blocking send/recv for the stats client.
+pub fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: `data` is readable for its length.
+    cvt_size(unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) })
+}
+
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for its length.
+    cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) })
+}
+
+// ---------------------------------------------------------------------------------------------
+// TCP sockets
+
+fn to_raw(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is valid.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut st as *mut libc::sockaddr_storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut st as *mut libc::sockaddr_storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (st, len as libc::socklen_t)
+}
+
+fn from_raw(st: &libc::sockaddr_storage, len: libc::socklen_t) -> io::Result<SocketAddr> {
+    let len = len as usize;
+    match st.ss_family as libc::c_int {
+        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says sockaddr_in and enough bytes were written.
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read((st as *const libc::sockaddr_storage).cast()) };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Ok(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family says sockaddr_in6 and enough bytes were written.
+            let s: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((st as *const libc::sockaddr_storage).cast()) };
+            let ip = Ipv6Addr::from(s.sin6_addr.s6_addr);
+            Ok(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(s.sin6_port),
+                s.sin6_flowinfo,
+                s.sin6_scope_id,
+            )))
+        }
+        _ => Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+    }
+}
+
+/// A non-blocking, close-on-exec TCP socket.
+pub fn tcp_socket(domain: libc::c_int) -> io::Result<OwnedFd> {
+    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: plain syscall without pointers.
+    let fd = cvt(unsafe { libc::socket(domain, ty, libc::IPPROTO_TCP) })?;
+    Ok(owned(fd))
+}
+
+pub fn bind(fd: RawFd, a: &SocketAddr) -> io::Result<()> {
+    let (st, len) = to_raw(a);
+    // SAFETY: `st` holds a valid sockaddr of `len` bytes.
+    cvt(unsafe { libc::bind(fd, (&st as *const libc::sockaddr_storage).cast(), len) })?;
+    Ok(())
+}
+
+pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    cvt(unsafe { libc::listen(fd, backlog) })?;
+    Ok(())
+}
+
+pub fn connect(fd: RawFd, a: &SocketAddr) -> io::Result<()> {
+    let (st, len) = to_raw(a);
+    // SAFETY: `st` holds a valid sockaddr of `len` bytes.
+    cvt(unsafe { libc::connect(fd, (&st as *const libc::sockaddr_storage).cast(), len) })?;
+    Ok(())
+}
+
+/// Accepts one connection (non-blocking, close-on-exec) with its peer address.
+pub fn accept_tcp(fd: RawFd) -> io::Result<(OwnedFd, SocketAddr)> {
+    // SAFETY: sockaddr_storage is plain old data.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `st` is `len` writable bytes.
+    let r = unsafe {
+        libc::accept4(
+            fd,
+            (&mut st as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    let nfd = owned(cvt(r)?);
+    let a = from_raw(&st, len)?;
+    Ok((nfd, a))
+}
+
+pub fn shutdown(fd: RawFd, how: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    cvt(unsafe { libc::shutdown(fd, how) })?;
+    Ok(())
+}
+
+fn name_of(
+    fd: RawFd,
+    f: unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int,
+) -> io::Result<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain old data.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `f` is getsockname or getpeername; `st` is `len` writable bytes.
+    cvt(unsafe {
+        f(
+            fd,
+            (&mut st as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
+    from_raw(&st, len)
+}
+
+pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    name_of(fd, libc::getsockname)
+}
+
+pub fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    name_of(fd, libc::getpeername)
+}
+
+pub fn setsockopt(fd: RawFd, level: i32, name: i32, val: &[u8]) -> io::Result<()> {
+    // SAFETY: `val` is readable for its length; the kernel copies it.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            val.as_ptr().cast(),
+            val.len() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Returns the length the kernel reports (which may exceed `buf.len()`; callers clamp).
+pub fn getsockopt(fd: RawFd, level: i32, name: i32, buf: &mut [u8]) -> io::Result<usize> {
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: `buf` is `len` writable bytes.
+    cvt(unsafe { libc::getsockopt(fd, level, name, buf.as_mut_ptr().cast(), &mut len) })?;
+    Ok(len as usize)
+}
+
+/// `SO_ERROR`: the pending error (0 when none), cleared by the read.
+pub fn take_error(fd: RawFd) -> io::Result<i32> {
+    let mut b = [0u8; 4];
+    getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut b)?;
+    Ok(i32::from_ne_bytes(b))
+}
+
+/// `readv` into raw buffers.
+///
+/// # Safety
+/// Every iovec must describe memory writable by the kernel on behalf of this process and not
+/// concurrently accessed through a Rust reference.
+pub unsafe fn readv(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    // SAFETY: the caller vouches for the buffers.
+    cvt_size(unsafe { libc::readv(fd, iov.as_ptr(), iov.len() as libc::c_int) })
+}
+
+/// `sendmsg(MSG_NOSIGNAL | MSG_DONTWAIT)` from raw buffers.
+///
+/// # Safety
+/// Every iovec must describe readable memory of this process.
+pub unsafe fn sendv(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    // SAFETY: msghdr is plain old data; all zeroes is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: the caller vouches for the buffers; the kernel only reads through msg_iov.
+    cvt_size(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) })
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc facts used by policy
+
+/// First unprivileged port (`net.ipv4.ip_unprivileged_port_start`), 1024 when unreadable.
+pub fn unprivileged_port_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(1024)
+}
+
+/// Effective capability set (`CapEff`) of process `pid`.
+pub fn cap_eff(pid: i32) -> io::Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no CapEff line"))
+}
+
+/// Congestion control algorithms an unprivileged process may choose.
+pub fn allowed_congestion_controls() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_allowed_congestion_control").unwrap_or_default()
+}
+
+/// (device, inode) of a path, to remove only the socket file we created.
+pub fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}

@@ -1,0 +1,863 @@
+//! Runs the built `snstack-agent` on a temporary socket and drives it the way the host library
+//! does: attach over SOCK_SEQPACKET, map the region, push commands, read events and streams.
+//! Every wait is bounded; the agent is killed by PID when a test ends.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, HELLO_WAITER, MSG_LEN};
+use shm_proto::*;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_snstack-agent")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("snstack-agent-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// The agent process; killed (by PID) and reaped on drop.
+struct Agent {
+    child: Child,
+    dir: PathBuf,
+    sock: PathBuf,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(name: &str) -> Agent {
+        let dir = temp_dir(name);
+        let sock = dir.join("run/agent.sock");
+        let log = dir.join("agent.log");
+        let child = Command::new(bin())
+            .args([
+                "run",
+                "--log-level",
+                "debug",
+                "--max-sockets",
+                "64",
+                "--socket",
+            ])
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
+            .spawn()
+            .expect("spawn agent");
+        let a = Agent {
+            child,
+            dir,
+            sock,
+            log,
+        };
+        let t0 = Instant::now();
+        while connect_seqpacket(&a.sock).is_err() {
+            assert!(
+                t0.elapsed() < TIMEOUT,
+                "agent did not come up: {}",
+                a.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        a
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stats(&self) -> HashMap<String, u64> {
+        let out = Command::new(bin())
+            .arg("stats")
+            .arg("--socket")
+            .arg(&self.sock)
+            .output()
+            .expect("stats");
+        assert!(
+            out.status.success(),
+            "stats failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_string(), v.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// SIGTERM, then the exit status within the timeout.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(t0.elapsed() < TIMEOUT, "agent ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- agent log ---\n{}", self.log_text());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn connect_seqpacket(path: &Path) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_un is plain old data.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in a.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `a` is a valid sockaddr_un.
+    if unsafe { libc::connect(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Receives one datagram and up to 4 fds, waiting at most `TIMEOUT`.
+fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> (usize, Vec<OwnedFd>) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut pfd, 1, TIMEOUT.as_millis() as i32) };
+    assert_eq!(r, 1, "no reply from the agent");
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    #[repr(C, align(8))]
+    struct Cbuf([u8; 64]);
+    let mut cbuf = Cbuf([0; 64]);
+    // SAFETY: msghdr is plain old data.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.0.as_mut_ptr().cast();
+    msg.msg_controllen = cbuf.0.len() as _;
+    // SAFETY: msg points at valid buffers.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
+    let mut fds = Vec::new();
+    // SAFETY: msg was filled by recvmsg.
+    let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    if !c.is_null() {
+        // SAFETY: `c` points at a header inside cbuf.
+        let (lvl, ty, clen) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len as usize) };
+        if lvl == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
+            // SAFETY: arithmetic only.
+            let count = (clen - unsafe { libc::CMSG_LEN(0) } as usize) / 4;
+            for i in 0..count {
+                // SAFETY: the kernel wrote `count` fds after the header.
+                let raw =
+                    unsafe { std::ptr::read_unaligned((libc::CMSG_DATA(c) as *const i32).add(i)) };
+                // SAFETY: a freshly received fd, owned by us.
+                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+    }
+    (n as usize, fds)
+}
+
+/// A host endpoint, as the preload library would hold it.
+struct Host {
+    ctl: OwnedFd,
+    bell: OwnedFd,
+    _memfd: OwnedFd,
+    base: *mut u8,
+    len: usize,
+    region: Region,
+    cmds: Producer<Cmd>,
+    evts: Consumer<Evt>,
+    next_tag: u64,
+    stash: HashMap<u64, Evt>,
+}
+
+impl Host {
+    fn attach(path: &Path) -> Host {
+        let ctl = connect_seqpacket(path).expect("connect to agent");
+        let h = Hello::new(HELLO_ATTACH, 0).encode();
+        // SAFETY: `h` is readable.
+        let n = unsafe { libc::send(ctl.as_raw_fd(), h.as_ptr().cast(), h.len(), 0) };
+        assert_eq!(n, MSG_LEN as isize);
+        let mut b = [0u8; MSG_LEN];
+        let (n, mut fds) = recv_with_fds(ctl.as_raw_fd(), &mut b);
+        let r = Reply::decode(&b[..n]).expect("reply");
+        assert_eq!(r.status, 0, "attach refused");
+        assert_eq!(fds.len(), 2, "memfd and doorbell expected");
+        let bell = fds.pop().unwrap();
+        let memfd = fds.pop().unwrap();
+        let len = r.len as usize;
+        // SAFETY: mapping the memfd the agent sized to `len`.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                memfd.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        // SAFETY: `base..base+len` is mapped until Drop.
+        let region = unsafe { Region::attach(base.cast(), len) }.expect("valid region");
+        Host {
+            ctl,
+            bell,
+            _memfd: memfd,
+            base: base.cast(),
+            len,
+            cmds: region.cmd_producer(),
+            evts: region.evt_consumer(),
+            region,
+            next_tag: 1,
+            stash: HashMap::new(),
+        }
+    }
+
+    fn ring(&self) {
+        if wake::must_ring(&self.region.header().agent_sleeping.0) {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: 8 readable bytes to an eventfd.
+            unsafe { libc::write(self.bell.as_raw_fd(), one.as_ptr().cast(), 8) };
+        }
+    }
+
+    fn push(&mut self, c: Cmd) {
+        let t0 = Instant::now();
+        while !self.cmds.push(c).expect("cmd ring") {
+            assert!(t0.elapsed() < TIMEOUT, "command ring stays full");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.ring();
+    }
+
+    fn submit(&mut self, op: u16, flags: u16, slot: u32, args: &[u64]) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let mut c = Cmd {
+            op,
+            flags,
+            slot,
+            tag,
+            ..Default::default()
+        };
+        c.arg[..args.len()].copy_from_slice(args);
+        self.push(c);
+        tag
+    }
+
+    fn wait(&mut self, tag: u64) -> Evt {
+        let t0 = Instant::now();
+        loop {
+            if let Some(e) = self.stash.remove(&tag) {
+                return e;
+            }
+            match self.evts.pop().expect("event ring") {
+                Some(e) if e.tag == tag => return e,
+                Some(e) => {
+                    self.stash.insert(e.tag, e);
+                }
+                None => {
+                    assert!(t0.elapsed() < TIMEOUT, "no completion for tag {tag}");
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+    }
+
+    fn call(&mut self, op: u16, flags: u16, slot: u32, args: &[u64]) -> Evt {
+        let t = self.submit(op, flags, slot, args);
+        self.wait(t)
+    }
+
+    fn sock(&self, slot: u32) -> &SockCtl {
+        self.region.sock(slot).expect("slot in range")
+    }
+
+    /// Reads up to `max` RX bytes published for `slot`, telling the agent when it had stopped
+    /// reading because RX was full.
+    fn read_rx_max(&mut self, slot: u32, out: &mut Vec<u8>, max: usize) {
+        let rx = self.region.rx(slot).unwrap();
+        let head = rx.load_head();
+        let n = (rx.readable(head).unwrap() as usize).min(max);
+        let mut buf = vec![0u8; n];
+        rx.copy_out(head, &mut buf);
+        rx.publish_head(head.wrapping_add(n as u32));
+        out.extend_from_slice(&buf);
+        if self.sock(slot).state.0.rx_blocked.swap(0, Ordering::SeqCst) == 1 {
+            self.push(Cmd {
+                op: OP_RX_SPACE,
+                slot,
+                ..Default::default()
+            });
+        }
+    }
+
+    fn read_rx(&mut self, slot: u32, out: &mut Vec<u8>) {
+        self.read_rx_max(slot, out, usize::MAX)
+    }
+
+    /// Registers `efd` as the doorbell of waiter `i`; returns the reply status.
+    fn register_waiter(&self, i: u64, efd: RawFd) -> u32 {
+        let h = Hello::new(HELLO_WAITER, i).encode();
+        let mut iov = libc::iovec {
+            iov_base: h.as_ptr() as *mut libc::c_void,
+            iov_len: h.len(),
+        };
+        #[repr(C, align(8))]
+        struct Cbuf([u8; 32]);
+        let mut cbuf = Cbuf([0; 32]);
+        // SAFETY: msghdr is plain old data.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.0.as_mut_ptr().cast();
+        // SAFETY: arithmetic only.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as _;
+        // SAFETY: the control buffer holds one header with 4 data bytes.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(4) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, efd);
+        }
+        // SAFETY: msg points at valid buffers.
+        let sent = unsafe { libc::sendmsg(self.ctl.as_raw_fd(), &msg, 0) };
+        assert_eq!(sent, h.len() as isize);
+        let mut b = [0u8; MSG_LEN];
+        let (n, _) = recv_with_fds(self.ctl.as_raw_fd(), &mut b);
+        Reply::decode(&b[..n]).expect("reply").status
+    }
+
+    /// Copies as much of `data` as fits into TX, kicking the agent. Returns bytes written.
+    fn write_tx(&mut self, slot: u32, data: &[u8]) -> usize {
+        let tx = self.region.tx(slot).unwrap();
+        let tail = tx.load_tail();
+        let n = (tx.writable(tail).unwrap() as usize).min(data.len());
+        if n == 0 {
+            return 0;
+        }
+        tx.copy_in(tail, &data[..n]);
+        tx.publish_tail(tail.wrapping_add(n as u32));
+        if self.sock(slot).host.0.tx_kick.swap(1, Ordering::SeqCst) == 0 {
+            self.push(Cmd {
+                op: OP_TX_KICK,
+                slot,
+                ..Default::default()
+            });
+        }
+        n
+    }
+
+    fn dead(&self) -> bool {
+        self.region.header().dead.0.load(Ordering::SeqCst) != 0
+    }
+
+    /// True when the agent closed our control connection (EOF) within the timeout.
+    fn ctl_eof(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.ctl.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, TIMEOUT.as_millis() as i32) } != 1 {
+            return false;
+        }
+        let mut b = [0u8; 64];
+        // SAFETY: `b` is writable.
+        let n = unsafe {
+            libc::recv(
+                self.ctl.as_raw_fd(),
+                b.as_mut_ptr().cast(),
+                b.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        n == 0
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping; `region` is not used afterwards.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn addr_args(a: &SocketAddr) -> [u64; 4] {
+    let w = match a {
+        SocketAddr::V4(v4) => {
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&v4.ip().octets());
+            WireAddr {
+                family: libc::AF_INET as u16,
+                port: v4.port().to_be(),
+                flowinfo: 0,
+                addr,
+                scope_id: 0,
+            }
+        }
+        SocketAddr::V6(_) => unreachable!("tests use IPv4"),
+    };
+    let mut args = [0u64; 4];
+    w.to_args(&mut args);
+    args
+}
+
+fn port_of(data: &[u8]) -> u16 {
+    let w = WireAddr::decode(data);
+    assert_eq!(w.family as i32, libc::AF_INET);
+    u16::from_be(w.port)
+}
+
+const STREAM: u64 = libc::SOCK_STREAM as u64;
+const INET: u64 = libc::AF_INET as u64;
+
+#[test]
+fn serves_a_tcp_server_and_drops_only_a_corrupt_channel() {
+    let mut agent = Agent::start("main");
+    let mut h = Host::attach(&agent.sock);
+
+    // NOP round trip.
+    let e = h.call(OP_NOP, 0, 0, &[]);
+    assert_eq!((e.kind, e.result), (EV_COMPLETION, 0));
+
+    // socket + bind(127.0.0.1:0) + listen + getsockname.
+    let l = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]);
+    assert!(l.result >= 0, "socket: {}", l.result);
+    let ls = l.result as u32;
+    assert_ne!(h.sock(ls).state.0.flags.load(Ordering::SeqCst) & SF_OPEN, 0);
+    let bind = addr_args(&"127.0.0.1:0".parse().unwrap());
+    assert_eq!(h.call(OP_BIND, 0, ls, &bind).result, 0);
+    assert_eq!(h.call(OP_LISTEN, 0, ls, &[16]).result, 0);
+    let name = h.call(OP_GETSOCKNAME, 0, ls, &[]);
+    assert_eq!(name.result, 0);
+    let port = port_of(&name.data);
+    assert_ne!(port, 0);
+    // Accept without a connection and without CF_WAIT: EAGAIN.
+    assert_eq!(h.call(OP_ACCEPT, 0, ls, &[]).result, -(libc::EAGAIN as i64));
+    // Accept on a socket that does not listen: EINVAL.
+    let other = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
+    assert_eq!(
+        h.call(OP_ACCEPT, 0, other, &[]).result,
+        -(libc::EINVAL as i64)
+    );
+    // An unsupported family is an answer, not a violation.
+    assert_eq!(
+        h.call(OP_SOCKET, 0, 0, &[libc::AF_UNIX as u64, STREAM, 0])
+            .result,
+        -(libc::EAFNOSUPPORT as i64)
+    );
+
+    // A parked accept completes when a plain client connects.
+    let tag = h.submit(OP_ACCEPT, CF_WAIT, ls, &[]);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).expect("client connect");
+    client.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let acc = h.wait(tag);
+    assert!(acc.result >= 0, "accept: {}", acc.result);
+    let cs = acc.result as u32;
+    assert_eq!(port_of(&acc.data), client.local_addr().unwrap().port());
+    let flags = h.sock(cs).state.0.flags.load(Ordering::SeqCst);
+    assert_eq!(flags & (SF_OPEN | SF_CONNECTED), SF_OPEN | SF_CONNECTED);
+
+    // Client -> RX stream.
+    client.write_all(b"hello agent").unwrap();
+    let mut got = Vec::new();
+    until("RX bytes", || {
+        h.read_rx(cs, &mut got);
+        got.len() >= 11
+    });
+    assert_eq!(&got, b"hello agent");
+
+    // TX stream + OP_TX_KICK -> client.
+    assert_eq!(h.write_tx(cs, b"hello client"), 12);
+    let mut buf = [0u8; 12];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello client");
+    until("TX drained", || {
+        let tx = h.region.tx(cs).unwrap();
+        tx.load_head() == tx.load_tail()
+    });
+
+    // Peer FIN -> SF_RX_FIN.
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    until("SF_RX_FIN", || {
+        h.sock(cs).state.0.flags.load(Ordering::SeqCst) & SF_RX_FIN != 0
+    });
+
+    // Socket options pass through to the OS socket.
+    let mut one = [0u64; 4];
+    bytes_to_args(&1i32.to_ne_bytes(), &mut one);
+    let opt = libc::IPPROTO_TCP as u64 | (libc::TCP_NODELAY as u64) << 32;
+    assert_eq!(
+        h.call(
+            OP_SETSOCKOPT,
+            0,
+            cs,
+            &[opt, 4, one[0], one[1], one[2], one[3]]
+        )
+        .result,
+        0
+    );
+    let g = h.call(OP_GETSOCKOPT, 0, cs, &[opt, 4]);
+    assert_eq!(g.result, 4);
+    assert_ne!(i32::from_ne_bytes(g.data[..4].try_into().unwrap()), 0);
+    let bogus = libc::SOL_SOCKET as u64 | 9999u64 << 32;
+    assert_eq!(
+        h.call(OP_GETSOCKOPT, 0, cs, &[bogus, 4]).result,
+        -(libc::ENOPROTOOPT as i64)
+    );
+
+    // Counters.
+    let st = agent.stats();
+    for k in [
+        "processes",
+        "sockets",
+        "h2n_bytes",
+        "h2n_ops",
+        "n2h_bytes",
+        "n2h_ops",
+    ] {
+        assert!(
+            st.get(k).copied().unwrap_or(0) > 0,
+            "stats {k} is zero: {st:?}"
+        );
+    }
+    assert_eq!(st["processes"], 1);
+    assert!(st["sockets"] >= 3, "{st:?}");
+    assert!(st["h2n_bytes"] >= 12 && st["n2h_bytes"] >= 11, "{st:?}");
+    assert_eq!(st["channels_dropped"], 0);
+    assert!(h.region.header().stats.0.n2h_bytes.load(Ordering::Relaxed) >= 11);
+
+    // Close: the slot is freed and reused lowest-first.
+    h.push(Cmd {
+        op: OP_CLOSE,
+        slot: cs,
+        ..Default::default()
+    });
+    let mut eof = [0u8; 1];
+    assert_eq!(
+        client.read(&mut eof).unwrap(),
+        0,
+        "client sees EOF after close"
+    );
+    let again = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]);
+    assert_eq!(again.result as u32, cs, "lowest free slot is reused");
+
+    // A second process, then a corrupt command ring in the first.
+    let mut h2 = Host::attach(&agent.sock);
+    assert_eq!(h2.call(OP_NOP, 0, 0, &[]).result, 0);
+    assert_eq!(agent.stats()["processes"], 2);
+    // SAFETY: the ring header lies at cmd_off inside our mapping; we scribble the tail on purpose.
+    let ring = unsafe { &*(h.base.add(h.region.offsets().cmd_off as usize) as *const RingHdr) };
+    let head = ring.head.0.load(Ordering::SeqCst);
+    ring.tail.0.store(head.wrapping_add(5000), Ordering::SeqCst);
+    h.region
+        .header()
+        .agent_sleeping
+        .0
+        .store(1, Ordering::SeqCst);
+    h.ring();
+    until("channel marked dead", || h.dead());
+    assert!(
+        h.ctl_eof(),
+        "agent closes the dropped channel's control connection"
+    );
+    // The other process is untouched.
+    assert_eq!(h2.call(OP_NOP, 0, 0, &[]).result, 0);
+    let s2 = h2.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]);
+    assert_eq!(s2.result, 0, "session 2 allocates from its own table");
+    // A third process names a slot it does not own: dropped too.
+    let mut h3 = Host::attach(&agent.sock);
+    h3.push(Cmd {
+        op: OP_LISTEN,
+        slot: 3,
+        tag: 99,
+        ..Default::default()
+    });
+    until("bad slot drops the channel", || h3.dead());
+    assert_eq!(h2.call(OP_NOP, 0, 0, &[]).result, 0);
+    let st = agent.stats();
+    assert_eq!(st["channels_dropped"], 2, "{st:?}");
+    assert_eq!(st["processes"], 1, "{st:?}");
+    let log = agent.log_text();
+    assert_eq!(
+        log.matches("dropping channel").count(),
+        2,
+        "one error line per drop:\n{log}"
+    );
+
+    // Clean shutdown removes the socket.
+    drop(h2);
+    let st = agent.terminate();
+    assert!(st.success(), "exit status {st:?}");
+    assert!(!agent.sock.exists(), "socket file removed at exit");
+}
+
+#[test]
+fn connect_send_and_drain_after_close() {
+    let agent = Agent::start("drain");
+    let mut h = Host::attach(&agent.sock);
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    const TOTAL: usize = 1 << 20;
+    let reader = std::thread::spawn(move || {
+        let (mut c, _) = server.accept().unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.write_all(b"greeting").unwrap();
+        // Read slowly at first so the agent's TX backs up and the close must drain.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap();
+        all
+    });
+    let s = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
+    let c = h.call(OP_CONNECT, CF_WAIT, s, &addr_args(&addr));
+    assert_eq!(c.result, 0, "blocking connect");
+    let flags = h.sock(s).state.0.flags.load(Ordering::SeqCst);
+    assert_ne!(flags & SF_CONNECTED, 0);
+    assert_eq!(flags & SF_CONNECTING, 0);
+    let peer = h.call(OP_GETPEERNAME, 0, s, &[]);
+    assert_eq!((peer.result, port_of(&peer.data)), (0, addr.port()));
+    let mut got = Vec::new();
+    until("greeting", || {
+        h.read_rx(s, &mut got);
+        got.len() >= 8
+    });
+    assert_eq!(&got, b"greeting");
+
+    let data: Vec<u8> = (0..TOTAL).map(|i| (i * 7 + i / 251) as u8).collect();
+    let mut off = 0;
+    let t0 = Instant::now();
+    while off < TOTAL {
+        let n = h.write_tx(s, &data[off..]);
+        off += n;
+        if n == 0 {
+            assert!(t0.elapsed() < TIMEOUT, "TX never drains");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    // Close with bytes still in TX: they must all arrive, then EOF.
+    h.push(Cmd {
+        op: OP_CLOSE,
+        slot: s,
+        ..Default::default()
+    });
+    let all = reader.join().unwrap();
+    assert_eq!(all.len(), TOTAL);
+    assert!(all == data, "payload corrupted");
+
+    // Connecting to a closed port: CF_WAIT gives the error, no pending SO_ERROR.
+    let dead_port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let s = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
+    let c = h.call(OP_CONNECT, CF_WAIT, s, &addr_args(&dead_port));
+    assert_eq!(c.result, -(libc::ECONNREFUSED as i64));
+    let f = h.sock(s).state.0.flags.load(Ordering::SeqCst);
+    assert_eq!(f & (SF_CONNECTING | SF_ERROR), 0);
+    // Without CF_WAIT: EINPROGRESS, then SF_ERROR with error = ECONNREFUSED.
+    let s = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
+    let c = h.call(OP_CONNECT, 0, s, &addr_args(&dead_port));
+    assert!(c.result == -(libc::EINPROGRESS as i64) || c.result == -(libc::ECONNREFUSED as i64));
+    if c.result == -(libc::EINPROGRESS as i64) {
+        until("SF_ERROR", || {
+            h.sock(s).state.0.flags.load(Ordering::SeqCst) & SF_ERROR != 0
+        });
+        assert_eq!(
+            h.sock(s).state.0.error.load(Ordering::SeqCst),
+            libc::ECONNREFUSED as u32
+        );
+    }
+    // Bad shutdown `how` is EINVAL; shutdown of an unconnected socket ENOTCONN.
+    assert_eq!(
+        h.call(OP_SHUTDOWN, 0, s, &[7]).result,
+        -(libc::EINVAL as i64)
+    );
+    let fresh = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
+    assert_eq!(
+        h.call(OP_SHUTDOWN, 0, fresh, &[libc::SHUT_WR as u64])
+            .result,
+        -(libc::ENOTCONN as i64)
+    );
+    let st = agent.stats();
+    assert!(st["h2n_bytes"] >= TOTAL as u64, "{st:?}");
+}
+
+#[test]
+fn process_exit_closes_its_sockets() {
+    let agent = Agent::start("exit");
+    let port;
+    {
+        let mut h = Host::attach(&agent.sock);
+        let l = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
+        assert_eq!(
+            h.call(OP_BIND, 0, l, &addr_args(&"127.0.0.1:0".parse().unwrap()))
+                .result,
+            0
+        );
+        assert_eq!(h.call(OP_LISTEN, 0, l, &[4]).result, 0);
+        port = port_of(&h.call(OP_GETSOCKNAME, 0, l, &[]).data);
+        let _c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        until("queued connection", || {
+            h.sock(l).state.0.accept_ready.load(Ordering::SeqCst) == 1
+        });
+        assert!(agent.stats()["sockets"] >= 2);
+    } // control connection closed: the process is gone
+    let t0 = Instant::now();
+    loop {
+        let st = agent.stats();
+        if st["processes"] == 0 && st["sockets"] == 0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < TIMEOUT,
+            "sockets of an exited process linger: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "listener closed"
+    );
+    assert!(agent.log_text().contains("process detached"));
+}
+
+#[test]
+fn unusable_socket_path_is_one_error_line() {
+    let out = Command::new(bin())
+        .args(["--socket", "/proc/snstack-nonexistent/agent.sock"])
+        .output()
+        .expect("run agent");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn rx_backpressure_and_waiter_doorbell() {
+    let agent = Agent::start("rx");
+    let mut h = Host::attach(&agent.sock);
+    // SAFETY: plain eventfd(2).
+    let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    assert!(efd >= 0);
+    // SAFETY: fresh fd owned by nobody else.
+    let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+    assert_eq!(h.register_waiter(0, efd.as_raw_fd()), 0);
+    assert_eq!(
+        h.register_waiter(MAX_WAITERS as u64, efd.as_raw_fd()),
+        libc::EINVAL as u32
+    );
+
+    let l = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
+    assert_eq!(
+        h.call(OP_BIND, 0, l, &addr_args(&"127.0.0.1:0".parse().unwrap()))
+            .result,
+        0
+    );
+    assert_eq!(h.call(OP_LISTEN, 0, l, &[8]).result, 0);
+    let port = port_of(&h.call(OP_GETSOCKNAME, 0, l, &[]).data);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    until("accept queue", || {
+        h.sock(l).state.0.accept_ready.load(Ordering::SeqCst) == 1
+    });
+    assert!(h.sock(l).state.0.accept_seq.load(Ordering::SeqCst) >= 1);
+    let s = h.call(OP_ACCEPT, 0, l, &[]).result as u32;
+    assert_eq!(h.sock(l).state.0.accept_ready.load(Ordering::SeqCst), 0);
+
+    // A sleeping waiter interested in `s` gets its eventfd rung when bytes arrive.
+    h.sock(s).host.0.waiter_mask.store(1, Ordering::SeqCst);
+    wake::announce(&h.region.waiter(0).unwrap().sleeping);
+    client.write_all(b"ping").unwrap();
+    let mut pfd = libc::pollfd {
+        fd: efd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let rung = unsafe { libc::poll(&mut pfd, 1, TIMEOUT.as_millis() as i32) };
+    assert_eq!(rung, 1, "waiter not rung");
+    assert_eq!(
+        h.region.waiter(0).unwrap().sleeping.load(Ordering::SeqCst),
+        0
+    );
+
+    // 1 MiB through a 64 KiB RX stream read in small bites: rx_blocked / OP_RX_SPACE.
+    const TOTAL: usize = 1 << 20;
+    let data: Vec<u8> = (0..TOTAL).map(|i| (i % 253) as u8).collect();
+    let send = data.clone();
+    let writer = std::thread::spawn(move || {
+        client.write_all(&send).unwrap();
+        client
+    });
+    let mut got = Vec::new();
+    until("ping", || {
+        h.read_rx_max(s, &mut got, 4);
+        got.len() >= 4
+    });
+    assert_eq!(&got, b"ping");
+    got.clear();
+    let mut blocked_seen = false;
+    until("1 MiB through RX", || {
+        blocked_seen |= h.sock(s).state.0.rx_blocked.load(Ordering::SeqCst) == 1;
+        h.read_rx_max(s, &mut got, 16 * 1024);
+        got.len() >= TOTAL
+    });
+    assert!(got == data, "payload corrupted");
+    assert!(blocked_seen, "RX never filled up");
+    drop(writer.join().unwrap());
+    until("SF_RX_FIN", || {
+        h.sock(s).state.0.flags.load(Ordering::SeqCst) & SF_RX_FIN != 0
+    });
+}
