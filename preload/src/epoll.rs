@@ -426,10 +426,8 @@ pub(crate) fn wait(
             continue;
         }
         // Sleep: announce, re-check, block in the kernel epoll (wakes for kernel fds and our bell).
-        let Some((w, _)) = waiter else { return None };
-        let Some(wt) = c.region.waiter(w) else {
-            return None;
-        };
+        let (w, _) = waiter?;
+        let wt = c.region.waiter(w)?;
         wake::announce(&wt.sleeping);
         let n = {
             let mut g = slot.lock();
@@ -448,7 +446,7 @@ pub(crate) fn wait(
             (deadline - now).div_ceil(1_000_000).min(i32::MAX as u64) as i32
         };
         // Bound the sleep so a dead agent is noticed.
-        let t = if left_ms < 0 || left_ms > 1000 {
+        let t = if !(0..=1000).contains(&left_ms) {
             1000
         } else {
             left_ms

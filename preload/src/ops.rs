@@ -39,11 +39,11 @@ pub(crate) fn sock(slot: u32) -> Result<S, i32> {
     let c = crate::channel_if_attached().ok_or(libc::EBADF)?;
     let ctl = c.region.sock(slot).ok_or(libc::EBADF)?;
     let hs = c.socks.get(slot as usize).ok_or(libc::EBADF)?;
-    // SAFETY: the channel lives for the rest of the process (leaked at attach).
     Ok(S {
         c,
         slot,
         hs,
+        // SAFETY: the channel and its mapping live for the rest of the process (leaked at attach).
         ctl: unsafe { &*(ctl as *const SockCtl) },
     })
 }
@@ -374,7 +374,7 @@ pub(crate) fn accept4(
     let slot = evt.result as u32;
     let domain = s.hs.domain.load(Ordering::Relaxed);
     let shadow = match sys::socket(domain, libc::SOCK_STREAM | flags, 0) {
-        Ok(f) if (f as usize) < fdtable::MAX_FDS => f as i32,
+        Ok(f) if f < fdtable::MAX_FDS => f as i32,
         Ok(f) => {
             let _ = sys::close(f as i32);
             let _ = s.c.post(cmd(OP_CLOSE, slot));

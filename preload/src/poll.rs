@@ -87,9 +87,8 @@ pub(crate) fn poll(
                 tv_nsec: 0,
             };
             // SAFETY: kset is a valid pollfd array.
-            if let Err(e) =
-                unsafe { sys::ppoll(kset.as_mut_ptr(), kset.len(), &ts, core::ptr::null()) }
-            {
+            let r = unsafe { sys::ppoll(kset.as_mut_ptr(), kset.len(), &ts, core::ptr::null()) };
+            if let Err(e) = r {
                 return Some(Err(e));
             }
         }
