@@ -1190,9 +1190,15 @@ mod tests {
         let w6 = unsafe { read_addr(&s6 as *const _ as *const libc::sockaddr, 28) }.unwrap();
         assert_eq!(w6.scope_id, 3);
         // SAFETY: too short for an IPv6 address.
-        assert_eq!(unsafe { read_addr(&s6 as *const _ as *const libc::sockaddr, 20) }, Err(libc::EINVAL));
+        assert_eq!(
+            unsafe { read_addr(&s6 as *const _ as *const libc::sockaddr, 20) },
+            Err(libc::EINVAL)
+        );
         // SAFETY: null pointer is rejected before any read.
-        assert_eq!(unsafe { read_addr(core::ptr::null(), 16) }, Err(libc::EFAULT));
+        assert_eq!(
+            unsafe { read_addr(core::ptr::null(), 16) },
+            Err(libc::EFAULT)
+        );
     }
 
     #[test]
@@ -1200,8 +1206,14 @@ mod tests {
         let mut a = [0u8; 3];
         let mut b = [0u8; 5];
         let v = [
-            libc::iovec { iov_base: a.as_mut_ptr() as *mut _, iov_len: 3 },
-            libc::iovec { iov_base: b.as_mut_ptr() as *mut _, iov_len: 5 },
+            libc::iovec {
+                iov_base: a.as_mut_ptr() as *mut _,
+                iov_len: 3,
+            },
+            libc::iovec {
+                iov_base: b.as_mut_ptr() as *mut _,
+                iov_len: 5,
+            },
         ];
         let iov = Iov { v: &v };
         assert_eq!(iov.total(), Ok(8));

@@ -104,7 +104,14 @@ pub struct Evt {
 
 impl Default for Evt {
     fn default() -> Self {
-        Evt { kind: 0, _pad: 0, slot: 0, tag: 0, result: 0, data: [0; 40] }
+        Evt {
+            kind: 0,
+            _pad: 0,
+            slot: 0,
+            tag: 0,
+            result: 0,
+            data: [0; 40],
+        }
     }
 }
 

@@ -55,7 +55,12 @@ fn get(b: &[u8]) -> Option<(u64, u32, u32, u64)> {
 
 impl Hello {
     pub fn new(kind: u32, arg: u64) -> Self {
-        Hello { magic: MAGIC, version: VERSION, kind, arg }
+        Hello {
+            magic: MAGIC,
+            version: VERSION,
+            kind,
+            arg,
+        }
     }
     pub fn encode(&self) -> [u8; MSG_LEN] {
         let mut b = [0; MSG_LEN];
@@ -64,13 +69,23 @@ impl Hello {
     }
     pub fn decode(b: &[u8]) -> Option<Self> {
         let (magic, version, kind, arg) = get(b)?;
-        Some(Hello { magic, version, kind, arg })
+        Some(Hello {
+            magic,
+            version,
+            kind,
+            arg,
+        })
     }
 }
 
 impl Reply {
     pub fn new(status: u32, len: u64) -> Self {
-        Reply { magic: MAGIC, version: VERSION, status, len }
+        Reply {
+            magic: MAGIC,
+            version: VERSION,
+            status,
+            len,
+        }
     }
     pub fn encode(&self) -> [u8; MSG_LEN] {
         let mut b = [0; MSG_LEN];
@@ -79,7 +94,12 @@ impl Reply {
     }
     pub fn decode(b: &[u8]) -> Option<Self> {
         let (magic, version, status, len) = get(b)?;
-        Some(Reply { magic, version, status, len })
+        Some(Reply {
+            magic,
+            version,
+            status,
+            len,
+        })
     }
 }
 

@@ -70,10 +70,15 @@ impl Geometry {
     pub fn offsets(&self) -> Result<Offsets, RegionError> {
         let pow2 = |v: u32| v != 0 && v.is_power_of_two();
         if !pow2(self.cmd_entries) || !pow2(self.evt_entries) {
-            return Err(RegionError::BadGeometry("ring entries must be powers of two"));
+            return Err(RegionError::BadGeometry(
+                "ring entries must be powers of two",
+            ));
         }
-        if !pow2(self.rx_size) || !pow2(self.tx_size) || self.rx_size < 4096 || self.tx_size < 4096 {
-            return Err(RegionError::BadGeometry("stream sizes must be powers of two >= 4096"));
+        if !pow2(self.rx_size) || !pow2(self.tx_size) || self.rx_size < 4096 || self.tx_size < 4096
+        {
+            return Err(RegionError::BadGeometry(
+                "stream sizes must be powers of two >= 4096",
+            ));
         }
         if self.rx_size > 1 << 30 || self.tx_size > 1 << 30 {
             return Err(RegionError::BadGeometry("stream size above 1 GiB"));
@@ -101,7 +106,14 @@ impl Geometry {
         );
         let per = self.rx_size as u64 + self.tx_size as u64;
         let total = stream_off + per * self.max_sockets as u64;
-        Ok(Offsets { cmd_off, evt_off, waiter_off, sock_off, stream_off, total })
+        Ok(Offsets {
+            cmd_off,
+            evt_off,
+            waiter_off,
+            sock_off,
+            stream_off,
+            total,
+        })
     }
 }
 
@@ -151,7 +163,12 @@ impl Region {
             (*h).tx_size = geo.tx_size;
             (*h).spin_ns = geo.spin_ns;
         }
-        Ok(Region { base, len, geo, off })
+        Ok(Region {
+            base,
+            len,
+            geo,
+            off,
+        })
     }
 
     /// Host side: validates the header of a mapped region of `len` bytes.
@@ -189,7 +206,12 @@ impl Region {
         if (len as u64) < off.total {
             return Err(RegionError::TooSmall);
         }
-        Ok(Region { base, len, geo, off })
+        Ok(Region {
+            base,
+            len,
+            geo,
+            off,
+        })
     }
 
     pub fn geometry(&self) -> Geometry {
@@ -221,7 +243,10 @@ impl Region {
         // SAFETY: offsets were computed from the validated geometry and lie inside the mapping.
         let hdr = unsafe { self.base.add(off as usize) } as *const RingHdr;
         // SAFETY: entries follow the ring header inside the mapping.
-        let ents = unsafe { self.base.add(off as usize + core::mem::size_of::<RingHdr>()) } as *mut T;
+        let ents = unsafe {
+            self.base
+                .add(off as usize + core::mem::size_of::<RingHdr>())
+        } as *mut T;
         (hdr, ents, entries)
     }
 
@@ -286,7 +311,12 @@ impl Region {
         let b = self.stream_base(slot);
         // SAFETY: slot validated by `sock`; the stream lies inside the mapping.
         Some(unsafe {
-            Stream::new(self.base.add(b), self.geo.rx_size, &ctl.rx_tail.0, &ctl.rx_head.0)
+            Stream::new(
+                self.base.add(b),
+                self.geo.rx_size,
+                &ctl.rx_tail.0,
+                &ctl.rx_head.0,
+            )
         })
     }
 
@@ -296,7 +326,12 @@ impl Region {
         let b = self.stream_base(slot) + self.geo.rx_size as usize;
         // SAFETY: slot validated by `sock`; the stream lies inside the mapping.
         Some(unsafe {
-            Stream::new(self.base.add(b), self.geo.tx_size, &ctl.tx_tail.0, &ctl.tx_head.0)
+            Stream::new(
+                self.base.add(b),
+                self.geo.tx_size,
+                &ctl.tx_tail.0,
+                &ctl.tx_head.0,
+            )
         })
     }
 

@@ -51,7 +51,13 @@ impl<T: Copy> Producer<T> {
     pub unsafe fn new(hdr: *const RingHdr, ents: *mut T, entries: u32) -> Self {
         let tail = tail_of(hdr).load(Ordering::Acquire);
         let head = head_of(hdr).load(Ordering::Acquire);
-        Producer { hdr, ents, mask: entries - 1, tail, head_cache: head }
+        Producer {
+            hdr,
+            ents,
+            mask: entries - 1,
+            tail,
+            head_cache: head,
+        }
     }
 
     pub fn capacity(&self) -> u32 {
@@ -85,7 +91,8 @@ impl<T: Copy> Producer<T> {
 
     /// Entries published and not yet consumed (as far as we know).
     pub fn pending(&self) -> u32 {
-        self.tail.wrapping_sub(head_of(self.hdr).load(Ordering::Acquire))
+        self.tail
+            .wrapping_sub(head_of(self.hdr).load(Ordering::Acquire))
     }
 }
 
@@ -94,7 +101,13 @@ impl<T: Copy> Consumer<T> {
     /// As for [`Producer::new`], with one consumer.
     pub unsafe fn new(hdr: *const RingHdr, ents: *mut T, entries: u32) -> Self {
         let head = head_of(hdr).load(Ordering::Acquire);
-        Consumer { hdr, ents, mask: entries - 1, head, tail_cache: head }
+        Consumer {
+            hdr,
+            ents,
+            mask: entries - 1,
+            head,
+            tail_cache: head,
+        }
     }
 
     pub fn capacity(&self) -> u32 {
@@ -138,7 +151,10 @@ mod tests {
     use crate::layout::{Cmd, Line};
 
     fn ring(n: usize) -> (Box<RingHdr>, Vec<Cmd>) {
-        let hdr = Box::new(RingHdr { tail: Line(AtomicU32::new(0)), head: Line(AtomicU32::new(0)) });
+        let hdr = Box::new(RingHdr {
+            tail: Line(AtomicU32::new(0)),
+            head: Line(AtomicU32::new(0)),
+        });
         (hdr, vec![Cmd::default(); n])
     }
 
@@ -147,14 +163,25 @@ mod tests {
         let (hdr, mut ents) = ring(4);
         // SAFETY: the box and vec outlive both halves.
         let (mut p, mut c) = unsafe {
-            (Producer::new(&*hdr, ents.as_mut_ptr(), 4), Consumer::new(&*hdr, ents.as_mut_ptr(), 4))
+            (
+                Producer::new(&*hdr, ents.as_mut_ptr(), 4),
+                Consumer::new(&*hdr, ents.as_mut_ptr(), 4),
+            )
         };
         assert_eq!(c.pop().unwrap(), None);
         for round in 0..1000u32 {
             for i in 0..4 {
-                assert!(p.push(Cmd { slot: round * 4 + i, ..Default::default() }).unwrap());
+                assert!(p
+                    .push(Cmd {
+                        slot: round * 4 + i,
+                        ..Default::default()
+                    })
+                    .unwrap());
             }
-            assert!(!p.push(Cmd::default()).unwrap(), "full ring accepts no more");
+            assert!(
+                !p.push(Cmd::default()).unwrap(),
+                "full ring accepts no more"
+            );
             for i in 0..4 {
                 assert_eq!(c.pop().unwrap().unwrap().slot, round * 4 + i);
             }
@@ -169,10 +196,18 @@ mod tests {
         hdr.head.0.store(u32::MAX - 3, Ordering::Relaxed);
         // SAFETY: as above.
         let (mut p, mut c) = unsafe {
-            (Producer::new(&*hdr, ents.as_mut_ptr(), 8), Consumer::new(&*hdr, ents.as_mut_ptr(), 8))
+            (
+                Producer::new(&*hdr, ents.as_mut_ptr(), 8),
+                Consumer::new(&*hdr, ents.as_mut_ptr(), 8),
+            )
         };
         for i in 0..8 {
-            assert!(p.push(Cmd { slot: i, ..Default::default() }).unwrap());
+            assert!(p
+                .push(Cmd {
+                    slot: i,
+                    ..Default::default()
+                })
+                .unwrap());
         }
         assert!(!p.push(Cmd::default()).unwrap());
         for i in 0..8 {
@@ -213,7 +248,13 @@ mod tests {
             // SAFETY: the main thread keeps hdr/ents alive until join.
             let mut p = unsafe { Producer::new(hp as *const RingHdr, ep as *mut Cmd, 16) };
             for i in 0..N {
-                while !p.push(Cmd { slot: i, ..Default::default() }).unwrap() {
+                while !p
+                    .push(Cmd {
+                        slot: i,
+                        ..Default::default()
+                    })
+                    .unwrap()
+                {
                     std::hint::spin_loop();
                 }
             }

@@ -27,7 +27,12 @@ impl Stream {
     /// `buf[..size]` and both atomics must stay valid while the view is used; `size` is a power of
     /// two.
     pub unsafe fn new(buf: *mut u8, size: u32, tail: &AtomicU32, head: &AtomicU32) -> Stream {
-        Stream { buf, size, tail, head }
+        Stream {
+            buf,
+            size,
+            tail,
+            head,
+        }
     }
 
     pub fn size(&self) -> u32 {
@@ -108,7 +113,9 @@ impl Stream {
             }
             // SAFETY: pieces() keeps off+len within the buffer; the range is owned by the producer
             // until published.
-            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr().add(done), self.buf.add(off), len) };
+            unsafe {
+                core::ptr::copy_nonoverlapping(src.as_ptr().add(done), self.buf.add(off), len)
+            };
             done += len;
         }
     }
@@ -122,7 +129,9 @@ impl Stream {
             }
             // SAFETY: pieces() keeps off+len within the buffer; the range was published by the
             // producer and is not rewritten until we publish head.
-            unsafe { core::ptr::copy_nonoverlapping(self.buf.add(off), dst.as_mut_ptr().add(done), len) };
+            unsafe {
+                core::ptr::copy_nonoverlapping(self.buf.add(off), dst.as_mut_ptr().add(done), len)
+            };
             done += len;
         }
     }
@@ -146,7 +155,12 @@ mod tests {
         for round in 0..500 {
             let n = (round * 37 % 4000 + 1) as u32;
             let w = s.writable(t).unwrap().min(n);
-            let data: Vec<u8> = (0..w).map(|_| { next_in = next_in.wrapping_add(1); next_in }).collect();
+            let data: Vec<u8> = (0..w)
+                .map(|_| {
+                    next_in = next_in.wrapping_add(1);
+                    next_in
+                })
+                .collect();
             s.copy_in(t, &data);
             t = t.wrapping_add(w);
             s.publish_tail(t);
