@@ -188,7 +188,7 @@ pub(crate) fn ctl(
                 match s.c.alloc_waiter() {
                     Ok((w, efd)) => {
                         let mut kev = libc::epoll_event {
-                            events: libc::EPOLLIN as u32,
+                            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
                             u64: COOKIE,
                         };
                         // SAFETY: adding our eventfd to the application's kernel epoll.
@@ -330,10 +330,8 @@ fn filter_cookie(out: &mut [libc::epoll_event], n: usize, efd: Option<i32>) -> u
     for r in 0..n {
         let e = out[r];
         if e.u64 == COOKIE {
-            if let Some(fd) = efd {
-                let mut b = [0u8; 8];
-                let _ = sys::read(fd, &mut b);
-            }
+            // Registered edge-triggered: every agent write is a new edge, so no drain syscall.
+            let _ = efd;
             continue;
         }
         out[w] = e;
@@ -390,7 +388,13 @@ pub(crate) fn wait(
                     // KPOLL_NS, so a busy loop makes no syscall per request.
                     if kernel_fds > 0 && n < out.len() {
                         if n == 0 {
-                            kpoll = iter % 16 == 0;
+                            // The first look goes to the kernel only for a non-blocking call; a
+                            // sleep below polls the kernel set anyway.
+                            kpoll = if iter == 0 {
+                                timeout_ms == 0
+                            } else {
+                                iter % 16 == 0
+                            };
                         } else {
                             let now = sys::clock_ns();
                             if now.saturating_sub(ep.last_kpoll) > KPOLL_NS {

@@ -118,7 +118,7 @@ impl Default for Evt {
 /// A waiter slot: one application epoll instance, or one thread inside poll/select.
 #[repr(C)]
 pub struct Waiter {
-    /// Host writes 1 (SeqCst) before re-checking and blocking; the agent swaps it to 0 and writes the
+    /// Host swaps in 1 (`wake::announce`) before re-checking and blocking; the agent swaps it to 0 and writes the
     /// waiter's eventfd (registered over the control socket) when it publishes to a socket whose
     /// `waiter_mask` has this waiter's bit.
     pub sleeping: AtomicU32,

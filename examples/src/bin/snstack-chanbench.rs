@@ -1,0 +1,534 @@
+//! `snstack-chanbench`: what one trip across the channel costs, next to the hardware floor.
+//!
+//! * (a) `cacheline_rtt`: two threads pinned to two CPUs ping-pong one `AtomicU64` on its own
+//!   cache line. One round trip = two cache-line transfers; no channel can beat it.
+//! * (b) `agent_nop_rtt`: attach to a running `snstack-agent` exactly like `libsnstack.so` does,
+//!   then push `OP_NOP` commands one at a time and spin on the event ring for each completion.
+//!   This is the price of a blocking socket call's round trip minus the work of the call itself.
+//!   Skipped (with a message) when the agent is unreachable.
+//! * (c) `stream`: two pinned threads move 1 GiB through one 64 KiB `Stream` in a heap region
+//!   (no agent) in 64 B, 1 KiB and 16 KiB chunks: the payload copy path of `send`/`recv`.
+//!
+//! Round trips are timed per iteration with `Instant` (one clock read per trip); medians and p99
+//! are reported. `--json` adds one JSON object per line after the table.
+
+use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, MSG_LEN};
+use shm_proto::region::Geometry;
+use shm_proto::{wake, Cmd, Region, EV_COMPLETION, OP_NOP};
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::hint::{black_box, spin_loop};
+use std::io::Error;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const DEFAULT_SOCKET: &str = "/run/snstack/agent.sock";
+const USAGE: &str = "usage: snstack-chanbench [--socket PATH] [--json] [--quick] [--cpus A,B]
+
+  --socket PATH  agent control socket (default $SNSTACK_AGENT or /run/snstack/agent.sock)
+  --json         also print one JSON object per result line
+  --quick        a tenth of the iterations and bytes (smoke test)
+  --cpus A,B     the two CPUs for (a) and (c) (default 0,1)";
+
+struct Opts {
+    socket: String,
+    json: bool,
+    scale: u64,
+    cpus: (usize, usize),
+}
+
+fn parse_args() -> Result<Opts, String> {
+    let mut o = Opts {
+        socket: std::env::var("SNSTACK_AGENT").unwrap_or_else(|_| DEFAULT_SOCKET.into()),
+        json: false,
+        scale: 1,
+        cpus: (0, 1),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--socket" => o.socket = it.next().ok_or("--socket needs a path")?,
+            "--json" => o.json = true,
+            "--quick" => o.scale = 10,
+            "--cpus" => {
+                let v = it.next().ok_or("--cpus needs A,B")?;
+                let (a, b) = v.split_once(',').ok_or("--cpus needs A,B")?;
+                o.cpus = (
+                    a.parse().map_err(|_| "bad CPU number")?,
+                    b.parse().map_err(|_| "bad CPU number")?,
+                );
+            }
+            "-h" | "--help" => return Err(String::new()),
+            _ => return Err(format!("unknown argument {a}")),
+        }
+    }
+    Ok(o)
+}
+
+/// Median and 99th percentile of per-iteration times (ns). Sorts `v`.
+fn percentiles(v: &mut [u64]) -> (u64, u64) {
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+    (at(0.5), at(0.99))
+}
+
+/// Pins the calling thread to `cpu`; false when the kernel refuses (fewer CPUs, cpuset).
+fn pin(cpu: usize) -> bool {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays inside it for cpu < 1024.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+            return false;
+        }
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+#[repr(C, align(128))]
+struct Padded<T>(T);
+
+// ---------------------------------------------------------------------------------------------
+// (a) cache-line round trip
+
+struct Rtt {
+    iters: usize,
+    median: u64,
+    p99: u64,
+    pinned: bool,
+}
+
+fn cacheline_rtt(cpus: (usize, usize), iters: usize, warmup: usize) -> Rtt {
+    let line = Arc::new(Padded(AtomicU64::new(0)));
+    let total = (iters + warmup) as u64;
+    let ponger = {
+        let line = Arc::clone(&line);
+        std::thread::spawn(move || {
+            let pinned = pin(cpus.1);
+            for i in 0..total {
+                while line.0.load(Ordering::Acquire) != 2 * i + 1 {
+                    spin_loop();
+                }
+                line.0.store(2 * i + 2, Ordering::Release);
+            }
+            pinned
+        })
+    };
+    let pinned = pin(cpus.0);
+    let mut samples = Vec::with_capacity(iters);
+    let mut prev = Instant::now();
+    for i in 0..total {
+        line.0.store(2 * i + 1, Ordering::Release);
+        while line.0.load(Ordering::Acquire) != 2 * i + 2 {
+            spin_loop();
+        }
+        let now = Instant::now();
+        if i >= warmup as u64 {
+            samples.push((now - prev).as_nanos() as u64);
+        }
+        prev = now;
+    }
+    let pinned = ponger.join().unwrap_or(false) && pinned;
+    let (median, p99) = percentiles(&mut samples);
+    Rtt {
+        iters,
+        median,
+        p99,
+        pinned,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b) channel round trip through the agent
+
+/// A region mapping received from the agent.
+struct Attached {
+    _ctl: OwnedFd,
+    bell: OwnedFd,
+    base: *mut u8,
+    len: usize,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping made in `attach`; no view is used after this.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+fn os_err(what: &str) -> String {
+    format!("{what}: {}", Error::last_os_error())
+}
+
+/// Attaches like the host library: SEQPACKET connect, Hello, Reply + [memfd, doorbell], mmap.
+fn attach(path: &str) -> Result<Attached, String> {
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(os_err("socket"));
+    }
+    // SAFETY: fd is a fresh socket we own.
+    let ctl = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a zeroed sockaddr_un is valid.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if path.len() >= sa.sun_path.len() {
+        return Err(format!("socket path too long: {path}"));
+    }
+    for (d, s) in sa.sun_path.iter_mut().zip(path.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: sa is a valid sockaddr_un of the given length.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            &sa as *const libc::sockaddr_un as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(os_err(&format!("connect {path}")));
+    }
+    let hello = Hello::new(HELLO_ATTACH, 0).encode();
+    // SAFETY: sends a live 32-byte buffer.
+    let n = unsafe { libc::send(fd, hello.as_ptr().cast(), hello.len(), libc::MSG_NOSIGNAL) };
+    if n != hello.len() as isize {
+        return Err(os_err("send Hello"));
+    }
+    let mut buf = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u64; 8];
+    // SAFETY: a zeroed msghdr is valid; it is filled with pointers to live locals.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
+    // SAFETY: msg describes valid buffers.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(os_err("recvmsg Reply"));
+    }
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    // SAFETY: walks the control buffer the kernel filled, with the libc macros; each fd received
+    // is taken into an OwnedFd exactly once.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let cnt = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+                for i in 0..cnt {
+                    let f = std::ptr::read_unaligned((libc::CMSG_DATA(c) as *const i32).add(i));
+                    fds.push(OwnedFd::from_raw_fd(f));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if n as usize != MSG_LEN {
+        return Err(format!("reply of {n} bytes, want {MSG_LEN}"));
+    }
+    let reply = Reply::decode(&buf[..MSG_LEN]).ok_or("reply with bad magic")?;
+    if reply.status != 0 {
+        return Err(format!(
+            "agent refused: {}",
+            Error::from_raw_os_error(reply.status as i32)
+        ));
+    }
+    if fds.len() != 2 {
+        return Err(format!("reply carried {} fds, want 2", fds.len()));
+    }
+    let bell = fds.pop().ok_or("no doorbell")?;
+    let memfd = fds.pop().ok_or("no memfd")?;
+    let len = usize::try_from(reply.len).map_err(|_| "region too large")?;
+    // SAFETY: maps `len` bytes of the agent's memfd shared; the result is checked.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            memfd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(os_err("mmap region"));
+    }
+    Ok(Attached {
+        _ctl: ctl,
+        bell,
+        base: p.cast(),
+        len,
+    })
+}
+
+fn agent_rtt(path: &str, iters: usize, warmup: usize) -> Result<Rtt, String> {
+    let a = attach(path)?;
+    // SAFETY: `a` maps `a.len` bytes and outlives `region` (both end with this function).
+    let region = unsafe { Region::attach(a.base, a.len) }.map_err(|e| format!("attach: {e}"))?;
+    let hdr = region.header();
+    let mut cmds = region.cmd_producer();
+    let mut evts = region.evt_consumer();
+    let mut samples = Vec::with_capacity(iters);
+    let mut prev = Instant::now();
+    for i in 0..(iters + warmup) as u64 {
+        let tag = i + 1;
+        let c = Cmd {
+            op: OP_NOP,
+            tag,
+            ..Cmd::default()
+        };
+        let t0 = Instant::now();
+        while !cmds.push(c).map_err(|e| e.to_string())? {
+            if t0.elapsed() > Duration::from_secs(2) {
+                return Err("command ring stayed full for 2 s".into());
+            }
+            spin_loop();
+        }
+        if wake::must_ring(&hdr.agent_sleeping.0) {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live buffer to the doorbell eventfd.
+            let r = unsafe { libc::write(a.bell.as_raw_fd(), one.as_ptr().cast(), 8) };
+            if r != 8 {
+                return Err(os_err("doorbell write"));
+            }
+        }
+        let e = loop {
+            if let Some(e) = evts.pop().map_err(|e| e.to_string())? {
+                break e;
+            }
+            if hdr.dead.0.load(Ordering::Relaxed) != 0 {
+                return Err("the agent dropped the channel".into());
+            }
+            if t0.elapsed() > Duration::from_secs(2) {
+                return Err(format!("no completion for OP_NOP tag {tag} within 2 s"));
+            }
+            spin_loop();
+        };
+        if e.kind != EV_COMPLETION || e.tag != tag || e.result != 0 {
+            return Err(format!("unexpected event for tag {tag}: {e:?}"));
+        }
+        let now = Instant::now();
+        if i >= warmup as u64 {
+            samples.push((now - prev).as_nanos() as u64);
+        }
+        prev = now;
+    }
+    let (median, p99) = percentiles(&mut samples);
+    Ok(Rtt {
+        iters,
+        median,
+        p99,
+        pinned: false,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// (c) stream throughput
+
+/// A zeroed, page-aligned heap block standing in for the shared mapping.
+struct HeapRegion {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl HeapRegion {
+    fn new(len: usize) -> HeapRegion {
+        let layout = Layout::from_size_align(len, 4096).expect("region layout");
+        // SAFETY: layout has non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        assert!(!ptr.is_null(), "out of memory");
+        HeapRegion { ptr, layout }
+    }
+}
+
+impl Drop for HeapRegion {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with the same layout.
+        unsafe { dealloc(self.ptr, self.layout) };
+    }
+}
+
+struct Throughput {
+    chunk: usize,
+    bytes: u64,
+    secs: f64,
+}
+
+fn stream_throughput(cpus: (usize, usize), chunk: usize, bytes: u64) -> Throughput {
+    let geo = Geometry {
+        max_sockets: 1,
+        rx_size: 4096,
+        tx_size: 64 * 1024,
+        ..Geometry::default()
+    };
+    let len = geo.offsets().expect("geometry").total as usize;
+    let heap = HeapRegion::new(len);
+    // SAFETY: zeroed, page-aligned, `len` bytes, freed only after both threads are joined.
+    let region = unsafe { Region::init(heap.ptr, len, geo) }.expect("region init");
+    let tx = region.tx(0).expect("slot 0");
+    let start = Arc::new(Barrier::new(2));
+    let consumer = {
+        let start = Arc::clone(&start);
+        std::thread::spawn(move || {
+            pin(cpus.1);
+            let mut dst = vec![0u8; chunk];
+            let mut head = tx.load_head();
+            let mut got = 0u64;
+            start.wait();
+            while got < bytes {
+                let n = (tx.readable(head).expect("stream corrupt") as usize).min(chunk);
+                if n == 0 {
+                    spin_loop();
+                    continue;
+                }
+                tx.copy_out(head, &mut dst[..n]);
+                black_box(&mut dst);
+                head = head.wrapping_add(n as u32);
+                tx.publish_head(head);
+                got += n as u64;
+            }
+        })
+    };
+    pin(cpus.0);
+    let src = vec![0x5au8; chunk];
+    let mut tail = tx.load_tail();
+    let mut sent = 0u64;
+    start.wait();
+    let t0 = Instant::now();
+    while sent < bytes {
+        let n = chunk.min((bytes - sent) as usize);
+        if (tx.writable(tail).expect("stream corrupt") as usize) < n {
+            spin_loop();
+            continue;
+        }
+        tx.copy_in(tail, black_box(&src[..n]));
+        tail = tail.wrapping_add(n as u32);
+        tx.publish_tail(tail);
+        sent += n as u64;
+    }
+    consumer.join().expect("consumer thread");
+    let secs = t0.elapsed().as_secs_f64();
+    drop(heap);
+    Throughput { chunk, bytes, secs }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn human_size(n: usize) -> String {
+    if n >= 1024 && n % 1024 == 0 {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} B")
+    }
+}
+
+fn main() -> ExitCode {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("snstack-chanbench: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let rtt_iters = (1_000_000 / o.scale) as usize;
+    let agent_iters = (100_000 / o.scale) as usize;
+    let agent_warmup = (10_000 / o.scale) as usize;
+    let stream_bytes = (1u64 << 30) / o.scale;
+    let mut json = Vec::new();
+    let mut failed = false;
+
+    println!(
+        "snstack-chanbench: {} CPUs online",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:<42} {:>12} {:>12} {:>10}",
+        "benchmark", "median", "p99", ""
+    );
+
+    let a = cacheline_rtt(o.cpus, rtt_iters, rtt_iters / 10);
+    let pin_note = if a.pinned {
+        format!("CPUs {},{}", o.cpus.0, o.cpus.1)
+    } else {
+        "unpinned".into()
+    };
+    println!(
+        "{:<42} {:>9} ns {:>9} ns   {}",
+        format!("(a) cache-line round trip x{}", a.iters),
+        a.median,
+        a.p99,
+        pin_note
+    );
+    json.push(format!(
+        r#"{{"bench":"cacheline_rtt","iters":{},"median_ns":{},"p99_ns":{},"pinned":{},"cpus":[{},{}]}}"#,
+        a.iters, a.median, a.p99, a.pinned, o.cpus.0, o.cpus.1
+    ));
+
+    match agent_rtt(&o.socket, agent_iters, agent_warmup) {
+        Ok(b) => {
+            let ratio = b.median as f64 / a.median.max(1) as f64;
+            let ratio99 = b.p99 as f64 / a.p99.max(1) as f64;
+            println!(
+                "{:<42} {:>9} ns {:>9} ns   {:.1}x (a) median, {:.1}x p99",
+                format!("(b) agent OP_NOP round trip x{}", b.iters),
+                b.median,
+                b.p99,
+                ratio,
+                ratio99
+            );
+            json.push(format!(
+                r#"{{"bench":"agent_nop_rtt","iters":{},"warmup":{},"median_ns":{},"p99_ns":{},"ratio_median":{:.2},"ratio_p99":{:.2},"socket":"{}"}}"#,
+                b.iters, agent_warmup, b.median, b.p99, ratio, ratio99, o.socket.replace('"', "\\\"")
+            ));
+        }
+        Err(e) => {
+            // Unreachable agent: skip. Reachable but misbehaving: a failure.
+            let unreachable = e.starts_with("connect") || e.starts_with("socket");
+            let what = if unreachable { "skipped" } else { "FAILED" };
+            println!("{:<42} {what}: {e}", "(b) agent OP_NOP round trip");
+            json.push(format!(
+                r#"{{"bench":"agent_nop_rtt","{}":"{}"}}"#,
+                if unreachable { "skipped" } else { "error" },
+                e.replace('\\', "\\\\").replace('"', "\\\"")
+            ));
+            failed |= !unreachable;
+        }
+    }
+
+    for chunk in [64usize, 1024, 16 * 1024] {
+        let t = stream_throughput(o.cpus, chunk, stream_bytes);
+        let gbps = t.bytes as f64 / t.secs / 1e9;
+        println!(
+            "{:<42} {:>9.2} GB/s ({} MiB in {:.3} s)",
+            format!("(c) stream, {} chunks", human_size(t.chunk)),
+            gbps,
+            t.bytes >> 20,
+            t.secs
+        );
+        json.push(format!(
+            r#"{{"bench":"stream","chunk":{},"bytes":{},"secs":{:.6},"gbps":{:.3}}}"#,
+            t.chunk, t.bytes, t.secs, gbps
+        ));
+    }
+
+    if o.json {
+        for j in &json {
+            println!("{j}");
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,356 @@
+//! Model check of the wake protocol (`shm_proto::wake`) as `docs/channel.md` uses it.
+//!
+//! Run with:
+//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=/work/target-loom cargo test -p shm-proto --test loom_wake --release`
+//!
+//! The OS doorbells are modelled with loom's `Mutex` + `Condvar`:
+//! * eventfd: a counter; `signal` adds 1, `wait` blocks until non-zero and resets it to 0;
+//! * futex: `wait(word, seen)` takes the bucket lock and blocks only while `word == seen`; `wake`
+//!   takes the same lock and notifies everyone, so a wake between the check and the block is
+//!   impossible, exactly as in the kernel.
+//!
+//! A lost wake-up shows up as a thread blocked forever, which loom reports as a deadlock (a panic).
+//! The `lost_wakeup_*` controls contain such a bug on purpose and must panic, proving that the model
+//! would catch one in the real protocol.
+//!
+//! Loom 0.7 models acquire/release and RMWs exactly but treats SeqCst accesses as AcqRel, and it
+//! does not order a plain store after a concurrent RMW that read an older value (C++ does, by RMW
+//! atomicity). An earlier `wake.rs` (SeqCst store + fence in `announce`, load-then-swap in
+//! `must_ring`) was correct in C++20, yet loom reported a lost wake-up for it in the flag form
+//! (re-check finds work, `retract`, `announce` again, racing the host's swap). Keep the decision
+//! points RMWs on one word, as they are now, or expect false alarms here.
+
+#![cfg(loom)]
+
+use loom::sync::atomic::{AtomicU32, Ordering};
+use loom::sync::{Arc, Condvar, Mutex};
+use loom::thread;
+use shm_proto::layout::{Cmd, Line, RingHdr};
+use shm_proto::ring::{Consumer, Producer};
+use shm_proto::wake::{announce, bump, finish_wait, must_ring, prepare_wait, retract};
+use std::mem::ManuallyDrop;
+
+/// Runs `f` under loom. `bound` caps preemptions for models whose full state space takes minutes
+/// (`None`: exhaustive); `LOOM_MAX_PREEMPTIONS` in the environment overrides it.
+fn model<F: Fn() + Sync + Send + 'static>(bound: Option<usize>, f: F) {
+    let mut b = loom::model::Builder::new();
+    if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
+        b.preemption_bound = bound;
+    }
+    b.check(f);
+}
+
+/// Items the producer publishes in the flag-form models.
+const N: u32 = 2;
+
+/// An eventfd in counter mode.
+#[derive(Default)]
+struct Doorbell {
+    count: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Doorbell {
+    fn signal(&self) {
+        *self.count.lock().unwrap() += 1;
+        self.cv.notify_one();
+    }
+
+    /// Blocking `read(2)` of the eventfd: waits for a non-zero counter and clears it.
+    fn wait(&self) {
+        let mut c = self.count.lock().unwrap();
+        while *c == 0 {
+            c = self.cv.wait(c).unwrap();
+        }
+        *c = 0;
+    }
+}
+
+/// A futex on one 32-bit word.
+#[derive(Default)]
+struct Futex {
+    bucket: Mutex<()>,
+    cv: Condvar,
+}
+
+impl Futex {
+    /// FUTEX_WAIT: sleeps only while `word == seen`; returns after one wake-up (or at once).
+    fn wait(&self, word: &AtomicU32, seen: u32) {
+        let g = self.bucket.lock().unwrap();
+        if word.load(Ordering::SeqCst) == seen {
+            drop(self.cv.wait(g).unwrap());
+        }
+    }
+
+    /// FUTEX_WAKE(INT_MAX).
+    fn wake_all(&self) {
+        let _g = self.bucket.lock().unwrap();
+        self.cv.notify_all();
+    }
+}
+
+/// Host -> agent shape: `tail` is the command ring tail, `flag` is `Header::agent_sleeping`.
+#[derive(Default)]
+struct FlagChannel {
+    tail: AtomicU32,
+    flag: AtomicU32,
+    bell: Doorbell,
+}
+
+fn flag_producer(ch: &FlagChannel) {
+    for i in 1..=N {
+        ch.tail.store(i, Ordering::SeqCst);
+        if must_ring(&ch.flag) {
+            ch.bell.signal();
+        }
+    }
+}
+
+/// The agent's loop: consume, announce, re-check, block, retract.
+fn flag_consumer(ch: &FlagChannel) {
+    loop {
+        let head = ch.tail.load(Ordering::Acquire);
+        if head == N {
+            return;
+        }
+        announce(&ch.flag);
+        if ch.tail.load(Ordering::Acquire) != head {
+            retract(&ch.flag);
+            continue;
+        }
+        ch.bell.wait();
+        retract(&ch.flag);
+    }
+}
+
+/// The bug the protocol exists to prevent: check, then announce and block without a re-check.
+fn flag_consumer_checks_before_announcing(ch: &FlagChannel) {
+    loop {
+        if ch.tail.load(Ordering::Acquire) == N {
+            return;
+        }
+        announce(&ch.flag);
+        ch.bell.wait();
+        retract(&ch.flag);
+    }
+}
+
+/// Holds a loom object that must not be dropped while a loom panic unwinds: loom's own bookkeeping
+/// is gone by then and the drop would panic again (and abort the test binary).
+struct KeepOnPanic<T>(ManuallyDrop<T>);
+
+impl<T> KeepOnPanic<T> {
+    fn new(v: T) -> Self {
+        KeepOnPanic(ManuallyDrop::new(v))
+    }
+}
+
+impl<T> std::ops::Deref for KeepOnPanic<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> Drop for KeepOnPanic<T> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            // SAFETY: dropped once, here; never used afterwards.
+            unsafe { ManuallyDrop::drop(&mut self.0) };
+        }
+    }
+}
+
+#[test]
+fn flag_form_no_lost_wakeup() {
+    model(None, || {
+        let ch = Arc::new(FlagChannel::default());
+        let p = {
+            let ch = ch.clone();
+            thread::spawn(move || flag_producer(&ch))
+        };
+        flag_consumer(&ch);
+        p.join().unwrap();
+    });
+}
+
+#[test]
+#[should_panic(expected = "deadlock")]
+fn lost_wakeup_flag_form_check_before_announce() {
+    model(None, || {
+        let ch = KeepOnPanic::new(Arc::new(FlagChannel::default()));
+        let p = {
+            let ch = Arc::clone(&ch);
+            thread::spawn(move || flag_producer(&ch))
+        };
+        flag_consumer_checks_before_announcing(&ch);
+        p.join().unwrap();
+    });
+}
+
+/// The same flag protocol over the real command ring: `Producer::push` publishes the tail with a
+/// Release store only, so this checks that the flag's RMWs alone carry the publication to the
+/// agent's re-check (`Consumer::available`).
+#[test]
+fn flag_form_over_cmd_ring() {
+    const ENTRIES: u32 = 4;
+    struct Shared {
+        hdr: RingHdr,
+        /// Written and read only through raw pointers by the ring halves, like shared memory.
+        ents: std::cell::UnsafeCell<[Cmd; ENTRIES as usize]>,
+        sleeping: AtomicU32,
+        bell: Doorbell,
+    }
+    // SAFETY: `ents` is accessed only by the ring's producer and consumer, which hand entries over
+    // with the tail/head atomics.
+    unsafe impl Sync for Shared {}
+    model(None, || {
+        let sh = Arc::new(Shared {
+            hdr: RingHdr {
+                tail: Line(AtomicU32::new(0)),
+                head: Line(AtomicU32::new(0)),
+            },
+            ents: std::cell::UnsafeCell::new([Cmd::default(); ENTRIES as usize]),
+            sleeping: AtomicU32::new(0),
+            bell: Doorbell::default(),
+        });
+        let hdr = &sh.hdr as *const RingHdr as usize;
+        let ents = sh.ents.get() as *mut Cmd as usize;
+        let p = {
+            let sh = sh.clone();
+            thread::spawn(move || {
+                // SAFETY: `sh` keeps the ring alive for the whole thread; one producer. Entries are
+                // written through the raw pointer only, never through a reference.
+                let mut prod =
+                    unsafe { Producer::new(hdr as *const RingHdr, ents as *mut Cmd, ENTRIES) };
+                for i in 1..=N {
+                    assert!(prod
+                        .push(Cmd {
+                            tag: i as u64,
+                            ..Default::default()
+                        })
+                        .unwrap());
+                    if must_ring(&sh.sleeping) {
+                        sh.bell.signal();
+                    }
+                }
+            })
+        };
+        // SAFETY: as above; one consumer.
+        let mut cons = unsafe { Consumer::new(hdr as *const RingHdr, ents as *mut Cmd, ENTRIES) };
+        let mut next = 1u64;
+        loop {
+            while let Some(c) = cons.pop().unwrap() {
+                assert_eq!(c.tag, next);
+                next += 1;
+            }
+            if next > N as u64 {
+                break;
+            }
+            announce(&sh.sleeping);
+            if cons.available().unwrap() != 0 {
+                retract(&sh.sleeping);
+                continue;
+            }
+            sh.bell.wait();
+            retract(&sh.sleeping);
+        }
+        p.join().unwrap();
+    });
+}
+
+/// Agent -> host blocking shape: `cond` stands for `rx_tail` (or any state a reader waits for),
+/// `seq`/`waiters` for `state.wake_seq`/`host.waiters`.
+#[derive(Default)]
+struct SeqChannel {
+    cond: AtomicU32,
+    seq: AtomicU32,
+    waiters: AtomicU32,
+    futex: Futex,
+}
+
+fn seq_waker(ch: &SeqChannel, items: u32) {
+    for i in 1..=items {
+        ch.cond.store(i, Ordering::SeqCst);
+        if bump(&ch.seq, &ch.waiters) {
+            ch.futex.wake_all();
+        }
+    }
+}
+
+/// A blocked reader: waits until `cond >= want`.
+fn seq_waiter(ch: &SeqChannel, want: u32) {
+    loop {
+        if ch.cond.load(Ordering::Acquire) >= want {
+            return;
+        }
+        let seen = prepare_wait(&ch.seq, &ch.waiters);
+        if ch.cond.load(Ordering::Acquire) >= want {
+            finish_wait(&ch.waiters);
+            return;
+        }
+        ch.futex.wait(&ch.seq, seen);
+        finish_wait(&ch.waiters);
+    }
+}
+
+/// The bug: re-check first, read the sequence afterwards. A bump in between is taken as "seen".
+fn seq_waiter_reads_seq_after_check(ch: &SeqChannel, want: u32) {
+    loop {
+        if ch.cond.load(Ordering::Acquire) >= want {
+            return;
+        }
+        let seen = prepare_wait(&ch.seq, &ch.waiters);
+        ch.futex.wait(&ch.seq, seen);
+        finish_wait(&ch.waiters);
+    }
+}
+
+#[test]
+fn seq_form_no_lost_wakeup() {
+    model(Some(6), || {
+        let ch = Arc::new(SeqChannel::default());
+        let w = {
+            let ch = ch.clone();
+            thread::spawn(move || seq_waker(&ch, 2))
+        };
+        seq_waiter(&ch, 2);
+        w.join().unwrap();
+        assert_eq!(ch.waiters.load(Ordering::SeqCst), 0);
+    });
+}
+
+/// Two blocked threads on one word: the wake must reach both (`FUTEX_WAKE` all). Three threads:
+/// bounded (4 preemptions: 4 s; 6 would take minutes).
+#[test]
+fn seq_form_two_waiters() {
+    model(Some(4), || {
+        let ch = Arc::new(SeqChannel::default());
+        let w = {
+            let ch = ch.clone();
+            thread::spawn(move || seq_waker(&ch, 1))
+        };
+        let other = {
+            let ch = ch.clone();
+            thread::spawn(move || seq_waiter(&ch, 1))
+        };
+        seq_waiter(&ch, 1);
+        w.join().unwrap();
+        other.join().unwrap();
+        assert_eq!(ch.waiters.load(Ordering::SeqCst), 0);
+    });
+}
+
+#[test]
+#[should_panic(expected = "deadlock")]
+fn lost_wakeup_seq_form_seq_read_after_check() {
+    model(None, || {
+        let ch = KeepOnPanic::new(Arc::new(SeqChannel::default()));
+        let w = {
+            let ch = Arc::clone(&ch);
+            thread::spawn(move || seq_waker(&ch, 1))
+        };
+        seq_waiter_reads_seq_after_check(&ch, 1);
+        w.join().unwrap();
+    });
+}
