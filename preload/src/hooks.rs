@@ -835,3 +835,19 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
         -1
     })
 }
+
+#[no_mangle]
+pub unsafe extern "C" fn __ppoll_chk(
+    f: *mut libc::pollfd,
+    n: libc::nfds_t,
+    t: *const libc::timespec,
+    m: *const libc::sigset_t,
+    fl: size_t,
+) -> c_int {
+    if (fl / core::mem::size_of::<libc::pollfd>()) < n as usize {
+        // SAFETY: _FORTIFY_SOURCE semantics.
+        unsafe { libc::abort() };
+    }
+    // SAFETY: as above.
+    unsafe { ppoll(f, n, t, m) }
+}

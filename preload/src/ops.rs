@@ -1189,16 +1189,12 @@ mod tests {
         // SAFETY: valid sockaddr_in6.
         let w6 = unsafe { read_addr(&s6 as *const _ as *const libc::sockaddr, 28) }.unwrap();
         assert_eq!(w6.scope_id, 3);
-        // SAFETY: too short for an IPv6 address.
-        assert_eq!(
-            unsafe { read_addr(&s6 as *const _ as *const libc::sockaddr, 20) },
-            Err(libc::EINVAL)
-        );
-        // SAFETY: null pointer is rejected before any read.
-        assert_eq!(
-            unsafe { read_addr(core::ptr::null(), 16) },
-            Err(libc::EFAULT)
-        );
+        // SAFETY: 20 readable bytes (too short for an IPv6 address).
+        let short = unsafe { read_addr(&s6 as *const _ as *const libc::sockaddr, 20) };
+        assert_eq!(short, Err(libc::EINVAL));
+        // SAFETY: a null pointer is rejected before any read.
+        let null = unsafe { read_addr(core::ptr::null(), 16) };
+        assert_eq!(null, Err(libc::EFAULT));
     }
 
     #[test]
