@@ -82,8 +82,10 @@ struct RunArgs {
     /// Microseconds the agent keeps polling without work before it sleeps in epoll_wait.
     #[arg(long, value_name = "N", default_value_t = 50)]
     spin_us: u64,
-    /// Microseconds hosts should spin before sleeping (written into each region header).
-    #[arg(long, value_name = "N", default_value_t = 50)]
+    /// Microseconds hosts should spin before sleeping (written into each region header). 0 (the
+    /// default) sleeps at once: best CPU per request when cores are scarce; raise it (e.g. 50)
+    /// for latency when the host has cores to spare. SNSTACK_SPIN_US overrides it per process.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     host_spin_us: u32,
     /// TCP implementation serving the sockets.
     #[arg(long, value_enum, default_value = "kernel")]

@@ -384,23 +384,16 @@ pub(crate) fn wait(
             match g.as_mut() {
                 Some(ep) => {
                     let n = scan(ep, out);
-                    // While offloaded events flow, look at the kernel set at most every
-                    // KPOLL_NS, so a busy loop makes no syscall per request.
+                    // The kernel set is looked at (a syscall) only for a non-blocking call, or
+                    // at most every KPOLL_NS while offloaded events flow or we spin: a sleep
+                    // below blocks in the kernel epoll, which reports kernel fds anyway.
                     if kernel_fds > 0 && n < out.len() {
-                        if n == 0 {
-                            // The first look goes to the kernel only for a non-blocking call; a
-                            // sleep below polls the kernel set anyway.
-                            kpoll = if iter == 0 {
-                                timeout_ms == 0
-                            } else {
-                                iter % 16 == 0
-                            };
-                        } else {
-                            let now = sys::clock_ns();
-                            if now.saturating_sub(ep.last_kpoll) > KPOLL_NS {
-                                ep.last_kpoll = now;
-                                kpoll = true;
-                            }
+                        let now = sys::clock_ns();
+                        if (iter == 0 && timeout_ms == 0)
+                            || now.saturating_sub(ep.last_kpoll) > KPOLL_NS
+                        {
+                            ep.last_kpoll = now;
+                            kpoll = true;
                         }
                     }
                     n

@@ -24,7 +24,7 @@ impl Default for Geometry {
             max_sockets: 1024,
             rx_size: 64 * 1024,
             tx_size: 64 * 1024,
-            spin_ns: 50_000,
+            spin_ns: 0,
         }
     }
 }
