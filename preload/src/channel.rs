@@ -10,7 +10,7 @@ use crate::util::{SpinMutex, DEBUG, WARN};
 use crate::{log, sock::HostSock};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
-use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, HELLO_WAITER, MSG_LEN};
+use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, HELLO_ATTACH_CHILD, HELLO_WAITER, MSG_LEN};
 use shm_proto::{wake, Cmd, Consumer, Evt, Producer, Region, MAX_WAITERS};
 
 const CELLS: usize = 256;
@@ -166,6 +166,28 @@ pub(crate) fn hide_fd(fd: i32) -> i32 {
 
 impl Channel {
     pub(crate) fn attach(path: &[u8], spin_ns_env: Option<u64>) -> Result<Channel, AttachError> {
+        Self::attach_as(
+            path,
+            spin_ns_env,
+            Hello::new(HELLO_ATTACH, sys::getpid() as u64),
+        )
+    }
+
+    /// Attaches as the child of a fork, presenting the parent's fork ticket. The agent gives the
+    /// child a region whose slots mirror the parent's, so the inherited fd table stays valid.
+    pub(crate) fn attach_child(
+        path: &[u8],
+        spin_ns_env: Option<u64>,
+        secret: u64,
+    ) -> Result<Channel, AttachError> {
+        Self::attach_as(path, spin_ns_env, Hello::new(HELLO_ATTACH_CHILD, secret))
+    }
+
+    fn attach_as(
+        path: &[u8],
+        spin_ns_env: Option<u64>,
+        hello: Hello,
+    ) -> Result<Channel, AttachError> {
         let fd = sys::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0)
             .map_err(AttachError::Connect)? as i32;
         let fd = hide_fd(fd);
@@ -175,8 +197,7 @@ impl Channel {
             e
         };
         sys::connect_unix(fd, path).map_err(|e| fail(AttachError::Connect(e)))?;
-        send_hello(fd, &Hello::new(HELLO_ATTACH, sys::getpid() as u64), None)
-            .map_err(|e| fail(AttachError::Connect(e)))?;
+        send_hello(fd, &hello, None).map_err(|e| fail(AttachError::Connect(e)))?;
         let (reply, fds, nfds) = recv_reply(fd).map_err(fail)?;
         if reply.status != 0 {
             return Err(fail(AttachError::Refused(reply.status)));
@@ -483,5 +504,21 @@ impl Channel {
 
     pub(crate) fn free_waiter(&self, i: usize) {
         self.waiters_used.fetch_and(!(1u64 << i), Ordering::AcqRel);
+    }
+}
+
+impl Channel {
+    /// True when the process holds any offloaded socket.
+    pub(crate) fn has_sockets(&self) -> bool {
+        self.socks
+            .iter()
+            .any(|h| h.refs.load(Ordering::Relaxed) > 0)
+    }
+
+    /// Forked child: takes over the host-side state of the parent's slots.
+    pub(crate) fn inherit_from(&self, parent: &Channel) {
+        for (n, p) in self.socks.iter().zip(parent.socks.iter()) {
+            n.copy_from(p);
+        }
     }
 }

@@ -21,6 +21,8 @@ const KPOLL_NS: u64 = 1_000_000;
 
 struct Interest {
     fd: i32,
+    /// `fdtable::gen(fd)` when added: the entry is live only while fd and generation still match.
+    fdgen: u32,
     slot: u32,
     events: u32,
     data: u64,
@@ -39,9 +41,17 @@ pub(crate) struct Ep {
     rr: usize,
     /// When the kernel set was last polled while offloaded events were flowing.
     last_kpoll: u64,
+    /// This epoll fd sits inside another epoll or poll set: its doorbell stays armed so the
+    /// kernel sees it readable whenever one of its offloaded sockets is.
+    nested: bool,
 }
 
 static EPS: [SpinMutex<Option<Ep>>; MAX_EP] = [const { SpinMutex::new(None) }; MAX_EP];
+
+/// The interest still names the socket it was registered for.
+fn live(it: &Interest) -> bool {
+    fdtable::get(it.fd) == Entry::Sock(it.slot) && fdtable::gen(it.fd) == it.fdgen
+}
 
 /// Starts tracking a new application epoll fd.
 pub(crate) fn created(kfd: i32) {
@@ -58,6 +68,7 @@ pub(crate) fn created(kfd: i32) {
                     list: Vec::new(),
                     rr: 0,
                     last_kpoll: 0,
+                    nested: false,
                 });
                 drop(g);
                 fdtable::set_epoll(kfd, i as u32);
@@ -118,6 +129,23 @@ pub(crate) fn ctl(
         Entry::Internal => return Some(Err(libc::EBADF)),
         _ => {
             // A kernel fd: count it so epoll_wait knows to poll the kernel set.
+            if let (Entry::Epoll(inner), libc::EPOLL_CTL_ADD) = (fdtable::get(fd), op) {
+                if fd != epfd {
+                    // SAFETY: forwarding the application's arguments to libc.
+                    let r = unsafe { crate::real::epoll_ctl(epfd, op, fd, ev) };
+                    if r != 0 {
+                        // SAFETY: errno of this thread.
+                        return Some(Err(unsafe { *libc::__errno_location() }));
+                    }
+                    if let Entry::Epoll(outer) = fdtable::get(epfd) {
+                        if let Some(e) = EPS[outer as usize].lock().as_mut() {
+                            e.kernel_fds += 1;
+                        }
+                    }
+                    arm_nested(inner);
+                    return Some(Ok(0));
+                }
+            }
             if let Entry::Epoll(idx) = fdtable::get(epfd) {
                 if fd == epfd {
                     return Some(Err(libc::EINVAL));
@@ -162,8 +190,7 @@ pub(crate) fn ctl(
         return Some(Err(libc::EBADF));
     };
     // Drop entries whose fd was closed or now names something else.
-    ep.list
-        .retain(|it| fdtable::get(it.fd) == Entry::Sock(it.slot));
+    ep.list.retain(live);
     let pos = ep.list.iter().position(|it| it.fd == fd);
     let excl = libc::EPOLLEXCLUSIVE as u32;
     match op {
@@ -185,31 +212,15 @@ pub(crate) fn ctl(
                 return Some(Err(libc::EINVAL));
             }
             if ep.waiter.is_none() {
-                match s.c.alloc_waiter() {
-                    Ok((w, efd)) => {
-                        let mut kev = libc::epoll_event {
-                            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
-                            u64: COOKIE,
-                        };
-                        // SAFETY: adding our eventfd to the application's kernel epoll.
-                        let r = unsafe {
-                            crate::real::epoll_ctl(ep.kfd, libc::EPOLL_CTL_ADD, efd, &mut kev)
-                        };
-                        if r != 0 {
-                            // SAFETY: errno of this thread.
-                            let e = unsafe { *libc::__errno_location() };
-                            if e != libc::EEXIST {
-                                s.c.free_waiter(w);
-                                return Some(Err(e));
-                            }
-                        }
-                        ep.waiter = Some((w, efd));
-                    }
+                match add_waiter(s.c, ep.kfd) {
+                    Ok(w) => ep.waiter = Some(w),
                     Err(e) => return Some(Err(e)),
                 }
             }
+            let nested = ep.nested;
             ep.list.push(Interest {
                 fd,
+                fdgen: fdtable::gen(fd),
                 slot,
                 events,
                 data,
@@ -222,6 +233,9 @@ pub(crate) fn ctl(
                     .0
                     .waiter_mask
                     .fetch_or(1u64 << w, Ordering::AcqRel);
+            }
+            if nested {
+                rearm(ep);
             }
             Some(Ok(0))
         }
@@ -274,7 +288,7 @@ fn scan(ep: &mut Ep, out: &mut [libc::epoll_event]) -> usize {
         if it.off {
             continue;
         }
-        if fdtable::get(it.fd) != Entry::Sock(it.slot) {
+        if !live(it) {
             stale = true;
             continue;
         }
@@ -308,7 +322,7 @@ fn scan(ep: &mut Ep, out: &mut [libc::epoll_event]) -> usize {
         if let Some(c) = crate::channel_if_attached() {
             let w = ep.waiter.map(|(w, _)| w);
             ep.list.retain(|it| {
-                let keep = fdtable::get(it.fd) == Entry::Sock(it.slot);
+                let keep = live(it);
                 if !keep {
                     if let (Some(w), Some(ctl)) = (w, c.region.sock(it.slot)) {
                         ctl.host
@@ -352,14 +366,45 @@ pub(crate) fn wait(
         return None;
     };
     let slot = &EPS[idx as usize];
-    let (kernel_fds, waiter) = {
+    let (kernel_fds, waiter, nested) = {
         let g = slot.lock();
         let ep = g.as_ref()?;
         if ep.list.is_empty() {
             return None;
         }
-        (ep.kernel_fds, ep.waiter)
+        (ep.kernel_fds, ep.waiter, ep.nested)
     };
+    if nested {
+        // Our doorbell stays readable while armed-and-rung: drain it so the enclosing set does
+        // not keep seeing this fd readable; `rearm` restores it when something is still ready.
+        if let Some((_, efd)) = waiter {
+            let mut b = [0u8; 8];
+            let _ = sys::read(efd, &mut b);
+        }
+        let r = wait_inner(
+            epfd, slot, kernel_fds, waiter, events, max, timeout_ms, sigmask,
+        );
+        if let Some(ep) = slot.lock().as_ref() {
+            rearm(ep);
+        }
+        return r;
+    }
+    wait_inner(
+        epfd, slot, kernel_fds, waiter, events, max, timeout_ms, sigmask,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn wait_inner(
+    epfd: i32,
+    slot: &SpinMutex<Option<Ep>>,
+    kernel_fds: u32,
+    waiter: Option<(usize, i32)>,
+    events: *mut libc::epoll_event,
+    max: i32,
+    timeout_ms: i32,
+    sigmask: *const libc::sigset_t,
+) -> Option<Result<i32, i32>> {
     if max <= 0 {
         return Some(Err(libc::EINVAL));
     }
@@ -477,11 +522,104 @@ pub(crate) fn wait(
 /// Forked child: forget offloaded interests (they belong to the parent's channel).
 pub(crate) fn forget_all() {
     for e in EPS.iter() {
-        // SAFETY: single-threaded child right after fork; no lock is really held.
-        unsafe { e.force_unlock() };
         if let Some(ep) = e.lock().as_mut() {
             ep.list.clear();
             ep.waiter = None;
+        }
+    }
+}
+
+/// Forked child: locks held by the parent's other threads at fork time are free in the child.
+pub(crate) fn unlock_all_after_fork() {
+    for e in EPS.iter() {
+        // SAFETY: called in the single-threaded child right after fork.
+        unsafe { e.force_unlock() };
+    }
+}
+
+/// Forked child with its own channel: each epoll instance that holds offloaded sockets gets a
+/// waiter of the child's channel (its eventfd joins the kernel epoll, which the child shares with
+/// the parent) and the interest bits in the child's region.
+pub(crate) fn rebind_after_fork(c: &crate::channel::Channel) {
+    for e in EPS.iter() {
+        let mut g = e.lock();
+        let Some(ep) = g.as_mut() else { continue };
+        ep.waiter = None;
+        if ep.list.is_empty() {
+            continue;
+        }
+        match add_waiter(c, ep.kfd) {
+            Ok(w) => {
+                ep.waiter = Some(w);
+                for it in ep.list.iter_mut() {
+                    if let Some(ctl) = c.region.sock(it.slot) {
+                        ctl.host
+                            .0
+                            .waiter_mask
+                            .fetch_or(1u64 << w.0, Ordering::AcqRel);
+                    }
+                    it.snap = None;
+                }
+            }
+            Err(_) => ep.list.clear(),
+        }
+    }
+}
+
+/// Takes a waiter slot and puts its eventfd (edge-triggered, data = COOKIE) into kernel epoll `kfd`.
+fn add_waiter(c: &crate::channel::Channel, kfd: i32) -> Result<(usize, i32), i32> {
+    let (w, efd) = c.alloc_waiter()?;
+    let mut kev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+        u64: COOKIE,
+    };
+    // SAFETY: adding our eventfd to the application's kernel epoll.
+    let r = unsafe { crate::real::epoll_ctl(kfd, libc::EPOLL_CTL_ADD, efd, &mut kev) };
+    if r != 0 {
+        // SAFETY: errno of this thread.
+        let e = unsafe { *libc::__errno_location() };
+        if e != libc::EEXIST {
+            c.free_waiter(w);
+            return Err(e);
+        }
+    }
+    Ok((w, efd))
+}
+
+/// True when a wait on this instance would report something now (no state changes).
+fn peek_ready(ep: &Ep) -> bool {
+    ep.list.iter().any(|it| {
+        if it.off || !live(it) {
+            return false;
+        }
+        let Ok(s) = ops::sock(it.slot) else {
+            return false;
+        };
+        let want = ops::readiness(&s) & (it.events | (libc::EPOLLERR | libc::EPOLLHUP) as u32);
+        want != 0
+            && (it.events & libc::EPOLLET as u32 == 0 || it.snap != Some(ops::edge_snapshot(&s)))
+    })
+}
+
+/// Nested instance: arm the doorbell for the next change and, if something is ready already, ring
+/// it ourselves so the enclosing epoll/poll sees this fd readable.
+fn rearm(ep: &Ep) {
+    let (Some((w, efd)), Some(c)) = (ep.waiter, crate::channel_if_attached()) else {
+        return;
+    };
+    let Some(wt) = c.region.waiter(w) else { return };
+    wake::announce(&wt.sleeping);
+    if peek_ready(ep) {
+        let _ = sys::write(efd, &1u64.to_ne_bytes());
+    }
+}
+
+/// An epoll fd went into another epoll or poll set (pitfall: events never arrived).
+pub(crate) fn arm_nested(idx: u32) {
+    if let Some(e) = EPS.get(idx as usize) {
+        if let Some(ep) = e.lock().as_mut() {
+            ep.nested = true;
+            rearm(ep);
         }
     }
 }

@@ -851,3 +851,228 @@ pub unsafe extern "C" fn __ppoll_chk(
     // SAFETY: as above.
     unsafe { ppoll(f, n, t, m) }
 }
+
+/// fork: a process holding offloaded sockets first takes a fork ticket from the agent (every one
+/// of its sockets gains a reference); the child attaches its own channel with that ticket and keeps
+/// every inherited fd working; the parent tells the agent the child's pid so an unclaimed ticket
+/// dies with the child.
+#[no_mangle]
+pub unsafe extern "C" fn fork() -> libc::pid_t {
+    let secret = catch_unwind(ops::fork_prepare).unwrap_or(0);
+    crate::FORK_SECRET.store(secret, core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: libc's fork; its atfork handlers run inside.
+    let pid = unsafe { real::fork() };
+    if secret != 0 {
+        if pid == 0 {
+            let _ = catch_unwind(|| crate::fork_child(secret));
+        } else {
+            crate::FORK_SECRET.store(0, core::sync::atomic::Ordering::Relaxed);
+            if pid > 0 {
+                let _ = catch_unwind(|| ops::fork_parent(secret, pid));
+            }
+        }
+    }
+    pid
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait2(
+    ep: c_int,
+    ev: *mut libc::epoll_event,
+    n: c_int,
+    t: *const libc::timespec,
+    m: *const libc::sigset_t,
+) -> c_int {
+    if !ours(ep) {
+        // SAFETY: as above.
+        return unsafe { real::epoll_pwait2(ep, ev, n, t, m) };
+    }
+    run_opt(
+        || {
+            // epoll_wait's millisecond timeout, rounded up so a short wait is not a busy poll.
+            let ms = match ts_ns(t) {
+                Ok(ns) if ns < 0 => -1,
+                Ok(ns) => ((ns + 999_999) / 1_000_000).min(i32::MAX as i64) as i32,
+                Err(e) => return Some(Err(e)),
+            };
+            epoll::wait(ep, ev, n, ms, m)
+        },
+        // SAFETY: as above.
+        || unsafe { real::epoll_pwait2(ep, ev, n, t, m) },
+    )
+}
+
+/// recvmmsg on a stream socket: fills messages in turn; later ones never block (as Linux).
+#[no_mangle]
+pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    v: *mut libc::mmsghdr,
+    n: c_uint,
+    f: c_int,
+    t: *mut libc::timespec,
+) -> c_int {
+    if !ours(fd) {
+        // SAFETY: as above.
+        return unsafe { real::recvmmsg(fd, v, n, f, t) };
+    }
+    run(
+        || {
+            if v.is_null() {
+                return R::Err(libc::EFAULT);
+            }
+            let mut done = 0u32;
+            let mut flags = f & !libc::MSG_WAITFORONE;
+            while done < n.min(libc::UIO_MAXIOV as c_uint) {
+                // SAFETY: the application passes n mmsghdrs.
+                let mm = unsafe { &mut *v.add(done as usize) };
+                let iov = match iov_slice(mm.msg_hdr.msg_iov, mm.msg_hdr.msg_iovlen as c_int) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return if done > 0 {
+                            R::Ok(done as isize)
+                        } else {
+                            R::Err(e)
+                        }
+                    }
+                };
+                match ops::recv(fd, &Iov { v: iov }, flags) {
+                    R::Ok(k) => {
+                        mm.msg_len = k as c_uint;
+                        mm.msg_hdr.msg_controllen = 0;
+                        mm.msg_hdr.msg_flags = 0;
+                        mm.msg_hdr.msg_namelen = 0;
+                        done += 1;
+                        if k == 0 {
+                            break;
+                        }
+                    }
+                    R::Err(e) => {
+                        return if done > 0 {
+                            R::Ok(done as isize)
+                        } else {
+                            R::Err(e)
+                        }
+                    }
+                    R::Pass => return R::Pass,
+                }
+                if f & libc::MSG_WAITFORONE != 0 {
+                    flags |= libc::MSG_DONTWAIT;
+                }
+            }
+            R::Ok(done as isize)
+        },
+        // SAFETY: as above.
+        || unsafe { real::recvmmsg(fd, v, n, f, t) } as isize,
+    ) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendmmsg(fd: c_int, v: *mut libc::mmsghdr, n: c_uint, f: c_int) -> c_int {
+    if !ours(fd) {
+        // SAFETY: as above.
+        return unsafe { real::sendmmsg(fd, v, n, f) };
+    }
+    run(
+        || {
+            if v.is_null() {
+                return R::Err(libc::EFAULT);
+            }
+            let mut done = 0u32;
+            while done < n.min(libc::UIO_MAXIOV as c_uint) {
+                // SAFETY: the application passes n mmsghdrs.
+                let mm = unsafe { &mut *v.add(done as usize) };
+                let iov = match iov_slice(mm.msg_hdr.msg_iov, mm.msg_hdr.msg_iovlen as c_int) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return if done > 0 {
+                            R::Ok(done as isize)
+                        } else {
+                            R::Err(e)
+                        }
+                    }
+                };
+                match ops::send(fd, &Iov { v: iov }, f) {
+                    R::Ok(k) => {
+                        mm.msg_len = k as c_uint;
+                        done += 1;
+                    }
+                    R::Err(e) => {
+                        return if done > 0 {
+                            R::Ok(done as isize)
+                        } else {
+                            R::Err(e)
+                        }
+                    }
+                    R::Pass => return R::Pass,
+                }
+            }
+            R::Ok(done as isize)
+        },
+        // SAFETY: as above.
+        || unsafe { real::sendmmsg(fd, v, n, f) } as isize,
+    ) as c_int
+}
+
+type CStrArr = *const *const libc::c_char;
+
+/// exec family: the new image keeps LD_PRELOAD/SNSTACK_* and the offloaded fds that survive exec.
+#[no_mangle]
+pub unsafe extern "C" fn execve(p: *const libc::c_char, a: CStrArr, e: CStrArr) -> c_int {
+    // SAFETY: the application's environment array.
+    let env = catch_unwind(|| unsafe { crate::exec::prepare(e) })
+        .ok()
+        .flatten();
+    let e2 = env.as_ref().map(|v| v.as_ptr()).unwrap_or(e);
+    // SAFETY: libc's execve with the application's arguments.
+    unsafe { real::execve(p, a, e2) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execv(p: *const libc::c_char, a: CStrArr) -> c_int {
+    // SAFETY: null envp = the current environment.
+    let env = catch_unwind(|| unsafe { crate::exec::prepare(core::ptr::null()) })
+        .ok()
+        .flatten();
+    match env {
+        // SAFETY: libc's execve with the prepared environment.
+        Some(v) => unsafe { real::execve(p, a, v.as_ptr()) },
+        // SAFETY: as above.
+        None => unsafe { real::execv(p, a) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execvpe(p: *const libc::c_char, a: CStrArr, e: CStrArr) -> c_int {
+    // SAFETY: the application's environment array.
+    let env = catch_unwind(|| unsafe { crate::exec::prepare(e) })
+        .ok()
+        .flatten();
+    let e2 = env.as_ref().map(|v| v.as_ptr()).unwrap_or(e);
+    // SAFETY: libc's execvpe.
+    unsafe { real::execvpe(p, a, e2) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execvp(p: *const libc::c_char, a: CStrArr) -> c_int {
+    // SAFETY: null envp = the current environment.
+    let env = catch_unwind(|| unsafe { crate::exec::prepare(core::ptr::null()) })
+        .ok()
+        .flatten();
+    match env {
+        // SAFETY: libc's execvpe with the prepared environment.
+        Some(v) => unsafe { real::execvpe(p, a, v.as_ptr()) },
+        // SAFETY: as above.
+        None => unsafe { real::execvp(p, a) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fexecve(fd: c_int, a: CStrArr, e: CStrArr) -> c_int {
+    // SAFETY: the application's environment array.
+    let env = catch_unwind(|| unsafe { crate::exec::prepare(e) })
+        .ok()
+        .flatten();
+    let e2 = env.as_ref().map(|v| v.as_ptr()).unwrap_or(e);
+    // SAFETY: libc's fexecve.
+    unsafe { real::fexecve(fd, a, e2) }
+}

@@ -16,6 +16,7 @@
 
 mod channel;
 mod epoll;
+mod exec;
 mod fdtable;
 mod hooks;
 mod ops;
@@ -128,13 +129,7 @@ pub(crate) fn channel() -> Chan {
         }
     }
     let mut pathbuf = [0u8; 108];
-    let path: &[u8] = match env(c"SNSTACK_AGENT") {
-        Some(p) if !p.is_empty() && p.len() < pathbuf.len() => {
-            pathbuf[..p.len()].copy_from_slice(p);
-            &pathbuf[..p.len()]
-        }
-        _ => DEFAULT_AGENT,
-    };
+    let path = agent_path(&mut pathbuf);
     let spin = SPIN_NS.load(Ordering::Relaxed);
     let spin = if spin == u64::MAX { None } else { Some(spin) };
     match Channel::attach(path, spin) {
@@ -168,13 +163,12 @@ pub(crate) fn channel() -> Chan {
     }
 }
 
-/// fork: the child must not share the parent's channel (the host-side locks and completion cells
-/// are per process). It re-attaches its own channel at its next socket(). Offloaded sockets it
-/// inherited are not usable in the child yet: they are dropped from its table with one log line.
-extern "C" fn atfork_child() {
-    if STATE.load(Ordering::Acquire) != ST_ATTACHED {
-        return;
-    }
+/// Ticket secret of a fork in progress through our `fork` hook (0 = none). Tells the atfork child
+/// handler that the hook will hand the inherited sockets over to the child's own channel.
+pub(crate) static FORK_SECRET: AtomicU64 = AtomicU64::new(0);
+
+/// Forgets the parent's offloaded fds in a child that cannot take them over.
+fn drop_inherited(why: &str) {
     let mut n = 0;
     fdtable::for_each_sock(|fd, _| {
         fdtable::clear(fd);
@@ -184,10 +178,81 @@ extern "C" fn atfork_child() {
     epoll::forget_all();
     CHAN.store(core::ptr::null_mut(), Ordering::Release);
     STATE.store(ST_UNINIT, Ordering::Release);
-    // SAFETY: the child has one thread; nobody holds this lock now.
-    unsafe { INIT_LOCK.force_unlock() };
     if n > 0 {
-        log!(util::WARN, "fork: {n} offloaded socket(s) inherited by the child are not usable in it (not supported yet)");
+        log!(
+            util::WARN,
+            "fork: {n} offloaded socket(s) inherited by the child are not usable in it: {why}"
+        );
+    }
+}
+
+/// atfork child handler. The child never uses its parent's channel (host-side locks, completion
+/// cells and the region belong to the parent's session). Locks another thread held at fork time
+/// are released (that thread does not exist in the child). When the fork went through our `fork`
+/// hook, the hook hands the sockets over (see [`fork_child`]); a fork we did not see (`_Fork`,
+/// a raw `clone`) leaves the child without the inherited sockets, with one log line.
+extern "C" fn atfork_child() {
+    // SAFETY: the child has one thread; nobody holds these locks now.
+    unsafe { INIT_LOCK.force_unlock() };
+    epoll::unlock_all_after_fork();
+    if STATE.load(Ordering::Acquire) != ST_ATTACHED {
+        return;
+    }
+    if FORK_SECRET.load(Ordering::Relaxed) == 0 {
+        drop_inherited("fork without a ticket (not through fork())");
+    }
+}
+
+/// The agent socket path from the environment.
+fn agent_path(buf: &mut [u8; 108]) -> &[u8] {
+    match env(c"SNSTACK_AGENT") {
+        Some(p) if !p.is_empty() && p.len() < buf.len() => {
+            buf[..p.len()].copy_from_slice(p);
+            &buf[..p.len()]
+        }
+        _ => DEFAULT_AGENT,
+    }
+}
+
+/// Attaches a channel as the holder of a fork/exec ticket and makes it the process's channel.
+pub(crate) fn attach_with_ticket(secret: u64) -> Option<&'static Channel> {
+    let mut pathbuf = [0u8; 108];
+    let path = agent_path(&mut pathbuf);
+    let spin = SPIN_NS.load(Ordering::Relaxed);
+    let spin = if spin == u64::MAX { None } else { Some(spin) };
+    match Channel::attach_child(path, spin, secret) {
+        Ok(ch) => {
+            let p = Box::into_raw(Box::new(ch));
+            CHAN.store(p, Ordering::Release);
+            STATE.store(ST_ATTACHED, Ordering::Release);
+            // SAFETY: just stored, never freed.
+            Some(unsafe { &*p })
+        }
+        Err(e) => {
+            log!(util::ERROR, "the agent refused the inherited sockets ({e})");
+            None
+        }
+    }
+}
+
+/// Our `fork` hook, child side: attach a channel of our own as the parent's ticket holder.
+pub(crate) fn fork_child(secret: u64) {
+    FORK_SECRET.store(0, Ordering::Relaxed);
+    let parent = CHAN.load(Ordering::Acquire);
+    // SAFETY: the parent's channel, copied into our memory by fork and never freed.
+    let Some(parent) = (unsafe { parent.as_ref() }) else {
+        return;
+    };
+    // The parent's internal fds (control socket, doorbells) are the parent's: close our copies.
+    fdtable::close_internal();
+    STATE.store(ST_UNINIT, Ordering::Release);
+    match attach_with_ticket(secret) {
+        Some(c) => {
+            c.inherit_from(parent);
+            epoll::rebind_after_fork(c);
+            log!(util::INFO, "fork: child attached with the parent's sockets");
+        }
+        None => drop_inherited("the agent refused the child's attach"),
     }
 }
 
@@ -198,4 +263,6 @@ static INIT: extern "C" fn() = init;
 extern "C" fn init() {
     // SAFETY: registering a fork handler with no prepare/parent hooks.
     unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
+    // A new image after exec: take over the sockets the previous image passed on.
+    let _ = std::panic::catch_unwind(exec::adopt);
 }

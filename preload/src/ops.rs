@@ -367,8 +367,11 @@ pub(crate) fn accept4(
             st.accept_ready.load(Ordering::Acquire) > 0
                 || st.flags.load(Ordering::Acquire) & SF_LISTENING == 0
         };
-        if let Err(e) = wait_sock(&s, ready, s.hs.rcvtimeo.load(Ordering::Relaxed)) {
-            return R::Err(e);
+        let timeo = s.hs.rcvtimeo.load(Ordering::Relaxed);
+        match wait_sock(&s, ready, timeo) {
+            Ok(()) => {}
+            Err(libc::EINTR) if restartable(timeo) => {}
+            Err(e) => return R::Err(e),
         }
     };
     let slot = evt.result as u32;
@@ -501,6 +504,13 @@ pub(crate) fn wait_sock(s: &S, mut cond: impl FnMut() -> bool, timeout_ns: u64) 
     }
 }
 
+/// After EINTR: does the kernel's rule restart this call? Blocking socket calls without a
+/// timeout restart when the handler has SA_RESTART (we cannot tell which signal ran, so we require
+/// it of every installed handler); with SO_RCVTIMEO/SO_SNDTIMEO they never restart.
+fn restartable(timeout_ns: u64) -> bool {
+    timeout_ns == 0 && sys::handlers_all_restart()
+}
+
 fn raise_sigpipe() {
     let _ = sys::tgkill(sys::getpid(), sys::gettid(), libc::SIGPIPE);
 }
@@ -619,11 +629,12 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
             continue;
         }
         if let Some(e) = take_error(s) {
-            return if got > 0 {
-                R::Ok(got as isize)
-            } else {
-                R::Err(e)
-            };
+            // EPIPE is a write-side verdict (our agent's send found the peer gone); a reader
+            // on Linux sees end of stream there, never EPIPE.
+            if got > 0 || e == libc::EPIPE {
+                return R::Ok(got as isize);
+            }
+            return R::Err(e);
         }
         if fl & (SF_RX_FIN | SF_RX_SHUT | SF_ERROR) != 0 {
             return R::Ok(got as isize);
@@ -639,8 +650,10 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
             rx.readable(head).map(|n| n > 0).unwrap_or(true)
                 || st.flags.load(Ordering::Acquire) & (SF_RX_FIN | SF_RX_SHUT | SF_ERROR) != 0
         };
-        match wait_sock(s, ready, s.hs.rcvtimeo.load(Ordering::Relaxed)) {
+        let timeo = s.hs.rcvtimeo.load(Ordering::Relaxed);
+        match wait_sock(s, ready, timeo) {
             Ok(()) => {}
+            Err(libc::EINTR) if got == 0 && restartable(timeo) => {}
             Err(e) => {
                 return if got > 0 {
                     R::Ok(got as isize)
@@ -752,12 +765,17 @@ pub(crate) fn send_sock(s: &S, iov: &Iov, flags: i32) -> R {
                         .unwrap_or(true))
                 || f & (SF_CONNECTED | SF_CONNECTING) == 0
         };
-        if let Err(e) = wait_sock(s, ready, s.hs.sndtimeo.load(Ordering::Relaxed)) {
-            return if sent > 0 {
-                R::Ok(sent as isize)
-            } else {
-                R::Err(e)
-            };
+        let timeo = s.hs.sndtimeo.load(Ordering::Relaxed);
+        match wait_sock(s, ready, timeo) {
+            Ok(()) => {}
+            Err(libc::EINTR) if sent == 0 && restartable(timeo) => {}
+            Err(e) => {
+                return if sent > 0 {
+                    R::Ok(sent as isize)
+                } else {
+                    R::Err(e)
+                }
+            }
         }
     }
 }
@@ -1072,6 +1090,46 @@ pub(crate) fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void) -> R {
             R::Ok(0)
         }
         _ => R::Pass,
+    }
+}
+
+// ---------------------------------------------------------------- fork
+
+/// Before fork: a ticket for the child, or 0 when there is nothing to hand over.
+pub(crate) fn fork_prepare() -> u64 {
+    let Some(c) = crate::channel_if_attached() else {
+        return 0;
+    };
+    if c.is_dead() || !c.has_sockets() {
+        return 0;
+    }
+    match c.call(Cmd {
+        op: OP_FORK,
+        ..Default::default()
+    }) {
+        Ok(e) if e.result >= 0 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&e.data[..8]);
+            u64::from_le_bytes(b)
+        }
+        Ok(e) => {
+            log!(util::WARN, "fork: the agent gave no ticket (errno {}); the child will not have the offloaded sockets", -e.result);
+            0
+        }
+        Err(_) => 0,
+    }
+}
+
+/// After fork, in the parent: let the agent tie the ticket to the child's life.
+pub(crate) fn fork_parent(secret: u64, pid: i32) {
+    if let Some(c) = crate::channel_if_attached() {
+        let mut cm = Cmd {
+            op: OP_FORK_CHILD,
+            ..Default::default()
+        };
+        cm.arg[0] = secret;
+        cm.arg[1] = pid as u64;
+        let _ = c.call(cm);
     }
 }
 

@@ -36,6 +36,12 @@ pub(crate) fn poll(
         return None;
     }
     let c = crate::channel_if_attached()?;
+    // An epoll fd of ours inside a poll set: keep its doorbell armed (see epoll::arm_nested).
+    for p in fds.iter() {
+        if let Entry::Epoll(idx) = fdtable::get(p.fd) {
+            crate::epoll::arm_nested(idx);
+        }
+    }
     // Kernel part of the set (+1 spare entry for our eventfd when sleeping).
     let mut kidx: Vec<usize> = Vec::new();
     let mut kset: Vec<libc::pollfd> = Vec::new();

@@ -91,4 +91,13 @@ real! {
     __recvfrom_chk(fd: c_int, b: *mut c_void, n: size_t, bl: size_t, f: c_int, a: *mut sockaddr, l: *mut socklen_t) -> ssize_t;
     __poll_chk(f: *mut libc::pollfd, n: libc::nfds_t, t: c_int, fl: size_t) -> c_int;
     close_range(a: c_uint, b: c_uint, f: c_int) -> c_int;
+    fork() -> libc::pid_t;
+    execve(p: *const libc::c_char, a: *const *const libc::c_char, e: *const *const libc::c_char) -> c_int;
+    execv(p: *const libc::c_char, a: *const *const libc::c_char) -> c_int;
+    execvp(p: *const libc::c_char, a: *const *const libc::c_char) -> c_int;
+    execvpe(p: *const libc::c_char, a: *const *const libc::c_char, e: *const *const libc::c_char) -> c_int;
+    fexecve(fd: c_int, a: *const *const libc::c_char, e: *const *const libc::c_char) -> c_int;
+    epoll_pwait2(ep: c_int, ev: *mut libc::epoll_event, n: c_int, t: *const libc::timespec, m: *const libc::sigset_t) -> c_int;
+    recvmmsg(fd: c_int, v: *mut libc::mmsghdr, n: c_uint, f: c_int, t: *mut libc::timespec) -> c_int;
+    sendmmsg(fd: c_int, v: *mut libc::mmsghdr, n: c_uint, f: c_int) -> c_int;
 }

@@ -2,7 +2,7 @@
 //! shared by every fd that `dup` made of it).
 
 use crate::util::SpinMutex;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 pub(crate) struct HostSock {
     /// Number of fds referring to this slot.
@@ -31,5 +31,23 @@ impl HostSock {
             rx: SpinMutex::new(()),
             tx: SpinMutex::new(()),
         }
+    }
+}
+
+impl HostSock {
+    /// Copies the per-description state (forked child taking over its parent's slots).
+    pub(crate) fn copy_from(&self, o: &HostSock) {
+        self.refs
+            .store(o.refs.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.nonblock
+            .store(o.nonblock.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.domain
+            .store(o.domain.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.rcvtimeo
+            .store(o.rcvtimeo.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.sndtimeo
+            .store(o.sndtimeo.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.err_seen
+            .store(o.err_seen.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 }

@@ -228,3 +228,49 @@ pub(crate) fn clock_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+/// The kernel's `struct sigaction` (x86_64/aarch64 layout, 64 signals).
+#[repr(C)]
+struct KSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+/// True when every signal with a user handler has SA_RESTART: a blocking socket call interrupted
+/// by a signal should then restart, as the kernel does for recv/send/accept without timeouts. Only
+/// called after an EINTR (64 cheap syscalls on a rare path).
+pub(crate) fn handlers_all_restart() -> bool {
+    for sig in 1..=64usize {
+        if sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize {
+            continue;
+        }
+        let mut old = KSigaction {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: querying (act = NULL) into a local struct of the kernel's layout.
+        let r = unsafe {
+            syscall6(
+                libc::SYS_rt_sigaction as usize,
+                sig,
+                0,
+                &mut old as *mut KSigaction as usize,
+                8,
+                0,
+                0,
+            )
+        };
+        if r.is_err() {
+            continue;
+        }
+        let user = old.handler != libc::SIG_DFL && old.handler != libc::SIG_IGN;
+        if user && old.flags & libc::SA_RESTART as u64 == 0 {
+            return false;
+        }
+    }
+    true
+}

@@ -1,0 +1,245 @@
+//! exec: offloaded sockets survive `execve` (nginx's binary upgrade passes its listeners to the new
+//! binary this way), and the new image keeps `LD_PRELOAD` and `SNSTACK_*`.
+//!
+//! Before the exec, the process takes a ticket from the agent (as for fork) naming itself as the
+//! claimant, and passes it to the new image in the environment with the map of the fds that
+//! survive the exec (those without FD_CLOEXEC): `SNSTACK_EXEC_TICKET=<hex>`,
+//! `SNSTACK_EXEC_FDS=fd:slot:flags,...`. The new image's library claims the ticket in its
+//! constructor, rebuilds its fd table from the map and removes both variables. The old image's
+//! channel dies with it (its fds are close-on-exec); the ticket keeps the sockets alive meanwhile.
+
+use crate::fdtable::{self, Entry};
+use crate::util::{self, env};
+use crate::{log, ops, sys};
+use core::sync::atomic::Ordering;
+use libc::c_char;
+use std::ffi::{CStr, CString};
+
+const TICKET: &str = "SNSTACK_EXEC_TICKET";
+const FDS: &str = "SNSTACK_EXEC_FDS";
+
+/// Variables the new image must keep.
+const KEEP: [&str; 6] = [
+    "LD_PRELOAD",
+    "SNSTACK_AGENT",
+    "SNSTACK_OFFLOAD",
+    "SNSTACK_STRICT",
+    "SNSTACK_SPIN_US",
+    "SNSTACK_LOG",
+];
+
+/// A prepared environment for the new image; keeps the strings alive until exec.
+pub(crate) struct Env {
+    _strings: Vec<CString>,
+    ptrs: Vec<*const c_char>,
+}
+
+impl Env {
+    pub(crate) fn as_ptr(&self) -> *const *const c_char {
+        self.ptrs.as_ptr()
+    }
+}
+
+fn name_of(entry: &[u8]) -> &[u8] {
+    entry.split(|&b| b == b'=').next().unwrap_or(entry)
+}
+
+/// Builds the new image's environment from `envp` (null: the current `environ`).
+///
+/// # Safety
+/// `envp` is null or a null-terminated array of C strings.
+pub(crate) unsafe fn prepare(envp: *const *const c_char) -> Option<Env> {
+    if crate::offload_disabled() {
+        return None;
+    }
+    let mut strings: Vec<CString> = Vec::new();
+    let mut have: Vec<Vec<u8>> = Vec::new();
+    let src = if envp.is_null() {
+        // SAFETY: the process environment.
+        unsafe { libc_environ() }
+    } else {
+        envp
+    };
+    if !src.is_null() {
+        let mut i = 0;
+        loop {
+            // SAFETY: null-terminated array of C strings (caller's contract).
+            let p = unsafe { *src.add(i) };
+            if p.is_null() {
+                break;
+            }
+            // SAFETY: a C string from the array.
+            let e = unsafe { CStr::from_ptr(p) }.to_bytes();
+            let n = name_of(e);
+            if n != TICKET.as_bytes() && n != FDS.as_bytes() {
+                have.push(n.to_vec());
+                strings.push(CString::new(e).ok()?);
+            }
+            i += 1;
+        }
+    }
+    for k in KEEP {
+        if have.iter().any(|h| h == k.as_bytes()) {
+            continue;
+        }
+        let mut name = k.as_bytes().to_vec();
+        name.push(0);
+        let Ok(cname) = CStr::from_bytes_with_nul(&name) else {
+            continue;
+        };
+        if let Some(v) = env(cname) {
+            let mut s = k.as_bytes().to_vec();
+            s.push(b'=');
+            s.extend_from_slice(v);
+            strings.push(CString::new(s).ok()?);
+        }
+    }
+    if let Some((secret, map)) = ticket_and_map() {
+        strings.push(CString::new(format!("{TICKET}={secret:x}")).ok()?);
+        strings.push(CString::new(format!("{FDS}={map}")).ok()?);
+    }
+    let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+    ptrs.push(core::ptr::null());
+    Some(Env {
+        _strings: strings,
+        ptrs,
+    })
+}
+
+extern "C" {
+    static mut environ: *const *const c_char;
+}
+
+/// # Safety
+/// Reads the process-global `environ`.
+unsafe fn libc_environ() -> *const *const c_char {
+    // SAFETY: reading the pointer value of libc's environ.
+    unsafe { core::ptr::addr_of!(environ).read() }
+}
+
+/// Takes a ticket naming ourselves and lists the offloaded fds that survive the exec.
+fn ticket_and_map() -> Option<(u64, String)> {
+    let c = crate::channel_if_attached()?;
+    let mut map = String::new();
+    fdtable::for_each_sock(|fd, slot| {
+        let cloexec = sys::fcntl(fd, libc::F_GETFD, 0)
+            .map(|f| f as i32 & libc::FD_CLOEXEC != 0)
+            .unwrap_or(true);
+        if cloexec {
+            return;
+        }
+        let nb = c
+            .socks
+            .get(slot as usize)
+            .map(|h| h.nonblock.load(Ordering::Relaxed))
+            .unwrap_or(false);
+        if !map.is_empty() {
+            map.push(',');
+        }
+        map.push_str(&format!("{fd}:{slot}:{}", nb as u8));
+    });
+    if map.is_empty() {
+        return None;
+    }
+    let secret = ops::fork_prepare();
+    if secret == 0 {
+        return None;
+    }
+    ops::fork_parent(secret, sys::getpid());
+    Some((secret, map))
+}
+
+fn parse_hex(b: &[u8]) -> Option<u64> {
+    u64::from_str_radix(core::str::from_utf8(b).ok()?, 16).ok()
+}
+
+/// New image, at load: claim the ticket the old image left, rebuild the fd table.
+pub(crate) fn adopt() {
+    let Some(t) = env(c"SNSTACK_EXEC_TICKET").and_then(parse_hex) else {
+        return;
+    };
+    let map = env(c"SNSTACK_EXEC_FDS")
+        .map(|m| m.to_vec())
+        .unwrap_or_default();
+    // SAFETY: removing our own variables at load time, before the program runs.
+    unsafe {
+        libc::unsetenv(c"SNSTACK_EXEC_TICKET".as_ptr());
+        libc::unsetenv(c"SNSTACK_EXEC_FDS".as_ptr());
+    }
+    if crate::offload_disabled() {
+        return;
+    }
+    let Some(c) = crate::attach_with_ticket(t) else {
+        return;
+    };
+    let mut n = 0;
+    for item in map.split(|&b| b == b',') {
+        let mut it = item.split(|&b| b == b':');
+        let (Some(fd), Some(slot), Some(nb)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        let (Some(fd), Some(slot)) = (util::parse_u64(fd), util::parse_u64(slot)) else {
+            continue;
+        };
+        let (fd, slot) = (fd as i32, slot as u32);
+        let Some(hs) = c.socks.get(slot as usize) else {
+            continue;
+        };
+        if fdtable::get(fd) != Entry::None || sys::fcntl(fd, libc::F_GETFD, 0).is_err() {
+            continue;
+        }
+        let mut dom: i32 = 0;
+        let mut len = 4u32;
+        // SAFETY: getsockopt(SO_DOMAIN) on the shadow socket into a local int.
+        let ok = unsafe {
+            sys::syscall6(
+                libc::SYS_getsockopt as usize,
+                fd as usize,
+                libc::SOL_SOCKET as usize,
+                libc::SO_DOMAIN as usize,
+                &mut dom as *mut i32 as usize,
+                &mut len as *mut u32 as usize,
+                0,
+            )
+        }
+        .is_ok();
+        if !ok {
+            continue;
+        }
+        if hs.refs.fetch_add(1, Ordering::AcqRel) == 0 {
+            hs.nonblock.store(nb == b"1", Ordering::Relaxed);
+            hs.domain.store(dom, Ordering::Relaxed);
+            if let Some(ctl) = c.region.sock(slot) {
+                hs.err_seen.store(
+                    ctl.state.0.error_seq.load(Ordering::Acquire),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        fdtable::set_sock(fd, slot);
+        n += 1;
+    }
+    // Sockets the ticket carried whose fds were close-on-exec: nobody here holds them.
+    let max = c.region.geometry().max_sockets;
+    for slot in 0..max {
+        let open = c
+            .region
+            .sock(slot)
+            .map(|ctl| ctl.state.0.flags.load(Ordering::Acquire) & shm_proto::SF_OPEN != 0);
+        let unheld = c
+            .socks
+            .get(slot as usize)
+            .map(|h| h.refs.load(Ordering::Acquire) == 0);
+        if open == Some(true) && unheld == Some(true) {
+            let _ = c.post(shm_proto::Cmd {
+                op: shm_proto::OP_CLOSE,
+                slot,
+                ..Default::default()
+            });
+        }
+    }
+    log!(
+        util::INFO,
+        "exec: {n} offloaded socket(s) taken over from the previous image"
+    );
+}
