@@ -1,16 +1,23 @@
-//! The agent's single-threaded event loop: control plane (attach, waiter doorbells, stats), the
-//! command rings of every attached process, and readiness of backend sockets.
+//! The agent's single-threaded event loop: control plane (attach, fork-ticket claims, waiter
+//! doorbells, stats), the command rings of every attached process, readiness of backend sockets,
+//! and the execution of commands against the shared socket table.
 //!
 //! ```text
 //!  loop {
-//!    epoll_wait(agent set: signalfd, control listener, control conns, doorbells, backend fd)
-//!        timeout 0 while busy; after --spin-us idle: announce sleep, re-check rings, block
+//!    epoll_wait(agent set: signalfd, control listener, control conns, doorbells, pidfds,
+//!               backend fd)  timeout 0 while busy; after --spin-us idle: announce sleep,
+//!               re-check rings, block
 //!    backend readiness  -> accept queues, connect results, RX/TX pumps
 //!    every command ring -> decode (violations drop the channel) -> execute
-//!    timers             -> drains past their deadline
+//!    timers             -> drains and fork tickets past their deadline
 //!    flush per channel  -> overflowed events, one futex bump, dirty-socket wake-ups, counters
 //!  }
 //! ```
+//!
+//! Sockets live in one table ([`SockTable`]); a session's slot is a *binding* of one of them.
+//! After a fork several sessions bind the same socket: a listener's accept queue is shared by all
+//! of them, a connection's RX goes to one active binding and moves on when that one closes (see
+//! docs/fork-model.md). Every change of a socket's state is published to all its bindings.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -20,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
-use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, HELLO_STATS, HELLO_WAITER};
+use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, HELLO_ATTACH_CHILD, HELLO_STATS, HELLO_WAITER};
 use shm_proto::region::Geometry;
 use shm_proto::*;
 use thiserror::Error;
@@ -28,12 +35,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::backend::{Backend, ConnectState, Readiness, SockEvent};
 use crate::channel::Channel;
-use crate::session::{
-    self, Addr, Command, OptPolicy, Request, ReuseportTable, Session, SlotTable, Violation,
-};
-use crate::sock::{pump_rx, pump_tx, Kind, Listener, Sock};
+use crate::session::{self, Addr, Command, OptPolicy, Request, ReuseportTable, Session, Violation};
+use crate::sock::{self, Bind, Binding, Kind, Listener, Parked, Sock, SockId, SockTable};
 use crate::stats::{Counters, Snapshot};
 use crate::sys;
+use crate::ticket::{self, Tickets};
 
 /// How long a closed socket may take to hand its TX bytes to the network.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,6 +59,8 @@ const KIND_CONN: u64 = 1 << 56;
 const KIND_CTL: u64 = 2 << 56;
 /// The doorbell eventfd of an attached process.
 const KIND_BELL: u64 = 3 << 56;
+/// The pidfd of a fork ticket's child.
+const KIND_PIDFD: u64 = 4 << 56;
 
 /// Settings of `snstack-agent run`.
 #[derive(Clone, Debug)]
@@ -83,25 +91,13 @@ pub fn run<B: Backend>(cfg: Config, backend: B) -> Result<(), StartupError> {
 }
 
 /// One attached process.
-struct Proc<S> {
-    sess: Session<Sock<S>>,
+struct Proc {
+    sess: Session<Binding>,
     chan: Channel,
     ctl: Option<OwnedFd>,
     bell: Option<OwnedFd>,
     /// The process is gone: no more commands; finishing drains only.
     closing: bool,
-}
-
-/// What executing a command needs besides the process itself.
-struct Env<'a, B: Backend> {
-    backend: &'a mut B,
-    reuseport: &'a mut ReuseportTable,
-    next_timer: &'a mut Option<Instant>,
-    sid: u32,
-}
-
-fn token(sid: u32, slot: u32) -> u64 {
-    (u64::from(sid) << 32) | u64::from(slot)
 }
 
 fn neg(errno: i32) -> i64 {
@@ -110,6 +106,12 @@ fn neg(errno: i32) -> i64 {
 
 fn err_of(e: &io::Error) -> i64 {
     neg(sys::errno_of(e))
+}
+
+fn arm(timer: &mut Option<Instant>, at: Instant) {
+    if timer.map_or(true, |t| at < t) {
+        *timer = Some(at);
+    }
 }
 
 pub struct Agent<B: Backend> {
@@ -122,13 +124,21 @@ pub struct Agent<B: Backend> {
     backend: B,
     pending: HashMap<u64, OwnedFd>,
     next_conn: u64,
-    procs: BTreeMap<u32, Proc<B::Sock>>,
+    procs: BTreeMap<u32, Proc>,
     next_sid: u32,
+    /// Every OS socket held for the processes (a shared one once).
+    socks: SockTable<B::Sock>,
+    tickets: Tickets<SockId>,
+    /// pidfds of ticket children, by ticket id.
+    pidfds: HashMap<u64, OwnedFd>,
     reuseport: ReuseportTable,
     retired: Counters,
     dropped: u64,
     attaches: u64,
     next_timer: Option<Instant>,
+    /// Violations found while serving an event or another session's command: the channels are
+    /// dropped once the current step is over.
+    failed: Vec<(u32, Violation)>,
     stop: bool,
     evbuf: Vec<libc::epoll_event>,
     sockevs: Vec<SockEvent>,
@@ -164,7 +174,6 @@ fn prepare_socket_path(path: &Path) -> Result<(), StartupError> {
         Err(e) => Err(io_err(format!("checking {}", path.display()))(e)),
     }
 }
-
 impl<B: Backend> Agent<B> {
     pub fn new(cfg: Config, backend: B) -> Result<Self, StartupError> {
         cfg.geometry
@@ -213,11 +222,15 @@ impl<B: Backend> Agent<B> {
             next_conn: 1,
             procs: BTreeMap::new(),
             next_sid: 1,
+            socks: SockTable::default(),
+            tickets: Tickets::default(),
+            pidfds: HashMap::new(),
             reuseport: ReuseportTable::default(),
             retired: Counters::default(),
             dropped: 0,
             attaches: 0,
             next_timer: None,
+            failed: Vec::new(),
             stop: false,
             evbuf: sys::event_buf(256),
             sockevs: Vec::with_capacity(256),
@@ -289,6 +302,7 @@ impl<B: Backend> Agent<B> {
                 (0, TOK_BACKEND) => backend_ready = true,
                 (KIND_CONN, id) => self.on_pending(id),
                 (KIND_CTL, id) => self.on_ctl(id as u32),
+                (KIND_PIDFD, id) => self.on_pidfd(id),
                 (KIND_BELL, id) => {
                     if let Some(b) = self.procs.get(&(id as u32)).and_then(|p| p.bell.as_ref()) {
                         sys::eventfd_drain(b.as_raw_fd());
@@ -403,7 +417,12 @@ impl<B: Backend> Agent<B> {
         match h.kind {
             HELLO_ATTACH => {
                 if let Some(fd) = self.pending.remove(&id) {
-                    self.attach(fd);
+                    self.attach(fd, None);
+                }
+            }
+            HELLO_ATTACH_CHILD => {
+                if let Some(fd) = self.pending.remove(&id) {
+                    self.attach(fd, Some(h.arg));
                 }
             }
             HELLO_STATS => {
@@ -414,7 +433,9 @@ impl<B: Backend> Agent<B> {
         }
     }
 
-    fn attach(&mut self, fd: OwnedFd) {
+    /// A new session: a plain attach, or (with a ticket secret) the child of a fork taking over
+    /// the sockets of its parent under the same slot numbers.
+    fn attach(&mut self, fd: OwnedFd, secret: Option<u64>) {
         let raw = fd.as_raw_fd();
         let cred = match sys::peer_cred(raw) {
             Ok(c) => c,
@@ -422,6 +443,34 @@ impl<B: Backend> Agent<B> {
                 warn!("attach: SO_PEERCRED: {e}");
                 Self::reply(raw, sys::errno_of(&e), 0);
                 return;
+            }
+        };
+        let ticket = match secret {
+            None => None,
+            Some(secret) => {
+                let Some(tid) = self.tickets.find(secret) else {
+                    info!(pid = cred.pid, "child attach: no such ticket");
+                    Self::reply(raw, libc::ENOENT, 0);
+                    return;
+                };
+                let Some(t) = self.tickets.get(tid) else {
+                    Self::reply(raw, libc::ENOENT, 0);
+                    return;
+                };
+                let allowed =
+                    ticket::claim_allowed(t, cred.pid, cred.uid, || sys::parent_pid(cred.pid).ok());
+                if let Err(e) = allowed {
+                    warn!(
+                        pid = cred.pid,
+                        uid = cred.uid,
+                        ticket_parent = t.parent_pid,
+                        ticket_child = ?t.child_pid,
+                        "child attach refused: not the ticket's child"
+                    );
+                    Self::reply(raw, e, 0);
+                    return;
+                }
+                Some(tid)
             }
         };
         let geo = self.cfg.geometry;
@@ -441,22 +490,41 @@ impl<B: Backend> Agent<B> {
             sid = sid.wrapping_add(1);
         }
         self.next_sid = sid.wrapping_add(1);
+        let sess = Session::new(cred.pid, cred.uid, cred.gid, geo.max_sockets);
+        self.procs.insert(
+            sid,
+            Proc {
+                sess,
+                chan,
+                ctl: None,
+                bell: None,
+                closing: false,
+            },
+        );
+        self.attaches += 1;
+        // The child's slots are ready before it can map the region.
+        let inherited = ticket.map_or(0, |tid| self.claim(sid, tid));
         let reply = Reply::new(0, total).encode();
-        if let Err(e) = sys::send_fds(raw, &reply, &[memfd.as_raw_fd(), bell.as_raw_fd()]) {
+        let sent = sys::send_fds(raw, &reply, &[memfd.as_raw_fd(), bell.as_raw_fd()]);
+        drop(memfd);
+        let reg = sent.and_then(|_| {
+            self.epoll
+                .modify(raw, sys::EV_IN, KIND_CTL | u64::from(sid))
+                .and_then(|_| {
+                    self.epoll
+                        .add(bell.as_raw_fd(), sys::EV_IN, KIND_BELL | u64::from(sid))
+                })
+        });
+        if let Err(e) = reg {
             warn!(pid = cred.pid, "attach: sending the region: {e}");
+            // As if the process exited at once: what it inherited is released.
+            self.detach(sid);
+            self.drop_failed();
             return;
         }
-        drop(memfd);
-        let reg = self
-            .epoll
-            .modify(raw, sys::EV_IN, KIND_CTL | u64::from(sid))
-            .and_then(|_| {
-                self.epoll
-                    .add(bell.as_raw_fd(), sys::EV_IN, KIND_BELL | u64::from(sid))
-            });
-        if let Err(e) = reg {
-            warn!(pid = cred.pid, "attach: epoll_ctl: {e}");
-            return;
+        if let Some(p) = self.procs.get_mut(&sid) {
+            p.ctl = Some(fd);
+            p.bell = Some(bell);
         }
         info!(
             pid = cred.pid,
@@ -464,20 +532,56 @@ impl<B: Backend> Agent<B> {
             gid = cred.gid,
             session = sid,
             region = total,
+            inherited,
+            child = secret.is_some(),
             "process attached"
         );
-        self.attaches += 1;
-        let sess = Session::new(cred.pid, cred.uid, cred.gid, geo.max_sockets);
-        self.procs.insert(
-            sid,
-            Proc {
-                sess,
-                chan,
-                ctl: Some(fd),
-                bell: Some(bell),
-                closing: false,
-            },
+        self.drop_failed();
+    }
+
+    /// Turns ticket `tid`'s references into bindings of session `sid` (same slot numbers).
+    /// Returns the number of sockets bound.
+    fn claim(&mut self, sid: u32, tid: u64) -> usize {
+        let Some(t) = self.tickets.remove(tid) else {
+            return 0;
+        };
+        self.pidfds.remove(&tid);
+        let mut n = 0;
+        for (slot, id) in t.slots {
+            let Some(s) = self.socks.get_mut(id) else {
+                continue;
+            };
+            s.tickets = s.tickets.saturating_sub(1);
+            let b = Bind { sid, slot };
+            let Some(p) = self.procs.get_mut(&sid) else {
+                self.release_if_unused(id);
+                continue;
+            };
+            if p.sess.table.insert_at(slot, Binding::new(id)).is_err() {
+                warn!(
+                    session = sid,
+                    slot, "child attach: slot unusable, socket not inherited"
+                );
+                self.release_if_unused(id);
+                continue;
+            }
+            p.chan.region().reset_sock(slot);
+            s.bindings.push(b);
+            if s.active.is_none() {
+                s.active = Some(b);
+            }
+            n += 1;
+            // Stashed RX first, then the state (so SF_RX_FIN never precedes the bytes).
+            self.pump_rx(id);
+            self.publish_one(id, b);
+        }
+        debug!(
+            session = sid,
+            parent = t.parent_pid,
+            sockets = n,
+            "fork ticket claimed"
         );
+        n
     }
 
     /// A message (or EOF) on an attached process's control connection.
@@ -497,11 +601,13 @@ impl<B: Backend> Agent<B> {
                 Err(e) => {
                     debug!(session = sid, "control connection: {e}");
                     self.detach(sid);
+                    self.drop_failed();
                     return;
                 }
             };
             if n == 0 {
                 self.detach(sid);
+                self.drop_failed();
                 return;
             }
             let hello = if trunc {
@@ -511,6 +617,7 @@ impl<B: Backend> Agent<B> {
             };
             let Some(h) = hello else {
                 self.drop_proc(sid, &Violation::BadControl);
+                self.drop_failed();
                 return;
             };
             match h.kind {
@@ -530,9 +637,36 @@ impl<B: Backend> Agent<B> {
                     }
                 }
                 HELLO_STATS => self.send_stats(fd),
-                HELLO_ATTACH => Self::reply(fd, libc::EISCONN, 0),
+                HELLO_ATTACH | HELLO_ATTACH_CHILD => Self::reply(fd, libc::EISCONN, 0),
                 _ => Self::reply(fd, libc::EINVAL, 0),
             }
+        }
+    }
+
+    /// The child of ticket `tid` exited.
+    fn on_pidfd(&mut self, tid: u64) {
+        if let Some(t) = self.tickets.get(tid) {
+            debug!(
+                parent = t.parent_pid,
+                child = ?t.child_pid,
+                "fork child exited without claiming its ticket"
+            );
+        }
+        self.drop_ticket(tid);
+        self.drop_failed();
+    }
+
+    /// Releases an unclaimed ticket's references.
+    fn drop_ticket(&mut self, tid: u64) {
+        self.pidfds.remove(&tid);
+        let Some(t) = self.tickets.remove(tid) else {
+            return;
+        };
+        for (_, id) in t.slots {
+            if let Some(s) = self.socks.get_mut(id) {
+                s.tickets = s.tickets.saturating_sub(1);
+            }
+            self.release_if_unused(id);
         }
     }
 
@@ -544,78 +678,48 @@ impl<B: Backend> Agent<B> {
             error!("backend poll: {e}");
         }
         let work = !evs.is_empty();
-        let mut failed = Vec::new();
-        {
-            let Agent {
-                procs,
-                backend,
-                reuseport,
-                next_timer,
-                ..
-            } = self;
-            for ev in &evs {
-                let (sid, slot) = ((ev.token >> 32) as u32, ev.token as u32);
-                let Some(p) = procs.get_mut(&sid) else {
-                    continue;
-                };
-                let mut env = Env {
-                    backend: &mut *backend,
-                    reuseport: &mut *reuseport,
-                    next_timer: &mut *next_timer,
-                    sid,
-                };
-                if let Err(v) = p.on_ready(&mut env, slot, ev.ready) {
-                    failed.push((sid, v));
-                }
-            }
+        for ev in &evs {
+            self.on_ready(SockId::from_token(ev.token), ev.ready);
         }
         self.sockevs = evs;
-        for (sid, v) in failed {
-            self.drop_proc(sid, &v);
-        }
+        self.drop_failed();
         work
     }
 
     fn process_commands(&mut self) -> bool {
         let mut work = false;
-        let mut failed = Vec::new();
-        let Agent {
-            procs,
-            backend,
-            reuseport,
-            next_timer,
-            ..
-        } = self;
-        for (&sid, p) in procs.iter_mut() {
-            if p.closing {
-                continue;
-            }
-            let limit = p.chan.region().geometry().evt_entries as usize * 4;
-            let mut env = Env {
-                backend: &mut *backend,
-                reuseport: &mut *reuseport,
-                next_timer: &mut *next_timer,
-                sid,
-            };
+        let mut cursor = 0u32;
+        while let Some(sid) = self.procs.range(cursor..).next().map(|(&s, _)| s) {
             for _ in 0..CMD_BATCH {
+                let Some(p) = self.procs.get_mut(&sid) else {
+                    break;
+                };
                 // Back-pressure: a host that does not drain its events gets no more commands run.
-                if p.chan.backlog() >= limit {
+                let limit = p.chan.region().geometry().evt_entries as usize * 4;
+                if p.closing || p.chan.backlog() >= limit {
                     break;
                 }
                 let r = match p.chan.pop_cmd() {
-                    Ok(Some(c)) => p.sess.decode(&c).and_then(|c| p.exec(&mut env, c)),
+                    Ok(Some(c)) => match p.sess.decode(&c) {
+                        Ok(cmd) => self.exec(sid, cmd),
+                        Err(v) => Err(v),
+                    },
                     Ok(None) => break,
                     Err(v) => Err(v),
                 };
                 work = true;
                 if let Err(v) = r {
-                    failed.push((sid, v));
+                    self.failed.push((sid, v));
+                }
+                if !self.failed.is_empty() {
                     break;
                 }
             }
-        }
-        for (sid, v) in failed {
-            self.drop_proc(sid, &v);
+            self.drop_failed();
+            match sid.checked_add(1) {
+                Some(c) => cursor = c,
+                None => break,
+            }
         }
         work
     }
@@ -627,32 +731,34 @@ impl<B: Backend> Agent<B> {
             return;
         }
         self.next_timer = None;
-        let mut failed = Vec::new();
-        let Agent {
-            procs,
-            backend,
-            reuseport,
-            next_timer,
-            ..
-        } = self;
-        for (&sid, p) in procs.iter_mut() {
-            let mut env = Env {
-                backend: &mut *backend,
-                reuseport: &mut *reuseport,
-                next_timer: &mut *next_timer,
-                sid,
-            };
-            if let Err(v) = p.expire_drains(&mut env, now) {
-                failed.push((sid, v));
+        let mut expired = Vec::new();
+        for (&sid, p) in &self.procs {
+            for slot in p.sess.table.used_slots() {
+                let Some((b, true)) = p.sess.table.get_any(slot) else {
+                    continue;
+                };
+                match b.drain_deadline {
+                    Some(d) if d <= now => expired.push(Bind { sid, slot }),
+                    Some(d) => arm(&mut self.next_timer, d),
+                    None => {}
+                }
             }
         }
-        for (sid, v) in failed {
-            self.drop_proc(sid, &v);
+        for b in expired {
+            debug!(session = b.sid, slot = b.slot, "drain timed out, closing");
+            self.finish_binding(b);
         }
+        for tid in self.tickets.expired(now) {
+            debug!("fork ticket expired unclaimed");
+            self.drop_ticket(tid);
+        }
+        if let Some(d) = self.tickets.next_deadline() {
+            arm(&mut self.next_timer, d);
+        }
+        self.drop_failed();
     }
 
     fn flush_all(&mut self) {
-        let mut failed = Vec::new();
         let mut finished = Vec::new();
         for (&sid, p) in self.procs.iter_mut() {
             if p.closing {
@@ -662,12 +768,10 @@ impl<B: Backend> Agent<B> {
                 continue;
             }
             if let Err(v) = p.chan.flush() {
-                failed.push((sid, v));
+                self.failed.push((sid, v));
             }
         }
-        for (sid, v) in failed {
-            self.drop_proc(sid, &v);
-        }
+        self.drop_failed();
         for sid in finished {
             if let Some(p) = self.procs.remove(&sid) {
                 debug!(
@@ -680,52 +784,73 @@ impl<B: Backend> Agent<B> {
         }
     }
 
-    /// The process closed its control connection (exited): close its sockets as `close()` at exit
-    /// would, letting TX bytes already written drain.
+    /// The process closed its control connection (exited): close its bindings as `close()` at
+    /// exit would, letting TX bytes already written drain.
     fn detach(&mut self, sid: u32) {
-        let Agent {
-            procs,
-            backend,
-            reuseport,
-            next_timer,
-            ..
-        } = self;
-        let Some(p) = procs.get_mut(&sid) else { return };
-        let mut env = Env {
-            backend: &mut *backend,
-            reuseport: &mut *reuseport,
-            next_timer: &mut *next_timer,
-            sid,
+        self.late_fork_children(sid);
+        let Some(p) = self.procs.get_mut(&sid) else {
+            return;
         };
         let live = p.sess.table.live_count();
         p.ctl = None;
         p.bell = None;
         p.closing = true;
-        let mut failed = None;
         for slot in p.sess.table.used_slots() {
-            if p.sess.table.is_live(slot) {
-                if let Err(v) = p.close_slot(&mut env, slot) {
-                    failed = Some(v);
-                    break;
-                }
+            let live = self
+                .procs
+                .get(&sid)
+                .is_some_and(|p| p.sess.table.is_live(slot));
+            if live {
+                self.close_binding(Bind { sid, slot });
             }
         }
-        let draining = p.sess.table.draining_count();
-        info!(
-            pid = p.sess.pid,
-            session = sid,
-            sockets = live,
-            draining,
-            "process detached"
-        );
-        if let Some(v) = failed {
+        if let Some(p) = self.procs.get(&sid) {
+            info!(
+                pid = p.sess.pid,
+                session = sid,
+                sockets = live,
+                draining = p.sess.table.draining_count(),
+                "process detached"
+            );
+        }
+    }
+
+    /// A parent that forks and exits at once may leave its `OP_FORK_CHILD` in the ring: run
+    /// those (and nothing else) so the child can still claim by pid.
+    fn late_fork_children(&mut self, sid: u32) {
+        let Some(n) = self
+            .procs
+            .get(&sid)
+            .map(|p| p.chan.region().geometry().cmd_entries)
+        else {
+            return;
+        };
+        for _ in 0..n {
+            let Some(p) = self.procs.get_mut(&sid) else {
+                return;
+            };
+            let cmd = match p.chan.pop_cmd() {
+                Ok(Some(c)) if c.op == OP_FORK_CHILD => p.sess.decode(&c),
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return,
+            };
+            if let Ok(cmd) = cmd {
+                let _ = self.exec(sid, cmd);
+            }
+        }
+    }
+
+    /// Drops the channels of the processes that violated the protocol.
+    fn drop_failed(&mut self) {
+        while let Some((sid, v)) = self.failed.pop() {
             self.drop_proc(sid, &v);
         }
     }
 
-    /// Drops a misbehaving process's channel: one error line, `dead = 1`, everything closed.
+    /// Drops a misbehaving process's channel: one error line, `dead = 1`, its bindings removed
+    /// at once (sockets it shared with other processes stay open for them).
     fn drop_proc(&mut self, sid: u32, why: &Violation) {
-        let Some(mut p) = self.procs.remove(&sid) else {
+        let Some(p) = self.procs.get_mut(&sid) else {
             return;
         };
         if p.closing {
@@ -745,14 +870,15 @@ impl<B: Backend> Agent<B> {
             self.dropped += 1;
         }
         p.chan.kill();
-        let mut env = Env {
-            backend: &mut self.backend,
-            reuseport: &mut self.reuseport,
-            next_timer: &mut self.next_timer,
-            sid,
-        };
-        p.close_all(&mut env);
-        self.retired.add(&p.chan.counters);
+        p.ctl = None;
+        p.bell = None;
+        p.closing = true;
+        for slot in p.sess.table.used_slots() {
+            self.finish_binding(Bind { sid, slot });
+        }
+        if let Some(p) = self.procs.remove(&sid) {
+            self.retired.add(&p.chan.counters);
+        }
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -760,40 +886,39 @@ impl<B: Backend> Agent<B> {
             io: self.retired,
             channels_dropped: self.dropped,
             attaches: self.attaches,
+            tickets: self.tickets.len() as u64,
             ..Default::default()
         };
         for p in self.procs.values() {
             if !p.closing {
                 s.processes += 1;
             }
-            let t = &p.sess.table;
-            let queued: usize = t
-                .values()
-                .filter_map(|s| s.listener.as_ref())
-                .map(|l| l.queue.len())
-                .sum();
-            s.sockets += (t.live_count() + t.draining_count() + queued) as u64;
-            s.draining += t.draining_count() as u64;
-            s.accept_queued += queued as u64;
+            s.draining += p.sess.table.draining_count() as u64;
             s.io.add(&p.chan.counters);
+        }
+        s.sockets = self.socks.len() as u64;
+        for (_, so) in self.socks.iter() {
+            let queued = so.listener.as_ref().map_or(0, |l| l.queue.len()) as u64;
+            s.sockets += queued;
+            s.accept_queued += queued;
+            if so.bindings.len() > 1 {
+                s.shared += 1;
+            }
         }
         s
     }
 
     fn shutdown(&mut self) {
-        let sids: Vec<u32> = self.procs.keys().copied().collect();
-        for sid in sids {
-            if let Some(mut p) = self.procs.remove(&sid) {
-                p.chan.kill();
-                let mut env = Env {
-                    backend: &mut self.backend,
-                    reuseport: &mut self.reuseport,
-                    next_timer: &mut self.next_timer,
-                    sid,
-                };
-                p.close_all(&mut env);
+        for p in self.procs.values_mut() {
+            p.chan.kill();
+        }
+        self.procs.clear();
+        for id in self.socks.ids() {
+            if let Some(s) = self.socks.remove(id) {
+                self.close_os(s);
             }
         }
+        self.pidfds.clear();
         self.pending.clear();
         if self.socket_id.is_some() && sys::file_id(&self.cfg.socket) == self.socket_id {
             if let Err(e) = std::fs::remove_file(&self.cfg.socket) {
@@ -802,230 +927,408 @@ impl<B: Backend> Agent<B> {
         }
         info!("snstack-agent stopped");
     }
-}
 
-/// A live slot's socket. decode() checked ownership, so this fails only on an agent bug, which
-/// must not panic.
-fn live<S>(t: &mut SlotTable<Sock<S>>, slot: u32) -> Result<&mut Sock<S>, Violation> {
-    t.get_mut(slot)
-        .ok_or(Violation::SlotNotOwned { slot, op: 0 })
-}
+    // -----------------------------------------------------------------------------------------
+    // Publication and the data path
 
-impl<S> Proc<S> {
-    fn has_cap(&self, bit: u32) -> bool {
-        self.sess.uid == 0
-            || sys::cap_eff(self.sess.pid)
-                .map(|c| c & (1 << bit) != 0)
-                .unwrap_or(false)
+    /// Writes socket `id`'s state into the control block of every binding and marks them dirty
+    /// (their futex and waiters are woken at the next flush).
+    fn publish(&mut self, id: SockId) {
+        let Some(s) = self.socks.get(id) else {
+            return;
+        };
+        for &b in &s.bindings {
+            if let Some(p) = self.procs.get_mut(&b.sid) {
+                if let Some(ctl) = p.chan.region().sock(b.slot) {
+                    s.write_ctl(ctl, b);
+                }
+                p.chan.dirty(b.slot);
+            }
+        }
     }
 
-    fn exec<B: Backend<Sock = S>>(
-        &mut self,
-        env: &mut Env<B>,
-        cmd: Command,
-    ) -> Result<(), Violation> {
-        let (slot, tag) = (cmd.slot, cmd.tag);
-        match cmd.req {
-            Request::Nop => self.chan.complete(tag, slot, 0, &[]),
-            Request::Socket {
-                domain,
-                ty,
-                protocol,
-            } => self.op_socket(env, tag, slot, domain, ty, protocol),
-            Request::Bind(a) => self.op_bind(env, tag, slot, a),
-            Request::Listen { backlog } => self.op_listen(env, tag, slot, backlog),
-            Request::Accept { wait } => self.op_accept(env, tag, slot, wait),
-            Request::Connect { addr, wait } => self.op_connect(env, tag, slot, addr, wait),
-            Request::Close => {
-                self.close_slot(env, slot)?;
-                self.chan.complete(tag, slot, 0, &[])
-            }
-            Request::Shutdown { how } => self.op_shutdown(env, tag, slot, how),
-            Request::GetSockName | Request::GetPeerName => {
-                let peer = cmd.req == Request::GetPeerName;
-                let s = live(&mut self.sess.table, slot)?;
-                let r = if peer {
-                    env.backend.peer_addr(&s.os)
-                } else {
-                    env.backend.local_addr(&s.os)
-                };
-                match r {
-                    Ok(a) => self
-                        .chan
-                        .complete(tag, slot, 0, &session::wire_of(&a).encode()),
-                    Err(e) => self.chan.complete(tag, slot, err_of(&e), &[]),
+    /// Writes socket `id`'s state into binding `b`'s control block only (a binding that just
+    /// appeared or became active; the others saw no change).
+    fn publish_one(&mut self, id: SockId, b: Bind) {
+        let (Some(s), Some(p)) = (self.socks.get(id), self.procs.get_mut(&b.sid)) else {
+            return;
+        };
+        if let Some(ctl) = p.chan.region().sock(b.slot) {
+            s.write_ctl(ctl, b);
+        }
+        p.chan.dirty(b.slot);
+    }
+
+    /// RX into the active binding (when it is live, not draining).
+    fn pump_rx(&mut self, id: SockId) {
+        let Some(s) = self.socks.get_mut(id) else {
+            return;
+        };
+        let Some(b) = s.active else {
+            return;
+        };
+        let Some(p) = self.procs.get_mut(&b.sid) else {
+            return;
+        };
+        let Some((bd, false)) = p.sess.table.get_any_mut(b.slot) else {
+            return;
+        };
+        let had_stash = !s.stash.is_empty();
+        match sock::pump_rx(&mut self.backend, s, &mut p.chan, b.slot, &mut bd.rx_tail) {
+            Err(v) => self.failed.push((b.sid, v)),
+            Ok(o) => {
+                if o.done {
+                    s.rx_done = true;
+                    s.set_flags(SF_RX_FIN, 0);
+                }
+                if let Some(e) = o.err {
+                    s.fail(e);
+                }
+                if o.err.is_some() {
+                    self.publish(id);
+                } else if o.done || (had_stash && s.stash.is_empty()) {
+                    // Only the active binding sees the end of the stream.
+                    self.publish_one(id, b);
                 }
             }
-            Request::SetSockOpt {
-                level,
-                name,
-                len,
-                val,
-            } => self.op_setsockopt(env, tag, slot, level, name, &val[..len]),
-            Request::GetSockOpt { level, name, len } => {
-                self.op_getsockopt(env, tag, slot, level, name, len)
+        }
+    }
+
+    /// Sends binding `b`'s TX bytes. True when its TX is empty (or can never drain).
+    fn pump_tx(&mut self, id: SockId, b: Bind) -> bool {
+        let Some(s) = self.socks.get_mut(id) else {
+            return true;
+        };
+        let Some(p) = self.procs.get_mut(&b.sid) else {
+            return true;
+        };
+        let Some((bd, _)) = p.sess.table.get_any_mut(b.slot) else {
+            return true;
+        };
+        match sock::pump_tx(&mut self.backend, s, &mut p.chan, b.slot, &mut bd.tx_head) {
+            Err(v) => {
+                self.failed.push((b.sid, v));
+                true
             }
-            Request::TxKick => {
-                if let Some(ctl) = self.chan.region().sock(slot) {
-                    // Clear the kick flag before reading tx_tail: bytes published after our read
-                    // come with a new kick (Dekker pair with the host's swap).
-                    ctl.host.0.tx_kick.store(0, Ordering::SeqCst);
-                    fence(Ordering::SeqCst);
+            Ok(o) => {
+                if let Some(e) = o.err {
+                    s.fail(e);
+                    self.publish(id);
+                } else if o.done && s.shut_wr_pending {
+                    self.shut_wr_if_drained(id);
                 }
-                let s = self
-                    .sess
-                    .table
-                    .get_mut(slot)
-                    .ok_or(Violation::SlotNotOwned {
-                        slot,
-                        op: OP_TX_KICK,
-                    })?;
-                pump_tx(env.backend, &mut self.chan, slot, s)?;
-                self.chan.complete(tag, slot, 0, &[])
-            }
-            Request::RxSpace => {
-                let s = self
-                    .sess
-                    .table
-                    .get_mut(slot)
-                    .ok_or(Violation::SlotNotOwned {
-                        slot,
-                        op: OP_RX_SPACE,
-                    })?;
-                pump_rx(env.backend, &mut self.chan, slot, s)?;
-                self.chan.complete(tag, slot, 0, &[])
+                o.done
             }
         }
     }
 
-    fn op_socket<B: Backend<Sock = S>>(
-        &mut self,
-        env: &mut Env<B>,
-        tag: u64,
-        slot: u32,
-        domain: i32,
-        ty: i32,
-        protocol: i32,
-    ) -> Result<(), Violation> {
-        if let Err(e) = session::check_socket(domain, ty, protocol) {
-            return self.chan.complete(tag, slot, neg(e), &[]);
-        }
-        if !self.sess.table.has_free() {
-            return self.chan.complete(tag, slot, neg(libc::EMFILE), &[]);
-        }
-        let os = match env.backend.socket(domain) {
-            Ok(os) => os,
-            Err(e) => return self.chan.complete(tag, slot, err_of(&e), &[]),
+    /// SHUT_WR asked for: shut the OS socket once no binding has TX bytes left.
+    fn shut_wr_if_drained(&mut self, id: SockId) {
+        let Some(s) = self.socks.get_mut(id) else {
+            return;
         };
-        let new = match self.sess.table.alloc(Sock::new(os, domain)) {
-            Ok(n) => n,
-            Err(s) => {
-                env.backend.close(s.os);
-                return self.chan.complete(tag, slot, neg(libc::EMFILE), &[]);
+        for &b in &s.bindings {
+            let pending = self.procs.get(&b.sid).and_then(|p| {
+                let (bd, _) = p.sess.table.get_any(b.slot)?;
+                Some(sock::tx_pending(&p.chan, b.slot, bd.tx_head))
+            });
+            match pending {
+                Some(Ok(0)) | None => {}
+                Some(Ok(_)) => return,
+                Some(Err(v)) => self.failed.push((b.sid, v)),
             }
-        };
-        self.chan.region().reset_sock(new);
-        let s = live(&mut self.sess.table, new)?;
-        s.set_flags(&mut self.chan, new, SF_OPEN, 0);
-        self.chan.complete(tag, slot, i64::from(new), &[])
+        }
+        s.shut_wr_pending = false;
+        if let Err(e) = self.backend.shutdown(&s.os, libc::SHUT_WR) {
+            debug!("shutdown(SHUT_WR) after drain: {e}");
+        }
     }
 
-    fn op_bind<B: Backend<Sock = S>>(
-        &mut self,
-        env: &mut Env<B>,
-        tag: u64,
-        slot: u32,
-        a: Addr,
-    ) -> Result<(), Violation> {
-        let (pid, uid) = (self.sess.pid, self.sess.uid);
-        let domain = live(&mut self.sess.table, slot)?.domain;
-        let addr = match session::check_family(domain, &a) {
-            Ok(a) => a,
-            Err(e) => return self.chan.complete(tag, slot, neg(e), &[]),
-        };
-        let port = addr.port();
-        let start = if port != 0 {
-            sys::unprivileged_port_start()
-        } else {
-            0
-        };
-        let caps = || sys::cap_eff(pid).ok();
-        let check = session::bind_allowed(port, start, uid, caps)
-            .and_then(|_| env.reuseport.check(port, uid));
-        if let Err(e) = check {
-            debug!(pid, port, errno = e, "bind refused");
-            return self.chan.complete(tag, slot, neg(e), &[]);
-        }
-        let s = live(&mut self.sess.table, slot)?;
-        if let Err(e) = env.backend.bind(&s.os, &addr) {
-            return self.chan.complete(tag, slot, err_of(&e), &[]);
-        }
-        if s.reuseport && s.reuse_port_bound.is_none() {
-            if let Ok(local) = env.backend.local_addr(&s.os) {
-                env.reuseport.add(local.port(), uid);
-                s.reuse_port_bound = Some(local.port());
+    /// Posts a completion to binding `b`'s session, outside that session's own command.
+    fn complete_to(&mut self, b: Bind, tag: u64, result: i64, data: &[u8]) {
+        if let Some(p) = self.procs.get_mut(&b.sid) {
+            if let Err(v) = p.chan.complete(tag, b.slot, result, data) {
+                self.failed.push((b.sid, v));
             }
         }
-        self.chan.complete(tag, slot, 0, &[])
     }
 
-    fn op_listen<B: Backend<Sock = S>>(
-        &mut self,
-        env: &mut Env<B>,
-        tag: u64,
-        slot: u32,
-        backlog: i32,
-    ) -> Result<(), Violation> {
-        let sid = env.sid;
-        let s = live(&mut self.sess.table, slot)?;
-        if let Err(e) = env.backend.listen(&s.os, backlog) {
-            return self.chan.complete(tag, slot, err_of(&e), &[]);
+    /// Readiness of the backend socket `id`.
+    fn on_ready(&mut self, id: SockId, r: Readiness) {
+        let Some(s) = self.socks.get_mut(id) else {
+            return;
+        };
+        let kind = s.kind;
+        match kind {
+            Kind::Fresh => return,
+            Kind::Listening => {
+                if r.readable || r.error || r.hup {
+                    self.fill_accept_queue(id);
+                }
+                return;
+            }
+            Kind::Connecting => match self.backend.connect_state(&s.os) {
+                ConnectState::Pending => return,
+                ConnectState::Connected => {
+                    s.kind = Kind::Connected;
+                    s.set_flags(SF_CONNECTED, SF_CONNECTING);
+                    let t = s.connect_tag.take();
+                    self.publish(id);
+                    if let Some(t) = t {
+                        self.complete_to(t.by, t.tag, 0, &[]);
+                    }
+                }
+                ConnectState::Failed(e) => {
+                    s.kind = Kind::Fresh;
+                    let t = s.connect_tag.take();
+                    if t.is_some() {
+                        s.set_flags(0, SF_CONNECTING);
+                    } else {
+                        s.post_error(e, 0, SF_CONNECTING);
+                    }
+                    self.publish(id);
+                    if let Some(t) = t {
+                        self.complete_to(t.by, t.tag, neg(e), &[]);
+                    }
+                    // Bytes written before the connect failed can never leave.
+                    for b in self.draining_bindings(id) {
+                        self.finish_binding(b);
+                    }
+                    return;
+                }
+            },
+            Kind::Connected => {}
         }
-        let cap = session::queue_cap(backlog);
-        match s.listener.as_mut() {
-            Some(l) => l.cap = cap,
-            None => {
-                s.listener = Some(Listener {
-                    queue: Default::default(),
-                    cap,
-                    parked: Default::default(),
-                    kernel_pending: true,
-                })
+        if r.readable || r.hup || r.error || kind != Kind::Connected {
+            self.pump_rx(id);
+        }
+        // Every binding's TX (pumping changes no binding list). Draining bindings whose TX
+        // emptied are finished afterwards; no allocation in the common case.
+        let mut finish: Vec<Bind> = Vec::new();
+        let mut i = 0;
+        while let Some(b) = self.socks.get(id).and_then(|s| s.bindings.get(i).copied()) {
+            if self.pump_tx(id, b) && self.is_draining(b) {
+                finish.push(b);
+            }
+            i += 1;
+        }
+        if let Some(s) = self.socks.get_mut(id) {
+            if r.error && !s.io_dead {
+                let e = self.backend.take_error(&s.os);
+                if e != 0 {
+                    s.fail(e);
+                    self.publish(id);
+                }
             }
         }
-        s.kind = Kind::Listening;
-        if !s.registered {
-            if let Err(e) = env.backend.register(&s.os, token(sid, slot)) {
-                warn!(pid = self.sess.pid, "listen: registering the socket: {e}");
-                return self.chan.complete(tag, slot, err_of(&e), &[]);
+        if self.socks.get(id).is_some_and(|s| s.io_dead) {
+            // Nothing more can be sent: every draining binding is done.
+            for b in self.draining_bindings(id) {
+                if !finish.contains(&b) {
+                    finish.push(b);
+                }
             }
-            s.registered = true;
         }
-        s.set_flags(&mut self.chan, slot, SF_LISTENING, 0);
-        self.chan.complete(tag, slot, 0, &[])?;
-        self.fill_accept_queue(env, slot)
+        for b in finish {
+            self.finish_binding(b);
+        }
     }
 
-    /// Moves connections from the kernel into the agent's queue (up to its cap), serves parked
-    /// accepts, and publishes `accept_ready`.
-    fn fill_accept_queue<B: Backend<Sock = S>>(
-        &mut self,
-        env: &mut Env<B>,
-        lslot: u32,
-    ) -> Result<(), Violation> {
+    fn bindings_of(&self, id: SockId) -> Vec<Bind> {
+        self.socks
+            .get(id)
+            .map(|s| s.bindings.clone())
+            .unwrap_or_default()
+    }
+
+    fn is_draining(&self, b: Bind) -> bool {
+        self.procs
+            .get(&b.sid)
+            .and_then(|p| p.sess.table.get_any(b.slot))
+            .is_some_and(|(_, draining)| draining)
+    }
+
+    fn draining_bindings(&self, id: SockId) -> Vec<Bind> {
+        let mut v = self.bindings_of(id);
+        v.retain(|&b| self.is_draining(b));
+        v
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Bindings and socket lifetime
+
+    /// The host closed binding `b` (or exited): release it now, or drain its TX first.
+    fn close_binding(&mut self, b: Bind) {
+        let Some(id) = self
+            .procs
+            .get(&b.sid)
+            .and_then(|p| p.sess.table.get_any(b.slot))
+            .map(|(bd, _)| bd.sock)
+        else {
+            return;
+        };
+        let Some(s) = self.socks.get_mut(id) else {
+            self.finish_binding(b);
+            return;
+        };
+        // Commands this binding parked end with the fd (other bindings' stay parked).
+        let mut ended = Vec::new();
+        if let Some(l) = s.listener.as_mut() {
+            l.parked.retain(|p| {
+                let mine = p.by == b;
+                if mine {
+                    ended.push(*p);
+                }
+                !mine
+            });
+        }
+        if s.connect_tag.is_some_and(|p| p.by == b) {
+            ended.extend(s.connect_tag.take());
+        }
+        let may_drain = matches!(s.kind, Kind::Connected | Kind::Connecting) && !s.io_dead;
+        for p in ended {
+            self.complete_to(p.by, p.tag, neg(libc::EINVAL), &[]);
+        }
+        let pending = match self.procs.get(&b.sid).and_then(|p| {
+            let (bd, _) = p.sess.table.get_any(b.slot)?;
+            Some(sock::tx_pending(&p.chan, b.slot, bd.tx_head))
+        }) {
+            Some(Ok(n)) => n,
+            Some(Err(v)) => {
+                self.failed.push((b.sid, v));
+                0
+            }
+            None => 0,
+        };
+        if !may_drain || pending == 0 {
+            self.finish_binding(b);
+            return;
+        }
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        arm(&mut self.next_timer, deadline);
+        if let Some(p) = self.procs.get_mut(&b.sid) {
+            if let Some(bd) = p.sess.table.get_mut(b.slot) {
+                bd.drain_deadline = Some(deadline);
+            }
+            p.sess.table.start_drain(b.slot);
+        }
+        if self.pump_tx(id, b) {
+            self.finish_binding(b);
+        }
+    }
+
+    /// Frees binding `b`'s slot. When it was the active binding of a connection, its unread RX
+    /// bytes go to the next live binding (or wait in the stash for a ticket's claimant). The OS
+    /// socket closes with its last reference.
+    fn finish_binding(&mut self, b: Bind) {
+        let Some(p) = self.procs.get_mut(&b.sid) else {
+            return;
+        };
+        let Some(bd) = p.sess.table.free(b.slot) else {
+            return;
+        };
+        let id = bd.sock;
+        if let Some(ctl) = p.chan.region().sock(b.slot) {
+            ctl.state.0.flags.fetch_and(!SF_OPEN, Ordering::SeqCst);
+            ctl.state.0.accept_ready.store(0, Ordering::SeqCst);
+        }
+        p.chan.dirty(b.slot);
+        let Some(s) = self.socks.get_mut(id) else {
+            return;
+        };
+        s.bindings.retain(|&x| x != b);
+        if let Some(l) = s.listener.as_mut() {
+            l.parked.retain(|p| p.by != b);
+        }
+        if s.connect_tag.is_some_and(|p| p.by == b) {
+            s.connect_tag = None;
+        }
+        if s.active == Some(b) {
+            let unread = if s.kind == Kind::Connected {
+                match sock::unread_rx(&p.chan, b.slot, bd.rx_tail) {
+                    Ok(v) => v,
+                    Err(v) => {
+                        self.failed.push((b.sid, v));
+                        Vec::new()
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            // What this binding had not read comes before what was still stashed for it.
+            if !unread.is_empty() {
+                let mut st = unread;
+                st.extend_from_slice(&s.stash);
+                s.stash = st;
+            }
+            let procs = &self.procs;
+            s.active = s.bindings.iter().copied().find(|x| {
+                procs
+                    .get(&x.sid)
+                    .is_some_and(|p| !p.closing && p.sess.table.is_live(x.slot))
+            });
+            if let Some(next) = s.active {
+                debug!(
+                    from = b.sid,
+                    to = next.sid,
+                    slot = next.slot,
+                    bytes = s.stash.len(),
+                    "connection moves to another process"
+                );
+                // Bytes first, then the state (SF_RX_FIN must not precede them).
+                self.pump_rx(id);
+                self.publish_one(id, next);
+            }
+        }
+        self.release_if_unused(id);
+    }
+
+    /// Closes socket `id` when no binding and no ticket holds it any more.
+    fn release_if_unused(&mut self, id: SockId) {
+        if self.socks.get(id).is_some_and(|s| s.refs() == 0) {
+            if let Some(s) = self.socks.remove(id) {
+                self.close_os(s);
+            }
+        }
+    }
+
+    /// Releases everything an unreferenced socket holds.
+    fn close_os(&mut self, mut s: Sock<B::Sock>) {
+        if let Some(p) = s.reuse_port_bound.take() {
+            self.reuseport.remove(p);
+        }
+        let mut parked = Vec::new();
+        if let Some(l) = s.listener.take() {
+            for (c, _) in l.queue {
+                self.backend.close(c);
+            }
+            parked.extend(l.parked);
+        }
+        parked.extend(s.connect_tag.take());
+        self.backend.close(s.os);
+        for p in parked {
+            self.complete_to(p.by, p.tag, neg(libc::EINVAL), &[]);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Listeners
+
+    /// Moves connections from the kernel into the shared accept queue (up to its cap), serves
+    /// parked accepts of any binding oldest first, and publishes `accept_ready` to every binding.
+    fn fill_accept_queue(&mut self, id: SockId) {
         loop {
-            let Some(s) = self.sess.table.get_mut(lslot) else {
-                return Ok(());
+            let Some(s) = self.socks.get_mut(id) else {
+                return;
             };
             let Some(l) = s.listener.as_mut() else {
-                return Ok(());
+                return;
             };
-            let mut queued = 0u32;
             while l.queue.len() < l.cap {
-                match env.backend.accept(&s.os) {
+                match self.backend.accept(&s.os) {
                     Ok(c) => {
                         l.queue.push_back(c);
-                        queued += 1;
+                        l.seq = l.seq.wrapping_add(1);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         l.kernel_pending = false;
@@ -1038,7 +1341,7 @@ impl<S> Proc<S> {
                         ) => {}
                     Err(e) => {
                         // EMFILE/ENOMEM...: leave the rest in the kernel; the next event retries.
-                        warn!(pid = self.sess.pid, "accept: {e}");
+                        warn!("accept: {e}");
                         break;
                     }
                 }
@@ -1046,194 +1349,427 @@ impl<S> Proc<S> {
             if l.queue.len() >= l.cap {
                 l.kernel_pending = true;
             }
-            if queued > 0 {
-                if let Some(ctl) = self.chan.region().sock(lslot) {
-                    ctl.state.0.accept_seq.fetch_add(queued, Ordering::SeqCst);
-                }
-            }
             let mut served = false;
-            while let Some(tag) = self.next_parked(lslot) {
-                self.accept_one(env, lslot, tag)?;
+            while let Some(p) = self.next_parked(id) {
+                self.accept_one(id, p.by, p.tag);
                 served = true;
             }
-            self.publish_accept_ready(lslot);
+            self.publish(id);
             let again = self
-                .sess
-                .table
-                .get_mut(lslot)
+                .socks
+                .get(id)
                 .and_then(|s| s.listener.as_ref())
                 .is_some_and(|l| served && l.kernel_pending && l.queue.len() < l.cap);
             if !again {
-                return Ok(());
+                return;
             }
         }
     }
 
-    /// The oldest parked accept of `lslot`, when a connection is queued for it.
-    fn next_parked(&mut self, lslot: u32) -> Option<u64> {
-        let l = self.sess.table.get_mut(lslot)?.listener.as_mut()?;
+    /// The oldest parked accept of listener `id`, when a connection is queued for it.
+    fn next_parked(&mut self, id: SockId) -> Option<Parked> {
+        let l = self.socks.get_mut(id)?.listener.as_mut()?;
         if l.queue.is_empty() {
             return None;
         }
         l.parked.pop_front()
     }
 
-    fn publish_accept_ready(&mut self, lslot: u32) {
-        let n = self
-            .sess
-            .table
-            .get_mut(lslot)
-            .and_then(|s| s.listener.as_ref())
-            .map_or(0, |l| l.queue.len());
-        if let Some(ctl) = self.chan.region().sock(lslot) {
-            ctl.state.0.accept_ready.store(n as u32, Ordering::SeqCst);
+    /// Takes the oldest queued connection of listener `lid` into a new slot of the accepting
+    /// binding's session and completes `tag` there.
+    fn accept_one(&mut self, lid: SockId, by: Bind, tag: u64) {
+        let Some(p) = self.procs.get_mut(&by.sid) else {
+            return;
+        };
+        if p.closing {
+            return;
         }
-        self.chan.dirty(lslot);
-    }
-
-    /// Takes the oldest queued connection of `lslot` into a new slot and completes `tag`.
-    fn accept_one<B: Backend<Sock = S>>(
-        &mut self,
-        env: &mut Env<B>,
-        lslot: u32,
-        tag: u64,
-    ) -> Result<(), Violation> {
-        if !self.sess.table.has_free() {
-            return self.chan.complete(tag, lslot, neg(libc::EMFILE), &[]);
+        if !p.sess.table.has_free() {
+            return self.complete_to(by, tag, neg(libc::EMFILE), &[]);
         }
-        let l = live(&mut self.sess.table, lslot)?;
+        let Some(l) = self.socks.get_mut(lid) else {
+            return;
+        };
         let domain = l.domain;
         let Some((os, peer)) = l.listener.as_mut().and_then(|l| l.queue.pop_front()) else {
-            return self.chan.complete(tag, lslot, neg(libc::EAGAIN), &[]);
+            return self.complete_to(by, tag, neg(libc::EAGAIN), &[]);
         };
         let mut s = Sock::new(os, domain);
         s.kind = Kind::Connected;
-        let slot = match self.sess.table.alloc(s) {
+        s.set_flags(SF_CONNECTED, 0);
+        let id = self.socks.insert(s);
+        let slot = match p.sess.table.alloc(Binding::new(id)) {
             Ok(n) => n,
-            Err(s) => {
-                env.backend.close(s.os);
-                return self.chan.complete(tag, lslot, neg(libc::EMFILE), &[]);
+            Err(_) => {
+                if let Some(s) = self.socks.remove(id) {
+                    self.close_os(s);
+                }
+                return self.complete_to(by, tag, neg(libc::EMFILE), &[]);
             }
         };
-        self.chan.region().reset_sock(slot);
-        let s = live(&mut self.sess.table, slot)?;
-        if let Err(e) = env.backend.register(&s.os, token(env.sid, slot)) {
-            warn!(pid = self.sess.pid, "accept: registering the socket: {e}");
-            if let Some(s) = self.sess.table.free(slot) {
-                env.backend.close(s.os);
+        p.chan.region().reset_sock(slot);
+        let nb = Bind { sid: by.sid, slot };
+        let Some(s) = self.socks.get_mut(id) else {
+            return;
+        };
+        s.bindings.push(nb);
+        s.active = Some(nb);
+        if let Err(e) = self.backend.register(&s.os, id.token()) {
+            warn!(pid = p.sess.pid, "accept: registering the socket: {e}");
+            if let Some(b) = p.sess.table.free(slot) {
+                if let Some(s) = self.socks.remove(b.sock) {
+                    self.close_os(s);
+                }
             }
-            return self.chan.complete(tag, lslot, err_of(&e), &[]);
+            return self.complete_to(by, tag, err_of(&e), &[]);
         }
         s.registered = true;
-        s.set_flags(&mut self.chan, slot, SF_OPEN | SF_CONNECTED, 0);
-        pump_rx(env.backend, &mut self.chan, slot, s)?;
-        self.chan.complete(
-            tag,
-            lslot,
-            i64::from(slot),
-            &session::wire_of(&peer).encode(),
-        )
+        self.publish(id);
+        self.pump_rx(id);
+        self.complete_to(by, tag, i64::from(slot), &session::wire_of(&peer).encode());
     }
 
-    fn op_accept<B: Backend<Sock = S>>(
+    // -----------------------------------------------------------------------------------------
+    // Commands
+
+    fn has_cap(&self, sid: u32, bit: u32) -> bool {
+        self.procs.get(&sid).is_some_and(|p| {
+            p.sess.uid == 0
+                || sys::cap_eff(p.sess.pid)
+                    .map(|c| c & (1 << bit) != 0)
+                    .unwrap_or(false)
+        })
+    }
+
+    /// Completion of the acting session's command.
+    fn complete(
         &mut self,
-        env: &mut Env<B>,
+        sid: u32,
         tag: u64,
         slot: u32,
-        wait: bool,
+        result: i64,
+        data: &[u8],
     ) -> Result<(), Violation> {
-        let s = live(&mut self.sess.table, slot)?;
+        match self.procs.get_mut(&sid) {
+            Some(p) => p.chan.complete(tag, slot, result, data),
+            None => Ok(()),
+        }
+    }
+
+    /// The socket a live slot names. decode() checked ownership, so this fails only on an agent
+    /// bug, which must not panic.
+    fn sock_of(&self, b: Bind) -> Result<SockId, Violation> {
+        self.procs
+            .get(&b.sid)
+            .and_then(|p| p.sess.table.get_any(b.slot))
+            .filter(|(_, draining)| !draining)
+            .map(|(bd, _)| bd.sock)
+            .filter(|&id| self.socks.get(id).is_some())
+            .ok_or(Violation::SlotNotOwned {
+                slot: b.slot,
+                op: 0,
+            })
+    }
+
+    fn exec(&mut self, sid: u32, cmd: Command) -> Result<(), Violation> {
+        let (slot, tag) = (cmd.slot, cmd.tag);
+        let b = Bind { sid, slot };
+        match cmd.req {
+            Request::Nop => self.complete(sid, tag, slot, 0, &[]),
+            Request::Socket {
+                domain,
+                ty,
+                protocol,
+            } => self.op_socket(sid, tag, slot, domain, ty, protocol),
+            Request::Bind(a) => self.op_bind(b, tag, a),
+            Request::Listen { backlog } => self.op_listen(b, tag, backlog),
+            Request::Accept { wait } => self.op_accept(b, tag, wait),
+            Request::Connect { addr, wait } => self.op_connect(b, tag, addr, wait),
+            Request::Close => {
+                self.close_binding(b);
+                self.complete(sid, tag, slot, 0, &[])
+            }
+            Request::Shutdown { how } => self.op_shutdown(b, tag, how),
+            Request::GetSockName | Request::GetPeerName => {
+                let id = self.sock_of(b)?;
+                let Some(s) = self.socks.get(id) else {
+                    return Ok(());
+                };
+                let r = if cmd.req == Request::GetPeerName {
+                    self.backend.peer_addr(&s.os)
+                } else {
+                    self.backend.local_addr(&s.os)
+                };
+                match r {
+                    Ok(a) => self.complete(sid, tag, slot, 0, &session::wire_of(&a).encode()),
+                    Err(e) => self.complete(sid, tag, slot, err_of(&e), &[]),
+                }
+            }
+            Request::SetSockOpt {
+                level,
+                name,
+                len,
+                val,
+            } => self.op_setsockopt(b, tag, level, name, &val[..len]),
+            Request::GetSockOpt { level, name, len } => {
+                self.op_getsockopt(b, tag, level, name, len)
+            }
+            Request::TxKick => {
+                let id = self.sock_of(b)?;
+                if let Some(ctl) = self
+                    .procs
+                    .get(&sid)
+                    .and_then(|p| p.chan.region().sock(slot))
+                {
+                    // Clear the kick flag before reading tx_tail: bytes published after our read
+                    // come with a new kick (Dekker pair with the host's swap).
+                    ctl.host.0.tx_kick.store(0, Ordering::SeqCst);
+                    fence(Ordering::SeqCst);
+                }
+                self.pump_tx(id, b);
+                self.complete(sid, tag, slot, 0, &[])
+            }
+            Request::RxSpace => {
+                let id = self.sock_of(b)?;
+                if self.socks.get(id).is_some_and(|s| s.active == Some(b)) {
+                    self.pump_rx(id);
+                }
+                self.complete(sid, tag, slot, 0, &[])
+            }
+            Request::Fork => self.op_fork(sid, tag, slot),
+            Request::ForkChild { secret, pid } => self.op_fork_child(sid, tag, slot, secret, pid),
+        }
+    }
+
+    fn op_socket(
+        &mut self,
+        sid: u32,
+        tag: u64,
+        slot: u32,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+    ) -> Result<(), Violation> {
+        if let Err(e) = session::check_socket(domain, ty, protocol) {
+            return self.complete(sid, tag, slot, neg(e), &[]);
+        }
+        if !self
+            .procs
+            .get(&sid)
+            .is_some_and(|p| p.sess.table.has_free())
+        {
+            return self.complete(sid, tag, slot, neg(libc::EMFILE), &[]);
+        }
+        let os = match self.backend.socket(domain) {
+            Ok(os) => os,
+            Err(e) => return self.complete(sid, tag, slot, err_of(&e), &[]),
+        };
+        let id = self.socks.insert(Sock::new(os, domain));
+        let new = match self
+            .procs
+            .get_mut(&sid)
+            .map(|p| p.sess.table.alloc(Binding::new(id)))
+        {
+            Some(Ok(n)) => n,
+            _ => {
+                if let Some(s) = self.socks.remove(id) {
+                    self.close_os(s);
+                }
+                return self.complete(sid, tag, slot, neg(libc::EMFILE), &[]);
+            }
+        };
+        if let Some(p) = self.procs.get(&sid) {
+            p.chan.region().reset_sock(new);
+        }
+        let b = Bind { sid, slot: new };
+        if let Some(s) = self.socks.get_mut(id) {
+            s.bindings.push(b);
+            s.active = Some(b);
+        }
+        self.publish(id);
+        self.complete(sid, tag, slot, i64::from(new), &[])
+    }
+
+    fn op_bind(&mut self, b: Bind, tag: u64, a: Addr) -> Result<(), Violation> {
+        let (sid, slot) = (b.sid, b.slot);
+        let id = self.sock_of(b)?;
+        let Some((pid, uid)) = self.procs.get(&sid).map(|p| (p.sess.pid, p.sess.uid)) else {
+            return Ok(());
+        };
+        let Some(domain) = self.socks.get(id).map(|s| s.domain) else {
+            return Ok(());
+        };
+        let addr = match session::check_family(domain, &a) {
+            Ok(a) => a,
+            Err(e) => return self.complete(sid, tag, slot, neg(e), &[]),
+        };
+        let port = addr.port();
+        let start = if port != 0 {
+            sys::unprivileged_port_start()
+        } else {
+            0
+        };
+        let caps = || sys::cap_eff(pid).ok();
+        let check = session::bind_allowed(port, start, uid, caps)
+            .and_then(|_| self.reuseport.check(port, uid));
+        if let Err(e) = check {
+            debug!(pid, port, errno = e, "bind refused");
+            return self.complete(sid, tag, slot, neg(e), &[]);
+        }
+        let Some(s) = self.socks.get_mut(id) else {
+            return Ok(());
+        };
+        if let Err(e) = self.backend.bind(&s.os, &addr) {
+            return self.complete(sid, tag, slot, err_of(&e), &[]);
+        }
+        if s.reuseport && s.reuse_port_bound.is_none() {
+            if let Ok(local) = self.backend.local_addr(&s.os) {
+                self.reuseport.add(local.port(), uid);
+                s.reuse_port_bound = Some(local.port());
+            }
+        }
+        self.complete(sid, tag, slot, 0, &[])
+    }
+
+    fn op_listen(&mut self, b: Bind, tag: u64, backlog: i32) -> Result<(), Violation> {
+        let (sid, slot) = (b.sid, b.slot);
+        let id = self.sock_of(b)?;
+        let Some(s) = self.socks.get_mut(id) else {
+            return Ok(());
+        };
+        if let Err(e) = self.backend.listen(&s.os, backlog) {
+            return self.complete(sid, tag, slot, err_of(&e), &[]);
+        }
+        let cap = session::queue_cap(backlog);
+        match s.listener.as_mut() {
+            Some(l) => l.cap = cap,
+            None => {
+                s.listener = Some(Listener {
+                    queue: Default::default(),
+                    cap,
+                    parked: Default::default(),
+                    kernel_pending: true,
+                    seq: 0,
+                })
+            }
+        }
+        s.kind = Kind::Listening;
+        if !s.registered {
+            if let Err(e) = self.backend.register(&s.os, id.token()) {
+                warn!(session = sid, "listen: registering the socket: {e}");
+                return self.complete(sid, tag, slot, err_of(&e), &[]);
+            }
+            s.registered = true;
+        }
+        s.set_flags(SF_LISTENING, 0);
+        self.publish(id);
+        self.complete(sid, tag, slot, 0, &[])?;
+        self.fill_accept_queue(id);
+        Ok(())
+    }
+
+    fn op_accept(&mut self, b: Bind, tag: u64, wait: bool) -> Result<(), Violation> {
+        let (sid, slot) = (b.sid, b.slot);
+        let id = self.sock_of(b)?;
+        let Some(s) = self.socks.get_mut(id) else {
+            return Ok(());
+        };
         let Some(l) = s.listener.as_mut().filter(|_| s.kind == Kind::Listening) else {
-            return self.chan.complete(tag, slot, neg(libc::EINVAL), &[]);
+            return self.complete(sid, tag, slot, neg(libc::EINVAL), &[]);
         };
         if l.queue.is_empty() {
             // A parked accept without a tag could never deliver its slot: treat as non-blocking.
             if wait && tag != 0 {
-                l.parked.push_back(tag);
+                l.parked.push_back(Parked { by: b, tag });
                 return Ok(());
             }
-            return self.chan.complete(tag, slot, neg(libc::EAGAIN), &[]);
+            return self.complete(sid, tag, slot, neg(libc::EAGAIN), &[]);
         }
-        self.accept_one(env, slot, tag)?;
-        self.fill_accept_queue(env, slot)
+        self.accept_one(id, b, tag);
+        self.fill_accept_queue(id);
+        Ok(())
     }
 
-    fn op_connect<B: Backend<Sock = S>>(
-        &mut self,
-        env: &mut Env<B>,
-        tag: u64,
-        slot: u32,
-        a: Addr,
-        wait: bool,
-    ) -> Result<(), Violation> {
-        let sid = env.sid;
-        let s = live(&mut self.sess.table, slot)?;
+    fn op_connect(&mut self, b: Bind, tag: u64, a: Addr, wait: bool) -> Result<(), Violation> {
+        let (sid, slot) = (b.sid, b.slot);
+        let id = self.sock_of(b)?;
+        let Some(s) = self.socks.get_mut(id) else {
+            return Ok(());
+        };
         let addr = match session::check_family(s.domain, &a) {
             Ok(a) => a,
-            Err(e) => return self.chan.complete(tag, slot, neg(e), &[]),
+            Err(e) => return self.complete(sid, tag, slot, neg(e), &[]),
         };
-        let r = env.backend.connect(&s.os, &addr);
+        let r = self.backend.connect(&s.os, &addr);
         let in_progress = matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS));
         if let Err(e) = &r {
             if !in_progress {
-                return self.chan.complete(tag, slot, err_of(e), &[]);
+                return self.complete(sid, tag, slot, err_of(e), &[]);
             }
         }
         if !s.registered {
-            if let Err(e) = env.backend.register(&s.os, token(sid, slot)) {
-                warn!(pid = self.sess.pid, "connect: registering the socket: {e}");
-                return self.chan.complete(tag, slot, err_of(&e), &[]);
+            if let Err(e) = self.backend.register(&s.os, id.token()) {
+                warn!(session = sid, "connect: registering the socket: {e}");
+                return self.complete(sid, tag, slot, err_of(&e), &[]);
             }
             s.registered = true;
         }
         if in_progress {
             s.kind = Kind::Connecting;
-            s.set_flags(&mut self.chan, slot, SF_CONNECTING, 0);
-            if wait && tag != 0 {
-                s.connect_tag = Some(tag);
+            s.set_flags(SF_CONNECTING, 0);
+            let park = wait && tag != 0;
+            if park {
+                s.connect_tag = Some(Parked { by: b, tag });
+            }
+            self.publish(id);
+            if park {
                 return Ok(());
             }
-            return self.chan.complete(tag, slot, neg(libc::EINPROGRESS), &[]);
+            return self.complete(sid, tag, slot, neg(libc::EINPROGRESS), &[]);
         }
         s.kind = Kind::Connected;
-        s.set_flags(&mut self.chan, slot, SF_CONNECTED, 0);
-        self.chan.complete(tag, slot, 0, &[])?;
-        pump_rx(env.backend, &mut self.chan, slot, s)?;
-        pump_tx(env.backend, &mut self.chan, slot, s).map(|_| ())
+        s.set_flags(SF_CONNECTED, 0);
+        self.publish(id);
+        self.complete(sid, tag, slot, 0, &[])?;
+        self.pump_rx(id);
+        self.pump_tx(id, b);
+        Ok(())
     }
 
-    fn op_shutdown<B: Backend<Sock = S>>(
-        &mut self,
-        env: &mut Env<B>,
-        tag: u64,
-        slot: u32,
-        how: u64,
-    ) -> Result<(), Violation> {
+    fn op_shutdown(&mut self, b: Bind, tag: u64, how: u64) -> Result<(), Violation> {
+        let (sid, slot) = (b.sid, b.slot);
+        let id = self.sock_of(b)?;
         if how > 2 {
-            return self.chan.complete(tag, slot, neg(libc::EINVAL), &[]);
+            return self.complete(sid, tag, slot, neg(libc::EINVAL), &[]);
         }
         let how = how as i32;
         let rd = how == libc::SHUT_RD || how == libc::SHUT_RDWR;
         let wr = how == libc::SHUT_WR || how == libc::SHUT_RDWR;
-        let s = live(&mut self.sess.table, slot)?;
+        let Some(s) = self.socks.get_mut(id) else {
+            return Ok(());
+        };
         if s.kind == Kind::Connected && !s.io_dead {
             if rd {
-                s.set_flags(&mut self.chan, slot, SF_RX_SHUT, 0);
-                if let Err(e) = env.backend.shutdown(&s.os, libc::SHUT_RD) {
+                s.set_flags(SF_RX_SHUT, 0);
+                if let Err(e) = self.backend.shutdown(&s.os, libc::SHUT_RD) {
                     debug!(slot, "shutdown(SHUT_RD): {e}");
                 }
             }
             if wr {
-                s.set_flags(&mut self.chan, slot, SF_TX_SHUT, 0);
+                s.set_flags(SF_TX_SHUT, 0);
                 s.shut_wr_pending = true;
-                pump_tx(env.backend, &mut self.chan, slot, s)?;
             }
-            return self.chan.complete(tag, slot, 0, &[]);
+            self.publish(id);
+            if wr && self.pump_tx(id, b) {
+                self.shut_wr_if_drained(id);
+            }
+            return self.complete(sid, tag, slot, 0, &[]);
         }
-        if let Err(e) = env.backend.shutdown(&s.os, how) {
-            return self.chan.complete(tag, slot, err_of(&e), &[]);
+        if let Err(e) = self.backend.shutdown(&s.os, how) {
+            return self.complete(sid, tag, slot, err_of(&e), &[]);
         }
-        // A listener shut for reading stops listening; a connect in progress is abandoned.
+        // A listener shut for reading stops listening (every binding's parked accept ends); a
+        // connect in progress is abandoned.
         let mut parked = Vec::new();
         let mut closed = Vec::new();
         if s.kind == Kind::Listening && rd {
@@ -1242,43 +1778,44 @@ impl<S> Proc<S> {
                 closed.extend(l.queue.into_iter().map(|(c, _)| c));
             }
             s.kind = Kind::Fresh;
-            s.set_flags(&mut self.chan, slot, 0, SF_LISTENING);
+            s.set_flags(0, SF_LISTENING);
         } else if s.kind == Kind::Connecting {
             s.kind = Kind::Fresh;
             parked.extend(s.connect_tag.take());
-            s.set_flags(&mut self.chan, slot, 0, SF_CONNECTING);
+            s.set_flags(0, SF_CONNECTING);
         }
         for c in closed {
-            env.backend.close(c);
+            self.backend.close(c);
         }
-        self.publish_accept_ready(slot);
-        for t in parked {
-            self.chan.complete(t, slot, neg(libc::EINVAL), &[])?;
+        self.publish(id);
+        for p in parked {
+            self.complete_to(p.by, p.tag, neg(libc::EINVAL), &[]);
         }
-        self.chan.complete(tag, slot, 0, &[])
+        self.complete(sid, tag, slot, 0, &[])
     }
 
-    fn op_setsockopt<B: Backend<Sock = S>>(
+    fn op_setsockopt(
         &mut self,
-        env: &mut Env<B>,
+        b: Bind,
         tag: u64,
-        slot: u32,
         level: i32,
         name: i32,
         val: &[u8],
     ) -> Result<(), Violation> {
+        let (sid, slot) = (b.sid, b.slot);
+        let id = self.sock_of(b)?;
         let allowed = match session::sockopt_policy(level, name, true, val) {
             OptPolicy::Pass => Ok(()),
             OptPolicy::Deny(e) => Err(e),
             OptPolicy::NeedNetAdmin => {
-                if self.has_cap(session::CAP_NET_ADMIN) {
+                if self.has_cap(sid, session::CAP_NET_ADMIN) {
                     Ok(())
                 } else {
                     Err(libc::EPERM)
                 }
             }
             OptPolicy::Congestion => {
-                if self.has_cap(session::CAP_NET_ADMIN)
+                if self.has_cap(sid, session::CAP_NET_ADMIN)
                     || session::congestion_allowed(val, &sys::allowed_congestion_controls())
                 {
                     Ok(())
@@ -1288,16 +1825,12 @@ impl<S> Proc<S> {
             }
         };
         if let Err(e) = allowed {
-            debug!(
-                pid = self.sess.pid,
-                level,
-                name,
-                errno = e,
-                "setsockopt refused"
-            );
-            return self.chan.complete(tag, slot, neg(e), &[]);
+            debug!(session = sid, level, name, errno = e, "setsockopt refused");
+            return self.complete(sid, tag, slot, neg(e), &[]);
         }
-        let s = live(&mut self.sess.table, slot)?;
+        let Some(s) = self.socks.get_mut(id) else {
+            return Ok(());
+        };
         let int = |v: &[u8], at: usize| {
             v.get(at..at + 4)
                 .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
@@ -1308,7 +1841,7 @@ impl<S> Proc<S> {
             let (on, secs) = (int(val, 0).unwrap_or(0), int(val, 4).unwrap_or(0));
             if on != 0 && secs > 0 {
                 let off = [0u8; 8];
-                let r = env.backend.setsockopt(&s.os, level, name, &off);
+                let r = self.backend.setsockopt(&s.os, level, name, &off);
                 if r.is_ok() {
                     let mut keep = [0u8; 8];
                     keep.copy_from_slice(&val[..8]);
@@ -1316,201 +1849,197 @@ impl<S> Proc<S> {
                 }
                 r
             } else {
-                let r = env.backend.setsockopt(&s.os, level, name, val);
+                let r = self.backend.setsockopt(&s.os, level, name, val);
                 if r.is_ok() {
                     s.linger = None;
                 }
                 r
             }
         } else {
-            let r = env.backend.setsockopt(&s.os, level, name, val);
+            let r = self.backend.setsockopt(&s.os, level, name, val);
             if r.is_ok() && level == libc::SOL_SOCKET && name == libc::SO_REUSEPORT {
                 s.reuseport = int(val, 0).unwrap_or(0) != 0;
             }
             r
         };
         match r {
-            Ok(()) => self.chan.complete(tag, slot, 0, &[]),
-            Err(e) => self.chan.complete(tag, slot, err_of(&e), &[]),
+            Ok(()) => self.complete(sid, tag, slot, 0, &[]),
+            Err(e) => self.complete(sid, tag, slot, err_of(&e), &[]),
         }
     }
 
-    fn op_getsockopt<B: Backend<Sock = S>>(
+    fn op_getsockopt(
         &mut self,
-        env: &mut Env<B>,
+        b: Bind,
         tag: u64,
-        slot: u32,
         level: i32,
         name: i32,
         len: usize,
     ) -> Result<(), Violation> {
+        let (sid, slot) = (b.sid, b.slot);
+        let id = self.sock_of(b)?;
         match session::sockopt_policy(level, name, false, &[]) {
-            OptPolicy::Deny(e) => return self.chan.complete(tag, slot, neg(e), &[]),
-            OptPolicy::NeedNetAdmin if !self.has_cap(session::CAP_NET_ADMIN) => {
-                return self.chan.complete(tag, slot, neg(libc::EPERM), &[]);
+            OptPolicy::Deny(e) => return self.complete(sid, tag, slot, neg(e), &[]),
+            OptPolicy::NeedNetAdmin if !self.has_cap(sid, session::CAP_NET_ADMIN) => {
+                return self.complete(sid, tag, slot, neg(libc::EPERM), &[]);
             }
             _ => {}
         }
-        let s = live(&mut self.sess.table, slot)?;
+        let Some(s) = self.socks.get(id) else {
+            return Ok(());
+        };
         if let (libc::SOL_SOCKET, libc::SO_LINGER, Some(l)) = (level, name, s.linger) {
             let n = len.min(l.len());
-            return self.chan.complete(tag, slot, n as i64, &l[..n]);
+            return self.complete(sid, tag, slot, n as i64, &l[..n]);
         }
         let mut buf = [0u8; MAX_OPTVAL];
-        match env.backend.getsockopt(&s.os, level, name, &mut buf[..len]) {
-            Ok(n) => self.chan.complete(tag, slot, n as i64, &buf[..n]),
-            Err(e) => self.chan.complete(tag, slot, err_of(&e), &[]),
+        match self.backend.getsockopt(&s.os, level, name, &mut buf[..len]) {
+            Ok(n) => self.complete(sid, tag, slot, n as i64, &buf[..n]),
+            Err(e) => self.complete(sid, tag, slot, err_of(&e), &[]),
         }
     }
 
-    /// The host closed `slot` (or exited): close now, or drain TX first.
-    fn close_slot<B: Backend<Sock = S>>(
-        &mut self,
-        env: &mut Env<B>,
-        slot: u32,
-    ) -> Result<(), Violation> {
-        let s = live(&mut self.sess.table, slot)?;
-        let may_drain = matches!(s.kind, Kind::Connected | Kind::Connecting) && !s.io_dead;
-        if !may_drain || s.tx_pending(&self.chan, slot)? == 0 {
-            return self.finish_close(env, slot);
-        }
-        s.connect_tag = None;
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        s.drain_deadline = Some(deadline);
-        if env.next_timer.map_or(true, |t| deadline < t) {
-            *env.next_timer = Some(deadline);
-        }
-        self.sess.table.start_drain(slot);
-        let Some((s, _)) = self.sess.table.get_any_mut(slot) else {
+    // -----------------------------------------------------------------------------------------
+    // Fork tickets
+
+    /// `OP_FORK`: a ticket holding a reference to every socket the session holds now.
+    fn op_fork(&mut self, sid: u32, tag: u64, slot: u32) -> Result<(), Violation> {
+        let Some(p) = self.procs.get(&sid) else {
             return Ok(());
         };
-        if pump_tx(env.backend, &mut self.chan, slot, s)? {
-            return self.finish_close(env, slot);
-        }
-        Ok(())
-    }
-
-    /// Releases a slot and everything its socket holds.
-    fn finish_close<B: Backend<Sock = S>>(
-        &mut self,
-        env: &mut Env<B>,
-        slot: u32,
-    ) -> Result<(), Violation> {
-        let Some(mut s) = self.sess.table.free(slot) else {
-            return Ok(());
-        };
-        if let Some(p) = s.reuse_port_bound.take() {
-            env.reuseport.remove(p);
-        }
-        let mut parked = Vec::new();
-        if let Some(l) = s.listener.take() {
-            for (c, _) in l.queue {
-                env.backend.close(c);
-            }
-            parked.extend(l.parked);
-        }
-        parked.extend(s.connect_tag.take());
-        env.backend.close(s.os);
-        if let Some(ctl) = self.chan.region().sock(slot) {
-            ctl.state.0.flags.fetch_and(!SF_OPEN, Ordering::SeqCst);
-            ctl.state.0.accept_ready.store(0, Ordering::SeqCst);
-        }
-        self.chan.dirty(slot);
-        for t in parked {
-            self.chan.complete(t, slot, neg(libc::EINVAL), &[])?;
-        }
-        Ok(())
-    }
-
-    /// Closes every socket at once (channel dropped or agent stopping).
-    fn close_all<B: Backend<Sock = S>>(&mut self, env: &mut Env<B>) {
-        for slot in self.sess.table.used_slots() {
-            let _ = self.finish_close(env, slot);
-        }
-    }
-
-    fn expire_drains<B: Backend<Sock = S>>(
-        &mut self,
-        env: &mut Env<B>,
-        now: Instant,
-    ) -> Result<(), Violation> {
-        for slot in self.sess.table.used_slots() {
-            let Some((s, true)) = self.sess.table.get_any_mut(slot) else {
-                continue;
+        let (pid, uid) = (p.sess.pid, p.sess.uid);
+        let mut slots: Vec<(u32, SockId)> = p
+            .sess
+            .table
+            .used_slots()
+            .into_iter()
+            .filter_map(|n| match p.sess.table.get_any(n) {
+                Some((bd, false)) => Some((n, bd.sock)),
+                _ => None,
+            })
+            .collect();
+        let now = Instant::now();
+        let mut result = Err(libc::EAGAIN);
+        for _ in 0..8 {
+            let secret = match sys::random_u64() {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(session = sid, "fork ticket: getrandom: {e}");
+                    return self.complete(sid, tag, slot, err_of(&e), &[]);
+                }
             };
-            match s.drain_deadline {
-                Some(d) if d <= now => {
-                    debug!(pid = self.sess.pid, slot, "drain timed out, closing");
-                    self.finish_close(env, slot)?;
+            match self.tickets.create(secret, sid, pid, uid, slots, now) {
+                Ok(t) => {
+                    result = Ok((t.secret, t.deadline, t.slots.clone()));
+                    break;
                 }
-                Some(d) if env.next_timer.map_or(true, |t| d < t) => *env.next_timer = Some(d),
-                _ => {}
+                Err((e, back)) => {
+                    slots = back;
+                    result = Err(e);
+                    if e != libc::EAGAIN {
+                        break;
+                    }
+                }
             }
         }
-        Ok(())
+        let (secret, deadline, held) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                debug!(session = sid, errno = e, "fork ticket refused");
+                return self.complete(sid, tag, slot, neg(e), &[]);
+            }
+        };
+        for (_, id) in &held {
+            if let Some(s) = self.socks.get_mut(*id) {
+                s.tickets += 1;
+            }
+        }
+        arm(&mut self.next_timer, deadline);
+        debug!(session = sid, sockets = held.len(), "fork ticket taken");
+        self.complete(sid, tag, slot, 0, &secret.to_le_bytes())
     }
 
-    /// Readiness of the backend socket of `slot` (live or draining).
-    fn on_ready<B: Backend<Sock = S>>(
+    /// `OP_FORK_CHILD`: ties a ticket to the process that will claim it and watches that process.
+    fn op_fork_child(
         &mut self,
-        env: &mut Env<B>,
+        sid: u32,
+        tag: u64,
         slot: u32,
-        r: Readiness,
+        secret: u64,
+        pid: u64,
     ) -> Result<(), Violation> {
-        let Some((s, draining)) = self.sess.table.get_any_mut(slot) else {
+        let tid = self
+            .tickets
+            .find(secret)
+            .filter(|&t| self.tickets.get(t).is_some_and(|t| t.parent_sid == sid));
+        let Some(tid) = tid else {
+            return self.complete(sid, tag, slot, neg(libc::ENOENT), &[]);
+        };
+        let Ok(pid) = i32::try_from(pid) else {
+            return self.complete(sid, tag, slot, neg(libc::EINVAL), &[]);
+        };
+        if pid <= 0 {
+            return self.complete(sid, tag, slot, neg(libc::EINVAL), &[]);
+        }
+        let Some(own) = self.procs.get(&sid).map(|p| p.sess.pid) else {
             return Ok(());
         };
-        let kind = s.kind;
-        match kind {
-            Kind::Fresh => return Ok(()),
-            Kind::Listening => {
-                if r.readable || r.error || r.hup {
-                    return self.fill_accept_queue(env, slot);
-                }
-                return Ok(());
-            }
-            Kind::Connecting => match env.backend.connect_state(&s.os) {
-                ConnectState::Pending => return Ok(()),
-                ConnectState::Connected => {
-                    s.kind = Kind::Connected;
-                    s.set_flags(&mut self.chan, slot, SF_CONNECTED, SF_CONNECTING);
-                    if let Some(t) = s.connect_tag.take() {
-                        self.chan.complete(t, slot, 0, &[])?;
-                    }
-                }
-                ConnectState::Failed(e) => {
-                    s.kind = Kind::Fresh;
-                    if let Some(t) = s.connect_tag.take() {
-                        s.set_flags(&mut self.chan, slot, 0, SF_CONNECTING);
-                        self.chan.complete(t, slot, neg(e), &[])?;
-                    } else {
-                        s.post_error(&mut self.chan, slot, e, 0, SF_CONNECTING);
-                    }
-                    if draining {
-                        return self.finish_close(env, slot);
-                    }
-                    return Ok(());
-                }
-            },
-            Kind::Connected => {}
+        match self.tickets.get(tid).and_then(|t| t.child_pid) {
+            Some(c) if c == pid => return self.complete(sid, tag, slot, 0, &[]),
+            Some(_) => return self.complete(sid, tag, slot, neg(libc::EINVAL), &[]),
+            None => {}
         }
-        let just_connected = s.kind == Kind::Connected && !matches!(kind, Kind::Connected);
-        let Some((s, _)) = self.sess.table.get_any_mut(slot) else {
-            return Ok(());
+        let pidfd = match sys::pidfd_open(pid) {
+            Ok(fd) => Some(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                // Already gone (and reaped): it will never claim.
+                debug!(
+                    session = sid,
+                    child = pid,
+                    "fork child gone before OP_FORK_CHILD"
+                );
+                self.drop_ticket(tid);
+                return self.complete(sid, tag, slot, 0, &[]);
+            }
+            Err(e) => {
+                debug!(
+                    session = sid,
+                    "pidfd_open({pid}): {e}; the ticket only expires"
+                );
+                None
+            }
         };
-        if !draining && (r.readable || r.hup || r.error || just_connected) {
-            pump_rx(env.backend, &mut self.chan, slot, s)?;
-        }
-        let empty = pump_tx(env.backend, &mut self.chan, slot, s)?;
-        if r.error && !s.io_dead {
-            let e = env.backend.take_error(&s.os);
-            if e != 0 {
-                s.fail(&mut self.chan, slot, e);
+        // The claimant must be the parent's child, or the parent itself (a ticket across exec).
+        if pid != own {
+            if let Ok(pp) = sys::parent_pid(pid) {
+                if pp != own {
+                    warn!(
+                        session = sid,
+                        child = pid,
+                        parent = pp,
+                        "OP_FORK_CHILD names a process that is not the caller's child"
+                    );
+                    return self.complete(sid, tag, slot, neg(libc::ESRCH), &[]);
+                }
             }
         }
-        if draining && (empty || s.io_dead) {
-            return self.finish_close(env, slot);
+        if let Some(t) = self.tickets.get_mut(tid) {
+            t.child_pid = Some(pid);
         }
-        Ok(())
+        if let Some(fd) = pidfd {
+            match self
+                .epoll
+                .add(fd.as_raw_fd(), sys::EV_IN, KIND_PIDFD | (tid & ID_MASK))
+            {
+                Ok(()) => {
+                    self.pidfds.insert(tid, fd);
+                }
+                Err(e) => debug!(
+                    session = sid,
+                    "pidfd epoll_ctl: {e}; the ticket only expires"
+                ),
+            }
+        }
+        self.complete(sid, tag, slot, 0, &[])
     }
 }

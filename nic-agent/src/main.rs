@@ -12,6 +12,7 @@ mod session;
 mod sock;
 mod stats;
 mod sys;
+mod ticket;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -38,6 +38,8 @@ pub enum Violation {
     BadLen(u64),
     #[error("malformed control message")]
     BadControl,
+    #[error("op {0} needs a completion tag")]
+    MissingTag(u16),
 }
 
 impl From<Corrupt> for Violation {
@@ -92,6 +94,13 @@ pub enum Request {
     TxKick,
     RxSpace,
     Nop,
+    /// Take a fork ticket for every socket of the session.
+    Fork,
+    /// Tie the ticket `secret` to the child `pid`.
+    ForkChild {
+        secret: u64,
+        pid: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +200,35 @@ impl<T> SlotTable<T> {
         !self.freed.is_empty() || (self.slots.len() as u32) < self.cap
     }
 
+    /// Stores `v` in `slot`, which must be free and in range (a forked child's inherited slots
+    /// keep their numbers). Lower slots left unused stay free for [`SlotTable::alloc`].
+    pub fn insert_at(&mut self, slot: u32, v: T) -> Result<(), T> {
+        if slot >= self.cap {
+            return Err(v);
+        }
+        let i = slot as usize;
+        while self.slots.len() <= i {
+            self.freed.insert(self.slots.len() as u32);
+            self.slots.push(Slot::Free);
+        }
+        if !matches!(self.slots[i], Slot::Free) {
+            return Err(v);
+        }
+        self.freed.remove(&slot);
+        self.slots[i] = Slot::Live(v);
+        self.live += 1;
+        Ok(())
+    }
+
+    /// A live or draining slot.
+    pub fn get_any(&self, slot: u32) -> Option<(&T, bool)> {
+        match self.slots.get(slot as usize) {
+            Some(Slot::Live(v)) => Some((v, false)),
+            Some(Slot::Draining(v)) => Some((v, true)),
+            _ => None,
+        }
+    }
+
     /// Stores `v` in the lowest free slot.
     pub fn alloc(&mut self, v: T) -> Result<u32, T> {
         let slot = if let Some(s) = self.freed.pop_first() {
@@ -281,14 +319,6 @@ impl<T> SlotTable<T> {
             .map(|(i, _)| i as u32)
             .collect()
     }
-
-    /// Values of live and draining slots.
-    pub fn values(&self) -> impl Iterator<Item = &T> {
-        self.slots.iter().filter_map(|s| match s {
-            Slot::Live(v) | Slot::Draining(v) => Some(v),
-            Slot::Free => None,
-        })
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -358,9 +388,18 @@ impl<T> Session<T> {
             }
             OP_TX_KICK => Request::TxKick,
             OP_RX_SPACE => Request::RxSpace,
+            OP_FORK if cmd.tag == 0 => return Err(Violation::MissingTag(cmd.op)),
+            OP_FORK => Request::Fork,
+            OP_FORK_CHILD => Request::ForkChild {
+                secret: a[0],
+                pid: a[1],
+            },
             op => return Err(Violation::UnknownOp(op)),
         };
-        if !matches!(req, Request::Nop | Request::Socket { .. }) {
+        if !matches!(
+            req,
+            Request::Nop | Request::Socket { .. } | Request::Fork | Request::ForkChild { .. }
+        ) {
             if cmd.slot >= self.table.capacity() {
                 return Err(Violation::SlotOutOfRange {
                     slot: cmd.slot,
@@ -613,7 +652,48 @@ mod tests {
         assert_eq!(t.free(0), Some(10));
         assert_eq!(t.alloc(21), Ok(0));
         assert_eq!(t.used_slots(), vec![0, 1, 2]);
-        assert_eq!(t.values().copied().collect::<Vec<_>>(), vec![21, 20, 12]);
+        let vals: Vec<i32> = t
+            .used_slots()
+            .into_iter()
+            .filter_map(|n| t.get_any(n).map(|(v, _)| *v))
+            .collect();
+        assert_eq!(vals, vec![21, 20, 12]);
+    }
+
+    #[test]
+    fn insert_at_keeps_numbers_and_alloc_skips_them() {
+        let mut t = SlotTable::new(8);
+        assert_eq!(t.insert_at(3, 30), Ok(()));
+        assert_eq!(t.insert_at(3, 31), Err(31));
+        assert_eq!(t.insert_at(8, 80), Err(80));
+        assert_eq!(t.insert_at(1, 10), Ok(()));
+        assert_eq!(t.alloc(0), Ok(0));
+        assert_eq!(t.alloc(2), Ok(2));
+        assert_eq!(t.alloc(4), Ok(4));
+        assert_eq!(t.used_slots(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(t.live_count(), 5);
+        assert_eq!(t.get_any(3), Some((&30, false)));
+        assert_eq!(t.free(1), Some(10));
+        assert_eq!(t.alloc(9), Ok(1));
+    }
+
+    #[test]
+    fn decode_fork_ops() {
+        let s = sess();
+        let mut c = cmd(OP_FORK, 999);
+        assert_eq!(s.decode(&c).unwrap().req, Request::Fork);
+        c.tag = 0;
+        assert_eq!(s.decode(&c), Err(Violation::MissingTag(OP_FORK)));
+        let mut c = cmd(OP_FORK_CHILD, u32::MAX);
+        c.arg[0] = 0xfeed;
+        c.arg[1] = 1234;
+        assert_eq!(
+            s.decode(&c).unwrap().req,
+            Request::ForkChild {
+                secret: 0xfeed,
+                pid: 1234
+            }
+        );
     }
 
     #[test]

@@ -1,13 +1,17 @@
-//! Agent-side state of one offloaded socket and the data path between its backend socket and its
-//! RX/TX byte streams in the region.
+//! Agent-side state of the offloaded sockets and the data path between a backend socket and the
+//! RX/TX byte streams of its bindings.
 //!
 //! ```text
-//!   backend socket --readv--> RX stream [rx_tail owned here] --> host read()
-//!   host write() --> TX stream [tx_head owned here] --sendmsg--> backend socket
+//!   SockTable: one Sock per OS socket (kind, flags, accept queue, bindings, ticket references)
+//!   Session slot table: one Binding per (process, slot) naming a Sock; several processes may
+//!   bind one Sock after fork (see docs/fork-model.md)
+//!
+//!   backend socket --readv--> RX stream of the ACTIVE binding [rx_tail owned here] --> read()
+//!   host write() --> TX stream of ANY binding [tx_head owned here, per binding] --sendmsg--> socket
 //! ```
 //!
-//! The agent keeps its own copies of the indices it owns (`rx_tail`, `tx_head`) and validates the
-//! host's (`rx_head`, `tx_tail`) on every use; a violation drops the channel.
+//! The agent keeps its own copies of the indices it owns (`rx_tail`, `tx_head`, per binding) and
+//! validates the host's (`rx_head`, `tx_tail`) on every use; a violation drops that channel.
 
 use std::collections::VecDeque;
 use std::io;
@@ -29,35 +33,54 @@ pub enum Kind {
     Connected,
 }
 
-/// Accept queue of a listener.
+/// One binding of a socket: a slot of one session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bind {
+    pub sid: u32,
+    pub slot: u32,
+}
+
+/// A parked `CF_WAIT` command (accept or connect): who asked, and the tag to complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parked {
+    pub by: Bind,
+    pub tag: u64,
+}
+
+/// Accept queue of a listener, shared by every binding.
 pub struct Listener<S> {
     /// Connections the agent accepted that no host `accept` took yet.
     pub queue: VecDeque<(S, SocketAddr)>,
     /// Queue limit; the rest waits in the kernel's backlog.
     pub cap: usize,
-    /// Tags of `CF_WAIT` accepts waiting for a connection, oldest first.
-    pub parked: VecDeque<u64>,
+    /// `CF_WAIT` accepts waiting for a connection, oldest first, from any binding.
+    pub parked: VecDeque<Parked>,
     /// The kernel may hold more connections (we stopped at `cap`).
     pub kernel_pending: bool,
+    /// Connections queued so far (published as `accept_seq`).
+    pub seq: u32,
 }
 
+/// One OS socket.
 pub struct Sock<S> {
     pub os: S,
     pub domain: i32,
     pub kind: Kind,
-    /// Our copy of `SockState::flags` (we are its only writer).
+    /// `SockState::flags` as published (the agent is their only writer). Non-active bindings of
+    /// a live connection see them without `SF_RX_FIN` (see [`Sock::flags_for`]).
     pub flags: u32,
+    /// `SockState::error` / `error_seq` as published to every binding.
+    pub error: u32,
+    pub error_seq: u32,
     pub registered: bool,
-    pub rx_tail: u32,
-    pub tx_head: u32,
     /// End of stream or error seen: nothing more to read.
     pub rx_done: bool,
     /// Error seen: no more I/O at all.
     pub io_dead: bool,
-    /// Host asked for SHUT_WR: shut the backend socket once TX is empty.
+    /// Host asked for SHUT_WR: shut the backend socket once every binding's TX is empty.
     pub shut_wr_pending: bool,
-    /// Tag of a parked `CF_WAIT` connect.
-    pub connect_tag: Option<u64>,
+    /// A parked `CF_WAIT` connect.
+    pub connect_tag: Option<Parked>,
     pub listener: Option<Listener<S>>,
     /// `SO_REUSEPORT` is set (as the host asked).
     pub reuseport: bool,
@@ -65,20 +88,28 @@ pub struct Sock<S> {
     pub reuse_port_bound: Option<u16>,
     /// `SO_LINGER` with a timeout, kept here: a lingering close would block the agent.
     pub linger: Option<[u8; 8]>,
-    /// Set while draining after the host's close.
-    pub drain_deadline: Option<Instant>,
+    /// Sessions holding the socket, in the order they got it.
+    pub bindings: Vec<Bind>,
+    /// The binding whose RX stream receives the connection's bytes.
+    pub active: Option<Bind>,
+    /// References held by unclaimed fork tickets.
+    pub tickets: u32,
+    /// RX bytes owed to the next active binding before anything new from the socket: what a
+    /// closed binding had not read, or what arrived while no binding was active.
+    pub stash: Vec<u8>,
 }
 
 impl<S> Sock<S> {
+    /// A socket no binding holds yet (the caller adds the first one and makes it active).
     pub fn new(os: S, domain: i32) -> Self {
         Sock {
             os,
             domain,
             kind: Kind::Fresh,
-            flags: 0,
+            flags: SF_OPEN,
+            error: 0,
+            error_seq: 0,
             registered: false,
-            rx_tail: 0,
-            tx_head: 0,
             rx_done: false,
             io_dead: false,
             shut_wr_pending: false,
@@ -87,33 +118,31 @@ impl<S> Sock<S> {
             reuseport: false,
             reuse_port_bound: None,
             linger: None,
-            drain_deadline: None,
+            bindings: Vec::new(),
+            active: None,
+            tickets: 0,
+            stash: Vec::new(),
         }
     }
 
-    /// Updates the shared flags and marks the socket dirty.
-    pub fn set_flags(&mut self, chan: &mut Channel, slot: u32, set: u32, clear: u32) {
-        let f = (self.flags & !clear) | set;
-        if f != self.flags {
-            self.flags = f;
-            if let Some(ctl) = chan.region().sock(slot) {
-                ctl.state.0.flags.store(f, Ordering::SeqCst);
-            }
-        }
-        chan.dirty(slot);
+    /// Bindings plus ticket references: the OS socket closes when this reaches 0.
+    pub fn refs(&self) -> usize {
+        self.bindings.len() + self.tickets as usize
     }
 
-    /// Publishes an asynchronous socket error (`SO_ERROR`).
-    pub fn post_error(&mut self, chan: &mut Channel, slot: u32, errno: i32, set: u32, clear: u32) {
-        if let Some(ctl) = chan.region().sock(slot) {
-            ctl.state.0.error.store(errno as u32, Ordering::SeqCst);
-            ctl.state.0.error_seq.fetch_add(1, Ordering::SeqCst);
-        }
-        self.set_flags(chan, slot, SF_ERROR | set, clear);
+    pub fn set_flags(&mut self, set: u32, clear: u32) {
+        self.flags = (self.flags & !clear) | set;
+    }
+
+    /// Records an asynchronous socket error (`SO_ERROR`).
+    pub fn post_error(&mut self, errno: i32, set: u32, clear: u32) {
+        self.error = errno as u32;
+        self.error_seq = self.error_seq.wrapping_add(1);
+        self.set_flags(SF_ERROR | set, clear);
     }
 
     /// The connection is dead (reset, timed out, ...): report it, stop all I/O.
-    pub fn fail(&mut self, chan: &mut Channel, slot: u32, errno: i32) {
+    pub fn fail(&mut self, errno: i32) {
         self.io_dead = true;
         self.rx_done = true;
         self.shut_wr_pending = false;
@@ -121,17 +150,198 @@ impl<S> Sock<S> {
         if errno == libc::ECONNRESET {
             set |= SF_RESET;
         }
-        self.post_error(chan, slot, errno, set, 0);
+        self.post_error(errno, set, 0);
     }
 
-    /// Bytes the host published in TX that we have not sent.
-    pub fn tx_pending(&self, chan: &Channel, slot: u32) -> Result<u32, Violation> {
-        let tx = chan
-            .region()
-            .tx(slot)
-            .ok_or(Violation::SlotOutOfRange { slot, max: 0 })?;
-        Ok(tx.used(self.tx_head, tx.load_tail())?)
+    /// Flags as binding `b` sees them. Only the active binding receives RX bytes, so only it
+    /// may see the end of the stream, and only once the stash reached it: otherwise a host would
+    /// read EOF while bytes are still on their way to it.
+    pub fn flags_for(&self, b: Bind) -> u32 {
+        let sees_end = self.kind != Kind::Connected
+            || self.io_dead
+            || (self.active == Some(b) && self.stash.is_empty());
+        if sees_end {
+            self.flags
+        } else {
+            self.flags & !SF_RX_FIN
+        }
     }
+
+    /// Writes the socket's state into binding `b`'s control block (error before flags, so a
+    /// host that sees `SF_ERROR` sees the error).
+    pub fn write_ctl(&self, ctl: &SockCtl, b: Bind) {
+        let st = &ctl.state.0;
+        st.error.store(self.error, Ordering::SeqCst);
+        st.error_seq.store(self.error_seq, Ordering::SeqCst);
+        let (ready, seq) = self
+            .listener
+            .as_ref()
+            .map_or((0, 0), |l| (l.queue.len() as u32, l.seq));
+        st.accept_seq.store(seq, Ordering::SeqCst);
+        st.accept_ready.store(ready, Ordering::SeqCst);
+        st.flags.store(self.flags_for(b), Ordering::SeqCst);
+    }
+}
+
+/// A session's record of one slot.
+#[derive(Debug)]
+pub struct Binding {
+    pub sock: SockId,
+    /// Our RX producer index in this slot's stream.
+    pub rx_tail: u32,
+    /// Our TX consumer index in this slot's stream.
+    pub tx_head: u32,
+    /// Set while draining after the host's close.
+    pub drain_deadline: Option<Instant>,
+}
+
+impl Binding {
+    pub fn new(sock: SockId) -> Self {
+        Binding {
+            sock,
+            rx_tail: 0,
+            tx_head: 0,
+            drain_deadline: None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Socket table
+
+/// A socket's handle: index plus generation (also its backend token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SockId {
+    idx: u32,
+    gen: u32,
+}
+
+impl SockId {
+    pub fn token(self) -> u64 {
+        (u64::from(self.gen) << 32) | u64::from(self.idx)
+    }
+
+    pub fn from_token(t: u64) -> Self {
+        SockId {
+            idx: t as u32,
+            gen: (t >> 32) as u32,
+        }
+    }
+}
+
+struct Entry<S> {
+    gen: u32,
+    sock: Option<Sock<S>>,
+}
+
+/// Every OS socket the agent holds for its processes.
+pub struct SockTable<S> {
+    entries: Vec<Entry<S>>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl<S> Default for SockTable<S> {
+    fn default() -> Self {
+        SockTable {
+            entries: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+        }
+    }
+}
+
+impl<S> SockTable<S> {
+    pub fn insert(&mut self, s: Sock<S>) -> SockId {
+        self.live += 1;
+        if let Some(idx) = self.free.pop() {
+            let e = &mut self.entries[idx as usize];
+            e.gen = e.gen.wrapping_add(1);
+            e.sock = Some(s);
+            return SockId { idx, gen: e.gen };
+        }
+        self.entries.push(Entry {
+            gen: 0,
+            sock: Some(s),
+        });
+        SockId {
+            idx: self.entries.len() as u32 - 1,
+            gen: 0,
+        }
+    }
+
+    pub fn get(&self, id: SockId) -> Option<&Sock<S>> {
+        self.entries
+            .get(id.idx as usize)
+            .filter(|e| e.gen == id.gen)
+            .and_then(|e| e.sock.as_ref())
+    }
+
+    pub fn get_mut(&mut self, id: SockId) -> Option<&mut Sock<S>> {
+        self.entries
+            .get_mut(id.idx as usize)
+            .filter(|e| e.gen == id.gen)
+            .and_then(|e| e.sock.as_mut())
+    }
+
+    pub fn remove(&mut self, id: SockId) -> Option<Sock<S>> {
+        let e = self
+            .entries
+            .get_mut(id.idx as usize)
+            .filter(|e| e.gen == id.gen)?;
+        let s = e.sock.take()?;
+        self.free.push(id.idx);
+        self.live -= 1;
+        Some(s)
+    }
+
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (SockId, &Sock<S>)> {
+        self.entries.iter().enumerate().filter_map(|(i, e)| {
+            e.sock.as_ref().map(|s| {
+                (
+                    SockId {
+                        idx: i as u32,
+                        gen: e.gen,
+                    },
+                    s,
+                )
+            })
+        })
+    }
+
+    pub fn ids(&self) -> Vec<SockId> {
+        self.iter().map(|(id, _)| id).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data path
+
+/// Bytes the host published in `slot`'s TX that we have not sent.
+pub fn tx_pending(chan: &Channel, slot: u32, tx_head: u32) -> Result<u32, Violation> {
+    let tx = chan
+        .region()
+        .tx(slot)
+        .ok_or(Violation::SlotOutOfRange { slot, max: 0 })?;
+    Ok(tx.used(tx_head, tx.load_tail())?)
+}
+
+/// What the host of `slot` has not read from its RX stream (its published `rx_head` up to our
+/// `rx_tail`, validated).
+pub fn unread_rx(chan: &Channel, slot: u32, rx_tail: u32) -> Result<Vec<u8>, Violation> {
+    let rx = chan
+        .region()
+        .rx(slot)
+        .ok_or(Violation::SlotOutOfRange { slot, max: 0 })?;
+    let head = rx.load_head();
+    let n = rx.used(head, rx_tail)?;
+    let mut v = vec![0u8; n as usize];
+    rx.copy_out(head, &mut v);
+    Ok(v)
 }
 
 fn iovs(s: &Stream, at: u32, len: u32) -> ([IoBuf; 2], usize) {
@@ -144,16 +354,28 @@ fn iovs(s: &Stream, at: u32, len: u32) -> ([IoBuf; 2], usize) {
     (v, if p[1].1 == 0 { 1 } else { 2 })
 }
 
-/// Moves bytes from the backend socket into the RX stream until it would block, the stream is
-/// full, or the stream ended. One publication per call (coalescing what arrived).
+/// What a pump saw that changes the socket's state (the caller publishes it to every binding).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// RX: end of stream. TX: the stream is empty (or can never drain).
+    pub done: bool,
+    /// The connection failed with this errno.
+    pub err: Option<i32>,
+}
+
+/// Moves bytes into the RX stream of `slot` (the active binding): first the stash, then from the
+/// backend socket until it would block, the stream is full, or the stream ended. One
+/// publication per call (coalescing what arrived).
 pub fn pump_rx<B: Backend>(
     b: &mut B,
+    s: &mut Sock<B::Sock>,
     chan: &mut Channel,
     slot: u32,
-    s: &mut Sock<B::Sock>,
-) -> Result<(), Violation> {
-    if s.kind != Kind::Connected || s.rx_done || s.io_dead {
-        return Ok(());
+    rx_tail: &mut u32,
+) -> Result<Outcome, Violation> {
+    let from_os = s.kind == Kind::Connected && !s.rx_done && !s.io_dead;
+    if !from_os && s.stash.is_empty() {
+        return Ok(Outcome::default());
     }
     let region = *chan.region();
     let (Some(rx), Some(ctl)) = (region.rx(slot), region.sock(slot)) else {
@@ -162,70 +384,79 @@ pub fn pump_rx<B: Backend>(
             max: region.geometry().max_sockets,
         });
     };
-    let start = s.rx_tail;
-    let mut fin = false;
-    let mut err = None;
+    let start = *rx_tail;
+    let mut out = Outcome::default();
     loop {
-        let mut free = rx.writable(s.rx_tail)?;
+        let mut free = rx.writable(*rx_tail)?;
         if free == 0 {
             // Tell the host to send OP_RX_SPACE after it consumes, then look again: the host may
             // have consumed between our check and the store (Dekker pair with its swap).
             ctl.state.0.rx_blocked.store(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            free = rx.writable(s.rx_tail)?;
+            free = rx.writable(*rx_tail)?;
             if free == 0 {
                 break;
             }
             ctl.state.0.rx_blocked.store(0, Ordering::SeqCst);
         }
-        let (iov, n) = iovs(&rx, s.rx_tail, free);
+        if !s.stash.is_empty() {
+            let n = s.stash.len().min(free as usize);
+            rx.copy_in(*rx_tail, &s.stash[..n]);
+            s.stash.drain(..n);
+            *rx_tail = rx_tail.wrapping_add(n as u32);
+            continue;
+        }
+        if !from_os {
+            break;
+        }
+        let (iov, n) = iovs(&rx, *rx_tail, free);
         // SAFETY: the pieces are the free part of this slot's RX stream inside the live mapping;
         // the host never writes there (it only reads up to the published tail) and no Rust
         // reference to that memory exists.
         match unsafe { b.recv(&s.os, &iov[..n]) } {
             Ok(0) => {
-                fin = true;
+                out.done = true;
                 break;
             }
-            Ok(k) => s.rx_tail = s.rx_tail.wrapping_add(k.min(free as usize) as u32),
+            Ok(k) => *rx_tail = rx_tail.wrapping_add(k.min(free as usize) as u32),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                err = Some(e.raw_os_error().unwrap_or(libc::EIO));
+                out.err = Some(e.raw_os_error().unwrap_or(libc::EIO));
                 break;
             }
         }
     }
-    let moved = s.rx_tail.wrapping_sub(start);
+    let moved = rx_tail.wrapping_sub(start);
     if moved != 0 {
-        rx.publish_tail(s.rx_tail);
+        rx.publish_tail(*rx_tail);
         chan.counters.n2h_bytes += u64::from(moved);
         chan.counters.n2h_ops += 1;
         chan.dirty(slot);
     }
-    if fin {
-        s.rx_done = true;
-        s.set_flags(chan, slot, SF_RX_FIN, 0);
-    }
-    if let Some(e) = err {
-        s.fail(chan, slot, e);
-    }
-    Ok(())
+    Ok(out)
 }
 
-/// Sends what the host published in TX until it would block or TX is empty. Returns true when
-/// TX is empty (or can never drain because the connection died).
+/// Sends what the host published in `slot`'s TX until it would block or TX is empty.
+/// `done` when TX is empty (or can never drain because the connection died).
 pub fn pump_tx<B: Backend>(
     b: &mut B,
+    s: &Sock<B::Sock>,
     chan: &mut Channel,
     slot: u32,
-    s: &mut Sock<B::Sock>,
-) -> Result<bool, Violation> {
+    tx_head: &mut u32,
+) -> Result<Outcome, Violation> {
     if s.io_dead {
-        return Ok(true);
+        return Ok(Outcome {
+            done: true,
+            err: None,
+        });
     }
     if s.kind != Kind::Connected {
-        return Ok(s.tx_pending(chan, slot)? == 0);
+        return Ok(Outcome {
+            done: tx_pending(chan, slot, *tx_head)? == 0,
+            err: None,
+        });
     }
     let region = *chan.region();
     let Some(tx) = region.tx(slot) else {
@@ -234,43 +465,33 @@ pub fn pump_tx<B: Backend>(
             max: region.geometry().max_sockets,
         });
     };
-    let start = s.tx_head;
-    let mut empty = false;
-    let mut err = None;
+    let start = *tx_head;
+    let mut out = Outcome::default();
     loop {
-        let used = tx.used(s.tx_head, tx.load_tail())?;
+        let used = tx.used(*tx_head, tx.load_tail())?;
         if used == 0 {
-            empty = true;
+            out.done = true;
             break;
         }
-        let (iov, n) = iovs(&tx, s.tx_head, used);
+        let (iov, n) = iovs(&tx, *tx_head, used);
         // SAFETY: the pieces lie in this slot's TX stream inside the live mapping; the kernel only
         // reads them and no Rust reference to that memory exists.
         match unsafe { b.send(&s.os, &iov[..n]) } {
-            Ok(k) => s.tx_head = s.tx_head.wrapping_add(k.min(used as usize) as u32),
+            Ok(k) => *tx_head = tx_head.wrapping_add(k.min(used as usize) as u32),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                err = Some(e.raw_os_error().unwrap_or(libc::EIO));
+                out.err = Some(e.raw_os_error().unwrap_or(libc::EIO));
+                out.done = true;
                 break;
             }
         }
     }
-    let moved = s.tx_head.wrapping_sub(start);
+    let moved = tx_head.wrapping_sub(start);
     if moved != 0 {
-        tx.publish_head(s.tx_head);
+        tx.publish_head(*tx_head);
         chan.counters.h2n_bytes += u64::from(moved);
         chan.dirty(slot);
     }
-    if let Some(e) = err {
-        s.fail(chan, slot, e);
-        return Ok(true);
-    }
-    if empty && s.shut_wr_pending {
-        s.shut_wr_pending = false;
-        if let Err(e) = b.shutdown(&s.os, libc::SHUT_WR) {
-            tracing::debug!(slot, "shutdown(SHUT_WR) after drain: {e}");
-        }
-    }
-    Ok(empty)
+    Ok(out)
 }

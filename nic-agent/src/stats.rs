@@ -49,7 +49,8 @@ impl Counters {
 pub struct Snapshot {
     /// Attached processes.
     pub processes: u64,
-    /// Agent-side sockets: owned by a slot, queued for accept, or draining after close.
+    /// Agent-side OS sockets: bound in one or more sessions, held by a fork ticket, queued for
+    /// accept, or draining after close. A socket shared by several processes counts once.
     pub sockets: u64,
     /// Of `sockets`: draining after close.
     pub draining: u64,
@@ -59,13 +60,17 @@ pub struct Snapshot {
     pub channels_dropped: u64,
     /// Processes attached since start.
     pub attaches: u64,
+    /// Live (unclaimed) fork tickets.
+    pub tickets: u64,
+    /// Sockets bound in more than one session.
+    pub shared: u64,
 }
 
 impl Snapshot {
     /// `key value` lines; the first seven keys are a stable interface.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let rows: [(&str, u64); 10] = [
+        let rows: [(&str, u64); 12] = [
             ("processes", self.processes),
             ("sockets", self.sockets),
             ("h2n_bytes", self.io.h2n_bytes),
@@ -76,6 +81,8 @@ impl Snapshot {
             ("sockets_draining", self.draining),
             ("sockets_accept_queued", self.accept_queued),
             ("attaches", self.attaches),
+            ("tickets", self.tickets),
+            ("sockets_shared", self.shared),
         ];
         for (k, v) in rows {
             let _ = writeln!(s, "{k} {v}");

@@ -714,3 +714,47 @@ pub fn file_id(path: &Path) -> Option<(u64, u64)> {
         .ok()
         .map(|m| (m.dev(), m.ino()))
 }
+
+/// Parent pid of `pid` (field 4 of `/proc/<pid>/stat`; the command name in field 2 may hold
+/// spaces and parentheses, so fields are counted after its last `)`).
+pub fn parent_pid(pid: i32) -> io::Result<i32> {
+    let s = std::fs::read(format!("/proc/{pid}/stat"))?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc/<pid>/stat");
+    let close = s.iter().rposition(|&b| b == b')').ok_or_else(bad)?;
+    let rest = std::str::from_utf8(&s[close + 1..]).map_err(|_| bad())?;
+    // After the name: state, ppid, ...
+    rest.split_ascii_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(bad)
+}
+
+// ---------------------------------------------------------------------------------------------
+// fork tickets
+
+/// A pidfd for `pid` (readable once the process exits), non-blocking and close-on-exec.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall without pointers; PIDFD_NONBLOCK == O_NONBLOCK. pidfds are always
+    // close-on-exec.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::O_NONBLOCK) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(owned(r as libc::c_int))
+}
+
+/// 8 bytes from the kernel's CSPRNG.
+pub fn random_u64() -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    let mut got = 0;
+    while got < b.len() {
+        // SAFETY: `b[got..]` is writable for `len - got` bytes.
+        let r = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), b.len() - got, 0) };
+        match cvt_size(r) {
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(u64::from_ne_bytes(b))
+}

@@ -6,7 +6,7 @@ use crate::primitive::{AtomicU32, AtomicU64};
 /// "SNSTACK" + NUL, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SNSTACK\0");
 /// Bumped on every incompatible change of anything in this crate.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Bytes of the header page.
 pub const HEADER_SIZE: usize = 4096;
 /// Number of waiter slots (epoll instances and poll/select callers) per process. Also the width of
@@ -214,6 +214,14 @@ pub const OP_TX_KICK: u16 = 12;
 pub const OP_RX_SPACE: u16 = 13;
 /// No operation; completes with 0 (used by benchmarks for the channel round trip).
 pub const OP_NOP: u16 = 14;
+/// Takes a fork ticket (`tag != 0`, slot ignored): a reference to every socket the session holds
+/// now. Completion 0 with `data[0..8]` = the ticket's secret (little-endian, never 0), or -ENOMEM
+/// when the session holds too many live tickets.
+pub const OP_FORK: u16 = 15;
+/// Ties a ticket to the child that will claim it (slot ignored): `arg[0]` = secret, `arg[1]` =
+/// child pid. Only the session that took the ticket may do this. Completion 0, or -ENOENT when the
+/// ticket is already claimed or gone.
+pub const OP_FORK_CHILD: u16 = 16;
 
 /// Command flag: complete only when the operation finished (blocking accept/connect).
 pub const CF_WAIT: u16 = 1;

@@ -1,7 +1,7 @@
 //! Messages on the control socket (UNIX `SOCK_SEQPACKET`), fixed 32-byte records.
 //!
 //! host -> agent: [`Hello`] (`HELLO_ATTACH`, `HELLO_STATS`, `HELLO_WAITER` with an eventfd in
-//! `SCM_RIGHTS`). agent -> host: [`Reply`]; for attach it carries the region memfd and the agent's
+//! `SCM_RIGHTS`, `HELLO_ATTACH_CHILD` with a fork ticket's secret in `arg`). agent -> host: [`Reply`]; for attach it carries the region memfd and the agent's
 //! doorbell eventfd in `SCM_RIGHTS`; for stats it is followed by one text datagram.
 
 use crate::layout::{MAGIC, VERSION};
@@ -9,6 +9,10 @@ use crate::layout::{MAGIC, VERSION};
 pub const HELLO_ATTACH: u32 = 1;
 pub const HELLO_STATS: u32 = 2;
 pub const HELLO_WAITER: u32 = 3;
+/// On a new control connection: attach as the child of a fork, `arg` = the ticket's secret
+/// (`OP_FORK`). Replied like `HELLO_ATTACH`, or `status` EPERM (not the ticket's child) / ENOENT
+/// (unknown, expired or already claimed ticket) without fds.
+pub const HELLO_ATTACH_CHILD: u32 = 4;
 
 pub const MSG_LEN: usize = 32;
 

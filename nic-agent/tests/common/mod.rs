@@ -1,0 +1,486 @@
+//! Shared by the integration tests: runs the built `snstack-agent` on a temporary socket and
+//! drives it the way the host library does: attach over SOCK_SEQPACKET, map the region, push
+//! commands, read events and streams. Every wait is bounded; the agent is killed by PID when a
+//! test ends.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, HELLO_WAITER, MSG_LEN};
+use shm_proto::*;
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_snstack-agent")
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("snstack-agent-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// The agent process; killed (by PID) and reaped on drop.
+pub struct Agent {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub sock: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(name: &str) -> Agent {
+        let dir = temp_dir(name);
+        let sock = dir.join("run/agent.sock");
+        let log = dir.join("agent.log");
+        let child = Command::new(bin())
+            .args([
+                "run",
+                "--log-level",
+                "debug",
+                "--max-sockets",
+                "64",
+                "--socket",
+            ])
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
+            .spawn()
+            .expect("spawn agent");
+        let a = Agent {
+            child,
+            dir,
+            sock,
+            log,
+        };
+        let t0 = Instant::now();
+        while connect_seqpacket(&a.sock).is_err() {
+            assert!(
+                t0.elapsed() < TIMEOUT,
+                "agent did not come up: {}",
+                a.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        a
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn stats(&self) -> HashMap<String, u64> {
+        let out = Command::new(bin())
+            .arg("stats")
+            .arg("--socket")
+            .arg(&self.sock)
+            .output()
+            .expect("stats");
+        assert!(
+            out.status.success(),
+            "stats failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_string(), v.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// SIGTERM, then the exit status within the timeout.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(t0.elapsed() < TIMEOUT, "agent ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- agent log ---\n{}", self.log_text());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn connect_seqpacket(path: &Path) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_un is plain old data.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in a.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `a` is a valid sockaddr_un.
+    if unsafe { libc::connect(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Receives one datagram and up to 4 fds, waiting at most `TIMEOUT`.
+pub fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> (usize, Vec<OwnedFd>) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut pfd, 1, TIMEOUT.as_millis() as i32) };
+    assert_eq!(r, 1, "no reply from the agent");
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    #[repr(C, align(8))]
+    struct Cbuf([u8; 64]);
+    let mut cbuf = Cbuf([0; 64]);
+    // SAFETY: msghdr is plain old data.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.0.as_mut_ptr().cast();
+    msg.msg_controllen = cbuf.0.len() as _;
+    // SAFETY: msg points at valid buffers.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
+    let mut fds = Vec::new();
+    // SAFETY: msg was filled by recvmsg.
+    let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    if !c.is_null() {
+        // SAFETY: `c` points at a header inside cbuf.
+        let (lvl, ty, clen) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len as usize) };
+        if lvl == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
+            // SAFETY: arithmetic only.
+            let count = (clen - unsafe { libc::CMSG_LEN(0) } as usize) / 4;
+            for i in 0..count {
+                // SAFETY: the kernel wrote `count` fds after the header.
+                let raw =
+                    unsafe { std::ptr::read_unaligned((libc::CMSG_DATA(c) as *const i32).add(i)) };
+                // SAFETY: a freshly received fd, owned by us.
+                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+    }
+    (n as usize, fds)
+}
+
+/// A host endpoint, as the preload library would hold it.
+pub struct Host {
+    pub ctl: OwnedFd,
+    pub bell: OwnedFd,
+    pub _memfd: OwnedFd,
+    pub base: *mut u8,
+    pub len: usize,
+    pub region: Region,
+    pub cmds: Producer<Cmd>,
+    pub evts: Consumer<Evt>,
+    pub next_tag: u64,
+    pub stash: HashMap<u64, Evt>,
+}
+
+impl Host {
+    pub fn attach(path: &Path) -> Host {
+        Host::attach_as(path, HELLO_ATTACH, 0).unwrap_or_else(|st| panic!("attach refused: {st}"))
+    }
+
+    /// Attaches with `Hello{kind, arg}`; `Err(status)` when the agent refuses (no fds then).
+    pub fn attach_as(path: &Path, kind: u32, arg: u64) -> Result<Host, u32> {
+        let ctl = connect_seqpacket(path).expect("connect to agent");
+        let h = Hello::new(kind, arg).encode();
+        // SAFETY: `h` is readable.
+        let n = unsafe { libc::send(ctl.as_raw_fd(), h.as_ptr().cast(), h.len(), 0) };
+        assert_eq!(n, MSG_LEN as isize);
+        let mut b = [0u8; MSG_LEN];
+        let (n, mut fds) = recv_with_fds(ctl.as_raw_fd(), &mut b);
+        let r = Reply::decode(&b[..n]).expect("reply");
+        if r.status != 0 {
+            assert!(fds.is_empty(), "no fds with a refusal");
+            return Err(r.status);
+        }
+        assert_eq!(fds.len(), 2, "memfd and doorbell expected");
+        let bell = fds.pop().unwrap();
+        let memfd = fds.pop().unwrap();
+        let len = r.len as usize;
+        // SAFETY: mapping the memfd the agent sized to `len`.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                memfd.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        // SAFETY: `base..base+len` is mapped until Drop.
+        let region = unsafe { Region::attach(base.cast(), len) }.expect("valid region");
+        Ok(Host {
+            ctl,
+            bell,
+            _memfd: memfd,
+            base: base.cast(),
+            len,
+            cmds: region.cmd_producer(),
+            evts: region.evt_consumer(),
+            region,
+            next_tag: 1,
+            stash: HashMap::new(),
+        })
+    }
+
+    pub fn ring(&self) {
+        if wake::must_ring(&self.region.header().agent_sleeping.0) {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: 8 readable bytes to an eventfd.
+            unsafe { libc::write(self.bell.as_raw_fd(), one.as_ptr().cast(), 8) };
+        }
+    }
+
+    pub fn push(&mut self, c: Cmd) {
+        let t0 = Instant::now();
+        while !self.cmds.push(c).expect("cmd ring") {
+            assert!(t0.elapsed() < TIMEOUT, "command ring stays full");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.ring();
+    }
+
+    pub fn submit(&mut self, op: u16, flags: u16, slot: u32, args: &[u64]) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let mut c = Cmd {
+            op,
+            flags,
+            slot,
+            tag,
+            ..Default::default()
+        };
+        c.arg[..args.len()].copy_from_slice(args);
+        self.push(c);
+        tag
+    }
+
+    pub fn wait(&mut self, tag: u64) -> Evt {
+        let t0 = Instant::now();
+        loop {
+            if let Some(e) = self.stash.remove(&tag) {
+                return e;
+            }
+            match self.evts.pop().expect("event ring") {
+                Some(e) if e.tag == tag => return e,
+                Some(e) => {
+                    self.stash.insert(e.tag, e);
+                }
+                None => {
+                    assert!(t0.elapsed() < TIMEOUT, "no completion for tag {tag}");
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+    }
+
+    /// The completion of `tag` if it arrived (never blocks, never asserts).
+    pub fn poll_tag(&mut self, tag: u64) -> Option<Evt> {
+        if let Some(e) = self.stash.remove(&tag) {
+            return Some(e);
+        }
+        while let Ok(Some(e)) = self.evts.pop() {
+            if e.tag == tag {
+                return Some(e);
+            }
+            self.stash.insert(e.tag, e);
+        }
+        None
+    }
+
+    pub fn call(&mut self, op: u16, flags: u16, slot: u32, args: &[u64]) -> Evt {
+        let t = self.submit(op, flags, slot, args);
+        self.wait(t)
+    }
+
+    pub fn sock(&self, slot: u32) -> &SockCtl {
+        self.region.sock(slot).expect("slot in range")
+    }
+
+    /// Reads up to `max` RX bytes published for `slot`, telling the agent when it had stopped
+    /// reading because RX was full.
+    pub fn read_rx_max(&mut self, slot: u32, out: &mut Vec<u8>, max: usize) {
+        let rx = self.region.rx(slot).unwrap();
+        let head = rx.load_head();
+        let n = (rx.readable(head).unwrap() as usize).min(max);
+        let mut buf = vec![0u8; n];
+        rx.copy_out(head, &mut buf);
+        rx.publish_head(head.wrapping_add(n as u32));
+        out.extend_from_slice(&buf);
+        if self.sock(slot).state.0.rx_blocked.swap(0, Ordering::SeqCst) == 1 {
+            self.push(Cmd {
+                op: OP_RX_SPACE,
+                slot,
+                ..Default::default()
+            });
+        }
+    }
+
+    pub fn read_rx(&mut self, slot: u32, out: &mut Vec<u8>) {
+        self.read_rx_max(slot, out, usize::MAX)
+    }
+
+    /// Registers `efd` as the doorbell of waiter `i`; returns the reply status.
+    pub fn register_waiter(&self, i: u64, efd: RawFd) -> u32 {
+        let h = Hello::new(HELLO_WAITER, i).encode();
+        let mut iov = libc::iovec {
+            iov_base: h.as_ptr() as *mut libc::c_void,
+            iov_len: h.len(),
+        };
+        #[repr(C, align(8))]
+        struct Cbuf([u8; 32]);
+        let mut cbuf = Cbuf([0; 32]);
+        // SAFETY: msghdr is plain old data.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.0.as_mut_ptr().cast();
+        // SAFETY: arithmetic only.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as _;
+        // SAFETY: the control buffer holds one header with 4 data bytes.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(4) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, efd);
+        }
+        // SAFETY: msg points at valid buffers.
+        let sent = unsafe { libc::sendmsg(self.ctl.as_raw_fd(), &msg, 0) };
+        assert_eq!(sent, h.len() as isize);
+        let mut b = [0u8; MSG_LEN];
+        let (n, _) = recv_with_fds(self.ctl.as_raw_fd(), &mut b);
+        Reply::decode(&b[..n]).expect("reply").status
+    }
+
+    /// Copies as much of `data` as fits into TX, kicking the agent. Returns bytes written.
+    pub fn write_tx(&mut self, slot: u32, data: &[u8]) -> usize {
+        let tx = self.region.tx(slot).unwrap();
+        let tail = tx.load_tail();
+        let n = (tx.writable(tail).unwrap() as usize).min(data.len());
+        if n == 0 {
+            return 0;
+        }
+        tx.copy_in(tail, &data[..n]);
+        tx.publish_tail(tail.wrapping_add(n as u32));
+        if self.sock(slot).host.0.tx_kick.swap(1, Ordering::SeqCst) == 0 {
+            self.push(Cmd {
+                op: OP_TX_KICK,
+                slot,
+                ..Default::default()
+            });
+        }
+        n
+    }
+
+    pub fn dead(&self) -> bool {
+        self.region.header().dead.0.load(Ordering::SeqCst) != 0
+    }
+
+    /// True when the agent closed our control connection (EOF) within the timeout.
+    pub fn ctl_eof(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.ctl.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, TIMEOUT.as_millis() as i32) } != 1 {
+            return false;
+        }
+        let mut b = [0u8; 64];
+        // SAFETY: `b` is writable.
+        let n = unsafe {
+            libc::recv(
+                self.ctl.as_raw_fd(),
+                b.as_mut_ptr().cast(),
+                b.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        n == 0
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping; `region` is not used afterwards.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+pub fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+pub fn addr_args(a: &SocketAddr) -> [u64; 4] {
+    let w = match a {
+        SocketAddr::V4(v4) => {
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&v4.ip().octets());
+            WireAddr {
+                family: libc::AF_INET as u16,
+                port: v4.port().to_be(),
+                flowinfo: 0,
+                addr,
+                scope_id: 0,
+            }
+        }
+        SocketAddr::V6(_) => unreachable!("tests use IPv4"),
+    };
+    let mut args = [0u64; 4];
+    w.to_args(&mut args);
+    args
+}
+
+pub fn port_of(data: &[u8]) -> u16 {
+    let w = WireAddr::decode(data);
+    assert_eq!(w.family as i32, libc::AF_INET);
+    u16::from_be(w.port)
+}
+
+pub const STREAM: u64 = libc::SOCK_STREAM as u64;
+pub const INET: u64 = libc::AF_INET as u64;
