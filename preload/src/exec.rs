@@ -52,6 +52,8 @@ pub(crate) unsafe fn prepare(envp: *const *const c_char) -> Option<Env> {
     if crate::offload_disabled() {
         return None;
     }
+    // Nothing to hand over: the application's environment goes through untouched.
+    let handover = ticket_and_map()?;
     let mut strings: Vec<CString> = Vec::new();
     let mut have: Vec<Vec<u8>> = Vec::new();
     let src = if envp.is_null() {
@@ -78,26 +80,30 @@ pub(crate) unsafe fn prepare(envp: *const *const c_char) -> Option<Env> {
             i += 1;
         }
     }
-    for k in KEEP {
-        if have.iter().any(|h| h == k.as_bytes()) {
-            continue;
-        }
-        let mut name = k.as_bytes().to_vec();
-        name.push(0);
-        let Ok(cname) = CStr::from_bytes_with_nul(&name) else {
-            continue;
-        };
-        if let Some(v) = env(cname) {
-            let mut s = k.as_bytes().to_vec();
-            s.push(b'=');
-            s.extend_from_slice(v);
-            strings.push(CString::new(s).ok()?);
+    // LD_PRELOAD and SNSTACK_* are put back into an environment that dropped them (nginx builds
+    // the new binary's environment from scratch) when sockets are handed over: the new image needs
+    // the library to use them. Otherwise the application's choice stands (`env -u LD_PRELOAD`).
+    {
+        for k in KEEP {
+            if have.iter().any(|h| h == k.as_bytes()) {
+                continue;
+            }
+            let mut name = k.as_bytes().to_vec();
+            name.push(0);
+            let Ok(cname) = CStr::from_bytes_with_nul(&name) else {
+                continue;
+            };
+            if let Some(v) = env(cname) {
+                let mut s = k.as_bytes().to_vec();
+                s.push(b'=');
+                s.extend_from_slice(v);
+                strings.push(CString::new(s).ok()?);
+            }
         }
     }
-    if let Some((secret, map)) = ticket_and_map() {
-        strings.push(CString::new(format!("{TICKET}={secret:x}")).ok()?);
-        strings.push(CString::new(format!("{FDS}={map}")).ok()?);
-    }
+    let (secret, map) = handover;
+    strings.push(CString::new(format!("{TICKET}={secret:x}")).ok()?);
+    strings.push(CString::new(format!("{FDS}={map}")).ok()?);
     let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
     ptrs.push(core::ptr::null());
     Some(Env {
