@@ -449,7 +449,7 @@ impl<B: Backend> Agent<B> {
             None => None,
             Some(secret) => {
                 let Some(tid) = self.tickets.find(secret) else {
-                    info!(pid = cred.pid, "child attach: no such ticket");
+                    debug!(pid = cred.pid, "child attach: no such ticket");
                     Self::reply(raw, libc::ENOENT, 0);
                     return;
                 };
@@ -1063,7 +1063,7 @@ impl<B: Backend> Agent<B> {
             Kind::Fresh => return,
             Kind::Listening => {
                 if r.readable || r.error || r.hup {
-                    self.fill_accept_queue(id);
+                    self.fill_accept_queue(id, false);
                 }
                 return;
             }
@@ -1244,7 +1244,8 @@ impl<B: Backend> Agent<B> {
             s.connect_tag = None;
         }
         if s.active == Some(b) {
-            let unread = if s.kind == Kind::Connected {
+            // (Nobody to hand them to: the socket is about to close.)
+            let unread = if s.kind == Kind::Connected && s.refs() > 0 {
                 match sock::unread_rx(&p.chan, b.slot, bd.rx_tail) {
                     Ok(v) => v,
                     Err(v) => {
@@ -1316,7 +1317,8 @@ impl<B: Backend> Agent<B> {
 
     /// Moves connections from the kernel into the shared accept queue (up to its cap), serves
     /// parked accepts of any binding oldest first, and publishes `accept_ready` to every binding.
-    fn fill_accept_queue(&mut self, id: SockId) {
+    /// `changed`: the caller already changed the queue (publish even when nothing new came).
+    fn fill_accept_queue(&mut self, id: SockId, mut changed: bool) {
         loop {
             let Some(s) = self.socks.get_mut(id) else {
                 return;
@@ -1329,6 +1331,7 @@ impl<B: Backend> Agent<B> {
                     Ok(c) => {
                         l.queue.push_back(c);
                         l.seq = l.seq.wrapping_add(1);
+                        changed = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         l.kernel_pending = false;
@@ -1354,7 +1357,10 @@ impl<B: Backend> Agent<B> {
                 self.accept_one(id, p.by, p.tag);
                 served = true;
             }
-            self.publish(id);
+            if changed || served {
+                self.publish(id);
+            }
+            changed = false;
             let again = self
                 .socks
                 .get(id)
@@ -1664,7 +1670,7 @@ impl<B: Backend> Agent<B> {
         s.set_flags(SF_LISTENING, 0);
         self.publish(id);
         self.complete(sid, tag, slot, 0, &[])?;
-        self.fill_accept_queue(id);
+        self.fill_accept_queue(id, true);
         Ok(())
     }
 
@@ -1686,7 +1692,7 @@ impl<B: Backend> Agent<B> {
             return self.complete(sid, tag, slot, neg(libc::EAGAIN), &[]);
         }
         self.accept_one(id, b, tag);
-        self.fill_accept_queue(id);
+        self.fill_accept_queue(id, true);
         Ok(())
     }
 
@@ -1951,7 +1957,7 @@ impl<B: Backend> Agent<B> {
         };
         for (_, id) in &held {
             if let Some(s) = self.socks.get_mut(*id) {
-                s.tickets += 1;
+                s.tickets = s.tickets.saturating_add(1);
             }
         }
         arm(&mut self.next_timer, deadline);

@@ -1,9 +1,10 @@
 //! `snstack-agent`: the NIC-side daemon of snstack. It owns every TCP socket of the host processes
 //! attached to it and serves their socket calls over the shared-memory channel (docs/channel.md).
 //!
-//! Modules: `agent` (event loop, control plane), `session` (sans-IO slot table, command decoding,
-//! policy), `channel` (region endpoint, batched wake-ups), `sock` (data path), `backend` (TCP
-//! implementations: `kernel`), `stats`, `sys` (every libc call).
+//! Modules: `agent` (event loop, control plane, command execution), `session` (sans-IO slot
+//! table, command decoding, policy), `ticket` (sans-IO fork tickets), `channel` (region endpoint,
+//! batched wake-ups), `sock` (socket table, bindings, data path), `backend` (TCP implementations:
+//! `kernel`), `stats`, `sys` (every libc call).
 
 mod agent;
 mod backend;

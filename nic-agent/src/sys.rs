@@ -732,11 +732,11 @@ pub fn parent_pid(pid: i32) -> io::Result<i32> {
 // ---------------------------------------------------------------------------------------------
 // fork tickets
 
-/// A pidfd for `pid` (readable once the process exits), non-blocking and close-on-exec.
+/// A pidfd for `pid`: readable once the process exits (only ever polled, never read). pidfds
+/// are always close-on-exec.
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall without pointers; PIDFD_NONBLOCK == O_NONBLOCK. pidfds are always
-    // close-on-exec.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::O_NONBLOCK) };
+    // SAFETY: plain syscall without pointers.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -757,4 +757,21 @@ pub fn random_u64() -> io::Result<u64> {
         }
     }
     Ok(u64::from_ne_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_facts_and_randomness() {
+        // SAFETY: getpid/getppid have no preconditions.
+        let (me, parent) = unsafe { (libc::getpid(), libc::getppid()) };
+        assert_eq!(parent_pid(me).unwrap(), parent);
+        assert!(parent_pid(-5).is_err());
+        let (a, b) = (random_u64().unwrap(), random_u64().unwrap());
+        assert_ne!(a, b);
+        let fd = pidfd_open(me).unwrap();
+        assert!(fd.as_raw_fd() >= 0);
+    }
 }
