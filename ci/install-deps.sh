@@ -6,6 +6,7 @@
 set -euo pipefail
 
 PKGS=(nginx-light wrk curl python3 redis-server redis-tools memcached sockperf iproute2 util-linux
+    gcc libc6-dev binutils
     procps coreutils)
 SERVICES=(nginx redis-server memcached)
 

@@ -1516,10 +1516,31 @@ impl<B: Backend> Agent<B> {
                 name,
                 len,
                 val,
-            } => self.op_setsockopt(b, tag, level, name, &val[..len]),
-            Request::GetSockOpt { level, name, len } => {
-                self.op_getsockopt(b, tag, level, name, len)
-            }
+                buf,
+            } => match buf {
+                None => self.op_setsockopt(b, tag, level, name, &val[..len]),
+                Some(cell) => {
+                    // Copy out of shared memory first: the host may scribble on it meanwhile.
+                    let mut big = [0u8; OPT_SIZE];
+                    let Some(p) = self
+                        .procs
+                        .get(&sid)
+                        .and_then(|p| p.chan.region().opt_cell(cell))
+                    else {
+                        return Ok(());
+                    };
+                    // SAFETY: the cell is OPT_SIZE bytes inside the mapped region; len <= OPT_SIZE
+                    // (checked by the decoder).
+                    unsafe { core::ptr::copy_nonoverlapping(p, big.as_mut_ptr(), len) };
+                    self.op_setsockopt(b, tag, level, name, &big[..len])
+                }
+            },
+            Request::GetSockOpt {
+                level,
+                name,
+                len,
+                buf,
+            } => self.op_getsockopt(b, tag, level, name, len, buf),
             Request::TxKick => {
                 let id = self.sock_of(b)?;
                 if let Some(ctl) = self
@@ -1881,6 +1902,7 @@ impl<B: Backend> Agent<B> {
         level: i32,
         name: i32,
         len: usize,
+        cell: Option<usize>,
     ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
         let id = self.sock_of(b)?;
@@ -1894,13 +1916,31 @@ impl<B: Backend> Agent<B> {
         let Some(s) = self.socks.get(id) else {
             return Ok(());
         };
-        if let (libc::SOL_SOCKET, libc::SO_LINGER, Some(l)) = (level, name, s.linger) {
+        let mut buf = [0u8; OPT_SIZE];
+        let got = if let (libc::SOL_SOCKET, libc::SO_LINGER, Some(l)) = (level, name, s.linger) {
             let n = len.min(l.len());
-            return self.complete(sid, tag, slot, n as i64, &l[..n]);
-        }
-        let mut buf = [0u8; MAX_OPTVAL];
-        match self.backend.getsockopt(&s.os, level, name, &mut buf[..len]) {
-            Ok(n) => self.complete(sid, tag, slot, n as i64, &buf[..n]),
+            buf[..n].copy_from_slice(&l[..n]);
+            Ok(n)
+        } else {
+            self.backend.getsockopt(&s.os, level, name, &mut buf[..len])
+        };
+        match got {
+            Ok(n) => match cell {
+                None => self.complete(sid, tag, slot, n as i64, &buf[..n]),
+                Some(cell) => {
+                    let Some(p) = self
+                        .procs
+                        .get(&sid)
+                        .and_then(|p| p.chan.region().opt_cell(cell))
+                    else {
+                        return Ok(());
+                    };
+                    let n = n.min(OPT_SIZE);
+                    // SAFETY: the cell is OPT_SIZE bytes inside the mapped region.
+                    unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n) };
+                    self.complete(sid, tag, slot, n as i64, &[])
+                }
+            },
             Err(e) => self.complete(sid, tag, slot, err_of(&e), &[]),
         }
     }

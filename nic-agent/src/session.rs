@@ -85,11 +85,15 @@ pub enum Request {
         name: i32,
         len: usize,
         val: [u8; MAX_OPTVAL],
+        /// `CF_OPTBUF`: the value is in this option buffer cell, not in `val`.
+        buf: Option<usize>,
     },
     GetSockOpt {
         level: i32,
         name: i32,
         len: usize,
+        /// `CF_OPTBUF`: write the value into this option buffer cell.
+        buf: Option<usize>,
     },
     TxKick,
     RxSpace,
@@ -369,21 +373,40 @@ impl<T> Session<T> {
             OP_GETPEERNAME => Request::GetPeerName,
             OP_SETSOCKOPT | OP_GETSOCKOPT => {
                 let (level, name) = (a[0] as u32 as i32, (a[0] >> 32) as u32 as i32);
-                if a[1] > MAX_OPTVAL as u64 {
-                    return Err(Violation::BadLen(a[1]));
-                }
+                let buf = if cmd.flags & CF_OPTBUF != 0 {
+                    if a[1] > OPT_SIZE as u64 {
+                        return Err(Violation::BadLen(a[1]));
+                    }
+                    if a[2] >= OPT_CELLS as u64 {
+                        return Err(Violation::BadLen(a[2]));
+                    }
+                    Some(a[2] as usize)
+                } else {
+                    if a[1] > MAX_OPTVAL as u64 {
+                        return Err(Violation::BadLen(a[1]));
+                    }
+                    None
+                };
                 let len = a[1] as usize;
                 if cmd.op == OP_SETSOCKOPT {
                     let mut val = [0u8; MAX_OPTVAL];
-                    args_to_bytes(&a[2..6], &mut val);
+                    if buf.is_none() {
+                        args_to_bytes(&a[2..6], &mut val);
+                    }
                     Request::SetSockOpt {
                         level,
                         name,
                         len,
                         val,
+                        buf,
                     }
                 } else {
-                    Request::GetSockOpt { level, name, len }
+                    Request::GetSockOpt {
+                        level,
+                        name,
+                        len,
+                        buf,
+                    }
                 }
             }
             OP_TX_KICK => Request::TxKick,
@@ -793,6 +816,7 @@ mod tests {
             name,
             len,
             val,
+            ..
         } = s.decode(&c).unwrap().req
         else {
             panic!()
@@ -816,9 +840,28 @@ mod tests {
             Request::GetSockOpt {
                 level: libc::IPPROTO_TCP,
                 name: libc::TCP_NODELAY,
-                len: 4
+                len: 4,
+                buf: None
             }
         );
+        // Large values go through an option buffer cell, bounds-checked.
+        g.flags = CF_OPTBUF;
+        g.arg[1] = 104;
+        g.arg[2] = 3;
+        assert!(matches!(
+            s.decode(&g).unwrap().req,
+            Request::GetSockOpt {
+                len: 104,
+                buf: Some(3),
+                ..
+            }
+        ));
+        g.arg[2] = OPT_CELLS as u64;
+        assert!(s.decode(&g).is_err());
+        g.arg[2] = 0;
+        g.arg[1] = OPT_SIZE as u64 + 1;
+        assert!(s.decode(&g).is_err());
+        g.flags = 0;
         g.arg[1] = u64::MAX;
         assert_eq!(s.decode(&g), Err(Violation::BadLen(u64::MAX)));
     }

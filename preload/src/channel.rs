@@ -15,7 +15,7 @@ use shm_proto::{wake, Cmd, Consumer, Evt, Producer, Region, MAX_WAITERS};
 
 const CELLS: usize = 256;
 /// How long a sleeping host thread waits before it checks that the agent is still alive.
-const LIVENESS_NS: u64 = 100_000_000;
+const LIVENESS_NS: u64 = 1_000_000_000;
 
 struct CellSlot {
     state: AtomicU32,
@@ -277,16 +277,36 @@ impl Channel {
         if self.is_dead() {
             return false;
         }
+        // Another thread mid-exchange with the agent (waiter registration) owns the socket and
+        // its pending reply: the agent is evidently alive.
+        let Some(_g) = self.ctl_lock.try_lock() else {
+            return true;
+        };
         match sys::poll_one(self.ctl_fd, libc::POLLIN, 0) {
-            Ok(rev) if rev & (libc::POLLHUP | libc::POLLERR | libc::POLLIN) as usize != 0 => {
-                let mut b = [0u8; 64];
-                let _g = self.ctl_lock.try_lock();
-                // A reply we did not ask for cannot happen; EOF or error means the agent is gone.
-                self.mark_dead("agent closed the control connection");
-                let _ = sys::read(self.ctl_fd, &mut b);
+            Ok(rev) if rev & libc::POLLNVAL as usize != 0 => {
+                self.mark_dead("the control connection was closed under us");
                 false
             }
+            Ok(rev) if rev & (libc::POLLHUP | libc::POLLERR | libc::POLLIN) as usize != 0 => {
+                // Look without consuming: only end of stream or an error means the agent is gone.
+                let mut b = [0u8; 1];
+                match sys::recv_peek(self.ctl_fd, &mut b) {
+                    Ok(0) => {
+                        self.mark_dead("agent closed the control connection");
+                        false
+                    }
+                    Ok(_) | Err(libc::EAGAIN) | Err(libc::EINTR) => true,
+                    Err(_) => {
+                        self.mark_dead("the control connection failed");
+                        false
+                    }
+                }
+            }
             Ok(_) => true,
+            Err(libc::EBADF) => {
+                self.mark_dead("the control connection was closed under us");
+                false
+            }
             Err(_) => true,
         }
     }
@@ -328,8 +348,39 @@ impl Channel {
     }
 
     /// Sends a command and waits for its completion.
-    pub(crate) fn call(&self, mut cmd: Cmd) -> Result<Evt, i32> {
+    pub(crate) fn call(&self, cmd: Cmd) -> Result<Evt, i32> {
         let idx = self.alloc_cell();
+        let r = self.call_in(idx, cmd);
+        if r.is_ok() {
+            self.free_cell(idx);
+        }
+        r
+    }
+
+    /// A socket option call whose value travels in the option buffer cell of the request
+    /// (`CF_OPTBUF`): `set` is copied in before, up to `get.len()` bytes are copied out after.
+    pub(crate) fn call_opt(&self, mut cmd: Cmd, set: &[u8], get: &mut [u8]) -> Result<Evt, i32> {
+        let idx = self.alloc_cell();
+        let Some(cell) = self.region.opt_cell(idx) else {
+            self.free_cell(idx);
+            return Err(libc::EINVAL);
+        };
+        let n = set.len().min(shm_proto::OPT_SIZE);
+        // SAFETY: the cell is OPT_SIZE bytes of our region and is ours while the request is.
+        unsafe { core::ptr::copy_nonoverlapping(set.as_ptr(), cell, n) };
+        cmd.flags |= shm_proto::CF_OPTBUF;
+        cmd.arg[2] = idx as u64;
+        let r = self.call_in(idx, cmd)?;
+        if r.result > 0 {
+            let m = (r.result as usize).min(get.len()).min(shm_proto::OPT_SIZE);
+            // SAFETY: as above; the agent wrote the value before completing.
+            unsafe { core::ptr::copy_nonoverlapping(cell, get.as_mut_ptr(), m) };
+        }
+        self.free_cell(idx);
+        Ok(r)
+    }
+
+    fn call_in(&self, idx: usize, mut cmd: Cmd) -> Result<Evt, i32> {
         let cell = &self.cells[idx];
         let gen = cell.gen.load(Ordering::Relaxed);
         cmd.tag = ((gen as u64) << 32) | (idx as u64 + 1);
@@ -348,7 +399,7 @@ impl Channel {
         }
         // SAFETY: CELL_DONE was published with Release after the event was written; we own the cell.
         let evt = unsafe { *cell.evt.get() };
-        self.free_cell(idx);
+        // The caller frees the cell (after reading its option buffer, if any).
         Ok(evt)
     }
 
@@ -473,6 +524,9 @@ impl Channel {
             }
             let fd = self.waiter_fd[i].load(Ordering::Acquire);
             if fd >= 0 {
+                // A reused doorbell may hold rings meant for its previous user: start clean.
+                let mut b = [0u8; 8];
+                let _ = sys::read(fd, &mut b);
                 return Ok((i, fd));
             }
             let efd = match sys::eventfd(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) {

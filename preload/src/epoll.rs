@@ -21,8 +21,9 @@ const KPOLL_NS: u64 = 1_000_000;
 
 struct Interest {
     fd: i32,
-    /// `fdtable::gen(fd)` when added: the entry is live only while fd and generation still match.
-    fdgen: u32,
+    /// `HostSock::inc` of the slot when added: the entry lives while that socket does (as long as
+    /// any fd refers to it), like a Linux registration keyed by (file, fd).
+    inc: u32,
     slot: u32,
     events: u32,
     data: u64,
@@ -44,13 +45,29 @@ pub(crate) struct Ep {
     /// This epoll fd sits inside another epoll or poll set: its doorbell stays armed so the
     /// kernel sees it readable whenever one of its offloaded sockets is.
     nested: bool,
+    /// Epoll fds of ours inside this one: (index, data word). A kernel report for one of them is
+    /// checked against its real readiness (its doorbell may have rung for bytes read since).
+    inners: Vec<(u32, u64)>,
 }
 
 static EPS: [SpinMutex<Option<Ep>>; MAX_EP] = [const { SpinMutex::new(None) }; MAX_EP];
 
 /// The interest still names the socket it was registered for.
 fn live(it: &Interest) -> bool {
-    fdtable::get(it.fd) == Entry::Sock(it.slot) && fdtable::gen(it.fd) == it.fdgen
+    crate::channel_if_attached()
+        .and_then(|c| c.socks.get(it.slot as usize))
+        .is_some_and(|h| {
+            h.refs.load(Ordering::Acquire) > 0 && h.inc.load(Ordering::Acquire) == it.inc
+        })
+}
+
+/// The (slot, incarnation) an fd names now.
+fn ident(fd: i32) -> Option<(u32, u32)> {
+    let Entry::Sock(slot) = fdtable::get(fd) else {
+        return None;
+    };
+    let h = crate::channel_if_attached()?.socks.get(slot as usize)?;
+    Some((slot, h.inc.load(Ordering::Acquire)))
 }
 
 /// Starts tracking a new application epoll fd.
@@ -69,6 +86,7 @@ pub(crate) fn created(kfd: i32) {
                     rr: 0,
                     last_kpoll: 0,
                     nested: false,
+                    inners: Vec::new(),
                 });
                 drop(g);
                 fdtable::set_epoll(kfd, i as u32);
@@ -129,20 +147,37 @@ pub(crate) fn ctl(
         Entry::Internal => return Some(Err(libc::EBADF)),
         _ => {
             // A kernel fd: count it so epoll_wait knows to poll the kernel set.
-            if let (Entry::Epoll(inner), libc::EPOLL_CTL_ADD) = (fdtable::get(fd), op) {
+            if let Entry::Epoll(inner) = fdtable::get(fd) {
                 if fd != epfd {
+                    // An epoll fd of ours goes into (or out of) another epoll set.
                     // SAFETY: forwarding the application's arguments to libc.
                     let r = unsafe { crate::real::epoll_ctl(epfd, op, fd, ev) };
                     if r != 0 {
                         // SAFETY: errno of this thread.
                         return Some(Err(unsafe { *libc::__errno_location() }));
                     }
+                    let data = if ev.is_null() {
+                        0
+                    } else {
+                        // SAFETY: non-null application epoll_event.
+                        unsafe { core::ptr::read_unaligned(ev) }.u64
+                    };
                     if let Entry::Epoll(outer) = fdtable::get(epfd) {
                         if let Some(e) = EPS[outer as usize].lock().as_mut() {
-                            e.kernel_fds += 1;
+                            e.inners.retain(|&(i, _)| i != inner);
+                            match op {
+                                libc::EPOLL_CTL_ADD => {
+                                    e.kernel_fds += 1;
+                                    e.inners.push((inner, data));
+                                }
+                                libc::EPOLL_CTL_MOD => e.inners.push((inner, data)),
+                                _ => e.kernel_fds = e.kernel_fds.saturating_sub(1),
+                            }
                         }
                     }
-                    arm_nested(inner);
+                    if op != libc::EPOLL_CTL_DEL {
+                        arm_nested(inner);
+                    }
                     return Some(Ok(0));
                 }
             }
@@ -191,7 +226,11 @@ pub(crate) fn ctl(
     };
     // Drop entries whose fd was closed or now names something else.
     ep.list.retain(live);
-    let pos = ep.list.iter().position(|it| it.fd == fd);
+    let cur = ident(fd);
+    let pos = ep
+        .list
+        .iter()
+        .position(|it| it.fd == fd && Some((it.slot, it.inc)) == cur);
     let excl = libc::EPOLLEXCLUSIVE as u32;
     match op {
         libc::EPOLL_CTL_ADD => {
@@ -220,7 +259,7 @@ pub(crate) fn ctl(
             let nested = ep.nested;
             ep.list.push(Interest {
                 fd,
-                fdgen: fdtable::gen(fd),
+                inc: cur.map(|c| c.1).unwrap_or(0),
                 slot,
                 events,
                 data,
@@ -366,14 +405,30 @@ pub(crate) fn wait(
         return None;
     };
     let slot = &EPS[idx as usize];
-    let (kernel_fds, waiter, nested) = {
+    let (kernel_fds, waiter, nested, inners) = {
         let g = slot.lock();
         let ep = g.as_ref()?;
-        if ep.list.is_empty() {
+        if ep.list.is_empty() && ep.inners.is_empty() {
             return None;
         }
-        (ep.kernel_fds, ep.waiter, ep.nested)
+        (ep.kernel_fds, ep.waiter, ep.nested, ep.inners.clone())
     };
+    if max <= 0 {
+        return Some(Err(libc::EINVAL));
+    }
+    if events.is_null() {
+        return Some(Err(libc::EFAULT));
+    }
+    let is_empty = slot
+        .lock()
+        .as_ref()
+        .map(|e| e.list.is_empty())
+        .unwrap_or(true);
+    if is_empty {
+        return Some(wait_kernel_only(
+            epfd, events, max, timeout_ms, sigmask, &inners,
+        ));
+    }
     if nested {
         // Our doorbell stays readable while armed-and-rung: drain it so the enclosing set does
         // not keep seeing this fd readable; `rearm` restores it when something is still ready.
@@ -382,7 +437,7 @@ pub(crate) fn wait(
             let _ = sys::read(efd, &mut b);
         }
         let r = wait_inner(
-            epfd, slot, kernel_fds, waiter, events, max, timeout_ms, sigmask,
+            epfd, slot, kernel_fds, waiter, &inners, events, max, timeout_ms, sigmask,
         );
         if let Some(ep) = slot.lock().as_ref() {
             rearm(ep);
@@ -390,7 +445,7 @@ pub(crate) fn wait(
         return r;
     }
     wait_inner(
-        epfd, slot, kernel_fds, waiter, events, max, timeout_ms, sigmask,
+        epfd, slot, kernel_fds, waiter, &inners, events, max, timeout_ms, sigmask,
     )
 }
 
@@ -400,6 +455,7 @@ fn wait_inner(
     slot: &SpinMutex<Option<Ep>>,
     kernel_fds: u32,
     waiter: Option<(usize, i32)>,
+    inners: &[(u32, u64)],
     events: *mut libc::epoll_event,
     max: i32,
     timeout_ms: i32,
@@ -452,7 +508,8 @@ fn wait_inner(
                 crate::real::epoll_wait(epfd, out[n..].as_mut_ptr(), (out.len() - n) as i32, 0)
             };
             if k > 0 {
-                n += filter_cookie(&mut out[n..], k as usize, efd);
+                let m = filter_cookie(&mut out[n..], k as usize, efd);
+                n += filter_nested(&mut out[n..], m, inners);
             }
         }
         if n > 0 {
@@ -502,7 +559,8 @@ fn wait_inner(
             // SAFETY: errno of this thread.
             return Some(Err(unsafe { *libc::__errno_location() }));
         }
-        let mut n = filter_cookie(out, k as usize, efd);
+        let m = filter_cookie(out, k as usize, efd);
+        let mut n = filter_nested(out, m, inners);
         if n < out.len() {
             let mut g = slot.lock();
             if let Some(ep) = g.as_mut() {
@@ -620,6 +678,86 @@ pub(crate) fn arm_nested(idx: u32) {
         if let Some(ep) = e.lock().as_mut() {
             ep.nested = true;
             rearm(ep);
+        }
+    }
+}
+
+/// Is nested instance `idx` really readable? Its doorbell count may be stale (rung for bytes the
+/// application has read since): then drain it and ask the kernel about its kernel fds alone.
+pub(crate) fn nested_verify(idx: u32) -> bool {
+    let Some(e) = EPS.get(idx as usize) else {
+        return true;
+    };
+    let g = e.lock();
+    let Some(ep) = g.as_ref() else { return true };
+    if peek_ready(ep) {
+        return true;
+    }
+    if let Some((_, efd)) = ep.waiter {
+        let mut b = [0u8; 8];
+        let _ = sys::read(efd, &mut b);
+    }
+    // The ring we just drained consumed the armed flag: arm again for the next change (this also
+    // closes the race with a change that landed after the peek above).
+    rearm(ep);
+    if peek_ready(ep) {
+        return true;
+    }
+    let kfd = ep.kfd;
+    drop(g);
+    sys::poll_one(kfd, libc::POLLIN, 0)
+        .map(|r| r != 0)
+        .unwrap_or(true)
+}
+
+/// Drops kernel reports of nested instances that are not really readable. Returns the new count.
+fn filter_nested(out: &mut [libc::epoll_event], n: usize, inners: &[(u32, u64)]) -> usize {
+    if inners.is_empty() {
+        return n;
+    }
+    let mut w = 0;
+    for r in 0..n {
+        let e = out[r];
+        if let Some(&(idx, _)) = inners.iter().find(|&&(_, d)| d == e.u64) {
+            if !nested_verify(idx) {
+                continue;
+            }
+        }
+        out[w] = e;
+        w += 1;
+    }
+    w
+}
+
+/// An epoll set whose only special members are nested epoll fds of ours: the kernel waits, and
+/// reports of nested members are checked against their real readiness.
+fn wait_kernel_only(
+    epfd: i32,
+    events: *mut libc::epoll_event,
+    max: i32,
+    timeout_ms: i32,
+    sigmask: *const libc::sigset_t,
+    inners: &[(u32, u64)],
+) -> Result<i32, i32> {
+    // SAFETY: the application passes `max` writable entries (checked non-null by the caller).
+    let out = unsafe { core::slice::from_raw_parts_mut(events, max as usize) };
+    let start = sys::clock_ns();
+    loop {
+        let left = if timeout_ms < 0 {
+            -1
+        } else {
+            let spent = ((sys::clock_ns() - start) / 1_000_000) as i64;
+            (timeout_ms as i64 - spent).max(0) as i32
+        };
+        // SAFETY: the application's buffer and sigmask.
+        let k = unsafe { crate::real::epoll_pwait(epfd, out.as_mut_ptr(), max, left, sigmask) };
+        if k < 0 {
+            // SAFETY: errno of this thread.
+            return Err(unsafe { *libc::__errno_location() });
+        }
+        let n = filter_nested(out, k as usize, inners);
+        if n > 0 || k == 0 || left == 0 {
+            return Ok(n as i32);
         }
     }
 }

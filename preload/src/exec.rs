@@ -213,6 +213,7 @@ pub(crate) fn adopt() {
             continue;
         }
         if hs.refs.fetch_add(1, Ordering::AcqRel) == 0 {
+            hs.inc.fetch_add(1, Ordering::AcqRel);
             hs.nonblock.store(nb == b"1", Ordering::Relaxed);
             hs.domain.store(dom, Ordering::Relaxed);
             if let Some(ctl) = c.region.sock(slot) {

@@ -19,20 +19,6 @@ pub(crate) const EPOLL: u32 = 2;
 pub(crate) const INTERNAL: u32 = 3;
 
 static TABLE: [AtomicU32; MAX_FDS] = [const { AtomicU32::new(0) }; MAX_FDS];
-/// Bumped each time an fd number starts naming an offloaded socket: an epoll interest records it,
-/// so an entry left by a closed fd is never mistaken for a new socket that got the same fd and
-/// slot numbers (Linux drops the registration when the file goes).
-static GEN: [AtomicU32; MAX_FDS] = [const { AtomicU32::new(0) }; MAX_FDS];
-
-/// Generation of `fd` (see [`GEN`]).
-#[inline]
-pub(crate) fn gen(fd: i32) -> u32 {
-    if fd < 0 || fd as usize >= MAX_FDS {
-        return 0;
-    }
-    GEN[fd as usize].load(Ordering::Acquire)
-}
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Entry {
     None,
@@ -69,7 +55,6 @@ pub(crate) fn get(fd: i32) -> Entry {
 
 pub(crate) fn set_sock(fd: i32, slot: u32) {
     if fd >= 0 && (fd as usize) < MAX_FDS {
-        GEN[fd as usize].fetch_add(1, Ordering::AcqRel);
         TABLE[fd as usize].store(encode(SOCK, slot), Ordering::Release);
     }
 }

@@ -1076,3 +1076,23 @@ pub unsafe extern "C" fn fexecve(fd: c_int, a: CStrArr, e: CStrArr) -> c_int {
     // SAFETY: libc's fexecve.
     unsafe { real::fexecve(fd, a, e2) }
 }
+
+/// closefrom (glibc 2.34+, OpenSSH): closes the application's fds from `low` up, never ours.
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(low: c_int) {
+    let low = if low < 0 { 0 } else { low as c_uint };
+    // SAFETY: our close_range keeps the library's own fds and releases offloaded ones.
+    let r = unsafe { close_range(low, c_uint::MAX, 0) };
+    if r < 0 {
+        // glibc's closefrom falls back to closing one by one; so do we, through our close.
+        let end = fdtable::MAX_FDS as c_uint;
+        let mut fd = low;
+        while fd < end {
+            if fdtable::get(fd as c_int) != Entry::Internal {
+                // SAFETY: closing the application's fd through our hook.
+                unsafe { close(fd as c_int) };
+            }
+            fd += 1;
+        }
+    }
+}

@@ -244,6 +244,7 @@ fn init_slot(c: &Channel, slot: u32, domain: i32, nonblock: bool) -> Result<(), 
         let _ = c.post(cmd(OP_CLOSE, slot));
         return Err(());
     };
+    hs.inc.fetch_add(1, Ordering::AcqRel);
     hs.refs.store(1, Ordering::Relaxed);
     hs.nonblock.store(nonblock, Ordering::Relaxed);
     hs.domain.store(domain, Ordering::Relaxed);
@@ -456,7 +457,9 @@ pub(crate) fn error_pending(s: &S) -> bool {
         && st.error_seq.load(Ordering::Acquire) != s.hs.err_seen.load(Ordering::Acquire)
 }
 
-const LIVENESS_NS: u64 = 100_000_000;
+/// How long a blocked thread sleeps between checks that the agent is alive. Long, because a
+/// signal whose handler runs right at such a wake-up is not seen as an interruption.
+const LIVENESS_NS: u64 = 1_000_000_000;
 
 /// Spin, then sleep on the socket's futex until `cond` holds. `timeout_ns == 0`: no timeout.
 /// Errors: EINTR (a signal), EAGAIN (timeout), ECONNRESET (agent gone).
@@ -907,9 +910,20 @@ pub(crate) fn setsockopt(
             Err(e) => R::Err(e),
         };
     }
-    if len as usize > MAX_OPTVAL {
-        log!(util::WARN, "setsockopt(level {level}, name {name}): values over {MAX_OPTVAL} bytes are not supported yet");
+    if len as usize > OPT_SIZE {
+        log!(
+            util::WARN,
+            "setsockopt(level {level}, name {name}): values over {OPT_SIZE} bytes are not supported"
+        );
         return R::Err(libc::EINVAL);
+    }
+    if len as usize > MAX_OPTVAL {
+        let mut cm = cmd(OP_SETSOCKOPT, s.slot);
+        cm.arg[0] = (level as u32 as u64) | ((name as u32 as u64) << 32);
+        cm.arg[1] = len as u64;
+        // SAFETY: val has len readable bytes (application's contract).
+        let v = unsafe { core::slice::from_raw_parts(val as *const u8, len as usize) };
+        return res(s.c.call_opt(cm, v, &mut []));
     }
     let mut cm = cmd(OP_SETSOCKOPT, s.slot);
     cm.arg[0] = (level as u32 as u64) | ((name as u32 as u64) << 32);
@@ -985,6 +999,21 @@ pub(crate) fn getsockopt(
     }
     let mut cm = cmd(OP_GETSOCKOPT, s.slot);
     cm.arg[0] = (level as u32 as u64) | ((name as u32 as u64) << 32);
+    if cap as usize > MAX_OPTVAL {
+        let want = (cap as usize).min(OPT_SIZE);
+        cm.arg[1] = want as u64;
+        // SAFETY: val has cap >= want writable bytes (application's contract).
+        let out = unsafe { core::slice::from_raw_parts_mut(val as *mut u8, want) };
+        return match s.c.call_opt(cm, &[], out) {
+            Ok(e) if e.result >= 0 => {
+                // SAFETY: len non-null.
+                unsafe { *len = (e.result as usize).min(want) as libc::socklen_t };
+                R::Ok(0)
+            }
+            Ok(e) => R::Err((-e.result) as i32),
+            Err(e) => R::Err(e),
+        };
+    }
     cm.arg[1] = (cap as usize).min(MAX_OPTVAL) as u64;
     match call(&s, cm) {
         Ok(e) if e.result >= 0 => {
@@ -1064,7 +1093,7 @@ pub(crate) fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void) -> R {
             s.hs.nonblock.store(on, Ordering::Relaxed);
             R::Ok(0)
         }
-        libc::FIONREAD | libc::TIOCOUTQ => {
+        libc::FIONREAD | libc::TIOCOUTQ | libc::SIOCOUTQNSD => {
             if arg.is_null() {
                 return R::Err(libc::EFAULT);
             }

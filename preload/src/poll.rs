@@ -33,7 +33,13 @@ pub(crate) fn poll(
         .iter()
         .any(|p| matches!(fdtable::get(p.fd), Entry::Sock(_) | Entry::Internal))
     {
-        return None;
+        if !fds
+            .iter()
+            .any(|p| matches!(fdtable::get(p.fd), Entry::Epoll(_)))
+        {
+            return None;
+        }
+        return Some(poll_epolls(fds, timeout_ns, sigmask));
     }
     let c = crate::channel_if_attached()?;
     // An epoll fd of ours inside a poll set: keep its doorbell armed (see epoll::arm_nested).
@@ -75,6 +81,7 @@ pub(crate) fn poll(
         }
         for (j, &i) in kidx.iter().enumerate() {
             fds[i].revents = kset[j].revents;
+            verify_epoll(&mut fds[i]);
         }
         for p in fds.iter() {
             if p.revents != 0 {
@@ -157,11 +164,12 @@ pub(crate) fn poll(
             }
             match r {
                 Err(e) => result = Some(Err(e)),
-                Ok(_) => {
+                Ok(k) => {
                     let n = collect(fds, &kk);
                     if n > 0 {
                         result = Some(Ok(n));
-                    } else if left == 1_000_000_000 {
+                    } else if k == 0 && left == 1_000_000_000 {
+                        // Our one-second cap expired with nothing to report: is the agent alive?
                         let _ = c.check_alive();
                     }
                 }
@@ -272,4 +280,58 @@ pub(crate) fn select(
         count += rd as i32 + wr as i32 + ex as i32;
     }
     Some(Ok(count))
+}
+
+/// A reported epoll fd of ours: keep POLLIN only if it is really readable (see
+/// `epoll::nested_verify`).
+fn verify_epoll(p: &mut libc::pollfd) {
+    if p.revents & libc::POLLIN != 0 {
+        if let Entry::Epoll(idx) = fdtable::get(p.fd) {
+            if !crate::epoll::nested_verify(idx) {
+                p.revents &= !libc::POLLIN;
+            }
+        }
+    }
+}
+
+/// A poll set with epoll fds of ours but no offloaded socket: the kernel waits; epoll members'
+/// reports are verified.
+fn poll_epolls(
+    fds: &mut [libc::pollfd],
+    timeout_ns: i64,
+    sigmask: *const libc::sigset_t,
+) -> Result<i32, i32> {
+    for p in fds.iter() {
+        if let Entry::Epoll(idx) = fdtable::get(p.fd) {
+            crate::epoll::arm_nested(idx);
+        }
+    }
+    let start = sys::clock_ns();
+    loop {
+        let left = if timeout_ns < 0 {
+            None
+        } else {
+            Some((timeout_ns as u64).saturating_sub(sys::clock_ns() - start))
+        };
+        let ts = left.map(|l| libc::timespec {
+            tv_sec: (l / 1_000_000_000) as _,
+            tv_nsec: (l % 1_000_000_000) as _,
+        });
+        let tsp = ts
+            .as_ref()
+            .map(|t| t as *const libc::timespec)
+            .unwrap_or(core::ptr::null());
+        // SAFETY: the application's pollfd array and sigmask.
+        let r = unsafe { sys::ppoll(fds.as_mut_ptr(), fds.len(), tsp, sigmask) }?;
+        let mut n = 0;
+        for p in fds.iter_mut() {
+            verify_epoll(p);
+            if p.revents != 0 {
+                n += 1;
+            }
+        }
+        if n > 0 || r == 0 || left == Some(0) {
+            return Ok(n);
+        }
+    }
 }

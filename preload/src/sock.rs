@@ -7,6 +7,9 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 pub(crate) struct HostSock {
     /// Number of fds referring to this slot.
     pub(crate) refs: AtomicU32,
+    /// Bumped each time a new socket takes this slot: epoll interests compare it, because Linux
+    /// keys a registration by (open file, fd) and drops it only when the file goes.
+    pub(crate) inc: AtomicU32,
     pub(crate) nonblock: AtomicBool,
     pub(crate) domain: AtomicI32,
     /// SO_RCVTIMEO / SO_SNDTIMEO in ns, 0 = none.
@@ -23,6 +26,7 @@ impl HostSock {
     pub(crate) fn new() -> Self {
         HostSock {
             refs: AtomicU32::new(0),
+            inc: AtomicU32::new(0),
             nonblock: AtomicBool::new(false),
             domain: AtomicI32::new(0),
             rcvtimeo: AtomicU64::new(0),

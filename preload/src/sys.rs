@@ -274,3 +274,16 @@ pub(crate) fn handlers_all_restart() -> bool {
     }
     true
 }
+
+/// recv(MSG_PEEK | MSG_DONTWAIT) on one of our own sockets.
+pub(crate) fn recv_peek(fd: i32, buf: &mut [u8]) -> SysResult {
+    sc!(
+        libc::SYS_recvfrom,
+        fd,
+        buf.as_mut_ptr(),
+        buf.len(),
+        libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        0usize,
+        0usize
+    )
+}

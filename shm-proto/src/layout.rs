@@ -6,7 +6,7 @@ use crate::primitive::{AtomicU32, AtomicU64};
 /// "SNSTACK" + NUL, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SNSTACK\0");
 /// Bumped on every incompatible change of anything in this crate.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Bytes of the header page.
 pub const HEADER_SIZE: usize = 4096;
 /// Number of waiter slots (epoll instances and poll/select callers) per process. Also the width of
@@ -40,7 +40,10 @@ pub struct Header {
     pub tx_size: u32,
     /// Spin budget (ns) the agent suggests to the host before it sleeps. Host env may override.
     pub spin_ns: u32,
-    _pad0: [u8; 48],
+    /// Option buffers: [`OPT_CELLS`] cells of [`OPT_SIZE`] bytes for socket option values that do
+    /// not fit a command (`CF_OPTBUF`).
+    pub opt_off: u64,
+    _pad0: [u8; 40],
     /// Agent writes 1 before it blocks in the kernel; the host rings the agent doorbell (eventfd) after
     /// publishing a command when it reads 1 here. See [`crate::wake`].
     pub agent_sleeping: Line<AtomicU32>,
@@ -231,6 +234,13 @@ pub const EV_COMPLETION: u16 = 1;
 
 /// Largest socket option value carried inline.
 pub const MAX_OPTVAL: usize = 32;
+/// Command flag (OP_SETSOCKOPT/OP_GETSOCKOPT): the value is in option buffer cell `arg[2]`,
+/// `arg[1]` bytes long (up to [`OPT_SIZE`]), not inline.
+pub const CF_OPTBUF: u16 = 2;
+/// Option buffer cells in a region (one per host request in flight).
+pub const OPT_CELLS: usize = 256;
+/// Bytes of one option buffer cell (struct tcp_info, TCP_MD5SIG keys, ...).
+pub const OPT_SIZE: usize = 512;
 
 /// A socket address as carried in commands and events: the `sockaddr_in6` layout for both families.
 /// `port` is in network byte order, as in `sockaddr_in(6)`. For AF_INET the address is `addr[..4]`.

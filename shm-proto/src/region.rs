@@ -35,6 +35,7 @@ pub struct Offsets {
     pub cmd_off: u64,
     pub evt_off: u64,
     pub waiter_off: u64,
+    pub opt_off: u64,
     pub sock_off: u64,
     pub stream_off: u64,
     pub total: u64,
@@ -99,7 +100,8 @@ impl Geometry {
             evt_off + core::mem::size_of::<RingHdr>() as u64 + 64 * self.evt_entries as u64,
             line,
         );
-        let sock_off = waiter_off + (MAX_WAITERS * core::mem::size_of::<Waiter>()) as u64;
+        let opt_off = waiter_off + (MAX_WAITERS * core::mem::size_of::<Waiter>()) as u64;
+        let sock_off = opt_off + (OPT_CELLS * OPT_SIZE) as u64;
         let stream_off = align_up(
             sock_off + self.max_sockets as u64 * core::mem::size_of::<SockCtl>() as u64,
             4096,
@@ -110,6 +112,7 @@ impl Geometry {
             cmd_off,
             evt_off,
             waiter_off,
+            opt_off,
             sock_off,
             stream_off,
             total,
@@ -156,6 +159,7 @@ impl Region {
             (*h).evt_entries = geo.evt_entries;
             (*h).evt_off = off.evt_off;
             (*h).waiter_off = off.waiter_off;
+            (*h).opt_off = off.opt_off;
             (*h).sock_off = off.sock_off;
             (*h).stream_off = off.stream_off;
             (*h).max_sockets = geo.max_sockets;
@@ -298,6 +302,15 @@ impl Region {
         let off = self.off.waiter_off as usize + i * core::mem::size_of::<Waiter>();
         // SAFETY: inside the validated mapping; `sleeping` is atomic.
         Some(unsafe { &*(self.base.add(off) as *const Waiter) })
+    }
+
+    /// Option buffer cell `idx` (`OPT_SIZE` bytes), or `None` when out of range.
+    pub fn opt_cell(&self, idx: usize) -> Option<*mut u8> {
+        if idx >= OPT_CELLS {
+            return None;
+        }
+        // SAFETY: idx < OPT_CELLS keeps the cell inside the validated mapping.
+        Some(unsafe { self.base.add(self.off.opt_off as usize + idx * OPT_SIZE) })
     }
 
     fn stream_base(&self, slot: u32) -> usize {
