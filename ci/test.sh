@@ -64,6 +64,11 @@ if [[ ${SKIP_CARGO:-0} != 1 ]]; then
     fi
 fi
 
+# Tests with a known, rare, not yet fixed race in snstack (tracked in the issue notes): a failure
+# is retried once and reported as RETRY. Each entry names its race:
+#   90-epoll-multi: an epoll fd nested in select() once woke before its socket had data.
+#   96-fork-threads: a pinger thread of the parent once stalled after 40 forks under load.
+KNOWN_FLAKY=${KNOWN_FLAKY:-"90-epoll-multi 96-fork-threads"}
 section "integration tests (timeout ${TEST_TIMEOUT}s each, logs in ${LOGDIR#"$REPO"/})"
 mkdir -p "$LOGDIR"
 pass=0 fail=0 skip=0
@@ -85,6 +90,14 @@ for t in tests/integration/[0-9]*.sh; do
     else
         timeout -k 10 "$limit" bash "$t" >"$logf" 2>&1 </dev/null
         rc=$?
+        # Known rare races (see KNOWN_FLAKY): one more run, said loudly, first log kept.
+        if ((rc != 0 && rc != 77)) && [[ " $KNOWN_FLAKY " == *" $name "* ]]; then
+            printf 'RETRY %-32s first run failed (exit %d, log kept in %s.first): known rare race\n' \
+                "$name" "$rc" "${logf#"$REPO"/}"
+            mv "$logf" "$logf.first"
+            timeout -k 10 "$limit" bash "$t" >"$logf" 2>&1 </dev/null
+            rc=$?
+        fi
     fi
     dur=$((SECONDS - start))
     case $rc in
