@@ -235,7 +235,7 @@ pub(crate) fn select(
         if !(rr || ww || ee) {
             continue;
         }
-        if matches!(fdtable::get(fd), Entry::Sock(_)) {
+        if matches!(fdtable::get(fd), Entry::Sock(_) | Entry::Epoll(_)) {
             any = true;
         }
         let mut ev = 0;
