@@ -15,6 +15,7 @@ test:
 
 bench:
 	bash ci/bench.sh
+	SKIP_BUILD=1 bash ci/bench-workers.sh
 
 clean:
 	cargo clean
