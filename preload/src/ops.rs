@@ -1167,11 +1167,16 @@ pub(crate) fn fork_parent(secret: u64, pid: i32) {
 /// Current readiness of a socket as EPOLL* bits (identical to POLL* bits on Linux).
 pub(crate) fn readiness(s: &S) -> u32 {
     let st = &s.ctl.state.0;
+    let fl = st.flags.load(Ordering::Acquire);
     if s.c.is_dead() {
+        // Agent gone: a listener never becomes ready again (reporting it would make an event
+        // loop retry accept forever); a connection reports the error so that it gets closed.
+        if fl & SF_LISTENING != 0 {
+            return 0;
+        }
         return (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP)
             as u32;
     }
-    let fl = st.flags.load(Ordering::Acquire);
     let mut ev = 0u32;
     if fl & SF_LISTENING != 0 {
         if st.accept_ready.load(Ordering::Acquire) > 0 {
