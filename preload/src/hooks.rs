@@ -1015,13 +1015,19 @@ pub unsafe extern "C" fn sendmmsg(fd: c_int, v: *mut libc::mmsghdr, n: c_uint, f
 
 type CStrArr = *const *const libc::c_char;
 
+/// The environment for a new image (None: pass the application's own), never unwinding into C.
+/// `e` is the application's envp or null for the current environment.
+fn prepared_env(e: CStrArr) -> Option<crate::exec::Env> {
+    // SAFETY: `e` is null or the null-terminated array the application passed to exec.
+    catch_unwind(|| unsafe { crate::exec::prepare(e) })
+        .ok()
+        .flatten()
+}
+
 /// exec family: the new image keeps LD_PRELOAD/SNSTACK_* and the offloaded fds that survive exec.
 #[no_mangle]
 pub unsafe extern "C" fn execve(p: *const libc::c_char, a: CStrArr, e: CStrArr) -> c_int {
-    // SAFETY: the application's environment array.
-    let env = catch_unwind(|| unsafe { crate::exec::prepare(e) })
-        .ok()
-        .flatten();
+    let env = prepared_env(e);
     let e2 = env.as_ref().map(|v| v.as_ptr()).unwrap_or(e);
     // SAFETY: libc's execve with the application's arguments.
     unsafe { real::execve(p, a, e2) }
@@ -1029,10 +1035,7 @@ pub unsafe extern "C" fn execve(p: *const libc::c_char, a: CStrArr, e: CStrArr) 
 
 #[no_mangle]
 pub unsafe extern "C" fn execv(p: *const libc::c_char, a: CStrArr) -> c_int {
-    // SAFETY: null envp = the current environment.
-    let env = catch_unwind(|| unsafe { crate::exec::prepare(core::ptr::null()) })
-        .ok()
-        .flatten();
+    let env = prepared_env(core::ptr::null());
     match env {
         // SAFETY: libc's execve with the prepared environment.
         Some(v) => unsafe { real::execve(p, a, v.as_ptr()) },
@@ -1043,10 +1046,7 @@ pub unsafe extern "C" fn execv(p: *const libc::c_char, a: CStrArr) -> c_int {
 
 #[no_mangle]
 pub unsafe extern "C" fn execvpe(p: *const libc::c_char, a: CStrArr, e: CStrArr) -> c_int {
-    // SAFETY: the application's environment array.
-    let env = catch_unwind(|| unsafe { crate::exec::prepare(e) })
-        .ok()
-        .flatten();
+    let env = prepared_env(e);
     let e2 = env.as_ref().map(|v| v.as_ptr()).unwrap_or(e);
     // SAFETY: libc's execvpe.
     unsafe { real::execvpe(p, a, e2) }
@@ -1054,10 +1054,7 @@ pub unsafe extern "C" fn execvpe(p: *const libc::c_char, a: CStrArr, e: CStrArr)
 
 #[no_mangle]
 pub unsafe extern "C" fn execvp(p: *const libc::c_char, a: CStrArr) -> c_int {
-    // SAFETY: null envp = the current environment.
-    let env = catch_unwind(|| unsafe { crate::exec::prepare(core::ptr::null()) })
-        .ok()
-        .flatten();
+    let env = prepared_env(core::ptr::null());
     match env {
         // SAFETY: libc's execvpe with the prepared environment.
         Some(v) => unsafe { real::execvpe(p, a, v.as_ptr()) },
@@ -1068,10 +1065,7 @@ pub unsafe extern "C" fn execvp(p: *const libc::c_char, a: CStrArr) -> c_int {
 
 #[no_mangle]
 pub unsafe extern "C" fn fexecve(fd: c_int, a: CStrArr, e: CStrArr) -> c_int {
-    // SAFETY: the application's environment array.
-    let env = catch_unwind(|| unsafe { crate::exec::prepare(e) })
-        .ok()
-        .flatten();
+    let env = prepared_env(e);
     let e2 = env.as_ref().map(|v| v.as_ptr()).unwrap_or(e);
     // SAFETY: libc's fexecve.
     unsafe { real::fexecve(fd, a, e2) }
