@@ -13,6 +13,7 @@
  * for an oversized exec. */
 #define SNSTACK_MAX_ARGS 4096
 
+/* Counts the arguments from `arg0` to the terminating NULL (not included); -1 when too many. */
 static int count_args(const char *arg0, va_list ap)
 {
     int n = 1;
@@ -25,66 +26,46 @@ static int count_args(const char *arg0, va_list ap)
     return n;
 }
 
+/* Declares `argv` (a VLA) holding the variadic arguments after `arg` and their NULL, and leaves
+ * `ap` just past that NULL (for execle's envp). Returns -1 with E2BIG from the enclosing function
+ * when the list is too long. */
+#define COLLECT_ARGV(arg, ap)                                                                      \
+    va_list ap;                                                                                    \
+    va_start(ap, arg);                                                                             \
+    int n_ = count_args(arg, ap);                                                                  \
+    va_end(ap);                                                                                    \
+    if (n_ < 0) {                                                                                  \
+        errno = E2BIG;                                                                             \
+        return -1;                                                                                 \
+    }                                                                                              \
+    char *argv[n_ + 1];                                                                            \
+    va_start(ap, arg);                                                                             \
+    argv[0] = (char *)arg;                                                                         \
+    for (int i_ = 1; i_ < n_; i_++)                                                                \
+        argv[i_] = va_arg(ap, char *);                                                             \
+    if (n_ > 0)                                                                                    \
+        (void)va_arg(ap, char *);                                                                  \
+    argv[n_] = NULL
+
 int snstack_execl_c(const char *path, const char *arg, ...)
 {
-    va_list ap;
-    va_start(ap, arg);
-    int n = count_args(arg, ap);
+    COLLECT_ARGV(arg, ap);
     va_end(ap);
-    if (n < 0) {
-        errno = E2BIG;
-        return -1;
-    }
-    char *argv[n + 1];
-    va_start(ap, arg);
-    argv[0] = (char *)arg;
-    for (int i = 1; i < n; i++)
-        argv[i] = va_arg(ap, char *);
-    va_end(ap);
-    argv[n] = NULL;
     return execv(path, argv);
 }
 
 int snstack_execlp_c(const char *file, const char *arg, ...)
 {
-    va_list ap;
-    va_start(ap, arg);
-    int n = count_args(arg, ap);
+    COLLECT_ARGV(arg, ap);
     va_end(ap);
-    if (n < 0) {
-        errno = E2BIG;
-        return -1;
-    }
-    char *argv[n + 1];
-    va_start(ap, arg);
-    argv[0] = (char *)arg;
-    for (int i = 1; i < n; i++)
-        argv[i] = va_arg(ap, char *);
-    va_end(ap);
-    argv[n] = NULL;
     return execvp(file, argv);
 }
 
 int snstack_execle_c(const char *path, const char *arg, ...)
 {
-    va_list ap;
-    va_start(ap, arg);
-    int n = count_args(arg, ap);
-    va_end(ap);
-    if (n < 0) {
-        errno = E2BIG;
-        return -1;
-    }
-    char *argv[n + 1];
-    va_start(ap, arg);
-    argv[0] = (char *)arg;
-    for (int i = 1; i < n; i++)
-        argv[i] = va_arg(ap, char *);
+    COLLECT_ARGV(arg, ap);
     /* After the terminating NULL comes envp. */
-    if (n > 0)
-        (void)va_arg(ap, char *);
     char *const *envp = va_arg(ap, char *const *);
     va_end(ap);
-    argv[n] = NULL;
     return execve(path, argv, envp);
 }

@@ -101,16 +101,8 @@ pub(crate) unsafe fn prepare_spawn(envp: *const *const c_char, acts: &[Act]) -> 
             }
         }
     }
-    let mut map = String::new();
-    for (fd, slot, nb, cloexec) in fds {
-        if cloexec {
-            continue;
-        }
-        if !map.is_empty() {
-            map.push(',');
-        }
-        map.push_str(&format!("{fd}:{slot}:{}", nb as u8));
-    }
+    fds.retain(|x| !x.3);
+    let map = fd_map(&fds);
     if map.is_empty() {
         return None;
     }
@@ -221,15 +213,21 @@ fn surviving(only_kept: bool) -> Vec<(i32, u32, bool, bool)> {
     v
 }
 
-/// Takes a ticket naming ourselves and lists the offloaded fds that survive the exec.
-fn ticket_and_map() -> Option<(u64, String)> {
+/// `SNSTACK_EXEC_FDS`'s value: `fd:slot:nonblock,...`.
+fn fd_map(fds: &[(i32, u32, bool, bool)]) -> String {
     let mut map = String::new();
-    for (fd, slot, nb, _) in surviving(true) {
+    for (fd, slot, nb, _) in fds {
         if !map.is_empty() {
             map.push(',');
         }
-        map.push_str(&format!("{fd}:{slot}:{}", nb as u8));
+        map.push_str(&format!("{fd}:{slot}:{}", *nb as u8));
     }
+    map
+}
+
+/// Takes a ticket naming ourselves and lists the offloaded fds that survive the exec.
+fn ticket_and_map() -> Option<(u64, String)> {
+    let map = fd_map(&surviving(true));
     if map.is_empty() {
         return None;
     }

@@ -1173,12 +1173,41 @@ fn spawn_env(fa: *const SpawnFa, e: *const *mut libc::c_char) -> Option<(crate::
     .flatten()
 }
 
-fn spawn_done(r: c_int, pid: *mut libc::pid_t, secret: u64) {
+type SpawnFn = unsafe fn(
+    *mut libc::pid_t,
+    *const libc::c_char,
+    *const SpawnFa,
+    *const libc::posix_spawnattr_t,
+    *const *mut libc::c_char,
+    *const *mut libc::c_char,
+) -> c_int;
+
+/// posix_spawn/posix_spawnp: with a prepared environment when offloaded fds survive into the
+/// child, then the ticket is tied to the child's pid.
+///
+/// # Safety
+/// The caller's arguments, as libc takes them.
+unsafe fn spawn_with(
+    real_fn: SpawnFn,
+    pid: *mut libc::pid_t,
+    p: *const libc::c_char,
+    fa: *const SpawnFa,
+    at: *const libc::posix_spawnattr_t,
+    a: *const *mut libc::c_char,
+    e: *const *mut libc::c_char,
+) -> c_int {
+    let Some((env, secret)) = spawn_env(fa, e) else {
+        // SAFETY: the caller's arguments.
+        return unsafe { real_fn(pid, p, fa, at, a, e) };
+    };
+    // SAFETY: libc's spawn with the prepared environment (alive until it returns).
+    let r = unsafe { real_fn(pid, p, fa, at, a, env.as_ptr() as *const _) };
     if r == 0 && !pid.is_null() {
         // SAFETY: libc wrote the child's pid there.
         let child = unsafe { *pid };
         let _ = catch_unwind(|| ops::fork_parent(secret, child));
     }
+    r
 }
 
 #[no_mangle]
@@ -1190,16 +1219,8 @@ pub unsafe extern "C" fn posix_spawn(
     a: *const *mut libc::c_char,
     e: *const *mut libc::c_char,
 ) -> c_int {
-    match spawn_env(fa, e) {
-        Some((env, secret)) => {
-            // SAFETY: libc's posix_spawn with the prepared environment.
-            let r = unsafe { real::posix_spawn(pid, p, fa, at, a, env.as_ptr() as *const _) };
-            spawn_done(r, pid, secret);
-            r
-        }
-        // SAFETY: as above, the caller's arguments.
-        None => unsafe { real::posix_spawn(pid, p, fa, at, a, e) },
-    }
+    // SAFETY: the caller's arguments.
+    unsafe { spawn_with(real::posix_spawn, pid, p, fa, at, a, e) }
 }
 
 #[no_mangle]
@@ -1211,16 +1232,8 @@ pub unsafe extern "C" fn posix_spawnp(
     a: *const *mut libc::c_char,
     e: *const *mut libc::c_char,
 ) -> c_int {
-    match spawn_env(fa, e) {
-        Some((env, secret)) => {
-            // SAFETY: libc's posix_spawnp with the prepared environment.
-            let r = unsafe { real::posix_spawnp(pid, p, fa, at, a, env.as_ptr() as *const _) };
-            spawn_done(r, pid, secret);
-            r
-        }
-        // SAFETY: as above, the caller's arguments.
-        None => unsafe { real::posix_spawnp(pid, p, fa, at, a, e) },
-    }
+    // SAFETY: the caller's arguments.
+    unsafe { spawn_with(real::posix_spawnp, pid, p, fa, at, a, e) }
 }
 
 // ---- execl, execle, execlp: variadic. Their bodies are C (csrc/execl.c); the exported symbols
