@@ -1,0 +1,1 @@
+//! The DPDK port device (next commit).
