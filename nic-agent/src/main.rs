@@ -116,6 +116,10 @@ struct RunArgs {
     /// -l 0 --vdev=net_af_packet0,iface=<iface>" plus a log level).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     eal_args: Option<String>,
+    /// Testing aid for the user-space stack: damage frames in both directions, e.g.
+    /// "drop=10,reorder=10,dup=0" (per mille, seeded PRNG). For kernels without sch_netem.
+    #[arg(long, value_name = "SPEC", value_parser = parse_faults)]
+    inject_faults: Option<backend::user::device::Faults>,
 }
 
 #[derive(Args, Debug)]
@@ -135,6 +139,10 @@ fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
         return Err("prefix must be 1..32 and the address a unicast host address".into());
     }
     Ok((a, p))
+}
+
+fn parse_faults(s: &str) -> Result<backend::user::device::Faults, String> {
+    s.parse()
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6], String> {
@@ -246,8 +254,16 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         spin: Duration::from_micros(a.spin_us),
     };
     let user = a.backend != BackendKind::Kernel;
-    if !user && (a.iface.is_some() || a.ip.is_some() || a.gateway.is_some() || a.mac.is_some()) {
-        anyhow::bail!("--iface/--ip/--gateway/--mac only apply to --backend afpacket or dpdk");
+    if !user
+        && (a.iface.is_some()
+            || a.ip.is_some()
+            || a.gateway.is_some()
+            || a.mac.is_some()
+            || a.inject_faults.is_some())
+    {
+        anyhow::bail!(
+            "--iface/--ip/--gateway/--mac/--inject-faults only apply to --backend afpacket or dpdk"
+        );
     }
     if user && a.iface.is_none() && !(a.backend == BackendKind::Dpdk && a.eal_args.is_some()) {
         anyhow::bail!("--backend {:?} needs --iface NAME", a.backend);
@@ -263,12 +279,32 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("opening interface {iface}"))?;
             let ucfg = user_config(&a, backend::user::device::Device::mac(&dev))?;
             tracing::info!(iface, ip = %ucfg.ip, prefix = ucfg.prefix, "user-space TCP/IP stack on af_packet");
-            let b =
-                backend::user::UserBackend::new(dev, ucfg).context("creating the user backend")?;
-            agent::run(cfg, b)?;
+            run_user(&a, cfg, ucfg, dev)?;
         }
         BackendKind::Dpdk => run_dpdk(&a, cfg)?,
     }
+    Ok(())
+}
+
+/// Runs the agent on the user-space stack over `dev` (through the fault injector when asked).
+fn run_user<D: backend::user::device::Device + 'static>(
+    a: &RunArgs,
+    cfg: agent::Config,
+    ucfg: backend::user::engine::EngineConfig,
+    dev: D,
+) -> anyhow::Result<()> {
+    let dev: Box<dyn backend::user::device::Device> = match a.inject_faults {
+        Some(f) => {
+            tracing::warn!(
+                ?f,
+                "injecting faults into the user-space stack's device (testing)"
+            );
+            Box::new(backend::user::device::FaultInjector::new(dev, f, ucfg.seed))
+        }
+        None => Box::new(dev),
+    };
+    let b = backend::user::UserBackend::new(dev, ucfg).context("creating the user backend")?;
+    agent::run(cfg, b)?;
     Ok(())
 }
 
@@ -278,9 +314,7 @@ fn run_dpdk(a: &RunArgs, cfg: agent::Config) -> anyhow::Result<()> {
         .context("starting the DPDK port")?;
     let ucfg = user_config(a, backend::user::device::Device::mac(&dev))?;
     tracing::info!(ip = %ucfg.ip, prefix = ucfg.prefix, "user-space TCP/IP stack on DPDK");
-    let b = backend::user::UserBackend::new(dev, ucfg).context("creating the user backend")?;
-    agent::run(cfg, b)?;
-    Ok(())
+    run_user(a, cfg, ucfg, dev)
 }
 
 #[cfg(not(feature = "dpdk"))]

@@ -297,18 +297,43 @@ impl Device for Loopback {
     }
 }
 
-/// Fault settings, in parts per thousand of received frames.
-#[derive(Clone, Copy, Debug, Default)]
-#[cfg_attr(not(test), allow(dead_code))]
+/// Fault settings, in parts per thousand of frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Faults {
     pub drop_pm: u32,
     pub dup_pm: u32,
     pub reorder_pm: u32,
 }
 
+impl std::str::FromStr for Faults {
+    type Err = String;
+
+    /// `drop=10,dup=0,reorder=10` (per mille; any subset).
+    fn from_str(s: &str) -> Result<Faults, String> {
+        let mut f = Faults::default();
+        for kv in s.split(',').filter(|x| !x.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or(format!("expected KEY=PERMILLE, got '{kv}'"))?;
+            let v: u32 = v
+                .parse()
+                .map_err(|_| format!("bad per-mille value '{v}'"))?;
+            if v > 1000 {
+                return Err(format!("{k}={v}: at most 1000 per mille"));
+            }
+            match k {
+                "drop" => f.drop_pm = v,
+                "dup" => f.dup_pm = v,
+                "reorder" => f.reorder_pm = v,
+                _ => return Err(format!("unknown fault '{k}' (drop, dup, reorder)")),
+            }
+        }
+        Ok(f)
+    }
+}
+
 /// Wraps a device and damages what it receives (drop, duplicate, reorder) with a seeded
 /// xorshift PRNG, so a failing run replays exactly.
-#[cfg_attr(not(test), allow(dead_code))]
 pub struct FaultInjector<D> {
     inner: D,
     faults: Faults,
@@ -317,7 +342,6 @@ pub struct FaultInjector<D> {
     pub dropped: u64,
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 impl<D: Device> FaultInjector<D> {
     pub fn new(inner: D, faults: Faults, seed: u64) -> Self {
         FaultInjector {
@@ -338,10 +362,12 @@ impl<D: Device> FaultInjector<D> {
         (x % 1000) as u32
     }
 
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn inner(&self) -> &D {
         &self.inner
     }
 
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn set_faults(&mut self, f: Faults) {
         self.faults = f;
     }
@@ -379,7 +405,32 @@ impl<D: Device> Device for FaultInjector<D> {
     }
 
     fn tx_burst(&mut self, frames: &mut VecDeque<Vec<u8>>) -> io::Result<usize> {
-        self.inner.tx_burst(frames)
+        // Sent frames are dropped or duplicated too (reordering is applied on receive only).
+        let mut n = 0;
+        let mut one = VecDeque::with_capacity(2);
+        while let Some(f) = frames.pop_front() {
+            if self.roll() < self.faults.drop_pm {
+                self.dropped += 1;
+                n += 1;
+                continue;
+            }
+            if self.roll() < self.faults.dup_pm {
+                one.push_back(f.clone());
+            }
+            one.push_back(f);
+            let sent = self.inner.tx_burst(&mut one);
+            if let Err(e) = sent {
+                one.clear();
+                return Err(e);
+            }
+            if let Some(back) = one.pop_back() {
+                one.clear();
+                frames.push_front(back);
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn mac(&self) -> [u8; 6] {
@@ -443,5 +494,20 @@ mod tests {
             g
         };
         assert_eq!(got, again);
+    }
+
+    #[test]
+    fn fault_specs() {
+        assert_eq!(
+            "drop=10,reorder=5".parse::<Faults>(),
+            Ok(Faults {
+                drop_pm: 10,
+                dup_pm: 0,
+                reorder_pm: 5
+            })
+        );
+        assert!("drop=1001".parse::<Faults>().is_err());
+        assert!("loss=1".parse::<Faults>().is_err());
+        assert!("drop".parse::<Faults>().is_err());
     }
 }
