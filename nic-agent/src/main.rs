@@ -112,8 +112,9 @@ struct RunArgs {
     /// MAC address of the user-space stack (default: the interface's own).
     #[arg(long, value_name = "MAC", value_parser = parse_mac)]
     mac: Option<[u8; 6]>,
-    /// Extra DPDK EAL arguments for --backend dpdk (default: "--no-huge --no-pci --in-memory
-    /// -l 0 --vdev=net_af_packet0,iface=<iface>" plus a log level).
+    /// DPDK EAL arguments for --backend dpdk, replacing the defaults ("--no-huge --no-pci
+    /// --no-shconf --no-telemetry -l 0 -m 128 --file-prefix=snstack<pid>"); a
+    /// --vdev=net_af_packet0,iface=<iface> is added unless they name a device (--vdev/-a).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     eal_args: Option<String>,
     /// Testing aid for the user-space stack: damage frames in both directions, e.g.
