@@ -11,6 +11,8 @@
 //! fast-path calls to come from an EAL thread (the one that ran `rte_eal_init` qualifies).
 
 #![allow(non_camel_case_types)]
+// Without the system DPDK (and without the `require` feature) the crate is empty.
+#![cfg(not(dpdk_missing))]
 
 use std::os::raw::{c_char, c_int, c_uint, c_void};
 

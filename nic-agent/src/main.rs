@@ -176,7 +176,7 @@ fn user_config(a: &RunArgs, mac: [u8; 6]) -> anyhow::Result<backend::user::engin
         mac,
         rx_buf: 256 * 1024,
         tx_buf: 256 * 1024,
-        seed: std::process::id() as u64 ^ 0x5eed_0f_5a57ac4,
+        seed: std::process::id() as u64 ^ 0x5eed_f5a5_7ac4,
     })
 }
 
