@@ -68,6 +68,16 @@ enum BackendKind {
     Dpdk,
 }
 
+impl BackendKind {
+    fn name(self) -> &'static str {
+        match self {
+            BackendKind::Kernel => "kernel",
+            BackendKind::Afpacket => "afpacket",
+            BackendKind::Dpdk => "dpdk",
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 struct RunArgs {
     /// Control socket (UNIX SOCK_SEQPACKET) that host processes attach to; its parent directory is
@@ -156,8 +166,9 @@ fn parse_mac(s: &str) -> Result<[u8; 6], String> {
 
 /// The user-space stack's settings from the command line.
 fn user_config(a: &RunArgs, mac: [u8; 6]) -> anyhow::Result<backend::user::engine::EngineConfig> {
-    let (ip, prefix) =
-        a.ip.ok_or_else(|| anyhow::anyhow!("--backend {:?} needs --ip ADDR/PREFIX", a.backend))?;
+    let (ip, prefix) = a
+        .ip
+        .ok_or_else(|| anyhow::anyhow!("--backend {} needs --ip ADDR/PREFIX", a.backend.name()))?;
     if let Some(owner) = sys_ip_owner(ip) {
         anyhow::bail!(
             "address {ip} is in use: the kernel has it on interface {owner} (the user-space stack must own it alone; remove it with `ip addr del`)"
@@ -267,7 +278,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         );
     }
     if user && a.iface.is_none() && !(a.backend == BackendKind::Dpdk && a.eal_args.is_some()) {
-        anyhow::bail!("--backend {:?} needs --iface NAME", a.backend);
+        anyhow::bail!("--backend {} needs --iface NAME", a.backend.name());
     }
     match a.backend {
         BackendKind::Kernel => {

@@ -167,6 +167,87 @@ pub fn syn_dst_port(f: &[u8]) -> Option<u16> {
     }
 }
 
+/// Lowers the MSS option of a TCP SYN (or SYN-ACK) that also carries a timestamp option to at most
+/// `mtu - IP header - 20 - 12`, fixing the TCP checksum incrementally (RFC 1624). Returns true when
+/// the frame was changed.
+///
+/// Why: smoltcp 0.12 sizes a data segment as min(peer MSS, MTU - headers) and then adds the
+/// 12-byte timestamp option, so with timestamps every full segment would exceed the MTU. Clamping
+/// the MSS it learns from the peer keeps its segments within the MTU (the "TCPMSS clamp" of
+/// routers, applied to what we receive).
+pub fn clamp_syn_mss(f: &mut [u8], ip_mtu: usize) -> bool {
+    let Some(ethertype) = f.get(12..14).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        return false;
+    };
+    let (l4, ip_hdr) = match ethertype {
+        0x0800 => {
+            let Some(&vihl) = f.get(14) else { return false };
+            let ihl = usize::from(vihl & 0x0f) * 4;
+            if ihl < 20 || f.get(23) != Some(&6) {
+                return false;
+            }
+            (14 + ihl, ihl)
+        }
+        0x86dd => {
+            if f.get(20) != Some(&6) {
+                return false;
+            }
+            (14 + 40, 40)
+        }
+        _ => return false,
+    };
+    let (Some(&off), Some(&flags)) = (f.get(l4 + 12), f.get(l4 + 13)) else {
+        return false;
+    };
+    let hlen = usize::from(off >> 4) * 4;
+    if flags & 0x02 == 0 || hlen <= 20 || f.len() < l4 + hlen {
+        return false;
+    }
+    let max = ip_mtu
+        .saturating_sub(ip_hdr + 20 + 12)
+        .min(usize::from(u16::MAX)) as u16;
+    let (mut i, end) = (l4 + 20, l4 + hlen);
+    let (mut mss_at, mut has_ts) = (None, false);
+    while i < end {
+        match f[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let Some(&len) = f.get(i + 1) else {
+                    return false;
+                };
+                let len = usize::from(len);
+                if len < 2 || i + len > end {
+                    return false;
+                }
+                if kind == 2 && len == 4 {
+                    mss_at = Some(i + 2);
+                }
+                if kind == 8 {
+                    has_ts = true;
+                }
+                i += len;
+            }
+        }
+    }
+    let Some(at) = mss_at.filter(|_| has_ts) else {
+        return false;
+    };
+    let old = u16::from_be_bytes([f[at], f[at + 1]]);
+    if old <= max {
+        return false;
+    }
+    f[at..at + 2].copy_from_slice(&max.to_be_bytes());
+    // HC' = ~(~HC + ~m + m'), in one's-complement arithmetic.
+    let hc = u16::from_be_bytes([f[l4 + 16], f[l4 + 17]]);
+    let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(max);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    f[l4 + 16..l4 + 18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    true
+}
+
 pub struct RxTok(Vec<u8>);
 pub struct TxTok<'a>(&'a mut TxQueue);
 
@@ -200,7 +281,8 @@ impl<D: Device> phy::Device for Port<D> {
     fn receive(&mut self, _now: Instant) -> Option<(RxTok, TxTok<'_>)> {
         loop {
             self.refill();
-            let frame = self.rx.pop_front()?;
+            let mut frame = self.rx.pop_front()?;
+            clamp_syn_mss(&mut frame, self.dev.mtu());
             if !self.full_ports.is_empty() {
                 if let Some(p) = syn_dst_port(&frame) {
                     if self.full_ports.contains(&p) {
@@ -454,6 +536,60 @@ mod tests {
         f[34 + 2..34 + 4].copy_from_slice(&port.to_be_bytes());
         f[34 + 13] = flags;
         f
+    }
+
+    /// The TCP checksum of an IPv4 frame, computed from scratch.
+    fn tcp_checksum(f: &[u8]) -> u16 {
+        let l4 = 14 + usize::from(f[14] & 0x0f) * 4;
+        let tcp = &f[l4..];
+        let mut sum: u32 = 0;
+        let mut add = |b: &[u8]| {
+            for c in b.chunks(2) {
+                sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+            }
+        };
+        add(&f[26..34]);
+        add(&[0, 6]);
+        add(&(tcp.len() as u16).to_be_bytes());
+        let mut t = tcp.to_vec();
+        t[16] = 0;
+        t[17] = 0;
+        add(&t);
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    fn syn_with_options(opts: &[u8]) -> Vec<u8> {
+        let mut f = syn_frame(80, 0x02);
+        f.extend_from_slice(opts);
+        f[34 + 12] = (((20 + opts.len()) / 4) as u8) << 4;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        let c = tcp_checksum(&f);
+        f[34 + 16..34 + 18].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn mss_clamp_with_timestamps_keeps_the_checksum_valid() {
+        // MSS 1460, SACK permitted, timestamps, NOP, window scale 7.
+        let opts = [
+            2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+        ];
+        let mut f = syn_with_options(&opts);
+        assert!(clamp_syn_mss(&mut f, 1500));
+        assert_eq!(u16::from_be_bytes([f[56], f[57]]), 1448);
+        assert_eq!(tcp_checksum(&f), u16::from_be_bytes([f[50], f[51]]));
+        // Already small enough, or no timestamps: untouched.
+        assert!(!clamp_syn_mss(&mut f, 1500));
+        let mut g = syn_with_options(&[2, 4, 0x05, 0xb4]);
+        assert!(!clamp_syn_mss(&mut g, 1500));
+        // Truncated options are left alone.
+        let mut h = syn_with_options(&opts);
+        h.truncate(60);
+        assert!(!clamp_syn_mss(&mut h, 1500));
     }
 
     #[test]

@@ -63,10 +63,10 @@ pub struct UserSock(pub(crate) u32);
 
 static TSVAL_MS: AtomicU32 = AtomicU32::new(0);
 
-/// TCP timestamps (RFC 7323) are off: smoltcp 0.12 sizes data segments as MTU - IP - 20 bytes
-/// and forgets the 12 bytes of the timestamp option, so every full-sized segment would exceed
-/// the MTU and be dropped (docs/user-stack.md). Flip this once smoltcp accounts for options.
-const TIMESTAMPS: bool = false;
+/// TCP timestamps (RFC 7323). smoltcp 0.12 sizes data segments as min(peer MSS, MTU - IP - 20)
+/// and forgets the 12 bytes of the timestamp option; `device::clamp_syn_mss` lowers the MSS of
+/// every received SYN that negotiates timestamps so full segments still fit the MTU.
+const TIMESTAMPS: bool = true;
 
 /// smoltcp's timestamp-option generator: the engine's last `now` in milliseconds (set by
 /// [`Engine::poll`]), so smoltcp itself never reads a clock.
