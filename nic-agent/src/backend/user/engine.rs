@@ -252,6 +252,8 @@ pub struct Engine {
     ports: HashMap<u16, Vec<PortUse>>,
     next_ephemeral: u16,
     orphans: Vec<Orphan>,
+    /// Ids of listening entries (replenished after every frame that changed a socket's state).
+    listeners: Vec<u32>,
     /// Something changed that only a poll sends out (data, FIN, SYN, RST, window update).
     pub work_pending: bool,
     now: Instant,
@@ -279,6 +281,7 @@ impl Engine {
             ports: HashMap::new(),
             next_ephemeral: eph,
             orphans: Vec::new(),
+            listeners: Vec::new(),
             work_pending: false,
             now,
         }
@@ -445,6 +448,7 @@ impl Engine {
                 u.listening = true;
             }
         }
+        self.listeners.push(id);
         self.replenish(id);
         Ok(())
     }
@@ -645,6 +649,23 @@ impl Engine {
 
     pub fn shutdown(&mut self, s: &UserSock, how: i32) -> io::Result<()> {
         let e = entry!(self, s);
+        let rd = how == libc::SHUT_RD || how == libc::SHUT_RDWR;
+        if rd && matches!(e.kind, Kind::Listen(_)) {
+            // Linux: a listener shut for reading stops listening (queued connections are reset)
+            // and keeps its port.
+            let Kind::Listen(l) = std::mem::replace(&mut e.kind, Kind::Fresh) else {
+                return Ok(());
+            };
+            let port = l.endpoint.port;
+            self.listeners.retain(|&x| x != s.0);
+            if let Some(v) = self.ports.get_mut(&port) {
+                for u in v.iter_mut().filter(|u| u.id == s.0) {
+                    u.listening = false;
+                }
+            }
+            self.drop_listen(l);
+            return Ok(());
+        }
         let Kind::Conn(c) = &mut e.kind else {
             return Err(err(libc::ENOTCONN));
         };
@@ -917,15 +938,8 @@ impl Engine {
         match e.kind {
             Kind::Fresh => {}
             Kind::Listen(l) => {
-                for h in l.spares {
-                    self.set.remove(h);
-                }
-                for h in l.pending {
-                    // Connections nobody accepted are reset, as Linux does.
-                    self.set.get_mut::<tcp::Socket>(h).abort();
-                    self.orphans.push(Orphan { h, deadline: now });
-                }
-                self.update_full_ports_later();
+                self.listeners.retain(|&x| x != s.0);
+                self.drop_listen(l);
             }
             Kind::Conn(c) => {
                 let t = self.set.get_mut::<tcp::Socket>(c.h);
@@ -945,7 +959,19 @@ impl Engine {
         self.work_pending = true;
     }
 
-    fn update_full_ports_later(&mut self) {
+    /// Releases a listener's pool; connections nobody accepted are reset, as Linux does.
+    fn drop_listen(&mut self, l: Listen) {
+        for h in l.spares {
+            self.set.remove(h);
+        }
+        for h in l.pending {
+            self.set.get_mut::<tcp::Socket>(h).abort();
+            self.orphans.push(Orphan {
+                h,
+                deadline: self.now,
+            });
+        }
+        // The port filter is recomputed at the next poll.
         self.work_pending = true;
     }
 
@@ -988,14 +1014,8 @@ impl Engine {
     }
 
     fn replenish_all<D: Device>(&mut self, port: &mut Port<D>) {
-        let ids: Vec<u32> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| matches!(e.kind, Kind::Listen(_)))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in ids {
-            self.replenish(id);
+        for i in 0..self.listeners.len() {
+            self.replenish(self.listeners[i]);
         }
         self.update_full_ports(port);
     }
@@ -1004,8 +1024,12 @@ impl Engine {
     fn update_full_ports<D: Device>(&mut self, port: &mut Port<D>) {
         port.full_ports.clear();
         let mut open: HashMap<u16, bool> = HashMap::new();
-        for e in self.entries.values() {
-            if let Kind::Listen(l) = &e.kind {
+        for id in &self.listeners {
+            if let Some(Entry {
+                kind: Kind::Listen(l),
+                ..
+            }) = self.entries.get(id)
+            {
                 *open.entry(l.endpoint.port).or_default() |= !l.spares.is_empty();
             }
         }

@@ -490,3 +490,23 @@ fn keepalive_detects_a_dead_peer() {
     let e = n.a.e.take_error(&c);
     assert!(e == libc::ETIMEDOUT || e == libc::ECONNRESET, "errno {e}");
 }
+
+#[test]
+fn listener_shut_for_reading_stops_listening() {
+    let mut n = Net::clean();
+    let l = n.b.e.socket(libc::AF_INET).unwrap();
+    n.b.e.bind(&l, &addr(0, 80)).unwrap();
+    n.b.e.listen(&l, 16).unwrap();
+    n.b.e.shutdown(&l, libc::SHUT_RD).unwrap();
+    let c = n.a.e.socket(libc::AF_INET).unwrap();
+    let _ = n.a.e.connect(&c, &addr(2, 80));
+    let mut st = ConnectState::Pending;
+    n.until(2000, 1, |n| {
+        st = n.a.e.connect_state(&c);
+        st != ConnectState::Pending
+    });
+    assert_eq!(st, ConnectState::Failed(libc::ECONNREFUSED));
+    // It may listen again on the port it kept.
+    n.b.e.listen(&l, 16).unwrap();
+    assert_eq!(n.b.e.local_addr(&l).unwrap().port(), 80);
+}
