@@ -29,6 +29,7 @@ www=$WORKDIR/www
 mkdir -p "$www/files"
 head -c $((100 * 1024 * 1024)) /dev/urandom >"$www/files/100m.bin"
 declare -A BULK RPS P99 NOTE
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 measure() { # MODE
     local m=$1 base=http://$AGENT_IP:8080 t0 t1
@@ -89,7 +90,7 @@ out=$REPO/bench/results/$(date +%Y-%m-%d-%H%M)-userstack.md
     echo "Link: veth between two namespaces, offloads (tx csum, TSO, GSO, GRO) off on both ends, MTU 1500."
     echo "Client (namespace B, kernel TCP): \`curl\` of a 100 MB static file (after one warm-up), \`wrk -t2 -c100 -d${DURATION}s --latency\` on nginx \`return 200\` with keepalive."
     echo "Server: single-process nginx; \`kernel\` = nginx on the kernel stack of namespace A; \`afpacket\`/\`dpdk\` = nginx preloaded with libsnstack.so, every TCP socket in snstack-agent's smoltcp-based stack (DPDK: net_af_packet vdev, EAL --no-huge, polled on a 50 us timer)."
-    echo "All of it (wrk, curl, nginx, agent, veth softirq) shares the same vCPUs."
+    echo "All of it (wrk, curl, nginx, agent, veth softirq) shares the same vCPUs; load average at start $LOAD0, at end $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine makes single runs noisy)."
     echo
     echo "| mode | bulk 100 MB (MB/s) | wrk req/s | wrk p99 | note |"
     echo "|---|---:|---:|---:|---|"
