@@ -7,7 +7,9 @@ set -euo pipefail
 
 PKGS=(nginx-light wrk curl python3 redis-server redis-tools memcached sockperf iproute2 util-linux
     gcc libc6-dev binutils
-    procps coreutils)
+    procps coreutils
+    # user-space TCP backend: DPDK bindings (dpdk-sys, pkg-config) and the veth fixture's tools
+    libdpdk-dev pkg-config iputils-ping arping ethtool)
 SERVICES=(nginx redis-server memcached)
 
 installed() { [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]]; }
