@@ -186,7 +186,8 @@ userstack_suite() {
 
     # The 100 MB download again over a lossy, slow, reordering link: netem on both veth ends, or,
     # on kernels without sch_netem, 1% loss and 1% reordering injected by the agent's own device
-    # in both directions (a fresh agent and nginx with --inject-faults; no added delay).
+    # in both directions and 4 ms added to every received frame (netem's 2 ms on each end, as one
+    # round-trip delay), with a fresh agent and nginx started with --inject-faults.
     local how
     if ip netns exec "$NS_A" tc qdisc add dev lo root netem delay 0ms 2>/dev/null; then
         ip netns exec "$NS_A" tc qdisc del dev lo root
@@ -197,10 +198,10 @@ userstack_suite() {
         log "sch_netem is not available in this kernel: injecting the loss in the agent's device instead"
         stop_pid "$NGINX_PID"
         stop_agent
-        userstack_agent "$backend" --max-sockets 4096 --inject-faults drop=10,reorder=10 "$@"
+        userstack_agent "$backend" --max-sockets 4096 --inject-faults drop=10,reorder=10,delay_us=4000 "$@"
         userstack_nginx "$WORKDIR/ngx2" 8080 "$www"
         wait_http "$base/hello" 20
-        how="--inject-faults drop=10,reorder=10 (1% loss + 1% reordering each way)"
+        how="--inject-faults drop=10,reorder=10,delay_us=4000 (1% loss + 1% reordering each way, +4 ms round trip)"
     fi
     t0=$(date +%s.%N)
     in_b curl -sS --fail --max-time 150 -o "$WORKDIR/100m.out" "$base/files/100m.bin" 2>"$WORKDIR/curl.err" ||

@@ -42,6 +42,11 @@ pub trait Device {
     }
     /// A descriptor that becomes readable when frames wait; `None` for a polled device (DPDK).
     fn rx_fd(&self) -> Option<RawFd>;
+    /// When frames held back by the device itself (a delaying fault injector) become due: the
+    /// backend polls again then, since no descriptor will wake it.
+    fn next_due(&self) -> Option<std::time::Instant> {
+        None
+    }
 }
 
 impl<D: Device + ?Sized> Device for Box<D> {
@@ -59,6 +64,9 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn rx_fd(&self) -> Option<RawFd> {
         (**self).rx_fd()
+    }
+    fn next_due(&self) -> Option<std::time::Instant> {
+        (**self).next_due()
     }
 }
 
@@ -379,27 +387,34 @@ impl Device for Loopback {
     }
 }
 
-/// Fault settings, in parts per thousand of frames.
+/// Fault settings, in parts per thousand of frames, and a one-way delay applied to received
+/// frames (the stand-in for netem's `delay` on kernels without sch_netem).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Faults {
     pub drop_pm: u32,
     pub dup_pm: u32,
     pub reorder_pm: u32,
+    pub delay_us: u32,
 }
 
 impl std::str::FromStr for Faults {
     type Err = String;
 
-    /// `drop=10,dup=0,reorder=10` (per mille; any subset).
+    /// `drop=10,dup=0,reorder=10,delay_us=4000` (per mille, delay in microseconds; any subset).
     fn from_str(s: &str) -> Result<Faults, String> {
         let mut f = Faults::default();
         for kv in s.split(',').filter(|x| !x.is_empty()) {
             let (k, v) = kv
                 .split_once('=')
                 .ok_or(format!("expected KEY=PERMILLE, got '{kv}'"))?;
-            let v: u32 = v
-                .parse()
-                .map_err(|_| format!("bad per-mille value '{v}'"))?;
+            let v: u32 = v.parse().map_err(|_| format!("bad value '{v}'"))?;
+            if k == "delay_us" {
+                if v > 1_000_000 {
+                    return Err(format!("delay_us={v}: at most 1000000 (1 s)"));
+                }
+                f.delay_us = v;
+                continue;
+            }
             if v > 1000 {
                 return Err(format!("{k}={v}: at most 1000 per mille"));
             }
@@ -407,7 +422,11 @@ impl std::str::FromStr for Faults {
                 "drop" => f.drop_pm = v,
                 "dup" => f.dup_pm = v,
                 "reorder" => f.reorder_pm = v,
-                _ => return Err(format!("unknown fault '{k}' (drop, dup, reorder)")),
+                _ => {
+                    return Err(format!(
+                        "unknown fault '{k}' (drop, dup, reorder, delay_us)"
+                    ))
+                }
             }
         }
         Ok(f)
@@ -421,6 +440,8 @@ pub struct FaultInjector<D> {
     faults: Faults,
     state: u64,
     held: Option<Vec<u8>>,
+    /// Received frames waiting out `delay_us`, with the time each becomes due.
+    delayed: VecDeque<(std::time::Instant, Vec<u8>)>,
     pub dropped: u64,
 }
 
@@ -431,32 +452,13 @@ impl<D: Device> FaultInjector<D> {
             faults,
             state: seed | 1,
             held: None,
+            delayed: VecDeque::new(),
             dropped: 0,
         }
     }
 
-    fn roll(&mut self) -> u32 {
-        let mut x = self.state;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.state = x;
-        (x % 1000) as u32
-    }
-
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub fn inner(&self) -> &D {
-        &self.inner
-    }
-
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub fn set_faults(&mut self, f: Faults) {
-        self.faults = f;
-    }
-}
-
-impl<D: Device> Device for FaultInjector<D> {
-    fn rx_burst(&mut self, out: &mut VecDeque<Vec<u8>>, max: usize) -> io::Result<usize> {
+    /// Drops, duplicates and reorders what the inner device received.
+    fn damage(&mut self, out: &mut VecDeque<Vec<u8>>, max: usize) -> io::Result<usize> {
         let mut raw = VecDeque::new();
         self.inner.rx_burst(&mut raw, max)?;
         let start = out.len();
@@ -486,6 +488,49 @@ impl<D: Device> Device for FaultInjector<D> {
         Ok(out.len() - start)
     }
 
+    fn roll(&mut self) -> u32 {
+        let mut x = self.state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.state = x;
+        (x % 1000) as u32
+    }
+
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn set_faults(&mut self, f: Faults) {
+        self.faults = f;
+    }
+}
+
+impl<D: Device> Device for FaultInjector<D> {
+    fn rx_burst(&mut self, out: &mut VecDeque<Vec<u8>>, max: usize) -> io::Result<usize> {
+        if self.faults.delay_us == 0 {
+            return self.damage(out, max);
+        }
+        // Damage as usual, hold every frame for the delay, release what is due (in order).
+        let mut fresh = VecDeque::new();
+        self.damage(&mut fresh, max)?;
+        let now = std::time::Instant::now();
+        let due = now + std::time::Duration::from_micros(u64::from(self.faults.delay_us));
+        self.delayed.extend(fresh.into_iter().map(|f| (due, f)));
+        let start = out.len();
+        while out.len() - start < max && self.delayed.front().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, f)) = self.delayed.pop_front() {
+                out.push_back(f);
+            }
+        }
+        Ok(out.len() - start)
+    }
+
+    fn next_due(&self) -> Option<std::time::Instant> {
+        self.delayed.front().map(|(t, _)| *t)
+    }
     fn tx_burst(&mut self, frames: &mut VecDeque<Vec<u8>>) -> io::Result<usize> {
         // Sent frames are dropped or duplicated too (reordering is applied on receive only).
         let mut n = 0;
@@ -611,6 +656,7 @@ mod tests {
                 drop_pm: 200,
                 dup_pm: 100,
                 reorder_pm: 100,
+                delay_us: 0,
             },
             42,
         );
@@ -633,15 +679,50 @@ mod tests {
     }
 
     #[test]
+    fn delay_holds_frames_until_due_in_order() {
+        let (a, b) = Loopback::pair([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let mut a = a;
+        let f = Faults {
+            delay_us: 20_000,
+            ..Faults::default()
+        };
+        let mut b = FaultInjector::new(b, f, 7);
+        let mut q: VecDeque<Vec<u8>> = (0..5u8).map(|i| vec![i]).collect();
+        a.tx_burst(&mut q).unwrap();
+        let t0 = std::time::Instant::now();
+        let mut got = VecDeque::new();
+        assert_eq!(
+            b.rx_burst(&mut got, 64).unwrap(),
+            0,
+            "released before the delay"
+        );
+        let due = b.next_due().expect("frames are held");
+        assert!(due >= t0 + std::time::Duration::from_millis(19));
+        while got.len() < 5 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            b.rx_burst(&mut got, 64).unwrap();
+        }
+        assert!(t0.elapsed() >= std::time::Duration::from_millis(20));
+        assert_eq!(got, (0..5u8).map(|i| vec![i]).collect::<VecDeque<_>>());
+        assert_eq!(b.next_due(), None);
+    }
+
+    #[test]
     fn fault_specs() {
         assert_eq!(
             "drop=10,reorder=5".parse::<Faults>(),
             Ok(Faults {
                 drop_pm: 10,
                 dup_pm: 0,
-                reorder_pm: 5
+                reorder_pm: 5,
+                delay_us: 0,
             })
         );
+        assert_eq!(
+            "delay_us=2000".parse::<Faults>().map(|f| f.delay_us),
+            Ok(2000)
+        );
+        assert!("delay_us=2000000".parse::<Faults>().is_err());
         assert!("drop=1001".parse::<Faults>().is_err());
         assert!("loss=1".parse::<Faults>().is_err());
         assert!("drop".parse::<Faults>().is_err());

@@ -208,6 +208,7 @@ fn retransmission_after_drops_keeps_data_intact() {
         drop_pm: 30,
         dup_pm: 10,
         reorder_pm: 20,
+        delay_us: 0,
     };
     let mut n = Net::new(f, f);
     let (c, s, _l) = connected(&mut n, 8080);

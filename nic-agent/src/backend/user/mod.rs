@@ -270,6 +270,11 @@ impl<D: Device> Backend for UserBackend<D> {
             };
             delay = Some(delay.map_or(every, |d| d.min(every)));
         }
+        if let Some(due) = self.port.dev.next_due() {
+            let d = due.saturating_duration_since(StdInstant::now());
+            let d = Duration::from_micros(d.as_micros().min(u64::MAX as u128) as u64);
+            delay = Some(delay.map_or(d, |x| x.min(d)));
+        }
         match delay {
             Some(d) if d == Duration::ZERO => {
                 self.kick_now();
