@@ -90,6 +90,7 @@ CONF
 
 out=bench/results/$(date +%Y-%m-%d-%H%M)-workers.md
 mkdir -p bench/results
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 port=$((20000 + RANDOM % 20000))
 for ((r = 1; r <= REPS; r++)); do
     for n in $WORKERS; do
@@ -108,6 +109,7 @@ done
     echo "CPU = utime+stime of master and workers (agent: its own) over the run / requests; syscalls = perf"
     echo "raw_syscalls:sys_enter of the workers over the run / requests (the perf window is the wrk window)."
     echo "Runs are interleaved (kernel, snstack, kernel, ...) so drift in the machine's load hits both."
+    echo "Load average before the runs: $LOAD0; after: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
     echo "## Medians of $REPS runs (min..max)"
     echo
@@ -130,7 +132,8 @@ def cell(vals, unit=""):
     if any(x is None for x in xs):
         return vals[0]
     med = statistics.median(xs)
-    return f"{med:.4g}{unit} ({min(xs):.4g}..{max(xs):.4g})"
+    f = (lambda x: f"{x:.0f}") if med >= 100 else (lambda x: f"{x:.3g}")
+    return f"{f(med)}{unit} ({f(min(xs))}..{f(max(xs))})"
 print("| mode | workers | requests/s | p50 (us) | p99 (us) | nginx CPU us/req | agent CPU us/req | nginx syscalls/req | socket errors (sum) |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for (mode, n), rs in sorted(rows.items(), key=lambda k: (int(k[0][1]), k[0][0])):
