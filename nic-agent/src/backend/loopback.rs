@@ -98,6 +98,9 @@ pub struct End {
     pub writer_blocked: bool,
     /// A server end not accepted yet: the listener whose loop queue holds it.
     pub queued: Option<usize>,
+    /// A client end whose completion no later `connect` reported yet (Linux answers the
+    /// first `connect` after an `EINPROGRESS` with 0, the next ones with `EISCONN`).
+    pub connect_unreported: bool,
 }
 
 impl End {
@@ -115,6 +118,7 @@ impl End {
             err: 0,
             writer_blocked: false,
             queued: None,
+            connect_unreported: false,
         }
     }
 
@@ -432,7 +436,9 @@ impl LoopNet {
         end.queued = Some(lk);
         let server = self.add(State::Conn(end));
         if let Some(e) = self.entry_mut(client) {
-            e.state = State::Conn(End::new(client_addrs.0, client_addrs.1, server));
+            let mut end = End::new(client_addrs.0, client_addrs.1, server);
+            end.connect_unreported = true;
+            e.state = State::Conn(end);
         }
         if let Some(Entry {
             state: State::Listening(l),
@@ -445,6 +451,14 @@ impl LoopNet {
         self.notify(lk, READ);
         self.notify(client, WRITE);
         Some(server)
+    }
+
+    /// `connect` on a connected loop end: 0 once after the connect that made it, then EISCONN.
+    pub fn reconnect(&mut self, k: usize) -> io::Result<()> {
+        match self.end_mut(k).map(|e| std::mem::take(&mut e.connect_unreported)) {
+            Some(true) => Ok(()),
+            _ => Err(err(libc::EISCONN)),
+        }
     }
 
     /// The oldest loop connection queued on listener `lk`, with its peer's address.
@@ -797,7 +811,7 @@ impl<B: Backend> Backend for LoopBackend<B> {
 
     fn connect(&mut self, s: &Self::Sock, a: &SocketAddr) -> io::Result<()> {
         match self.net.state(s.key) {
-            Some(State::Conn(_)) => return Err(err(libc::EISCONN)),
+            Some(State::Conn(_)) => return self.net.reconnect(s.key),
             Some(State::Plain) if self.enabled => {
                 if self.loop_connect(s, a).is_some() {
                     // As on Linux loopback: a non-blocking connect says EINPROGRESS and the
