@@ -243,8 +243,8 @@ impl<B: Backend> Agent<B> {
         let mut idle_since = Instant::now();
         while !self.stop {
             let now = Instant::now();
-            let sleepy = now.duration_since(idle_since) >= self.cfg.spin
-                && !self.backend.has_local_events();
+            let sleepy =
+                now.duration_since(idle_since) >= self.cfg.spin && !self.backend.has_local_events();
             let mut timeout = 0;
             if sleepy {
                 for p in self.procs.values().filter(|p| !p.closing) {

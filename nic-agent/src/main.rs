@@ -314,7 +314,11 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
 /// The backend behind the loopback accelerator (which passes everything through when off).
 fn with_loopback<B: backend::Backend>(a: &RunArgs, b: B) -> backend::loopback::LoopBackend<B> {
     let on = a.loopback == OnOff::On;
-    tracing::info!(loopback = on, "loopback acceleration {}", if on { "on" } else { "off" });
+    tracing::info!(
+        loopback = on,
+        "loopback acceleration {}",
+        if on { "on" } else { "off" }
+    );
     backend::loopback::LoopBackend::new(b, on)
 }
 

@@ -455,7 +455,10 @@ impl LoopNet {
 
     /// `connect` on a connected loop end: 0 once after the connect that made it, then EISCONN.
     pub fn reconnect(&mut self, k: usize) -> io::Result<()> {
-        match self.end_mut(k).map(|e| std::mem::take(&mut e.connect_unreported)) {
+        match self
+            .end_mut(k)
+            .map(|e| std::mem::take(&mut e.connect_unreported))
+        {
             Some(true) => Ok(()),
             _ => Err(err(libc::EISCONN)),
         }
@@ -810,16 +813,13 @@ impl<B: Backend> Backend for LoopBackend<B> {
     }
 
     fn connect(&mut self, s: &Self::Sock, a: &SocketAddr) -> io::Result<()> {
-        match self.net.state(s.key) {
-            Some(State::Conn(_)) => return self.net.reconnect(s.key),
-            Some(State::Plain) if self.enabled => {
-                if self.loop_connect(s, a).is_some() {
-                    // As on Linux loopback: a non-blocking connect says EINPROGRESS and the
-                    // socket is writable at once (the report is queued already).
-                    return Err(err(libc::EINPROGRESS));
-                }
-            }
-            _ => {}
+        if matches!(self.net.state(s.key), Some(State::Conn(_))) {
+            return self.net.reconnect(s.key);
+        }
+        if self.enabled && self.net.is_plain(s.key) && self.loop_connect(s, a).is_some() {
+            // As on Linux loopback: a non-blocking connect says EINPROGRESS and the socket is
+            // writable at once (the report is queued already).
+            return Err(err(libc::EINPROGRESS));
         }
         self.inner.connect(&s.os, a)
     }
@@ -1080,8 +1080,14 @@ mod tests {
         assert_eq!(net.find_listener(sa("[::1]:80")), Some(e));
         net.unlisten(e);
         assert_eq!(net.find_listener(sa("[::1]:80")), Some(w));
-        assert_eq!(in_family(sa("127.0.0.1:9"), libc::AF_INET6), sa("[::ffff:127.0.0.1]:9"));
-        assert_eq!(in_family(sa("[::ffff:127.0.0.1]:9"), libc::AF_INET), sa("127.0.0.1:9"));
+        assert_eq!(
+            in_family(sa("127.0.0.1:9"), libc::AF_INET6),
+            sa("[::ffff:127.0.0.1]:9")
+        );
+        assert_eq!(
+            in_family(sa("[::ffff:127.0.0.1]:9"), libc::AF_INET),
+            sa("127.0.0.1:9")
+        );
     }
 
     #[test]
@@ -1125,7 +1131,10 @@ mod tests {
         assert_eq!(events(&mut net), vec![(200, WRITE)]);
         assert_eq!(net.send(c, &[&chunk[..]]).unwrap(), 1000);
         // No wake-up while the writer is not blocked.
-        assert_eq!(net.send(c, &[&chunk[..]]).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            net.send(c, &[&chunk[..]]).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
         let mut got = 0;
         while let Ok(v) = recv(&mut net, s, 65536) {
             if v.is_empty() {
@@ -1185,7 +1194,10 @@ mod tests {
         assert_eq!(recv(&mut net, s, 10).unwrap(), b"for-s");
         assert_eq!(errno(recv(&mut net, s, 10)), libc::ECONNRESET);
         assert_eq!(recv(&mut net, s, 10).unwrap(), b"");
-        assert_eq!(errno(net.shutdown(s, libc::SHUT_WR).unwrap()), libc::ENOTCONN);
+        assert_eq!(
+            errno(net.shutdown(s, libc::SHUT_WR).unwrap()),
+            libc::ENOTCONN
+        );
     }
 
     #[test]
