@@ -1249,4 +1249,78 @@ mod tests {
         net.close(999, true);
         assert!(net.shutdown(999, libc::SHUT_WR).is_none());
     }
+
+    fn iov(b: &[u8]) -> IoBuf {
+        IoBuf {
+            iov_base: b.as_ptr().cast_mut().cast(),
+            iov_len: b.len(),
+        }
+    }
+
+    /// The wrapper over the real kernel backend: listener, connect, accept, addresses, the
+    /// reserved client port, data, and `--loopback off` leaving everything to the kernel.
+    #[test]
+    fn wrapper_over_the_kernel_backend() {
+        use crate::backend::kernel::KernelBackend;
+        let mut b = LoopBackend::new(KernelBackend::new().unwrap(), true);
+        let l = b.socket(libc::AF_INET).unwrap();
+        b.bind(&l, &sa("127.0.0.1:0")).unwrap();
+        b.listen(&l, 8).unwrap();
+        b.register(&l, 1).unwrap();
+        let laddr = b.local_addr(&l).unwrap();
+        let c = b.socket(libc::AF_INET).unwrap();
+        assert_eq!(errno(b.connect(&c, &laddr)), libc::EINPROGRESS);
+        b.register(&c, 2).unwrap();
+        assert!(b.has_local_events());
+        let mut ev = Vec::new();
+        b.poll_local(&mut ev);
+        let toks: Vec<u64> = ev.iter().map(|e| e.token).collect();
+        assert!(toks.contains(&1) && toks.contains(&2));
+        assert_eq!(b.connect_state(&c), ConnectState::Connected);
+        let (s, peer) = b.accept(&l).unwrap();
+        let caddr = b.local_addr(&c).unwrap();
+        assert_eq!(peer, caddr);
+        assert_eq!(b.peer_addr(&c).unwrap(), laddr);
+        assert_eq!(b.local_addr(&s).unwrap(), laddr);
+        assert_eq!(b.peer_addr(&s).unwrap(), caddr);
+        // The client's port is held in the kernel for the connection's life.
+        let other = crate::sys::tcp_socket(libc::AF_INET).unwrap();
+        use std::os::fd::AsRawFd;
+        assert_eq!(
+            errno(crate::sys::bind(other.as_raw_fd(), &caddr)),
+            libc::EADDRINUSE
+        );
+        // SAFETY: the buffers are live locals for the duration of the calls.
+        assert_eq!(unsafe { b.send(&c, &[iov(b"ping")]) }.unwrap(), 4);
+        let mut buf = [0u8; 8];
+        // SAFETY: as above; `buf` is not otherwise borrowed during the call.
+        let n = unsafe {
+            b.recv(
+                &s,
+                &[IoBuf {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: buf.len(),
+                }],
+            )
+        }
+        .unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        assert_eq!(b.loop_stats().connections, 1);
+        b.close(c);
+        b.close(s);
+        b.close(l);
+
+        // Off: the kernel connects, nothing local happens.
+        let mut b = LoopBackend::new(KernelBackend::new().unwrap(), false);
+        let l = b.socket(libc::AF_INET).unwrap();
+        b.bind(&l, &sa("127.0.0.1:0")).unwrap();
+        b.listen(&l, 8).unwrap();
+        let laddr = b.local_addr(&l).unwrap();
+        let c = b.socket(libc::AF_INET).unwrap();
+        assert_eq!(errno(b.connect(&c, &laddr)), libc::EINPROGRESS);
+        assert!(!b.has_local_events());
+        assert_eq!(b.loop_stats(), LoopStats::default());
+        b.close(c);
+        b.close(l);
+    }
 }
