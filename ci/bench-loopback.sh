@@ -3,7 +3,8 @@
 # sockets, under snstack with `--loopback on` and with `--loopback off`, each with and without host
 # spinning (SNSTACK_SPIN_US=50 in both apps' environment; the agent keeps its default --spin-us 50).
 # REPS runs of DURATION seconds per point; the table has the median of the runs' p50 latencies
-# (and of their averages). Also sockperf throughput (one rep) and the channel round trip of
+# (and of their averages). The `-pinned` points put the agent alone on CPU 1 and both apps on
+# CPU 0 (taskset), the NIC-like placement (kernel-pinned: both apps on CPU 0). Also sockperf throughput (one rep) and the channel round trip of
 # snstack-chanbench. Writes bench/results/YYYY-MM-DD-loopback.md (OUT overrides).
 #   REPS=3 DURATION=5 MSG=64 SKIP_BUILD=1
 set -euo pipefail
@@ -22,13 +23,20 @@ require_cmd sockperf
 OUT=${OUT:-bench/results/$(date +%Y-%m-%d)-loopback.md}
 plain() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
 
-# run_point NAME MODE(kernel|on|off) SPIN(0|50) -> appends "NAME p50 avg" per rep to $WORKDIR/NAME.txt
+# run_point NAME MODE(kernel|on|off) SPIN(0|50) [pin] -> appends "p50 avg" per rep to $WORKDIR/NAME.txt
 run_point() {
-    local name=$1 mode=$2 spin=$3 r port srv out
+    local name=$1 mode=$2 spin=$3 pin=${4:-} r port srv out agent_bin=$AGENT_BIN
     local -a pre=()
+    [[ -n $pin ]] && pre=(taskset -c 0)
     if [[ $mode != kernel ]]; then
+        if [[ -n $pin ]]; then
+            printf '#!/bin/sh\nexec taskset -c 1 %q "$@"\n' "$agent_bin" >"$WORKDIR/agent-pinned"
+            chmod +x "$WORKDIR/agent-pinned"
+            AGENT_BIN=$WORKDIR/agent-pinned
+        fi
         start_agent --loopback "$mode"
-        pre=(env "LD_PRELOAD=$PRELOAD" "SNSTACK_AGENT=$AGENT_SOCK" "SNSTACK_SPIN_US=$spin")
+        AGENT_BIN=$agent_bin
+        pre+=(env "LD_PRELOAD=$PRELOAD" "SNSTACK_AGENT=$AGENT_SOCK" "SNSTACK_SPIN_US=$spin")
     fi
     for ((r = 1; r <= REPS; r++)); do
         port=$(free_port)
@@ -42,7 +50,7 @@ run_point() {
         log "$name rep $r: p50 $(tail -1 "$WORKDIR/$name.txt")"
         stop_pid "$srv" INT
     done
-    if [[ $spin == 0 ]]; then
+    if [[ $spin == 0 && -z $pin ]]; then
         port=$(free_port)
         spawn "$WORKDIR/srv-$name-tp.log" "${pre[@]}" sockperf server --tcp -i 127.0.0.1 -p "$port"
         srv=$SPAWNED_PID
@@ -60,7 +68,8 @@ run_point() {
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "-"}'; }
 
-points=("kernel kernel 0" "on-sleep on 0" "off-sleep off 0" "on-spin on 50" "off-spin off 50")
+points=("kernel kernel 0" "on-sleep on 0" "off-sleep off 0" "on-spin on 50" "off-spin off 50"
+    "kernel-pinned kernel 0 pin" "on-sleep-pinned on 0 pin" "off-sleep-pinned off 0 pin")
 for pt in "${points[@]}"; do
     # shellcheck disable=SC2086
     run_point $pt
