@@ -49,6 +49,10 @@ const CMD_BATCH: usize = 256;
 const MAX_PENDING_CONNS: usize = 1024;
 /// Rounds of backend-local readiness served per loop iteration.
 const LOCAL_ROUNDS: usize = 8;
+/// While spinning, the agent epoll set (control connections, doorbells, backend readiness) is
+/// polled at most this often; the command rings and loopback events every iteration. A
+/// zero-timeout epoll_wait is a syscall on the path of every command otherwise.
+const EPOLL_EVERY: Duration = Duration::from_micros(4);
 
 const TOK_SIGNAL: u64 = 0;
 const TOK_LISTENER: u64 = 1;
@@ -241,6 +245,7 @@ impl<B: Backend> Agent<B> {
 
     pub fn run(&mut self) {
         let mut idle_since = Instant::now();
+        let mut last_epoll = idle_since;
         while !self.stop {
             let now = Instant::now();
             let sleepy =
@@ -258,11 +263,16 @@ impl<B: Backend> Agent<B> {
                     timeout = self.sleep_timeout(now);
                 }
             }
-            let n = match self.epoll.wait(&mut self.evbuf, timeout) {
-                Ok(n) => n,
-                Err(e) => {
-                    error!("epoll_wait: {e}");
-                    0
+            let n = if timeout == 0 && !sleepy && now.duration_since(last_epoll) < EPOLL_EVERY {
+                0
+            } else {
+                last_epoll = now;
+                match self.epoll.wait(&mut self.evbuf, timeout) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        error!("epoll_wait: {e}");
+                        0
+                    }
                 }
             };
             if sleepy {
