@@ -47,6 +47,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const CMD_BATCH: usize = 256;
 /// Control connections that have not said hello yet (each holds an agent fd).
 const MAX_PENDING_CONNS: usize = 1024;
+/// Rounds of backend-local readiness served per loop iteration.
+const LOCAL_ROUNDS: usize = 8;
+/// While spinning, the agent epoll set (control connections, doorbells, backend readiness) is
+/// polled at most this often; the command rings and loopback events every iteration. A
+/// zero-timeout epoll_wait is a syscall on the path of every command otherwise.
+const EPOLL_EVERY: Duration = Duration::from_micros(4);
 
 const TOK_SIGNAL: u64 = 0;
 const TOK_LISTENER: u64 = 1;
@@ -239,9 +245,11 @@ impl<B: Backend> Agent<B> {
 
     pub fn run(&mut self) {
         let mut idle_since = Instant::now();
+        let mut last_epoll = idle_since;
         while !self.stop {
             let now = Instant::now();
-            let sleepy = now.duration_since(idle_since) >= self.cfg.spin;
+            let sleepy =
+                now.duration_since(idle_since) >= self.cfg.spin && !self.backend.has_local_events();
             let mut timeout = 0;
             if sleepy {
                 for p in self.procs.values().filter(|p| !p.closing) {
@@ -255,11 +263,16 @@ impl<B: Backend> Agent<B> {
                     timeout = self.sleep_timeout(now);
                 }
             }
-            let n = match self.epoll.wait(&mut self.evbuf, timeout) {
-                Ok(n) => n,
-                Err(e) => {
-                    error!("epoll_wait: {e}");
-                    0
+            let n = if timeout == 0 && !sleepy && now.duration_since(last_epoll) < EPOLL_EVERY {
+                0
+            } else {
+                last_epoll = now;
+                match self.epoll.wait(&mut self.evbuf, timeout) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        error!("epoll_wait: {e}");
+                        0
+                    }
                 }
             };
             if sleepy {
@@ -269,6 +282,7 @@ impl<B: Backend> Agent<B> {
             }
             let mut work = self.handle_events(n);
             work |= self.process_commands();
+            work |= self.on_local_events();
             self.run_timers();
             self.flush_all();
             if work {
@@ -686,6 +700,30 @@ impl<B: Backend> Agent<B> {
         work
     }
 
+    /// Readiness the backend made without a descriptor (loopback connections: a peer's
+    /// `send` made this end readable). Served in the same iteration as the commands that caused
+    /// it, so the peer's RX stream is published before the flush wakes its process.
+    fn on_local_events(&mut self) -> bool {
+        let mut work = false;
+        // Each round can cause the next (recv frees space: the writer is writable again);
+        // bounded so the command rings are not starved.
+        for _ in 0..LOCAL_ROUNDS {
+            if !self.backend.has_local_events() {
+                break;
+            }
+            let mut evs = std::mem::take(&mut self.sockevs);
+            evs.clear();
+            self.backend.poll_local(&mut evs);
+            for ev in &evs {
+                self.on_ready(SockId::from_token(ev.token), ev.ready);
+            }
+            self.sockevs = evs;
+            self.drop_failed();
+            work = true;
+        }
+        work
+    }
+
     fn process_commands(&mut self) -> bool {
         let mut work = false;
         let mut cursor = 0u32;
@@ -897,6 +935,7 @@ impl<B: Backend> Agent<B> {
             s.io.add(&p.chan.counters);
         }
         s.sockets = self.socks.len() as u64;
+        s.loopback = self.backend.loop_stats();
         for (_, so) in self.socks.iter() {
             let queued = so.listener.as_ref().map_or(0, |l| l.queue.len()) as u64;
             s.sockets += queued;
@@ -1244,8 +1283,7 @@ impl<B: Backend> Agent<B> {
             s.connect_tag = None;
         }
         if s.active == Some(b) {
-            // (Nobody to hand them to: the socket is about to close.)
-            let unread = if s.kind == Kind::Connected && s.refs() > 0 {
+            let unread = if s.kind == Kind::Connected {
                 match sock::unread_rx(&p.chan, b.slot, bd.rx_tail) {
                     Ok(v) => v,
                     Err(v) => {
@@ -1256,6 +1294,13 @@ impl<B: Backend> Agent<B> {
             } else {
                 Vec::new()
             };
+            if s.refs() == 0 {
+                // Nobody to hand them to: the socket closes with bytes its reader never read,
+                // and Linux answers that with RST rather than FIN.
+                s.abort_on_close = !unread.is_empty() || !s.stash.is_empty();
+                self.release_if_unused(id);
+                return;
+            }
             // What this binding had not read comes before what was still stashed for it.
             if !unread.is_empty() {
                 let mut st = unread;
@@ -1353,6 +1398,16 @@ impl<B: Backend> Agent<B> {
             parked.extend(l.parked);
         }
         parked.extend(s.connect_tag.take());
+        if s.abort_on_close && !s.io_dead {
+            let mut zero = [0u8; 8];
+            zero[..4].copy_from_slice(&1i32.to_ne_bytes());
+            if let Err(e) = self
+                .backend
+                .setsockopt(&s.os, libc::SOL_SOCKET, libc::SO_LINGER, &zero)
+            {
+                debug!("SO_LINGER 0 before a close with unread data: {e}");
+            }
+        }
         self.backend.close(s.os);
         for p in parked {
             self.complete_to(p.by, p.tag, neg(libc::EINVAL), &[]);

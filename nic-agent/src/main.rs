@@ -131,6 +131,19 @@ struct RunArgs {
     /// "drop=10,reorder=10,dup=0" (per mille, seeded PRNG). For kernels without sch_netem.
     #[arg(long, value_name = "SPEC", value_parser = parse_faults)]
     inject_faults: Option<backend::user::device::Faults>,
+    /// Loopback acceleration: a connect from an attached process to a local address where a
+    /// listener of this agent listens is made inside the agent (no kernel or user-stack
+    /// connection; bytes move by memcpy). `off` sends every connection through the backend.
+    /// Local: 127.0.0.0/8, ::1 and the host's interface addresses (kernel backend), --ip (user
+    /// backend). See docs/loopback.md.
+    #[arg(long, value_enum, value_name = "on|off", default_value = "on")]
+    loopback: OnOff,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Args, Debug)]
@@ -283,7 +296,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     match a.backend {
         BackendKind::Kernel => {
             let b = backend::kernel::KernelBackend::new().context("creating the kernel backend")?;
-            agent::run(cfg, b)?;
+            agent::run(cfg, with_loopback(&a, b))?;
         }
         BackendKind::Afpacket => {
             let iface = a.iface.as_deref().unwrap_or_default();
@@ -296,6 +309,17 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         BackendKind::Dpdk => run_dpdk(&a, cfg)?,
     }
     Ok(())
+}
+
+/// The backend behind the loopback accelerator (which passes everything through when off).
+fn with_loopback<B: backend::Backend>(a: &RunArgs, b: B) -> backend::loopback::LoopBackend<B> {
+    let on = a.loopback == OnOff::On;
+    tracing::info!(
+        loopback = on,
+        "loopback acceleration {}",
+        if on { "on" } else { "off" }
+    );
+    backend::loopback::LoopBackend::new(b, on)
 }
 
 /// Runs the agent on the user-space stack over `dev` (through the fault injector when asked).
@@ -316,7 +340,7 @@ fn run_user<D: backend::user::device::Device + 'static>(
         None => Box::new(dev),
     };
     let b = backend::user::UserBackend::new(dev, ucfg).context("creating the user backend")?;
-    agent::run(cfg, b)?;
+    agent::run(cfg, with_loopback(a, b))?;
     Ok(())
 }
 

@@ -97,6 +97,8 @@ pub struct Sock<S> {
     /// RX bytes owed to the next active binding before anything new from the socket: what a
     /// closed binding had not read, or what arrived while no binding was active.
     pub stash: Vec<u8>,
+    /// The last binding closed with unread RX bytes: the close resets the connection.
+    pub abort_on_close: bool,
 }
 
 impl<S> Sock<S> {
@@ -122,6 +124,7 @@ impl<S> Sock<S> {
             active: None,
             tickets: 0,
             stash: Vec::new(),
+            abort_on_close: false,
         }
     }
 

@@ -12,6 +12,7 @@ use shm_proto::msg::{Hello, Reply, HELLO_STATS, MSG_LEN};
 use shm_proto::ChannelStats;
 use thiserror::Error;
 
+use crate::backend::LoopStats;
 use crate::sys;
 
 /// Traffic of one channel, or a sum of channels.
@@ -64,6 +65,8 @@ pub struct Snapshot {
     pub tickets: u64,
     /// Sockets bound in more than one session.
     pub shared: u64,
+    /// The loopback accelerator (docs/loopback.md).
+    pub loopback: LoopStats,
 }
 
 impl Snapshot {
@@ -87,6 +90,10 @@ impl Snapshot {
         for (k, v) in rows {
             let _ = writeln!(s, "{k} {v}");
         }
+        let lo = &self.loopback;
+        let _ = writeln!(s, "loopback {}", u64::from(lo.enabled));
+        let _ = writeln!(s, "loop_connections {}", lo.connections);
+        let _ = writeln!(s, "loop_bytes {}", lo.bytes);
         s
     }
 }

@@ -135,4 +135,8 @@ impl Backend for KernelBackend {
     fn wait_fd(&self) -> RawFd {
         self.epoll.raw()
     }
+
+    fn owns_loopback(&self) -> bool {
+        true
+    }
 }

@@ -6,10 +6,11 @@
 //! through [`Backend::poll`] tagged with the token the agent registered.
 
 pub mod kernel;
+pub mod loopback;
 pub mod user;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 
 /// Readiness of one socket, as edge reports (the agent reads/writes until `WouldBlock`).
@@ -35,6 +36,16 @@ pub enum ConnectState {
     Pending,
     Connected,
     Failed(i32),
+}
+
+/// Counters of the loopback accelerator (`backend::loopback`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    pub enabled: bool,
+    /// Loop connections made.
+    pub connections: u64,
+    /// Payload bytes moved between loop ends.
+    pub bytes: u64,
 }
 
 /// A raw buffer for vectored I/O into or out of shared memory.
@@ -84,4 +95,24 @@ pub trait Backend {
     /// A descriptor that becomes readable when [`Backend::poll`] has something to report; the
     /// agent puts it in its own epoll set.
     fn wait_fd(&self) -> RawFd;
+    /// Readiness produced inside the agent (loopback connections), which no descriptor
+    /// announces: the agent collects it with [`Backend::poll_local`] before it sleeps.
+    fn has_local_events(&self) -> bool {
+        false
+    }
+    /// Collects only the readiness of [`Backend::has_local_events`] (no syscall).
+    fn poll_local(&mut self, _out: &mut Vec<SockEvent>) {}
+    /// Counters of the loopback accelerator, when there is one.
+    fn loop_stats(&self) -> LoopStats {
+        LoopStats::default()
+    }
+    /// 127.0.0.0/8 and ::1 are this stack's own addresses (the kernel's; not the user stack's).
+    fn owns_loopback(&self) -> bool {
+        false
+    }
+    /// The one address this stack owns, when it owns exactly one (the user stack's `--ip`);
+    /// `None`: every address of the host's interfaces.
+    fn own_ip(&self) -> Option<IpAddr> {
+        None
+    }
 }

@@ -303,6 +303,11 @@ impl Engine {
     // -----------------------------------------------------------------------------------------
     // Socket calls
 
+    /// The IPv4 address the stack owns.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.cfg.ip
+    }
+
     pub fn socket(&mut self, domain: i32) -> io::Result<UserSock> {
         if domain != libc::AF_INET && domain != libc::AF_INET6 {
             return Err(err(libc::EAFNOSUPPORT));

@@ -288,4 +288,8 @@ impl<D: Device> Backend for UserBackend<D> {
     fn wait_fd(&self) -> RawFd {
         self.epoll.raw()
     }
+
+    fn own_ip(&self) -> Option<std::net::IpAddr> {
+        Some(std::net::IpAddr::V4(self.engine.ip()))
+    }
 }
