@@ -19,6 +19,7 @@ mod epoll;
 mod exec;
 mod fdtable;
 mod hooks;
+mod interest;
 mod ops;
 mod poll;
 mod real;
