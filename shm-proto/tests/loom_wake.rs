@@ -425,7 +425,7 @@ fn ready_agent(ch: &ReadyChannel, slots: &[usize], mark_first: bool) {
 fn ready_host(ch: &ReadyChannel, want: &[usize], queued: &[usize]) {
     let mut seen = [false; 3];
     let mut queue: Vec<usize> = queued.to_vec();
-    let mut examine = |queue: &mut Vec<usize>, seen: &mut [bool; 3]| {
+    let examine = |queue: &mut Vec<usize>, seen: &mut [bool; 3]| {
         take(&ch.summary, &ch.words, |b| queue.push(slot_of(b)));
         let mut found = false;
         for s in queue.drain(..) {

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# A/B of two builds of snstack on the nginx side-by-side: per round, one build's agent and a
+# preloaded single-process nginx, plus a kernel-TCP nginx, each loaded by `wrk -t1 -cCONNS
+# -dDURATION`; rounds alternate old, new, old, new, ... (REPS each) so both builds see the same
+# machine. Prints per-run `key value` files and the medians; with PERF=1, one more run of the new
+# build under `perf record -g` of nginx (report in $OUT/perf-new.txt).
+#
+#   OLD_LIB=... OLD_AGENT=... NEW_LIB=... NEW_AGENT=... [REPS=3] [DURATION=10] [CONNS=100] \
+#   [OUT=dir] [PERF=1] bash ci/bench-ab.sh
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+: "${OLD_LIB:?} ${OLD_AGENT:?} ${NEW_LIB:?} ${NEW_AGENT:?}"
+REPS=${REPS:-3}
+DURATION=${DURATION:-10}
+export WRK_CONNS=${CONNS:-100}
+# shellcheck source=tests/lib.sh
+source "$REPO/tests/lib.sh"
+# shellcheck source=ci/compare.sh
+source "$REPO/ci/compare.sh"
+OUT=${OUT:-$WORKDIR/ab}
+mkdir -p "$OUT"
+
+round() { # BUILD REP
+    local build=$1 r=$2
+    if [[ $build == old ]]; then PRELOAD=$OLD_LIB AGENT_BIN=$OLD_AGENT; else PRELOAD=$NEW_LIB AGENT_BIN=$NEW_AGENT; fi
+    compare_setup
+    compare_run A "$DURATION" "$OUT/$build.$r.kv"
+    compare_run B "$DURATION" "$OUT/kernel-$build.$r.kv"
+    if [[ ${3:-} == perf ]]; then
+        log "perf record -g of nginx $NGX_A during a ${DURATION}s run"
+        perf record -q -g -o "$OUT/perf-$build.data" -p "$NGX_A" -- sleep "$((DURATION - 2))" \
+            >/dev/null 2>&1 &
+        local perf_pid=$!
+        compare_run A "$DURATION" "$OUT/$build.perf.kv"
+        wait "$perf_pid" || true
+        perf report -i "$OUT/perf-$build.data" --no-children --sort symbol --stdio 2>/dev/null |
+            grep -v '^$' | head -60 >"$OUT/perf-$build.txt" || true
+        perf report -i "$OUT/perf-$build.data" --children --sort symbol --stdio -g none 2>/dev/null |
+            grep -E 'snstack::|epoll' | head -30 >"$OUT/perf-$build-children.txt" || true
+    fi
+    stop_pid "$NGX_A" QUIT 5
+    stop_pid "$NGX_B" QUIT 5
+    stop_agent
+}
+
+for ((r = 1; r <= REPS; r++)); do
+    for build in old new; do
+        log "round $r/$REPS: $build build"
+        round "$build" "$r"
+    done
+done
+[[ ${PERF:-0} == 1 ]] && round new perf perf
+for build in old new; do
+    median_kv "$OUT/$build.kv" "$OUT"/"$build".[0-9]*.kv
+    median_kv "$OUT/kernel-$build.kv" "$OUT"/kernel-"$build".[0-9]*.kv
+done
+median_kv "$OUT/kernel.kv" "$OUT"/kernel-*.[0-9]*.kv
+for f in "$OUT"/{old,new}.[0-9]*.kv "$OUT"/kernel-*.[0-9]*.kv; do
+    printf '%s rps %s nginx_cpu_us_per_req %s\n' "$(basename "$f" .kv)" "$(_kv "$f" rps)" "$(_kv "$f" nginx_cpu_us_per_req)"
+done
+echo "--- medians (old | new | kernel) ---"
+for k in rps nginx_cpu_us_per_req agent_cpu_us_per_req lat_avg_us lat_p99_us socket_errors non2xx \
+    h2n_ops_per_req n2h_ops_per_req; do
+    printf '%-24s %10s %10s %10s\n' "$k" "$(_kv "$OUT/old.kv" "$k")" "$(_kv "$OUT/new.kv" "$k")" "$(_kv "$OUT/kernel.kv" "$k")"
+done
+echo "results in $OUT"
