@@ -2,8 +2,8 @@
 # A/B of two builds of snstack on the nginx side-by-side: per round, one build's agent and a
 # preloaded single-process nginx, plus a kernel-TCP nginx, each loaded by `wrk -t1 -cCONNS
 # -dDURATION`; rounds alternate old, new, old, new, ... (REPS each) so both builds see the same
-# machine. Prints per-run `key value` files and the medians; with PERF=1, one more run of the new
-# build under `perf record -g` of nginx (report in $OUT/perf-new.txt).
+# machine. Prints per-run `key value` files and the medians; with PERF=1, one more run of each
+# build under `perf record -g` of nginx (reports in $OUT/perf-{old,new}*.txt).
 #
 #   OLD_LIB=... OLD_AGENT=... NEW_LIB=... NEW_AGENT=... [REPS=3] [DURATION=10] [CONNS=100] \
 #   [OUT=dir] [PERF=1] bash ci/bench-ab.sh
@@ -49,7 +49,10 @@ for ((r = 1; r <= REPS; r++)); do
         round "$build" "$r"
     done
 done
-[[ ${PERF:-0} == 1 ]] && round new perf perf
+if [[ ${PERF:-0} == 1 ]]; then
+    round old perf perf
+    round new perf perf
+fi
 for build in old new; do
     median_kv "$OUT/$build.kv" "$OUT"/"$build".[0-9]*.kv
     median_kv "$OUT/kernel-$build.kv" "$OUT"/kernel-"$build".[0-9]*.kv
