@@ -20,18 +20,31 @@ source "$REPO/ci/compare.sh"
 OUT=${OUT:-$WORKDIR/ab}
 mkdir -p "$OUT"
 
+# voluntary + involuntary context switches of PID
+ctxsw() { awk '/^(non)?voluntary_ctxt_switches/ { n += $2 } END { print n }' "/proc/$1/status"; }
+
+# run_cs SIDE DUR OUT: compare_run plus nginx's context switches per request (how often it slept)
+run_cs() {
+    local pid c0 c1
+    if [[ $1 == A ]]; then pid=$NGX_A; else pid=$NGX_B; fi
+    c0=$(ctxsw "$pid")
+    compare_run "$@"
+    c1=$(ctxsw "$pid")
+    awk -v d=$((c1 - c0)) -v r="$(_kv "$3" requests)" 'BEGIN { printf "nginx_ctxsw_per_req %.3f\n", d / r }' >>"$3"
+}
+
 round() { # BUILD REP
     local build=$1 r=$2
     if [[ $build == old ]]; then PRELOAD=$OLD_LIB AGENT_BIN=$OLD_AGENT; else PRELOAD=$NEW_LIB AGENT_BIN=$NEW_AGENT; fi
     compare_setup
-    compare_run A "$DURATION" "$OUT/$build.$r.kv"
-    compare_run B "$DURATION" "$OUT/kernel-$build.$r.kv"
+    run_cs A "$DURATION" "$OUT/$build.$r.kv"
+    run_cs B "$DURATION" "$OUT/kernel-$build.$r.kv"
     if [[ ${3:-} == perf ]]; then
         log "perf record -g of nginx $NGX_A during a ${DURATION}s run"
         perf record -q -g -o "$OUT/perf-$build.data" -p "$NGX_A" -- sleep "$((DURATION - 2))" \
             >/dev/null 2>&1 &
         local perf_pid=$!
-        compare_run A "$DURATION" "$OUT/$build.perf.kv"
+        run_cs A "$DURATION" "$OUT/$build.perf.kv"
         wait "$perf_pid" || true
         perf report -i "$OUT/perf-$build.data" --no-children --sort symbol --stdio 2>/dev/null |
             grep -v '^$' | head -60 >"$OUT/perf-$build.txt" || true
@@ -59,10 +72,11 @@ for build in old new; do
 done
 median_kv "$OUT/kernel.kv" "$OUT"/kernel-*.[0-9]*.kv
 for f in "$OUT"/{old,new}.[0-9]*.kv "$OUT"/kernel-*.[0-9]*.kv; do
-    printf '%s rps %s nginx_cpu_us_per_req %s\n' "$(basename "$f" .kv)" "$(_kv "$f" rps)" "$(_kv "$f" nginx_cpu_us_per_req)"
+    printf '%s rps %s nginx_cpu_us_per_req %s nginx_ctxsw_per_req %s\n' "$(basename "$f" .kv)" \
+        "$(_kv "$f" rps)" "$(_kv "$f" nginx_cpu_us_per_req)" "$(_kv "$f" nginx_ctxsw_per_req)"
 done
 echo "--- medians (old | new | kernel) ---"
-for k in rps nginx_cpu_us_per_req agent_cpu_us_per_req lat_avg_us lat_p99_us socket_errors non2xx \
+for k in rps nginx_cpu_us_per_req nginx_ctxsw_per_req agent_cpu_us_per_req lat_avg_us lat_p99_us socket_errors non2xx \
     h2n_ops_per_req n2h_ops_per_req; do
     printf '%-24s %10s %10s %10s\n' "$k" "$(_kv "$OUT/old.kv" "$k")" "$(_kv "$OUT/new.kv" "$k")" "$(_kv "$OUT/kernel.kv" "$k")"
 done

@@ -506,6 +506,7 @@ fn wait_inner(
     };
     let efd = waiter.map(|(_, f)| f);
     let mut iter = 0u32;
+    let mut yielded = false;
     loop {
         let mut kpoll = false;
         let mut n = {
@@ -551,6 +552,32 @@ fn wait_inner(
         if now - start < c.spin_ns {
             core::hint::spin_loop();
             continue;
+        }
+        // Before sleeping, give the CPU to whoever is runnable here (the agent, the load
+        // generator) a few times: work that arrives meanwhile is taken without a sleep and a
+        // doorbell. A handler that ran meanwhile interrupts the call, as it would the kernel's
+        // sleep (epoll_wait is never restarted).
+        let yields = if yielded {
+            0
+        } else {
+            crate::YIELDS.load(Ordering::Relaxed)
+        };
+        yielded = true;
+        if yields > 0 {
+            let sig0 = crate::signals::snap();
+            for _ in 0..yields {
+                sys::sched_yield();
+                if crate::signals::since(sig0).is_some() {
+                    return Some(Err(libc::EINTR));
+                }
+                let n = match slot.lock().as_mut() {
+                    Some(ep) => scan(ep, out),
+                    None => 0,
+                };
+                if n > 0 {
+                    return Some(Ok(n as i32));
+                }
+            }
         }
         // Sleep: announce, re-check, block in the kernel epoll (wakes for kernel fds and our bell).
         let (w, _) = waiter?;
