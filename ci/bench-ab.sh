@@ -6,7 +6,7 @@
 # build under `perf record -g` of nginx (reports in $OUT/perf-{old,new}*.txt).
 #
 #   OLD_LIB=... OLD_AGENT=... NEW_LIB=... NEW_AGENT=... [REPS=3] [DURATION=10] [CONNS=100] \
-#   [OUT=dir] [PERF=1] bash ci/bench-ab.sh
+#   [OUT=dir] [PERF=1] [OLD_ENV="VAR=V ..."] [NEW_ENV="VAR=V ..."] bash ci/bench-ab.sh
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${OLD_LIB:?} ${OLD_AGENT:?} ${NEW_LIB:?} ${NEW_AGENT:?}"
@@ -35,7 +35,12 @@ run_cs() {
 
 round() { # BUILD REP
     local build=$1 r=$2
+    local v
     if [[ $build == old ]]; then PRELOAD=$OLD_LIB AGENT_BIN=$OLD_AGENT; else PRELOAD=$NEW_LIB AGENT_BIN=$NEW_AGENT; fi
+    # OLD_ENV / NEW_ENV: space-separated VAR=VALUE for that build's nginx (e.g. SNSTACK_YIELDS=0)
+    for v in ${OLD_ENV:-} ${NEW_ENV:-}; do unset "${v%%=*}"; done
+    if [[ $build == old ]]; then for v in ${OLD_ENV:-}; do export "${v?}"; done; fi
+    if [[ $build == new ]]; then for v in ${NEW_ENV:-}; do export "${v?}"; done; fi
     compare_setup
     run_cs A "$DURATION" "$OUT/$build.$r.kv"
     run_cs B "$DURATION" "$OUT/kernel-$build.$r.kv"

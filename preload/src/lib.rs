@@ -59,8 +59,8 @@ static SPIN_NS: AtomicU64 = AtomicU64::new(u64::MAX);
 /// (`SNSTACK_LIVENESS_MS`, default 1 s): the bound on how long a dead agent goes unnoticed.
 pub(crate) static LIVENESS_NS: AtomicU64 = AtomicU64::new(1_000_000_000);
 /// `epoll_wait` with nothing ready yields the CPU this many times (re-checking after each) before
-/// it sleeps in the kernel (`SNSTACK_YIELDS`, 0..64, default 2; docs/epoll-model.md).
-pub(crate) static YIELDS: AtomicU32 = AtomicU32::new(2);
+/// it sleeps in the kernel (`SNSTACK_YIELDS`, 0..64, default 0; docs/epoll-model.md).
+pub(crate) static YIELDS: AtomicU32 = AtomicU32::new(0);
 
 pub(crate) const DEFAULT_AGENT: &[u8] = b"/run/snstack/agent.sock";
 
