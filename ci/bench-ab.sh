@@ -25,12 +25,13 @@ ctxsw() { awk '/^(non)?voluntary_ctxt_switches/ { n += $2 } END { print n }' "/p
 
 # run_cs SIDE DUR OUT: compare_run plus nginx's context switches per request (how often it slept)
 run_cs() {
-    local pid c0 c1
+    local pid c0 c1 req
     if [[ $1 == A ]]; then pid=$NGX_A; else pid=$NGX_B; fi
     c0=$(ctxsw "$pid")
     compare_run "$@"
     c1=$(ctxsw "$pid")
-    awk -v d=$((c1 - c0)) -v r="$(_kv "$3" requests)" 'BEGIN { printf "nginx_ctxsw_per_req %.3f\n", d / r }' >>"$3"
+    req=$(_kv "$3" requests)
+    awk -v d=$((c1 - c0)) -v r="$req" 'BEGIN { printf "nginx_ctxsw_per_req %.3f\n", d / r }' >>"$3"
 }
 
 round() { # BUILD REP
