@@ -182,10 +182,16 @@ impl Channel {
         if wake::bump(&ctl.state.0.wake_seq, &ctl.host.0.waiters) {
             sys::futex_wake(&ctl.state.0.wake_seq, i32::MAX);
         }
-        let mut mask = ctl.host.0.waiter_mask.load(Ordering::SeqCst);
+        // An RMW, not a load: it is ordered with the host's `fetch_or` of a new interest bit on
+        // this one word, so either we see the bit (and mark/ring) or the host's later scan of the
+        // new entry sees the state published above (wake.rs: decisions are RMWs on one word).
+        let mut mask = ctl.host.0.waiter_mask.fetch_or(0, Ordering::AcqRel);
         while mask != 0 {
             let i = mask.trailing_zeros() as usize;
             mask &= mask - 1;
+            // The changed-slot bit first, then the doorbell: a host that wakes (or re-checks
+            // after announcing) finds the slot in its bitmap.
+            self.region.mark_changed(i, slot);
             self.ring_waiter(i);
         }
     }

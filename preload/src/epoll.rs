@@ -5,8 +5,16 @@
 //! so a busy `epoll_wait` costs no syscall. To sleep, the instance owns a waiter slot whose eventfd
 //! sits in the kernel epoll (data = [`COOKIE`]); the agent writes it when a socket in the list
 //! changes while we sleep, so one kernel `epoll_wait` wakes for both worlds.
+//!
+//! A scan examines only what may have changed (docs/epoll-model.md, "Ready list"): the slots the
+//! agent marked in this waiter's changed-slot bitmap (`shm_proto::changed`), entries added or
+//! modified since the last scan, and entries that must be looked at again (level-triggered ones
+//! that were reported). Everything else is known not to be reportable: only the agent makes a
+//! socket more ready, and it marks the slot before it rings. When that cannot be trusted (agent
+//! dead, after fork) the scan examines everything.
 
 use crate::fdtable::{self, Entry};
+use crate::interest::{Interest, List, Verdict};
 use crate::ops;
 use crate::util::SpinMutex;
 use crate::{log, sys, util};
@@ -19,27 +27,12 @@ const MAX_EP: usize = 4096;
 /// Longest time kernel fds of a busy mixed epoll set go unpolled.
 const KPOLL_NS: u64 = 1_000_000;
 
-struct Interest {
-    fd: i32,
-    /// `HostSock::inc` of the slot when added: the entry lives while that socket does (as long as
-    /// any fd refers to it), like a Linux registration keyed by (file, fd).
-    inc: u32,
-    slot: u32,
-    events: u32,
-    data: u64,
-    /// EPOLLET: fingerprint at the last report (None = report the current level once).
-    snap: Option<u64>,
-    /// EPOLLONESHOT fired: disabled until EPOLL_CTL_MOD.
-    off: bool,
-}
-
 pub(crate) struct Ep {
     kfd: i32,
     /// Kernel fds the application added (so we know whether the kernel set needs polling).
     kernel_fds: u32,
     waiter: Option<(usize, i32)>,
-    list: Vec<Interest>,
-    rr: usize,
+    list: List,
     /// When the kernel set was last polled while offloaded events were flowing.
     last_kpoll: u64,
     /// This epoll fd sits inside another epoll or poll set: its doorbell stays armed so the
@@ -82,8 +75,7 @@ pub(crate) fn created(kfd: i32) {
                     kfd,
                     kernel_fds: 0,
                     waiter: None,
-                    list: Vec::new(),
-                    rr: 0,
+                    list: List::new(),
                     last_kpoll: 0,
                     nested: false,
                     inners: Vec::new(),
@@ -108,7 +100,7 @@ pub(crate) fn release(idx: u32) {
     let ep = slot.lock().take();
     if let Some(ep) = ep {
         if let Some(c) = crate::channel_if_attached() {
-            for it in &ep.list {
+            for (_, it) in ep.list.iter() {
                 if let Some(ctl) = c.region.sock(it.slot) {
                     if let Some((w, _)) = ep.waiter {
                         ctl.host
@@ -224,13 +216,11 @@ pub(crate) fn ctl(
     let Some(ep) = g.as_mut() else {
         return Some(Err(libc::EBADF));
     };
-    // Drop entries whose fd was closed or now names something else.
-    ep.list.retain(live);
     let cur = ident(fd);
-    let pos = ep
-        .list
-        .iter()
-        .position(|it| it.fd == fd && Some((it.slot, it.inc)) == cur);
+    // Drop entries of this slot left by a socket that is gone (closed without EPOLL_CTL_DEL, the
+    // slot reused since). Stale entries elsewhere are dropped when a scan meets them.
+    prune(&mut ep.list, slot);
+    let pos = cur.and_then(|(sl, inc)| ep.list.find(fd, sl, inc));
     let excl = libc::EPOLLEXCLUSIVE as u32;
     match op {
         libc::EPOLL_CTL_ADD => {
@@ -257,7 +247,7 @@ pub(crate) fn ctl(
                 }
             }
             let nested = ep.nested;
-            ep.list.push(Interest {
+            ep.list.insert(Interest {
                 fd,
                 inc: cur.map(|c| c.1).unwrap_or(0),
                 slot,
@@ -282,23 +272,28 @@ pub(crate) fn ctl(
             let Some(p) = pos else {
                 return Some(Err(libc::ENOENT));
             };
-            if events & excl != 0 || ep.list[p].events & excl != 0 {
+            if events & excl != 0 || ep.list.get(p).is_some_and(|it| it.events & excl != 0) {
                 return Some(Err(libc::EINVAL));
             }
-            let it = &mut ep.list[p];
-            it.events = events;
-            it.data = data;
-            it.snap = None;
-            it.off = false;
+            if let Some(it) = ep.list.get_mut(p) {
+                it.events = events;
+                it.data = data;
+                it.snap = None;
+                it.off = false;
+            }
+            // A modified entry reports its current level at the next scan.
+            ep.list.enqueue(p);
             Some(Ok(0))
         }
         libc::EPOLL_CTL_DEL => {
             let Some(p) = pos else {
                 return Some(Err(libc::ENOENT));
             };
-            let it = ep.list.swap_remove(p);
+            let Some(it) = ep.list.remove(p) else {
+                return Some(Err(libc::ENOENT));
+            };
             if let Some((w, _)) = ep.waiter {
-                if !ep.list.iter().any(|o| o.slot == it.slot) {
+                if !ep.list.has_slot(it.slot) {
                     s.ctl
                         .host
                         .0
@@ -312,71 +307,101 @@ pub(crate) fn ctl(
     }
 }
 
+/// Removes entries of `slot` that no longer name a live socket.
+fn prune(list: &mut List, slot: u32) {
+    loop {
+        let stale = list
+            .chain(slot)
+            .find(|&p| list.get(p).is_some_and(|it| !live(it)));
+        match stale {
+            Some(p) => {
+                list.remove(p);
+            }
+            None => return,
+        }
+    }
+}
+
 /// Collects ready offloaded sockets into `out`. Returns how many.
+///
+/// Examines the entries of slots the agent marked changed for this waiter, plus the entries
+/// `List` keeps queued (added/modified, or to be seen again); everything when the bitmap cannot
+/// be trusted. The per-entry logic is the one a full scan would apply; an entry leaves the queue
+/// only when nothing but an agent change can make it reportable again.
 fn scan(ep: &mut Ep, out: &mut [libc::epoll_event]) -> usize {
-    let n = ep.list.len();
-    if n == 0 || out.is_empty() {
+    if ep.list.is_empty() || out.is_empty() {
         return 0;
     }
-    let mut k = 0;
-    let start = ep.rr % n;
-    let mut stale = false;
-    for j in 0..n {
-        let i = (start + j) % n;
-        let it = &mut ep.list[i];
-        if it.off {
-            continue;
+    let Some(c) = crate::channel_if_attached() else {
+        return 0;
+    };
+    let w = ep.waiter.map(|(w, _)| w);
+    match w {
+        // A dead agent changes every connection's readiness without marking anything.
+        Some(w) if !c.is_dead() => {
+            let list = &mut ep.list;
+            c.region.take_changed(w, |slot| list.mark_slot(slot));
         }
-        if !live(it) {
-            stale = true;
-            continue;
-        }
-        let Ok(s) = ops::sock(it.slot) else { continue };
-        let r = ops::readiness(&s);
-        let want = r & (it.events | (libc::EPOLLERR | libc::EPOLLHUP) as u32);
-        if want == 0 {
-            if it.events & libc::EPOLLIN as u32 != 0 {
-                ops::want_rx(&s, false);
-            }
-            continue;
-        }
-        if it.events & libc::EPOLLET as u32 != 0 {
-            let cur = ops::edge_snapshot(&s);
-            if it.snap == Some(cur) {
-                continue;
-            }
-            it.snap = Some(cur);
-        }
-        if it.events & libc::EPOLLONESHOT as u32 != 0 {
-            it.off = true;
-        }
-        out[k] = libc::epoll_event {
-            events: want,
-            u64: it.data,
-        };
-        k += 1;
-        if k == out.len() {
-            ep.rr = i + 1;
-            break;
-        }
+        _ => ep.list.mark_all(),
     }
-    if stale {
-        if let Some(c) = crate::channel_if_attached() {
-            let w = ep.waiter.map(|(w, _)| w);
-            ep.list.retain(|it| {
-                let keep = live(it);
-                if !keep {
-                    if let (Some(w), Some(ctl)) = (w, c.region.sock(it.slot)) {
-                        ctl.host
-                            .0
-                            .waiter_mask
-                            .fetch_and(!(1u64 << w), Ordering::AcqRel);
+    let cap = out.len();
+    let mut k = 0;
+    let always = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+    ep.list.scan(
+        |it| {
+            if it.off {
+                return (Verdict::Done, false);
+            }
+            if !live(it) {
+                return (Verdict::Stale, false);
+            }
+            let Ok(s) = ops::sock(it.slot) else {
+                return (Verdict::Done, false);
+            };
+            let r = ops::readiness(&s);
+            let want = r & (it.events | always);
+            if want == 0 {
+                if it.events & libc::EPOLLIN as u32 != 0 {
+                    ops::want_rx(&s, false);
+                    // Bytes flow to another process holding the connection: keep asking (rate
+                    // limited in want_rx), as a full scan would on every call.
+                    if ops::rx_elsewhere(&s) {
+                        return (Verdict::Again, false);
                     }
                 }
-                keep
-            });
-        }
-    }
+                return (Verdict::Done, false);
+            }
+            let et = it.events & libc::EPOLLET as u32 != 0;
+            if et {
+                let cur = ops::edge_snapshot(&s);
+                if it.snap == Some(cur) {
+                    return (Verdict::Done, false);
+                }
+                it.snap = Some(cur);
+            }
+            // Level-triggered entries are reported while the level lasts: look again next time.
+            // A new edge, or a re-armed ONESHOT, needs an agent change or EPOLL_CTL_MOD.
+            let mut v = if et { Verdict::Done } else { Verdict::Again };
+            if it.events & libc::EPOLLONESHOT as u32 != 0 {
+                it.off = true;
+                v = Verdict::Done;
+            }
+            out[k] = libc::epoll_event {
+                events: want,
+                u64: it.data,
+            };
+            k += 1;
+            (v, k == cap)
+        },
+        |slot| {
+            if let (Some(w), Some(ctl)) = (w, c.region.sock(slot)) {
+                ctl.host
+                    .0
+                    .waiter_mask
+                    .fetch_and(!(1u64 << w), Ordering::AcqRel);
+            }
+        },
+    );
     k
 }
 
@@ -481,6 +506,7 @@ fn wait_inner(
     };
     let efd = waiter.map(|(_, f)| f);
     let mut iter = 0u32;
+    let mut yielded = false;
     loop {
         let mut kpoll = false;
         let mut n = {
@@ -526,6 +552,32 @@ fn wait_inner(
         if now - start < c.spin_ns {
             core::hint::spin_loop();
             continue;
+        }
+        // Before sleeping, give the CPU to whoever is runnable here (the agent, the load
+        // generator) a few times: work that arrives meanwhile is taken without a sleep and a
+        // doorbell. A handler that ran meanwhile interrupts the call, as it would the kernel's
+        // sleep (epoll_wait is never restarted).
+        let yields = if yielded {
+            0
+        } else {
+            crate::YIELDS.load(Ordering::Relaxed)
+        };
+        yielded = true;
+        if yields > 0 {
+            let sig0 = crate::signals::snap();
+            for _ in 0..yields {
+                sys::sched_yield();
+                if crate::signals::since(sig0).is_some() {
+                    return Some(Err(libc::EINTR));
+                }
+                let n = match slot.lock().as_mut() {
+                    Some(ep) => scan(ep, out),
+                    None => 0,
+                };
+                if n > 0 {
+                    return Some(Ok(n as i32));
+                }
+            }
         }
         // Sleep: announce, re-check, block in the kernel epoll (wakes for kernel fds and our bell).
         let (w, _) = waiter?;
@@ -621,6 +673,8 @@ pub(crate) fn rebind_after_fork(c: &crate::channel::Channel) {
                     }
                     it.snap = None;
                 }
+                // A new waiter and region: nothing marked so far can be trusted.
+                ep.list.mark_all();
             }
             Err(_) => ep.list.clear(),
         }
@@ -649,7 +703,7 @@ fn add_waiter(c: &crate::channel::Channel, kfd: i32) -> Result<(usize, i32), i32
 
 /// True when a wait on this instance would report something now (no state changes).
 fn peek_ready(ep: &Ep) -> bool {
-    ep.list.iter().any(|it| {
+    ep.list.iter().any(|(_, it)| {
         if it.off || !live(it) {
             return false;
         }

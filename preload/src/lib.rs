@@ -10,7 +10,7 @@
 //! Every fd the library does not own goes to libc untouched after one atomic load (`fdtable`).
 //! The library never calls a symbol it interposes: its own OS calls are raw syscalls (`sys`).
 //! Configuration (environment, read once): `SNSTACK_OFFLOAD`, `SNSTACK_AGENT`, `SNSTACK_STRICT`,
-//! `SNSTACK_SPIN_US`, `SNSTACK_LIVENESS_MS`, `SNSTACK_LOG`. See README.md.
+//! `SNSTACK_SPIN_US`, `SNSTACK_YIELDS`, `SNSTACK_LIVENESS_MS`, `SNSTACK_LOG`. See README.md.
 
 #![allow(clippy::missing_safety_doc)]
 
@@ -19,6 +19,7 @@ mod epoll;
 mod exec;
 mod fdtable;
 mod hooks;
+mod interest;
 mod ops;
 mod poll;
 mod real;
@@ -29,7 +30,7 @@ mod sys;
 mod util;
 
 use channel::Channel;
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use util::{env, parse_u64, SpinMutex};
 
 pub(crate) fn set_errno(e: i32) {
@@ -57,6 +58,9 @@ static SPIN_NS: AtomicU64 = AtomicU64::new(u64::MAX);
 /// How often a thread blocked on the channel wakes to check that the agent is alive
 /// (`SNSTACK_LIVENESS_MS`, default 1 s): the bound on how long a dead agent goes unnoticed.
 pub(crate) static LIVENESS_NS: AtomicU64 = AtomicU64::new(1_000_000_000);
+/// `epoll_wait` with nothing ready yields the CPU this many times (re-checking after each) before
+/// it sleeps in the kernel (`SNSTACK_YIELDS`, 0..64, default 0; docs/epoll-model.md).
+pub(crate) static YIELDS: AtomicU32 = AtomicU32::new(0);
 
 pub(crate) const DEFAULT_AGENT: &[u8] = b"/run/snstack/agent.sock";
 
@@ -80,6 +84,9 @@ fn read_config() -> u8 {
     }
     if let Some(us) = env(c"SNSTACK_SPIN_US").and_then(parse_u64) {
         SPIN_NS.store(us.saturating_mul(1000), Ordering::Relaxed);
+    }
+    if let Some(n) = env(c"SNSTACK_YIELDS").and_then(parse_u64) {
+        YIELDS.store(n.min(64) as u32, Ordering::Relaxed);
     }
     if let Some(ms) = env(c"SNSTACK_LIVENESS_MS").and_then(parse_u64) {
         LIVENESS_NS.store(ms.clamp(1, 60_000) * 1_000_000, Ordering::Relaxed);

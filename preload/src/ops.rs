@@ -1406,8 +1406,7 @@ const CLAIM_GAP_NS: u64 = 200_000;
 /// process that holds it too (`SF_PASSIVE`), ask the agent to send them here. A blocked reader
 /// (`force`) asks every time it is about to sleep; pollers at most every `CLAIM_GAP_NS`.
 pub(crate) fn want_rx(s: &S, force: bool) {
-    let fl = s.ctl.state.0.flags.load(Ordering::Acquire);
-    if fl & SF_PASSIVE == 0 || fl & SF_CONNECTED == 0 {
+    if !rx_elsewhere(s) {
         return;
     }
     let now = sys::clock_ns();
@@ -1417,6 +1416,13 @@ pub(crate) fn want_rx(s: &S, force: bool) {
     }
     s.hs.claim_ns.store(now, Ordering::Relaxed);
     let _ = s.c.post(cmd(OP_RX_CLAIM, s.slot));
+}
+
+/// The connection's bytes flow to another process holding it (`SF_PASSIVE`): readers here must
+/// claim them (`want_rx`).
+pub(crate) fn rx_elsewhere(s: &S) -> bool {
+    let fl = s.ctl.state.0.flags.load(Ordering::Acquire);
+    fl & SF_PASSIVE != 0 && fl & SF_CONNECTED != 0
 }
 
 /// Current readiness of a socket as EPOLL* bits (identical to POLL* bits on Linux).

@@ -218,6 +218,12 @@ pub(crate) fn poll_one(fd: i32, events: i16, timeout_ms: i32) -> SysResult {
     Ok(if r > 0 { p.revents as u16 as usize } else { 0 })
 }
 
+/// `sched_yield(2)`.
+pub(crate) fn sched_yield() {
+    // SAFETY: no arguments, no memory.
+    unsafe { libc::syscall(libc::SYS_sched_yield) };
+}
+
 pub(crate) fn clock_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -6,7 +6,7 @@ use crate::primitive::{AtomicU32, AtomicU64};
 /// "SNSTACK" + NUL, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SNSTACK\0");
 /// Bumped on every incompatible change of anything in this crate.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// Bytes of the header page.
 pub const HEADER_SIZE: usize = 4096;
 /// Number of waiter slots (epoll instances and poll/select callers) per process. Also the width of
@@ -43,7 +43,11 @@ pub struct Header {
     /// Option buffers: [`OPT_CELLS`] cells of [`OPT_SIZE`] bytes for socket option values that do
     /// not fit a command (`CF_OPTBUF`).
     pub opt_off: u64,
-    _pad0: [u8; 40],
+    /// Changed-slot bitmaps: per waiter, [`Header::changed_stride`] bytes holding one bit per
+    /// socket slot (see [`crate::changed`]).
+    pub changed_off: u64,
+    pub changed_stride: u64,
+    _pad0: [u8; 24],
     /// Agent writes 1 before it blocks in the kernel; the host rings the agent doorbell (eventfd) after
     /// publishing a command when it reads 1 here. See [`crate::wake`].
     pub agent_sleeping: Line<AtomicU32>,
@@ -125,7 +129,12 @@ pub struct Waiter {
     /// waiter's eventfd (registered over the control socket) when it publishes to a socket whose
     /// `waiter_mask` has this waiter's bit.
     pub sleeping: AtomicU32,
-    pub _pad: [u8; 60],
+    pub _pad0: u32,
+    /// Summary of this waiter's changed-slot bitmap: bit g = a word of group g may be non-zero.
+    /// Agent sets (`changed::mark`), host clears (`changed::take`). Beside `sleeping` on purpose:
+    /// the agent touches both for every change, the host both when it goes to sleep.
+    pub changed: AtomicU64,
+    pub _pad: [u8; 48],
 }
 
 /// Per-socket control block. One cache line per writer group.

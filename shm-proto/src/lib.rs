@@ -9,6 +9,8 @@
 //!  cmd_off       RingHdr + [Cmd; cmd_entries]      host -> NIC commands (64 B each)
 //!  evt_off       RingHdr + [Evt; evt_entries]      NIC -> host completions (64 B each)
 //!  waiter_off    [Waiter; MAX_WAITERS]             epoll/poll sleepers and their doorbells
+//!  changed_off   [bitmap; MAX_WAITERS]             per waiter: one bit per socket slot that changed
+//!  opt_off       [[u8; OPT_SIZE]; OPT_CELLS]       large socket option values
 //!  sock_off      [SockCtl; max_sockets]            per-socket indices, state, futex word
 //!  stream_off    per slot: RX bytes (rx_size) then TX bytes (tx_size)
 //! ```
@@ -21,6 +23,7 @@
 #![cfg_attr(not(any(test, loom)), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod changed;
 pub mod layout;
 pub mod msg;
 mod primitive;

@@ -1,7 +1,7 @@
 //! Geometry of a region and a validated view of a mapped one.
 
 use crate::layout::*;
-use crate::primitive::Ordering;
+use crate::primitive::{AtomicU64, Ordering};
 use crate::ring::{Consumer, Producer};
 use crate::stream::Stream;
 
@@ -35,6 +35,9 @@ pub struct Offsets {
     pub cmd_off: u64,
     pub evt_off: u64,
     pub waiter_off: u64,
+    pub changed_off: u64,
+    /// Bytes of one waiter's changed-slot bitmap (a multiple of the cache line).
+    pub changed_stride: u64,
     pub opt_off: u64,
     pub sock_off: u64,
     pub stream_off: u64,
@@ -100,7 +103,9 @@ impl Geometry {
             evt_off + core::mem::size_of::<RingHdr>() as u64 + 64 * self.evt_entries as u64,
             line,
         );
-        let opt_off = waiter_off + (MAX_WAITERS * core::mem::size_of::<Waiter>()) as u64;
+        let changed_off = waiter_off + (MAX_WAITERS * core::mem::size_of::<Waiter>()) as u64;
+        let changed_stride = align_up(crate::changed::words_for(self.max_sockets) as u64 * 8, line);
+        let opt_off = changed_off + MAX_WAITERS as u64 * changed_stride;
         let sock_off = opt_off + (OPT_CELLS * OPT_SIZE) as u64;
         let stream_off = align_up(
             sock_off + self.max_sockets as u64 * core::mem::size_of::<SockCtl>() as u64,
@@ -112,6 +117,8 @@ impl Geometry {
             cmd_off,
             evt_off,
             waiter_off,
+            changed_off,
+            changed_stride,
             opt_off,
             sock_off,
             stream_off,
@@ -160,6 +167,8 @@ impl Region {
             (*h).evt_off = off.evt_off;
             (*h).waiter_off = off.waiter_off;
             (*h).opt_off = off.opt_off;
+            (*h).changed_off = off.changed_off;
+            (*h).changed_stride = off.changed_stride;
             (*h).sock_off = off.sock_off;
             (*h).stream_off = off.stream_off;
             (*h).max_sockets = geo.max_sockets;
@@ -304,6 +313,34 @@ impl Region {
         Some(unsafe { &*(self.base.add(off) as *const Waiter) })
     }
 
+    /// Waiter `i`'s changed-slot bitmap: (summary, words), or `None` when out of range.
+    pub fn changed(&self, i: usize) -> Option<(&AtomicU64, &[AtomicU64])> {
+        let w = self.waiter(i)?;
+        let off = self.off.changed_off as usize + i * self.off.changed_stride as usize;
+        let n = crate::changed::words_for(self.geo.max_sockets);
+        // SAFETY: i < MAX_WAITERS and the stride holds `n` words, so the words lie inside the
+        // validated mapping; the offset is a multiple of 8 (cache-line aligned areas); the memory
+        // is only ever accessed through atomics.
+        let words =
+            unsafe { core::slice::from_raw_parts(self.base.add(off) as *const AtomicU64, n) };
+        Some((&w.changed, words))
+    }
+
+    /// Agent: slot `slot` changed; tell waiter `i` (before ringing it).
+    pub fn mark_changed(&self, i: usize, slot: u32) {
+        if let Some((s, w)) = self.changed(i) {
+            crate::changed::mark(s, w, slot);
+        }
+    }
+
+    /// Host: takes waiter `i`'s changed slots. Returns whether there were any.
+    pub fn take_changed(&self, i: usize, f: impl FnMut(u32)) -> bool {
+        match self.changed(i) {
+            Some((s, w)) => crate::changed::take(s, w, f),
+            None => false,
+        }
+    }
+
     /// Option buffer cell `idx` (`OPT_SIZE` bytes), or `None` when out of range.
     pub fn opt_cell(&self, idx: usize) -> Option<*mut u8> {
         if idx >= OPT_CELLS {
@@ -366,6 +403,76 @@ impl Region {
             c.host.0.tx_kick.store(0, Ordering::Relaxed);
             c.host.0.waiter_mask.store(0, Ordering::Relaxed);
             s.gen.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A zeroed, page-aligned heap buffer standing in for the memfd mapping.
+    struct Buf(*mut u8, std::alloc::Layout);
+
+    impl Buf {
+        fn new(len: usize) -> Buf {
+            let l = std::alloc::Layout::from_size_align(len, 4096).unwrap();
+            // SAFETY: non-zero size.
+            let p = unsafe { std::alloc::alloc_zeroed(l) };
+            assert!(!p.is_null());
+            Buf(p, l)
+        }
+    }
+
+    impl Drop for Buf {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `new` with this layout.
+            unsafe { std::alloc::dealloc(self.0, self.1) };
+        }
+    }
+
+    #[test]
+    fn changed_bitmaps_stay_in_their_area() {
+        for max_sockets in [1, 64, 100, 1024, 5000] {
+            let geo = Geometry {
+                max_sockets,
+                cmd_entries: 64,
+                evt_entries: 64,
+                rx_size: 4096,
+                tx_size: 4096,
+                ..Default::default()
+            };
+            let off = geo.offsets().unwrap();
+            assert_eq!(off.changed_off % 64, 0);
+            assert_eq!(off.changed_stride % 64, 0);
+            assert!(off.changed_stride * 8 >= max_sockets as u64);
+            let buf = Buf::new(off.total as usize);
+            // SAFETY: zeroed, aligned, `total` bytes, outlives `r`.
+            let r = unsafe { Region::init(buf.0, off.total as usize, geo) }.unwrap();
+            // SAFETY: same mapping.
+            let h = unsafe { Region::attach(buf.0, off.total as usize) }.unwrap();
+            for i in [0, MAX_WAITERS - 1] {
+                for s in 0..max_sockets {
+                    r.mark_changed(i, s);
+                }
+            }
+            // Waiter 1 (between the two) and every socket block are untouched.
+            assert!(!h.take_changed(1, |_| panic!("waiter 1 has no marks")));
+            for s in 0..max_sockets {
+                assert_eq!(h.sock(s).unwrap().rx_tail.0.load(Ordering::Relaxed), 0);
+            }
+            // SAFETY: the option area is inside the mapping.
+            let opt = unsafe { *h.opt_cell(0).unwrap() };
+            assert_eq!(opt, 0);
+            for i in [0, MAX_WAITERS - 1] {
+                let mut n = 0u32;
+                assert!(h.take_changed(i, |s| {
+                    assert_eq!(s, n);
+                    n += 1;
+                }));
+                assert_eq!(n, max_sockets);
+            }
+            assert!(!h.take_changed(MAX_WAITERS, |_| {}));
         }
     }
 }

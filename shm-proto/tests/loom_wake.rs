@@ -1,5 +1,7 @@
 //! Model check of the wake protocol (`shm_proto::wake`) as `docs/channel.md` uses it.
 //!
+//! Also checked: the epoll changed-slot bitmap (`shm_proto::changed`) inside the flag form.
+//!
 //! Run with:
 //! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=/work/target-loom cargo test -p shm-proto --test loom_wake --release`
 //!
@@ -22,9 +24,10 @@
 
 #![cfg(loom)]
 
-use loom::sync::atomic::{AtomicU32, Ordering};
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
+use shm_proto::changed::{mark, take};
 use shm_proto::layout::{Cmd, Line, RingHdr};
 use shm_proto::ring::{Consumer, Producer};
 use shm_proto::wake::{announce, bump, finish_wait, must_ring, prepare_wait, retract};
@@ -352,5 +355,159 @@ fn lost_wakeup_seq_form_seq_read_after_check() {
         };
         seq_waiter_reads_seq_after_check(&ch, 1);
         w.join().unwrap();
+    });
+}
+
+/// Agent -> host epoll shape with the changed-slot bitmap (`shm_proto::changed`): the host
+/// examines only the slots it takes from the bitmap, so a bit lost between the agent's mark and
+/// the host's sleep shows up as a deadlock. `state[s]` stands for a socket's readiness (RX tail,
+/// flags, ...), `mask` for `SockHost::waiter_mask` of slot 0 (one waiter, bit 0).
+struct ReadyChannel {
+    state: [AtomicU32; 3],
+    summary: AtomicU64,
+    /// Two words: slots 0 and 1 share word 0 (the second mark skips the summary), slot 2 stands
+    /// for slot 64 (word 1) and is mapped there.
+    words: [AtomicU64; 2],
+    sleeping: AtomicU32,
+    mask: AtomicU64,
+    bell: Doorbell,
+}
+
+impl ReadyChannel {
+    fn new(mask: u64) -> Self {
+        ReadyChannel {
+            state: [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)],
+            summary: AtomicU64::new(0),
+            words: [AtomicU64::new(0), AtomicU64::new(0)],
+            sleeping: AtomicU32::new(0),
+            mask: AtomicU64::new(mask),
+            bell: Doorbell::default(),
+        }
+    }
+}
+
+/// Model slot index -> bitmap slot number.
+fn bit_of(s: usize) -> u32 {
+    [0, 1, 64][s]
+}
+
+fn slot_of(bit: u32) -> usize {
+    match bit {
+        0 => 0,
+        1 => 1,
+        _ => 2,
+    }
+}
+
+/// The agent's `flush` for one changed slot: publish, then (waiter in the mask) mark, then ring.
+fn ready_agent(ch: &ReadyChannel, slots: &[usize], mark_first: bool) {
+    for &s in slots {
+        ch.state[s].store(1, Ordering::Release);
+        if ch.mask.fetch_or(0, Ordering::AcqRel) & 1 == 0 {
+            continue;
+        }
+        if mark_first {
+            mark(&ch.summary, &ch.words, bit_of(s));
+            if must_ring(&ch.sleeping) {
+                ch.bell.signal();
+            }
+        } else {
+            if must_ring(&ch.sleeping) {
+                ch.bell.signal();
+            }
+            mark(&ch.summary, &ch.words, bit_of(s));
+        }
+    }
+}
+
+/// The host's epoll_wait until every slot in `want` was seen ready: `queued` are entries it must
+/// examine anyway (just added); otherwise it looks only at slots taken from the bitmap.
+fn ready_host(ch: &ReadyChannel, want: &[usize], queued: &[usize]) {
+    let mut seen = [false; 3];
+    let mut queue: Vec<usize> = queued.to_vec();
+    let examine = |queue: &mut Vec<usize>, seen: &mut [bool; 3]| {
+        take(&ch.summary, &ch.words, |b| queue.push(slot_of(b)));
+        let mut found = false;
+        for s in queue.drain(..) {
+            if !seen[s] && ch.state[s].load(Ordering::Acquire) == 1 {
+                seen[s] = true;
+                found = true;
+            }
+        }
+        found
+    };
+    loop {
+        examine(&mut queue, &mut seen);
+        if want.iter().all(|&s| seen[s]) {
+            return;
+        }
+        announce(&ch.sleeping);
+        if examine(&mut queue, &mut seen) {
+            retract(&ch.sleeping);
+            continue;
+        }
+        ch.bell.wait();
+        retract(&ch.sleeping);
+    }
+}
+
+#[test]
+fn changed_bitmap_no_lost_wakeup() {
+    model(Some(4), || {
+        let ch = Arc::new(ReadyChannel::new(1));
+        let a = {
+            let ch = ch.clone();
+            thread::spawn(move || ready_agent(&ch, &[0, 1, 2], true))
+        };
+        ready_host(&ch, &[0, 1, 2], &[]);
+        a.join().unwrap();
+    });
+}
+
+/// Two changes in one word: the second mark sees a non-empty word and skips the summary. Full
+/// state space.
+#[test]
+fn changed_bitmap_same_word_exhaustive() {
+    model(None, || {
+        let ch = Arc::new(ReadyChannel::new(1));
+        let a = {
+            let ch = ch.clone();
+            thread::spawn(move || ready_agent(&ch, &[0, 1], true))
+        };
+        ready_host(&ch, &[0, 1], &[]);
+        a.join().unwrap();
+    });
+}
+
+/// EPOLL_CTL_ADD racing a change: the host sets its mask bit (an RMW) after queueing the new
+/// entry; the agent reads the mask with an RMW after publishing. Either the agent sees the bit
+/// and marks, or the host's examination of the queued entry sees the state.
+#[test]
+fn changed_bitmap_add_races_change() {
+    model(None, || {
+        let ch = Arc::new(ReadyChannel::new(0));
+        let a = {
+            let ch = ch.clone();
+            thread::spawn(move || ready_agent(&ch, &[0], true))
+        };
+        ch.mask.fetch_or(1, Ordering::AcqRel);
+        ready_host(&ch, &[0], &[0]);
+        a.join().unwrap();
+    });
+}
+
+/// The bug the order exists to prevent: ring first, mark afterwards. The host wakes, finds no
+/// bit, sleeps again, and the mark arrives with nobody ringing.
+#[test]
+#[should_panic(expected = "deadlock")]
+fn lost_wakeup_changed_bitmap_ring_before_mark() {
+    model(None, || {
+        let ch = KeepOnPanic::new(Arc::new(ReadyChannel::new(1)));
+        let a = {
+            let ch = Arc::clone(&ch);
+            thread::spawn(move || ready_agent(&ch, &[0], false))
+        };
+        ready_host(&ch, &[0], &[]);
+        a.join().unwrap();
     });
 }

@@ -232,6 +232,86 @@ def t_epoll():
     ep.close(); c.close(); a.close(); c2.close(); os.close(r); os.close(w)
 
 
+def t_epoll_many():
+    """Many registered sockets, few of them changing: what an agent-fed ready list must get right
+    (LT reported again while the level lasts, ET once per arrival, ONESHOT, MOD, DEL, dup, a
+    small maxevents, a wait woken by one socket among many)."""
+    n = 150
+    l = listener()
+    l.listen(n)
+    cs, acc = [], []
+    for _ in range(n):
+        cs.append(socket.create_connection(l.getsockname(), timeout=5))
+        a, _ = l.accept()
+        acc.append(a)
+    idx = {a.fileno(): i for i, a in enumerate(acc)}
+    lt, et, os1 = select.epoll(), select.epoll(), select.epoll()
+    for a in acc:
+        lt.register(a, select.EPOLLIN)
+        et.register(a, select.EPOLLIN | select.EPOLLET)
+        os1.register(a, select.EPOLLIN | select.EPOLLONESHOT)
+    lt.register(l, select.EPOLLIN)
+    idx[l.fileno()] = "L"
+    d50 = os.dup(acc[50].fileno())
+    lt.register(d50, select.EPOLLIN)
+    idx[d50] = "dup50"
+
+    def got(ep, t=0, m=-1):
+        return sorted((str(idx.get(fd, fd)), mask(e, EN)) for fd, e in ep.poll(t, m))
+
+    p("many-idle", got(lt), got(et), got(os1))
+    for i in (3, 77, 149):
+        cs[i].send(b"x")
+    settle()
+    p("many-lt-1", got(lt))
+    p("many-lt-2", got(lt))
+    p("many-et-1", got(et))
+    p("many-et-2", got(et))
+    p("many-os-1", got(os1))
+    p("many-os-2", got(os1))
+    acc[77].recv(10)
+    p("many-lt-drained", got(lt), got(et))
+    cs[3].send(b"y")
+    settle()
+    p("many-et-again", got(et), got(lt))
+    # maxevents=1: every call reports one; the level-ready ones all come round.
+    seen = set()
+    counts = []
+    for _ in range(6):
+        r = got(lt, 0, 1)
+        counts.append(len(r))
+        seen.update(x for x, _ in r)
+    p("many-max1", counts, sorted(seen))
+    cs[10].close()
+    cs[50].send(b"z")
+    settle()
+    p("many-fin-dup", got(lt), got(et))
+    # modify one entry to OUT (always ready), delete a ready one
+    lt.modify(acc[120], select.EPOLLOUT)
+    lt.unregister(acc[149])
+    p("many-mod-del", got(lt))
+    lt.modify(acc[120], select.EPOLLIN)
+    p("many-mod-back", got(lt))
+    # re-arm a fired ONESHOT with data pending
+    os1.modify(acc[3], select.EPOLLIN | select.EPOLLONESHOT)
+    p("many-os-rearm", got(os1), got(os1))
+    # a new connection on the registered listener; then a sleeping ET wait woken by one socket
+    c2 = socket.create_connection(l.getsockname(), timeout=5)
+    settle()
+    p("many-listener", got(lt))
+    threading.Timer(0.3, lambda: cs[100].send(b"w")).start()
+    t0 = time.time()
+    r = got(et, 5)
+    p("many-et-sleep-woken", r, time.time() - t0 < 4)
+    p("many-lt-after-wake", got(lt))
+    a2, _ = l.accept()
+    for e in (lt, et, os1):
+        e.close()
+    os.close(d50)
+    for x in cs + acc + [l, c2, a2]:
+        x.close()
+
+
 def t_select_mixed():
     c, a = pair()
     r, w = os.pipe()
@@ -369,7 +449,7 @@ def t_splice():
     os.close(w)
 
 
-TESTS = [t_errnos, t_nonblocking_connect, t_data, t_poll_zero_events, t_epoll, t_select_mixed,
+TESTS = [t_errnos, t_nonblocking_connect, t_data, t_poll_zero_events, t_epoll, t_epoll_many, t_select_mixed,
          t_timeout, t_opts_names, t_bulk, t_dup, t_sigpipe, t_splice]
 
 if __name__ == "__main__":
