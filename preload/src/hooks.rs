@@ -892,6 +892,9 @@ pub unsafe extern "C" fn fork() -> libc::pid_t {
     crate::FORK_SECRET.store(secret, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: libc's fork; its atfork handlers run inside.
     let pid = unsafe { real::fork() };
+    if pid == 0 {
+        crate::signals::forget_tid();
+    }
     if secret != 0 {
         if pid == 0 {
             let _ = catch_unwind(|| crate::fork_child(secret));

@@ -323,7 +323,7 @@ pub(crate) fn connect(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t
     }
     let st = &s.ctl.state.0;
     let done = || st.flags.load(Ordering::Acquire) & SF_CONNECTING == 0;
-    match wait_sock(&s, done, s.hs.sndtimeo.load(Ordering::Relaxed)) {
+    match wait_sock(&s, done, s.hs.sndtimeo.load(Ordering::Relaxed), None) {
         Ok(()) => {}
         Err(libc::EAGAIN) => return R::Err(libc::EINPROGRESS),
         Err(e) => return R::Err(e),
@@ -369,7 +369,7 @@ pub(crate) fn accept4(
                 || st.flags.load(Ordering::Acquire) & SF_LISTENING == 0
         };
         let timeo = s.hs.rcvtimeo.load(Ordering::Relaxed);
-        match wait_sock(&s, ready, timeo) {
+        match wait_sock(&s, ready, timeo, None) {
             Ok(()) => {}
             Err(libc::EINTR) if restartable(timeo) => {}
             Err(e) => return R::Err(e),
@@ -459,9 +459,17 @@ pub(crate) fn error_pending(s: &S) -> bool {
 
 /// Spin, then sleep on the socket's futex until `cond` holds. `timeout_ns == 0`: no timeout.
 /// Errors: EINTR (a signal), EAGAIN (timeout), ECONNRESET (agent gone).
-pub(crate) fn wait_sock(s: &S, mut cond: impl FnMut() -> bool, timeout_ns: u64) -> Result<(), i32> {
+/// `since`: the caller's snapshot taken when its blocking call began (a handler that ran after it,
+/// even before the wait, interrupts: the kernel checks for pending signals before it sleeps);
+/// None: from now.
+pub(crate) fn wait_sock(
+    s: &S,
+    mut cond: impl FnMut() -> bool,
+    timeout_ns: u64,
+    since: Option<crate::signals::Snap>,
+) -> Result<(), i32> {
     // Handlers that run from here on interrupt the call, spinning or asleep, as in the kernel.
-    let sig0 = crate::signals::snap();
+    let sig0 = since.unwrap_or_else(crate::signals::snap);
     let start = sys::clock_ns();
     let deadline = if timeout_ns == 0 {
         u64::MAX
@@ -629,6 +637,8 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
     let peek = flags & libc::MSG_PEEK != 0;
     let waitall = flags & libc::MSG_WAITALL != 0 && !peek;
     let nb = s.hs.nonblock.load(Ordering::Relaxed) || flags & libc::MSG_DONTWAIT != 0;
+    // A blocking call notes the signal handlers run so far (no syscall: a cached slot).
+    let mut sig0 = (!nb).then(crate::signals::snap);
     let mut got = 0usize;
     loop {
         {
@@ -704,9 +714,11 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
                 || st.flags.load(Ordering::Acquire) & (SF_RX_FIN | SF_RX_SHUT | SF_ERROR) != 0
         };
         let timeo = s.hs.rcvtimeo.load(Ordering::Relaxed);
-        match wait_sock(s, ready, timeo) {
+        match wait_sock(s, ready, timeo, sig0) {
             Ok(()) => {}
-            Err(libc::EINTR) if got == 0 && restartable(timeo) => {}
+            Err(libc::EINTR) if got == 0 && restartable(timeo) => {
+                sig0 = Some(crate::signals::snap());
+            }
             Err(e) => {
                 return if got > 0 {
                     R::Ok(got as isize)
@@ -737,6 +749,7 @@ pub(crate) fn send_sock(s: &S, iov: &Iov, flags: i32) -> R {
     };
     let nosig = flags & libc::MSG_NOSIGNAL != 0;
     let nb = s.hs.nonblock.load(Ordering::Relaxed) || flags & libc::MSG_DONTWAIT != 0;
+    let mut sig0 = (!nb).then(crate::signals::snap);
     let st = &s.ctl.state.0;
     let Some(tx) = s.c.region.tx(s.slot) else {
         return R::Err(libc::EBADF);
@@ -819,9 +832,11 @@ pub(crate) fn send_sock(s: &S, iov: &Iov, flags: i32) -> R {
                 || f & (SF_CONNECTED | SF_CONNECTING) == 0
         };
         let timeo = s.hs.sndtimeo.load(Ordering::Relaxed);
-        match wait_sock(s, ready, timeo) {
+        match wait_sock(s, ready, timeo, sig0) {
             Ok(()) => {}
-            Err(libc::EINTR) if sent == 0 && restartable(timeo) => {}
+            Err(libc::EINTR) if sent == 0 && restartable(timeo) => {
+                sig0 = Some(crate::signals::snap());
+            }
             Err(e) => {
                 return if sent > 0 {
                     R::Ok(sent as isize)

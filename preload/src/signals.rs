@@ -36,6 +36,30 @@ fn slot() -> usize {
     sys::gettid() as usize % SLOTS
 }
 
+std::thread_local! {
+    /// This thread's slot, cached (0: not known yet). Read outside signal handlers only; a forked
+    /// child resets it (`forget_tid`), as its one thread has a new tid.
+    static MY_SLOT: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+/// This thread's slot without a syscall after the first call.
+fn my_slot() -> usize {
+    MY_SLOT.with(|c| {
+        let v = c.get();
+        if v != 0 {
+            return v - 1;
+        }
+        let i = slot();
+        c.set(i + 1);
+        i
+    })
+}
+
+/// Forked child: its thread has a new tid.
+pub(crate) fn forget_tid() {
+    MY_SLOT.with(|c| c.set(0));
+}
+
 /// What this thread's handlers did so far (compare two snapshots). Holds the thread's slot, so
 /// later checks against it make no syscall.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -46,7 +70,7 @@ pub(crate) struct Snap {
 }
 
 pub(crate) fn snap() -> Snap {
-    let i = slot();
+    let i = my_slot();
     Snap {
         slot: i,
         ran: RAN[i].load(Ordering::Acquire),

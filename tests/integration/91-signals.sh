@@ -20,7 +20,8 @@ diff_run sigint-norestart 60 "$WORKDIR/sigint" norestart || bad+=("handler witho
 diff_run sigint-restart 60 "$WORKDIR/sigint" restart || bad+=("handler with SA_RESTART")
 diff_run sigint-sweep 120 "$WORKDIR/sigint" sweep || bad+=("signal arrival-time sweep")
 # The library's blocked calls wake every SNSTACK_LIVENESS_MS to check the agent; at 1 ms, 400
-# signals land around those wake-ups: each must still interrupt recv (signals.rs).
+# signals land around those wake-ups: each must still interrupt recv (signals.rs); rounds whose
+# signal fired before recv was entered are repeated (tests/apps/sigint.c storm).
 export SNSTACK_LIVENESS_MS=1
 diff_run sigint-storm 300 "$WORKDIR/sigint" storm || bad+=("signal storm around liveness wake-ups")
 unset SNSTACK_LIVENESS_MS
