@@ -688,6 +688,45 @@ pub fn getsockopt(fd: RawFd, level: i32, name: i32, buf: &mut [u8]) -> io::Resul
     Ok(len as usize)
 }
 
+/// The MSS the kernel gives a TCP connection between two sockets of `ip` (a local address): a
+/// throwaway connection is made and asked (`TCP_MAXSEG`), so the answer is whatever this kernel's
+/// loopback MTU, window and option rules make it.
+pub fn kernel_local_mss(ip: IpAddr) -> io::Result<u32> {
+    let domain = if ip.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let l = tcp_socket(domain)?;
+    bind(l.as_raw_fd(), &SocketAddr::new(ip, 0))?;
+    listen(l.as_raw_fd(), 1)?;
+    let at = local_addr(l.as_raw_fd())?;
+    let c = tcp_socket(domain)?;
+    match connect(c.as_raw_fd(), &at) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            let mut p = libc::pollfd {
+                fd: c.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: one pollfd of ours; a local handshake completes at once, 1 s is a bound.
+            cvt(unsafe { libc::poll(&mut p, 1, 1000) })?;
+        }
+        Err(e) => return Err(e),
+    }
+    take_error(c.as_raw_fd()).and_then(|e| {
+        if e == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(e))
+        }
+    })?;
+    let mut b = [0u8; 4];
+    getsockopt(c.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_MAXSEG, &mut b)?;
+    Ok(u32::from_ne_bytes(b))
+}
+
 /// `SO_ERROR`: the pending error (0 when none), cleared by the read.
 pub fn take_error(fd: RawFd) -> io::Result<i32> {
     let mut b = [0u8; 4];

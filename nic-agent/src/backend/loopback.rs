@@ -673,6 +673,9 @@ pub struct LoopBackend<B: Backend> {
     net: LoopNet,
     enabled: bool,
     local: LocalAddrs,
+    /// `TCP_MAXSEG` of a kernel connection between local addresses, per family (v4, v6),
+    /// measured on first use.
+    mss: [Option<u32>; 2],
 }
 
 /// A socket of [`LoopBackend`]: the inner backend's socket (for a loop end: the port
@@ -692,7 +695,20 @@ impl<B: Backend> LoopBackend<B> {
                 at: None,
                 addrs: Vec::new(),
             },
+            mss: [None; 2],
         }
+    }
+
+    /// The MSS a kernel connection to `ip` would have (536, the kernel's default, if it cannot be
+    /// measured).
+    fn local_mss(&mut self, ip: std::net::IpAddr) -> u32 {
+        let i = usize::from(ip.is_ipv6());
+        *self.mss[i].get_or_insert_with(|| {
+            crate::sys::kernel_local_mss(ip).unwrap_or_else(|e| {
+                tracing::debug!("measuring the local MSS: {e}");
+                536
+            })
+        })
     }
 
     fn wrap(&mut self, os: B::Sock) -> LoopSock<B::Sock> {
@@ -883,6 +899,17 @@ impl<B: Backend> Backend for LoopBackend<B> {
         buf: &mut [u8],
     ) -> io::Result<usize> {
         let n = self.inner.getsockopt(&s.os, level, name, buf)?;
+        if level == libc::IPPROTO_TCP && name == libc::TCP_MAXSEG && n == 4 {
+            if let Some(ip) = self.net.end(s.key).map(|e| e.local.ip()) {
+                // The option holder is not connected (it reports the default 536, or the
+                // user's TCP_MAXSEG): a connected kernel socket reports its path's MSS, capped
+                // by the user's value.
+                let user = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                let path = self.local_mss(ip);
+                let v = if user == 536 { path } else { user.min(path) };
+                buf[..4].copy_from_slice(&v.to_ne_bytes());
+            }
+        }
         if let Some(e) = self.net.end(s.key) {
             if level == libc::IPPROTO_TCP && name == libc::TCP_INFO && n > 0 {
                 // The option holder is not connected: report the loop connection's state.
