@@ -87,6 +87,16 @@ impl Snapshot {
         for (k, v) in rows {
             let _ = writeln!(s, "{k} {v}");
         }
+        // The PCIe model (pcie.rs) is process-wide, not per snapshot: zeros when it is off.
+        let p = crate::pcie::stats();
+        for (k, v) in [
+            ("pcie_crossings", p.crossings),
+            ("pcie_bytes", p.bytes),
+            ("pcie_delay_ns", p.delay_ns),
+            ("pcie_throttle_ns", p.throttle_ns),
+        ] {
+            let _ = writeln!(s, "{k} {v}");
+        }
         s
     }
 }
