@@ -7,7 +7,8 @@ set -euo pipefail
 
 PKGS=(nginx-light wrk curl python3 redis-server redis-tools memcached sockperf iproute2 util-linux
     gcc libc6-dev binutils
-    procps coreutils)
+    procps coreutils
+    linux-perf)
 SERVICES=(nginx redis-server memcached)
 
 installed() { [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]]; }
