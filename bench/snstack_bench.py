@@ -305,7 +305,9 @@ class Nginx:
 
     def start(self, env, cpus, port):
         d = Path(tempfile.mkdtemp(prefix="nginx.", dir=self.h.workdir))
-        (d / "files").mkdir()
+        # With master_process on, workers run as `nobody`: they must be able to read the files.
+        os.chmod(d, 0o755)
+        (d / "files").mkdir(mode=0o755)
         for name, n in SIZES.items():
             (d / "files" / name).write_bytes(os.urandom(n))
         for t in ("b", "p", "f", "u", "s"):
@@ -345,6 +347,8 @@ http {{ access_log off; sendfile on; tcp_nopush off; keepalive_timeout 65; keepa
         errs = j["err_connect"] + j["err_read"] + j["err_write"] + j["err_timeout"]
         if j["requests"] <= 0:
             raise BenchError(f"wrk made no requests: {out[-500:]}")
+        if j["err_status"]:
+            raise BenchError(f"{j['err_status']} non-2xx responses: the server is misconfigured")
         return {
             "ops": j["requests"], "rate": j["requests"] / (j["duration_us"] / 1e6),
             "lat_us": {"p50": j["p50"], "p90": j["p90"], "p99": j["p99"], "p99.9": j["p99.9"],
@@ -534,7 +538,9 @@ class Harness:
         self.points = []  # one dict per (scenario, mode)
         self.skipped = []
         self.commands = {}
-        self.next_port = 20000 + os.getpid() % 20000
+        # Below the ephemeral range (32768-60999): after a `Connection: close` run thousands of
+        # client ports sit in TIME_WAIT there, and a server port among them fails to bind.
+        self.next_port = 10000 + os.getpid() % 10000
 
     def port(self):
         self.next_port += 1
@@ -810,7 +816,7 @@ def report(h, info, t_start, headline_keys):
     L.append(f"- {info['nproc']} CPUs: {info['cpu_model']}; {info['mem_gib']} GiB; Linux {info['kernel_release']}")
     L.append(f"- nginx {info['nginx']}, wrk {info['wrk']}, redis {info['redis']}, sockperf {info['sockperf']}, "
              f"{info['perf']}, python {info['python']}")
-    L.append(f"- load average at start: {' '.join(info['load_at_start'])}"
+    L.append(f"- load average at start: {' '.join(info['load_at_start'])}, at end: {' '.join(info.get('load_at_end', ['?']))}"
              + ("; other jobs shared the machine, figures are noisy" if float(info["load_at_start"][0]) > 0.5 else ""))
     L.append(f"- network: {'private network namespace (unshare --net), loopback only' if os.environ.get(NETNS_ENV) else 'host network namespace: lo counters include other traffic'}")
     L.append(f"- pinning (taskset -c): application {h.pins['app']} (2-worker nginx: {h.pins['app_multi']}), "
@@ -1031,6 +1037,8 @@ def main():
     ap.add_argument("--bin-dir", default=None, help="dir with snstack-agent, libsnstack.so, snstack-chanbench")
     ap.add_argument("--modes", default="kernel,offload-kernel,offload-user")
     ap.add_argument("--only", default="", help="comma list of scenario kinds (nginx,redis,sockperf,chanbench)")
+    ap.add_argument("--match", default="", help="comma list: keep scenarios whose key contains one of these "
+                    "(keys: nginx-ka-0B-w1-c16, nginx-close-1KB-w1-c16, redis-get-P16, sockperf-ping-pong, ...)")
     ap.add_argument("--pcie", default="bf2", help="PCIe preset for the model re-run; 'off' skips it")
     ap.add_argument("--no-perf", action="store_true", help="skip the syscall-counting runs")
     ap.add_argument("--no-netns", action="store_true", help="stay in the current network namespace")
@@ -1082,6 +1090,10 @@ def main():
     full, head, sweep = scenarios(h, args.profile)
     full = [s for s in full if not only or s.kind in only]
     head = [s for s in head if not only or s.kind in only]
+    if args.match:
+        keep = [m for m in args.match.split(",") if m]
+        full = [s for s in full if any(m in s.key for m in keep)]
+        head = [s for s in head if any(m in s.key for m in keep)]
     for c in ("redis-server", "redis-benchmark", "sockperf"):
         if not shutil.which(c):
             h.skipped.append(f"{c} not installed: its scenarios skipped")
@@ -1126,6 +1138,7 @@ def main():
 
     head_keys = [s.key for s in head] or [s.key for s in full[:3]]
     info["wall_s"] = round(time.time() - t_start, 1)
+    info["load_at_end"] = open("/proc/loadavg").read().split()[:3]
     summary = {"machine": info, "args": {k: v for k, v in vars(args).items()}, "pinning": h.pins,
                "points": h.points, "skipped": h.skipped}
     (h.out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")

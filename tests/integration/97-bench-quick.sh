@@ -4,7 +4,8 @@
 # the SVG plots are written and well formed. No timing assertions: figures here are noise.
 source "$(dirname "$0")/../lib.sh"
 require_snstack
-require_cmd wrk nginx taskset
+require_cmd wrk taskset
+[[ -x $NGINX_BIN ]] || fail "nginx not installed (run: ci/install-deps.sh)"
 out=$WORKDIR/out
 log "python3 bench/snstack_bench.py --profile tiny --out $out"
 timeout 240 "$PY" "$REPO/bench/snstack_bench.py" --profile tiny --out "$out" \
@@ -26,6 +27,7 @@ for f in runs:
     assert r["ops"] > 0 and r["rate"] > 0, f"{f.name}: no operations"
     assert r["lat_us"].get("p99") is not None, f"{f.name}: no p99"
     assert r["app_cpu_us_per_op"] >= 0, f"{f.name}: bad CPU figure"
+    assert r["errors"].get("non2xx", 0) == 0, f"{f.name}: non-2xx responses"
     if r["mode"] != "kernel":
         assert r["chan_bytes_per_op"] > 0, f"{f.name}: no channel bytes"
         assert r["agent_stats_delta"]["h2n_ops"] > 0, f"{f.name}: agent counters did not move"
