@@ -2,12 +2,15 @@
 # nginx with 1 and 2 workers (master_process on), keepalive `return 200`, wrk -t2 -c100, kernel TCP
 # vs snstack in one run: requests/s, latency p50/p99, nginx CPU (master + workers) and agent CPU per
 # request, and syscalls per request made by the nginx workers (perf raw_syscalls, when perf works).
-#   DURATION=10  WORKERS="1 2"  SKIP_BUILD=1   -> bench/results/YYYY-MM-DD-HHMM-workers.md
+# Each (mode, workers) point runs REPS times, interleaved kernel/snstack; the table gives the median
+# with the min..max spread, then every run.
+#   DURATION=10  WORKERS="1 2"  REPS=3  SKIP_BUILD=1   -> bench/results/YYYY-MM-DD-HHMM-workers.md
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 DURATION=${DURATION:-10}
 WORKERS=${WORKERS:-"1 2"}
+REPS=${REPS:-3}
 [[ ${SKIP_BUILD:-0} == 1 ]] || cargo build --release --workspace
 bash ci/install-deps.sh >/dev/null
 LIB=$REPO/target/release/libsnstack.so
@@ -87,22 +90,67 @@ CONF
 
 out=bench/results/$(date +%Y-%m-%d-%H%M)-workers.md
 mkdir -p bench/results
+port=$((20000 + RANDOM % 20000))
+for ((r = 1; r <= REPS; r++)); do
+    for n in $WORKERS; do
+        for mode in kernel snstack; do
+            echo "run $r/$REPS: $mode, $n worker(s)" >&2
+            run "$mode" "$n" "$port" >>"$W/rows"
+            port=$((port + 1))
+        done
+    done
+done
 {
     echo "# nginx workers, kernel vs snstack ($(date '+%Y-%m-%d %H:%M'))"
     echo
-    echo "Commit \`$(git rev-parse --short HEAD)\`, \`DURATION=$DURATION bash ci/bench-workers.sh\`; $(nproc) CPUs shared by wrk, nginx and the agent."
+    echo "Commit \`$(git rev-parse --short HEAD)\`, \`REPS=$REPS DURATION=$DURATION bash ci/bench-workers.sh\`; $(nproc) CPUs shared by wrk, nginx and the agent."
     echo "nginx: daemon, master_process on, \`return 200\`, keepalive; \`wrk -t2 -c100 -d${DURATION}s --latency\`."
     echo "CPU = utime+stime of master and workers (agent: its own) over the run / requests; syscalls = perf"
     echo "raw_syscalls:sys_enter of the workers over the run / requests (the perf window is the wrk window)."
+    echo "Runs are interleaved (kernel, snstack, kernel, ...) so drift in the machine's load hits both."
+    echo
+    echo "## Medians of $REPS runs (min..max)"
+    echo
+    python3 - "$W/rows" <<'PY'
+import re, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    c = [x.strip() for x in line.strip().strip("|").split("|")]
+    if len(c) < 9:
+        continue
+    rows.setdefault((c[0], c[1]), []).append(c[2:])
+def num(v):
+    m = re.match(r"^([0-9.]+)(us|ms|s)?$", v)
+    if not m:
+        return None
+    x = float(m.group(1))
+    return x * {"us": 1, "ms": 1e3, "s": 1e6, None: 1}[m.group(2)] if m.group(2) else x
+def cell(vals, unit=""):
+    xs = [num(v) for v in vals]
+    if any(x is None for x in xs):
+        return vals[0]
+    med = statistics.median(xs)
+    return f"{med:.4g}{unit} ({min(xs):.4g}..{max(xs):.4g})"
+print("| mode | workers | requests/s | p50 (us) | p99 (us) | nginx CPU us/req | agent CPU us/req | nginx syscalls/req | socket errors (sum) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for (mode, n), rs in sorted(rows.items(), key=lambda k: (int(k[0][1]), k[0][0])):
+    cols = list(zip(*rs))
+    errs = sum(int(float(e)) for e in cols[6])
+    print(f"| {mode} | {n} | " + " | ".join(cell(list(c)) for c in cols[:6]) + f" | {errs} |")
+ks = {k: v for k, v in rows.items()}
+print()
+for n in sorted({k[1] for k in rows}, key=int):
+    k, s_ = rows.get(("kernel", n)), rows.get(("snstack", n))
+    if not k or not s_:
+        continue
+    med = lambda rs, i: statistics.median(num(r[i]) for r in rs)
+    print(f"- {n} worker(s): snstack/kernel requests/s {med(s_,0)/med(k,0):.2f}x, nginx CPU per request {med(s_,3)/med(k,3):.2f}x")
+PY
+    echo
+    echo "## Every run"
     echo
     echo "| mode | workers | requests/s | p50 | p99 | nginx CPU us/req | agent CPU us/req | nginx syscalls/req | socket errors |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    port=$((20000 + RANDOM % 20000))
-    for n in $WORKERS; do
-        run kernel "$n" "$port"
-        port=$((port + 1))
-        run snstack "$n" "$port"
-        port=$((port + 1))
-    done
+    cat "$W/rows"
 } | tee "$out"
 echo "report: $out"

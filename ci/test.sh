@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # THE test command (`make test`, `.ci/run`). Steps:
-#   deps -> cargo build -> fmt -> clippy -> cargo test -> loom -> tests/integration/*.sh
+#   deps -> cargo build -> fmt -> clippy -> cargo test -> loom -> [dpdk: clippy, test, build]
+#   -> tests/integration/*.sh
 # A build failure stops the run; any other failure is reported and makes the exit status non-zero.
 # The last line is `N passed, N failed, N skipped`, counting integration scripts.
 #
@@ -62,6 +63,22 @@ if [[ ${SKIP_CARGO:-0} != 1 ]]; then
         section "loom"
         echo "---- loom: SKIPPED (shm-proto/tests/loom_wake.rs does not exist yet)"
     fi
+fi
+
+# The user-space stack's DPDK device (nic-agent feature `dpdk`) when the system DPDK is installed.
+# Built last: its agent binary (a superset of the default one) must be the one in target/release
+# when the integration tests run (`cargo test` above rebuilds the binary without the feature), so
+# that 46-user-stack-dpdk.sh runs instead of skipping.
+if pkg-config --exists libdpdk 2>/dev/null; then
+    if [[ ${SKIP_CARGO:-0} != 1 ]]; then
+        step clippy-dpdk 900 cargo clippy -p nic-agent -p dpdk-sys --all-targets --release \
+            --features nic-agent/dpdk -- -D warnings
+        step cargo-test-dpdk 900 cargo test -p nic-agent -p dpdk-sys --release --features nic-agent/dpdk
+    fi
+    step build-dpdk 1200 cargo build --release -p nic-agent --features dpdk
+else
+    section "dpdk"
+    echo "---- dpdk: SKIPPED (pkg-config finds no libdpdk; ci/install-deps.sh installs libdpdk-dev)"
 fi
 
 # Tests with a known, rare, not yet fixed race in snstack (tracked in the issue notes): a failure

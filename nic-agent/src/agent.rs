@@ -1284,6 +1284,53 @@ impl<B: Backend> Agent<B> {
         self.release_if_unused(id);
     }
 
+    /// Binding `b` of a shared connection wants to read: what the active binding had not read
+    /// and everything after it flows to `b` from now on (the kernel lets any holder of a socket
+    /// read it; which process gets which bytes is a race there too).
+    fn rx_claim(&mut self, id: SockId, b: Bind) {
+        let Some(s) = self.socks.get(id) else {
+            return;
+        };
+        if s.kind != Kind::Connected || s.io_dead || s.active == Some(b) {
+            return;
+        }
+        if self.is_draining(b) || !s.bindings.contains(&b) {
+            return;
+        }
+        let old = s.active;
+        let mut taken = Vec::new();
+        if let Some(a) = old {
+            if let Some(p) = self.procs.get(&a.sid) {
+                if let Some((bd, _)) = p.sess.table.get_any(a.slot) {
+                    match sock::take_unread_rx(&p.chan, a.slot, bd.rx_tail) {
+                        Ok(v) => taken = v,
+                        Err(v) => self.failed.push((a.sid, v)),
+                    }
+                }
+            }
+        }
+        let Some(s) = self.socks.get_mut(id) else {
+            return;
+        };
+        if !taken.is_empty() {
+            taken.extend_from_slice(&s.stash);
+            s.stash = taken;
+        }
+        s.active = Some(b);
+        debug!(
+            from = old.map(|a| a.sid),
+            to = b.sid,
+            slot = b.slot,
+            bytes = s.stash.len(),
+            "reader claims a shared connection"
+        );
+        if let Some(a) = old {
+            self.publish_one(id, a);
+        }
+        self.pump_rx(id);
+        self.publish_one(id, b);
+    }
+
     /// Closes socket `id` when no binding and no ticket holds it any more.
     fn release_if_unused(&mut self, id: SockId) {
         if self.socks.get(id).is_some_and(|s| s.refs() == 0) {
@@ -1562,6 +1609,11 @@ impl<B: Backend> Agent<B> {
                     self.pump_rx(id);
                 }
                 self.complete(sid, tag, slot, 0, &[])
+            }
+            Request::RxClaim => {
+                let id = self.sock_of(b)?;
+                self.rx_claim(id, b);
+                Ok(())
             }
             Request::Fork => self.op_fork(sid, tag, slot),
             Request::ForkChild { secret, pid } => self.op_fork_child(sid, tag, slot, secret, pid),

@@ -4,8 +4,8 @@
 //! Modules: `agent` (event loop, control plane, command execution), `session` (sans-IO slot
 //! table, command decoding, policy), `ticket` (sans-IO fork tickets), `channel` (region endpoint,
 //! batched wake-ups), `sock` (socket table, bindings, data path), `backend` (TCP implementations:
-//! `kernel`), `stats`, `pcie` (optional model of the host <-> NIC link for benchmarks), `sys`
-//! (every libc call).
+//! `kernel`, `user`), `stats`, `pcie` (optional model of the host <-> NIC link for benchmarks),
+//! `sys` (every libc call).
 
 mod agent;
 mod backend;
@@ -18,6 +18,7 @@ mod sys;
 mod ticket;
 
 use std::io::IsTerminal;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -59,10 +60,24 @@ enum LogLevel {
     Trace,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum BackendKind {
     /// The host OS TCP stack through non-blocking sockets.
     Kernel,
+    /// The agent's own TCP/IP stack over an AF_PACKET socket on --iface (needs CAP_NET_RAW).
+    Afpacket,
+    /// The agent's own TCP/IP stack over a DPDK port (binary built with `--features dpdk`).
+    Dpdk,
+}
+
+impl BackendKind {
+    fn name(self) -> &'static str {
+        match self {
+            BackendKind::Kernel => "kernel",
+            BackendKind::Afpacket => "afpacket",
+            BackendKind::Dpdk => "dpdk",
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -91,9 +106,33 @@ struct RunArgs {
     /// for latency when the host has cores to spare. SNSTACK_SPIN_US overrides it per process.
     #[arg(long, value_name = "N", default_value_t = 0)]
     host_spin_us: u32,
-    /// TCP implementation serving the sockets.
+    /// TCP implementation serving the sockets: `kernel` (the OS stack), or the agent's own
+    /// user-space stack over `afpacket` or `dpdk` (those need --iface and --ip).
     #[arg(long, value_enum, default_value = "kernel")]
     backend: BackendKind,
+    /// Network interface of the user-space stack (af_packet binds to it; DPDK's default
+    /// net_af_packet vdev attaches to it).
+    #[arg(long, value_name = "NAME")]
+    iface: Option<String>,
+    /// IPv4 address and prefix the user-space stack owns, e.g. 10.0.0.2/24. Do not configure it
+    /// on the kernel interface as well.
+    #[arg(long, value_name = "ADDR/PREFIX", value_parser = parse_cidr)]
+    ip: Option<(Ipv4Addr, u8)>,
+    /// Default IPv4 gateway of the user-space stack.
+    #[arg(long, value_name = "ADDR")]
+    gateway: Option<Ipv4Addr>,
+    /// MAC address of the user-space stack (default: the interface's own).
+    #[arg(long, value_name = "MAC", value_parser = parse_mac)]
+    mac: Option<[u8; 6]>,
+    /// DPDK EAL arguments for --backend dpdk, replacing the defaults ("--no-huge --no-pci
+    /// --no-shconf --no-telemetry -l 0 -m 128 --file-prefix=snstack<pid>"); a
+    /// --vdev=net_af_packet0,iface=<iface> is added unless they name a device (--vdev/-a).
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    eal_args: Option<String>,
+    /// Testing aid for the user-space stack: damage frames in both directions, e.g.
+    /// "drop=10,reorder=10,dup=0" (per mille, seeded PRNG). For kernels without sch_netem.
+    #[arg(long, value_name = "SPEC", value_parser = parse_faults)]
+    inject_faults: Option<backend::user::device::Faults>,
     /// Model of the host <-> NIC link (benchmarks): `bf2` = 500 ns per channel crossing and a
     /// 25 GB/s cap (BlueField-2, PCIe Gen4 x16); `off` (the default) adds nothing. The two flags
     /// below override the preset's values.
@@ -114,6 +153,92 @@ struct StatsArgs {
     /// Control socket of the agent to query.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+}
+
+fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (a, p) = s
+        .split_once('/')
+        .ok_or("expected ADDR/PREFIX, e.g. 10.0.0.2/24")?;
+    let a: Ipv4Addr = a.parse().map_err(|e| format!("bad address '{a}': {e}"))?;
+    let p: u8 = p.parse().map_err(|_| format!("bad prefix '{p}'"))?;
+    if p == 0 || p > 32 || a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+        return Err("prefix must be 1..32 and the address a unicast host address".into());
+    }
+    Ok((a, p))
+}
+
+fn parse_faults(s: &str) -> Result<backend::user::device::Faults, String> {
+    s.parse()
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let m = backend::user::afpacket::parse_mac(s).ok_or("expected a MAC like 02:00:00:00:00:01")?;
+    if m[0] & 1 != 0 || m == [0; 6] {
+        return Err("the MAC must be a unicast address".into());
+    }
+    Ok(m)
+}
+
+/// The user-space stack's settings from the command line.
+fn user_config(a: &RunArgs, mac: [u8; 6]) -> anyhow::Result<backend::user::engine::EngineConfig> {
+    let (ip, prefix) = a
+        .ip
+        .ok_or_else(|| anyhow::anyhow!("--backend {} needs --ip ADDR/PREFIX", a.backend.name()))?;
+    if let Some(owner) = sys_ip_owner(ip) {
+        anyhow::bail!(
+            "address {ip} is in use: the kernel has it on interface {owner} (the user-space stack must own it alone; remove it with `ip addr del`)"
+        );
+    }
+    if let Some(gw) = a.gateway {
+        let mask = u32::MAX << (32 - u32::from(prefix));
+        if u32::from(gw) & mask != u32::from(ip) & mask {
+            anyhow::bail!("gateway {gw} is not inside {ip}/{prefix}");
+        }
+    }
+    Ok(backend::user::engine::EngineConfig {
+        ip,
+        prefix,
+        gateway: a.gateway,
+        mac,
+        rx_buf: 256 * 1024,
+        tx_buf: 256 * 1024,
+        seed: std::process::id() as u64 ^ 0x5eed_f5a5_7ac4,
+    })
+}
+
+/// The kernel interface (in this namespace) that already holds `ip`, if any.
+fn sys_ip_owner(ip: Ipv4Addr) -> Option<String> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: `head` is a valid out-pointer; the list is freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: `ifa_addr` is non-null and points to a sockaddr of the family it names.
+        let fam = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        if fam != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: an AF_INET address is a sockaddr_in.
+        let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+        if Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)) == ip {
+            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+            found = Some(name.to_string_lossy().into_owned());
+            break;
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    found
 }
 
 fn ring_size(s: &str) -> Result<u32, String> {
@@ -174,17 +299,79 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         spin_ns: a.host_spin_us.saturating_mul(1000),
     };
     let cfg = agent::Config {
-        socket: a.socket,
+        socket: a.socket.clone(),
         geometry,
         spin: Duration::from_micros(a.spin_us),
     };
+    let user = a.backend != BackendKind::Kernel;
+    if !user
+        && (a.iface.is_some()
+            || a.ip.is_some()
+            || a.gateway.is_some()
+            || a.mac.is_some()
+            || a.inject_faults.is_some())
+    {
+        anyhow::bail!(
+            "--iface/--ip/--gateway/--mac/--inject-faults only apply to --backend afpacket or dpdk"
+        );
+    }
+    if user && a.iface.is_none() && !(a.backend == BackendKind::Dpdk && a.eal_args.is_some()) {
+        anyhow::bail!("--backend {} needs --iface NAME", a.backend.name());
+    }
     match a.backend {
         BackendKind::Kernel => {
             let b = backend::kernel::KernelBackend::new().context("creating the kernel backend")?;
             agent::run(cfg, b)?;
         }
+        BackendKind::Afpacket => {
+            let iface = a.iface.as_deref().unwrap_or_default();
+            let dev = backend::user::afpacket::AfPacket::open(iface, a.mac)
+                .with_context(|| format!("opening interface {iface}"))?;
+            let ucfg = user_config(&a, backend::user::device::Device::mac(&dev))?;
+            tracing::info!(iface, ip = %ucfg.ip, prefix = ucfg.prefix, "user-space TCP/IP stack on af_packet");
+            run_user(&a, cfg, ucfg, dev)?;
+        }
+        BackendKind::Dpdk => run_dpdk(&a, cfg)?,
     }
     Ok(())
+}
+
+/// Runs the agent on the user-space stack over `dev` (through the fault injector when asked).
+fn run_user<D: backend::user::device::Device + 'static>(
+    a: &RunArgs,
+    cfg: agent::Config,
+    ucfg: backend::user::engine::EngineConfig,
+    dev: D,
+) -> anyhow::Result<()> {
+    let dev: Box<dyn backend::user::device::Device> = match a.inject_faults {
+        Some(f) => {
+            tracing::warn!(
+                ?f,
+                "injecting faults into the user-space stack's device (testing)"
+            );
+            Box::new(backend::user::device::FaultInjector::new(dev, f, ucfg.seed))
+        }
+        None => Box::new(dev),
+    };
+    let b = backend::user::UserBackend::new(dev, ucfg).context("creating the user backend")?;
+    agent::run(cfg, b)?;
+    Ok(())
+}
+
+#[cfg(feature = "dpdk")]
+fn run_dpdk(a: &RunArgs, cfg: agent::Config) -> anyhow::Result<()> {
+    let dev = backend::user::dpdk::DpdkPort::open(a.iface.as_deref(), a.eal_args.as_deref(), a.mac)
+        .context("starting the DPDK port")?;
+    let ucfg = user_config(a, backend::user::device::Device::mac(&dev))?;
+    tracing::info!(ip = %ucfg.ip, prefix = ucfg.prefix, "user-space TCP/IP stack on DPDK");
+    run_user(a, cfg, ucfg, dev)
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn run_dpdk(_: &RunArgs, _: agent::Config) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this snstack-agent was built without DPDK support (rebuild with `cargo build --release -p nic-agent --features dpdk`)"
+    )
 }
 
 fn main() -> ExitCode {

@@ -97,6 +97,7 @@ pub enum Request {
     },
     TxKick,
     RxSpace,
+    RxClaim,
     Nop,
     /// Take a fork ticket for every socket of the session.
     Fork,
@@ -411,6 +412,7 @@ impl<T> Session<T> {
             }
             OP_TX_KICK => Request::TxKick,
             OP_RX_SPACE => Request::RxSpace,
+            OP_RX_CLAIM => Request::RxClaim,
             OP_FORK if cmd.tag == 0 => return Err(Violation::MissingTag(cmd.op)),
             OP_FORK => Request::Fork,
             OP_FORK_CHILD => Request::ForkChild {

@@ -157,15 +157,22 @@ impl<S> Sock<S> {
     /// Flags as binding `b` sees them. Only the active binding receives RX bytes, so only it
     /// may see the end of the stream, and only once the stash reached it: otherwise a host would
     /// read EOF while bytes are still on their way to it.
+    /// A live connection's other bindings also see `SF_PASSIVE`: their reader must claim the
+    /// bytes (`OP_RX_CLAIM`) before it waits for them.
     pub fn flags_for(&self, b: Bind) -> u32 {
         let sees_end = self.kind != Kind::Connected
             || self.io_dead
             || (self.active == Some(b) && self.stash.is_empty());
-        if sees_end {
+        let passive = self.kind == Kind::Connected && !self.io_dead && self.active != Some(b);
+        let mut f = if sees_end {
             self.flags
         } else {
             self.flags & !SF_RX_FIN
+        };
+        if passive {
+            f |= SF_PASSIVE;
         }
+        f
     }
 
     /// Writes the socket's state into binding `b`'s control block (error before flags, so a
@@ -329,6 +336,29 @@ pub fn tx_pending(chan: &Channel, slot: u32, tx_head: u32) -> Result<u32, Violat
         .tx(slot)
         .ok_or(Violation::SlotOutOfRange { slot, max: 0 })?;
     Ok(tx.used(tx_head, tx.load_tail())?)
+}
+
+/// Takes what the host of `slot` has not read out of its RX stream: copies `[rx_head, rx_tail)`
+/// and moves the host's `rx_head` to `rx_tail` with a compare-and-swap, retrying when the host
+/// consumed meanwhile (its own CAS from the head it read at then fails, so every byte is read by
+/// exactly one side).
+pub fn take_unread_rx(chan: &Channel, slot: u32, rx_tail: u32) -> Result<Vec<u8>, Violation> {
+    let rx = chan
+        .region()
+        .rx(slot)
+        .ok_or(Violation::SlotOutOfRange { slot, max: 0 })?;
+    // The host can only move its head forward towards our tail: a bounded number of retries.
+    // Should a reader there keep winning anyway, its bytes stay with it (it may still read them).
+    for _ in 0..64 {
+        let head = rx.load_head();
+        let n = rx.used(head, rx_tail)?;
+        let mut v = vec![0u8; n as usize];
+        rx.copy_out(head, &mut v);
+        if n == 0 || rx.cas_head(head, rx_tail) {
+            return Ok(v);
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// What the host of `slot` has not read from its RX stream (its published `rx_head` up to our

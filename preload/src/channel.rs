@@ -14,8 +14,6 @@ use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, HELLO_ATTACH_CHILD, HELLO_WAITE
 use shm_proto::{wake, Cmd, Consumer, Evt, Producer, Region, MAX_WAITERS};
 
 const CELLS: usize = 256;
-/// How long a sleeping host thread waits before it checks that the agent is still alive.
-const LIVENESS_NS: u64 = 1_000_000_000;
 
 struct CellSlot {
     state: AtomicU32,
@@ -492,7 +490,11 @@ impl Channel {
                 wake::finish_wait(&h.region_waiters.0);
                 return Ok(());
             }
-            let r = sys::futex_wait(&h.region_seq.0, seen, Some(LIVENESS_NS));
+            let r = sys::futex_wait(
+                &h.region_seq.0,
+                seen,
+                Some(crate::LIVENESS_NS.load(Ordering::Relaxed)),
+            );
             wake::finish_wait(&h.region_waiters.0);
             if cond() {
                 return Ok(());

@@ -335,6 +335,9 @@ fn scan(ep: &mut Ep, out: &mut [libc::epoll_event]) -> usize {
         let r = ops::readiness(&s);
         let want = r & (it.events | (libc::EPOLLERR | libc::EPOLLHUP) as u32);
         if want == 0 {
+            if it.events & libc::EPOLLIN as u32 != 0 {
+                ops::want_rx(&s, false);
+            }
             continue;
         }
         if it.events & libc::EPOLLET as u32 != 0 {

@@ -19,12 +19,13 @@ const TICKET: &str = "SNSTACK_EXEC_TICKET";
 const FDS: &str = "SNSTACK_EXEC_FDS";
 
 /// Variables the new image must keep.
-const KEEP: [&str; 6] = [
+const KEEP: [&str; 7] = [
     "LD_PRELOAD",
     "SNSTACK_AGENT",
     "SNSTACK_OFFLOAD",
     "SNSTACK_STRICT",
     "SNSTACK_SPIN_US",
+    "SNSTACK_LIVENESS_MS",
     "SNSTACK_LOG",
 ];
 
@@ -54,6 +55,71 @@ pub(crate) unsafe fn prepare(envp: *const *const c_char) -> Option<Env> {
     }
     // Nothing to hand over: the application's environment goes through untouched.
     let handover = ticket_and_map()?;
+    // SAFETY: caller's contract.
+    unsafe { env_with(envp, handover) }
+}
+
+/// An fd action of `posix_spawn` as recorded by the `posix_spawn_file_actions_add*` hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Act {
+    Close(i32),
+    Dup2(i32, i32),
+    /// `addopen`: the fd becomes a file.
+    Open(i32),
+    CloseFrom(i32),
+}
+
+/// `posix_spawn`: the environment for the child image when offloaded fds survive into it (after
+/// `acts` and close-on-exec), with the ticket's secret; the caller ties the ticket to the child's
+/// pid once it is known (until then the agent accepts a direct child of ours).
+///
+/// # Safety
+/// `envp` is null or a null-terminated array of C strings.
+pub(crate) unsafe fn prepare_spawn(envp: *const *const c_char, acts: &[Act]) -> Option<(Env, u64)> {
+    if crate::offload_disabled() {
+        return None;
+    }
+    crate::channel_if_attached()?;
+    // fd -> (slot, nonblock, cloexec) as the child will see it.
+    let mut fds: Vec<(i32, u32, bool, bool)> = surviving(false);
+    for a in acts {
+        match *a {
+            Act::Close(fd) | Act::Open(fd) => fds.retain(|x| x.0 != fd),
+            Act::CloseFrom(lo) => fds.retain(|x| x.0 < lo),
+            Act::Dup2(from, to) if from == to => {
+                // glibc: dup2 onto itself clears FD_CLOEXEC.
+                for x in fds.iter_mut().filter(|x| x.0 == from) {
+                    x.3 = false;
+                }
+            }
+            Act::Dup2(from, to) => {
+                let src = fds.iter().find(|x| x.0 == from).copied();
+                fds.retain(|x| x.0 != to);
+                if let Some((_, slot, nb, _)) = src {
+                    fds.push((to, slot, nb, false));
+                }
+            }
+        }
+    }
+    fds.retain(|x| !x.3);
+    let map = fd_map(&fds);
+    if map.is_empty() {
+        return None;
+    }
+    let secret = ops::fork_prepare();
+    if secret == 0 {
+        return None;
+    }
+    // SAFETY: caller's contract.
+    let env = unsafe { env_with(envp, (secret, map)) }?;
+    Some((env, secret))
+}
+
+/// The environment for a new image that takes over the sockets of `handover` (secret, fd map).
+///
+/// # Safety
+/// `envp` is null or a null-terminated array of C strings.
+unsafe fn env_with(envp: *const *const c_char, handover: (u64, String)) -> Option<Env> {
     let mut strings: Vec<CString> = Vec::new();
     let mut have: Vec<Vec<u8>> = Vec::new();
     let src = if envp.is_null() {
@@ -123,15 +189,18 @@ unsafe fn libc_environ() -> *const *const c_char {
     unsafe { core::ptr::addr_of!(environ).read() }
 }
 
-/// Takes a ticket naming ourselves and lists the offloaded fds that survive the exec.
-fn ticket_and_map() -> Option<(u64, String)> {
-    let c = crate::channel_if_attached()?;
-    let mut map = String::new();
+/// Offloaded fds of this process: (fd, slot, nonblock, cloexec); `only_kept`: without the
+/// close-on-exec ones.
+fn surviving(only_kept: bool) -> Vec<(i32, u32, bool, bool)> {
+    let Some(c) = crate::channel_if_attached() else {
+        return Vec::new();
+    };
+    let mut v = Vec::new();
     fdtable::for_each_sock(|fd, slot| {
         let cloexec = sys::fcntl(fd, libc::F_GETFD, 0)
             .map(|f| f as i32 & libc::FD_CLOEXEC != 0)
             .unwrap_or(true);
-        if cloexec {
+        if cloexec && only_kept {
             return;
         }
         let nb = c
@@ -139,11 +208,26 @@ fn ticket_and_map() -> Option<(u64, String)> {
             .get(slot as usize)
             .map(|h| h.nonblock.load(Ordering::Relaxed))
             .unwrap_or(false);
+        v.push((fd, slot, nb, cloexec));
+    });
+    v
+}
+
+/// `SNSTACK_EXEC_FDS`'s value: `fd:slot:nonblock,...`.
+fn fd_map(fds: &[(i32, u32, bool, bool)]) -> String {
+    let mut map = String::new();
+    for (fd, slot, nb, _) in fds {
         if !map.is_empty() {
             map.push(',');
         }
-        map.push_str(&format!("{fd}:{slot}:{}", nb as u8));
-    });
+        map.push_str(&format!("{fd}:{slot}:{}", *nb as u8));
+    }
+    map
+}
+
+/// Takes a ticket naming ourselves and lists the offloaded fds that survive the exec.
+fn ticket_and_map() -> Option<(u64, String)> {
+    let map = fd_map(&surviving(true));
     if map.is_empty() {
         return None;
     }

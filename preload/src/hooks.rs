@@ -791,6 +791,36 @@ pub unsafe extern "C" fn sendfile64(
     )
 }
 
+/// splice between an offloaded socket and a pipe (through a bounce buffer; see `ops::splice`).
+#[no_mangle]
+pub unsafe extern "C" fn splice(
+    fi: c_int,
+    oi: *mut libc::loff_t,
+    fo: c_int,
+    oo: *mut libc::loff_t,
+    n: size_t,
+    f: c_uint,
+) -> ssize_t {
+    if !ours(fi) && !ours(fo) {
+        // SAFETY: as above.
+        return unsafe { real::splice(fi, oi, fo, oo, n, f) };
+    }
+    // SAFETY: as above.
+    run(
+        || ops::splice(fi, oi, fo, oo, n, f),
+        || unsafe { real::splice(fi, oi, fo, oo, n, f) },
+    )
+}
+
+/// vfork is fork here: the child must get a channel of its own before it touches an offloaded
+/// socket or execs with one, and a vfork child shares its parent's memory (channel included).
+/// POSIX allows vfork to be fork; a correct vfork caller only execs or `_exit`s in the child.
+#[no_mangle]
+pub unsafe extern "C" fn vfork() -> libc::pid_t {
+    // SAFETY: our fork hook.
+    unsafe { fork() }
+}
+
 /// close_range: our own fds in the range survive; offloaded sockets and epolls in it are released.
 #[no_mangle]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
@@ -1023,6 +1053,215 @@ fn prepared_env(e: CStrArr) -> Option<crate::exec::Env> {
         .ok()
         .flatten()
 }
+
+// ---- signals: user handlers run through a counting trampoline (see signals.rs).
+
+#[no_mangle]
+pub unsafe extern "C" fn sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { crate::signals::sigaction(sig, act, old) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn signal(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t {
+    // SAFETY: as above.
+    unsafe { crate::signals::signal(sig, h, false) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn bsd_signal(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t {
+    // SAFETY: as above.
+    unsafe { crate::signals::signal(sig, h, false) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sysv_signal(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t {
+    // SAFETY: as above.
+    unsafe { crate::signals::signal(sig, h, true) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __sysv_signal(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t {
+    // SAFETY: as above.
+    unsafe { crate::signals::signal(sig, h, true) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn siginterrupt(sig: c_int, flag: c_int) -> c_int {
+    // SAFETY: as above.
+    unsafe { crate::signals::siginterrupt(sig, flag) }
+}
+
+// ---- posix_spawn: the file-action adders are recorded (the object is opaque), spawn replays them.
+
+type SpawnFa = libc::posix_spawn_file_actions_t;
+
+fn record_act(r: c_int, fa: *mut SpawnFa, a: crate::exec::Act) -> c_int {
+    if r == 0 {
+        let _ = catch_unwind(|| crate::spawn::record(fa as usize, a));
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_init(fa: *mut SpawnFa) -> c_int {
+    let _ = catch_unwind(|| crate::spawn::reset(fa as usize));
+    // SAFETY: libc's function with the caller's argument.
+    unsafe { real::posix_spawn_file_actions_init(fa) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_destroy(fa: *mut SpawnFa) -> c_int {
+    let _ = catch_unwind(|| crate::spawn::reset(fa as usize));
+    // SAFETY: as above.
+    unsafe { real::posix_spawn_file_actions_destroy(fa) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_addclose(fa: *mut SpawnFa, fd: c_int) -> c_int {
+    // SAFETY: as above.
+    let r = unsafe { real::posix_spawn_file_actions_addclose(fa, fd) };
+    record_act(r, fa, crate::exec::Act::Close(fd))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_adddup2(
+    fa: *mut SpawnFa,
+    fd: c_int,
+    nfd: c_int,
+) -> c_int {
+    // SAFETY: as above.
+    let r = unsafe { real::posix_spawn_file_actions_adddup2(fa, fd, nfd) };
+    record_act(r, fa, crate::exec::Act::Dup2(fd, nfd))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_addopen(
+    fa: *mut SpawnFa,
+    fd: c_int,
+    p: *const libc::c_char,
+    o: c_int,
+    m: libc::mode_t,
+) -> c_int {
+    // SAFETY: as above.
+    let r = unsafe { real::posix_spawn_file_actions_addopen(fa, fd, p, o, m) };
+    record_act(r, fa, crate::exec::Act::Open(fd))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn_file_actions_addclosefrom_np(
+    fa: *mut SpawnFa,
+    fd: c_int,
+) -> c_int {
+    // SAFETY: as above.
+    let r = unsafe { real::posix_spawn_file_actions_addclosefrom_np(fa, fd) };
+    record_act(r, fa, crate::exec::Act::CloseFrom(fd))
+}
+
+/// The child's environment when offloaded fds survive into it (None: spawn as asked).
+fn spawn_env(fa: *const SpawnFa, e: *const *mut libc::c_char) -> Option<(crate::exec::Env, u64)> {
+    catch_unwind(|| {
+        let acts = crate::spawn::actions(fa as usize);
+        // SAFETY: `e` is null or the application's null-terminated envp.
+        unsafe { crate::exec::prepare_spawn(e as *const *const libc::c_char, &acts) }
+    })
+    .ok()
+    .flatten()
+}
+
+type SpawnFn = unsafe fn(
+    *mut libc::pid_t,
+    *const libc::c_char,
+    *const SpawnFa,
+    *const libc::posix_spawnattr_t,
+    *const *mut libc::c_char,
+    *const *mut libc::c_char,
+) -> c_int;
+
+/// posix_spawn/posix_spawnp: with a prepared environment when offloaded fds survive into the
+/// child, then the ticket is tied to the child's pid.
+///
+/// # Safety
+/// The caller's arguments, as libc takes them.
+unsafe fn spawn_with(
+    real_fn: SpawnFn,
+    pid: *mut libc::pid_t,
+    p: *const libc::c_char,
+    fa: *const SpawnFa,
+    at: *const libc::posix_spawnattr_t,
+    a: *const *mut libc::c_char,
+    e: *const *mut libc::c_char,
+) -> c_int {
+    let Some((env, secret)) = spawn_env(fa, e) else {
+        // SAFETY: the caller's arguments.
+        return unsafe { real_fn(pid, p, fa, at, a, e) };
+    };
+    // SAFETY: libc's spawn with the prepared environment (alive until it returns).
+    let r = unsafe { real_fn(pid, p, fa, at, a, env.as_ptr() as *const _) };
+    if r == 0 && !pid.is_null() {
+        // SAFETY: libc wrote the child's pid there.
+        let child = unsafe { *pid };
+        let _ = catch_unwind(|| ops::fork_parent(secret, child));
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn(
+    pid: *mut libc::pid_t,
+    p: *const libc::c_char,
+    fa: *const SpawnFa,
+    at: *const libc::posix_spawnattr_t,
+    a: *const *mut libc::c_char,
+    e: *const *mut libc::c_char,
+) -> c_int {
+    // SAFETY: the caller's arguments.
+    unsafe { spawn_with(real::posix_spawn, pid, p, fa, at, a, e) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawnp(
+    pid: *mut libc::pid_t,
+    p: *const libc::c_char,
+    fa: *const SpawnFa,
+    at: *const libc::posix_spawnattr_t,
+    a: *const *mut libc::c_char,
+    e: *const *mut libc::c_char,
+) -> c_int {
+    // SAFETY: the caller's arguments.
+    unsafe { spawn_with(real::posix_spawnp, pid, p, fa, at, a, e) }
+}
+
+// ---- execl, execle, execlp: variadic. Their bodies are C (csrc/execl.c); the exported symbols
+// are naked trampolines, because rustc exports only Rust-defined symbols from a cdylib.
+
+extern "C" {
+    fn snstack_execl_c();
+    fn snstack_execle_c();
+    fn snstack_execlp_c();
+}
+
+macro_rules! tail_jump {
+    ($name:ident, $target:ident) => {
+        /// Jumps to the C body with the caller's registers and stack as they are.
+        #[no_mangle]
+        #[unsafe(naked)]
+        pub unsafe extern "C" fn $name() {
+            #[cfg(target_arch = "x86_64")]
+            core::arch::naked_asm!("jmp {}", sym $target);
+            #[cfg(target_arch = "aarch64")]
+            core::arch::naked_asm!("b {}", sym $target);
+        }
+    };
+}
+
+tail_jump!(execl, snstack_execl_c);
+tail_jump!(execle, snstack_execle_c);
+tail_jump!(execlp, snstack_execlp_c);
 
 /// exec family: the new image keeps LD_PRELOAD/SNSTACK_* and the offloaded fds that survive exec.
 #[no_mangle]

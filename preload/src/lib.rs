@@ -10,7 +10,7 @@
 //! Every fd the library does not own goes to libc untouched after one atomic load (`fdtable`).
 //! The library never calls a symbol it interposes: its own OS calls are raw syscalls (`sys`).
 //! Configuration (environment, read once): `SNSTACK_OFFLOAD`, `SNSTACK_AGENT`, `SNSTACK_STRICT`,
-//! `SNSTACK_SPIN_US`, `SNSTACK_LOG`. See README.md.
+//! `SNSTACK_SPIN_US`, `SNSTACK_LIVENESS_MS`, `SNSTACK_LOG`. See README.md.
 
 #![allow(clippy::missing_safety_doc)]
 
@@ -22,7 +22,9 @@ mod hooks;
 mod ops;
 mod poll;
 mod real;
+mod signals;
 mod sock;
+mod spawn;
 mod sys;
 mod util;
 
@@ -52,6 +54,9 @@ static CFG: AtomicU8 = AtomicU8::new(CFG_UNREAD);
 static STRICT: AtomicU8 = AtomicU8::new(0);
 /// Host spin budget override in ns (u64::MAX = use the agent's suggestion).
 static SPIN_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+/// How often a thread blocked on the channel wakes to check that the agent is alive
+/// (`SNSTACK_LIVENESS_MS`, default 1 s): the bound on how long a dead agent goes unnoticed.
+pub(crate) static LIVENESS_NS: AtomicU64 = AtomicU64::new(1_000_000_000);
 
 pub(crate) const DEFAULT_AGENT: &[u8] = b"/run/snstack/agent.sock";
 
@@ -75,6 +80,9 @@ fn read_config() -> u8 {
     }
     if let Some(us) = env(c"SNSTACK_SPIN_US").and_then(parse_u64) {
         SPIN_NS.store(us.saturating_mul(1000), Ordering::Relaxed);
+    }
+    if let Some(ms) = env(c"SNSTACK_LIVENESS_MS").and_then(parse_u64) {
+        LIVENESS_NS.store(ms.clamp(1, 60_000) * 1_000_000, Ordering::Relaxed);
     }
     let off = env(c"SNSTACK_OFFLOAD").is_some_and(|v| v == b"0");
     let v = if off { CFG_OFF } else { CFG_ON };

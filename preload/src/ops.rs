@@ -457,13 +457,11 @@ pub(crate) fn error_pending(s: &S) -> bool {
         && st.error_seq.load(Ordering::Acquire) != s.hs.err_seen.load(Ordering::Acquire)
 }
 
-/// How long a blocked thread sleeps between checks that the agent is alive. Long, because a
-/// signal whose handler runs right at such a wake-up is not seen as an interruption.
-const LIVENESS_NS: u64 = 1_000_000_000;
-
 /// Spin, then sleep on the socket's futex until `cond` holds. `timeout_ns == 0`: no timeout.
 /// Errors: EINTR (a signal), EAGAIN (timeout), ECONNRESET (agent gone).
 pub(crate) fn wait_sock(s: &S, mut cond: impl FnMut() -> bool, timeout_ns: u64) -> Result<(), i32> {
+    // Handlers that run from here on interrupt the call, spinning or asleep, as in the kernel.
+    let sig0 = crate::signals::snap();
     let start = sys::clock_ns();
     let deadline = if timeout_ns == 0 {
         u64::MAX
@@ -479,39 +477,84 @@ pub(crate) fn wait_sock(s: &S, mut cond: impl FnMut() -> bool, timeout_ns: u64) 
         if n % 64 == 0 && sys::clock_ns().saturating_sub(start) > s.c.spin_ns {
             break;
         }
+        if n % 64 == 0 {
+            if let Some(all_restart) = crate::signals::since(sig0) {
+                set_verdict(Some(all_restart));
+                return Err(libc::EINTR);
+            }
+        }
         core::hint::spin_loop();
     }
     let st = &s.ctl.state.0;
     let waiters = &s.ctl.host.0.waiters;
+    let _kick = crate::signals::waiting_on(sig0, &st.wake_seq);
     loop {
         let seen = wake::prepare_wait(&st.wake_seq, waiters);
         if cond() {
             wake::finish_wait(waiters);
             return Ok(());
         }
+        // A handler from here on bumps `wake_seq`, so the futex below cannot sleep past it.
+        if let Some(all_restart) = crate::signals::since(sig0) {
+            wake::finish_wait(waiters);
+            set_verdict(Some(all_restart));
+            return Err(libc::EINTR);
+        }
         let now = sys::clock_ns();
         if now >= deadline {
             wake::finish_wait(waiters);
             return Err(libc::EAGAIN);
         }
-        let r = sys::futex_wait(&st.wake_seq, seen, Some((deadline - now).min(LIVENESS_NS)));
+        let r = sys::futex_wait(
+            &st.wake_seq,
+            seen,
+            Some((deadline - now).min(crate::LIVENESS_NS.load(Ordering::Relaxed))),
+        );
         wake::finish_wait(waiters);
         if cond() {
             return Ok(());
         }
-        match r {
-            Err(libc::EINTR) => return Err(libc::EINTR),
-            Err(libc::ETIMEDOUT) if !s.c.check_alive() => return Err(libc::ECONNRESET),
-            _ => {}
+        // A handler that ran on this thread interrupts the wait even when the futex returned for
+        // another reason (its liveness timeout at the same instant): the kernel's recv would
+        // have returned EINTR.
+        let ran = crate::signals::since(sig0);
+        if r == Err(libc::EINTR) || ran.is_some() {
+            set_verdict(ran);
+            return Err(libc::EINTR);
+        }
+        if r == Err(libc::ETIMEDOUT) && !s.c.check_alive() {
+            return Err(libc::ECONNRESET);
         }
     }
 }
 
+/// Per thread slot: what the handlers that interrupted the last wait said about restarting
+/// (0: unknown, a handler installed behind our back; 1: all had SA_RESTART; 2: one did not).
+static VERDICT: [core::sync::atomic::AtomicU8; 4096] =
+    [const { core::sync::atomic::AtomicU8::new(0) }; 4096];
+
+fn set_verdict(ran: Option<bool>) {
+    let v = match ran {
+        None => 0,
+        Some(true) => 1,
+        Some(false) => 2,
+    };
+    VERDICT[sys::gettid() as usize % 4096].store(v, Ordering::Relaxed);
+}
+
 /// After EINTR: does the kernel's rule restart this call? Blocking socket calls without a
-/// timeout restart when the handler has SA_RESTART (we cannot tell which signal ran, so we require
-/// it of every installed handler); with SO_RCVTIMEO/SO_SNDTIMEO they never restart.
+/// timeout restart when the handler that ran has SA_RESTART; with SO_RCVTIMEO/SO_SNDTIMEO they
+/// never restart. Handlers the library installed say which ran (signals.rs); for one installed
+/// by a raw syscall we require SA_RESTART of every installed handler.
 fn restartable(timeout_ns: u64) -> bool {
-    timeout_ns == 0 && sys::handlers_all_restart()
+    if timeout_ns != 0 {
+        return false;
+    }
+    match VERDICT[sys::gettid() as usize % 4096].load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => sys::handlers_all_restart(),
+    }
 }
 
 fn raise_sigpipe() {
@@ -605,12 +648,18 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
                     done += n;
                 });
                 if !peek {
-                    rx.publish_head(head.wrapping_add(want as u32));
-                    if st.rx_blocked.swap(0, Ordering::SeqCst) == 1 {
-                        let _ = s.c.post(cmd(OP_RX_SPACE, s.slot));
+                    // A CAS, not a store: on a shared connection the agent may have taken these
+                    // bytes for another process's reader meanwhile (OP_RX_CLAIM); then they are
+                    // not ours and what we copied is dropped.
+                    if rx.cas_head(head, head.wrapping_add(want as u32)) {
+                        if st.rx_blocked.swap(0, Ordering::SeqCst) == 1 {
+                            let _ = s.c.post(cmd(OP_RX_SPACE, s.slot));
+                        }
+                        got += want;
                     }
+                } else {
+                    got += want;
                 }
-                got += want;
             }
         }
         if got > 0 && (!waitall || got == total) {
@@ -645,6 +694,7 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
         if fl & (SF_CONNECTED | SF_CONNECTING) == 0 {
             return R::Err(libc::ENOTCONN);
         }
+        want_rx(s, true);
         if nb {
             return R::Err(libc::EAGAIN);
         }
@@ -856,6 +906,191 @@ pub(crate) fn sendfile(out_fd: i32, in_fd: i32, offset: *mut i64, count: usize) 
         unsafe { *offset = o };
     }
     R::Ok(done as isize)
+}
+
+/// Is `fd` a pipe (or FIFO)? Errors as `fstat` gives them (EBADF).
+fn is_pipe(fd: i32) -> Result<bool, i32> {
+    // SAFETY: fstat into a zeroed stat buffer we own.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(util_errno());
+    }
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFIFO)
+}
+
+/// Bytes a pipe can take now without blocking (one writer assumed, as the kernel's own splice
+/// would see it at the moment it looked).
+fn pipe_free(fd: i32) -> Result<usize, i32> {
+    // SAFETY: fcntl/ioctl queries on the application's pipe.
+    let size = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+    if size < 0 {
+        return Err(util_errno());
+    }
+    let mut used: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut used) } < 0 {
+        return Err(util_errno());
+    }
+    Ok((size as usize).saturating_sub(used.max(0) as usize))
+}
+
+/// `splice` with an offloaded socket on one side and a pipe on the other (Linux requires a pipe
+/// on one side). The bytes go through a bounce buffer: sockets' bytes live in shared memory,
+/// which a kernel pipe cannot reference. Nothing is consumed that was not delivered: socket to
+/// pipe peeks, writes what the pipe takes, then consumes exactly that; pipe to socket reads only
+/// what the TX stream can take.
+pub(crate) fn splice(
+    fd_in: i32,
+    off_in: *mut i64,
+    fd_out: i32,
+    off_out: *mut i64,
+    len: usize,
+    flags: u32,
+) -> R {
+    let (sin, sout) = (lookup(fd_in), lookup(fd_out));
+    if sin.is_none() && sout.is_none() {
+        return R::Pass;
+    }
+    for r in [&sin, &sout] {
+        if let Some(Err(e)) = r {
+            return R::Err(*e);
+        }
+    }
+    let nonblock_pipe = flags & libc::SPLICE_F_NONBLOCK != 0;
+    let mut buf = [0u8; 65536];
+    match (sin, sout) {
+        (Some(Ok(s)), None) => {
+            match is_pipe(fd_out) {
+                Err(e) => return R::Err(e),
+                Ok(false) => return R::Err(libc::EINVAL),
+                Ok(true) => {}
+            }
+            // Linux: an offset for the pipe is ESPIPE, for the socket (no pread) EINVAL.
+            if !off_out.is_null() {
+                return R::Err(libc::ESPIPE);
+            }
+            if !off_in.is_null() {
+                return R::Err(libc::EINVAL);
+            }
+            if len == 0 {
+                return R::Ok(0);
+            }
+            let mut want = len.min(buf.len());
+            if nonblock_pipe {
+                match pipe_free(fd_out) {
+                    Err(e) => return R::Err(e),
+                    Ok(0) => return R::Err(libc::EAGAIN),
+                    Ok(f) => want = want.min(f),
+                }
+            }
+            let v = [libc::iovec {
+                iov_base: buf.as_mut_ptr() as *mut _,
+                iov_len: want,
+            }];
+            let peek_flags = libc::MSG_PEEK | if nonblock_pipe { libc::MSG_DONTWAIT } else { 0 };
+            let n = match recv_sock(&s, &Iov { v: &v }, peek_flags) {
+                R::Ok(n) => n as usize,
+                other => return other,
+            };
+            if n == 0 {
+                return R::Ok(0);
+            }
+            // SAFETY: writing our own buffer's first n bytes to the application's pipe.
+            let w = unsafe { crate::real::write(fd_out, buf.as_ptr() as *const _, n) };
+            if w <= 0 {
+                return R::Err(if w < 0 { util_errno() } else { libc::EIO });
+            }
+            let w = w as usize;
+            // Consume exactly what the pipe took.
+            let v = [libc::iovec {
+                iov_base: buf.as_mut_ptr() as *mut _,
+                iov_len: w,
+            }];
+            match recv_sock(&s, &Iov { v: &v }, libc::MSG_WAITALL) {
+                R::Ok(_) => R::Ok(w as isize),
+                other => other,
+            }
+        }
+        (None, Some(Ok(s))) => {
+            match is_pipe(fd_in) {
+                Err(e) => return R::Err(e),
+                Ok(false) => return R::Err(libc::EINVAL),
+                Ok(true) => {}
+            }
+            if !off_in.is_null() {
+                return R::Err(libc::ESPIPE);
+            }
+            if !off_out.is_null() {
+                return R::Err(libc::EINVAL);
+            }
+            if len == 0 {
+                return R::Ok(0);
+            }
+            let Some(tx) = s.c.region.tx(s.slot) else {
+                return R::Err(libc::EBADF);
+            };
+            let mut want = len.min(buf.len());
+            if s.hs.nonblock.load(Ordering::Relaxed) {
+                let free = tx
+                    .writable(s.ctl.tx_tail.0.load(Ordering::Relaxed))
+                    .unwrap_or(0) as usize;
+                if free == 0 {
+                    return R::Err(libc::EAGAIN);
+                }
+                want = want.min(free);
+            }
+            if nonblock_pipe {
+                let mut avail: libc::c_int = 0;
+                // SAFETY: FIONREAD writes one int.
+                if unsafe { libc::ioctl(fd_in, libc::FIONREAD, &mut avail) } < 0 {
+                    return R::Err(util_errno());
+                }
+                if avail <= 0 {
+                    // Empty pipe: end of data when no writer is left (POLLHUP), else EAGAIN.
+                    let mut p = libc::pollfd {
+                        fd: fd_in,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one pollfd of ours, timeout 0.
+                    let r = unsafe { crate::real::poll(&mut p, 1, 0) };
+                    return if r > 0 && p.revents & libc::POLLHUP != 0 {
+                        R::Ok(0)
+                    } else {
+                        R::Err(libc::EAGAIN)
+                    };
+                }
+                want = want.min(avail as usize);
+            }
+            // SAFETY: reading into our own buffer.
+            let r = unsafe { crate::real::read(fd_in, buf.as_mut_ptr() as *mut _, want) };
+            if r <= 0 {
+                return if r == 0 {
+                    R::Ok(0)
+                } else {
+                    R::Err(util_errno())
+                };
+            }
+            let r = r as usize;
+            let v = [libc::iovec {
+                iov_base: buf.as_mut_ptr() as *mut _,
+                iov_len: r,
+            }];
+            match send_sock(&s, &Iov { v: &v }, libc::MSG_NOSIGNAL) {
+                R::Ok(w) => R::Ok(w),
+                R::Err(e) => {
+                    if e == libc::EPIPE {
+                        raise_sigpipe();
+                    }
+                    R::Err(e)
+                }
+                R::Pass => R::Err(libc::EBADF),
+            }
+        }
+        // Socket to socket (or to an epoll fd): Linux wants a pipe on one side.
+        _ => R::Err(libc::EINVAL),
+    }
 }
 
 fn util_errno() -> i32 {
@@ -1163,6 +1398,26 @@ pub(crate) fn fork_parent(secret: u64, pid: i32) {
 }
 
 // ---------------------------------------------------------------- readiness
+
+/// Minimum gap between two claims a poller (not a blocked reader) sends for one slot.
+const CLAIM_GAP_NS: u64 = 200_000;
+
+/// This process wants to read `s` and finds nothing: when the connection's bytes flow to another
+/// process that holds it too (`SF_PASSIVE`), ask the agent to send them here. A blocked reader
+/// (`force`) asks every time it is about to sleep; pollers at most every `CLAIM_GAP_NS`.
+pub(crate) fn want_rx(s: &S, force: bool) {
+    let fl = s.ctl.state.0.flags.load(Ordering::Acquire);
+    if fl & SF_PASSIVE == 0 || fl & SF_CONNECTED == 0 {
+        return;
+    }
+    let now = sys::clock_ns();
+    let last = s.hs.claim_ns.load(Ordering::Relaxed);
+    if !force && last != 0 && now.wrapping_sub(last) < CLAIM_GAP_NS {
+        return;
+    }
+    s.hs.claim_ns.store(now, Ordering::Relaxed);
+    let _ = s.c.post(cmd(OP_RX_CLAIM, s.slot));
+}
 
 /// Current readiness of a socket as EPOLL* bits (identical to POLL* bits on Linux).
 pub(crate) fn readiness(s: &S) -> u32 {

@@ -16,6 +16,9 @@ fn offloaded_revents(fd: i32, events: i16) -> Option<i16> {
                 return Some(libc::POLLNVAL);
             };
             let r = ops::readiness(&s) as i16;
+            if events & libc::POLLIN != 0 && r & libc::POLLIN == 0 {
+                ops::want_rx(&s, false);
+            }
             Some(r & (events | libc::POLLERR | libc::POLLHUP))
         }
         Entry::Internal => Some(libc::POLLNVAL),

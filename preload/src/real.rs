@@ -85,6 +85,7 @@ real! {
     dup3(a: c_int, b: c_int, f: c_int) -> c_int;
     sendfile(o: c_int, i: c_int, off: *mut libc::off_t, n: size_t) -> ssize_t;
     sendfile64(o: c_int, i: c_int, off: *mut libc::off64_t, n: size_t) -> ssize_t;
+    splice(a: c_int, oa: *mut libc::loff_t, b: c_int, ob: *mut libc::loff_t, n: size_t, f: c_uint) -> ssize_t;
     pread(fd: c_int, b: *mut c_void, n: size_t, off: libc::off_t) -> ssize_t;
     __read_chk(fd: c_int, b: *mut c_void, n: size_t, bl: size_t) -> ssize_t;
     __recv_chk(fd: c_int, b: *mut c_void, n: size_t, bl: size_t, f: c_int) -> ssize_t;
@@ -96,6 +97,15 @@ real! {
     execv(p: *const libc::c_char, a: *const *const libc::c_char) -> c_int;
     execvp(p: *const libc::c_char, a: *const *const libc::c_char) -> c_int;
     execvpe(p: *const libc::c_char, a: *const *const libc::c_char, e: *const *const libc::c_char) -> c_int;
+    sigaction(s: c_int, a: *const libc::sigaction, o: *mut libc::sigaction) -> c_int;
+    posix_spawn(pid: *mut libc::pid_t, p: *const libc::c_char, fa: *const libc::posix_spawn_file_actions_t, at: *const libc::posix_spawnattr_t, a: *const *mut libc::c_char, e: *const *mut libc::c_char) -> c_int;
+    posix_spawnp(pid: *mut libc::pid_t, p: *const libc::c_char, fa: *const libc::posix_spawn_file_actions_t, at: *const libc::posix_spawnattr_t, a: *const *mut libc::c_char, e: *const *mut libc::c_char) -> c_int;
+    posix_spawn_file_actions_init(fa: *mut libc::posix_spawn_file_actions_t) -> c_int;
+    posix_spawn_file_actions_destroy(fa: *mut libc::posix_spawn_file_actions_t) -> c_int;
+    posix_spawn_file_actions_addclose(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int) -> c_int;
+    posix_spawn_file_actions_adddup2(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int, nfd: c_int) -> c_int;
+    posix_spawn_file_actions_addopen(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int, p: *const libc::c_char, o: c_int, m: libc::mode_t) -> c_int;
+    posix_spawn_file_actions_addclosefrom_np(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int) -> c_int;
     fexecve(fd: c_int, a: *const *const libc::c_char, e: *const *const libc::c_char) -> c_int;
     epoll_pwait2(ep: c_int, ev: *mut libc::epoll_event, n: c_int, t: *const libc::timespec, m: *const libc::sigset_t) -> c_int;
     recvmmsg(fd: c_int, v: *mut libc::mmsghdr, n: c_uint, f: c_int, t: *mut libc::timespec) -> c_int;

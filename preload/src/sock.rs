@@ -17,6 +17,8 @@ pub(crate) struct HostSock {
     pub(crate) sndtimeo: AtomicU64,
     /// Last `error_seq` reported to the application (SO_ERROR reads and clears).
     pub(crate) err_seen: AtomicU32,
+    /// When this process last sent `OP_RX_CLAIM` for the slot (clock ns; rate limit for pollers).
+    pub(crate) claim_ns: AtomicU64,
     /// Serialises readers (RX head) and writers (TX tail) of this socket among threads.
     pub(crate) rx: SpinMutex<()>,
     pub(crate) tx: SpinMutex<()>,
@@ -32,6 +34,7 @@ impl HostSock {
             rcvtimeo: AtomicU64::new(0),
             sndtimeo: AtomicU64::new(0),
             err_seen: AtomicU32::new(0),
+            claim_ns: AtomicU64::new(0),
             rx: SpinMutex::new(()),
             tx: SpinMutex::new(()),
         }

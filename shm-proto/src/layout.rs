@@ -6,7 +6,7 @@ use crate::primitive::{AtomicU32, AtomicU64};
 /// "SNSTACK" + NUL, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SNSTACK\0");
 /// Bumped on every incompatible change of anything in this crate.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Bytes of the header page.
 pub const HEADER_SIZE: usize = 4096;
 /// Number of waiter slots (epoll instances and poll/select callers) per process. Also the width of
@@ -198,6 +198,9 @@ pub const SF_RX_SHUT: u32 = 1 << 6;
 pub const SF_RESET: u32 = 1 << 7;
 /// The slot holds a live socket.
 pub const SF_OPEN: u32 = 1 << 8;
+/// A connection shared with another process (fork, exec) whose bytes currently flow to that
+/// other process: a reader here sends `OP_RX_CLAIM` before it waits or reports EAGAIN.
+pub const SF_PASSIVE: u32 = 1 << 9;
 
 // Command opcodes.
 pub const OP_SOCKET: u16 = 1;
@@ -225,6 +228,11 @@ pub const OP_FORK: u16 = 15;
 /// child pid. Only the session that took the ticket may do this. Completion 0, or -ENOENT when the
 /// ticket is already claimed or gone.
 pub const OP_FORK_CHILD: u16 = 16;
+/// A reader of a shared connection whose slot shows `SF_PASSIVE` wants its bytes (slot; tag 0, no
+/// completion). The agent takes what the active process had not read (it moves that process's
+/// `rx_head` to its tail with a compare-and-swap, so a concurrent read there either finished
+/// first or fails its own CAS and reads nothing), and the connection's bytes flow here from then on.
+pub const OP_RX_CLAIM: u16 = 17;
 
 /// Command flag: complete only when the operation finished (blocking accept/connect).
 pub const CF_WAIT: u16 = 1;

@@ -69,6 +69,15 @@ impl Stream {
         self.head_atomic().store(head, Ordering::SeqCst);
     }
 
+    /// Moves the head from `from` to `to` unless someone else moved it first. RX heads of shared
+    /// connections have two writers: the reading host and the agent taking unread bytes away
+    /// (`OP_RX_CLAIM`); each advances the head only from the value it read the bytes at.
+    pub fn cas_head(&self, from: u32, to: u32) -> bool {
+        self.head_atomic()
+            .compare_exchange(from, to, Ordering::SeqCst, Ordering::Acquire)
+            .is_ok()
+    }
+
     /// Bytes readable between `head` and `tail`, validated.
     pub fn used(&self, head: u32, tail: u32) -> Result<u32, Corrupt> {
         let n = tail.wrapping_sub(head);

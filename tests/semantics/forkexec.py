@@ -7,6 +7,13 @@
 3. exec: a child execs a fresh python that takes over an inherited listener (fd number in argv)
    and serves one connection.
 4. daemon-style: a child forks a grandchild and exits at once; the grandchild still serves.
+6. spawn: an accepted connection becomes stdin/stdout of a shell started with os.posix_spawn
+   (file actions dup2), with subprocess.Popen (vfork + execve in CPython), and with execl()
+   from a forked child (called through ctypes); the parent closes its copy; the client gets the
+   shell's answer.
+5. shared readers: parent and child both keep an accepted connection and take turns reading it
+   (bytes that arrived before the fork and sat unread in the parent are read by the child, via
+   poll() and then a blocking recv; after the child exits the parent reads again).
 """
 import os, socket, sys, time
 
@@ -164,8 +171,111 @@ def t_daemon():
     p("daemon", client(port, b"deep\n").decode().strip())
 
 
+def readline(c):
+    data = b""
+    while not data.endswith(b"\n"):
+        b = c.recv(1)
+        if not b:
+            break
+        data += b
+    return data.decode().strip()
+
+
+def t_shared_readers():
+    import select
+
+    l = socket.socket()
+    l.bind(("127.0.0.1", 0))
+    l.listen(8)
+    cl = socket.create_connection(l.getsockname(), timeout=10)
+    c, _ = l.accept()
+    cl.sendall(b"one\n")
+    first = readline(c)
+    cl.sendall(b"two\n")
+    time.sleep(0.2)  # "two" is now queued for the parent, unread
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            cl.close()
+            l.close()
+            os.close(r)
+            os.close(w2)
+            ready = select.select([c], [], [], 10)[0]
+            got = [readline(c) if ready else "poll-timeout"]
+            os.write(w, b"x")  # ask for "three"
+            got.append(readline(c))
+            c.sendall(("child:" + ",".join(got) + "\n").encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(w2)
+    os.read(r, 1)
+    cl.sendall(b"three\n")
+    os.waitpid(pid, 0)
+    cl.sendall(b"four\n")
+    last = readline(c)
+    c.sendall(("parent:%s,%s\n" % (first, last)).encode())
+    c.close()
+    l.close()
+    out = b""
+    while out.count(b"\n") < 2:
+        b = cl.recv(100)
+        if not b:
+            break
+        out += b
+    cl.close()
+    p("shared-readers", out.decode().replace("\n", " ").strip())
+
+
+def t_spawn():
+    import ctypes, subprocess
+
+    SH = "read l; echo %s:$l"
+    l = socket.socket()
+    l.bind(("127.0.0.1", 0))
+    l.listen(8)
+    for how in ("posix_spawn", "subprocess", "execl"):
+        cl = socket.create_connection(l.getsockname(), timeout=10)
+        c, _ = l.accept()
+        fd = c.fileno()
+        if how == "posix_spawn":
+            pid = os.posix_spawn(
+                "/bin/sh",
+                ["sh", "-c", SH % how],
+                os.environ,
+                file_actions=[(os.POSIX_SPAWN_DUP2, fd, 0), (os.POSIX_SPAWN_DUP2, fd, 1)],
+            )
+        elif how == "subprocess":
+            pid = subprocess.Popen(["/bin/sh", "-c", SH % how], stdin=fd, stdout=fd).pid
+        else:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.dup2(fd, 0)
+                    os.dup2(fd, 1)
+                    libc = ctypes.CDLL(None)
+                    a = [ctypes.c_char_p(x) for x in (b"/bin/sh", b"sh", b"-c", (SH % how).encode())]
+                    libc.execl(*a, ctypes.c_char_p(None))
+                finally:
+                    os._exit(127)
+        c.close()
+        cl.sendall(b"hi\n")
+        out = b""
+        while True:
+            b = cl.recv(100)
+            if not b:
+                break
+            out += b
+        cl.close()
+        _, st = os.waitpid(pid, 0)
+        p("spawn", how, out.decode().strip(), st)
+    l.close()
+
+
 if __name__ == "__main__":
-    for t in (t_prefork, t_accept_then_fork, t_exec, t_daemon):
+    for t in (t_prefork, t_accept_then_fork, t_exec, t_daemon, t_shared_readers, t_spawn):
         try:
             t()
         except Exception as e:

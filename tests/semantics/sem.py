@@ -339,8 +339,38 @@ def t_sigpipe():
     c.close()
 
 
+def t_splice():
+    c, a = pair()
+    r, w = os.pipe()
+    c.sendall(b"hello splice")
+    settle()
+    # socket -> pipe, then pipe -> socket
+    tryit("splice-sock-to-pipe", lambda: os.splice(a.fileno(), w, 5))
+    tryit("pipe-has", lambda: os.read(r, 100))
+    tryit("splice-rest", lambda: os.splice(a.fileno(), w, 100))
+    tryit("pipe-has-rest", lambda: os.read(r, 100))
+    os.write(w, b"back through a pipe")
+    tryit("splice-pipe-to-sock", lambda: os.splice(r, c.fileno(), 100))
+    settle()
+    tryit("peer-got", lambda: a.recv(100))
+    # errors: no pipe on either side, offsets on pipes/sockets, empty non-blocking pipe
+    tryit("splice-sock-to-sock", lambda: os.splice(a.fileno(), c.fileno(), 10))
+    tryit("splice-offset-on-sock", lambda: os.splice(a.fileno(), w, 10, offset_src=0))
+    tryit("splice-offset-on-pipe", lambda: os.splice(r, c.fileno(), 10, offset_src=0))
+    tryit("splice-empty-nb-pipe", lambda: os.splice(r, c.fileno(), 10, flags=os.SPLICE_F_NONBLOCK))
+    a.setblocking(False)
+    tryit("splice-empty-nb-sock", lambda: os.splice(a.fileno(), w, 10))
+    # EOF from the socket
+    c.close()
+    settle()
+    tryit("splice-eof", lambda: os.splice(a.fileno(), w, 10))
+    a.close()
+    os.close(r)
+    os.close(w)
+
+
 TESTS = [t_errnos, t_nonblocking_connect, t_data, t_poll_zero_events, t_epoll, t_select_mixed,
-         t_timeout, t_opts_names, t_bulk, t_dup, t_sigpipe]
+         t_timeout, t_opts_names, t_bulk, t_dup, t_sigpipe, t_splice]
 
 if __name__ == "__main__":
     only = sys.argv[1:]

@@ -6,6 +6,7 @@
 //! through [`Backend::poll`] tagged with the token the agent registered.
 
 pub mod kernel;
+pub mod user;
 
 use std::io;
 use std::net::SocketAddr;

@@ -1,0 +1,286 @@
+//! The user backend: the agent owns the TCP/IP state. A sans-IO [`engine::Engine`] (smoltcp
+//! plus a listen backlog, BSD lifetimes and Linux errnos) runs over a frame [`device::Device`]
+//! (af_packet, DPDK, or in tests an in-memory wire).
+//!
+//! ```text
+//!  agent epoll ──► wait_fd (epoll) ◄── device rx fd   (frames waiting; level)
+//!                                  ◄── kick eventfd   (a call queued work: send, close, ...)
+//!                                  ◄── timerfd        (smoltcp's next timer; polling devices)
+//!  poll(): engine.poll(now) → readiness of changed sockets → re-arm the timer
+//! ```
+//!
+//! Design and limits: docs/user-stack.md.
+
+pub mod afpacket;
+pub mod device;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
+pub mod engine;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant as StdInstant;
+
+use smoltcp::time::{Duration, Instant};
+
+use super::{Backend, ConnectState, IoBuf, SockEvent};
+use crate::sys;
+use device::{Device, Port};
+use engine::{Engine, EngineConfig, UserSock};
+
+const TOK_DEV: u64 = 1;
+const TOK_KICK: u64 = 2;
+const TOK_TIMER: u64 = 3;
+/// A device without a descriptor (DPDK) is polled this often while traffic flows...
+const BUSY_POLL: Duration = Duration::from_micros(50);
+/// ...and this often after `IDLE_AFTER` without frames.
+const IDLE_POLL: Duration = Duration::from_millis(2);
+const IDLE_AFTER: Duration = Duration::from_millis(20);
+
+pub struct UserBackend<D: Device> {
+    engine: Engine,
+    port: Port<D>,
+    epoll: sys::Epoll,
+    kick: OwnedFd,
+    timer: OwnedFd,
+    kicked: bool,
+    base: StdInstant,
+    /// The device has no descriptor: it is polled on a timer.
+    polled: bool,
+    last_rx: Instant,
+    last_rx_frames: u64,
+}
+
+fn timerfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall without pointers.
+    let fd = unsafe {
+        libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arms a one-shot relative timer (`d` > 0) or disarms it (`None`).
+fn timer_set(fd: RawFd, d: Option<Duration>) -> io::Result<()> {
+    let us = d.map_or(0, |d| d.total_micros().max(1));
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: (us / 1_000_000) as libc::time_t,
+            tv_nsec: ((us % 1_000_000) * 1000) as libc::c_long,
+        },
+    };
+    // SAFETY: `spec` is a valid itimerspec; the old value is not requested.
+    let r = unsafe { libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl<D: Device> UserBackend<D> {
+    pub fn new(dev: D, cfg: EngineConfig) -> io::Result<Self> {
+        let mut port = Port::new(dev);
+        let base = StdInstant::now();
+        let engine = Engine::new(cfg, &mut port, Instant::from_micros(0));
+        let epoll = sys::Epoll::new()?;
+        let kick = sys::eventfd()?;
+        let timer = timerfd()?;
+        let polled = port.dev.rx_fd().is_none();
+        if let Some(fd) = port.dev.rx_fd() {
+            epoll.add(fd, sys::EV_IN, TOK_DEV)?;
+        }
+        epoll.add(kick.as_raw_fd(), sys::EV_IN, TOK_KICK)?;
+        epoll.add(timer.as_raw_fd(), sys::EV_IN, TOK_TIMER)?;
+        let mut b = UserBackend {
+            engine,
+            port,
+            epoll,
+            kick,
+            timer,
+            kicked: false,
+            base,
+            polled,
+            last_rx: Instant::from_micros(0),
+            last_rx_frames: 0,
+        };
+        // First poll right away (a polled device starts its timer there).
+        b.kick_now();
+        Ok(b)
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.base.elapsed().as_micros() as i64)
+    }
+
+    fn kick_now(&mut self) {
+        if !self.kicked {
+            self.kicked = true;
+            if let Err(e) = sys::eventfd_write(self.kick.as_raw_fd(), 1) {
+                tracing::error!("user backend: kick eventfd: {e}");
+            }
+        }
+    }
+
+    /// A call queued work that only a poll sends out: make the agent call `poll` soon.
+    fn after_call(&mut self) {
+        if self.engine.work_pending {
+            self.kick_now();
+        }
+    }
+}
+
+impl<D: Device> Backend for UserBackend<D> {
+    type Sock = UserSock;
+
+    fn socket(&mut self, domain: i32) -> io::Result<UserSock> {
+        self.engine.socket(domain)
+    }
+
+    fn bind(&mut self, s: &UserSock, a: &SocketAddr) -> io::Result<()> {
+        self.engine.bind(s, a)
+    }
+
+    fn listen(&mut self, s: &UserSock, backlog: i32) -> io::Result<()> {
+        let r = self.engine.listen(s, backlog);
+        self.after_call();
+        r
+    }
+
+    fn accept(&mut self, s: &UserSock) -> io::Result<(UserSock, SocketAddr)> {
+        let r = self.engine.accept(s);
+        self.after_call();
+        r
+    }
+
+    fn connect(&mut self, s: &UserSock, a: &SocketAddr) -> io::Result<()> {
+        let r = self.engine.connect(s, a);
+        self.after_call();
+        r
+    }
+
+    fn connect_state(&mut self, s: &UserSock) -> ConnectState {
+        self.engine.connect_state(s)
+    }
+
+    fn take_error(&mut self, s: &UserSock) -> i32 {
+        self.engine.take_error(s)
+    }
+
+    fn shutdown(&mut self, s: &UserSock, how: i32) -> io::Result<()> {
+        let r = self.engine.shutdown(s, how);
+        self.after_call();
+        r
+    }
+
+    fn local_addr(&mut self, s: &UserSock) -> io::Result<SocketAddr> {
+        self.engine.local_addr(s)
+    }
+
+    fn peer_addr(&mut self, s: &UserSock) -> io::Result<SocketAddr> {
+        self.engine.peer_addr(s)
+    }
+
+    fn setsockopt(&mut self, s: &UserSock, level: i32, name: i32, val: &[u8]) -> io::Result<()> {
+        self.engine.setsockopt(s, level, name, val)
+    }
+
+    fn getsockopt(
+        &mut self,
+        s: &UserSock,
+        level: i32,
+        name: i32,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        self.engine.getsockopt(s, level, name, buf)
+    }
+
+    unsafe fn recv(&mut self, s: &UserSock, bufs: &[IoBuf]) -> io::Result<usize> {
+        let mut v: Vec<&mut [u8]> = bufs
+            .iter()
+            .filter(|b| b.iov_len > 0)
+            .map(|b| {
+                // SAFETY: the caller guarantees each buffer is writable memory of `iov_len` bytes
+                // that no Rust reference aliases during this call.
+                unsafe { std::slice::from_raw_parts_mut(b.iov_base.cast::<u8>(), b.iov_len) }
+            })
+            .collect();
+        let r = self.engine.recv(s, &mut v);
+        self.after_call();
+        r
+    }
+
+    unsafe fn send(&mut self, s: &UserSock, bufs: &[IoBuf]) -> io::Result<usize> {
+        let v: Vec<&[u8]> = bufs
+            .iter()
+            .filter(|b| b.iov_len > 0)
+            .map(|b| {
+                // SAFETY: the caller guarantees each buffer is readable memory of `iov_len`
+                // bytes; it is only read during this call.
+                unsafe {
+                    std::slice::from_raw_parts(b.iov_base.cast::<u8>().cast_const(), b.iov_len)
+                }
+            })
+            .collect();
+        let r = self.engine.send(s, &v);
+        self.after_call();
+        r
+    }
+
+    fn register(&mut self, s: &UserSock, token: u64) -> io::Result<()> {
+        let r = self.engine.register(s, token);
+        self.after_call();
+        r
+    }
+
+    fn close(&mut self, s: UserSock) {
+        self.engine.close(s);
+        self.after_call();
+    }
+
+    fn poll(&mut self, out: &mut Vec<SockEvent>) -> io::Result<()> {
+        sys::eventfd_drain(self.kick.as_raw_fd());
+        sys::eventfd_drain(self.timer.as_raw_fd());
+        self.kicked = false;
+        let now = self.now();
+        let more = self.engine.poll(now, &mut self.port, out);
+        if more || self.engine.work_pending {
+            self.kick_now();
+        }
+        let mut delay = self.engine.poll_delay(now);
+        if self.polled {
+            if self.port.stats.rx_frames != self.last_rx_frames {
+                self.last_rx_frames = self.port.stats.rx_frames;
+                self.last_rx = now;
+            }
+            let every = if now - self.last_rx < IDLE_AFTER {
+                BUSY_POLL
+            } else {
+                IDLE_POLL
+            };
+            delay = Some(delay.map_or(every, |d| d.min(every)));
+        }
+        match delay {
+            Some(d) if d == Duration::ZERO => {
+                self.kick_now();
+                timer_set(self.timer.as_raw_fd(), None)?;
+            }
+            d => timer_set(self.timer.as_raw_fd(), d)?,
+        }
+        Ok(())
+    }
+
+    fn wait_fd(&self) -> RawFd {
+        self.epoll.raw()
+    }
+}
