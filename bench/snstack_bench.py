@@ -208,13 +208,13 @@ class ShmSampler(threading.Thread):
 
 
 class Agent:
-    def __init__(self, binary, workdir, cpus, extra, label):
+    def __init__(self, binary, workdir, cpus, extra, label, prefix=()):
         self.binary, self.cpus, self.extra, self.label = binary, cpus, list(extra), label
         self.dir = Path(tempfile.mkdtemp(prefix="agent.", dir=workdir))
         self.sock = self.dir / "agent.sock"
         self.log = self.dir / "agent.log"
         self.argv = [str(binary), "--socket", str(self.sock), "--log-level", "info"] + self.extra
-        self.p = PROCS.start(self.argv, self.log, cpus=cpus)
+        self.p = PROCS.start(list(prefix) + self.argv, self.log, cpus=cpus)
         for _ in range(100):
             if self.sock.exists():
                 break
@@ -255,22 +255,91 @@ def agent_backends(binary):
     return {b for b in ("kernel", "afpacket", "dpdk") if b in h}
 
 
+class LoopNet:
+    """kernel and offload-kernel modes: everything on the loopback of the benchmark namespace."""
+
+    addr = "127.0.0.1"
+    prefix = []
+    wire_name = "lo (tx: every packet once)"
+
+    def wire(self):
+        return lo_counters()
+
+
 class UserFixture:
-    """Plug-in point for `offload-user`: a network namespace with a veth pair whose inner end the
-    agent's user-space backend drives (af_packet or DPDK), the application talking through the
-    agent and the load generator on the outer end. Not implemented yet: `available()` says why,
-    and the harness prints that line and skips the mode. To add it: create the netns/veth here,
-    return the agent flags (`--backend afpacket --iface ...`) from agent_args(), the address the
-    server listens on from server_addr(), and the veth's /proc/net/dev name from wire_iface()."""
+    """`offload-user`: the agent's user-space stack on one end of a veth pair.
+
+        netns A: agent --backend afpacket --iface vA --ip 10.77.X.2/24   (vA up, no kernel address)
+        netns B: load generators, vB 10.77.X.1/24
+        the server application stays in the benchmark namespace: its sockets all live in the agent
+
+    Offloads are off on both ends (af_packet wants complete, MTU-sized frames). Wire bytes: rx+tx
+    of vA (every frame once, Ethernet header included). setup()/teardown() create and delete the
+    two namespaces (the veth pair goes with them)."""
 
     def __init__(self, binary):
         self.backends = agent_backends(binary)
+        tag = f"{os.getpid() & 0xffff:04x}"
+        self.ns_a, self.ns_b = f"snbA-{tag}", f"snbB-{tag}"
+        self.veth_a, self.veth_b = f"sba{tag}", f"sbb{tag}"
+        sub = f"10.77.{(os.getpid() % 250) + 1}"
+        self.addr, self.peer = f"{sub}.2", f"{sub}.1"
+        self.prefix = ["ip", "netns", "exec", self.ns_b]
+        self.agent_prefix = ["ip", "netns", "exec", self.ns_a]
+        self.wire_name = f"veth {self.veth_a} (rx+tx: every frame once)"
+        self.agent_pid = None
+        self.up = False
 
     def available(self):
-        if "afpacket" not in self.backends and "dpdk" not in self.backends:
-            return False, "snstack-agent has no user-space backend (--help names neither afpacket nor dpdk)"
-        return False, ("snstack-agent offers a user-space backend, but the netns + veth fixture "
-                       "(bench/snstack_bench.py: UserFixture) is not written yet")
+        if "afpacket" not in self.backends:
+            return False, "snstack-agent has no user-space backend (--help does not name afpacket)"
+        if os.geteuid() != 0:
+            return False, "needs root (network namespaces, AF_PACKET)"
+        if not shutil.which("ip") or not shutil.which("ethtool"):
+            return False, "needs ip (iproute2) and ethtool (ci/install-deps.sh)"
+        return True, ""
+
+    def agent_args(self):
+        return ["--backend", "afpacket", "--iface", self.veth_a, "--ip", f"{self.addr}/24", "--max-sockets", "4096"]
+
+    def setup(self):
+        sh = lambda *a: subprocess.run(a, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: E731
+        soft = lambda *a: subprocess.run(a, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: E731
+        try:
+            sh("ip", "netns", "add", self.ns_a)
+            sh("ip", "netns", "add", self.ns_b)
+            self.up = True
+            sh("ip", "link", "add", self.veth_a, "netns", self.ns_a, "type", "veth", "peer", "name", self.veth_b,
+               "netns", self.ns_b)
+            for ns, v in ((self.ns_a, self.veth_a), (self.ns_b, self.veth_b)):
+                sh("ip", "-n", ns, "link", "set", "lo", "up")
+                soft("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{v}.disable_ipv6=1")
+                soft("ip", "netns", "exec", ns, "ethtool", "-K", v, "tx", "off", "tso", "off", "gso", "off", "gro", "off")
+            sh("ip", "-n", self.ns_a, "link", "set", self.veth_a, "up")
+            sh("ip", "-n", self.ns_b, "addr", "add", f"{self.peer}/24", "dev", self.veth_b)
+            sh("ip", "-n", self.ns_b, "link", "set", self.veth_b, "up")
+        except (subprocess.CalledProcessError, OSError) as e:
+            self.teardown()
+            raise BenchError(f"offload-user fixture: {e}") from e
+        log(f"fixture: {self.ns_a}/{self.veth_a} (agent {self.addr}) <-> {self.ns_b}/{self.veth_b} ({self.peer})")
+
+    def wire(self):
+        try:
+            with open(f"/proc/{self.agent_pid}/net/dev") as f:
+                for line in f:
+                    name, _, rest = line.partition(":")
+                    if name.strip() == self.veth_a:
+                        v = rest.split()
+                        return int(v[0]) + int(v[8]), int(v[1]) + int(v[9])
+        except OSError:
+            pass
+        return 0, 0
+
+    def teardown(self):
+        if self.up:
+            for ns in (self.ns_a, self.ns_b):
+                subprocess.run(["ip", "netns", "del", ns], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.up = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,10 +390,10 @@ http {{ access_log off; sendfile on; tcp_nopush off; keepalive_timeout 65; keepa
   default_type application/octet-stream;
   client_body_temp_path {d}/tmp/b; proxy_temp_path {d}/tmp/p; fastcgi_temp_path {d}/tmp/f;
   uwsgi_temp_path {d}/tmp/u; scgi_temp_path {d}/tmp/s;
-  server {{ listen 127.0.0.1:{port} backlog=4096; location /files/ {{ root {d}; }} }} }}
+  server {{ listen {self.h.net.addr}:{port} backlog=4096; location /files/ {{ root {d}; }} }} }}
 """)
         self.argv = [self.h.nginx, "-p", f"{d}/", "-e", f"{d}/error.log", "-c", f"{d}/nginx.conf"]
-        self.url = f"http://127.0.0.1:{port}/files/{self.size}"
+        self.url = f"http://{self.h.net.addr}:{port}/files/{self.size}"
         self.lua = d / "report.lua"
         self.lua.write_text(WRK_LUA)
         return PROCS.start(self.argv, d / "stdout.log", env=env, cpus=cpus), " ".join(self.argv)
@@ -336,10 +405,10 @@ http {{ access_log off; sendfile on; tcp_nopush off; keepalive_timeout 65; keepa
         return a + [self.url]
 
     def warmup(self, cpus):
-        run_cmd(["wrk", "-t1", f"-c{min(self.conns, 8)}", "-d1s", self.url], timeout=30, cpus=cpus)
+        self.h.load(["wrk", "-t1", f"-c{min(self.conns, 8)}", "-d1s", self.url], timeout=30)
 
     def run(self, dur, cpus):
-        out = run_cmd(self.load_argv(dur), timeout=dur + 60, cpus=cpus)
+        out = self.h.load(self.load_argv(dur), timeout=dur + 60)
         m = re.search(r"^SNSTACK_JSON (\{.*\})$", out, re.M)
         if not m:
             raise BenchError(f"wrk printed no report: {out[-500:]}")
@@ -370,7 +439,7 @@ class Redis:
     def start(self, env, cpus, port):
         d = Path(tempfile.mkdtemp(prefix="redis.", dir=self.h.workdir))
         self.port = port
-        self.argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        self.argv = ["redis-server", "--port", str(port), "--bind", self.h.net.addr, "--save", "",
                      "--appendonly", "no", "--dir", str(d), "--protected-mode", "no"]
         return PROCS.start(self.argv, d / "stdout.log", env=env, cpus=cpus), " ".join(self.argv)
 
@@ -378,17 +447,17 @@ class Redis:
         return int(dur * (150_000 if self.pipeline > 1 else 25_000))
 
     def load_argv(self, dur):
-        return ["redis-benchmark", "-h", "127.0.0.1", "-p", str(self.port), "-t", self.test,
+        return ["redis-benchmark", "-h", self.h.net.addr, "-p", str(self.port), "-t", self.test,
                 "-n", str(self.n_requests(dur)), "-c", str(self.clients), "-P", str(self.pipeline),
                 "-d", "64", "--precision", "3"]
 
     def warmup(self, cpus):
-        run_cmd(["redis-benchmark", "-h", "127.0.0.1", "-p", str(self.port), "-t", "set,get",
-                 "-n", "5000", "-c", "8", "-q"], timeout=60, cpus=cpus)
+        self.h.load(["redis-benchmark", "-h", self.h.net.addr, "-p", str(self.port), "-t", "set,get",
+                     "-n", "5000", "-c", "8", "-q"], timeout=60)
 
     def run(self, dur, cpus):
         n = self.n_requests(dur)
-        out = run_cmd(self.load_argv(dur), timeout=dur * 20 + 60, cpus=cpus)
+        out = self.h.load(self.load_argv(dur), timeout=dur * 20 + 60)
         m = re.search(r"throughput summary: ([\d.]+) requests per second", out)
         if not m:
             raise BenchError(f"redis-benchmark printed no summary: {out[-500:]}")
@@ -420,11 +489,11 @@ class Sockperf:
     def start(self, env, cpus, port):
         d = Path(tempfile.mkdtemp(prefix="sockperf.", dir=self.h.workdir))
         self.port = port
-        self.argv = ["sockperf", "server", "--tcp", "-i", "127.0.0.1", "-p", str(port)]
+        self.argv = ["sockperf", "server", "--tcp", "-i", self.h.net.addr, "-p", str(port)]
         return PROCS.start(self.argv, d / "stdout.log", env=env, cpus=cpus), " ".join(self.argv)
 
     def load_argv(self, dur):
-        a = ["sockperf", self.mode, "--tcp", "-i", "127.0.0.1", "-p", str(self.port), "-t", str(dur),
+        a = ["sockperf", self.mode, "--tcp", "-i", self.h.net.addr, "-p", str(self.port), "-t", str(dur),
              "-m", str(self.size)]
         if self.mps:
             a += ["--mps", str(self.mps)]
@@ -434,7 +503,7 @@ class Sockperf:
         pass  # sockperf runs its own warm-up stage (excluded from its statistics)
 
     def run(self, dur, cpus):
-        out = run_cmd(self.load_argv(dur), timeout=dur + 60, cpus=cpus)
+        out = self.h.load(self.load_argv(dur), timeout=dur + 60)
         out = re.sub(r"\x1b\[[0-9;]*m", "", out)
         tot = re.search(r"\[Total Run\] RunTime=([\d.]+) sec.*?SentMessages=(\d+); ReceivedMessages=(\d+)", out)
         val = re.search(r"\[Valid Duration\] RunTime=([\d.]+) sec; SentMessages=(\d+); ReceivedMessages=(\d+)", out)
@@ -541,10 +610,15 @@ class Harness:
         # Below the ephemeral range (32768-60999): after a `Connection: close` run thousands of
         # client ports sit in TIME_WAIT there, and a server port among them fails to bind.
         self.next_port = 10000 + os.getpid() % 10000
+        self.net = LoopNet()
 
     def port(self):
         self.next_port += 1
         return self.next_port
+
+    def load(self, argv, timeout):
+        """Runs a load generator on the load CPUs, in the network the current mode uses."""
+        return run_cmd(self.net.prefix + list(argv), timeout=timeout, cpus=self.pins["load"])
 
     # One point: start the server in `mode`, warm up, REPS timed runs + one perf run, stop.
     def point(self, sc, mode, agent):
@@ -581,6 +655,16 @@ class Harness:
             + (f"  syscalls {pt['syscalls_per_op']:.3f}/{sc.unit}" if pt.get("syscalls_per_op") is not None else ""))
 
     def _wait_listen(self, port, proc):
+        if self.net.prefix:
+            # The server is reachable only from the peer namespace: probe from there.
+            probe = ("import socket,sys,time\nfor _ in range(150):\n    s=socket.socket(); s.settimeout(0.5)\n"
+                     "    try:\n        s.connect((sys.argv[1], int(sys.argv[2]))); sys.exit(0)\n"
+                     "    except OSError:\n        time.sleep(0.1)\n    finally:\n        s.close()\nsys.exit(1)\n")
+            r = subprocess.run(self.net.prefix + [sys.executable, "-c", probe, self.net.addr, str(port)],
+                               timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if r.returncode != 0 or proc.poll() is not None:
+                raise BenchError(f"nothing listening on {self.net.addr}:{port} (server status {proc.poll()})")
+            return
         import socket
         for _ in range(150):
             if proc.poll() is not None:
@@ -588,7 +672,7 @@ class Harness:
             s = socket.socket()
             s.settimeout(0.5)
             try:
-                s.connect(("127.0.0.1", port))
+                s.connect((self.net.addr, port))
                 return
             except OSError:
                 time.sleep(0.1)
@@ -602,7 +686,7 @@ class Harness:
         s0 = agent.stats() if agent else {}
         c0, a0 = cpu_ticks(app), cpu_ticks(ag)
         x0, y0 = ctx_switches(app), ctx_switches(ag)
-        w0 = lo_counters()
+        w0 = self.net.wire()
         sampler = ShmSampler(ag, app)
         sampler.start()
         perfp = None
@@ -624,7 +708,7 @@ class Harness:
         wall = time.monotonic() - t0
         c1, a1 = cpu_ticks(app), cpu_ticks(ag)
         x1, y1 = ctx_switches(app), ctx_switches(ag)
-        w1 = lo_counters()
+        w1 = self.net.wire()
         s1 = agent.stats() if agent else {}
         if proc.poll() is not None:
             raise BenchError(f"{sc.name}: server died during the run")
@@ -646,7 +730,7 @@ class Harness:
             "app_ctxsw_per_op": (x1[0] - x0[0] + x1[1] - x0[1]) / ops,
             "app_ctxsw_vol_invol": [x1[0] - x0[0], x1[1] - x0[1]],
             "agent_ctxsw_per_op": (y1[0] - y0[0] + y1[1] - y0[1]) / ops if agent else None,
-            "wire_bytes": wire_bytes, "wire_packets": w1[1] - w0[1],
+            "wire_bytes": wire_bytes, "wire_packets": w1[1] - w0[1], "wire_counter": self.net.wire_name,
             "wire_bytes_per_op": wire_bytes / ops,
             "peak_shm_kib": {"agent": sampler.peak_agent, "app": sampler.peak_app},
             "agent_stats_delta": d,
@@ -818,7 +902,9 @@ def report(h, info, t_start, headline_keys):
              f"{info['perf']}, python {info['python']}")
     L.append(f"- load average at start: {' '.join(info['load_at_start'])}, at end: {' '.join(info.get('load_at_end', ['?']))}"
              + ("; other jobs shared the machine, figures are noisy" if float(info["load_at_start"][0]) > 0.5 else ""))
-    L.append(f"- network: {'private network namespace (unshare --net), loopback only' if os.environ.get(NETNS_ENV) else 'host network namespace: lo counters include other traffic'}")
+    L.append(f"- network: {'private network namespace (unshare --net), loopback only' if os.environ.get(NETNS_ENV) else 'host network namespace: lo counters include other traffic'}"
+             + ("; offload-user: agent's user-space stack (af_packet) on a veth pair between two more namespaces, "
+                "load generators in the peer namespace" if any(p["mode"] == "offload-user" for p in h.points) else ""))
     L.append(f"- pinning (taskset -c): application {h.pins['app']} (2-worker nginx: {h.pins['app_multi']}), "
              f"agent {h.pins['agent']}, load generator {h.pins['load']}")
     L.append("")
@@ -1119,6 +1205,26 @@ def main():
                 h.safe(lambda: h.chanbench(mode, agent), f"chanbench ({mode})")
             if agent:
                 agent.stop()
+        if "offload-user" in want_modes and ok:
+            mode = "offload-user"
+            try:
+                fix.setup()
+                agent = Agent(h.agent_bin, h.workdir, h.pins["agent"], fix.agent_args(), mode,
+                              prefix=fix.agent_prefix)
+                fix.agent_pid = agent.p.pid
+                h.agent_cmds.append(" ".join(fix.agent_prefix + agent.argv).replace(str(h.workdir), "$W"))
+                h.net = fix
+                log(f"mode {mode}")
+                for sc in full:
+                    h.safe(lambda: h.point(sc, mode, agent), f"{sc.name} ({mode})")
+                agent.stop()
+            except BenchError as e:
+                log(f"offload-user: FAILED: {e}")
+                h.skipped.append(f"offload-user: FAILED: {e}")
+            finally:
+                h.net = LoopNet()
+                PROCS.stop_all()
+                fix.teardown()
         if args.pcie != "off" and "offload-kernel" in want_modes:
             mode = "offload-kernel+pcie"
             agent = Agent(h.agent_bin, h.workdir, h.pins["agent"], ["--backend", "kernel", "--pcie", args.pcie], mode)
