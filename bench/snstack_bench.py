@@ -1094,7 +1094,7 @@ def plots(h, sweep):
             seen.append(p["scenario"])
     wanted = [s for s in seen if s in ("nginx-ka-0B-w1-c16", "nginx-ka-100KB-w1-c16", "nginx-close-0B-w1-c16",
                                        "redis-get-P1", "redis-get-P16", "sockperf-ping-pong")] or seen[:4]
-    short = {"kernel": "kern", "offload-kernel": "offl", "offload-kernel+pcie": "pcie"}
+    short = {"kernel": "kern", "offload-kernel": "offl", "offload-user": "user", "offload-kernel+pcie": "pcie"}
     for s in wanted:
         bars = []
         for m in modes:
@@ -1103,7 +1103,7 @@ def plots(h, sweep):
                 bars.append((short.get(m, m[:5]), [medv(p["app_cpu_us_per_op"]), medv(p["agent_cpu_us_per_op"])]))
         groups.append((s.replace("nginx-", "").replace("-w1-c16", ""), bars))
     out["cpu_per_request.svg"] = svgplot.stacked_bars(
-        "CPU per request: application + agent (kern: kernel TCP, offl: offload, pcie: +model)",
+        "CPU per request: app + agent (kern: kernel TCP, offl: offload, user: user stack, pcie: +model)",
         "CPU us per request", groups, ["application", "agent"])
     for name, svg in out.items():
         (h.out / name).write_text(svg)
@@ -1215,7 +1215,8 @@ def main():
                 h.agent_cmds.append(" ".join(fix.agent_prefix + agent.argv).replace(str(h.workdir), "$W"))
                 h.net = fix
                 log(f"mode {mode}")
-                for sc in full:
+                # The quick profile keeps to the headline scenarios here (its 5-minute budget).
+                for sc in (head if args.profile == "quick" else full):
                     h.safe(lambda: h.point(sc, mode, agent), f"{sc.name} ({mode})")
                 agent.stop()
             except BenchError as e:

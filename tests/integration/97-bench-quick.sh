@@ -7,8 +7,9 @@ require_snstack
 require_cmd wrk taskset
 [[ -x $NGINX_BIN ]] || fail "nginx not installed (run: ci/install-deps.sh)"
 out=$WORKDIR/out
-log "python3 bench/snstack_bench.py --profile tiny --out $out"
-timeout 240 "$PY" "$REPO/bench/snstack_bench.py" --profile tiny --out "$out" \
+log "python3 bench/snstack_bench.py --profile tiny --modes kernel,offload-kernel --out $out"
+# offload-user has its own tests (45-*, 46-*); here the harness itself is under test.
+timeout 240 "$PY" "$REPO/bench/snstack_bench.py" --profile tiny --modes kernel,offload-kernel --out "$out" \
     --bin-dir "$(dirname "$AGENT_BIN")" >"$WORKDIR/bench.log" 2>&1 </dev/null ||
     fail "harness failed: $(tail -30 "$WORKDIR/bench.log")"
 tail -n 12 "$WORKDIR/bench.log"
