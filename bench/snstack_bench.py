@@ -466,13 +466,13 @@ class Redis:
         dist = []
         sect = out.split("Latency by percentile distribution:", 1)[-1].split("Cumulative distribution", 1)[0]
         for pm in re.finditer(r"([\d.]+)% <= ([\d.]+) milliseconds", sect):
-            dist.append((float(pm.group(1)), float(pm.group(2)) * 1000))
+            dist.append((float(pm.group(1)), round(float(pm.group(2)) * 1000, 1)))
         lat = {}
         for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9)):
             lat[name] = next((v for pc, v in dist if pc >= q), None)
         s = re.search(r"avg\s+min\s+p50\s+p95\s+p99\s+max\s*\n\s*([\d.]+)", out)
         if s:
-            lat["mean"] = float(s.group(1)) * 1000
+            lat["mean"] = round(float(s.group(1)) * 1000, 1)
         return {"ops": n, "rate": float(m.group(1)), "lat_us": lat, "errors": {}}
 
 

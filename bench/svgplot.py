@@ -46,20 +46,20 @@ def _fmt(v):
     return f"{v:.2g}"
 
 
-def _doc(title, body):
+def _doc(title, body, w=W):
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-        f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">\n'
-        f'<rect width="{W}" height="{H}" fill="white"/>\n'
-        f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="14">{escape(title)}</text>\n'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{H}" '
+        f'viewBox="0 0 {w} {H}" font-family="sans-serif" font-size="12">\n'
+        f'<rect width="{w}" height="{H}" fill="white"/>\n'
+        f'<text x="{w / 2}" y="22" text-anchor="middle" font-size="14">{escape(title)}</text>\n'
         + "\n".join(body)
         + "\n</svg>\n"
     )
 
 
-def _legend(names, kinds="line"):
+def _legend(names, kinds="line", w=W):
     out = []
-    x = W - MR + 14
+    x = w - MR + 14
     for i, name in enumerate(names):
         y = MT + 12 + i * 18
         c = PALETTE[i % len(PALETTE)]
@@ -140,10 +140,16 @@ def stacked_bars(title, ylabel, groups, segments):
     bars = [(g, b, v) for g, bs in groups for b, v in bs]
     if not bars:
         return _doc(title, [f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no data</text>'])
-    top = max(sum(x or 0 for x in v) for _, _, v in bars)
+    totals = sorted(sum(x or 0 for x in v) for _, _, v in bars)
+    top = totals[-1]
+    # One bar far above the rest would flatten every other: clip it and print its value.
+    if len(totals) > 2 and totals[-2] > 0 and top > 3 * totals[-2]:
+        top = totals[-2] * 1.3
     yt = _nice_ticks(0, top * 1.08)
     y1 = yt[-1]
-    pw, ph = W - ML - MR, H - MT - MB - 30
+    nbars = len(bars) + len(groups) - 1
+    w = max(W, ML + MR + 34 * nbars)
+    pw, ph = w - ML - MR, H - MT - MB - 30
     sy = lambda v: MT + ph - v / y1 * ph  # noqa: E731
     body = [f'<rect x="{ML}" y="{MT}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>']
     for t in yt:
@@ -153,21 +159,24 @@ def stacked_bars(title, ylabel, groups, segments):
         f'<text x="18" y="{MT + ph / 2}" text-anchor="middle" transform="rotate(-90 18 {MT + ph / 2})">'
         f"{escape(ylabel)}</text>"
     )
-    nbars = len(bars) + len(groups) - 1
     bw = pw / max(nbars, 1)
     x = ML
     for gi, (g, bs) in enumerate(groups):
         gx0 = x
         for b, vals in bs:
             base = 0.0
+            total = sum(v or 0.0 for v in vals)
             for si, v in enumerate(vals):
-                v = v or 0.0
+                v = min(v or 0.0, max(y1 - base, 0.0))
                 if v > 0:
                     body.append(
                         f'<rect x="{x + bw * 0.1:.1f}" y="{sy(base + v):.1f}" width="{bw * 0.8:.1f}" '
                         f'height="{sy(base) - sy(base + v):.1f}" fill="{PALETTE[si % len(PALETTE)]}"/>'
                     )
                 base += v
+            if total > y1:
+                body.append(f'<text x="{x + bw / 2:.1f}" y="{MT - 4}" text-anchor="middle" font-size="10">'
+                            f'{_fmt(round(total))} (clipped)</text>')
             body.append(
                 f'<text x="{x + bw / 2:.1f}" y="{MT + ph + 14}" text-anchor="middle" font-size="10">{escape(b)}</text>'
             )
@@ -177,5 +186,5 @@ def stacked_bars(title, ylabel, groups, segments):
         )
         if gi + 1 < len(groups):
             x += bw
-    body += _legend(segments, kinds="box")
-    return _doc(title, body)
+    body += _legend(segments, kinds="box", w=w)
+    return _doc(title, body, w=w)
