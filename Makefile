@@ -13,7 +13,7 @@ demo:
 test:
 	bash ci/test.sh
 
-# make bench            full run (about 15 minutes on 2 cores), bench/results/<timestamp>/
+# make bench            full run (about 20 minutes on 2 cores), bench/results/<timestamp>/
 # make bench QUICK=1    quick profile (under 5 minutes with the build)
 QUICK ?= 0
 bench:

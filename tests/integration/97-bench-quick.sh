@@ -2,6 +2,7 @@
 # The benchmark harness end to end on a tiny scenario (nginx keepalive 0 B, 4 connections, one
 # 1 s run per mode, plus snstack-chanbench --quick): JSON per run, summary.md with its tables and
 # the SVG plots are written and well formed. No timing assertions: figures here are noise.
+# shellcheck source=tests/lib.sh
 source "$(dirname "$0")/../lib.sh"
 require_snstack
 require_cmd wrk taskset
