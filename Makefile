@@ -13,9 +13,11 @@ demo:
 test:
 	bash ci/test.sh
 
+# make bench            full run (about 20 minutes on 2 cores), bench/results/<timestamp>/
+# make bench QUICK=1    quick profile (under 5 minutes with the build)
+QUICK ?= 0
 bench:
-	bash ci/bench.sh
-	SKIP_BUILD=1 bash ci/bench-workers.sh
+	QUICK=$(QUICK) BENCH_COMMAND="make bench$(if $(filter 1,$(QUICK)), QUICK=1,)" bash ci/bench.sh
 
 clean:
 	cargo clean

@@ -8,6 +8,8 @@ set -euo pipefail
 PKGS=(nginx-light wrk curl python3 redis-server redis-tools memcached sockperf iproute2 util-linux
     gcc libc6-dev binutils
     procps coreutils
+    # benchmarks: syscall counts (perf stat -e raw_syscalls:sys_enter)
+    linux-perf
     # user-space TCP backend: DPDK bindings (dpdk-sys, pkg-config) and the veth fixture's tools
     libdpdk-dev pkg-config iputils-ping arping ethtool)
 SERVICES=(nginx redis-server memcached)

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use shm_proto::region::Geometry;
 use shm_proto::{wake, Cmd, Consumer, Evt, Header, Producer, Region, EV_COMPLETION, MAX_WAITERS};
 
+use crate::pcie::{self, Dir};
 use crate::session::Violation;
 use crate::stats::Counters;
 use crate::sys;
@@ -29,6 +30,8 @@ pub struct Channel {
     waiters: Vec<Option<OwnedFd>>,
     pub counters: Counters,
     mirrored: Counters,
+    /// PCIe crossings made in this loop iteration (model off: never touched).
+    pcie: pcie::Batch,
     /// Keeps `region`, `cmds` and `evts` valid; declared last so it is dropped last.
     _map: sys::Mmap,
 }
@@ -60,6 +63,7 @@ impl Channel {
             waiters: (0..MAX_WAITERS).map(|_| None).collect(),
             counters: Counters::default(),
             mirrored: Counters::default(),
+            pcie: pcie::Batch::default(),
             _map: map,
         };
         Ok((ch, memfd))
@@ -78,6 +82,7 @@ impl Channel {
         let c = self.cmds.pop()?;
         if c.is_some() {
             self.counters.h2n_ops += 1;
+            self.pcie(Dir::ReadCmds, pcie::ENTRY_BYTES);
         }
         Ok(c)
     }
@@ -112,6 +117,7 @@ impl Channel {
         };
         let n = data.len().min(e.data.len());
         e.data[..n].copy_from_slice(&data[..n]);
+        self.pcie(Dir::Publish, pcie::ENTRY_BYTES);
         if self.overflow.is_empty() && self.evts.push(e)? {
             self.counters.n2h_ops += 1;
             self.posted = true;
@@ -119,6 +125,14 @@ impl Channel {
             self.overflow.push_back(e);
         }
         Ok(())
+    }
+
+    /// PCIe model (pcie.rs): `bytes` cross the link going `dir`, before the peer may see them.
+    #[inline]
+    pub fn pcie(&mut self, dir: Dir, bytes: u64) {
+        if pcie::enabled() {
+            self.pcie.cross(dir, bytes);
+        }
     }
 
     /// Remembers that the host may be waiting for a change of `slot`.
@@ -172,6 +186,7 @@ impl Channel {
             self.counters.mirror(&self.region.header().stats.0);
             self.mirrored = self.counters;
         }
+        self.pcie.end();
         Ok(())
     }
 

@@ -4,11 +4,13 @@
 //! Modules: `agent` (event loop, control plane, command execution), `session` (sans-IO slot
 //! table, command decoding, policy), `ticket` (sans-IO fork tickets), `channel` (region endpoint,
 //! batched wake-ups), `sock` (socket table, bindings, data path), `backend` (TCP implementations:
-//! `kernel`, `user`), `stats`, `sys` (every libc call).
+//! `kernel`, `user`), `stats`, `pcie` (optional model of the host <-> NIC link for benchmarks),
+//! `sys` (every libc call).
 
 mod agent;
 mod backend;
 mod channel;
+mod pcie;
 mod session;
 mod sock;
 mod stats;
@@ -128,7 +130,8 @@ struct RunArgs {
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     eal_args: Option<String>,
     /// Testing aid for the user-space stack: damage frames in both directions, e.g.
-    /// "drop=10,reorder=10,dup=0" (per mille, seeded PRNG). For kernels without sch_netem.
+    /// "drop=10,reorder=10,dup=0,delay_us=4000" (per mille, seeded PRNG; delay of received
+    /// frames in microseconds). For kernels without sch_netem.
     #[arg(long, value_name = "SPEC", value_parser = parse_faults)]
     inject_faults: Option<backend::user::device::Faults>,
     /// Loopback acceleration: a connect from an attached process to a local address where a
@@ -138,6 +141,19 @@ struct RunArgs {
     /// backend). See docs/loopback.md.
     #[arg(long, value_enum, value_name = "on|off", default_value = "on")]
     loopback: OnOff,
+    /// Model of the host <-> NIC link (benchmarks): `bf2` = 500 ns per channel crossing and a
+    /// 25 GB/s cap (BlueField-2, PCIe Gen4 x16); `off` (the default) adds nothing. The two flags
+    /// below override the preset's values.
+    #[arg(long, value_name = "PRESET", default_value = "off", value_parser = pcie::preset)]
+    pcie: pcie::Model,
+    /// Nanoseconds added per channel crossing (reading a batch of commands, fetching TX payload,
+    /// publishing events/RX bytes); overrides the preset's latency.
+    #[arg(long, value_name = "NS")]
+    pcie_latency_ns: Option<u64>,
+    /// Bandwidth cap of the channel in gigabytes (1e9 bytes) per second; 0 = unlimited.
+    /// Overrides the preset's cap.
+    #[arg(long, value_name = "G", value_parser = non_negative)]
+    pcie_gbytes_per_sec: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -247,6 +263,24 @@ fn ring_size(s: &str) -> Result<u32, String> {
     Ok(v)
 }
 
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err("must be a non-negative number".into()),
+    }
+}
+
+fn pcie_model(a: &RunArgs) -> pcie::Model {
+    let mut m = a.pcie;
+    if let Some(ns) = a.pcie_latency_ns {
+        m.latency = Duration::from_nanos(ns);
+    }
+    if let Some(g) = a.pcie_gbytes_per_sec {
+        m.bytes_per_sec = (g > 0.0).then_some(g * 1e9);
+    }
+    m
+}
+
 fn init_logging(level: LogLevel) {
     use tracing_subscriber::filter::LevelFilter;
     let max = match level {
@@ -265,6 +299,11 @@ fn init_logging(level: LogLevel) {
 
 fn run(a: RunArgs) -> anyhow::Result<()> {
     init_logging(a.log_level);
+    let model = pcie_model(&a);
+    pcie::install(model);
+    if !model.is_off() {
+        tracing::info!("PCIe model: {model}");
+    }
     let geometry = Geometry {
         cmd_entries: 1024,
         evt_entries: 1024,

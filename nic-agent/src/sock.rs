@@ -23,6 +23,7 @@ use shm_proto::*;
 
 use crate::backend::{Backend, IoBuf};
 use crate::channel::Channel;
+use crate::pcie::Dir;
 use crate::session::Violation;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -462,6 +463,7 @@ pub fn pump_rx<B: Backend>(
     }
     let moved = rx_tail.wrapping_sub(start);
     if moved != 0 {
+        chan.pcie(Dir::Publish, u64::from(moved));
         rx.publish_tail(*rx_tail);
         chan.counters.n2h_bytes += u64::from(moved);
         chan.counters.n2h_ops += 1;
@@ -500,11 +502,15 @@ pub fn pump_tx<B: Backend>(
     };
     let start = *tx_head;
     let mut out = Outcome::default();
+    let mut fetched = false;
     loop {
         let used = tx.used(*tx_head, tx.load_tail())?;
         if used == 0 {
             out.done = true;
             break;
+        }
+        if !std::mem::replace(&mut fetched, true) {
+            chan.pcie(Dir::FetchTx, u64::from(used));
         }
         let (iov, n) = iovs(&tx, *tx_head, used);
         // SAFETY: the pieces lie in this slot's TX stream inside the live mapping; the kernel only

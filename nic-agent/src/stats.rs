@@ -94,6 +94,16 @@ impl Snapshot {
         let _ = writeln!(s, "loopback {}", u64::from(lo.enabled));
         let _ = writeln!(s, "loop_connections {}", lo.connections);
         let _ = writeln!(s, "loop_bytes {}", lo.bytes);
+        // The PCIe model (pcie.rs) is process-wide, not per snapshot: zeros when it is off.
+        let p = crate::pcie::stats();
+        for (k, v) in [
+            ("pcie_crossings", p.crossings),
+            ("pcie_bytes", p.bytes),
+            ("pcie_delay_ns", p.delay_ns),
+            ("pcie_throttle_ns", p.throttle_ns),
+        ] {
+            let _ = writeln!(s, "{k} {v}");
+        }
         s
     }
 }
