@@ -19,13 +19,14 @@ const TICKET: &str = "SNSTACK_EXEC_TICKET";
 const FDS: &str = "SNSTACK_EXEC_FDS";
 
 /// Variables the new image must keep.
-const KEEP: [&str; 7] = [
+const KEEP: [&str; 8] = [
     "LD_PRELOAD",
     "SNSTACK_AGENT",
     "SNSTACK_OFFLOAD",
     "SNSTACK_STRICT",
     "SNSTACK_SPIN_US",
     "SNSTACK_LIVENESS_MS",
+    "SNSTACK_YIELDS",
     "SNSTACK_LOG",
 ];
 
