@@ -928,15 +928,8 @@ impl<B: Backend> Backend for LoopBackend<B> {
             // SAFETY: forwarded from the caller's contract.
             return unsafe { self.inner.recv(&s.os, bufs) };
         }
-        let mut v: Vec<&mut [u8]> = bufs
-            .iter()
-            .filter(|b| b.iov_len > 0)
-            .map(|b| {
-                // SAFETY: the caller guarantees each buffer is writable memory of `iov_len` bytes
-                // that no Rust reference aliases during this call.
-                unsafe { std::slice::from_raw_parts_mut(b.iov_base.cast::<u8>(), b.iov_len) }
-            })
-            .collect();
+        // SAFETY: forwarded from the caller's contract (writable, unaliased buffers).
+        let mut v = unsafe { super::iov_mut(bufs) };
         self.net.recv(s.key, &mut v)
     }
 
@@ -945,17 +938,8 @@ impl<B: Backend> Backend for LoopBackend<B> {
             // SAFETY: forwarded from the caller's contract.
             return unsafe { self.inner.send(&s.os, bufs) };
         }
-        let v: Vec<&[u8]> = bufs
-            .iter()
-            .filter(|b| b.iov_len > 0)
-            .map(|b| {
-                // SAFETY: the caller guarantees each buffer is readable memory of `iov_len`
-                // bytes; it is only read during this call.
-                unsafe {
-                    std::slice::from_raw_parts(b.iov_base.cast::<u8>().cast_const(), b.iov_len)
-                }
-            })
-            .collect();
+        // SAFETY: forwarded from the caller's contract (readable buffers).
+        let v = unsafe { super::iov_ref(bufs) };
         self.net.send(s.key, &v)
     }
 

@@ -51,6 +51,34 @@ pub struct LoopStats {
 /// A raw buffer for vectored I/O into or out of shared memory.
 pub type IoBuf = libc::iovec;
 
+/// The non-empty buffers of `bufs` as byte slices to fill (for backends that copy in Rust).
+///
+/// # Safety
+/// Each buffer must be writable memory of `iov_len` bytes that no other Rust reference aliases
+/// while the slices live (the contract of [`Backend::recv`]).
+pub unsafe fn iov_mut<'a>(bufs: &[IoBuf]) -> Vec<&'a mut [u8]> {
+    bufs.iter()
+        .filter(|b| b.iov_len > 0)
+        // SAFETY: the caller's contract.
+        .map(|b| unsafe { std::slice::from_raw_parts_mut(b.iov_base.cast::<u8>(), b.iov_len) })
+        .collect()
+}
+
+/// The non-empty buffers of `bufs` as byte slices to read.
+///
+/// # Safety
+/// Each buffer must be readable memory of `iov_len` bytes, unchanged while the slices live (the
+/// contract of [`Backend::send`]).
+pub unsafe fn iov_ref<'a>(bufs: &[IoBuf]) -> Vec<&'a [u8]> {
+    bufs.iter()
+        .filter(|b| b.iov_len > 0)
+        // SAFETY: the caller's contract.
+        .map(|b| unsafe {
+            std::slice::from_raw_parts(b.iov_base.cast::<u8>().cast_const(), b.iov_len)
+        })
+        .collect()
+}
+
 /// A TCP implementation. Every method is non-blocking; errors carry Linux errno values.
 pub trait Backend {
     type Sock;

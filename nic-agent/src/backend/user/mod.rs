@@ -206,32 +206,16 @@ impl<D: Device> Backend for UserBackend<D> {
     }
 
     unsafe fn recv(&mut self, s: &UserSock, bufs: &[IoBuf]) -> io::Result<usize> {
-        let mut v: Vec<&mut [u8]> = bufs
-            .iter()
-            .filter(|b| b.iov_len > 0)
-            .map(|b| {
-                // SAFETY: the caller guarantees each buffer is writable memory of `iov_len` bytes
-                // that no Rust reference aliases during this call.
-                unsafe { std::slice::from_raw_parts_mut(b.iov_base.cast::<u8>(), b.iov_len) }
-            })
-            .collect();
+        // SAFETY: forwarded from the caller's contract (writable, unaliased buffers).
+        let mut v = unsafe { super::iov_mut(bufs) };
         let r = self.engine.recv(s, &mut v);
         self.after_call();
         r
     }
 
     unsafe fn send(&mut self, s: &UserSock, bufs: &[IoBuf]) -> io::Result<usize> {
-        let v: Vec<&[u8]> = bufs
-            .iter()
-            .filter(|b| b.iov_len > 0)
-            .map(|b| {
-                // SAFETY: the caller guarantees each buffer is readable memory of `iov_len`
-                // bytes; it is only read during this call.
-                unsafe {
-                    std::slice::from_raw_parts(b.iov_base.cast::<u8>().cast_const(), b.iov_len)
-                }
-            })
-            .collect();
+        // SAFETY: forwarded from the caller's contract (readable buffers).
+        let v = unsafe { super::iov_ref(bufs) };
         let r = self.engine.send(s, &v);
         self.after_call();
         r
