@@ -1,0 +1,21 @@
+//! snstack's own TCP/IP engine, sans-IO: no clock, no syscalls, no threads. Frames and
+//! application calls go in with the time (`handle_*`), frames and events come out (`poll_*`).
+//! Design and limits: docs/user-stack.md.
+//!
+//! ```text
+//!   device frames ──► Stack::handle_frame ──► wire::* parse ──► conn table (hashed 4-tuple)
+//!                                                 │                  │  Conn: RFC 9293 states,
+//!   app calls ──► Stack::{send,recv,close,..} ──► │                  │  SendBuf/Scoreboard/RACK,
+//!                                                 ▼                  │  RecvBuf (ranges), CUBIC, PRR
+//!   device ◄── Stack::poll_transmit ◄── timers (wheel) ◄────────────┘
+//! ```
+#![deny(unsafe_code)]
+
+pub mod frame;
+pub mod seq;
+pub mod time;
+pub mod wire;
+
+pub use frame::{DeviceCaps, Gso, RxCsum, RxMeta, TxMeta};
+pub use seq::Seq;
+pub use time::Instant;
