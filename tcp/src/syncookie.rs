@@ -102,7 +102,7 @@ impl SynCookies {
 
     /// Our ISN for a SYN from `remote` to `local` with sequence `peer_isn` and MSS option `mss`
     /// (536 or 1220 when the SYN had none), at `minute` (the caller's clock in minutes), and the
-    /// MSS actually encoded, which the caller must advertise-compatibly use for the connection.
+    /// MSS actually encoded (the one the connection will use once the cookie comes back).
     pub fn isn(
         &self,
         local: SocketAddr,
