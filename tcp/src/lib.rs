@@ -11,9 +11,15 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod cc;
 pub mod frame;
+pub mod isn;
+pub mod prr;
+pub mod rtt;
 pub mod seq;
+pub mod syncookie;
 pub mod time;
+pub mod timer;
 pub mod wire;
 
 pub use frame::{DeviceCaps, Gso, RxCsum, RxMeta, TxMeta};
