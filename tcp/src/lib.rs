@@ -12,6 +12,8 @@
 #![deny(unsafe_code)]
 
 pub mod frame;
+pub mod recvbuf;
+pub mod sendbuf;
 pub mod seq;
 pub mod time;
 pub mod wire;
