@@ -13,6 +13,7 @@
 
 pub mod frame;
 pub mod recvbuf;
+pub mod scoreboard;
 pub mod sendbuf;
 pub mod seq;
 pub mod time;
