@@ -12,14 +12,19 @@
 #![deny(unsafe_code)]
 
 pub mod cc;
+pub mod conn;
+pub mod errno;
 pub mod frame;
 pub mod isn;
+pub mod neigh;
+pub mod output;
 pub mod prr;
 pub mod recvbuf;
 pub mod rtt;
 pub mod scoreboard;
 pub mod sendbuf;
 pub mod seq;
+pub mod stack;
 pub mod syncookie;
 pub mod time;
 pub mod timer;

@@ -80,6 +80,34 @@ impl Ipv4Repr {
     /// Writes a 20-byte header without options at the start of `buf`, total length
     /// `20 + payload_len`, header checksum filled. Panics if `buf` is shorter than [`HEADER_LEN`];
     /// `payload_len` must not exceed 65515 (checked in debug builds).
+    /// Parses the header of a datagram quoted in an ICMP error (RFC 792): the quote is cut
+    /// short, so the total length is not checked against it and the payload is what remains.
+    pub fn parse_quoted(pkt: &[u8]) -> Result<(Ipv4Repr, &[u8]), WireError> {
+        if pkt.len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if pkt[0] >> 4 != 4 {
+            return Err(WireError::Malformed);
+        }
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        if ihl < HEADER_LEN || ihl > pkt.len() {
+            return Err(WireError::Malformed);
+        }
+        let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
+        let frag = u16::from_be_bytes([pkt[6], pkt[7]]);
+        let repr = Ipv4Repr {
+            src: Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]),
+            dst: Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]),
+            proto: pkt[9],
+            ttl: pkt[8],
+            tos: pkt[1],
+            ident: u16::from_be_bytes([pkt[4], pkt[5]]),
+            dont_frag: frag & FLAG_DF != 0,
+            payload_len: total.saturating_sub(ihl),
+        };
+        Ok((repr, &pkt[ihl..]))
+    }
+
     pub fn emit(&self, buf: &mut [u8]) {
         debug_assert!(self.payload_len <= 0xffff - HEADER_LEN);
         let total = (HEADER_LEN + self.payload_len) as u16;

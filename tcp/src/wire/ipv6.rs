@@ -92,6 +92,28 @@ impl Ipv6Repr {
         Ok((repr, payload))
     }
 
+    /// Parses the fixed header of a packet quoted in an ICMPv6 error (RFC 4443): the quote is
+    /// cut short, so lengths are not checked; extension headers are not walked (the caller
+    /// checks `next_header`).
+    pub fn parse_quoted(pkt: &[u8]) -> Result<(Ipv6Repr, &[u8]), WireError> {
+        if pkt.len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if pkt[0] >> 4 != 6 {
+            return Err(WireError::Malformed);
+        }
+        let repr = Ipv6Repr {
+            src: addr(&pkt[8..24]),
+            dst: addr(&pkt[24..40]),
+            next_header: pkt[6],
+            hop_limit: pkt[7],
+            traffic_class: (pkt[0] << 4) | (pkt[1] >> 4),
+            flow_label: u32::from_be_bytes([0, pkt[1] & 0x0f, pkt[2], pkt[3]]),
+            payload_len: usize::from(u16::from_be_bytes([pkt[4], pkt[5]])),
+        };
+        Ok((repr, &pkt[HEADER_LEN..]))
+    }
+
     /// Writes the 40-byte header (no extension headers) at the start of `buf`. Panics if `buf` is
     /// shorter than [`HEADER_LEN`]; `payload_len` must fit 16 bits (checked in debug builds) and
     /// only the low 20 bits of `flow_label` are used.
