@@ -353,12 +353,17 @@ impl Scoreboard {
         self.highest_sacked
     }
 
-    /// The last record, for a tail loss probe retransmission (RFC 8985 section 7.3).
+    /// The last record, for a tail loss probe retransmission (RFC 8985 section 7.3): at most its
+    /// final MSS ([`set_mss`](Self::set_mss)), since records merge and the probe is one segment.
     pub fn latest_xmit(&self) -> Option<(Seq, Seq)> {
-        self.recs.back().map(|r| (r.start, r.end))
+        self.recs
+            .back()
+            .map(|r| (r.end - r.len().min(self.mss), r.end))
     }
 
-    /// The next range to retransmit: the first record marked lost.
+    /// The next range to retransmit: the first record marked lost, at most its first MSS
+    /// ([`set_mss`](Self::set_mss)) since lost runs merge. Retransmitting it (see
+    /// [`on_retransmit`](Self::on_retransmit)) moves this on to the next range.
     pub fn next_lost(&self) -> Option<(Seq, Seq)> {
         if self.tot.lost == 0 {
             return None;
@@ -367,7 +372,7 @@ impl Scoreboard {
         self.recs
             .range(from..)
             .find(|r| r.lost && !r.sacked)
-            .map(|r| (r.start, r.end))
+            .map(|r| (r.start, r.start + r.len().min(self.mss)))
     }
 
     /// Transmission time of the oldest outstanding non-SACKed record (of the first record when
@@ -772,6 +777,7 @@ mod tests {
         assert_eq!(sb.next_lost(), None);
         assert_eq!(sb.oldest_xmit_time(), None);
         assert_eq!(sb.on_ack(Seq(5), &[], us(0)), AckOutcome::default());
+        sb.set_mss(MSS);
         let base = Seq(u32::MAX - 1500);
         send_segments(&mut sb, base, 0, 3, 1000);
         assert_eq!(sb.una(), Some(base));
@@ -1090,6 +1096,7 @@ mod tests {
     #[test]
     fn rto_marks_all_lost_and_pipe_accounting() {
         let mut sb = Scoreboard::new();
+        sb.set_mss(MSS);
         send_segments(&mut sb, Seq(0), 0, 10, 0);
         sb.on_ack(Seq(0), &[seg(Seq(0), 4)], us(10_000));
         // Tail loss probe of the last segment: original and probe both in flight.
@@ -1100,12 +1107,20 @@ mod tests {
         assert_eq!(sb.lost_bytes(), 9 * MSS);
         // Lost runs merge: [0,4000) and [5000,10000) (the probe's record stays apart).
         assert_eq!(sb.len_records(), 4);
-        assert_eq!(sb.next_lost(), Some((Seq(0), Seq(4000))));
+        assert_eq!(sb.next_lost(), Some((Seq(0), Seq(1000))));
         sb.on_retransmit(Seq(0), Seq(1000), us(20_000));
         assert_eq!(sb.pipe(), MSS);
-        assert_eq!(sb.next_lost(), Some((Seq(1000), Seq(4000))));
+        assert_eq!(sb.next_lost(), Some((Seq(1000), Seq(2000))));
+        assert_eq!(sb.latest_xmit(), Some(seg(Seq(0), 9)));
+        // Retransmitting the whole run walks next_lost through it, then past the SACKed hole.
+        for i in 1..4 {
+            let (s, e) = sb.next_lost().unwrap_or((Seq(0), Seq(0)));
+            assert_eq!((s, e), seg(Seq(0), i));
+            sb.on_retransmit(s, e, us(20_000 + u64::from(i)));
+        }
+        assert_eq!(sb.next_lost(), Some(seg(Seq(0), 5)));
         // The rest of the lost run keeps the run's oldest transmission time.
-        assert_eq!(sb.oldest_xmit_time(), Some(us(0)));
+        assert_eq!(sb.oldest_xmit_time(), Some(us(500)));
         check_invariants(&sb);
     }
 
@@ -1341,6 +1356,7 @@ mod tests {
                     Some(i) => {
                         let (s, e) = sb.next_lost().unwrap_or((Seq(0), Seq(0)));
                         assert_eq!(s, una + i as u32);
+                        assert!(s < e && s.dist(e) <= 100);
                         for b in &model[i..i + s.dist(e) as usize] {
                             assert!(b.lost);
                         }
