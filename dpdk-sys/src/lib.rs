@@ -103,8 +103,11 @@ extern "C" {
         l4_proto: c_int,
         tso_segsz: u16,
     );
-    pub fn snstack_pktmbuf_from(mp: *mut rte_mempool, data: *const c_void, len: u32)
-        -> *mut rte_mbuf;
+    pub fn snstack_pktmbuf_from(
+        mp: *mut rte_mempool,
+        data: *const c_void,
+        len: u32,
+    ) -> *mut rte_mbuf;
     pub fn snstack_pktmbuf_copy_out(m: *const rte_mbuf, dst: *mut c_void, cap: u32) -> u32;
     pub fn snstack_sizeof_ether_addr() -> usize;
 }

@@ -156,7 +156,12 @@ impl RxRing {
         // SAFETY: the block descriptor is inside the mapping, 4-byte aligned (blocks are
         // page-aligned), and the kernel accesses the word only atomically with respect to us
         // (it writes it with a barrier before waking us; we hand it back with release).
-        unsafe { &*self.map.add(block * BLOCK_SIZE + BD_STATUS).cast::<AtomicU32>() }
+        unsafe {
+            &*self
+                .map
+                .add(block * BLOCK_SIZE + BD_STATUS)
+                .cast::<AtomicU32>()
+        }
     }
 
     /// Calls `f` for up to `max` frames, in place in the ring; returns how many. A block is

@@ -425,6 +425,9 @@ impl<D: Device> phy::Device for Port<D> {
 pub struct WireFrame {
     pub buf: Vec<u8>,
     pub meta: RxMeta,
+    /// GRO may still merge further segments into it (the last frame a [`PeerOffloads::gro_max`]
+    /// sender put on the wire, not read yet: GRO merges what arrives within one NAPI poll).
+    pub gro_open: bool,
 }
 
 /// One direction of an in-memory wire.
@@ -438,8 +441,9 @@ pub struct PeerOffloads {
     /// TCP/UDP checksums are left partial (pseudo-header sum; `RxCsum::Partial` at the other
     /// end), as with tx checksum offload.
     pub partial_csum: bool,
-    /// GRO: consecutive TCP segments of one flow within one burst are merged into super-frames
-    /// of at most this many bytes (0: off), reported with `RxMeta::gso` and `RxCsum::Partial`.
+    /// GRO: consecutive TCP segments of one flow are merged into super-frames of at most this
+    /// many bytes (0: off) while the receiver has not read them, reported with `RxMeta::gso`
+    /// and `RxCsum::Partial`.
     pub gro_max: usize,
 }
 
@@ -493,7 +497,11 @@ impl Loopback {
     /// Puts a frame on the wire towards this end, as if the other end had sent it with `meta`
     /// (tests craft partial-checksum frames and super-frames this way).
     pub fn inject(&self, buf: Vec<u8>, meta: RxMeta) {
-        self.rx.borrow_mut().push_back(WireFrame { buf, meta });
+        self.rx.borrow_mut().push_back(WireFrame {
+            buf,
+            meta,
+            gro_open: false,
+        });
     }
 
     /// Copies of the frames in flight towards this end (tests inspect segments on the wire).
@@ -535,8 +543,6 @@ impl Device for Loopback {
     ) -> io::Result<usize> {
         let n = frames.len();
         let mut wire = self.tx.borrow_mut();
-        // GRO merges only within this burst, into the frame this burst put on the wire last.
-        let mut merge_into: Option<usize> = None;
         for TxFrame { mut buf, meta } in frames.drain(..) {
             let offloaded = meta.csum.is_some() || meta.gso.is_some();
             let mut rx = RxMeta {
@@ -549,7 +555,7 @@ impl Device for Loopback {
             };
             let plain = !offloaded;
             if plain && self.peer.gro_max > 0 {
-                if let Some(w) = merge_into.and_then(|i| wire.get_mut(i)) {
+                if let Some(w) = wire.back_mut().filter(|w| w.gro_open) {
                     let first = offload::tcp_payload_len(&w.buf);
                     if offload::gro_merge(&mut w.buf, &buf, self.peer.gro_max) {
                         offload::make_partial(&mut w.buf);
@@ -569,10 +575,13 @@ impl Device for Loopback {
             if plain && self.peer.partial_csum && offload::make_partial(&mut buf).is_some() {
                 rx.csum = RxCsum::Partial;
             }
-            merge_into = (plain && self.peer.gro_max > 0).then_some(wire.len());
+            if let Some(w) = wire.back_mut() {
+                w.gro_open = false;
+            }
             wire.push_back(WireFrame {
                 buf: buf.clone(),
                 meta: rx,
+                gro_open: plain && self.peer.gro_max > 0,
             });
             buf.clear();
             done.push(buf);
@@ -666,6 +675,7 @@ impl<D: Device> FaultInjector<D> {
             raw.push(WireFrame {
                 buf: b.to_vec(),
                 meta,
+                gro_open: false,
             })
         })?;
         let start = out.len();
@@ -936,7 +946,11 @@ mod tests {
         a.tx_burst(&mut q, &mut Vec::new()).unwrap();
         let t0 = std::time::Instant::now();
         let mut got = Vec::new();
-        assert_eq!(recv_into(&mut b, &mut got, 64), 0, "released before the delay");
+        assert_eq!(
+            recv_into(&mut b, &mut got, 64),
+            0,
+            "released before the delay"
+        );
         let due = b.next_due().expect("frames are held");
         assert!(due >= t0 + std::time::Duration::from_millis(19));
         while got.len() < 5 {
@@ -1018,10 +1032,13 @@ mod tests {
         assert_eq!(p.stats.rx_split, 3);
         assert_eq!(p.stats.rx_split_segments, 4 + 2 + 3);
         // A device-reported bad checksum is dropped; oversized non-TCP too.
-        p.dev.inject(segs[0].clone(), RxMeta {
-            csum: RxCsum::Bad,
-            gso: None,
-        });
+        p.dev.inject(
+            segs[0].clone(),
+            RxMeta {
+                csum: RxCsum::Bad,
+                gso: None,
+            },
+        );
         p.dev.inject(vec![0u8; 3000], RxMeta::default());
         assert!(port_frames(&mut p).is_empty());
         assert_eq!(p.stats.rx_dropped, 2);

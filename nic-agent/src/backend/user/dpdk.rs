@@ -256,7 +256,8 @@ impl DpdkPort {
     /// the pool is empty.
     fn mbuf_for(&self, buf: &[u8], csum: bool, tso: Option<Gso>) -> *mut sys::rte_mbuf {
         // SAFETY: `pool` is a live mempool; `buf` is readable for its length.
-        let m = unsafe { sys::snstack_pktmbuf_from(self.pool, buf.as_ptr().cast(), buf.len() as u32) };
+        let m =
+            unsafe { sys::snstack_pktmbuf_from(self.pool, buf.as_ptr().cast(), buf.len() as u32) };
         if m.is_null() || !(csum || tso.is_some()) {
             return m;
         }

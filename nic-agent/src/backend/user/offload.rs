@@ -112,7 +112,10 @@ pub fn fill_l4_csum(f: &mut [u8]) -> bool {
         return false;
     }
     f[at..at + 2].fill(0);
-    let s = sum_bytes(u32::from(pseudo_sum(f, &p, Some(p.end - p.off))), &f[p.off..p.end]);
+    let s = sum_bytes(
+        u32::from(pseudo_sum(f, &p, Some(p.end - p.off))),
+        &f[p.off..p.end],
+    );
     let mut c = !(s as u16);
     if p.proto == 17 && c == 0 {
         c = 0xffff;
@@ -306,7 +309,10 @@ pub(crate) mod tests {
 
     fn tcp_ok(f: &[u8]) -> bool {
         let p = l4(f).unwrap();
-        sum_bytes(u32::from(pseudo_sum(f, &p, Some(p.end - p.off))), &f[p.off..p.end]) == 0xffff
+        sum_bytes(
+            u32::from(pseudo_sum(f, &p, Some(p.end - p.off))),
+            &f[p.off..p.end],
+        ) == 0xffff
     }
 
     fn ip_ok(f: &[u8]) -> bool {

@@ -125,7 +125,10 @@ mod tests {
             ..VnetHdr::default()
         };
         assert_eq!(v.rx_meta(false, false).csum, RxCsum::Verified);
-        assert_eq!(VnetHdr::default().rx_meta(false, true).csum, RxCsum::Verified);
+        assert_eq!(
+            VnetHdr::default().rx_meta(false, true).csum,
+            RxCsum::Verified
+        );
         assert_eq!(VnetHdr::default().rx_meta(true, true).csum, RxCsum::Partial);
         assert_eq!(VnetHdr::default().rx_meta(false, false), RxMeta::default());
     }
@@ -145,7 +148,14 @@ mod tests {
             },
         );
         assert_eq!(
-            (h.flags, h.gso_type, h.gso_size, h.hdr_len, h.csum_start, h.csum_offset),
+            (
+                h.flags,
+                h.gso_type,
+                h.gso_size,
+                h.hdr_len,
+                h.csum_start,
+                h.csum_offset
+            ),
             (F_NEEDS_CSUM, GSO_TCPV4, 1448, 66, 34, 16)
         );
         assert_eq!(VnetHdr::for_tx(&f, &TxMeta::default()), VnetHdr::default());
