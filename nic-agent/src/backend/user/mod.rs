@@ -12,10 +12,13 @@
 //! Design and limits: docs/user-stack.md.
 
 pub mod afpacket;
+mod afpacket_ring;
 pub mod device;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod engine;
+pub mod offload;
+mod vnet;
 
 use std::io;
 use std::net::SocketAddr;
