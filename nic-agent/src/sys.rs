@@ -129,14 +129,19 @@ pub fn eventfd_drain(fd: RawFd) {
 pub fn timerfd() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall without pointers.
     let fd = cvt(unsafe {
-        libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
+        libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+        )
     })?;
     Ok(owned(fd))
 }
 
 /// Arms a one-shot relative timer (`d` > 0, rounded up to 1 us) or disarms it (`None`).
 pub fn timerfd_set(fd: RawFd, d: Option<std::time::Duration>) -> io::Result<()> {
-    let us = d.map_or(0, |d| (d.as_micros().min(u128::from(u64::MAX)) as u64).max(1));
+    let us = d.map_or(0, |d| {
+        (d.as_micros().min(u128::from(u64::MAX)) as u64).max(1)
+    });
     let spec = libc::itimerspec {
         it_interval: libc::timespec {
             tv_sec: 0,

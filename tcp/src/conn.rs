@@ -128,9 +128,14 @@ impl Cc {
 enum Phase {
     Open,
     /// Fast recovery until `point` is acknowledged; PRR paces the sending.
-    Recovery { point: Seq, prr: Prr },
+    Recovery {
+        point: Seq,
+        prr: Prr,
+    },
     /// After an RTO: everything outstanding was marked lost and is resent under cwnd.
-    Loss { point: Seq },
+    Loss {
+        point: Seq,
+    },
 }
 
 /// What the retransmission timer slot is armed for.
@@ -501,7 +506,9 @@ impl Tcb {
     }
 
     pub fn unsent(&self) -> usize {
-        self.sendbuf.len().saturating_sub(self.snd_una.dist(self.snd_nxt) as usize)
+        self.sendbuf
+            .len()
+            .saturating_sub(self.snd_una.dist(self.snd_nxt) as usize)
     }
 
     /// Payload bytes `[off, off + len)` after snd_una, for the frame being built.
@@ -647,8 +654,7 @@ impl Tcb {
         let _ = cur;
         let adv = self.rcv_nxt.dist(self.rcv_adv) as usize;
         let new = self.recv_window() as usize;
-        if new >= adv + 2 * self.rcv_mss as usize || (adv < self.rcv_mss as usize && new > adv)
-        {
+        if new >= adv + 2 * self.rcv_mss as usize || (adv < self.rcv_mss as usize && new > adv) {
             self.win_update = true;
         }
         if self.recvbuf.readable() == 0 && self.delack_at.is_some() && self.ack_bytes > 0 {
@@ -663,13 +669,18 @@ impl Tcb {
         if self.cfg.rcvbuf_locked {
             return;
         }
-        let rtt = self.rtt.srtt().unwrap_or(Duration::from_millis(1)).max(Duration::from_micros(100));
+        let rtt = self
+            .rtt
+            .srtt()
+            .unwrap_or(Duration::from_millis(1))
+            .max(Duration::from_micros(100));
         if now - self.rcv_space_start < rtt {
             return;
         }
         let cap = self.recvbuf.capacity();
         if self.rcv_space_copied * 2 > cap && cap < self.cfg.rcvbuf_max {
-            self.recvbuf.set_capacity((cap * 2).min(self.cfg.rcvbuf_max));
+            self.recvbuf
+                .set_capacity((cap * 2).min(self.cfg.rcvbuf_max));
         }
         self.rcv_space_start = now;
         self.rcv_space_copied = 0;
@@ -852,7 +863,10 @@ impl Tcb {
     }
 
     fn synchronized(&self) -> bool {
-        !matches!(self.state, State::SynSent | State::SynReceived | State::Closed)
+        !matches!(
+            self.state,
+            State::SynSent | State::SynReceived | State::Closed
+        )
     }
 
     /// Fires whichever timers are due at `now`.
@@ -963,6 +977,7 @@ impl Tcb {
                     self.cc.get().on_rto(now, flight);
                 }
                 self.sb.mark_all_lost();
+                self.sb.set_recovery(true);
                 self.phase = Phase::Loss {
                     point: self.snd_nxt,
                 };
@@ -997,6 +1012,7 @@ impl Tcb {
         let flight = self.sb.pipe() + self.sb.lost_bytes();
         self.cc.get().on_loss(now, flight);
         self.stats.fast_recoveries += 1;
+        self.sb.set_recovery(true);
         self.phase = Phase::Recovery {
             point: self.snd_nxt,
             prr: Prr::start(flight.max(1)),
@@ -1070,7 +1086,9 @@ impl Tcb {
     }
 
     fn seg_len(seg: &TcpRepr, payload: &[u8]) -> u32 {
-        payload.len() as u32 + u32::from(seg.flags & F::SYN != 0) + u32::from(seg.flags & F::FIN != 0)
+        payload.len() as u32
+            + u32::from(seg.flags & F::SYN != 0)
+            + u32::from(seg.flags & F::FIN != 0)
     }
 
     /// RFC 9293 3.10.7.4 first check: does the segment overlap the receive window?
@@ -1155,7 +1173,10 @@ impl Tcb {
 
         // Timestamps: remember the peer's clock for PAWS and echo (RFC 7323 4.3).
         if let Some((tsval, _)) = seg.opts.timestamp {
-            if self.ts_ok && seg.seq <= self.rcv_nxt && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 {
+            if self.ts_ok
+                && seg.seq <= self.rcv_nxt
+                && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0
+            {
                 self.ts_recent = tsval;
             }
         }
@@ -1335,6 +1356,7 @@ impl Tcb {
                 prr.on_ack(delivered);
                 if ack >= *point {
                     self.phase = Phase::Open;
+                    self.sb.set_recovery(false);
                     self.cc.get().on_recovery_end(now);
                 } else if !self.sack_ok && ack > prior_una {
                     // NewReno partial ACK: the next hole goes at once.
@@ -1344,15 +1366,20 @@ impl Tcb {
             Phase::Loss { point } => {
                 if ack >= *point {
                     self.phase = Phase::Open;
+                    self.sb.set_recovery(false);
                 } else if delivered > 0 {
                     let lim = !self.cwnd_limited;
-                    self.cc.get().on_ack(now, delivered, out.rtt, self.rtt.min_rtt(), lim);
+                    self.cc
+                        .get()
+                        .on_ack(now, delivered, out.rtt, self.rtt.min_rtt(), lim);
                 }
             }
             Phase::Open => {
                 if delivered > 0 {
                     let lim = !self.cwnd_limited;
-                    self.cc.get().on_ack(now, delivered, out.rtt, self.rtt.min_rtt(), lim);
+                    self.cc
+                        .get()
+                        .on_ack(now, delivered, out.rtt, self.rtt.min_rtt(), lim);
                 }
             }
         }
@@ -1403,7 +1430,9 @@ impl Tcb {
         );
         let has_fin = seg.flags & F::FIN != 0;
         if !payload.is_empty() && may_recv {
-            self.rcv_mss = self.rcv_mss.max((payload.len() as u32).min(self.mss.max(536)));
+            self.rcv_mss = self
+                .rcv_mss
+                .max((payload.len() as u32).min(self.mss.max(536)));
             // Trim what we already have.
             let (data, seq) = if seg.seq < self.rcv_nxt {
                 let skip = seg.seq.dist(self.rcv_nxt) as usize;

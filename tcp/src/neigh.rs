@@ -76,12 +76,7 @@ impl Neighbors {
     }
 
     /// Records `ip` at `mac`; returns the frames that waited for it.
-    pub fn learn(
-        &mut self,
-        ip: IpAddr,
-        mac: [u8; 6],
-        now: Instant,
-    ) -> VecDeque<(Vec<u8>, TxMeta)> {
+    pub fn learn(&mut self, ip: IpAddr, mac: [u8; 6], now: Instant) -> VecDeque<(Vec<u8>, TxMeta)> {
         let e = self.map.entry(ip).or_insert_with(|| Entry {
             mac: None,
             expires: Instant::ZERO,

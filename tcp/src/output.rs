@@ -96,7 +96,9 @@ impl Tcb {
         if pe == data_end && len > 0 {
             flags |= F::PSH;
         }
-        let fin = self.fin_seq.is_some_and(|f| f == data_end && pe == data_end)
+        let fin = self
+            .fin_seq
+            .is_some_and(|f| f == data_end && pe == data_end)
             || (!retrans && self.fin_queued && self.fin_seq.is_none() && pe == data_end);
         if fin {
             flags |= F::FIN;
@@ -210,7 +212,11 @@ impl Tcb {
         let unsent = in_flight_end.dist(data_end);
         let may_send = matches!(
             self.state,
-            State::Established | State::CloseWait | State::FinWait1 | State::LastAck | State::Closing
+            State::Established
+                | State::CloseWait
+                | State::FinWait1
+                | State::LastAck
+                | State::Closing
         );
         if may_send && (unsent > 0 || (self.fin_queued && self.fin_seq.is_none())) {
             let wnd_end = self.snd_una + self.snd_wnd;

@@ -20,8 +20,8 @@ use crate::seq::Seq;
 use crate::syncookie::SynCookies;
 use crate::time::Instant;
 use crate::timer::TimerWheel;
-use crate::wire::{arp, checksum, ethernet, icmpv4, icmpv6, ipv4, ipv6, tcp};
 use crate::wire::tcp::{flags as F, TcpOptions, TcpRepr};
+use crate::wire::{arp, checksum, ethernet, icmpv4, icmpv6, ipv4, ipv6, tcp};
 
 pub const EPHEMERAL: core::ops::RangeInclusive<u16> = 32768..=60999;
 /// Linux's somaxconn.
@@ -275,11 +275,19 @@ fn canon(a: SocketAddr) -> SocketAddr {
 fn in_subnet(a: IpAddr, net: IpAddr, prefix: u8) -> bool {
     match (a, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix.min(32)))
+            };
             u32::from(a) & m == u32::from(n) & m
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix.min(128))) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix.min(128)))
+            };
             u128::from(a) & m == u128::from(n) & m
         }
         _ => false,
@@ -288,7 +296,16 @@ fn in_subnet(a: IpAddr, net: IpAddr, prefix: u8) -> bool {
 
 fn solicited_node(ip: &Ipv6Addr) -> Ipv6Addr {
     let o = ip.octets();
-    Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(o[13]), u16::from_be_bytes([o[14], o[15]]))
+    Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(o[13]),
+        u16::from_be_bytes([o[14], o[15]]),
+    )
 }
 
 fn ipv6_mcast_mac(ip: &Ipv6Addr) -> [u8; 6] {
@@ -429,10 +446,18 @@ impl Stack {
         ConnConfig {
             link_mss,
             rcvbuf: rcv,
-            rcvbuf_max: if opts.rcvbuf.is_some() { rcv } else { self.cfg.rcvbuf_max },
+            rcvbuf_max: if opts.rcvbuf.is_some() {
+                rcv
+            } else {
+                self.cfg.rcvbuf_max
+            },
             rcvbuf_locked: opts.rcvbuf.is_some(),
             sndbuf: snd,
-            sndbuf_max: if opts.sndbuf.is_some() { snd } else { self.cfg.sndbuf_max },
+            sndbuf_max: if opts.sndbuf.is_some() {
+                snd
+            } else {
+                self.cfg.sndbuf_max
+            },
             sndbuf_locked: opts.sndbuf.is_some(),
             nodelay: opts.nodelay,
             cork: opts.cork,
@@ -543,7 +568,11 @@ impl Stack {
     }
 
     pub fn listen(&mut self, id: SockId, backlog: i32) -> Result<(), Errno> {
-        let cap = if backlog < 0 { SOMAXCONN } else { (backlog as usize).min(SOMAXCONN) };
+        let cap = if backlog < 0 {
+            SOMAXCONN
+        } else {
+            (backlog as usize).min(SOMAXCONN)
+        };
         let s = self.sock(id)?;
         match &s.kind {
             Kind::Listen(_) => {
@@ -566,7 +595,10 @@ impl Stack {
         let s = self.sock(id)?;
         let port = s.bound.map_or(0, |b| b.port());
         // Two listeners on one port need SO_REUSEPORT on both (SO_REUSEADDR is not enough).
-        let me = self.ports.get(&port).and_then(|v| v.iter().find(|u| u.id == id.0).copied());
+        let me = self
+            .ports
+            .get(&port)
+            .and_then(|v| v.iter().find(|u| u.id == id.0).copied());
         if let Some(me) = me {
             let clash = self.ports.get(&port).is_some_and(|v| {
                 v.iter().any(|o| {
@@ -662,7 +694,10 @@ impl Stack {
         if remote.is_ipv4() && s.v6 && s.opts.v6only {
             return Err(errno::ENETUNREACH);
         }
-        let local_ip = match (remote.ip(), s.bound.map(|b| b.ip()).filter(|i| !i.is_unspecified())) {
+        let local_ip = match (
+            remote.ip(),
+            s.bound.map(|b| b.ip()).filter(|i| !i.is_unspecified()),
+        ) {
             (_, Some(ip)) => ip,
             (IpAddr::V4(_), None) => IpAddr::V4(self.cfg.ipv4.ok_or(errno::ENETUNREACH)?.0),
             (IpAddr::V6(_), None) => IpAddr::V6(self.cfg.ipv6.ok_or(errno::ENETUNREACH)?.0),
@@ -847,7 +882,8 @@ impl Stack {
     }
 
     pub fn is_listening(&self, id: SockId) -> bool {
-        self.sock(id).is_ok_and(|s| matches!(s.kind, Kind::Listen(_)))
+        self.sock(id)
+            .is_ok_and(|s| matches!(s.kind, Kind::Listen(_)))
     }
 
     /// Effective receive and send buffer sizes (SO_RCVBUF/SO_SNDBUF answers).
@@ -889,10 +925,12 @@ impl Stack {
             }
         }
         if n > 0 {
-            if t.wants_output() {
+            let wants = t.wants_output();
+            let r = Self::ready_of(s);
+            s.last_ready = Some(r);
+            if wants {
                 self.touch(id.0);
             }
-            self.queue_event(id.0);
             return Ok(n);
         }
         if t.err != 0 {
@@ -929,6 +967,9 @@ impl Stack {
                 break;
             }
         }
+        // What the caller saw is the new baseline: a later change is reported as an edge.
+        let r = Self::ready_of(s);
+        s.last_ready = Some(r);
         if n == 0 {
             return Err(errno::EAGAIN);
         }
@@ -960,7 +1001,11 @@ impl Stack {
                     .socks
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, s)| s.as_ref().filter(|s| s.parent == Some(id.0)).map(|_| i as u32))
+                    .filter_map(|(i, s)| {
+                        s.as_ref()
+                            .filter(|s| s.parent == Some(id.0))
+                            .map(|_| i as u32)
+                    })
                     .collect();
                 for c in orphans {
                     self.abort_child(c);
@@ -1099,6 +1144,16 @@ impl Stack {
                 s.in_txq = true;
                 self.txq.push_back(i);
             }
+        }
+        self.arm_timer(i);
+    }
+
+    /// Puts socket `i`'s earliest deadline on the wheel (when it moved earlier).
+    fn arm_timer(&mut self, i: u32) {
+        let Some(Some(s)) = self.socks.get_mut(i as usize) else {
+            return;
+        };
+        if let Kind::Conn(t) = &s.kind {
             if let Some(d) = t.next_deadline() {
                 if s.timer_at.is_none_or(|x| d < x || x <= self.now) {
                     s.timer_at = Some(d);
@@ -1345,7 +1400,11 @@ impl Stack {
         gso: Option<u16>,
     ) -> (Vec<u8>, TxMeta) {
         let v6 = remote.is_ipv6();
-        let ip_len = if v6 { ipv6::HEADER_LEN } else { ipv4::HEADER_LEN };
+        let ip_len = if v6 {
+            ipv6::HEADER_LEN
+        } else {
+            ipv4::HEADER_LEN
+        };
         let th = repr.header_len();
         let plen = payload.0.len() + payload.1.len();
         let l4 = th + plen;
@@ -1449,13 +1508,17 @@ impl Stack {
                 }
                 self.send_ip(remote.ip(), buf, meta);
             }
-            let more = n == 64;
-            if more {
+            // A connection that stopped short of its budget has nothing more it may send now;
+            // new input, a call or a timer queues it again.
+            if n == 64 {
                 if let Some(Some(s)) = self.socks.get_mut(i as usize) {
-                    s.in_txq = false;
+                    if !s.in_txq {
+                        s.in_txq = true;
+                        self.txq.push_back(i);
+                    }
                 }
             }
-            self.touch(i);
+            self.arm_timer(i);
             self.finish_if_closed(i);
             if budget == 0 {
                 break;
@@ -1542,7 +1605,9 @@ impl Stack {
         if a.sender_ip.is_unspecified() || a.sender_mac[0] & 1 != 0 {
             return;
         }
-        let waiting = self.neigh.learn(IpAddr::V4(a.sender_ip), a.sender_mac, self.now);
+        let waiting = self
+            .neigh
+            .learn(IpAddr::V4(a.sender_ip), a.sender_mac, self.now);
         for (mut buf, meta) in waiting {
             self.fill_eth(&mut buf, a.sender_mac, false);
             self.out.push_back(Frame { buf, meta });
@@ -1601,7 +1666,8 @@ impl Stack {
         self.neigh.confirm(&IpAddr::V4(ip.src), eth.src, self.now);
         match ip.proto {
             ipv4::PROTO_TCP => {
-                let pseudo = checksum::pseudo_v4(ip.src, ip.dst, ipv4::PROTO_TCP, payload.len() as u32);
+                let pseudo =
+                    checksum::pseudo_v4(ip.src, ip.dst, ipv4::PROTO_TCP, payload.len() as u32);
                 if !self.l4_ok(meta, payload, pseudo) {
                     return;
                 }
@@ -1668,7 +1734,8 @@ impl Stack {
         }
         if let Some(&i) = self.conns.get(&k) {
             if let Some(Some(Sock {
-                kind: Kind::Conn(t), ..
+                kind: Kind::Conn(t),
+                ..
             })) = self.socks.get_mut(i as usize)
             {
                 t.pmtu_update(mtu, ip_hdr);
@@ -1690,7 +1757,8 @@ impl Stack {
         }
         match ip.next_header {
             ipv6::NEXT_TCP if ip.dst == me => {
-                let pseudo = checksum::pseudo_v6(&ip.src, &ip.dst, ipv6::NEXT_TCP, payload.len() as u32);
+                let pseudo =
+                    checksum::pseudo_v6(&ip.src, &ip.dst, ipv6::NEXT_TCP, payload.len() as u32);
                 if !self.l4_ok(meta, payload, pseudo) {
                     return;
                 }
@@ -1709,7 +1777,13 @@ impl Stack {
         }
     }
 
-    fn handle_icmpv6(&mut self, ip: &ipv6::Ipv6Repr, eth: &ethernet::EthRepr, m: icmpv6::Icmpv6Repr<'_>, me: Ipv6Addr) {
+    fn handle_icmpv6(
+        &mut self,
+        ip: &ipv6::Ipv6Repr,
+        eth: &ethernet::EthRepr,
+        m: icmpv6::Icmpv6Repr<'_>,
+        me: Ipv6Addr,
+    ) {
         let reply = |s: &mut Stack, dst: Ipv6Addr, mac: [u8; 6], msg: icmpv6::Icmpv6Repr<'_>| {
             let l = msg.buffer_len();
             let mut b = s.take_buf();
@@ -1874,10 +1948,11 @@ impl Stack {
         if pool.is_empty() {
             return None;
         }
-        let h = (u64::from(remote.port()) ^ match remote.ip() {
-            IpAddr::V4(a) => u64::from(u32::from(a)),
-            IpAddr::V6(a) => u128::from(a) as u64,
-        })
+        let h = (u64::from(remote.port())
+            ^ match remote.ip() {
+                IpAddr::V4(a) => u64::from(u32::from(a)),
+                IpAddr::V6(a) => u128::from(a) as u64,
+            })
         .wrapping_mul(0x9e37_79b9_7f4a_7c15);
         Some(pool[(h >> 32) as usize % pool.len()])
     }
@@ -1886,7 +1961,13 @@ impl Stack {
         (self.now.as_micros() / 60_000_000) as u32
     }
 
-    fn listen_input(&mut self, local: SocketAddr, remote: SocketAddr, seg: &TcpRepr, payload: &[u8]) {
+    fn listen_input(
+        &mut self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seg: &TcpRepr,
+        payload: &[u8],
+    ) {
         let Some(li) = self.find_listener(local, remote) else {
             self.send_rst_for(local, remote, seg, payload.len());
             return;
@@ -1910,7 +1991,10 @@ impl Stack {
             // The end of a SYN-cookie handshake?
             let our_isn = seg.ack - 1;
             let peer_isn = seg.seq - 1;
-            let Some(mss) = self.cookies.check(local, remote, our_isn, peer_isn, self.minute()) else {
+            let Some(mss) = self
+                .cookies
+                .check(local, remote, our_isn, peer_isn, self.minute())
+            else {
                 self.stats.syncookies_failed += 1;
                 self.send_rst_for(local, remote, seg, payload.len());
                 return;
@@ -1930,7 +2014,9 @@ impl Stack {
                 // Keep echoing in the clock the SYN-ACK used.
                 cfg.ts_offset = ecr.wrapping_sub(now.as_millis() as u32);
             }
-            let mut t = Tcb::from_cookie(local, remote, our_isn, peer_isn, mss, wscale, sack, seg, cfg, now);
+            let mut t = Tcb::from_cookie(
+                local, remote, our_isn, peer_isn, mss, wscale, sack, seg, cfg, now,
+            );
             let fx = t.on_segment(now, seg, payload);
             let i = self.adopt(li, t, local, remote);
             if let Some(Some(Sock {
@@ -1941,7 +2027,13 @@ impl Stack {
                 l.accept.push_back(i);
             }
             self.queue_event(li);
-            self.apply(i, Effects { established: false, ..fx });
+            self.apply(
+                i,
+                Effects {
+                    established: false,
+                    ..fx
+                },
+            );
             self.touch(i);
             return;
         }
@@ -1993,15 +2085,25 @@ impl Stack {
         let peer_mss = seg.opts.mss.unwrap_or(536);
         let ip_hdr = if remote.is_ipv6() { 40 } else { 20 };
         let link = self.cfg.caps.mtu.saturating_sub(ip_hdr + 20) as u16;
-        let (isn, mss) = self.cookies.isn(local, remote, seg.seq, peer_mss.min(link), self.minute());
+        let (isn, mss) =
+            self.cookies
+                .isn(local, remote, seg.seq, peer_mss.min(link), self.minute());
         let mut opts = TcpOptions {
             mss: Some(mss),
             ..TcpOptions::default()
         };
         if let (Some((tsval, _)), true) = (seg.opts.timestamp, self.cfg.timestamps) {
-            let ws = seg.opts.wscale.filter(|_| self.cfg.wscale).map(|_| crate::conn::RCV_WSCALE);
+            let ws = seg
+                .opts
+                .wscale
+                .filter(|_| self.cfg.wscale)
+                .map(|_| crate::conn::RCV_WSCALE);
             let sack = seg.opts.sack_permitted && self.cfg.sack;
-            let ts = SynCookies::ts_encode(self.now.as_millis() as u32, seg.opts.wscale.filter(|_| self.cfg.wscale), sack);
+            let ts = SynCookies::ts_encode(
+                self.now.as_millis() as u32,
+                seg.opts.wscale.filter(|_| self.cfg.wscale),
+                sack,
+            );
             opts.timestamp = Some((ts, tsval));
             opts.wscale = ws;
             opts.sack_permitted = sack;

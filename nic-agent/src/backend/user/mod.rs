@@ -17,6 +17,7 @@ pub mod device;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod engine;
+pub mod native;
 pub mod offload;
 mod vnet;
 

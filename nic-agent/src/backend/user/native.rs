@@ -120,7 +120,11 @@ impl<D: Device> NativeBackend<D> {
 
     /// A call queued output or an event: the agent polls soon (the output goes in a batch).
     fn after_call(&mut self) {
-        if self.stack.next_timeout().is_some_and(|t| t <= self.stack.now()) {
+        if self
+            .stack
+            .next_timeout()
+            .is_some_and(|t| t <= self.stack.now())
+        {
             self.kick_now();
         }
     }
@@ -211,7 +215,11 @@ fn sockopt(level: i32, name: i32, val: &[u8]) -> io::Result<Option<SockOpt>> {
             return Ok(None);
         }
         _ => {
-            tracing::debug!(level, name, "native engine: setsockopt not supported (ENOPROTOOPT)");
+            tracing::debug!(
+                level,
+                name,
+                "native engine: setsockopt not supported (ENOPROTOOPT)"
+            );
             return Err(err(libc::ENOPROTOOPT));
         }
     }))
@@ -221,7 +229,8 @@ fn sockopt(level: i32, name: i32, val: &[u8]) -> io::Result<Option<SockOpt>> {
 fn tcp_info(t: &snstack_tcp::conn::Tcb) -> [u8; 104] {
     let mut b = [0u8; 104];
     b[0] = t.state.linux();
-    let put = |b: &mut [u8; 104], off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+    let put =
+        |b: &mut [u8; 104], off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
     let us = |d: Option<Duration>| d.map_or(0, |d| d.as_micros().min(u128::from(u32::MAX)) as u32);
     put(&mut b, 8, us(Some(t.rto()))); // tcpi_rto
     put(&mut b, 16, t.mss()); // tcpi_snd_mss
@@ -231,7 +240,11 @@ fn tcp_info(t: &snstack_tcp::conn::Tcb) -> [u8; 104] {
     put(&mut b, 72, us(Some(t.rttvar()))); // tcpi_rttvar
     put(&mut b, 76, t.ssthresh().min(u32::MAX / 2) / t.mss().max(1)); // tcpi_snd_ssthresh
     put(&mut b, 80, t.cwnd() / t.mss().max(1)); // tcpi_snd_cwnd
-    put(&mut b, 100, t.stats.retrans_segs.min(u64::from(u32::MAX)) as u32); // tcpi_total_retrans
+    put(
+        &mut b,
+        100,
+        t.stats.retrans_segs.min(u64::from(u32::MAX)) as u32,
+    ); // tcpi_total_retrans
     b
 }
 
@@ -257,7 +270,11 @@ impl<D: Device> Backend for NativeBackend<D> {
     }
 
     fn accept(&mut self, s: &NativeSock) -> io::Result<(NativeSock, SocketAddr)> {
-        let r = self.stack.accept(s.0).map(|(c, a)| (NativeSock(c), a)).map_err(err);
+        let r = self
+            .stack
+            .accept(s.0)
+            .map(|(c, a)| (NativeSock(c), a))
+            .map_err(err);
         self.after_call();
         r
     }
@@ -329,12 +346,18 @@ impl<D: Device> Backend for NativeBackend<D> {
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => i32::from(o.reuseaddr),
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => i32::from(o.reuseport),
             (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => i32::from(o.keepalive),
-            (libc::SOL_SOCKET, libc::SO_RCVBUF) => {
-                self.stack.buffer_sizes(s.0).map_err(err)?.0.min(i32::MAX as usize) as i32
-            }
-            (libc::SOL_SOCKET, libc::SO_SNDBUF) => {
-                self.stack.buffer_sizes(s.0).map_err(err)?.1.min(i32::MAX as usize) as i32
-            }
+            (libc::SOL_SOCKET, libc::SO_RCVBUF) => self
+                .stack
+                .buffer_sizes(s.0)
+                .map_err(err)?
+                .0
+                .min(i32::MAX as usize) as i32,
+            (libc::SOL_SOCKET, libc::SO_SNDBUF) => self
+                .stack
+                .buffer_sizes(s.0)
+                .map_err(err)?
+                .1
+                .min(i32::MAX as usize) as i32,
             (libc::SOL_SOCKET, libc::SO_LINGER) => {
                 let mut b = [0u8; 8];
                 b[..4].copy_from_slice(&i32::from(o.linger.is_some()).to_ne_bytes());
@@ -360,7 +383,11 @@ impl<D: Device> Backend for NativeBackend<D> {
             }
             (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => i32::from(o.v6only),
             _ => {
-                tracing::debug!(level, name, "native engine: getsockopt not supported (ENOPROTOOPT)");
+                tracing::debug!(
+                    level,
+                    name,
+                    "native engine: getsockopt not supported (ENOPROTOOPT)"
+                );
                 return Err(err(libc::ENOPROTOOPT));
             }
         };
@@ -406,7 +433,10 @@ impl<D: Device> Backend for NativeBackend<D> {
         for _ in 0..BURSTS {
             let now = self.now();
             let stack = &mut self.stack;
-            let n = match self.dev.rx_burst(BURST, &mut |f, m| stack.handle_frame(now, f, m)) {
+            let n = match self
+                .dev
+                .rx_burst(BURST, &mut |f, m| stack.handle_frame(now, f, m))
+            {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::debug!("device rx: {e}");
@@ -479,6 +509,9 @@ impl<D: Device> Backend for NativeBackend<D> {
     }
 
     fn own_ip(&self) -> Option<std::net::IpAddr> {
-        self.stack.config().ipv4.map(|(ip, _)| std::net::IpAddr::V4(ip))
+        self.stack
+            .config()
+            .ipv4
+            .map(|(ip, _)| std::net::IpAddr::V4(ip))
     }
 }
