@@ -67,7 +67,7 @@ impl Neighbors {
             }
         }
         e.pending.push_back(frame);
-        if e.asked.is_none_or(|t| now >= t + RETRY) {
+        if e.asked.map_or(true, |t| now >= t + RETRY) {
             e.asked = Some(now);
             (Resolve::QueuedAsk, None)
         } else {

@@ -497,7 +497,7 @@ impl Stack {
     }
 
     fn port_free(&self, port: u16, u: &PortUse) -> bool {
-        self.ports.get(&port).is_none_or(|v| {
+        self.ports.get(&port).map_or(true, |v| {
             v.iter().all(|o| {
                 let overlap = o.addr.is_none() || u.addr.is_none() || o.addr == u.addr;
                 !overlap
@@ -1155,7 +1155,7 @@ impl Stack {
         };
         if let Kind::Conn(t) = &s.kind {
             if let Some(d) = t.next_deadline() {
-                if s.timer_at.is_none_or(|x| d < x || x <= self.now) {
+                if s.timer_at.map_or(true, |x| d < x || x <= self.now) {
                     s.timer_at = Some(d);
                     self.wheel.schedule(i, d);
                 }
@@ -1488,7 +1488,6 @@ impl Stack {
                     None => break,
                 }
             }
-            self.stats.retrans_segs = self.stats.retrans_segs.max(0);
             // Build frames (payload from the send buffer).
             for seg in &segs {
                 let Some(Some(s)) = self.socks.get(i as usize) else {
