@@ -1,6 +1,7 @@
 //! The af_packet device: an `AF_PACKET`/`SOCK_RAW` socket bound to one interface, non-blocking.
-//! Frames are received from a `TPACKET_V3` ring mapped into our memory (afpacket_ring.rs, no
-//! syscall per frame) and sent in batches with one `sendmmsg` per burst of up to [`TX_BATCH`],
+//! Frames are received from a `TPACKET_V2` ring mapped into our memory (afpacket_ring.rs, no
+//! syscall per frame, each frame visible and the fd readable as soon as the kernel wrote it) and
+//! sent in batches with one `sendmmsg` per burst of up to [`TX_BATCH`],
 //! bypassing the qdisc (`PACKET_QDISC_BYPASS`). With `PACKET_VNET_HDR` every frame carries a
 //! `virtio_net_hdr` (vnet.rs): received frames report `CHECKSUM_PARTIAL` and GRO/GSO super-frames,
 //! and sent frames may leave the TCP checksum and segmentation to the kernel (tx checksum, TSO up
@@ -147,7 +148,7 @@ impl AfPacket {
             }
         };
         let ring = RxRing::new(fd.as_raw_fd(), vnet).map_err(|err| OpenError::Io {
-            what: "PACKET_RX_RING (TPACKET_V3)",
+            what: "PACKET_RX_RING (TPACKET_V2)",
             err,
         })?;
         if let Err(e) = setsockopt(fd.as_raw_fd(), libc::SOL_PACKET, PACKET_QDISC_BYPASS, &one) {
@@ -209,9 +210,9 @@ impl AfPacket {
         tracing::debug!(
             iface = name,
             vnet,
-            block_kib = super::afpacket_ring::BLOCK_SIZE >> 10,
-            blocks = super::afpacket_ring::BLOCK_NR,
-            "af_packet: TPACKET_V3 ring, sendmmsg TX"
+            frame_kib = super::afpacket_ring::FRAME_SIZE >> 10,
+            frames = super::afpacket_ring::FRAME_NR,
+            "af_packet: TPACKET_V2 ring, sendmmsg TX"
         );
         Ok(AfPacket {
             ring,
@@ -414,6 +415,15 @@ mod tests {
             let mut done = Vec::new();
             assert_eq!(a.tx_burst(&mut q, &mut done).unwrap(), 3);
             assert_eq!(done.len(), 3);
+            // The fd is readable as soon as a frame is in the ring (no block retire timer).
+            let mut pfd = libc::pollfd {
+                fd: b.rx_fd().unwrap(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: `pfd` is one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, 1000) };
+            assert!(r == 1 && pfd.revents & libc::POLLIN != 0, "poll: {r}");
             let mut got = Vec::new();
             let t0 = std::time::Instant::now();
             let mut payload = 0;
@@ -445,6 +455,38 @@ mod tests {
                 let mut again = f.clone();
                 offload::fill_l4_csum(&mut again);
                 assert_eq!(f, again, "checksum complete");
+            }
+            // A ~60 KiB TSO super-frame fits one ring slot: received whole (or cut by the
+            // kernel into segments), never truncated.
+            let big: Vec<u8> = (0..60000u32).map(|i| (i * 7) as u8).collect();
+            let mut sup = bcast(tcp4(5000, 0x18, &big));
+            let csum = offload::make_partial(&mut sup);
+            let g = Gso {
+                segment_size: 1448,
+                ipv6: false,
+            };
+            let mut q = VecDeque::from([TxFrame {
+                buf: sup,
+                meta: TxMeta { csum, gso: Some(g) },
+            }]);
+            assert_eq!(a.tx_burst(&mut q, &mut done).unwrap(), 1);
+            let (mut payload, mut frames, mut whole) = (0, 0, None);
+            let t0 = std::time::Instant::now();
+            while payload < big.len() && t0.elapsed() < std::time::Duration::from_secs(2) {
+                b.rx_burst(64, &mut |f, m| {
+                    if offload::l4(f).is_some_and(|p| p.proto == 6) {
+                        payload += offload::tcp_payload_len(f).unwrap_or(0);
+                        frames += 1;
+                        whole = Some((f.len(), m.gso));
+                    }
+                })
+                .unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            assert_eq!(payload, big.len(), "frames: {frames}");
+            assert_eq!(b.ring.stats.truncated, 0);
+            if frames == 1 {
+                assert_eq!(whole, Some((66 + big.len(), Some(g))));
             }
         });
         t.join().unwrap();

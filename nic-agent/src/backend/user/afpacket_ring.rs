@@ -1,17 +1,23 @@
-//! The af_packet receive ring: `PACKET_MMAP` with `TPACKET_V3`, shared with the kernel.
+//! The af_packet receive ring: `PACKET_MMAP` with `TPACKET_V2`, shared with the kernel.
 //!
-//! The kernel fills variable-sized frames into fixed blocks and hands a block to us when it is
-//! full or when the retire timer fires; we read the frames in place (no copy, no syscall) and
-//! give the block back by writing its status. Sizes:
+//! The ring is an array of fixed-size frame slots, each with its own status word
+//! (`tp_status`): the kernel writes a frame into the next free slot, flips the slot to
+//! `TP_STATUS_USER` and wakes the socket at once (the fd is readable as long as the slot before
+//! the kernel's head is ours). We read frames in place (no copy, no syscall) and give each slot
+//! back, right after its frame was lent to the callback, by writing `TP_STATUS_KERNEL`. So a
+//! frame is visible as soon as it is written — unlike `TPACKET_V3`, which hands frames over a
+//! block at a time (when the block is full or its retire timer fires, ~1 ms at low rates).
 //!
-//! - blocks of [`BLOCK_SIZE`] = 1 MiB, [`BLOCK_NR`] = 16 of them (16 MiB per socket). A frame
-//!   must fit in one block: GRO/GSO super-frames of up to 64 KiB + headers do (the V3 limit is
-//!   the block size, not `tp_frame_size`).
-//! - retire timeout [`RETIRE_MS`] = 1 ms: a block that is not full is handed over at the latest
-//!   after 1 ms, so at low packet rates a frame waits up to ~1 ms (the kernel wakes the socket
-//!   only when a block is retired). Under load blocks fill and are retired at once.
+//! Sizes: a slot must hold a GRO/GSO super-frame whole — 14 + 65,535 bytes, after the
+//! `tpacket2_hdr` + `sockaddr_ll` (52 bytes) and the 10-byte `virtio_net_hdr`: the kernel puts
+//! the network header at align16(52 + 16) + 10 = 90, so `tp_mac` = 76 and 65,625 bytes in all.
+//! Slots are [`FRAME_SIZE`] = 68 KiB. Slots do not straddle blocks and the kernel allocates a block as
+//! 2^order pages, so blocks are a power of two: [`BLOCK_SIZE`] = 1 MiB holds 15 slots (4 KiB
+//! unused), and [`BLOCK_NR`] = 16 blocks give [`FRAME_NR`] = 240 slots, 16 MiB per socket (as
+//! the V3 ring had). A frame larger than a slot (a BIG TCP super-frame beyond 64 KiB) arrives
+//! truncated (`tp_snaplen < tp_len`, or `TP_STATUS_COPY`): it is counted and dropped.
 //!
-//! With `PACKET_VNET_HDR` each frame is preceded in the ring by its `virtio_net_hdr`
+//! With `PACKET_VNET_HDR` each frame is preceded in its slot by its `virtio_net_hdr`
 //! (`tp_mac - 10`).
 
 use std::io;
@@ -27,48 +33,48 @@ pub const PACKET_RX_RING: libc::c_int = 5;
 pub const PACKET_VERSION: libc::c_int = 10;
 pub const PACKET_VNET_HDR: libc::c_int = 15;
 pub const PACKET_QDISC_BYPASS: libc::c_int = 20;
-pub const TPACKET_V3: libc::c_int = 2;
+pub const TPACKET_V2: libc::c_int = 1;
 
+/// One frame slot: a 64 KiB super-frame plus the ring's and the vnet header (multiple of 16).
+pub const FRAME_SIZE: usize = 68 << 10;
+/// A block (power of two, see the module doc): 15 slots.
 pub const BLOCK_SIZE: usize = 1 << 20;
 pub const BLOCK_NR: usize = 16;
-/// Nominal frame slot (V3 packs frames of any size; the kernel only checks the arithmetic).
-const FRAME_SIZE: usize = 2048;
-pub const RETIRE_MS: u32 = 1;
+pub const FRAMES_PER_BLOCK: usize = BLOCK_SIZE / FRAME_SIZE;
+pub const FRAME_NR: usize = FRAMES_PER_BLOCK * BLOCK_NR;
+// A 64 KiB GRO super-frame (14 + 65,535) at `tp_mac` = 76 fits a slot; the kernel wants slots
+// aligned to 16 and blocks of whole pages (and allocates them as 2^order pages).
+const _: () = assert!(76 + 14 + 65535 <= FRAME_SIZE && FRAME_SIZE % 16 == 0);
+const _: () = assert!(BLOCK_SIZE.is_power_of_two() && BLOCK_SIZE % 4096 == 0);
 
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
+const TP_STATUS_COPY: u32 = 1 << 1;
 const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 const TP_STATUS_CSUM_VALID: u32 = 1 << 7;
 
-/// `struct tpacket_req3`.
+/// `struct tpacket_req`.
 #[repr(C)]
-#[derive(Default)]
-struct TpacketReq3 {
+struct TpacketReq {
     block_size: u32,
     block_nr: u32,
     frame_size: u32,
     frame_nr: u32,
-    retire_blk_tov: u32,
-    sizeof_priv: u32,
-    feature_req_word: u32,
 }
 
-// `struct tpacket_block_desc` { version, offset_to_priv, tpacket_hdr_v1 { block_status,
-// num_pkts, offset_to_first_pkt, blk_len, seq_num, ts... } }: byte offsets.
-const BD_STATUS: usize = 8;
-const BD_NUM_PKTS: usize = 12;
-const BD_FIRST: usize = 16;
-// `struct tpacket3_hdr`: byte offsets.
-const H_NEXT: usize = 0;
-const H_SNAPLEN: usize = 12;
-const H_LEN: usize = 16;
-const H_STATUS: usize = 20;
-const H_MAC: usize = 24;
+// `struct tpacket2_hdr` { tp_status, tp_len, tp_snaplen, tp_mac: u16, tp_net: u16, tp_sec,
+// tp_nsec, tp_vlan_tci: u16, tp_vlan_tpid: u16, tp_padding[4] }: byte offsets.
+const H_STATUS: usize = 0;
+const H_LEN: usize = 4;
+const H_SNAPLEN: usize = 8;
+const H_MAC: usize = 12;
+/// `sizeof(struct tpacket2_hdr)`: no frame starts before it.
+const H_SIZE: usize = 32;
 
 /// Counters of the ring.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RingStats {
-    /// Frames cut short by the ring (did not fit a block): dropped.
+    /// Frames cut short by the ring (larger than a slot): dropped.
     pub truncated: u64,
 }
 
@@ -76,11 +82,8 @@ pub struct RxRing {
     map: *mut u8,
     len: usize,
     vnet: bool,
-    block: usize,
-    /// Inside a user-owned block: packets left and the offset of the next one.
-    in_block: bool,
-    left: u32,
-    next: usize,
+    /// The next slot to look at (the kernel fills slots in this order too).
+    slot: usize,
     pub stats: RingStats,
 }
 
@@ -110,18 +113,31 @@ unsafe fn rd32(p: *const u8, off: usize) -> u32 {
     unsafe { p.add(off).cast::<u32>().read_unaligned() }
 }
 
+/// Byte offset of slot `i` in the mapping (slots never straddle a block).
+fn slot_offset(i: usize) -> usize {
+    (i / FRAMES_PER_BLOCK) * BLOCK_SIZE + (i % FRAMES_PER_BLOCK) * FRAME_SIZE
+}
+
+/// Where the frame of a slot whose header says `status`, `len`, `snap`, `mac` lies in the
+/// slot: `Some(mac)` when it is whole and inside the slot (with room for the vnet header when
+/// `vnet`), `None` when it must be dropped (truncated, or a header that makes no sense).
+fn frame_in_slot(status: u32, len: usize, snap: usize, mac: usize, vnet: bool) -> Option<usize> {
+    let whole = status & TP_STATUS_COPY == 0 && snap == len;
+    let inside = mac >= H_SIZE + if vnet { vnet::LEN } else { 0 }
+        && mac.checked_add(snap).is_some_and(|end| end <= FRAME_SIZE);
+    (whole && inside && snap >= 14).then_some(mac)
+}
+
 impl RxRing {
-    /// Sets `TPACKET_V3` and the ring on `fd` (after `PACKET_VNET_HDR`, before `bind`) and maps
+    /// Sets `TPACKET_V2` and the ring on `fd` (after `PACKET_VNET_HDR`, before `bind`) and maps
     /// it. `vnet` says whether the socket has the vnet header on.
     pub fn new(fd: RawFd, vnet: bool) -> io::Result<RxRing> {
-        setsockopt(fd, PACKET_VERSION, &TPACKET_V3)?;
-        let req = TpacketReq3 {
+        setsockopt(fd, PACKET_VERSION, &TPACKET_V2)?;
+        let req = TpacketReq {
             block_size: BLOCK_SIZE as u32,
             block_nr: BLOCK_NR as u32,
             frame_size: FRAME_SIZE as u32,
-            frame_nr: (BLOCK_SIZE / FRAME_SIZE * BLOCK_NR) as u32,
-            retire_blk_tov: RETIRE_MS,
-            ..TpacketReq3::default()
+            frame_nr: FRAME_NR as u32,
         };
         setsockopt(fd, PACKET_RX_RING, &req)?;
         let len = BLOCK_SIZE * BLOCK_NR;
@@ -144,70 +160,51 @@ impl RxRing {
             map: map.cast(),
             len,
             vnet,
-            block: 0,
-            in_block: false,
-            left: 0,
-            next: 0,
+            slot: 0,
             stats: RingStats::default(),
         })
     }
 
-    fn status(&self, block: usize) -> &AtomicU32 {
-        // SAFETY: the block descriptor is inside the mapping, 4-byte aligned (blocks are
-        // page-aligned), and the kernel accesses the word only atomically with respect to us
-        // (it writes it with a barrier before waking us; we hand it back with release).
+    fn status(&self, slot: usize) -> &AtomicU32 {
+        // SAFETY: the status word starts the slot, inside the mapping and 4-byte aligned
+        // (blocks are page-aligned, slots a multiple of 16 bytes). The kernel and we hand the
+        // slot to each other through this word only: it stores it after the frame (with a
+        // barrier) and we load it with acquire; we give the slot back with a release store.
         unsafe {
             &*self
                 .map
-                .add(block * BLOCK_SIZE + BD_STATUS)
+                .add(slot_offset(slot) + H_STATUS)
                 .cast::<AtomicU32>()
         }
     }
 
-    /// Calls `f` for up to `max` frames, in place in the ring; returns how many. A block is
-    /// given back to the kernel once all its frames were seen.
+    /// Calls `f` for up to `max` frames, in place in the ring; returns how many. Each slot is
+    /// given back to the kernel as soon as `f` returned.
     pub fn recv(&mut self, max: usize, f: &mut dyn FnMut(&[u8], RxMeta)) -> usize {
         let mut n = 0;
         while n < max {
-            let base = self.block * BLOCK_SIZE;
-            if !self.in_block {
-                if self.status(self.block).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
-                    break;
-                }
-                // SAFETY: the block is ours (TP_STATUS_USER) and its header in the mapping.
-                unsafe {
-                    let b = self.map.add(base);
-                    self.left = rd32(b, BD_NUM_PKTS);
-                    self.next = rd32(b, BD_FIRST) as usize;
-                }
-                self.in_block = true;
+            let status = self.status(self.slot).load(Ordering::Acquire);
+            if status & TP_STATUS_USER == 0 {
+                break;
             }
-            while self.left > 0 && n < max {
-                if self.next + 32 > BLOCK_SIZE {
-                    // A corrupt offset: give the block back rather than read outside it.
-                    self.left = 0;
-                    break;
-                }
-                // SAFETY: the frame header lies in our block (checked above); the kernel
-                // does not write a block it handed to us.
-                let (next, snap, len, status, mac) = unsafe {
-                    let h = self.map.add(base + self.next);
-                    (
-                        rd32(h, H_NEXT) as usize,
-                        rd32(h, H_SNAPLEN) as usize,
-                        rd32(h, H_LEN) as usize,
-                        rd32(h, H_STATUS),
-                        usize::from(h.add(H_MAC).cast::<u16>().read_unaligned()),
-                    )
-                };
-                let start = self.next + mac;
-                let ok = snap == len
-                    && snap >= 14
-                    && start + snap <= BLOCK_SIZE
-                    && (!self.vnet || mac >= vnet::LEN);
-                if ok {
+            let base = slot_offset(self.slot);
+            // SAFETY: the slot is ours (TP_STATUS_USER, loaded with acquire) and its header
+            // (`H_SIZE` bytes) is inside the mapping.
+            let (len, snap, mac) = unsafe {
+                let h = self.map.add(base);
+                (
+                    rd32(h, H_LEN) as usize,
+                    rd32(h, H_SNAPLEN) as usize,
+                    usize::from(h.add(H_MAC).cast::<u16>().read_unaligned()),
+                )
+            };
+            match frame_in_slot(status, len, snap, mac, self.vnet) {
+                Some(start) => {
                     let mut hdr = [0u8; vnet::LEN];
-                    // SAFETY: frame and vnet header are inside our block (checked above).
+                    // SAFETY: frame and vnet header lie inside our slot (`frame_in_slot`
+                    // checked `H_SIZE + LEN <= mac` and `mac + snap <= FRAME_SIZE`); the
+                    // kernel does not write a slot it handed to us, and the slice does not
+                    // outlive the call of `f`, before the slot is given back.
                     let frame = unsafe {
                         if self.vnet {
                             std::ptr::copy_nonoverlapping(
@@ -224,18 +221,23 @@ impl RxRing {
                     );
                     f(frame, meta);
                     n += 1;
-                } else {
-                    self.stats.truncated += 1;
                 }
-                self.left -= 1;
-                self.next += next;
+                None => {
+                    self.stats.truncated += 1;
+                    let t = self.stats.truncated;
+                    if t.is_power_of_two() {
+                        tracing::warn!(
+                            len,
+                            snap,
+                            slot = FRAME_SIZE,
+                            "af_packet: frame larger than a ring slot dropped ({t} so far)"
+                        );
+                    }
+                }
             }
-            if self.left == 0 {
-                self.status(self.block)
-                    .store(TP_STATUS_KERNEL, Ordering::Release);
-                self.block = (self.block + 1) % BLOCK_NR;
-                self.in_block = false;
-            }
+            self.status(self.slot)
+                .store(TP_STATUS_KERNEL, Ordering::Release);
+            self.slot = (self.slot + 1) % FRAME_NR;
         }
         n
     }
@@ -246,5 +248,39 @@ impl Drop for RxRing {
         // SAFETY: `map`/`len` are the mapping made in `new`; no slice into it outlives a
         // `recv` call.
         unsafe { libc::munmap(self.map.cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry() {
+        assert_eq!((FRAMES_PER_BLOCK, FRAME_NR), (15, 240));
+        assert_eq!(slot_offset(14), 14 * FRAME_SIZE);
+        assert_eq!(slot_offset(15), BLOCK_SIZE);
+        assert_eq!(
+            slot_offset(FRAME_NR - 1) + FRAME_SIZE,
+            BLOCK_SIZE * BLOCK_NR - 4096
+        );
+    }
+
+    #[test]
+    fn truncated_and_bogus_frames_are_refused() {
+        let user = TP_STATUS_USER;
+        assert_eq!(frame_in_slot(user, 100, 100, 76, true), Some(76));
+        assert_eq!(frame_in_slot(user, 65549, 65549, 76, true), Some(76));
+        // Cut by the ring: snaplen < len, or a copy went to the receive queue.
+        assert_eq!(frame_in_slot(user, 70000, FRAME_SIZE - 76, 76, true), None);
+        assert_eq!(
+            frame_in_slot(user | TP_STATUS_COPY, 100, 100, 76, true),
+            None
+        );
+        // Outside the slot, no room for the vnet header, a runt.
+        assert_eq!(frame_in_slot(user, FRAME_SIZE, FRAME_SIZE, 76, true), None);
+        assert_eq!(frame_in_slot(user, 100, 100, 34, true), None);
+        assert_eq!(frame_in_slot(user, 100, 100, 34, false), Some(34));
+        assert_eq!(frame_in_slot(user, 10, 10, 76, true), None);
     }
 }
