@@ -240,6 +240,8 @@ pub struct Stack {
     evq: VecDeque<u32>,
     out: VecDeque<Frame>,
     pool: Vec<Vec<u8>>,
+    /// Segment descriptors of the connection being transmitted (reused).
+    segs: Vec<crate::output::OutSeg>,
     isn: IsnGenerator,
     cookies: SynCookies,
     rng: u64,
@@ -313,6 +315,81 @@ fn ipv6_mcast_mac(ip: &Ipv6Addr) -> [u8; 6] {
     [0x33, 0x33, o[12], o[13], o[14], o[15]]
 }
 
+/// Writes an IP + TCP frame (Ethernet header left blank for the neighbour layer) into `b`:
+/// the payload is copied once, from the send buffer's slices into the frame; the checksum is
+/// left to the device when it can (`CHECKSUM_PARTIAL`), and a payload above the MSS is marked
+/// for TSO.
+#[allow(clippy::too_many_arguments)]
+fn write_tcp(
+    b: &mut Vec<u8>,
+    caps: &DeviceCaps,
+    ident: u16,
+    local: SocketAddr,
+    remote: SocketAddr,
+    repr: &TcpRepr,
+    payload: (&[u8], &[u8]),
+    gso: Option<u16>,
+) -> TxMeta {
+    let v6 = remote.is_ipv6();
+    let ip_len = if v6 {
+        ipv6::HEADER_LEN
+    } else {
+        ipv4::HEADER_LEN
+    };
+    let th = repr.header_len();
+    let plen = payload.0.len() + payload.1.len();
+    let l4 = th + plen;
+    let start = ethernet::HEADER_LEN + ip_len;
+    b.resize(start + l4, 0);
+    repr.emit(&mut b[start..start + th]);
+    b[start + th..start + th + payload.0.len()].copy_from_slice(payload.0);
+    b[start + th + payload.0.len()..].copy_from_slice(payload.1);
+    let pseudo = match (local.ip(), remote.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            ipv4::Ipv4Repr {
+                src: s,
+                dst: d,
+                proto: ipv4::PROTO_TCP,
+                ttl: 64,
+                tos: 0,
+                ident,
+                dont_frag: true,
+                payload_len: l4,
+            }
+            .emit(&mut b[ethernet::HEADER_LEN..start]);
+            checksum::pseudo_v4(s, d, ipv4::PROTO_TCP, l4 as u32)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            ipv6::Ipv6Repr {
+                src: s,
+                dst: d,
+                next_header: ipv6::NEXT_TCP,
+                hop_limit: 64,
+                traffic_class: 0,
+                flow_label: 0,
+                payload_len: l4,
+            }
+            .emit(&mut b[ethernet::HEADER_LEN..start]);
+            checksum::pseudo_v6(&s, &d, ipv6::NEXT_TCP, l4 as u32)
+        }
+        _ => 0,
+    };
+    let mut meta = TxMeta::default();
+    if caps.tx_csum {
+        tcp::fill_checksum(&mut b[start..], pseudo, true);
+        meta.csum = Some((start as u16, tcp::CSUM_OFFSET as u16));
+    } else {
+        tcp::fill_checksum(&mut b[start..], pseudo, false);
+    }
+    if let Some(g) = gso.filter(|&g| caps.tso && plen > usize::from(g)) {
+        meta.gso = Some(Gso {
+            segment_size: g,
+            ipv6: v6,
+        });
+    }
+    meta
+}
+
 impl Stack {
     pub fn new(cfg: StackConfig, now: Instant) -> Stack {
         let isn = IsnGenerator::new(key_bytes(cfg.seed, 1));
@@ -336,6 +413,7 @@ impl Stack {
             evq: VecDeque::new(),
             out: VecDeque::new(),
             pool: Vec::new(),
+            segs: Vec::new(),
             isn,
             cookies,
             stats: StackStats::default(),
@@ -1399,65 +1477,19 @@ impl Stack {
         payload: (&[u8], &[u8]),
         gso: Option<u16>,
     ) -> (Vec<u8>, TxMeta) {
-        let v6 = remote.is_ipv6();
-        let ip_len = if v6 {
-            ipv6::HEADER_LEN
-        } else {
-            ipv4::HEADER_LEN
-        };
-        let th = repr.header_len();
-        let plen = payload.0.len() + payload.1.len();
-        let l4 = th + plen;
-        let start = ethernet::HEADER_LEN + ip_len;
         let mut b = self.take_buf();
-        b.resize(start + l4, 0);
-        repr.emit(&mut b[start..start + th]);
-        b[start + th..start + th + payload.0.len()].copy_from_slice(payload.0);
-        b[start + th + payload.0.len()..].copy_from_slice(payload.1);
-        let pseudo = match (local.ip(), remote.ip()) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                self.rng = self.rng.wrapping_add(1);
-                ipv4::Ipv4Repr {
-                    src: s,
-                    dst: d,
-                    proto: ipv4::PROTO_TCP,
-                    ttl: 64,
-                    tos: 0,
-                    ident: (self.rng & 0xffff) as u16,
-                    dont_frag: true,
-                    payload_len: l4,
-                }
-                .emit(&mut b[ethernet::HEADER_LEN..start]);
-                checksum::pseudo_v4(s, d, ipv4::PROTO_TCP, l4 as u32)
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                ipv6::Ipv6Repr {
-                    src: s,
-                    dst: d,
-                    next_header: ipv6::NEXT_TCP,
-                    hop_limit: 64,
-                    traffic_class: 0,
-                    flow_label: 0,
-                    payload_len: l4,
-                }
-                .emit(&mut b[ethernet::HEADER_LEN..start]);
-                checksum::pseudo_v6(&s, &d, ipv6::NEXT_TCP, l4 as u32)
-            }
-            _ => 0,
-        };
-        let mut meta = TxMeta::default();
-        if self.cfg.caps.tx_csum {
-            tcp::fill_checksum(&mut b[start..], pseudo, true);
-            meta.csum = Some((start as u16, tcp::CSUM_OFFSET as u16));
-        } else {
-            tcp::fill_checksum(&mut b[start..], pseudo, false);
-        }
-        if let Some(g) = gso.filter(|&g| self.cfg.caps.tso && plen > usize::from(g)) {
-            meta.gso = Some(Gso {
-                segment_size: g,
-                ipv6: v6,
-            });
-        }
+        self.rng = self.rng.wrapping_add(1);
+        let ident = (self.rng & 0xffff) as u16;
+        let meta = write_tcp(
+            &mut b,
+            &self.cfg.caps,
+            ident,
+            local,
+            remote,
+            repr,
+            payload,
+            gso,
+        );
         (b, meta)
     }
 
@@ -1476,7 +1508,8 @@ impl Stack {
             };
             let tso = t.cfg.tso_max;
             let (local, remote) = (t.local, t.remote);
-            let mut segs: Vec<crate::output::OutSeg> = Vec::new();
+            let mut segs = core::mem::take(&mut self.segs);
+            segs.clear();
             let mut n = 0;
             while n < 64 && budget > 0 {
                 match t.next_segment(now, tso) {
@@ -1488,25 +1521,36 @@ impl Stack {
                     None => break,
                 }
             }
-            // Build frames (payload from the send buffer).
+            // Build frames, the payload copied straight from the send buffer.
             for seg in &segs {
-                let Some(Some(s)) = self.socks.get(i as usize) else {
+                let mut b = self.pool.pop().unwrap_or_default();
+                b.clear();
+                self.rng = self.rng.wrapping_add(1);
+                let ident = (self.rng & 0xffff) as u16;
+                let Some(Some(Sock {
+                    kind: Kind::Conn(t),
+                    ..
+                })) = self.socks.get(i as usize)
+                else {
                     break;
                 };
-                let Kind::Conn(t) = &s.kind else { break };
-                let (a, b) = t.sendbuf_slices(seg.data_off, seg.data_len);
-                // Copy out to avoid holding a borrow of the socket while building.
-                let mut tmp_a = core::mem::take(&mut self.pool.pop().unwrap_or_default());
-                tmp_a.clear();
-                tmp_a.extend_from_slice(a);
-                tmp_a.extend_from_slice(b);
-                let (buf, meta) = self.build_tcp(local, remote, &seg.repr, (&tmp_a, &[]), seg.gso);
-                self.recycle(tmp_a);
+                let payload = t.sendbuf_slices(seg.data_off, seg.data_len);
+                let meta = write_tcp(
+                    &mut b,
+                    &self.cfg.caps,
+                    ident,
+                    local,
+                    remote,
+                    &seg.repr,
+                    payload,
+                    seg.gso,
+                );
                 if seg.repr.flags & F::RST != 0 {
                     self.stats.rst_sent += 1;
                 }
-                self.send_ip(remote.ip(), buf, meta);
+                self.send_ip(remote.ip(), b, meta);
             }
+            self.segs = segs;
             // A connection that stopped short of its budget has nothing more it may send now;
             // new input, a call or a timer queues it again.
             if n == 64 {

@@ -373,3 +373,63 @@ fn dbg_small_bulk() {
         }
     }
 }
+
+#[test]
+fn ten_thousand_idle_connections_memory() {
+    let mut net = Net::new(Duration::from_micros(100), 0, 0);
+    let l = net.b.socket(false).unwrap();
+    net.b
+        .bind(l, SocketAddr::new(IpAddr::V4(B_IP), 80))
+        .unwrap();
+    net.b.listen(l, 4096).unwrap();
+    let count = 10_000;
+    let mut cs = Vec::new();
+    let mut acc = Vec::new();
+    for k in 0..count {
+        let c = net.a.socket(false).unwrap();
+        net.a
+            .connect(c, SocketAddr::new(IpAddr::V4(B_IP), 80))
+            .unwrap_err();
+        cs.push(c);
+        if k % 500 == 499 {
+            net.run_until(net.now + Duration::from_millis(20), |n| {
+                while let Ok((s, _)) = n.b.accept(l) {
+                    acc.push(s);
+                }
+                false
+            });
+        }
+    }
+    let ok = net.run_until(net.now + Duration::from_secs(30), |n| {
+        while let Ok((s, _)) = n.b.accept(l) {
+            acc.push(s);
+        }
+        drain_events(&mut n.a);
+        drain_events(&mut n.b);
+        acc.len() == count
+    });
+    assert!(ok, "accepted {} of {count}", acc.len());
+    // One request/response on each, then idle.
+    let mut buf = [0u8; 64];
+    for &c in &cs {
+        assert_eq!(net.a.send(c, &[b"GET / HTTP/1.1\r\n\r\n"]), Ok(18));
+    }
+    net.run_until(net.now + Duration::from_millis(200), |_| false);
+    for &s in &acc {
+        assert_eq!(net.b.recv(s, &mut [&mut buf[..]]), Ok(18));
+        assert_eq!(net.b.send(s, &[b"HTTP/1.1 200 OK\r\n\r\n"]), Ok(19));
+    }
+    net.run_until(net.now + Duration::from_secs(2), |_| false);
+    net.b.trim();
+    let mem = net.b.memory();
+    eprintln!(
+        "{count} idle established connections: {} bytes of engine state ({} per connection)",
+        mem,
+        mem / count
+    );
+    assert!(
+        mem / count < 2048,
+        "per-connection memory {} bytes",
+        mem / count
+    );
+}
