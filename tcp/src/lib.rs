@@ -28,6 +28,7 @@ pub mod stack;
 pub mod syncookie;
 pub mod time;
 pub mod timer;
+pub mod timewait;
 pub mod wire;
 
 pub use frame::{DeviceCaps, Gso, RxCsum, RxMeta, TxMeta};

@@ -20,6 +20,7 @@ use crate::seq::Seq;
 use crate::syncookie::SynCookies;
 use crate::time::Instant;
 use crate::timer::TimerWheel;
+use crate::timewait::{TimeWait, TwAction, MAX_TIME_WAIT};
 use crate::wire::tcp::{flags as F, TcpOptions, TcpRepr};
 use crate::wire::{arp, checksum, ethernet, icmpv4, icmpv6, ipv4, ipv6, tcp};
 
@@ -167,6 +168,8 @@ enum Kind {
     Fresh,
     Listen(Listener),
     Conn(Box<Tcb>),
+    /// A connection in TIME-WAIT that nobody holds, reduced to what the wait needs.
+    TimeWait(TimeWait),
 }
 
 struct Sock {
@@ -222,6 +225,10 @@ pub struct StackStats {
     pub icmp_echo: u64,
     pub arp_requests: u64,
     pub conns: u64,
+    /// Connections in TIME-WAIT (compact entries).
+    pub time_wait: u64,
+    /// Connections that skipped TIME-WAIT because MAX_TIME_WAIT entries existed.
+    pub time_wait_overflow: u64,
 }
 
 pub struct Stack {
@@ -502,8 +509,10 @@ impl Stack {
                     }
                 }
             }
-            if matches!(s.kind, Kind::Conn(_)) {
-                self.stats.conns = self.stats.conns.saturating_sub(1);
+            match s.kind {
+                Kind::Conn(_) => self.stats.conns = self.stats.conns.saturating_sub(1),
+                Kind::TimeWait(_) => self.stats.time_wait = self.stats.time_wait.saturating_sub(1),
+                _ => {}
             }
             self.free.push(i);
         }
@@ -659,7 +668,7 @@ impl Stack {
                 }
                 return Ok(());
             }
-            Kind::Conn(_) => return Err(errno::EINVAL),
+            Kind::Conn(_) | Kind::TimeWait(_) => return Err(errno::EINVAL),
             Kind::Fresh => {}
         }
         if s.bound.is_none() {
@@ -750,7 +759,7 @@ impl Stack {
         let now = self.now;
         let s = self.sock(id)?;
         match &s.kind {
-            Kind::Listen(_) => return Err(errno::EISCONN),
+            Kind::Listen(_) | Kind::TimeWait(_) => return Err(errno::EISCONN),
             Kind::Conn(t) => {
                 return Err(match t.state {
                     State::SynSent | State::SynReceived => errno::EALREADY,
@@ -873,7 +882,7 @@ impl Stack {
                 // Linux: shutdown of a listener stops it (accept then fails with EINVAL).
                 return Err(errno::ENOTCONN);
             }
-            Kind::Fresh => return Err(errno::ENOTCONN),
+            Kind::Fresh | Kind::TimeWait(_) => return Err(errno::ENOTCONN),
         }
         self.touch(id.0);
         self.queue_event(id.0);
@@ -1068,6 +1077,7 @@ impl Stack {
             Kind::Fresh => {
                 self.release(id.0);
             }
+            Kind::TimeWait(_) => {}
             Kind::Listen(l) => {
                 let children: Vec<u32> = l.accept.drain(..).collect();
                 self.release(id.0);
@@ -1161,7 +1171,7 @@ impl Stack {
 
     fn ready_of(s: &Sock) -> Ready {
         match &s.kind {
-            Kind::Fresh => Ready {
+            Kind::Fresh | Kind::TimeWait(_) => Ready {
                 writable: false,
                 hup: true,
                 ..Ready::default()
@@ -1223,7 +1233,43 @@ impl Stack {
                 self.txq.push_back(i);
             }
         }
+        self.compact_time_wait(i);
         self.arm_timer(i);
+    }
+
+    /// Replaces an unheld connection in TIME-WAIT whose last segment went out by a compact
+    /// entry (or frees it when MAX_TIME_WAIT entries exist, as Linux does).
+    fn compact_time_wait(&mut self, i: u32) {
+        let Some(Some(s)) = self.socks.get_mut(i as usize) else {
+            return;
+        };
+        let Kind::Conn(t) = &s.kind else { return };
+        if t.state != State::TimeWait
+            || s.user
+            || s.parent.is_some()
+            || s.in_txq
+            || t.wants_output()
+        {
+            return;
+        }
+        if self.stats.time_wait as usize >= MAX_TIME_WAIT {
+            self.stats.time_wait_overflow += 1;
+            self.release(i);
+            return;
+        }
+        let tw = TimeWait {
+            local_port: t.local.port(),
+            remote_port: t.remote.port(),
+            snd_nxt: t.snd_nxt,
+            rcv_nxt: t.rcv_nxt,
+            rcv_wscale: t.rcv_wscale,
+            ts: t.ts_ok.then_some((t.cfg.ts_offset, t.ts_recent)),
+            expires: t.end_at.unwrap_or(self.now + crate::conn::TIME_WAIT),
+        };
+        s.kind = Kind::TimeWait(tw);
+        s.timer_at = None;
+        self.stats.conns = self.stats.conns.saturating_sub(1);
+        self.stats.time_wait += 1;
     }
 
     /// Puts socket `i`'s earliest deadline on the wheel (when it moved earlier).
@@ -1231,12 +1277,15 @@ impl Stack {
         let Some(Some(s)) = self.socks.get_mut(i as usize) else {
             return;
         };
-        if let Kind::Conn(t) = &s.kind {
-            if let Some(d) = t.next_deadline() {
-                if s.timer_at.map_or(true, |x| d < x || x <= self.now) {
-                    s.timer_at = Some(d);
-                    self.wheel.schedule(i, d);
-                }
+        let d = match &s.kind {
+            Kind::Conn(t) => t.next_deadline(),
+            Kind::TimeWait(tw) => Some(tw.expires),
+            _ => None,
+        };
+        if let Some(d) = d {
+            if s.timer_at.map_or(true, |x| d < x || x <= self.now) {
+                s.timer_at = Some(d);
+                self.wheel.schedule(i, d);
             }
         }
     }
@@ -1252,12 +1301,20 @@ impl Stack {
             let Some(Some(s)) = self.socks.get_mut(i as usize) else {
                 continue;
             };
-            let Kind::Conn(t) = &mut s.kind else {
-                continue;
-            };
             if s.timer_at.is_some_and(|x| x <= now) {
                 s.timer_at = None;
             }
+            if let Kind::TimeWait(tw) = &s.kind {
+                if tw.expires <= now {
+                    self.release(i);
+                } else {
+                    self.arm_timer(i);
+                }
+                continue;
+            }
+            let Kind::Conn(t) = &mut s.kind else {
+                continue;
+            };
             if t.next_deadline().is_some_and(|d| d <= now) {
                 let fx = t.on_timer(now);
                 self.apply(i, fx);
@@ -1561,6 +1618,7 @@ impl Stack {
                     }
                 }
             }
+            self.compact_time_wait(i);
             self.arm_timer(i);
             self.finish_if_closed(i);
             if budget == 0 {
@@ -1919,6 +1977,25 @@ impl Stack {
             let Some(Some(s)) = self.socks.get_mut(i as usize) else {
                 return;
             };
+            if let Kind::TimeWait(tw) = &mut s.kind {
+                let len = payload.len() as u32
+                    + u32::from(repr.flags & F::SYN != 0)
+                    + u32::from(repr.flags & F::FIN != 0);
+                match tw.on_segment(now, &repr, len) {
+                    TwAction::Ignore => {}
+                    TwAction::Ack => {
+                        let a = tw.ack(now);
+                        self.send_bare(local, remote, a.seq, a.ack, a.flags, 0, a.opts);
+                        self.arm_timer(i);
+                    }
+                    TwAction::Kill => self.release(i),
+                    TwAction::Reopen => {
+                        self.release(i);
+                        self.listen_input(local, remote, &repr, payload);
+                    }
+                }
+                return;
+            }
             let Kind::Conn(t) = &mut s.kind else {
                 return;
             };

@@ -145,6 +145,11 @@ fn connect(net: &mut Net) -> (SockId, SockId) {
         .bind(l, SocketAddr::new(IpAddr::V4(B_IP), 80))
         .unwrap();
     net.b.listen(l, 128).unwrap();
+    connect_to(net, l)
+}
+
+/// A client on A connects to listener `l` of B (port 80).
+fn connect_to(net: &mut Net, l: SockId) -> (SockId, SockId) {
     let c = net.a.socket(false).unwrap();
     assert_eq!(
         net.a.connect(c, SocketAddr::new(IpAddr::V4(B_IP), 80)),
@@ -432,4 +437,37 @@ fn ten_thousand_idle_connections_memory() {
         "per-connection memory {} bytes",
         mem / count
     );
+}
+
+#[test]
+fn server_close_leaves_compact_time_wait() {
+    let mut net = Net::new(Duration::from_millis(1), 0, 0);
+    let l = net.b.socket(false).unwrap();
+    net.b
+        .bind(l, SocketAddr::new(IpAddr::V4(B_IP), 80))
+        .unwrap();
+    net.b.listen(l, 128).unwrap();
+    let mut pairs = Vec::new();
+    for _ in 0..50 {
+        pairs.push(connect_to(&mut net, l));
+    }
+    // The server closes first (HTTP `Connection: close`): its side enters TIME-WAIT.
+    for &(_, s) in &pairs {
+        net.b.close(s);
+    }
+    net.run_until(net.now + Duration::from_millis(50), |_| false);
+    for &(c, _) in &pairs {
+        let mut buf = [0u8; 4];
+        assert_eq!(net.a.recv(c, &mut [&mut buf[..]]), Ok(0));
+        net.a.close(c);
+    }
+    net.run_until(net.now + Duration::from_secs(1), |_| false);
+    assert_eq!(net.b.stats.time_wait, 50, "{:?}", net.b.stats);
+    assert_eq!(net.b.stats.conns, 0);
+    // A retransmitted FIN from the client is re-ACKed by the compact entry.
+    let ok = net.run_until(net.now + Duration::from_secs(61), |n| {
+        n.b.stats.time_wait == 0
+    });
+    assert!(ok, "TIME-WAIT entries expire: {:?}", net.b.stats);
+    assert_eq!(net.b.socket_count(), 1, "only the listener is left");
 }
