@@ -33,6 +33,9 @@ userstack_up() {
     SUBNET=10.$oct.$(((RANDOM % 250) + 1))
     AGENT_IP=$SUBNET.2
     PEER_IP=$SUBNET.1
+    # IPv6 too (native engine): the agent owns AGENT_IP6; the kernel of $NS_A keeps IPv6 off.
+    AGENT_IP6=fd00:${tag:0:4}:${tag:4:2}::2
+    PEER_IP6=fd00:${tag:0:4}:${tag:4:2}::1
     trap userstack_cleanup EXIT
     ip netns add "$NS_A"
     ip netns add "$NS_B"
@@ -40,7 +43,12 @@ userstack_up() {
     ip -n "$NS_A" link set lo up
     ip -n "$NS_B" link set lo up
     ip netns exec "$NS_A" sysctl -qw "net.ipv6.conf.$VETH_A.disable_ipv6=1" || true
-    ip netns exec "$NS_B" sysctl -qw "net.ipv6.conf.$VETH_B.disable_ipv6=1" || true
+    if [[ ${USERSTACK_V6:-1} == 1 ]]; then
+        ip netns exec "$NS_B" sysctl -qw "net.ipv6.conf.$VETH_B.disable_ipv6=0" || true
+        ip -n "$NS_B" addr add "$PEER_IP6/64" dev "$VETH_B" nodad
+    else
+        ip netns exec "$NS_B" sysctl -qw "net.ipv6.conf.$VETH_B.disable_ipv6=1" || true
+    fi
     ip -n "$NS_A" link set "$VETH_A" up
     ip -n "$NS_B" addr add "$PEER_IP/24" dev "$VETH_B"
     ip -n "$NS_B" link set "$VETH_B" up
@@ -83,7 +91,9 @@ userstack_agent() {
     printf '#!/bin/sh\nexec ip netns exec %s %s "$@"\n' "$NS_A" "$real" >"$wrapper"
     chmod +x "$wrapper"
     AGENT_BIN=$wrapper
-    start_agent --backend "$backend" --ip "$AGENT_IP/24" "$@"
+    local v6=()
+    [[ ${USERSTACK_V6:-1} == 1 ]] && v6=(--ip6 "$AGENT_IP6/64")
+    start_agent --backend "$backend" --ip "$AGENT_IP/24" "${v6[@]}" "$@"
     AGENT_BIN=$real
 }
 
@@ -92,7 +102,9 @@ userstack_agent() {
 userstack_nginx() {
     local dir=$1 port=$2 root=$3 cmd
     nginx_conf "$dir" "$port" "$root"
-    sed -i -e "s/listen 127.0.0.1:$port;/listen $AGENT_IP:$port backlog=4096;/" \
+    local l6=
+    [[ ${USERSTACK_V6:-1} == 1 ]] && l6="\n        listen [$AGENT_IP6]:$port backlog=4096;"
+    sed -i -e "s/listen 127.0.0.1:$port;/listen $AGENT_IP:$port backlog=4096;$l6/" \
         -e 's/worker_connections 1024;/worker_connections 4096;/' "$dir/nginx.conf"
     sed -i 's/^worker_processes 1;/worker_processes 1;\nworker_rlimit_nofile 8192;/' "$dir/nginx.conf"
     mapfile -t cmd < <(nginx_args "$dir")
@@ -145,6 +157,14 @@ userstack_suite() {
     # curl, then wrk -c100 -d10s with zero errors.
     out=$(in_b curl -sS --fail --max-time 10 "$base/hello" 2>&1) || fail "GET /hello: $out"
     [[ $out == hello ]] || fail "GET /hello returned '$out'"
+    if [[ ${USERSTACK_V6:-1} == 1 ]]; then
+        in_b ping -6 -c 2 -i 0.2 -W 2 "$AGENT_IP6" >"$WORKDIR/ping6.out" 2>&1 ||
+            fail "ping -6 $AGENT_IP6: $(tail -3 "$WORKDIR/ping6.out")"
+        out=$(in_b curl -sS -g --fail --max-time 10 "http://[$AGENT_IP6]:8080/hello" 2>&1) ||
+            fail "GET /hello over IPv6: $out"
+        [[ $out == hello ]] || fail "GET /hello over IPv6 returned '$out'"
+        log "IPv6: ping and curl to [$AGENT_IP6] (NDP answered by the agent)"
+    fi
     in_b timeout 40 wrk -t2 -c100 -d10s --timeout 5s --latency "$base/hello" >"$WORKDIR/wrk.out" 2>&1 ||
         fail "wrk exited non-zero: $(cat "$WORKDIR/wrk.out")"
     grep -E 'Requests/sec|99%' "$WORKDIR/wrk.out" | sed 's/^/    /'

@@ -18,7 +18,7 @@ mod sys;
 mod ticket;
 
 use std::io::IsTerminal;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -131,6 +131,13 @@ struct RunArgs {
     /// on the kernel interface as well.
     #[arg(long, value_name = "ADDR/PREFIX", value_parser = parse_cidr)]
     ip: Option<(Ipv4Addr, u8)>,
+    /// IPv6 address and prefix the user-space stack owns as well, e.g. fd00::2/64 (native engine;
+    /// answers neighbour solicitations for it).
+    #[arg(long, value_name = "ADDR/PREFIX", value_parser = parse_cidr6)]
+    ip6: Option<(Ipv6Addr, u8)>,
+    /// Default IPv6 gateway of the user-space stack.
+    #[arg(long, value_name = "ADDR")]
+    gateway6: Option<Ipv6Addr>,
     /// Default IPv4 gateway of the user-space stack.
     #[arg(long, value_name = "ADDR")]
     gateway: Option<Ipv4Addr>,
@@ -190,6 +197,18 @@ fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
     let p: u8 = p.parse().map_err(|_| format!("bad prefix '{p}'"))?;
     if p == 0 || p > 32 || a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
         return Err("prefix must be 1..32 and the address a unicast host address".into());
+    }
+    Ok((a, p))
+}
+
+fn parse_cidr6(s: &str) -> Result<(Ipv6Addr, u8), String> {
+    let (a, p) = s
+        .split_once('/')
+        .ok_or("expected ADDR/PREFIX, e.g. fd00::2/64")?;
+    let a: Ipv6Addr = a.parse().map_err(|e| format!("bad address '{a}': {e}"))?;
+    let p: u8 = p.parse().map_err(|_| format!("bad prefix '{p}'"))?;
+    if p == 0 || p > 128 || a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+        return Err("prefix must be 1..128 and the address a unicast host address".into());
     }
     Ok((a, p))
 }
@@ -335,11 +354,13 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         && (a.iface.is_some()
             || a.ip.is_some()
             || a.gateway.is_some()
+            || a.ip6.is_some()
+            || a.gateway6.is_some()
             || a.mac.is_some()
             || a.inject_faults.is_some())
     {
         anyhow::bail!(
-            "--iface/--ip/--gateway/--mac/--inject-faults only apply to --backend afpacket or dpdk"
+            "--iface/--ip/--ip6/--gateway/--gateway6/--mac/--inject-faults only apply to --backend afpacket, dpdk or xdp"
         );
     }
     if user && a.iface.is_none() && !(a.backend == BackendKind::Dpdk && a.eal_args.is_some()) {
@@ -393,6 +414,9 @@ fn run_user<D: backend::user::device::Device + 'static>(
     };
     match a.engine {
         EngineKind::Smoltcp => {
+            if a.ip6.is_some() {
+                anyhow::bail!("--ip6 needs --engine native (smoltcp is configured for IPv4 only)");
+            }
             tracing::info!("engine: smoltcp");
             let b =
                 backend::user::UserBackend::new(dev, ucfg).context("creating the user backend")?;
@@ -402,6 +426,8 @@ fn run_user<D: backend::user::device::Device + 'static>(
             let mut scfg = snstack_tcp::stack::StackConfig::new(ucfg.mac);
             scfg.ipv4 = Some((ucfg.ip, ucfg.prefix));
             scfg.gateway4 = ucfg.gateway;
+            scfg.ipv6 = a.ip6;
+            scfg.gateway6 = a.gateway6;
             scfg.seed = ucfg.seed;
             let b = backend::user::native::NativeBackend::new(dev, scfg)
                 .context("creating the user backend")?;
