@@ -44,6 +44,8 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start-up: the size of the arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Run the agent (the default when no subcommand is given).
     Run(RunArgs),
