@@ -68,6 +68,9 @@ enum BackendKind {
     Afpacket,
     /// The agent's own TCP/IP stack over a DPDK port (binary built with `--features dpdk`).
     Dpdk,
+    /// The agent's own TCP/IP stack over an AF_XDP socket on --iface (binary built with the
+    /// system libxdp; needs CAP_NET_ADMIN and CAP_BPF).
+    Xdp,
 }
 
 impl BackendKind {
@@ -76,6 +79,7 @@ impl BackendKind {
             BackendKind::Kernel => "kernel",
             BackendKind::Afpacket => "afpacket",
             BackendKind::Dpdk => "dpdk",
+            BackendKind::Xdp => "xdp",
         }
     }
 }
@@ -107,7 +111,7 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     host_spin_us: u32,
     /// TCP implementation serving the sockets: `kernel` (the OS stack), or the agent's own
-    /// user-space stack over `afpacket` or `dpdk` (those need --iface and --ip).
+    /// user-space stack over `afpacket`, `dpdk` or `xdp` (those need --iface and --ip).
     #[arg(long, value_enum, default_value = "kernel")]
     backend: BackendKind,
     /// Network interface of the user-space stack (af_packet binds to it; DPDK's default
@@ -326,7 +330,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
             || a.inject_faults.is_some())
     {
         anyhow::bail!(
-            "--iface/--ip/--gateway/--mac/--inject-faults only apply to --backend afpacket or dpdk"
+            "--iface/--ip/--gateway/--mac/--inject-faults only apply to --backend afpacket, dpdk or xdp"
         );
     }
     if user && a.iface.is_none() && !(a.backend == BackendKind::Dpdk && a.eal_args.is_some()) {
@@ -346,6 +350,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
             run_user(&a, cfg, ucfg, dev)?;
         }
         BackendKind::Dpdk => run_dpdk(&a, cfg)?,
+        BackendKind::Xdp => run_xdp(&a, cfg)?,
     }
     Ok(())
 }
@@ -396,6 +401,23 @@ fn run_dpdk(a: &RunArgs, cfg: agent::Config) -> anyhow::Result<()> {
 fn run_dpdk(_: &RunArgs, _: agent::Config) -> anyhow::Result<()> {
     anyhow::bail!(
         "this snstack-agent was built without DPDK support (rebuild with `cargo build --release -p nic-agent --features dpdk`)"
+    )
+}
+
+#[cfg(snstack_xdp)]
+fn run_xdp(a: &RunArgs, cfg: agent::Config) -> anyhow::Result<()> {
+    let iface = a.iface.as_deref().unwrap_or_default();
+    let dev = backend::user::xdp::Xdp::open(iface, a.mac)
+        .with_context(|| format!("opening interface {iface} (AF_XDP)"))?;
+    let ucfg = user_config(a, backend::user::device::Device::mac(&dev))?;
+    tracing::info!(iface, ip = %ucfg.ip, prefix = ucfg.prefix, "user-space TCP/IP stack on AF_XDP");
+    run_user(a, cfg, ucfg, dev)
+}
+
+#[cfg(not(snstack_xdp))]
+fn run_xdp(_: &RunArgs, _: agent::Config) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this agent was built without AF_XDP support: install libxdp-dev libbpf-dev and rebuild"
     )
 }
 

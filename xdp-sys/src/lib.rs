@@ -171,7 +171,10 @@ pub fn check_layout() -> Result<(), String> {
         ("xsk_ring_prod", std::mem::size_of::<xsk_ring_prod>()),
         ("xsk_ring_cons", std::mem::size_of::<xsk_ring_cons>()),
         ("xsk_umem_config", std::mem::size_of::<xsk_umem_config>()),
-        ("xsk_socket_config", std::mem::size_of::<xsk_socket_config>()),
+        (
+            "xsk_socket_config",
+            std::mem::size_of::<xsk_socket_config>(),
+        ),
         ("xdp_desc", std::mem::size_of::<xdp_desc>()),
     ];
     for (i, (name, size)) in ours.iter().enumerate() {
