@@ -407,9 +407,11 @@ fn run_dpdk(_: &RunArgs, _: agent::Config) -> anyhow::Result<()> {
 #[cfg(snstack_xdp)]
 fn run_xdp(a: &RunArgs, cfg: agent::Config) -> anyhow::Result<()> {
     let iface = a.iface.as_deref().unwrap_or_default();
+    // Address checks before anything is attached to the interface.
+    let if_mac = backend::user::afpacket::iface_info(iface).map_or([0; 6], |i| i.1);
+    let ucfg = user_config(a, a.mac.unwrap_or(if_mac))?;
     let dev = backend::user::xdp::Xdp::open(iface, a.mac)
         .with_context(|| format!("opening interface {iface} (AF_XDP)"))?;
-    let ucfg = user_config(a, backend::user::device::Device::mac(&dev))?;
     tracing::info!(iface, ip = %ucfg.ip, prefix = ucfg.prefix, "user-space TCP/IP stack on AF_XDP");
     run_user(a, cfg, ucfg, dev)
 }

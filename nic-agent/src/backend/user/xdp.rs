@@ -72,8 +72,8 @@ pub enum OpenError {
         "attaching an XDP program and binding an AF_XDP socket needs CAP_NET_ADMIN and CAP_BPF (run as root): {0}"
     )]
     Permission(io::Error),
-    #[error("interface '{iface}' refuses AF_XDP in native and in generic XDP mode: {err}")]
-    Unsupported { iface: String, err: io::Error },
+    #[error("interface '{iface}' refuses AF_XDP ({errs})")]
+    Unsupported { iface: String, errs: String },
     #[error("{what}: {err}")]
     Io { what: &'static str, err: io::Error },
 }
@@ -85,6 +85,15 @@ pub enum Mode {
     Native,
     /// In the stack's receive path (`XDP_FLAGS_SKB_MODE`).
     Generic,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Native => "native",
+            Mode::Generic => "generic",
+        }
+    }
 }
 
 /// Counters of the device itself (the kernel's are in [`Xdp::kernel_stats`]).
@@ -291,10 +300,22 @@ impl Xdp {
             Ok("generic") => &[Mode::Generic],
             _ => &[Mode::Native, Mode::Generic],
         };
-        let mut first_err = None;
+        let mut errs = Vec::new();
         let mut made = None;
-        for &mode in modes {
-            match create(&cname, area.0, mode) {
+        for (i, &mode) in modes.iter().enumerate() {
+            let mut r = create(&cname, area.0, mode);
+            // A failed attempt's socket releases its queue asynchronously (a kernel work item):
+            // the next bind can meet EBUSY for a few milliseconds.
+            for _ in 0..40 {
+                match &r {
+                    Err(e) if i > 0 && e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(25));
+                        r = create(&cname, area.0, mode);
+                    }
+                    _ => break,
+                }
+            }
+            match r {
                 Ok(x) => {
                     made = Some((mode, x));
                     break;
@@ -308,14 +329,14 @@ impl Xdp {
                         }
                         _ => {}
                     }
-                    first_err.get_or_insert(e);
+                    errs.push(format!("{} XDP: {e}", mode.name()));
                 }
             }
         }
         let Some((mode, (umem, xsk, [fill, comp, rx, tx]))) = made else {
             return Err(OpenError::Unsupported {
                 iface: name.to_string(),
-                err: first_err.unwrap_or_else(|| io::Error::other("unknown error")),
+                errs: errs.join("; "),
             });
         };
         // SAFETY: `xsk` is a live socket.
