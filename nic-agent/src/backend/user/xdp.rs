@@ -104,6 +104,10 @@ pub struct XdpStats {
     pub rx_dropped: u64,
     /// Frames to send longer than a UMEM frame: dropped.
     pub tx_dropped: u64,
+    /// TX kicks (`sendto`) made, and those the kernel answered EBUSY/ENOBUFS/ENETDOWN (a frame
+    /// dropped by the device, or the device busy: the rest wait for the next kick).
+    pub tx_kicks: u64,
+    pub tx_kick_busy: u64,
 }
 
 pub struct Xdp {
@@ -473,6 +477,7 @@ impl Xdp {
             if unsafe { sys::snstack_xsk_prod_needs_wakeup(&*self.tx) } == 0 {
                 break;
             }
+            self.stats.tx_kicks += 1;
             // SAFETY: a zero-length, non-blocking sendto on our socket only wakes the kernel.
             let r = unsafe {
                 libc::sendto(
@@ -490,7 +495,10 @@ impl Xdp {
             match io::Error::last_os_error().raw_os_error() {
                 Some(libc::EAGAIN | libc::EINTR) => continue,
                 // Device busy or down: the frames stay in the ring for the next kick.
-                Some(libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN) => break,
+                Some(libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN) => {
+                    self.stats.tx_kick_busy += 1;
+                    break;
+                }
                 e => {
                     tracing::debug!("AF_XDP tx kick: errno {e:?}");
                     break;
@@ -645,7 +653,7 @@ impl Device for Xdp {
 impl Drop for Xdp {
     fn drop(&mut self) {
         if let Ok(st) = self.kernel_stats() {
-            tracing::debug!(?st, ours = ?self.stats, "AF_XDP socket closed");
+            tracing::debug!(?st, ours = ?self.stats, tx_pending = ring_pending(&self.tx), "AF_XDP socket closed");
         }
         // SAFETY: the socket, then its UMEM, then the UMEM's memory: each freed once, in the
         // order libxdp requires, and never used again.
