@@ -8,13 +8,13 @@
 #            the agent's stack owns $AGENT_IP)
 #
 # Names are unique per run; the EXIT trap stops every PID the script started (lib.sh), then
-# deletes both namespaces (which removes the veth pair). Offloads are off on both ends: af_packet
-# must see MTU-sized frames with complete checksums, not GSO super-packets.
+# deletes both namespaces (which removes the veth pair). Offloads stay at the veth defaults (tx
+# checksum offload, TSO/GSO/GRO on), as on any Linux host: the agent's af_packet device gets
+# CHECKSUM_PARTIAL frames and GSO super-frames (virtio_net_hdr) and must cope with them.
 
 userstack_probe() {
     [[ $(id -u) == 0 ]] || skip "needs root (network namespaces, AF_PACKET)"
     command -v ip >/dev/null 2>&1 || skip "iproute2 (ip) not installed"
-    command -v ethtool >/dev/null 2>&1 || skip "ethtool not installed"
     local probe=snsprobe$$
     ip netns add "$probe" 2>/dev/null || skip "cannot create network namespaces here"
     ip netns del "$probe"
@@ -41,12 +41,19 @@ userstack_up() {
     ip -n "$NS_B" link set lo up
     ip netns exec "$NS_A" sysctl -qw "net.ipv6.conf.$VETH_A.disable_ipv6=1" || true
     ip netns exec "$NS_B" sysctl -qw "net.ipv6.conf.$VETH_B.disable_ipv6=1" || true
-    ip netns exec "$NS_A" ethtool -K "$VETH_A" tx off tso off gso off gro off >/dev/null 2>&1 || true
-    ip netns exec "$NS_B" ethtool -K "$VETH_B" tx off tso off gso off gro off >/dev/null 2>&1 || true
     ip -n "$NS_A" link set "$VETH_A" up
     ip -n "$NS_B" addr add "$PEER_IP/24" dev "$VETH_B"
     ip -n "$NS_B" link set "$VETH_B" up
     log "fixture: $NS_A/$VETH_A (agent $AGENT_IP) <-> $NS_B/$VETH_B ($PEER_IP)"
+}
+
+# userstack_offloads_off: turns tx checksum offload, TSO/GSO/GRO off on both veth ends, for a
+# device that cannot see the kernel's offload state (DPDK's net_af_packet vdev reads frames
+# without a virtio_net_hdr: partial checksums and truncated super-frames otherwise).
+userstack_offloads_off() {
+    command -v ethtool >/dev/null 2>&1 || skip "ethtool not installed"
+    ip netns exec "$NS_A" ethtool -K "$VETH_A" tx off tso off gso off gro off >/dev/null 2>&1 || true
+    ip netns exec "$NS_B" ethtool -K "$VETH_B" tx off tso off gso off gro off >/dev/null 2>&1 || true
 }
 
 userstack_cleanup() {

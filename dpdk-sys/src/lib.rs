@@ -26,6 +26,13 @@ pub const RTE_PKTMBUF_HEADROOM: u16 = 128;
 /// `RTE_MBUF_DEFAULT_BUF_SIZE`: 2048 bytes of data room plus the headroom.
 pub const RTE_MBUF_DEFAULT_BUF_SIZE: u16 = 2048 + RTE_PKTMBUF_HEADROOM;
 
+/// `snstack_port_start` turned on RX TCP/UDP checksum checking.
+pub const OFFLOAD_RX_CSUM: u32 = 1;
+/// ... TX TCP/UDP checksum offload.
+pub const OFFLOAD_TX_CSUM: u32 = 2;
+/// ... TCP segmentation offload (with multi-segment TX).
+pub const OFFLOAD_TSO: u32 = 4;
+
 /// Opaque `struct rte_mempool`.
 #[repr(C)]
 pub struct rte_mempool {
@@ -77,7 +84,31 @@ extern "C" {
     pub fn snstack_pktmbuf_nb_segs(m: *const rte_mbuf) -> u16;
     pub fn snstack_pktmbuf_append(m: *mut rte_mbuf, len: u16) -> *mut c_char;
     pub fn snstack_errno() -> c_int;
-    pub fn snstack_port_start(port: u16, pool: *mut rte_mempool, nb_desc: u16) -> c_int;
+    /// `offloads`: out, [`OFFLOAD_RX_CSUM`] | [`OFFLOAD_TX_CSUM`] | [`OFFLOAD_TSO`] turned on.
+    pub fn snstack_port_start(
+        port: u16,
+        pool: *mut rte_mempool,
+        nb_desc: u16,
+        offloads: *mut u32,
+    ) -> c_int;
+    /// 0 unknown, 1 good, 2 bad, 3 none (partial checksum, data valid).
+    pub fn snstack_rx_l4_csum(m: *const rte_mbuf) -> c_int;
+    pub fn snstack_rx_lro_segsz(m: *const rte_mbuf) -> u16;
+    pub fn snstack_tx_offload(
+        m: *mut rte_mbuf,
+        ipv6: c_int,
+        l2_len: u16,
+        l3_len: u16,
+        l4_len: u16,
+        l4_proto: c_int,
+        tso_segsz: u16,
+    );
+    pub fn snstack_pktmbuf_from(
+        mp: *mut rte_mempool,
+        data: *const c_void,
+        len: u32,
+    ) -> *mut rte_mbuf;
+    pub fn snstack_pktmbuf_copy_out(m: *const rte_mbuf, dst: *mut c_void, cap: u32) -> u32;
     pub fn snstack_sizeof_ether_addr() -> usize;
 }
 

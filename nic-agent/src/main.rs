@@ -84,6 +84,16 @@ impl BackendKind {
     }
 }
 
+/// The TCP/IP engine of the user-space backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EngineKind {
+    /// snstack-tcp, our own engine (SACK, RACK-TLP, PRR, CUBIC, SYN cookies, TSO/checksum
+    /// offload, timer wheel): the default.
+    Native,
+    /// smoltcp 0.12, kept as a comparison point.
+    Smoltcp,
+}
+
 #[derive(Args, Debug)]
 struct RunArgs {
     /// Control socket (UNIX SOCK_SEQPACKET) that host processes attach to; its parent directory is
@@ -114,6 +124,9 @@ struct RunArgs {
     /// user-space stack over `afpacket`, `dpdk` or `xdp` (those need --iface and --ip).
     #[arg(long, value_enum, default_value = "kernel")]
     backend: BackendKind,
+    /// TCP/IP engine of the user-space backends (afpacket, dpdk, xdp).
+    #[arg(long, value_enum, default_value = "native")]
+    engine: EngineKind,
     /// Network interface of the user-space stack (af_packet binds to it; DPDK's default
     /// net_af_packet vdev attaches to it).
     #[arg(long, value_name = "NAME")]
@@ -383,8 +396,30 @@ fn run_user<D: backend::user::device::Device + 'static>(
         }
         None => Box::new(dev),
     };
-    let b = backend::user::UserBackend::new(dev, ucfg).context("creating the user backend")?;
-    agent::run(cfg, with_loopback(a, b))?;
+    match a.engine {
+        EngineKind::Smoltcp => {
+            tracing::info!("engine: smoltcp");
+            let b =
+                backend::user::UserBackend::new(dev, ucfg).context("creating the user backend")?;
+            agent::run(cfg, with_loopback(a, b))?;
+        }
+        EngineKind::Native => {
+            let mut scfg = snstack_tcp::stack::StackConfig::new(ucfg.mac);
+            scfg.ipv4 = Some((ucfg.ip, ucfg.prefix));
+            scfg.gateway4 = ucfg.gateway;
+            scfg.seed = ucfg.seed;
+            let b = backend::user::native::NativeBackend::new(dev, scfg)
+                .context("creating the user backend")?;
+            let caps = b.stack().config().caps;
+            tracing::debug!(
+                tx_csum = caps.tx_csum,
+                tso = caps.tso,
+                mtu = caps.mtu,
+                "engine: snstack-tcp"
+            );
+            agent::run(cfg, with_loopback(a, b))?;
+        }
+    }
     Ok(())
 }
 

@@ -125,6 +125,37 @@ pub fn eventfd_drain(fd: RawFd) {
     let _ = unsafe { libc::read(fd, b.as_mut_ptr().cast(), b.len()) };
 }
 
+/// A non-blocking monotonic timerfd.
+pub fn timerfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall without pointers.
+    let fd = cvt(unsafe {
+        libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+        )
+    })?;
+    Ok(owned(fd))
+}
+
+/// Arms a one-shot relative timer (`d` > 0, rounded up to 1 us) or disarms it (`None`).
+pub fn timerfd_set(fd: RawFd, d: Option<std::time::Duration>) -> io::Result<()> {
+    let us = d.map_or(0, |d| {
+        (d.as_micros().min(u128::from(u64::MAX)) as u64).max(1)
+    });
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: (us / 1_000_000) as libc::time_t,
+            tv_nsec: ((us % 1_000_000) * 1000) as libc::c_long,
+        },
+    };
+    // SAFETY: `spec` is a valid itimerspec; the old value is not requested.
+    cvt(unsafe { libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) }).map(drop)
+}
+
 /// True when `fd` is an eventfd (checked through /proc, as the kernel names anon inodes).
 pub fn is_eventfd(fd: RawFd) -> bool {
     std::fs::read_link(format!("/proc/self/fd/{fd}"))

@@ -11,9 +11,24 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod cc;
+pub mod conn;
+pub mod errno;
 pub mod frame;
+pub mod isn;
+pub mod neigh;
+pub mod output;
+pub mod prr;
+pub mod recvbuf;
+pub mod rtt;
+pub mod scoreboard;
+pub mod sendbuf;
 pub mod seq;
+pub mod stack;
+pub mod syncookie;
 pub mod time;
+pub mod timer;
+pub mod timewait;
 pub mod wire;
 
 pub use frame::{DeviceCaps, Gso, RxCsum, RxMeta, TxMeta};

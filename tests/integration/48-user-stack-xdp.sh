@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # As 45-user-stack-afpacket, with the agent's stack on an AF_XDP socket (--backend xdp): libxdp's
 # default XDP program on the agent's veth end redirects queue 0 into the socket (native XDP on a
-# veth, copy mode). Same checks: ping/ARP, curl, wrk -c100 -d10s with zero errors, 100 MB intact,
+# veth, copy mode; veth offloads off). Same checks: ping/ARP, curl, wrk -c100 -d10s with zero errors, 100 MB intact,
 # 1,000 connections, outgoing curl and redis-benchmark, 100 MB over a lossy link. Skips without
 # root, when the agent was built without AF_XDP (no libxdp-dev/libbpf-dev at build time), or when
 # the kernel refuses XDP on the veth. SNSTACK_XDP_MODE=generic runs it in generic (SKB) mode.
@@ -17,6 +17,9 @@ if grep -q "built without AF_XDP support" <<<"$probe"; then
 fi
 userstack_probe
 userstack_up
+# No offload state crosses AF_XDP (no vnet header): the peer must send complete checksums and
+# MTU-sized frames.
+userstack_offloads_off
 # Can this kernel attach XDP to the veth and bind an AF_XDP socket? The probe agent runs for 2 s
 # (SIGTERM then detaches its program) or exits at once with one error line.
 probe=$(ip netns exec "$NS_A" timeout 2 "$AGENT_BIN" --socket "$WORKDIR/probe2.sock" \

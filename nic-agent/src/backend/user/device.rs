@@ -18,28 +18,42 @@ use std::rc::Rc;
 
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use snstack_tcp::{DeviceCaps, Gso, RxCsum, RxMeta, TxMeta};
 
-/// Largest Ethernet frame we send or accept (1500-byte MTU + 14-byte header).
+use super::offload;
+
+/// Largest Ethernet frame of a 1500-byte MTU (1500 + 14-byte header).
+#[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
 pub const MAX_FRAME: usize = 1514;
 /// Frames taken from a device per burst.
 pub const BURST: usize = 64;
 /// Frames the port keeps queued for the device before smoltcp is told to wait.
 const TX_QUEUE_MAX: usize = 1024;
 
+/// A frame to send, with the offloads asked of the device.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxFrame {
+    pub buf: Vec<u8>,
+    pub meta: TxMeta,
+}
+
 /// A source and sink of Ethernet frames. Non-blocking; sans-IO friendly (in-memory devices
 /// implement it with queues).
 pub trait Device {
-    /// Appends up to `max` received frames to `out`; returns how many.
-    fn rx_burst(&mut self, out: &mut VecDeque<Vec<u8>>, max: usize) -> io::Result<usize>;
-    /// Sends frames from the front of `frames`, removing each one sent; stops (leaving the rest)
-    /// when the device is full. Returns how many were sent.
-    fn tx_burst(&mut self, frames: &mut VecDeque<Vec<u8>>) -> io::Result<usize>;
+    /// Offloads and MTU (replaces mtu()).
+    fn caps(&self) -> DeviceCaps;
     /// The device's MAC address.
     fn mac(&self) -> [u8; 6];
-    /// IP MTU (1500 for Ethernet).
-    fn mtu(&self) -> usize {
-        1500
-    }
+    /// Calls `f` for each received frame (at most `max`), borrowed from the device's own memory
+    /// (the ring slot) for the duration of the call; returns how many.
+    fn rx_burst(&mut self, max: usize, f: &mut dyn FnMut(&[u8], RxMeta)) -> io::Result<usize>;
+    /// Sends frames from the front of `frames`, removing each one sent and pushing its emptied
+    /// buffer onto `done` for reuse; stops when the device is full. Returns how many were sent.
+    fn tx_burst(
+        &mut self,
+        frames: &mut VecDeque<TxFrame>,
+        done: &mut Vec<Vec<u8>>,
+    ) -> io::Result<usize>;
     /// A descriptor that becomes readable when frames wait; `None` for a polled device (DPDK).
     fn rx_fd(&self) -> Option<RawFd>;
     /// When frames held back by the device itself (a delaying fault injector) become due: the
@@ -50,17 +64,21 @@ pub trait Device {
 }
 
 impl<D: Device + ?Sized> Device for Box<D> {
-    fn rx_burst(&mut self, out: &mut VecDeque<Vec<u8>>, max: usize) -> io::Result<usize> {
-        (**self).rx_burst(out, max)
-    }
-    fn tx_burst(&mut self, frames: &mut VecDeque<Vec<u8>>) -> io::Result<usize> {
-        (**self).tx_burst(frames)
+    fn caps(&self) -> DeviceCaps {
+        (**self).caps()
     }
     fn mac(&self) -> [u8; 6] {
         (**self).mac()
     }
-    fn mtu(&self) -> usize {
-        (**self).mtu()
+    fn rx_burst(&mut self, max: usize, f: &mut dyn FnMut(&[u8], RxMeta)) -> io::Result<usize> {
+        (**self).rx_burst(max, f)
+    }
+    fn tx_burst(
+        &mut self,
+        frames: &mut VecDeque<TxFrame>,
+        done: &mut Vec<Vec<u8>>,
+    ) -> io::Result<usize> {
+        (**self).tx_burst(frames, done)
     }
     fn rx_fd(&self) -> Option<RawFd> {
         (**self).rx_fd()
@@ -79,6 +97,13 @@ pub struct PortStats {
     pub syn_dropped: u64,
     pub rx_errors: u64,
     pub tx_errors: u64,
+    /// Received frames whose checksum the port completed (`RxCsum::Partial`).
+    pub rx_csum_completed: u64,
+    /// Received super-frames (GRO/GSO) the port cut into MTU-sized segments, and the segments.
+    pub rx_split: u64,
+    pub rx_split_segments: u64,
+    /// Received frames dropped: device-reported bad checksum, or oversized and not TCP.
+    pub rx_dropped: u64,
 }
 
 /// The smoltcp side of a [`Device`].
@@ -86,18 +111,64 @@ pub struct Port<D: Device> {
     pub dev: D,
     rx: VecDeque<Vec<u8>>,
     txq: TxQueue,
+    /// IP MTU of the device, refreshed with every received burst.
+    mtu: usize,
     /// Local TCP ports whose listeners cannot take another connection: SYNs to them are dropped.
     pub full_ports: HashSet<u16>,
     pub stats: PortStats,
 }
 
 struct TxQueue {
-    frames: VecDeque<Vec<u8>>,
+    frames: VecDeque<TxFrame>,
     free: Vec<Vec<u8>>,
+}
+
+/// What smoltcp may be given of a received frame: smoltcp verifies checksums and takes only
+/// MTU-sized frames, so a `CHECKSUM_PARTIAL` frame gets its TCP/UDP checksum completed and a
+/// GRO/GSO super-frame (TCP over IPv4/IPv6 larger than 14 + MTU) is cut into MTU-sized segments,
+/// in software. Everything else is passed on as it is.
+fn accept_frame(
+    frame: &[u8],
+    meta: RxMeta,
+    mtu: usize,
+    rx: &mut VecDeque<Vec<u8>>,
+    stats: &mut PortStats,
+) {
+    if meta.csum == RxCsum::Bad {
+        stats.rx_dropped += 1;
+        return;
+    }
+    if frame.len() > 14 + mtu {
+        let Some(hdr_end) = offload::tcp_header_end(frame) else {
+            stats.rx_dropped += 1;
+            return;
+        };
+        // Headers stay as they are: the payload per segment is what fits in the MTU (and not
+        // more than the sender's own segment size, when the device reported it).
+        let fits = (14 + mtu).saturating_sub(hdr_end);
+        let mss = meta
+            .gso
+            .map_or(fits, |g| usize::from(g.segment_size).min(fits));
+        let n = offload::segment_tcp(frame, mss, &mut |seg| rx.push_back(seg.to_vec()));
+        match n {
+            Some(n) => {
+                stats.rx_split += 1;
+                stats.rx_split_segments += n as u64;
+            }
+            None => stats.rx_dropped += 1,
+        }
+        return;
+    }
+    let mut buf = frame.to_vec();
+    if meta.csum == RxCsum::Partial && offload::fill_l4_csum(&mut buf) {
+        stats.rx_csum_completed += 1;
+    }
+    rx.push_back(buf);
 }
 
 impl<D: Device> Port<D> {
     pub fn new(dev: D) -> Self {
+        let mtu = dev.caps().mtu;
         Port {
             dev,
             rx: VecDeque::with_capacity(BURST),
@@ -105,6 +176,7 @@ impl<D: Device> Port<D> {
                 frames: VecDeque::with_capacity(TX_QUEUE_MAX),
                 free: Vec::new(),
             },
+            mtu,
             full_ports: HashSet::new(),
             stats: PortStats::default(),
         }
@@ -116,14 +188,15 @@ impl<D: Device> Port<D> {
         if before == 0 {
             return false;
         }
-        match self.dev.tx_burst(&mut self.txq.frames) {
+        match self.dev.tx_burst(&mut self.txq.frames, &mut self.txq.free) {
             Ok(n) => self.stats.tx_frames += n as u64,
             Err(e) => {
                 // A frame the device refuses is lost on the wire: TCP retransmits it.
                 self.stats.tx_errors += 1;
                 tracing::debug!("device tx: {e}");
-                if let Some(f) = self.txq.frames.pop_front() {
-                    self.txq.free.push(f);
+                if let Some(mut f) = self.txq.frames.pop_front() {
+                    f.buf.clear();
+                    self.txq.free.push(f.buf);
                 }
             }
         }
@@ -139,10 +212,27 @@ impl<D: Device> Port<D> {
         if !self.rx.is_empty() {
             return;
         }
-        match self.dev.rx_burst(&mut self.rx, BURST) {
-            Ok(n) => self.stats.rx_frames += n as u64,
+        self.mtu = self.dev.caps().mtu;
+        let Port {
+            dev,
+            rx,
+            stats,
+            mtu,
+            ..
+        } = self;
+        let mtu = *mtu;
+        let mut local = PortStats::default();
+        let r = dev.rx_burst(BURST, &mut |frame, meta| {
+            accept_frame(frame, meta, mtu, rx, &mut local)
+        });
+        stats.rx_csum_completed += local.rx_csum_completed;
+        stats.rx_split += local.rx_split;
+        stats.rx_split_segments += local.rx_split_segments;
+        stats.rx_dropped += local.rx_dropped;
+        match r {
+            Ok(n) => stats.rx_frames += n as u64,
             Err(e) => {
-                self.stats.rx_errors += 1;
+                stats.rx_errors += 1;
                 tracing::debug!("device rx: {e}");
             }
         }
@@ -271,7 +361,11 @@ impl phy::TxToken for TxTok<'_> {
         buf.clear();
         buf.resize(len, 0);
         let r = f(&mut buf);
-        self.0.frames.push_back(buf);
+        // smoltcp fills every checksum itself: no offload asked of the device.
+        self.0.frames.push_back(TxFrame {
+            buf,
+            meta: TxMeta::default(),
+        });
         r
     }
 }
@@ -290,7 +384,7 @@ impl<D: Device> phy::Device for Port<D> {
         loop {
             self.refill();
             let mut frame = self.rx.pop_front()?;
-            clamp_syn_mss(&mut frame, self.dev.mtu());
+            clamp_syn_mss(&mut frame, self.mtu);
             if !self.full_ports.is_empty() {
                 if let Some(p) = syn_dst_port(&frame) {
                     if self.full_ports.contains(&p) {
@@ -317,7 +411,7 @@ impl<D: Device> phy::Device for Port<D> {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut c = DeviceCapabilities::default();
         c.medium = Medium::Ethernet;
-        c.max_transmission_unit = self.dev.mtu() + 14;
+        c.max_transmission_unit = self.mtu + 14;
         c.max_burst_size = Some(BURST);
         c
     }
@@ -326,21 +420,49 @@ impl<D: Device> phy::Device for Port<D> {
 // ---------------------------------------------------------------------------------------------
 // Test devices (the engine's unit tests; kept in the binary for future fault-injection runs)
 
+/// A frame in flight on an in-memory wire, with what the receiving device reports about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireFrame {
+    pub buf: Vec<u8>,
+    pub meta: RxMeta,
+    /// GRO may still merge further segments into it (the last frame a [`PeerOffloads::gro_max`]
+    /// sender put on the wire, not read yet: GRO merges what arrives within one NAPI poll).
+    pub gro_open: bool,
+}
+
 /// One direction of an in-memory wire.
 #[cfg_attr(not(test), allow(dead_code))]
-pub type Wire = Rc<RefCell<VecDeque<Vec<u8>>>>;
+pub type Wire = Rc<RefCell<VecDeque<WireFrame>>>;
 
-/// One end of an in-memory Ethernet cable: what it sends appears at the other end.
+/// How a [`Loopback`] end changes the plain frames it sends, to emulate a Linux peer with
+/// default offloads on a veth (what af_packet then hands the agent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerOffloads {
+    /// TCP/UDP checksums are left partial (pseudo-header sum; `RxCsum::Partial` at the other
+    /// end), as with tx checksum offload.
+    pub partial_csum: bool,
+    /// GRO: consecutive TCP segments of one flow are merged into super-frames of at most this
+    /// many bytes (0: off) while the receiver has not read them, reported with `RxMeta::gso`
+    /// and `RxCsum::Partial`.
+    pub gro_max: usize,
+}
+
+/// One end of an in-memory Ethernet cable: what it sends appears at the other end, with the
+/// sender's offload requests turned into what a veth's receiver sees: a frame sent with
+/// `TxMeta::csum` or `gso` arrives as `RxCsum::Partial` (a GSO super-frame arrives whole, with
+/// `RxMeta::gso`), a plain frame as `RxCsum::Unknown`.
 #[cfg_attr(not(test), allow(dead_code))]
 pub struct Loopback {
     mac: [u8; 6],
     rx: Wire,
     tx: Wire,
+    caps: DeviceCaps,
+    peer: PeerOffloads,
 }
 
 #[cfg_attr(not(test), allow(dead_code))]
 impl Loopback {
-    /// Two connected ends with the given MACs.
+    /// Two connected ends with the given MACs (no offloads, MTU 1500).
     pub fn pair(a: [u8; 6], b: [u8; 6]) -> (Loopback, Loopback) {
         let ab: Wire = Rc::default();
         let ba: Wire = Rc::default();
@@ -349,37 +471,122 @@ impl Loopback {
                 mac: a,
                 rx: ba.clone(),
                 tx: ab.clone(),
+                caps: DeviceCaps::default(),
+                peer: PeerOffloads::default(),
             },
             Loopback {
                 mac: b,
                 rx: ab,
                 tx: ba,
+                caps: DeviceCaps::default(),
+                peer: PeerOffloads::default(),
             },
         )
     }
 
+    /// What this end reports from `caps()` (e.g. `tx_csum`/`tso` for an engine that offloads).
+    pub fn set_caps(&mut self, caps: DeviceCaps) {
+        self.caps = caps;
+    }
+
+    /// Makes this end behave like an offloading Linux peer for the frames it sends.
+    pub fn set_peer_offloads(&mut self, p: PeerOffloads) {
+        self.peer = p;
+    }
+
+    /// Puts a frame on the wire towards this end, as if the other end had sent it with `meta`
+    /// (tests craft partial-checksum frames and super-frames this way).
+    pub fn inject(&self, buf: Vec<u8>, meta: RxMeta) {
+        self.rx.borrow_mut().push_back(WireFrame {
+            buf,
+            meta,
+            gro_open: false,
+        });
+    }
+
     /// Copies of the frames in flight towards this end (tests inspect segments on the wire).
     pub fn peek(&self) -> Vec<Vec<u8>> {
+        self.rx.borrow().iter().map(|w| w.buf.clone()).collect()
+    }
+
+    /// Copies of the frames in flight towards this end, with their receive metadata.
+    pub fn peek_meta(&self) -> Vec<WireFrame> {
         self.rx.borrow().iter().cloned().collect()
     }
 }
 
 impl Device for Loopback {
-    fn rx_burst(&mut self, out: &mut VecDeque<Vec<u8>>, max: usize) -> io::Result<usize> {
-        let mut q = self.rx.borrow_mut();
-        let n = q.len().min(max);
-        out.extend(q.drain(..n));
-        Ok(n)
-    }
-
-    fn tx_burst(&mut self, frames: &mut VecDeque<Vec<u8>>) -> io::Result<usize> {
-        let n = frames.len();
-        self.tx.borrow_mut().extend(frames.drain(..));
-        Ok(n)
+    fn caps(&self) -> DeviceCaps {
+        self.caps
     }
 
     fn mac(&self) -> [u8; 6] {
         self.mac
+    }
+
+    fn rx_burst(&mut self, max: usize, f: &mut dyn FnMut(&[u8], RxMeta)) -> io::Result<usize> {
+        let mut n = 0;
+        while n < max {
+            let Some(w) = self.rx.borrow_mut().pop_front() else {
+                break;
+            };
+            f(&w.buf, w.meta);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn tx_burst(
+        &mut self,
+        frames: &mut VecDeque<TxFrame>,
+        done: &mut Vec<Vec<u8>>,
+    ) -> io::Result<usize> {
+        let n = frames.len();
+        let mut wire = self.tx.borrow_mut();
+        for TxFrame { mut buf, meta } in frames.drain(..) {
+            let offloaded = meta.csum.is_some() || meta.gso.is_some();
+            let mut rx = RxMeta {
+                csum: if offloaded {
+                    RxCsum::Partial
+                } else {
+                    RxCsum::Unknown
+                },
+                gso: meta.gso,
+            };
+            let plain = !offloaded;
+            if plain && self.peer.gro_max > 0 {
+                if let Some(w) = wire.back_mut().filter(|w| w.gro_open) {
+                    let first = offload::tcp_payload_len(&w.buf);
+                    if offload::gro_merge(&mut w.buf, &buf, self.peer.gro_max) {
+                        offload::make_partial(&mut w.buf);
+                        w.meta.csum = RxCsum::Partial;
+                        if w.meta.gso.is_none() {
+                            w.meta.gso = first.map(|l| Gso {
+                                segment_size: l as u16,
+                                ipv6: w.buf.get(12..14) == Some(&[0x86, 0xdd][..]),
+                            });
+                        }
+                        buf.clear();
+                        done.push(buf);
+                        continue;
+                    }
+                }
+            }
+            if plain && self.peer.partial_csum && offload::make_partial(&mut buf).is_some() {
+                rx.csum = RxCsum::Partial;
+            }
+            if let Some(w) = wire.back_mut() {
+                w.gro_open = false;
+            }
+            wire.push_back(WireFrame {
+                buf: buf.clone(),
+                meta: rx,
+                gro_open: plain && self.peer.gro_max > 0,
+            });
+            buf.clear();
+            done.push(buf);
+        }
+        Ok(n)
     }
 
     fn rx_fd(&self) -> Option<RawFd> {
@@ -434,14 +641,17 @@ impl std::str::FromStr for Faults {
 }
 
 /// Wraps a device and damages what it receives (drop, duplicate, reorder) with a seeded
-/// xorshift PRNG, so a failing run replays exactly.
+/// xorshift PRNG, so a failing run replays exactly. Received frames are copied out of the inner
+/// device (they may be held across bursts); their metadata travels with them.
 pub struct FaultInjector<D> {
     inner: D,
     faults: Faults,
     state: u64,
-    held: Option<Vec<u8>>,
+    held: Option<WireFrame>,
     /// Received frames waiting out `delay_us`, with the time each becomes due.
-    delayed: VecDeque<(std::time::Instant, Vec<u8>)>,
+    delayed: VecDeque<(std::time::Instant, WireFrame)>,
+    /// Frames ready for the caller (scratch between the inner burst and `f`).
+    ready: VecDeque<WireFrame>,
     pub dropped: u64,
 }
 
@@ -453,14 +663,21 @@ impl<D: Device> FaultInjector<D> {
             state: seed | 1,
             held: None,
             delayed: VecDeque::new(),
+            ready: VecDeque::new(),
             dropped: 0,
         }
     }
 
     /// Drops, duplicates and reorders what the inner device received.
-    fn damage(&mut self, out: &mut VecDeque<Vec<u8>>, max: usize) -> io::Result<usize> {
-        let mut raw = VecDeque::new();
-        self.inner.rx_burst(&mut raw, max)?;
+    fn damage(&mut self, out: &mut VecDeque<WireFrame>, max: usize) -> io::Result<usize> {
+        let mut raw = Vec::new();
+        self.inner.rx_burst(max, &mut |b, meta| {
+            raw.push(WireFrame {
+                buf: b.to_vec(),
+                meta,
+                gro_open: false,
+            })
+        })?;
         let start = out.len();
         for f in raw {
             if self.roll() < self.faults.drop_pm {
@@ -503,49 +720,76 @@ impl<D: Device> FaultInjector<D> {
     }
 
     #[cfg_attr(not(test), allow(dead_code))]
+    pub fn inner_mut(&mut self) -> &mut D {
+        &mut self.inner
+    }
+
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn set_faults(&mut self, f: Faults) {
         self.faults = f;
     }
 }
 
 impl<D: Device> Device for FaultInjector<D> {
-    fn rx_burst(&mut self, out: &mut VecDeque<Vec<u8>>, max: usize) -> io::Result<usize> {
+    fn caps(&self) -> DeviceCaps {
+        self.inner.caps()
+    }
+
+    fn mac(&self) -> [u8; 6] {
+        self.inner.mac()
+    }
+
+    fn rx_burst(&mut self, max: usize, f: &mut dyn FnMut(&[u8], RxMeta)) -> io::Result<usize> {
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.clear();
         if self.faults.delay_us == 0 {
-            return self.damage(out, max);
-        }
-        // Damage as usual, hold every frame for the delay, release what is due (in order).
-        let mut fresh = VecDeque::new();
-        self.damage(&mut fresh, max)?;
-        let now = std::time::Instant::now();
-        let due = now + std::time::Duration::from_micros(u64::from(self.faults.delay_us));
-        self.delayed.extend(fresh.into_iter().map(|f| (due, f)));
-        let start = out.len();
-        while out.len() - start < max && self.delayed.front().is_some_and(|(t, _)| *t <= now) {
-            if let Some((_, f)) = self.delayed.pop_front() {
-                out.push_back(f);
+            self.damage(&mut ready, max)?;
+        } else {
+            // Damage as usual, hold every frame for the delay, release what is due (in order).
+            let mut fresh = VecDeque::new();
+            self.damage(&mut fresh, max)?;
+            let now = std::time::Instant::now();
+            let due = now + std::time::Duration::from_micros(u64::from(self.faults.delay_us));
+            self.delayed.extend(fresh.into_iter().map(|f| (due, f)));
+            while ready.len() < max && self.delayed.front().is_some_and(|(t, _)| *t <= now) {
+                if let Some((_, w)) = self.delayed.pop_front() {
+                    ready.push_back(w);
+                }
             }
         }
-        Ok(out.len() - start)
+        let n = ready.len();
+        for w in ready.drain(..) {
+            f(&w.buf, w.meta);
+        }
+        self.ready = ready;
+        Ok(n)
     }
 
     fn next_due(&self) -> Option<std::time::Instant> {
         self.delayed.front().map(|(t, _)| *t)
     }
-    fn tx_burst(&mut self, frames: &mut VecDeque<Vec<u8>>) -> io::Result<usize> {
+
+    fn tx_burst(
+        &mut self,
+        frames: &mut VecDeque<TxFrame>,
+        done: &mut Vec<Vec<u8>>,
+    ) -> io::Result<usize> {
         // Sent frames are dropped or duplicated too (reordering is applied on receive only).
         let mut n = 0;
         let mut one = VecDeque::with_capacity(2);
-        while let Some(f) = frames.pop_front() {
+        while let Some(mut f) = frames.pop_front() {
             if self.roll() < self.faults.drop_pm {
                 self.dropped += 1;
                 n += 1;
+                f.buf.clear();
+                done.push(f.buf);
                 continue;
             }
             if self.roll() < self.faults.dup_pm {
                 one.push_back(f.clone());
             }
             one.push_back(f);
-            let sent = self.inner.tx_burst(&mut one);
+            let sent = self.inner.tx_burst(&mut one, done);
             if let Err(e) = sent {
                 one.clear();
                 return Err(e);
@@ -558,10 +802,6 @@ impl<D: Device> Device for FaultInjector<D> {
             n += 1;
         }
         Ok(n)
-    }
-
-    fn mac(&self) -> [u8; 6] {
-        self.inner.mac()
     }
 
     fn rx_fd(&self) -> Option<RawFd> {
@@ -646,6 +886,19 @@ mod tests {
         assert_eq!(syn_dst_port(&syn_frame(80, 0x02)[..40]), None);
     }
 
+    fn frames(v: impl IntoIterator<Item = Vec<u8>>) -> VecDeque<TxFrame> {
+        v.into_iter()
+            .map(|buf| TxFrame {
+                buf,
+                meta: TxMeta::default(),
+            })
+            .collect()
+    }
+
+    fn recv_into(d: &mut impl Device, got: &mut Vec<Vec<u8>>, max: usize) -> usize {
+        d.rx_burst(max, &mut |b, _| got.push(b.to_vec())).unwrap()
+    }
+
     #[test]
     fn loopback_and_faults_are_deterministic() {
         let (a, b) = Loopback::pair([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
@@ -660,19 +913,21 @@ mod tests {
             },
             42,
         );
-        let mut q: VecDeque<Vec<u8>> = (0..200u8).map(|i| vec![i]).collect();
-        assert_eq!(a.tx_burst(&mut q).unwrap(), 200);
-        let mut got = VecDeque::new();
-        while b.rx_burst(&mut got, 1000).unwrap() > 0 {}
+        let mut q = frames((0..200u8).map(|i| vec![i]));
+        let mut done = Vec::new();
+        assert_eq!(a.tx_burst(&mut q, &mut done).unwrap(), 200);
+        assert_eq!(done.len(), 200, "every sent buffer comes back for reuse");
+        let mut got = Vec::new();
+        while recv_into(&mut b, &mut got, 1000) > 0 {}
         assert!(b.dropped > 10 && b.dropped < 80, "dropped {}", b.dropped);
         let again = {
             let (a2, b2) = Loopback::pair([0; 6], [0; 6]);
             let mut a2 = a2;
             let mut b2 = FaultInjector::new(b2, b.faults, 42);
-            let mut q: VecDeque<Vec<u8>> = (0..200u8).map(|i| vec![i]).collect();
-            a2.tx_burst(&mut q).unwrap();
-            let mut g = VecDeque::new();
-            while b2.rx_burst(&mut g, 1000).unwrap() > 0 {}
+            let mut q = frames((0..200u8).map(|i| vec![i]));
+            a2.tx_burst(&mut q, &mut Vec::new()).unwrap();
+            let mut g = Vec::new();
+            while recv_into(&mut b2, &mut g, 1000) > 0 {}
             g
         };
         assert_eq!(got, again);
@@ -687,12 +942,12 @@ mod tests {
             ..Faults::default()
         };
         let mut b = FaultInjector::new(b, f, 7);
-        let mut q: VecDeque<Vec<u8>> = (0..5u8).map(|i| vec![i]).collect();
-        a.tx_burst(&mut q).unwrap();
+        let mut q = frames((0..5u8).map(|i| vec![i]));
+        a.tx_burst(&mut q, &mut Vec::new()).unwrap();
         let t0 = std::time::Instant::now();
-        let mut got = VecDeque::new();
+        let mut got = Vec::new();
         assert_eq!(
-            b.rx_burst(&mut got, 64).unwrap(),
+            recv_into(&mut b, &mut got, 64),
             0,
             "released before the delay"
         );
@@ -700,11 +955,133 @@ mod tests {
         assert!(due >= t0 + std::time::Duration::from_millis(19));
         while got.len() < 5 {
             std::thread::sleep(std::time::Duration::from_millis(5));
-            b.rx_burst(&mut got, 64).unwrap();
+            recv_into(&mut b, &mut got, 64);
         }
         assert!(t0.elapsed() >= std::time::Duration::from_millis(20));
-        assert_eq!(got, (0..5u8).map(|i| vec![i]).collect::<VecDeque<_>>());
+        assert_eq!(got, (0..5u8).map(|i| vec![i]).collect::<Vec<_>>());
         assert_eq!(b.next_due(), None);
+    }
+
+    /// Everything smoltcp is given through the port, in order.
+    fn port_frames<D: Device>(p: &mut Port<D>) -> Vec<Vec<u8>> {
+        use smoltcp::phy::{Device as _, RxToken as _};
+        let mut v = Vec::new();
+        while let Some((rx, _tx)) = p.receive(Instant::from_millis(0)) {
+            v.push(rx.consume(|b| b.to_vec()));
+        }
+        v
+    }
+
+    #[test]
+    fn port_completes_partial_checksums_and_splits_super_frames() {
+        use super::offload::tests::tcp4;
+        let data: Vec<u8> = (0..6000u32).map(|i| (i * 13) as u8).collect();
+        let segs: Vec<Vec<u8>> = data
+            .chunks(1000)
+            .enumerate()
+            .map(|(i, c)| tcp4(1 + (i as u32) * 1000, 0x10, c))
+            .collect();
+        let (mut peer, me) = Loopback::pair([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        peer.set_peer_offloads(PeerOffloads {
+            partial_csum: true,
+            gro_max: 4200,
+        });
+        peer.tx_burst(&mut frames(segs.clone()), &mut Vec::new())
+            .unwrap();
+        // GRO: 4 segments (4,132 bytes with headers) in one, then 2 in another; all partial.
+        let wire = me.peek_meta();
+        assert_eq!(wire.len(), 2);
+        assert!(wire.iter().all(|w| w.meta.csum == RxCsum::Partial));
+        assert_eq!(wire[0].buf.len(), 66 + 4000);
+        assert_eq!(
+            wire[0].meta.gso,
+            Some(Gso {
+                segment_size: 1000,
+                ipv6: false
+            })
+        );
+        // A super-frame from a peer with a larger MTU-sized segment size than ours is cut at
+        // our MTU; a frame with a stale partial checksum is completed.
+        let mut big = tcp4(6001, 0x18, &data[..3000]);
+        offload::make_partial(&mut big);
+        me.inject(
+            big,
+            RxMeta {
+                csum: RxCsum::Partial,
+                gso: Some(Gso {
+                    segment_size: 9000,
+                    ipv6: false,
+                }),
+            },
+        );
+        let mut p = Port::new(me);
+        let got = port_frames(&mut p);
+        assert_eq!(got.len(), 6 + 3);
+        for (g, s) in got.iter().zip(&segs) {
+            // Same TCP segment (checksum included); the IP ID may differ (GSO counts up).
+            assert_eq!(g[34..], s[34..]);
+            assert_eq!(g.len(), s.len());
+        }
+        let tail: Vec<usize> = got[6..].iter().map(|g| g.len() - 66).collect();
+        assert_eq!(tail, [1500 - 52, 1500 - 52, 3000 - 2 * 1448]);
+        assert_eq!(got[8][47], 0x18, "PSH stays on the last segment only");
+        assert_eq!(got[6][47], 0x10);
+        assert!(got.iter().all(|g| g.len() <= 1514));
+        let want = tcp4(6001 + 1448, 0x10, &data[1448..2896]);
+        assert_eq!(got[7][34..], want[34..]);
+        assert_eq!(p.stats.rx_split, 3);
+        assert_eq!(p.stats.rx_split_segments, 4 + 2 + 3);
+        // A device-reported bad checksum is dropped; oversized non-TCP too.
+        p.dev.inject(
+            segs[0].clone(),
+            RxMeta {
+                csum: RxCsum::Bad,
+                gso: None,
+            },
+        );
+        p.dev.inject(vec![0u8; 3000], RxMeta::default());
+        assert!(port_frames(&mut p).is_empty());
+        assert_eq!(p.stats.rx_dropped, 2);
+    }
+
+    #[test]
+    fn loopback_carries_offload_requests_as_receive_metadata() {
+        let (mut a, b) = Loopback::pair([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let g = Gso {
+            segment_size: 1448,
+            ipv6: false,
+        };
+        let mut q = VecDeque::from([
+            TxFrame {
+                buf: vec![1],
+                meta: TxMeta {
+                    csum: Some((34, 16)),
+                    gso: None,
+                },
+            },
+            TxFrame {
+                buf: vec![2],
+                meta: TxMeta {
+                    csum: Some((34, 16)),
+                    gso: Some(g),
+                },
+            },
+            TxFrame {
+                buf: vec![3],
+                meta: TxMeta::default(),
+            },
+        ]);
+        a.tx_burst(&mut q, &mut Vec::new()).unwrap();
+        let m: Vec<RxMeta> = b.peek_meta().iter().map(|w| w.meta).collect();
+        assert_eq!(m[0].csum, RxCsum::Partial);
+        assert_eq!(
+            m[1],
+            RxMeta {
+                csum: RxCsum::Partial,
+                gso: Some(g)
+            }
+        );
+        assert_eq!(m[2], RxMeta::default());
     }
 
     #[test]

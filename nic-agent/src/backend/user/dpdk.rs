@@ -1,5 +1,9 @@
 //! The DPDK port device (cargo feature `dpdk`): EAL start-up from `--eal-args`, one mbuf pool,
-//! one port with one RX and one TX queue, frames copied between mbufs and the engine's buffers.
+//! one port with one RX and one TX queue. Received frames are lent to the caller in place (the
+//! mbuf's data; multi-segment packets are copied into one buffer first) with the port's RX
+//! checksum verdict; sent frames are copied into mbufs (chained when larger than one), with the
+//! TX checksum/TSO flags when the port has those offloads (`net_af_packet` has none: then
+//! `caps()` says so and the engine fills checksums and cuts segments itself).
 //!
 //! Without `--eal-args` the EAL runs without hugepages, PCI or shared config, on lcore 0, and the
 //! port is DPDK's `net_af_packet` virtual device on `--iface`: the same code path as a real NIC
@@ -14,8 +18,10 @@ use std::os::fd::RawFd;
 use std::os::raw::c_char;
 
 use dpdk_sys as sys;
+use snstack_tcp::{DeviceCaps, Gso, RxCsum, RxMeta};
 
-use super::device::{Device, BURST, MAX_FRAME};
+use super::device::{Device, TxFrame, BURST, MAX_FRAME};
+use super::offload;
 
 const POOL_MBUFS: u32 = 8191;
 const POOL_CACHE: u32 = 256;
@@ -36,11 +42,20 @@ pub enum DpdkError {
     Layout,
 }
 
+/// Largest frame sent with TSO (IPv4 total length limit plus the Ethernet header).
+const MAX_TSO_FRAME: usize = 14 + 65535;
+
 pub struct DpdkPort {
     port: u16,
     pool: *mut sys::rte_mempool,
     mac: [u8; 6],
     mbufs: Vec<*mut sys::rte_mbuf>,
+    /// `sys::OFFLOAD_*` the port turned on.
+    offloads: u32,
+    /// Multi-segment received packets are copied here to be lent as one slice.
+    linear: Vec<u8>,
+    /// For each mbuf of a TX batch, the frame (index in the queue) it belongs to.
+    owner: Vec<usize>,
 }
 
 /// The EAL command line: `--eal-args` split on whitespace, or the defaults; a `net_af_packet`
@@ -179,9 +194,12 @@ impl DpdkPort {
             pool,
             mac: [0; 6],
             mbufs: vec![std::ptr::null_mut(); BURST],
+            offloads: 0,
+            linear: vec![0; 1 << 17],
+            owner: Vec::with_capacity(BURST),
         };
-        // SAFETY: `port` is a probed port, `pool` a live mempool.
-        let r = unsafe { sys::snstack_port_start(port, pool, DESCRIPTORS) };
+        // SAFETY: `port` is a probed port, `pool` a live mempool, `offloads` an out-pointer.
+        let r = unsafe { sys::snstack_port_start(port, pool, DESCRIPTORS, &mut dev.offloads) };
         if r != 0 {
             return Err(DpdkError::Port {
                 what: "configuring and starting the port",
@@ -212,6 +230,7 @@ impl DpdkPort {
         tracing::info!(
             port,
             dpdk = sys::DPDK_VERSION,
+            offloads = dev.offloads,
             eal = %joined,
             "DPDK port started"
         );
@@ -232,20 +251,89 @@ impl Drop for DpdkPort {
     }
 }
 
+impl DpdkPort {
+    /// One mbuf (chain) holding `buf`, with the TX offload flags `tso`/`csum` ask for; null when
+    /// the pool is empty.
+    fn mbuf_for(&self, buf: &[u8], csum: bool, tso: Option<Gso>) -> *mut sys::rte_mbuf {
+        // SAFETY: `pool` is a live mempool; `buf` is readable for its length.
+        let m =
+            unsafe { sys::snstack_pktmbuf_from(self.pool, buf.as_ptr().cast(), buf.len() as u32) };
+        if m.is_null() || !(csum || tso.is_some()) {
+            return m;
+        }
+        let Some(p) = offload::l4(buf) else { return m };
+        let l4_len = match p.proto {
+            6 => offload::tcp_header_end(buf).map_or(20, |e| e - p.off),
+            _ => 8,
+        };
+        let seg = tso.map_or(0, |g| g.segment_size);
+        // SAFETY: `m` is a fresh mbuf we own; the call only sets its offload fields.
+        unsafe {
+            sys::snstack_tx_offload(
+                m,
+                i32::from(p.ipv6),
+                14,
+                (p.off - 14) as u16,
+                l4_len as u16,
+                i32::from(p.proto),
+                seg,
+            )
+        };
+        m
+    }
+}
+
 impl Device for DpdkPort {
-    fn rx_burst(&mut self, out: &mut VecDeque<Vec<u8>>, max: usize) -> io::Result<usize> {
+    fn caps(&self) -> DeviceCaps {
+        let tso = self.offloads & sys::OFFLOAD_TSO != 0;
+        DeviceCaps {
+            mtu: 1500,
+            tx_csum: self.offloads & sys::OFFLOAD_TX_CSUM != 0,
+            tso,
+            max_tso_frame: if tso { MAX_TSO_FRAME } else { MAX_FRAME },
+        }
+    }
+
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn rx_burst(&mut self, max: usize, f: &mut dyn FnMut(&[u8], RxMeta)) -> io::Result<usize> {
         let want = max.min(self.mbufs.len()) as u16;
         // SAFETY: `mbufs` has room for `want` pointers; the port and queue 0 are started.
         let n = unsafe { sys::snstack_rx_burst(self.port, 0, self.mbufs.as_mut_ptr(), want) };
         let mut got = 0;
-        for &m in &self.mbufs[..usize::from(n)] {
-            // SAFETY: `m` is an mbuf the PMD just handed us; we read its first segment and free
-            // it exactly once.
+        for i in 0..usize::from(n) {
+            let m = self.mbufs[i];
+            // SAFETY: `m` is an mbuf the PMD just handed us: its data is readable for
+            // `data_len` bytes until we free it, after `f` returned; freed exactly once.
             unsafe {
-                let len = usize::from(sys::snstack_pktmbuf_data_len(m));
-                if sys::snstack_pktmbuf_nb_segs(m) == 1 && (14..=MAX_FRAME).contains(&len) {
+                let csum = match sys::snstack_rx_l4_csum(m) {
+                    1 => RxCsum::Verified,
+                    2 => RxCsum::Bad,
+                    3 => RxCsum::Partial,
+                    _ => RxCsum::Unknown,
+                };
+                let lro = sys::snstack_rx_lro_segsz(m);
+                let frame: &[u8] = if sys::snstack_pktmbuf_nb_segs(m) == 1 {
+                    let len = usize::from(sys::snstack_pktmbuf_data_len(m));
                     let p = sys::snstack_pktmbuf_data(m).cast::<u8>();
-                    out.push_back(std::slice::from_raw_parts(p, len).to_vec());
+                    std::slice::from_raw_parts(p, len)
+                } else {
+                    let len = sys::snstack_pktmbuf_copy_out(
+                        m,
+                        self.linear.as_mut_ptr().cast(),
+                        self.linear.len() as u32,
+                    );
+                    &self.linear[..len as usize]
+                };
+                if frame.len() >= 14 {
+                    let ipv6 = frame[12..14] == [0x86, 0xdd];
+                    let gso = (lro > 0).then_some(Gso {
+                        segment_size: lro,
+                        ipv6,
+                    });
+                    f(frame, RxMeta { csum, gso });
                     got += 1;
                 }
                 sys::snstack_pktmbuf_free(m);
@@ -254,30 +342,70 @@ impl Device for DpdkPort {
         Ok(got)
     }
 
-    fn tx_burst(&mut self, frames: &mut VecDeque<Vec<u8>>) -> io::Result<usize> {
+    fn tx_burst(
+        &mut self,
+        frames: &mut VecDeque<TxFrame>,
+        done: &mut Vec<Vec<u8>>,
+    ) -> io::Result<usize> {
+        let caps = self.caps();
         let mut total = 0;
         while !frames.is_empty() {
+            // Fill a batch of mbufs; a frame whose offloads the port lacks is completed here
+            // (checksum filled, or cut into several mbufs).
+            self.owner.clear();
             let mut k = 0;
-            for f in frames.iter().take(self.mbufs.len()) {
-                if f.len() > MAX_FRAME {
+            let mut taken = 0;
+            'fill: for (fi, f) in frames.iter_mut().enumerate() {
+                let soft_gso = f.meta.gso.filter(|_| !caps.tso);
+                let need = if soft_gso.is_some() {
+                    let seg = usize::from(soft_gso.map_or(1, |g| g.segment_size)).max(1);
+                    offload::tcp_payload_len(&f.buf).map_or(1, |l| l.div_ceil(seg).max(1))
+                } else {
+                    1
+                };
+                if k + need > self.mbufs.len() {
                     break;
                 }
-                // SAFETY: `pool` is a live mempool.
-                let m = unsafe { sys::snstack_pktmbuf_alloc(self.pool) };
-                if m.is_null() {
-                    break;
+                if let Some(g) = soft_gso {
+                    let mut segs = Vec::new();
+                    let cut = offload::segment_tcp(&f.buf, usize::from(g.segment_size), &mut |s| {
+                        segs.push(s.to_vec())
+                    });
+                    if cut.is_none() {
+                        segs.push(f.buf.clone());
+                    }
+                    for s in segs {
+                        let m = self.mbuf_for(&s, false, None);
+                        if m.is_null() {
+                            break 'fill;
+                        }
+                        self.mbufs[k] = m;
+                        self.owner.push(fi);
+                        k += 1;
+                    }
+                } else {
+                    let hw_csum = f.meta.csum.is_some() && caps.tx_csum;
+                    if f.meta.csum.is_some() && !caps.tx_csum {
+                        offload::fill_l4_csum(&mut f.buf);
+                    }
+                    let tso = f.meta.gso.filter(|_| caps.tso);
+                    if let (Some(_), Some(p)) = (tso, offload::l4(&f.buf)) {
+                        // DPDK's TSO wants the pseudo-header sum without the length.
+                        let ps = offload::pseudo_sum(&f.buf, &p, None);
+                        let at = p.off + 16;
+                        if at + 2 <= f.buf.len() {
+                            f.buf[at..at + 2].copy_from_slice(&ps.to_be_bytes());
+                        }
+                    }
+                    let m = self.mbuf_for(&f.buf, hw_csum, tso);
+                    if m.is_null() {
+                        break;
+                    }
+                    self.mbufs[k] = m;
+                    self.owner.push(fi);
+                    k += 1;
                 }
-                // SAFETY: `m` is a fresh mbuf; append returns room for `len` bytes or NULL.
-                let dst = unsafe { sys::snstack_pktmbuf_append(m, f.len() as u16) };
-                if dst.is_null() {
-                    // SAFETY: `m` is ours and freed once.
-                    unsafe { sys::snstack_pktmbuf_free(m) };
-                    break;
-                }
-                // SAFETY: `dst` has `f.len()` writable bytes inside the mbuf; no overlap.
-                unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), dst.cast::<u8>(), f.len()) };
-                self.mbufs[k] = m;
-                k += 1;
+                taken = fi + 1;
             }
             if k == 0 {
                 break;
@@ -290,17 +418,24 @@ impl Device for DpdkPort {
                 // SAFETY: mbufs the PMD did not take are still ours; freed once.
                 unsafe { sys::snstack_pktmbuf_free(m) };
             }
-            frames.drain(..sent);
-            total += sent;
-            if sent < k {
+            // A frame counts as sent when its first mbuf was (the unsent rest of a software-cut
+            // super-frame is lost on the wire: TCP retransmits it).
+            let frames_sent = if sent == k {
+                taken
+            } else {
+                self.owner[sent].min(taken)
+                    + usize::from(sent > 0 && self.owner[sent - 1] == self.owner[sent])
+            };
+            for mut f in frames.drain(..frames_sent) {
+                f.buf.clear();
+                done.push(f.buf);
+            }
+            total += frames_sent;
+            if sent < k || frames_sent == 0 {
                 break;
             }
         }
         Ok(total)
-    }
-
-    fn mac(&self) -> [u8; 6] {
-        self.mac
     }
 
     fn rx_fd(&self) -> Option<RawFd> {

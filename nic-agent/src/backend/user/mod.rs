@@ -12,14 +12,16 @@
 //! Design and limits: docs/user-stack.md.
 
 pub mod afpacket;
+mod afpacket_ring;
 pub mod device;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod engine;
+pub mod native;
+pub mod offload;
+mod vnet;
 #[cfg(snstack_xdp)]
 pub mod xdp;
-#[cfg(snstack_xdp)]
-mod xdp_compat;
 
 use std::io;
 use std::net::SocketAddr;

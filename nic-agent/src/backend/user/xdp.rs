@@ -49,9 +49,7 @@ use snstack_tcp::{DeviceCaps, RxMeta};
 use xdp_sys as sys;
 
 use super::afpacket::iface_info;
-// MERGE: once device.rs has the new `Device` trait, this import becomes
-// `use super::device::{Device, TxFrame};` and xdp_compat.rs (old-trait adapter) is deleted.
-use super::xdp_compat::{Device, TxFrame};
+use super::device::{Device, TxFrame};
 
 /// Bytes per UMEM frame (one page: the aligned-mode maximum).
 pub const FRAME_SIZE: usize = 4096;

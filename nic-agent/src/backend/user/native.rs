@@ -1,0 +1,517 @@
+//! The agent's default user-space engine: snstack-tcp (our own sans-IO TCP/IP stack, crate
+//! `tcp/`) over a frame [`Device`]. This file is the I/O shell around it: the clock, the
+//! device bursts, the wake-up descriptors, and the translation of Linux socket options.
+//!
+//! ```text
+//!  agent epoll ──► wait_fd (epoll) ◄── device rx fd   (frames waiting)
+//!                                  ◄── kick eventfd   (a call queued work)
+//!                                  ◄── timerfd        (the engine's next timer; polled devices)
+//!  poll(): rx burst → Stack::handle_frame → handle_timeout → poll_transmit → tx burst → events
+//! ```
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant as StdInstant};
+
+use snstack_tcp::stack::{SockId, SockOpt, Stack, StackConfig};
+use snstack_tcp::Instant;
+
+use super::device::{Device, TxFrame};
+use crate::backend::{Backend, ConnectState, IoBuf, Readiness, SockEvent};
+use crate::sys;
+
+const TOK_DEV: u64 = 1;
+const TOK_KICK: u64 = 2;
+const TOK_TIMER: u64 = 3;
+/// Frames taken from the device per burst, and bursts per poll.
+const BURST: usize = 64;
+const BURSTS: usize = 8;
+/// A device without a descriptor (DPDK) is polled this often while traffic flows, and this
+/// often after `IDLE_AFTER` without frames.
+const BUSY_POLL: Duration = Duration::from_micros(50);
+const IDLE_POLL: Duration = Duration::from_millis(2);
+const IDLE_AFTER: Duration = Duration::from_millis(20);
+/// Idle connections give back their buffer memory this often.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// The agent's handle of one engine socket (not `Clone`: closing consumes it).
+#[derive(Debug, PartialEq, Eq)]
+pub struct NativeSock(SockId);
+
+pub struct NativeBackend<D: Device> {
+    stack: Stack,
+    dev: D,
+    epoll: sys::Epoll,
+    kick: OwnedFd,
+    timer: OwnedFd,
+    kicked: bool,
+    base: StdInstant,
+    polled: bool,
+    last_rx: StdInstant,
+    last_trim: StdInstant,
+    tx: VecDeque<TxFrame>,
+    done: Vec<Vec<u8>>,
+    /// Frames the device refused (full): sent first at the next poll.
+    pub tx_dropped: u64,
+}
+
+fn err(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+fn int(val: &[u8]) -> io::Result<i32> {
+    val.get(..4)
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| err(libc::EINVAL))
+}
+
+impl<D: Device> NativeBackend<D> {
+    pub fn new(dev: D, mut cfg: StackConfig) -> io::Result<Self> {
+        cfg.caps = dev.caps();
+        cfg.mac = dev.mac();
+        let base = StdInstant::now();
+        let stack = Stack::new(cfg, Instant::ZERO);
+        let epoll = sys::Epoll::new()?;
+        let kick = sys::eventfd()?;
+        let timer = sys::timerfd()?;
+        let polled = dev.rx_fd().is_none();
+        if let Some(fd) = dev.rx_fd() {
+            epoll.add(fd, sys::EV_IN, TOK_DEV)?;
+        }
+        epoll.add(kick.as_raw_fd(), sys::EV_IN, TOK_KICK)?;
+        epoll.add(timer.as_raw_fd(), sys::EV_IN, TOK_TIMER)?;
+        let mut b = NativeBackend {
+            stack,
+            dev,
+            epoll,
+            kick,
+            timer,
+            kicked: false,
+            base,
+            polled,
+            last_rx: base,
+            last_trim: base,
+            tx: VecDeque::new(),
+            done: Vec::new(),
+            tx_dropped: 0,
+        };
+        b.kick_now();
+        Ok(b)
+    }
+
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.base.elapsed().as_micros() as u64)
+    }
+
+    fn kick_now(&mut self) {
+        if !self.kicked {
+            self.kicked = true;
+            if let Err(e) = sys::eventfd_write(self.kick.as_raw_fd(), 1) {
+                tracing::error!("native backend: kick eventfd: {e}");
+            }
+        }
+    }
+
+    /// A call queued output or an event: the agent polls soon (the output goes in a batch).
+    fn after_call(&mut self) {
+        if self
+            .stack
+            .next_timeout()
+            .is_some_and(|t| t <= self.stack.now())
+        {
+            self.kick_now();
+        }
+    }
+
+    fn sync_clock(&mut self) {
+        let now = self.now();
+        self.stack.handle_timeout(now);
+    }
+
+    fn flush(&mut self) {
+        for f in self.stack.frames().drain(..) {
+            self.tx.push_back(TxFrame {
+                buf: f.buf,
+                meta: f.meta,
+            });
+        }
+        if self.tx.is_empty() {
+            return;
+        }
+        if let Err(e) = self.dev.tx_burst(&mut self.tx, &mut self.done) {
+            // A frame the device refuses is lost on the wire: TCP retransmits it.
+            tracing::debug!("device tx: {e}");
+            if let Some(f) = self.tx.pop_front() {
+                self.tx_dropped += 1;
+                self.done.push(f.buf);
+            }
+        }
+        for b in self.done.drain(..) {
+            self.stack.recycle(b);
+        }
+    }
+}
+
+fn sockopt(level: i32, name: i32, val: &[u8]) -> io::Result<Option<SockOpt>> {
+    let b = |v: i32| v != 0;
+    Ok(Some(match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR) => SockOpt::ReuseAddr(b(int(val)?)),
+        (libc::SOL_SOCKET, libc::SO_REUSEPORT) => SockOpt::ReusePort(b(int(val)?)),
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => SockOpt::KeepAlive(b(int(val)?)),
+        (libc::SOL_SOCKET, libc::SO_RCVBUF | libc::SO_RCVBUFFORCE) => {
+            SockOpt::RcvBuf(int(val)?.max(0) as usize)
+        }
+        (libc::SOL_SOCKET, libc::SO_SNDBUF | libc::SO_SNDBUFFORCE) => {
+            SockOpt::SndBuf(int(val)?.max(0) as usize)
+        }
+        (libc::SOL_SOCKET, libc::SO_LINGER) => {
+            if val.len() < 8 {
+                return Err(err(libc::EINVAL));
+            }
+            let on = int(val)?;
+            let secs = i32::from_ne_bytes([val[4], val[5], val[6], val[7]]);
+            SockOpt::Linger(on != 0, secs.max(0) as u32)
+        }
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY) => SockOpt::NoDelay(b(int(val)?)),
+        (libc::IPPROTO_TCP, libc::TCP_CORK) => SockOpt::Cork(b(int(val)?)),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => SockOpt::KeepIdle(int(val)?.max(0) as u32),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => SockOpt::KeepIntvl(int(val)?.max(0) as u32),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => SockOpt::KeepCnt(int(val)?.max(0) as u32),
+        (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
+            let v = int(val)?;
+            if !(0..=65535).contains(&v) {
+                return Err(err(libc::EINVAL));
+            }
+            if v == 0 {
+                return Ok(None);
+            }
+            SockOpt::MaxSeg(v as u16)
+        }
+        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => SockOpt::V6Only(b(int(val)?)),
+        // Timeouts are enforced by the host library; these are accepted without effect.
+        (
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO
+            | libc::SO_SNDTIMEO
+            | libc::SO_RCVLOWAT
+            | libc::SO_PRIORITY
+            | libc::SO_OOBINLINE
+            | libc::SO_BROADCAST
+            | libc::SO_DONTROUTE,
+        )
+        | (
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK | libc::TCP_DEFER_ACCEPT | libc::TCP_USER_TIMEOUT,
+        )
+        | (libc::IPPROTO_IP, libc::IP_TOS | libc::IP_TTL)
+        | (libc::IPPROTO_IPV6, libc::IPV6_TCLASS | libc::IPV6_UNICAST_HOPS) => {
+            int(val)?;
+            return Ok(None);
+        }
+        _ => {
+            tracing::debug!(
+                level,
+                name,
+                "native engine: setsockopt not supported (ENOPROTOOPT)"
+            );
+            return Err(err(libc::ENOPROTOOPT));
+        }
+    }))
+}
+
+/// Linux's `struct tcp_info` (the fields up to tcpi_total_retrans, 104 bytes).
+fn tcp_info(t: &snstack_tcp::conn::Tcb) -> [u8; 104] {
+    let mut b = [0u8; 104];
+    b[0] = t.state.linux();
+    let put =
+        |b: &mut [u8; 104], off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+    let us = |d: Option<Duration>| d.map_or(0, |d| d.as_micros().min(u128::from(u32::MAX)) as u32);
+    put(&mut b, 8, us(Some(t.rto()))); // tcpi_rto
+    put(&mut b, 16, t.mss()); // tcpi_snd_mss
+    put(&mut b, 20, t.rcv_mss()); // tcpi_rcv_mss
+    put(&mut b, 24, (t.send_queue() as u32).div_ceil(t.mss().max(1))); // tcpi_unacked
+    put(&mut b, 68, us(t.srtt())); // tcpi_rtt
+    put(&mut b, 72, us(Some(t.rttvar()))); // tcpi_rttvar
+    put(&mut b, 76, t.ssthresh().min(u32::MAX / 2) / t.mss().max(1)); // tcpi_snd_ssthresh
+    put(&mut b, 80, t.cwnd() / t.mss().max(1)); // tcpi_snd_cwnd
+    put(
+        &mut b,
+        100,
+        t.stats.retrans_segs.min(u64::from(u32::MAX)) as u32,
+    ); // tcpi_total_retrans
+    b
+}
+
+impl<D: Device> Backend for NativeBackend<D> {
+    type Sock = NativeSock;
+
+    fn socket(&mut self, domain: i32) -> io::Result<NativeSock> {
+        if domain != libc::AF_INET && domain != libc::AF_INET6 {
+            return Err(err(libc::EAFNOSUPPORT));
+        }
+        self.stack
+            .socket(domain == libc::AF_INET6)
+            .map(NativeSock)
+            .map_err(err)
+    }
+
+    fn bind(&mut self, s: &NativeSock, a: &SocketAddr) -> io::Result<()> {
+        self.stack.bind(s.0, *a).map_err(err)
+    }
+
+    fn listen(&mut self, s: &NativeSock, backlog: i32) -> io::Result<()> {
+        self.stack.listen(s.0, backlog).map_err(err)
+    }
+
+    fn accept(&mut self, s: &NativeSock) -> io::Result<(NativeSock, SocketAddr)> {
+        let r = self
+            .stack
+            .accept(s.0)
+            .map(|(c, a)| (NativeSock(c), a))
+            .map_err(err);
+        self.after_call();
+        r
+    }
+
+    fn connect(&mut self, s: &NativeSock, a: &SocketAddr) -> io::Result<()> {
+        self.sync_clock();
+        let r = self.stack.connect(s.0, *a).map_err(err);
+        self.kick_now();
+        r
+    }
+
+    fn connect_state(&mut self, s: &NativeSock) -> ConnectState {
+        match self.stack.connect_result(s.0) {
+            Ok(true) => ConnectState::Connected,
+            Ok(false) => ConnectState::Pending,
+            Err(e) => ConnectState::Failed(e),
+        }
+    }
+
+    fn take_error(&mut self, s: &NativeSock) -> i32 {
+        self.stack.take_error(s.0)
+    }
+
+    fn shutdown(&mut self, s: &NativeSock, how: i32) -> io::Result<()> {
+        let (rd, wr) = match how {
+            libc::SHUT_RD => (true, false),
+            libc::SHUT_WR => (false, true),
+            libc::SHUT_RDWR => (true, true),
+            _ => return Err(err(libc::EINVAL)),
+        };
+        let r = self.stack.shutdown(s.0, rd, wr).map_err(err);
+        self.kick_now();
+        r
+    }
+
+    fn local_addr(&mut self, s: &NativeSock) -> io::Result<SocketAddr> {
+        self.stack.local_addr(s.0).map_err(err)
+    }
+
+    fn peer_addr(&mut self, s: &NativeSock) -> io::Result<SocketAddr> {
+        self.stack.peer_addr(s.0).map_err(err)
+    }
+
+    fn setsockopt(&mut self, s: &NativeSock, level: i32, name: i32, val: &[u8]) -> io::Result<()> {
+        match sockopt(level, name, val)? {
+            Some(o) => self.stack.set_opt(s.0, o).map_err(err),
+            None => Ok(()),
+        }
+    }
+
+    fn getsockopt(
+        &mut self,
+        s: &NativeSock,
+        level: i32,
+        name: i32,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        let put = |buf: &mut [u8], b: &[u8]| {
+            let n = buf.len().min(b.len());
+            buf[..n].copy_from_slice(&b[..n]);
+            n
+        };
+        let o = self.stack.opts(s.0).map_err(err)?;
+        let v: i32 = match (level, name) {
+            (libc::SOL_SOCKET, libc::SO_ERROR) => self.stack.take_error(s.0),
+            (libc::SOL_SOCKET, libc::SO_TYPE) => libc::SOCK_STREAM,
+            (libc::SOL_SOCKET, libc::SO_PROTOCOL) => libc::IPPROTO_TCP,
+            (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => i32::from(self.stack.is_listening(s.0)),
+            (libc::SOL_SOCKET, libc::SO_REUSEADDR) => i32::from(o.reuseaddr),
+            (libc::SOL_SOCKET, libc::SO_REUSEPORT) => i32::from(o.reuseport),
+            (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => i32::from(o.keepalive),
+            (libc::SOL_SOCKET, libc::SO_RCVBUF) => self
+                .stack
+                .buffer_sizes(s.0)
+                .map_err(err)?
+                .0
+                .min(i32::MAX as usize) as i32,
+            (libc::SOL_SOCKET, libc::SO_SNDBUF) => self
+                .stack
+                .buffer_sizes(s.0)
+                .map_err(err)?
+                .1
+                .min(i32::MAX as usize) as i32,
+            (libc::SOL_SOCKET, libc::SO_LINGER) => {
+                let mut b = [0u8; 8];
+                b[..4].copy_from_slice(&i32::from(o.linger.is_some()).to_ne_bytes());
+                b[4..].copy_from_slice(&(o.linger.unwrap_or(0) as i32).to_ne_bytes());
+                return Ok(put(buf, &b));
+            }
+            (libc::IPPROTO_TCP, libc::TCP_NODELAY) => i32::from(o.nodelay),
+            (libc::IPPROTO_TCP, libc::TCP_CORK) => i32::from(o.cork),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => o.keepidle as i32,
+            (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => o.keepintvl as i32,
+            (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => o.keepcnt as i32,
+            (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => match self.stack.tcb(s.0) {
+                Some(t) => t.mss() as i32,
+                None => i32::from(o.maxseg.unwrap_or(536)),
+            },
+            (libc::IPPROTO_TCP, libc::TCP_INFO) => {
+                let info = self.stack.tcb(s.0).map(tcp_info).unwrap_or_else(|| {
+                    let mut b = [0u8; 104];
+                    b[0] = if self.stack.is_listening(s.0) { 10 } else { 7 };
+                    b
+                });
+                return Ok(put(buf, &info));
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => i32::from(o.v6only),
+            _ => {
+                tracing::debug!(
+                    level,
+                    name,
+                    "native engine: getsockopt not supported (ENOPROTOOPT)"
+                );
+                return Err(err(libc::ENOPROTOOPT));
+            }
+        };
+        Ok(put(buf, &v.to_ne_bytes()))
+    }
+
+    unsafe fn recv(&mut self, s: &NativeSock, bufs: &[IoBuf]) -> io::Result<usize> {
+        // SAFETY: forwarded from the caller's contract (writable, unaliased buffers).
+        let mut v = unsafe { super::super::iov_mut(bufs) };
+        let r = self.stack.recv(s.0, &mut v).map_err(err);
+        self.after_call();
+        r
+    }
+
+    unsafe fn send(&mut self, s: &NativeSock, bufs: &[IoBuf]) -> io::Result<usize> {
+        // SAFETY: forwarded from the caller's contract (readable buffers).
+        let v = unsafe { super::super::iov_ref(bufs) };
+        let r = self.stack.send(s.0, &v).map_err(err);
+        if r.is_ok() {
+            self.kick_now();
+        }
+        r
+    }
+
+    fn register(&mut self, s: &NativeSock, token: u64) -> io::Result<()> {
+        let r = self.stack.set_token(s.0, token).map_err(err);
+        self.kick_now();
+        r
+    }
+
+    fn close(&mut self, s: NativeSock) {
+        self.sync_clock();
+        self.stack.close(s.0);
+        self.kick_now();
+    }
+
+    fn poll(&mut self, out: &mut Vec<SockEvent>) -> io::Result<()> {
+        sys::eventfd_drain(self.kick.as_raw_fd());
+        sys::eventfd_drain(self.timer.as_raw_fd());
+        self.kicked = false;
+        let mut more = false;
+        let mut got = 0;
+        for _ in 0..BURSTS {
+            let now = self.now();
+            let stack = &mut self.stack;
+            let n = match self
+                .dev
+                .rx_burst(BURST, &mut |f, m| stack.handle_frame(now, f, m))
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!("device rx: {e}");
+                    0
+                }
+            };
+            got += n;
+            // Answer each burst at once: ACKs and data go out while the next burst arrives.
+            self.stack.poll_transmit(now);
+            self.flush();
+            if n < BURST {
+                break;
+            }
+            more = true;
+        }
+        let now = self.now();
+        self.stack.handle_timeout(now);
+        self.stack.poll_transmit(now);
+        self.flush();
+        while let Some((_, token, r)) = self.stack.poll_event() {
+            out.push(SockEvent {
+                token,
+                ready: Readiness {
+                    readable: r.readable,
+                    writable: r.writable,
+                    hup: r.hup,
+                    error: r.error,
+                },
+            });
+        }
+        let wall = StdInstant::now();
+        if got > 0 {
+            self.last_rx = wall;
+        }
+        if wall.duration_since(self.last_trim) >= TRIM_EVERY {
+            self.last_trim = wall;
+            self.stack.trim();
+        }
+        let mut delay = self
+            .stack
+            .next_timeout()
+            .map(|t| Duration::from_micros(t.as_micros().saturating_sub(now.as_micros())));
+        if more || !self.tx.is_empty() {
+            delay = Some(Duration::ZERO);
+        }
+        if self.polled {
+            let every = if wall.duration_since(self.last_rx) < IDLE_AFTER {
+                BUSY_POLL
+            } else {
+                IDLE_POLL
+            };
+            delay = Some(delay.map_or(every, |d| d.min(every)));
+        }
+        if let Some(due) = self.dev.next_due() {
+            let d = due.saturating_duration_since(StdInstant::now());
+            delay = Some(delay.map_or(d, |x| x.min(d)));
+        }
+        match delay {
+            Some(d) if d.is_zero() => {
+                self.kick_now();
+                sys::timerfd_set(self.timer.as_raw_fd(), None)?;
+            }
+            d => sys::timerfd_set(self.timer.as_raw_fd(), d)?,
+        }
+        Ok(())
+    }
+
+    fn wait_fd(&self) -> RawFd {
+        self.epoll.raw()
+    }
+
+    fn own_ip(&self) -> Option<std::net::IpAddr> {
+        self.stack
+            .config()
+            .ipv4
+            .map(|(ip, _)| std::net::IpAddr::V4(ip))
+    }
+}

@@ -1,0 +1,1550 @@
+//! One TCP connection: the RFC 9293 state machine with Linux's observable behaviour, fed one
+//! segment at a time (`on_segment`), asked for segments (`output.rs`) and woken by its timers
+//! (`on_timer`). It holds no frames and reads no clock; the stack passes `now` in.
+//!
+//! Send side: [`SendBuf`] holds the unacknowledged bytes, [`Scoreboard`] the per-segment
+//! SACK/RACK state, loss recovery is RFC 6675 + RACK (RFC 8985) + PRR (RFC 6937), congestion
+//! control CUBIC (RFC 9438) or NewReno when the peer cannot SACK. Receive side: [`RecvBuf`]
+//! reassembles without a hole limit and names the SACK blocks; the window autotunes.
+
+use core::time::Duration;
+use std::net::SocketAddr;
+
+use crate::cc::{cubic::Cubic, newreno::NewReno, CongestionControl};
+use crate::errno::{self, Errno};
+use crate::prr::Prr;
+use crate::recvbuf::RecvBuf;
+use crate::rtt::RttEstimator;
+use crate::scoreboard::Scoreboard;
+use crate::sendbuf::SendBuf;
+use crate::seq::Seq;
+use crate::time::Instant;
+use crate::wire::tcp::{flags as F, TcpRepr};
+
+/// RFC 9293 connection states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Closed,
+    SynSent,
+    SynReceived,
+    Established,
+    FinWait1,
+    FinWait2,
+    CloseWait,
+    Closing,
+    LastAck,
+    TimeWait,
+}
+
+impl State {
+    /// Linux's `TCP_INFO` state numbers.
+    pub fn linux(self) -> u8 {
+        match self {
+            State::Established => 1,
+            State::SynSent => 2,
+            State::SynReceived => 3,
+            State::FinWait1 => 4,
+            State::FinWait2 => 5,
+            State::TimeWait => 6,
+            State::Closed => 7,
+            State::CloseWait => 8,
+            State::LastAck => 9,
+            State::Closing => 11,
+        }
+    }
+}
+
+/// Linux's TCP_TIMEWAIT_LEN and tcp_fin_timeout.
+pub const TIME_WAIT: Duration = Duration::from_secs(60);
+pub const FIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Delayed-ACK timer (Linux's TCP_ATO_MIN is 40 ms; its delack max 200 ms).
+pub const DELACK: Duration = Duration::from_millis(40);
+/// TCP_CORK / Nagle-with-cork hold time.
+pub const CORK_HOLD: Duration = Duration::from_millis(200);
+/// tcp_syn_retries and tcp_retries2.
+pub const SYN_RETRIES: u32 = 6;
+pub const DATA_RETRIES: u32 = 15;
+/// Segments acknowledged at once after the start (Linux's quick-ack mode).
+const QUICKACKS: u32 = 16;
+/// Largest window we advertise before scaling, and our window-scale shift (Linux: 7 for a
+/// 6 MiB tcp_rmem max).
+pub const RCV_WSCALE: u8 = 7;
+
+/// Settings a connection starts with (socket options and the stack's defaults).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnConfig {
+    /// Largest TCP payload per wire segment on our link (MTU - IP - TCP headers).
+    pub link_mss: u16,
+    pub rcvbuf: usize,
+    pub rcvbuf_max: usize,
+    /// SO_RCVBUF set: no autotuning.
+    pub rcvbuf_locked: bool,
+    pub sndbuf: usize,
+    pub sndbuf_max: usize,
+    pub sndbuf_locked: bool,
+    pub nodelay: bool,
+    pub cork: bool,
+    pub keepalive: Option<Keepalive>,
+    /// Largest payload handed to the device in one TSO super-frame (0: no TSO).
+    pub tso_max: u32,
+    pub timestamps: bool,
+    pub sack: bool,
+    pub wscale: bool,
+    pub initial_window: u32,
+    /// Per-connection TSval offset (random, as Linux since 4.10).
+    pub ts_offset: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub count: u32,
+}
+
+#[derive(Debug)]
+enum Cc {
+    Cubic(Cubic),
+    NewReno(NewReno),
+}
+
+impl Cc {
+    fn get(&mut self) -> &mut dyn CongestionControl {
+        match self {
+            Cc::Cubic(c) => c,
+            Cc::NewReno(c) => c,
+        }
+    }
+    fn peek(&self) -> &dyn CongestionControl {
+        match self {
+            Cc::Cubic(c) => c,
+            Cc::NewReno(c) => c,
+        }
+    }
+}
+
+/// Loss-recovery phase (Linux's CA states, reduced).
+#[derive(Debug)]
+enum Phase {
+    Open,
+    /// Fast recovery until `point` is acknowledged; PRR paces the sending.
+    Recovery {
+        point: Seq,
+        prr: Prr,
+    },
+    /// After an RTO: everything outstanding was marked lost and is resent under cwnd.
+    Loss {
+        point: Seq,
+    },
+}
+
+/// What the retransmission timer slot is armed for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RtxKind {
+    Rto,
+    /// Tail loss probe (RFC 8985 section 7).
+    Tlp,
+    /// RACK reordering window (RFC 8985 6.2 step 5).
+    Reorder,
+    /// Zero-window probe.
+    Persist,
+}
+
+/// What a segment or timer did that the stack must act on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// Readiness may have changed (data, window, state, error).
+    pub notify: bool,
+    /// Entered ESTABLISHED from SYN-RECEIVED (a listener's accept queue gains it).
+    pub established: bool,
+    /// The connection is over and its state may be freed (CLOSED).
+    pub closed: bool,
+    /// Answer the segment with a RST (seq, ack, flags), as RFC 9293 3.10.7 says.
+    pub reset: Option<(Seq, Seq, u8)>,
+}
+
+pub struct Tcb {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: State,
+    pub(crate) cfg: ConnConfig,
+
+    // Send sequence space.
+    pub(crate) iss: Seq,
+    pub(crate) snd_una: Seq,
+    pub(crate) snd_nxt: Seq,
+    /// Highest sequence ever sent (snd_nxt falls back to snd_una after an RTO in Linux; we keep
+    /// snd_nxt = snd_max and resend through the scoreboard instead).
+    pub(crate) snd_wnd: u32,
+    pub(crate) max_snd_wnd: u32,
+    pub(crate) snd_wl1: Seq,
+    pub(crate) snd_wl2: Seq,
+    pub(crate) snd_wscale: u8,
+    /// End of the last segment smaller than an MSS (Minshall's Nagle).
+    pub(crate) snd_sml: Seq,
+    pub(crate) sendbuf: SendBuf,
+    pub(crate) sb: Scoreboard,
+    /// The application shut down writing: a FIN follows the data.
+    pub(crate) fin_queued: bool,
+    /// Sequence number of our FIN once sent.
+    pub(crate) fin_seq: Option<Seq>,
+    pub(crate) syn_sent_at: Option<Instant>,
+    /// Effective send MSS (payload bytes per wire segment, options excluded).
+    pub(crate) mss: u32,
+    pub(crate) peer_mss: u16,
+
+    // Receive sequence space.
+    pub(crate) irs: Seq,
+    pub(crate) rcv_nxt: Seq,
+    /// Right edge of the window last advertised (never moved left, RFC 7323 2.4).
+    pub(crate) rcv_adv: Seq,
+    pub(crate) rcv_wscale: u8,
+    pub(crate) recvbuf: RecvBuf,
+    /// A FIN that arrived ahead of missing data.
+    pub(crate) fin_rcvd: Option<Seq>,
+    /// Largest payload seen in one segment (the peer's effective MSS, for delayed ACKs).
+    pub(crate) rcv_mss: u32,
+
+    // Options.
+    pub(crate) ts_ok: bool,
+    pub(crate) ts_recent: u32,
+    pub(crate) sack_ok: bool,
+
+    // Recovery and congestion control.
+    pub(crate) rtt: RttEstimator,
+    cc: Cc,
+    phase: Phase,
+    pub(crate) backoff: u32,
+    pub(crate) retries: u32,
+    dupacks: u32,
+    /// The sender filled cwnd at the last output (growth is allowed).
+    cwnd_limited: bool,
+    /// Bytes delivered by the ACK being processed (PRR's DeliveredData).
+    delivered_now: u32,
+
+    // Timers (absolute deadlines).
+    pub(crate) rtx_at: Option<(Instant, RtxKind)>,
+    pub(crate) delack_at: Option<Instant>,
+    pub(crate) keepalive_at: Option<Instant>,
+    pub(crate) end_at: Option<Instant>,
+    pub(crate) cork_at: Option<Instant>,
+    keep_probes: u32,
+    pub(crate) last_rcv: Instant,
+    pub(crate) last_snd: Instant,
+
+    // ACK state.
+    pub(crate) ack_now: bool,
+    ack_bytes: u32,
+    quickacks: u32,
+    /// A window update is owed (the application read and opened the window).
+    pub(crate) win_update: bool,
+    pub(crate) send_rst: bool,
+    pub(crate) probe_pending: bool,
+    /// A range to resend at once whatever the window says (tail loss probe, NewReno's fast
+    /// retransmit and partial ACKs).
+    pub(crate) rtx_force: Option<(Seq, Seq)>,
+    /// One segment of new data may go regardless of cwnd (a tail loss probe).
+    pub(crate) tlp_new: bool,
+
+    // Autotuning.
+    rcv_space_start: Instant,
+    rcv_space_copied: usize,
+
+    /// Pending socket error (SO_ERROR).
+    pub err: Errno,
+    /// Receiving is over (FIN or reset) and readers see end of stream.
+    pub rd_closed: bool,
+    /// The application shut down reading.
+    pub shut_rd: bool,
+    /// The application may no longer send (FIN queued or connection gone).
+    pub shut_wr: bool,
+    /// Closed by the application: the stack frees the state once the exchange ends.
+    pub orphan: bool,
+    /// Connection came through a listener (SYN-RECEIVED) and the listener still owns it.
+    pub(crate) passive: bool,
+
+    pub stats: ConnStats,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnStats {
+    pub segs_in: u64,
+    pub segs_out: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub retrans_segs: u64,
+    pub fast_recoveries: u64,
+    pub rtos: u64,
+    pub tlps: u64,
+    pub dsacks: u64,
+}
+
+fn tsval(now: Instant, off: u32) -> u32 {
+    (now.as_millis() as u32).wrapping_add(off)
+}
+
+impl Tcb {
+    fn new(local: SocketAddr, remote: SocketAddr, iss: Seq, cfg: ConnConfig, now: Instant) -> Tcb {
+        let mss = u32::from(cfg.link_mss);
+        Tcb {
+            local,
+            remote,
+            state: State::Closed,
+            cfg,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_wnd: 0,
+            max_snd_wnd: 0,
+            snd_wl1: Seq(0),
+            snd_wl2: iss,
+            snd_wscale: 0,
+            snd_sml: iss,
+            sendbuf: SendBuf::new(cfg.sndbuf),
+            sb: Scoreboard::new(),
+            fin_queued: false,
+            fin_seq: None,
+            syn_sent_at: None,
+            mss,
+            peer_mss: 536,
+            irs: Seq(0),
+            rcv_nxt: Seq(0),
+            rcv_adv: Seq(0),
+            rcv_wscale: 0,
+            recvbuf: RecvBuf::new(cfg.rcvbuf),
+            fin_rcvd: None,
+            rcv_mss: 536,
+            ts_ok: false,
+            ts_recent: 0,
+            sack_ok: false,
+            rtt: RttEstimator::new(),
+            cc: Cc::Cubic(Cubic::new(mss, cfg.initial_window)),
+            phase: Phase::Open,
+            backoff: 0,
+            retries: 0,
+            dupacks: 0,
+            cwnd_limited: false,
+            delivered_now: 0,
+            rtx_at: None,
+            delack_at: None,
+            keepalive_at: None,
+            end_at: None,
+            cork_at: None,
+            keep_probes: 0,
+            last_rcv: now,
+            last_snd: now,
+            ack_now: false,
+            ack_bytes: 0,
+            quickacks: QUICKACKS,
+            win_update: false,
+            send_rst: false,
+            probe_pending: false,
+            rtx_force: None,
+            tlp_new: false,
+            rcv_space_start: now,
+            rcv_space_copied: 0,
+            err: 0,
+            rd_closed: false,
+            shut_rd: false,
+            shut_wr: false,
+            orphan: false,
+            passive: false,
+            stats: ConnStats::default(),
+        }
+    }
+
+    /// An active open: SYN-SENT, the SYN goes out at the next output.
+    pub fn connect(
+        local: SocketAddr,
+        remote: SocketAddr,
+        iss: Seq,
+        cfg: ConnConfig,
+        now: Instant,
+    ) -> Tcb {
+        let mut t = Tcb::new(local, remote, iss, cfg, now);
+        t.state = State::SynSent;
+        t.snd_nxt = iss;
+        t.rcv_wscale = if cfg.wscale { RCV_WSCALE } else { 0 };
+        t.arm_rto(now);
+        t
+    }
+
+    /// A passive open from a SYN (`syn` already validated by the listener): SYN-RECEIVED, the
+    /// SYN-ACK goes out at the next output.
+    pub fn accept_syn(
+        local: SocketAddr,
+        remote: SocketAddr,
+        iss: Seq,
+        syn: &TcpRepr,
+        cfg: ConnConfig,
+        now: Instant,
+    ) -> Tcb {
+        let mut t = Tcb::new(local, remote, iss, cfg, now);
+        t.state = State::SynReceived;
+        t.passive = true;
+        t.take_syn_options(syn, now);
+        t.arm_rto(now);
+        t
+    }
+
+    /// A connection completed from a SYN cookie: ESTABLISHED at once with what the cookie kept.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_cookie(
+        local: SocketAddr,
+        remote: SocketAddr,
+        iss: Seq,
+        irs: Seq,
+        mss: u16,
+        wscale: Option<u8>,
+        sack: bool,
+        ack: &TcpRepr,
+        cfg: ConnConfig,
+        now: Instant,
+    ) -> Tcb {
+        let mut t = Tcb::new(local, remote, iss, cfg, now);
+        t.passive = true;
+        t.irs = irs;
+        t.rcv_nxt = irs + 1;
+        t.peer_mss = mss;
+        t.ts_ok = ack.opts.timestamp.is_some() && cfg.timestamps;
+        if let Some((v, _)) = ack.opts.timestamp {
+            t.ts_recent = v;
+        }
+        t.sack_ok = sack && cfg.sack && t.ts_ok;
+        match wscale {
+            Some(w) if cfg.wscale && t.ts_ok => {
+                t.snd_wscale = w;
+                t.rcv_wscale = RCV_WSCALE;
+            }
+            _ => {}
+        }
+        t.snd_una = iss + 1;
+        t.snd_nxt = iss + 1;
+        t.snd_sml = iss + 1;
+        t.snd_wl1 = ack.seq;
+        t.snd_wl2 = ack.ack;
+        t.snd_wnd = u32::from(ack.window) << t.snd_wscale;
+        t.max_snd_wnd = t.snd_wnd;
+        t.rcv_adv = t.rcv_nxt;
+        t.set_mss();
+        t.state = State::Established;
+        t
+    }
+
+    fn take_syn_options(&mut self, syn: &TcpRepr, now: Instant) {
+        self.irs = syn.seq;
+        self.rcv_nxt = syn.seq + 1;
+        self.rcv_adv = self.rcv_nxt;
+        self.peer_mss = syn.opts.mss.unwrap_or(536).max(64);
+        self.ts_ok = self.cfg.timestamps && syn.opts.timestamp.is_some();
+        if let Some((v, _)) = syn.opts.timestamp {
+            self.ts_recent = v;
+        }
+        self.sack_ok = self.cfg.sack && syn.opts.sack_permitted;
+        match syn.opts.wscale {
+            Some(w) if self.cfg.wscale => {
+                self.snd_wscale = w.min(14);
+                self.rcv_wscale = RCV_WSCALE;
+            }
+            _ => {
+                self.snd_wscale = 0;
+                self.rcv_wscale = 0;
+            }
+        }
+        // The window of a SYN is never scaled (RFC 7323 2.2).
+        self.snd_wnd = u32::from(syn.window);
+        self.max_snd_wnd = self.snd_wnd;
+        self.snd_wl1 = syn.seq;
+        self.last_rcv = now;
+        self.set_mss();
+    }
+
+    /// Send MSS from the peer's MSS option, our link, and the options every segment carries.
+    fn set_mss(&mut self) {
+        let base = u32::from(self.peer_mss.min(self.cfg.link_mss));
+        let opt = if self.ts_ok { 12 } else { 0 };
+        self.mss = base.saturating_sub(opt).max(48);
+        self.rcv_mss = self.rcv_mss.min(self.mss).max(536.min(self.mss));
+        self.cc.get().set_mss(self.mss);
+        self.sb.set_mss(self.mss);
+        if !self.sack_ok {
+            if let Cc::Cubic(_) = self.cc {
+                // Without SACK the scoreboard cannot see holes: NewReno (RFC 6582) recovery.
+                self.cc = Cc::NewReno(NewReno::new(self.mss, self.cfg.initial_window));
+            }
+        } else {
+            self.cc = Cc::Cubic(Cubic::new(self.mss, self.cfg.initial_window));
+        }
+    }
+
+    /// Lowers the MSS after an ICMP "fragmentation needed"/"packet too big" (RFC 1191/8201).
+    pub fn pmtu_update(&mut self, mtu: u32, ip_header: u32) {
+        let link = mtu.saturating_sub(ip_header + 20).max(536);
+        if link < u32::from(self.cfg.link_mss) {
+            self.cfg.link_mss = link as u16;
+            self.set_mss();
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Getters
+
+    pub fn cwnd(&self) -> u32 {
+        self.cc.peek().cwnd()
+    }
+
+    pub fn ssthresh(&self) -> u32 {
+        self.cc.peek().ssthresh()
+    }
+
+    pub fn mss(&self) -> u32 {
+        self.mss
+    }
+
+    pub fn readable(&self) -> usize {
+        self.recvbuf.readable()
+    }
+
+    pub fn unsent(&self) -> usize {
+        self.sendbuf
+            .len()
+            .saturating_sub(self.snd_una.dist(self.snd_nxt) as usize)
+    }
+
+    /// Payload bytes `[off, off + len)` after snd_una, for the frame being built.
+    pub fn sendbuf_slices(&self, off: usize, len: usize) -> (&[u8], &[u8]) {
+        self.sendbuf.slices(off, len)
+    }
+
+    pub fn sendbuf_capacity(&self) -> usize {
+        self.sendbuf.capacity()
+    }
+
+    pub fn recvbuf_capacity(&self) -> usize {
+        self.recvbuf.capacity()
+    }
+
+    pub fn send_queue(&self) -> usize {
+        self.sendbuf.len()
+    }
+
+    /// Free send space that makes the socket writable (Linux: free >= queued / 2).
+    pub fn writable(&self) -> bool {
+        if self.shut_wr || !self.synchronized_or_closing() {
+            return false;
+        }
+        let free = self.sendbuf.free();
+        free > 0 && free >= self.sendbuf.len() / 2
+    }
+
+    pub fn send_space(&self) -> usize {
+        if self.shut_wr {
+            0
+        } else {
+            self.sendbuf.free()
+        }
+    }
+
+    fn synchronized_or_closing(&self) -> bool {
+        matches!(self.state, State::Established | State::CloseWait)
+    }
+
+    pub fn is_connecting(&self) -> bool {
+        matches!(self.state, State::SynSent | State::SynReceived)
+    }
+
+    pub fn memory(&self) -> usize {
+        core::mem::size_of::<Tcb>()
+            + self.sendbuf.allocated()
+            + self.recvbuf.allocated()
+            + self.sb.len_records() * 48
+    }
+
+    pub fn rto(&self) -> Duration {
+        self.rto_backed_off()
+    }
+
+    pub fn rttvar(&self) -> Duration {
+        self.rtt.rttvar()
+    }
+
+    pub fn rcv_mss(&self) -> u32 {
+        self.rcv_mss
+    }
+
+    pub fn srtt(&self) -> Option<Duration> {
+        self.rtt.srtt()
+    }
+
+    pub fn in_recovery(&self) -> bool {
+        !matches!(self.phase, Phase::Open)
+    }
+
+    /// The earliest of this connection's timers.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.rtx_at.map(|(t, _)| t),
+            self.delack_at,
+            self.keepalive_at,
+            self.end_at,
+            self.cork_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Work for the output path: something to send now.
+    pub fn wants_output(&self) -> bool {
+        self.ack_now
+            || self.win_update
+            || self.send_rst
+            || self.probe_pending
+            || (matches!(self.state, State::SynSent | State::SynReceived)
+                && self.syn_sent_at.is_none())
+            || self.unsent() > 0
+            || (self.fin_queued && self.fin_seq.is_none())
+            || self.rtx_force.is_some()
+            || self.tlp_new
+            || self.sb.next_lost().is_some()
+    }
+
+    pub(crate) fn ts_now(&self, now: Instant) -> u32 {
+        tsval(now, self.cfg.ts_offset)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Application calls
+
+    /// Appends application bytes; returns how many were taken.
+    pub fn write(&mut self, data: &[u8]) -> usize {
+        if self.shut_wr {
+            return 0;
+        }
+        self.sendbuf.write(data)
+    }
+
+    /// Reads received bytes; updates the window (and may owe the peer a window update).
+    pub fn read(&mut self, out: &mut [u8], now: Instant) -> usize {
+        let n = self.recvbuf.read(out);
+        if n > 0 {
+            self.after_read(n, now);
+        }
+        n
+    }
+
+    /// Drops `n` readable bytes (after the caller copied them from [`Tcb::read_slices`]).
+    pub fn consume(&mut self, n: usize, now: Instant) {
+        self.recvbuf.consume(n);
+        if n > 0 {
+            self.after_read(n, now);
+        }
+    }
+
+    pub fn read_slices(&self) -> (&[u8], &[u8]) {
+        self.recvbuf.slices()
+    }
+
+    fn after_read(&mut self, n: usize, now: Instant) {
+        self.rcv_space_copied += n;
+        self.autotune_rcv(now);
+        // Linux's tcp_cleanup_rbuf: announce a window that grew by at least 2 MSS, or that
+        // had been closed to below an MSS.
+        let cur = self.rcv_adv.dist(self.rcv_nxt + 0) as usize;
+        let _ = cur;
+        let adv = self.rcv_nxt.dist(self.rcv_adv) as usize;
+        let new = self.recv_window() as usize;
+        if new >= adv + 2 * self.rcv_mss as usize || (adv < self.rcv_mss as usize && new > adv) {
+            self.win_update = true;
+        }
+        if self.recvbuf.readable() == 0 && self.delack_at.is_some() && self.ack_bytes > 0 {
+            // Everything was read: the pending delayed ACK goes now with the open window.
+            self.ack_now = true;
+        }
+    }
+
+    /// Receive-buffer autotuning (Linux's tcp_rcv_space_adjust, simplified): once per RTT,
+    /// if the application drained more than half the buffer, double the buffer.
+    fn autotune_rcv(&mut self, now: Instant) {
+        if self.cfg.rcvbuf_locked {
+            return;
+        }
+        let rtt = self
+            .rtt
+            .srtt()
+            .unwrap_or(Duration::from_millis(1))
+            .max(Duration::from_micros(100));
+        if now - self.rcv_space_start < rtt {
+            return;
+        }
+        let cap = self.recvbuf.capacity();
+        if self.rcv_space_copied * 2 > cap && cap < self.cfg.rcvbuf_max {
+            self.recvbuf
+                .set_capacity((cap * 2).min(self.cfg.rcvbuf_max));
+        }
+        self.rcv_space_start = now;
+        self.rcv_space_copied = 0;
+    }
+
+    /// The application shut down writing (or closed): FIN after the queued data.
+    pub fn shutdown_write(&mut self) {
+        if self.shut_wr {
+            return;
+        }
+        self.shut_wr = true;
+        match self.state {
+            State::SynSent => {
+                self.state = State::Closed;
+            }
+            State::SynReceived | State::Established => {
+                self.fin_queued = true;
+                if self.state == State::Established {
+                    self.state = State::FinWait1;
+                }
+            }
+            State::CloseWait => {
+                self.fin_queued = true;
+                self.state = State::LastAck;
+            }
+            _ => {}
+        }
+    }
+
+    /// Aborts: a RST goes out (when synchronized) and the connection is over.
+    pub fn abort(&mut self) {
+        if matches!(
+            self.state,
+            State::SynReceived
+                | State::Established
+                | State::FinWait1
+                | State::FinWait2
+                | State::CloseWait
+        ) {
+            self.send_rst = true;
+        }
+        self.enter_closed();
+    }
+
+    fn enter_closed(&mut self) {
+        self.state = State::Closed;
+        self.rd_closed = true;
+        self.shut_wr = true;
+        self.rtx_at = None;
+        self.delack_at = None;
+        self.keepalive_at = None;
+        self.cork_at = None;
+        self.end_at = None;
+    }
+
+    fn enter_time_wait(&mut self, now: Instant) {
+        self.state = State::TimeWait;
+        self.rtx_at = None;
+        self.keepalive_at = None;
+        self.cork_at = None;
+        self.end_at = Some(now + TIME_WAIT);
+        // Buffers are not needed any more.
+        self.sendbuf = SendBuf::new(0);
+        self.recvbuf.shrink();
+    }
+
+    pub fn set_keepalive(&mut self, k: Option<Keepalive>, now: Instant) {
+        self.cfg.keepalive = k;
+        self.keep_probes = 0;
+        self.rearm_keepalive(now);
+    }
+
+    fn rearm_keepalive(&mut self, now: Instant) {
+        self.keepalive_at = match (self.cfg.keepalive, self.state) {
+            (Some(k), State::Established | State::CloseWait | State::FinWait2) => {
+                Some(self.last_rcv.max(now) + k.idle)
+            }
+            _ => None,
+        };
+    }
+
+    pub fn set_nodelay(&mut self, on: bool) {
+        self.cfg.nodelay = on;
+    }
+
+    pub fn set_cork(&mut self, on: bool) {
+        self.cfg.cork = on;
+        if !on {
+            self.cork_at = None;
+        }
+    }
+
+    pub fn set_sndbuf(&mut self, bytes: usize) {
+        self.cfg.sndbuf = bytes;
+        self.cfg.sndbuf_locked = true;
+        self.sendbuf.set_capacity(bytes);
+    }
+
+    pub fn set_rcvbuf(&mut self, bytes: usize) {
+        self.cfg.rcvbuf = bytes;
+        self.cfg.rcvbuf_locked = true;
+        self.recvbuf.set_capacity(bytes);
+    }
+
+    /// Releases buffer memory an idle connection does not need.
+    pub fn trim(&mut self) {
+        if self.sendbuf.is_empty() {
+            self.sendbuf.shrink();
+        }
+        if self.recvbuf.readable() == 0 && !self.recvbuf.has_ooo() {
+            self.recvbuf.shrink();
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Windows and timers
+
+    /// The receive window we can offer now (bytes, unscaled).
+    pub(crate) fn recv_window(&self) -> u32 {
+        let w = self.recvbuf.window().min(u32::MAX as usize) as u32;
+        let max = 65535u32 << self.rcv_wscale;
+        w.min(max)
+    }
+
+    pub(crate) fn arm_rto(&mut self, now: Instant) {
+        let rto = self.rto_backed_off();
+        self.rtx_at = Some((now + rto, RtxKind::Rto));
+    }
+
+    fn rto_backed_off(&self) -> Duration {
+        let base = self.rtt.rto();
+        let mut d = base;
+        for _ in 0..self.backoff.min(16) {
+            d = d.saturating_mul(2);
+            if d >= crate::rtt::RTO_MAX {
+                return crate::rtt::RTO_MAX;
+            }
+        }
+        d.min(crate::rtt::RTO_MAX)
+    }
+
+    /// After output or an ACK: the right timer for what is outstanding (RFC 6298 5.1-5.3,
+    /// RFC 8985 7.2 for the probe timeout).
+    pub(crate) fn rearm_rtx(&mut self, now: Instant, restart: bool) {
+        let outstanding = !self.sb.is_empty()
+            || self.fin_seq.is_some_and(|f| self.snd_una <= f)
+            || matches!(self.state, State::SynSent | State::SynReceived);
+        if !outstanding {
+            self.rtx_at = if self.unsent() > 0 && self.snd_wnd == 0 {
+                Some((now + self.rto_backed_off(), RtxKind::Persist))
+            } else {
+                None
+            };
+            return;
+        }
+        if matches!(self.rtx_at, Some((_, RtxKind::Reorder))) {
+            return;
+        }
+        if !restart && matches!(self.rtx_at, Some((_, RtxKind::Rto | RtxKind::Tlp))) {
+            return;
+        }
+        // Tail loss probe: with SACK, in the open phase, no retransmission backoff.
+        if self.sack_ok
+            && matches!(self.phase, Phase::Open)
+            && self.backoff == 0
+            && self.synchronized()
+            && self.sb.lost_bytes() == 0
+        {
+            if let Some(srtt) = self.rtt.srtt() {
+                let mut pto = srtt * 2;
+                if self.sb.pipe() <= self.mss {
+                    pto = pto.max(srtt + srtt / 2 + Duration::from_millis(200));
+                }
+                let pto = pto.max(Duration::from_millis(10)).min(self.rtt.rto());
+                self.rtx_at = Some((now + pto, RtxKind::Tlp));
+                return;
+            }
+        }
+        self.rtx_at = Some((now + self.rto_backed_off(), RtxKind::Rto));
+    }
+
+    fn synchronized(&self) -> bool {
+        !matches!(
+            self.state,
+            State::SynSent | State::SynReceived | State::Closed
+        )
+    }
+
+    /// Fires whichever timers are due at `now`.
+    pub fn on_timer(&mut self, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        if self.end_at.is_some_and(|t| t <= now) {
+            self.end_at = None;
+            match self.state {
+                State::TimeWait => {
+                    self.state = State::Closed;
+                    fx.closed = true;
+                    return fx;
+                }
+                State::FinWait2 | State::Closing | State::LastAck | State::FinWait1 => {
+                    // An orphan's FIN exchange did not finish: reset it (Linux's fin timeout).
+                    self.abort();
+                    fx.closed = true;
+                    fx.notify = true;
+                    return fx;
+                }
+                _ => {}
+            }
+        }
+        if self.delack_at.is_some_and(|t| t <= now) {
+            self.delack_at = None;
+            if self.ack_bytes > 0 || self.win_update {
+                self.ack_now = true;
+            }
+        }
+        if self.cork_at.is_some_and(|t| t <= now) {
+            self.cork_at = None;
+        }
+        if let Some((t, kind)) = self.rtx_at {
+            if t <= now {
+                self.rtx_at = None;
+                match kind {
+                    RtxKind::Rto => fx = self.on_rto(now),
+                    RtxKind::Tlp => self.on_tlp(now),
+                    RtxKind::Reorder => {
+                        let srtt = self.rtt.srtt().unwrap_or(Duration::from_millis(1));
+                        let r = self.sb.rack_detect_loss(now, srtt);
+                        if let Some(t) = r.timeout {
+                            self.rtx_at = Some((t, RtxKind::Reorder));
+                        }
+                        if r.newly_lost > 0 {
+                            self.enter_recovery(now);
+                        }
+                        if self.rtx_at.is_none() {
+                            self.rearm_rtx(now, true);
+                        }
+                    }
+                    RtxKind::Persist => {
+                        self.probe_pending = true;
+                        self.backoff = (self.backoff + 1).min(16);
+                        self.rtx_at = Some((now + self.rto_backed_off(), RtxKind::Persist));
+                    }
+                }
+            }
+        }
+        if self.keepalive_at.is_some_and(|t| t <= now) {
+            if let Some(k) = self.cfg.keepalive {
+                if now - self.last_rcv >= k.idle {
+                    if self.keep_probes >= k.count {
+                        self.err = errno::ETIMEDOUT;
+                        self.abort();
+                        fx.notify = true;
+                        fx.closed = true;
+                        return fx;
+                    }
+                    self.keep_probes += 1;
+                    self.probe_pending = true;
+                    self.keepalive_at = Some(now + k.interval);
+                } else {
+                    self.rearm_keepalive(now);
+                }
+            } else {
+                self.keepalive_at = None;
+            }
+        }
+        fx
+    }
+
+    fn on_rto(&mut self, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        self.stats.rtos += 1;
+        self.retries += 1;
+        let limit = if matches!(self.state, State::SynSent | State::SynReceived) {
+            SYN_RETRIES
+        } else {
+            DATA_RETRIES
+        };
+        if self.retries > limit {
+            self.err = errno::ETIMEDOUT;
+            self.abort();
+            fx.notify = true;
+            fx.closed = true;
+            return fx;
+        }
+        self.backoff = (self.backoff + 1).min(16);
+        match self.state {
+            State::SynSent | State::SynReceived => {
+                // The SYN (or SYN-ACK) goes again; Karn: no RTT sample from it.
+                self.syn_sent_at = None;
+            }
+            _ => {
+                let flight = self.sb.pipe();
+                if !matches!(self.phase, Phase::Loss { .. }) {
+                    self.cc.get().on_rto(now, flight);
+                }
+                self.sb.mark_all_lost();
+                self.sb.set_recovery(true);
+                self.phase = Phase::Loss {
+                    point: self.snd_nxt,
+                };
+                self.dupacks = 0;
+                if self.sb.is_empty() && self.fin_seq.is_some_and(|f| self.snd_una <= f) {
+                    // Only the FIN is outstanding: send it again.
+                    self.fin_seq = None;
+                    self.snd_nxt = self.snd_nxt - 1;
+                }
+            }
+        }
+        self.arm_rto(now);
+        fx
+    }
+
+    fn on_tlp(&mut self, now: Instant) {
+        self.stats.tlps += 1;
+        if self.unsent() > 0 && self.snd_wnd > self.snd_una.dist(self.snd_nxt) {
+            // New data makes the probe (RFC 8985 7.3).
+            self.tlp_new = true;
+        } else if let Some((s, e)) = self.sb.latest_xmit() {
+            let s = s.max(e - self.mss.min(s.dist(e)));
+            self.rtx_force = Some((s, e));
+        }
+        self.rtx_at = Some((now + self.rto_backed_off(), RtxKind::Rto));
+    }
+
+    fn enter_recovery(&mut self, now: Instant) {
+        if !matches!(self.phase, Phase::Open) {
+            return;
+        }
+        let flight = self.sb.pipe() + self.sb.lost_bytes();
+        self.cc.get().on_loss(now, flight);
+        self.stats.fast_recoveries += 1;
+        self.sb.set_recovery(true);
+        self.phase = Phase::Recovery {
+            point: self.snd_nxt,
+            prr: Prr::start(flight.max(1)),
+        };
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Segment arrival (RFC 9293 3.10.7)
+
+    /// Processes a segment addressed to this connection.
+    pub fn on_segment(&mut self, now: Instant, seg: &TcpRepr, payload: &[u8]) -> Effects {
+        self.stats.segs_in += 1;
+        match self.state {
+            State::Closed => Effects::default(),
+            State::SynSent => self.on_segment_syn_sent(now, seg, payload),
+            _ => self.on_segment_sync(now, seg, payload),
+        }
+    }
+
+    fn on_segment_syn_sent(&mut self, now: Instant, seg: &TcpRepr, payload: &[u8]) -> Effects {
+        let mut fx = Effects::default();
+        let has = |f: u8| seg.flags & f != 0;
+        if has(F::ACK) && (seg.ack <= self.iss || seg.ack > self.snd_nxt) {
+            if !has(F::RST) {
+                fx.reset = Some((seg.ack, Seq(0), F::RST));
+            }
+            return fx;
+        }
+        if has(F::RST) {
+            if has(F::ACK) {
+                self.err = errno::ECONNREFUSED;
+                self.enter_closed();
+                fx.notify = true;
+                fx.closed = true;
+            }
+            return fx;
+        }
+        if !has(F::SYN) {
+            return fx;
+        }
+        self.take_syn_options(seg, now);
+        if has(F::ACK) {
+            // SYN-ACK: established.
+            if let Some(t) = self.syn_sent_at.filter(|_| self.retries == 0) {
+                self.rtt.on_sample(now - t, now);
+            }
+            self.snd_una = seg.ack;
+            self.snd_nxt = seg.ack;
+            self.snd_sml = seg.ack;
+            self.snd_wl2 = seg.ack;
+            self.state = State::Established;
+            self.retries = 0;
+            self.backoff = 0;
+            self.rtx_at = None;
+            self.ack_now = true;
+            self.rearm_keepalive(now);
+            fx.notify = true;
+            if !payload.is_empty() || has(F::FIN) {
+                let mut s = *seg;
+                s.seq = seg.seq + 1;
+                s.flags &= !F::SYN;
+                self.accept_data(now, &s, payload, &mut fx);
+            }
+        } else {
+            // Simultaneous open (RFC 9293 3.5 figure 8): SYN-RECEIVED, SYN-ACK out.
+            self.state = State::SynReceived;
+            self.syn_sent_at = None;
+            self.snd_nxt = self.iss;
+        }
+        fx
+    }
+
+    fn seg_len(seg: &TcpRepr, payload: &[u8]) -> u32 {
+        payload.len() as u32
+            + u32::from(seg.flags & F::SYN != 0)
+            + u32::from(seg.flags & F::FIN != 0)
+    }
+
+    /// RFC 9293 3.10.7.4 first check: does the segment overlap the receive window?
+    fn acceptable(&self, seg: &TcpRepr, len: u32) -> bool {
+        let wnd = self.rcv_nxt.dist(self.rcv_adv).max(self.recv_window());
+        let s = seg.seq;
+        if len == 0 {
+            if wnd == 0 {
+                s == self.rcv_nxt
+            } else {
+                self.rcv_nxt <= s && s < self.rcv_nxt + wnd
+            }
+        } else if wnd == 0 {
+            false
+        } else {
+            let e = s + (len - 1);
+            (self.rcv_nxt <= s && s < self.rcv_nxt + wnd)
+                || (self.rcv_nxt <= e && e < self.rcv_nxt + wnd)
+                || (s < self.rcv_nxt && e >= self.rcv_nxt + wnd)
+        }
+    }
+
+    fn on_segment_sync(&mut self, now: Instant, seg: &TcpRepr, payload: &[u8]) -> Effects {
+        let mut fx = Effects::default();
+        let has = |f: u8| seg.flags & f != 0;
+        let len = Self::seg_len(seg, payload);
+
+        // PAWS (RFC 7323 5.3).
+        if self.ts_ok && !has(F::RST) {
+            if let Some((tsval, _)) = seg.opts.timestamp {
+                if (tsval.wrapping_sub(self.ts_recent) as i32) < 0 && !has(F::SYN) {
+                    self.ack_now = true;
+                    return fx;
+                }
+            }
+        }
+
+        if self.state == State::TimeWait {
+            return self.on_segment_time_wait(now, seg, len);
+        }
+
+        if !self.acceptable(seg, len) {
+            if !has(F::RST) {
+                self.ack_now = true;
+            }
+            return fx;
+        }
+
+        if has(F::RST) {
+            // RFC 5961 3.2: exact match resets, anything else in the window gets a challenge.
+            if seg.seq == self.rcv_nxt {
+                self.err = match self.state {
+                    State::SynReceived if self.passive => errno::ECONNREFUSED,
+                    State::CloseWait => errno::EPIPE,
+                    State::Closing | State::LastAck => 0,
+                    _ => errno::ECONNRESET,
+                };
+                self.enter_closed();
+                self.rd_closed = true;
+                fx.notify = true;
+                fx.closed = true;
+            } else {
+                self.ack_now = true;
+            }
+            return fx;
+        }
+
+        if has(F::SYN) {
+            if self.state == State::SynReceived && seg.seq == self.irs {
+                // Our SYN-ACK was lost: send it again.
+                self.syn_sent_at = None;
+                return fx;
+            }
+            // RFC 5961 4.2: challenge ACK.
+            self.ack_now = true;
+            return fx;
+        }
+
+        if !has(F::ACK) {
+            return fx;
+        }
+
+        // Timestamps: remember the peer's clock for PAWS and echo (RFC 7323 4.3).
+        if let Some((tsval, _)) = seg.opts.timestamp {
+            if self.ts_ok
+                && seg.seq <= self.rcv_nxt
+                && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0
+            {
+                self.ts_recent = tsval;
+            }
+        }
+        self.last_rcv = now;
+        self.keep_probes = 0;
+
+        if self.state == State::SynReceived {
+            if self.snd_una < seg.ack && seg.ack <= self.snd_nxt {
+                if let Some(t) = self.syn_sent_at.filter(|_| self.retries == 0) {
+                    self.rtt.on_sample(now - t, now);
+                }
+                self.state = State::Established;
+                self.snd_una = seg.ack;
+                self.snd_sml = seg.ack;
+                self.snd_wnd = u32::from(seg.window) << self.snd_wscale;
+                self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+                self.snd_wl1 = seg.seq;
+                self.snd_wl2 = seg.ack;
+                self.retries = 0;
+                self.backoff = 0;
+                self.rtx_at = None;
+                self.rearm_keepalive(now);
+                fx.established = true;
+                fx.notify = true;
+                if self.fin_queued {
+                    self.state = State::FinWait1;
+                }
+            } else {
+                fx.reset = Some((seg.ack, Seq(0), F::RST));
+                return fx;
+            }
+        }
+
+        self.on_ack(now, seg, payload.len(), &mut fx);
+        if self.state == State::Closed {
+            return fx;
+        }
+        self.accept_data(now, seg, payload, &mut fx);
+        fx
+    }
+
+    fn on_segment_time_wait(&mut self, now: Instant, seg: &TcpRepr, len: u32) -> Effects {
+        let fx = Effects::default();
+        let has = |f: u8| seg.flags & f != 0;
+        if has(F::RST) {
+            // RFC 1337: ignore RSTs in TIME-WAIT (Linux's default tcp_rfc1337=0 kills it; we
+            // follow Linux).
+            if seg.seq == self.rcv_nxt {
+                let mut fx = fx;
+                self.state = State::Closed;
+                fx.closed = true;
+                return fx;
+            }
+            return fx;
+        }
+        if has(F::FIN) || len > 0 {
+            // A retransmitted FIN: ACK it and restart the 2MSL wait.
+            self.ack_now = true;
+            self.end_at = Some(now + TIME_WAIT);
+        }
+        fx
+    }
+
+    /// RFC 9293 3.10.7.4 fifth check, with SACK/RACK/PRR loss recovery.
+    fn on_ack(&mut self, now: Instant, seg: &TcpRepr, payload_len: usize, fx: &mut Effects) {
+        let ack = seg.ack;
+        if ack > self.snd_nxt {
+            // Acknowledges something not yet sent.
+            self.ack_now = true;
+            return;
+        }
+        let max_back = self.max_snd_wnd.max(65535);
+        if ack < self.snd_una - max_back {
+            // RFC 5961 5.2: too old.
+            self.ack_now = true;
+            return;
+        }
+        let wnd = u32::from(seg.window) << self.snd_wscale;
+        let prior_una = self.snd_una;
+        let prior_wnd = self.snd_wnd;
+
+        // SACK blocks (only meaningful once negotiated).
+        let sacks: &[(Seq, Seq)] = if self.sack_ok {
+            &seg.opts.sack[..usize::from(seg.opts.sack_len.min(4))]
+        } else {
+            &[]
+        };
+        let data_ack = if self.fin_seq.is_some_and(|f| ack > f) {
+            ack - 1
+        } else {
+            ack
+        };
+        let mut out = crate::scoreboard::AckOutcome::default();
+        if !self.sb.is_empty() {
+            if let Some(m) = self.rtt.min_rtt() {
+                self.sb.set_min_rtt(m);
+            }
+            out = self.sb.on_ack(data_ack, sacks, now);
+        }
+        if out.dsack {
+            self.stats.dsacks += 1;
+        }
+        if let Some(r) = out.rtt {
+            self.rtt.on_sample(r, now);
+        }
+
+        if ack > prior_una {
+            let acked = prior_una.dist(ack);
+            let data = prior_una.dist(data_ack) as usize;
+            self.sendbuf.consume(data);
+            self.snd_una = ack;
+            self.stats.bytes_acked += acked as u64;
+            self.retries = 0;
+            self.backoff = 0;
+            fx.notify = true;
+            if !self.cfg.sndbuf_locked {
+                let want = (2 * self.cwnd() as usize).clamp(self.cfg.sndbuf, self.cfg.sndbuf_max);
+                if want > self.sendbuf.capacity() {
+                    self.sendbuf.set_capacity(want);
+                }
+            }
+        }
+
+        // Window update (RFC 9293 3.10.7.4, SND.WL1/WL2).
+        if self.snd_wl1 < seg.seq || (self.snd_wl1 == seg.seq && self.snd_wl2 <= ack) {
+            self.snd_wnd = wnd;
+            self.max_snd_wnd = self.max_snd_wnd.max(wnd);
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = ack;
+            if wnd > prior_wnd {
+                fx.notify = true;
+                if prior_wnd == 0 {
+                    self.backoff = 0;
+                    if matches!(self.rtx_at, Some((_, RtxKind::Persist))) {
+                        self.rtx_at = None;
+                    }
+                }
+            }
+        }
+
+        let delivered = out.acked + out.sacked;
+        self.delivered_now = delivered;
+
+        // Duplicate ACK (RFC 5681 2) for the NewReno path.
+        let dup = ack == prior_una
+            && payload_len == 0
+            && seg.flags & (F::SYN | F::FIN) == 0
+            && wnd == prior_wnd
+            && !self.sb.is_empty();
+        if ack > prior_una {
+            self.dupacks = 0;
+        } else if dup {
+            self.dupacks += 1;
+        }
+
+        // Loss detection.
+        if self.sack_ok {
+            let srtt = self.rtt.srtt().unwrap_or(Duration::from_millis(1));
+            let r = self.sb.rack_detect_loss(now, srtt);
+            if r.newly_lost > 0 {
+                self.enter_recovery(now);
+            }
+            if let Some(t) = r.timeout {
+                self.rtx_at = Some((t, RtxKind::Reorder));
+            } else if matches!(self.rtx_at, Some((_, RtxKind::Reorder))) {
+                self.rtx_at = None;
+            }
+        } else if self.dupacks == 3 && matches!(self.phase, Phase::Open) {
+            // NewReno fast retransmit (RFC 6582): the first unacknowledged segment.
+            self.enter_recovery(now);
+            self.retransmit_head(now);
+        }
+
+        // Phase bookkeeping.
+        match &mut self.phase {
+            Phase::Recovery { point, prr } => {
+                prr.on_ack(delivered);
+                if ack >= *point {
+                    self.phase = Phase::Open;
+                    self.sb.set_recovery(false);
+                    self.cc.get().on_recovery_end(now);
+                } else if !self.sack_ok && ack > prior_una {
+                    // NewReno partial ACK: the next hole goes at once.
+                    self.retransmit_head(now);
+                }
+            }
+            Phase::Loss { point } => {
+                if ack >= *point {
+                    self.phase = Phase::Open;
+                    self.sb.set_recovery(false);
+                } else if delivered > 0 {
+                    let lim = !self.cwnd_limited;
+                    self.cc
+                        .get()
+                        .on_ack(now, delivered, out.rtt, self.rtt.min_rtt(), lim);
+                }
+            }
+            Phase::Open => {
+                if delivered > 0 {
+                    let lim = !self.cwnd_limited;
+                    self.cc
+                        .get()
+                        .on_ack(now, delivered, out.rtt, self.rtt.min_rtt(), lim);
+                }
+            }
+        }
+
+        // Our FIN acknowledged?
+        let fin_acked = self.fin_seq.is_some_and(|f| ack > f);
+        if fin_acked {
+            match self.state {
+                State::FinWait1 => {
+                    self.state = State::FinWait2;
+                    fx.notify = true;
+                    if self.orphan {
+                        self.end_at = Some(now + FIN_TIMEOUT);
+                    }
+                }
+                State::Closing => {
+                    self.enter_time_wait(now);
+                    fx.notify = true;
+                }
+                State::LastAck => {
+                    self.enter_closed();
+                    fx.closed = true;
+                    fx.notify = true;
+                    return;
+                }
+                _ => {}
+            }
+        }
+        if ack > prior_una || out.sacked > 0 {
+            self.rearm_rtx(now, ack > prior_una);
+        }
+    }
+
+    /// NewReno: resend the segment at snd_una.
+    fn retransmit_head(&mut self, now: Instant) {
+        let end = self.snd_una + self.mss.min(self.snd_una.dist(self.snd_nxt));
+        if end > self.snd_una {
+            self.rtx_force = Some((self.snd_una, end));
+        }
+        let _ = now;
+    }
+
+    /// RFC 9293 3.10.7.4 seventh and eighth checks: segment text and FIN.
+    fn accept_data(&mut self, now: Instant, seg: &TcpRepr, payload: &[u8], fx: &mut Effects) {
+        let may_recv = matches!(
+            self.state,
+            State::Established | State::FinWait1 | State::FinWait2
+        );
+        let has_fin = seg.flags & F::FIN != 0;
+        if !payload.is_empty() && may_recv {
+            self.rcv_mss = self
+                .rcv_mss
+                .max((payload.len() as u32).min(self.mss.max(536)));
+            // Trim what we already have.
+            let (data, seq) = if seg.seq < self.rcv_nxt {
+                let skip = seg.seq.dist(self.rcv_nxt) as usize;
+                if skip >= payload.len() {
+                    (&payload[..0], self.rcv_nxt)
+                } else {
+                    (&payload[skip..], self.rcv_nxt)
+                }
+            } else {
+                (payload, seg.seq)
+            };
+            if !data.is_empty() {
+                if self.shut_rd || self.orphan {
+                    // Linux: data for a socket whose reader is gone resets the connection.
+                    if self.orphan {
+                        self.abort();
+                        fx.closed = true;
+                        fx.notify = true;
+                        return;
+                    }
+                }
+                let off = self.rcv_nxt.dist(seq) as usize;
+                let had_ooo = self.recvbuf.has_ooo();
+                let adv = self.recvbuf.insert(off, data);
+                self.rcv_nxt += adv as u32;
+                self.stats.bytes_received += adv as u64;
+                if adv > 0 {
+                    fx.notify = true;
+                }
+                if off > 0 || had_ooo || self.recvbuf.has_ooo() {
+                    // Out of order, or filling a hole: ACK at once with SACK (RFC 5681 4.2).
+                    self.ack_now = true;
+                } else {
+                    self.ack_bytes += adv as u32;
+                    if self.quickacks > 0 {
+                        self.quickacks -= 1;
+                        self.ack_now = true;
+                    } else if self.ack_bytes >= 2 * self.rcv_mss {
+                        self.ack_now = true;
+                    } else if self.delack_at.is_none() {
+                        self.delack_at = Some(now + DELACK);
+                    }
+                }
+            } else {
+                // A duplicate: tell the sender (DSACK-worthy; a plain ACK here).
+                self.ack_now = true;
+            }
+        }
+        if has_fin && may_recv {
+            let fin = seg.seq + payload.len() as u32;
+            self.fin_rcvd = Some(fin);
+        }
+        if let Some(fin) = self.fin_rcvd {
+            if fin == self.rcv_nxt && !self.recvbuf.has_ooo() {
+                self.fin_rcvd = None;
+                self.rcv_nxt += 1;
+                self.rd_closed = true;
+                self.ack_now = true;
+                fx.notify = true;
+                match self.state {
+                    State::Established => self.state = State::CloseWait,
+                    State::FinWait1 => {
+                        if self.fin_seq.is_some_and(|f| self.snd_una > f) {
+                            self.enter_time_wait(now);
+                        } else {
+                            self.state = State::Closing;
+                        }
+                    }
+                    State::FinWait2 => self.enter_time_wait(now),
+                    _ => {}
+                }
+                self.rearm_keepalive(now);
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Output bookkeeping used by output.rs
+
+    pub(crate) fn phase_allows(&mut self, pipe: u32) -> u32 {
+        let cwnd = self.cwnd();
+        match &self.phase {
+            Phase::Recovery { prr, .. } => {
+                prr.sndcnt(pipe, self.ssthresh(), self.mss, self.delivered_now)
+            }
+            _ => cwnd.saturating_sub(pipe),
+        }
+    }
+
+    pub(crate) fn on_sent_bytes(&mut self, bytes: u32, cwnd_full: bool) {
+        if let Phase::Recovery { prr, .. } = &mut self.phase {
+            prr.on_sent(bytes);
+        }
+        self.cwnd_limited = cwnd_full;
+    }
+
+    pub(crate) fn set_cwnd_limited(&mut self, v: bool) {
+        self.cwnd_limited = v;
+    }
+
+    /// After an idle period the window restarts (RFC 5681 4.1 / RFC 9438 4.8).
+    pub(crate) fn idle_restart(&mut self, now: Instant) {
+        if self.sb.is_empty() && now - self.last_snd > self.rtt.rto() {
+            self.cc.get().on_idle_restart(now);
+        }
+    }
+
+    /// Called when the delivered-bytes of this ACK have been used for sending.
+    pub(crate) fn ack_sent(&mut self) {
+        self.ack_now = false;
+        self.ack_bytes = 0;
+        self.delack_at = None;
+        self.win_update = false;
+    }
+}

@@ -1,0 +1,473 @@
+//! Two stacks joined by a simulated link (delay, loss, reordering) at virtual time: handshakes,
+//! bulk transfers under loss, closes, resets, listener overflow with SYN cookies.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use core::time::Duration;
+use snstack_tcp::stack::{SockId, Stack, StackConfig};
+use snstack_tcp::{Instant, RxMeta};
+
+const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const B_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+struct Link {
+    /// (due, to_b, frame)
+    q: VecDeque<(Instant, bool, Vec<u8>)>,
+    delay: Duration,
+    loss_ppm: u32,
+    reorder_ppm: u32,
+    rng: u64,
+    dropped: u64,
+    sent: u64,
+}
+
+impl Link {
+    fn rand(&mut self) -> u32 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        (x % 1_000_000) as u32
+    }
+    fn push(&mut self, now: Instant, to_b: bool, f: Vec<u8>) {
+        self.sent += 1;
+        if self.rand() < self.loss_ppm {
+            self.dropped += 1;
+            return;
+        }
+        let mut due = now + self.delay;
+        if self.rand() < self.reorder_ppm {
+            due = due + self.delay / 2 + Duration::from_micros(200);
+        }
+        // Keep the queue sorted by due time (reordered frames overtake nothing before them).
+        let pos = self
+            .q
+            .iter()
+            .rposition(|(d, _, _)| *d <= due)
+            .map_or(0, |p| p + 1);
+        self.q.insert(pos, (due, to_b, f));
+    }
+}
+
+struct Net {
+    a: Stack,
+    b: Stack,
+    link: Link,
+    now: Instant,
+}
+
+fn cfg(ip: Ipv4Addr, mac: u8) -> StackConfig {
+    let mut c = StackConfig::new([2, 0, 0, 0, 0, mac]);
+    c.ipv4 = Some((ip, 24));
+    c.seed = u64::from(mac) * 7919;
+    c
+}
+
+impl Net {
+    fn new(delay: Duration, loss_ppm: u32, reorder_ppm: u32) -> Net {
+        Net {
+            a: Stack::new(cfg(A_IP, 1), Instant::ZERO),
+            b: Stack::new(cfg(B_IP, 2), Instant::ZERO),
+            link: Link {
+                q: VecDeque::new(),
+                delay,
+                loss_ppm,
+                reorder_ppm,
+                rng: 0x1234_5678_9abc_def1,
+                dropped: 0,
+                sent: 0,
+            },
+            now: Instant::ZERO,
+        }
+    }
+
+    fn pump_out(&mut self) {
+        let now = self.now;
+        self.a.poll_transmit(now);
+        while let Some(f) = self.a.frames().pop_front() {
+            self.link.push(now, true, f.buf);
+        }
+        self.b.poll_transmit(now);
+        while let Some(f) = self.b.frames().pop_front() {
+            self.link.push(now, false, f.buf);
+        }
+    }
+
+    /// Advances to the next event (frame due or timer) no later than `limit`.
+    fn step(&mut self, limit: Instant) {
+        self.pump_out();
+        let mut next = limit;
+        if let Some((d, _, _)) = self.link.q.front() {
+            next = next.min(*d);
+        }
+        for t in [self.a.next_timeout(), self.b.next_timeout()]
+            .into_iter()
+            .flatten()
+        {
+            next = next.min(t.max(self.now));
+        }
+        self.now = self.now.max(next);
+        let now = self.now;
+        while self.link.q.front().is_some_and(|(d, _, _)| *d <= now) {
+            let (_, to_b, f) = self.link.q.pop_front().unwrap();
+            if to_b {
+                self.b.handle_frame(now, &f, RxMeta::default());
+            } else {
+                self.a.handle_frame(now, &f, RxMeta::default());
+            }
+        }
+        self.a.handle_timeout(now);
+        self.b.handle_timeout(now);
+        self.pump_out();
+    }
+
+    fn run_until(&mut self, limit: Instant, mut done: impl FnMut(&mut Net) -> bool) -> bool {
+        while self.now < limit {
+            if done(self) {
+                return true;
+            }
+            self.step(limit);
+        }
+        done(self)
+    }
+}
+
+fn drain_events(s: &mut Stack) {
+    while s.poll_event().is_some() {}
+}
+
+/// Server listening on B:80, client on A connects; returns (client, server-side accepted).
+fn connect(net: &mut Net) -> (SockId, SockId) {
+    let l = net.b.socket(false).unwrap();
+    net.b
+        .bind(l, SocketAddr::new(IpAddr::V4(B_IP), 80))
+        .unwrap();
+    net.b.listen(l, 128).unwrap();
+    connect_to(net, l)
+}
+
+/// A client on A connects to listener `l` of B (port 80).
+fn connect_to(net: &mut Net, l: SockId) -> (SockId, SockId) {
+    let c = net.a.socket(false).unwrap();
+    assert_eq!(
+        net.a.connect(c, SocketAddr::new(IpAddr::V4(B_IP), 80)),
+        Err(115)
+    );
+    let mut acc = None;
+    let deadline = net.now + Duration::from_secs(30);
+    let ok = net.run_until(deadline, |n| {
+        if acc.is_none() {
+            if let Ok((s, _)) = n.b.accept(l) {
+                acc = Some(s);
+            }
+        }
+        acc.is_some() && n.a.connect_result(c) == Ok(true)
+    });
+    assert!(ok, "handshake did not complete");
+    drain_events(&mut net.a);
+    drain_events(&mut net.b);
+    (c, acc.unwrap())
+}
+
+fn pattern(i: usize) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 9)) as u8
+}
+
+/// Sends `total` bytes from A to B; returns the virtual time it took.
+fn transfer(net: &mut Net, c: SockId, s: SockId, total: usize, limit: Duration) -> Duration {
+    let start = net.now;
+    let mut sent = 0usize;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 65536];
+    let mut chunk = vec![0u8; 65536];
+    let deadline = start + limit;
+    let ok = net.run_until(deadline, |n| {
+        while sent < total {
+            let k = chunk.len().min(total - sent);
+            for (j, b) in chunk[..k].iter_mut().enumerate() {
+                *b = pattern(sent + j);
+            }
+            match n.a.send(c, &[&chunk[..k]]) {
+                Ok(w) => sent += w,
+                Err(11) => break,
+                Err(e) => panic!("send: errno {e}"),
+            }
+        }
+        loop {
+            match n.b.recv(s, &mut [&mut buf[..]]) {
+                Ok(0) => break,
+                Ok(r) => {
+                    for (j, b) in buf[..r].iter().enumerate() {
+                        assert_eq!(*b, pattern(got + j), "byte {} corrupted", got + j);
+                    }
+                    got += r;
+                }
+                Err(11) => break,
+                Err(e) => panic!("recv: errno {e}"),
+            }
+        }
+        drain_events(&mut n.a);
+        drain_events(&mut n.b);
+        got == total
+    });
+    assert!(
+        ok,
+        "transfer stalled: {got} of {total} bytes after {limit:?}"
+    );
+    net.now - start
+}
+
+#[test]
+fn handshake_and_small_exchange() {
+    let mut net = Net::new(Duration::from_millis(1), 0, 0);
+    let (c, s) = connect(&mut net);
+    assert_eq!(net.a.send(c, &[b"hello"]), Ok(5));
+    let mut buf = [0u8; 16];
+    let ok = net.run_until(net.now + Duration::from_secs(1), |n| {
+        n.b.tcb(s).unwrap().readable() == 5
+    });
+    assert!(ok);
+    assert_eq!(net.b.recv(s, &mut [&mut buf[..]]), Ok(5));
+    assert_eq!(&buf[..5], b"hello");
+    let t = net.a.tcb(c).unwrap();
+    assert_eq!(t.mss(), 1460 - 12, "timestamps take 12 bytes of the MSS");
+}
+
+#[test]
+fn bulk_clean_link() {
+    let mut net = Net::new(Duration::from_micros(500), 0, 0);
+    let (c, s) = connect(&mut net);
+    let d = transfer(&mut net, c, s, 20 << 20, Duration::from_secs(60));
+    let rate = (20u64 << 20) as f64 / d.as_secs_f64() / 1e6;
+    eprintln!("clean: 20 MiB in {d:?} ({rate:.0} MB/s virtual)");
+    assert_eq!(net.a.tcb(c).unwrap().stats.retrans_segs, 0);
+}
+
+#[test]
+fn bulk_one_percent_loss_and_reordering() {
+    let mut net = Net::new(Duration::from_millis(2), 10_000, 10_000);
+    let (c, s) = connect(&mut net);
+    let d = transfer(&mut net, c, s, 20 << 20, Duration::from_secs(600));
+    let st = net.a.tcb(c).unwrap().stats;
+    let rate = (20u64 << 20) as f64 / d.as_secs_f64() / 1e6;
+    eprintln!(
+        "1% loss + reorder, 4 ms RTT: 20 MiB in {d:?} ({rate:.1} MB/s); {st:?}; dropped {} of {}",
+        net.link.dropped, net.link.sent
+    );
+    assert!(st.rtos < 20, "recovery should rarely need the RTO: {st:?}");
+}
+
+#[test]
+fn close_both_ways_and_time_wait() {
+    let mut net = Net::new(Duration::from_millis(1), 0, 0);
+    let (c, s) = connect(&mut net);
+    net.a.shutdown(c, false, true).unwrap();
+    let mut buf = [0u8; 8];
+    let ok = net.run_until(net.now + Duration::from_secs(1), |n| {
+        n.b.recv(s, &mut [&mut buf[..]]) == Ok(0)
+    });
+    assert!(ok, "server sees EOF");
+    net.b.close(s);
+    net.a.close(c);
+    let ok = net.run_until(net.now + Duration::from_secs(2), |n| {
+        n.b.socket_count() == 1
+    });
+    assert!(ok, "server side freed after LAST-ACK");
+    // The client is in TIME-WAIT for 60 s, then gone.
+    assert_eq!(net.a.socket_count(), 1);
+    let ok = net.run_until(net.now + Duration::from_secs(70), |n| {
+        n.a.socket_count() == 0
+    });
+    assert!(ok, "TIME-WAIT ended");
+}
+
+#[test]
+fn connect_refused_and_close_with_unread_data_resets() {
+    let mut net = Net::new(Duration::from_millis(1), 0, 0);
+    let c = net.a.socket(false).unwrap();
+    net.a
+        .connect(c, SocketAddr::new(IpAddr::V4(B_IP), 81))
+        .unwrap_err();
+    let ok = net.run_until(net.now + Duration::from_secs(2), |n| {
+        n.a.connect_result(c) != Ok(false)
+    });
+    assert!(ok);
+    assert_eq!(net.a.connect_result(c), Err(111));
+    let (c, s) = connect(&mut net);
+    assert_eq!(net.a.send(c, &[b"unread"]), Ok(6));
+    net.run_until(net.now + Duration::from_millis(100), |_| false);
+    net.b.close(s);
+    let mut buf = [0u8; 8];
+    let ok = net.run_until(net.now + Duration::from_secs(1), |n| {
+        n.a.recv(c, &mut [&mut buf[..]]) == Err(104)
+    });
+    assert!(ok, "client sees ECONNRESET");
+}
+
+#[test]
+fn syn_flood_past_backlog_uses_cookies() {
+    let mut net = Net::new(Duration::from_millis(1), 0, 0);
+    let l = net.b.socket(false).unwrap();
+    net.b
+        .bind(l, SocketAddr::new(IpAddr::V4(B_IP), 80))
+        .unwrap();
+    net.b.listen(l, 8).unwrap();
+    // 8 half-open connections fill the SYN queue only if the handshake cannot finish: open 20
+    // at once; the accept queue bounds at 8, the rest wait for accept() and retry.
+    let mut cs = Vec::new();
+    for _ in 0..20 {
+        let c = net.a.socket(false).unwrap();
+        net.a
+            .connect(c, SocketAddr::new(IpAddr::V4(B_IP), 80))
+            .unwrap_err();
+        cs.push(c);
+    }
+    // Like Linux, a cookie ACK that finds the accept queue full is dropped; the client, which
+    // believes it is connected, retransmits its first data and the cookie is checked again.
+    let mut accepted = Vec::new();
+    let mut said = vec![false; cs.len()];
+    let ok = net.run_until(net.now + Duration::from_secs(30), |n| {
+        while let Ok((s, _)) = n.b.accept(l) {
+            accepted.push(s);
+        }
+        for (i, &c) in cs.iter().enumerate() {
+            if !said[i] && n.a.connect_result(c) == Ok(true) {
+                said[i] = n.a.send(c, &[b"x"]) == Ok(1);
+            }
+        }
+        drain_events(&mut n.a);
+        drain_events(&mut n.b);
+        accepted.len() == 20
+            && accepted
+                .iter()
+                .all(|&s| n.b.tcb(s).is_some_and(|t| t.readable() == 1))
+    });
+    let accepted = accepted.len();
+    assert!(ok, "accepted {accepted} of 20; stats {:?}", net.b.stats);
+    eprintln!("stats {:?}", net.b.stats);
+}
+
+#[test]
+fn dbg_small_bulk() {
+    let mut net = Net::new(Duration::from_micros(500), 0, 0);
+    let (c, s) = connect(&mut net);
+    let mut steps = 0u64;
+    let mut data = vec![7u8; 100_000];
+    let w = net.a.send(c, &[&data[..]]).unwrap();
+    eprintln!("wrote {w}");
+    let mut got = 0;
+    while steps < 2000 && got < w {
+        net.step(net.now + Duration::from_secs(1));
+        steps += 1;
+        if let Ok(n) = net.b.recv(s, &mut [&mut data[..]]) {
+            got += n;
+        }
+        if steps % 100 == 0 || steps < 30 {
+            let t = net.a.tcb(c).unwrap();
+            eprintln!(
+                "step {steps} now {:?} got {got} q {} cwnd {} next {:?}/{:?} linkq {}",
+                net.now,
+                t.send_queue(),
+                t.cwnd(),
+                net.a.next_timeout(),
+                net.b.next_timeout(),
+                net.link.q.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_idle_connections_memory() {
+    let mut net = Net::new(Duration::from_micros(100), 0, 0);
+    let l = net.b.socket(false).unwrap();
+    net.b
+        .bind(l, SocketAddr::new(IpAddr::V4(B_IP), 80))
+        .unwrap();
+    net.b.listen(l, 4096).unwrap();
+    let count = 10_000;
+    let mut cs = Vec::new();
+    let mut acc = Vec::new();
+    for k in 0..count {
+        let c = net.a.socket(false).unwrap();
+        net.a
+            .connect(c, SocketAddr::new(IpAddr::V4(B_IP), 80))
+            .unwrap_err();
+        cs.push(c);
+        if k % 500 == 499 {
+            net.run_until(net.now + Duration::from_millis(20), |n| {
+                while let Ok((s, _)) = n.b.accept(l) {
+                    acc.push(s);
+                }
+                false
+            });
+        }
+    }
+    let ok = net.run_until(net.now + Duration::from_secs(30), |n| {
+        while let Ok((s, _)) = n.b.accept(l) {
+            acc.push(s);
+        }
+        drain_events(&mut n.a);
+        drain_events(&mut n.b);
+        acc.len() == count
+    });
+    assert!(ok, "accepted {} of {count}", acc.len());
+    // One request/response on each, then idle.
+    let mut buf = [0u8; 64];
+    for &c in &cs {
+        assert_eq!(net.a.send(c, &[b"GET / HTTP/1.1\r\n\r\n"]), Ok(18));
+    }
+    net.run_until(net.now + Duration::from_millis(200), |_| false);
+    for &s in &acc {
+        assert_eq!(net.b.recv(s, &mut [&mut buf[..]]), Ok(18));
+        assert_eq!(net.b.send(s, &[b"HTTP/1.1 200 OK\r\n\r\n"]), Ok(19));
+    }
+    net.run_until(net.now + Duration::from_secs(2), |_| false);
+    net.b.trim();
+    let mem = net.b.memory();
+    eprintln!(
+        "{count} idle established connections: {} bytes of engine state ({} per connection)",
+        mem,
+        mem / count
+    );
+    assert!(
+        mem / count < 2048,
+        "per-connection memory {} bytes",
+        mem / count
+    );
+}
+
+#[test]
+fn server_close_leaves_compact_time_wait() {
+    let mut net = Net::new(Duration::from_millis(1), 0, 0);
+    let l = net.b.socket(false).unwrap();
+    net.b
+        .bind(l, SocketAddr::new(IpAddr::V4(B_IP), 80))
+        .unwrap();
+    net.b.listen(l, 128).unwrap();
+    let mut pairs = Vec::new();
+    for _ in 0..50 {
+        pairs.push(connect_to(&mut net, l));
+    }
+    // The server closes first (HTTP `Connection: close`): its side enters TIME-WAIT.
+    for &(_, s) in &pairs {
+        net.b.close(s);
+    }
+    net.run_until(net.now + Duration::from_millis(50), |_| false);
+    for &(c, _) in &pairs {
+        let mut buf = [0u8; 4];
+        assert_eq!(net.a.recv(c, &mut [&mut buf[..]]), Ok(0));
+        net.a.close(c);
+    }
+    net.run_until(net.now + Duration::from_secs(1), |_| false);
+    assert_eq!(net.b.stats.time_wait, 50, "{:?}", net.b.stats);
+    assert_eq!(net.b.stats.conns, 0);
+    // A retransmitted FIN from the client is re-ACKed by the compact entry.
+    let ok = net.run_until(net.now + Duration::from_secs(61), |n| {
+        n.b.stats.time_wait == 0
+    });
+    assert!(ok, "TIME-WAIT entries expire: {:?}", net.b.stats);
+    assert_eq!(net.b.socket_count(), 1, "only the listener is left");
+}
