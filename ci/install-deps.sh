@@ -11,7 +11,9 @@ PKGS=(nginx-light wrk curl python3 redis-server redis-tools memcached sockperf i
     # benchmarks: syscall counts (perf stat -e raw_syscalls:sys_enter)
     linux-perf
     # user-space TCP backend: DPDK bindings (dpdk-sys, pkg-config) and the veth fixture's tools
-    libdpdk-dev pkg-config iputils-ping arping ethtool)
+    libdpdk-dev pkg-config iputils-ping arping ethtool
+    # user-space TCP backend: AF_XDP device (xdp-sys: libxdp's xsk API and default XDP program)
+    libxdp-dev libbpf-dev)
 SERVICES=(nginx redis-server memcached)
 
 installed() { [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]]; }

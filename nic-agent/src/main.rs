@@ -70,6 +70,9 @@ enum BackendKind {
     Afpacket,
     /// The agent's own TCP/IP stack over a DPDK port (binary built with `--features dpdk`).
     Dpdk,
+    /// The agent's own TCP/IP stack over an AF_XDP socket on --iface (binary built with the
+    /// system libxdp; needs CAP_NET_ADMIN and CAP_BPF).
+    Xdp,
 }
 
 impl BackendKind {
@@ -78,6 +81,7 @@ impl BackendKind {
             BackendKind::Kernel => "kernel",
             BackendKind::Afpacket => "afpacket",
             BackendKind::Dpdk => "dpdk",
+            BackendKind::Xdp => "xdp",
         }
     }
 }
@@ -119,10 +123,10 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     host_spin_us: u32,
     /// TCP implementation serving the sockets: `kernel` (the OS stack), or the agent's own
-    /// user-space stack over `afpacket` or `dpdk` (those need --iface and --ip).
+    /// user-space stack over `afpacket`, `dpdk` or `xdp` (those need --iface and --ip).
     #[arg(long, value_enum, default_value = "kernel")]
     backend: BackendKind,
-    /// TCP/IP engine of the user-space backends (afpacket, dpdk).
+    /// TCP/IP engine of the user-space backends (afpacket, dpdk, xdp).
     #[arg(long, value_enum, default_value = "native")]
     engine: EngineKind,
     /// Network interface of the user-space stack (af_packet binds to it; DPDK's default
@@ -382,6 +386,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
             run_user(&a, cfg, ucfg, dev)?;
         }
         BackendKind::Dpdk => run_dpdk(&a, cfg)?,
+        BackendKind::Xdp => run_xdp(&a, cfg)?,
     }
     Ok(())
 }
@@ -459,6 +464,25 @@ fn run_dpdk(a: &RunArgs, cfg: agent::Config) -> anyhow::Result<()> {
 fn run_dpdk(_: &RunArgs, _: agent::Config) -> anyhow::Result<()> {
     anyhow::bail!(
         "this snstack-agent was built without DPDK support (rebuild with `cargo build --release -p nic-agent --features dpdk`)"
+    )
+}
+
+#[cfg(snstack_xdp)]
+fn run_xdp(a: &RunArgs, cfg: agent::Config) -> anyhow::Result<()> {
+    let iface = a.iface.as_deref().unwrap_or_default();
+    // Address checks before anything is attached to the interface.
+    let if_mac = backend::user::afpacket::iface_info(iface).map_or([0; 6], |i| i.1);
+    let ucfg = user_config(a, a.mac.unwrap_or(if_mac))?;
+    let dev = backend::user::xdp::Xdp::open(iface, a.mac)
+        .with_context(|| format!("opening interface {iface} (AF_XDP)"))?;
+    tracing::info!(iface, ip = %ucfg.ip, prefix = ucfg.prefix, "user-space TCP/IP stack on AF_XDP");
+    run_user(a, cfg, ucfg, dev)
+}
+
+#[cfg(not(snstack_xdp))]
+fn run_xdp(_: &RunArgs, _: agent::Config) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this agent was built without AF_XDP support: install libxdp-dev libbpf-dev and rebuild"
     )
 }
 

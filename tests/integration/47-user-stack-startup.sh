@@ -2,7 +2,8 @@
 # The user-space stack's start-up failures (issue 4): a missing interface, no permission for
 # AF_PACKET (as nobody), an address already on a kernel interface of the namespace, and bad or
 # missing flags each end the agent with a non-zero status and one clear error line, never a panic
-# or a hang. Needs root (namespaces), else SKIP.
+# or a hang; the first three again on --backend xdp (no XDP program left behind). Needs root
+# (namespaces), else SKIP.
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/../lib.sh"
 # shellcheck source=tests/userstack.sh
@@ -42,4 +43,16 @@ expect_fail missing-ip "--ip" \
 expect_fail bad-gateway "gateway" \
     "$AGENT_BIN" --socket "$sock" --backend afpacket --iface "$VETH_A" --ip "$AGENT_IP/24" \
     --gateway 192.0.2.1
+# The same failures on --backend xdp (or, in a build without AF_XDP, the one line saying so).
+noxdp="without AF_XDP support"
+expect_fail xdp-missing-iface "nosuch0|interface|$noxdp" \
+    "$AGENT_BIN" --socket "$sock" --backend xdp --iface nosuch0 --ip "$AGENT_IP/24"
+expect_fail xdp-no-permission "permission|not permitted|CAP_NET_ADMIN|$noxdp" \
+    runuser -u nobody -- "$AGENT_BIN" --socket "$WORKDIR/nobody.sock" --backend xdp \
+    --iface "$VETH_A" --ip "$AGENT_IP/24"
+ip -n "$NS_A" addr add "$AGENT_IP/24" dev "$VETH_A"
+expect_fail xdp-address-in-use "$AGENT_IP|in use|already|$noxdp" \
+    "$AGENT_BIN" --socket "$sock" --backend xdp --iface "$VETH_A" --ip "$AGENT_IP/24"
+ip -n "$NS_A" addr del "$AGENT_IP/24" dev "$VETH_A"
+ip -n "$NS_A" link show "$VETH_A" | grep -q ' xdp' && fail "an XDP program stayed on $VETH_A after a failed start"
 echo "PASS: $TEST_NAME"

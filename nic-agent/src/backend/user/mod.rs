@@ -1,6 +1,6 @@
 //! The user backend: the agent owns the TCP/IP state. A sans-IO [`engine::Engine`] (smoltcp
 //! plus a listen backlog, BSD lifetimes and Linux errnos) runs over a frame [`device::Device`]
-//! (af_packet, DPDK, or in tests an in-memory wire).
+//! (af_packet, AF_XDP, DPDK, or in tests an in-memory wire).
 //!
 //! ```text
 //!  agent epoll ──► wait_fd (epoll) ◄── device rx fd   (frames waiting; level)
@@ -20,6 +20,8 @@ pub mod engine;
 pub mod native;
 pub mod offload;
 mod vnet;
+#[cfg(snstack_xdp)]
+pub mod xdp;
 
 use std::io;
 use std::net::SocketAddr;
