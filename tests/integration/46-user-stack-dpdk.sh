@@ -20,6 +20,6 @@ userstack_up
 # net_af_packet (DPDK's af_packet PMD) has no vnet header: it cannot tell partial checksums and
 # reads GSO super-frames truncated to its frame size. A real NIC PMD reports its RX checksum
 # verdict and receives wire-sized frames; here the veth offloads are turned off instead.
-userstack_offloads_off
+[[ ${OFFLOADS_OFF:-0} == 1 ]] && userstack_offloads_off
 userstack_suite dpdk --iface "$VETH_A"
 echo "PASS: $TEST_NAME"

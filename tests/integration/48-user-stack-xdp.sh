@@ -19,7 +19,7 @@ userstack_probe
 userstack_up
 # No offload state crosses AF_XDP (no vnet header): the peer must send complete checksums and
 # MTU-sized frames.
-userstack_offloads_off
+[[ ${OFFLOADS_OFF:-0} == 1 ]] && userstack_offloads_off
 # Can this kernel attach XDP to the veth and bind an AF_XDP socket? The probe agent runs for 2 s
 # (SIGTERM then detaches its program) or exits at once with one error line.
 probe=$(ip netns exec "$NS_A" timeout 2 "$AGENT_BIN" --socket "$WORKDIR/probe2.sock" \

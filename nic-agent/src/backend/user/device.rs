@@ -61,6 +61,12 @@ pub trait Device {
     fn next_due(&self) -> Option<std::time::Instant> {
         None
     }
+    /// The device gives no checksum state although a virtual link may hand it frames whose
+    /// checksum the sender left to offload (AF_XDP and DPDK's `net_af_packet` on a veth): the
+    /// engine then accepts a TCP checksum field that holds exactly the pseudo-header sum.
+    fn rx_csum_may_be_partial(&self) -> bool {
+        false
+    }
 }
 
 impl<D: Device + ?Sized> Device for Box<D> {
@@ -85,6 +91,9 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn next_due(&self) -> Option<std::time::Instant> {
         (**self).next_due()
+    }
+    fn rx_csum_may_be_partial(&self) -> bool {
+        (**self).rx_csum_may_be_partial()
     }
 }
 
@@ -731,6 +740,9 @@ impl<D: Device> FaultInjector<D> {
 }
 
 impl<D: Device> Device for FaultInjector<D> {
+    fn rx_csum_may_be_partial(&self) -> bool {
+        self.inner.rx_csum_may_be_partial()
+    }
     fn caps(&self) -> DeviceCaps {
         self.inner.caps()
     }

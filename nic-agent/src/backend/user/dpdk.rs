@@ -284,6 +284,11 @@ impl DpdkPort {
 }
 
 impl Device for DpdkPort {
+    fn rx_csum_may_be_partial(&self) -> bool {
+        // No per-frame checksum state reaches us from a veth peer with tx offload on.
+        !self.caps().tx_csum
+    }
+
     fn caps(&self) -> DeviceCaps {
         let tso = self.offloads & sys::OFFLOAD_TSO != 0;
         DeviceCaps {

@@ -71,6 +71,7 @@ impl<D: Device> NativeBackend<D> {
     pub fn new(dev: D, mut cfg: StackConfig) -> io::Result<Self> {
         cfg.caps = dev.caps();
         cfg.mac = dev.mac();
+        cfg.trust_partial_csum = dev.rx_csum_may_be_partial();
         let base = StdInstant::now();
         let stack = Stack::new(cfg, Instant::ZERO);
         let epoll = sys::Epoll::new()?;
