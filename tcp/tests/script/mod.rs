@@ -171,10 +171,15 @@ struct SegSpec {
     any_opt: bool,
     noopts: bool,
     port: Option<u16>,
+    dport: Option<u16>,
 }
 
 fn num(s: &str) -> Result<u32, String> {
-    s.parse::<u32>().map_err(|_| format!("bad number {s:?}"))
+    s.parse::<i64>()
+        .ok()
+        .filter(|n| (-(1i64 << 31)..1i64 << 32).contains(n))
+        .map(|n| n as u32)
+        .ok_or_else(|| format!("bad number {s:?}"))
 }
 
 fn val(s: &str) -> Result<V, String> {
@@ -240,6 +245,10 @@ fn parse_seg(toks: &[&str]) -> Result<SegSpec, String> {
             }
             "port" => {
                 sp.port = Some(num(arg(i + 1)?)? as u16);
+                i += 1;
+            }
+            "dport" => {
+                sp.dport = Some(num(arg(i + 1)?)? as u16);
                 i += 1;
             }
             "noopts" => sp.noopts = true,
@@ -336,14 +345,41 @@ impl Runner {
         })
     }
 
+    /// The peer answers an ARP request (the engine re-resolves stale neighbours).
+    fn arp_reply(&mut self) {
+        let mut b = vec![0u8; ethernet::HEADER_LEN + arp::LEN];
+        ethernet::EthRepr {
+            dst: ME_MAC,
+            src: PEER_MAC,
+            ethertype: ethernet::ETHERTYPE_ARP,
+        }
+        .emit(&mut b[..ethernet::HEADER_LEN]);
+        arp::ArpRepr {
+            op: arp::ArpOp::Reply,
+            sender_mac: PEER_MAC,
+            sender_ip: PEER_IP,
+            target_mac: ME_MAC,
+            target_ip: ME_IP,
+        }
+        .emit(&mut b[ethernet::HEADER_LEN..]);
+        self.stack.handle_frame(self.now, &b, RxMeta::default());
+    }
+
     /// Moves TCP frames the engine produced into `pending`, stamped `now`.
     fn collect(&mut self) {
         self.stack.poll_transmit(self.now);
-        let frames: Vec<_> = self.stack.frames().drain(..).collect();
-        for fr in frames {
+        let mut frames: VecDeque<_> = self.stack.frames().drain(..).collect();
+        while let Some(fr) = frames.pop_front() {
             let Ok((eth, p)) = ethernet::EthRepr::parse(&fr.buf) else {
                 continue;
             };
+            if eth.ethertype == ethernet::ETHERTYPE_ARP {
+                if arp::ArpRepr::parse(p).is_ok_and(|a| a.op == arp::ArpOp::Request) {
+                    self.arp_reply();
+                    frames.extend(self.stack.frames().drain(..));
+                }
+                continue;
+            }
             if eth.ethertype != ethernet::ETHERTYPE_IPV4 {
                 continue;
             }
@@ -560,6 +596,7 @@ impl Runner {
         };
         let fl = self.flow(port);
         let my_port = if fl.my_port != 0 { fl.my_port } else { my_port };
+        let my_port = sp.dport.unwrap_or(my_port);
         let rel = match sp.seq {
             Some(V::N(s)) => s,
             Some(V::Any) => 0,
