@@ -259,7 +259,9 @@ fn parse_seg(toks: &[&str]) -> Result<SegSpec, String> {
                     .strip_suffix(')')
                     .and_then(|x| x.split_once('('))
                     .ok_or_else(|| format!("unknown token {t:?}"))?;
-                let (s, e) = se.split_once(':').ok_or_else(|| format!("bad range {t:?}"))?;
+                let (s, e) = se
+                    .split_once(':')
+                    .ok_or_else(|| format!("bad range {t:?}"))?;
                 let (s, e, l) = (num(s)?, num(e)?, num(l)?);
                 if e.wrapping_sub(s) != l {
                     return Err(format!("range {t:?}: end - start != length"));
@@ -323,6 +325,7 @@ impl Runner {
         }
     }
 
+    #[allow(dead_code)]
     pub fn stack(&mut self) -> &mut Stack {
         &mut self.stack
     }
@@ -444,7 +447,11 @@ impl Runner {
     }
 
     fn describe(&self, o: &Out) -> String {
-        let fl = self.flows.get(&o.repr.dst_port).copied().unwrap_or_default();
+        let fl = self
+            .flows
+            .get(&o.repr.dst_port)
+            .copied()
+            .unwrap_or_default();
         let r = &o.repr;
         let s = r.seq.0.wrapping_sub(fl.my_isn);
         let mut d = format!(
@@ -571,12 +578,7 @@ impl Runner {
             let got: Vec<(u32, u32)> = op
                 .sack_blocks()
                 .iter()
-                .map(|(a, b)| {
-                    (
-                        a.0.wrapping_sub(fl.peer_isn),
-                        b.0.wrapping_sub(fl.peer_isn),
-                    )
-                })
+                .map(|(a, b)| (a.0.wrapping_sub(fl.peer_isn), b.0.wrapping_sub(fl.peer_isn)))
                 .collect();
             if got != sp.sack {
                 errs.push(format!("sack {got:?} != {:?}", sp.sack));
@@ -692,7 +694,7 @@ impl Runner {
         let Some((r, _)) = self.flow(port).last_out else {
             self.fail("no segment of that flow to quote");
         };
-        let mut quote = vec![0u8; ipv4::HEADER_LEN + 20];
+        let mut quote = [0u8; ipv4::HEADER_LEN + 20];
         ipv4::Ipv4Repr {
             src: ME_IP,
             dst: PEER_IP,
@@ -728,7 +730,11 @@ impl Runner {
                 Ok(n) => n.to_string(),
                 Err(e) => errno_name(e),
             };
-            self.fail(format!("call returned {}, expected {}", show(got), show(want)));
+            self.fail(format!(
+                "call returned {}, expected {}",
+                show(got),
+                show(want)
+            ));
         }
     }
 
@@ -736,7 +742,9 @@ impl Runner {
         // Split "= X".
         let (toks, want) = match toks.iter().position(|t| *t == "=") {
             Some(p) => {
-                let w = toks.get(p + 1).unwrap_or_else(|| self.fail("'=' needs a value"));
+                let w = toks
+                    .get(p + 1)
+                    .unwrap_or_else(|| self.fail("'=' needs a value"));
                 let w = match w.parse::<usize>() {
                     Ok(n) => Ok(n),
                     Err(_) => Err(errno_of(w).unwrap_or_else(|| self.fail("unknown errno"))),
@@ -762,10 +770,7 @@ impl Runner {
                 let s = self.stack.socket(false).unwrap();
                 let r = self
                     .stack
-                    .bind(
-                        s,
-                        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
-                    )
+                    .bind(s, SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
                     .and_then(|_| self.stack.listen(s, backlog))
                     .map(|_| 0);
                 self.check_ret(r, want.unwrap_or(ok0));
@@ -884,14 +889,18 @@ impl Runner {
                 continue;
             }
             if toks[0] == "tolerance" {
-                let t: f64 = toks[1].parse().unwrap_or_else(|_| self.fail("bad tolerance"));
+                let t: f64 = toks[1]
+                    .parse()
+                    .unwrap_or_else(|_| self.fail("bad tolerance"));
                 self.tol_us = (t * 1e6).round() as u64;
                 continue;
             }
             let t = if let Some(r) = toks[0].strip_prefix('+') {
                 last + r.parse::<f64>().unwrap_or_else(|_| self.fail("bad time"))
             } else {
-                toks[0].parse::<f64>().unwrap_or_else(|_| self.fail("bad time"))
+                toks[0]
+                    .parse::<f64>()
+                    .unwrap_or_else(|_| self.fail("bad time"))
             };
             if t + 1e-9 < last {
                 self.fail("time goes backwards");
