@@ -63,6 +63,8 @@ pub const DELACK: Duration = Duration::from_millis(40);
 pub const CORK_HOLD: Duration = Duration::from_millis(200);
 /// tcp_syn_retries and tcp_retries2.
 pub const SYN_RETRIES: u32 = 6;
+/// tcp_synack_retries: a half-open passive connection gives up after 5 SYN-ACK resends.
+pub const SYNACK_RETRIES: u32 = 5;
 pub const DATA_RETRIES: u32 = 15;
 /// Segments acknowledged at once after the start (Linux's quick-ack mode).
 const QUICKACKS: u32 = 16;
@@ -995,11 +997,20 @@ impl Tcb {
         let mut fx = Effects::default();
         self.stats.rtos += 1;
         self.retries += 1;
-        let limit = if matches!(self.state, State::SynSent | State::SynReceived) {
+        let half_open = self.state == State::SynReceived && self.passive;
+        let limit = if half_open {
+            SYNACK_RETRIES
+        } else if matches!(self.state, State::SynSent | State::SynReceived) {
             SYN_RETRIES
         } else {
             DATA_RETRIES
         };
+        if self.retries > limit && half_open {
+            // Linux's request socket just expires: no RST.
+            self.enter_closed();
+            fx.closed = true;
+            return fx;
+        }
         if self.retries > limit {
             self.err = errno::ETIMEDOUT;
             self.abort();
@@ -1182,6 +1193,15 @@ impl Tcb {
             && !has(F::RST)
             && seg.seq == self.irs
             && seg.ack == self.snd_nxt;
+        if self.state == State::SynReceived
+            && seg.flags & (F::SYN | F::ACK | F::RST) == F::SYN
+            && seg.seq == self.irs
+        {
+            // The peer resent its SYN: our SYN-ACK was lost, send it again (Linux's
+            // tcp_check_req). The window check below would only ACK it.
+            self.syn_sent_at = None;
+            return fx;
+        }
         if simultaneous {
             self.ack_now = true;
         } else if !self.acceptable(seg, len) {
@@ -1269,6 +1289,11 @@ impl Tcb {
             }
         }
 
+        if seg.ack > self.snd_nxt {
+            // An ACK of unsent data: Linux's tcp_ack discards the whole segment, data
+            // included, and sends nothing (tcp_rcv_established "goto discard").
+            return fx;
+        }
         self.on_ack(now, seg, payload.len(), &mut fx);
         if self.state == State::Closed {
             return fx;

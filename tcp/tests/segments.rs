@@ -610,3 +610,116 @@ fn icmp_frag_needed_lowers_mss() {
 ",
     );
 }
+
+/// Passive close: the peer's FIN is ACKed, reads see end of stream, close sends our FIN
+/// (LAST-ACK) and its ACK ends the connection.
+#[test]
+fn passive_close_close_wait_last_ack() {
+    with(
+        HS,
+        "
+0.200 < F. 1:1(0) ack 1 win 512 ts 200 *
+0.200 > . 1:1(0) ack 2
+0.210 state CLOSE_WAIT
+0.210 read 10 = 0
+0.220 write 100
+0.220 > P. 1:101(100) ack 2
+0.230 < . 2:2(0) ack 101 win 512 ts 230 *
+0.300 close
+0.300 > F. 101:101(0) ack 2
+0.310 < . 2:2(0) ack 102 win 512 ts 310 *
+0.400 sockets 1
+",
+    );
+}
+
+#[test]
+fn rst_to_syn_refuses_connect() {
+    run("
+0.000 connect 80
+0.000 > S 0:0(0)
+0.010 < R. 0:0(0) ack 1 win 0
+0.020 so_error = ECONNREFUSED
+");
+}
+
+/// Data for a closed (orphaned) socket resets the connection.
+#[test]
+fn data_after_close_gets_rst() {
+    with(
+        HS,
+        "
+0.200 close
+0.200 > F. 1:1(0) ack 1
+0.210 < . 1:1(0) ack 2 win 512 ts 210 *
+0.300 < P. 1:101(100) ack 2 win 512 ts 300 *
+0.300 > R. 2:2(0) ack 1
+",
+    );
+}
+
+/// Data beyond the receive window is dropped and answered with an ACK.
+#[test]
+fn data_beyond_window_is_dropped_with_ack() {
+    with(
+        HS,
+        "
+0.200 < P. 200001:200101(100) ack 1 win 512 ts 200 *
+0.200 > . 1:1(0) ack 1
+0.210 read 100 = EAGAIN
+",
+    );
+}
+
+/// An ACK of data never sent: Linux discards the segment, data included, without an answer
+/// (tcp_ack returns "ACK of unsent data" and tcp_rcv_established discards).
+#[test]
+fn ack_of_unsent_data_discards_segment() {
+    with(
+        HS,
+        "
+0.200 < P. 1:101(100) ack 5000 win 512 ts 200 *
+0.300 > none
+0.300 read 100 = EAGAIN
+",
+    );
+}
+
+/// SYN-ACK retransmissions at 1, 3, 7, 15, 31 s (tcp_synack_retries 5), then the half-open
+/// connection is dropped silently.
+#[test]
+fn synack_retries_then_silent_drop() {
+    run("
+tolerance 0.004
+0.000 listen 80
+0.100 < S 0:0(0) win 65535 mss 1460 sackOK ts 100 0 wscale 7
+0.100 > S. 0:0(0) ack 1
+1.100 > S. 0:0(0) ack 1
+3.100 > S. 0:0(0) ack 1
+7.100 > S. 0:0(0) ack 1
+15.100 > S. 0:0(0) ack 1
+31.100 > S. 0:0(0) ack 1
+200.000 > none
+200.000 sockets 1
+");
+}
+
+/// SYN-SENT: a SYN-ACK acknowledging something else gets a RST (seq = its ack) and the connect
+/// goes on; a retransmitted SYN to SYN-RECEIVED gets the SYN-ACK again.
+#[test]
+fn bad_synack_gets_rst_and_dup_syn_gets_synack() {
+    run("
+0.000 connect 80
+0.000 > S 0:0(0)
+0.010 < S. 0:0(0) ack 77 win 65535 mss 1460
+0.010 > R 77:77(0)
+0.020 < S. 0:0(0) ack 1 win 65535 mss 1460
+0.020 > . 1:1(0) ack 1
+0.020 state ESTABLISHED
+0.100 listen 81
+0.200 < S 0:0(0) win 65535 mss 1460 port 40009 dport 81
+0.200 > S. 0:0(0) ack 1 port 40009
+0.300 < S 0:0(0) win 65535 mss 1460 port 40009 dport 81
+0.300 > S. 0:0(0) ack 1 port 40009
+");
+}
