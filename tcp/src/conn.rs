@@ -63,6 +63,8 @@ pub const DELACK: Duration = Duration::from_millis(40);
 pub const CORK_HOLD: Duration = Duration::from_millis(200);
 /// tcp_syn_retries and tcp_retries2.
 pub const SYN_RETRIES: u32 = 6;
+/// tcp_synack_retries: a half-open passive connection gives up after 5 SYN-ACK resends.
+pub const SYNACK_RETRIES: u32 = 5;
 pub const DATA_RETRIES: u32 = 15;
 /// Segments acknowledged at once after the start (Linux's quick-ack mode).
 const QUICKACKS: u32 = 16;
@@ -228,6 +230,10 @@ pub struct Tcb {
     pub(crate) keepalive_at: Option<Instant>,
     pub(crate) end_at: Option<Instant>,
     pub(crate) cork_at: Option<Instant>,
+    /// The cork hold time ran out: the partial segment may go.
+    pub(crate) cork_expired: bool,
+    /// A duplicate segment to report in a D-SACK block (RFC 2883) with the next ACK.
+    pub(crate) dsack: Option<(Seq, Seq)>,
     keep_probes: u32,
     pub(crate) last_rcv: Instant,
     pub(crate) last_snd: Instant,
@@ -330,6 +336,8 @@ impl Tcb {
             keepalive_at: None,
             end_at: None,
             cork_at: None,
+            cork_expired: false,
+            dsack: None,
             keep_probes: 0,
             last_rcv: now,
             last_snd: now,
@@ -472,7 +480,7 @@ impl Tcb {
                 // Without SACK the scoreboard cannot see holes: NewReno (RFC 6582) recovery.
                 self.cc = Cc::NewReno(NewReno::new(self.mss, self.cfg.initial_window));
             }
-        } else {
+        } else if let Cc::NewReno(_) = self.cc {
             self.cc = Cc::Cubic(Cubic::new(self.mss, self.cfg.initial_window));
         }
     }
@@ -483,6 +491,23 @@ impl Tcb {
         if link < u32::from(self.cfg.link_mss) {
             self.cfg.link_mss = link as u16;
             self.set_mss();
+            // Linux's tcp_simple_retransmit: what is in flight and no longer fits is lost and
+            // goes again at once at the new size, without a congestion-window reduction.
+            // (Records merge consecutive sends, so everything unSACKed is marked.)
+            let mss = self.mss;
+            let too_big = self
+                .sb
+                .records()
+                .any(|r| !r.sacked && r.start.dist(r.end) > mss);
+            if self.synchronized() && too_big {
+                self.sb.mark_all_lost();
+                if !matches!(self.phase, Phase::Loss { .. }) {
+                    self.phase = Phase::Loss {
+                        point: self.snd_nxt,
+                    };
+                }
+                self.sb.set_recovery(true);
+            }
         }
     }
 
@@ -652,9 +677,11 @@ impl Tcb {
         // had been closed to below an MSS.
         let cur = self.rcv_adv.dist(self.rcv_nxt + 0) as usize;
         let _ = cur;
+        // Linux's tcp_cleanup_rbuf: a window update when the window at least doubles (and
+        // grows by an MSS or more).
         let adv = self.rcv_nxt.dist(self.rcv_adv) as usize;
         let new = self.recv_window() as usize;
-        if new >= adv + 2 * self.rcv_mss as usize || (adv < self.rcv_mss as usize && new > adv) {
+        if new >= 2 * adv && new >= adv + self.rcv_mss as usize {
             self.win_update = true;
         }
         if self.recvbuf.readable() == 0 && self.delack_at.is_some() && self.ack_bytes > 0 {
@@ -770,6 +797,7 @@ impl Tcb {
         self.cfg.cork = on;
         if !on {
             self.cork_at = None;
+            self.cork_expired = false;
         }
     }
 
@@ -830,7 +858,12 @@ impl Tcb {
             || matches!(self.state, State::SynSent | State::SynReceived);
         if !outstanding {
             self.rtx_at = if self.unsent() > 0 && self.snd_wnd == 0 {
-                Some((now + self.rto_backed_off(), RtxKind::Persist))
+                // An armed probe timer keeps its deadline: output runs on every wake-up (a
+                // write, a stale timer) and must not push the probe back each time.
+                match self.rtx_at {
+                    Some((t, RtxKind::Persist)) => Some((t, RtxKind::Persist)),
+                    _ => Some((now + self.rto_backed_off(), RtxKind::Persist)),
+                }
             } else {
                 None
             };
@@ -880,7 +913,15 @@ impl Tcb {
                     fx.closed = true;
                     return fx;
                 }
-                State::FinWait2 | State::Closing | State::LastAck | State::FinWait1 => {
+                State::FinWait2 => {
+                    // Linux turns the orphan into a FIN-WAIT-2 timewait socket that expires
+                    // silently after tcp_fin_timeout: no RST.
+                    self.enter_closed();
+                    fx.closed = true;
+                    fx.notify = true;
+                    return fx;
+                }
+                State::Closing | State::LastAck | State::FinWait1 => {
                     // An orphan's FIN exchange did not finish: reset it (Linux's fin timeout).
                     self.abort();
                     fx.closed = true;
@@ -898,6 +939,7 @@ impl Tcb {
         }
         if self.cork_at.is_some_and(|t| t <= now) {
             self.cork_at = None;
+            self.cork_expired = true;
         }
         if let Some((t, kind)) = self.rtx_at {
             if t <= now {
@@ -940,7 +982,9 @@ impl Tcb {
                     self.probe_pending = true;
                     self.keepalive_at = Some(now + k.interval);
                 } else {
-                    self.rearm_keepalive(now);
+                    // Idle counts from the last segment received (Linux's keepalive timer
+                    // re-arms for keepalive_time - elapsed).
+                    self.keepalive_at = Some(self.last_rcv + k.idle);
                 }
             } else {
                 self.keepalive_at = None;
@@ -953,11 +997,20 @@ impl Tcb {
         let mut fx = Effects::default();
         self.stats.rtos += 1;
         self.retries += 1;
-        let limit = if matches!(self.state, State::SynSent | State::SynReceived) {
+        let half_open = self.state == State::SynReceived && self.passive;
+        let limit = if half_open {
+            SYNACK_RETRIES
+        } else if matches!(self.state, State::SynSent | State::SynReceived) {
             SYN_RETRIES
         } else {
             DATA_RETRIES
         };
+        if self.retries > limit && half_open {
+            // Linux's request socket just expires: no RST.
+            self.enter_closed();
+            fx.closed = true;
+            return fx;
+        }
         if self.retries > limit {
             self.err = errno::ETIMEDOUT;
             self.abort();
@@ -1130,9 +1183,35 @@ impl Tcb {
             return self.on_segment_time_wait(now, seg, len);
         }
 
-        if !self.acceptable(seg, len) {
+        // Simultaneous open (RFC 9293 figure 8): the peer's SYN-ACK in SYN-RECEIVED acknowledges
+        // our SYN; its SYN is old news and gets an ACK (Linux's tcp_validate_incoming lets
+        // exactly this SYN through).
+        let simultaneous = self.state == State::SynReceived
+            && !self.passive
+            && has(F::SYN)
+            && has(F::ACK)
+            && !has(F::RST)
+            && seg.seq == self.irs
+            && seg.ack == self.snd_nxt;
+        if self.state == State::SynReceived
+            && seg.flags & (F::SYN | F::ACK | F::RST) == F::SYN
+            && seg.seq == self.irs
+        {
+            // The peer resent its SYN: our SYN-ACK was lost, send it again (Linux's
+            // tcp_check_req). The window check below would only ACK it.
+            self.syn_sent_at = None;
+            return fx;
+        }
+        if simultaneous {
+            self.ack_now = true;
+        } else if !self.acceptable(seg, len) {
             if !has(F::RST) {
                 self.ack_now = true;
+                // Old data again: D-SACK it (Linux's tcp_send_dupack).
+                if !payload.is_empty() && seg.seq < self.rcv_nxt {
+                    let end = seg.seq + payload.len() as u32;
+                    self.set_dsack(seg.seq, end.min(self.rcv_nxt));
+                }
             }
             return fx;
         }
@@ -1156,7 +1235,7 @@ impl Tcb {
             return fx;
         }
 
-        if has(F::SYN) {
+        if has(F::SYN) && !simultaneous {
             if self.state == State::SynReceived && seg.seq == self.irs {
                 // Our SYN-ACK was lost: send it again.
                 self.syn_sent_at = None;
@@ -1210,6 +1289,11 @@ impl Tcb {
             }
         }
 
+        if seg.ack > self.snd_nxt {
+            // An ACK of unsent data: Linux's tcp_ack discards the whole segment, data
+            // included, and sends nothing (tcp_rcv_established "goto discard").
+            return fx;
+        }
         self.on_ack(now, seg, payload.len(), &mut fx);
         if self.state == State::Closed {
             return fx;
@@ -1422,6 +1506,12 @@ impl Tcb {
         let _ = now;
     }
 
+    fn set_dsack(&mut self, s: Seq, e: Seq) {
+        if self.sack_ok && s < e {
+            self.dsack = Some((s, e));
+        }
+    }
+
     /// RFC 9293 3.10.7.4 seventh and eighth checks: segment text and FIN.
     fn accept_data(&mut self, now: Instant, seg: &TcpRepr, payload: &[u8], fx: &mut Effects) {
         let may_recv = matches!(
@@ -1433,9 +1523,11 @@ impl Tcb {
             self.rcv_mss = self
                 .rcv_mss
                 .max((payload.len() as u32).min(self.mss.max(536)));
-            // Trim what we already have.
+            // Trim what we already have (and D-SACK it, RFC 2883).
             let (data, seq) = if seg.seq < self.rcv_nxt {
                 let skip = seg.seq.dist(self.rcv_nxt) as usize;
+                let end = seg.seq + payload.len() as u32;
+                self.set_dsack(seg.seq, end.min(self.rcv_nxt));
                 if skip >= payload.len() {
                     (&payload[..0], self.rcv_nxt)
                 } else {

@@ -5,7 +5,7 @@
 //! segment description; the stack copies its payload from the send buffer into a frame. With
 //! TSO a data segment may span many MSS and is cut by the device.
 
-use crate::conn::{State, Tcb, CORK_HOLD};
+use crate::conn::{RtxKind, State, Tcb, CORK_HOLD};
 use crate::seq::Seq;
 use crate::time::Instant;
 use crate::wire::tcp::{flags as F, TcpOptions, TcpRepr};
@@ -67,15 +67,22 @@ impl Tcb {
             if self.ts_ok {
                 r.opts.timestamp = Some((self.ts_now(now), self.ts_recent));
             }
+            let max = if self.ts_ok { 3 } else { 4 };
+            let mut k = 0;
+            if let Some(d) = self.dsack.take().filter(|_| self.sack_ok) {
+                // A D-SACK block goes first (RFC 2883 4).
+                r.opts.sack[0] = d;
+                k = 1;
+            }
             if self.sack_ok && self.recvbuf.has_ooo() {
                 let mut ranges = [(0u32, 0u32); 4];
-                let max = if self.ts_ok { 3 } else { 4 };
-                let n = self.recvbuf.sack_ranges(&mut ranges[..max]);
+                let n = self.recvbuf.sack_ranges(&mut ranges[..max - k]);
                 for (i, (s, e)) in ranges[..n].iter().enumerate() {
-                    r.opts.sack[i] = (self.rcv_nxt + *s, self.rcv_nxt + *e);
+                    r.opts.sack[k + i] = (self.rcv_nxt + *s, self.rcv_nxt + *e);
                 }
-                r.opts.sack_len = n as u8;
+                k += n;
             }
+            r.opts.sack_len = k as u8;
         }
         if flags & F::ACK != 0 {
             r.ack = self.rcv_nxt;
@@ -201,6 +208,11 @@ impl Tcb {
                 let e = e.min(s + n);
                 let seg = self.data_seg(now, s, e, true);
                 self.on_sent_bytes(seg.data_len as u32, true);
+                // Recovery retransmissions run under the RTO, not a probe timer armed before
+                // the loss was known (Linux's tcp_xmit_retransmit_queue rearms the RTO).
+                if matches!(self.rtx_at, Some((_, RtxKind::Tlp))) {
+                    self.rtx_at = None;
+                }
                 self.rearm_rtx(now, false);
                 return Some(seg);
             }
@@ -249,11 +261,18 @@ impl Tcb {
                 let cork_wait = self.cfg.cork && !full && self.cork_at.is_some_and(|t| t > now);
                 let sws_ok = full
                     || (is_rest && nagle_ok && !cork_wait && !self.cfg.cork)
-                    || (is_rest && self.cfg.cork && self.cork_at.is_some_and(|t| t <= now))
+                    || (is_rest && self.cfg.cork && self.cork_expired)
                     || (self.max_snd_wnd > 0 && len >= self.max_snd_wnd / 2 && nagle_ok)
                     || (is_rest && self.fin_queued);
-                if self.cfg.cork && !full && self.cork_at.is_none() && !self.fin_queued {
-                    self.cork_at = Some(now + CORK_HOLD);
+                if self.cfg.cork
+                    && !full
+                    && self.cork_at.is_none()
+                    && !self.cork_expired
+                    && !self.fin_queued
+                {
+                    // Linux releases a corked partial segment with its zero-window probe
+                    // timer: max(RTO, 200 ms).
+                    self.cork_at = Some(now + self.rto().max(CORK_HOLD));
                 }
                 if sws_ok {
                     self.idle_restart(now);
@@ -264,6 +283,12 @@ impl Tcb {
                     }
                     let seg = self.data_seg(now, in_flight_end, e, false);
                     self.on_sent_bytes(len, cwnd_full);
+                    self.cork_expired = false;
+                    // New data: the probe timeout counts from the latest send (Linux
+                    // recomputes it after every tcp_write_xmit, RFC 8985 7.2).
+                    if matches!(self.rtx_at, Some((_, RtxKind::Tlp))) {
+                        self.rtx_at = None;
+                    }
                     self.rearm_rtx(now, false);
                     return Some(seg);
                 }
