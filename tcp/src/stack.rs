@@ -1330,6 +1330,12 @@ impl Stack {
         self.fired = fired;
     }
 
+    /// Output or readiness events are queued (an application call produced them): the caller
+    /// should run [`Stack::poll_transmit`] and [`Stack::poll_event`] soon.
+    pub fn has_pending(&self) -> bool {
+        !self.txq.is_empty() || !self.evq.is_empty() || !self.out.is_empty()
+    }
+
     /// When the engine next needs [`Stack::handle_timeout`] (None: only frames or calls).
     pub fn next_timeout(&self) -> Option<Instant> {
         if !self.txq.is_empty() {

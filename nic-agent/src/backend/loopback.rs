@@ -968,10 +968,11 @@ impl<B: Backend> Backend for LoopBackend<B> {
     }
 
     fn has_local_events(&self) -> bool {
-        self.net.has_events()
+        self.net.has_events() || self.inner.has_local_events()
     }
 
     fn poll_local(&mut self, out: &mut Vec<SockEvent>) {
+        self.inner.poll_local(out);
         self.net.poll(out);
     }
 

@@ -53,6 +53,8 @@ pub struct NativeBackend<D: Device> {
     last_trim: StdInstant,
     tx: VecDeque<TxFrame>,
     done: Vec<Vec<u8>>,
+    /// When the timerfd is armed to fire (None: disarmed).
+    armed: Option<StdInstant>,
     /// Frames the device refused (full): sent first at the next poll.
     pub tx_dropped: u64,
 }
@@ -96,6 +98,7 @@ impl<D: Device> NativeBackend<D> {
             last_trim: base,
             tx: VecDeque::new(),
             done: Vec::new(),
+            armed: None,
             tx_dropped: 0,
         };
         b.kick_now();
@@ -119,15 +122,49 @@ impl<D: Device> NativeBackend<D> {
         }
     }
 
-    /// A call queued output or an event: the agent polls soon (the output goes in a batch).
-    fn after_call(&mut self) {
-        if self
-            .stack
-            .next_timeout()
-            .is_some_and(|t| t <= self.stack.now())
-        {
-            self.kick_now();
+    /// A call queued output or an event: nothing to do here. The agent asks
+    /// [`Backend::has_local_events`] at the end of every loop iteration and before it sleeps,
+    /// and [`Backend::poll_local`] sends the output in one batch (no eventfd round trip).
+    fn after_call(&mut self) {}
+
+    /// Output and readiness that calls produced, without touching the device's receive side.
+    fn drain_local(&mut self, out: &mut Vec<SockEvent>) {
+        let now = self.now();
+        self.stack.poll_transmit(now);
+        self.flush();
+        self.collect_events(out);
+    }
+
+    fn collect_events(&mut self, out: &mut Vec<SockEvent>) {
+        while let Some((_, token, r)) = self.stack.poll_event() {
+            out.push(SockEvent {
+                token,
+                ready: Readiness {
+                    readable: r.readable,
+                    writable: r.writable,
+                    hup: r.hup,
+                    error: r.error,
+                },
+            });
         }
+    }
+
+    /// Arms the timerfd for `delay` from now unless it is already armed to fire no later than
+    /// that (an early wake-up only costs a poll; re-arming costs a syscall per poll, and the
+    /// retransmission deadline moves later with every ACK).
+    fn arm(&mut self, delay: Option<Duration>) -> io::Result<()> {
+        let wall = StdInstant::now();
+        let want = delay.map(|d| wall + d);
+        let close = match (want, self.armed) {
+            (None, _) => true,
+            (Some(w), Some(a)) => a > wall && a <= w + Duration::from_micros(50),
+            (Some(_), None) => false,
+        };
+        if !close {
+            sys::timerfd_set(self.timer.as_raw_fd(), delay)?;
+            self.armed = want;
+        }
+        Ok(())
     }
 
     fn sync_clock(&mut self) {
@@ -282,9 +319,7 @@ impl<D: Device> Backend for NativeBackend<D> {
 
     fn connect(&mut self, s: &NativeSock, a: &SocketAddr) -> io::Result<()> {
         self.sync_clock();
-        let r = self.stack.connect(s.0, *a).map_err(err);
-        self.kick_now();
-        r
+        self.stack.connect(s.0, *a).map_err(err)
     }
 
     fn connect_state(&mut self, s: &NativeSock) -> ConnectState {
@@ -306,9 +341,7 @@ impl<D: Device> Backend for NativeBackend<D> {
             libc::SHUT_RDWR => (true, true),
             _ => return Err(err(libc::EINVAL)),
         };
-        let r = self.stack.shutdown(s.0, rd, wr).map_err(err);
-        self.kick_now();
-        r
+        self.stack.shutdown(s.0, rd, wr).map_err(err)
     }
 
     fn local_addr(&mut self, s: &NativeSock) -> io::Result<SocketAddr> {
@@ -406,29 +439,27 @@ impl<D: Device> Backend for NativeBackend<D> {
     unsafe fn send(&mut self, s: &NativeSock, bufs: &[IoBuf]) -> io::Result<usize> {
         // SAFETY: forwarded from the caller's contract (readable buffers).
         let v = unsafe { super::super::iov_ref(bufs) };
-        let r = self.stack.send(s.0, &v).map_err(err);
-        if r.is_ok() {
-            self.kick_now();
-        }
-        r
+        self.stack.send(s.0, &v).map_err(err)
     }
 
     fn register(&mut self, s: &NativeSock, token: u64) -> io::Result<()> {
-        let r = self.stack.set_token(s.0, token).map_err(err);
-        self.kick_now();
-        r
+        self.stack.set_token(s.0, token).map_err(err)
     }
 
     fn close(&mut self, s: NativeSock) {
         self.sync_clock();
         self.stack.close(s.0);
-        self.kick_now();
     }
 
     fn poll(&mut self, out: &mut Vec<SockEvent>) -> io::Result<()> {
-        sys::eventfd_drain(self.kick.as_raw_fd());
-        sys::eventfd_drain(self.timer.as_raw_fd());
-        self.kicked = false;
+        if self.kicked {
+            sys::eventfd_drain(self.kick.as_raw_fd());
+            self.kicked = false;
+        }
+        if self.armed.is_some_and(|t| StdInstant::now() >= t) {
+            sys::eventfd_drain(self.timer.as_raw_fd());
+            self.armed = None;
+        }
         let mut more = false;
         let mut got = 0;
         for _ in 0..BURSTS {
@@ -457,17 +488,7 @@ impl<D: Device> Backend for NativeBackend<D> {
         self.stack.handle_timeout(now);
         self.stack.poll_transmit(now);
         self.flush();
-        while let Some((_, token, r)) = self.stack.poll_event() {
-            out.push(SockEvent {
-                token,
-                ready: Readiness {
-                    readable: r.readable,
-                    writable: r.writable,
-                    hup: r.hup,
-                    error: r.error,
-                },
-            });
-        }
+        self.collect_events(out);
         let wall = StdInstant::now();
         if got > 0 {
             self.last_rx = wall;
@@ -498,11 +519,19 @@ impl<D: Device> Backend for NativeBackend<D> {
         match delay {
             Some(d) if d.is_zero() => {
                 self.kick_now();
-                sys::timerfd_set(self.timer.as_raw_fd(), None)?;
+                self.arm(None)?;
             }
-            d => sys::timerfd_set(self.timer.as_raw_fd(), d)?,
+            d => self.arm(d)?,
         }
         Ok(())
+    }
+
+    fn has_local_events(&self) -> bool {
+        self.stack.has_pending()
+    }
+
+    fn poll_local(&mut self, out: &mut Vec<SockEvent>) {
+        self.drain_local(out);
     }
 
     fn wait_fd(&self) -> RawFd {
