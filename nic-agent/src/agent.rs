@@ -936,6 +936,7 @@ impl<B: Backend> Agent<B> {
         }
         s.sockets = self.socks.len() as u64;
         s.loopback = self.backend.loop_stats();
+        s.engine = self.backend.engine_stats();
         for (_, so) in self.socks.iter() {
             let queued = so.listener.as_ref().map_or(0, |l| l.queue.len()) as u64;
             s.sockets += queued;

@@ -12,7 +12,7 @@ use shm_proto::msg::{Hello, Reply, HELLO_STATS, MSG_LEN};
 use shm_proto::ChannelStats;
 use thiserror::Error;
 
-use crate::backend::LoopStats;
+use crate::backend::{EngineStats, LoopStats};
 use crate::sys;
 
 /// Traffic of one channel, or a sum of channels.
@@ -67,6 +67,8 @@ pub struct Snapshot {
     pub shared: u64,
     /// The loopback accelerator (docs/loopback.md).
     pub loopback: LoopStats,
+    /// The user-space engine's counters (`--engine native`).
+    pub engine: EngineStats,
 }
 
 impl Snapshot {
@@ -94,6 +96,31 @@ impl Snapshot {
         let _ = writeln!(s, "loopback {}", u64::from(lo.enabled));
         let _ = writeln!(s, "loop_connections {}", lo.connections);
         let _ = writeln!(s, "loop_bytes {}", lo.bytes);
+        let e = &self.engine;
+        if e.enabled {
+            for (k, v) in [
+                ("tcp_rx_frames", e.rx_frames),
+                ("tcp_tx_frames", e.tx_frames),
+                ("tcp_rx_csum_errors", e.rx_csum_errors),
+                ("tcp_rx_malformed", e.rx_malformed),
+                ("tcp_conns", e.conns),
+                ("tcp_time_wait", e.time_wait),
+                ("tcp_memory_bytes", e.memory_bytes),
+                ("tcp_segs_in", e.segs_in),
+                ("tcp_segs_out", e.segs_out),
+                ("tcp_retrans_segs", e.retrans_segs),
+                ("tcp_fast_recoveries", e.fast_recoveries),
+                ("tcp_rtos", e.rtos),
+                ("tcp_tlps", e.tlps),
+                ("tcp_dsacks", e.dsacks),
+                ("tcp_syn_dropped", e.syn_dropped),
+                ("tcp_syncookies_sent", e.syncookies_sent),
+                ("tcp_syncookies_ok", e.syncookies_ok),
+                ("tcp_rst_sent", e.rst_sent),
+            ] {
+                let _ = writeln!(s, "{k} {v}");
+            }
+        }
         // The PCIe model (pcie.rs) is process-wide, not per snapshot: zeros when it is off.
         let p = crate::pcie::stats();
         for (k, v) in [

@@ -210,6 +210,30 @@ pub struct Frame {
     pub meta: TxMeta,
 }
 
+/// TCP counters summed over connections (live and gone).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpCounters {
+    pub segs_in: u64,
+    pub segs_out: u64,
+    pub retrans_segs: u64,
+    pub fast_recoveries: u64,
+    pub rtos: u64,
+    pub tlps: u64,
+    pub dsacks: u64,
+}
+
+impl TcpCounters {
+    fn add(&mut self, c: &crate::conn::ConnStats) {
+        self.segs_in += c.segs_in;
+        self.segs_out += c.segs_out;
+        self.retrans_segs += c.retrans_segs;
+        self.fast_recoveries += c.fast_recoveries;
+        self.rtos += c.rtos;
+        self.tlps += c.tlps;
+        self.dsacks += c.dsacks;
+    }
+}
+
 /// Counters.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StackStats {
@@ -259,6 +283,8 @@ pub struct Stack {
     cookies: SynCookies,
     rng: u64,
     pub stats: StackStats,
+    /// Counters of connections already freed.
+    retired: TcpCounters,
 }
 
 fn key_bytes(seed: u64, salt: u64) -> [u8; 16] {
@@ -430,6 +456,7 @@ impl Stack {
             isn,
             cookies,
             stats: StackStats::default(),
+            retired: TcpCounters::default(),
         }
     }
 
@@ -516,7 +543,10 @@ impl Stack {
                 }
             }
             match s.kind {
-                Kind::Conn(_) => self.stats.conns = self.stats.conns.saturating_sub(1),
+                Kind::Conn(t) => {
+                    self.stats.conns = self.stats.conns.saturating_sub(1);
+                    self.retired.add(&t.stats);
+                }
                 Kind::TimeWait(_) => self.stats.time_wait = self.stats.time_wait.saturating_sub(1),
                 _ => {}
             }
@@ -1263,6 +1293,7 @@ impl Stack {
             self.release(i);
             return;
         }
+        let st = t.stats;
         let tw = TimeWait {
             local_port: t.local.port(),
             remote_port: t.remote.port(),
@@ -1274,6 +1305,7 @@ impl Stack {
         };
         s.kind = Kind::TimeWait(tw);
         s.timer_at = None;
+        self.retired.add(&st);
         self.stats.conns = self.stats.conns.saturating_sub(1);
         self.stats.time_wait += 1;
     }
@@ -2284,6 +2316,17 @@ impl Stack {
                 t.trim();
             }
         }
+    }
+
+    /// TCP counters of every connection so far (walks the live ones: for stats queries).
+    pub fn tcp_counters(&self) -> TcpCounters {
+        let mut c = self.retired;
+        for s in self.socks.iter().flatten() {
+            if let Kind::Conn(t) = &s.kind {
+                c.add(&t.stats);
+            }
+        }
+        c
     }
 
     pub fn neighbors(&self) -> usize {

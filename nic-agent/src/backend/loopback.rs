@@ -986,6 +986,10 @@ impl<B: Backend> Backend for LoopBackend<B> {
         self.inner.owns_loopback()
     }
 
+    fn engine_stats(&self) -> super::EngineStats {
+        self.inner.engine_stats()
+    }
+
     fn own_ip(&self) -> Option<IpAddr> {
         self.inner.own_ip()
     }

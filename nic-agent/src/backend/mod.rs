@@ -48,6 +48,31 @@ pub struct LoopStats {
     pub bytes: u64,
 }
 
+/// Counters of the user-space engine (`snstack-agent stats`, keys `tcp_*`); all zero and
+/// not printed for the kernel backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub enabled: bool,
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    pub rx_csum_errors: u64,
+    pub rx_malformed: u64,
+    pub conns: u64,
+    pub time_wait: u64,
+    pub memory_bytes: u64,
+    pub segs_in: u64,
+    pub segs_out: u64,
+    pub retrans_segs: u64,
+    pub fast_recoveries: u64,
+    pub rtos: u64,
+    pub tlps: u64,
+    pub dsacks: u64,
+    pub syn_dropped: u64,
+    pub syncookies_sent: u64,
+    pub syncookies_ok: u64,
+    pub rst_sent: u64,
+}
+
 /// A raw buffer for vectored I/O into or out of shared memory.
 pub type IoBuf = libc::iovec;
 
@@ -133,6 +158,10 @@ pub trait Backend {
     /// Counters of the loopback accelerator, when there is one.
     fn loop_stats(&self) -> LoopStats {
         LoopStats::default()
+    }
+    /// Counters of the user-space engine, when there is one.
+    fn engine_stats(&self) -> EngineStats {
+        EngineStats::default()
     }
     /// 127.0.0.0/8 and ::1 are this stack's own addresses (the kernel's; not the user stack's).
     fn owns_loopback(&self) -> bool {

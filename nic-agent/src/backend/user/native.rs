@@ -538,6 +538,32 @@ impl<D: Device> Backend for NativeBackend<D> {
         self.epoll.raw()
     }
 
+    fn engine_stats(&self) -> crate::backend::EngineStats {
+        let st = &self.stack.stats;
+        let c = self.stack.tcp_counters();
+        crate::backend::EngineStats {
+            enabled: true,
+            rx_frames: st.rx_frames,
+            tx_frames: st.tx_frames,
+            rx_csum_errors: st.rx_csum_errors,
+            rx_malformed: st.rx_malformed,
+            conns: st.conns,
+            time_wait: st.time_wait,
+            memory_bytes: self.stack.memory() as u64,
+            segs_in: c.segs_in,
+            segs_out: c.segs_out,
+            retrans_segs: c.retrans_segs,
+            fast_recoveries: c.fast_recoveries,
+            rtos: c.rtos,
+            tlps: c.tlps,
+            dsacks: c.dsacks,
+            syn_dropped: st.syn_dropped,
+            syncookies_sent: st.syncookies_sent,
+            syncookies_ok: st.syncookies_ok,
+            rst_sent: st.rst_sent,
+        }
+    }
+
     fn own_ip(&self) -> Option<std::net::IpAddr> {
         self.stack
             .config()
