@@ -589,6 +589,7 @@ def keepalive_a(c):
     # B's "go" carries the ACK of the report: nothing of ours is unacknowledged when B cuts
     # the link, so the keepalive timer (not retransmissions) is what gives up.
     c.tryit("recv-go", lambda: recv_exact(s, 3).decode())
+    c.sig("got-go")  # B cuts the link only now (a lost "go!" must not be retransmitted into it)
     c.wait("blackholed")
     s.settimeout(30)
     c.tryit("recv-while-cut", lambda: s.recv(10))
@@ -614,6 +615,7 @@ def keepalive_b(c):
         line += b
     c.p("server-reports keepalive idle intvl cnt:", line.decode().strip())
     s.sendall(b"go!")
+    c.wait("got-go")
     table = "wirediff_cut_%d" % c.port
     nft("table ip %s {\n chain i { type filter hook input priority -10; tcp sport %d drop; }\n"
         " chain o { type filter hook output priority -10; tcp dport %d drop; }\n}\n"
