@@ -29,6 +29,7 @@ KNOWN_DIFF=(sockopts_sizes)
 require_snstack
 userstack_probe
 command -v nft >/dev/null 2>&1 || skip "nftables (nft) not installed"
+export USERSTACK_V6=0 # IPv4 only (the fixture adds IPv6 addresses unless told not to)
 userstack_up
 
 # 1% loss each way in B, on the veth's input and output. RSTs are exempt: TCP never retransmits
