@@ -7,6 +7,8 @@ set -euo pipefail
 
 PKGS=(nginx-light wrk curl python3 redis-server redis-tools memcached sockperf iproute2 util-linux
     gcc libc6-dev binutils
+    # user-stack tests: loss made by nftables (49-user-stack-diff, bench-engines)
+    nftables
     procps coreutils
     # benchmarks: syscall counts (perf stat -e raw_syscalls:sys_enter)
     linux-perf
