@@ -104,7 +104,7 @@ pub struct Keepalive {
     pub count: u32,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Cc {
     Cubic(Cubic),
     NewReno(NewReno),
@@ -216,6 +216,11 @@ pub struct Tcb {
     pub(crate) rtt: RttEstimator,
     cc: Cc,
     phase: Phase,
+    /// Congestion state before the last reduction, restored when every retransmission of
+    /// that episode turns out spurious (DSACK, RFC 2883 section 4 / Linux's undo).
+    undo: Option<Cc>,
+    /// Retransmitted segments of the episode not yet shown spurious by a DSACK.
+    pub(crate) undo_retrans: u32,
     pub(crate) backoff: u32,
     pub(crate) retries: u32,
     dupacks: u32,
@@ -283,6 +288,8 @@ pub struct ConnStats {
     pub rtos: u64,
     pub tlps: u64,
     pub dsacks: u64,
+    /// Recoveries undone because every retransmission was spurious (DSACK).
+    pub undos: u64,
 }
 
 fn tsval(now: Instant, off: u32) -> u32 {
@@ -326,6 +333,8 @@ impl Tcb {
             rtt: RttEstimator::new(),
             cc: Cc::Cubic(Cubic::new(mss, cfg.initial_window)),
             phase: Phase::Open,
+            undo: None,
+            undo_retrans: 0,
             backoff: 0,
             retries: 0,
             dupacks: 0,
@@ -436,6 +445,7 @@ impl Tcb {
         t.rcv_adv = t.rcv_nxt;
         t.set_mss();
         t.state = State::Established;
+        t.size_sndbuf();
         t
     }
 
@@ -752,6 +762,17 @@ impl Tcb {
         self.enter_closed();
     }
 
+    /// At establishment the send buffer holds two initial windows (Linux's
+    /// tcp_init_buffer_space / tcp_sndbuf_expand: 2 x cwnd segments), then grows with cwnd.
+    fn size_sndbuf(&mut self) {
+        if !self.cfg.sndbuf_locked {
+            let want = (2 * self.cwnd() as usize).clamp(self.cfg.sndbuf, self.cfg.sndbuf_max);
+            if want > self.sendbuf.capacity() {
+                self.sendbuf.set_capacity(want);
+            }
+        }
+    }
+
     fn enter_closed(&mut self) {
         self.state = State::Closed;
         self.rd_closed = true;
@@ -1027,6 +1048,8 @@ impl Tcb {
             _ => {
                 let flight = self.sb.pipe();
                 if !matches!(self.phase, Phase::Loss { .. }) {
+                    // An RTO is not undone (Linux undoes it only with timestamps or F-RTO).
+                    self.undo = None;
                     self.cc.get().on_rto(now, flight);
                 }
                 self.sb.mark_all_lost();
@@ -1058,11 +1081,38 @@ impl Tcb {
         self.rtx_at = Some((now + self.rto_backed_off(), RtxKind::Rto));
     }
 
+    /// A DSACK reports one retransmission as spurious; once every retransmission of the last
+    /// fast-recovery episode was, the reduction was a mistake (reordering, not loss): restore
+    /// the congestion state saved at its start and leave recovery.
+    fn dsack_undo(&mut self, now: Instant) {
+        if self.undo.is_none() {
+            return;
+        }
+        self.undo_retrans = self.undo_retrans.saturating_sub(1);
+        if self.undo_retrans > 0 || self.sb.lost_bytes() > 0 {
+            return;
+        }
+        if let Some(cc) = self.undo.take() {
+            // Like Linux's tcp_undo_cwnd_reduction: never below what the window is now.
+            if cc.peek().cwnd() > self.cwnd() {
+                self.cc = cc;
+            }
+            let _ = now;
+            self.stats.undos += 1;
+            if matches!(self.phase, Phase::Recovery { .. }) {
+                self.phase = Phase::Open;
+                self.sb.set_recovery(false);
+            }
+        }
+    }
+
     fn enter_recovery(&mut self, now: Instant) {
         if !matches!(self.phase, Phase::Open) {
             return;
         }
         let flight = self.sb.pipe() + self.sb.lost_bytes();
+        self.undo = Some(self.cc.clone());
+        self.undo_retrans = 0;
         self.cc.get().on_loss(now, flight);
         self.stats.fast_recoveries += 1;
         self.sb.set_recovery(true);
@@ -1117,6 +1167,7 @@ impl Tcb {
             self.snd_sml = seg.ack;
             self.snd_wl2 = seg.ack;
             self.state = State::Established;
+            self.size_sndbuf();
             self.retries = 0;
             self.backoff = 0;
             self.rtx_at = None;
@@ -1268,6 +1319,7 @@ impl Tcb {
                     self.rtt.on_sample(now - t, now);
                 }
                 self.state = State::Established;
+                self.size_sndbuf();
                 self.snd_una = seg.ack;
                 self.snd_sml = seg.ack;
                 self.snd_wnd = u32::from(seg.window) << self.snd_wscale;
@@ -1362,6 +1414,7 @@ impl Tcb {
         }
         if out.dsack {
             self.stats.dsacks += 1;
+            self.dsack_undo(now);
         }
         if let Some(r) = out.rtt {
             self.rtt.on_sample(r, now);

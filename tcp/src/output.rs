@@ -119,7 +119,9 @@ impl Tcb {
         if len > 0 {
             if retrans {
                 self.sb.on_retransmit(s, pe, now);
-                self.stats.retrans_segs += len.div_ceil(self.mss as usize) as u64;
+                let segs = len.div_ceil(self.mss as usize);
+                self.stats.retrans_segs += segs as u64;
+                self.undo_retrans = self.undo_retrans.saturating_add(segs as u32);
             } else {
                 self.sb.on_send(s, pe, now);
             }

@@ -220,6 +220,7 @@ pub struct TcpCounters {
     pub rtos: u64,
     pub tlps: u64,
     pub dsacks: u64,
+    pub undos: u64,
 }
 
 impl TcpCounters {
@@ -231,6 +232,7 @@ impl TcpCounters {
         self.rtos += c.rtos;
         self.tlps += c.tlps;
         self.dsacks += c.dsacks;
+        self.undos += c.undos;
     }
 }
 

@@ -471,3 +471,15 @@ fn server_close_leaves_compact_time_wait() {
     assert!(ok, "TIME-WAIT entries expire: {:?}", net.b.stats);
     assert_eq!(net.b.socket_count(), 1, "only the listener is left");
 }
+
+#[test]
+fn reordering_without_loss_is_undone() {
+    let mut net = Net::new(Duration::from_millis(2), 0, 20_000);
+    let (c, s) = connect(&mut net);
+    let d = transfer(&mut net, c, s, 8 << 20, Duration::from_secs(120));
+    let st = net.a.tcb(c).unwrap().stats;
+    eprintln!("2% reordering, no loss: 8 MiB in {d:?}; {st:?}");
+    assert_eq!(st.rtos, 0);
+    // Every spurious recovery that a DSACK proved spurious is undone.
+    assert!(st.fast_recoveries == 0 || st.undos > 0, "{st:?}");
+}
