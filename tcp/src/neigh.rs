@@ -10,7 +10,7 @@ use crate::frame::TxMeta;
 use crate::time::Instant;
 use core::time::Duration;
 
-pub const MAX_PENDING: usize = 64;
+pub const MAX_PENDING: usize = 256;
 const LIFETIME: Duration = Duration::from_secs(60);
 const RETRY: Duration = Duration::from_secs(1);
 
