@@ -904,11 +904,14 @@ impl Tcb {
             && self.sb.lost_bytes() == 0
         {
             if let Some(srtt) = self.rtt.srtt() {
-                let mut pto = srtt * 2;
-                if self.sb.pipe() <= self.mss {
-                    pto = pto.max(srtt + srtt / 2 + Duration::from_millis(200));
-                }
-                let pto = pto.max(Duration::from_millis(10)).min(self.rtt.rto());
+                // RFC 8985 7.2 with Linux's slack: 2 SRTT plus 2 ms (TCP_TIMEOUT_MIN), or plus
+                // the peer's worst delayed ACK when a single segment is out.
+                let pto = if self.sb.pipe() <= self.mss {
+                    srtt * 2 + Duration::from_millis(200)
+                } else {
+                    srtt * 2 + Duration::from_millis(2)
+                };
+                let pto = pto.min(self.rtt.rto());
                 self.rtx_at = Some((now + pto, RtxKind::Tlp));
                 return;
             }
@@ -1046,7 +1049,7 @@ impl Tcb {
                 self.syn_sent_at = None;
             }
             _ => {
-                let flight = self.sb.pipe();
+                let flight = self.snd_una.dist(self.snd_nxt).max(self.mss);
                 if !matches!(self.phase, Phase::Loss { .. }) {
                     // An RTO is not undone (Linux undoes it only with timestamps or F-RTO).
                     self.undo = None;
@@ -1110,7 +1113,9 @@ impl Tcb {
         if !matches!(self.phase, Phase::Open) {
             return;
         }
-        let flight = self.sb.pipe() + self.sb.lost_bytes();
+        // RFC 5681 FlightSize and RFC 6937 RecoverFS: everything outstanding, SACKed or not
+        // (the pipe estimate would under-count right after a burst of SACKs).
+        let flight = self.snd_una.dist(self.snd_nxt).max(self.mss);
         self.undo = Some(self.cc.clone());
         self.undo_retrans = 0;
         self.cc.get().on_loss(now, flight);
@@ -1608,8 +1613,11 @@ impl Tcb {
                     fx.notify = true;
                 }
                 if off > 0 || had_ooo || self.recvbuf.has_ooo() {
-                    // Out of order, or filling a hole: ACK at once with SACK (RFC 5681 4.2).
+                    // Out of order, or filling a hole: ACK at once with SACK (RFC 5681 4.2),
+                    // and keep ACKing every segment for a while (Linux's quick-ack mode on
+                    // out-of-order data): the sender is recovering and paces on our ACKs.
                     self.ack_now = true;
+                    self.quickacks = QUICKACKS;
                 } else {
                     self.ack_bytes += adv as u32;
                     if self.quickacks > 0 {

@@ -466,6 +466,12 @@ impl Stack {
         &self.cfg
     }
 
+    /// The device's offloads changed (an administrator's `ethtool -K`): segments built from
+    /// now on follow them (TSO super-frames only while the device cuts them).
+    pub fn set_caps(&mut self, caps: DeviceCaps) {
+        self.cfg.caps = caps;
+    }
+
     fn rand(&mut self) -> u64 {
         let mut x = self.rng;
         x ^= x << 13;
@@ -1609,7 +1615,7 @@ impl Stack {
             let Kind::Conn(t) = &mut s.kind else {
                 continue;
             };
-            let tso = t.cfg.tso_max;
+            let tso = if self.cfg.caps.tso { t.cfg.tso_max } else { 0 };
             let (local, remote) = (t.local, t.remote);
             let mut segs = core::mem::take(&mut self.segs);
             segs.clear();

@@ -483,3 +483,82 @@ fn reordering_without_loss_is_undone() {
     // Every spurious recovery that a DSACK proved spurious is undone.
     assert!(st.fast_recoveries == 0 || st.undos > 0, "{st:?}");
 }
+
+#[test]
+fn bulk_one_percent_loss_short_rtt() {
+    let mut net = Net::new(Duration::from_micros(25), 10_000, 0);
+    let (c, s) = connect(&mut net);
+    let d = transfer(&mut net, c, s, 50 << 20, Duration::from_secs(600));
+    let st = net.a.tcb(c).unwrap().stats;
+    let rate = (50u64 << 20) as f64 / d.as_secs_f64() / 1e6;
+    eprintln!("1% loss, 50 us RTT: 50 MiB in {d:?} ({rate:.1} MB/s); {st:?}");
+}
+
+#[test]
+#[ignore = "diagnostic timeline, run by hand"]
+fn dbg_timeline_short_rtt() {
+    let mut net = Net::new(Duration::from_micros(25), 10_000, 0);
+    let (c, s) = connect(&mut net);
+    let total = 20usize << 20;
+    let mut sent = 0usize;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 65536];
+    let chunk = vec![1u8; 65536];
+    let start = net.now;
+    let mut last_print = start;
+    let mut last_acked = 0u64;
+    while got < total && net.now < start + Duration::from_secs(20) {
+        while sent < total {
+            match net.a.send(c, &[&chunk[..chunk.len().min(total - sent)]]) {
+                Ok(w) => sent += w,
+                Err(_) => break,
+            }
+        }
+        while let Ok(r) = net.b.recv(s, &mut [&mut buf[..]]) {
+            if r == 0 {
+                break;
+            }
+            got += r;
+        }
+        while net.a.poll_event().is_some() {}
+        while net.b.poll_event().is_some() {}
+        net.step(net.now + Duration::from_secs(1));
+        if std::env::var("TRACE").is_ok()
+            && net.now - start > Duration::from_millis(40)
+            && net.now - start < Duration::from_millis(60)
+        {
+            let t = net.a.tcb(c).unwrap();
+            let r = net.b.tcb(s).unwrap();
+            eprintln!(
+                "  {:>6}us acked {} cwnd {} pipe? rec {} next_a {:?} next_b {:?} a_deadline {:?} b_deadline {:?} b_readable {} linkq {}",
+                (net.now - start).as_micros(),
+                t.stats.bytes_acked,
+                t.cwnd(),
+                t.in_recovery(),
+                net.a.next_timeout().map(|x| x.as_micros()),
+                net.b.next_timeout().map(|x| x.as_micros()),
+                t.next_deadline().map(|x| x.as_micros()),
+                r.next_deadline().map(|x| x.as_micros()),
+                r.readable(),
+                net.link.q.len()
+            );
+        }
+        if net.now - last_print >= Duration::from_millis(5) {
+            let t = net.a.tcb(c).unwrap();
+            let acked = t.stats.bytes_acked;
+            eprintln!(
+                "t={:>6}us acked+{:>8} cwnd {:>7} ssth {:>10} rec {} q {:>7} st {:?} rto {:?}",
+                (net.now - start).as_micros(),
+                acked - last_acked,
+                t.cwnd(),
+                t.ssthresh(),
+                t.in_recovery(),
+                t.send_queue(),
+                t.stats,
+                t.rto()
+            );
+            last_acked = acked;
+            last_print = net.now;
+        }
+    }
+}

@@ -50,8 +50,15 @@ pub struct AfPacket {
     fd: OwnedFd,
     mac: [u8; 6],
     mtu: usize,
-    /// The socket has `PACKET_VNET_HDR`: offloads on.
+    /// The socket has `PACKET_VNET_HDR`: offloads possible.
     vnet: bool,
+    /// Interface name (for the ethtool queries of `refresh_caps`).
+    name: String,
+    /// The interface's own tx checksum offload and TSO, as `ethtool -k` shows them (read at
+    /// open and by `refresh_caps`): a frame left to an offload the interface has turned off is
+    /// dropped by the kernel, so the engine only asks for what is on.
+    dev_csum: bool,
+    dev_tso: bool,
     /// vnet headers of the batch being sent.
     tx_hdrs: Vec<[u8; vnet::LEN]>,
 }
@@ -62,6 +69,36 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     } else {
         Ok(r)
     }
+}
+
+/// `ethtool -k`'s "tx-checksumming" and "tcp-segmentation-offload" of interface `name`
+/// (legacy ETHTOOL_GTXCSUM / ETHTOOL_GTSO queries); both off when the query fails.
+fn ethtool_offloads(fd: RawFd, name: &str) -> (bool, bool) {
+    const ETHTOOL_GTXCSUM: u32 = 0x16;
+    const ETHTOOL_GTSO: u32 = 0x1e;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let query = |cmd: u32| -> bool {
+        let mut v = EthtoolValue { cmd, data: 0 };
+        // SAFETY: ifreq is plain data; all-zero is a valid value.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in ifr
+            .ifr_name
+            .iter_mut()
+            .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+        {
+            *d = s as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_data = (&mut v as *mut EthtoolValue).cast();
+        // SAFETY: SIOCETHTOOL reads the name and the command from `ifr` and writes the answer
+        // into `v`, which outlives the call.
+        let r = unsafe { libc::ioctl(fd, libc::SIOCETHTOOL, &mut ifr) };
+        r == 0 && v.data != 0
+    };
+    (query(ETHTOOL_GTXCSUM), query(ETHTOOL_GTSO))
 }
 
 /// The index, MAC and MTU of interface `name`.
@@ -214,12 +251,16 @@ impl AfPacket {
             frames = super::afpacket_ring::FRAME_NR,
             "af_packet: TPACKET_V2 ring, sendmmsg TX"
         );
+        let (dev_csum, dev_tso) = ethtool_offloads(fd.as_raw_fd(), name);
         Ok(AfPacket {
             ring,
             fd,
             mac,
             mtu: mtu.min(1500),
             vnet,
+            name: name.to_string(),
+            dev_csum,
+            dev_tso,
             tx_hdrs: vec![[0; vnet::LEN]; TX_BATCH],
         })
     }
@@ -273,20 +314,32 @@ impl AfPacket {
 
 impl Device for AfPacket {
     fn caps(&self) -> DeviceCaps {
+        let tx_csum = self.vnet && self.dev_csum;
+        let tso = tx_csum && self.dev_tso;
         DeviceCaps {
             mtu: self.mtu,
-            tx_csum: self.vnet,
-            tso: self.vnet,
-            max_tso_frame: if self.vnet {
-                MAX_TSO_FRAME
-            } else {
-                self.mtu + 14
-            },
+            tx_csum,
+            tso,
+            max_tso_frame: if tso { MAX_TSO_FRAME } else { self.mtu + 14 },
         }
     }
 
     fn mac(&self) -> [u8; 6] {
         self.mac
+    }
+
+    fn refresh_caps(&mut self) {
+        let (c, t) = ethtool_offloads(self.fd.as_raw_fd(), &self.name);
+        if (c, t) != (self.dev_csum, self.dev_tso) {
+            tracing::info!(
+                iface = %self.name,
+                tx_csum = c,
+                tso = t,
+                "af_packet: the interface's offloads changed"
+            );
+        }
+        self.dev_csum = c;
+        self.dev_tso = t;
     }
 
     fn rx_burst(&mut self, max: usize, f: &mut dyn FnMut(&[u8], RxMeta)) -> io::Result<usize> {

@@ -67,6 +67,9 @@ pub trait Device {
     fn rx_csum_may_be_partial(&self) -> bool {
         false
     }
+    /// Re-reads offload settings an administrator may change at run time (`ethtool -K`); the
+    /// backend calls it about once a second and then reads [`Device::caps`] again.
+    fn refresh_caps(&mut self) {}
 }
 
 impl<D: Device + ?Sized> Device for Box<D> {
@@ -94,6 +97,9 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn rx_csum_may_be_partial(&self) -> bool {
         (**self).rx_csum_may_be_partial()
+    }
+    fn refresh_caps(&mut self) {
+        (**self).refresh_caps()
     }
 }
 
@@ -740,6 +746,9 @@ impl<D: Device> FaultInjector<D> {
 }
 
 impl<D: Device> Device for FaultInjector<D> {
+    fn refresh_caps(&mut self) {
+        self.inner.refresh_caps()
+    }
     fn rx_csum_may_be_partial(&self) -> bool {
         self.inner.rx_csum_may_be_partial()
     }

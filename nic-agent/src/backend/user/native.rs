@@ -496,6 +496,11 @@ impl<D: Device> Backend for NativeBackend<D> {
         if wall.duration_since(self.last_trim) >= TRIM_EVERY {
             self.last_trim = wall;
             self.stack.trim();
+            self.dev.refresh_caps();
+            let caps = self.dev.caps();
+            if caps != self.stack.config().caps {
+                self.stack.set_caps(caps);
+            }
         }
         let mut delay = self
             .stack
