@@ -7,6 +7,8 @@
 #   QUICK=1        the quick profile (a few minutes); PROFILE=full|quick|tiny picks one directly
 #   SKIP_BUILD=1   use the binaries already built
 #   BENCH_ARGS     extra harness flags, e.g. "--reps 5 --duration 6" or "--only nginx"
+#   ENGINES=0      skip ci/bench-engines.sh (kernel vs the agent's engines over a veth pair, as root;
+#                  run after the harness in the full and quick profiles: bench/results/*-engines.*)
 # Honours CARGO_TARGET_DIR (the binaries are taken from its release/ directory).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,4 +26,13 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
 fi
 export BENCH_COMMAND=${BENCH_COMMAND:-"PROFILE=$PROFILE bash ci/bench.sh${BENCH_ARGS:+ (BENCH_ARGS=$BENCH_ARGS)}"}
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
-exec python3 bench/snstack_bench.py --profile "$PROFILE" ${BENCH_ARGS:-} </dev/null
+python3 bench/snstack_bench.py --profile "$PROFILE" ${BENCH_ARGS:-} </dev/null
+if [[ ${ENGINES:-1} == 1 && ($PROFILE == full || $PROFILE == quick) ]]; then
+    q=0
+    [[ $PROFILE == quick ]] && q=1
+    rc=0
+    QUICK=$q SKIP_BUILD=${SKIP_BUILD:-0} BENCH_ENGINES_COMMAND="$BENCH_COMMAND: ci/bench-engines.sh" \
+        bash ci/bench-engines.sh </dev/null || rc=$?
+    # 77: skipped (not root, no network namespaces)
+    [[ $rc == 0 || $rc == 77 ]] || exit "$rc"
+fi

@@ -1,0 +1,524 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): the agent's TCP/IP engines side by side with kernel TCP over a veth
+# pair between two network namespaces (fixture: tests/userstack.sh), REPS interleaved repetitions
+# in one run (issue 9). Modes:
+#   kernel   nginx on the kernel stack of namespace A (the IP configured on the veth end)
+#   native   preloaded nginx through snstack-agent --backend afpacket --engine native (snstack-tcp)
+#   smoltcp  the same with --engine smoltcp
+#   dpdk     --backend dpdk --engine native (only when the agent was built with --features dpdk;
+#            its net_af_packet vdev needs the veth offloads off, so that mode runs with them off)
+# Client in namespace B (kernel TCP, unmodified curl/wrk/python). Scenarios, per mode and rep:
+#   bulk       curl of a 100 MiB file, after one warm-up download (MB/s = 10^6 bytes/s)
+#   bulk_loss  the same with LOSS_PCT % random loss in each direction: nftables in namespace B,
+#              `numgen random mod 100 < LOSS_PCT drop` on input and output of the veth end (this
+#              kernel has no sch_netem), veth offloads at their defaults; kernel again with CUBIC
+#              (bulk_loss_cubic; the namespace default here is BBR); bulk_loss_off: the same with
+#              the veth offloads off on both ends (LOSS_OFF_MODES, default "kernel smoltcp dpdk")
+#   wrk100     wrk -t2 -c100 keepalive on nginx `return 200`: req/s and CPU per request
+#              (agent, nginx, wrk: utime+stime from /proc/PID/stat; machine: /proc/stat deltas)
+#   connsN     N connections opened, each served one request and then held open idle
+#              (tests/apps/hold_conns.py) while wrk -t2 -c100 runs; agent RssAnon with N idle;
+#              the agent of this block runs with --max-sockets $CONN_MAX_SOCKETS --rx-ring/--tx-ring
+#              $CONN_RING (channel region per process = max_sockets x (rx_ring + tx_ring))
+# Writes bench/results/<date>-engines.md and .json (medians, min-max spread, ratio to kernel).
+#   REPS=3 DURATION=8 MODES="kernel native smoltcp dpdk" CONNS="100 1000 10000" LOSS_PCT=1
+#   QUICK=1 (REPS=1 DURATION=3 CONNS="100 1000")  SKIP_BUILD=1  TIME_LIMIT=3000 (s, whole run)
+#   OUT=bench/results/<name> (prefix of the two output files)
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+QUICK=${QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+    REPS=${REPS:-1} DURATION=${DURATION:-3} CONNS=${CONNS-"100 1000"} TIME_LIMIT=${TIME_LIMIT:-900}
+else
+    REPS=${REPS:-3} DURATION=${DURATION:-8} CONNS=${CONNS-"100 1000 10000"} TIME_LIMIT=${TIME_LIMIT:-3000}
+fi
+MODES=${MODES:-"kernel native smoltcp dpdk"}
+LOSS_PCT=${LOSS_PCT:-1}
+LOSS_OFF_MODES=${LOSS_OFF_MODES-"kernel smoltcp dpdk"}
+LOSS_MAXTIME=${LOSS_MAXTIME:-90}
+STD_MAX_SOCKETS=4096
+CONN_MAX_SOCKETS=${CONN_MAX_SOCKETS:-10240}
+CONN_RING=${CONN_RING:-4096}
+NGX_CONNS=${NGX_CONNS:-16384}
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    (cd "$REPO" && cargo build --release --workspace </dev/null)
+    if pkg-config --exists libdpdk 2>/dev/null; then
+        (cd "$REPO" && cargo build --release -p nic-agent --features dpdk </dev/null)
+    fi
+fi
+# shellcheck source=tests/lib.sh
+source "$REPO/tests/lib.sh"
+# shellcheck source=tests/userstack.sh
+source "$REPO/tests/userstack.sh"
+require_snstack
+require_cmd curl wrk ethtool "$NGINX_BIN"
+userstack_probe
+# Descriptors for 10k connections on either side (nginx with master_process off does not apply
+# worker_rlimit_nofile itself: it inherits this limit, as do the agent and the peer's helper).
+NOFILE=$(ulimit -Hn)
+[[ $NOFILE == unlimited ]] && NOFILE=1048576
+((NOFILE > 65536)) && NOFILE=65536
+ulimit -n "$NOFILE"
+STAMP=$(date -u +%Y-%m-%d-%H%M)
+OUT=${OUT:-$REPO/bench/results/$STAMP-engines}
+RAW=$WORKDIR/raw.tsv # mode scenario rep metric value
+NOTES=$WORKDIR/notes.txt
+: >"$RAW"
+: >"$NOTES"
+HAVE_NFT=1
+command -v nft >/dev/null 2>&1 || HAVE_NFT=0
+
+rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >>"$RAW"; }
+note() {
+    log "NOTE: $*"
+    printf '%s\n' "$*" >>"$NOTES"
+}
+time_left() { ((SECONDS < TIME_LIMIT)); }
+
+# Drop modes this build cannot run.
+modes=()
+for m in $MODES; do
+    case $m in
+    kernel | native | smoltcp) modes+=("$m") ;;
+    dpdk)
+        probe=$("$AGENT_BIN" --socket "$WORKDIR/p.sock" --backend dpdk --iface snsnoiface0 --ip 10.0.0.2/24 2>&1 || true)
+        if grep -q "built without DPDK" <<<"$probe"; then
+            note "dpdk: skipped, the agent was built without --features dpdk"
+        else
+            modes+=(dpdk)
+        fi
+        ;;
+    *) fail "unknown mode $m" ;;
+    esac
+done
+((${#modes[@]} > 0)) || fail "no mode to run"
+
+userstack_up
+# The peer opens up to 10k connections per level and closes them again: a wide port range and
+# TIME-WAIT reuse keep later levels and repetitions from running out of ports.
+ip netns exec "$NS_B" sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1
+ip netns exec "$NS_A" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=8192 || true
+ip netns exec "$NS_A" sysctl -qw net.ipv4.ip_local_port_range="1024 65000" || true
+www=$WORKDIR/www
+mkdir -p "$www/files"
+head -c $((100 * 1024 * 1024)) /dev/urandom >"$www/files/100m.bin"
+BASE=http://$AGENT_IP:8080
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+KERNEL_CC=$(ip netns exec "$NS_A" sysctl -n net.ipv4.tcp_congestion_control)
+T_START=$(date -u '+%Y-%m-%d %H:%M UTC')
+
+# The veth offload features as the fixture left them (restored after each off period).
+declare -A OFFL
+for side in A B; do
+    ns=NS_$side dev=VETH_$side
+    OFFL[$side]=$(ip netns exec "${!ns}" ethtool -k "${!dev}" | awk -F': ' '
+        $1 == "tx-checksumming" { t = $2 } $1 == "tcp-segmentation-offload" { s = $2 }
+        $1 == "generic-segmentation-offload" { g = $2 } $1 == "generic-receive-offload" { r = $2 }
+        END { sub(/ .*/, "", t); sub(/ .*/, "", s); sub(/ .*/, "", g); sub(/ .*/, "", r);
+              printf "tx %s tso %s gso %s gro %s", t, s, g, r }')
+done
+offloads() { # on|off
+    local side ns dev
+    for side in A B; do
+        ns=NS_$side dev=VETH_$side
+        if [[ $1 == off ]]; then
+            ip netns exec "${!ns}" ethtool -K "${!dev}" tx off tso off gso off gro off >/dev/null 2>&1 || true
+        else
+            # shellcheck disable=SC2086 # a list of feature/value pairs
+            ip netns exec "${!ns}" ethtool -K "${!dev}" ${OFFL[$side]} >/dev/null 2>&1 || true
+        fi
+    done
+}
+loss() { # on|off: nftables random drop on input and output of the peer's veth end
+    if [[ $1 == on ]]; then
+        ip netns exec "$NS_B" nft -f - <<NFT
+table inet snsloss {
+    chain in { type filter hook input priority 0; policy accept; iifname "$VETH_B" numgen random mod 100 < $LOSS_PCT drop; }
+    chain out { type filter hook output priority 0; policy accept; oifname "$VETH_B" numgen random mod 100 < $LOSS_PCT drop; }
+}
+NFT
+    else
+        ip netns exec "$NS_B" nft delete table inet snsloss 2>/dev/null || true
+    fi
+}
+
+# ---- servers ---------------------------------------------------------------------------------
+SRV_NGINX='' SRV_AGENT='' SRV_CONF='' SRV_DIR=''
+# server_nginx_conf DIR CONNS: nginx.conf listening on $AGENT_IP:8080 (backlog 4096), worker
+# connections/rlimit for CONNS (std: 4096; 10k: 10240 and 20480 descriptors).
+server_nginx_conf() {
+    local dir=$1 wc=4096 nofile=8192
+    # nginx starts closing idle keepalive connections ("worker_connections are not enough,
+    # reusing connections") once fewer than 1/16 of worker_connections are free
+    [[ $2 == 10k ]] && wc=$NGX_CONNS nofile=$NOFILE
+    nginx_conf "$dir" 8080 "$www"
+    sed -i -e "s/listen 127.0.0.1:8080;/listen $AGENT_IP:8080 backlog=4096;/" \
+        -e "s/worker_connections 1024;/worker_connections $wc;/" \
+        -e "s/^worker_processes 1;/worker_processes 1;\nworker_rlimit_nofile $nofile;/" "$dir/nginx.conf"
+}
+server_wait() { # true when $BASE/hello answers within 20 s
+    local i
+    for ((i = 0; i < 100; i++)); do
+        in_b curl -s -o /dev/null --max-time 1 "$BASE/hello" && return 0
+        [[ -n $SRV_AGENT ]] && ! pid_alive "$SRV_AGENT" && return 1
+        sleep 0.2
+    done
+    return 1
+}
+# server_up MODE std|10k: sets SRV_NGINX (and SRV_AGENT); returns 1 when it does not answer.
+server_up() {
+    local m=$1 cfg=$2 dir cmd eng backend
+    local -a extra=(--max-sockets "$STD_MAX_SOCKETS")
+    dir=$WORKDIR/ngx-$m-$cfg-$RANDOM
+    SRV_AGENT='' SRV_CONF=$cfg
+    [[ $cfg == 10k ]] && extra=(--max-sockets "$CONN_MAX_SOCKETS" --rx-ring "$CONN_RING" --tx-ring "$CONN_RING")
+    server_nginx_conf "$dir" "$cfg"
+    case $m in
+    kernel)
+        ip -n "$NS_A" addr add "$AGENT_IP/24" dev "$VETH_A"
+        mapfile -t cmd < <(nginx_args "$dir")
+        spawn "$dir/nginx.out" ip netns exec "$NS_A" "${cmd[@]}"
+        ;;
+    native | smoltcp | dpdk)
+        eng=$m backend=afpacket
+        [[ $m == dpdk ]] && eng=native backend=dpdk
+        [[ $m == dpdk ]] && offloads off
+        AGENT_LOG_LEVEL=warn userstack_agent "$backend" --engine "$eng" --iface "$VETH_A" "${extra[@]}"
+        SRV_AGENT=$AGENT_PID
+        echo "$m $cfg $AGENT_LOG" >>"$WORKDIR/agentlogs"
+        mapfile -t cmd < <(nginx_args "$dir")
+        spawn_preload "$dir/nginx.out" "${cmd[@]}"
+        ;;
+    esac
+    SRV_NGINX=$SPAWNED_PID
+    SRV_DIR=$dir
+    server_wait
+}
+server_down() { # MODE
+    local m=$1 rc=0
+    [[ -n $SRV_NGINX ]] && stop_pid "$SRV_NGINX" TERM 5
+    SRV_NGINX=
+    if [[ -n $SRV_AGENT ]]; then
+        if ! pid_alive "$SRV_AGENT"; then
+            wait "$SRV_AGENT" || rc=$?
+            note "$m ($SRV_CONF): the agent (pid $SRV_AGENT) had exited with status $rc before the end of its block; log tail: $(agent_log_plain | tail -3 | tr '\n' ' ')"
+        else
+            stop_pid "$SRV_AGENT" TERM 10
+        fi
+        AGENT_PID='' SRV_AGENT=''
+    fi
+    local err
+    err=$(nginx_errors "$SRV_DIR" | head -3)
+    [[ -z $err ]] || note "$m ($SRV_CONF): nginx error log: $err"
+    if [[ $m == kernel ]]; then
+        ip -n "$NS_A" addr del "$AGENT_IP/24" dev "$VETH_A" 2>/dev/null || true
+    fi
+    [[ $m == dpdk ]] && offloads on
+    ip -n "$NS_B" neigh flush dev "$VETH_B"
+}
+
+# ---- measurements ----------------------------------------------------------------------------
+ticks() { [[ -n ${1:-} ]] && awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+rss_anon() { awk '$1 == "RssAnon:" { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; } # KiB
+machine() { awk '$1 == "cpu" { print $2 + $3, $4 + $7 + $8, $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; } # user, sys+irq+softirq, busy
+
+# bulk MODE SCEN REP MAXTIME [warm]: one timed curl of the 100 MiB file.
+bulk() {
+    local m=$1 sc=$2 r=$3 mt=$4 out
+    if [[ ${5:-} == warm ]]; then
+        in_b curl -s -o /dev/null --max-time "$mt" "$BASE/files/100m.bin" || true
+    fi
+    if out=$(in_b curl -sS --fail --max-time "$mt" -o /dev/null -w '%{size_download} %{time_total}' \
+        "$BASE/files/100m.bin" 2>"$WORKDIR/curl.err"); then
+        read -r bytes secs <<<"$out"
+        if ((bytes == 104857600)); then
+            rec "$m" "$sc" "$r" mbps "$(awk -v b="$bytes" -v t="$secs" 'BEGIN { printf "%.1f", b / t / 1e6 }')"
+            rec "$m" "$sc" "$r" secs "$secs"
+            log "$m $sc rep $r: $(awk -v b="$bytes" -v t="$secs" 'BEGIN { printf "%.1f MB/s (%.2f s)", b / t / 1e6, t }')"
+            return 0
+        fi
+        note "$m $sc rep $r: short download ($bytes bytes)"
+    else
+        note "$m $sc rep $r: curl failed: $(tr '\n' ' ' <"$WORKDIR/curl.err") (${mt} s limit; $(ip netns exec "$NS_B" ss -tin dst "$AGENT_IP" 2>/dev/null | tail -1 | tr -s ' ' | cut -c1-200))"
+    fi
+    rec "$m" "$sc" "$r" failed 1
+    return 1
+}
+
+# wrkcpu MODE SCEN REP: wrk -t2 -c100 for DURATION s, with CPU and request counts.
+wrkcpu() {
+    local m=$1 sc=$2 r=$3 a0 a1 n0 n1 mc0 mc1 out req rps p99 errs w
+    out=$WORKDIR/wrk-$m-$sc-$r.out
+    a0=$(ticks "$SRV_AGENT") n0=$(ticks "$SRV_NGINX") mc0=$(machine)
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    w=$(in_b timeout $((DURATION + 30)) bash -c 'wrk -t2 -c100 -d"$1"s --timeout 5s --latency "$2" >"$3" 2>&1 || true
+        awk "{ print \$16, \$17 }" /proc/$$/stat' _ "$DURATION" "$BASE/hello" "$out") || true
+    a1=$(ticks "$SRV_AGENT") n1=$(ticks "$SRV_NGINX") mc1=$(machine)
+    req=$(wrk_requests "$out")
+    if ! [[ $req =~ ^[0-9]+$ && $req -gt 0 ]]; then
+        note "$m $sc rep $r: wrk made no requests: $(tr '\n' ' ' <"$out" | cut -c1-300)"
+        rec "$m" "$sc" "$r" failed 1
+        return 1
+    fi
+    rps=$(awk '/Requests\/sec/ { printf "%.0f", $2 }' "$out")
+    p99=$(awk '$1 == "99%" { v = $2; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else if (v ~ /s$/) v = v * 1000; print v }' "$out")
+    errs=$(wrk_socket_errors "$out")
+    [[ $errs == 0 ]] || note "$m $sc rep $r: wrk socket errors: $(grep 'Socket errors' "$out")"
+    rec "$m" "$sc" "$r" rps "$rps"
+    rec "$m" "$sc" "$r" p99_ms "$p99"
+    rec "$m" "$sc" "$r" wrk_errors "$errs"
+    awk -v a0="$a0" -v a1="$a1" -v n0="$n0" -v n1="$n1" -v req="$req" -v hz="$CLK_TCK" \
+        -v m0="$mc0" -v m1="$mc1" -v w="$w" -v agent="${SRV_AGENT:-}" -v M="$m" -v S="$sc" -v R="$r" '
+        BEGIN { f = 1e6 / hz / req; split(m0, x, " "); split(m1, y, " "); split(w, z, " ")
+            if (agent != "") printf "%s\t%s\t%s\tagent_us\t%.3f\n", M, S, R, (a1 - a0) * f
+            printf "%s\t%s\t%s\tnginx_us\t%.3f\n", M, S, R, (n1 - n0) * f
+            printf "%s\t%s\t%s\twrk_us\t%.3f\n", M, S, R, (z[1] + z[2]) * f
+            printf "%s\t%s\t%s\tmach_user_us\t%.3f\n", M, S, R, (y[1] - x[1]) * f
+            printf "%s\t%s\t%s\tmach_sys_us\t%.3f\n", M, S, R, (y[2] - x[2]) * f
+            printf "%s\t%s\t%s\tmach_busy_us\t%.3f\n", M, S, R, (y[3] - x[3]) * f }' >>"$RAW"
+    log "$m $sc rep $r: $rps req/s, p99 $p99 ms, errors $errs; $(awk -v M="$m" -v S="$sc" -v R="$r" -F'\t' \
+        '$1 == M && $2 == S && $3 == R && $4 ~ /_us$/ { printf "%s %s  ", $4, $5 }' "$RAW")"
+}
+
+# conns MODE N REP: N connections served once and held idle, memory, then wrk -c100 beside them.
+conns() {
+    local m=$1 n=$2 r=$3 sc=conns$2 out pid i ok=0 slab0 slab1
+    out=$WORKDIR/hold-$m-$n-$r.out
+    slab0=$(awk '$1 == "Slab:" { print $2 }' /proc/meminfo)
+    [[ -n $SRV_AGENT ]] && rec "$m" "$sc" "$r" agent_rss_base_kib "$(rss_anon "$SRV_AGENT")"
+    spawn "$out" ip netns exec "$NS_B" "$PY" "$REPO/tests/apps/hold_conns.py" "$AGENT_IP" 8080 "$n" 150 1000
+    pid=$SPAWNED_PID
+    for ((i = 0; i < 800; i++)); do
+        if grep -qs '^held' "$out"; then
+            ok=1
+            break
+        fi
+        pid_alive "$pid" || break
+        sleep 0.2
+    done
+    rec "$m" "$sc" "$r" served "$(awk '$1 == "served" { print $2 }' "$out" | grep . || echo 0)"
+    if ((ok == 0)); then
+        note "$m $sc rep $r: not all $n connections accepted and served: $(tr '\n' ' ' <"$out" | cut -c1-300)"
+        rec "$m" "$sc" "$r" failed 1
+        stop_pid "$pid" TERM 10
+        return 1
+    fi
+    log "$m $sc rep $r: $(tr '\n' ' ' <"$out")"
+    sleep 1
+    slab1=$(awk '$1 == "Slab:" { print $2 }' /proc/meminfo)
+    [[ -n $SRV_AGENT ]] && rec "$m" "$sc" "$r" agent_rss_kib "$(rss_anon "$SRV_AGENT")"
+    rec "$m" "$sc" "$r" nginx_rss_kib "$(rss_anon "$SRV_NGINX")"
+    rec "$m" "$sc" "$r" slab_delta_kib $((slab1 - slab0))
+    wrkcpu "$m" "$sc" "$r" || true
+    stop_pid "$pid" TERM 20
+    sleep 2 # let the closes drain
+}
+
+# ---- the run ---------------------------------------------------------------------------------
+log "modes: ${modes[*]}; REPS=$REPS DURATION=${DURATION}s CONNS='$CONNS' LOSS_PCT=$LOSS_PCT; offloads A: ${OFFL[A]}, B: ${OFFL[B]}"
+[[ $HAVE_NFT == 1 ]] || note "nft not installed: bulk_loss skipped (apt-get install nftables)"
+nm=${#modes[@]}
+for ((r = 1; r <= REPS; r++)); do
+    for ((k = 0; k < nm; k++)); do
+        m=${modes[$(((k + r - 1) % nm))]} # rotate the order each repetition
+        time_left || { note "TIME_LIMIT ${TIME_LIMIT}s reached before $m rep $r"; break 2; }
+        log "=== rep $r/$REPS: $m ==="
+        if server_up "$m" std; then
+            bulk "$m" bulk "$r" 60 warm || true
+            in_b timeout 20 wrk -t2 -c100 -d1s "$BASE/hello" >/dev/null 2>&1 || true # warm-up
+            wrkcpu "$m" wrk100 "$r" || true
+            if [[ $HAVE_NFT == 1 ]]; then
+                # 1) the veth defaults (dpdk cannot run with them on)
+                if [[ $m != dpdk ]]; then
+                    loss on
+                    bulk "$m" bulk_loss "$r" "$LOSS_MAXTIME" || true
+                    loss off
+                fi
+                # kernel: the namespace default congestion control is $KERNEL_CC; again with CUBIC
+                # (what snstack-tcp runs) when that differs
+                if [[ $m == kernel && $KERNEL_CC != cubic ]]; then
+                    # (a non-initial namespace may not change its default: a route metric instead)
+                    ip -n "$NS_A" route replace "$SUBNET.0/24" dev "$VETH_A" proto kernel scope link \
+                        src "$AGENT_IP" congctl cubic
+                    loss on
+                    bulk "$m" bulk_loss_cubic "$r" "$LOSS_MAXTIME" || true
+                    loss off
+                    ip -n "$NS_A" route replace "$SUBNET.0/24" dev "$VETH_A" proto kernel scope link src "$AGENT_IP"
+                fi
+                # 2) offloads off on both ends: the rule drops MTU-sized segments. Not for native on
+                # af_packet: it stalls on a veth with tx checksum/TSO off (see the notes).
+                if [[ $m != native && -n $LOSS_OFF_MODES && " $LOSS_OFF_MODES " == *" $m "* ]]; then
+                    [[ $m != dpdk ]] && offloads off
+                    loss on
+                    bulk "$m" bulk_loss_off "$r" "$LOSS_MAXTIME" || true
+                    loss off
+                    [[ $m != dpdk ]] && offloads on
+                fi
+            fi
+        else
+            note "$m rep $r: the server did not answer $BASE/hello (std block)"
+            rec "$m" bulk "$r" failed 1
+        fi
+        server_down "$m"
+        [[ -n $CONNS && $m != dpdk ]] || continue
+        time_left || { note "TIME_LIMIT ${TIME_LIMIT}s reached before $m conns rep $r"; break 2; }
+        if server_up "$m" 10k; then
+            [[ -n $SRV_AGENT ]] && rec "$m" conns_idle "$r" agent_rss_kib "$(rss_anon "$SRV_AGENT")"
+            for n in $CONNS; do
+                time_left || break
+                conns "$m" "$n" "$r" || true
+            done
+        else
+            note "$m rep $r: the server did not answer $BASE/hello (10k block)"
+        fi
+        server_down "$m"
+    done
+done
+
+# Agent warnings/errors seen during the run (evidence for the report).
+if [[ -f $WORKDIR/agentlogs ]]; then
+    while read -r m cfg lg; do
+        [[ -s $lg ]] || continue
+        sed 's/\x1b\[[0-9;]*m//g' "$lg" | grep -E 'WARN|ERROR|panic' | sort | uniq -c | sort -rn | head -5 |
+            sed "s|^|$m ($cfg) agent log: |" >>"$NOTES" || true
+    done <"$WORKDIR/agentlogs"
+fi
+
+mkdir -p "$(dirname "$OUT")"
+CMD="${BENCH_ENGINES_COMMAND:-bash ci/bench-engines.sh} (REPS=$REPS DURATION=$DURATION CONNS=\"$CONNS\" MODES=\"${modes[*]}\" LOSS_PCT=$LOSS_PCT LOSS_OFF_MODES=\"$LOSS_OFF_MODES\")"
+META=$(printf '%s\n' "command=$CMD" "commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo ?)" \
+    "start=$T_START" "end=$(date -u '+%Y-%m-%d %H:%M UTC')" "wall_s=$SECONDS" \
+    "machine=$(nproc) vCPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), kernel $(uname -r)" \
+    "load=$LOAD0 at start, $(cut -d' ' -f1-3 /proc/loadavg) at end" "offloads=A: ${OFFL[A]}; B: ${OFFL[B]}" \
+    "conn_agent=--max-sockets $CONN_MAX_SOCKETS --rx-ring $CONN_RING --tx-ring $CONN_RING" \
+    "std_agent=--max-sockets $STD_MAX_SOCKETS (rx/tx ring 64 KiB default)" "loss_pct=$LOSS_PCT" \
+    "kernel_cc=$KERNEL_CC" "nofile=$NOFILE" "ngx_conns=$NGX_CONNS" "conn_region_mib=$((CONN_MAX_SOCKETS * 2 * CONN_RING / 1048576))" "duration=$DURATION" "reps=$REPS" "modes=${modes[*]}")
+"$PY" - "$RAW" "$NOTES" "$OUT" <<PYEOF
+import json, statistics, sys
+raw, notes, out = sys.argv[1:4]
+meta = dict(l.split("=", 1) for l in """$META""".splitlines() if "=" in l)
+modes = meta["modes"].split()
+data = {}
+for line in open(raw):
+    m, sc, r, k, v = line.rstrip("\n").split("\t")
+    data.setdefault((sc, k, m), []).append(float(v))
+notes_l = [l.rstrip("\n") for l in open(notes) if l.strip()]
+
+def agg(sc, k, m):
+    v = data.get((sc, k, m))
+    if not v:
+        return None
+    return {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v), "values": v}
+
+def fmt(x, d=1):
+    return "-" if x is None else f"{x:,.{d}f}"
+
+def cell(sc, k, m, d=1, ratio=True):
+    a = agg(sc, k, m)
+    fails = len(data.get((sc, "failed", m), []))
+    if a is None:
+        return f"fail x{fails}" if fails else "-"
+    s = f"{fmt(a['median'], d)}"
+    if a["n"] > 1:
+        s += f" [{fmt(a['min'], d)}-{fmt(a['max'], d)}]"
+    kk = agg(sc, k, "kernel")
+    if ratio and m != "kernel" and kk and kk["median"]:
+        s += f" ({a['median'] / kk['median']:.2f}x)"
+    if fails:
+        s += f", {fails} failed"
+    return s
+
+scen = []
+conns = [int(c) for c in sorted({sc[5:] for (sc, _, _) in data if sc.startswith("conns") and sc[5:].isdigit()}, key=int)]
+rows = [("bulk", "mbps", "(a) bulk 100 MiB, MB/s", 1, True),
+        ("bulk_loss", "mbps", f"(b) bulk at {meta['loss_pct']}% loss each way, MB/s (veth offloads on; kernel: {meta['kernel_cc']})", 1, True),
+        ("bulk_loss_cubic", "mbps", f"(b) the same, kernel with CUBIC", 1, True),
+        ("bulk_loss_off", "mbps", f"(b) bulk at {meta['loss_pct']}% loss, veth offloads off (per-segment loss), MB/s", 1, True),
+        ("wrk100", "rps", "(c) wrk -c100 req/s", 0, True),
+        ("wrk100", "p99_ms", "(c) wrk -c100 p99 ms", 2, True),
+        ("wrk100", "agent_us", "(c) agent CPU us/req", 2, False),
+        ("wrk100", "nginx_us", "(c) nginx (host) CPU us/req", 2, True),
+        ("wrk100", "mach_sys_us", "(c) machine sys+irq+softirq us/req", 2, True),
+        ("wrk100", "mach_busy_us", "(c) machine busy (all CPU) us/req", 2, True),
+        ("wrk100", "wrk_us", "(c) wrk (client) CPU us/req", 2, True)]
+for n in conns:
+    sc = f"conns{n}"
+    rows += [(sc, "served", f"(d) {n} conns: served (of {n})", 0, False),
+             (sc, "rps", f"(d) {n} idle + wrk -c100 req/s", 0, True),
+             (sc, "agent_us", f"(d) {n} idle: agent CPU us/req", 2, False),
+             (sc, "nginx_us", f"(d) {n} idle: nginx CPU us/req", 2, True),
+             (sc, "mach_sys_us", f"(d) {n} idle: machine sys+irq+softirq us/req", 2, True),
+             (sc, "agent_rss_kib", f"(d) {n} idle: agent RssAnon MiB", 1, False),
+             (sc, "nginx_rss_kib", f"(d) {n} idle: nginx RssAnon MiB", 1, False),
+             (sc, "slab_delta_kib", f"(d) {n} idle: machine Slab delta MiB", 1, False)]
+for (sc, k, m), v in list(data.items()):
+    if k.endswith("_kib"):
+        data[(sc, k, m)] = [x / 1024 for x in v]
+
+L = []
+L.append("# Engines side by side: kernel TCP vs snstack-tcp (native) vs smoltcp over a veth pair")
+L.append("")
+L.append(f"Command: \`{meta['command']}\`, commit \`{meta['commit']}\`, {meta['start']} - {meta['end']} ({meta['wall_s']} s).")
+L.append(f"Machine: {meta['machine']}; load average {meta['load']}. Everything (client, nginx, agent, veth softirq) shares the vCPUs, unpinned; the machine is shared with other work, so read medians and ratios, not absolute figures.")
+L.append(f"Repetitions: {meta['reps']}, interleaved (rep r runs every mode, the order rotated by one each rep). Cells: median [min-max] (ratio of medians to kernel). wrk runs {meta['duration']} s after a 1 s warm-up.")
+L.append(f"Link: veth between namespaces A (server) and B (client, kernel TCP: curl, wrk, tests/apps/hold_conns.py), MTU 1500, offloads at the veth defaults ({meta['offloads']}) except for dpdk (net_af_packet needs them off, so its (a)/(c) figures run without TSO) and the third (b) row.")
+L.append("")
+L.append("| scenario | " + " | ".join({"dpdk": "dpdk-native"}.get(m, m) for m in modes) + " |")
+L.append("|---|" + "---:|" * len(modes))
+for sc, k, title, d, ratio in rows:
+    if not any((sc, k, m) in data or (sc, "failed", m) in data for m in modes):
+        continue
+    L.append(f"| {title} | " + " | ".join(cell(sc, k, m, d, ratio) for m in modes) + " |")
+L.append("")
+# Derived figures against the targets.
+L.append("## Against the targets")
+L.append("")
+def med(sc, k, m):
+    a = agg(sc, k, m)
+    return None if a is None else a["median"]
+for m in [x for x in modes if x != "kernel"]:
+    for sc, what in (("bulk_loss", f"kernel ({meta['kernel_cc']})"), ("bulk_loss_cubic", "kernel (CUBIC)")):
+        ks = "bulk_loss_off" if m == "dpdk" else "bulk_loss"
+        b, bk = med(ks, "mbps", m), med(ks if m == "dpdk" and sc == "bulk_loss" else sc, "mbps", "kernel")
+        if b is not None and bk:
+            L.append(f"- {m}: bulk at {meta['loss_pct']}% loss {b:.1f} MB/s = {b / bk:.2f}x {what}{' (both with offloads off)' if m == 'dpdk' and sc == 'bulk_loss' else ''} (target >= 0.5x): {'met' if b / bk >= 0.5 else 'NOT met'}")
+        if m == "dpdk":
+            break
+    a = med("wrk100", "agent_us", m)
+    if a is not None:
+        L.append(f"- {m}: agent CPU per request (wrk -c100) {a:.2f} us (target <= 2 us for native): {'met' if a <= 2 else 'NOT met'}; kernel mode's machine sys+irq+softirq per request {fmt(med('wrk100', 'mach_sys_us', 'kernel'), 2)} us")
+    if conns:
+        lo, hi = f"conns{conns[0]}", f"conns{conns[-1]}"
+        a0, a1 = med(lo, "agent_us", m), med(hi, "agent_us", m)
+        if a0 and a1 is not None and lo != hi:
+            L.append(f"- {m}: agent CPU per request with {conns[-1]} vs {conns[0]} connections: {a1:.2f} / {a0:.2f} us = {a1 / a0:.2f}x (target: within 20 %): {'met' if abs(a1 / a0 - 1) <= 0.2 else 'NOT met'}")
+        rs = med(hi, "agent_rss_kib", m)
+        if rs is not None:
+            L.append(f"- {m}: agent RssAnon with {conns[-1]} idle established connections {rs:.1f} MiB (target <= 256 MiB at 10k): {'met' if rs <= 256 else 'NOT met'}; idle agent before any connection {fmt(med('conns_idle', 'agent_rss_kib', m), 1)} MiB")
+        for n in conns:
+            s = agg(f"conns{n}", "served", m)
+            f = len(data.get((f"conns{n}", "failed", m), []))
+            if s is not None:
+                L.append(f"- {m}: {n} connections: served {int(s['min'])}-{int(s['max'])} of {n} over {s['n']} reps{', ' + str(f) + ' rep(s) failed' if f else ''}")
+L.append("")
+L.append("## Method")
+L.append("")
+L.append(f"- Modes: \`kernel\` = nginx on the kernel stack of A (the IP on the veth end); \`native\` / \`smoltcp\` = nginx preloaded with libsnstack.so, every TCP socket in \`snstack-agent --backend afpacket --engine native|smoltcp\` (the agent owns the IP, log level warn); \`dpdk-native\` = \`--backend dpdk\` (net_af_packet vdev, EAL --no-huge, polled on a 50 us timer). nginx: 1 process, \`return 200\` keepalive, static files with \`sendfile off\`.")
+L.append(f"- Agent for (a)-(c): {meta['std_agent']}. Agent for (d): {meta['conn_agent']} (channel region per process = max_sockets x (rx_ring + tx_ring) = {int(meta['conn_region_mib'])} MiB here, shared memory, not in RssAnon); nginx \`worker_connections\` {meta['ngx_conns']} (nginx closes idle keepalive connections once fewer than 1/16 of them are free: with 10,240 it served only 9,584 of 10,000), \`worker_rlimit_nofile\` and \`ulimit -n\` {meta['nofile']} in that block (kernel mode too).")
+L.append("- (a) \`curl\` of a 100 MiB static file after one warm-up download; MB/s = bytes / curl's time_total / 10^6.")
+L.append(f"- (b) the same download with nftables in namespace B: table inet with \`iifname <veth> numgen random mod 100 < {meta['loss_pct']} drop\` on the input hook and the same with \`oifname\` on the output hook, identical for every mode, curl limit {'${LOSS_MAXTIME}'} s. First row: veth offloads at their defaults (as in (a)): the hooks see what the stacks send, so a dropped 'packet' from kernel TCP or the native engine can be a TSO super-frame of up to 64 KB (the same rule, not the same segment loss rate), while smoltcp sends MTU-sized frames. Kernel congestion control: the namespace default ({meta['kernel_cc']}), and again with CUBIC (snstack-tcp's algorithm; \`ip route ... congctl cubic\` on the subnet route of A, since a non-initial namespace may not change its default) in the second row. Third row: offloads (tx checksum, TSO, GSO, GRO) off on both ends, so the rule drops 1 % of MTU-sized segments; the native engine on af_packet is not run there (it stalls on a veth whose tx checksum or TSO is off: see bench/README.md), dpdk only runs there.")
+L.append("- (c) CPU per request = delta over the wrk run / wrk's request count: agent and nginx utime+stime from /proc/PID/stat (the agent's includes its 50 us idle spin); wrk = its reaped children's cutime+cstime in a wrapper shell; machine from /proc/stat: sys+irq+softirq and busy (user+nice+system+irq+softirq+steal). For kernel mode the server's TCP/IP work runs inside nginx's syscalls and in softirq, and cannot be separated per process: the machine's sys+irq+softirq per request is the kernel's figure beside the agent's CPU, but it also holds the client's (wrk's) kernel TCP and the veth, in every mode; compare it across columns, and compare agent CPU against it knowing it over-counts the kernel server side. Any other work on the machine during the run lands in the machine figures too.")
+L.append(f"- (d) per level N: tests/apps/hold_conns.py opens N connections (1,000 connects in flight at a time), sends one GET /hello on each and reads the 200, then holds all N open and idle (nginx keepalive_timeout 65 s) while the agent's RssAnon (/proc/PID/status, anonymous private memory: excludes the shared channel regions) and the machine's Slab delta are read, and while \`wrk -t2 -c100\` runs {meta['duration']} s beside them (CPU per request as in (c)). Then the holder is stopped (SIGTERM: it closes its sockets). 'served' counts connections that were accepted and answered 200. The levels run one after the other on one server per mode and rep.")
+L.append("")
+L.append("## Notes, failures and agent log lines")
+L.append("")
+L += [f"- {n}" for n in notes_l] or ["- none"]
+open(out + ".md", "w").write("\n".join(L) + "\n")
+summary = {"meta": meta, "notes": notes_l,
+           "results": {sc: {k: {m: agg(sc, k, m) for m in modes if agg(sc, k, m)} for (s2, k, _) in data if s2 == sc}
+                       for sc in sorted({s for (s, _, _) in data})},
+           "raw": [l.rstrip("\n").split("\t") for l in open(raw)]}
+json.dump(summary, open(out + ".json", "w"), indent=1)
+PYEOF
+cat "$OUT.md"
+log "wrote ${OUT#"$REPO"/}.md and .json"
