@@ -77,6 +77,9 @@ userstack_cleanup() {
     fi
     [[ -n ${NS_A:-} ]] && ip netns del "$NS_A" 2>/dev/null
     [[ -n ${NS_B:-} ]] && ip netns del "$NS_B" 2>/dev/null
+    # Hand the status to _cleanup through $? (errexit off: a failing status must not end the
+    # trap before the work directory is removed).
+    set +e
     (exit "$rc")
     _cleanup
 }
