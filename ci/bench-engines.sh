@@ -13,7 +13,7 @@
 #              `numgen random mod 100 < LOSS_PCT drop` on input and output of the veth end (this
 #              kernel has no sch_netem), veth offloads at their defaults; kernel again with CUBIC
 #              (bulk_loss_cubic; the namespace default here is BBR); bulk_loss_off: the same with
-#              the veth offloads off on both ends (LOSS_OFF_MODES, default "kernel smoltcp dpdk")
+#              the veth offloads off on both ends (LOSS_OFF_MODES, default "kernel native smoltcp dpdk")
 #   wrk100     wrk -t2 -c100 keepalive on nginx `return 200`: req/s and CPU per request
 #              (agent, nginx, wrk: utime+stime from /proc/PID/stat; machine: /proc/stat deltas)
 #   connsN     N connections opened, each served one request and then held open idle
@@ -34,7 +34,7 @@ else
 fi
 MODES=${MODES:-"kernel native smoltcp dpdk"}
 LOSS_PCT=${LOSS_PCT:-1}
-LOSS_OFF_MODES=${LOSS_OFF_MODES-"kernel smoltcp dpdk"}
+LOSS_OFF_MODES=${LOSS_OFF_MODES-"kernel native smoltcp dpdk"}
 LOSS_MAXTIME=${LOSS_MAXTIME:-90}
 STD_MAX_SOCKETS=4096
 CONN_MAX_SOCKETS=${CONN_MAX_SOCKETS:-10240}
@@ -345,10 +345,11 @@ for ((r = 1; r <= REPS; r++)); do
                     loss off
                     ip -n "$NS_A" route replace "$SUBNET.0/24" dev "$VETH_A" proto kernel scope link src "$AGENT_IP"
                 fi
-                # 2) offloads off on both ends: the rule drops MTU-sized segments. Not for native on
-                # af_packet: it stalls on a veth with tx checksum/TSO off (see the notes).
-                if [[ $m != native && -n $LOSS_OFF_MODES && " $LOSS_OFF_MODES " == *" $m "* ]]; then
+                # 2) offloads off on both ends: the rule drops MTU-sized segments (the af_packet
+                # device follows the interface's offloads within a second: wait for it).
+                if [[ -n $LOSS_OFF_MODES && " $LOSS_OFF_MODES " == *" $m "* ]]; then
                     [[ $m != dpdk ]] && offloads off
+                    [[ $m == native ]] && sleep 1.5
                     loss on
                     bulk "$m" bulk_loss_off "$r" "$LOSS_MAXTIME" || true
                     loss off

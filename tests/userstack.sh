@@ -95,7 +95,8 @@ userstack_agent() {
     chmod +x "$wrapper"
     AGENT_BIN=$wrapper
     local v6=()
-    [[ ${USERSTACK_V6:-1} == 1 ]] && v6=(--ip6 "$AGENT_IP6/64")
+    # IPv6 is the native engine's (smoltcp is configured for IPv4 only).
+    [[ ${USERSTACK_V6:-1} == 1 && " $* " != *" --engine smoltcp "* ]] && v6=(--ip6 "$AGENT_IP6/64")
     start_agent --backend "$backend" --ip "$AGENT_IP/24" "${v6[@]}" "$@"
     AGENT_BIN=$real
 }
