@@ -352,6 +352,13 @@ for ((r = 1; r <= REPS; r++)); do
                     [[ $m == native ]] && sleep 1.5
                     loss on
                     bulk "$m" bulk_loss_off "$r" "$LOSS_MAXTIME" || true
+                    if [[ $m == kernel && $KERNEL_CC != cubic ]]; then
+                        ip -n "$NS_A" route replace "$SUBNET.0/24" dev "$VETH_A" proto kernel \
+                            scope link src "$AGENT_IP" congctl cubic
+                        bulk "$m" bulk_loss_off_cubic "$r" "$LOSS_MAXTIME" || true
+                        ip -n "$NS_A" route replace "$SUBNET.0/24" dev "$VETH_A" proto kernel \
+                            scope link src "$AGENT_IP"
+                    fi
                     loss off
                     [[ $m != dpdk ]] && offloads on
                 fi
@@ -435,6 +442,7 @@ rows = [("bulk", "mbps", "(a) bulk 100 MiB, MB/s", 1, True),
         ("bulk_loss", "mbps", f"(b) bulk at {meta['loss_pct']}% loss each way, MB/s (veth offloads on; kernel: {meta['kernel_cc']})", 1, True),
         ("bulk_loss_cubic", "mbps", f"(b) the same, kernel with CUBIC", 1, True),
         ("bulk_loss_off", "mbps", f"(b) bulk at {meta['loss_pct']}% loss, veth offloads off (per-segment loss), MB/s", 1, True),
+        ("bulk_loss_off_cubic", "mbps", f"(b) the same, kernel with CUBIC", 1, True),
         ("wrk100", "rps", "(c) wrk -c100 req/s", 0, True),
         ("wrk100", "p99_ms", "(c) wrk -c100 p99 ms", 2, True),
         ("wrk100", "agent_us", "(c) agent CPU us/req", 2, False),
@@ -478,6 +486,10 @@ def med(sc, k, m):
     a = agg(sc, k, m)
     return None if a is None else a["median"]
 for m in [x for x in modes if x != "kernel"]:
+    for m2, sc2 in (("bulk_loss_off", "bulk_loss_off_cubic"),):
+        b, bk = med(m2, "mbps", m), med(sc2, "mbps", "kernel")
+        if b is not None and bk and m != "dpdk":
+            L.append(f"- {m}: bulk at {meta['loss_pct']}% loss of segments (offloads off) {b:.1f} MB/s = {b / bk:.2f}x kernel (CUBIC) (target >= 0.5x): {'met' if b / bk >= 0.5 else 'NOT met'}")
     for sc, what in (("bulk_loss", f"kernel ({meta['kernel_cc']})"), ("bulk_loss_cubic", "kernel (CUBIC)")):
         ks = "bulk_loss_off" if m == "dpdk" else "bulk_loss"
         b, bk = med(ks, "mbps", m), med(ks if m == "dpdk" and sc == "bulk_loss" else sc, "mbps", "kernel")
@@ -507,7 +519,7 @@ L.append("")
 L.append(f"- Modes: \`kernel\` = nginx on the kernel stack of A (the IP on the veth end); \`native\` / \`smoltcp\` = nginx preloaded with libsnstack.so, every TCP socket in \`snstack-agent --backend afpacket --engine native|smoltcp\` (the agent owns the IP, log level warn); \`dpdk-native\` = \`--backend dpdk\` (net_af_packet vdev, EAL --no-huge, polled on a 50 us timer). nginx: 1 process, \`return 200\` keepalive, static files with \`sendfile off\`.")
 L.append(f"- Agent for (a)-(c): {meta['std_agent']}. Agent for (d): {meta['conn_agent']} (channel region per process = max_sockets x (rx_ring + tx_ring) = {int(meta['conn_region_mib'])} MiB here, shared memory, not in RssAnon); nginx \`worker_connections\` {meta['ngx_conns']} (nginx closes idle keepalive connections once fewer than 1/16 of them are free: with 10,240 it served only 9,584 of 10,000), \`worker_rlimit_nofile\` and \`ulimit -n\` {meta['nofile']} in that block (kernel mode too).")
 L.append("- (a) \`curl\` of a 100 MiB static file after one warm-up download; MB/s = bytes / curl's time_total / 10^6.")
-L.append(f"- (b) the same download with nftables in namespace B: table inet with \`iifname <veth> numgen random mod 100 < {meta['loss_pct']} drop\` on the input hook and the same with \`oifname\` on the output hook, identical for every mode, curl limit {'${LOSS_MAXTIME}'} s. First row: veth offloads at their defaults (as in (a)): the hooks see what the stacks send, so a dropped 'packet' from kernel TCP or the native engine can be a TSO super-frame of up to 64 KB (the same rule, not the same segment loss rate), while smoltcp sends MTU-sized frames. Kernel congestion control: the namespace default ({meta['kernel_cc']}), and again with CUBIC (snstack-tcp's algorithm; \`ip route ... congctl cubic\` on the subnet route of A, since a non-initial namespace may not change its default) in the second row. Third row: offloads (tx checksum, TSO, GSO, GRO) off on both ends, so the rule drops 1 % of MTU-sized segments; the native engine on af_packet is not run there (it stalls on a veth whose tx checksum or TSO is off: see bench/README.md), dpdk only runs there.")
+L.append(f"- (b) the same download with nftables in namespace B: table inet with \`iifname <veth> numgen random mod 100 < {meta['loss_pct']} drop\` on the input hook and the same with \`oifname\` on the output hook, identical for every mode, curl limit {'${LOSS_MAXTIME}'} s. First row: veth offloads at their defaults (as in (a)): the hooks see what the stacks send, so a dropped 'packet' from kernel TCP or the native engine can be a TSO super-frame of up to 64 KB (the same rule, not the same segment loss rate), while smoltcp sends MTU-sized frames. Kernel congestion control: the namespace default ({meta['kernel_cc']}), and again with CUBIC (snstack-tcp's algorithm; \`ip route ... congctl cubic\` on the subnet route of A, since a non-initial namespace may not change its default) in the second row. Third row: offloads (tx checksum, TSO, GSO, GRO) off on both ends, so the rule drops 1 % of MTU-sized segments (the kernel again with CUBIC in the fourth row; the af_packet device follows the interface's offloads within a second); dpdk only runs there.")
 L.append("- (c) CPU per request = delta over the wrk run / wrk's request count: agent and nginx utime+stime from /proc/PID/stat (the agent's includes its 50 us idle spin); wrk = its reaped children's cutime+cstime in a wrapper shell; machine from /proc/stat: sys+irq+softirq and busy (user+nice+system+irq+softirq+steal). For kernel mode the server's TCP/IP work runs inside nginx's syscalls and in softirq, and cannot be separated per process: the machine's sys+irq+softirq per request is the kernel's figure beside the agent's CPU, but it also holds the client's (wrk's) kernel TCP and the veth, in every mode; compare it across columns, and compare agent CPU against it knowing it over-counts the kernel server side. Any other work on the machine during the run lands in the machine figures too.")
 L.append(f"- (d) per level N: tests/apps/hold_conns.py opens N connections (1,000 connects in flight at a time), sends one GET /hello on each and reads the 200, then holds all N open and idle (nginx keepalive_timeout 65 s) while the agent's RssAnon (/proc/PID/status, anonymous private memory: excludes the shared channel regions) and the machine's Slab delta are read, and while \`wrk -t2 -c100\` runs {meta['duration']} s beside them (CPU per request as in (c)). Then the holder is stopped (SIGTERM: it closes its sockets). 'served' counts connections that were accepted and answered 200. The levels run one after the other on one server per mode and rep.")
 L.append("")

@@ -36,3 +36,19 @@ if [[ ${ENGINES:-1} == 1 && ($PROFILE == full || $PROFILE == quick) ]]; then
     # 77: skipped (not root, no network namespaces)
     [[ $rc == 0 || $rc == 77 ]] || exit "$rc"
 fi
+# The TCP engine's own CPU per small request (no devices, channel or scheduling), beside the
+# agent's figures above: 100 / 1,000 / 10,000 connections.
+if [[ -x target/release/snstack-enginebench && ($PROFILE == full || $PROFILE == quick) ]]; then
+    out=bench/results/$(date -u +%Y-%m-%d-%H%M)-enginebench.txt
+    {
+        echo "# $BENCH_COMMAND: target/release/snstack-enginebench CONNS ROUNDS RUNS"
+        if [[ $PROFILE == quick ]]; then
+            target/release/snstack-enginebench 100 500 3
+        else
+            target/release/snstack-enginebench 100 2000 5
+            target/release/snstack-enginebench 1000 300 3
+            target/release/snstack-enginebench 10000 40 3
+        fi
+    } >"$out" </dev/null
+    cat "$out"
+fi
