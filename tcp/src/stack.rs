@@ -1502,6 +1502,16 @@ impl Stack {
         }
     }
 
+    /// Records a neighbour and sends the frames that waited for it.
+    fn learn(&mut self, ip: IpAddr, mac: [u8; 6]) {
+        let waiting = self.neigh.learn(ip, mac, self.now);
+        for (mut buf, meta) in waiting {
+            self.fill_eth(&mut buf, mac, ip.is_ipv6());
+            self.out.push_back(Frame { buf, meta });
+            self.stats.tx_frames += 1;
+        }
+    }
+
     fn fill_eth(&self, buf: &mut [u8], dst: [u8; 6], v6: bool) {
         ethernet::EthRepr {
             dst,
@@ -1758,13 +1768,7 @@ impl Stack {
         if a.sender_ip.is_unspecified() || a.sender_mac[0] & 1 != 0 {
             return;
         }
-        let waiting = self
-            .neigh
-            .learn(IpAddr::V4(a.sender_ip), a.sender_mac, self.now);
-        for (mut buf, meta) in waiting {
-            self.fill_eth(&mut buf, a.sender_mac, false);
-            self.out.push_back(Frame { buf, meta });
-        }
+        self.learn(IpAddr::V4(a.sender_ip), a.sender_mac);
         if a.op == arp::ArpOp::Request {
             let mut b = self.take_buf();
             b.resize(ethernet::HEADER_LEN + arp::LEN, 0);
@@ -1976,11 +1980,7 @@ impl Stack {
             icmpv6::Icmpv6Repr::NeighborSolicit { target, source_mac } if target == me => {
                 let mac = source_mac.unwrap_or(eth.src);
                 if !ip.src.is_unspecified() {
-                    let waiting = self.neigh.learn(IpAddr::V6(ip.src), mac, self.now);
-                    for (mut buf, meta) in waiting {
-                        self.fill_eth(&mut buf, mac, true);
-                        self.out.push_back(Frame { buf, meta });
-                    }
+                    self.learn(IpAddr::V6(ip.src), mac);
                 }
                 let na = icmpv6::Icmpv6Repr::NeighborAdvert {
                     flags: 0x40 | 0x20,
@@ -1993,11 +1993,7 @@ impl Stack {
                 target, target_mac, ..
             } => {
                 let mac = target_mac.unwrap_or(eth.src);
-                let waiting = self.neigh.learn(IpAddr::V6(target), mac, self.now);
-                for (mut buf, meta) in waiting {
-                    self.fill_eth(&mut buf, mac, true);
-                    self.out.push_back(Frame { buf, meta });
-                }
+                self.learn(IpAddr::V6(target), mac);
             }
             icmpv6::Icmpv6Repr::EchoRequest { ident, seq, data } if ip.dst == me => {
                 self.stats.icmp_echo += 1;

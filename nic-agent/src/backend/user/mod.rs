@@ -25,7 +25,7 @@ pub mod xdp;
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant as StdInstant;
 
 use smoltcp::time::{Duration, Instant};
@@ -58,40 +58,12 @@ pub struct UserBackend<D: Device> {
     last_rx_frames: u64,
 }
 
-fn timerfd() -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall without pointers.
-    let fd = unsafe {
-        libc::timerfd_create(
-            libc::CLOCK_MONOTONIC,
-            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Arms a one-shot relative timer (`d` > 0) or disarms it (`None`).
+/// Arms the timerfd for smoltcp's relative delay (`None`: disarmed).
 fn timer_set(fd: RawFd, d: Option<Duration>) -> io::Result<()> {
-    let us = d.map_or(0, |d| d.total_micros().max(1));
-    let spec = libc::itimerspec {
-        it_interval: libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        },
-        it_value: libc::timespec {
-            tv_sec: (us / 1_000_000) as libc::time_t,
-            tv_nsec: ((us % 1_000_000) * 1000) as libc::c_long,
-        },
-    };
-    // SAFETY: `spec` is a valid itimerspec; the old value is not requested.
-    let r = unsafe { libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sys::timerfd_set(
+        fd,
+        d.map(|d| std::time::Duration::from_micros(d.total_micros())),
+    )
 }
 
 impl<D: Device> UserBackend<D> {
@@ -101,7 +73,7 @@ impl<D: Device> UserBackend<D> {
         let engine = Engine::new(cfg, &mut port, Instant::from_micros(0));
         let epoll = sys::Epoll::new()?;
         let kick = sys::eventfd()?;
-        let timer = timerfd()?;
+        let timer = sys::timerfd()?;
         let polled = port.dev.rx_fd().is_none();
         if let Some(fd) = port.dev.rx_fd() {
             epoll.add(fd, sys::EV_IN, TOK_DEV)?;
