@@ -683,10 +683,6 @@ impl Tcb {
     fn after_read(&mut self, n: usize, now: Instant) {
         self.rcv_space_copied += n;
         self.autotune_rcv(now);
-        // Linux's tcp_cleanup_rbuf: announce a window that grew by at least 2 MSS, or that
-        // had been closed to below an MSS.
-        let cur = self.rcv_adv.dist(self.rcv_nxt + 0) as usize;
-        let _ = cur;
         // Linux's tcp_cleanup_rbuf: a window update when the window at least doubles (and
         // grows by an MSS or more).
         let adv = self.rcv_nxt.dist(self.rcv_adv) as usize;
@@ -1087,7 +1083,7 @@ impl Tcb {
     /// A DSACK reports one retransmission as spurious; once every retransmission of the last
     /// fast-recovery episode was, the reduction was a mistake (reordering, not loss): restore
     /// the congestion state saved at its start and leave recovery.
-    fn dsack_undo(&mut self, now: Instant) {
+    fn dsack_undo(&mut self) {
         if self.undo.is_none() {
             return;
         }
@@ -1100,7 +1096,6 @@ impl Tcb {
             if cc.peek().cwnd() > self.cwnd() {
                 self.cc = cc;
             }
-            let _ = now;
             self.stats.undos += 1;
             if matches!(self.phase, Phase::Recovery { .. }) {
                 self.phase = Phase::Open;
@@ -1419,7 +1414,7 @@ impl Tcb {
         }
         if out.dsack {
             self.stats.dsacks += 1;
-            self.dsack_undo(now);
+            self.dsack_undo();
         }
         if let Some(r) = out.rtt {
             self.rtt.on_sample(r, now);
@@ -1489,7 +1484,7 @@ impl Tcb {
         } else if self.dupacks == 3 && matches!(self.phase, Phase::Open) {
             // NewReno fast retransmit (RFC 6582): the first unacknowledged segment.
             self.enter_recovery(now);
-            self.retransmit_head(now);
+            self.retransmit_head();
         }
 
         // Phase bookkeeping.
@@ -1502,7 +1497,7 @@ impl Tcb {
                     self.cc.get().on_recovery_end(now);
                 } else if !self.sack_ok && ack > prior_una {
                     // NewReno partial ACK: the next hole goes at once.
-                    self.retransmit_head(now);
+                    self.retransmit_head();
                 }
             }
             Phase::Loss { point } => {
@@ -1556,12 +1551,11 @@ impl Tcb {
     }
 
     /// NewReno: resend the segment at snd_una.
-    fn retransmit_head(&mut self, now: Instant) {
+    fn retransmit_head(&mut self) {
         let end = self.snd_una + self.mss.min(self.snd_una.dist(self.snd_nxt));
         if end > self.snd_una {
             self.rtx_force = Some((self.snd_una, end));
         }
-        let _ = now;
     }
 
     fn set_dsack(&mut self, s: Seq, e: Seq) {

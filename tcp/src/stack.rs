@@ -271,7 +271,6 @@ pub struct Stack {
     conns: HashMap<(SocketAddr, SocketAddr), u32>,
     listeners: HashMap<u16, Vec<u32>>,
     ports: HashMap<u16, Vec<PortUse>>,
-    next_port: u16,
     wheel: TimerWheel,
     fired: Vec<u32>,
     neigh: Neighbors,
@@ -435,8 +434,6 @@ impl Stack {
     pub fn new(cfg: StackConfig, now: Instant) -> Stack {
         let isn = IsnGenerator::new(key_bytes(cfg.seed, 1));
         let cookies = SynCookies::new(key_bytes(cfg.seed, 2));
-        let span = u64::from(*EPHEMERAL.end() - *EPHEMERAL.start()) + 1;
-        let next_port = *EPHEMERAL.start() + (cfg.seed % span) as u16;
         Stack {
             rng: cfg.seed | 1,
             cfg,
@@ -446,7 +443,6 @@ impl Stack {
             conns: HashMap::new(),
             listeners: HashMap::new(),
             ports: HashMap::new(),
-            next_port,
             wheel: TimerWheel::new(now),
             fired: Vec::new(),
             neigh: Neighbors::default(),
@@ -644,7 +640,6 @@ impl Stack {
         let start = (self.rand() % u64::from(span)) as u32;
         for i in 0..span {
             let p = lo + ((start + i) % span) as u16;
-            let _ = self.next_port;
             if self.ports.contains_key(&p) || self.listeners.contains_key(&p) {
                 continue;
             }
@@ -840,7 +835,6 @@ impl Stack {
             return Err(errno::ENETUNREACH);
         }
         let opts = s.opts;
-        let v6 = s.v6;
         let port = match s.bound {
             Some(b) => b.port(),
             None => {
@@ -870,7 +864,6 @@ impl Stack {
         s.kind = Kind::Conn(Box::new(t));
         s.keyed = Some((local, remote));
         s.err = 0;
-        let _ = v6;
         self.conns.insert((local, remote), id.0);
         self.stats.active_opens += 1;
         self.stats.conns += 1;
