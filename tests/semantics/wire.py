@@ -412,6 +412,12 @@ def close_then_data_b(c):
     po.register(s, 0)  # only ERR/HUP: wait for the RST
     r = po.poll(TMO * 1000)
     ev = r[0][1] if r else 0
+    if ev and not ev & select.POLLHUP:
+        # Linux reports the reset's error (and wakes the poller) a moment before it closes the
+        # socket (tcp_reset: sk_error_report, then tcp_done): look again once it settled.
+        time.sleep(0.05)
+        r = po.poll(0)
+        ev |= r[0][1] if r else 0
     c.p("poll", "ERR" if ev & select.POLLERR else "-", "HUP" if ev & select.POLLHUP else "-")
     c.tryit("send-after-rst", lambda: s.send(b"z", socket.MSG_NOSIGNAL))
     c.tryit("send-again", lambda: s.send(b"z", socket.MSG_NOSIGNAL))
