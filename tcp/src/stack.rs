@@ -1518,6 +1518,41 @@ impl Stack {
         .emit(&mut buf[..ethernet::HEADER_LEN]);
     }
 
+    /// An ICMPv6 message (NDP, echo reply) from `me` to `dst` at `mac`, hop limit 255 as NDP needs.
+    fn send_icmpv6(
+        &mut self,
+        me: Ipv6Addr,
+        dst: Ipv6Addr,
+        mac: [u8; 6],
+        msg: &icmpv6::Icmpv6Repr<'_>,
+    ) {
+        let l = msg.buffer_len();
+        let start = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
+        let mut b = self.take_buf();
+        b.resize(start + l, 0);
+        ethernet::EthRepr {
+            dst: mac,
+            src: self.cfg.mac,
+            ethertype: ethernet::ETHERTYPE_IPV6,
+        }
+        .emit(&mut b[..ethernet::HEADER_LEN]);
+        ipv6::Ipv6Repr {
+            src: me,
+            dst,
+            next_header: ipv6::NEXT_ICMPV6,
+            hop_limit: 255,
+            traffic_class: 0,
+            flow_label: 0,
+            payload_len: l,
+        }
+        .emit(&mut b[ethernet::HEADER_LEN..start]);
+        msg.emit(&me, &dst, &mut b[start..]);
+        self.out.push_back(Frame {
+            buf: b,
+            meta: TxMeta::default(),
+        });
+    }
+
     /// ARP request or NDP neighbour solicitation for `hop`.
     fn solicit(&mut self, hop: IpAddr) {
         match hop {
@@ -1552,30 +1587,7 @@ impl Stack {
                     target: t,
                     source_mac: Some(self.cfg.mac),
                 };
-                let mut b = self.take_buf();
-                let l = msg.buffer_len();
-                b.resize(ethernet::HEADER_LEN + ipv6::HEADER_LEN + l, 0);
-                ethernet::EthRepr {
-                    dst: ipv6_mcast_mac(&dst),
-                    src: self.cfg.mac,
-                    ethertype: ethernet::ETHERTYPE_IPV6,
-                }
-                .emit(&mut b[..ethernet::HEADER_LEN]);
-                ipv6::Ipv6Repr {
-                    src: me,
-                    dst,
-                    next_header: ipv6::NEXT_ICMPV6,
-                    hop_limit: 255,
-                    traffic_class: 0,
-                    flow_label: 0,
-                    payload_len: l,
-                }
-                .emit(&mut b[ethernet::HEADER_LEN..ethernet::HEADER_LEN + ipv6::HEADER_LEN]);
-                msg.emit(&me, &dst, &mut b[ethernet::HEADER_LEN + ipv6::HEADER_LEN..]);
-                self.out.push_back(Frame {
-                    buf: b,
-                    meta: TxMeta::default(),
-                });
+                self.send_icmpv6(me, dst, ipv6_mcast_mac(&dst), &msg);
             }
         }
     }
@@ -1942,33 +1954,6 @@ impl Stack {
         m: icmpv6::Icmpv6Repr<'_>,
         me: Ipv6Addr,
     ) {
-        let reply = |s: &mut Stack, dst: Ipv6Addr, mac: [u8; 6], msg: icmpv6::Icmpv6Repr<'_>| {
-            let l = msg.buffer_len();
-            let mut b = s.take_buf();
-            let start = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
-            b.resize(start + l, 0);
-            ethernet::EthRepr {
-                dst: mac,
-                src: s.cfg.mac,
-                ethertype: ethernet::ETHERTYPE_IPV6,
-            }
-            .emit(&mut b[..ethernet::HEADER_LEN]);
-            ipv6::Ipv6Repr {
-                src: me,
-                dst,
-                next_header: ipv6::NEXT_ICMPV6,
-                hop_limit: 255,
-                traffic_class: 0,
-                flow_label: 0,
-                payload_len: l,
-            }
-            .emit(&mut b[ethernet::HEADER_LEN..start]);
-            msg.emit(&me, &dst, &mut b[start..]);
-            s.out.push_back(Frame {
-                buf: b,
-                meta: TxMeta::default(),
-            });
-        };
         match m {
             icmpv6::Icmpv6Repr::NeighborSolicit { target, source_mac } if target == me => {
                 let mac = source_mac.unwrap_or(eth.src);
@@ -1980,7 +1965,7 @@ impl Stack {
                     target: me,
                     target_mac: Some(self.cfg.mac),
                 };
-                reply(self, ip.src, mac, na);
+                self.send_icmpv6(me, ip.src, mac, &na);
             }
             icmpv6::Icmpv6Repr::NeighborAdvert {
                 target, target_mac, ..
@@ -1991,7 +1976,7 @@ impl Stack {
             icmpv6::Icmpv6Repr::EchoRequest { ident, seq, data } if ip.dst == me => {
                 self.stats.icmp_echo += 1;
                 let msg = icmpv6::Icmpv6Repr::EchoReply { ident, seq, data };
-                reply(self, ip.src, eth.src, msg);
+                self.send_icmpv6(me, ip.src, eth.src, &msg);
             }
             icmpv6::Icmpv6Repr::PacketTooBig { mtu, original } => {
                 if let Ok((oip, rest)) = ipv6::Ipv6Repr::parse_quoted(original) {

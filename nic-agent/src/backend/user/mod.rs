@@ -35,9 +35,6 @@ use crate::sys;
 use device::{Device, Port};
 use engine::{Engine, EngineConfig, UserSock};
 
-const TOK_DEV: u64 = 1;
-const TOK_KICK: u64 = 2;
-const TOK_TIMER: u64 = 3;
 /// A device without a descriptor (DPDK) is polled this often while traffic flows...
 const BUSY_POLL: Duration = Duration::from_micros(50);
 /// ...and this often after `IDLE_AFTER` without frames.
@@ -58,6 +55,24 @@ pub struct UserBackend<D: Device> {
     last_rx_frames: u64,
 }
 
+/// What a user backend sleeps on (its `wait_fd`): one epoll set holding the device's descriptor
+/// (none for a polled device), a kick eventfd (work queued by a call) and a timerfd (the engine's
+/// next timer). Returns (epoll, kick, timer).
+pub(crate) fn wake_set(rx_fd: Option<RawFd>) -> io::Result<(sys::Epoll, OwnedFd, OwnedFd)> {
+    const TOK_DEV: u64 = 1;
+    const TOK_KICK: u64 = 2;
+    const TOK_TIMER: u64 = 3;
+    let epoll = sys::Epoll::new()?;
+    let kick = sys::eventfd()?;
+    let timer = sys::timerfd()?;
+    if let Some(fd) = rx_fd {
+        epoll.add(fd, sys::EV_IN, TOK_DEV)?;
+    }
+    epoll.add(kick.as_raw_fd(), sys::EV_IN, TOK_KICK)?;
+    epoll.add(timer.as_raw_fd(), sys::EV_IN, TOK_TIMER)?;
+    Ok((epoll, kick, timer))
+}
+
 /// Arms the timerfd for smoltcp's relative delay (`None`: disarmed).
 fn timer_set(fd: RawFd, d: Option<Duration>) -> io::Result<()> {
     sys::timerfd_set(
@@ -71,15 +86,8 @@ impl<D: Device> UserBackend<D> {
         let mut port = Port::new(dev);
         let base = StdInstant::now();
         let engine = Engine::new(cfg, &mut port, Instant::from_micros(0));
-        let epoll = sys::Epoll::new()?;
-        let kick = sys::eventfd()?;
-        let timer = sys::timerfd()?;
         let polled = port.dev.rx_fd().is_none();
-        if let Some(fd) = port.dev.rx_fd() {
-            epoll.add(fd, sys::EV_IN, TOK_DEV)?;
-        }
-        epoll.add(kick.as_raw_fd(), sys::EV_IN, TOK_KICK)?;
-        epoll.add(timer.as_raw_fd(), sys::EV_IN, TOK_TIMER)?;
+        let (epoll, kick, timer) = wake_set(port.dev.rx_fd())?;
         let mut b = UserBackend {
             engine,
             port,

@@ -22,9 +22,6 @@ use super::device::{Device, TxFrame};
 use crate::backend::{Backend, ConnectState, IoBuf, Readiness, SockEvent};
 use crate::sys;
 
-const TOK_DEV: u64 = 1;
-const TOK_KICK: u64 = 2;
-const TOK_TIMER: u64 = 3;
 /// Frames taken from the device per burst, and bursts per poll.
 const BURST: usize = 64;
 const BURSTS: usize = 8;
@@ -76,15 +73,8 @@ impl<D: Device> NativeBackend<D> {
         cfg.trust_partial_csum = dev.rx_csum_may_be_partial();
         let base = StdInstant::now();
         let stack = Stack::new(cfg, Instant::ZERO);
-        let epoll = sys::Epoll::new()?;
-        let kick = sys::eventfd()?;
-        let timer = sys::timerfd()?;
         let polled = dev.rx_fd().is_none();
-        if let Some(fd) = dev.rx_fd() {
-            epoll.add(fd, sys::EV_IN, TOK_DEV)?;
-        }
-        epoll.add(kick.as_raw_fd(), sys::EV_IN, TOK_KICK)?;
-        epoll.add(timer.as_raw_fd(), sys::EV_IN, TOK_TIMER)?;
+        let (epoll, kick, timer) = super::wake_set(dev.rx_fd())?;
         let mut b = NativeBackend {
             stack,
             dev,
