@@ -37,6 +37,7 @@ use crate::backend::{Backend, ConnectState, Readiness, SockEvent};
 use crate::channel::Channel;
 use crate::session::{self, Addr, Command, OptPolicy, Request, ReuseportTable, Session, Violation};
 use crate::sock::{self, Bind, Binding, Kind, Listener, Parked, Sock, SockId, SockTable};
+use crate::spin::{Idle, SpinPolicy};
 use crate::stats::{Counters, Snapshot};
 use crate::sys;
 use crate::ticket::{self, Tickets};
@@ -53,6 +54,9 @@ const LOCAL_ROUNDS: usize = 8;
 /// polled at most this often; the command rings and loopback events every iteration. A
 /// zero-timeout epoll_wait is a syscall on the path of every command otherwise.
 const EPOLL_EVERY: Duration = Duration::from_micros(4);
+/// The same for a backend whose input the loop reads from memory ([`Backend::rx_pending`]):
+/// the epoll set is polled every this many iterations, without a clock read.
+const EPOLL_ITERS: u32 = 64;
 
 const TOK_SIGNAL: u64 = 0;
 const TOK_LISTENER: u64 = 1;
@@ -142,6 +146,7 @@ pub struct Agent<B: Backend> {
     dropped: u64,
     attaches: u64,
     next_timer: Option<Instant>,
+    spin: SpinPolicy,
     /// Violations found while serving an event or another session's command: the channels are
     /// dropped once the current step is over.
     failed: Vec<(u32, Violation)>,
@@ -216,6 +221,7 @@ impl<B: Backend> Agent<B> {
             tx = cfg.geometry.tx_size,
             "snstack-agent listening"
         );
+        let spin = cfg.spin;
         Ok(Agent {
             sigfd_raw: sigfd.as_raw_fd(),
             _sigfd: sigfd,
@@ -236,6 +242,7 @@ impl<B: Backend> Agent<B> {
             dropped: 0,
             attaches: 0,
             next_timer: None,
+            spin: SpinPolicy::new(spin),
             failed: Vec::new(),
             stop: false,
             evbuf: sys::event_buf(256),
@@ -244,12 +251,26 @@ impl<B: Backend> Agent<B> {
     }
 
     pub fn run(&mut self) {
-        let mut idle_since = Instant::now();
-        let mut last_epoll = idle_since;
+        let mut last_epoll = Instant::now();
+        let mut iter: u32 = 0;
+        let mut idle = None; // what the last iteration's idle pass asked for (None: it had work)
         while !self.stop {
-            let now = Instant::now();
-            let sleepy =
-                now.duration_since(idle_since) >= self.cfg.spin && !self.backend.has_local_events();
+            iter = iter.wrapping_add(1);
+            let peek = self.backend.rx_pending();
+            // The clock is read only where something depends on it: a spin decision, timers
+            // (at least every CLOCK_MAX_ITERS iterations), and the epoll pacing of backends
+            // that cannot be peeked at.
+            let clock = self.spin.tick() || idle == Some(Idle::Check) || peek.is_none();
+            let mut now = clock.then(|| {
+                self.spin.clock_read();
+                Instant::now()
+            });
+            if let Some(t) = now.filter(|&t| self.spin.sample_due(t)) {
+                self.spin.sample(t, sys::involuntary_switches());
+            }
+            let sleepy = idle == Some(Idle::Check)
+                && now.is_some_and(|t| self.spin.check(t))
+                && !self.backend.has_local_events();
             let mut timeout = 0;
             if sleepy {
                 for p in self.procs.values().filter(|p| !p.closing) {
@@ -259,14 +280,23 @@ impl<B: Backend> Agent<B> {
                     .procs
                     .values()
                     .any(|p| !p.closing && p.chan.cmds_pending())
+                    && self.backend.rx_pending() != Some(true)
                 {
-                    timeout = self.sleep_timeout(now);
+                    timeout = self.sleep_timeout(now.unwrap_or_else(Instant::now));
                 }
             }
-            let n = if timeout == 0 && !sleepy && now.duration_since(last_epoll) < EPOLL_EVERY {
-                0
-            } else {
-                last_epoll = now;
+            let do_epoll = sleepy
+                || match (peek, now) {
+                    // A peekable backend is polled from its ring; the epoll set (control
+                    // connections, doorbells, timers) every EPOLL_ITERS iterations.
+                    (Some(_), _) => iter % EPOLL_ITERS == 0,
+                    (None, Some(t)) => t.duration_since(last_epoll) >= EPOLL_EVERY,
+                    (None, None) => true,
+                };
+            let n = if do_epoll {
+                if let Some(t) = now {
+                    last_epoll = t;
+                }
                 match self.epoll.wait(&mut self.evbuf, timeout) {
                     Ok(n) => n,
                     Err(e) => {
@@ -274,19 +304,33 @@ impl<B: Backend> Agent<B> {
                         0
                     }
                 }
+            } else {
+                0
             };
             if sleepy {
                 for p in self.procs.values().filter(|p| !p.closing) {
                     p.chan.retract_sleep();
                 }
+                if timeout != 0 {
+                    // Asleep for a while: timers need the time after it.
+                    now = Some(Instant::now());
+                }
             }
-            let mut work = self.handle_events(n);
+            let (mut work, polled) = self.handle_events(n);
+            if !polled && self.backend.rx_pending() == Some(true) {
+                work |= self.on_backend();
+            }
             work |= self.process_commands();
             work |= self.on_local_events();
-            self.run_timers();
+            if let Some(t) = now {
+                self.run_timers(t);
+            }
             self.flush_all();
             if work {
-                idle_since = Instant::now();
+                self.spin.on_work();
+                idle = None;
+            } else {
+                idle = Some(self.spin.on_idle());
             }
         }
         self.shutdown();
@@ -304,8 +348,8 @@ impl<B: Backend> Agent<B> {
         }
     }
 
-    /// Dispatches the agent epoll's events; true when anything happened.
-    fn handle_events(&mut self, n: usize) -> bool {
+    /// Dispatches the agent epoll's events: (anything happened, the backend was polled).
+    fn handle_events(&mut self, n: usize) -> (bool, bool) {
         let mut work = false;
         let mut backend_ready = false;
         for i in 0..n {
@@ -329,7 +373,7 @@ impl<B: Backend> Agent<B> {
         if backend_ready {
             work |= self.on_backend();
         }
-        work
+        (work, backend_ready)
     }
 
     fn on_signal(&mut self) {
@@ -762,9 +806,8 @@ impl<B: Backend> Agent<B> {
         work
     }
 
-    fn run_timers(&mut self) {
+    fn run_timers(&mut self, now: Instant) {
         let Some(t) = self.next_timer else { return };
-        let now = Instant::now();
         if t > now {
             return;
         }
@@ -937,6 +980,7 @@ impl<B: Backend> Agent<B> {
         s.sockets = self.socks.len() as u64;
         s.loopback = self.backend.loop_stats();
         s.engine = self.backend.engine_stats();
+        s.spin_us = self.spin.effective_budget().as_micros() as u64;
         for (_, so) in self.socks.iter() {
             let queued = so.listener.as_ref().map_or(0, |l| l.queue.len()) as u64;
             s.sockets += queued;

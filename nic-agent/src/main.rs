@@ -13,6 +13,7 @@ mod channel;
 mod pcie;
 mod session;
 mod sock;
+mod spin;
 mod stats;
 mod sys;
 mod ticket;

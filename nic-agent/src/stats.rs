@@ -69,13 +69,15 @@ pub struct Snapshot {
     pub loopback: LoopStats,
     /// The user-space engine's counters (`--engine native`).
     pub engine: EngineStats,
+    /// The agent's spin time in force (µs): `--spin-us`, or 0 while its CPU is contended.
+    pub spin_us: u64,
 }
 
 impl Snapshot {
     /// `key value` lines; the first seven keys are a stable interface.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let rows: [(&str, u64); 12] = [
+        let rows: [(&str, u64); 13] = [
             ("processes", self.processes),
             ("sockets", self.sockets),
             ("h2n_bytes", self.io.h2n_bytes),
@@ -88,6 +90,7 @@ impl Snapshot {
             ("attaches", self.attaches),
             ("tickets", self.tickets),
             ("sockets_shared", self.shared),
+            ("agent_spin_us", self.spin_us),
         ];
         for (k, v) in rows {
             let _ = writeln!(s, "{k} {v}");

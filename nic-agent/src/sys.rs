@@ -118,6 +118,18 @@ pub fn eventfd_write(fd: RawFd, v: u64) -> io::Result<()> {
     }
 }
 
+/// Involuntary context switches of the calling thread so far (`getrusage(RUSAGE_THREAD)`); 0
+/// when the call fails.
+pub fn involuntary_switches() -> u64 {
+    // SAFETY: all-zero bytes are a valid `rusage`.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a writable rusage for the call to fill.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return 0;
+    }
+    ru.ru_nivcsw as u64
+}
+
 /// Resets a non-blocking eventfd counter.
 pub fn eventfd_drain(fd: RawFd) {
     let mut b = [0u8; 8];

@@ -247,6 +247,16 @@ pub struct Tcb {
     pub(crate) ack_now: bool,
     ack_bytes: u32,
     quickacks: u32,
+    /// Interactive (request/response) mode, Linux's pingpong: data went out within the
+    /// delayed-ACK time of the last data received, so ACKs wait to ride on the reply (no quick
+    /// ACKs, no ACK when the reader empties the buffer). Left when a delayed ACK had to go alone
+    /// or when out-of-order data puts the receiver back into quick-ACK mode.
+    pingpong: bool,
+    /// Small (below one MSS) data segments received since the last ACK (Linux's
+    /// ICSK_ACK_PUSHED/PUSHED2): two of them are ACKed on read even in interactive mode.
+    small_segs: u8,
+    /// When data last arrived (Linux's icsk_ack.lrcvtime).
+    last_data_rcv: Instant,
     /// A window update is owed (the application read and opened the window).
     pub(crate) win_update: bool,
     pub(crate) send_rst: bool,
@@ -353,6 +363,9 @@ impl Tcb {
             ack_now: false,
             ack_bytes: 0,
             quickacks: QUICKACKS,
+            pingpong: false,
+            small_segs: 0,
+            last_data_rcv: now,
             win_update: false,
             send_rst: false,
             probe_pending: false,
@@ -644,6 +657,19 @@ impl Tcb {
             || self.sb.next_lost().is_some()
     }
 
+    /// New data went out: a reply within the delayed-ACK time of the last data received makes
+    /// the connection interactive (Linux's tcp_event_data_sent; TCP_PINGPONG_THRESH is 1).
+    pub(crate) fn on_new_data_sent(&mut self, now: Instant) {
+        if now - self.last_data_rcv < DELACK {
+            self.pingpong = true;
+        }
+    }
+
+    /// Interactive mode (for tests and TCP_INFO-like views).
+    pub fn interactive(&self) -> bool {
+        self.pingpong
+    }
+
     pub(crate) fn ts_now(&self, now: Instant) -> u32 {
         tsval(now, self.cfg.ts_offset)
     }
@@ -690,8 +716,13 @@ impl Tcb {
         if new >= 2 * adv && new >= adv + self.rcv_mss as usize {
             self.win_update = true;
         }
-        if self.recvbuf.readable() == 0 && self.delack_at.is_some() && self.ack_bytes > 0 {
-            // Everything was read: the pending delayed ACK goes now with the open window.
+        if self.recvbuf.readable() == 0
+            && self.delack_at.is_some()
+            && self.ack_bytes > 0
+            && (!self.pingpong || self.small_segs >= 2)
+        {
+            // Everything was read: the pending delayed ACK goes now with the open window
+            // (Linux's tcp_cleanup_rbuf), unless a reply is expected to carry it.
             self.ack_now = true;
         }
     }
@@ -955,6 +986,8 @@ impl Tcb {
             self.delack_at = None;
             if self.ack_bytes > 0 || self.win_update {
                 self.ack_now = true;
+                // No reply carried it: not interactive after all (Linux's delack timer).
+                self.pingpong = false;
             }
         }
         if self.cork_at.is_some_and(|t| t <= now) {
@@ -1606,15 +1639,20 @@ impl Tcb {
                 if adv > 0 {
                     fx.notify = true;
                 }
+                self.last_data_rcv = now;
+                if data.len() < self.rcv_mss as usize {
+                    self.small_segs = self.small_segs.saturating_add(1);
+                }
                 if off > 0 || had_ooo || self.recvbuf.has_ooo() {
                     // Out of order, or filling a hole: ACK at once with SACK (RFC 5681 4.2),
                     // and keep ACKing every segment for a while (Linux's quick-ack mode on
                     // out-of-order data): the sender is recovering and paces on our ACKs.
                     self.ack_now = true;
                     self.quickacks = QUICKACKS;
+                    self.pingpong = false;
                 } else {
                     self.ack_bytes += adv as u32;
-                    if self.quickacks > 0 {
+                    if self.quickacks > 0 && !self.pingpong {
                         self.quickacks -= 1;
                         self.ack_now = true;
                     } else if self.ack_bytes >= 2 * self.rcv_mss {
@@ -1691,6 +1729,7 @@ impl Tcb {
     pub(crate) fn ack_sent(&mut self) {
         self.ack_now = false;
         self.ack_bytes = 0;
+        self.small_segs = 0;
         self.delack_at = None;
         self.win_update = false;
     }

@@ -124,6 +124,7 @@ impl Tcb {
                 self.undo_retrans = self.undo_retrans.saturating_add(segs as u32);
             } else {
                 self.sb.on_send(s, pe, now);
+                self.on_new_data_sent(now);
             }
         }
         self.ack_sent();

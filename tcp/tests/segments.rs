@@ -723,3 +723,31 @@ fn bad_synack_gets_rst_and_dup_syn_gets_synack() {
 0.300 > S. 0:0(0) ack 1 port 40009
 ");
 }
+
+/// Request/response traffic (Linux's pingpong mode): once a reply left within the delayed-ACK
+/// time of a request, requests are no longer ACKed at once, nor when the reader empties the
+/// buffer: the reply carries the ACK. A delayed ACK that has to go alone ends the mode, and the
+/// remaining quick ACKs apply again.
+#[test]
+fn interactive_replies_carry_the_ack() {
+    with(
+        HS,
+        "
+0.200 < P. 1:101(100) ack 1 win 512 ts 200 *
+0.200 > . 1:1(0) ack 101                      // quick ACK: not interactive yet
+0.201 read 100
+0.202 write 200
+0.202 > P. 1:201(200) ack 101
+0.210 < P. 101:201(100) ack 201 win 512 ts 210 *
+0.211 read 100                                // no ACK on read either
+0.212 write 200
+0.212 > P. 201:401(200) ack 201               // the reply carries it
+0.220 < P. 201:301(100) ack 401 win 512 ts 220 *
+0.221 read 100
+0.259 > none
+0.260 > . 401:401(0) ack 301                  // no reply: the delayed ACK, mode left
+0.300 < P. 301:401(100) ack 401 win 512 ts 300 *
+0.300 > . 401:401(0) ack 401                  // quick ACKs again
+",
+    );
+}

@@ -976,6 +976,10 @@ impl<B: Backend> Backend for LoopBackend<B> {
         self.net.poll(out);
     }
 
+    fn rx_pending(&self) -> Option<bool> {
+        self.inner.rx_pending()
+    }
+
     fn loop_stats(&self) -> LoopStats {
         let mut s = self.net.stats;
         s.enabled = self.enabled;

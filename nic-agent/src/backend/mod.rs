@@ -76,17 +76,71 @@ pub struct EngineStats {
 /// A raw buffer for vectored I/O into or out of shared memory.
 pub type IoBuf = libc::iovec;
 
+/// Byte slices made from an iovec list: up to [`Slices::INLINE`] without an allocation (the
+/// channel's streams hand over at most two pieces, before and after the ring's wrap).
+pub struct Slices<T: Default> {
+    inline: [T; 4],
+    n: usize,
+    heap: Vec<T>,
+}
+
+impl<T: Default> Slices<T> {
+    pub const INLINE: usize = 4;
+
+    fn from_iter(it: impl Iterator<Item = T>) -> Self {
+        let mut s = Slices {
+            inline: Default::default(),
+            n: 0,
+            heap: Vec::new(),
+        };
+        for x in it {
+            if s.heap.is_empty() && s.n < Self::INLINE {
+                s.inline[s.n] = x;
+                s.n += 1;
+            } else {
+                if s.heap.is_empty() {
+                    s.heap.extend(s.inline.iter_mut().map(std::mem::take));
+                }
+                s.heap.push(x);
+            }
+        }
+        s
+    }
+}
+
+impl<T: Default> std::ops::Deref for Slices<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        if self.heap.is_empty() {
+            &self.inline[..self.n]
+        } else {
+            &self.heap
+        }
+    }
+}
+
+impl<T: Default> std::ops::DerefMut for Slices<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        if self.heap.is_empty() {
+            &mut self.inline[..self.n]
+        } else {
+            &mut self.heap
+        }
+    }
+}
+
 /// The non-empty buffers of `bufs` as byte slices to fill (for backends that copy in Rust).
 ///
 /// # Safety
 /// Each buffer must be writable memory of `iov_len` bytes that no other Rust reference aliases
 /// while the slices live (the contract of [`Backend::recv`]).
-pub unsafe fn iov_mut<'a>(bufs: &[IoBuf]) -> Vec<&'a mut [u8]> {
-    bufs.iter()
-        .filter(|b| b.iov_len > 0)
-        // SAFETY: the caller's contract.
-        .map(|b| unsafe { std::slice::from_raw_parts_mut(b.iov_base.cast::<u8>(), b.iov_len) })
-        .collect()
+pub unsafe fn iov_mut<'a>(bufs: &[IoBuf]) -> Slices<&'a mut [u8]> {
+    Slices::from_iter(
+        bufs.iter()
+            .filter(|b| b.iov_len > 0)
+            // SAFETY: the caller's contract.
+            .map(|b| unsafe { std::slice::from_raw_parts_mut(b.iov_base.cast::<u8>(), b.iov_len) }),
+    )
 }
 
 /// The non-empty buffers of `bufs` as byte slices to read.
@@ -94,14 +148,15 @@ pub unsafe fn iov_mut<'a>(bufs: &[IoBuf]) -> Vec<&'a mut [u8]> {
 /// # Safety
 /// Each buffer must be readable memory of `iov_len` bytes, unchanged while the slices live (the
 /// contract of [`Backend::send`]).
-pub unsafe fn iov_ref<'a>(bufs: &[IoBuf]) -> Vec<&'a [u8]> {
-    bufs.iter()
-        .filter(|b| b.iov_len > 0)
-        // SAFETY: the caller's contract.
-        .map(|b| unsafe {
-            std::slice::from_raw_parts(b.iov_base.cast::<u8>().cast_const(), b.iov_len)
-        })
-        .collect()
+pub unsafe fn iov_ref<'a>(bufs: &[IoBuf]) -> Slices<&'a [u8]> {
+    Slices::from_iter(
+        bufs.iter()
+            .filter(|b| b.iov_len > 0)
+            // SAFETY: the caller's contract.
+            .map(|b| unsafe {
+                std::slice::from_raw_parts(b.iov_base.cast::<u8>().cast_const(), b.iov_len)
+            }),
+    )
 }
 
 /// A TCP implementation. Every method is non-blocking; errors carry Linux errno values.
@@ -153,6 +208,13 @@ pub trait Backend {
     fn has_local_events(&self) -> bool {
         false
     }
+    /// Input waits that [`Backend::poll`] would take, seen without a syscall (a device ring's
+    /// next slot). A busy agent calls `poll` on this instead of waiting for
+    /// [`Backend::wait_fd`] in an `epoll_wait`; `None` when the backend cannot tell (the agent
+    /// then polls its epoll set every few microseconds while busy).
+    fn rx_pending(&self) -> Option<bool> {
+        None
+    }
     /// Collects only the readiness of [`Backend::has_local_events`] (no syscall).
     fn poll_local(&mut self, _out: &mut Vec<SockEvent>) {}
     /// Counters of the loopback accelerator, when there is one.
@@ -171,5 +233,34 @@ pub trait Backend {
     /// `None`: every address of the host's interfaces.
     fn own_ip(&self) -> Option<IpAddr> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iov(b: &mut [u8]) -> IoBuf {
+        IoBuf {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        }
+    }
+
+    #[test]
+    fn slices_skip_empty_buffers_and_keep_order_past_the_inline_ones() {
+        let mut bufs: Vec<Vec<u8>> = (0..7u8).map(|i| vec![i; usize::from(i % 3)]).collect();
+        let list: Vec<IoBuf> = bufs.iter_mut().map(|b| iov(b)).collect();
+        // SAFETY: the buffers outlive the slices and nothing else touches them meanwhile.
+        let s = unsafe { iov_ref(&list) };
+        let got: Vec<(u8, usize)> = s.iter().map(|b| (b[0], b.len())).collect();
+        assert_eq!(got, [(1, 1), (2, 2), (4, 1), (5, 2)]);
+        let mut more: Vec<Vec<u8>> = (1..=6u8).map(|i| vec![i; 1]).collect();
+        let list: Vec<IoBuf> = more.iter_mut().map(|b| iov(b)).collect();
+        // SAFETY: as above.
+        let mut s = unsafe { iov_mut(&list) };
+        assert_eq!(s.len(), 6);
+        s[5][0] = 60;
+        assert_eq!(s.iter().map(|b| b[0]).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 60]);
     }
 }

@@ -346,6 +346,10 @@ impl Device for AfPacket {
         Ok(self.ring.recv(max, f))
     }
 
+    fn rx_ready(&self) -> Option<bool> {
+        Some(self.ring.ready())
+    }
+
     fn tx_burst(
         &mut self,
         frames: &mut VecDeque<TxFrame>,

@@ -178,6 +178,11 @@ impl RxRing {
         }
     }
 
+    /// The kernel has handed the next slot over (a frame waits), read from the ring alone.
+    pub fn ready(&self) -> bool {
+        self.status(self.slot).load(Ordering::Acquire) & TP_STATUS_USER != 0
+    }
+
     /// Calls `f` for up to `max` frames, in place in the ring; returns how many. Each slot is
     /// given back to the kernel as soon as `f` returned.
     pub fn recv(&mut self, max: usize, f: &mut dyn FnMut(&[u8], RxMeta)) -> usize {

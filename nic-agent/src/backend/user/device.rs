@@ -56,6 +56,12 @@ pub trait Device {
     ) -> io::Result<usize>;
     /// A descriptor that becomes readable when frames wait; `None` for a polled device (DPDK).
     fn rx_fd(&self) -> Option<RawFd>;
+    /// Frames wait, as far as the device can tell from its own memory without a syscall (a
+    /// ring's next slot); when it cannot tell (the agent then relies on
+    /// [`Device::rx_fd`]): `None`. Lets a busy agent skip an `epoll_wait` per loop iteration.
+    fn rx_ready(&self) -> Option<bool> {
+        None
+    }
     /// When frames held back by the device itself (a delaying fault injector) become due: the
     /// backend polls again then, since no descriptor will wake it.
     fn next_due(&self) -> Option<std::time::Instant> {
@@ -91,6 +97,9 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn rx_fd(&self) -> Option<RawFd> {
         (**self).rx_fd()
+    }
+    fn rx_ready(&self) -> Option<bool> {
+        (**self).rx_ready()
     }
     fn next_due(&self) -> Option<std::time::Instant> {
         (**self).next_due()

@@ -529,6 +529,11 @@ impl<D: Device> Backend for NativeBackend<D> {
         self.drain_local(out);
     }
 
+    fn rx_pending(&self) -> Option<bool> {
+        // `kicked`: the last poll left work (a full burst, frames the device refused).
+        self.dev.rx_ready().map(|r| r || self.kicked)
+    }
+
     fn wait_fd(&self) -> RawFd {
         self.epoll.raw()
     }
