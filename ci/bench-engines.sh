@@ -107,16 +107,49 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 KERNEL_CC=$(ip netns exec "$NS_A" sysctl -n net.ipv4.tcp_congestion_control)
 T_START=$(date -u '+%Y-%m-%d %H:%M UTC')
 
-# The veth offload features as the fixture left them (restored after each off period).
-declare -A OFFL
-for side in A B; do
-    ns=NS_$side dev=VETH_$side
-    OFFL[$side]=$(ip netns exec "${!ns}" ethtool -k "${!dev}" | awk -F': ' '
+# The veth offload features of one side, as `ethtool -K` arguments.
+features() {
+    local ns=NS_$1 dev=VETH_$1
+    ip netns exec "${!ns}" ethtool -k "${!dev}" | awk -F': ' '
         $1 == "tx-checksumming" { t = $2 } $1 == "tcp-segmentation-offload" { s = $2 }
         $1 == "generic-segmentation-offload" { g = $2 } $1 == "generic-receive-offload" { r = $2 }
         END { sub(/ .*/, "", t); sub(/ .*/, "", s); sub(/ .*/, "", g); sub(/ .*/, "", r);
-              printf "tx %s tso %s gso %s gro %s", t, s, g, r }')
+              printf "tx %s tso %s gso %s gro %s", t, s, g, r }'
+}
+# The veth offload features as the fixture left them (restored after each off period).
+declare -A OFFL NAPI_SAVED
+for side in A B; do
+    OFFL[$side]=$(features "$side")
 done
+# napi on|off: the rig of the CPU-per-request scenarios. On a veth the sending syscall runs the
+# receiver's whole network stack in softirq, so a server would be charged its client's TCP
+# receive work (about 40 % of the agent's CPU, and of kernel nginx's) and the client the server's.
+# Threaded NAPI on both ends moves each side's receive processing into a kernel thread of its
+# own (napi/<dev>-N), measured separately, as on two machines. veth uses NAPI for a frame only
+# with GRO on and, for a TCP segment from a TSO-capable sender, with TSO off on that sender:
+# responses of a few hundred bytes are never segmented, so TSO off changes nothing else here.
+napi() {
+    local side ns dev
+    for side in A B; do
+        ns=NS_$side dev=VETH_$side
+        if [[ $1 == on ]]; then
+            NAPI_SAVED[$side]=$(features "$side")
+            ip netns exec "${!ns}" ethtool -K "${!dev}" gro on tso off >/dev/null 2>&1 || true
+            ip netns exec "${!ns}" sh -c "echo 1 > /sys/class/net/${!dev}/threaded" 2>/dev/null || true
+        else
+            ip netns exec "${!ns}" sh -c "echo 0 > /sys/class/net/${!dev}/threaded" 2>/dev/null || true
+            # shellcheck disable=SC2086 # a list of feature/value pairs
+            ip netns exec "${!ns}" ethtool -K "${!dev}" ${NAPI_SAVED[$side]} >/dev/null 2>&1 || true
+        fi
+    done
+}
+napi_ticks() { # DEV: utime+stime of its NAPI threads (0 when none)
+    local p t=0
+    for p in $(pgrep "^napi/$1" || true); do
+        t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
 offloads() { # on|off
     local side ns dev
     for side in A B; do
@@ -247,13 +280,19 @@ bulk() {
 
 # wrkcpu MODE SCEN REP: wrk -t2 -c100 for DURATION s, with CPU and request counts.
 wrkcpu() {
-    local m=$1 sc=$2 r=$3 a0 a1 n0 n1 mc0 mc1 out req rps p99 errs w
+    local m=$1 sc=$2 r=$3 a0 a1 n0 n1 mc0 mc1 out req rps p99 errs w na0 na1 nb0 nb1
     out=$WORKDIR/wrk-$m-$sc-$r.out
+    napi on
+    sleep 1.5 # the af_packet device follows the interface's offloads within a second
+    in_b timeout 20 wrk -t2 -c100 -d1s "$BASE/hello" >/dev/null 2>&1 || true # warm-up
+    na0=$(napi_ticks "$VETH_A") nb0=$(napi_ticks "$VETH_B")
     a0=$(ticks "$SRV_AGENT") n0=$(ticks "$SRV_NGINX") mc0=$(machine)
     # shellcheck disable=SC2016 # expanded by the inner shell
     w=$(in_b timeout $((DURATION + 30)) bash -c 'wrk -t2 -c100 -d"$1"s --timeout 5s --latency "$2" >"$3" 2>&1 || true
         awk "{ print \$16, \$17 }" /proc/$$/stat' _ "$DURATION" "$BASE/hello" "$out") || true
     a1=$(ticks "$SRV_AGENT") n1=$(ticks "$SRV_NGINX") mc1=$(machine)
+    na1=$(napi_ticks "$VETH_A") nb1=$(napi_ticks "$VETH_B")
+    napi off
     req=$(wrk_requests "$out")
     if ! [[ $req =~ ^[0-9]+$ && $req -gt 0 ]]; then
         note "$m $sc rep $r: wrk made no requests: $(tr '\n' ' ' <"$out" | cut -c1-300)"
@@ -268,10 +307,14 @@ wrkcpu() {
     rec "$m" "$sc" "$r" p99_ms "$p99"
     rec "$m" "$sc" "$r" wrk_errors "$errs"
     awk -v a0="$a0" -v a1="$a1" -v n0="$n0" -v n1="$n1" -v req="$req" -v hz="$CLK_TCK" \
-        -v m0="$mc0" -v m1="$mc1" -v w="$w" -v agent="${SRV_AGENT:-}" -v M="$m" -v S="$sc" -v R="$r" '
+        -v m0="$mc0" -v m1="$mc1" -v w="$w" -v agent="${SRV_AGENT:-}" -v M="$m" -v S="$sc" -v R="$r" \
+        -v na="$((na1 - na0))" -v nb="$((nb1 - nb0))" '
         BEGIN { f = 1e6 / hz / req; split(m0, x, " "); split(m1, y, " "); split(w, z, " ")
             if (agent != "") printf "%s\t%s\t%s\tagent_us\t%.3f\n", M, S, R, (a1 - a0) * f
             printf "%s\t%s\t%s\tnginx_us\t%.3f\n", M, S, R, (n1 - n0) * f
+            printf "%s\t%s\t%s\tnapi_srv_us\t%.3f\n", M, S, R, na * f
+            printf "%s\t%s\t%s\tnapi_cli_us\t%.3f\n", M, S, R, nb * f
+            printf "%s\t%s\t%s\tserver_us\t%.3f\n", M, S, R, ((a1 - a0) + (n1 - n0) + na) * f
             printf "%s\t%s\t%s\twrk_us\t%.3f\n", M, S, R, (z[1] + z[2]) * f
             printf "%s\t%s\t%s\tmach_user_us\t%.3f\n", M, S, R, (y[1] - x[1]) * f
             printf "%s\t%s\t%s\tmach_sys_us\t%.3f\n", M, S, R, (y[2] - x[2]) * f
@@ -325,7 +368,6 @@ for ((r = 1; r <= REPS; r++)); do
         log "=== rep $r/$REPS: $m ==="
         if server_up "$m" std; then
             bulk "$m" bulk "$r" 60 warm || true
-            in_b timeout 20 wrk -t2 -c100 -d1s "$BASE/hello" >/dev/null 2>&1 || true # warm-up
             wrkcpu "$m" wrk100 "$r" || true
             if [[ $HAVE_NFT == 1 ]]; then
                 # 1) the veth defaults (dpdk cannot run with them on)
@@ -447,6 +489,9 @@ rows = [("bulk", "mbps", "(a) bulk 100 MiB, MB/s", 1, True),
         ("wrk100", "p99_ms", "(c) wrk -c100 p99 ms", 2, True),
         ("wrk100", "agent_us", "(c) agent CPU us/req", 2, False),
         ("wrk100", "nginx_us", "(c) nginx (host) CPU us/req", 2, True),
+        ("wrk100", "napi_srv_us", "(c) server-side NAPI thread us/req (kernel: its TCP receive path; agent modes: frames into the device ring)", 2, True),
+        ("wrk100", "server_us", "(c) server total us/req (agent + nginx + server NAPI)", 2, True),
+        ("wrk100", "napi_cli_us", "(c) client-side NAPI thread us/req", 2, True),
         ("wrk100", "mach_sys_us", "(c) machine sys+irq+softirq us/req", 2, True),
         ("wrk100", "mach_busy_us", "(c) machine busy (all CPU) us/req", 2, True),
         ("wrk100", "wrk_us", "(c) wrk (client) CPU us/req", 2, True)]
@@ -456,6 +501,7 @@ for n in conns:
              (sc, "rps", f"(d) {n} idle + wrk -c100 req/s", 0, True),
              (sc, "agent_us", f"(d) {n} idle: agent CPU us/req", 2, False),
              (sc, "nginx_us", f"(d) {n} idle: nginx CPU us/req", 2, True),
+             (sc, "server_us", f"(d) {n} idle: server total us/req", 2, True),
              (sc, "mach_sys_us", f"(d) {n} idle: machine sys+irq+softirq us/req", 2, True),
              (sc, "agent_rss_kib", f"(d) {n} idle: agent RssAnon MiB", 1, False),
              (sc, "nginx_rss_kib", f"(d) {n} idle: nginx RssAnon MiB", 1, False),
@@ -499,7 +545,12 @@ for m in [x for x in modes if x != "kernel"]:
             break
     a = med("wrk100", "agent_us", m)
     if a is not None:
-        L.append(f"- {m}: agent CPU per request (wrk -c100) {a:.2f} us (target <= 2 us for native): {'met' if a <= 2 else 'NOT met'}; kernel mode's machine sys+irq+softirq per request {fmt(med('wrk100', 'mach_sys_us', 'kernel'), 2)} us")
+        ks = med('wrk100', 'server_us', 'kernel')
+        kn = f" = {a / ks:.2f}x" if ks else ""
+        L.append(f"- {m}: agent CPU per request (wrk -c100) {a:.2f} us (target <= 2 us for native): {'met' if a <= 2 else 'NOT met'}; the kernel's whole server-side cost per request (nginx + its NAPI thread) {fmt(ks, 2)} us{kn}")
+        h = med('wrk100', 'nginx_us', m)
+        if h is not None and ks:
+            L.append(f"- {m}: host (nginx) CPU per request {h:.2f} us = {h / ks:.2f}x the kernel's server-side cost (target <= 0.35x): {'met' if h / ks <= 0.35 else 'NOT met'}")
     if conns:
         lo, hi = f"conns{conns[0]}", f"conns{conns[-1]}"
         a0, a1 = med(lo, "agent_us", m), med(hi, "agent_us", m)
@@ -520,7 +571,7 @@ L.append(f"- Modes: \`kernel\` = nginx on the kernel stack of A (the IP on the v
 L.append(f"- Agent for (a)-(c): {meta['std_agent']}. Agent for (d): {meta['conn_agent']} (channel region per process = max_sockets x (rx_ring + tx_ring) = {int(meta['conn_region_mib'])} MiB here, shared memory, not in RssAnon); nginx \`worker_connections\` {meta['ngx_conns']} (nginx closes idle keepalive connections once fewer than 1/16 of them are free: with 10,240 it served only 9,584 of 10,000), \`worker_rlimit_nofile\` and \`ulimit -n\` {meta['nofile']} in that block (kernel mode too).")
 L.append("- (a) \`curl\` of a 100 MiB static file after one warm-up download; MB/s = bytes / curl's time_total / 10^6.")
 L.append(f"- (b) the same download with nftables in namespace B: table inet with \`iifname <veth> numgen random mod 100 < {meta['loss_pct']} drop\` on the input hook and the same with \`oifname\` on the output hook, identical for every mode, curl limit {'${LOSS_MAXTIME}'} s. First row: veth offloads at their defaults (as in (a)): the hooks see what the stacks send, so a dropped 'packet' from kernel TCP or the native engine can be a TSO super-frame of up to 64 KB (the same rule, not the same segment loss rate), while smoltcp sends MTU-sized frames. Kernel congestion control: the namespace default ({meta['kernel_cc']}), and again with CUBIC (snstack-tcp's algorithm; \`ip route ... congctl cubic\` on the subnet route of A, since a non-initial namespace may not change its default) in the second row. Third row: offloads (tx checksum, TSO, GSO, GRO) off on both ends, so the rule drops 1 % of MTU-sized segments (the kernel again with CUBIC in the fourth row; the af_packet device follows the interface's offloads within a second); dpdk only runs there.")
-L.append("- (c) CPU per request = delta over the wrk run / wrk's request count: agent and nginx utime+stime from /proc/PID/stat (the agent's includes its 50 us idle spin); wrk = its reaped children's cutime+cstime in a wrapper shell; machine from /proc/stat: sys+irq+softirq and busy (user+nice+system+irq+softirq+steal). For kernel mode the server's TCP/IP work runs inside nginx's syscalls and in softirq, and cannot be separated per process: the machine's sys+irq+softirq per request is the kernel's figure beside the agent's CPU, but it also holds the client's (wrk's) kernel TCP and the veth, in every mode; compare it across columns, and compare agent CPU against it knowing it over-counts the kernel server side. Any other work on the machine during the run lands in the machine figures too.")
+L.append("- (c) CPU per request = delta over the wrk run / wrk's request count: agent and nginx utime+stime from /proc/PID/stat (the agent's includes any idle spin it does; it stops spinning while its CPU is contended, docs/agent-loop.md); wrk = its reaped children's cutime+cstime in a wrapper shell; machine from /proc/stat: sys+irq+softirq and busy (user+nice+system+irq+softirq+steal). The (c) and (d) wrk runs use threaded NAPI on both veth ends (GRO on, TSO off, restored afterwards; docs/agent-loop.md): on a veth the sending syscall otherwise runs the receiver's whole stack in softirq, charging a server with its client's TCP receive work and the other way round. So each side's receive processing runs in its own kernel thread: the server side's (napi/<veth A>) is kernel TCP's receive path in kernel mode and the delivery of frames into the af_packet ring (the NIC's DMA on real hardware) in agent modes. The kernel's server-side cost per request is nginx + that thread; the agent's is its own CPU, with nginx the host's. The machine figures hold everything, client included. Any other work on the machine during the run lands in the machine figures too.")
 L.append(f"- (d) per level N: tests/apps/hold_conns.py opens N connections (1,000 connects in flight at a time), sends one GET /hello on each and reads the 200, then holds all N open and idle (nginx keepalive_timeout 65 s) while the agent's RssAnon (/proc/PID/status, anonymous private memory: excludes the shared channel regions) and the machine's Slab delta are read, and while \`wrk -t2 -c100\` runs {meta['duration']} s beside them (CPU per request as in (c)). Then the holder is stopped (SIGTERM: it closes its sockets). 'served' counts connections that were accepted and answered 200. The levels run one after the other on one server per mode and rep.")
 L.append("")
 L.append("## Notes, failures and agent log lines")
