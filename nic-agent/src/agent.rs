@@ -57,6 +57,8 @@ const EPOLL_EVERY: Duration = Duration::from_micros(4);
 /// The same for a backend whose input the loop reads from memory ([`Backend::rx_pending`]):
 /// the epoll set is polled every this many iterations, without a clock read.
 const EPOLL_ITERS: u32 = 64;
+/// Iterations a doorbell may wait while more input is queued (see `run`).
+const DOORBELL_DEFER: u32 = 4;
 
 const TOK_SIGNAL: u64 = 0;
 const TOK_LISTENER: u64 = 1;
@@ -147,6 +149,8 @@ pub struct Agent<B: Backend> {
     attaches: u64,
     next_timer: Option<Instant>,
     spin: SpinPolicy,
+    /// Iterations the owed doorbells have waited.
+    deferred: u32,
     /// Violations found while serving an event or another session's command: the channels are
     /// dropped once the current step is over.
     failed: Vec<(u32, Violation)>,
@@ -243,6 +247,7 @@ impl<B: Backend> Agent<B> {
             attaches: 0,
             next_timer: None,
             spin: SpinPolicy::new(spin),
+            deferred: 0,
             failed: Vec::new(),
             stop: false,
             evbuf: sys::event_buf(256),
@@ -325,7 +330,18 @@ impl<B: Backend> Agent<B> {
             if let Some(t) = now {
                 self.run_timers(t);
             }
-            self.flush_all();
+            // Doorbells wait while more input is already queued (the next iteration serves it
+            // before the woken host takes this CPU), for at most DOORBELL_DEFER iterations:
+            // interrupt moderation that adds no latency to an idle agent.
+            let more = work
+                && (self.backend.rx_pending() == Some(true)
+                    || self
+                        .procs
+                        .values()
+                        .any(|p| !p.closing && p.chan.cmds_pending()));
+            let ring = !more || self.deferred >= DOORBELL_DEFER;
+            self.deferred = if ring { 0 } else { self.deferred + 1 };
+            self.flush_all(ring);
             if work {
                 self.spin.on_work();
                 idle = None;
@@ -839,7 +855,7 @@ impl<B: Backend> Agent<B> {
         self.drop_failed();
     }
 
-    fn flush_all(&mut self) {
+    fn flush_all(&mut self, ring: bool) {
         let mut finished = Vec::new();
         for (&sid, p) in self.procs.iter_mut() {
             if p.closing {
@@ -850,6 +866,9 @@ impl<B: Backend> Agent<B> {
             }
             if let Err(v) = p.chan.flush() {
                 self.failed.push((sid, v));
+            }
+            if ring && p.chan.owes() {
+                p.chan.ring_owed();
             }
         }
         self.drop_failed();

@@ -28,6 +28,9 @@ pub struct Channel {
     dirty: Vec<u32>,
     dirty_mark: Vec<bool>,
     waiters: Vec<Option<OwnedFd>>,
+    /// Waiters whose doorbell is owed: they announced sleep, the announcement was consumed
+    /// (`wake::must_ring`), and the eventfd write waits for [`Channel::ring_owed`].
+    owed: u64,
     pub counters: Counters,
     mirrored: Counters,
     /// PCIe crossings made in this loop iteration (model off: never touched).
@@ -58,6 +61,7 @@ impl Channel {
             region,
             overflow: VecDeque::new(),
             posted: false,
+            owed: 0,
             dirty: Vec::new(),
             dirty_mark: vec![false; n],
             waiters: (0..MAX_WAITERS).map(|_| None).collect(),
@@ -156,8 +160,8 @@ impl Channel {
         }
     }
 
-    /// Once per loop iteration: pending events, the completion futex, socket futexes and waiter
-    /// doorbells, and the header counters.
+    /// Once per loop iteration: pending events, the completion futex, socket futexes and the
+    /// header counters; waiter doorbells become owed, written by [`Channel::ring_owed`].
     pub fn flush(&mut self) -> Result<(), Violation> {
         while let Some(e) = self.overflow.front().copied() {
             if !self.evts.push(e)? {
@@ -190,7 +194,26 @@ impl Channel {
         Ok(())
     }
 
-    fn wake_sock(&self, slot: u32) {
+    /// Writes the owed doorbells (each sleeping waiter's eventfd once).
+    pub fn ring_owed(&mut self) {
+        let mut owed = std::mem::take(&mut self.owed);
+        while owed != 0 {
+            let i = owed.trailing_zeros() as usize;
+            owed &= owed - 1;
+            if let Some(Some(fd)) = self.waiters.get(i) {
+                if let Err(e) = sys::eventfd_write(fd.as_raw_fd(), 1) {
+                    tracing::debug!("waiter {i} doorbell: {e}");
+                }
+            }
+        }
+    }
+
+    /// Doorbells are owed to sleeping host threads.
+    pub fn owes(&self) -> bool {
+        self.owed != 0
+    }
+
+    fn wake_sock(&mut self, slot: u32) {
         let Some(ctl) = self.region.sock(slot) else {
             return;
         };
@@ -211,16 +234,12 @@ impl Channel {
         }
     }
 
-    fn ring_waiter(&self, i: usize) {
+    fn ring_waiter(&mut self, i: usize) {
         let Some(w) = self.region.waiter(i) else {
             return;
         };
-        if wake::must_ring(&w.sleeping) {
-            if let Some(Some(fd)) = self.waiters.get(i) {
-                if let Err(e) = sys::eventfd_write(fd.as_raw_fd(), 1) {
-                    tracing::debug!("waiter {i} doorbell: {e}");
-                }
-            }
+        if wake::must_ring(&w.sleeping) && i < 64 {
+            self.owed |= 1 << i;
         }
     }
 
@@ -253,5 +272,56 @@ impl Channel {
 
     pub fn retract_sleep(&self) {
         wake::retract(&self.header().agent_sleeping.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bell_rung(fd: std::os::fd::RawFd) -> bool {
+        let mut b = [0u8; 8];
+        // SAFETY: `b` is 8 writable bytes; the eventfd is non-blocking (EAGAIN when zero).
+        unsafe { libc::read(fd, b.as_mut_ptr().cast(), b.len()) == 8 }
+    }
+
+    #[test]
+    fn doorbells_are_owed_by_flush_and_written_once_by_ring_owed() {
+        let geo = Geometry {
+            max_sockets: 4,
+            rx_size: 4096,
+            tx_size: 4096,
+            ..Geometry::default()
+        };
+        let (mut ch, _memfd) = Channel::create(geo).unwrap();
+        let bell = sys::eventfd().unwrap();
+        let raw = bell.as_raw_fd();
+        assert!(ch.set_waiter(3, bell));
+        // Host side: waiter 3 watches slot 1 and sleeps.
+        ch.region()
+            .sock(1)
+            .unwrap()
+            .host
+            .0
+            .waiter_mask
+            .fetch_or(1 << 3, Ordering::AcqRel);
+        wake::announce(&ch.region().waiter(3).unwrap().sleeping);
+        ch.dirty(1);
+        ch.flush().unwrap();
+        assert!(ch.owes());
+        assert!(!bell_rung(raw), "flush alone writes no doorbell");
+        let mut seen = Vec::new();
+        ch.region().take_changed(3, |s| seen.push(s));
+        assert_eq!(seen, [1]);
+        ch.ring_owed();
+        assert!(!ch.owes());
+        assert!(bell_rung(raw));
+        // The announcement was consumed: another change owes nothing until the host sleeps
+        // again.
+        ch.dirty(1);
+        ch.flush().unwrap();
+        assert!(!ch.owes());
+        ch.ring_owed();
+        assert!(!bell_rung(raw));
     }
 }
