@@ -261,6 +261,9 @@ mod tests {
         let mut s = unsafe { iov_mut(&list) };
         assert_eq!(s.len(), 6);
         s[5][0] = 60;
-        assert_eq!(s.iter().map(|b| b[0]).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 60]);
+        assert_eq!(
+            s.iter().map(|b| b[0]).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 60]
+        );
     }
 }
