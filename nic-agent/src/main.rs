@@ -97,6 +97,35 @@ enum EngineKind {
     Smoltcp,
 }
 
+/// Congestion control algorithms of the native engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CcKind {
+    Cubic,
+    Reno,
+    Bbr,
+}
+
+impl CcKind {
+    fn algo(self) -> snstack_tcp::cc::CcAlgo {
+        match self {
+            CcKind::Cubic => snstack_tcp::cc::CcAlgo::Cubic,
+            CcKind::Reno => snstack_tcp::cc::CcAlgo::Reno,
+            CcKind::Bbr => snstack_tcp::cc::CcAlgo::Bbr,
+        }
+    }
+}
+
+/// `--cc`, or the namespace's default algorithm when the engine has it, else CUBIC.
+fn congestion(a: &RunArgs) -> snstack_tcp::cc::CcAlgo {
+    if let Some(c) = a.cc {
+        return c.algo();
+    }
+    std::fs::read("/proc/sys/net/ipv4/tcp_congestion_control")
+        .ok()
+        .and_then(|v| snstack_tcp::cc::CcAlgo::from_name(v.trim_ascii()).ok())
+        .unwrap_or_default()
+}
+
 #[derive(Args, Debug)]
 struct RunArgs {
     /// Control socket (UNIX SOCK_SEQPACKET) that host processes attach to; its parent directory is
@@ -130,6 +159,12 @@ struct RunArgs {
     /// TCP/IP engine of the user-space backends (afpacket, dpdk, xdp).
     #[arg(long, value_enum, default_value = "native")]
     engine: EngineKind,
+    /// Congestion control of the native engine's connections when a socket does not choose
+    /// one with TCP_CONGESTION. Default: the agent's network namespace's
+    /// net.ipv4.tcp_congestion_control when it names one of these, else cubic (Linux's
+    /// per-namespace default).
+    #[arg(long, value_enum, value_name = "cubic|reno|bbr")]
+    cc: Option<CcKind>,
     /// Network interface of the user-space stack (af_packet binds to it; DPDK's default
     /// net_af_packet vdev attaches to it).
     #[arg(long, value_name = "NAME")]
@@ -437,6 +472,7 @@ fn run_user<D: backend::user::device::Device + 'static>(
             scfg.ipv6 = a.ip6;
             scfg.gateway6 = a.gateway6;
             scfg.seed = ucfg.seed;
+            scfg.congestion = congestion(a);
             let b = backend::user::native::NativeBackend::new(dev, scfg)
                 .context("creating the user backend")?;
             let caps = b.stack().config().caps;
@@ -444,6 +480,7 @@ fn run_user<D: backend::user::device::Device + 'static>(
                 tx_csum = caps.tx_csum,
                 tso = caps.tso,
                 mtu = caps.mtu,
+                cc = b.stack().config().congestion.name(),
                 "engine: snstack-tcp"
             );
             agent::run(cfg, with_loopback(a, b))?;

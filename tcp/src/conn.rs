@@ -4,15 +4,20 @@
 //!
 //! Send side: [`SendBuf`] holds the unacknowledged bytes, [`Scoreboard`] the per-segment
 //! SACK/RACK state, loss recovery is RFC 6675 + RACK (RFC 8985) + PRR (RFC 6937), congestion
-//! control CUBIC (RFC 9438) or NewReno when the peer cannot SACK. Receive side: [`RecvBuf`]
-//! reassembles without a hole limit and names the SACK blocks; the window autotunes.
+//! control CUBIC (RFC 9438, NewReno when the peer cannot SACK), NewReno or BBR (which sets cwnd
+//! itself in recovery too, and paces: see `output.rs`). Every ACK also yields a delivery-rate
+//! sample ([`RateState`]). Receive side: [`RecvBuf`] reassembles without a hole limit and names
+//! the SACK blocks; the window autotunes.
 
 use core::time::Duration;
 use std::net::SocketAddr;
 
-use crate::cc::{cubic::Cubic, newreno::NewReno, CongestionControl};
+use crate::cc::{
+    bbr::Bbr, cubic::Cubic, newreno::NewReno, AckState, CaState, CcAlgo, CongestionControl,
+};
 use crate::errno::{self, Errno};
 use crate::prr::Prr;
+use crate::rate::{RateSample, RateState};
 use crate::recvbuf::RecvBuf;
 use crate::rtt::RttEstimator;
 use crate::scoreboard::Scoreboard;
@@ -95,6 +100,8 @@ pub struct ConnConfig {
     pub initial_window: u32,
     /// Per-connection TSval offset (random, as Linux since 4.10).
     pub ts_offset: u32,
+    /// Congestion control algorithm (TCP_CONGESTION or the stack's default).
+    pub cc: CcAlgo,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +115,9 @@ pub struct Keepalive {
 enum Cc {
     Cubic(Cubic),
     NewReno(NewReno),
+    /// Boxed: BBR's state is larger than the others', and every connection holds a `Cc`
+    /// (twice, with the undo copy).
+    Bbr(Box<Bbr>),
 }
 
 impl Cc {
@@ -115,15 +125,23 @@ impl Cc {
         match self {
             Cc::Cubic(c) => c,
             Cc::NewReno(c) => c,
+            Cc::Bbr(c) => c.as_mut(),
         }
     }
     fn peek(&self) -> &dyn CongestionControl {
         match self {
             Cc::Cubic(c) => c,
             Cc::NewReno(c) => c,
+            Cc::Bbr(c) => c.as_ref(),
         }
     }
 }
+
+/// Pacing may lag the clock by this much and catch up: the engine is woken by a 1 ms timer
+/// wheel, so a paced sender sends about 1 ms of data per wake-up at the pacing rate.
+pub const PACING_SLACK: Duration = Duration::from_micros(crate::timer::TICK_US);
+/// Linux's fq does not pace a flow's first 10 segments (the initial window goes at once).
+const PACING_FREE_SEGS: u64 = 10;
 
 /// Loss-recovery phase (Linux's CA states, reduced).
 #[derive(Debug)]
@@ -228,6 +246,14 @@ pub struct Tcb {
     cwnd_limited: bool,
     /// Bytes delivered by the ACK being processed (PRR's DeliveredData).
     delivered_now: u32,
+    /// Delivery-rate estimation (`rate.rs`).
+    pub(crate) rate: RateState,
+    /// Pacing: data segments leave no earlier than this (advanced by len / rate per send).
+    pub(crate) pacing_next: Option<Instant>,
+    /// Pacing timer: data waits for `pacing_next` (folded into `next_deadline`).
+    pub(crate) pacing_at: Option<Instant>,
+    /// Data segments (in MSS units) sent, for the unpaced start.
+    data_segs_out: u64,
 
     // Timers (absolute deadlines).
     pub(crate) rtx_at: Option<(Instant, RtxKind)>,
@@ -341,7 +367,7 @@ impl Tcb {
             ts_recent: 0,
             sack_ok: false,
             rtt: RttEstimator::new(),
-            cc: Cc::Cubic(Cubic::new(mss, cfg.initial_window)),
+            cc: Self::make_cc(cfg.cc, mss, &cfg, iss, now),
             phase: Phase::Open,
             undo: None,
             undo_retrans: 0,
@@ -350,6 +376,10 @@ impl Tcb {
             dupacks: 0,
             cwnd_limited: false,
             delivered_now: 0,
+            rate: RateState::new(),
+            pacing_next: None,
+            pacing_at: None,
+            data_segs_out: 0,
             rtx_at: None,
             delack_at: None,
             keepalive_at: None,
@@ -381,6 +411,62 @@ impl Tcb {
             passive: false,
             stats: ConnStats::default(),
         }
+    }
+
+    fn make_cc(algo: CcAlgo, mss: u32, cfg: &ConnConfig, iss: Seq, now: Instant) -> Cc {
+        match algo {
+            CcAlgo::Cubic => Cc::Cubic(Cubic::new(mss, cfg.initial_window)),
+            CcAlgo::Reno => Cc::NewReno(NewReno::new(mss, cfg.initial_window)),
+            CcAlgo::Bbr => {
+                // The gain-cycle phases are drawn from the ISN and the timestamp offset, both
+                // random per connection.
+                let seed = u64::from(iss.0) | (u64::from(cfg.ts_offset) << 32);
+                Cc::Bbr(Box::new(Bbr::new(mss, cfg.initial_window, seed, now)))
+            }
+        }
+    }
+
+    /// Chooses another congestion control algorithm (TCP_CONGESTION after connect): it starts
+    /// from the current window, as Linux's tcp_reinit_congestion_control.
+    pub fn set_congestion(&mut self, algo: CcAlgo, now: Instant) {
+        if algo == self.cfg.cc {
+            return;
+        }
+        let cwnd = self.cwnd();
+        let started = self.synchronized();
+        self.cfg.cc = algo;
+        self.cc = Self::make_cc(algo, self.mss, &self.cfg, self.iss, now);
+        // Cubic without SACK is NewReno, as set_mss decides.
+        self.pick_reno_fallback();
+        if started {
+            self.cc.get().set_cwnd(cwnd);
+        }
+        self.undo = None;
+        self.pacing_next = None;
+        self.pacing_at = None;
+    }
+
+    /// The congestion control algorithm chosen (TCP_CONGESTION).
+    pub fn congestion(&self) -> CcAlgo {
+        self.cfg.cc
+    }
+
+    /// The pacing rate in bytes per second, when the algorithm paces.
+    pub fn pacing_rate(&self) -> Option<u64> {
+        self.cc.peek().pacing_rate()
+    }
+
+    /// BBR's state, when the connection runs BBR (tests, diagnostics).
+    pub fn bbr(&self) -> Option<&Bbr> {
+        match &self.cc {
+            Cc::Bbr(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The delivery-rate estimator's state.
+    pub fn rate(&self) -> &RateState {
+        &self.rate
     }
 
     /// An active open: SYN-SENT, the SYN goes out at the next output.
@@ -498,9 +584,17 @@ impl Tcb {
         self.rcv_mss = self.rcv_mss.min(self.mss).max(536.min(self.mss));
         self.cc.get().set_mss(self.mss);
         self.sb.set_mss(self.mss);
+        self.pick_reno_fallback();
+    }
+
+    /// CUBIC's recovery needs SACK: without it the scoreboard cannot see holes, and NewReno
+    /// (RFC 6582) recovers instead. (An explicit "reno" or "bbr" stays what it is.)
+    fn pick_reno_fallback(&mut self) {
+        if self.cfg.cc != CcAlgo::Cubic {
+            return;
+        }
         if !self.sack_ok {
             if let Cc::Cubic(_) = self.cc {
-                // Without SACK the scoreboard cannot see holes: NewReno (RFC 6582) recovery.
                 self.cc = Cc::NewReno(NewReno::new(self.mss, self.cfg.initial_window));
             }
         } else if let Cc::NewReno(_) = self.cc {
@@ -636,6 +730,7 @@ impl Tcb {
             self.keepalive_at,
             self.end_at,
             self.cork_at,
+            self.pacing_at,
         ]
         .into_iter()
         .flatten()
@@ -681,6 +776,18 @@ impl Tcb {
     pub fn write(&mut self, data: &[u8]) -> usize {
         if self.shut_wr {
             return 0;
+        }
+        if !data.is_empty() && self.synchronized() {
+            // A new write after the sender ran dry: the samples until now were limited by the
+            // application, not the path (the draft's check at sendmsg time, as Linux).
+            let unsent = u32::try_from(self.unsent()).unwrap_or(u32::MAX);
+            self.rate.check_app_limited(
+                unsent,
+                self.mss,
+                self.sb.pipe(),
+                self.cwnd(),
+                self.sb.lost_bytes() > 0,
+            );
         }
         self.sendbuf.write(data)
     }
@@ -793,17 +900,24 @@ impl Tcb {
     /// tcp_init_buffer_space / tcp_sndbuf_expand: 2 x cwnd segments), then grows with cwnd.
     fn size_sndbuf(&mut self) {
         if !self.cfg.sndbuf_locked {
-            let want = (2 * self.cwnd() as usize).clamp(self.cfg.sndbuf, self.cfg.sndbuf_max);
+            let want = self.sndbuf_want();
             if want > self.sendbuf.capacity() {
                 self.sendbuf.set_capacity(want);
             }
         }
     }
 
+    /// Send buffer for the window: cwnd times the algorithm's expansion (2, BBR 3).
+    fn sndbuf_want(&self) -> usize {
+        let n = self.cc.peek().sndbuf_expand() as usize;
+        (n * self.cwnd() as usize).clamp(self.cfg.sndbuf, self.cfg.sndbuf_max)
+    }
+
     fn enter_closed(&mut self) {
         self.state = State::Closed;
         self.rd_closed = true;
         self.shut_wr = true;
+        self.pacing_at = None;
         self.rtx_at = None;
         self.delack_at = None;
         self.keepalive_at = None;
@@ -813,6 +927,7 @@ impl Tcb {
 
     fn enter_time_wait(&mut self, now: Instant) {
         self.state = State::TimeWait;
+        self.pacing_at = None;
         self.rtx_at = None;
         self.keepalive_at = None;
         self.cork_at = None;
@@ -994,6 +1109,10 @@ impl Tcb {
             self.cork_at = None;
             self.cork_expired = true;
         }
+        if self.pacing_at.is_some_and(|t| t <= now) {
+            // The paced data may go: the stack runs output after timers.
+            self.pacing_at = None;
+        }
         if let Some((t, kind)) = self.rtx_at {
             if t <= now {
                 self.rtx_at = None;
@@ -1125,8 +1244,12 @@ impl Tcb {
             return;
         }
         if let Some(cc) = self.undo.take() {
-            // Like Linux's tcp_undo_cwnd_reduction: never below what the window is now.
-            if cc.peek().cwnd() > self.cwnd() {
+            if self.cc.peek().rate_based() {
+                // The model (bandwidth, min RTT) was not reduced: keep it, only tell the
+                // algorithm (BBR restarts its full-pipe detection).
+                self.cc.get().on_undo();
+            } else if cc.peek().cwnd() > self.cwnd() {
+                // Like Linux's tcp_undo_cwnd_reduction: never below what the window is now.
                 self.cc = cc;
             }
             self.stats.undos += 1;
@@ -1438,6 +1561,7 @@ impl Tcb {
         } else {
             ack
         };
+        let prior_in_flight = self.sb.pipe();
         let mut out = crate::scoreboard::AckOutcome::default();
         if !self.sb.is_empty() {
             if let Some(m) = self.rtt.min_rtt() {
@@ -1463,7 +1587,7 @@ impl Tcb {
             self.backoff = 0;
             fx.notify = true;
             if !self.cfg.sndbuf_locked {
-                let want = (2 * self.cwnd() as usize).clamp(self.cfg.sndbuf, self.cfg.sndbuf_max);
+                let want = self.sndbuf_want();
                 if want > self.sendbuf.capacity() {
                     self.sendbuf.set_capacity(want);
                 }
@@ -1503,9 +1627,11 @@ impl Tcb {
         }
 
         // Loss detection.
+        let mut newly_lost = 0;
         if self.sack_ok {
             let srtt = self.rtt.srtt().unwrap_or(Duration::from_millis(1));
             let r = self.sb.rack_detect_loss(now, srtt);
+            newly_lost = r.newly_lost;
             if r.newly_lost > 0 {
                 self.enter_recovery(now);
             }
@@ -1521,6 +1647,7 @@ impl Tcb {
         }
 
         // Phase bookkeeping.
+        let rate_based = self.cc.peek().rate_based();
         match &mut self.phase {
             Phase::Recovery { point, prr } => {
                 prr.on_ack(delivered);
@@ -1537,7 +1664,7 @@ impl Tcb {
                 if ack >= *point {
                     self.phase = Phase::Open;
                     self.sb.set_recovery(false);
-                } else if delivered > 0 {
+                } else if delivered > 0 && !rate_based {
                     let lim = !self.cwnd_limited;
                     self.cc
                         .get()
@@ -1545,13 +1672,28 @@ impl Tcb {
                 }
             }
             Phase::Open => {
-                if delivered > 0 {
+                if delivered > 0 && !rate_based {
                     let lim = !self.cwnd_limited;
                     self.cc
                         .get()
                         .on_ack(now, delivered, out.rtt, self.rtt.min_rtt(), lim);
                 }
             }
+        }
+
+        // Delivery rate, and the rate-based algorithm's turn (Linux's tcp_rate_gen and
+        // cong_control, after the recovery state was updated).
+        let rs = self.rate.on_ack(
+            now,
+            out.delivered,
+            newly_lost,
+            out.tx,
+            out.rtt,
+            self.rtt.min_rtt(),
+            prior_in_flight,
+        );
+        if rate_based {
+            self.rate_control(now, &rs, prior_in_flight, out.sacked);
         }
 
         // Our FIN acknowledged?
@@ -1580,6 +1722,78 @@ impl Tcb {
         }
         if ack > prior_una || out.sacked > 0 {
             self.rearm_rtx(now, ack > prior_una);
+        }
+    }
+
+    /// Hands one ACK's rate sample to a rate-based algorithm (BBR).
+    fn rate_control(&mut self, now: Instant, rs: &RateSample, prior_in_flight: u32, sacked: u32) {
+        let ca_state = match self.phase {
+            Phase::Open => CaState::Open,
+            Phase::Recovery { .. } => CaState::Recovery,
+            Phase::Loss { .. } => CaState::Loss,
+        };
+        let in_flight = self.sb.pipe();
+        let st = AckState {
+            ca_state,
+            in_flight,
+            delivered: self.rate.delivered(),
+            delivered_time: self.rate.delivered_time(),
+            srtt: self.rtt.srtt(),
+            next_send: self.pacing_next,
+            // A lone segment of at most one MSS, cumulatively acknowledged: the receiver may
+            // have held the ACK for its delayed-ACK timer.
+            ack_maybe_delayed: sacked == 0
+                && rs.acked_sacked > 0
+                && rs.acked_sacked <= self.mss
+                && prior_in_flight <= self.mss,
+        };
+        if self.cc.get().on_rate_sample(now, rs, &st) {
+            self.rate.mark_app_limited(in_flight);
+        }
+    }
+
+    /// Pacing: when the next data segment may leave, if later than `now`.
+    pub(crate) fn pacing_wait(&self, now: Instant) -> Option<Instant> {
+        self.cc.peek().pacing_rate()?;
+        self.pacing_next.filter(|&t| t > now)
+    }
+
+    /// `len` payload bytes (`segs` wire segments) left at `now`: the next may leave len / rate
+    /// later. The clock may run ahead of the schedule by at most [`PACING_SLACK`] (the timer
+    /// granularity), so a late wake-up catches up that much and no more.
+    pub(crate) fn paced_send(&mut self, now: Instant, len: u32, segs: u64) {
+        self.data_segs_out += segs;
+        let Some(rate) = self.cc.peek().pacing_rate() else {
+            return;
+        };
+        if rate == 0 || self.data_segs_out < PACING_FREE_SEGS {
+            return;
+        }
+        let base = match self.pacing_next {
+            Some(t) => t.max(now - PACING_SLACK),
+            None => now,
+        };
+        let us = u64::from(len) * 1_000_000 / rate;
+        self.pacing_next = Some(base + Duration::from_micros(us));
+    }
+
+    /// Largest payload per TSO burst: about 1 ms of data at the pacing rate (Linux's
+    /// bbr_tso_segs, which takes the place of tcp_tso_autosize for BBR), at least the
+    /// algorithm's minimum of segments, at most `tso_max`; `tso_max` when not pacing.
+    pub(crate) fn tso_size(&self, tso_max: u32) -> u32 {
+        let Some(rate) = self.cc.peek().pacing_rate() else {
+            return tso_max;
+        };
+        let min = self.cc.peek().min_tso_segs().saturating_mul(self.mss);
+        let bytes = u32::try_from(rate >> 10).unwrap_or(u32::MAX);
+        bytes.max(min).min(tso_max)
+    }
+
+    /// A data segment leaves with nothing in flight (Linux's CA_EVENT_TX_START).
+    pub(crate) fn tx_start_check(&mut self, now: Instant) {
+        if self.sb.pipe() == 0 {
+            let lim = self.rate.is_app_limited();
+            self.cc.get().on_tx_start(now, lim);
         }
     }
 
@@ -1700,7 +1914,9 @@ impl Tcb {
     pub(crate) fn phase_allows(&mut self, pipe: u32) -> u32 {
         let cwnd = self.cwnd();
         match &self.phase {
-            Phase::Recovery { prr, .. } => {
+            // A rate-based algorithm sets cwnd in recovery itself (no PRR, as Linux skips
+            // tcp_cwnd_reduction for cong_control algorithms).
+            Phase::Recovery { prr, .. } if !self.cc.peek().rate_based() => {
                 prr.sndcnt(pipe, self.ssthresh(), self.mss, self.delivered_now)
             }
             _ => cwnd.saturating_sub(pipe),

@@ -4,6 +4,7 @@
 pub type Errno = i32;
 
 pub const EPERM: Errno = 1;
+pub const ENOENT: Errno = 2;
 pub const EAGAIN: Errno = 11;
 pub const ENOMEM: Errno = 12;
 pub const EINVAL: Errno = 22;

@@ -19,6 +19,7 @@ pub mod isn;
 pub mod neigh;
 pub mod output;
 pub mod prr;
+pub mod rate;
 pub mod recvbuf;
 pub mod rtt;
 pub mod scoreboard;

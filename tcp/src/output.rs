@@ -4,6 +4,12 @@
 //! sender-side silly-window avoidance, FINs, window probes and pure ACKs. One call returns one
 //! segment description; the stack copies its payload from the send buffer into a frame. With
 //! TSO a data segment may span many MSS and is cut by the device.
+//!
+//! Pacing (when the congestion control gives a rate, i.e. BBR): data segments, new or
+//! retransmitted, leave no earlier than `pacing_next`, which each one moves on by its length
+//! at the pacing rate; while data waits, a pacing deadline wakes the connection. Pure ACKs,
+//! RSTs, SYNs, probes and a lone FIN are never held. A TSO burst is then about 1 ms of data at
+//! the pacing rate.
 
 use crate::conn::{RtxKind, State, Tcb, CORK_HOLD};
 use crate::seq::Seq;
@@ -117,15 +123,18 @@ impl Tcb {
         let repr = self.base_repr(now, s, flags);
         let off = self.snd_una.dist(s) as usize;
         if len > 0 {
+            let segs = len.div_ceil(self.mss as usize);
+            self.tx_start_check(now);
+            let tx = self.rate.on_send(now, self.sb.is_empty());
             if retrans {
-                self.sb.on_retransmit(s, pe, now);
-                let segs = len.div_ceil(self.mss as usize);
+                self.sb.retransmit_tx(s, pe, now, tx);
                 self.stats.retrans_segs += segs as u64;
                 self.undo_retrans = self.undo_retrans.saturating_add(segs as u32);
             } else {
-                self.sb.on_send(s, pe, now);
+                self.sb.send_tx(s, pe, now, tx);
                 self.on_new_data_sent(now);
             }
+            self.paced_send(now, len as u32, segs as u64);
         }
         self.ack_sent();
         self.last_snd = now;
@@ -184,14 +193,24 @@ impl Tcb {
             _ => {}
         }
         let mss = self.mss;
-        let seg_max = if tso_max > mss {
-            tso_max / mss * mss
+        let tso = self.tso_size(tso_max);
+        let seg_max = if tso_max > mss && tso > mss {
+            tso / mss * mss
         } else {
             mss
         };
+        // Pacing holds every data segment until its time.
+        let paced = self.pacing_wait(now);
+        if let Some(t) = paced {
+            let data_waits =
+                self.rtx_force.is_some() || self.sb.next_lost().is_some() || self.unsent() > 0;
+            if data_waits {
+                self.pacing_at = Some(t);
+            }
+        }
 
         // Forced retransmission (TLP probe, NewReno).
-        if let Some((s, e)) = self.rtx_force.take() {
+        if let Some((s, e)) = self.rtx_force.take_if(|_| paced.is_none()) {
             let s = s.max(self.snd_una);
             if s < e && e <= self.snd_nxt {
                 let e = e.min(s + seg_max);
@@ -204,7 +223,7 @@ impl Tcb {
         // Lost segments first (RFC 6675 NextSeg rule 1).
         let pipe = self.sb.pipe();
         let allowed = self.phase_allows(pipe);
-        if let Some((s, e)) = self.sb.next_lost() {
+        if let Some((s, e)) = self.sb.next_lost().filter(|_| paced.is_none()) {
             if allowed > 0 || self.sb.pipe() == 0 {
                 let n = allowed.max(mss).min(seg_max);
                 let n = if n >= mss { n / mss * mss } else { mss };
@@ -233,7 +252,10 @@ impl Tcb {
                 | State::LastAck
                 | State::Closing
         );
-        if may_send && (unsent > 0 || (self.fin_queued && self.fin_seq.is_none())) {
+        if may_send
+            && ((unsent > 0 && paced.is_none())
+                || (unsent == 0 && self.fin_queued && self.fin_seq.is_none()))
+        {
             let wnd_end = self.snd_una + self.snd_wnd;
             let wnd_room = in_flight_end.dist(wnd_end);
             let mut cwnd_room = self.phase_allows(pipe);

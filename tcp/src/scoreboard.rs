@@ -41,6 +41,7 @@
 //! starts from a hint below which nothing is lost, so retransmitting a long loss run is not
 //! quadratic.
 
+use crate::rate::{DeliveredTx, TxSnapshot};
 use crate::{Instant, Seq};
 use core::time::Duration;
 use std::collections::VecDeque;
@@ -73,6 +74,9 @@ pub struct Record {
     /// The latest retransmission followed a loss mark, so the original copy is gone and only
     /// the retransmission is in flight.
     pub rexmit_after_loss: bool,
+    /// Delivery-rate snapshot taken when the range was last sent ([`crate::rate`]); `None` for
+    /// ranges sent through [`Scoreboard::on_send`]/[`Scoreboard::on_retransmit`].
+    pub tx: Option<TxSnapshot>,
 }
 
 impl Record {
@@ -103,7 +107,17 @@ impl Record {
             sacked: false,
             lost: false,
             rexmit_after_loss: false,
+            tx: None,
         }
+    }
+}
+
+/// The snapshot a merged lost run keeps: the later one (a conservative, smaller delivered
+/// count if the run turns out delivered after all).
+fn later_tx(a: Option<TxSnapshot>, b: Option<TxSnapshot>) -> Option<TxSnapshot> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y.delivered > x.delivered { y } else { x }),
+        (x, y) => x.or(y),
     }
 }
 
@@ -118,7 +132,10 @@ fn mergeable(a: &Record, b: &Record) -> bool {
     if a.lost != b.lost || a.retransmitted != b.retransmitted {
         return false;
     }
-    a.lost || (a.rexmit_after_loss == b.rexmit_after_loss && a.xmit_time == b.xmit_time)
+    a.lost
+        || (a.rexmit_after_loss == b.rexmit_after_loss
+            && a.xmit_time == b.xmit_time
+            && a.tx == b.tx)
 }
 
 /// RFC 8985 `RACK_sent_after(t1, seq1, t2, seq2)`.
@@ -164,6 +181,12 @@ pub struct AckOutcome {
     /// RACK state (`RACK.rtt`, `xmit_ts`, `end_seq`) was updated: run
     /// [`Scoreboard::rack_detect_loss`].
     pub rack_updated: bool,
+    /// Bytes newly delivered, cumulatively or by SACK, each byte once (unlike `acked +
+    /// sacked`, which counts again the SACKed bytes a cumulative ACK covers).
+    pub delivered: u32,
+    /// The most recently sent newly delivered segment that carries a rate snapshot
+    /// ([`crate::rate::RateState::on_ack`] makes the sample from it).
+    pub tx: Option<DeliveredTx>,
 }
 
 /// What a RACK loss detection pass found.
@@ -187,10 +210,25 @@ struct Delivered {
     max_end: Option<Seq>,
     /// A never-retransmitted segment was delivered below the previous RACK.fack.
     reordered: bool,
+    /// Bytes newly delivered (each once).
+    bytes: u32,
+    /// The most recently sent delivered segment with a rate snapshot.
+    tx: Option<DeliveredTx>,
 }
 
 impl Delivered {
     fn note(&mut self, r: &Record, now: Instant, min_rtt: Option<Duration>, fack: Option<Seq>) {
+        self.bytes = self.bytes.saturating_add(r.len());
+        if let Some(tx) = r.tx {
+            let d = DeliveredTx {
+                tx,
+                sent: r.xmit_time,
+                retransmitted: r.retransmitted,
+            };
+            if self.tx.map_or(true, |o| d.newer_than(&o)) {
+                self.tx = Some(d);
+            }
+        }
         if !r.retransmitted {
             if self.rtt_xmit.map_or(true, |t| r.xmit_time > t) {
                 self.rtt_xmit = Some(r.xmit_time);
@@ -452,6 +490,7 @@ impl Scoreboard {
                 } else {
                     a.xmit_time.max(b.xmit_time)
                 };
+                a.tx = later_tx(a.tx, b.tx);
             } else {
                 w += 1;
                 self.recs[w] = b;
@@ -464,6 +503,15 @@ impl Scoreboard {
     /// value when empty). A range reaching below SND.NXT is treated as a retransmission of that
     /// part; a gap above SND.NXT or an absurd length is ignored.
     pub fn on_send(&mut self, start: Seq, end: Seq, now: Instant) {
+        self.send_inner(start, end, now, None);
+    }
+
+    /// [`on_send`](Self::on_send) with the delivery-rate snapshot taken for this send.
+    pub fn send_tx(&mut self, start: Seq, end: Seq, now: Instant, tx: TxSnapshot) {
+        self.send_inner(start, end, now, Some(tx));
+    }
+
+    fn send_inner(&mut self, start: Seq, end: Seq, now: Instant, tx: Option<TxSnapshot>) {
         let mut start = start;
         if self.recs.is_empty() {
             if end <= start || start.dist(end) > MAX_WINDOW {
@@ -481,7 +529,7 @@ impl Scoreboard {
             if start > self.nxt || end <= start {
                 return;
             }
-            self.on_retransmit(start, end.min(self.nxt), now);
+            self.retransmit_inner(start, end.min(self.nxt), now, tx);
             if end <= self.nxt {
                 return;
             }
@@ -490,7 +538,10 @@ impl Scoreboard {
         if end <= start || self.una.dist(end) > MAX_WINDOW {
             return;
         }
-        let r = Record::plain(start, end, now);
+        let r = Record {
+            tx,
+            ..Record::plain(start, end, now)
+        };
         self.tot.add(&r);
         match self.recs.back_mut() {
             Some(last) if mergeable(last, &r) => last.end = end,
@@ -502,6 +553,15 @@ impl Scoreboard {
     /// `[start, end)` (clamped to what is outstanding) was sent again at `now`. SACKed parts are
     /// left alone.
     pub fn on_retransmit(&mut self, start: Seq, end: Seq, now: Instant) {
+        self.retransmit_inner(start, end, now, None);
+    }
+
+    /// [`on_retransmit`](Self::on_retransmit) with the delivery-rate snapshot of this send.
+    pub fn retransmit_tx(&mut self, start: Seq, end: Seq, now: Instant, tx: TxSnapshot) {
+        self.retransmit_inner(start, end, now, Some(tx));
+    }
+
+    fn retransmit_inner(&mut self, start: Seq, end: Seq, now: Instant, tx: Option<TxSnapshot>) {
         if self.recs.is_empty() {
             return;
         }
@@ -527,6 +587,7 @@ impl Scoreboard {
             r.lost = false;
             r.retransmitted = true;
             r.xmit_time = now;
+            r.tx = tx;
             self.tot.add(r);
         }
         self.compact(i.saturating_sub(1), j + 1);
@@ -604,6 +665,8 @@ impl Scoreboard {
 
         // RTT sample (Karn) and RACK steps 2-3.
         out.rtt = dl.rtt_xmit.map(|t| now.saturating_since(t));
+        out.delivered = dl.bytes;
+        out.tx = dl.tx;
         if let Some((t, e)) = dl.rack {
             self.rack_rtt = now.saturating_since(t);
             let newer = match self.rack_xmit_ts {

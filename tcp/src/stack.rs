@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use core::time::Duration;
 
+use crate::cc::CcAlgo;
 use crate::conn::{ConnConfig, Effects, Keepalive, State, Tcb};
 use crate::errno::{self, Errno};
 use crate::frame::{DeviceCaps, Gso, RxCsum, RxMeta, TxMeta};
@@ -48,6 +49,9 @@ pub struct StackConfig {
     pub wscale: bool,
     /// Initial congestion window in segments (RFC 6928: 10).
     pub initial_window: u32,
+    /// Congestion control of connections whose socket did not choose one (TCP_CONGESTION);
+    /// Linux's net.ipv4.tcp_congestion_control. CUBIC unless set.
+    pub congestion: CcAlgo,
     /// Seeds ISNs, SYN cookies, timestamps offsets and port choice.
     pub seed: u64,
     /// Accept a TCP segment whose checksum field holds exactly the pseudo-header sum (a virtual
@@ -72,6 +76,7 @@ impl StackConfig {
             sack: true,
             wscale: true,
             initial_window: 10,
+            congestion: CcAlgo::Cubic,
             seed: 0x5eed,
             trust_partial_csum: false,
         }
@@ -110,6 +115,9 @@ pub enum SockOpt {
     SndBuf(usize),
     V6Only(bool),
     MaxSeg(u16),
+    /// TCP_CONGESTION: before or after connect (a connection switches at once, keeping its
+    /// window); [`CcAlgo::from_name`] parses the option's value.
+    Congestion(CcAlgo),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -127,6 +135,8 @@ pub struct Opts {
     pub sndbuf: Option<usize>,
     pub v6only: bool,
     pub maxseg: Option<u16>,
+    /// TCP_CONGESTION as set on the socket (`None`: the stack's default).
+    pub congestion: Option<CcAlgo>,
 }
 
 impl Default for Opts {
@@ -145,6 +155,7 @@ impl Default for Opts {
             sndbuf: None,
             v6only: false,
             maxseg: None,
+            congestion: None,
         }
     }
 }
@@ -595,6 +606,7 @@ impl Stack {
             wscale: self.cfg.wscale,
             initial_window: self.cfg.initial_window,
             ts_offset: 0,
+            cc: opts.congestion.unwrap_or(self.cfg.congestion),
         }
     }
 
@@ -982,6 +994,7 @@ impl Stack {
                 }
                 op.maxseg = Some(v)
             }
+            SockOpt::Congestion(a) => op.congestion = Some(a),
         }
         let opts = s.opts;
         if let Kind::Conn(t) = &mut s.kind {
@@ -994,6 +1007,7 @@ impl Stack {
                 | SockOpt::KeepCnt(_) => t.set_keepalive(opts.keepalive(), now),
                 SockOpt::RcvBuf(_) => t.set_rcvbuf(opts.rcvbuf.unwrap_or(0)),
                 SockOpt::SndBuf(_) => t.set_sndbuf(opts.sndbuf.unwrap_or(0)),
+                SockOpt::Congestion(a) => t.set_congestion(a, now),
                 _ => {}
             }
         }
@@ -1003,6 +1017,16 @@ impl Stack {
 
     pub fn opts(&self, id: SockId) -> Result<Opts, Errno> {
         Ok(self.sock(id)?.opts)
+    }
+
+    /// The socket's congestion control algorithm (getsockopt TCP_CONGESTION): the
+    /// connection's, else the one chosen on the socket, else the stack's default.
+    pub fn congestion(&self, id: SockId) -> Result<CcAlgo, Errno> {
+        let s = self.sock(id)?;
+        Ok(match &s.kind {
+            Kind::Conn(t) => t.congestion(),
+            _ => s.opts.congestion.unwrap_or(self.cfg.congestion),
+        })
     }
 
     pub fn is_listening(&self, id: SockId) -> bool {

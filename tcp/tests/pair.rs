@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use core::time::Duration;
-use snstack_tcp::stack::{SockId, Stack, StackConfig};
+use snstack_tcp::cc::bbr::Mode;
+use snstack_tcp::cc::CcAlgo;
+use snstack_tcp::stack::{SockId, SockOpt, Stack, StackConfig};
 use snstack_tcp::{Instant, RxMeta};
 
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -20,6 +22,12 @@ struct Link {
     rng: u64,
     dropped: u64,
     sent: u64,
+    /// Bottleneck rate in bytes per second, each way (0: unlimited).
+    rate: u64,
+    /// When the bottleneck of each direction (to B, to A) is free again.
+    busy: [Instant; 2],
+    /// Frames to A are held and released together at multiples of this (ACK compression).
+    ack_batch: Duration,
 }
 
 impl Link {
@@ -38,8 +46,19 @@ impl Link {
             return;
         }
         let mut due = now + self.delay;
+        if let Some(us) = (f.len() as u64 * 1_000_000).checked_div(self.rate) {
+            // Serialization at the bottleneck, queued behind what is still being sent.
+            let b = &mut self.busy[usize::from(!to_b)];
+            let done = (*b).max(now) + Duration::from_micros(us);
+            *b = done;
+            due = done + self.delay;
+        }
         if self.rand() < self.reorder_ppm {
             due = due + self.delay / 2 + Duration::from_micros(200);
+        }
+        if !to_b && !self.ack_batch.is_zero() {
+            let b = self.ack_batch.as_micros() as u64;
+            due = Instant::from_micros(due.as_micros().div_ceil(b) * b);
         }
         // Keep the queue sorted by due time (reordered frames overtake nothing before them).
         let pos = self
@@ -56,6 +75,8 @@ struct Net {
     b: Stack,
     link: Link,
     now: Instant,
+    /// Departure times and sizes of A's frames, when recorded.
+    departures: Option<Vec<(Instant, usize)>>,
 }
 
 fn cfg(ip: Ipv4Addr, mac: u8) -> StackConfig {
@@ -78,15 +99,34 @@ impl Net {
                 rng: 0x1234_5678_9abc_def1,
                 dropped: 0,
                 sent: 0,
+                rate: 0,
+                busy: [Instant::ZERO; 2],
+                ack_batch: Duration::ZERO,
             },
             now: Instant::ZERO,
+            departures: None,
         }
+    }
+
+    /// Both stacks default to congestion control `cc`.
+    fn with_cc(delay: Duration, loss_ppm: u32, reorder_ppm: u32, cc: CcAlgo) -> Net {
+        let mut ca = cfg(A_IP, 1);
+        let mut cb = cfg(B_IP, 2);
+        ca.congestion = cc;
+        cb.congestion = cc;
+        let mut n = Net::new(delay, loss_ppm, reorder_ppm);
+        n.a = Stack::new(ca, Instant::ZERO);
+        n.b = Stack::new(cb, Instant::ZERO);
+        n
     }
 
     fn pump_out(&mut self) {
         let now = self.now;
         self.a.poll_transmit(now);
         while let Some(f) = self.a.frames().pop_front() {
+            if let Some(d) = &mut self.departures {
+                d.push((now, f.buf.len()));
+            }
             self.link.push(now, true, f.buf);
         }
         self.b.poll_transmit(now);
@@ -561,4 +601,171 @@ fn dbg_timeline_short_rtt() {
             last_print = net.now;
         }
     }
+}
+
+/// Goodput of `total` bytes A to B at 1 % random loss each way, 4 ms RTT, with `cc`.
+fn lossy_goodput(cc: CcAlgo, total: usize) -> (f64, snstack_tcp::conn::ConnStats) {
+    let mut net = Net::with_cc(Duration::from_millis(2), 10_000, 0, cc);
+    let (c, s) = connect(&mut net);
+    assert_eq!(net.a.tcb(c).unwrap().congestion(), cc);
+    let d = transfer(&mut net, c, s, total, Duration::from_secs(600));
+    let st = net.a.tcb(c).unwrap().stats;
+    let rate = total as f64 / d.as_secs_f64() / 1e6;
+    eprintln!(
+        "{}: 1% loss each way, 4 ms RTT: {total} bytes in {d:?} ({rate:.1} MB/s); {st:?}; dropped {} of {}",
+        cc.name(),
+        net.link.dropped,
+        net.link.sent
+    );
+    (rate, st)
+}
+
+#[test]
+fn bbr_holds_its_rate_under_random_loss() {
+    let total = 8 << 20;
+    let (cubic, _) = lossy_goodput(CcAlgo::Cubic, total);
+    let (bbr, st) = lossy_goodput(CcAlgo::Bbr, total);
+    assert!(
+        bbr >= 3.0 * cubic,
+        "BBR {bbr:.1} MB/s vs CUBIC {cubic:.1} MB/s at 1% loss"
+    );
+    assert!(st.retrans_segs > 0, "the link did lose segments");
+}
+
+/// A's data frames (longer than a bare header) after `from`: (time, frame length).
+fn data_departures(net: &Net, from: Instant) -> Vec<(Instant, usize)> {
+    net.departures
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|(t, len)| *t >= from && *len > 100)
+        .copied()
+        .collect()
+}
+
+#[test]
+fn bbr_paces_segments_at_its_rate() {
+    // A 1 MB/s bottleneck, 10 ms RTT, ACKs released in batches every 5 ms: BBR estimates
+    // about 1 MB/s and paces one 1514-byte frame about every 1.5 ms (no TSO here: one MSS per
+    // frame) instead of answering each batch of ACKs with a burst.
+    let mut net = Net::with_cc(Duration::from_millis(5), 0, 0, CcAlgo::Bbr);
+    net.link.rate = 1_000_000;
+    net.link.ack_batch = Duration::from_millis(5);
+    let (c, s) = connect(&mut net);
+    let total = 3 << 20;
+    let mut sent = 0usize;
+    let chunk = vec![0x5au8; 65536];
+    let mut buf = vec![0u8; 65536];
+    let mut got = 0usize;
+    let mut pacing = Vec::new();
+    let start = net.now;
+    net.departures = Some(Vec::new());
+    while got < total && net.now < start + Duration::from_secs(20) {
+        while sent < total {
+            match net.a.send(c, &[&chunk[..(total - sent).min(chunk.len())]]) {
+                Ok(w) => sent += w,
+                Err(_) => break,
+            }
+        }
+        while let Ok(r) = net.b.recv(s, &mut [&mut buf[..]]) {
+            if r == 0 {
+                break;
+            }
+            got += r;
+        }
+        drain_events(&mut net.a);
+        drain_events(&mut net.b);
+        let t = net.a.tcb(c).unwrap();
+        if let (Some(rate), Some(b)) = (t.pacing_rate(), t.bbr()) {
+            pacing.push((net.now, rate, b.mode()));
+        }
+        net.step(net.now + Duration::from_secs(1));
+    }
+    assert_eq!(got, total);
+    let t = net.a.tcb(c).unwrap();
+    let bw = t.bbr().unwrap().bw();
+    assert!((900_000..=1_010_000).contains(&bw), "bw estimate {bw}");
+    // From 1 s on (PROBE_BW), each data frame leaves no sooner after the previous one than
+    // its length at the pacing rate allows, less the 1 ms timer slack.
+    let from = start + Duration::from_secs(1);
+    assert!(pacing.iter().any(|p| p.0 < from && p.2 == Mode::ProbeBw));
+    let deps = data_departures(&net, from);
+    assert!(deps.len() > 1000, "{} frames", deps.len());
+    let rate_at = |t: Instant| pacing.iter().rev().find(|p| p.0 <= t).map(|p| p.1).unwrap();
+    let mut early = 0;
+    for w in deps.windows(2) {
+        let gap = w[1].0 - w[0].0;
+        let payload = (w[0].1 - 66) as u64;
+        let want = Duration::from_micros(payload * 1_000_000 / rate_at(w[0].0));
+        if gap + Duration::from_millis(1) < want {
+            early += 1;
+        }
+    }
+    assert_eq!(early, 0, "frames sent ahead of the pacing schedule");
+    // On average they leave at the bottleneck rate (pacing, not bursts and queueing).
+    let span = deps.last().unwrap().0 - deps[0].0;
+    let bytes: usize = deps[..deps.len() - 1].iter().map(|d| d.1).sum();
+    let avg = bytes as f64 / span.as_secs_f64();
+    assert!(
+        (850_000.0..=1_100_000.0).contains(&avg),
+        "average departure rate {avg:.0} B/s"
+    );
+    // Most gaps are about one frame time (1.5 ms), not zero as in a burst.
+    let zero = deps.windows(2).filter(|w| w[1].0 == w[0].0).count();
+    assert!(
+        zero * 10 < deps.len(),
+        "{zero} back-to-back frames of {}",
+        deps.len()
+    );
+
+    // CUBIC on the same path answers each batch of ACKs with a burst: back-to-back frames
+    // abound.
+    let mut net = Net::with_cc(Duration::from_millis(5), 0, 0, CcAlgo::Cubic);
+    net.link.rate = 1_000_000;
+    net.link.ack_batch = Duration::from_millis(5);
+    let (c, s) = connect(&mut net);
+    net.departures = Some(Vec::new());
+    let from = net.now;
+    transfer(&mut net, c, s, 1 << 20, Duration::from_secs(20));
+    let deps = data_departures(&net, from);
+    let zero = deps.windows(2).filter(|w| w[1].0 == w[0].0).count();
+    assert!(
+        zero * 2 > deps.len(),
+        "CUBIC: {zero} back-to-back of {}",
+        deps.len()
+    );
+}
+
+#[test]
+fn congestion_option_per_socket() {
+    let mut net = Net::new(Duration::from_millis(1), 0, 0);
+    let l = net.b.socket(false).unwrap();
+    net.b
+        .bind(l, SocketAddr::new(IpAddr::V4(B_IP), 80))
+        .unwrap();
+    net.b.listen(l, 16).unwrap();
+    // Before connect: the socket's choice; the stack default (CUBIC) otherwise.
+    assert_eq!(net.b.congestion(l), Ok(CcAlgo::Cubic));
+    net.b.set_opt(l, SockOpt::Congestion(CcAlgo::Bbr)).unwrap();
+    assert_eq!(net.b.congestion(l), Ok(CcAlgo::Bbr));
+    let (c, s) = connect_to(&mut net, l);
+    // Accepted connections inherit the listener's algorithm.
+    assert_eq!(net.b.congestion(s), Ok(CcAlgo::Bbr));
+    assert!(net.b.tcb(s).unwrap().pacing_rate().is_some());
+    assert_eq!(net.a.congestion(c), Ok(CcAlgo::Cubic));
+    assert_eq!(net.a.tcb(c).unwrap().pacing_rate(), None);
+    // After connect: the connection switches and keeps its window.
+    let w = net.a.tcb(c).unwrap().cwnd();
+    net.a.set_opt(c, SockOpt::Congestion(CcAlgo::Bbr)).unwrap();
+    assert_eq!(net.a.congestion(c), Ok(CcAlgo::Bbr));
+    assert_eq!(net.a.tcb(c).unwrap().cwnd(), w);
+    net.a.set_opt(c, SockOpt::Congestion(CcAlgo::Reno)).unwrap();
+    assert_eq!(net.a.tcb(c).unwrap().congestion().name(), "reno");
+    // Data still flows both ways after the switches.
+    let d = transfer(&mut net, c, s, 1 << 20, Duration::from_secs(30));
+    assert!(d < Duration::from_secs(30));
+    assert_eq!(CcAlgo::from_name(b"bbr\0\0\0"), Ok(CcAlgo::Bbr));
+    assert_eq!(CcAlgo::from_name(b"cubic"), Ok(CcAlgo::Cubic));
+    assert_eq!(CcAlgo::from_name(b"vegas"), Err(2), "ENOENT as Linux");
+    assert_eq!(CcAlgo::from_name(b""), Err(2));
 }

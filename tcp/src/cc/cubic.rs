@@ -225,6 +225,10 @@ impl CongestionControl for Cubic {
         self.cwnd = self.mss;
     }
 
+    fn set_cwnd(&mut self, cwnd: u32) {
+        self.cwnd = cwnd.max(self.mss);
+    }
+
     fn on_idle_restart(&mut self, now: Instant) {
         let iw = self.iw();
         if self.cwnd > iw {

@@ -103,6 +103,10 @@ impl CongestionControl for NewReno {
         self.cwnd = self.mss;
     }
 
+    fn set_cwnd(&mut self, cwnd: u32) {
+        self.cwnd = cwnd.max(self.mss);
+    }
+
     fn on_idle_restart(&mut self, _now: Instant) {
         self.cwnd = self.cwnd.min(self.iw());
         self.bytes_acked = 0;

@@ -222,6 +222,10 @@ fn sockopt(level: i32, name: i32, val: &[u8]) -> io::Result<Option<SockOpt>> {
             SockOpt::MaxSeg(v as u16)
         }
         (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => SockOpt::V6Only(b(int(val)?)),
+        // "cubic", "reno" or "bbr" (NUL-terminated or not); another name is ENOENT, as Linux.
+        (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => {
+            SockOpt::Congestion(snstack_tcp::cc::CcAlgo::from_name(val).map_err(err)?)
+        }
         // Timeouts are enforced by the host library; these are accepted without effect.
         (
             libc::SOL_SOCKET,
@@ -406,6 +410,13 @@ impl<D: Device> Backend for NativeBackend<D> {
                 return Ok(put(buf, &info));
             }
             (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => i32::from(o.v6only),
+            (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => {
+                // Linux copies min(len, 16) bytes of the NUL-padded name.
+                let mut name = [0u8; 16];
+                let a = self.stack.congestion(s.0).map_err(err)?.name().as_bytes();
+                name[..a.len()].copy_from_slice(a);
+                return Ok(put(buf, &name));
+            }
             _ => {
                 tracing::debug!(
                     level,
@@ -569,5 +580,29 @@ impl<D: Device> Backend for NativeBackend<D> {
             .config()
             .ipv4
             .map(|(ip, _)| std::net::IpAddr::V4(ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snstack_tcp::cc::CcAlgo;
+
+    #[test]
+    fn tcp_congestion_maps_names_and_refuses_others() {
+        let opt = |v: &[u8]| sockopt(libc::IPPROTO_TCP, libc::TCP_CONGESTION, v);
+        assert_eq!(opt(b"bbr").unwrap(), Some(SockOpt::Congestion(CcAlgo::Bbr)));
+        assert_eq!(
+            opt(b"cubic\0").unwrap(),
+            Some(SockOpt::Congestion(CcAlgo::Cubic))
+        );
+        assert_eq!(
+            opt(b"reno").unwrap(),
+            Some(SockOpt::Congestion(CcAlgo::Reno))
+        );
+        assert_eq!(
+            opt(b"vegas").unwrap_err().raw_os_error(),
+            Some(libc::ENOENT)
+        );
     }
 }
