@@ -2013,8 +2013,11 @@ impl<B: Backend> Agent<B> {
                 }
             }
             OptPolicy::Congestion => {
+                // Linux looks the name up first (ENOENT from the backend for an unknown one),
+                // then checks the unprivileged allow-list.
                 if self.has_cap(sid, session::CAP_NET_ADMIN)
                     || session::congestion_allowed(val, &sys::allowed_congestion_controls())
+                    || !session::congestion_allowed(val, &sys::available_congestion_controls())
                 {
                     Ok(())
                 } else {

@@ -820,6 +820,12 @@ pub fn cap_eff(pid: i32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no CapEff line"))
 }
 
+/// The congestion control algorithms this kernel has (`tcp_available_congestion_control`).
+pub fn available_congestion_controls() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+        .unwrap_or_default()
+}
+
 /// Congestion control algorithms an unprivileged process may choose.
 pub fn allowed_congestion_controls() -> String {
     std::fs::read_to_string("/proc/sys/net/ipv4/tcp_allowed_congestion_control").unwrap_or_default()

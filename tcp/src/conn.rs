@@ -283,6 +283,10 @@ pub struct Tcb {
     small_segs: u8,
     /// When data last arrived (Linux's icsk_ack.lrcvtime).
     last_data_rcv: Instant,
+    /// The ACK owed reports out-of-order state (SACK blocks): it goes before the next segment
+    /// of the same burst is processed, one per segment as Linux sends them, so the sender
+    /// learns of every block even when more holes open than one ACK has room for.
+    pub(crate) sack_ack: bool,
     /// A window update is owed (the application read and opened the window).
     pub(crate) win_update: bool,
     pub(crate) send_rst: bool,
@@ -396,6 +400,7 @@ impl Tcb {
             pingpong: false,
             small_segs: 0,
             last_data_rcv: now,
+            sack_ack: false,
             win_update: false,
             send_rst: false,
             probe_pending: false,
@@ -1862,6 +1867,7 @@ impl Tcb {
                     // and keep ACKing every segment for a while (Linux's quick-ack mode on
                     // out-of-order data): the sender is recovering and paces on our ACKs.
                     self.ack_now = true;
+                    self.sack_ack = true;
                     self.quickacks = QUICKACKS;
                     self.pingpong = false;
                 } else {

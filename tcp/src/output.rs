@@ -148,6 +148,16 @@ impl Tcb {
         }
     }
 
+    /// The pure ACK that out-of-order input owes at once (see `Tcb::sack_ack`), if any.
+    pub(crate) fn take_sack_ack(&mut self, now: Instant) -> Option<OutSeg> {
+        if !core::mem::take(&mut self.sack_ack) || !self.ack_now {
+            return None;
+        }
+        let s = self.bare(now, self.snd_nxt, F::ACK);
+        self.ack_sent();
+        Some(s)
+    }
+
     fn bare(&mut self, now: Instant, seq: Seq, flags: u8) -> OutSeg {
         let repr = self.base_repr(now, seq, flags);
         self.stats.segs_out += 1;

@@ -1642,6 +1642,45 @@ impl Stack {
     }
 
     /// Collects segments of every connection with something to send into [`Stack::frames`].
+    /// Builds the frame of segment `seg` of connection `i` and queues it; false when `i` is no
+    /// longer a connection.
+    fn emit(
+        &mut self,
+        i: u32,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seg: &crate::output::OutSeg,
+    ) -> bool {
+        let mut b = self.pool.pop().unwrap_or_default();
+        b.clear();
+        self.rng = self.rng.wrapping_add(1);
+        let ident = (self.rng & 0xffff) as u16;
+        let Some(Some(Sock {
+            kind: Kind::Conn(t),
+            ..
+        })) = self.socks.get(i as usize)
+        else {
+            self.pool.push(b);
+            return false;
+        };
+        let payload = t.sendbuf_slices(seg.data_off, seg.data_len);
+        let meta = write_tcp(
+            &mut b,
+            &self.cfg.caps,
+            ident,
+            local,
+            remote,
+            &seg.repr,
+            payload,
+            seg.gso,
+        );
+        if seg.repr.flags & F::RST != 0 {
+            self.stats.rst_sent += 1;
+        }
+        self.send_ip(remote.ip(), b, meta);
+        true
+    }
+
     pub fn poll_transmit(&mut self, now: Instant) {
         self.now = self.now.max(now);
         let now = self.now;
@@ -1671,32 +1710,9 @@ impl Stack {
             }
             // Build frames, the payload copied straight from the send buffer.
             for seg in &segs {
-                let mut b = self.pool.pop().unwrap_or_default();
-                b.clear();
-                self.rng = self.rng.wrapping_add(1);
-                let ident = (self.rng & 0xffff) as u16;
-                let Some(Some(Sock {
-                    kind: Kind::Conn(t),
-                    ..
-                })) = self.socks.get(i as usize)
-                else {
+                if !self.emit(i, local, remote, seg) {
                     break;
-                };
-                let payload = t.sendbuf_slices(seg.data_off, seg.data_len);
-                let meta = write_tcp(
-                    &mut b,
-                    &self.cfg.caps,
-                    ident,
-                    local,
-                    remote,
-                    &seg.repr,
-                    payload,
-                    seg.gso,
-                );
-                if seg.repr.flags & F::RST != 0 {
-                    self.stats.rst_sent += 1;
                 }
-                self.send_ip(remote.ip(), b, meta);
             }
             self.segs = segs;
             // A connection that stopped short of its budget has nothing more it may send now;
@@ -2071,9 +2087,13 @@ impl Stack {
                 return;
             }
             let fx = t.on_segment(now, &repr, payload);
+            let sack_ack = t.take_sack_ack(now);
             if let Some((seq, ack, flags)) = fx.reset {
                 self.send_bare(local, remote, seq, ack, flags, 0, TcpOptions::default());
                 self.stats.rst_sent += 1;
+            }
+            if let Some(seg) = sack_ack {
+                self.emit(i, local, remote, &seg);
             }
             self.apply(i, fx);
             self.touch(i);
