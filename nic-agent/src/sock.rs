@@ -452,7 +452,13 @@ pub fn pump_rx<B: Backend>(
                 out.done = true;
                 break;
             }
-            Ok(k) => *rx_tail = rx_tail.wrapping_add(k.min(free as usize) as u32),
+            Ok(k) => {
+                *rx_tail = rx_tail.wrapping_add(k.min(free as usize) as u32);
+                if k < free as usize && !b.recv_more(&s.os) {
+                    // Short read and nothing behind it: skip the call that says WouldBlock.
+                    break;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {

@@ -1093,6 +1093,24 @@ impl Stack {
         Err(errno::EAGAIN)
     }
 
+    /// Whether [`Stack::recv`] would answer EAGAIN now (no byte, no error, no end of stream):
+    /// lets a caller that just had a short read skip the call that would say so.
+    pub fn recv_would_block(&self, id: SockId) -> bool {
+        match self.socks.get(id.0 as usize) {
+            Some(Some(Sock {
+                kind: Kind::Conn(t),
+                ..
+            })) => {
+                t.readable() == 0
+                    && t.err == 0
+                    && !t.rd_closed
+                    && !t.shut_rd
+                    && t.state != State::Closed
+            }
+            _ => false,
+        }
+    }
+
     /// Appends to the send buffer (never blocks; EPIPE after the end, never a signal).
     pub fn send(&mut self, id: SockId, bufs: &[&[u8]]) -> Result<usize, Errno> {
         let s = self.sock_mut(id)?;

@@ -933,6 +933,11 @@ impl<B: Backend> Backend for LoopBackend<B> {
         self.net.recv(s.key, &mut v)
     }
 
+    fn recv_more(&self, s: &Self::Sock) -> bool {
+        // A loop connection's end is asked again (it is cheap); others are the inner backend's.
+        self.net.end(s.key).is_some() || self.inner.recv_more(&s.os)
+    }
+
     unsafe fn send(&mut self, s: &Self::Sock, bufs: &[IoBuf]) -> io::Result<usize> {
         if self.net.end(s.key).is_none() {
             // SAFETY: forwarded from the caller's contract.

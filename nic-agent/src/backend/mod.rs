@@ -208,6 +208,12 @@ pub trait Backend {
     fn has_local_events(&self) -> bool {
         false
     }
+    /// After a short [`Backend::recv`]: whether another call could return something (bytes, the
+    /// end of the stream or an error) rather than WouldBlock. `true` when the backend cannot
+    /// tell cheaply (the caller then calls again).
+    fn recv_more(&self, _s: &Self::Sock) -> bool {
+        true
+    }
     /// Input waits that [`Backend::poll`] would take, seen without a syscall (a device ring's
     /// next slot). A busy agent calls `poll` on this instead of waiting for
     /// [`Backend::wait_fd`] in an `epoll_wait`; `None` when the backend cannot tell (the agent

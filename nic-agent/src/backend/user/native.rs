@@ -540,6 +540,10 @@ impl<D: Device> Backend for NativeBackend<D> {
         self.drain_local(out);
     }
 
+    fn recv_more(&self, s: &NativeSock) -> bool {
+        !self.stack.recv_would_block(s.0)
+    }
+
     fn rx_pending(&self) -> Option<bool> {
         // `kicked`: the last poll left work (a full burst, frames the device refused).
         self.dev.rx_ready().map(|r| r || self.kicked)
