@@ -293,6 +293,7 @@ wrkcpu() {
     a1=$(ticks "$SRV_AGENT") n1=$(ticks "$SRV_NGINX") mc1=$(machine)
     na1=$(napi_ticks "$VETH_A") nb1=$(napi_ticks "$VETH_B")
     napi off
+    sleep 1.5 # TSO back on: the af_packet device notices within a second
     req=$(wrk_requests "$out")
     if ! [[ $req =~ ^[0-9]+$ && $req -gt 0 ]]; then
         note "$m $sc rep $r: wrk made no requests: $(tr '\n' ' ' <"$out" | cut -c1-300)"

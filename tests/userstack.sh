@@ -240,6 +240,12 @@ userstack_suite() {
     t1=$(date +%s.%N)
     assert_same_file "$www/files/100m.bin" "$WORKDIR/100m.out" "100 MB download over a lossy link"
     log "$how: 100 MB intact in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f s", b - a }')"
+    # The receive direction over the same link (the agent's engine receives; in-order bytes go
+    # from the frame straight into the channel, the rest through the engine's buffer).
+    preload curl -sS --fail --max-time 120 -o "$WORKDIR/out10m-lossy" "http://$PEER_IP:8000/10m.bin" \
+        2>"$WORKDIR/curl3.err" || fail "outgoing curl over a lossy link: $(cat "$WORKDIR/curl3.err")"
+    assert_same_file "$www/files/10m.bin" "$WORKDIR/out10m-lossy" "outgoing 10 MB download over a lossy link"
+    log "$how: outgoing curl, 10 MB intact"
     in_b tc qdisc del dev "$VETH_B" root 2>/dev/null || true
     ip netns exec "$NS_A" tc qdisc del dev "$VETH_A" root 2>/dev/null || true
 

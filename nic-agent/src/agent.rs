@@ -189,6 +189,34 @@ fn prepare_socket_path(path: &Path) -> Result<(), StartupError> {
         Err(e) => Err(io_err(format!("checking {}", path.display()))(e)),
     }
 }
+/// The engine's direct receive path into the channel (snstack_tcp::sink): a socket's bytes go
+/// to its active binding's RX stream, as [`sock::pump_rx`] would put them.
+struct DirectRx<'a, S> {
+    socks: &'a SockTable<S>,
+    procs: &'a mut BTreeMap<u32, Proc>,
+}
+
+impl<S> crate::backend::RxSink for DirectRx<'_, S> {
+    fn deliver(&mut self, token: u64, data: &[u8]) -> usize {
+        let Some(s) = self.socks.get(SockId::from_token(token)) else {
+            return 0;
+        };
+        let Some(b) = s.active else {
+            return 0;
+        };
+        let Some(p) = self.procs.get_mut(&b.sid) else {
+            return 0;
+        };
+        if p.closing {
+            return 0;
+        }
+        let Some((bd, false)) = p.sess.table.get_any_mut(b.slot) else {
+            return 0;
+        };
+        sock::deliver(s, &mut p.chan, b.slot, &mut bd.rx_tail, data)
+    }
+}
+
 impl<B: Backend> Agent<B> {
     pub fn new(cfg: Config, backend: B) -> Result<Self, StartupError> {
         cfg.geometry
@@ -744,11 +772,16 @@ impl<B: Backend> Agent<B> {
         }
     }
 
-    /// Readiness of backend sockets.
+    /// Readiness of backend sockets; received in-order payload goes straight into the RX
+    /// streams of the sockets' active bindings where there is room ([`DirectRx`]).
     fn on_backend(&mut self) -> bool {
         let mut evs = std::mem::take(&mut self.sockevs);
         evs.clear();
-        if let Err(e) = self.backend.poll(&mut evs) {
+        let mut sink = DirectRx {
+            socks: &self.socks,
+            procs: &mut self.procs,
+        };
+        if let Err(e) = self.backend.poll_into(&mut evs, &mut sink) {
             error!("backend poll: {e}");
         }
         let work = !evs.is_empty();

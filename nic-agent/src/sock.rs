@@ -478,6 +478,42 @@ pub fn pump_rx<B: Backend>(
     Ok(out)
 }
 
+/// Writes in-order payload straight from a received frame into `slot`'s RX stream (the engine's
+/// direct path, snstack_tcp::sink): as much as fits, published at once. Only for a connected
+/// socket whose RX has nothing queued before it (no stash, no end); 0 otherwise, and the engine
+/// buffers the bytes for [`pump_rx`].
+pub fn deliver<S>(
+    s: &Sock<S>,
+    chan: &mut Channel,
+    slot: u32,
+    rx_tail: &mut u32,
+    data: &[u8],
+) -> usize {
+    if s.kind != Kind::Connected || s.rx_done || s.io_dead || !s.stash.is_empty() {
+        return 0;
+    }
+    let region = *chan.region();
+    let Some(rx) = region.rx(slot) else {
+        return 0;
+    };
+    // A host that corrupted its indices is reported by the next pump_rx.
+    let Ok(free) = rx.writable(*rx_tail) else {
+        return 0;
+    };
+    let n = (free as usize).min(data.len());
+    if n == 0 {
+        return 0;
+    }
+    rx.copy_in(*rx_tail, &data[..n]);
+    *rx_tail = rx_tail.wrapping_add(n as u32);
+    chan.pcie(Dir::Publish, n as u64);
+    rx.publish_tail(*rx_tail);
+    chan.counters.n2h_bytes += n as u64;
+    chan.counters.n2h_ops += 1;
+    chan.dirty(slot);
+    n
+}
+
 /// Sends what the host published in `slot`'s TX until it would block or TX is empty.
 /// `done` when TX is empty (or can never drain because the connection died).
 pub fn pump_tx<B: Backend>(

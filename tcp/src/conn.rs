@@ -1288,11 +1288,23 @@ impl Tcb {
 
     /// Processes a segment addressed to this connection.
     pub fn on_segment(&mut self, now: Instant, seg: &TcpRepr, payload: &[u8]) -> Effects {
+        self.on_segment_into(now, seg, payload, &mut |_| 0)
+    }
+
+    /// [`Tcb::on_segment`], offering in-order payload to `direct` first (see [`crate::sink`]):
+    /// it returns how many of the offered bytes it took.
+    pub fn on_segment_into(
+        &mut self,
+        now: Instant,
+        seg: &TcpRepr,
+        payload: &[u8],
+        direct: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> Effects {
         self.stats.segs_in += 1;
         match self.state {
             State::Closed => Effects::default(),
             State::SynSent => self.on_segment_syn_sent(now, seg, payload),
-            _ => self.on_segment_sync(now, seg, payload),
+            _ => self.on_segment_sync(now, seg, payload, direct),
         }
     }
 
@@ -1339,7 +1351,7 @@ impl Tcb {
                 let mut s = *seg;
                 s.seq = seg.seq + 1;
                 s.flags &= !F::SYN;
-                self.accept_data(now, &s, payload, &mut fx);
+                self.accept_data(now, &s, payload, &mut fx, &mut |_| 0);
             }
         } else {
             // Simultaneous open (RFC 9293 3.5 figure 8): SYN-RECEIVED, SYN-ACK out.
@@ -1376,7 +1388,13 @@ impl Tcb {
         }
     }
 
-    fn on_segment_sync(&mut self, now: Instant, seg: &TcpRepr, payload: &[u8]) -> Effects {
+    fn on_segment_sync(
+        &mut self,
+        now: Instant,
+        seg: &TcpRepr,
+        payload: &[u8],
+        direct: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> Effects {
         let mut fx = Effects::default();
         let has = |f: u8| seg.flags & f != 0;
         let len = Self::seg_len(seg, payload);
@@ -1511,7 +1529,7 @@ impl Tcb {
         if self.state == State::Closed {
             return fx;
         }
-        self.accept_data(now, seg, payload, &mut fx);
+        self.accept_data(now, seg, payload, &mut fx, direct);
         fx
     }
 
@@ -1817,7 +1835,14 @@ impl Tcb {
     }
 
     /// RFC 9293 3.10.7.4 seventh and eighth checks: segment text and FIN.
-    fn accept_data(&mut self, now: Instant, seg: &TcpRepr, payload: &[u8], fx: &mut Effects) {
+    fn accept_data(
+        &mut self,
+        now: Instant,
+        seg: &TcpRepr,
+        payload: &[u8],
+        fx: &mut Effects,
+        direct: &mut dyn FnMut(&[u8]) -> usize,
+    ) {
         let may_recv = matches!(
             self.state,
             State::Established | State::FinWait1 | State::FinWait2
@@ -1852,8 +1877,18 @@ impl Tcb {
                 }
                 let off = self.rcv_nxt.dist(seq) as usize;
                 let had_ooo = self.recvbuf.has_ooo();
-                let adv = self.recvbuf.insert(off, data);
-                self.rcv_nxt += adv as u32;
+                // In order with nothing buffered before it: offered to the application's buffer
+                // directly (one copy from the frame); the rest is buffered here.
+                let mut passed = 0;
+                if off == 0 && !had_ooo && self.recvbuf.readable() == 0 && !self.shut_rd {
+                    passed = direct(data).min(data.len());
+                    if passed > 0 {
+                        self.recvbuf.pass_through(passed);
+                        self.rcv_nxt += passed as u32;
+                    }
+                }
+                let adv = passed + self.recvbuf.insert(off, &data[passed..]);
+                self.rcv_nxt += (adv - passed) as u32;
                 self.stats.bytes_received += adv as u64;
                 if adv > 0 {
                     fx.notify = true;
@@ -1880,6 +1915,10 @@ impl Tcb {
                     } else if self.delack_at.is_none() {
                         self.delack_at = Some(now + DELACK);
                     }
+                }
+                if passed > 0 {
+                    // As if the application had read them now (autotuning, window updates).
+                    self.after_read(passed, now);
                 }
             } else {
                 // A duplicate: tell the sender (DSACK-worthy; a plain ACK here).

@@ -25,6 +25,7 @@ pub mod rtt;
 pub mod scoreboard;
 pub mod sendbuf;
 pub mod seq;
+pub mod sink;
 pub mod stack;
 pub mod syncookie;
 pub mod time;
@@ -34,4 +35,5 @@ pub mod wire;
 
 pub use frame::{DeviceCaps, Gso, RxCsum, RxMeta, TxMeta};
 pub use seq::Seq;
+pub use sink::{NoSink, RxSink};
 pub use time::Instant;

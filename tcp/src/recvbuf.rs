@@ -227,6 +227,16 @@ impl RecvBuf {
         na + nb
     }
 
+    /// The next `n` in-order bytes were handed to the application without being stored (see
+    /// [`crate::sink`]): the stream moves past them. Only while nothing is buffered.
+    pub fn pass_through(&mut self, n: usize) {
+        debug_assert!(self.readable == 0 && self.ranges.is_empty());
+        if self.readable == 0 && self.ranges.is_empty() {
+            self.base += n as u64;
+            self.head = 0;
+        }
+    }
+
     /// Drops `n` readable bytes (clamped to [`readable`](Self::readable)).
     pub fn consume(&mut self, n: usize) {
         let n = n.min(self.readable);

@@ -1798,6 +1798,18 @@ impl Stack {
 
     /// Processes one received frame.
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8], meta: RxMeta) {
+        self.handle_frame_into(now, frame, meta, &mut crate::sink::NoSink);
+    }
+
+    /// [`Stack::handle_frame`], offering in-order payload of application sockets to `sink`
+    /// (see [`crate::sink`]).
+    pub fn handle_frame_into(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        meta: RxMeta,
+        sink: &mut dyn crate::sink::RxSink,
+    ) {
         self.now = self.now.max(now);
         self.stats.rx_frames += 1;
         let Ok((eth, payload)) = ethernet::EthRepr::parse(frame) else {
@@ -1813,8 +1825,8 @@ impl Stack {
         }
         match eth.ethertype {
             ethernet::ETHERTYPE_ARP => self.handle_arp(payload),
-            ethernet::ETHERTYPE_IPV4 => self.handle_ipv4(&eth, payload, meta),
-            ethernet::ETHERTYPE_IPV6 => self.handle_ipv6(&eth, payload, meta),
+            ethernet::ETHERTYPE_IPV4 => self.handle_ipv4(&eth, payload, meta, sink),
+            ethernet::ETHERTYPE_IPV6 => self.handle_ipv6(&eth, payload, meta, sink),
             _ => self.stats.rx_dropped += 1,
         }
     }
@@ -1881,7 +1893,13 @@ impl Stack {
         }
     }
 
-    fn handle_ipv4(&mut self, eth: &ethernet::EthRepr, p: &[u8], meta: RxMeta) {
+    fn handle_ipv4(
+        &mut self,
+        eth: &ethernet::EthRepr,
+        p: &[u8],
+        meta: RxMeta,
+        sink: &mut dyn crate::sink::RxSink,
+    ) {
         let Ok((ip, payload)) = ipv4::Ipv4Repr::parse(p, true) else {
             self.stats.rx_malformed += 1;
             return;
@@ -1899,7 +1917,7 @@ impl Stack {
                 if !self.l4_ok(meta, payload, pseudo) {
                     return;
                 }
-                self.handle_tcp(IpAddr::V4(ip.dst), IpAddr::V4(ip.src), payload);
+                self.handle_tcp(IpAddr::V4(ip.dst), IpAddr::V4(ip.src), payload, sink);
             }
             ipv4::PROTO_ICMP => self.handle_icmpv4(&ip, payload, meta),
             _ => self.stats.rx_dropped += 1,
@@ -1972,7 +1990,13 @@ impl Stack {
         }
     }
 
-    fn handle_ipv6(&mut self, eth: &ethernet::EthRepr, p: &[u8], meta: RxMeta) {
+    fn handle_ipv6(
+        &mut self,
+        eth: &ethernet::EthRepr,
+        p: &[u8],
+        meta: RxMeta,
+        sink: &mut dyn crate::sink::RxSink,
+    ) {
         let Ok((ip, payload)) = ipv6::Ipv6Repr::parse(p) else {
             self.stats.rx_malformed += 1;
             return;
@@ -1991,7 +2015,7 @@ impl Stack {
                     return;
                 }
                 self.neigh.confirm(&IpAddr::V6(ip.src), eth.src, self.now);
-                self.handle_tcp(IpAddr::V6(ip.dst), IpAddr::V6(ip.src), payload);
+                self.handle_tcp(IpAddr::V6(ip.dst), IpAddr::V6(ip.src), payload, sink);
             }
             ipv6::NEXT_ICMPV6 => {
                 let verify = !matches!(meta.csum, RxCsum::Verified | RxCsum::Partial);
@@ -2053,7 +2077,13 @@ impl Stack {
         }
     }
 
-    fn handle_tcp(&mut self, dst: IpAddr, src: IpAddr, seg: &[u8]) {
+    fn handle_tcp(
+        &mut self,
+        dst: IpAddr,
+        src: IpAddr,
+        seg: &[u8],
+        sink: &mut dyn crate::sink::RxSink,
+    ) {
         let Ok((repr, payload)) = TcpRepr::parse(seg) else {
             self.stats.rx_malformed += 1;
             return;
@@ -2088,6 +2118,7 @@ impl Stack {
                 }
                 return;
             }
+            let (user, token) = (s.user, s.token);
             let Kind::Conn(t) = &mut s.kind else {
                 return;
             };
@@ -2104,7 +2135,11 @@ impl Stack {
                 self.listen_input(local, remote, &repr, payload);
                 return;
             }
-            let fx = t.on_segment(now, &repr, payload);
+            let fx = if user {
+                t.on_segment_into(now, &repr, payload, &mut |d| sink.deliver(token, d))
+            } else {
+                t.on_segment(now, &repr, payload)
+            };
             let sack_ack = t.take_sack_ack(now);
             if let Some((seq, ack, flags)) = fx.reset {
                 self.send_bare(local, remote, seq, ack, flags, 0, TcpOptions::default());

@@ -20,7 +20,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::{Backend, ConnectState, IoBuf, LoopStats, Readiness, SockEvent};
+use super::{Backend, ConnectState, IoBuf, LoopStats, Readiness, RxSink, SockEvent};
 
 /// Bytes one end holds for its reader (the kernel's receive buffer). The whole path from a
 /// writer to a reader holds its TX stream, this and the reader's RX stream.
@@ -964,6 +964,12 @@ impl<B: Backend> Backend for LoopBackend<B> {
 
     fn poll(&mut self, out: &mut Vec<SockEvent>) -> io::Result<()> {
         self.inner.poll(out)?;
+        self.net.poll(out);
+        Ok(())
+    }
+
+    fn poll_into(&mut self, out: &mut Vec<SockEvent>, sink: &mut dyn RxSink) -> io::Result<()> {
+        self.inner.poll_into(out, sink)?;
         self.net.poll(out);
         Ok(())
     }

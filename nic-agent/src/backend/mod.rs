@@ -73,6 +73,8 @@ pub struct EngineStats {
     pub rst_sent: u64,
 }
 
+pub use snstack_tcp::RxSink;
+
 /// A raw buffer for vectored I/O into or out of shared memory.
 pub type IoBuf = libc::iovec;
 
@@ -200,6 +202,12 @@ pub trait Backend {
     fn close(&mut self, s: Self::Sock);
     /// Collects readiness without blocking.
     fn poll(&mut self, out: &mut Vec<SockEvent>) -> io::Result<()>;
+    /// [`Backend::poll`], offering received in-order payload to `sink` first (the channel's RX
+    /// stream: one copy from the frame; snstack_tcp::sink). Backends that read from the OS
+    /// ignore the sink.
+    fn poll_into(&mut self, out: &mut Vec<SockEvent>, _sink: &mut dyn RxSink) -> io::Result<()> {
+        self.poll(out)
+    }
     /// A descriptor that becomes readable when [`Backend::poll`] has something to report; the
     /// agent puts it in its own epoll set.
     fn wait_fd(&self) -> RawFd;

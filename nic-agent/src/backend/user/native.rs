@@ -19,7 +19,7 @@ use snstack_tcp::stack::{SockId, SockOpt, Stack, StackConfig};
 use snstack_tcp::Instant;
 
 use super::device::{Device, TxFrame};
-use crate::backend::{Backend, ConnectState, IoBuf, Readiness, SockEvent};
+use crate::backend::{Backend, ConnectState, IoBuf, Readiness, RxSink, SockEvent};
 use crate::sys;
 
 /// Frames taken from the device per burst, and bursts per poll.
@@ -453,6 +453,10 @@ impl<D: Device> Backend for NativeBackend<D> {
     }
 
     fn poll(&mut self, out: &mut Vec<SockEvent>) -> io::Result<()> {
+        self.poll_into(out, &mut snstack_tcp::NoSink)
+    }
+
+    fn poll_into(&mut self, out: &mut Vec<SockEvent>, sink: &mut dyn RxSink) -> io::Result<()> {
         if self.kicked {
             sys::eventfd_drain(self.kick.as_raw_fd());
             self.kicked = false;
@@ -468,7 +472,7 @@ impl<D: Device> Backend for NativeBackend<D> {
             let stack = &mut self.stack;
             let n = match self
                 .dev
-                .rx_burst(BURST, &mut |f, m| stack.handle_frame(now, f, m))
+                .rx_burst(BURST, &mut |f, m| stack.handle_frame_into(now, f, m, sink))
             {
                 Ok(n) => n,
                 Err(e) => {
