@@ -537,6 +537,9 @@ for m in [x for x in modes if x != "kernel"]:
         b, bk = med(m2, "mbps", m), med(sc2, "mbps", "kernel")
         if b is not None and bk and m != "dpdk":
             L.append(f"- {m}: bulk at {meta['loss_pct']}% loss of segments (offloads off) {b:.1f} MB/s = {b / bk:.2f}x kernel (CUBIC) (target >= 0.5x): {'met' if b / bk >= 0.5 else 'NOT met'}")
+        bd = med(m2, "mbps", "kernel")
+        if b is not None and bd and m != "dpdk" and meta['kernel_cc'] != "cubic":
+            L.append(f"- {m}: the same against the kernel on {meta['kernel_cc']}: {b / bd:.2f}x: {'met' if b / bd >= 0.5 else 'NOT met'}")
     for sc, what in (("bulk_loss", f"kernel ({meta['kernel_cc']})"), ("bulk_loss_cubic", "kernel (CUBIC)")):
         ks = "bulk_loss_off" if m == "dpdk" else "bulk_loss"
         b, bk = med(ks, "mbps", m), med(ks if m == "dpdk" and sc == "bulk_loss" else sc, "mbps", "kernel")
