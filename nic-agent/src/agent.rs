@@ -299,7 +299,8 @@ impl<B: Backend> Agent<B> {
                 Instant::now()
             });
             if let Some(t) = now.filter(|&t| self.spin.sample_due(t)) {
-                self.spin.sample(t, sys::involuntary_switches());
+                self.spin
+                    .sample(t, sys::involuntary_switches(), sys::cpu_pressure_us());
             }
             let sleepy = idle == Some(Idle::Check)
                 && now.is_some_and(|t| self.spin.check(t))

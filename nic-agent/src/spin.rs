@@ -6,9 +6,13 @@
 //! applications it serves, every microsecond it spins is taken from them, and they are what
 //! produces its work. So the policy watches one signal the kernel keeps for free: involuntary
 //! context switches of the agent's thread (`ru_nivcsw`). A thread that is preempted wants a CPU
-//! that someone else also wants; while that happens (at least [`CONTENDED_SWITCHES`] in a
-//! [`WINDOW`]) the agent sleeps as soon as one pass over its inputs finds nothing, and spins the
-//! configured time again once a window passes without them.
+//! that someone else also wants. A [`WINDOW`] with spinning on and at least
+//! [`CONTENDED_SWITCHES`] of them pauses spinning: the agent then sleeps as soon as one pass
+//! over its inputs finds nothing. The pause lasts one window, and doubles (up to
+//! [`MAX_BACKOFF`]) each time the probe that follows it is preempted again, because a spinning
+//! window on a contended CPU is a burst of latency for whoever waits behind it; it stays on as long
+//! as the agent is preempted even without spinning, and starts again from one window after
+//! [`QUIET_RESET`] quiet spinning windows.
 //!
 //! The loop reads no clock on a busy iteration: idle passes are counted, and the clock is read
 //! every [`CLOCK_EVERY`] of them (and at least every [`CLOCK_MAX_ITERS`] iterations for timers).
@@ -19,10 +23,18 @@ use std::time::{Duration, Instant};
 pub const CLOCK_EVERY: u32 = 16;
 /// Iterations after which the loop reads the clock even when every one had work (timers).
 pub const CLOCK_MAX_ITERS: u32 = 1024;
-/// Length of one contention sample.
-pub const WINDOW: Duration = Duration::from_millis(20);
+/// Length of one contention sample (one `getrusage` per window; short, because a spinning
+/// window on a contended CPU is a burst of latency for whoever waits behind it).
+pub const WINDOW: Duration = Duration::from_millis(10);
+/// Share of a window (percent) during which some task waited for a CPU (`/proc/pressure/cpu`,
+/// "some") that means the CPU is contended.
+pub const STALL_PCT: u64 = 2;
 /// Involuntary switches in one window that mean the CPU is contended.
 pub const CONTENDED_SWITCHES: u64 = 2;
+/// Longest pause of spinning after a probe found the CPU contended again.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Quiet spinning windows after which the pause starts again from one window.
+pub const QUIET_RESET: u32 = 50;
 
 #[derive(Debug)]
 pub struct SpinPolicy {
@@ -32,7 +44,14 @@ pub struct SpinPolicy {
     idle_since: Option<Instant>,
     window_start: Option<Instant>,
     switches_at_start: u64,
+    stall_at_start: Option<u64>,
     contended: bool,
+    /// Spinning stays off until then (it was contended).
+    off_until: Option<Instant>,
+    /// The next pause when a probe finds the CPU contended again (doubles up to MAX_BACKOFF).
+    backoff: Duration,
+    /// Consecutive spinning windows without contention.
+    quiet: u32,
 }
 
 /// What one idle pass asks of the loop.
@@ -53,7 +72,11 @@ impl SpinPolicy {
             idle_since: None,
             window_start: None,
             switches_at_start: 0,
+            stall_at_start: None,
             contended: false,
+            off_until: None,
+            backoff: WINDOW,
+            quiet: 0,
         }
     }
 
@@ -91,13 +114,45 @@ impl SpinPolicy {
             .map_or(true, |s| now.saturating_duration_since(s) >= WINDOW)
     }
 
-    pub fn sample(&mut self, now: Instant, involuntary_switches: u64) {
-        if self.window_start.is_some() {
-            let d = involuntary_switches.saturating_sub(self.switches_at_start);
-            self.contended = d >= CONTENDED_SWITCHES;
+    /// `involuntary_switches`: the agent thread's so far; `stall_us`: the system's CPU pressure
+    /// total (microseconds some task waited for a CPU), when the kernel has PSI.
+    pub fn sample(&mut self, now: Instant, involuntary_switches: u64, stall_us: Option<u64>) {
+        if let Some(start) = self.window_start {
+            let window_us = now.saturating_duration_since(start).as_micros() as u64;
+            let stalled = match (stall_us, self.stall_at_start) {
+                (Some(b), Some(a)) => b.saturating_sub(a) * 100 >= window_us * STALL_PCT,
+                _ => false,
+            };
+            let hot = stalled
+                || involuntary_switches.saturating_sub(self.switches_at_start)
+                    >= CONTENDED_SWITCHES;
+            if !self.contended {
+                // A window with spinning on.
+                if hot {
+                    // Spinning takes a CPU someone else wants: pause it, longer each time a
+                    // probe finds the same (a probe's window is a burst of latency for them).
+                    self.contended = true;
+                    self.off_until = Some(now + self.backoff);
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    self.quiet = 0;
+                } else {
+                    self.quiet += 1;
+                    if self.quiet >= QUIET_RESET {
+                        self.backoff = WINDOW;
+                    }
+                }
+            } else if hot {
+                // Preempted although it sleeps at once: busy regardless; stay off.
+                self.off_until = Some(now + WINDOW.max(self.backoff / 2));
+            } else if self.off_until.map_or(true, |t| t <= now) {
+                // The pause is over: probe with spinning on.
+                self.contended = false;
+                self.off_until = None;
+            }
         }
         self.window_start = Some(now);
         self.switches_at_start = involuntary_switches;
+        self.stall_at_start = stall_us;
     }
 
     /// At a clock read during idle passes: true when the loop should sleep now.
@@ -124,7 +179,7 @@ mod tests {
     fn spins_the_budget_then_sleeps() {
         let t0 = Instant::now();
         let mut p = SpinPolicy::new(Duration::from_micros(50));
-        p.sample(t0, 0);
+        p.sample(t0, 0, None);
         p.on_work();
         for _ in 1..CLOCK_EVERY {
             assert_eq!(p.on_idle(), Idle::Spin);
@@ -142,20 +197,94 @@ mod tests {
     fn preemption_turns_spinning_off_until_a_quiet_window() {
         let t0 = Instant::now();
         let mut p = SpinPolicy::new(Duration::from_micros(50));
-        p.sample(t0, 10);
+        p.sample(t0, 10, None);
         assert!(!p.sample_due(t0 + WINDOW / 2));
         assert!(p.sample_due(t0 + WINDOW));
-        p.sample(t0 + WINDOW, 10 + CONTENDED_SWITCHES);
+        p.sample(t0 + WINDOW, 10 + CONTENDED_SWITCHES, None);
         assert_eq!(p.effective_budget(), Duration::ZERO);
         // Contended: the first idle pass already decides, and it says sleep.
         p.on_work();
         assert_eq!(p.on_idle(), Idle::Check);
         assert!(p.check(t0 + WINDOW));
         // One quiet window: spinning again.
-        p.sample(t0 + 2 * WINDOW, 10 + CONTENDED_SWITCHES + 1);
+        p.sample(t0 + 2 * WINDOW, 10 + CONTENDED_SWITCHES + 1, None);
         assert_eq!(p.effective_budget(), Duration::from_micros(50));
         p.on_work();
         assert_eq!(p.on_idle(), Idle::Spin);
+    }
+
+    #[test]
+    fn probes_that_find_contention_again_back_off_exponentially() {
+        let t0 = Instant::now();
+        let mut p = SpinPolicy::new(Duration::from_micros(50));
+        let mut t = t0;
+        let mut sw = 0;
+        p.sample(t, sw, None);
+        let spin = Duration::from_micros(50);
+        let mut pauses = Vec::new();
+        for _ in 0..6 {
+            // A spinning window that gets preempted.
+            assert_eq!(p.effective_budget(), spin);
+            t += WINDOW;
+            sw += CONTENDED_SWITCHES;
+            p.sample(t, sw, None);
+            assert_eq!(p.effective_budget(), Duration::ZERO);
+            // Quiet windows while not spinning, until the probe.
+            let off = t;
+            while p.effective_budget().is_zero() {
+                t += WINDOW;
+                p.sample(t, sw, None);
+            }
+            pauses.push((t - off).as_millis());
+        }
+        let w = WINDOW.as_millis();
+        assert_eq!(pauses, [w, 2 * w, 4 * w, 8 * w, 16 * w, 32 * w]);
+        // Still preempted while sleeping at once: spinning stays off.
+        t += WINDOW;
+        sw += CONTENDED_SWITCHES;
+        p.sample(t, sw, None);
+        for _ in 0..100 {
+            t += WINDOW;
+            sw += CONTENDED_SWITCHES;
+            p.sample(t, sw, None);
+            assert_eq!(p.effective_budget(), Duration::ZERO);
+        }
+        // Long quiet spinning resets the pause.
+        while p.effective_budget().is_zero() {
+            t += WINDOW;
+            p.sample(t, sw, None);
+        }
+        for _ in 0..QUIET_RESET {
+            t += WINDOW;
+            p.sample(t, sw, None);
+        }
+        t += WINDOW;
+        sw += CONTENDED_SWITCHES;
+        p.sample(t, sw, None);
+        let off = t;
+        while p.effective_budget().is_zero() {
+            t += WINDOW;
+            p.sample(t, sw, None);
+        }
+        assert_eq!(t - off, WINDOW);
+    }
+
+    #[test]
+    fn cpu_pressure_pauses_spinning_without_preemption() {
+        // A host waiting behind the spinning agent shows as CPU pressure even when it never
+        // preempts the agent.
+        let t0 = Instant::now();
+        let mut p = SpinPolicy::new(Duration::from_micros(50));
+        p.sample(t0, 0, Some(1_000));
+        let w = WINDOW.as_micros() as u64;
+        p.sample(t0 + WINDOW, 0, Some(1_000 + w * STALL_PCT / 100 / 2));
+        assert_eq!(
+            p.effective_budget(),
+            Duration::from_micros(50),
+            "below the threshold"
+        );
+        p.sample(t0 + 2 * WINDOW, 0, Some(1_000 + w * STALL_PCT / 100 * 2));
+        assert_eq!(p.effective_budget(), Duration::ZERO);
     }
 
     #[test]

@@ -130,6 +130,18 @@ pub fn involuntary_switches() -> u64 {
     ru.ru_nivcsw as u64
 }
 
+/// Microseconds some task has waited for a CPU since boot (`/proc/pressure/cpu`, "some total");
+/// `None` without PSI.
+pub fn cpu_pressure_us() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("some "))?
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
 /// Resets a non-blocking eventfd counter.
 pub fn eventfd_drain(fd: RawFd) {
     let mut b = [0u8; 8];
