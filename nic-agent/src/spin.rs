@@ -1,18 +1,20 @@
 //! When the agent's loop keeps spinning and when it goes to sleep (sans-IO: the loop passes the
-//! time and the scheduler's counter in).
+//! time and the kernel's counters in).
 //!
 //! Spinning after the last piece of work saves the wake-up latency of the next one, but only
 //! when the agent has a core to itself (a BlueField's Arm cores). Where it shares cores with the
 //! applications it serves, every microsecond it spins is taken from them, and they are what
-//! produces its work. So the policy watches one signal the kernel keeps for free: involuntary
-//! context switches of the agent's thread (`ru_nivcsw`). A thread that is preempted wants a CPU
-//! that someone else also wants. A [`WINDOW`] with spinning on and at least
-//! [`CONTENDED_SWITCHES`] of them pauses spinning: the agent then sleeps as soon as one pass
-//! over its inputs finds nothing. The pause lasts one window, and doubles (up to
-//! [`MAX_BACKOFF`]) each time the probe that follows it is preempted again, because a spinning
-//! window on a contended CPU is a burst of latency for whoever waits behind it; it stays on as long
-//! as the agent is preempted even without spinning, and starts again from one window after
-//! [`QUIET_RESET`] quiet spinning windows.
+//! produces its work. So the policy watches two signals the kernel keeps for free: involuntary
+//! context switches of the agent's thread (`ru_nivcsw`: a thread that is preempted wants a CPU
+//! that someone else also wants) and the system's CPU pressure (`/proc/pressure/cpu`: time some
+//! task waited for a CPU; a host woken behind a spinning agent often waits without preempting
+//! it). A [`WINDOW`] with spinning on and at least [`CONTENDED_SWITCHES`] switches or
+//! [`STALL_PCT`] % of pressure pauses spinning: the agent then sleeps as soon as one pass over
+//! its inputs finds nothing. The pause lasts one window, and doubles (up to [`MAX_BACKOFF`]) each
+//! time the probe that follows it finds contention again, because a spinning window on a
+//! contended CPU is a burst of latency for whoever waits behind it; it stays on while contention
+//! persists without spinning, and starts again from one window after [`QUIET_RESET`] quiet
+//! spinning windows.
 //!
 //! The loop reads no clock on a busy iteration: idle passes are counted, and the clock is read
 //! every [`CLOCK_EVERY`] of them (and at least every [`CLOCK_MAX_ITERS`] iterations for timers).
