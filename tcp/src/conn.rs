@@ -1207,6 +1207,10 @@ impl Tcb {
                     // An RTO is not undone (Linux undoes it only with timestamps or F-RTO).
                     self.undo = None;
                     self.cc.get().on_rto(now, flight);
+                } else {
+                    // Another RTO in the same loss episode: ssthresh stays, but the window
+                    // starts again from one segment (Linux's tcp_enter_loss, every time).
+                    self.cc.get().set_cwnd(self.mss);
                 }
                 self.sb.mark_all_lost();
                 self.sb.set_recovery(true);

@@ -751,3 +751,24 @@ fn interactive_replies_carry_the_ack() {
 ",
     );
 }
+
+/// A second RTO in the same loss episode starts the window from one segment again (Linux's
+/// tcp_enter_loss on every RTO), whatever slow start had grown it to since the first.
+#[test]
+fn second_rto_restarts_from_one_segment() {
+    with(
+        HS_PLAIN,
+        "
+0.200 write 4380
+0.200 > . 1:1461(1460) ack 1
+0.200 > . 1461:2921(1460) ack 1
+0.200 > P. 2921:4381(1460) ack 1
+0.401 > . 1:1461(1460) ack 1                  // first RTO: one segment
+0.410 < . 1:1(0) ack 1461 win 65535
+0.410 > . 1461:2921(1460) ack 1               // slow start: cwnd 2
+0.410 > P. 2921:4381(1460) ack 1
+0.611 > . 1461:2921(1460) ack 1               // second RTO: one segment again
+0.700 > none
+",
+    );
+}
