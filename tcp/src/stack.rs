@@ -1659,9 +1659,8 @@ impl Stack {
         (b, meta)
     }
 
-    /// Collects segments of every connection with something to send into [`Stack::frames`].
     /// Builds the frame of segment `seg` of connection `i` and queues it; false when `i` is no
-    /// longer a connection.
+    /// longer a connection. (Not `build_tcp`: the payload borrows the connection's send buffer.)
     fn emit(
         &mut self,
         i: u32,
@@ -1699,6 +1698,7 @@ impl Stack {
         true
     }
 
+    /// Collects segments of every connection with something to send into [`Stack::frames`].
     pub fn poll_transmit(&mut self, now: Instant) {
         self.now = self.now.max(now);
         let now = self.now;
