@@ -1098,6 +1098,12 @@ impl<B: Backend> Agent<B> {
 
     /// RX into the active binding (when it is live, not draining).
     fn pump_rx(&mut self, id: SockId) {
+        self.pump_rx_with(id, true);
+    }
+
+    /// [`Agent::pump_rx`]; `drain`: read on to WouldBlock or the end even after a short read
+    /// (the readiness said the peer closed or failed, or the caller does not know).
+    fn pump_rx_with(&mut self, id: SockId, drain: bool) {
         let Some(s) = self.socks.get_mut(id) else {
             return;
         };
@@ -1111,7 +1117,14 @@ impl<B: Backend> Agent<B> {
             return;
         };
         let had_stash = !s.stash.is_empty();
-        match sock::pump_rx(&mut self.backend, s, &mut p.chan, b.slot, &mut bd.rx_tail) {
+        match sock::pump_rx(
+            &mut self.backend,
+            s,
+            &mut p.chan,
+            b.slot,
+            &mut bd.rx_tail,
+            drain,
+        ) {
             Err(v) => self.failed.push((b.sid, v)),
             Ok(o) => {
                 if o.done {
@@ -1237,7 +1250,7 @@ impl<B: Backend> Agent<B> {
             Kind::Connected => {}
         }
         if r.readable || r.hup || r.error || kind != Kind::Connected {
-            self.pump_rx(id);
+            self.pump_rx_with(id, r.hup || r.error || kind != Kind::Connected);
         }
         // Every binding's TX (pumping changes no binding list). Draining bindings whose TX
         // emptied are finished afterwards; no allocation in the common case.

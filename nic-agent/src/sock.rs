@@ -406,6 +406,7 @@ pub fn pump_rx<B: Backend>(
     chan: &mut Channel,
     slot: u32,
     rx_tail: &mut u32,
+    drain: bool,
 ) -> Result<Outcome, Violation> {
     let from_os = s.kind == Kind::Connected && !s.rx_done && !s.io_dead;
     if !from_os && s.stash.is_empty() {
@@ -454,7 +455,7 @@ pub fn pump_rx<B: Backend>(
             }
             Ok(k) => {
                 *rx_tail = rx_tail.wrapping_add(k.min(free as usize) as u32);
-                if k < free as usize && !b.recv_more(&s.os) {
+                if k < free as usize && !drain && !b.recv_more(&s.os) {
                     // Short read and nothing behind it: skip the call that says WouldBlock.
                     break;
                 }

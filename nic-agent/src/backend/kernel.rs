@@ -136,6 +136,13 @@ impl Backend for KernelBackend {
         self.epoll.raw()
     }
 
+    /// A short read drained the TCP socket: with edge-triggered epoll every later byte, FIN or
+    /// error raises a new event, and an event that already carried RDHUP/HUP/ERR has the caller
+    /// read on to the end. Saves the `recvmsg` that would answer EAGAIN, one per request.
+    fn recv_more(&self, _s: &Self::Sock) -> bool {
+        false
+    }
+
     fn owns_loopback(&self) -> bool {
         true
     }
