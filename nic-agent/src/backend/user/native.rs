@@ -559,7 +559,6 @@ impl<D: Device> Backend for NativeBackend<D> {
 
     fn engine_stats(&self) -> crate::backend::EngineStats {
         let st = &self.stack.stats;
-        let c = self.stack.tcp_counters();
         crate::backend::EngineStats {
             enabled: true,
             rx_frames: st.rx_frames,
@@ -569,13 +568,7 @@ impl<D: Device> Backend for NativeBackend<D> {
             conns: st.conns,
             time_wait: st.time_wait,
             memory_bytes: self.stack.memory() as u64,
-            segs_in: c.segs_in,
-            segs_out: c.segs_out,
-            retrans_segs: c.retrans_segs,
-            fast_recoveries: c.fast_recoveries,
-            rtos: c.rtos,
-            tlps: c.tlps,
-            dsacks: c.dsacks,
+            tcp: self.stack.tcp_counters(),
             syn_dropped: st.syn_dropped,
             syncookies_sent: st.syncookies_sent,
             syncookies_ok: st.syncookies_ok,
