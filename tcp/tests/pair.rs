@@ -259,6 +259,33 @@ fn pattern(i: usize) -> u8 {
     (i.wrapping_mul(31) ^ (i >> 9)) as u8
 }
 
+/// One round of a bulk transfer without checking the bytes: A sends from `chunk` until its
+/// buffer is full or `total` went, B reads all it has.
+#[allow(clippy::too_many_arguments)]
+fn move_bytes(
+    net: &mut Net,
+    c: SockId,
+    s: SockId,
+    chunk: &[u8],
+    buf: &mut [u8],
+    total: usize,
+    sent: &mut usize,
+    got: &mut usize,
+) {
+    while *sent < total {
+        match net.a.send(c, &[&chunk[..(total - *sent).min(chunk.len())]]) {
+            Ok(w) => *sent += w,
+            Err(_) => break,
+        }
+    }
+    while let Ok(r) = net.b.recv(s, &mut [&mut buf[..]]) {
+        if r == 0 {
+            break;
+        }
+        *got += r;
+    }
+}
+
 /// Sends `total` bytes from A to B; returns the virtual time it took.
 fn transfer(net: &mut Net, c: SockId, s: SockId, total: usize, limit: Duration) -> Duration {
     let start = net.now;
@@ -593,18 +620,7 @@ fn dbg_timeline_short_rtt() {
     let mut last_print = start;
     let mut last_acked = 0u64;
     while got < total && net.now < start + Duration::from_secs(20) {
-        while sent < total {
-            match net.a.send(c, &[&chunk[..chunk.len().min(total - sent)]]) {
-                Ok(w) => sent += w,
-                Err(_) => break,
-            }
-        }
-        while let Ok(r) = net.b.recv(s, &mut [&mut buf[..]]) {
-            if r == 0 {
-                break;
-            }
-            got += r;
-        }
+        move_bytes(&mut net, c, s, &chunk, &mut buf, total, &mut sent, &mut got);
         while net.a.poll_event().is_some() {}
         while net.b.poll_event().is_some() {}
         net.step(net.now + Duration::from_secs(1));
@@ -715,18 +731,7 @@ fn bbr_paces_segments_at_its_rate() {
     let start = net.now;
     net.departures = Some(Vec::new());
     while got < total && net.now < start + Duration::from_secs(20) {
-        while sent < total {
-            match net.a.send(c, &[&chunk[..(total - sent).min(chunk.len())]]) {
-                Ok(w) => sent += w,
-                Err(_) => break,
-            }
-        }
-        while let Ok(r) = net.b.recv(s, &mut [&mut buf[..]]) {
-            if r == 0 {
-                break;
-            }
-            got += r;
-        }
+        move_bytes(&mut net, c, s, &chunk, &mut buf, total, &mut sent, &mut got);
         drain_events(&mut net.a);
         drain_events(&mut net.b);
         let t = net.a.tcb(c).unwrap();
