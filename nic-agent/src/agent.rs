@@ -1144,6 +1144,31 @@ impl<B: Backend> Agent<B> {
         }
     }
 
+    /// Ends socket `id`'s TX loan (sock.rs, *Lent TX*): the backend copies what is still
+    /// unacknowledged, and the lending binding's stream is free up to what it handed over.
+    /// Called before that binding's slot is freed and before a second binding is added.
+    fn end_loan(&mut self, id: SockId) {
+        let Some(s) = self.socks.get_mut(id) else {
+            return;
+        };
+        let Some(by) = s.lend_by.take() else {
+            return;
+        };
+        self.backend.reclaim_tx(&s.os);
+        let Some(p) = self.procs.get_mut(&by.sid) else {
+            return;
+        };
+        if let Some((bd, _)) = p.sess.table.get_any_mut(by.slot) {
+            if let Some(lent) = bd.tx_lent.take() {
+                bd.tx_head = lent;
+                if let Some(tx) = p.chan.region().tx(by.slot) {
+                    tx.publish_head(lent);
+                }
+                p.chan.dirty(by.slot);
+            }
+        }
+    }
+
     /// Sends binding `b`'s TX bytes. True when its TX is empty (or can never drain).
     fn pump_tx(&mut self, id: SockId, b: Bind) -> bool {
         let Some(s) = self.socks.get_mut(id) else {
@@ -1155,7 +1180,7 @@ impl<B: Backend> Agent<B> {
         let Some((bd, _)) = p.sess.table.get_any_mut(b.slot) else {
             return true;
         };
-        match sock::pump_tx(&mut self.backend, s, &mut p.chan, b.slot, &mut bd.tx_head) {
+        match sock::pump_tx(&mut self.backend, s, &mut p.chan, b, bd) {
             Err(v) => {
                 self.failed.push((b.sid, v));
                 true
@@ -1180,7 +1205,7 @@ impl<B: Backend> Agent<B> {
         for &b in &s.bindings {
             let pending = self.procs.get(&b.sid).and_then(|p| {
                 let (bd, _) = p.sess.table.get_any(b.slot)?;
-                Some(sock::tx_pending(&p.chan, b.slot, bd.tx_head))
+                Some(sock::tx_pending(&p.chan, b.slot, bd.tx_sent()))
             });
             match pending {
                 Some(Ok(0)) | None => {}
@@ -1341,7 +1366,7 @@ impl<B: Backend> Agent<B> {
         }
         let pending = match self.procs.get(&b.sid).and_then(|p| {
             let (bd, _) = p.sess.table.get_any(b.slot)?;
-            Some(sock::tx_pending(&p.chan, b.slot, bd.tx_head))
+            Some(sock::tx_pending(&p.chan, b.slot, bd.tx_sent()))
         }) {
             Some(Ok(n)) => n,
             Some(Err(v)) => {
@@ -1371,6 +1396,14 @@ impl<B: Backend> Agent<B> {
     /// bytes go to the next live binding (or wait in the stash for a ticket's claimant). The OS
     /// socket closes with its last reference.
     fn finish_binding(&mut self, b: Bind) {
+        if let Some(id) = self
+            .procs
+            .get(&b.sid)
+            .and_then(|p| p.sess.table.get_any(b.slot))
+            .map(|(bd, _)| bd.sock)
+        {
+            self.end_loan(id);
+        }
         let Some(p) = self.procs.get_mut(&b.sid) else {
             return;
         };
@@ -2217,6 +2250,8 @@ impl<B: Backend> Agent<B> {
             }
         };
         for (_, id) in &held {
+            // A child will bind the socket too: its TX is copied from now on.
+            self.end_loan(*id);
             if let Some(s) = self.socks.get_mut(*id) {
                 s.tickets = s.tickets.saturating_add(1);
             }

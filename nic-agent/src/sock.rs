@@ -8,7 +8,15 @@
 //!
 //!   backend socket --readv--> RX stream of the ACTIVE binding [rx_tail owned here] --> read()
 //!   host write() --> TX stream of ANY binding [tx_head owned here, per binding] --sendmsg--> socket
+//!   host write() --> TX stream of the ONLY binding --lent--> engine builds frames from it
 //! ```
+//!
+//! Lent TX (backends that build segments themselves, docs/channel.md): while a connection has
+//! one binding, its TX stream is lent to the backend instead of copied into it. `tx_lent` marks
+//! what was handed over; `tx_head` (what the host may overwrite) moves only when the peer
+//! acknowledged the bytes, so the engine can read any unacknowledged byte again for a
+//! retransmission. The loan ends (the backend copies what is unacknowledged) before the slot is
+//! freed or a second binding appears.
 //!
 //! The agent keeps its own copies of the indices it owns (`rx_tail`, `tx_head`, per binding) and
 //! validates the host's (`rx_head`, `tx_tail`) on every use; a violation drops that channel.
@@ -100,6 +108,8 @@ pub struct Sock<S> {
     pub stash: Vec<u8>,
     /// The last binding closed with unread RX bytes: the close resets the connection.
     pub abort_on_close: bool,
+    /// The binding whose TX stream is lent to the backend (see the module doc).
+    pub lend_by: Option<Bind>,
 }
 
 impl<S> Sock<S> {
@@ -126,6 +136,7 @@ impl<S> Sock<S> {
             tickets: 0,
             stash: Vec::new(),
             abort_on_close: false,
+            lend_by: None,
         }
     }
 
@@ -200,8 +211,10 @@ pub struct Binding {
     pub sock: SockId,
     /// Our RX producer index in this slot's stream.
     pub rx_tail: u32,
-    /// Our TX consumer index in this slot's stream.
+    /// Our TX consumer index in this slot's stream (with a loan: acknowledged up to here).
     pub tx_head: u32,
+    /// With a loan: handed to the backend up to here (`tx_head..tx_lent` unacknowledged).
+    pub tx_lent: Option<u32>,
     /// Set while draining after the host's close.
     pub drain_deadline: Option<Instant>,
 }
@@ -212,8 +225,14 @@ impl Binding {
             sock,
             rx_tail: 0,
             tx_head: 0,
+            tx_lent: None,
             drain_deadline: None,
         }
+    }
+
+    /// Where the TX bytes not yet given to the backend start.
+    pub fn tx_sent(&self) -> u32 {
+        self.tx_lent.unwrap_or(self.tx_head)
     }
 }
 
@@ -515,14 +534,15 @@ pub fn deliver<S>(
     n
 }
 
-/// Sends what the host published in `slot`'s TX until it would block or TX is empty.
-/// `done` when TX is empty (or can never drain because the connection died).
+/// Sends what the host published in binding `by`'s TX until it would block or TX is empty
+/// (through the loan when the backend takes one, see the module doc). `done` when every byte
+/// was handed over (or can never be, because the connection died).
 pub fn pump_tx<B: Backend>(
     b: &mut B,
-    s: &Sock<B::Sock>,
+    s: &mut Sock<B::Sock>,
     chan: &mut Channel,
-    slot: u32,
-    tx_head: &mut u32,
+    by: Bind,
+    bd: &mut Binding,
 ) -> Result<Outcome, Violation> {
     if s.io_dead {
         return Ok(Outcome {
@@ -532,10 +552,11 @@ pub fn pump_tx<B: Backend>(
     }
     if s.kind != Kind::Connected {
         return Ok(Outcome {
-            done: tx_pending(chan, slot, *tx_head)? == 0,
+            done: tx_pending(chan, by.slot, bd.tx_sent())? == 0,
             err: None,
         });
     }
+    let slot = by.slot;
     let region = *chan.region();
     let Some(tx) = region.tx(slot) else {
         return Err(Violation::SlotOutOfRange {
@@ -543,6 +564,10 @@ pub fn pump_tx<B: Backend>(
             max: region.geometry().max_sockets,
         });
     };
+    if let Some(o) = pump_lent(b, s, chan, by, bd, &tx)? {
+        return Ok(o);
+    }
+    let tx_head = &mut bd.tx_head;
     let start = *tx_head;
     let mut out = Outcome::default();
     let mut fetched = false;
@@ -576,4 +601,82 @@ pub fn pump_tx<B: Backend>(
         chan.dirty(slot);
     }
     Ok(out)
+}
+
+/// The lent TX path of [`pump_tx`]: hands the backend what the host appended and frees what
+/// the peer acknowledged. `None` when binding `by` does not lend (another binding does, the
+/// connection has several, or the backend copies).
+fn pump_lent<B: Backend>(
+    b: &mut B,
+    s: &mut Sock<B::Sock>,
+    chan: &mut Channel,
+    by: Bind,
+    bd: &mut Binding,
+    tx: &Stream,
+) -> Result<Option<Outcome>, Violation> {
+    match (s.lend_by, bd.tx_lent) {
+        (Some(l), Some(_)) if l == by => {}
+        (None, None) => {
+            if s.bindings.len() != 1 || s.tickets != 0 || !b.can_lend_tx(&s.os) {
+                return Ok(None);
+            }
+            // SAFETY: the stream lies in this binding's slot of the live mapping, and the agent
+            // neither frees the slot nor unmaps the region before the loan ends
+            // (`Agent::end_loan` in finish_binding and when a fork ticket takes the socket); the
+            // bytes from tx_head on are not rewritten while tx_head stays (the host writes only
+            // past tx_tail).
+            if unsafe { b.lend_tx(&s.os, *tx, bd.tx_head) }.is_err() {
+                return Ok(None);
+            }
+            s.lend_by = Some(by);
+            bd.tx_lent = Some(bd.tx_head);
+        }
+        _ => return Ok(None),
+    }
+    let mut lent = bd.tx_lent.unwrap_or(bd.tx_head);
+    let tail = tx.load_tail();
+    let used = tx.used(bd.tx_head, tail)?;
+    let handed = lent.wrapping_sub(bd.tx_head);
+    if handed > used {
+        // The host moved its tail back over bytes it had published.
+        return Err(Violation::Corrupt("tx_tail moved back over lent bytes"));
+    }
+    let mut out = Outcome::default();
+    let fresh = used - handed;
+    if fresh > 0 {
+        chan.pcie(Dir::FetchTx, u64::from(fresh));
+        match b.send_lent(&s.os, fresh as usize) {
+            Ok(k) => {
+                let k = k.min(fresh as usize) as u32;
+                lent = lent.wrapping_add(k);
+                chan.counters.h2n_bytes += u64::from(k);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                out.err = Some(e.raw_os_error().unwrap_or(libc::EIO));
+                out.done = true;
+            }
+        }
+    }
+    let old_head = bd.tx_head;
+    match b.take_acked(&s.os) {
+        Some(k) => {
+            let k = k.min(lent.wrapping_sub(bd.tx_head));
+            bd.tx_head = bd.tx_head.wrapping_add(k);
+            bd.tx_lent = Some(lent);
+        }
+        None => {
+            // The backend holds no loan any more (the connection is gone): nothing handed
+            // over will be read again.
+            bd.tx_head = lent;
+            bd.tx_lent = None;
+            s.lend_by = None;
+        }
+    }
+    if bd.tx_head != old_head {
+        tx.publish_head(bd.tx_head);
+        chan.dirty(by.slot);
+    }
+    out.done |= lent == tail;
+    Ok(Some(out))
 }

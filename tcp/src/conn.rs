@@ -675,8 +675,13 @@ impl Tcb {
         self.sendbuf.len()
     }
 
-    /// Free send space that makes the socket writable (Linux: free >= queued / 2).
+    /// Free send space that makes the socket writable (Linux: free >= queued / 2). With a lent
+    /// stream: acknowledged bytes wait to be handed back (the owner frees stream space).
     pub fn writable(&self) -> bool {
+        if self.sendbuf.is_lent() {
+            // The stream's space is its owner's; acknowledged bytes are what frees it.
+            return self.sendbuf.has_acked();
+        }
         if self.shut_wr || !self.synchronized_or_closing() {
             return false;
         }
@@ -782,7 +787,48 @@ impl Tcb {
         if self.shut_wr {
             return 0;
         }
-        if !data.is_empty() && self.synchronized() {
+        self.before_append(data.len());
+        self.sendbuf.write(data)
+    }
+
+    /// Lent stream (crate::source): `n` more bytes were appended to it; returns how many taken.
+    pub fn append_lent(&mut self, n: usize) -> usize {
+        if self.shut_wr {
+            return 0;
+        }
+        self.before_append(n);
+        self.sendbuf.append_lent(n)
+    }
+
+    /// Lends the send side to a stream whose next byte has index `base` (only while nothing is
+    /// queued); `size` bounds what may be outstanding (the stream's size).
+    pub fn lend(&mut self, base: u32, size: usize) -> bool {
+        if !self.sendbuf.lend(base) {
+            return false;
+        }
+        self.sendbuf.set_capacity(size);
+        true
+    }
+
+    /// The send buffer's view of SND.UNA + `off` in the lent stream (None: not lent).
+    pub fn lent_index(&self, off: usize) -> Option<u32> {
+        self.sendbuf.lent_index(off)
+    }
+
+    /// Lent stream: bytes acknowledged since the last call; None when nothing is lent.
+    pub fn take_acked(&mut self) -> Option<u32> {
+        self.sendbuf.is_lent().then(|| self.sendbuf.take_acked())
+    }
+
+    /// Ends the loan: the unacknowledged bytes (read from the stream by the caller) are copied
+    /// into the send buffer. Returns the acknowledged count not yet taken.
+    pub fn reclaim(&mut self, a: &[u8], b: &[u8]) -> u32 {
+        self.sendbuf.reclaim(a, b)
+    }
+
+    /// Bookkeeping before `n` new application bytes are queued.
+    fn before_append(&mut self, n: usize) {
+        if n != 0 && self.synchronized() {
             // A new write after the sender ran dry: the samples until now were limited by the
             // application, not the path (the draft's check at sendmsg time, as Linux).
             let unsent = u32::try_from(self.unsent()).unwrap_or(u32::MAX);
@@ -794,7 +840,6 @@ impl Tcb {
                 self.sb.lost_bytes() > 0,
             );
         }
-        self.sendbuf.write(data)
     }
 
     /// Reads received bytes; updates the window (and may owe the peer a window update).
@@ -937,8 +982,11 @@ impl Tcb {
         self.keepalive_at = None;
         self.cork_at = None;
         self.end_at = Some(now + TIME_WAIT);
-        // Buffers are not needed any more.
-        self.sendbuf = SendBuf::new(0);
+        // Buffers are not needed any more (a lent one holds no memory, and its count of
+        // acknowledged bytes is still owed to the stream's owner).
+        if !self.sendbuf.is_lent() {
+            self.sendbuf = SendBuf::new(0);
+        }
         self.recvbuf.shrink();
     }
 

@@ -7,6 +7,7 @@ pub const EPERM: Errno = 1;
 pub const ENOENT: Errno = 2;
 pub const EAGAIN: Errno = 11;
 pub const ENOMEM: Errno = 12;
+pub const EBUSY: Errno = 16;
 pub const EINVAL: Errno = 22;
 pub const EPIPE: Errno = 32;
 pub const ENOPROTOOPT: Errno = 92;

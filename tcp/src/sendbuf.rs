@@ -11,6 +11,11 @@
 //! Memory: the engine must hold many idle connections, so [`SendBuf::new`] allocates nothing,
 //! the ring grows in powers of two (bounded by the capacity) only when bytes are stored, and
 //! [`SendBuf::shrink`] gives memory back (all of it when empty).
+//!
+//! Lent mode ([`SendBuf::lend`], `crate::source`): the bytes stay in the application's stream;
+//! the buffer only counts them and remembers the stream index of SND.UNA, and acknowledged bytes
+//! are reported back ([`SendBuf::take_acked`]) so the owner can free them. [`SendBuf::reclaim`]
+//! copies what is still unacknowledged into the ring and ends the loan.
 
 /// Smallest ring ever allocated: avoids a string of tiny reallocations for small writes.
 const MIN_ALLOC: usize = 64;
@@ -36,6 +41,10 @@ pub struct SendBuf {
     len: usize,
     /// Most bytes the application may store.
     cap: usize,
+    /// The bytes live in a lent stream: its index of the first (SND.UNA) byte.
+    lent: Option<u32>,
+    /// Lent mode: bytes acknowledged since the last [`take_acked`](Self::take_acked).
+    acked: u32,
 }
 
 impl SendBuf {
@@ -46,7 +55,70 @@ impl SendBuf {
             head: 0,
             len: 0,
             cap: capacity,
+            lent: None,
+            acked: 0,
         }
+    }
+
+    /// Starts lent mode at stream index `base` (the index the next appended byte has). Only an
+    /// empty buffer can be lent; false otherwise.
+    pub fn lend(&mut self, base: u32) -> bool {
+        if self.len != 0 || self.lent.is_some() {
+            return false;
+        }
+        self.lent = Some(base);
+        self.acked = 0;
+        self.buf = Vec::new();
+        self.head = 0;
+        true
+    }
+
+    /// The stream index of byte `offset` (counted from SND.UNA) when the bytes are lent.
+    pub fn lent_index(&self, offset: usize) -> Option<u32> {
+        self.lent.map(|b| b.wrapping_add(offset as u32))
+    }
+
+    pub fn is_lent(&self) -> bool {
+        self.lent.is_some()
+    }
+
+    /// Lent mode: `n` more bytes were appended to the stream (as many as [`free`](Self::free)
+    /// allows are taken); returns how many.
+    pub fn append_lent(&mut self, n: usize) -> usize {
+        if self.lent.is_none() {
+            return 0;
+        }
+        let n = n.min(self.free());
+        self.len += n;
+        n
+    }
+
+    /// Lent mode: bytes acknowledged since the last call (the stream's owner frees them).
+    pub fn take_acked(&mut self) -> u32 {
+        core::mem::take(&mut self.acked)
+    }
+
+    /// Lent mode: acknowledged bytes wait to be taken.
+    pub fn has_acked(&self) -> bool {
+        self.acked != 0
+    }
+
+    /// Ends lent mode: `a` then `b` are the bytes still unacknowledged (all [`len`](Self::len)
+    /// of them, read from the stream by the caller), now copied into the ring. Returns the
+    /// acknowledged count not yet taken (the owner frees those too).
+    pub fn reclaim(&mut self, a: &[u8], b: &[u8]) -> u32 {
+        debug_assert_eq!(a.len() + b.len(), self.len);
+        let acked = self.take_acked();
+        if self.lent.take().is_none() {
+            return acked;
+        }
+        let n = self.len;
+        self.len = 0;
+        self.cap = self.cap.max(n);
+        let k = a.len().min(n);
+        self.write(&a[..k]);
+        self.write(&b[..b.len().min(n - k)]);
+        acked
     }
 
     pub fn capacity(&self) -> usize {
@@ -85,10 +157,11 @@ impl SendBuf {
         }
     }
 
-    /// Appends up to [`free`](Self::free) bytes of `data`; returns how many were taken.
+    /// Appends up to [`free`](Self::free) bytes of `data`; returns how many were taken (none in
+    /// lent mode: bytes are appended to the stream there).
     pub fn write(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.free());
-        if n == 0 {
+        if n == 0 || self.lent.is_some() {
             return 0;
         }
         self.reserve(self.len + n);
@@ -121,10 +194,11 @@ impl SendBuf {
 
     /// Bytes `[offset, offset + len)` counted from the first unacknowledged byte, clamped to
     /// what is stored, as up to two slices (the ring may wrap).
+    /// Empty in lent mode (see [`lent_index`](Self::lent_index)).
     pub fn slices(&self, offset: usize, len: usize) -> (&[u8], &[u8]) {
         let off = offset.min(self.len);
         let n = len.min(self.len - off);
-        if n == 0 {
+        if n == 0 || self.lent.is_some() {
             return (&[], &[]);
         }
         let size = self.buf.len();
@@ -144,6 +218,12 @@ impl SendBuf {
     /// Drops `n` acknowledged bytes from the front (clamped to the length).
     pub fn consume(&mut self, n: usize) {
         let n = n.min(self.len);
+        if let Some(b) = self.lent.as_mut() {
+            *b = b.wrapping_add(n as u32);
+            self.acked = self.acked.wrapping_add(n as u32);
+            self.len -= n;
+            return;
+        }
         self.head = self.wrap(self.head + n);
         self.len -= n;
         if self.len == 0 {
@@ -153,7 +233,7 @@ impl SendBuf {
 
     /// Releases memory beyond what the stored bytes need; all of it when empty.
     pub fn shrink(&mut self) {
-        if self.len == 0 {
+        if self.len == 0 || self.lent.is_some() {
             self.buf = Vec::new();
             self.head = 0;
             return;
@@ -244,6 +324,35 @@ mod tests {
         assert_eq!(&out[..5], &data[25..30]);
         assert_eq!(b.copy_out(1000, &mut out), 0);
         assert_eq!(b.slices(usize::MAX, usize::MAX), (&[][..], &[][..]));
+    }
+
+    #[test]
+    fn lent_mode_counts_reports_acks_and_reclaims() {
+        let mut b = SendBuf::new(1000);
+        b.write(b"x");
+        assert!(!b.lend(7), "only an empty buffer is lent");
+        b.consume(1);
+        assert!(b.lend(u32::MAX - 2));
+        assert_eq!(b.write(b"abc"), 0, "lent: bytes go to the stream");
+        assert_eq!(b.append_lent(10), 10);
+        assert_eq!(b.lent_index(0), Some(u32::MAX - 2));
+        assert_eq!(
+            b.lent_index(4),
+            Some(1),
+            "the index wraps like the stream's"
+        );
+        b.consume(4);
+        assert!(b.has_acked());
+        assert_eq!(b.take_acked(), 4);
+        assert_eq!(b.take_acked(), 0);
+        assert_eq!(b.lent_index(0), Some(1));
+        assert_eq!(b.allocated(), 0, "a lent buffer holds no bytes");
+        b.consume(2);
+        let data = [9u8, 8, 7, 6];
+        assert_eq!(b.reclaim(&data[..1], &data[1..]), 2);
+        assert!(!b.is_lent());
+        assert_eq!(collect(&b, 0, 10), data.to_vec());
+        assert_eq!(b.append_lent(3), 0, "not lent any more");
     }
 
     #[test]

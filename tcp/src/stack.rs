@@ -18,6 +18,7 @@ use crate::frame::{DeviceCaps, Gso, RxCsum, RxMeta, TxMeta};
 use crate::isn::IsnGenerator;
 use crate::neigh::{Neighbors, Resolve};
 use crate::seq::Seq;
+use crate::source::{NoSource, TxSource};
 use crate::syncookie::SynCookies;
 use crate::time::Instant;
 use crate::timer::TimerWheel;
@@ -272,6 +273,8 @@ pub struct StackStats {
     pub time_wait: u64,
     /// Connections that skipped TIME-WAIT because MAX_TIME_WAIT entries existed.
     pub time_wait_overflow: u64,
+    /// Segments not sent because their lent stream could not be read (crate::source).
+    pub tx_lent_missing: u64,
 }
 
 pub struct Stack {
@@ -378,9 +381,9 @@ fn write_tcp(
     local: SocketAddr,
     remote: SocketAddr,
     repr: &TcpRepr,
-    payload: (&[u8], &[u8]),
+    payload: Payload<'_>,
     gso: Option<u16>,
-) -> TxMeta {
+) -> Option<TxMeta> {
     let v6 = remote.is_ipv6();
     let ip_len = if v6 {
         ipv6::HEADER_LEN
@@ -388,13 +391,23 @@ fn write_tcp(
         ipv4::HEADER_LEN
     };
     let th = repr.header_len();
-    let plen = payload.0.len() + payload.1.len();
+    let plen = payload.len();
     let l4 = th + plen;
     let start = ethernet::HEADER_LEN + ip_len;
     b.resize(start + l4, 0);
     repr.emit(&mut b[start..start + th]);
-    b[start + th..start + th + payload.0.len()].copy_from_slice(payload.0);
-    b[start + th + payload.0.len()..].copy_from_slice(payload.1);
+    let body = &mut b[start + th..];
+    match payload {
+        Payload::Slices(x, y) => {
+            body[..x.len()].copy_from_slice(x);
+            body[x.len()..].copy_from_slice(y);
+        }
+        Payload::Lent { src, id, index, .. } => {
+            if !src.copy_tx(id, index, body) {
+                return None;
+            }
+        }
+    }
     let pseudo = match (local.ip(), remote.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             ipv4::Ipv4Repr {
@@ -438,7 +451,28 @@ fn write_tcp(
             ipv6: v6,
         });
     }
-    meta
+    Some(meta)
+}
+
+/// A segment's payload: bytes at hand, or a range of a lent stream (crate::source) copied
+/// straight into the frame.
+enum Payload<'a> {
+    Slices(&'a [u8], &'a [u8]),
+    Lent {
+        src: &'a dyn TxSource,
+        id: SockId,
+        index: u32,
+        len: usize,
+    },
+}
+
+impl Payload<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Payload::Slices(x, y) => x.len() + y.len(),
+            Payload::Lent { len, .. } => *len,
+        }
+    }
 }
 
 impl Stack {
@@ -1143,6 +1177,87 @@ impl Stack {
         Ok(n)
     }
 
+    /// Lends socket `id`'s send side to the application's stream (crate::source): from now on
+    /// [`Stack::send_lent`] counts bytes appended there, starting at stream index `base`, and
+    /// segments are copied from it through the [`TxSource`] given to
+    /// [`Stack::poll_transmit_from`]. Only a connection with nothing queued can be lent (EBUSY);
+    /// `size` is the stream's size (the most that may be outstanding).
+    pub fn lend_tx(&mut self, id: SockId, base: u32, size: usize) -> Result<(), Errno> {
+        let s = self.sock_mut(id)?;
+        let Kind::Conn(t) = &mut s.kind else {
+            return Err(errno::ENOTCONN);
+        };
+        if t.lend(base, size) {
+            Ok(())
+        } else {
+            Err(errno::EBUSY)
+        }
+    }
+
+    /// A lent stream grew by `n` bytes: queues as many as the connection takes ([`Stack::send`]'s
+    /// rules and errors).
+    pub fn send_lent(&mut self, id: SockId, n: usize) -> Result<usize, Errno> {
+        let s = self.sock_mut(id)?;
+        let Kind::Conn(t) = &mut s.kind else {
+            return Err(errno::EPIPE);
+        };
+        if t.err != 0 {
+            return Err(core::mem::take(&mut t.err));
+        }
+        match t.state {
+            State::SynSent | State::SynReceived => return Err(errno::EAGAIN),
+            State::Established | State::CloseWait if !t.shut_wr => {}
+            _ => return Err(errno::EPIPE),
+        }
+        let k = t.append_lent(n);
+        let r = Self::ready_of(s);
+        s.last_ready = Some(r);
+        if k == 0 && n != 0 {
+            return Err(errno::EAGAIN);
+        }
+        self.touch(id.0);
+        Ok(k)
+    }
+
+    /// Lent stream bytes acknowledged since the last call (the owner frees them); None when the
+    /// socket holds no loan any more (never lent, reclaimed, or the connection is gone: then
+    /// nothing it was handed will be read again).
+    pub fn take_acked(&mut self, id: SockId) -> Option<u32> {
+        let s = self.sock_mut(id).ok()?;
+        let Kind::Conn(t) = &mut s.kind else {
+            return None;
+        };
+        let k = t.take_acked();
+        // What the caller saw is the new baseline (as `send`): the next acknowledgment makes
+        // the socket writable again, which is then reported as an edge.
+        let r = Self::ready_of(s);
+        s.last_ready = Some(r);
+        k
+    }
+
+    /// Ends socket `id`'s loan: what is still unacknowledged is read from `src` into the send
+    /// buffer (the stream's owner may then reuse it). Returns the acknowledged count not yet
+    /// taken; 0 when nothing was lent.
+    pub fn reclaim_tx(&mut self, id: SockId, src: &dyn TxSource) -> u32 {
+        let Ok(s) = self.sock_mut(id) else {
+            return 0;
+        };
+        let Kind::Conn(t) = &mut s.kind else {
+            return 0;
+        };
+        let Some(index) = t.lent_index(0) else {
+            return 0;
+        };
+        let mut held = vec![0u8; t.send_queue()];
+        let ok = src.copy_tx(id, index, &mut held);
+        let acked = t.reclaim(&held, &[]);
+        if !ok {
+            // The stream is unreadable: the count stays right; the bytes are lost.
+            self.stats.tx_lent_missing += 1;
+        }
+        acked
+    }
+
     /// The application closes: FIN after the data (RST with unread data or SO_LINGER 0, as
     /// Linux), the state finishes in the background.
     pub fn close(&mut self, id: SockId) {
@@ -1653,20 +1768,23 @@ impl Stack {
             local,
             remote,
             repr,
-            payload,
+            Payload::Slices(payload.0, payload.1),
             gso,
-        );
+        )
+        .unwrap_or_default();
         (b, meta)
     }
 
     /// Builds the frame of segment `seg` of connection `i` and queues it; false when `i` is no
-    /// longer a connection. (Not `build_tcp`: the payload borrows the connection's send buffer.)
+    /// longer a connection. (Not `build_tcp`: the payload borrows the connection's send buffer,
+    /// or is copied from its lent stream through `src`.)
     fn emit(
         &mut self,
         i: u32,
         local: SocketAddr,
         remote: SocketAddr,
         seg: &crate::output::OutSeg,
+        src: &dyn TxSource,
     ) -> bool {
         let mut b = self.pool.pop().unwrap_or_default();
         b.clear();
@@ -1680,8 +1798,19 @@ impl Stack {
             self.pool.push(b);
             return false;
         };
-        let payload = t.sendbuf_slices(seg.data_off, seg.data_len);
-        let meta = write_tcp(
+        let payload = match t.lent_index(seg.data_off) {
+            Some(index) if seg.data_len > 0 => Payload::Lent {
+                src,
+                id: SockId(i),
+                index,
+                len: seg.data_len,
+            },
+            _ => {
+                let (x, y) = t.sendbuf_slices(seg.data_off, seg.data_len);
+                Payload::Slices(x, y)
+            }
+        };
+        let Some(meta) = write_tcp(
             &mut b,
             &self.cfg.caps,
             ident,
@@ -1690,7 +1819,13 @@ impl Stack {
             &seg.repr,
             payload,
             seg.gso,
-        );
+        ) else {
+            // The lent stream is gone (its owner broke the loan's contract): nothing to send;
+            // the bytes count as lost and the timers retry.
+            self.stats.tx_lent_missing += 1;
+            self.pool.push(b);
+            return true;
+        };
         if seg.repr.flags & F::RST != 0 {
             self.stats.rst_sent += 1;
         }
@@ -1700,6 +1835,12 @@ impl Stack {
 
     /// Collects segments of every connection with something to send into [`Stack::frames`].
     pub fn poll_transmit(&mut self, now: Instant) {
+        self.poll_transmit_from(now, &NoSource);
+    }
+
+    /// [`Stack::poll_transmit`], copying the payload of connections with a lent stream from
+    /// `src` (crate::source).
+    pub fn poll_transmit_from(&mut self, now: Instant, src: &dyn TxSource) {
         self.now = self.now.max(now);
         let now = self.now;
         let mut budget = 4096usize;
@@ -1728,7 +1869,7 @@ impl Stack {
             }
             // Build frames, the payload copied straight from the send buffer.
             for seg in &segs {
-                if !self.emit(i, local, remote, seg) {
+                if !self.emit(i, local, remote, seg, src) {
                     break;
                 }
             }
@@ -2146,7 +2287,8 @@ impl Stack {
                 self.stats.rst_sent += 1;
             }
             if let Some(seg) = sack_ack {
-                self.emit(i, local, remote, &seg);
+                // A pure ACK: no payload to read.
+                self.emit(i, local, remote, &seg, &NoSource);
             }
             self.apply(i, fx);
             self.touch(i);

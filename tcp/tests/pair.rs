@@ -84,6 +84,70 @@ struct Net {
     direct_cap: Option<usize>,
     /// Bytes the sink took.
     direct_taken: usize,
+    /// A's application stream when A's connection sends from it (snstack_tcp::source).
+    lent: Option<LentRing>,
+}
+
+/// A's application TX stream for the lent path: a ring with free-running indices, like the
+/// agent's channel TX stream. Freed bytes are overwritten with garbage at once, so a segment
+/// read from anything but the unacknowledged range corrupts the stream B checks.
+struct LentRing {
+    buf: Vec<u8>,
+    head: u32,
+    tail: u32,
+    /// Position in the pattern of the byte at `tail`.
+    written: usize,
+}
+
+impl LentRing {
+    fn new(size: usize) -> LentRing {
+        LentRing {
+            buf: vec![0xEE; size],
+            head: 0x7fff_0000 - 1000,
+            tail: 0x7fff_0000 - 1000,
+            written: 0,
+        }
+    }
+    fn mask(&self, i: u32) -> usize {
+        i as usize & (self.buf.len() - 1)
+    }
+    /// Appends up to `n` pattern bytes that fit; returns how many.
+    fn fill(&mut self, n: usize) -> usize {
+        let room = self.buf.len() - self.tail.wrapping_sub(self.head) as usize;
+        let k = n.min(room);
+        for j in 0..k {
+            let at = self.mask(self.tail.wrapping_add(j as u32));
+            self.buf[at] = pattern(self.written + j);
+        }
+        self.tail = self.tail.wrapping_add(k as u32);
+        self.written += k;
+        k
+    }
+    fn free(&mut self, n: u32) {
+        assert!(
+            n <= self.tail.wrapping_sub(self.head),
+            "acked more than lent"
+        );
+        for j in 0..n {
+            let at = self.mask(self.head.wrapping_add(j));
+            self.buf[at] = 0xEE;
+        }
+        self.head = self.head.wrapping_add(n);
+    }
+}
+
+impl snstack_tcp::TxSource for LentRing {
+    fn copy_tx(&self, _id: SockId, index: u32, out: &mut [u8]) -> bool {
+        let off = index.wrapping_sub(self.head) as usize;
+        assert!(
+            off + out.len() <= self.tail.wrapping_sub(self.head) as usize,
+            "read beyond the lent range"
+        );
+        for (j, b) in out.iter_mut().enumerate() {
+            *b = self.buf[self.mask(index.wrapping_add(j as u32))];
+        }
+        true
+    }
 }
 
 /// B's application buffer for the direct receive path: checks and counts what it takes.
@@ -139,6 +203,7 @@ impl Net {
             rx_got: 0,
             direct_cap: None,
             direct_taken: 0,
+            lent: None,
         }
     }
 
@@ -156,7 +221,10 @@ impl Net {
 
     fn pump_out(&mut self) {
         let now = self.now;
-        self.a.poll_transmit(now);
+        match &self.lent {
+            Some(r) => self.a.poll_transmit_from(now, r),
+            None => self.a.poll_transmit(now),
+        }
         while let Some(f) = self.a.frames().pop_front() {
             if let Some(d) = &mut self.departures {
                 d.push((now, f.buf.len()));
@@ -827,6 +895,85 @@ fn congestion_option_per_socket() {
     assert_eq!(CcAlgo::from_name(b"cubic"), Ok(CcAlgo::Cubic));
     assert_eq!(CcAlgo::from_name(b"vegas"), Err(2), "ENOENT as Linux");
     assert_eq!(CcAlgo::from_name(b""), Err(2));
+}
+
+/// The lent send path (snstack_tcp::source): A's connection sends from the application's own
+/// ring, which frees only what the engine reports acknowledged (and scribbles over it), under
+/// loss and reordering; halfway the loan is reclaimed and the rest goes through `send`.
+#[test]
+fn lent_stream_sends_intact_and_frees_only_acked_bytes() {
+    let mut net = Net::new(Duration::from_millis(2), 10_000, 10_000);
+    let (c, s) = connect(&mut net);
+    let ring = LentRing::new(64 << 10);
+    net.a
+        .lend_tx(c, ring.tail, ring.buf.len())
+        .expect("an idle connection can be lent");
+    net.lent = Some(ring);
+    let total = 3 << 20;
+    let half = total / 2;
+    let mut buf = vec![0u8; 65536];
+    let mut chunk = vec![0u8; 65536];
+    let mut freed = 0u64;
+    let mut sent = 0usize;
+    let deadline = net.now + Duration::from_secs(600);
+    let ok = net.run_until(deadline, |n| {
+        // Acknowledged bytes are taken only when A reports the socket writable (as the agent
+        // does), so a lost edge stalls the transfer.
+        let mut writable = false;
+        while let Some((id, _, r)) = n.a.poll_event() {
+            writable |= id == c && r.writable;
+        }
+        if let Some(r) = n.lent.as_mut() {
+            if writable {
+                if let Some(k) = n.a.take_acked(c) {
+                    r.free(k);
+                    freed += u64::from(k);
+                }
+            }
+            if r.written < half {
+                let k = r.fill(half - r.written);
+                if k > 0 {
+                    assert_eq!(n.a.send_lent(c, k), Ok(k), "the stream's bytes all fit");
+                }
+            } else {
+                // Halfway: end the loan; what is unacknowledged moves into the engine.
+                let k = n.a.reclaim_tx(c, r);
+                r.free(k);
+                freed += u64::from(k);
+                assert_eq!(n.a.take_acked(c), None, "no loan after reclaim");
+                sent = r.written;
+                n.lent = None;
+            }
+        } else {
+            while sent < total {
+                let k = chunk.len().min(total - sent);
+                for (j, b) in chunk[..k].iter_mut().enumerate() {
+                    *b = pattern(sent + j);
+                }
+                match n.a.send(c, &[&chunk[..k]]) {
+                    Ok(w) => sent += w,
+                    Err(11) => break,
+                    Err(e) => panic!("send: errno {e}"),
+                }
+            }
+        }
+        while let Ok(r) = n.b.recv(s, &mut [&mut buf[..]]) {
+            if r == 0 {
+                break;
+            }
+            for (j, b) in buf[..r].iter().enumerate() {
+                assert_eq!(*b, pattern(n.rx_got + j), "byte {} corrupted", n.rx_got + j);
+            }
+            n.rx_got += r;
+        }
+        // A's events were taken above.
+        drain_events(&mut n.b);
+        n.rx_got == total
+    });
+    assert!(ok, "stalled at {} of {total}", net.rx_got);
+    assert!(net.link.dropped > 0, "the link lost nothing");
+    assert!(freed > 0 && freed <= half as u64, "freed {freed}");
+    assert_eq!(net.a.stats.tx_lent_missing, 0);
 }
 
 /// The direct receive path (snstack_tcp::sink): in-order payload goes from the frame into the

@@ -948,6 +948,35 @@ impl<B: Backend> Backend for LoopBackend<B> {
         self.net.send(s.key, &v)
     }
 
+    fn can_lend_tx(&self, s: &Self::Sock) -> bool {
+        self.net.end(s.key).is_none() && self.inner.can_lend_tx(&s.os)
+    }
+
+    unsafe fn lend_tx(
+        &mut self,
+        s: &Self::Sock,
+        stream: shm_proto::Stream,
+        at: u32,
+    ) -> io::Result<()> {
+        if self.net.end(s.key).is_some() {
+            return Err(err(libc::EOPNOTSUPP));
+        }
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.inner.lend_tx(&s.os, stream, at) }
+    }
+
+    fn send_lent(&mut self, s: &Self::Sock, n: usize) -> io::Result<usize> {
+        self.inner.send_lent(&s.os, n)
+    }
+
+    fn take_acked(&mut self, s: &Self::Sock) -> Option<u32> {
+        self.inner.take_acked(&s.os)
+    }
+
+    fn reclaim_tx(&mut self, s: &Self::Sock) -> u32 {
+        self.inner.reclaim_tx(&s.os)
+    }
+
     fn register(&mut self, s: &Self::Sock, token: u64) -> io::Result<()> {
         self.net.register(s.key, token);
         if self.net.end(s.key).is_some() {

@@ -191,6 +191,40 @@ pub trait Backend {
     /// # Safety
     /// Every buffer must be readable memory.
     unsafe fn send(&mut self, s: &Self::Sock, bufs: &[IoBuf]) -> io::Result<usize>;
+    /// Whether `s` can send straight from a lent TX stream (the native engine builds segments
+    /// from it: one copy from the channel to the wire; sock.rs, docs/channel.md *Lent TX*).
+    fn can_lend_tx(&self, _s: &Self::Sock) -> bool {
+        false
+    }
+    /// Lends `stream` to `s` from index `at` on; [`Backend::send_lent`] then hands over the
+    /// bytes appended after `at`.
+    ///
+    /// # Safety
+    /// The stream's memory stays mapped, and its bytes from `at` on that were handed over stay
+    /// unchanged, until [`Backend::take_acked`] reports them or [`Backend::reclaim_tx`] (or
+    /// [`Backend::close`]) ends the loan.
+    unsafe fn lend_tx(
+        &mut self,
+        _s: &Self::Sock,
+        _stream: shm_proto::Stream,
+        _at: u32,
+    ) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+    /// The lent stream grew by `n` bytes: queues what the connection takes (as `send`).
+    fn send_lent(&mut self, _s: &Self::Sock, _n: usize) -> io::Result<usize> {
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+    /// Lent bytes the peer acknowledged since the last call; `None` when `s` holds no loan (the
+    /// connection is gone: nothing handed over is read again).
+    fn take_acked(&mut self, _s: &Self::Sock) -> Option<u32> {
+        None
+    }
+    /// Ends the loan: the backend copies what is still unacknowledged into its own buffer.
+    /// Returns the acknowledged count not yet taken.
+    fn reclaim_tx(&mut self, _s: &Self::Sock) -> u32 {
+        0
+    }
     /// Starts readiness reports for `s` under `token` (edge-triggered: read, write, hang-up).
     fn register(&mut self, s: &Self::Sock, token: u64) -> io::Result<()>;
     /// Releases a socket (the OS close for the kernel backend).

@@ -9,14 +9,14 @@
 //!  poll(): rx burst → Stack::handle_frame → handle_timeout → poll_transmit → tx burst → events
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant as StdInstant};
 
 use snstack_tcp::stack::{SockId, SockOpt, Stack, StackConfig};
-use snstack_tcp::Instant;
+use snstack_tcp::{Instant, TxSource};
 
 use super::device::{Device, TxFrame};
 use crate::backend::{Backend, ConnectState, IoBuf, Readiness, RxSink, SockEvent};
@@ -54,6 +54,25 @@ pub struct NativeBackend<D: Device> {
     armed: Option<StdInstant>,
     /// Frames the device refused (full): sent first at the next poll.
     pub tx_dropped: u64,
+    /// TX streams lent to connections (engine socket index -> stream), read when segments are
+    /// built (sock.rs, *Lent TX*).
+    lent: Lent,
+}
+
+/// The lent TX streams, as the engine's [`TxSource`].
+#[derive(Default)]
+struct Lent(HashMap<u32, shm_proto::Stream>);
+
+impl TxSource for Lent {
+    fn copy_tx(&self, id: SockId, index: u32, out: &mut [u8]) -> bool {
+        match self.0.get(&id.0) {
+            Some(st) if out.len() <= st.size() as usize => {
+                st.copy_out(index, out);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 fn err(e: i32) -> io::Error {
@@ -90,6 +109,7 @@ impl<D: Device> NativeBackend<D> {
             done: Vec::new(),
             armed: None,
             tx_dropped: 0,
+            lent: Lent::default(),
         };
         b.kick_now();
         Ok(b)
@@ -120,7 +140,7 @@ impl<D: Device> NativeBackend<D> {
     /// Output and readiness that calls produced, without touching the device's receive side.
     fn drain_local(&mut self, out: &mut Vec<SockEvent>) {
         let now = self.now();
-        self.stack.poll_transmit(now);
+        self.stack.poll_transmit_from(now, &self.lent);
         self.flush();
         self.collect_events(out);
     }
@@ -443,12 +463,52 @@ impl<D: Device> Backend for NativeBackend<D> {
         self.stack.send(s.0, &v).map_err(err)
     }
 
+    fn can_lend_tx(&self, _s: &NativeSock) -> bool {
+        true
+    }
+
+    unsafe fn lend_tx(
+        &mut self,
+        s: &NativeSock,
+        stream: shm_proto::Stream,
+        at: u32,
+    ) -> io::Result<()> {
+        self.stack
+            .lend_tx(s.0, at, stream.size() as usize)
+            .map_err(err)?;
+        self.lent.0.insert(s.0 .0, stream);
+        Ok(())
+    }
+
+    fn send_lent(&mut self, s: &NativeSock, n: usize) -> io::Result<usize> {
+        self.stack.send_lent(s.0, n).map_err(err)
+    }
+
+    fn take_acked(&mut self, s: &NativeSock) -> Option<u32> {
+        let r = self.stack.take_acked(s.0);
+        if r.is_none() {
+            self.lent.0.remove(&s.0 .0);
+        }
+        r
+    }
+
+    fn reclaim_tx(&mut self, s: &NativeSock) -> u32 {
+        let Some(st) = self.lent.0.remove(&s.0 .0) else {
+            return 0;
+        };
+        let one = Lent(HashMap::from([(s.0 .0, st)]));
+        self.stack.reclaim_tx(s.0, &one)
+    }
+
     fn register(&mut self, s: &NativeSock, token: u64) -> io::Result<()> {
         self.stack.set_token(s.0, token).map_err(err)
     }
 
     fn close(&mut self, s: NativeSock) {
         self.sync_clock();
+        // The agent ends loans before it frees a slot; this only keeps a closed socket from
+        // ever reading a stream again.
+        self.reclaim_tx(&s);
         self.stack.close(s.0);
     }
 
@@ -482,7 +542,7 @@ impl<D: Device> Backend for NativeBackend<D> {
             };
             got += n;
             // Answer each burst at once: ACKs and data go out while the next burst arrives.
-            self.stack.poll_transmit(now);
+            self.stack.poll_transmit_from(now, &self.lent);
             self.flush();
             if n < BURST {
                 break;
@@ -491,7 +551,7 @@ impl<D: Device> Backend for NativeBackend<D> {
         }
         let now = self.now();
         self.stack.handle_timeout(now);
-        self.stack.poll_transmit(now);
+        self.stack.poll_transmit_from(now, &self.lent);
         self.flush();
         self.collect_events(out);
         let wall = StdInstant::now();
