@@ -11,7 +11,7 @@ use crate::{log, sock::HostSock};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, HELLO_ATTACH_CHILD, HELLO_WAITER, MSG_LEN};
-use shm_proto::{wake, Cmd, Consumer, Evt, Producer, Region, MAX_WAITERS};
+use shm_proto::{wake, Cmd, Consumer, Evt, Producer, Region, Request, MAX_WAITERS};
 
 const CELLS: usize = 256;
 
@@ -315,9 +315,9 @@ impl Channel {
         }
     }
 
-    /// Posts a command that wants no completion.
-    pub(crate) fn post(&self, cmd: Cmd) -> Result<(), i32> {
-        self.push(cmd)
+    /// Posts a request that wants no completion (`slot` is ignored by slotless requests).
+    pub(crate) fn post(&self, slot: u32, req: Request) -> Result<(), i32> {
+        self.push(req.to_cmd(slot))
     }
 
     fn push(&self, cmd: Cmd) -> Result<(), i32> {
@@ -345,10 +345,10 @@ impl Channel {
         }
     }
 
-    /// Sends a command and waits for its completion.
-    pub(crate) fn call(&self, cmd: Cmd) -> Result<Evt, i32> {
+    /// Sends a request and waits for its completion.
+    pub(crate) fn call(&self, slot: u32, req: Request) -> Result<Evt, i32> {
         let idx = self.alloc_cell();
-        let r = self.call_in(idx, cmd);
+        let r = self.call_in(idx, req.to_cmd(slot));
         if r.is_ok() {
             self.free_cell(idx);
         }
@@ -357,7 +357,14 @@ impl Channel {
 
     /// A socket option call whose value travels in the option buffer cell of the request
     /// (`CF_OPTBUF`): `set` is copied in before, up to `get.len()` bytes are copied out after.
-    pub(crate) fn call_opt(&self, mut cmd: Cmd, set: &[u8], get: &mut [u8]) -> Result<Evt, i32> {
+    /// `req` builds the request for the cell it is given (the cell is the request's own).
+    pub(crate) fn call_opt(
+        &self,
+        slot: u32,
+        req: impl FnOnce(usize) -> Request,
+        set: &[u8],
+        get: &mut [u8],
+    ) -> Result<Evt, i32> {
         let idx = self.alloc_cell();
         let Some(cell) = self.region.opt_cell(idx) else {
             self.free_cell(idx);
@@ -366,9 +373,7 @@ impl Channel {
         let n = set.len().min(shm_proto::OPT_SIZE);
         // SAFETY: the cell is OPT_SIZE bytes of our region and is ours while the request is.
         unsafe { core::ptr::copy_nonoverlapping(set.as_ptr(), cell, n) };
-        cmd.flags |= shm_proto::CF_OPTBUF;
-        cmd.arg[2] = idx as u64;
-        let r = self.call_in(idx, cmd)?;
+        let r = self.call_in(idx, req(idx).to_cmd(slot))?;
         if r.result > 0 {
             let m = (r.result as usize).min(get.len()).min(shm_proto::OPT_SIZE);
             // SAFETY: as above; the agent wrote the value before completing.

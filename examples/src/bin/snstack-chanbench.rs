@@ -14,7 +14,7 @@
 
 use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, MSG_LEN};
 use shm_proto::region::Geometry;
-use shm_proto::{wake, Cmd, Region, EV_COMPLETION, OP_NOP};
+use shm_proto::{wake, Cmd, Region, Request, EV_COMPLETION};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::hint::{black_box, spin_loop};
 use std::io::Error;
@@ -280,9 +280,8 @@ fn agent_rtt(path: &str, iters: usize, warmup: usize) -> Result<Rtt, String> {
     for i in 0..(iters + warmup) as u64 {
         let tag = i + 1;
         let c = Cmd {
-            op: OP_NOP,
             tag,
-            ..Cmd::default()
+            ..Request::Nop.to_cmd(0)
         };
         let t0 = Instant::now();
         while !cmds.push(c).map_err(|e| e.to_string())? {

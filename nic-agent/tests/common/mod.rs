@@ -279,17 +279,12 @@ impl Host {
         self.ring();
     }
 
-    pub fn submit(&mut self, op: u16, flags: u16, slot: u32, args: &[u64]) -> u64 {
+    /// Pushes `req` for `slot` with a fresh tag; returns the tag.
+    pub fn submit(&mut self, slot: u32, req: Request) -> u64 {
         let tag = self.next_tag;
         self.next_tag += 1;
-        let mut c = Cmd {
-            op,
-            flags,
-            slot,
-            tag,
-            ..Default::default()
-        };
-        c.arg[..args.len()].copy_from_slice(args);
+        let mut c = req.to_cmd(slot);
+        c.tag = tag;
         self.push(c);
         tag
     }
@@ -327,8 +322,8 @@ impl Host {
         None
     }
 
-    pub fn call(&mut self, op: u16, flags: u16, slot: u32, args: &[u64]) -> Evt {
-        let t = self.submit(op, flags, slot, args);
+    pub fn call(&mut self, slot: u32, req: Request) -> Evt {
+        let t = self.submit(slot, req);
         self.wait(t)
     }
 
@@ -346,12 +341,8 @@ impl Host {
         rx.copy_out(head, &mut buf);
         rx.publish_head(head.wrapping_add(n as u32));
         out.extend_from_slice(&buf);
-        if self.sock(slot).state.0.rx_blocked.swap(0, Ordering::SeqCst) == 1 {
-            self.push(Cmd {
-                op: OP_RX_SPACE,
-                slot,
-                ..Default::default()
-            });
+        if wake::rx_space_needed(&self.sock(slot).state.0.rx_blocked) {
+            self.push(Request::RxSpace.to_cmd(slot));
         }
     }
 
@@ -402,12 +393,8 @@ impl Host {
         }
         tx.copy_in(tail, &data[..n]);
         tx.publish_tail(tail.wrapping_add(n as u32));
-        if self.sock(slot).host.0.tx_kick.swap(1, Ordering::SeqCst) == 0 {
-            self.push(Cmd {
-                op: OP_TX_KICK,
-                slot,
-                ..Default::default()
-            });
+        if wake::kick_needed(&self.sock(slot).host.0.tx_kick) {
+            self.push(Request::TxKick.to_cmd(slot));
         }
         n
     }
@@ -456,31 +443,32 @@ pub fn until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-pub fn addr_args(a: &SocketAddr) -> [u64; 4] {
-    let w = match a {
-        SocketAddr::V4(v4) => {
-            let mut addr = [0u8; 16];
-            addr[..4].copy_from_slice(&v4.ip().octets());
-            WireAddr {
-                family: libc::AF_INET as u16,
-                port: v4.port().to_be(),
-                flowinfo: 0,
-                addr,
-                scope_id: 0,
-            }
-        }
-        SocketAddr::V6(_) => unreachable!("tests use IPv4"),
-    };
-    let mut args = [0u64; 4];
-    w.to_args(&mut args);
-    args
+/// `socket(AF_INET, SOCK_STREAM, 0)`.
+pub fn tcp4() -> Request {
+    Request::Socket {
+        domain: libc::AF_INET,
+        ty: libc::SOCK_STREAM,
+        protocol: 0,
+    }
 }
 
-pub fn port_of(data: &[u8]) -> u16 {
-    let w = WireAddr::decode(data);
-    assert_eq!(w.family as i32, libc::AF_INET);
-    u16::from_be(w.port)
+pub fn bind_to(a: &SocketAddr) -> Request {
+    Request::Bind {
+        addr: Addr::Inet(*a),
+    }
 }
 
-pub const STREAM: u64 = libc::SOCK_STREAM as u64;
-pub const INET: u64 = libc::AF_INET as u64;
+pub fn connect_to(wait: bool, a: &SocketAddr) -> Request {
+    Request::Connect {
+        addr: Addr::Inet(*a),
+        wait,
+    }
+}
+
+/// The port of the IPv4 address in a completion (`OP_GETSOCKNAME`, `OP_ACCEPT`).
+pub fn port_of(e: &Evt) -> u16 {
+    match SocketAddr::try_from(e.addr()) {
+        Ok(SocketAddr::V4(v4)) => v4.port(),
+        other => panic!("not an IPv4 address: {other:?}"),
+    }
+}
