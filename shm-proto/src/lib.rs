@@ -24,6 +24,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod addr;
+#[cfg(feature = "std")]
+pub mod attach;
 pub mod changed;
 pub mod completion;
 pub mod layout;
