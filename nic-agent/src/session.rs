@@ -1,10 +1,11 @@
-//! Per-process state that needs no I/O: the slot table, decoding of untrusted commands into typed
-//! requests, and the policy answers the agent gives on behalf of the kernel (privileged ports,
-//! `SO_REUSEPORT` across users, socket options that must not run with the agent's root privileges).
+//! Per-process state that needs no I/O: the slot table, validation of untrusted commands, and the
+//! policy answers the agent gives on behalf of the kernel (privileged ports, `SO_REUSEPORT` across
+//! users, socket options that must not run with the agent's root privileges).
 //!
 //! ```text
 //!   Cmd (64 B, written by the host, hostile)
-//!     │ Session::decode: op known? slot in range and owned? family / length sane?
+//!     │ Request::decode (shm-proto, shared with the host's encode): op known? family / length sane?
+//!     │ Session::decode: slot in range and owned?
 //!     ├── Err(Violation)  -> the agent drops the whole channel of that process
 //!     └── Ok(Command{slot, tag, req: Request})  -> executed by the agent against its backend
 //! ```

@@ -223,9 +223,9 @@ pub const OP_GETSOCKNAME: u16 = 8;
 pub const OP_GETPEERNAME: u16 = 9;
 pub const OP_SETSOCKOPT: u16 = 10;
 pub const OP_GETSOCKOPT: u16 = 11;
-/// New bytes in the TX stream (sent only when `SockHost::tx_kick` went 0 -> 1).
+/// New bytes in the TX stream (sent only when `SockHost::tx_kick` went 0 -> 1: `wake::kick_needed`).
 pub const OP_TX_KICK: u16 = 12;
-/// The host consumed RX after the agent set `rx_blocked`.
+/// The host consumed RX after the agent set `rx_blocked` (`wake::rx_space_needed`).
 pub const OP_RX_SPACE: u16 = 13;
 /// No operation; completes with 0 (used by benchmarks for the channel round trip).
 pub const OP_NOP: u16 = 14;
