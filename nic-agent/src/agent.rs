@@ -24,7 +24,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, HELLO_ATTACH_CHILD, HELLO_STATS, HELLO_WAITER};
@@ -35,7 +35,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::backend::{Backend, ConnectState, Readiness, SockEvent};
 use crate::channel::Channel;
-use crate::session::{self, Addr, Command, OptPolicy, Request, ReuseportTable, Session, Violation};
+use crate::session::{self, Command, OptPolicy, ReuseportTable, Session, Violation};
 use crate::sock::{self, Bind, Binding, Kind, Listener, Parked, Sock, SockId, SockTable};
 use crate::spin::{Idle, SpinPolicy};
 use crate::stats::{Counters, Snapshot};
@@ -1220,7 +1220,7 @@ impl<B: Backend> Agent<B> {
     }
 
     /// Posts a completion to binding `b`'s session, outside that session's own command.
-    fn complete_to(&mut self, b: Bind, tag: u64, result: i64, data: &[u8]) {
+    fn complete_to(&mut self, b: Bind, tag: u64, result: i64, data: Payload<'_>) {
         if let Some(p) = self.procs.get_mut(&b.sid) {
             if let Err(v) = p.chan.complete(tag, b.slot, result, data) {
                 self.failed.push((b.sid, v));
@@ -1250,7 +1250,7 @@ impl<B: Backend> Agent<B> {
                     let t = s.connect_tag.take();
                     self.publish(id);
                     if let Some(t) = t {
-                        self.complete_to(t.by, t.tag, 0, &[]);
+                        self.complete_to(t.by, t.tag, 0, Payload::None);
                     }
                 }
                 ConnectState::Failed(e) => {
@@ -1263,7 +1263,7 @@ impl<B: Backend> Agent<B> {
                     }
                     self.publish(id);
                     if let Some(t) = t {
-                        self.complete_to(t.by, t.tag, neg(e), &[]);
+                        self.complete_to(t.by, t.tag, neg(e), Payload::None);
                     }
                     // Bytes written before the connect failed can never leave.
                     for b in self.draining_bindings(id) {
@@ -1362,7 +1362,7 @@ impl<B: Backend> Agent<B> {
         }
         let may_drain = matches!(s.kind, Kind::Connected | Kind::Connecting) && !s.io_dead;
         for p in ended {
-            self.complete_to(p.by, p.tag, neg(libc::EINVAL), &[]);
+            self.complete_to(p.by, p.tag, neg(libc::EINVAL), Payload::None);
         }
         let pending = match self.procs.get(&b.sid).and_then(|p| {
             let (bd, _) = p.sess.table.get_any(b.slot)?;
@@ -1554,7 +1554,7 @@ impl<B: Backend> Agent<B> {
         }
         self.backend.close(s.os);
         for p in parked {
-            self.complete_to(p.by, p.tag, neg(libc::EINVAL), &[]);
+            self.complete_to(p.by, p.tag, neg(libc::EINVAL), Payload::None);
         }
     }
 
@@ -1637,14 +1637,14 @@ impl<B: Backend> Agent<B> {
             return;
         }
         if !p.sess.table.has_free() {
-            return self.complete_to(by, tag, neg(libc::EMFILE), &[]);
+            return self.complete_to(by, tag, neg(libc::EMFILE), Payload::None);
         }
         let Some(l) = self.socks.get_mut(lid) else {
             return;
         };
         let domain = l.domain;
         let Some((os, peer)) = l.listener.as_mut().and_then(|l| l.queue.pop_front()) else {
-            return self.complete_to(by, tag, neg(libc::EAGAIN), &[]);
+            return self.complete_to(by, tag, neg(libc::EAGAIN), Payload::None);
         };
         let mut s = Sock::new(os, domain);
         s.kind = Kind::Connected;
@@ -1656,7 +1656,7 @@ impl<B: Backend> Agent<B> {
                 if let Some(s) = self.socks.remove(id) {
                     self.close_os(s);
                 }
-                return self.complete_to(by, tag, neg(libc::EMFILE), &[]);
+                return self.complete_to(by, tag, neg(libc::EMFILE), Payload::None);
             }
         };
         p.chan.region().reset_sock(slot);
@@ -1673,12 +1673,12 @@ impl<B: Backend> Agent<B> {
                     self.close_os(s);
                 }
             }
-            return self.complete_to(by, tag, err_of(&e), &[]);
+            return self.complete_to(by, tag, err_of(&e), Payload::None);
         }
         s.registered = true;
         self.publish(id);
         self.pump_rx(id);
-        self.complete_to(by, tag, i64::from(slot), &session::wire_of(&peer).encode());
+        self.complete_to(by, tag, i64::from(slot), Payload::Addr(peer.into()));
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1700,7 +1700,7 @@ impl<B: Backend> Agent<B> {
         tag: u64,
         slot: u32,
         result: i64,
-        data: &[u8],
+        data: Payload<'_>,
     ) -> Result<(), Violation> {
         match self.procs.get_mut(&sid) {
             Some(p) => p.chan.complete(tag, slot, result, data),
@@ -1727,19 +1727,19 @@ impl<B: Backend> Agent<B> {
         let (slot, tag) = (cmd.slot, cmd.tag);
         let b = Bind { sid, slot };
         match cmd.req {
-            Request::Nop => self.complete(sid, tag, slot, 0, &[]),
+            Request::Nop => self.complete(sid, tag, slot, 0, Payload::None),
             Request::Socket {
                 domain,
                 ty,
                 protocol,
             } => self.op_socket(sid, tag, slot, domain, ty, protocol),
-            Request::Bind(a) => self.op_bind(b, tag, a),
+            Request::Bind { addr } => self.op_bind(b, tag, addr),
             Request::Listen { backlog } => self.op_listen(b, tag, backlog),
             Request::Accept { wait } => self.op_accept(b, tag, wait),
             Request::Connect { addr, wait } => self.op_connect(b, tag, addr, wait),
             Request::Close => {
                 self.close_binding(b);
-                self.complete(sid, tag, slot, 0, &[])
+                self.complete(sid, tag, slot, 0, Payload::None)
             }
             Request::Shutdown { how } => self.op_shutdown(b, tag, how),
             Request::GetSockName | Request::GetPeerName => {
@@ -1753,8 +1753,8 @@ impl<B: Backend> Agent<B> {
                     self.backend.local_addr(&s.os)
                 };
                 match r {
-                    Ok(a) => self.complete(sid, tag, slot, 0, &session::wire_of(&a).encode()),
-                    Err(e) => self.complete(sid, tag, slot, err_of(&e), &[]),
+                    Ok(a) => self.complete(sid, tag, slot, 0, Payload::Addr(a.into())),
+                    Err(e) => self.complete(sid, tag, slot, err_of(&e), Payload::None),
                 }
             }
             Request::SetSockOpt {
@@ -1762,10 +1762,9 @@ impl<B: Backend> Agent<B> {
                 name,
                 len,
                 val,
-                buf,
-            } => match buf {
-                None => self.op_setsockopt(b, tag, level, name, &val[..len]),
-                Some(cell) => {
+            } => match val {
+                OptVal::Inline(val) => self.op_setsockopt(b, tag, level, name, &val[..len]),
+                OptVal::Cell(cell) => {
                     // Copy out of shared memory first: the host may scribble on it meanwhile.
                     let mut big = [0u8; OPT_SIZE];
                     let Some(p) = self
@@ -1785,8 +1784,8 @@ impl<B: Backend> Agent<B> {
                 level,
                 name,
                 len,
-                buf,
-            } => self.op_getsockopt(b, tag, level, name, len, buf),
+                cell,
+            } => self.op_getsockopt(b, tag, level, name, len, cell),
             Request::TxKick => {
                 let id = self.sock_of(b)?;
                 if let Some(ctl) = self
@@ -1794,20 +1793,19 @@ impl<B: Backend> Agent<B> {
                     .get(&sid)
                     .and_then(|p| p.chan.region().sock(slot))
                 {
-                    // Clear the kick flag before reading tx_tail: bytes published after our read
-                    // come with a new kick (Dekker pair with the host's swap).
-                    ctl.host.0.tx_kick.store(0, Ordering::SeqCst);
-                    fence(Ordering::SeqCst);
+                    // Before pump_tx reads tx_tail: bytes published after that read come with a
+                    // new kick (wake::kick_taken).
+                    wake::kick_taken(&ctl.host.0.tx_kick);
                 }
                 self.pump_tx(id, b);
-                self.complete(sid, tag, slot, 0, &[])
+                self.complete(sid, tag, slot, 0, Payload::None)
             }
             Request::RxSpace => {
                 let id = self.sock_of(b)?;
                 if self.socks.get(id).is_some_and(|s| s.active == Some(b)) {
                     self.pump_rx(id);
                 }
-                self.complete(sid, tag, slot, 0, &[])
+                self.complete(sid, tag, slot, 0, Payload::None)
             }
             Request::RxClaim => {
                 let id = self.sock_of(b)?;
@@ -1829,18 +1827,18 @@ impl<B: Backend> Agent<B> {
         protocol: i32,
     ) -> Result<(), Violation> {
         if let Err(e) = session::check_socket(domain, ty, protocol) {
-            return self.complete(sid, tag, slot, neg(e), &[]);
+            return self.complete(sid, tag, slot, neg(e), Payload::None);
         }
         if !self
             .procs
             .get(&sid)
             .is_some_and(|p| p.sess.table.has_free())
         {
-            return self.complete(sid, tag, slot, neg(libc::EMFILE), &[]);
+            return self.complete(sid, tag, slot, neg(libc::EMFILE), Payload::None);
         }
         let os = match self.backend.socket(domain) {
             Ok(os) => os,
-            Err(e) => return self.complete(sid, tag, slot, err_of(&e), &[]),
+            Err(e) => return self.complete(sid, tag, slot, err_of(&e), Payload::None),
         };
         let id = self.socks.insert(Sock::new(os, domain));
         let new = match self
@@ -1853,7 +1851,7 @@ impl<B: Backend> Agent<B> {
                 if let Some(s) = self.socks.remove(id) {
                     self.close_os(s);
                 }
-                return self.complete(sid, tag, slot, neg(libc::EMFILE), &[]);
+                return self.complete(sid, tag, slot, neg(libc::EMFILE), Payload::None);
             }
         };
         if let Some(p) = self.procs.get(&sid) {
@@ -1865,7 +1863,7 @@ impl<B: Backend> Agent<B> {
             s.active = Some(b);
         }
         self.publish(id);
-        self.complete(sid, tag, slot, i64::from(new), &[])
+        self.complete(sid, tag, slot, i64::from(new), Payload::None)
     }
 
     fn op_bind(&mut self, b: Bind, tag: u64, a: Addr) -> Result<(), Violation> {
@@ -1879,7 +1877,7 @@ impl<B: Backend> Agent<B> {
         };
         let addr = match session::check_family(domain, &a) {
             Ok(a) => a,
-            Err(e) => return self.complete(sid, tag, slot, neg(e), &[]),
+            Err(e) => return self.complete(sid, tag, slot, neg(e), Payload::None),
         };
         let port = addr.port();
         let start = if port != 0 {
@@ -1892,13 +1890,13 @@ impl<B: Backend> Agent<B> {
             .and_then(|_| self.reuseport.check(port, uid));
         if let Err(e) = check {
             debug!(pid, port, errno = e, "bind refused");
-            return self.complete(sid, tag, slot, neg(e), &[]);
+            return self.complete(sid, tag, slot, neg(e), Payload::None);
         }
         let Some(s) = self.socks.get_mut(id) else {
             return Ok(());
         };
         if let Err(e) = self.backend.bind(&s.os, &addr) {
-            return self.complete(sid, tag, slot, err_of(&e), &[]);
+            return self.complete(sid, tag, slot, err_of(&e), Payload::None);
         }
         if s.reuseport && s.reuse_port_bound.is_none() {
             if let Ok(local) = self.backend.local_addr(&s.os) {
@@ -1906,7 +1904,7 @@ impl<B: Backend> Agent<B> {
                 s.reuse_port_bound = Some(local.port());
             }
         }
-        self.complete(sid, tag, slot, 0, &[])
+        self.complete(sid, tag, slot, 0, Payload::None)
     }
 
     fn op_listen(&mut self, b: Bind, tag: u64, backlog: i32) -> Result<(), Violation> {
@@ -1916,7 +1914,7 @@ impl<B: Backend> Agent<B> {
             return Ok(());
         };
         if let Err(e) = self.backend.listen(&s.os, backlog) {
-            return self.complete(sid, tag, slot, err_of(&e), &[]);
+            return self.complete(sid, tag, slot, err_of(&e), Payload::None);
         }
         let cap = session::queue_cap(backlog);
         match s.listener.as_mut() {
@@ -1935,13 +1933,13 @@ impl<B: Backend> Agent<B> {
         if !s.registered {
             if let Err(e) = self.backend.register(&s.os, id.token()) {
                 warn!(session = sid, "listen: registering the socket: {e}");
-                return self.complete(sid, tag, slot, err_of(&e), &[]);
+                return self.complete(sid, tag, slot, err_of(&e), Payload::None);
             }
             s.registered = true;
         }
         s.set_flags(SF_LISTENING, 0);
         self.publish(id);
-        self.complete(sid, tag, slot, 0, &[])?;
+        self.complete(sid, tag, slot, 0, Payload::None)?;
         self.fill_accept_queue(id, true);
         Ok(())
     }
@@ -1953,7 +1951,7 @@ impl<B: Backend> Agent<B> {
             return Ok(());
         };
         let Some(l) = s.listener.as_mut().filter(|_| s.kind == Kind::Listening) else {
-            return self.complete(sid, tag, slot, neg(libc::EINVAL), &[]);
+            return self.complete(sid, tag, slot, neg(libc::EINVAL), Payload::None);
         };
         if l.queue.is_empty() {
             // A parked accept without a tag could never deliver its slot: treat as non-blocking.
@@ -1961,7 +1959,7 @@ impl<B: Backend> Agent<B> {
                 l.parked.push_back(Parked { by: b, tag });
                 return Ok(());
             }
-            return self.complete(sid, tag, slot, neg(libc::EAGAIN), &[]);
+            return self.complete(sid, tag, slot, neg(libc::EAGAIN), Payload::None);
         }
         self.accept_one(id, b, tag);
         self.fill_accept_queue(id, true);
@@ -1976,19 +1974,19 @@ impl<B: Backend> Agent<B> {
         };
         let addr = match session::check_family(s.domain, &a) {
             Ok(a) => a,
-            Err(e) => return self.complete(sid, tag, slot, neg(e), &[]),
+            Err(e) => return self.complete(sid, tag, slot, neg(e), Payload::None),
         };
         let r = self.backend.connect(&s.os, &addr);
         let in_progress = matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS));
         if let Err(e) = &r {
             if !in_progress {
-                return self.complete(sid, tag, slot, err_of(e), &[]);
+                return self.complete(sid, tag, slot, err_of(e), Payload::None);
             }
         }
         if !s.registered {
             if let Err(e) = self.backend.register(&s.os, id.token()) {
                 warn!(session = sid, "connect: registering the socket: {e}");
-                return self.complete(sid, tag, slot, err_of(&e), &[]);
+                return self.complete(sid, tag, slot, err_of(&e), Payload::None);
             }
             s.registered = true;
         }
@@ -2003,24 +2001,23 @@ impl<B: Backend> Agent<B> {
             if park {
                 return Ok(());
             }
-            return self.complete(sid, tag, slot, neg(libc::EINPROGRESS), &[]);
+            return self.complete(sid, tag, slot, neg(libc::EINPROGRESS), Payload::None);
         }
         s.kind = Kind::Connected;
         s.set_flags(SF_CONNECTED, 0);
         self.publish(id);
-        self.complete(sid, tag, slot, 0, &[])?;
+        self.complete(sid, tag, slot, 0, Payload::None)?;
         self.pump_rx(id);
         self.pump_tx(id, b);
         Ok(())
     }
 
-    fn op_shutdown(&mut self, b: Bind, tag: u64, how: u64) -> Result<(), Violation> {
+    fn op_shutdown(&mut self, b: Bind, tag: u64, how: i32) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
         let id = self.sock_of(b)?;
-        if how > 2 {
-            return self.complete(sid, tag, slot, neg(libc::EINVAL), &[]);
+        if !(0..=2).contains(&how) {
+            return self.complete(sid, tag, slot, neg(libc::EINVAL), Payload::None);
         }
-        let how = how as i32;
         let rd = how == libc::SHUT_RD || how == libc::SHUT_RDWR;
         let wr = how == libc::SHUT_WR || how == libc::SHUT_RDWR;
         let Some(s) = self.socks.get_mut(id) else {
@@ -2041,10 +2038,10 @@ impl<B: Backend> Agent<B> {
             if wr && self.pump_tx(id, b) {
                 self.shut_wr_if_drained(id);
             }
-            return self.complete(sid, tag, slot, 0, &[]);
+            return self.complete(sid, tag, slot, 0, Payload::None);
         }
         if let Err(e) = self.backend.shutdown(&s.os, how) {
-            return self.complete(sid, tag, slot, err_of(&e), &[]);
+            return self.complete(sid, tag, slot, err_of(&e), Payload::None);
         }
         // A listener shut for reading stops listening (every binding's parked accept ends); a
         // connect in progress is abandoned.
@@ -2067,9 +2064,9 @@ impl<B: Backend> Agent<B> {
         }
         self.publish(id);
         for p in parked {
-            self.complete_to(p.by, p.tag, neg(libc::EINVAL), &[]);
+            self.complete_to(p.by, p.tag, neg(libc::EINVAL), Payload::None);
         }
-        self.complete(sid, tag, slot, 0, &[])
+        self.complete(sid, tag, slot, 0, Payload::None)
     }
 
     fn op_setsockopt(
@@ -2107,7 +2104,7 @@ impl<B: Backend> Agent<B> {
         };
         if let Err(e) = allowed {
             debug!(session = sid, level, name, errno = e, "setsockopt refused");
-            return self.complete(sid, tag, slot, neg(e), &[]);
+            return self.complete(sid, tag, slot, neg(e), Payload::None);
         }
         let Some(s) = self.socks.get_mut(id) else {
             return Ok(());
@@ -2144,8 +2141,8 @@ impl<B: Backend> Agent<B> {
             r
         };
         match r {
-            Ok(()) => self.complete(sid, tag, slot, 0, &[]),
-            Err(e) => self.complete(sid, tag, slot, err_of(&e), &[]),
+            Ok(()) => self.complete(sid, tag, slot, 0, Payload::None),
+            Err(e) => self.complete(sid, tag, slot, err_of(&e), Payload::None),
         }
     }
 
@@ -2161,9 +2158,9 @@ impl<B: Backend> Agent<B> {
         let (sid, slot) = (b.sid, b.slot);
         let id = self.sock_of(b)?;
         match session::sockopt_policy(level, name, false, &[]) {
-            OptPolicy::Deny(e) => return self.complete(sid, tag, slot, neg(e), &[]),
+            OptPolicy::Deny(e) => return self.complete(sid, tag, slot, neg(e), Payload::None),
             OptPolicy::NeedNetAdmin if !self.has_cap(sid, session::CAP_NET_ADMIN) => {
-                return self.complete(sid, tag, slot, neg(libc::EPERM), &[]);
+                return self.complete(sid, tag, slot, neg(libc::EPERM), Payload::None);
             }
             _ => {}
         }
@@ -2180,7 +2177,7 @@ impl<B: Backend> Agent<B> {
         };
         match got {
             Ok(n) => match cell {
-                None => self.complete(sid, tag, slot, n as i64, &buf[..n]),
+                None => self.complete(sid, tag, slot, n as i64, Payload::Value(&buf[..n])),
                 Some(cell) => {
                     let Some(p) = self
                         .procs
@@ -2192,10 +2189,10 @@ impl<B: Backend> Agent<B> {
                     let n = n.min(OPT_SIZE);
                     // SAFETY: the cell is OPT_SIZE bytes inside the mapped region.
                     unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n) };
-                    self.complete(sid, tag, slot, n as i64, &[])
+                    self.complete(sid, tag, slot, n as i64, Payload::None)
                 }
             },
-            Err(e) => self.complete(sid, tag, slot, err_of(&e), &[]),
+            Err(e) => self.complete(sid, tag, slot, err_of(&e), Payload::None),
         }
     }
 
@@ -2225,7 +2222,7 @@ impl<B: Backend> Agent<B> {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(session = sid, "fork ticket: getrandom: {e}");
-                    return self.complete(sid, tag, slot, err_of(&e), &[]);
+                    return self.complete(sid, tag, slot, err_of(&e), Payload::None);
                 }
             };
             match self.tickets.create(secret, sid, pid, uid, slots, now) {
@@ -2246,7 +2243,7 @@ impl<B: Backend> Agent<B> {
             Ok(x) => x,
             Err(e) => {
                 debug!(session = sid, errno = e, "fork ticket refused");
-                return self.complete(sid, tag, slot, neg(e), &[]);
+                return self.complete(sid, tag, slot, neg(e), Payload::None);
             }
         };
         for (_, id) in &held {
@@ -2258,7 +2255,7 @@ impl<B: Backend> Agent<B> {
         }
         arm(&mut self.next_timer, deadline);
         debug!(session = sid, sockets = held.len(), "fork ticket taken");
-        self.complete(sid, tag, slot, 0, &secret.to_le_bytes())
+        self.complete(sid, tag, slot, 0, Payload::Secret(secret))
     }
 
     /// `OP_FORK_CHILD`: ties a ticket to the process that will claim it and watches that process.
@@ -2275,20 +2272,20 @@ impl<B: Backend> Agent<B> {
             .find(secret)
             .filter(|&t| self.tickets.get(t).is_some_and(|t| t.parent_sid == sid));
         let Some(tid) = tid else {
-            return self.complete(sid, tag, slot, neg(libc::ENOENT), &[]);
+            return self.complete(sid, tag, slot, neg(libc::ENOENT), Payload::None);
         };
         let Ok(pid) = i32::try_from(pid) else {
-            return self.complete(sid, tag, slot, neg(libc::EINVAL), &[]);
+            return self.complete(sid, tag, slot, neg(libc::EINVAL), Payload::None);
         };
         if pid <= 0 {
-            return self.complete(sid, tag, slot, neg(libc::EINVAL), &[]);
+            return self.complete(sid, tag, slot, neg(libc::EINVAL), Payload::None);
         }
         let Some(own) = self.procs.get(&sid).map(|p| p.sess.pid) else {
             return Ok(());
         };
         match self.tickets.get(tid).and_then(|t| t.child_pid) {
-            Some(c) if c == pid => return self.complete(sid, tag, slot, 0, &[]),
-            Some(_) => return self.complete(sid, tag, slot, neg(libc::EINVAL), &[]),
+            Some(c) if c == pid => return self.complete(sid, tag, slot, 0, Payload::None),
+            Some(_) => return self.complete(sid, tag, slot, neg(libc::EINVAL), Payload::None),
             None => {}
         }
         let pidfd = match sys::pidfd_open(pid) {
@@ -2301,7 +2298,7 @@ impl<B: Backend> Agent<B> {
                     "fork child gone before OP_FORK_CHILD"
                 );
                 self.drop_ticket(tid);
-                return self.complete(sid, tag, slot, 0, &[]);
+                return self.complete(sid, tag, slot, 0, Payload::None);
             }
             Err(e) => {
                 debug!(
@@ -2321,7 +2318,7 @@ impl<B: Backend> Agent<B> {
                         parent = pp,
                         "OP_FORK_CHILD names a process that is not the caller's child"
                     );
-                    return self.complete(sid, tag, slot, neg(libc::ESRCH), &[]);
+                    return self.complete(sid, tag, slot, neg(libc::ESRCH), Payload::None);
                 }
             }
         }
@@ -2342,6 +2339,6 @@ impl<B: Backend> Agent<B> {
                 ),
             }
         }
-        self.complete(sid, tag, slot, 0, &[])
+        self.complete(sid, tag, slot, 0, Payload::None)
     }
 }

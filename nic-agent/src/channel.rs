@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use shm_proto::region::Geometry;
-use shm_proto::{wake, Cmd, Consumer, Evt, Header, Producer, Region, EV_COMPLETION, MAX_WAITERS};
+use shm_proto::{wake, Cmd, Consumer, Evt, Header, Payload, Producer, Region, MAX_WAITERS};
 
 use crate::pcie::{self, Dir};
 use crate::session::Violation;
@@ -107,20 +107,12 @@ impl Channel {
         tag: u64,
         slot: u32,
         result: i64,
-        data: &[u8],
+        payload: Payload<'_>,
     ) -> Result<(), Violation> {
         if tag == 0 {
             return Ok(());
         }
-        let mut e = Evt {
-            kind: EV_COMPLETION,
-            slot,
-            tag,
-            result,
-            ..Default::default()
-        };
-        let n = data.len().min(e.data.len());
-        e.data[..n].copy_from_slice(&data[..n]);
+        let e = Evt::completion(tag, slot, result, payload);
         self.pcie(Dir::Publish, pcie::ENTRY_BYTES);
         if self.overflow.is_empty() && self.evts.push(e)? {
             self.counters.n2h_ops += 1;

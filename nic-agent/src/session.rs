@@ -1,10 +1,11 @@
-//! Per-process state that needs no I/O: the slot table, decoding of untrusted commands into typed
-//! requests, and the policy answers the agent gives on behalf of the kernel (privileged ports,
-//! `SO_REUSEPORT` across users, socket options that must not run with the agent's root privileges).
+//! Per-process state that needs no I/O: the slot table, validation of untrusted commands, and the
+//! policy answers the agent gives on behalf of the kernel (privileged ports, `SO_REUSEPORT` across
+//! users, socket options that must not run with the agent's root privileges).
 //!
 //! ```text
 //!   Cmd (64 B, written by the host, hostile)
-//!     │ Session::decode: op known? slot in range and owned? family / length sane?
+//!     │ Request::decode (shm-proto, shared with the host's encode): op known? family / length sane?
+//!     │ Session::decode: slot in range and owned?
 //!     ├── Err(Violation)  -> the agent drops the whole channel of that process
 //!     └── Ok(Command{slot, tag, req: Request})  -> executed by the agent against its backend
 //! ```
@@ -13,7 +14,7 @@
 //! they come back as `-errno` completions, exactly as the kernel would give them.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 
 use shm_proto::*;
 use thiserror::Error;
@@ -30,16 +31,16 @@ pub enum Violation {
     SlotOutOfRange { slot: u32, max: u32 },
     #[error("slot {slot} not owned by this process (op {op})")]
     SlotNotOwned { slot: u32, op: u16 },
-    #[error("unknown op {0}")]
-    UnknownOp(u16),
-    #[error("bad address family {0}")]
-    BadFamily(u16),
-    #[error("bad option length {0}")]
-    BadLen(u64),
+    #[error("{0}")]
+    Decode(DecodeError),
     #[error("malformed control message")]
     BadControl,
-    #[error("op {0} needs a completion tag")]
-    MissingTag(u16),
+}
+
+impl From<DecodeError> for Violation {
+    fn from(e: DecodeError) -> Self {
+        Violation::Decode(e)
+    }
 }
 
 impl From<Corrupt> for Violation {
@@ -48,117 +49,12 @@ impl From<Corrupt> for Violation {
     }
 }
 
-/// A socket address from a command. `Unspec` is legal on the wire but unsupported by the agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Addr {
-    Inet(SocketAddr),
-    Unspec,
-}
-
-/// A decoded command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    Socket {
-        domain: i32,
-        ty: i32,
-        protocol: i32,
-    },
-    Bind(Addr),
-    Listen {
-        backlog: i32,
-    },
-    Accept {
-        wait: bool,
-    },
-    Connect {
-        addr: Addr,
-        wait: bool,
-    },
-    Close,
-    Shutdown {
-        how: u64,
-    },
-    GetSockName,
-    GetPeerName,
-    SetSockOpt {
-        level: i32,
-        name: i32,
-        len: usize,
-        val: [u8; MAX_OPTVAL],
-        /// `CF_OPTBUF`: the value is in this option buffer cell, not in `val`.
-        buf: Option<usize>,
-    },
-    GetSockOpt {
-        level: i32,
-        name: i32,
-        len: usize,
-        /// `CF_OPTBUF`: write the value into this option buffer cell.
-        buf: Option<usize>,
-    },
-    TxKick,
-    RxSpace,
-    RxClaim,
-    Nop,
-    /// Take a fork ticket for every socket of the session.
-    Fork,
-    /// Tie the ticket `secret` to the child `pid`.
-    ForkChild {
-        secret: u64,
-        pid: u64,
-    },
-}
-
+/// A decoded command: the envelope (`slot`, `tag`) and the request (`shm_proto::request`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
     pub slot: u32,
     pub tag: u64,
     pub req: Request,
-}
-
-/// Decodes a `WireAddr` packed in `arg[0..4]`.
-pub fn decode_addr(args: &[u64]) -> Result<Addr, Violation> {
-    let w = WireAddr::from_args(args);
-    match w.family as i32 {
-        libc::AF_INET => {
-            let ip = Ipv4Addr::new(w.addr[0], w.addr[1], w.addr[2], w.addr[3]);
-            Ok(Addr::Inet(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(w.port),
-            ))))
-        }
-        libc::AF_INET6 => Ok(Addr::Inet(SocketAddr::V6(SocketAddrV6::new(
-            Ipv6Addr::from(w.addr),
-            u16::from_be(w.port),
-            w.flowinfo,
-            w.scope_id,
-        )))),
-        libc::AF_UNSPEC => Ok(Addr::Unspec),
-        _ => Err(Violation::BadFamily(w.family)),
-    }
-}
-
-/// Encodes an address for `Evt::data`.
-pub fn wire_of(a: &SocketAddr) -> WireAddr {
-    match a {
-        SocketAddr::V4(v4) => {
-            let mut addr = [0u8; 16];
-            addr[..4].copy_from_slice(&v4.ip().octets());
-            WireAddr {
-                family: libc::AF_INET as u16,
-                port: v4.port().to_be(),
-                flowinfo: 0,
-                addr,
-                scope_id: 0,
-            }
-        }
-        SocketAddr::V6(v6) => WireAddr {
-            family: libc::AF_INET6 as u16,
-            port: v6.port().to_be(),
-            flowinfo: v6.flowinfo(),
-            addr: v6.ip().octets(),
-            scope_id: v6.scope_id(),
-        },
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,83 +244,11 @@ impl<T> Session<T> {
         }
     }
 
-    /// Validates and decodes one command the host wrote.
+    /// Validates and decodes one command the host wrote: the request itself
+    /// (`Request::decode`), then that its slot is this process's to name.
     pub fn decode(&self, cmd: &Cmd) -> Result<Command, Violation> {
-        let a = &cmd.arg;
-        let wait = cmd.flags & CF_WAIT != 0;
-        let req = match cmd.op {
-            OP_NOP => Request::Nop,
-            OP_SOCKET => Request::Socket {
-                domain: a[0] as i32,
-                ty: a[1] as i32,
-                protocol: a[2] as i32,
-            },
-            OP_BIND => Request::Bind(decode_addr(&a[0..4])?),
-            OP_LISTEN => Request::Listen {
-                backlog: a[0] as i32,
-            },
-            OP_ACCEPT => Request::Accept { wait },
-            OP_CONNECT => Request::Connect {
-                addr: decode_addr(&a[0..4])?,
-                wait,
-            },
-            OP_CLOSE => Request::Close,
-            OP_SHUTDOWN => Request::Shutdown { how: a[0] },
-            OP_GETSOCKNAME => Request::GetSockName,
-            OP_GETPEERNAME => Request::GetPeerName,
-            OP_SETSOCKOPT | OP_GETSOCKOPT => {
-                let (level, name) = (a[0] as u32 as i32, (a[0] >> 32) as u32 as i32);
-                let buf = if cmd.flags & CF_OPTBUF != 0 {
-                    if a[1] > OPT_SIZE as u64 {
-                        return Err(Violation::BadLen(a[1]));
-                    }
-                    if a[2] >= OPT_CELLS as u64 {
-                        return Err(Violation::BadLen(a[2]));
-                    }
-                    Some(a[2] as usize)
-                } else {
-                    if a[1] > MAX_OPTVAL as u64 {
-                        return Err(Violation::BadLen(a[1]));
-                    }
-                    None
-                };
-                let len = a[1] as usize;
-                if cmd.op == OP_SETSOCKOPT {
-                    let mut val = [0u8; MAX_OPTVAL];
-                    if buf.is_none() {
-                        args_to_bytes(&a[2..6], &mut val);
-                    }
-                    Request::SetSockOpt {
-                        level,
-                        name,
-                        len,
-                        val,
-                        buf,
-                    }
-                } else {
-                    Request::GetSockOpt {
-                        level,
-                        name,
-                        len,
-                        buf,
-                    }
-                }
-            }
-            OP_TX_KICK => Request::TxKick,
-            OP_RX_SPACE => Request::RxSpace,
-            OP_RX_CLAIM => Request::RxClaim,
-            OP_FORK if cmd.tag == 0 => return Err(Violation::MissingTag(cmd.op)),
-            OP_FORK => Request::Fork,
-            OP_FORK_CHILD => Request::ForkChild {
-                secret: a[0],
-                pid: a[1],
-            },
-            op => return Err(Violation::UnknownOp(op)),
-        };
-        if !matches!(
-            req,
-            Request::Nop | Request::Socket { .. } | Request::Fork | Request::ForkChild { .. }
-        ) {
+        let req = Request::decode(cmd)?;
+        if !req.slotless() {
             if cmd.slot >= self.table.capacity() {
                 return Err(Violation::SlotOutOfRange {
                     slot: cmd.slot,
@@ -708,25 +532,31 @@ mod tests {
         let mut c = cmd(OP_FORK, 999);
         assert_eq!(s.decode(&c).unwrap().req, Request::Fork);
         c.tag = 0;
-        assert_eq!(s.decode(&c), Err(Violation::MissingTag(OP_FORK)));
-        let mut c = cmd(OP_FORK_CHILD, u32::MAX);
-        c.arg[0] = 0xfeed;
-        c.arg[1] = 1234;
         assert_eq!(
-            s.decode(&c).unwrap().req,
-            Request::ForkChild {
-                secret: 0xfeed,
-                pid: 1234
-            }
+            s.decode(&c),
+            Err(Violation::Decode(DecodeError::MissingTag(OP_FORK)))
         );
+        let req = Request::ForkChild {
+            secret: 0xfeed,
+            pid: 1234,
+        };
+        let mut c = req.to_cmd(u32::MAX);
+        c.tag = 7;
+        assert_eq!(s.decode(&c).unwrap().req, req);
     }
 
     #[test]
     fn decode_rejects_bad_slots_and_ops() {
         let mut s = sess();
         assert_eq!(s.decode(&cmd(OP_NOP, 999)).unwrap().req, Request::Nop);
-        assert_eq!(s.decode(&cmd(99, 0)), Err(Violation::UnknownOp(99)));
-        assert_eq!(s.decode(&cmd(0, 0)), Err(Violation::UnknownOp(0)));
+        assert_eq!(
+            s.decode(&cmd(99, 0)),
+            Err(Violation::Decode(DecodeError::UnknownOp(99)))
+        );
+        assert_eq!(
+            s.decode(&cmd(0, 0)),
+            Err(Violation::Decode(DecodeError::UnknownOp(0)))
+        );
         assert_eq!(
             s.decode(&cmd(OP_LISTEN, 4)),
             Err(Violation::SlotOutOfRange { slot: 4, max: 4 })
@@ -746,8 +576,8 @@ mod tests {
             })
         );
         s.table.alloc(1).unwrap();
-        let mut c = cmd(OP_LISTEN, 0);
-        c.arg[0] = (-1i64) as u64;
+        let mut c = Request::Listen { backlog: -1 }.to_cmd(0);
+        c.tag = 7;
         assert_eq!(
             s.decode(&c).unwrap(),
             Command {
@@ -763,109 +593,33 @@ mod tests {
         ));
     }
 
+    /// The request's own checks (family, lengths: `shm_proto::request`) come before the slot's.
     #[test]
-    fn decode_addresses() {
+    fn decode_errors_are_violations() {
         let mut s = sess();
         s.table.alloc(1).unwrap();
-        let mut c = cmd(OP_BIND, 0);
-        let w = wire_of(&"127.0.0.1:8080".parse().unwrap());
-        w.to_args(&mut c.arg);
+        let c = Cmd {
+            arg: [1, 0, 0, 0, 0, 0], // family AF_UNIX
+            ..cmd(OP_CONNECT, 0)
+        };
         assert_eq!(
-            s.decode(&c).unwrap().req,
-            Request::Bind(Addr::Inet("127.0.0.1:8080".parse().unwrap()))
+            s.decode(&c),
+            Err(Violation::Decode(DecodeError::BadFamily(1)))
         );
-        let mut c = cmd(OP_CONNECT, 0);
-        c.flags = CF_WAIT;
+        let c = Cmd {
+            arg: [0, 33, 0, 0, 0, 0], // length 33 inline
+            ..cmd(OP_SETSOCKOPT, 0)
+        };
+        assert_eq!(
+            s.decode(&c),
+            Err(Violation::Decode(DecodeError::BadLen(33)))
+        );
         let v6: SocketAddr = "[::1]:443".parse().unwrap();
-        wire_of(&v6).to_args(&mut c.arg);
-        assert_eq!(
-            s.decode(&c).unwrap().req,
-            Request::Connect {
-                addr: Addr::Inet(v6),
-                wait: true
-            }
-        );
-        let mut bad = WireAddr {
-            family: 1,
-            ..Default::default()
+        let req = Request::Connect {
+            addr: Addr::Inet(v6),
+            wait: true,
         };
-        bad.to_args(&mut c.arg);
-        assert_eq!(s.decode(&c), Err(Violation::BadFamily(1)));
-        bad.family = 0;
-        bad.to_args(&mut c.arg);
-        assert_eq!(
-            s.decode(&c).unwrap().req,
-            Request::Connect {
-                addr: Addr::Unspec,
-                wait: true
-            }
-        );
-        // Round trip through the event encoding.
-        let w2 = WireAddr::decode(&wire_of(&v6).encode());
-        assert_eq!(w2, wire_of(&v6));
-    }
-
-    #[test]
-    fn decode_sockopts() {
-        let mut s = sess();
-        s.table.alloc(1).unwrap();
-        let mut c = cmd(OP_SETSOCKOPT, 0);
-        c.arg[0] = libc::SOL_SOCKET as u64 | (libc::SO_REUSEADDR as u64) << 32;
-        c.arg[1] = 4;
-        bytes_to_args(&1i32.to_ne_bytes(), &mut c.arg[2..6]);
-        let Request::SetSockOpt {
-            level,
-            name,
-            len,
-            val,
-            ..
-        } = s.decode(&c).unwrap().req
-        else {
-            panic!()
-        };
-        assert_eq!(
-            (level, name, len, &val[..4]),
-            (
-                libc::SOL_SOCKET,
-                libc::SO_REUSEADDR,
-                4,
-                &1i32.to_ne_bytes()[..]
-            )
-        );
-        c.arg[1] = 33;
-        assert_eq!(s.decode(&c), Err(Violation::BadLen(33)));
-        let mut g = cmd(OP_GETSOCKOPT, 0);
-        g.arg[0] = libc::IPPROTO_TCP as u64 | (libc::TCP_NODELAY as u64) << 32;
-        g.arg[1] = 4;
-        assert_eq!(
-            s.decode(&g).unwrap().req,
-            Request::GetSockOpt {
-                level: libc::IPPROTO_TCP,
-                name: libc::TCP_NODELAY,
-                len: 4,
-                buf: None
-            }
-        );
-        // Large values go through an option buffer cell, bounds-checked.
-        g.flags = CF_OPTBUF;
-        g.arg[1] = 104;
-        g.arg[2] = 3;
-        assert!(matches!(
-            s.decode(&g).unwrap().req,
-            Request::GetSockOpt {
-                len: 104,
-                buf: Some(3),
-                ..
-            }
-        ));
-        g.arg[2] = OPT_CELLS as u64;
-        assert!(s.decode(&g).is_err());
-        g.arg[2] = 0;
-        g.arg[1] = OPT_SIZE as u64 + 1;
-        assert!(s.decode(&g).is_err());
-        g.flags = 0;
-        g.arg[1] = u64::MAX;
-        assert_eq!(s.decode(&g), Err(Violation::BadLen(u64::MAX)));
+        assert_eq!(s.decode(&req.to_cmd(0)).unwrap().req, req);
     }
 
     #[test]

@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use shm_proto::*;
@@ -444,14 +444,13 @@ pub fn pump_rx<B: Backend>(
         let mut free = rx.writable(*rx_tail)?;
         if free == 0 {
             // Tell the host to send OP_RX_SPACE after it consumes, then look again: the host may
-            // have consumed between our check and the store (Dekker pair with its swap).
-            ctl.state.0.rx_blocked.store(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
+            // have consumed between our check and the announcement (wake::rx_block).
+            shm_proto::wake::rx_block(&ctl.state.0.rx_blocked);
             free = rx.writable(*rx_tail)?;
             if free == 0 {
                 break;
             }
-            ctl.state.0.rx_blocked.store(0, Ordering::SeqCst);
+            shm_proto::wake::rx_unblock(&ctl.state.0.rx_blocked);
         }
         if !s.stash.is_empty() {
             let n = s.stash.len().min(free as usize);

@@ -19,44 +19,54 @@ fn serves_a_tcp_server_and_drops_only_a_corrupt_channel() {
     let mut h = Host::attach(&agent.sock);
 
     // NOP round trip.
-    let e = h.call(OP_NOP, 0, 0, &[]);
+    let e = h.call(0, Request::Nop);
     assert_eq!((e.kind, e.result), (EV_COMPLETION, 0));
 
     // socket + bind(127.0.0.1:0) + listen + getsockname.
-    let l = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]);
+    let l = h.call(0, tcp4());
     assert!(l.result >= 0, "socket: {}", l.result);
     let ls = l.result as u32;
     assert_ne!(h.sock(ls).state.0.flags.load(Ordering::SeqCst) & SF_OPEN, 0);
-    let bind = addr_args(&"127.0.0.1:0".parse().unwrap());
-    assert_eq!(h.call(OP_BIND, 0, ls, &bind).result, 0);
-    assert_eq!(h.call(OP_LISTEN, 0, ls, &[16]).result, 0);
-    let name = h.call(OP_GETSOCKNAME, 0, ls, &[]);
+    let bind = bind_to(&"127.0.0.1:0".parse().unwrap());
+    assert_eq!(h.call(ls, bind).result, 0);
+    assert_eq!(h.call(ls, Request::Listen { backlog: 16 }).result, 0);
+    let name = h.call(ls, Request::GetSockName);
     assert_eq!(name.result, 0);
-    let port = port_of(&name.data);
+    let port = port_of(&name);
     assert_ne!(port, 0);
     // Accept without a connection and without CF_WAIT: EAGAIN.
-    assert_eq!(h.call(OP_ACCEPT, 0, ls, &[]).result, -(libc::EAGAIN as i64));
-    // Accept on a socket that does not listen: EINVAL.
-    let other = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
     assert_eq!(
-        h.call(OP_ACCEPT, 0, other, &[]).result,
+        h.call(ls, Request::Accept { wait: false }).result,
+        -(libc::EAGAIN as i64)
+    );
+    // Accept on a socket that does not listen: EINVAL.
+    let other = h.call(0, tcp4()).result as u32;
+    assert_eq!(
+        h.call(other, Request::Accept { wait: false }).result,
         -(libc::EINVAL as i64)
     );
     // An unsupported family is an answer, not a violation.
     assert_eq!(
-        h.call(OP_SOCKET, 0, 0, &[libc::AF_UNIX as u64, STREAM, 0])
-            .result,
+        h.call(
+            0,
+            Request::Socket {
+                domain: libc::AF_UNIX,
+                ty: libc::SOCK_STREAM,
+                protocol: 0
+            }
+        )
+        .result,
         -(libc::EAFNOSUPPORT as i64)
     );
 
     // A parked accept completes when a plain client connects.
-    let tag = h.submit(OP_ACCEPT, CF_WAIT, ls, &[]);
+    let tag = h.submit(ls, Request::Accept { wait: true });
     let mut client = TcpStream::connect(("127.0.0.1", port)).expect("client connect");
     client.set_read_timeout(Some(TIMEOUT)).unwrap();
     let acc = h.wait(tag);
     assert!(acc.result >= 0, "accept: {}", acc.result);
     let cs = acc.result as u32;
-    assert_eq!(port_of(&acc.data), client.local_addr().unwrap().port());
+    assert_eq!(port_of(&acc), client.local_addr().unwrap().port());
     let flags = h.sock(cs).state.0.flags.load(Ordering::SeqCst);
     assert_eq!(flags & (SF_OPEN | SF_CONNECTED), SF_OPEN | SF_CONNECTED);
 
@@ -86,25 +96,25 @@ fn serves_a_tcp_server_and_drops_only_a_corrupt_channel() {
     });
 
     // Socket options pass through to the OS socket.
-    let mut one = [0u64; 4];
-    bytes_to_args(&1i32.to_ne_bytes(), &mut one);
-    let opt = libc::IPPROTO_TCP as u64 | (libc::TCP_NODELAY as u64) << 32;
-    assert_eq!(
-        h.call(
-            OP_SETSOCKOPT,
-            0,
-            cs,
-            &[opt, 4, one[0], one[1], one[2], one[3]]
-        )
-        .result,
-        0
-    );
-    let g = h.call(OP_GETSOCKOPT, 0, cs, &[opt, 4]);
+    let (level, name) = (libc::IPPROTO_TCP, libc::TCP_NODELAY);
+    let set = Request::SetSockOpt {
+        level,
+        name,
+        len: 4,
+        val: OptVal::inline(&1i32.to_ne_bytes()),
+    };
+    assert_eq!(h.call(cs, set).result, 0);
+    let get = |level, name| Request::GetSockOpt {
+        level,
+        name,
+        len: 4,
+        cell: None,
+    };
+    let g = h.call(cs, get(level, name));
     assert_eq!(g.result, 4);
-    assert_ne!(i32::from_ne_bytes(g.data[..4].try_into().unwrap()), 0);
-    let bogus = libc::SOL_SOCKET as u64 | 9999u64 << 32;
+    assert_ne!(i32::from_ne_bytes(g.value().try_into().unwrap()), 0);
     assert_eq!(
-        h.call(OP_GETSOCKOPT, 0, cs, &[bogus, 4]).result,
+        h.call(cs, get(libc::SOL_SOCKET, 9999)).result,
         -(libc::ENOPROTOOPT as i64)
     );
 
@@ -130,23 +140,19 @@ fn serves_a_tcp_server_and_drops_only_a_corrupt_channel() {
     assert!(h.region.header().stats.0.n2h_bytes.load(Ordering::Relaxed) >= 11);
 
     // Close: the slot is freed and reused lowest-first.
-    h.push(Cmd {
-        op: OP_CLOSE,
-        slot: cs,
-        ..Default::default()
-    });
+    h.push(Request::Close.to_cmd(cs));
     let mut eof = [0u8; 1];
     assert_eq!(
         client.read(&mut eof).unwrap(),
         0,
         "client sees EOF after close"
     );
-    let again = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]);
+    let again = h.call(0, tcp4());
     assert_eq!(again.result as u32, cs, "lowest free slot is reused");
 
     // A second process, then a corrupt command ring in the first.
     let mut h2 = Host::attach(&agent.sock);
-    assert_eq!(h2.call(OP_NOP, 0, 0, &[]).result, 0);
+    assert_eq!(h2.call(0, Request::Nop).result, 0);
     assert_eq!(agent.stats()["processes"], 2);
     // SAFETY: the ring header lies at cmd_off inside our mapping; we scribble the tail on purpose.
     let ring = unsafe { &*(h.base.add(h.region.offsets().cmd_off as usize) as *const RingHdr) };
@@ -164,8 +170,8 @@ fn serves_a_tcp_server_and_drops_only_a_corrupt_channel() {
         "agent closes the dropped channel's control connection"
     );
     // The other process is untouched.
-    assert_eq!(h2.call(OP_NOP, 0, 0, &[]).result, 0);
-    let s2 = h2.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]);
+    assert_eq!(h2.call(0, Request::Nop).result, 0);
+    let s2 = h2.call(0, tcp4());
     assert_eq!(s2.result, 0, "session 2 allocates from its own table");
     // A third process names a slot it does not own: dropped too.
     let mut h3 = Host::attach(&agent.sock);
@@ -176,7 +182,7 @@ fn serves_a_tcp_server_and_drops_only_a_corrupt_channel() {
         ..Default::default()
     });
     until("bad slot drops the channel", || h3.dead());
-    assert_eq!(h2.call(OP_NOP, 0, 0, &[]).result, 0);
+    assert_eq!(h2.call(0, Request::Nop).result, 0);
     let st = agent.stats();
     assert_eq!(st["channels_dropped"], 2, "{st:?}");
     assert_eq!(st["processes"], 1, "{st:?}");
@@ -211,14 +217,14 @@ fn connect_send_and_drain_after_close() {
         c.read_to_end(&mut all).unwrap();
         all
     });
-    let s = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
-    let c = h.call(OP_CONNECT, CF_WAIT, s, &addr_args(&addr));
+    let s = h.call(0, tcp4()).result as u32;
+    let c = h.call(s, connect_to(true, &addr));
     assert_eq!(c.result, 0, "blocking connect");
     let flags = h.sock(s).state.0.flags.load(Ordering::SeqCst);
     assert_ne!(flags & SF_CONNECTED, 0);
     assert_eq!(flags & SF_CONNECTING, 0);
-    let peer = h.call(OP_GETPEERNAME, 0, s, &[]);
-    assert_eq!((peer.result, port_of(&peer.data)), (0, addr.port()));
+    let peer = h.call(s, Request::GetPeerName);
+    assert_eq!((peer.result, port_of(&peer)), (0, addr.port()));
     let mut got = Vec::new();
     until("greeting", || {
         h.read_rx(s, &mut got);
@@ -238,11 +244,7 @@ fn connect_send_and_drain_after_close() {
         }
     }
     // Close with bytes still in TX: they must all arrive, then EOF.
-    h.push(Cmd {
-        op: OP_CLOSE,
-        slot: s,
-        ..Default::default()
-    });
+    h.push(Request::Close.to_cmd(s));
     let all = reader.join().unwrap();
     assert_eq!(all.len(), TOTAL);
     assert!(all == data, "payload corrupted");
@@ -252,14 +254,14 @@ fn connect_send_and_drain_after_close() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let s = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
-    let c = h.call(OP_CONNECT, CF_WAIT, s, &addr_args(&dead_port));
+    let s = h.call(0, tcp4()).result as u32;
+    let c = h.call(s, connect_to(true, &dead_port));
     assert_eq!(c.result, -(libc::ECONNREFUSED as i64));
     let f = h.sock(s).state.0.flags.load(Ordering::SeqCst);
     assert_eq!(f & (SF_CONNECTING | SF_ERROR), 0);
     // Without CF_WAIT: EINPROGRESS, then SF_ERROR with error = ECONNREFUSED.
-    let s = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
-    let c = h.call(OP_CONNECT, 0, s, &addr_args(&dead_port));
+    let s = h.call(0, tcp4()).result as u32;
+    let c = h.call(s, connect_to(false, &dead_port));
     assert!(c.result == -(libc::EINPROGRESS as i64) || c.result == -(libc::ECONNREFUSED as i64));
     if c.result == -(libc::EINPROGRESS as i64) {
         until("SF_ERROR", || {
@@ -272,12 +274,12 @@ fn connect_send_and_drain_after_close() {
     }
     // Bad shutdown `how` is EINVAL; shutdown of an unconnected socket ENOTCONN.
     assert_eq!(
-        h.call(OP_SHUTDOWN, 0, s, &[7]).result,
+        h.call(s, Request::Shutdown { how: 7 }).result,
         -(libc::EINVAL as i64)
     );
-    let fresh = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
+    let fresh = h.call(0, tcp4()).result as u32;
     assert_eq!(
-        h.call(OP_SHUTDOWN, 0, fresh, &[libc::SHUT_WR as u64])
+        h.call(fresh, Request::Shutdown { how: libc::SHUT_WR })
             .result,
         -(libc::ENOTCONN as i64)
     );
@@ -291,14 +293,13 @@ fn process_exit_closes_its_sockets() {
     let port;
     {
         let mut h = Host::attach(&agent.sock);
-        let l = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
+        let l = h.call(0, tcp4()).result as u32;
         assert_eq!(
-            h.call(OP_BIND, 0, l, &addr_args(&"127.0.0.1:0".parse().unwrap()))
-                .result,
+            h.call(l, bind_to(&"127.0.0.1:0".parse().unwrap())).result,
             0
         );
-        assert_eq!(h.call(OP_LISTEN, 0, l, &[4]).result, 0);
-        port = port_of(&h.call(OP_GETSOCKNAME, 0, l, &[]).data);
+        assert_eq!(h.call(l, Request::Listen { backlog: 4 }).result, 0);
+        port = port_of(&h.call(l, Request::GetSockName));
         let _c = TcpStream::connect(("127.0.0.1", port)).unwrap();
         until("queued connection", || {
             h.sock(l).state.0.accept_ready.load(Ordering::SeqCst) == 1
@@ -352,20 +353,19 @@ fn rx_backpressure_and_waiter_doorbell() {
         libc::EINVAL as u32
     );
 
-    let l = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
+    let l = h.call(0, tcp4()).result as u32;
     assert_eq!(
-        h.call(OP_BIND, 0, l, &addr_args(&"127.0.0.1:0".parse().unwrap()))
-            .result,
+        h.call(l, bind_to(&"127.0.0.1:0".parse().unwrap())).result,
         0
     );
-    assert_eq!(h.call(OP_LISTEN, 0, l, &[8]).result, 0);
-    let port = port_of(&h.call(OP_GETSOCKNAME, 0, l, &[]).data);
+    assert_eq!(h.call(l, Request::Listen { backlog: 8 }).result, 0);
+    let port = port_of(&h.call(l, Request::GetSockName));
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     until("accept queue", || {
         h.sock(l).state.0.accept_ready.load(Ordering::SeqCst) == 1
     });
     assert!(h.sock(l).state.0.accept_seq.load(Ordering::SeqCst) >= 1);
-    let s = h.call(OP_ACCEPT, 0, l, &[]).result as u32;
+    let s = h.call(l, Request::Accept { wait: false }).result as u32;
     assert_eq!(h.sock(l).state.0.accept_ready.load(Ordering::SeqCst), 0);
 
     // A sleeping waiter interested in `s` gets its eventfd rung when bytes arrive.

@@ -91,15 +91,15 @@ fn signal(fd: &OwnedFd) {
 }
 
 fn listener(h: &mut Host) -> (u32, u16) {
-    let ls = h.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
+    let ls = h.call(0, tcp4()).result as u32;
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    assert_eq!(h.call(OP_BIND, 0, ls, &addr_args(&any)).result, 0);
-    assert_eq!(h.call(OP_LISTEN, 0, ls, &[128]).result, 0);
-    (ls, port_of(&h.call(OP_GETSOCKNAME, 0, ls, &[]).data))
+    assert_eq!(h.call(ls, bind_to(&any)).result, 0);
+    assert_eq!(h.call(ls, Request::Listen { backlog: 128 }).result, 0);
+    (ls, port_of(&h.call(ls, Request::GetSockName)))
 }
 
 fn fork_ticket(h: &mut Host) -> u64 {
-    let e = h.call(OP_FORK, 0, 0, &[]);
+    let e = h.call(0, Request::Fork);
     assert_eq!(e.result, 0, "OP_FORK");
     let secret = u64::from_le_bytes(e.data[..8].try_into().unwrap());
     assert_ne!(secret, 0);
@@ -107,11 +107,7 @@ fn fork_ticket(h: &mut Host) -> u64 {
 }
 
 fn close(h: &mut Host, slot: u32) {
-    h.push(Cmd {
-        op: OP_CLOSE,
-        slot,
-        ..Default::default()
-    });
+    h.push(Request::Close.to_cmd(slot));
 }
 
 fn wait_stats(
@@ -175,14 +171,14 @@ fn parent_and_child_share_one_accept_queue() {
             return 3;
         }
         // A new socket in the child skips the inherited slot number.
-        let fresh = c.call(OP_SOCKET, 0, 0, &[INET, STREAM, 0]).result as u32;
+        let fresh = c.call(0, tcp4()).result as u32;
         if fresh == ls {
             return 4;
         }
         close(&mut c, fresh);
         let mut n = 0;
         loop {
-            let tag = c.submit(OP_ACCEPT, CF_WAIT, ls, &[]);
+            let tag = c.submit(ls, Request::Accept { wait: true });
             let e = loop {
                 if let Some(e) = c.poll_tag(tag) {
                     break e;
@@ -205,7 +201,15 @@ fn parent_and_child_share_one_accept_queue() {
             n += 1;
         }
     });
-    let r = h.call(OP_FORK_CHILD, 0, 0, &[secret, pid as u64]).result;
+    let r = h
+        .call(
+            0,
+            Request::ForkChild {
+                secret,
+                pid: pid as u64,
+            },
+        )
+        .result;
     assert!(r == 0 || r == -(libc::ENOENT as i64), "OP_FORK_CHILD: {r}");
     // One OS socket, bound in two sessions (the child's own new socket closed again).
     wait_stats(&agent, "the child's claim", |st| {
@@ -216,7 +220,7 @@ fn parent_and_child_share_one_accept_queue() {
     });
 
     // Both processes park accepts: connections are served oldest-parked first.
-    let mut tag = h.submit(OP_ACCEPT, CF_WAIT, ls, &[]);
+    let mut tag = h.submit(ls, Request::Accept { wait: true });
     let mut who = Vec::new();
     for _ in 0..20 {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -226,7 +230,7 @@ fn parent_and_child_share_one_accept_queue() {
                 let cs = e.result as u32;
                 assert_eq!(h.write_tx(cs, b"P"), 1);
                 close(&mut h, cs);
-                tag = h.submit(OP_ACCEPT, CF_WAIT, ls, &[]);
+                tag = h.submit(ls, Request::Accept { wait: true });
             }
         }));
     }
@@ -264,7 +268,7 @@ fn connection_moves_to_the_child_with_unread_bytes() {
     let mut h = Host::attach(&agent.sock);
     let (ls, port) = listener(&mut h);
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let cs = h.call(OP_ACCEPT, CF_WAIT, ls, &[]).result as u32;
+    let cs = h.call(ls, Request::Accept { wait: true }).result as u32;
     client.write_all(b"before-fork").unwrap();
     until("RX bytes", || {
         let rx = h.region.rx(cs).unwrap();
@@ -310,7 +314,15 @@ fn connection_moves_to_the_child_with_unread_bytes() {
         close(&mut c, cs);
         0
     });
-    let r = h.call(OP_FORK_CHILD, 0, 0, &[secret, pid as u64]).result;
+    let r = h
+        .call(
+            0,
+            Request::ForkChild {
+                secret,
+                pid: pid as u64,
+            },
+        )
+        .result;
     assert!(r == 0 || r == -(libc::ENOENT as i64), "OP_FORK_CHILD: {r}");
 
     // The peer does not read yet: fill the parent's TX until it stays full.
@@ -386,7 +398,7 @@ fn only_the_child_may_claim() {
     // Another session cannot tie the ticket to a child.
     let mut other = Host::attach(&agent.sock);
     assert_eq!(
-        other.call(OP_FORK_CHILD, 0, 0, &[secret, 1]).result,
+        other.call(0, Request::ForkChild { secret, pid: 1 }).result,
         -(libc::ENOENT as i64)
     );
     // A grandchild (not the parent's child) is refused.
@@ -420,7 +432,17 @@ fn only_the_child_may_claim() {
             _ => 23,
         }
     });
-    assert_eq!(h.call(OP_FORK_CHILD, 0, 0, &[secret, b as u64]).result, 0);
+    assert_eq!(
+        h.call(
+            0,
+            Request::ForkChild {
+                secret,
+                pid: b as u64
+            }
+        )
+        .result,
+        0
+    );
     let s4 = sock.clone();
     let sibling = in_child(
         move || match Host::attach_as(&s4, HELLO_ATTACH_CHILD, secret) {
@@ -437,7 +459,14 @@ fn only_the_child_may_claim() {
     // OP_FORK_CHILD naming a process that is not the caller's child.
     let secret2 = fork_ticket(&mut h);
     assert_eq!(
-        h.call(OP_FORK_CHILD, 0, 0, &[secret2, 1]).result,
+        h.call(
+            0,
+            Request::ForkChild {
+                secret: secret2,
+                pid: 1
+            }
+        )
+        .result,
         -(libc::ESRCH as i64)
     );
     // Same parent, other uid: refused (needs root to switch uids).
@@ -463,7 +492,7 @@ fn only_the_child_may_claim() {
         ..Default::default()
     });
     until("tagless OP_FORK drops the channel", || other.dead());
-    assert_eq!(h.call(OP_NOP, 0, 0, &[]).result, 0);
+    assert_eq!(h.call(0, Request::Nop).result, 0);
     assert_eq!(agent.stats()["channels_dropped"], 1);
 }
 
@@ -480,10 +509,20 @@ fn unclaimed_ticket_goes_with_its_child() {
         readable(go_r.as_raw_fd(), 10_000);
         0
     });
-    assert_eq!(h.call(OP_FORK_CHILD, 0, 0, &[secret, pid as u64]).result, 0);
+    assert_eq!(
+        h.call(
+            0,
+            Request::ForkChild {
+                secret,
+                pid: pid as u64
+            }
+        )
+        .result,
+        0
+    );
     // The parent closes its listener: the ticket still holds it open.
     close(&mut h, ls);
-    assert_eq!(h.call(OP_NOP, 0, 0, &[]).result, 0);
+    assert_eq!(h.call(0, Request::Nop).result, 0);
     let st = agent.stats();
     assert_eq!((st["sockets"], st["tickets"]), (1, 1), "{st:?}");
     assert!(
@@ -501,7 +540,14 @@ fn unclaimed_ticket_goes_with_its_child() {
         "listener closed"
     );
     assert_eq!(
-        h.call(OP_FORK_CHILD, 0, 0, &[secret, pid as u64]).result,
+        h.call(
+            0,
+            Request::ForkChild {
+                secret,
+                pid: pid as u64
+            }
+        )
+        .result,
         -(libc::ENOENT as i64)
     );
 
@@ -510,7 +556,17 @@ fn unclaimed_ticket_goes_with_its_child() {
     let secret = fork_ticket(&mut h);
     let pid = in_child(|| 0);
     assert_eq!(wait_child(pid), 0);
-    assert_eq!(h.call(OP_FORK_CHILD, 0, 0, &[secret, pid as u64]).result, 0);
+    assert_eq!(
+        h.call(
+            0,
+            Request::ForkChild {
+                secret,
+                pid: pid as u64
+            }
+        )
+        .result,
+        0
+    );
     let st = agent.stats();
     assert_eq!((st["tickets"], st["sockets"]), (0, 1), "{st:?}");
     close(&mut h, ls);
@@ -525,7 +581,7 @@ fn accept_then_fork_parent_closes_before_the_child_claims() {
     let (ls, port) = listener(&mut h);
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     client.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let cs = h.call(OP_ACCEPT, CF_WAIT, ls, &[]).result as u32;
+    let cs = h.call(ls, Request::Accept { wait: true }).result as u32;
     client.write_all(b"request").unwrap();
     until("RX bytes", || {
         let rx = h.region.rx(cs).unwrap();
@@ -565,13 +621,23 @@ fn accept_then_fork_parent_closes_before_the_child_claims() {
         close(&mut c, ls);
         0
     });
-    assert_eq!(h.call(OP_FORK_CHILD, 0, 0, &[secret, pid as u64]).result, 0);
+    assert_eq!(
+        h.call(
+            0,
+            Request::ForkChild {
+                secret,
+                pid: pid as u64
+            }
+        )
+        .result,
+        0
+    );
     // The parent hands the connection over and closes its copies before the child attaches.
     close(&mut h, cs);
     close(&mut h, ls);
     client.write_all(b"-and-more").unwrap();
     client.shutdown(std::net::Shutdown::Write).unwrap();
-    assert_eq!(h.call(OP_NOP, 0, 0, &[]).result, 0);
+    assert_eq!(h.call(0, Request::Nop).result, 0);
     let st = agent.stats();
     assert_eq!(
         (st["sockets"], st["tickets"]),

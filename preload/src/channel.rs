@@ -10,8 +10,9 @@ use crate::util::{SpinMutex, DEBUG, WARN};
 use crate::{log, sock::HostSock};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
-use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, HELLO_ATTACH_CHILD, HELLO_WAITER, MSG_LEN};
-use shm_proto::{wake, Cmd, Consumer, Evt, Producer, Region, MAX_WAITERS};
+use shm_proto::attach::{self, AttachError};
+use shm_proto::msg::{Hello, HELLO_ATTACH, HELLO_ATTACH_CHILD};
+use shm_proto::{wake, Cmd, Consumer, Evt, Producer, Region, Request, MAX_WAITERS};
 
 const CELLS: usize = 256;
 
@@ -48,105 +49,53 @@ unsafe impl Sync for Channel {}
 // SAFETY: as above.
 unsafe impl Send for Channel {}
 
-/// Why the channel could not be attached.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum AttachError {
-    Connect(i32),
-    Protocol(&'static str),
-    Refused(u32),
-    Map(i32),
-}
+/// The library's system calls for the shared attach handshake (`shm_proto::attach`): raw
+/// syscalls, never the libc symbols we interpose, and every fd it opens hidden from the
+/// application (moved high, marked internal in the fd table).
+struct RawSys;
 
-impl core::fmt::Display for AttachError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            AttachError::Connect(e) => write!(f, "connect failed, errno {e}"),
-            AttachError::Protocol(w) => write!(f, "{w}"),
-            AttachError::Refused(e) => write!(f, "agent refused the attach, errno {e}"),
-            AttachError::Map(e) => write!(f, "cannot map the region, errno {e}"),
-        }
+impl attach::Sys for RawSys {
+    fn seqpacket(&mut self) -> Result<i32, i32> {
+        let fd = sys::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0)?;
+        Ok(hide_fd(fd as i32))
     }
-}
 
-fn send_hello(fd: i32, h: &Hello, pass_fd: Option<i32>) -> Result<(), i32> {
-    let buf = h.encode();
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr() as *mut _,
-        iov_len: buf.len(),
-    };
-    let mut cbuf = [0u64; 4];
-    // SAFETY: zeroed msghdr is valid; fields are filled below with pointers to live locals.
-    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if let Some(pfd) = pass_fd {
-        msg.msg_control = cbuf.as_mut_ptr() as *mut _;
-        // SAFETY: CMSG_SPACE is a pure computation.
-        msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as _;
-        // SAFETY: msg_control points to a buffer of CMSG_SPACE(4) bytes.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(4) as _;
-            core::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, pfd);
-        }
+    fn connect_unix(&mut self, fd: i32, path: &[u8]) -> Result<(), i32> {
+        sys::connect_unix(fd, path).map(|_| ())
     }
-    // SAFETY: msg describes valid buffers.
-    unsafe { sys::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) }.map(|_| ())
-}
 
-/// Receives one reply and up to two fds.
-fn recv_reply(fd: i32) -> Result<(Reply, [i32; 2], usize), AttachError> {
-    let mut buf = [0u8; 64];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut _,
-        iov_len: buf.len(),
-    };
-    let mut cbuf = [0u64; 8];
-    // SAFETY: zeroed msghdr is valid; filled with pointers to live locals.
-    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr() as *mut _;
-    msg.msg_controllen = core::mem::size_of_val(&cbuf) as _;
-    let n = loop {
-        // SAFETY: msg describes valid buffers.
-        match unsafe { sys::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) } {
-            Err(libc::EINTR) => continue,
-            Err(e) => return Err(AttachError::Connect(e)),
-            Ok(n) => break n,
-        }
-    };
-    let mut fds = [-1i32; 2];
-    let mut nfds = 0;
-    // SAFETY: walking the control buffer the kernel filled, with the libc macros.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let cnt = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
-                for i in 0..cnt {
-                    let f = core::ptr::read_unaligned((libc::CMSG_DATA(c) as *const i32).add(i));
-                    if nfds < 2 {
-                        fds[nfds] = f;
-                        nfds += 1;
-                    } else {
-                        let _ = sys::close(f);
-                    }
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
+    unsafe fn sendmsg(
+        &mut self,
+        fd: i32,
+        msg: *const libc::msghdr,
+        flags: i32,
+    ) -> Result<usize, i32> {
+        // SAFETY: the caller's contract (`Sys::sendmsg`) is `sys::sendmsg`'s.
+        unsafe { sys::sendmsg(fd, msg, flags) }
     }
-    if n != MSG_LEN {
-        for f in fds.iter().take(nfds) {
-            let _ = sys::close(*f);
-        }
-        return Err(AttachError::Protocol("short reply from agent"));
+
+    unsafe fn recvmsg(
+        &mut self,
+        fd: i32,
+        msg: *mut libc::msghdr,
+        flags: i32,
+    ) -> Result<usize, i32> {
+        // SAFETY: the caller's contract (`Sys::recvmsg`) is `sys::recvmsg`'s.
+        unsafe { sys::recvmsg(fd, msg, flags) }
     }
-    let r = Reply::decode(&buf[..n]).ok_or(AttachError::Protocol("bad reply from agent"))?;
-    Ok((r, fds, nfds))
+
+    fn mmap_shared(&mut self, fd: i32, len: usize) -> Result<*mut u8, i32> {
+        sys::mmap_shared(fd, len).map(|p| p as *mut u8)
+    }
+
+    fn munmap(&mut self, base: *mut u8, len: usize) {
+        let _ = sys::munmap(base, len);
+    }
+
+    fn close(&mut self, fd: i32) {
+        crate::fdtable::clear(fd);
+        let _ = sys::close(fd);
+    }
 }
 
 /// Moves an fd of ours above the range applications usually use and marks it internal.
@@ -186,44 +135,13 @@ impl Channel {
         spin_ns_env: Option<u64>,
         hello: Hello,
     ) -> Result<Channel, AttachError> {
-        let fd = sys::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0)
-            .map_err(AttachError::Connect)? as i32;
-        let fd = hide_fd(fd);
-        let fail = |e| {
-            crate::fdtable::clear(fd);
-            let _ = sys::close(fd);
-            e
-        };
-        sys::connect_unix(fd, path).map_err(|e| fail(AttachError::Connect(e)))?;
-        send_hello(fd, &hello, None).map_err(|e| fail(AttachError::Connect(e)))?;
-        let (reply, fds, nfds) = recv_reply(fd).map_err(fail)?;
-        if reply.status != 0 {
-            return Err(fail(AttachError::Refused(reply.status)));
-        }
-        if nfds != 2 {
-            return Err(fail(AttachError::Protocol("agent sent no region")));
-        }
-        let (memfd, bell) = (fds[0], fds[1]);
-        let len = reply.len as usize;
-        let base = match sys::mmap_shared(memfd, len) {
-            Ok(p) => p as *mut u8,
-            Err(e) => {
-                let _ = sys::close(memfd);
-                let _ = sys::close(bell);
-                return Err(fail(AttachError::Map(e)));
-            }
-        };
-        let _ = sys::close(memfd);
-        // SAFETY: we just mapped `len` bytes MAP_SHARED; the mapping is never unmapped.
-        let region = match unsafe { Region::attach(base, len) } {
-            Ok(r) => r,
-            Err(_) => {
-                let _ = sys::close(bell);
-                return Err(fail(AttachError::Protocol(
-                    "agent region failed validation",
-                )));
-            }
-        };
+        // The mapping is never unmapped: the channel lives for the rest of the process.
+        let attach::Attached {
+            ctl: fd,
+            bell,
+            region,
+            ..
+        } = attach::attach(&mut RawSys, path, hello)?;
         let bell = hide_fd(bell);
         let geo = region.geometry();
         let cells = (0..CELLS)
@@ -315,9 +233,9 @@ impl Channel {
         }
     }
 
-    /// Posts a command that wants no completion.
-    pub(crate) fn post(&self, cmd: Cmd) -> Result<(), i32> {
-        self.push(cmd)
+    /// Posts a request that wants no completion (`slot` is ignored by slotless requests).
+    pub(crate) fn post(&self, slot: u32, req: Request) -> Result<(), i32> {
+        self.push(req.to_cmd(slot))
     }
 
     fn push(&self, cmd: Cmd) -> Result<(), i32> {
@@ -345,10 +263,10 @@ impl Channel {
         }
     }
 
-    /// Sends a command and waits for its completion.
-    pub(crate) fn call(&self, cmd: Cmd) -> Result<Evt, i32> {
+    /// Sends a request and waits for its completion.
+    pub(crate) fn call(&self, slot: u32, req: Request) -> Result<Evt, i32> {
         let idx = self.alloc_cell();
-        let r = self.call_in(idx, cmd);
+        let r = self.call_in(idx, req.to_cmd(slot));
         if r.is_ok() {
             self.free_cell(idx);
         }
@@ -357,7 +275,14 @@ impl Channel {
 
     /// A socket option call whose value travels in the option buffer cell of the request
     /// (`CF_OPTBUF`): `set` is copied in before, up to `get.len()` bytes are copied out after.
-    pub(crate) fn call_opt(&self, mut cmd: Cmd, set: &[u8], get: &mut [u8]) -> Result<Evt, i32> {
+    /// `req` builds the request for the cell it is given (the cell is the request's own).
+    pub(crate) fn call_opt(
+        &self,
+        slot: u32,
+        req: impl FnOnce(usize) -> Request,
+        set: &[u8],
+        get: &mut [u8],
+    ) -> Result<Evt, i32> {
         let idx = self.alloc_cell();
         let Some(cell) = self.region.opt_cell(idx) else {
             self.free_cell(idx);
@@ -366,9 +291,7 @@ impl Channel {
         let n = set.len().min(shm_proto::OPT_SIZE);
         // SAFETY: the cell is OPT_SIZE bytes of our region and is ours while the request is.
         unsafe { core::ptr::copy_nonoverlapping(set.as_ptr(), cell, n) };
-        cmd.flags |= shm_proto::CF_OPTBUF;
-        cmd.arg[2] = idx as u64;
-        let r = self.call_in(idx, cmd)?;
+        let r = self.call_in(idx, req(idx).to_cmd(slot))?;
         if r.result > 0 {
             let m = (r.result as usize).min(get.len()).min(shm_proto::OPT_SIZE);
             // SAFETY: as above; the agent wrote the value before completing.
@@ -540,11 +463,7 @@ impl Channel {
             };
             let ok = {
                 let _g = self.ctl_lock.lock();
-                send_hello(self.ctl_fd, &Hello::new(HELLO_WAITER, i as u64), Some(efd))
-                    .ok()
-                    .and_then(|_| recv_reply(self.ctl_fd).ok())
-                    .map(|(r, _, _)| r.status == 0)
-                    .unwrap_or(false)
+                attach::register_waiter(&mut RawSys, self.ctl_fd, i as u64, efd) == Ok(0)
             };
             if !ok {
                 crate::fdtable::clear(efd);

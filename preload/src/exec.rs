@@ -323,11 +323,7 @@ pub(crate) fn adopt() {
             .get(slot as usize)
             .map(|h| h.refs.load(Ordering::Acquire) == 0);
         if open == Some(true) && unheld == Some(true) {
-            let _ = c.post(shm_proto::Cmd {
-                op: shm_proto::OP_CLOSE,
-                slot,
-                ..Default::default()
-            });
+            let _ = c.post(slot, shm_proto::Request::Close);
         }
     }
     log!(

@@ -58,16 +58,8 @@ macro_rules! try_sock {
     };
 }
 
-fn cmd(op: u16, slot: u32) -> Cmd {
-    Cmd {
-        op,
-        slot,
-        ..Default::default()
-    }
-}
-
-fn call(s: &S, c: Cmd) -> Result<Evt, i32> {
-    s.c.call(c)
+fn call(s: &S, req: Request) -> Result<Evt, i32> {
+    s.c.call(s.slot, req)
 }
 
 fn res(r: Result<Evt, i32>) -> R {
@@ -132,6 +124,13 @@ pub(crate) unsafe fn read_addr(
         _ => {}
     }
     Ok(w)
+}
+
+/// The address a request may carry. A family other than AF_INET, AF_INET6 or AF_UNSPEC is
+/// answered here, as Linux answers it on an inet socket: it would be a protocol violation on the
+/// wire (the agent drops the whole channel for it).
+fn request_addr(w: WireAddr) -> Result<Addr, i32> {
+    Addr::try_from(w).map_err(|_| libc::EAFNOSUPPORT)
 }
 
 /// Writes a wire address to a user sockaddr with Linux's truncation rule.
@@ -216,11 +215,12 @@ pub(crate) fn socket(domain: i32, ty: i32, proto: i32) -> R {
         let _ = sys::close(shadow);
         return R::Err(libc::EMFILE);
     }
-    let mut cm = cmd(OP_SOCKET, 0);
-    cm.arg[0] = domain as u64;
-    cm.arg[1] = base as u64;
-    cm.arg[2] = proto as u64;
-    let slot = match c.call(cm) {
+    let req = Request::Socket {
+        domain,
+        ty: base,
+        protocol: proto,
+    };
+    let slot = match c.call(0, req) {
         Ok(e) if e.result >= 0 => e.result as u32,
         Ok(e) => {
             let _ = sys::close(shadow);
@@ -241,7 +241,7 @@ pub(crate) fn socket(domain: i32, ty: i32, proto: i32) -> R {
 
 fn init_slot(c: &Channel, slot: u32, domain: i32, nonblock: bool) -> Result<(), ()> {
     let (Some(hs), Some(ctl)) = (c.socks.get(slot as usize), c.region.sock(slot)) else {
-        let _ = c.post(cmd(OP_CLOSE, slot));
+        let _ = c.post(slot, Request::Close);
         return Err(());
     };
     hs.inc.fetch_add(1, Ordering::AcqRel);
@@ -261,7 +261,7 @@ fn init_slot(c: &Channel, slot: u32, domain: i32, nonblock: bool) -> Result<(), 
 pub(crate) fn release(c: &Channel, slot: u32) {
     if let Some(hs) = c.socks.get(slot as usize) {
         if hs.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _ = c.post(cmd(OP_CLOSE, slot));
+            let _ = c.post(slot, Request::Close);
         }
     }
 }
@@ -289,32 +289,26 @@ pub(crate) fn close(fd: i32) -> R {
 pub(crate) fn bind(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> R {
     let s = try_sock!(fd);
     // SAFETY: the application's pointer/length pair, checked by read_addr.
-    let w = match unsafe { read_addr(addr, len) } {
-        Ok(w) => w,
+    let addr = match unsafe { read_addr(addr, len) }.and_then(request_addr) {
+        Ok(a) => a,
         Err(e) => return R::Err(e),
     };
-    let mut cm = cmd(OP_BIND, s.slot);
-    w.to_args(&mut cm.arg);
-    res(call(&s, cm))
+    res(call(&s, Request::Bind { addr }))
 }
 
 pub(crate) fn listen(fd: i32, backlog: i32) -> R {
     let s = try_sock!(fd);
-    let mut cm = cmd(OP_LISTEN, s.slot);
-    cm.arg[0] = backlog as i64 as u64;
-    res(call(&s, cm))
+    res(call(&s, Request::Listen { backlog }))
 }
 
 pub(crate) fn connect(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> R {
     let s = try_sock!(fd);
     // SAFETY: checked by read_addr.
-    let w = match unsafe { read_addr(addr, len) } {
-        Ok(w) => w,
+    let addr = match unsafe { read_addr(addr, len) }.and_then(request_addr) {
+        Ok(a) => a,
         Err(e) => return R::Err(e),
     };
-    let mut cm = cmd(OP_CONNECT, s.slot);
-    w.to_args(&mut cm.arg);
-    match res(call(&s, cm)) {
+    match res(call(&s, Request::Connect { addr, wait: false })) {
         R::Err(libc::EINPROGRESS) => {}
         other => return other,
     }
@@ -354,7 +348,7 @@ pub(crate) fn accept4(
             return R::Err(libc::EINVAL);
         }
         if st.accept_ready.load(Ordering::Acquire) > 0 {
-            match call(&s, cmd(OP_ACCEPT, s.slot)) {
+            match call(&s, Request::Accept { wait: false }) {
                 Ok(e) if e.result >= 0 => break e,
                 Ok(e) if e.result == -(libc::EAGAIN as i64) => {}
                 Ok(e) => return R::Err((-e.result) as i32),
@@ -381,11 +375,11 @@ pub(crate) fn accept4(
         Ok(f) if f < fdtable::MAX_FDS => f as i32,
         Ok(f) => {
             let _ = sys::close(f as i32);
-            let _ = s.c.post(cmd(OP_CLOSE, slot));
+            let _ = s.c.post(slot, Request::Close);
             return R::Err(libc::EMFILE);
         }
         Err(e) => {
-            let _ = s.c.post(cmd(OP_CLOSE, slot));
+            let _ = s.c.post(slot, Request::Close);
             return R::Err(e);
         }
     };
@@ -394,7 +388,7 @@ pub(crate) fn accept4(
         return R::Err(libc::EIO);
     }
     fdtable::set_sock(shadow, slot);
-    let peer = WireAddr::decode(&evt.data[..WireAddr::LEN]);
+    let peer = evt.addr();
     // SAFETY: the application's buffers; write_addr checks null and length.
     if let Err(e) = unsafe { write_addr(&peer, addr, len) } {
         return R::Err(e);
@@ -404,9 +398,7 @@ pub(crate) fn accept4(
 
 pub(crate) fn shutdown(fd: i32, how: i32) -> R {
     let s = try_sock!(fd);
-    let mut cm = cmd(OP_SHUTDOWN, s.slot);
-    cm.arg[0] = how as i64 as u64;
-    res(call(&s, cm))
+    res(call(&s, Request::Shutdown { how }))
 }
 
 pub(crate) fn name(fd: i32, addr: *mut libc::sockaddr, len: *mut libc::socklen_t, peer: bool) -> R {
@@ -414,10 +406,14 @@ pub(crate) fn name(fd: i32, addr: *mut libc::sockaddr, len: *mut libc::socklen_t
     if addr.is_null() || len.is_null() {
         return R::Err(libc::EFAULT);
     }
-    let op = if peer { OP_GETPEERNAME } else { OP_GETSOCKNAME };
-    match call(&s, cmd(op, s.slot)) {
+    let req = if peer {
+        Request::GetPeerName
+    } else {
+        Request::GetSockName
+    };
+    match call(&s, req) {
         Ok(e) if e.result >= 0 => {
-            let w = WireAddr::decode(&e.data[..WireAddr::LEN]);
+            let w = e.addr();
             // SAFETY: non-null application buffers.
             match unsafe { write_addr(&w, addr, len) } {
                 Ok(()) => R::Ok(0),
@@ -662,8 +658,8 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
                     // bytes for another process's reader meanwhile (OP_RX_CLAIM); then they are
                     // not ours and what we copied is dropped.
                     if rx.cas_head(head, head.wrapping_add(want as u32)) {
-                        if st.rx_blocked.swap(0, Ordering::SeqCst) == 1 {
-                            let _ = s.c.post(cmd(OP_RX_SPACE, s.slot));
+                        if wake::rx_space_needed(&st.rx_blocked) {
+                            let _ = s.c.post(s.slot, Request::RxSpace);
                         }
                         got += want;
                     }
@@ -736,8 +732,8 @@ pub(crate) fn send(fd: i32, iov: &Iov, flags: i32) -> R {
 }
 
 pub(crate) fn kick(s: &S) -> Result<(), i32> {
-    if s.ctl.host.0.tx_kick.swap(1, Ordering::SeqCst) == 0 {
-        s.c.post(cmd(OP_TX_KICK, s.slot))?;
+    if wake::kick_needed(&s.ctl.host.0.tx_kick) {
+        s.c.post(s.slot, Request::TxKick)?;
     }
     Ok(())
 }
@@ -1167,23 +1163,32 @@ pub(crate) fn setsockopt(
         );
         return R::Err(libc::EINVAL);
     }
-    if len as usize > MAX_OPTVAL {
-        let mut cm = cmd(OP_SETSOCKOPT, s.slot);
-        cm.arg[0] = (level as u32 as u64) | ((name as u32 as u64) << 32);
-        cm.arg[1] = len as u64;
+    let v: &[u8] = if len > 0 {
         // SAFETY: val has len readable bytes (application's contract).
-        let v = unsafe { core::slice::from_raw_parts(val as *const u8, len as usize) };
-        return res(s.c.call_opt(cm, v, &mut []));
+        unsafe { core::slice::from_raw_parts(val as *const u8, len as usize) }
+    } else {
+        &[]
+    };
+    let len = len as usize;
+    if len > MAX_OPTVAL {
+        let req = |cell| Request::SetSockOpt {
+            level,
+            name,
+            len,
+            val: OptVal::Cell(cell),
+        };
+        return res(s.c.call_opt(s.slot, req, v, &mut []));
     }
-    let mut cm = cmd(OP_SETSOCKOPT, s.slot);
-    cm.arg[0] = (level as u32 as u64) | ((name as u32 as u64) << 32);
-    cm.arg[1] = len as u64;
-    if len > 0 {
-        // SAFETY: val has len readable bytes (application's contract).
-        let v = unsafe { core::slice::from_raw_parts(val as *const u8, len as usize) };
-        bytes_to_args(v, &mut cm.arg[2..6]);
-    }
-    res(call(&s, cm))
+    let val = OptVal::inline(v);
+    res(call(
+        &s,
+        Request::SetSockOpt {
+            level,
+            name,
+            len,
+            val,
+        },
+    ))
 }
 
 fn put_int(val: *mut libc::c_void, len: *mut libc::socklen_t, v: i32) -> R {
@@ -1247,14 +1252,17 @@ pub(crate) fn getsockopt(
             _ => {}
         }
     }
-    let mut cm = cmd(OP_GETSOCKOPT, s.slot);
-    cm.arg[0] = (level as u32 as u64) | ((name as u32 as u64) << 32);
     if cap as usize > MAX_OPTVAL {
         let want = (cap as usize).min(OPT_SIZE);
-        cm.arg[1] = want as u64;
+        let req = |cell| Request::GetSockOpt {
+            level,
+            name,
+            len: want,
+            cell: Some(cell),
+        };
         // SAFETY: val has cap >= want writable bytes (application's contract).
         let out = unsafe { core::slice::from_raw_parts_mut(val as *mut u8, want) };
-        return match s.c.call_opt(cm, &[], out) {
+        return match s.c.call_opt(s.slot, req, &[], out) {
             Ok(e) if e.result >= 0 => {
                 // SAFETY: len non-null.
                 unsafe { *len = (e.result as usize).min(want) as libc::socklen_t };
@@ -1264,13 +1272,19 @@ pub(crate) fn getsockopt(
             Err(e) => R::Err(e),
         };
     }
-    cm.arg[1] = (cap as usize).min(MAX_OPTVAL) as u64;
-    match call(&s, cm) {
+    let req = Request::GetSockOpt {
+        level,
+        name,
+        len: (cap as usize).min(MAX_OPTVAL),
+        cell: None,
+    };
+    match call(&s, req) {
         Ok(e) if e.result >= 0 => {
-            let n = (e.result as usize).min(cap as usize).min(e.data.len());
+            let v = e.value();
+            let n = v.len().min(cap as usize);
             // SAFETY: val has cap writable bytes; len non-null.
             unsafe {
-                core::ptr::copy_nonoverlapping(e.data.as_ptr(), val as *mut u8, n);
+                core::ptr::copy_nonoverlapping(v.as_ptr(), val as *mut u8, n);
                 *len = n as libc::socklen_t;
             }
             R::Ok(0)
@@ -1382,15 +1396,8 @@ pub(crate) fn fork_prepare() -> u64 {
     if c.is_dead() || !c.has_sockets() {
         return 0;
     }
-    match c.call(Cmd {
-        op: OP_FORK,
-        ..Default::default()
-    }) {
-        Ok(e) if e.result >= 0 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&e.data[..8]);
-            u64::from_le_bytes(b)
-        }
+    match c.call(0, Request::Fork) {
+        Ok(e) if e.result >= 0 => e.secret(),
         Ok(e) => {
             log!(util::WARN, "fork: the agent gave no ticket (errno {}); the child will not have the offloaded sockets", -e.result);
             0
@@ -1402,13 +1409,11 @@ pub(crate) fn fork_prepare() -> u64 {
 /// After fork, in the parent: let the agent tie the ticket to the child's life.
 pub(crate) fn fork_parent(secret: u64, pid: i32) {
     if let Some(c) = crate::channel_if_attached() {
-        let mut cm = Cmd {
-            op: OP_FORK_CHILD,
-            ..Default::default()
+        let req = Request::ForkChild {
+            secret,
+            pid: pid as u64,
         };
-        cm.arg[0] = secret;
-        cm.arg[1] = pid as u64;
-        let _ = c.call(cm);
+        let _ = c.call(0, req);
     }
 }
 
@@ -1430,7 +1435,7 @@ pub(crate) fn want_rx(s: &S, force: bool) {
         return;
     }
     s.hs.claim_ns.store(now, Ordering::Relaxed);
-    let _ = s.c.post(cmd(OP_RX_CLAIM, s.slot));
+    let _ = s.c.post(s.slot, Request::RxClaim);
 }
 
 /// The connection's bytes flow to another process holding it (`SF_PASSIVE`): readers here must

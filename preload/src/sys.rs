@@ -132,6 +132,10 @@ pub(crate) fn mmap_shared(fd: i32, len: usize) -> SysResult {
     )
 }
 
+pub(crate) fn munmap(base: *mut u8, len: usize) -> SysResult {
+    sc!(libc::SYS_munmap, base, len)
+}
+
 pub(crate) fn eventfd(flags: i32) -> SysResult {
     sc!(libc::SYS_eventfd2, 0, flags)
 }

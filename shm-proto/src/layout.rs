@@ -223,9 +223,9 @@ pub const OP_GETSOCKNAME: u16 = 8;
 pub const OP_GETPEERNAME: u16 = 9;
 pub const OP_SETSOCKOPT: u16 = 10;
 pub const OP_GETSOCKOPT: u16 = 11;
-/// New bytes in the TX stream (sent only when `SockHost::tx_kick` went 0 -> 1).
+/// New bytes in the TX stream (sent only when `SockHost::tx_kick` went 0 -> 1: `wake::kick_needed`).
 pub const OP_TX_KICK: u16 = 12;
-/// The host consumed RX after the agent set `rx_blocked`.
+/// The host consumed RX after the agent set `rx_blocked` (`wake::rx_space_needed`).
 pub const OP_RX_SPACE: u16 = 13;
 /// No operation; completes with 0 (used by benchmarks for the channel round trip).
 pub const OP_NOP: u16 = 14;
@@ -258,83 +258,6 @@ pub const CF_OPTBUF: u16 = 2;
 pub const OPT_CELLS: usize = 256;
 /// Bytes of one option buffer cell (struct tcp_info, TCP_MD5SIG keys, ...).
 pub const OPT_SIZE: usize = 512;
-
-/// A socket address as carried in commands and events: the `sockaddr_in6` layout for both families.
-/// `port` is in network byte order, as in `sockaddr_in(6)`. For AF_INET the address is `addr[..4]`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WireAddr {
-    pub family: u16,
-    pub port: u16,
-    pub flowinfo: u32,
-    pub addr: [u8; 16],
-    pub scope_id: u32,
-}
-
-impl WireAddr {
-    /// Bytes of the encoded form.
-    pub const LEN: usize = 28;
-
-    pub fn encode(&self) -> [u8; Self::LEN] {
-        let mut b = [0u8; Self::LEN];
-        b[0..2].copy_from_slice(&self.family.to_ne_bytes());
-        b[2..4].copy_from_slice(&self.port.to_ne_bytes());
-        b[4..8].copy_from_slice(&self.flowinfo.to_ne_bytes());
-        b[8..24].copy_from_slice(&self.addr);
-        b[24..28].copy_from_slice(&self.scope_id.to_ne_bytes());
-        b
-    }
-
-    pub fn decode(b: &[u8]) -> Self {
-        let mut a = WireAddr::default();
-        if b.len() < Self::LEN {
-            return a;
-        }
-        a.family = u16::from_ne_bytes([b[0], b[1]]);
-        a.port = u16::from_ne_bytes([b[2], b[3]]);
-        a.flowinfo = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
-        a.addr.copy_from_slice(&b[8..24]);
-        a.scope_id = u32::from_ne_bytes([b[24], b[25], b[26], b[27]]);
-        a
-    }
-
-    /// Packs into command words `arg[i..i+4]` (28 bytes in 32).
-    pub fn to_args(&self, args: &mut [u64]) {
-        let mut b = [0u8; 32];
-        b[..Self::LEN].copy_from_slice(&self.encode());
-        for (i, w) in args.iter_mut().take(4).enumerate() {
-            *w = u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        }
-    }
-
-    pub fn from_args(args: &[u64]) -> Self {
-        let mut b = [0u8; 32];
-        for (i, w) in args.iter().take(4).enumerate() {
-            b[i * 8..i * 8 + 8].copy_from_slice(&w.to_ne_bytes());
-        }
-        Self::decode(&b)
-    }
-}
-
-/// Packs bytes into command words (for socket option values).
-pub fn bytes_to_args(src: &[u8], args: &mut [u64]) {
-    let mut b = [0u8; 48];
-    let n = src.len().min(args.len() * 8).min(48);
-    b[..n].copy_from_slice(&src[..n]);
-    for (i, w) in args.iter_mut().enumerate() {
-        *w = u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-    }
-}
-
-/// Unpacks command words into bytes.
-pub fn args_to_bytes(args: &[u64], dst: &mut [u8]) {
-    let mut b = [0u8; 48];
-    for (i, w) in args.iter().take(6).enumerate() {
-        b[i * 8..i * 8 + 8].copy_from_slice(&w.to_ne_bytes());
-    }
-    let n = dst.len().min(args.len() * 8).min(48);
-    dst[..n].copy_from_slice(&b[..n]);
-}
 
 #[cfg(not(loom))]
 const _: () = {

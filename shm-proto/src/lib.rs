@@ -20,20 +20,28 @@
 //! reading out of bounds. This crate holds no OS code; the endpoints (`preload`, `nic-agent`) map the
 //! memory and provide futex/eventfd doorbells. See `docs/channel.md` for the protocol.
 
-#![cfg_attr(not(any(test, loom)), no_std)]
+#![cfg_attr(not(any(test, loom, feature = "std")), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod addr;
+#[cfg(feature = "std")]
+pub mod attach;
 pub mod changed;
+pub mod completion;
 pub mod layout;
 pub mod msg;
 mod primitive;
 pub mod region;
+pub mod request;
 pub mod ring;
 pub mod stream;
 pub mod wake;
 
+pub use addr::{Addr, WireAddr};
+pub use completion::Payload;
 pub use layout::*;
 pub use region::{Region, RegionError};
+pub use request::{DecodeError, OptVal, Request};
 pub use ring::{Consumer, Producer};
 pub use stream::Stream;
 

@@ -18,7 +18,12 @@
 //!   and blocks only while the word still holds that value, so a bump between re-check and block is
 //!   never lost.
 //!
-//! `tests/loom_wake.rs` model-checks both forms with these very functions.
+//! * kick form (`SockHost::tx_kick`, `SockState::rx_blocked`): a per-socket flag that says whether
+//!   the stream's consumer will look at the stream again by itself. The "doorbell" is a command on
+//!   the ring (`OP_TX_KICK`, `OP_RX_SPACE`), so the flag also keeps those commands to one per
+//!   need. Same shape as the flag form, described at [`kick_needed`] and [`rx_block`].
+//!
+//! `tests/loom_wake.rs` model-checks every form with these very functions.
 
 use crate::primitive::{AtomicU32, Ordering};
 
@@ -53,4 +58,48 @@ pub fn finish_wait(waiters: &AtomicU32) {
 pub fn bump(seq: &AtomicU32, waiters: &AtomicU32) -> bool {
     seq.fetch_add(1, Ordering::AcqRel);
     waiters.fetch_add(0, Ordering::AcqRel) != 0
+}
+
+// Kick form. TX: the host produces into the TX stream, the agent drains it; `tx_kick` = 1 means
+// "an OP_TX_KICK is on its way, the agent will look at tx_tail again". RX: the agent produces into
+// the RX stream, the host drains it; `rx_blocked` = 1 means "the agent found RX full and stopped
+// reading: it will not look at rx_head again until an OP_RX_SPACE".
+
+/// TX kick, host, after publishing `tx_tail`: true when it must post `OP_TX_KICK`.
+///
+/// Nothing published is ever left in the stream unseen: the host's swap and the agent's
+/// [`kick_taken`] are RMWs on one word, so one comes first. Host first: the agent's swap reads the
+/// 1 and with it (Acquire) the host's publication, so its read of `tx_tail` that follows sees the
+/// bytes. Agent first: the host's swap reads the agent's 0 and posts a new kick, after which the
+/// agent reads `tx_tail` again. At most one kick per socket is outstanding.
+pub fn kick_needed(tx_kick: &AtomicU32) -> bool {
+    tx_kick.swap(1, Ordering::AcqRel) == 0
+}
+
+/// TX kick, agent, on `OP_TX_KICK`, *before* it reads `tx_tail`: re-arms the host's kick.
+pub fn kick_taken(tx_kick: &AtomicU32) {
+    tx_kick.swap(0, Ordering::AcqRel);
+}
+
+/// RX blocked, agent, when RX looked full: announce; then re-check the free space; then stop
+/// reading, or [`rx_unblock`] and go on when the re-check found room.
+///
+/// The host may drain RX at any moment and never sleeps on the agent's behalf, so what must not be
+/// lost is the agent's next look: either the host's [`rx_space_needed`] swap comes after this one
+/// and reads the 1 (and posts `OP_RX_SPACE`), or it came before, and this swap acquires the host's
+/// publication of `rx_head` so the re-check sees the room. The flag form with the agent as the
+/// sleeper and `OP_RX_SPACE` as the doorbell.
+pub fn rx_block(rx_blocked: &AtomicU32) {
+    rx_blocked.swap(1, Ordering::AcqRel);
+}
+
+/// RX blocked, agent: the re-check after [`rx_block`] found room. An `OP_RX_SPACE` the host posts
+/// meanwhile is harmless (one more look).
+pub fn rx_unblock(rx_blocked: &AtomicU32) {
+    rx_blocked.swap(0, Ordering::AcqRel);
+}
+
+/// RX blocked, host, after publishing `rx_head`: true when it must post `OP_RX_SPACE`.
+pub fn rx_space_needed(rx_blocked: &AtomicU32) -> bool {
+    rx_blocked.swap(0, Ordering::AcqRel) != 0
 }

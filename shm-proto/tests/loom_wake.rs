@@ -1,6 +1,7 @@
 //! Model check of the wake protocol (`shm_proto::wake`) as `docs/channel.md` uses it.
 //!
-//! Also checked: the epoll changed-slot bitmap (`shm_proto::changed`) inside the flag form.
+//! Also checked: the epoll changed-slot bitmap (`shm_proto::changed`) inside the flag form, and the
+//! per-socket kick form (`tx_kick`, `rx_blocked`), whose doorbell is a command on the ring.
 //!
 //! Run with:
 //! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=/work/target-loom cargo test -p shm-proto --test loom_wake --release`
@@ -30,7 +31,10 @@ use loom::thread;
 use shm_proto::changed::{mark, take};
 use shm_proto::layout::{Cmd, Line, RingHdr};
 use shm_proto::ring::{Consumer, Producer};
-use shm_proto::wake::{announce, bump, finish_wait, must_ring, prepare_wait, retract};
+use shm_proto::wake::{
+    announce, bump, finish_wait, kick_needed, kick_taken, must_ring, prepare_wait, retract,
+    rx_block, rx_space_needed, rx_unblock,
+};
 use std::mem::ManuallyDrop;
 
 /// Runs `f` under loom. `bound` caps preemptions for models whose full state space takes minutes
@@ -145,6 +149,16 @@ struct KeepOnPanic<T>(ManuallyDrop<T>);
 impl<T> KeepOnPanic<T> {
     fn new(v: T) -> Self {
         KeepOnPanic(ManuallyDrop::new(v))
+    }
+}
+
+impl<T> KeepOnPanic<T> {
+    /// The value, no longer guarded.
+    fn take(mut self) -> ManuallyDrop<T> {
+        // SAFETY: `self` is forgotten right after, so the value is moved out exactly once.
+        let v = unsafe { ManuallyDrop::take(&mut self.0) };
+        std::mem::forget(self);
+        ManuallyDrop::new(v)
     }
 }
 
@@ -509,5 +523,196 @@ fn lost_wakeup_changed_bitmap_ring_before_mark() {
         };
         ready_host(&ch, &[0], &[]);
         a.join().unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kick form: `tx_kick` and `rx_blocked`. The doorbell is a command (OP_TX_KICK, OP_RX_SPACE),
+// modelled as a `Doorbell`: the receiver blocks until one arrived. A lost command leaves the
+// receiver blocked forever with bytes in the stream: loom reports a deadlock.
+
+/// TX: `tail` is `tx_tail` (bytes the host published), `kick` is `SockHost::tx_kick`, `bell` the
+/// OP_TX_KICK commands on the ring.
+#[derive(Default)]
+struct TxChannel {
+    tail: AtomicU32,
+    kick: AtomicU32,
+    bell: Doorbell,
+}
+
+/// The host's `send`: publish, then post a kick unless one is outstanding.
+fn tx_host(ch: &TxChannel, writes: u32) {
+    for i in 1..=writes {
+        ch.tail.store(i, Ordering::Release);
+        if kick_needed(&ch.kick) {
+            ch.bell.signal();
+        }
+    }
+}
+
+/// The agent: on each kick, re-arm, then drain up to the tail it reads. It has nothing else that
+/// would make it look (no writability event in this model), so every byte needs a kick.
+fn tx_agent(ch: &TxChannel, writes: u32, rearm_first: bool) {
+    let mut head = 0;
+    while head < writes {
+        ch.bell.wait();
+        if rearm_first {
+            kick_taken(&ch.kick);
+            head = ch.tail.load(Ordering::Acquire);
+        } else {
+            head = ch.tail.load(Ordering::Acquire);
+            kick_taken(&ch.kick);
+        }
+    }
+}
+
+#[test]
+fn tx_kick_no_lost_bytes() {
+    model(None, || {
+        let ch = Arc::new(TxChannel::default());
+        let h = {
+            let ch = ch.clone();
+            thread::spawn(move || tx_host(&ch, 2))
+        };
+        tx_agent(&ch, 2, true);
+        h.join().unwrap();
+    });
+}
+
+/// Two host threads sending on one socket (the flag is per socket, not per thread).
+#[test]
+fn tx_kick_two_writers() {
+    model(Some(4), || {
+        let ch = Arc::new(TxChannel::default());
+        let a = {
+            let ch = ch.clone();
+            thread::spawn(move || {
+                ch.tail.fetch_add(1, Ordering::AcqRel);
+                if kick_needed(&ch.kick) {
+                    ch.bell.signal();
+                }
+            })
+        };
+        let b = {
+            let ch = ch.clone();
+            thread::spawn(move || {
+                ch.tail.fetch_add(1, Ordering::AcqRel);
+                if kick_needed(&ch.kick) {
+                    ch.bell.signal();
+                }
+            })
+        };
+        tx_agent(&ch, 2, true);
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+}
+
+/// The bug the order exists to prevent: read the tail, then re-arm. Bytes published in between
+/// find the kick still outstanding, post nothing, and are never drained.
+#[test]
+#[should_panic(expected = "deadlock")]
+fn lost_wakeup_tx_kick_rearmed_after_read() {
+    model(None, || {
+        let ch = KeepOnPanic::new(Arc::new(TxChannel::default()));
+        let h = {
+            let ch = Arc::clone(&ch);
+            thread::spawn(move || tx_host(&ch, 2))
+        };
+        tx_agent(&ch, 2, false);
+        h.join().unwrap();
+    });
+}
+
+/// RX: the agent produces into a stream of `CAP` bytes, the host consumes. `blocked` is
+/// `SockState::rx_blocked`, `space` the OP_RX_SPACE commands; the host waits for bytes on the
+/// socket's futex (`seq`/`waiters`, the sequence form), as `recv` does.
+#[derive(Default)]
+struct RxChannel {
+    tail: AtomicU32,
+    head: AtomicU32,
+    blocked: AtomicU32,
+    space: Doorbell,
+    seq: AtomicU32,
+    waiters: AtomicU32,
+    futex: Futex,
+}
+
+const CAP: u32 = 1;
+
+/// `sock::pump_rx`: write while there is room; when full, announce, re-check, and stop until an
+/// OP_RX_SPACE (`recheck` false: the bug, no re-check after the announcement).
+fn rx_agent(ch: &RxChannel, items: u32, recheck: bool) {
+    let mut tail = 0;
+    while tail < items {
+        if tail.wrapping_sub(ch.head.load(Ordering::Acquire)) < CAP {
+            tail += 1;
+            ch.tail.store(tail, Ordering::Release);
+            if bump(&ch.seq, &ch.waiters) {
+                ch.futex.wake_all();
+            }
+            continue;
+        }
+        rx_block(&ch.blocked);
+        if recheck && tail.wrapping_sub(ch.head.load(Ordering::Acquire)) < CAP {
+            rx_unblock(&ch.blocked);
+            continue;
+        }
+        ch.space.wait();
+    }
+}
+
+/// The host's `recv`: consume what is there, publish the head, post OP_RX_SPACE when the agent
+/// stopped; with nothing to read, sleep on the futex.
+fn rx_host(ch: &RxChannel, items: u32) {
+    let mut head = 0;
+    while head < items {
+        let tail = ch.tail.load(Ordering::Acquire);
+        if tail != head {
+            head = tail;
+            ch.head.store(head, Ordering::Release);
+            if rx_space_needed(&ch.blocked) {
+                ch.space.signal();
+            }
+            continue;
+        }
+        let seen = prepare_wait(&ch.seq, &ch.waiters);
+        if ch.tail.load(Ordering::Acquire) != head {
+            finish_wait(&ch.waiters);
+            continue;
+        }
+        ch.futex.wait(&ch.seq, seen);
+        finish_wait(&ch.waiters);
+    }
+}
+
+#[test]
+fn rx_blocked_no_lost_space() {
+    model(Some(5), || {
+        let ch = Arc::new(RxChannel::default());
+        let a = {
+            let ch = ch.clone();
+            thread::spawn(move || rx_agent(&ch, 2, true))
+        };
+        rx_host(&ch, 2);
+        a.join().unwrap();
+    });
+}
+
+/// The bug: announce "blocked" without looking again. The host drained (and saw no flag) between
+/// the agent's full check and its announcement; nobody posts OP_RX_SPACE.
+#[test]
+#[should_panic(expected = "deadlock")]
+fn lost_wakeup_rx_blocked_without_recheck() {
+    model(Some(5), || {
+        // The agent runs on the model's main thread, so the deadlock is found while it waits for
+        // OP_RX_SPACE (a join that never returns would unwind through loom's JoinHandle).
+        let ch = KeepOnPanic::new(Arc::new(RxChannel::default()));
+        let h = KeepOnPanic::new({
+            let ch = Arc::clone(&ch);
+            thread::spawn(move || rx_host(&ch, 2))
+        });
+        rx_agent(&ch, 2, false);
+        ManuallyDrop::into_inner(h.take()).join().unwrap();
     });
 }

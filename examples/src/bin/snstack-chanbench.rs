@@ -12,9 +12,10 @@
 //! Round trips are timed per iteration with `Instant` (one clock read per trip); medians and p99
 //! are reported. `--json` adds one JSON object per line after the table.
 
-use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, MSG_LEN};
+use shm_proto::attach;
+use shm_proto::msg::{Hello, HELLO_ATTACH};
 use shm_proto::region::Geometry;
-use shm_proto::{wake, Cmd, Region, EV_COMPLETION, OP_NOP};
+use shm_proto::{wake, Cmd, Region, Request, EV_COMPLETION};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::hint::{black_box, spin_loop};
 use std::io::Error;
@@ -143,17 +144,19 @@ fn cacheline_rtt(cpus: (usize, usize), iters: usize, warmup: usize) -> Rtt {
 // ---------------------------------------------------------------------------------------------
 // (b) channel round trip through the agent
 
-/// A region mapping received from the agent.
+/// A region mapping received from the agent (`shm_proto::attach`, as the host library does).
 struct Attached {
     _ctl: OwnedFd,
     bell: OwnedFd,
     base: *mut u8,
     len: usize,
+    region: Region,
 }
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        // SAFETY: unmaps the mapping made in `attach`; no view is used after this.
+        // SAFETY: unmaps the mapping `attach` made; `region` goes with `self` and no view of the
+        // mapping outlives it.
         unsafe { libc::munmap(self.base.cast(), self.len) };
     }
 }
@@ -162,116 +165,27 @@ fn os_err(what: &str) -> String {
     format!("{what}: {}", Error::last_os_error())
 }
 
-/// Attaches like the host library: SEQPACKET connect, Hello, Reply + [memfd, doorbell], mmap.
 fn attach(path: &str) -> Result<Attached, String> {
-    // SAFETY: plain socket call.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(os_err("socket"));
-    }
-    // SAFETY: fd is a fresh socket we own.
-    let ctl = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: a zeroed sockaddr_un is valid.
-    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    if path.len() >= sa.sun_path.len() {
-        return Err(format!("socket path too long: {path}"));
-    }
-    for (d, s) in sa.sun_path.iter_mut().zip(path.bytes()) {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: sa is a valid sockaddr_un of the given length.
-    let r = unsafe {
-        libc::connect(
-            fd,
-            &sa as *const libc::sockaddr_un as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(os_err(&format!("connect {path}")));
-    }
-    let hello = Hello::new(HELLO_ATTACH, 0).encode();
-    // SAFETY: sends a live 32-byte buffer.
-    let n = unsafe { libc::send(fd, hello.as_ptr().cast(), hello.len(), libc::MSG_NOSIGNAL) };
-    if n != hello.len() as isize {
-        return Err(os_err("send Hello"));
-    }
-    let mut buf = [0u8; 64];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut cbuf = [0u64; 8];
-    // SAFETY: a zeroed msghdr is valid; it is filled with pointers to live locals.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
-    // SAFETY: msg describes valid buffers.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(os_err("recvmsg Reply"));
-    }
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    // SAFETY: walks the control buffer the kernel filled, with the libc macros; each fd received
-    // is taken into an OwnedFd exactly once.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let cnt = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
-                for i in 0..cnt {
-                    let f = std::ptr::read_unaligned((libc::CMSG_DATA(c) as *const i32).add(i));
-                    fds.push(OwnedFd::from_raw_fd(f));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    if n as usize != MSG_LEN {
-        return Err(format!("reply of {n} bytes, want {MSG_LEN}"));
-    }
-    let reply = Reply::decode(&buf[..MSG_LEN]).ok_or("reply with bad magic")?;
-    if reply.status != 0 {
-        return Err(format!(
-            "agent refused: {}",
-            Error::from_raw_os_error(reply.status as i32)
-        ));
-    }
-    if fds.len() != 2 {
-        return Err(format!("reply carried {} fds, want 2", fds.len()));
-    }
-    let bell = fds.pop().ok_or("no doorbell")?;
-    let memfd = fds.pop().ok_or("no memfd")?;
-    let len = usize::try_from(reply.len).map_err(|_| "region too large")?;
-    // SAFETY: maps `len` bytes of the agent's memfd shared; the result is checked.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            memfd.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(os_err("mmap region"));
-    }
+    let a = attach::attach(
+        &mut attach::LibcSys::default(),
+        path.as_bytes(),
+        Hello::new(HELLO_ATTACH, 0),
+    )
+    .map_err(|e| format!("attach to {path}: {e}"))?;
     Ok(Attached {
-        _ctl: ctl,
-        bell,
-        base: p.cast(),
-        len,
+        // SAFETY: both fds are ours alone from here on (`Attached` hands them over).
+        _ctl: unsafe { OwnedFd::from_raw_fd(a.ctl) },
+        // SAFETY: as above.
+        bell: unsafe { OwnedFd::from_raw_fd(a.bell) },
+        base: a.base,
+        len: a.len,
+        region: a.region,
     })
 }
 
 fn agent_rtt(path: &str, iters: usize, warmup: usize) -> Result<Rtt, String> {
     let a = attach(path)?;
-    // SAFETY: `a` maps `a.len` bytes and outlives `region` (both end with this function).
-    let region = unsafe { Region::attach(a.base, a.len) }.map_err(|e| format!("attach: {e}"))?;
+    let region = &a.region;
     let hdr = region.header();
     let mut cmds = region.cmd_producer();
     let mut evts = region.evt_consumer();
@@ -280,9 +194,8 @@ fn agent_rtt(path: &str, iters: usize, warmup: usize) -> Result<Rtt, String> {
     for i in 0..(iters + warmup) as u64 {
         let tag = i + 1;
         let c = Cmd {
-            op: OP_NOP,
             tag,
-            ..Cmd::default()
+            ..Request::Nop.to_cmd(0)
         };
         let t0 = Instant::now();
         while !cmds.push(c).map_err(|e| e.to_string())? {

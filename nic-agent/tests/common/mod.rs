@@ -14,10 +14,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, HELLO_WAITER, MSG_LEN};
+use shm_proto::attach::{self, Sys};
+use shm_proto::msg::{Hello, HELLO_ATTACH};
 use shm_proto::*;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// libc system calls for `shm_proto::attach`, every reply bounded by `TIMEOUT`.
+pub fn sys() -> attach::LibcSys {
+    attach::LibcSys {
+        reply_timeout_ms: Some(TIMEOUT.as_millis() as i32),
+    }
+}
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_snstack-agent")
@@ -128,80 +136,19 @@ impl Drop for Agent {
     }
 }
 
-pub fn connect_seqpacket(path: &Path) -> std::io::Result<OwnedFd> {
-    // SAFETY: plain socket(2).
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fresh fd owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_un is plain old data.
-    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, s) in a.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
-        *d = *s as libc::c_char;
-    }
-    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: `a` is a valid sockaddr_un.
-    if unsafe { libc::connect(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+/// A connected control socket (the agent is up), without any hello.
+pub fn connect_seqpacket(path: &Path) -> Result<OwnedFd, i32> {
+    let mut s = sys();
+    // SAFETY: a fresh fd owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(s.seqpacket()?) };
+    s.connect_unix(fd.as_raw_fd(), path.as_os_str().as_bytes())?;
     Ok(fd)
-}
-
-/// Receives one datagram and up to 4 fds, waiting at most `TIMEOUT`.
-pub fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> (usize, Vec<OwnedFd>) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let r = unsafe { libc::poll(&mut pfd, 1, TIMEOUT.as_millis() as i32) };
-    assert_eq!(r, 1, "no reply from the agent");
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    #[repr(C, align(8))]
-    struct Cbuf([u8; 64]);
-    let mut cbuf = Cbuf([0; 64]);
-    // SAFETY: msghdr is plain old data.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.0.as_mut_ptr().cast();
-    msg.msg_controllen = cbuf.0.len() as _;
-    // SAFETY: msg points at valid buffers.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
-    let mut fds = Vec::new();
-    // SAFETY: msg was filled by recvmsg.
-    let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    if !c.is_null() {
-        // SAFETY: `c` points at a header inside cbuf.
-        let (lvl, ty, clen) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len as usize) };
-        if lvl == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
-            // SAFETY: arithmetic only.
-            let count = (clen - unsafe { libc::CMSG_LEN(0) } as usize) / 4;
-            for i in 0..count {
-                // SAFETY: the kernel wrote `count` fds after the header.
-                let raw =
-                    unsafe { std::ptr::read_unaligned((libc::CMSG_DATA(c) as *const i32).add(i)) };
-                // SAFETY: a freshly received fd, owned by us.
-                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
-            }
-        }
-    }
-    (n as usize, fds)
 }
 
 /// A host endpoint, as the preload library would hold it.
 pub struct Host {
     pub ctl: OwnedFd,
     pub bell: OwnedFd,
-    pub _memfd: OwnedFd,
     pub base: *mut u8,
     pub len: usize,
     pub region: Region,
@@ -216,47 +163,28 @@ impl Host {
         Host::attach_as(path, HELLO_ATTACH, 0).unwrap_or_else(|st| panic!("attach refused: {st}"))
     }
 
-    /// Attaches with `Hello{kind, arg}`; `Err(status)` when the agent refuses (no fds then).
+    /// Attaches with `Hello{kind, arg}` (`shm_proto::attach`, as the library does); `Err(status)`
+    /// when the agent refuses.
     pub fn attach_as(path: &Path, kind: u32, arg: u64) -> Result<Host, u32> {
-        let ctl = connect_seqpacket(path).expect("connect to agent");
-        let h = Hello::new(kind, arg).encode();
-        // SAFETY: `h` is readable.
-        let n = unsafe { libc::send(ctl.as_raw_fd(), h.as_ptr().cast(), h.len(), 0) };
-        assert_eq!(n, MSG_LEN as isize);
-        let mut b = [0u8; MSG_LEN];
-        let (n, mut fds) = recv_with_fds(ctl.as_raw_fd(), &mut b);
-        let r = Reply::decode(&b[..n]).expect("reply");
-        if r.status != 0 {
-            assert!(fds.is_empty(), "no fds with a refusal");
-            return Err(r.status);
-        }
-        assert_eq!(fds.len(), 2, "memfd and doorbell expected");
-        let bell = fds.pop().unwrap();
-        let memfd = fds.pop().unwrap();
-        let len = r.len as usize;
-        // SAFETY: mapping the memfd the agent sized to `len`.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                memfd.as_raw_fd(),
-                0,
-            )
+        let a = match attach::attach(
+            &mut sys(),
+            path.as_os_str().as_bytes(),
+            Hello::new(kind, arg),
+        ) {
+            Ok(a) => a,
+            Err(attach::AttachError::Refused(st)) => return Err(st),
+            Err(e) => panic!("attach: {e}"),
         };
-        assert_ne!(base, libc::MAP_FAILED);
-        // SAFETY: `base..base+len` is mapped until Drop.
-        let region = unsafe { Region::attach(base.cast(), len) }.expect("valid region");
         Ok(Host {
-            ctl,
-            bell,
-            _memfd: memfd,
-            base: base.cast(),
-            len,
-            cmds: region.cmd_producer(),
-            evts: region.evt_consumer(),
-            region,
+            // SAFETY: both fds are ours alone from here on (`Attached` hands them over).
+            ctl: unsafe { OwnedFd::from_raw_fd(a.ctl) },
+            // SAFETY: as above.
+            bell: unsafe { OwnedFd::from_raw_fd(a.bell) },
+            base: a.base,
+            len: a.len,
+            cmds: a.region.cmd_producer(),
+            evts: a.region.evt_consumer(),
+            region: a.region,
             next_tag: 1,
             stash: HashMap::new(),
         })
@@ -279,17 +207,12 @@ impl Host {
         self.ring();
     }
 
-    pub fn submit(&mut self, op: u16, flags: u16, slot: u32, args: &[u64]) -> u64 {
+    /// Pushes `req` for `slot` with a fresh tag; returns the tag.
+    pub fn submit(&mut self, slot: u32, req: Request) -> u64 {
         let tag = self.next_tag;
         self.next_tag += 1;
-        let mut c = Cmd {
-            op,
-            flags,
-            slot,
-            tag,
-            ..Default::default()
-        };
-        c.arg[..args.len()].copy_from_slice(args);
+        let mut c = req.to_cmd(slot);
+        c.tag = tag;
         self.push(c);
         tag
     }
@@ -327,8 +250,8 @@ impl Host {
         None
     }
 
-    pub fn call(&mut self, op: u16, flags: u16, slot: u32, args: &[u64]) -> Evt {
-        let t = self.submit(op, flags, slot, args);
+    pub fn call(&mut self, slot: u32, req: Request) -> Evt {
+        let t = self.submit(slot, req);
         self.wait(t)
     }
 
@@ -346,12 +269,8 @@ impl Host {
         rx.copy_out(head, &mut buf);
         rx.publish_head(head.wrapping_add(n as u32));
         out.extend_from_slice(&buf);
-        if self.sock(slot).state.0.rx_blocked.swap(0, Ordering::SeqCst) == 1 {
-            self.push(Cmd {
-                op: OP_RX_SPACE,
-                slot,
-                ..Default::default()
-            });
+        if wake::rx_space_needed(&self.sock(slot).state.0.rx_blocked) {
+            self.push(Request::RxSpace.to_cmd(slot));
         }
     }
 
@@ -361,35 +280,7 @@ impl Host {
 
     /// Registers `efd` as the doorbell of waiter `i`; returns the reply status.
     pub fn register_waiter(&self, i: u64, efd: RawFd) -> u32 {
-        let h = Hello::new(HELLO_WAITER, i).encode();
-        let mut iov = libc::iovec {
-            iov_base: h.as_ptr() as *mut libc::c_void,
-            iov_len: h.len(),
-        };
-        #[repr(C, align(8))]
-        struct Cbuf([u8; 32]);
-        let mut cbuf = Cbuf([0; 32]);
-        // SAFETY: msghdr is plain old data.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.0.as_mut_ptr().cast();
-        // SAFETY: arithmetic only.
-        msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as _;
-        // SAFETY: the control buffer holds one header with 4 data bytes.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(4) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, efd);
-        }
-        // SAFETY: msg points at valid buffers.
-        let sent = unsafe { libc::sendmsg(self.ctl.as_raw_fd(), &msg, 0) };
-        assert_eq!(sent, h.len() as isize);
-        let mut b = [0u8; MSG_LEN];
-        let (n, _) = recv_with_fds(self.ctl.as_raw_fd(), &mut b);
-        Reply::decode(&b[..n]).expect("reply").status
+        attach::register_waiter(&mut sys(), self.ctl.as_raw_fd(), i, efd).expect("waiter reply")
     }
 
     /// Copies as much of `data` as fits into TX, kicking the agent. Returns bytes written.
@@ -402,12 +293,8 @@ impl Host {
         }
         tx.copy_in(tail, &data[..n]);
         tx.publish_tail(tail.wrapping_add(n as u32));
-        if self.sock(slot).host.0.tx_kick.swap(1, Ordering::SeqCst) == 0 {
-            self.push(Cmd {
-                op: OP_TX_KICK,
-                slot,
-                ..Default::default()
-            });
+        if wake::kick_needed(&self.sock(slot).host.0.tx_kick) {
+            self.push(Request::TxKick.to_cmd(slot));
         }
         n
     }
@@ -456,31 +343,32 @@ pub fn until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-pub fn addr_args(a: &SocketAddr) -> [u64; 4] {
-    let w = match a {
-        SocketAddr::V4(v4) => {
-            let mut addr = [0u8; 16];
-            addr[..4].copy_from_slice(&v4.ip().octets());
-            WireAddr {
-                family: libc::AF_INET as u16,
-                port: v4.port().to_be(),
-                flowinfo: 0,
-                addr,
-                scope_id: 0,
-            }
-        }
-        SocketAddr::V6(_) => unreachable!("tests use IPv4"),
-    };
-    let mut args = [0u64; 4];
-    w.to_args(&mut args);
-    args
+/// `socket(AF_INET, SOCK_STREAM, 0)`.
+pub fn tcp4() -> Request {
+    Request::Socket {
+        domain: libc::AF_INET,
+        ty: libc::SOCK_STREAM,
+        protocol: 0,
+    }
 }
 
-pub fn port_of(data: &[u8]) -> u16 {
-    let w = WireAddr::decode(data);
-    assert_eq!(w.family as i32, libc::AF_INET);
-    u16::from_be(w.port)
+pub fn bind_to(a: &SocketAddr) -> Request {
+    Request::Bind {
+        addr: Addr::Inet(*a),
+    }
 }
 
-pub const STREAM: u64 = libc::SOCK_STREAM as u64;
-pub const INET: u64 = libc::AF_INET as u64;
+pub fn connect_to(wait: bool, a: &SocketAddr) -> Request {
+    Request::Connect {
+        addr: Addr::Inet(*a),
+        wait,
+    }
+}
+
+/// The port of the IPv4 address in a completion (`OP_GETSOCKNAME`, `OP_ACCEPT`).
+pub fn port_of(e: &Evt) -> u16 {
+    match SocketAddr::try_from(e.addr()) {
+        Ok(SocketAddr::V4(v4)) => v4.port(),
+        other => panic!("not an IPv4 address: {other:?}"),
+    }
+}
