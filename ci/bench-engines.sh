@@ -202,6 +202,8 @@ server_wait() { # true when $BASE/hello answers within 20 s
 server_up() {
     local m=$1 cfg=$2 dir cmd eng backend
     local -a extra=(--max-sockets "$STD_MAX_SOCKETS")
+    # shellcheck disable=SC2206 # AGENT_ARGS is a list of words on purpose
+    [[ $cfg != 10k ]] && extra+=(${AGENT_ARGS:-})
     dir=$WORKDIR/ngx-$m-$cfg-$RANDOM
     SRV_AGENT='' SRV_CONF=$cfg
     [[ $cfg == 10k ]] && extra=(--max-sockets "$CONN_MAX_SOCKETS" --rx-ring "$CONN_RING" --tx-ring "$CONN_RING")

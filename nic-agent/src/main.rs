@@ -142,7 +142,7 @@ struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 65536, value_parser = ring_size)]
     rx_ring: u32,
     /// Bytes of each socket's TX stream (power of two, >= 4096).
-    #[arg(long, value_name = "BYTES", default_value_t = 65536, value_parser = ring_size)]
+    #[arg(long, value_name = "BYTES", default_value_t = 262144, value_parser = ring_size)]
     tx_ring: u32,
     /// Microseconds the agent keeps polling without work before it sleeps in epoll_wait.
     #[arg(long, value_name = "N", default_value_t = 50)]

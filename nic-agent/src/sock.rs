@@ -659,6 +659,14 @@ fn pump_lent<B: Backend>(
     }
     let old_head = bd.tx_head;
     match b.take_acked(&s.os) {
+        Some(_) if b.loan_outgrown(&s.os) => {
+            // The path needs more in flight than the stream holds: the backend takes over
+            // what is unacknowledged and its buffer grows with the window from now on.
+            b.reclaim_tx(&s.os);
+            bd.tx_head = lent;
+            bd.tx_lent = None;
+            s.lend_by = None;
+        }
         Some(k) => {
             let k = k.min(lent.wrapping_sub(bd.tx_head));
             bd.tx_head = bd.tx_head.wrapping_add(k);

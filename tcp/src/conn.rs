@@ -244,6 +244,8 @@ pub struct Tcb {
     dupacks: u32,
     /// The sender filled cwnd at the last output (growth is allowed).
     cwnd_limited: bool,
+    /// See [`Tcb::loan_outgrown`].
+    loan_outgrown: bool,
     /// Bytes delivered by the ACK being processed (PRR's DeliveredData).
     delivered_now: u32,
     /// Delivery-rate estimation (`rate.rs`).
@@ -379,6 +381,7 @@ impl Tcb {
             retries: 0,
             dupacks: 0,
             cwnd_limited: false,
+            loan_outgrown: false,
             delivered_now: 0,
             rate: RateState::new(),
             pacing_next: None,
@@ -803,11 +806,23 @@ impl Tcb {
     /// Lends the send side to a stream whose next byte has index `base` (only while nothing is
     /// queued); `size` bounds what may be outstanding (the stream's size).
     pub fn lend(&mut self, base: u32, size: usize) -> bool {
-        if !self.sendbuf.lend(base) {
+        if self.loan_outgrown || !self.sendbuf.lend(base, size) {
             return false;
         }
         self.sendbuf.set_capacity(size);
         true
+    }
+
+    /// The path holds at least half the lent stream (bandwidth x minimum RTT): the stream, not
+    /// the path, would soon limit the connection, so its owner should end the loan and let the
+    /// send buffer grow with the window. Once set, the connection is never lent again.
+    pub fn loan_outgrown(&self) -> bool {
+        self.loan_outgrown
+    }
+
+    /// The send side is lent to a stream.
+    pub fn is_lent(&self) -> bool {
+        self.sendbuf.is_lent()
     }
 
     /// The send buffer's view of SND.UNA + `off` in the lent stream (None: not lent).
@@ -1769,6 +1784,14 @@ impl Tcb {
         );
         if rate_based {
             self.rate_control(now, &rs, prior_in_flight, out.sacked);
+        }
+        if let (Some(size), Some(min_rtt)) = (self.sendbuf.lent_size(), self.rtt.min_rtt()) {
+            // Bytes the path itself holds at the measured rate (not counting queues, which an
+            // RTT under load would: a busy host fills any stream without gaining throughput).
+            let bdp = u128::from(rs.delivery_rate) * min_rtt.as_micros() / 1_000_000;
+            if bdp * 2 >= size as u128 {
+                self.loan_outgrown = true;
+            }
         }
 
         // Our FIN acknowledged?

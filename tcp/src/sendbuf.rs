@@ -45,6 +45,8 @@ pub struct SendBuf {
     lent: Option<u32>,
     /// Lent mode: bytes acknowledged since the last [`take_acked`](Self::take_acked).
     acked: u32,
+    /// Lent mode: the stream's size (the most that can be outstanding).
+    lent_size: usize,
 }
 
 impl SendBuf {
@@ -57,16 +59,18 @@ impl SendBuf {
             cap: capacity,
             lent: None,
             acked: 0,
+            lent_size: 0,
         }
     }
 
     /// Starts lent mode at stream index `base` (the index the next appended byte has). Only an
     /// empty buffer can be lent; false otherwise.
-    pub fn lend(&mut self, base: u32) -> bool {
+    pub fn lend(&mut self, base: u32, size: usize) -> bool {
         if self.len != 0 || self.lent.is_some() {
             return false;
         }
         self.lent = Some(base);
+        self.lent_size = size;
         self.acked = 0;
         self.buf = Vec::new();
         self.head = 0;
@@ -80,6 +84,11 @@ impl SendBuf {
 
     pub fn is_lent(&self) -> bool {
         self.lent.is_some()
+    }
+
+    /// Lent mode: the stream's size.
+    pub fn lent_size(&self) -> Option<usize> {
+        self.lent.map(|_| self.lent_size)
     }
 
     /// Lent mode: `n` more bytes were appended to the stream (as many as [`free`](Self::free)
@@ -330,9 +339,10 @@ mod tests {
     fn lent_mode_counts_reports_acks_and_reclaims() {
         let mut b = SendBuf::new(1000);
         b.write(b"x");
-        assert!(!b.lend(7), "only an empty buffer is lent");
+        assert!(!b.lend(7, 100), "only an empty buffer is lent");
         b.consume(1);
-        assert!(b.lend(u32::MAX - 2));
+        assert!(b.lend(u32::MAX - 2, 1000));
+        assert_eq!(b.lent_size(), Some(1000));
         assert_eq!(b.write(b"abc"), 0, "lent: bytes go to the stream");
         assert_eq!(b.append_lent(10), 10);
         assert_eq!(b.lent_index(0), Some(u32::MAX - 2));

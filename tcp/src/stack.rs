@@ -1235,6 +1235,13 @@ impl Stack {
         k
     }
 
+    /// Socket `id`'s lent stream is too small for its path ([`Tcb::loan_outgrown`]): its owner
+    /// should end the loan ([`Stack::reclaim_tx`]).
+    pub fn loan_outgrown(&self, id: SockId) -> bool {
+        self.tcb(id)
+            .is_some_and(|t| t.is_lent() && t.loan_outgrown())
+    }
+
     /// Ends socket `id`'s loan: what is still unacknowledged is read from `src` into the send
     /// buffer (the stream's owner may then reuse it). Returns the acknowledged count not yet
     /// taken; 0 when nothing was lent.

@@ -973,6 +973,10 @@ impl<B: Backend> Backend for LoopBackend<B> {
         self.inner.take_acked(&s.os)
     }
 
+    fn loan_outgrown(&self, s: &Self::Sock) -> bool {
+        self.inner.loan_outgrown(&s.os)
+    }
+
     fn reclaim_tx(&mut self, s: &Self::Sock) -> u32 {
         self.inner.reclaim_tx(&s.os)
     }

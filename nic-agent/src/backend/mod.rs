@@ -220,6 +220,11 @@ pub trait Backend {
     fn take_acked(&mut self, _s: &Self::Sock) -> Option<u32> {
         None
     }
+    /// The lent stream is too small for `s`'s path (it holds half the stream at the measured
+    /// rate): the loan should end so the backend's buffer can grow with the window.
+    fn loan_outgrown(&self, _s: &Self::Sock) -> bool {
+        false
+    }
     /// Ends the loan: the backend copies what is still unacknowledged into its own buffer.
     /// Returns the acknowledged count not yet taken.
     fn reclaim_tx(&mut self, _s: &Self::Sock) -> u32 {

@@ -492,6 +492,10 @@ impl<D: Device> Backend for NativeBackend<D> {
         r
     }
 
+    fn loan_outgrown(&self, s: &NativeSock) -> bool {
+        self.stack.loan_outgrown(s.0)
+    }
+
     fn reclaim_tx(&mut self, s: &NativeSock) -> u32 {
         let Some(st) = self.lent.0.remove(&s.0 .0) else {
             return 0;
