@@ -59,14 +59,17 @@ impl Stream {
         self.head_atomic().load(Ordering::Acquire)
     }
 
-    /// Producer: publishes a new tail.
+    /// Producer: publishes a new tail. A Release store: whether the consumer must be woken is
+    /// decided by read-modify-writes on the wake words afterwards (wake.rs), which carry the
+    /// publication to a consumer that announced itself (model-checked in tests/loom_wake.rs with
+    /// Release publishes); a SeqCst store (`xchg` on x86) would only add a full barrier.
     pub fn publish_tail(&self, tail: u32) {
-        self.tail_atomic().store(tail, Ordering::SeqCst);
+        self.tail_atomic().store(tail, Ordering::Release);
     }
 
-    /// Consumer: publishes a new head.
+    /// Consumer: publishes a new head (Release, as [`Stream::publish_tail`]).
     pub fn publish_head(&self, head: u32) {
-        self.head_atomic().store(head, Ordering::SeqCst);
+        self.head_atomic().store(head, Ordering::Release);
     }
 
     /// Moves the head from `from` to `to` unless someone else moved it first. RX heads of shared
@@ -74,7 +77,7 @@ impl Stream {
     /// (`OP_RX_CLAIM`); each advances the head only from the value it read the bytes at.
     pub fn cas_head(&self, from: u32, to: u32) -> bool {
         self.head_atomic()
-            .compare_exchange(from, to, Ordering::SeqCst, Ordering::Acquire)
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
 

@@ -106,7 +106,7 @@ struct FlagChannel {
 
 fn flag_producer(ch: &FlagChannel) {
     for i in 1..=N {
-        ch.tail.store(i, Ordering::SeqCst);
+        ch.tail.store(i, Ordering::Release);
         if must_ring(&ch.flag) {
             ch.bell.signal();
         }
@@ -288,7 +288,7 @@ struct SeqChannel {
 
 fn seq_waker(ch: &SeqChannel, items: u32) {
     for i in 1..=items {
-        ch.cond.store(i, Ordering::SeqCst);
+        ch.cond.store(i, Ordering::Release);
         if bump(&ch.seq, &ch.waiters) {
             ch.futex.wake_all();
         }

@@ -1,8 +1,8 @@
 //! The af_packet device: an `AF_PACKET`/`SOCK_RAW` socket bound to one interface, non-blocking.
 //! Frames are received from a `TPACKET_V2` ring mapped into our memory (afpacket_ring.rs, no
 //! syscall per frame, each frame visible and the fd readable as soon as the kernel wrote it) and
-//! sent in batches with one `sendmmsg` per burst of up to [`TX_BATCH`],
-//! bypassing the qdisc (`PACKET_QDISC_BYPASS`). With `PACKET_VNET_HDR` every frame carries a
+//! sent in bursts of up to [`TX_BATCH`], one io_uring submission of `sendmsg` requests each
+//! (afpacket_uring.rs; one `sendmmsg` where io_uring is unavailable), bypassing the qdisc (`PACKET_QDISC_BYPASS`). With `PACKET_VNET_HDR` every frame carries a
 //! `virtio_net_hdr` (vnet.rs): received frames report `CHECKSUM_PARTIAL` and GRO/GSO super-frames,
 //! and sent frames may leave the TCP checksum and segmentation to the kernel (tx checksum, TSO up
 //! to 64 KiB). It needs CAP_NET_RAW and no DPDK.
@@ -21,6 +21,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use snstack_tcp::{DeviceCaps, RxMeta};
 
 use super::afpacket_ring::{RxRing, PACKET_QDISC_BYPASS, PACKET_VNET_HDR};
+use super::afpacket_uring::TxUring;
 use super::device::{Device, TxFrame};
 use super::vnet::{self, VnetHdr};
 
@@ -61,6 +62,11 @@ pub struct AfPacket {
     dev_tso: bool,
     /// vnet headers of the batch being sent.
     tx_hdrs: Vec<[u8; vnet::LEN]>,
+    /// Bursts go out as one io_uring submission (afpacket_uring.rs); `sendmmsg` without it.
+    uring: Option<TxUring>,
+    /// Frames refused by a full device in the middle of an io_uring burst (dropped, as by a
+    /// full NIC queue: TCP retransmits them).
+    pub tx_full_drops: u64,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -262,7 +268,25 @@ impl AfPacket {
             dev_csum,
             dev_tso,
             tx_hdrs: vec![[0; vnet::LEN]; TX_BATCH],
+            uring: tx_uring(),
+            tx_full_drops: 0,
         })
+    }
+}
+
+/// The io_uring transmitter, unless io_uring is unavailable (one info line) or turned off with
+/// `SNSTACK_AFPACKET_TX=sendmmsg`.
+fn tx_uring() -> Option<TxUring> {
+    if std::env::var("SNSTACK_AFPACKET_TX").is_ok_and(|v| v == "sendmmsg") {
+        tracing::info!("af_packet: TX with sendmmsg (SNSTACK_AFPACKET_TX)");
+        return None;
+    }
+    match TxUring::new() {
+        Ok(u) => Some(u),
+        Err(e) => {
+            tracing::info!("af_packet: io_uring unavailable ({e}): TX with sendmmsg");
+            None
+        }
     }
 }
 
@@ -291,6 +315,33 @@ impl AfPacket {
             };
             msgs[i].msg_hdr.msg_iov = iov[2 * i..].as_mut_ptr();
             msgs[i].msg_hdr.msg_iovlen = parts + 1;
+        }
+        if let Some(u) = self.uring.as_mut() {
+            let mut hdrs: [libc::msghdr; TX_BATCH] =
+                // SAFETY: msghdr is plain data; all-zero is a valid value.
+                unsafe { std::mem::zeroed() };
+            for (h, m) in hdrs.iter_mut().zip(&msgs[..k]) {
+                *h = m.msg_hdr;
+            }
+            // SAFETY: as for sendmmsg below; `hdrs`, `iov`, the frames and `tx_hdrs` outlive the
+            // call, which waits for every request.
+            let b = unsafe { u.send(self.fd.as_raw_fd(), &hdrs[..k]) }?;
+            if b.sent == 0 && b.error.is_none() {
+                // The device is full: everything stays queued for the next poll.
+                return Ok(0);
+            }
+            if b.full > 0 {
+                self.tx_full_drops += b.full as u64;
+                tracing::debug!(dropped = b.full, "af_packet: device full within a burst");
+            }
+            if let Some(e) = b.error {
+                tracing::debug!("af_packet tx: {}", io::Error::from_raw_os_error(e));
+                if b.sent == 0 {
+                    return Err(io::Error::from_raw_os_error(e));
+                }
+            }
+            // Sent or dropped: the burst is done with.
+            return Ok(k);
         }
         loop {
             // SAFETY: `msgs[..k]` point to iovecs of live buffers (the frames, which stay in

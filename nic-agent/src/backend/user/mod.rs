@@ -13,6 +13,7 @@
 
 pub mod afpacket;
 mod afpacket_ring;
+mod afpacket_uring;
 pub mod device;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;

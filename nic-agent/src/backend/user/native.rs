@@ -9,7 +9,7 @@
 //!  poll(): rx burst → Stack::handle_frame → handle_timeout → poll_transmit → tx burst → events
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -59,14 +59,42 @@ pub struct NativeBackend<D: Device> {
     lent: Lent,
 }
 
-/// The lent TX streams, as the engine's [`TxSource`].
+/// The lent TX streams, as the engine's [`TxSource`], indexed by engine socket index (read for
+/// every segment built: no hashing).
 #[derive(Default)]
-struct Lent(HashMap<u32, shm_proto::Stream>);
+struct Lent(Vec<Option<shm_proto::Stream>>);
+
+impl Lent {
+    fn insert(&mut self, i: u32, st: shm_proto::Stream) {
+        let i = i as usize;
+        if self.0.len() <= i {
+            self.0.resize(i + 1, None);
+        }
+        self.0[i] = Some(st);
+    }
+
+    fn remove(&mut self, i: u32) -> Option<shm_proto::Stream> {
+        self.0.get_mut(i as usize).and_then(Option::take)
+    }
+}
+
+/// One stream taken out of [`Lent`], for the engine's last read of it.
+struct OneLent(shm_proto::Stream);
+
+impl TxSource for OneLent {
+    fn copy_tx(&self, _id: SockId, index: u32, out: &mut [u8]) -> bool {
+        if out.len() > self.0.size() as usize {
+            return false;
+        }
+        self.0.copy_out(index, out);
+        true
+    }
+}
 
 impl TxSource for Lent {
     fn copy_tx(&self, id: SockId, index: u32, out: &mut [u8]) -> bool {
-        match self.0.get(&id.0) {
-            Some(st) if out.len() <= st.size() as usize => {
+        match self.0.get(id.0 as usize) {
+            Some(Some(st)) if out.len() <= st.size() as usize => {
                 st.copy_out(index, out);
                 true
             }
@@ -476,7 +504,7 @@ impl<D: Device> Backend for NativeBackend<D> {
         self.stack
             .lend_tx(s.0, at, stream.size() as usize)
             .map_err(err)?;
-        self.lent.0.insert(s.0 .0, stream);
+        self.lent.insert(s.0 .0, stream);
         Ok(())
     }
 
@@ -487,7 +515,7 @@ impl<D: Device> Backend for NativeBackend<D> {
     fn take_acked(&mut self, s: &NativeSock) -> Option<u32> {
         let r = self.stack.take_acked(s.0);
         if r.is_none() {
-            self.lent.0.remove(&s.0 .0);
+            self.lent.remove(s.0 .0);
         }
         r
     }
@@ -497,11 +525,10 @@ impl<D: Device> Backend for NativeBackend<D> {
     }
 
     fn reclaim_tx(&mut self, s: &NativeSock) -> u32 {
-        let Some(st) = self.lent.0.remove(&s.0 .0) else {
+        let Some(st) = self.lent.remove(s.0 .0) else {
             return 0;
         };
-        let one = Lent(HashMap::from([(s.0 .0, st)]));
-        self.stack.reclaim_tx(s.0, &one)
+        self.stack.reclaim_tx(s.0, &OneLent(st))
     }
 
     fn register(&mut self, s: &NativeSock, token: u64) -> io::Result<()> {
