@@ -290,7 +290,9 @@ fn user_config(a: &RunArgs, mac: [u8; 6]) -> anyhow::Result<backend::user::engin
         mac,
         rx_buf: 256 * 1024,
         tx_buf: 256 * 1024,
-        seed: std::process::id() as u64 ^ 0x5eed_f5a5_7ac4,
+        // The engine's secrets (ISNs, SYN cookies, its connection hash) derive from this seed:
+        // from the kernel's CSPRNG, never from something a peer could guess like the pid.
+        seed: sys::random_u64().map_err(|e| anyhow::anyhow!("getrandom: {e}"))?,
     })
 }
 

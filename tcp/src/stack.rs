@@ -282,9 +282,9 @@ pub struct Stack {
     now: Instant,
     socks: Vec<Option<Sock>>,
     free: Vec<u32>,
-    conns: HashMap<(SocketAddr, SocketAddr), u32>,
-    listeners: HashMap<u16, Vec<u32>>,
-    ports: HashMap<u16, Vec<PortUse>>,
+    conns: Map<(SocketAddr, SocketAddr), u32>,
+    listeners: Map<u16, Vec<u32>>,
+    ports: Map<u16, Vec<PortUse>>,
     wheel: TimerWheel,
     fired: Vec<u32>,
     neigh: Neighbors,
@@ -454,6 +454,19 @@ fn write_tcp(
     Some(meta)
 }
 
+/// The engine's hash maps, looked up for every frame: a fast keyed hash (foldhash) instead of
+/// std's SipHash. The key comes from the stack's seed, so peers choosing 4-tuples cannot aim at
+/// one bucket without knowing it (Linux keys its connection hash with a random secret the same
+/// way, with jhash).
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+fn map_hasher(seed: u64) -> foldhash::fast::FixedState {
+    let k = key_bytes(seed, 3);
+    foldhash::fast::FixedState::with_seed(u64::from_le_bytes([
+        k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7],
+    ]))
+}
+
 /// A segment's payload: bytes at hand, or a range of a lent stream (crate::source) copied
 /// straight into the frame.
 enum Payload<'a> {
@@ -477,6 +490,7 @@ impl Payload<'_> {
 
 impl Stack {
     pub fn new(cfg: StackConfig, now: Instant) -> Stack {
+        let seed = cfg.seed;
         let isn = IsnGenerator::new(key_bytes(cfg.seed, 1));
         let cookies = SynCookies::new(key_bytes(cfg.seed, 2));
         Stack {
@@ -485,9 +499,9 @@ impl Stack {
             now,
             socks: Vec::new(),
             free: Vec::new(),
-            conns: HashMap::new(),
-            listeners: HashMap::new(),
-            ports: HashMap::new(),
+            conns: Map::with_hasher(map_hasher(seed)),
+            listeners: Map::with_hasher(map_hasher(seed)),
+            ports: Map::with_hasher(map_hasher(seed)),
             wheel: TimerWheel::new(now),
             fired: Vec::new(),
             neigh: Neighbors::default(),
