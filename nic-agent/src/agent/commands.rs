@@ -1,0 +1,533 @@
+//! Commands from a process's ring: decoded requests (`session`) executed against the socket table,
+//! and their completions.
+
+use super::*;
+
+impl<B: Backend> Agent<B> {
+    /// Posts a completion to binding `b`'s session, outside that session's own command.
+    pub(super) fn complete_to(&mut self, b: Bind, tag: u64, result: i64, data: Payload<'_>) {
+        if let Some(p) = self.procs.get_mut(&b.sid) {
+            if let Err(v) = p.chan.complete(tag, b.slot, result, data) {
+                self.failed.push((b.sid, v));
+            }
+        }
+    }
+
+    pub(super) fn has_cap(&self, sid: u32, bit: u32) -> bool {
+        self.procs.get(&sid).is_some_and(|p| {
+            p.sess.uid == 0
+                || sys::cap_eff(p.sess.pid)
+                    .map(|c| c & (1 << bit) != 0)
+                    .unwrap_or(false)
+        })
+    }
+
+    /// Completion of the acting session's command.
+    pub(super) fn complete(
+        &mut self,
+        sid: u32,
+        tag: u64,
+        slot: u32,
+        result: i64,
+        data: Payload<'_>,
+    ) -> Result<(), Violation> {
+        match self.procs.get_mut(&sid) {
+            Some(p) => p.chan.complete(tag, slot, result, data),
+            None => Ok(()),
+        }
+    }
+
+    /// The socket a live slot names. decode() checked ownership, so this fails only on an agent
+    /// bug, which must not panic.
+    pub(super) fn sock_of(&self, b: Bind) -> Result<SockId, Violation> {
+        self.procs
+            .get(&b.sid)
+            .and_then(|p| p.sess.table.get_any(b.slot))
+            .filter(|(_, draining)| !draining)
+            .map(|(bd, _)| bd.sock)
+            .filter(|&id| self.socks.get(id).is_some())
+            .ok_or(Violation::SlotNotOwned {
+                slot: b.slot,
+                op: 0,
+            })
+    }
+
+    pub(super) fn exec(&mut self, sid: u32, cmd: Command) -> Result<(), Violation> {
+        let (slot, tag) = (cmd.slot, cmd.tag);
+        let b = Bind { sid, slot };
+        match cmd.req {
+            Request::Nop => self.complete(sid, tag, slot, 0, Payload::None),
+            Request::Socket {
+                domain,
+                ty,
+                protocol,
+            } => self.op_socket(sid, tag, slot, domain, ty, protocol),
+            Request::Bind { addr } => self.op_bind(b, tag, addr),
+            Request::Listen { backlog } => self.op_listen(b, tag, backlog),
+            Request::Accept { wait } => self.op_accept(b, tag, wait),
+            Request::Connect { addr, wait } => self.op_connect(b, tag, addr, wait),
+            Request::Close => {
+                self.close_binding(b);
+                self.complete(sid, tag, slot, 0, Payload::None)
+            }
+            Request::Shutdown { how } => self.op_shutdown(b, tag, how),
+            Request::GetSockName | Request::GetPeerName => {
+                let id = self.sock_of(b)?;
+                let Some(s) = self.socks.get(id) else {
+                    return Ok(());
+                };
+                let r = if cmd.req == Request::GetPeerName {
+                    self.backend.peer_addr(&s.os)
+                } else {
+                    self.backend.local_addr(&s.os)
+                };
+                match r {
+                    Ok(a) => self.complete(sid, tag, slot, 0, Payload::Addr(a.into())),
+                    Err(e) => self.complete(sid, tag, slot, err_of(&e), Payload::None),
+                }
+            }
+            Request::SetSockOpt {
+                level,
+                name,
+                len,
+                val,
+            } => match val {
+                OptVal::Inline(val) => self.op_setsockopt(b, tag, level, name, &val[..len]),
+                OptVal::Cell(cell) => {
+                    // Copy out of shared memory first: the host may scribble on it meanwhile.
+                    let mut big = [0u8; OPT_SIZE];
+                    let Some(p) = self
+                        .procs
+                        .get(&sid)
+                        .and_then(|p| p.chan.region().opt_cell(cell))
+                    else {
+                        return Ok(());
+                    };
+                    // SAFETY: the cell is OPT_SIZE bytes inside the mapped region; len <= OPT_SIZE
+                    // (checked by the decoder).
+                    unsafe { core::ptr::copy_nonoverlapping(p, big.as_mut_ptr(), len) };
+                    self.op_setsockopt(b, tag, level, name, &big[..len])
+                }
+            },
+            Request::GetSockOpt {
+                level,
+                name,
+                len,
+                cell,
+            } => self.op_getsockopt(b, tag, level, name, len, cell),
+            Request::TxKick => {
+                let id = self.sock_of(b)?;
+                if let Some(ctl) = self
+                    .procs
+                    .get(&sid)
+                    .and_then(|p| p.chan.region().sock(slot))
+                {
+                    // Before pump_tx reads tx_tail: bytes published after that read come with a
+                    // new kick (wake::kick_taken).
+                    wake::kick_taken(&ctl.host.0.tx_kick);
+                }
+                self.pump_tx(id, b);
+                self.complete(sid, tag, slot, 0, Payload::None)
+            }
+            Request::RxSpace => {
+                let id = self.sock_of(b)?;
+                if self.socks.get(id).is_some_and(|s| s.active == Some(b)) {
+                    self.pump_rx(id);
+                }
+                self.complete(sid, tag, slot, 0, Payload::None)
+            }
+            Request::RxClaim => {
+                let id = self.sock_of(b)?;
+                self.rx_claim(id, b);
+                Ok(())
+            }
+            Request::Fork => self.op_fork(sid, tag, slot),
+            Request::ForkChild { secret, pid } => self.op_fork_child(sid, tag, slot, secret, pid),
+        }
+    }
+
+    pub(super) fn op_socket(
+        &mut self,
+        sid: u32,
+        tag: u64,
+        slot: u32,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+    ) -> Result<(), Violation> {
+        if let Err(e) = session::check_socket(domain, ty, protocol) {
+            return self.complete(sid, tag, slot, neg(e), Payload::None);
+        }
+        if !self
+            .procs
+            .get(&sid)
+            .is_some_and(|p| p.sess.table.has_free())
+        {
+            return self.complete(sid, tag, slot, neg(libc::EMFILE), Payload::None);
+        }
+        let os = match self.backend.socket(domain) {
+            Ok(os) => os,
+            Err(e) => return self.complete(sid, tag, slot, err_of(&e), Payload::None),
+        };
+        let id = self.socks.insert(Sock::new(os, domain));
+        let new = match self
+            .procs
+            .get_mut(&sid)
+            .map(|p| p.sess.table.alloc(Binding::new(id)))
+        {
+            Some(Ok(n)) => n,
+            _ => {
+                if let Some(s) = self.socks.remove(id) {
+                    self.close_os(s);
+                }
+                return self.complete(sid, tag, slot, neg(libc::EMFILE), Payload::None);
+            }
+        };
+        if let Some(p) = self.procs.get(&sid) {
+            p.chan.region().reset_sock(new);
+        }
+        let b = Bind { sid, slot: new };
+        if let Some(s) = self.socks.get_mut(id) {
+            s.bindings.push(b);
+            s.active = Some(b);
+        }
+        self.publish(id);
+        self.complete(sid, tag, slot, i64::from(new), Payload::None)
+    }
+
+    pub(super) fn op_bind(&mut self, b: Bind, tag: u64, a: Addr) -> Result<(), Violation> {
+        let (sid, slot) = (b.sid, b.slot);
+        let id = self.sock_of(b)?;
+        let Some((pid, uid)) = self.procs.get(&sid).map(|p| (p.sess.pid, p.sess.uid)) else {
+            return Ok(());
+        };
+        let Some(domain) = self.socks.get(id).map(|s| s.domain) else {
+            return Ok(());
+        };
+        let addr = match session::check_family(domain, &a) {
+            Ok(a) => a,
+            Err(e) => return self.complete(sid, tag, slot, neg(e), Payload::None),
+        };
+        let port = addr.port();
+        let start = if port != 0 {
+            sys::unprivileged_port_start()
+        } else {
+            0
+        };
+        let caps = || sys::cap_eff(pid).ok();
+        let check = session::bind_allowed(port, start, uid, caps)
+            .and_then(|_| self.reuseport.check(port, uid));
+        if let Err(e) = check {
+            debug!(pid, port, errno = e, "bind refused");
+            return self.complete(sid, tag, slot, neg(e), Payload::None);
+        }
+        let Some(s) = self.socks.get_mut(id) else {
+            return Ok(());
+        };
+        if let Err(e) = self.backend.bind(&s.os, &addr) {
+            return self.complete(sid, tag, slot, err_of(&e), Payload::None);
+        }
+        if s.reuseport && s.reuse_port_bound.is_none() {
+            if let Ok(local) = self.backend.local_addr(&s.os) {
+                self.reuseport.add(local.port(), uid);
+                s.reuse_port_bound = Some(local.port());
+            }
+        }
+        self.complete(sid, tag, slot, 0, Payload::None)
+    }
+
+    pub(super) fn op_listen(&mut self, b: Bind, tag: u64, backlog: i32) -> Result<(), Violation> {
+        let (sid, slot) = (b.sid, b.slot);
+        let id = self.sock_of(b)?;
+        let Some(s) = self.socks.get_mut(id) else {
+            return Ok(());
+        };
+        if let Err(e) = self.backend.listen(&s.os, backlog) {
+            return self.complete(sid, tag, slot, err_of(&e), Payload::None);
+        }
+        let cap = session::queue_cap(backlog);
+        match s.listener.as_mut() {
+            Some(l) => l.cap = cap,
+            None => {
+                s.listener = Some(Listener {
+                    queue: Default::default(),
+                    cap,
+                    parked: Default::default(),
+                    kernel_pending: true,
+                    seq: 0,
+                })
+            }
+        }
+        s.kind = Kind::Listening;
+        if !s.registered {
+            if let Err(e) = self.backend.register(&s.os, id.token()) {
+                warn!(session = sid, "listen: registering the socket: {e}");
+                return self.complete(sid, tag, slot, err_of(&e), Payload::None);
+            }
+            s.registered = true;
+        }
+        s.set_flags(SF_LISTENING, 0);
+        self.publish(id);
+        self.complete(sid, tag, slot, 0, Payload::None)?;
+        self.fill_accept_queue(id, true);
+        Ok(())
+    }
+
+    pub(super) fn op_accept(&mut self, b: Bind, tag: u64, wait: bool) -> Result<(), Violation> {
+        let (sid, slot) = (b.sid, b.slot);
+        let id = self.sock_of(b)?;
+        let Some(s) = self.socks.get_mut(id) else {
+            return Ok(());
+        };
+        let Some(l) = s.listener.as_mut().filter(|_| s.kind == Kind::Listening) else {
+            return self.complete(sid, tag, slot, neg(libc::EINVAL), Payload::None);
+        };
+        if l.queue.is_empty() {
+            // A parked accept without a tag could never deliver its slot: treat as non-blocking.
+            if wait && tag != 0 {
+                l.parked.push_back(Parked { by: b, tag });
+                return Ok(());
+            }
+            return self.complete(sid, tag, slot, neg(libc::EAGAIN), Payload::None);
+        }
+        self.accept_one(id, b, tag);
+        self.fill_accept_queue(id, true);
+        Ok(())
+    }
+
+    pub(super) fn op_connect(
+        &mut self,
+        b: Bind,
+        tag: u64,
+        a: Addr,
+        wait: bool,
+    ) -> Result<(), Violation> {
+        let (sid, slot) = (b.sid, b.slot);
+        let id = self.sock_of(b)?;
+        let Some(s) = self.socks.get_mut(id) else {
+            return Ok(());
+        };
+        let addr = match session::check_family(s.domain, &a) {
+            Ok(a) => a,
+            Err(e) => return self.complete(sid, tag, slot, neg(e), Payload::None),
+        };
+        let r = self.backend.connect(&s.os, &addr);
+        let in_progress = matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS));
+        if let Err(e) = &r {
+            if !in_progress {
+                return self.complete(sid, tag, slot, err_of(e), Payload::None);
+            }
+        }
+        if !s.registered {
+            if let Err(e) = self.backend.register(&s.os, id.token()) {
+                warn!(session = sid, "connect: registering the socket: {e}");
+                return self.complete(sid, tag, slot, err_of(&e), Payload::None);
+            }
+            s.registered = true;
+        }
+        if in_progress {
+            s.kind = Kind::Connecting;
+            s.set_flags(SF_CONNECTING, 0);
+            let park = wait && tag != 0;
+            if park {
+                s.connect_tag = Some(Parked { by: b, tag });
+            }
+            self.publish(id);
+            if park {
+                return Ok(());
+            }
+            return self.complete(sid, tag, slot, neg(libc::EINPROGRESS), Payload::None);
+        }
+        s.kind = Kind::Connected;
+        s.set_flags(SF_CONNECTED, 0);
+        self.publish(id);
+        self.complete(sid, tag, slot, 0, Payload::None)?;
+        self.pump_rx(id);
+        self.pump_tx(id, b);
+        Ok(())
+    }
+
+    pub(super) fn op_shutdown(&mut self, b: Bind, tag: u64, how: i32) -> Result<(), Violation> {
+        let (sid, slot) = (b.sid, b.slot);
+        let id = self.sock_of(b)?;
+        if !(0..=2).contains(&how) {
+            return self.complete(sid, tag, slot, neg(libc::EINVAL), Payload::None);
+        }
+        let rd = how == libc::SHUT_RD || how == libc::SHUT_RDWR;
+        let wr = how == libc::SHUT_WR || how == libc::SHUT_RDWR;
+        let Some(s) = self.socks.get_mut(id) else {
+            return Ok(());
+        };
+        if s.kind == Kind::Connected && !s.io_dead {
+            if rd {
+                s.set_flags(SF_RX_SHUT, 0);
+                if let Err(e) = self.backend.shutdown(&s.os, libc::SHUT_RD) {
+                    debug!(slot, "shutdown(SHUT_RD): {e}");
+                }
+            }
+            if wr {
+                s.set_flags(SF_TX_SHUT, 0);
+                s.shut_wr_pending = true;
+            }
+            self.publish(id);
+            if wr && self.pump_tx(id, b) {
+                self.shut_wr_if_drained(id);
+            }
+            return self.complete(sid, tag, slot, 0, Payload::None);
+        }
+        if let Err(e) = self.backend.shutdown(&s.os, how) {
+            return self.complete(sid, tag, slot, err_of(&e), Payload::None);
+        }
+        // A listener shut for reading stops listening (every binding's parked accept ends); a
+        // connect in progress is abandoned.
+        let mut parked = Vec::new();
+        let mut closed = Vec::new();
+        if s.kind == Kind::Listening && rd {
+            if let Some(l) = s.listener.take() {
+                parked.extend(l.parked);
+                closed.extend(l.queue.into_iter().map(|(c, _)| c));
+            }
+            s.kind = Kind::Fresh;
+            s.set_flags(0, SF_LISTENING);
+        } else if s.kind == Kind::Connecting {
+            s.kind = Kind::Fresh;
+            parked.extend(s.connect_tag.take());
+            s.set_flags(0, SF_CONNECTING);
+        }
+        for c in closed {
+            self.backend.close(c);
+        }
+        self.publish(id);
+        for p in parked {
+            self.complete_to(p.by, p.tag, neg(libc::EINVAL), Payload::None);
+        }
+        self.complete(sid, tag, slot, 0, Payload::None)
+    }
+
+    pub(super) fn op_setsockopt(
+        &mut self,
+        b: Bind,
+        tag: u64,
+        level: i32,
+        name: i32,
+        val: &[u8],
+    ) -> Result<(), Violation> {
+        let (sid, slot) = (b.sid, b.slot);
+        let id = self.sock_of(b)?;
+        let allowed = match session::sockopt_policy(level, name, true, val) {
+            OptPolicy::Pass => Ok(()),
+            OptPolicy::Deny(e) => Err(e),
+            OptPolicy::NeedNetAdmin => {
+                if self.has_cap(sid, session::CAP_NET_ADMIN) {
+                    Ok(())
+                } else {
+                    Err(libc::EPERM)
+                }
+            }
+            OptPolicy::Congestion => {
+                // Linux looks the name up first (ENOENT from the backend for an unknown one),
+                // then checks the unprivileged allow-list.
+                if self.has_cap(sid, session::CAP_NET_ADMIN)
+                    || session::congestion_allowed(val, &sys::allowed_congestion_controls())
+                    || !session::congestion_allowed(val, &sys::available_congestion_controls())
+                {
+                    Ok(())
+                } else {
+                    Err(libc::EPERM)
+                }
+            }
+        };
+        if let Err(e) = allowed {
+            debug!(session = sid, level, name, errno = e, "setsockopt refused");
+            return self.complete(sid, tag, slot, neg(e), Payload::None);
+        }
+        let Some(s) = self.socks.get_mut(id) else {
+            return Ok(());
+        };
+        let int = |v: &[u8], at: usize| {
+            v.get(at..at + 4)
+                .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let r = if level == libc::SOL_SOCKET && name == libc::SO_LINGER && val.len() >= 8 {
+            // A lingering close() blocks even on a non-blocking socket, which would stall every
+            // process served by the agent: keep the timeout here, drain in the background.
+            let (on, secs) = (int(val, 0).unwrap_or(0), int(val, 4).unwrap_or(0));
+            if on != 0 && secs > 0 {
+                let off = [0u8; 8];
+                let r = self.backend.setsockopt(&s.os, level, name, &off);
+                if r.is_ok() {
+                    let mut keep = [0u8; 8];
+                    keep.copy_from_slice(&val[..8]);
+                    s.linger = Some(keep);
+                }
+                r
+            } else {
+                let r = self.backend.setsockopt(&s.os, level, name, val);
+                if r.is_ok() {
+                    s.linger = None;
+                }
+                r
+            }
+        } else {
+            let r = self.backend.setsockopt(&s.os, level, name, val);
+            if r.is_ok() && level == libc::SOL_SOCKET && name == libc::SO_REUSEPORT {
+                s.reuseport = int(val, 0).unwrap_or(0) != 0;
+            }
+            r
+        };
+        match r {
+            Ok(()) => self.complete(sid, tag, slot, 0, Payload::None),
+            Err(e) => self.complete(sid, tag, slot, err_of(&e), Payload::None),
+        }
+    }
+
+    pub(super) fn op_getsockopt(
+        &mut self,
+        b: Bind,
+        tag: u64,
+        level: i32,
+        name: i32,
+        len: usize,
+        cell: Option<usize>,
+    ) -> Result<(), Violation> {
+        let (sid, slot) = (b.sid, b.slot);
+        let id = self.sock_of(b)?;
+        match session::sockopt_policy(level, name, false, &[]) {
+            OptPolicy::Deny(e) => return self.complete(sid, tag, slot, neg(e), Payload::None),
+            OptPolicy::NeedNetAdmin if !self.has_cap(sid, session::CAP_NET_ADMIN) => {
+                return self.complete(sid, tag, slot, neg(libc::EPERM), Payload::None);
+            }
+            _ => {}
+        }
+        let Some(s) = self.socks.get(id) else {
+            return Ok(());
+        };
+        let mut buf = [0u8; OPT_SIZE];
+        let got = if let (libc::SOL_SOCKET, libc::SO_LINGER, Some(l)) = (level, name, s.linger) {
+            let n = len.min(l.len());
+            buf[..n].copy_from_slice(&l[..n]);
+            Ok(n)
+        } else {
+            self.backend.getsockopt(&s.os, level, name, &mut buf[..len])
+        };
+        match got {
+            Ok(n) => match cell {
+                None => self.complete(sid, tag, slot, n as i64, Payload::Value(&buf[..n])),
+                Some(cell) => {
+                    let Some(p) = self
+                        .procs
+                        .get(&sid)
+                        .and_then(|p| p.chan.region().opt_cell(cell))
+                    else {
+                        return Ok(());
+                    };
+                    let n = n.min(OPT_SIZE);
+                    // SAFETY: the cell is OPT_SIZE bytes inside the mapped region.
+                    unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n) };
+                    self.complete(sid, tag, slot, n as i64, Payload::None)
+                }
+            },
+            Err(e) => self.complete(sid, tag, slot, err_of(&e), Payload::None),
+        }
+    }
+}

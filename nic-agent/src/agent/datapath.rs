@@ -1,0 +1,238 @@
+//! The data path of a socket: its state published to every binding, RX into the active binding's
+//! stream, TX from each binding's stream (copied, or lent to the engine), readiness from the backend.
+
+use super::*;
+
+impl<B: Backend> Agent<B> {
+    /// Writes socket `id`'s state into the control block of every binding and marks them dirty
+    /// (their futex and waiters are woken at the next flush).
+    pub(super) fn publish(&mut self, id: SockId) {
+        let Some(s) = self.socks.get(id) else {
+            return;
+        };
+        for &b in &s.bindings {
+            if let Some(p) = self.procs.get_mut(&b.sid) {
+                if let Some(ctl) = p.chan.region().sock(b.slot) {
+                    s.write_ctl(ctl, b);
+                }
+                p.chan.dirty(b.slot);
+            }
+        }
+    }
+
+    /// Writes socket `id`'s state into binding `b`'s control block only (a binding that just
+    /// appeared or became active; the others saw no change).
+    pub(super) fn publish_one(&mut self, id: SockId, b: Bind) {
+        let (Some(s), Some(p)) = (self.socks.get(id), self.procs.get_mut(&b.sid)) else {
+            return;
+        };
+        if let Some(ctl) = p.chan.region().sock(b.slot) {
+            s.write_ctl(ctl, b);
+        }
+        p.chan.dirty(b.slot);
+    }
+
+    /// RX into the active binding (when it is live, not draining).
+    pub(super) fn pump_rx(&mut self, id: SockId) {
+        self.pump_rx_with(id, true);
+    }
+
+    /// [`Agent::pump_rx`]; `drain`: read on to WouldBlock or the end even after a short read
+    /// (the readiness said the peer closed or failed, or the caller does not know).
+    pub(super) fn pump_rx_with(&mut self, id: SockId, drain: bool) {
+        let Some(s) = self.socks.get_mut(id) else {
+            return;
+        };
+        let Some(b) = s.active else {
+            return;
+        };
+        let Some(p) = self.procs.get_mut(&b.sid) else {
+            return;
+        };
+        let Some((bd, false)) = p.sess.table.get_any_mut(b.slot) else {
+            return;
+        };
+        let had_stash = !s.stash.is_empty();
+        match sock::pump_rx(
+            &mut self.backend,
+            s,
+            &mut p.chan,
+            b.slot,
+            &mut bd.rx_tail,
+            drain,
+        ) {
+            Err(v) => self.failed.push((b.sid, v)),
+            Ok(o) => {
+                if o.done {
+                    s.rx_done = true;
+                    s.set_flags(SF_RX_FIN, 0);
+                }
+                if let Some(e) = o.err {
+                    s.fail(e);
+                }
+                if o.err.is_some() {
+                    self.publish(id);
+                } else if o.done || (had_stash && s.stash.is_empty()) {
+                    // Only the active binding sees the end of the stream.
+                    self.publish_one(id, b);
+                }
+            }
+        }
+    }
+
+    /// Ends socket `id`'s TX loan (sock.rs, *Lent TX*): the backend copies what is still
+    /// unacknowledged, and the lending binding's stream is free up to what it handed over.
+    /// Called before that binding's slot is freed and before a second binding is added.
+    pub(super) fn end_loan(&mut self, id: SockId) {
+        let Some(s) = self.socks.get_mut(id) else {
+            return;
+        };
+        let Some(by) = s.lend_by.take() else {
+            return;
+        };
+        self.backend.reclaim_tx(&s.os);
+        let Some(p) = self.procs.get_mut(&by.sid) else {
+            return;
+        };
+        if let Some((bd, _)) = p.sess.table.get_any_mut(by.slot) {
+            if let Some(lent) = bd.tx_lent.take() {
+                bd.tx_head = lent;
+                if let Some(tx) = p.chan.region().tx(by.slot) {
+                    tx.publish_head(lent);
+                }
+                p.chan.dirty(by.slot);
+            }
+        }
+    }
+
+    /// Sends binding `b`'s TX bytes. True when its TX is empty (or can never drain).
+    pub(super) fn pump_tx(&mut self, id: SockId, b: Bind) -> bool {
+        let Some(s) = self.socks.get_mut(id) else {
+            return true;
+        };
+        let Some(p) = self.procs.get_mut(&b.sid) else {
+            return true;
+        };
+        let Some((bd, _)) = p.sess.table.get_any_mut(b.slot) else {
+            return true;
+        };
+        match sock::pump_tx(&mut self.backend, s, &mut p.chan, b, bd) {
+            Err(v) => {
+                self.failed.push((b.sid, v));
+                true
+            }
+            Ok(o) => {
+                if let Some(e) = o.err {
+                    s.fail(e);
+                    self.publish(id);
+                } else if o.done && s.shut_wr_pending {
+                    self.shut_wr_if_drained(id);
+                }
+                o.done
+            }
+        }
+    }
+
+    /// SHUT_WR asked for: shut the OS socket once no binding has TX bytes left.
+    pub(super) fn shut_wr_if_drained(&mut self, id: SockId) {
+        let Some(s) = self.socks.get_mut(id) else {
+            return;
+        };
+        for &b in &s.bindings {
+            let pending = self.procs.get(&b.sid).and_then(|p| {
+                let (bd, _) = p.sess.table.get_any(b.slot)?;
+                Some(sock::tx_pending(&p.chan, b.slot, bd.tx_sent()))
+            });
+            match pending {
+                Some(Ok(0)) | None => {}
+                Some(Ok(_)) => return,
+                Some(Err(v)) => self.failed.push((b.sid, v)),
+            }
+        }
+        s.shut_wr_pending = false;
+        if let Err(e) = self.backend.shutdown(&s.os, libc::SHUT_WR) {
+            debug!("shutdown(SHUT_WR) after drain: {e}");
+        }
+    }
+
+    /// Readiness of the backend socket `id`.
+    pub(super) fn on_ready(&mut self, id: SockId, r: Readiness) {
+        let Some(s) = self.socks.get_mut(id) else {
+            return;
+        };
+        let kind = s.kind;
+        match kind {
+            Kind::Fresh => return,
+            Kind::Listening => {
+                if r.readable || r.error || r.hup {
+                    self.fill_accept_queue(id, false);
+                }
+                return;
+            }
+            Kind::Connecting => match self.backend.connect_state(&s.os) {
+                ConnectState::Pending => return,
+                ConnectState::Connected => {
+                    s.kind = Kind::Connected;
+                    s.set_flags(SF_CONNECTED, SF_CONNECTING);
+                    let t = s.connect_tag.take();
+                    self.publish(id);
+                    if let Some(t) = t {
+                        self.complete_to(t.by, t.tag, 0, Payload::None);
+                    }
+                }
+                ConnectState::Failed(e) => {
+                    s.kind = Kind::Fresh;
+                    let t = s.connect_tag.take();
+                    if t.is_some() {
+                        s.set_flags(0, SF_CONNECTING);
+                    } else {
+                        s.post_error(e, 0, SF_CONNECTING);
+                    }
+                    self.publish(id);
+                    if let Some(t) = t {
+                        self.complete_to(t.by, t.tag, neg(e), Payload::None);
+                    }
+                    // Bytes written before the connect failed can never leave.
+                    for b in self.draining_bindings(id) {
+                        self.finish_binding(b);
+                    }
+                    return;
+                }
+            },
+            Kind::Connected => {}
+        }
+        if r.readable || r.hup || r.error || kind != Kind::Connected {
+            self.pump_rx_with(id, r.hup || r.error || kind != Kind::Connected);
+        }
+        // Every binding's TX (pumping changes no binding list). Draining bindings whose TX
+        // emptied are finished afterwards; no allocation in the common case.
+        let mut finish: Vec<Bind> = Vec::new();
+        let mut i = 0;
+        while let Some(b) = self.socks.get(id).and_then(|s| s.bindings.get(i).copied()) {
+            if self.pump_tx(id, b) && self.is_draining(b) {
+                finish.push(b);
+            }
+            i += 1;
+        }
+        if let Some(s) = self.socks.get_mut(id) {
+            if r.error && !s.io_dead {
+                let e = self.backend.take_error(&s.os);
+                if e != 0 {
+                    s.fail(e);
+                    self.publish(id);
+                }
+            }
+        }
+        if self.socks.get(id).is_some_and(|s| s.io_dead) {
+            // Nothing more can be sent: every draining binding is done.
+            for b in self.draining_bindings(id) {
+                if !finish.contains(&b) {
+                    finish.push(b);
+                }
+            }
+        }
+        for b in finish {
+            self.finish_binding(b);
+        }
+    }
+}
