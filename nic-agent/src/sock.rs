@@ -687,3 +687,198 @@ fn pump_lent<B: Backend>(
     out.done |= lent == tail;
     Ok(Some(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{ConnectState, SockEvent};
+    use std::net::SocketAddr;
+    use std::os::fd::RawFd;
+
+    fn unsupported<T>() -> io::Result<T> {
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+
+    /// A backend that only takes loans: records what it was handed and acknowledges on demand.
+    #[derive(Default)]
+    struct Lender {
+        stream: Option<(Stream, u32)>,
+        handed: u32,
+        acked: u32,
+        gone: bool,
+        outgrown: bool,
+        reclaimed: Vec<u8>,
+        /// Bytes taken by `send` (the copying path).
+        copied: usize,
+    }
+
+    impl Backend for Lender {
+        type Sock = ();
+        fn socket(&mut self, _: i32) -> io::Result<()> {
+            unsupported()
+        }
+        fn bind(&mut self, _: &(), _: &SocketAddr) -> io::Result<()> {
+            unsupported()
+        }
+        fn listen(&mut self, _: &(), _: i32) -> io::Result<()> {
+            unsupported()
+        }
+        fn accept(&mut self, _: &()) -> io::Result<((), SocketAddr)> {
+            unsupported()
+        }
+        fn connect(&mut self, _: &(), _: &SocketAddr) -> io::Result<()> {
+            unsupported()
+        }
+        fn connect_state(&mut self, _: &()) -> ConnectState {
+            ConnectState::Connected
+        }
+        fn take_error(&mut self, _: &()) -> i32 {
+            0
+        }
+        fn shutdown(&mut self, _: &(), _: i32) -> io::Result<()> {
+            unsupported()
+        }
+        fn local_addr(&mut self, _: &()) -> io::Result<SocketAddr> {
+            unsupported()
+        }
+        fn peer_addr(&mut self, _: &()) -> io::Result<SocketAddr> {
+            unsupported()
+        }
+        fn setsockopt(&mut self, _: &(), _: i32, _: i32, _: &[u8]) -> io::Result<()> {
+            unsupported()
+        }
+        fn getsockopt(&mut self, _: &(), _: i32, _: i32, _: &mut [u8]) -> io::Result<usize> {
+            unsupported()
+        }
+        unsafe fn recv(&mut self, _: &(), _: &[IoBuf]) -> io::Result<usize> {
+            unsupported()
+        }
+        unsafe fn send(&mut self, _: &(), bufs: &[IoBuf]) -> io::Result<usize> {
+            let n: usize = bufs.iter().map(|b| b.iov_len).sum();
+            self.copied += n;
+            Ok(n)
+        }
+        fn can_lend_tx(&self, _: &()) -> bool {
+            true
+        }
+        unsafe fn lend_tx(&mut self, _: &(), stream: Stream, at: u32) -> io::Result<()> {
+            self.stream = Some((stream, at));
+            Ok(())
+        }
+        fn send_lent(&mut self, _: &(), n: usize) -> io::Result<usize> {
+            self.handed += n as u32;
+            Ok(n)
+        }
+        fn take_acked(&mut self, _: &()) -> Option<u32> {
+            if self.gone {
+                return None;
+            }
+            Some(std::mem::take(&mut self.acked))
+        }
+        fn loan_outgrown(&self, _: &()) -> bool {
+            self.outgrown
+        }
+        fn reclaim_tx(&mut self, _: &()) -> u32 {
+            if let Some((st, at)) = self.stream.take() {
+                let mut b = vec![0u8; self.handed as usize];
+                st.copy_out(at, &mut b);
+                self.reclaimed = b;
+            }
+            0
+        }
+        fn register(&mut self, _: &(), _: u64) -> io::Result<()> {
+            Ok(())
+        }
+        fn close(&mut self, _: ()) {}
+        fn poll(&mut self, _: &mut Vec<SockEvent>) -> io::Result<()> {
+            Ok(())
+        }
+        fn wait_fd(&self) -> RawFd {
+            -1
+        }
+    }
+
+    /// The host's side of slot 0's TX stream: write and publish.
+    fn host_write(chan: &Channel, data: &[u8]) {
+        let tx = chan.region().tx(0).unwrap();
+        let tail = tx.load_tail();
+        tx.copy_in(tail, data);
+        tx.publish_tail(tail.wrapping_add(data.len() as u32));
+    }
+
+    fn setup() -> (Channel, Sock<()>, Binding, Bind) {
+        let geo = shm_proto::region::Geometry {
+            max_sockets: 4,
+            ..Default::default()
+        };
+        let (chan, _fd) = Channel::create(geo).unwrap();
+        let by = Bind { sid: 1, slot: 0 };
+        let mut s = Sock::new((), libc::AF_INET);
+        s.kind = Kind::Connected;
+        s.bindings.push(by);
+        (chan, s, Binding::new(SockId::from_token(0)), by)
+    }
+
+    /// Lent TX (module doc): bytes are handed over without a copy, the host's head moves only by
+    /// what was acknowledged, a tail moved back over lent bytes drops the channel, and when the
+    /// loan ends the backend takes what it was handed.
+    #[test]
+    fn lent_tx_frees_only_acknowledged_bytes() {
+        let (mut chan, mut s, mut bd, by) = setup();
+        let mut b = Lender::default();
+        let tx = chan.region().tx(0).unwrap();
+        host_write(&chan, &[7u8; 1000]);
+        let o = pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).unwrap();
+        assert!(o.done && o.err.is_none());
+        assert_eq!((b.handed, b.copied), (1000, 0));
+        assert_eq!((bd.tx_head, bd.tx_lent), (0, Some(1000)));
+        assert_eq!(
+            tx.load_head(),
+            0,
+            "nothing acknowledged: the host may not overwrite"
+        );
+        assert_eq!(s.lend_by, Some(by));
+        b.acked = 600;
+        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).unwrap();
+        assert_eq!((bd.tx_head, tx.load_head()), (600, 600));
+        host_write(&chan, &[8u8; 200]);
+        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).unwrap();
+        assert_eq!((b.handed, bd.tx_lent), (1200, Some(1200)));
+        // The path outgrew the stream: the backend takes the 600 unacknowledged bytes back.
+        b.outgrown = true;
+        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).unwrap();
+        assert_eq!((bd.tx_head, bd.tx_lent, s.lend_by), (1200, None, None));
+        assert_eq!(tx.load_head(), 1200);
+        let mut want = vec![7u8; 1000];
+        want.extend([8u8; 200]);
+        assert_eq!(b.reclaimed, want, "reclaim reads from the lent index");
+    }
+
+    #[test]
+    fn lent_tx_tail_moved_back_is_a_violation_and_a_gone_loan_frees_everything() {
+        let (mut chan, mut s, mut bd, by) = setup();
+        let mut b = Lender::default();
+        let tx = chan.region().tx(0).unwrap();
+        host_write(&chan, &[1u8; 500]);
+        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).unwrap();
+        tx.publish_tail(400);
+        assert!(pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).is_err());
+        tx.publish_tail(500);
+        b.gone = true;
+        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).unwrap();
+        assert_eq!((bd.tx_head, bd.tx_lent, s.lend_by), (500, None, None));
+        assert_eq!(tx.load_head(), 500);
+    }
+
+    #[test]
+    fn shared_connections_are_copied_not_lent() {
+        let (mut chan, mut s, mut bd, by) = setup();
+        s.bindings.push(Bind { sid: 2, slot: 0 });
+        let mut b = Lender::default();
+        host_write(&chan, &[1u8; 10]);
+        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).unwrap();
+        assert_eq!((b.copied, b.handed), (10, 0), "two bindings: copied");
+        assert!(b.stream.is_none() && s.lend_by.is_none());
+        assert_eq!(bd.tx_head, 10);
+    }
+}
