@@ -561,7 +561,7 @@ fn restartable(timeout_ns: u64) -> bool {
     }
 }
 
-fn raise_sigpipe() {
+pub(crate) fn raise_sigpipe() {
     let _ = sys::tgkill(sys::getpid(), sys::gettid(), libc::SIGPIPE);
 }
 
@@ -842,81 +842,6 @@ pub(crate) fn send_sock(s: &S, iov: &Iov, flags: i32) -> R {
             }
         }
     }
-}
-
-/// `sendfile` into an offloaded socket: read the file straight into the TX stream's free space.
-pub(crate) fn sendfile(out_fd: i32, in_fd: i32, offset: *mut i64, count: usize) -> R {
-    let s = try_sock!(out_fd);
-    let mut buf = [0u8; 16384];
-    let mut done = 0usize;
-    let mut off = if offset.is_null() {
-        None
-    } else {
-        // SAFETY: non-null application pointer.
-        Some(unsafe { *offset })
-    };
-    while done < count {
-        let want = (count - done).min(buf.len());
-        // SAFETY: reading into our stack buffer with libc's read/pread.
-        let r = unsafe {
-            match off {
-                Some(o) => crate::real::pread(in_fd, buf.as_mut_ptr() as *mut _, want, o),
-                None => crate::real::read(in_fd, buf.as_mut_ptr() as *mut _, want),
-            }
-        };
-        if r < 0 {
-            let e = util_errno();
-            return if done > 0 {
-                R::Ok(done as isize)
-            } else {
-                R::Err(e)
-            };
-        }
-        if r == 0 {
-            break;
-        }
-        let r = r as usize;
-        let v = [libc::iovec {
-            iov_base: buf.as_mut_ptr() as *mut _,
-            iov_len: r,
-        }];
-        let w = match send_sock(&s, &Iov { v: &v }, libc::MSG_NOSIGNAL) {
-            R::Ok(w) => w as usize,
-            R::Err(e) => {
-                if off.is_none() {
-                    // Unread the bytes we could not send, as the kernel's sendfile would not have
-                    // consumed them.
-                    // SAFETY: lseek on the application's fd.
-                    unsafe { libc::lseek(in_fd, -(r as i64), libc::SEEK_CUR) };
-                }
-                if e == libc::EPIPE {
-                    raise_sigpipe();
-                }
-                return if done > 0 {
-                    R::Ok(done as isize)
-                } else {
-                    R::Err(e)
-                };
-            }
-            R::Pass => 0,
-        };
-        if w < r && off.is_none() {
-            // SAFETY: as above.
-            unsafe { libc::lseek(in_fd, -((r - w) as i64), libc::SEEK_CUR) };
-        }
-        done += w;
-        if let Some(o) = off.as_mut() {
-            *o += w as i64;
-        }
-        if w < r {
-            break;
-        }
-    }
-    if let (Some(o), false) = (off, offset.is_null()) {
-        // SAFETY: non-null application pointer.
-        unsafe { *offset = o };
-    }
-    R::Ok(done as isize)
 }
 
 /// Is `fd` a pipe (or FIFO)? Errors as `fstat` gives them (EBADF).
