@@ -207,3 +207,59 @@ fn slot_view(slots: &mut [Slot; SLOTS], i: usize, now: u64, at: i64, want: usize
         owner: Owner::Slot(i),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    fn file(tag: u8, len: usize) -> (std::fs::File, libc::stat) {
+        let path =
+            std::env::temp_dir().join(format!("snstack-filemap-{}-{tag}", std::process::id()));
+        let mut f = std::fs::File::create(&path).unwrap();
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ tag).collect();
+        f.write_all(&data).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        // SAFETY: fstat into a zeroed buffer we own.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::fstat(f.as_raw_fd(), &mut st) }, 0);
+        (f, st)
+    }
+
+    fn bytes(v: &View) -> &[u8] {
+        // SAFETY: the view's bytes stay mapped while it lives.
+        unsafe { core::slice::from_raw_parts(v.ptr, v.len) }
+    }
+
+    #[test]
+    fn hits_clamps_and_never_evicts_a_window_in_use() {
+        let (f, st) = file(0, 3 << 20);
+        let fd = f.as_raw_fd();
+        let held = view(fd, &st, st.st_size, 5000, 100).unwrap();
+        assert!(matches!(held.owner, Owner::Slot(_)));
+        assert_eq!(
+            bytes(&held),
+            &(5000..5100).map(|i| (i % 251) as u8).collect::<Vec<_>>()[..]
+        );
+        // Same window again: a hit on the same slot, bounded by the window's end.
+        // (the window starts at the page holding 5000).
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let again = view(fd, &st, st.st_size, 6000, WINDOW).unwrap();
+        assert_eq!(again.ptr as usize, held.ptr as usize + 1000);
+        assert_eq!(again.len, WINDOW - (6000 - (5000 & !(page - 1))));
+        drop(again);
+        // Past the size the caller saw: nothing to map.
+        assert!(view(fd, &st, 4096, 4096, 10).is_none());
+        // Fill every other slot; the held window survives and still reads right.
+        let others: Vec<_> = (1..=SLOTS as u8 + 2).map(|t| (t, file(t, 8192))).collect();
+        for (t, (g, s)) in &others {
+            let v = view(g.as_raw_fd(), s, s.st_size, 1, 10).unwrap();
+            assert_eq!(bytes(&v), &(1..11u8).map(|i| i ^ t).collect::<Vec<_>>()[..]);
+        }
+        assert_eq!(bytes(&held)[0], (5000 % 251) as u8);
+    }
+}
