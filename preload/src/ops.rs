@@ -561,7 +561,7 @@ fn restartable(timeout_ns: u64) -> bool {
     }
 }
 
-pub(crate) fn raise_sigpipe() {
+fn raise_sigpipe() {
     let _ = sys::tgkill(sys::getpid(), sys::gettid(), libc::SIGPIPE);
 }
 

@@ -143,14 +143,10 @@ pub(crate) fn sendfile(out_fd: i32, in_fd: i32, offset: *mut i64, count: usize) 
             }
         };
         let n = v.iov_len;
-        let w = match send_sock(&s, &Iov { v: &[v] }, libc::MSG_NOSIGNAL) {
+        // No MSG_NOSIGNAL: sendfile raises SIGPIPE on EPIPE as send does (when nothing went).
+        let w = match send_sock(&s, &Iov { v: &[v] }, 0) {
             R::Ok(w) => w as usize,
             R::Err(e) => {
-                // send_sock was told not to raise SIGPIPE (so a `send` with MSG_NOSIGNAL keeps its
-                // rule); sendfile has no such flag.
-                if e == libc::EPIPE {
-                    crate::ops::raise_sigpipe();
-                }
                 err = Some(e);
                 0
             }

@@ -537,7 +537,25 @@ def t_sendfile():
     t.join(30)
     ep.close()
     p("sf-nb-rest", sent == len(data), outs > 0, got and got[0] == data)
-    c.close(); a.close(); os.close(fd)
+    c.close(); a.close()
+    # peer gone: EPIPE and SIGPIPE, as send
+    import signal
+    c, a = pair()
+    a.close()
+    settle()
+    sig = []
+    old = signal.signal(signal.SIGPIPE, lambda *x: sig.append(1))
+    err = None
+    for _ in range(50):
+        try:
+            os.sendfile(c.fileno(), fd, 0, 1000)
+        except OSError as e:
+            err = en(e)
+            break
+        time.sleep(0.02)
+    signal.signal(signal.SIGPIPE, old)
+    p("sf-after-peer-close", err in ("EPIPE", "ECONNRESET"), "sigpipe" if sig else "no-sigpipe" if err == "ECONNRESET" else "no-sigpipe?")
+    c.close(); os.close(fd)
 
 
 TESTS = [t_errnos, t_nonblocking_connect, t_data, t_poll_zero_events, t_epoll, t_epoll_many, t_select_mixed,
