@@ -768,7 +768,7 @@ pub unsafe extern "C" fn sendfile(o: c_int, i: c_int, off: *mut libc::off_t, n: 
     }
     // SAFETY: as above.
     run(
-        || ops::sendfile(o, i, off, n),
+        || crate::sendfile::sendfile(o, i, off, n),
         || unsafe { real::sendfile(o, i, off, n) },
     )
 }
@@ -786,7 +786,7 @@ pub unsafe extern "C" fn sendfile64(
     }
     // SAFETY: as above.
     run(
-        || ops::sendfile(o, i, off, n),
+        || crate::sendfile::sendfile(o, i, off, n),
         || unsafe { real::sendfile64(o, i, off, n) },
     )
 }

@@ -449,8 +449,118 @@ def t_splice():
     os.close(w)
 
 
+def recv_exact(s, n):
+    got = bytearray()
+    while len(got) < n:
+        b = s.recv(min(1 << 16, n - len(got)))
+        if not b:
+            break
+        got += b
+    return bytes(got)
+
+
+def t_sendfile():
+    import tempfile
+    # 32 MiB: more than the TX stream, a mapping window and the kernel's socket buffers together.
+    data = bytes(range(251)) * ((32 << 20) // 251)
+    fd, path = tempfile.mkstemp()
+    os.unlink(path)
+    os.write(fd, data)
+    c, a = pair()
+    # NULL offset: reads at and advances the file position
+    os.lseek(fd, 7, os.SEEK_SET)
+    tryit("sf-null", lambda: os.sendfile(c.fileno(), fd, None, 100))
+    p("sf-null-pos", os.lseek(fd, 0, os.SEEK_CUR))
+    # explicit offset: the position stays
+    tryit("sf-off", lambda: os.sendfile(c.fileno(), fd, 5000, 50))
+    p("sf-off-pos", os.lseek(fd, 0, os.SEEK_CUR))
+    # past EOF: short count, then 0
+    tryit("sf-past-eof", lambda: os.sendfile(c.fileno(), fd, len(data) - 10, 100))
+    tryit("sf-at-eof", lambda: os.sendfile(c.fileno(), fd, len(data), 100))
+    os.lseek(fd, len(data) - 5, os.SEEK_SET)
+    tryit("sf-null-past-eof", lambda: os.sendfile(c.fileno(), fd, None, 100))
+    p("sf-null-past-eof-pos", os.lseek(fd, 0, os.SEEK_CUR) == len(data))
+    tryit("sf-count-0", lambda: os.sendfile(c.fileno(), fd, 0, 0))
+    want = data[7:107] + data[5000:5050] + data[-10:] + data[-5:]
+    p("sf-peer-got", recv_exact(a, len(want)) == want)
+    # sources the kernel refuses or cannot read
+    r, w = os.pipe()
+    os.write(w, b"abc")
+    tryit("sf-pipe", lambda: os.sendfile(c.fileno(), r, None, 3))
+    tryit("sf-pipe-off", lambda: os.sendfile(c.fileno(), r, 0, 3))
+    os.close(r); os.close(w)
+    wo = os.open("/dev/null", os.O_WRONLY)
+    tryit("sf-wronly", lambda: os.sendfile(c.fileno(), wo, 0, 3))
+    os.close(wo)
+    wo = os.open("/proc/self/fd/%d" % fd, os.O_WRONLY)
+    tryit("sf-wronly-file", lambda: os.sendfile(c.fileno(), wo, 0, 3))
+    os.close(wo)
+    tryit("sf-neg-off", lambda: os.sendfile(c.fileno(), fd, -1, 3))
+    # blocking, a file much larger than the TX stream, read by a thread: all of it arrives
+    got = []
+    t = threading.Thread(target=lambda: got.append(recv_exact(a, len(data))))
+    t.start()
+    os.lseek(fd, 0, os.SEEK_SET)
+    sent = 0
+    while sent < len(data):
+        n = os.sendfile(c.fileno(), fd, None, len(data) - sent)
+        if n <= 0:
+            break
+        sent += n
+    t.join(30)
+    p("sf-big", sent == len(data), os.lseek(fd, 0, os.SEEK_CUR) == len(data), got and got[0] == data)
+    # non-blocking: fill until EAGAIN, then EPOLLOUT once the peer reads, then the rest
+    c.setblocking(False)
+    sent, first, eagain = 0, None, False
+    while sent < len(data):
+        try:
+            n = os.sendfile(c.fileno(), fd, sent, len(data) - sent)
+        except BlockingIOError:
+            eagain = True
+            break
+        first = n if first is None else first
+        sent += n
+    p("sf-nb-fill", first is not None and 0 < first < len(data), eagain, 0 < sent < len(data))
+    got = []
+    t = threading.Thread(target=lambda: got.append(recv_exact(a, len(data))))
+    t.start()
+    ep = select.epoll()
+    ep.register(c.fileno(), select.EPOLLOUT | select.EPOLLET)
+    outs = 0
+    while sent < len(data):
+        try:
+            sent += os.sendfile(c.fileno(), fd, sent, len(data) - sent)
+        except BlockingIOError:
+            if not ep.poll(5):
+                break
+            outs += 1
+    t.join(30)
+    ep.close()
+    p("sf-nb-rest", sent == len(data), outs > 0, got and got[0] == data)
+    c.close(); a.close()
+    # peer gone: EPIPE and SIGPIPE, as send
+    import signal
+    c, a = pair()
+    a.close()
+    settle()
+    sig = []
+    old = signal.signal(signal.SIGPIPE, lambda *x: sig.append(1))
+    err = None
+    for _ in range(50):
+        try:
+            os.sendfile(c.fileno(), fd, 0, 1000)
+        except OSError as e:
+            err = en(e)
+            break
+        time.sleep(0.02)
+    signal.signal(signal.SIGPIPE, old)
+    p("sf-after-peer-close", err in ("EPIPE", "ECONNRESET"), "sigpipe" if sig else "no-sigpipe" if err == "ECONNRESET" else "no-sigpipe?")
+    c.close(); os.close(fd)
+
+
 TESTS = [t_errnos, t_nonblocking_connect, t_data, t_poll_zero_events, t_epoll, t_epoll_many, t_select_mixed,
-         t_timeout, t_opts_names, t_bulk, t_dup, t_sigpipe, t_splice]
+         t_timeout, t_opts_names, t_bulk, t_dup, t_sigpipe, t_splice,
+         t_sendfile]
 
 if __name__ == "__main__":
     only = sys.argv[1:]
