@@ -1161,6 +1161,28 @@ impl Stack {
 
     /// Appends to the send buffer (never blocks; EPIPE after the end, never a signal).
     pub fn send(&mut self, id: SockId, bufs: &[&[u8]]) -> Result<usize, Errno> {
+        self.append(id, false, |t| {
+            let mut n = 0;
+            for b in bufs {
+                let k = t.write(b);
+                n += k;
+                if k < b.len() {
+                    break;
+                }
+            }
+            n
+        })
+    }
+
+    /// The checks and bookkeeping around queueing application bytes ([`Stack::send`],
+    /// [`Stack::send_lent`]): `f` queues and returns how many; none queued is EAGAIN unless
+    /// `nothing_ok` (a lent stream that did not grow).
+    fn append(
+        &mut self,
+        id: SockId,
+        nothing_ok: bool,
+        f: impl FnOnce(&mut Tcb) -> usize,
+    ) -> Result<usize, Errno> {
         let s = self.sock_mut(id)?;
         let Kind::Conn(t) = &mut s.kind else {
             return Err(errno::EPIPE);
@@ -1173,18 +1195,11 @@ impl Stack {
             State::Established | State::CloseWait if !t.shut_wr => {}
             _ => return Err(errno::EPIPE),
         }
-        let mut n = 0;
-        for b in bufs {
-            let k = t.write(b);
-            n += k;
-            if k < b.len() {
-                break;
-            }
-        }
+        let n = f(t);
         // What the caller saw is the new baseline: a later change is reported as an edge.
         let r = Self::ready_of(s);
         s.last_ready = Some(r);
-        if n == 0 {
+        if n == 0 && !nothing_ok {
             return Err(errno::EAGAIN);
         }
         self.touch(id.0);
@@ -1211,26 +1226,7 @@ impl Stack {
     /// A lent stream grew by `n` bytes: queues as many as the connection takes ([`Stack::send`]'s
     /// rules and errors).
     pub fn send_lent(&mut self, id: SockId, n: usize) -> Result<usize, Errno> {
-        let s = self.sock_mut(id)?;
-        let Kind::Conn(t) = &mut s.kind else {
-            return Err(errno::EPIPE);
-        };
-        if t.err != 0 {
-            return Err(core::mem::take(&mut t.err));
-        }
-        match t.state {
-            State::SynSent | State::SynReceived => return Err(errno::EAGAIN),
-            State::Established | State::CloseWait if !t.shut_wr => {}
-            _ => return Err(errno::EPIPE),
-        }
-        let k = t.append_lent(n);
-        let r = Self::ready_of(s);
-        s.last_ready = Some(r);
-        if k == 0 && n != 0 {
-            return Err(errno::EAGAIN);
-        }
-        self.touch(id.0);
-        Ok(k)
+        self.append(id, n == 0, |t| t.append_lent(n))
     }
 
     /// Lent stream bytes acknowledged since the last call (the owner frees them); None when the

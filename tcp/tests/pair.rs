@@ -354,6 +354,21 @@ fn move_bytes(
     }
 }
 
+/// A sends pattern bytes from `*sent` on until its buffer is full or `total` went.
+fn send_pattern(a: &mut Stack, c: SockId, chunk: &mut [u8], sent: &mut usize, total: usize) {
+    while *sent < total {
+        let k = chunk.len().min(total - *sent);
+        for (j, b) in chunk[..k].iter_mut().enumerate() {
+            *b = pattern(*sent + j);
+        }
+        match a.send(c, &[&chunk[..k]]) {
+            Ok(w) => *sent += w,
+            Err(11) => break,
+            Err(e) => panic!("send: errno {e}"),
+        }
+    }
+}
+
 /// Sends `total` bytes from A to B; returns the virtual time it took.
 fn transfer(net: &mut Net, c: SockId, s: SockId, total: usize, limit: Duration) -> Duration {
     let start = net.now;
@@ -363,17 +378,7 @@ fn transfer(net: &mut Net, c: SockId, s: SockId, total: usize, limit: Duration) 
     let mut chunk = vec![0u8; 65536];
     let deadline = start + limit;
     let ok = net.run_until(deadline, |n| {
-        while sent < total {
-            let k = chunk.len().min(total - sent);
-            for (j, b) in chunk[..k].iter_mut().enumerate() {
-                *b = pattern(sent + j);
-            }
-            match n.a.send(c, &[&chunk[..k]]) {
-                Ok(w) => sent += w,
-                Err(11) => break,
-                Err(e) => panic!("send: errno {e}"),
-            }
-        }
+        send_pattern(&mut n.a, c, &mut chunk, &mut sent, total);
         loop {
             match n.b.recv(s, &mut [&mut buf[..]]) {
                 Ok(0) => break,
@@ -949,17 +954,7 @@ fn lent_transfer(
                 assert_eq!(n.a.send_lent(c, k), Ok(k), "the ring's bytes all fit");
             }
         } else {
-            while sent < total {
-                let k = chunk.len().min(total - sent);
-                for (j, b) in chunk[..k].iter_mut().enumerate() {
-                    *b = pattern(sent + j);
-                }
-                match n.a.send(c, &[&chunk[..k]]) {
-                    Ok(w) => sent += w,
-                    Err(11) => break,
-                    Err(e) => panic!("send: errno {e}"),
-                }
-            }
+            send_pattern(&mut n.a, c, &mut chunk, &mut sent, total);
         }
         while let Ok(r) = n.b.recv(s, &mut [&mut buf[..]]) {
             if r == 0 {

@@ -13,6 +13,13 @@ impl<B: Backend> Agent<B> {
         }
     }
 
+    /// Option buffer cell `cell` of session `sid`'s region (`CF_OPTBUF`), if both exist.
+    fn opt_cell(&self, sid: u32, cell: usize) -> Option<*mut u8> {
+        self.procs
+            .get(&sid)
+            .and_then(|p| p.chan.region().opt_cell(cell))
+    }
+
     pub(super) fn has_cap(&self, sid: u32, bit: u32) -> bool {
         self.procs.get(&sid).is_some_and(|p| {
             p.sess.uid == 0
@@ -96,11 +103,7 @@ impl<B: Backend> Agent<B> {
                 OptVal::Cell(cell) => {
                     // Copy out of shared memory first: the host may scribble on it meanwhile.
                     let mut big = [0u8; OPT_SIZE];
-                    let Some(p) = self
-                        .procs
-                        .get(&sid)
-                        .and_then(|p| p.chan.region().opt_cell(cell))
-                    else {
+                    let Some(p) = self.opt_cell(sid, cell) else {
                         return Ok(());
                     };
                     // SAFETY: the cell is OPT_SIZE bytes inside the mapped region; len <= OPT_SIZE
@@ -514,11 +517,7 @@ impl<B: Backend> Agent<B> {
             Ok(n) => match cell {
                 None => self.complete(sid, tag, slot, n as i64, Payload::Value(&buf[..n])),
                 Some(cell) => {
-                    let Some(p) = self
-                        .procs
-                        .get(&sid)
-                        .and_then(|p| p.chan.region().opt_cell(cell))
-                    else {
+                    let Some(p) = self.opt_cell(sid, cell) else {
                         return Ok(());
                     };
                     let n = n.min(OPT_SIZE);
