@@ -118,6 +118,12 @@ pub fn eventfd_write(fd: RawFd, v: u64) -> io::Result<()> {
     }
 }
 
+/// Gives the CPU to another runnable task, if any (`sched_yield`, which cannot fail on Linux).
+pub fn sched_yield() {
+    // SAFETY: no arguments, no memory.
+    unsafe { libc::sched_yield() };
+}
+
 /// Involuntary context switches of the calling thread so far (`getrusage(RUSAGE_THREAD)`); 0
 /// when the call fails.
 pub fn involuntary_switches() -> u64 {

@@ -18,6 +18,7 @@ pub mod frame;
 pub mod isn;
 pub mod neigh;
 pub mod output;
+pub mod prefetch;
 pub mod prr;
 pub mod rate;
 pub mod recvbuf;

@@ -1862,6 +1862,16 @@ impl Stack {
         let now = self.now;
         let mut budget = 4096usize;
         while let Some(i) = self.txq.pop_front() {
+            // The next connection's state is fetched while this one's segments are built.
+            if let Some(&n) = self.txq.front() {
+                if let Some(Some(Sock {
+                    kind: Kind::Conn(t),
+                    ..
+                })) = self.socks.get(n as usize)
+                {
+                    crate::prefetch::prefetch(&**t);
+                }
+            }
             let Some(Some(s)) = self.socks.get_mut(i as usize) else {
                 continue;
             };
@@ -2257,6 +2267,9 @@ impl Stack {
             let Some(Some(s)) = self.socks.get_mut(i as usize) else {
                 return;
             };
+            if let Kind::Conn(t) = &s.kind {
+                crate::prefetch::prefetch(&**t);
+            }
             if let Kind::TimeWait(tw) = &mut s.kind {
                 let len = payload.len() as u32
                     + u32::from(repr.flags & F::SYN != 0)

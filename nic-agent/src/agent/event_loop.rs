@@ -23,9 +23,16 @@ impl<B: Backend> Agent<B> {
                 self.spin
                     .sample(t, sys::involuntary_switches(), sys::cpu_pressure_us());
             }
-            let sleepy = idle == Some(Idle::Check)
-                && now.is_some_and(|t| self.spin.check(t))
-                && !self.backend.has_local_events();
+            let next = match now {
+                Some(t) if idle == Some(Idle::Check) && !self.backend.has_local_events() => {
+                    self.spin.check(t)
+                }
+                _ => Next::Spin,
+            };
+            if next == Next::Yield {
+                sys::sched_yield();
+            }
+            let sleepy = next == Next::Sleep;
             let mut timeout = 0;
             if sleepy {
                 for p in self.procs.values().filter(|p| !p.closing) {

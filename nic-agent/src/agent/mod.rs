@@ -43,7 +43,7 @@ use crate::backend::{Backend, ConnectState, Readiness, SockEvent};
 use crate::channel::Channel;
 use crate::session::{self, Command, OptPolicy, ReuseportTable, Session, Violation};
 use crate::sock::{self, Bind, Binding, Kind, Listener, Parked, Sock, SockId, SockTable};
-use crate::spin::{Idle, SpinPolicy};
+use crate::spin::{Idle, Next, SpinPolicy};
 use crate::stats::{Counters, Snapshot};
 use crate::sys;
 use crate::ticket::{self, Tickets};

@@ -203,6 +203,9 @@ impl RxRing {
                     usize::from(h.add(H_MAC).cast::<u16>().read_unaligned()),
                 )
             };
+            // The next slot's header and frame are fetched while this frame is handled.
+            let next = slot_offset((self.slot + 1) % FRAME_NR);
+            snstack_tcp::prefetch::prefetch_raw(self.map.wrapping_add(next), mac + 128);
             match frame_in_slot(status, len, snap, mac, self.vnet) {
                 Some(start) => {
                     let mut hdr = [0u8; vnet::LEN];
