@@ -58,7 +58,7 @@ if [[ ${SKIP_CARGO:-0} != 1 ]]; then
     step cargo-test 900 cargo test --workspace --release
     if [[ -f shm-proto/tests/loom_wake.rs ]]; then
         step loom "$LOOM_TIMEOUT" env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
-            cargo test -p shm-proto --test loom_wake --release
+            cargo test -p shm-proto --test loom_wake --test loom_stream --release
     else
         section "loom"
         echo "---- loom: SKIPPED (shm-proto/tests/loom_wake.rs does not exist yet)"

@@ -35,6 +35,9 @@ pub struct Channel {
     mirrored: Counters,
     /// PCIe crossings made in this loop iteration (model off: never touched).
     pcie: pcie::Batch,
+    /// The region's memfd (a duplicate of the one the host maps): its allocated size is the
+    /// channel memory `snstack-agent stats` reports.
+    memfd: OwnedFd,
     /// Keeps `region`, `cmds` and `evts` valid; declared last so it is dropped last.
     _map: sys::Mmap,
 }
@@ -68,9 +71,35 @@ impl Channel {
             counters: Counters::default(),
             mirrored: Counters::default(),
             pcie: pcie::Batch::default(),
+            memfd: memfd.try_clone()?,
             _map: map,
         };
         Ok((ch, memfd))
+    }
+
+    /// Prepares `slot` for a new socket (`Region::reset_sock`). A previous socket that moved
+    /// more than a page through either stream may have left many of its pages resident (bulk
+    /// transfers walk the whole ring; small exchanges stay on the first page, stream.rs): those
+    /// pages go back to the system first, so a region's memory follows its current use.
+    /// Connections that never passed a page cost no syscall here.
+    pub fn reset_slot(&self, slot: u32) {
+        let r = &self.region;
+        let moved = |s: Option<shm_proto::stream::Stream>| {
+            s.is_some_and(|s| s.load_tail() as usize > sys::PAGE_SIZE)
+        };
+        if moved(r.rx(slot)) || moved(r.tx(slot)) {
+            if let Some((off, len)) = r.slot_streams(slot) {
+                if let Err(e) = self._map.remove(off, len) {
+                    tracing::debug!("releasing slot {slot}'s stream pages: {e}");
+                }
+            }
+        }
+        r.reset_sock(slot);
+    }
+
+    /// Bytes of memory the region holds now (pages ever touched and not released).
+    pub fn resident_bytes(&self) -> u64 {
+        sys::allocated_bytes(self.memfd.as_raw_fd()).unwrap_or(0)
     }
 
     pub fn region(&self) -> &Region {
@@ -275,6 +304,63 @@ mod tests {
         let mut b = [0u8; 8];
         // SAFETY: `b` is 8 writable bytes; the eventfd is non-blocking (EAGAIN when zero).
         unsafe { libc::read(fd, b.as_mut_ptr().cast(), b.len()) == 8 }
+    }
+
+    #[test]
+    fn region_memory_follows_use() {
+        let geo = Geometry {
+            max_sockets: 4,
+            rx_size: 65536,
+            tx_size: 65536,
+            ..Geometry::default()
+        };
+        let (ch, _memfd) = Channel::create(geo).unwrap();
+        let rx = ch.region().rx(2).unwrap();
+        // Small exchanges, each consumed before the next: they stay on the stream's first page
+        // (the first one touched it and the slot's control block).
+        rx.copy_in(0, &[1u8; 300]);
+        rx.publish_tail(300);
+        rx.publish_head(300);
+        let fresh = ch.resident_bytes();
+        let mut t = 300u32;
+        for i in 0..2000u32 {
+            assert_eq!(rx.writable(t).unwrap(), 65536);
+            rx.copy_in(t, &[i as u8; 300]);
+            t = t.wrapping_add(300);
+            rx.publish_tail(t);
+            rx.publish_head(t);
+        }
+        let small = ch.resident_bytes() - fresh;
+        assert_eq!(small, 0, "{small} more bytes for 600 kB of small exchanges");
+        // A bulk transfer that never lets the stream empty walks the whole ring.
+        let mut h = t;
+        for _ in 0..6 {
+            let n = rx.writable(t).unwrap().min(30000);
+            rx.copy_in(t, &vec![9u8; n as usize]);
+            t = t.wrapping_add(n);
+            rx.publish_tail(t);
+            h = h.wrapping_add(20000);
+            rx.publish_head(h);
+        }
+        assert!(ch.resident_bytes() - fresh >= 60000);
+        // A new socket in the slot: the pages go back, and it starts from zeros.
+        ch.reset_slot(2);
+        assert!(
+            ch.resident_bytes() <= fresh,
+            "{} left",
+            ch.resident_bytes() - fresh
+        );
+        let rx = ch.region().rx(2).unwrap();
+        assert_eq!((rx.load_tail(), rx.load_head(), rx.load_base()), (0, 0, 0));
+        let mut b = [1u8; 16];
+        rx.copy_out(0, &mut b);
+        assert_eq!(b, [0u8; 16]);
+        // A socket that moved less than a page costs no syscall and keeps its page.
+        let before = ch.resident_bytes();
+        rx.copy_in(0, &[5u8; 100]);
+        rx.publish_tail(100);
+        ch.reset_slot(2);
+        assert_eq!(ch.resident_bytes(), before.max(ch.resident_bytes()));
     }
 
     #[test]

@@ -71,13 +71,15 @@ pub struct Snapshot {
     pub engine: EngineStats,
     /// The agent's spin time in force (µs): `--spin-us`, or 0 while its CPU is contended.
     pub spin_us: u64,
+    /// Memory the attached processes' regions hold (pages touched and not released).
+    pub channel_bytes: u64,
 }
 
 impl Snapshot {
     /// `key value` lines; the first seven keys are a stable interface.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let rows: [(&str, u64); 13] = [
+        let rows: [(&str, u64); 14] = [
             ("processes", self.processes),
             ("sockets", self.sockets),
             ("h2n_bytes", self.io.h2n_bytes),
@@ -91,6 +93,7 @@ impl Snapshot {
             ("tickets", self.tickets),
             ("sockets_shared", self.shared),
             ("agent_spin_us", self.spin_us),
+            ("channel_bytes", self.channel_bytes),
         ];
         for (k, v) in rows {
             let _ = writeln!(s, "{k} {v}");

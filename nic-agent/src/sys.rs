@@ -297,6 +297,19 @@ pub fn memfd_sealed(name: &CStr, len: u64) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Bytes of a page (x86_64 and arm64 Linux as configured by Debian and BlueField's OS).
+pub const PAGE_SIZE: usize = 4096;
+
+/// Bytes of storage a file holds (`st_blocks`: shared memory pages ever touched and not freed,
+/// for a memfd).
+pub fn allocated_bytes(fd: RawFd) -> io::Result<u64> {
+    // SAFETY: all-zero bytes are a valid `stat`.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a writable stat for the call to fill.
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st.st_blocks as u64 * 512)
+}
+
 /// A `MAP_SHARED` read/write mapping, unmapped on drop.
 pub struct Mmap {
     ptr: *mut u8,
@@ -320,6 +333,22 @@ impl Mmap {
             return Err(io::Error::last_os_error());
         }
         Ok(Mmap { ptr: p.cast(), len })
+    }
+
+    /// Gives the pages of `len` bytes at `off` back to the system (`MADV_REMOVE`: the backing
+    /// shared memory is freed too, for every process that maps it; they read zeros afterwards).
+    /// `off` and `len` must be page aligned and inside the mapping.
+    pub fn remove(&self, off: usize, len: usize) -> io::Result<()> {
+        if off % PAGE_SIZE != 0
+            || len % PAGE_SIZE != 0
+            || off.checked_add(len).map_or(true, |e| e > self.len)
+        {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: a page-aligned range inside our own mapping; its contents become zeros, which
+        // the caller asked for (no Rust reference into the region points there).
+        cvt(unsafe { libc::madvise(self.ptr.add(off).cast(), len, libc::MADV_REMOVE) })?;
+        Ok(())
     }
 
     pub fn ptr(&self) -> *mut u8 {

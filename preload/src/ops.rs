@@ -784,7 +784,7 @@ pub(crate) fn send_sock(s: &S, iov: &Iov, flags: i32) -> R {
         let mut n = 0usize;
         if fl & SF_CONNECTED != 0 {
             let _g = s.hs.tx.lock();
-            let tail = s.ctl.tx_tail.0.load(Ordering::Relaxed);
+            let tail = s.ctl.tx_prod.0.tail.load(Ordering::Relaxed);
             let free = match tx.writable(tail) {
                 Ok(f) => f as usize,
                 Err(_) => return R::Err(libc::EIO),
@@ -822,7 +822,7 @@ pub(crate) fn send_sock(s: &S, iov: &Iov, flags: i32) -> R {
             f & (SF_ERROR | SF_TX_SHUT) != 0
                 || (f & SF_CONNECTED != 0
                     && tx
-                        .writable(s.ctl.tx_tail.0.load(Ordering::Relaxed))
+                        .writable(s.ctl.tx_prod.0.tail.load(Ordering::Relaxed))
                         .map(|n| n > 0)
                         .unwrap_or(true))
                 || f & (SF_CONNECTED | SF_CONNECTING) == 0
@@ -969,7 +969,7 @@ pub(crate) fn splice(
             let mut want = len.min(buf.len());
             if s.hs.nonblock.load(Ordering::Relaxed) {
                 let free = tx
-                    .writable(s.ctl.tx_tail.0.load(Ordering::Relaxed))
+                    .writable(s.ctl.tx_prod.0.tail.load(Ordering::Relaxed))
                     .unwrap_or(0) as usize;
                 if free == 0 {
                     return R::Err(libc::EAGAIN);
@@ -1298,7 +1298,7 @@ pub(crate) fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void) -> R {
                 s.c.region.tx(s.slot).and_then(|tx| {
                     tx.used(
                         s.ctl.tx_head.0.load(Ordering::Acquire),
-                        s.ctl.tx_tail.0.load(Ordering::Relaxed),
+                        s.ctl.tx_prod.0.tail.load(Ordering::Relaxed),
                     )
                     .ok()
                 })
@@ -1410,7 +1410,7 @@ pub(crate) fn readiness(s: &S) -> u32 {
             s.c.region
                 .tx(s.slot)
                 .map(|tx| {
-                    tx.writable(s.ctl.tx_tail.0.load(Ordering::Relaxed))
+                    tx.writable(s.ctl.tx_prod.0.tail.load(Ordering::Relaxed))
                         .unwrap_or(0)
                 })
                 .unwrap_or(0);
@@ -1437,7 +1437,7 @@ pub(crate) fn readiness(s: &S) -> u32 {
 /// A fingerprint of everything that can produce a new edge for EPOLLET.
 pub(crate) fn edge_snapshot(s: &S) -> u64 {
     let st = &s.ctl.state.0;
-    let a = s.ctl.rx_tail.0.load(Ordering::Acquire) as u64;
+    let a = s.ctl.rx_prod.0.tail.load(Ordering::Acquire) as u64;
     let b = s.ctl.tx_head.0.load(Ordering::Acquire) as u64;
     let c = st.flags.load(Ordering::Acquire) as u64;
     let d = st.accept_seq.load(Ordering::Acquire) as u64;

@@ -6,7 +6,7 @@ use crate::primitive::{AtomicU32, AtomicU64};
 /// "SNSTACK" + NUL, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SNSTACK\0");
 /// Bumped on every incompatible change of anything in this crate.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// Bytes of the header page.
 pub const HEADER_SIZE: usize = 4096;
 /// Number of waiter slots (epoll instances and poll/select callers) per process. Also the width of
@@ -137,15 +137,27 @@ pub struct Waiter {
     pub _pad: [u8; 48],
 }
 
+/// A byte stream's producer side (stream.rs): written only by the producer, read by both.
+#[repr(C)]
+#[derive(Default)]
+pub struct Producer {
+    /// Free-running index of the next byte to write, published with Release.
+    pub tail: AtomicU32,
+    /// Index that sits at ring offset 0: a byte's offset is `(index - base) & (size - 1)`. The
+    /// producer moves it to `tail` when it finds the stream empty, so small exchanges keep
+    /// landing on the ring's first page (memory that grows with use, docs/channel.md).
+    pub base: AtomicU32,
+}
+
 /// Per-socket control block. One cache line per writer group.
 #[repr(C)]
 pub struct SockCtl {
-    /// RX stream producer index (agent).
-    pub rx_tail: Line<AtomicU32>,
+    /// RX stream producer side (agent).
+    pub rx_prod: Line<Producer>,
     /// RX stream consumer index (host).
     pub rx_head: Line<AtomicU32>,
-    /// TX stream producer index (host).
-    pub tx_tail: Line<AtomicU32>,
+    /// TX stream producer side (host).
+    pub tx_prod: Line<Producer>,
     /// TX stream consumer index (agent).
     pub tx_head: Line<AtomicU32>,
     /// Agent-written socket state.

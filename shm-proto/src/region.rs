@@ -355,6 +355,16 @@ impl Region {
             + slot as usize * (self.geo.rx_size as usize + self.geo.tx_size as usize)
     }
 
+    /// Byte range `(offset, len)` of `slot`'s RX and TX streams inside the region (page
+    /// aligned: the streams start on a page and are powers of two of at least 4096 bytes).
+    pub fn slot_streams(&self, slot: u32) -> Option<(usize, usize)> {
+        self.sock(slot)?;
+        Some((
+            self.stream_base(slot),
+            self.geo.rx_size as usize + self.geo.tx_size as usize,
+        ))
+    }
+
     /// The RX byte stream of `slot` (agent produces, host consumes).
     pub fn rx(&self, slot: u32) -> Option<Stream> {
         let ctl = self.sock(slot)?;
@@ -364,7 +374,7 @@ impl Region {
             Stream::new(
                 self.base.add(b),
                 self.geo.rx_size,
-                &ctl.rx_tail.0,
+                &ctl.rx_prod.0,
                 &ctl.rx_head.0,
             )
         })
@@ -379,7 +389,7 @@ impl Region {
             Stream::new(
                 self.base.add(b),
                 self.geo.tx_size,
-                &ctl.tx_tail.0,
+                &ctl.tx_prod.0,
                 &ctl.tx_head.0,
             )
         })
@@ -389,9 +399,11 @@ impl Region {
     /// Only valid while the host holds no reference to the slot.
     pub fn reset_sock(&self, slot: u32) {
         if let Some(c) = self.sock(slot) {
-            c.rx_tail.0.store(0, Ordering::Relaxed);
+            c.rx_prod.0.tail.store(0, Ordering::Relaxed);
+            c.rx_prod.0.base.store(0, Ordering::Relaxed);
             c.rx_head.0.store(0, Ordering::Relaxed);
-            c.tx_tail.0.store(0, Ordering::Relaxed);
+            c.tx_prod.0.tail.store(0, Ordering::Relaxed);
+            c.tx_prod.0.base.store(0, Ordering::Relaxed);
             c.tx_head.0.store(0, Ordering::Relaxed);
             let s = &c.state.0;
             s.flags.store(0, Ordering::Relaxed);
@@ -459,7 +471,7 @@ mod tests {
             // Waiter 1 (between the two) and every socket block are untouched.
             assert!(!h.take_changed(1, |_| panic!("waiter 1 has no marks")));
             for s in 0..max_sockets {
-                assert_eq!(h.sock(s).unwrap().rx_tail.0.load(Ordering::Relaxed), 0);
+                assert_eq!(h.sock(s).unwrap().rx_prod.0.tail.load(Ordering::Relaxed), 0);
             }
             // SAFETY: the option area is inside the mapping.
             let opt = unsafe { *h.opt_cell(0).unwrap() };

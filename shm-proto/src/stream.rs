@@ -1,10 +1,24 @@
 //! Per-socket byte stream: a power-of-two byte ring in shared memory with free-running u32 indices.
 //!
-//! The producer copies payload at `tail & mask` and publishes `tail` with Release; the consumer reads
-//! `tail` with Acquire, copies out at `head & mask` and publishes `head`. Payload only: no framing,
-//! no headers. The peer's index is validated (`tail - head <= size`) on every read, and callers pass
-//! their own index from private state so a scribbled own-index cannot be used against them.
+//! The producer copies payload at offset `(tail - base) & mask` and publishes `tail` with Release;
+//! the consumer reads `tail` with Acquire, copies out at `(head - base) & mask` and publishes
+//! `head`. Payload only: no framing, no headers. The peer's index is validated
+//! (`tail - head <= size`) on every read, and callers pass their own index from private state so a
+//! scribbled own-index cannot be used against them.
+//!
+//! `base` (on the producer's cache line, [`crate::layout::Producer`]) makes the ring's memory grow
+//! with use. With plain `tail & mask` offsets, a connection that exchanges a few hundred bytes at a
+//! time walks its whole ring, and every page of it ends up resident: 10,000 keepalive connections
+//! with 320 KiB of rings each would hold 3.2 GiB. Instead, whenever the producer finds the stream
+//! empty ([`Stream::writable`] sees `head == tail`) it moves `base` to `tail`, so the next bytes
+//! land at offset 0 again and small exchanges only ever touch the first page. This is safe because
+//! an empty stream has no byte anyone still reads: the consumer published `head == tail` only after
+//! it was done with them (the agent's engine reads a lent TX stream until the bytes are
+//! acknowledged, and moves `head` only then). The consumer loads `base` after its Acquire load of
+//! `tail`, so it sees the base the bytes were written at. A consumer that reads a stale `base`
+//! therefore only ever does so for bytes it is not allowed to read.
 
+use crate::layout::Producer;
 use crate::primitive::{AtomicU32, Ordering};
 use crate::Corrupt;
 
@@ -13,7 +27,7 @@ use crate::Corrupt;
 pub struct Stream {
     buf: *mut u8,
     size: u32,
-    tail: *const AtomicU32,
+    prod: *const Producer,
     head: *const AtomicU32,
 }
 
@@ -24,13 +38,13 @@ unsafe impl Sync for Stream {}
 
 impl Stream {
     /// # Safety
-    /// `buf[..size]` and both atomics must stay valid while the view is used; `size` is a power of
-    /// two.
-    pub unsafe fn new(buf: *mut u8, size: u32, tail: &AtomicU32, head: &AtomicU32) -> Stream {
+    /// `buf[..size]`, `prod` and `head` must stay valid while the view is used; `size` is a power
+    /// of two.
+    pub unsafe fn new(buf: *mut u8, size: u32, prod: &Producer, head: &AtomicU32) -> Stream {
         Stream {
             buf,
             size,
-            tail,
+            prod,
             head,
         }
     }
@@ -39,9 +53,19 @@ impl Stream {
         self.size
     }
 
-    fn tail_atomic(&self) -> &AtomicU32 {
+    fn prod(&self) -> &Producer {
         // SAFETY: valid per the constructor's contract.
-        unsafe { &*self.tail }
+        unsafe { &*self.prod }
+    }
+
+    fn tail_atomic(&self) -> &AtomicU32 {
+        &self.prod().tail
+    }
+
+    /// The index at ring offset 0 (see the module doc). Relaxed: a consumer calls it after its
+    /// Acquire load of `tail`, which orders it after the producer's store; the producer owns it.
+    pub fn load_base(&self) -> u32 {
+        self.prod().base.load(Ordering::Relaxed)
     }
 
     fn head_atomic(&self) -> &AtomicU32 {
@@ -95,15 +119,21 @@ impl Stream {
         self.used(head, self.load_tail())
     }
 
-    /// Producer: free bytes given our own `tail` (re-reads the consumer's head).
+    /// Producer: free bytes given our own `tail` (re-reads the consumer's head). An empty stream
+    /// is rewound: its next bytes go to ring offset 0 (module doc). Only the producer calls it.
     pub fn writable(&self, tail: u32) -> Result<u32, Corrupt> {
-        Ok(self.size - self.used(self.load_head(), tail)?)
+        let used = self.used(self.load_head(), tail)?;
+        if used == 0 && self.load_base() != tail {
+            // Ordered before the bytes by the Release publication of the next tail.
+            self.prod().base.store(tail, Ordering::Relaxed);
+        }
+        Ok(self.size - used)
     }
 
     /// Up to two contiguous pieces `(offset, len)` covering `len` bytes from index `at`.
     pub fn pieces(&self, at: u32, len: u32) -> [(usize, usize); 2] {
         let mask = self.size - 1;
-        let pos = (at & mask) as usize;
+        let pos = (at.wrapping_sub(self.load_base()) & mask) as usize;
         let len = len.min(self.size) as usize;
         let first = len.min(self.size as usize - pos);
         [(pos, first), (0, len - first)]
@@ -156,10 +186,12 @@ mod tests {
     #[test]
     fn wrap_copy_and_validation() {
         let mut buf = vec![0u8; 4096];
-        let tail = AtomicU32::new(u32::MAX - 100);
+        let prod = Producer::default();
+        prod.tail.store(u32::MAX - 100, Ordering::Relaxed);
+        let tail = &prod.tail;
         let head = AtomicU32::new(u32::MAX - 100);
         // SAFETY: buffer and atomics outlive the view.
-        let s = unsafe { Stream::new(buf.as_mut_ptr(), 4096, &tail, &head) };
+        let s = unsafe { Stream::new(buf.as_mut_ptr(), 4096, &prod, &head) };
         let mut t = s.load_tail();
         let mut h = s.load_head();
         let mut next_in = 0u8;
@@ -195,14 +227,64 @@ mod tests {
     #[test]
     fn full_stream() {
         let mut buf = vec![0u8; 4096];
-        let tail = AtomicU32::new(0);
+        let prod = Producer::default();
         let head = AtomicU32::new(0);
         // SAFETY: as above.
-        let s = unsafe { Stream::new(buf.as_mut_ptr(), 4096, &tail, &head) };
+        let s = unsafe { Stream::new(buf.as_mut_ptr(), 4096, &prod, &head) };
         s.copy_in(0, &[7u8; 4096]);
         s.publish_tail(4096);
         assert_eq!(s.writable(4096).unwrap(), 0);
         assert_eq!(s.readable(0).unwrap(), 4096);
         assert_eq!(s.pieces(4000, 200), [(4000, 96), (0, 104)]);
+    }
+
+    #[test]
+    fn an_emptied_stream_starts_again_at_offset_zero() {
+        let mut buf = vec![0u8; 16384];
+        let prod = Producer::default();
+        let head = AtomicU32::new(0);
+        // SAFETY: as above.
+        let s = unsafe { Stream::new(buf.as_mut_ptr(), 16384, &prod, &head) };
+        let (mut t, mut h) = (0u32, 0u32);
+        let mut highest = 0usize;
+        // Request/response sized exchanges, each read before the next is written: 100,000 of
+        // them walk 30 MB of index space but stay on the first page.
+        for i in 0..100_000u32 {
+            let n = 100 + (i % 200);
+            assert_eq!(s.writable(t).unwrap(), 16384);
+            let data: Vec<u8> = (0..n).map(|k| (i + k) as u8).collect();
+            for (off, len) in s.pieces(t, n) {
+                highest = highest.max(off + len);
+            }
+            s.copy_in(t, &data);
+            t = t.wrapping_add(n);
+            s.publish_tail(t);
+            let mut out = vec![0u8; s.readable(h).unwrap() as usize];
+            s.copy_out(h, &mut out);
+            assert_eq!(out, data);
+            h = t;
+            s.publish_head(h);
+        }
+        assert!(highest <= 300, "bytes went up to offset {highest}");
+        // Not emptied: the base stays, and bytes wrap around the ring as before.
+        let first = s.writable(t).unwrap();
+        assert_eq!(first, 16384);
+        let big: Vec<u8> = (0..12000u32).map(|k| (k * 7) as u8).collect();
+        s.copy_in(t, &big);
+        t = t.wrapping_add(12000);
+        s.publish_tail(t);
+        let mut out = vec![0u8; 8000];
+        s.copy_out(h, &mut out);
+        h = h.wrapping_add(8000);
+        s.publish_head(h);
+        assert_eq!(s.writable(t).unwrap(), 16384 - 4000);
+        s.copy_in(t, &big[..10000]);
+        assert_eq!(s.pieces(t, 10000), [(12000, 4384), (0, 5616)]);
+        t = t.wrapping_add(10000);
+        s.publish_tail(t);
+        let mut rest = vec![0u8; 14000];
+        s.copy_out(h, &mut rest);
+        assert_eq!(&rest[..4000], &big[8000..]);
+        assert_eq!(&rest[4000..], &big[..10000]);
     }
 }

@@ -158,7 +158,10 @@ fn corrupt(region: &Region, mode: Mode) {
             for &s in &slots {
                 if let Some(c) = region.sock(s) {
                     let head = c.tx_head.0.load(Ordering::Acquire);
-                    c.tx_tail.0.store(head.wrapping_add(far), Ordering::SeqCst);
+                    c.tx_prod
+                        .0
+                        .tail
+                        .store(head.wrapping_add(far), Ordering::SeqCst);
                     c.host.0.tx_kick.store(1, Ordering::SeqCst);
                 }
             }

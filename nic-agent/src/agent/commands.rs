@@ -187,7 +187,7 @@ impl<B: Backend> Agent<B> {
             }
         };
         if let Some(p) = self.procs.get(&sid) {
-            p.chan.region().reset_sock(new);
+            p.chan.reset_slot(new);
         }
         let b = Bind { sid, slot: new };
         if let Some(s) = self.socks.get_mut(id) {

@@ -355,6 +355,7 @@ impl<B: Backend> Agent<B> {
             }
             s.draining += p.sess.table.draining_count() as u64;
             s.io.add(&p.chan.counters);
+            s.channel_bytes += p.chan.resident_bytes();
         }
         s.sockets = self.socks.len() as u64;
         s.loopback = self.backend.loop_stats();

@@ -102,7 +102,7 @@ impl<B: Backend> Agent<B> {
                 return self.complete_to(by, tag, neg(libc::EMFILE), Payload::None);
             }
         };
-        p.chan.region().reset_sock(slot);
+        p.chan.reset_slot(slot);
         let nb = Bind { sid: by.sid, slot };
         let Some(s) = self.socks.get_mut(id) else {
             return;

@@ -30,7 +30,7 @@ impl<B: Backend> Agent<B> {
                 self.release_if_unused(id);
                 continue;
             }
-            p.chan.region().reset_sock(slot);
+            p.chan.reset_slot(slot);
             s.bindings.push(b);
             if s.active.is_none() {
                 s.active = Some(b);
