@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use snstack_tcp::{DeviceCaps, Gso, RxCsum, RxMeta, TxMeta};
+use snstack_tcp::{DeviceCaps, FrameWriter, Gso, RxCsum, RxMeta, TxMeta};
 
 use super::offload;
 
@@ -47,8 +47,11 @@ pub trait Device {
     /// Calls `f` for each received frame (at most `max`), borrowed from the device's own memory
     /// (the ring slot) for the duration of the call; returns how many.
     fn rx_burst(&mut self, max: usize, f: &mut dyn FnMut(&[u8], RxMeta)) -> io::Result<usize>;
-    /// Sends frames from the front of `frames`, removing each one sent and pushing its emptied
-    /// buffer onto `done` for reuse; stops when the device is full. Returns how many were sent.
+    /// Sends the frames written through [`Device::frame_writer`] since the last call, in the
+    /// order written, then frames from the front of `frames`, removing each one sent and pushing
+    /// its emptied buffer onto `done` for reuse; stops when the device is full (a written frame
+    /// the device could not take yet stays first in line: no frame of `frames` passes it).
+    /// Returns how many frames were sent.
     fn tx_burst(
         &mut self,
         frames: &mut VecDeque<TxFrame>,
@@ -76,6 +79,13 @@ pub trait Device {
     /// Re-reads offload settings an administrator may change at run time (`ethtool -K`); the
     /// backend calls it about once a second and then reads [`Device::caps`] again.
     fn refresh_caps(&mut self) {}
+    /// The device's own transmit memory, lent to the engine to build frames in
+    /// (`snstack_tcp::writer`): the payload is then copied once, from the TX stream straight to
+    /// the buffer the device sends. None (the default): frames come to [`Device::tx_burst`] in
+    /// the engine's buffers (af_packet, whose `sendmsg` copy is the wire's).
+    fn frame_writer(&mut self) -> Option<&mut dyn FrameWriter> {
+        None
+    }
 }
 
 impl<D: Device + ?Sized> Device for Box<D> {
@@ -109,6 +119,9 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn refresh_caps(&mut self) {
         (**self).refresh_caps()
+    }
+    fn frame_writer(&mut self) -> Option<&mut dyn FrameWriter> {
+        (**self).frame_writer()
     }
 }
 
@@ -837,6 +850,10 @@ impl<D: Device> Device for FaultInjector<D> {
     fn rx_fd(&self) -> Option<RawFd> {
         self.inner.rx_fd()
     }
+
+    // No `frame_writer`: frames written into the inner device's memory would reach its wire
+    // without passing the drop/duplicate roll above. Under fault injection every frame takes
+    // the engine's buffers (the path that copies twice on DPDK and AF_XDP).
 }
 
 #[cfg(test)]

@@ -54,6 +54,9 @@ pub struct NativeBackend<D: Device> {
     armed: Option<StdInstant>,
     /// Frames the device refused (full): sent first at the next poll.
     pub tx_dropped: u64,
+    /// The device lends its transmit memory (`Device::frame_writer`): every flush hands it to
+    /// `tx_burst`, which sends the frames written there (some may wait from an earlier poll).
+    direct: bool,
     /// TX streams lent to connections (engine socket index -> stream), read when segments are
     /// built (sock.rs, *Lent TX*).
     lent: Lent,
@@ -122,6 +125,8 @@ impl<D: Device> NativeBackend<D> {
         let stack = Stack::new(cfg, Instant::ZERO);
         let polled = dev.rx_fd().is_none();
         let (epoll, kick, timer) = super::wake_set(dev.rx_fd())?;
+        let mut dev = dev;
+        let direct = dev.frame_writer().is_some();
         let mut b = NativeBackend {
             stack,
             dev,
@@ -137,6 +142,7 @@ impl<D: Device> NativeBackend<D> {
             done: Vec::new(),
             armed: None,
             tx_dropped: 0,
+            direct,
             lent: Lent::default(),
         };
         b.kick_now();
@@ -168,7 +174,7 @@ impl<D: Device> NativeBackend<D> {
     /// Output and readiness that calls produced, without touching the device's receive side.
     fn drain_local(&mut self, out: &mut Vec<SockEvent>) {
         let now = self.now();
-        self.stack.poll_transmit_from(now, &self.lent);
+        self.transmit(now);
         self.flush();
         self.collect_events(out);
     }
@@ -210,6 +216,19 @@ impl<D: Device> NativeBackend<D> {
         self.stack.handle_timeout(now);
     }
 
+    /// The engine's output at `now`: built in the device's memory while the device has room
+    /// and nothing of ours waits for it (a frame written there is sent before every queued one,
+    /// so it must not be younger than any), else in the engine's buffers ([`Self::flush`]).
+    fn transmit(&mut self, now: Instant) {
+        let queued = !self.tx.is_empty() || !self.stack.frames().is_empty();
+        match self.dev.frame_writer().filter(|_| !queued) {
+            Some(w) => {
+                let _ = self.stack.poll_transmit_into(now, &self.lent, w);
+            }
+            None => self.stack.poll_transmit_from(now, &self.lent),
+        }
+    }
+
     fn flush(&mut self) {
         for f in self.stack.frames().drain(..) {
             self.tx.push_back(TxFrame {
@@ -217,7 +236,7 @@ impl<D: Device> NativeBackend<D> {
                 meta: f.meta,
             });
         }
-        if self.tx.is_empty() {
+        if self.tx.is_empty() && !self.direct {
             return;
         }
         if let Err(e) = self.dev.tx_burst(&mut self.tx, &mut self.done) {
@@ -573,7 +592,7 @@ impl<D: Device> Backend for NativeBackend<D> {
             };
             got += n;
             // Answer each burst at once: ACKs and data go out while the next burst arrives.
-            self.stack.poll_transmit_from(now, &self.lent);
+            self.transmit(now);
             self.flush();
             if n < BURST {
                 break;
@@ -582,7 +601,7 @@ impl<D: Device> Backend for NativeBackend<D> {
         }
         let now = self.now();
         self.stack.handle_timeout(now);
-        self.stack.poll_transmit_from(now, &self.lent);
+        self.transmit(now);
         self.flush();
         self.collect_events(out);
         let wall = StdInstant::now();
@@ -664,6 +683,9 @@ impl<D: Device> Backend for NativeBackend<D> {
             syncookies_sent: st.syncookies_sent,
             syncookies_ok: st.syncookies_ok,
             rst_sent: st.rst_sent,
+            tx_data_direct: st.tx_data_direct,
+            tx_data_buffered: st.tx_data_buffered,
+            tx_lent_missing: st.tx_lent_missing,
         }
     }
 
