@@ -59,16 +59,6 @@ impl FrameWriter for NoWriter {
     }
 }
 
-impl<W: FrameWriter + ?Sized> FrameWriter for &mut W {
-    fn write_frame(
-        &mut self,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]) -> Option<TxMeta>,
-    ) -> WriteOutcome {
-        (**self).write_frame(len, fill)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};

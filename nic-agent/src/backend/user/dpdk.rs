@@ -77,6 +77,9 @@ pub struct DpdkStats {
     /// mbuf's data room (built in its own buffer, then copied into a chain).
     pub tx_written: u64,
     pub tx_too_large: u64,
+    /// Segments of a written super-frame cut in software that found no mbuf (lost on the wire:
+    /// TCP retransmits them).
+    pub tx_dropped: u64,
 }
 
 /// The EAL command line: `--eal-args` split on whitespace, or the defaults; a `net_af_packet`
@@ -385,24 +388,23 @@ impl FrameWriter for DpdkPort {
             return WriteOutcome::Dropped;
         };
         let caps = self.caps();
-        if meta.gso.is_some() && !caps.tso {
+        let mut cut = Vec::new();
+        let soft_gso = meta.gso.filter(|_| !caps.tso).and_then(|g| {
+            offload::segment_tcp(buf, usize::from(g.segment_size), &mut |s| {
+                cut.push(s.to_vec())
+            })
+        });
+        if soft_gso.is_some() {
             // A super-frame the port cannot cut (the engine's caps are the port's, so only
-            // after a change of them): cut in software into mbufs of their own.
-            let mut cut = Vec::new();
-            let n = offload::segment_tcp(
-                buf,
-                usize::from(meta.gso.map_or(1, |g| g.segment_size)),
-                &mut |s| cut.push(s.to_vec()),
-            );
+            // after a change of them), cut in software into mbufs of their own, as `tx_burst`
+            // does (a frame that cannot be cut goes as it is, as there).
             // SAFETY: ours, freed once; `buf` is not used after this.
             unsafe { sys::snstack_pktmbuf_free(m) };
-            if n.is_none() {
-                return WriteOutcome::Dropped;
-            }
-            for s in cut {
-                let c = self.mbuf_for(&s, false, None);
+            for (i, s) in cut.iter().enumerate() {
+                let c = self.mbuf_for(s, false, None);
                 if c.is_null() {
                     // The pool ran dry: the rest is lost on the wire (TCP retransmits it).
+                    self.stats.tx_dropped += (cut.len() - i) as u64;
                     break;
                 }
                 self.written.push(c);
