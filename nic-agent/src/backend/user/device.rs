@@ -495,6 +495,36 @@ pub struct Loopback {
     tx: Wire,
     caps: DeviceCaps,
     peer: PeerOffloads,
+    /// Device memory this end lends to the engine (`Device::frame_writer`), when set.
+    lent: Option<LentTx>,
+}
+
+/// Transmit memory a [`Loopback`] lends (tests): at most `room` frames written between two
+/// `tx_burst`s, which sends them first. Buffers are handed out full of garbage.
+struct LentTx {
+    room: usize,
+    written: VecDeque<TxFrame>,
+}
+
+impl FrameWriter for LentTx {
+    fn write_frame(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Option<TxMeta>,
+    ) -> snstack_tcp::WriteOutcome {
+        use snstack_tcp::WriteOutcome;
+        if self.written.len() >= self.room {
+            return WriteOutcome::NoRoom;
+        }
+        let mut buf = vec![0x5a; len];
+        match fill(&mut buf) {
+            Some(meta) => {
+                self.written.push_back(TxFrame { buf, meta });
+                WriteOutcome::Written
+            }
+            None => WriteOutcome::Dropped,
+        }
+    }
 }
 
 #[cfg_attr(not(test), allow(dead_code))]
@@ -510,6 +540,7 @@ impl Loopback {
                 tx: ab.clone(),
                 caps: DeviceCaps::default(),
                 peer: PeerOffloads::default(),
+                lent: None,
             },
             Loopback {
                 mac: b,
@@ -517,6 +548,7 @@ impl Loopback {
                 tx: ba,
                 caps: DeviceCaps::default(),
                 peer: PeerOffloads::default(),
+                lent: None,
             },
         )
     }
@@ -524,6 +556,14 @@ impl Loopback {
     /// What this end reports from `caps()` (e.g. `tx_csum`/`tso` for an engine that offloads).
     pub fn set_caps(&mut self, caps: DeviceCaps) {
         self.caps = caps;
+    }
+
+    /// Lends the engine transmit memory for up to `room` frames between two `tx_burst`s.
+    pub fn lend_tx(&mut self, room: usize) {
+        self.lent = Some(LentTx {
+            room,
+            written: VecDeque::new(),
+        });
     }
 
     /// Makes this end behave like an offloading Linux peer for the frames it sends.
@@ -573,11 +613,21 @@ impl Device for Loopback {
         Ok(n)
     }
 
+    fn frame_writer(&mut self) -> Option<&mut dyn FrameWriter> {
+        self.lent.as_mut().map(|l| l as &mut dyn FrameWriter)
+    }
+
     fn tx_burst(
         &mut self,
         frames: &mut VecDeque<TxFrame>,
         done: &mut Vec<Vec<u8>>,
     ) -> io::Result<usize> {
+        // Written frames first (their buffers then go to `done` like the others').
+        if let Some(l) = &mut self.lent {
+            while let Some(f) = l.written.pop_back() {
+                frames.push_front(f);
+            }
+        }
         let n = frames.len();
         let mut wire = self.tx.borrow_mut();
         for TxFrame { mut buf, meta } in frames.drain(..) {
