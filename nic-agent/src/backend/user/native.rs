@@ -117,7 +117,7 @@ fn int(val: &[u8]) -> io::Result<i32> {
 }
 
 impl<D: Device> NativeBackend<D> {
-    pub fn new(dev: D, mut cfg: StackConfig) -> io::Result<Self> {
+    pub fn new(mut dev: D, mut cfg: StackConfig) -> io::Result<Self> {
         cfg.caps = dev.caps();
         cfg.mac = dev.mac();
         cfg.trust_partial_csum = dev.rx_csum_may_be_partial();
@@ -125,7 +125,6 @@ impl<D: Device> NativeBackend<D> {
         let stack = Stack::new(cfg, Instant::ZERO);
         let polled = dev.rx_fd().is_none();
         let (epoll, kick, timer) = super::wake_set(dev.rx_fd())?;
-        let mut dev = dev;
         let direct = dev.frame_writer().is_some();
         let mut b = NativeBackend {
             stack,
