@@ -174,7 +174,16 @@ userstack_suite() {
     grep -E 'Requests/sec|99%' "$WORKDIR/wrk.out" | sed 's/^/    /'
     wrk_check "$WORKDIR/wrk.out"
 
-    # 100 MB download, sha256 intact.
+    # 100 MB download, sha256 intact. With USERSTACK_DIRECT_TX=1 (a device that lends its TX
+    # memory to the engine: AF_XDP, DPDK), at least 90% of its data segments must have been built
+    # straight in device memory (one copy from the TX stream to the wire).
+    local direct0=0 buffered0=0 direct buffered native=0
+    # (The counters are the native engine's: smoltcp has none.)
+    [[ " $* " != *" --engine smoltcp "* ]] && native=1
+    if ((native)); then
+        direct0=$(agent_stat tcp_tx_data_direct)
+        buffered0=$(agent_stat tcp_tx_data_buffered)
+    fi
     t0=$(date +%s.%N)
     in_b curl -sS --fail --max-time 120 -o "$WORKDIR/100m.out" "$base/files/100m.bin" 2>"$WORKDIR/curl.err" ||
         fail "GET 100m.bin: $(cat "$WORKDIR/curl.err")"
@@ -182,6 +191,16 @@ userstack_suite() {
     assert_same_file "$www/files/100m.bin" "$WORKDIR/100m.out" "100 MB download"
     rm -f "$WORKDIR/100m.out"
     log "100 MB intact in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f s (%.0f MB/s)", b - a, 100 / (b - a) }')"
+    if ((native)); then
+        direct=$(($(agent_stat tcp_tx_data_direct) - direct0))
+        buffered=$(($(agent_stat tcp_tx_data_buffered) - buffered0))
+        log "100 MB data segments: tx_data_direct $direct, tx_data_buffered $buffered"
+        if [[ ${USERSTACK_DIRECT_TX:-0} == 1 ]]; then
+            ((direct + buffered > 0)) || fail "no data segment counted for the 100 MB download"
+            ((direct * 10 >= (direct + buffered) * 9)) ||
+                fail "only $direct of $((direct + buffered)) data segments were built in device memory (want >= 90%)"
+        fi
+    fi
 
     # 1,000 concurrent connections to one listener: all accepted and served.
     in_b timeout 120 "$PY" "$REPO/tests/apps/many_conns.py" "$AGENT_IP" 8080 1000 90 >"$WORKDIR/many.out" 2>&1 ||

@@ -123,6 +123,9 @@ impl Snapshot {
                 ("tcp_syncookies_sent", e.syncookies_sent),
                 ("tcp_syncookies_ok", e.syncookies_ok),
                 ("tcp_rst_sent", e.rst_sent),
+                ("tcp_tx_data_direct", e.tx_data_direct),
+                ("tcp_tx_data_buffered", e.tx_data_buffered),
+                ("tcp_tx_lent_missing", e.tx_lent_missing),
             ] {
                 let _ = writeln!(s, "{k} {v}");
             }

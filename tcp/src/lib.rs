@@ -34,9 +34,11 @@ pub mod time;
 pub mod timer;
 pub mod timewait;
 pub mod wire;
+pub mod writer;
 
 pub use frame::{DeviceCaps, Gso, RxCsum, RxMeta, TxMeta};
 pub use seq::Seq;
 pub use sink::{NoSink, RxSink};
 pub use source::{NoSource, TxSource};
 pub use time::Instant;
+pub use writer::{FrameWriter, NoWriter, WriteOutcome};

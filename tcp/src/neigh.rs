@@ -36,6 +36,9 @@ pub enum Resolve {
 }
 
 impl Neighbors {
+    /// The MAC of a usable (resolved, unexpired) entry for `ip`, without side effects: no
+    /// entry is made, nothing is queued or solicited (what [`Neighbors::resolve`] does for
+    /// the rest). A frame built straight in device memory (crate::writer) goes only here.
     pub fn lookup(&self, ip: &IpAddr, now: Instant) -> Option<[u8; 6]> {
         self.map
             .get(ip)

@@ -25,6 +25,7 @@ use crate::timer::TimerWheel;
 use crate::timewait::{TimeWait, TwAction, MAX_TIME_WAIT};
 use crate::wire::tcp::{flags as F, TcpOptions, TcpRepr};
 use crate::wire::{arp, checksum, ethernet, icmpv4, icmpv6, ipv4, ipv6, tcp};
+use crate::writer::{FrameWriter, NoWriter, WriteOutcome};
 
 pub const EPHEMERAL: core::ops::RangeInclusive<u16> = 32768..=60999;
 /// Linux's somaxconn.
@@ -275,6 +276,11 @@ pub struct StackStats {
     pub time_wait_overflow: u64,
     /// Segments not sent because their lent stream could not be read (crate::source).
     pub tx_lent_missing: u64,
+    /// Data segments built straight in device memory (crate::writer), and data segments built
+    /// in the engine's own frame buffers (no device writer, the device full, the next hop not
+    /// resolved, or behind a frame already queued in [`Stack::frames`]).
+    pub tx_data_direct: u64,
+    pub tx_data_buffered: u64,
 }
 
 pub struct Stack {
@@ -369,13 +375,39 @@ fn ipv6_mcast_mac(ip: &Ipv6Addr) -> [u8; 6] {
     [0x33, 0x33, o[12], o[13], o[14], o[15]]
 }
 
-/// Writes an IP + TCP frame (Ethernet header left blank for the neighbour layer) into `b`:
-/// the payload is copied once, from the send buffer's slices into the frame; the checksum is
-/// left to the device when it can (`CHECKSUM_PARTIAL`), and a payload above the MSS is marked
-/// for TSO.
+/// Length of the Ethernet + IP + TCP frame of `repr` with `plen` payload bytes.
+fn tcp_frame_len(v6: bool, repr: &TcpRepr, plen: usize) -> usize {
+    let ip_len = if v6 {
+        ipv6::HEADER_LEN
+    } else {
+        ipv4::HEADER_LEN
+    };
+    ethernet::HEADER_LEN + ip_len + repr.header_len() + plen
+}
+
+/// Writes the Ethernet header of a frame from `src` to `dst`.
+fn write_eth(buf: &mut [u8], src: [u8; 6], dst: [u8; 6], v6: bool) {
+    ethernet::EthRepr {
+        dst,
+        src,
+        ethertype: if v6 {
+            ethernet::ETHERTYPE_IPV6
+        } else {
+            ethernet::ETHERTYPE_IPV4
+        },
+    }
+    .emit(&mut buf[..ethernet::HEADER_LEN]);
+}
+
+/// Writes the IP + TCP part of a frame into `b`, exactly [`tcp_frame_len`] bytes (the Ethernet
+/// header's 14 bytes are left as they are, for the neighbour layer or the caller): the payload
+/// is copied once, from the send buffer's slices or the lent stream into the frame, wherever
+/// that frame lives (an engine buffer or device memory, crate::writer); every other byte is
+/// written. The checksum is left to the device when it can (`CHECKSUM_PARTIAL`), and a payload
+/// above the MSS is marked for TSO. None: the lent stream could not be read.
 #[allow(clippy::too_many_arguments)]
 fn write_tcp(
-    b: &mut Vec<u8>,
+    b: &mut [u8],
     caps: &DeviceCaps,
     ident: u16,
     local: SocketAddr,
@@ -394,7 +426,7 @@ fn write_tcp(
     let plen = payload.len();
     let l4 = th + plen;
     let start = ethernet::HEADER_LEN + ip_len;
-    b.resize(start + l4, 0);
+    debug_assert_eq!(b.len(), start + l4);
     repr.emit(&mut b[start..start + th]);
     let body = &mut b[start + th..];
     match payload {
@@ -454,6 +486,14 @@ fn write_tcp(
     Some(meta)
 }
 
+/// The device writer of one [`Stack::poll_transmit_into`] call, and whether frames may still
+/// go to it: not after one of this poll's frames went to [`Stack::frames`] (order on the wire).
+struct Direct<'a> {
+    w: &'a mut dyn FrameWriter,
+    open: bool,
+    written: usize,
+}
+
 /// The engine's hash maps, looked up for every frame: a fast keyed hash (foldhash) instead of
 /// std's SipHash. The key comes from the stack's seed, so peers choosing 4-tuples cannot aim at
 /// one bucket without knowing it (Linux keys its connection hash with a random secret the same
@@ -469,6 +509,7 @@ fn map_hasher(seed: u64) -> foldhash::fast::FixedState {
 
 /// A segment's payload: bytes at hand, or a range of a lent stream (crate::source) copied
 /// straight into the frame.
+#[derive(Clone, Copy)]
 enum Payload<'a> {
     Slices(&'a [u8], &'a [u8]),
     Lent {
@@ -1680,16 +1721,7 @@ impl Stack {
     }
 
     fn fill_eth(&self, buf: &mut [u8], dst: [u8; 6], v6: bool) {
-        ethernet::EthRepr {
-            dst,
-            src: self.cfg.mac,
-            ethertype: if v6 {
-                ethernet::ETHERTYPE_IPV6
-            } else {
-                ethernet::ETHERTYPE_IPV4
-            },
-        }
-        .emit(&mut buf[..ethernet::HEADER_LEN]);
+        write_eth(buf, self.cfg.mac, dst, v6);
     }
 
     /// An ICMPv6 message (NDP, echo reply) from `me` to `dst` at `mac`, hop limit 255 as NDP needs.
@@ -1778,6 +1810,8 @@ impl Stack {
         let mut b = self.take_buf();
         self.rng = self.rng.wrapping_add(1);
         let ident = (self.rng & 0xffff) as u16;
+        let plen = payload.0.len() + payload.1.len();
+        b.resize(tcp_frame_len(remote.is_ipv6(), repr, plen), 0);
         let meta = write_tcp(
             &mut b,
             &self.cfg.caps,
@@ -1792,9 +1826,11 @@ impl Stack {
         (b, meta)
     }
 
-    /// Builds the frame of segment `seg` of connection `i` and queues it; false when `i` is no
-    /// longer a connection. (Not `build_tcp`: the payload borrows the connection's send buffer,
-    /// or is copied from its lent stream through `src`.)
+    /// Builds the frame of segment `seg` of connection `i`, in device memory through `direct`
+    /// when it may (crate::writer), else in a buffer of the engine's that goes to the neighbour
+    /// layer and [`Stack::frames`]; false when `i` is no longer a connection. (Not `build_tcp`:
+    /// the payload borrows the connection's send buffer, or is copied from its lent stream
+    /// through `src`.)
     fn emit(
         &mut self,
         i: u32,
@@ -1802,9 +1838,9 @@ impl Stack {
         remote: SocketAddr,
         seg: &crate::output::OutSeg,
         src: &dyn TxSource,
+        direct: &mut Direct<'_>,
     ) -> bool {
-        let mut b = self.pool.pop().unwrap_or_default();
-        b.clear();
+        let spare = self.pool.pop();
         self.rng = self.rng.wrapping_add(1);
         let ident = (self.rng & 0xffff) as u16;
         let Some(Some(Sock {
@@ -1812,7 +1848,9 @@ impl Stack {
             ..
         })) = self.socks.get(i as usize)
         else {
-            self.pool.push(b);
+            if let Some(b) = spare {
+                self.pool.push(b);
+            }
             return false;
         };
         let payload = match t.lent_index(seg.data_off) {
@@ -1827,15 +1865,55 @@ impl Stack {
                 Payload::Slices(x, y)
             }
         };
+        let v6 = remote.is_ipv6();
+        let len = tcp_frame_len(v6, &seg.repr, seg.data_len);
+        let caps = &self.cfg.caps;
+        // Straight into device memory: only behind nothing queued in `out` (a direct frame must
+        // not overtake one sent through the engine's buffers) and only to a next hop whose MAC
+        // is known now (anything else takes the buffered path, which queues and solicits).
+        let mac = if direct.open && self.out.is_empty() {
+            self.next_hop(remote.ip())
+                .and_then(|hop| self.neigh.lookup(&hop, self.now))
+        } else {
+            None
+        };
+        if let Some(mac) = mac {
+            let me = self.cfg.mac;
+            let mut fill = |buf: &mut [u8]| {
+                write_eth(buf, me, mac, v6);
+                write_tcp(buf, caps, ident, local, remote, &seg.repr, payload, seg.gso)
+            };
+            match direct.w.write_frame(len, &mut fill) {
+                WriteOutcome::Written => {
+                    if let Some(b) = spare {
+                        self.pool.push(b);
+                    }
+                    direct.written += 1;
+                    self.stats.tx_frames += 1;
+                    if seg.data_len > 0 {
+                        self.stats.tx_data_direct += 1;
+                    }
+                    if seg.repr.flags & F::RST != 0 {
+                        self.stats.rst_sent += 1;
+                    }
+                    return true;
+                }
+                WriteOutcome::Dropped => {
+                    // The lent stream is gone: as below.
+                    if let Some(b) = spare {
+                        self.pool.push(b);
+                    }
+                    self.stats.tx_lent_missing += 1;
+                    return true;
+                }
+                WriteOutcome::NoRoom => direct.open = false,
+            }
+        }
+        let mut b = spare.unwrap_or_default();
+        b.clear();
+        b.resize(len, 0);
         let Some(meta) = write_tcp(
-            &mut b,
-            &self.cfg.caps,
-            ident,
-            local,
-            remote,
-            &seg.repr,
-            payload,
-            seg.gso,
+            &mut b, caps, ident, local, remote, &seg.repr, payload, seg.gso,
         ) else {
             // The lent stream is gone (its owner broke the loan's contract): nothing to send;
             // the bytes count as lost and the timers retry.
@@ -1843,6 +1921,9 @@ impl Stack {
             self.pool.push(b);
             return true;
         };
+        if seg.data_len > 0 {
+            self.stats.tx_data_buffered += 1;
+        }
         if seg.repr.flags & F::RST != 0 {
             self.stats.rst_sent += 1;
         }
@@ -1858,8 +1939,28 @@ impl Stack {
     /// [`Stack::poll_transmit`], copying the payload of connections with a lent stream from
     /// `src` (crate::source).
     pub fn poll_transmit_from(&mut self, now: Instant, src: &dyn TxSource) {
+        let _ = self.poll_transmit_into(now, src, &mut NoWriter);
+    }
+
+    /// [`Stack::poll_transmit_from`], building frames straight in the device memory `out` lends
+    /// while it has room (crate::writer), and in [`Stack::frames`] from the first frame it
+    /// refuses on (and whenever [`Stack::frames`] is not empty at the start: call it with
+    /// the device's queue drained, then hand the device both, its own frames first). Returns
+    /// how many frames `out` took.
+    #[must_use]
+    pub fn poll_transmit_into(
+        &mut self,
+        now: Instant,
+        src: &dyn TxSource,
+        out: &mut dyn FrameWriter,
+    ) -> usize {
         self.now = self.now.max(now);
         let now = self.now;
+        let mut direct = Direct {
+            w: out,
+            open: true,
+            written: 0,
+        };
         let mut budget = 4096usize;
         while let Some(i) = self.txq.pop_front() {
             // The next connection's state is fetched while this one's segments are built.
@@ -1896,7 +1997,7 @@ impl Stack {
             }
             // Build frames, the payload copied straight from the send buffer.
             for seg in &segs {
-                if !self.emit(i, local, remote, seg, src) {
+                if !self.emit(i, local, remote, seg, src, &mut direct) {
                     break;
                 }
             }
@@ -1918,6 +2019,7 @@ impl Stack {
                 break;
             }
         }
+        direct.written
     }
 
     fn send_rst_for(&mut self, local: SocketAddr, remote: SocketAddr, seg: &TcpRepr, plen: usize) {
@@ -2318,7 +2420,12 @@ impl Stack {
             }
             if let Some(seg) = sack_ack {
                 // A pure ACK: no payload to read.
-                self.emit(i, local, remote, &seg, &NoSource);
+                let mut none = Direct {
+                    w: &mut NoWriter,
+                    open: false,
+                    written: 0,
+                };
+                self.emit(i, local, remote, &seg, &NoSource, &mut none);
             }
             self.apply(i, fx);
             self.touch(i);

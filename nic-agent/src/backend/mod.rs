@@ -66,6 +66,12 @@ pub struct EngineStats {
     pub syncookies_sent: u64,
     pub syncookies_ok: u64,
     pub rst_sent: u64,
+    /// Data segments built straight in the device's memory (one copy from the TX stream to the
+    /// wire) and in the engine's own buffers (copied again by the device, except af_packet's).
+    pub tx_data_direct: u64,
+    pub tx_data_buffered: u64,
+    /// Segments not sent because their lent TX stream could not be read.
+    pub tx_lent_missing: u64,
 }
 
 pub use snstack_tcp::RxSink;

@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use snstack_tcp::{DeviceCaps, Gso, RxCsum, RxMeta, TxMeta};
+use snstack_tcp::{DeviceCaps, FrameWriter, Gso, RxCsum, RxMeta, TxMeta};
 
 use super::offload;
 
@@ -47,8 +47,11 @@ pub trait Device {
     /// Calls `f` for each received frame (at most `max`), borrowed from the device's own memory
     /// (the ring slot) for the duration of the call; returns how many.
     fn rx_burst(&mut self, max: usize, f: &mut dyn FnMut(&[u8], RxMeta)) -> io::Result<usize>;
-    /// Sends frames from the front of `frames`, removing each one sent and pushing its emptied
-    /// buffer onto `done` for reuse; stops when the device is full. Returns how many were sent.
+    /// Sends the frames written through [`Device::frame_writer`] since the last call, in the
+    /// order written, then frames from the front of `frames`, removing each one sent and pushing
+    /// its emptied buffer onto `done` for reuse; stops when the device is full (a written frame
+    /// the device could not take yet stays first in line: no frame of `frames` passes it).
+    /// Returns how many frames were sent.
     fn tx_burst(
         &mut self,
         frames: &mut VecDeque<TxFrame>,
@@ -76,6 +79,13 @@ pub trait Device {
     /// Re-reads offload settings an administrator may change at run time (`ethtool -K`); the
     /// backend calls it about once a second and then reads [`Device::caps`] again.
     fn refresh_caps(&mut self) {}
+    /// The device's own transmit memory, lent to the engine to build frames in
+    /// (`snstack_tcp::writer`): the payload is then copied once, from the TX stream straight to
+    /// the buffer the device sends. None (the default): frames come to [`Device::tx_burst`] in
+    /// the engine's buffers (af_packet, whose `sendmsg` copy is the wire's).
+    fn frame_writer(&mut self) -> Option<&mut dyn FrameWriter> {
+        None
+    }
 }
 
 impl<D: Device + ?Sized> Device for Box<D> {
@@ -109,6 +119,9 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn refresh_caps(&mut self) {
         (**self).refresh_caps()
+    }
+    fn frame_writer(&mut self) -> Option<&mut dyn FrameWriter> {
+        (**self).frame_writer()
     }
 }
 
@@ -482,6 +495,36 @@ pub struct Loopback {
     tx: Wire,
     caps: DeviceCaps,
     peer: PeerOffloads,
+    /// Device memory this end lends to the engine (`Device::frame_writer`), when set.
+    lent: Option<LentTx>,
+}
+
+/// Transmit memory a [`Loopback`] lends (tests): at most `room` frames written between two
+/// `tx_burst`s, which sends them first. Buffers are handed out full of garbage.
+struct LentTx {
+    room: usize,
+    written: VecDeque<TxFrame>,
+}
+
+impl FrameWriter for LentTx {
+    fn write_frame(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Option<TxMeta>,
+    ) -> snstack_tcp::WriteOutcome {
+        use snstack_tcp::WriteOutcome;
+        if self.written.len() >= self.room {
+            return WriteOutcome::NoRoom;
+        }
+        let mut buf = vec![0x5a; len];
+        match fill(&mut buf) {
+            Some(meta) => {
+                self.written.push_back(TxFrame { buf, meta });
+                WriteOutcome::Written
+            }
+            None => WriteOutcome::Dropped,
+        }
+    }
 }
 
 #[cfg_attr(not(test), allow(dead_code))]
@@ -497,6 +540,7 @@ impl Loopback {
                 tx: ab.clone(),
                 caps: DeviceCaps::default(),
                 peer: PeerOffloads::default(),
+                lent: None,
             },
             Loopback {
                 mac: b,
@@ -504,6 +548,7 @@ impl Loopback {
                 tx: ba,
                 caps: DeviceCaps::default(),
                 peer: PeerOffloads::default(),
+                lent: None,
             },
         )
     }
@@ -511,6 +556,14 @@ impl Loopback {
     /// What this end reports from `caps()` (e.g. `tx_csum`/`tso` for an engine that offloads).
     pub fn set_caps(&mut self, caps: DeviceCaps) {
         self.caps = caps;
+    }
+
+    /// Lends the engine transmit memory for up to `room` frames between two `tx_burst`s.
+    pub fn lend_tx(&mut self, room: usize) {
+        self.lent = Some(LentTx {
+            room,
+            written: VecDeque::new(),
+        });
     }
 
     /// Makes this end behave like an offloading Linux peer for the frames it sends.
@@ -560,11 +613,21 @@ impl Device for Loopback {
         Ok(n)
     }
 
+    fn frame_writer(&mut self) -> Option<&mut dyn FrameWriter> {
+        self.lent.as_mut().map(|l| l as &mut dyn FrameWriter)
+    }
+
     fn tx_burst(
         &mut self,
         frames: &mut VecDeque<TxFrame>,
         done: &mut Vec<Vec<u8>>,
     ) -> io::Result<usize> {
+        // Written frames first (their buffers then go to `done` like the others').
+        if let Some(l) = &mut self.lent {
+            while let Some(f) = l.written.pop_back() {
+                frames.push_front(f);
+            }
+        }
         let n = frames.len();
         let mut wire = self.tx.borrow_mut();
         for TxFrame { mut buf, meta } in frames.drain(..) {
@@ -837,6 +900,10 @@ impl<D: Device> Device for FaultInjector<D> {
     fn rx_fd(&self) -> Option<RawFd> {
         self.inner.rx_fd()
     }
+
+    // No `frame_writer`: frames written into the inner device's memory would reach its wire
+    // without passing the drop/duplicate roll above. Under fault injection every frame takes
+    // the engine's buffers (the path that copies twice on DPDK and AF_XDP).
 }
 
 #[cfg(test)]

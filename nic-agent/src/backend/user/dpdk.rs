@@ -1,8 +1,12 @@
 //! The DPDK port device (cargo feature `dpdk`): EAL start-up from `--eal-args`, one mbuf pool,
 //! one port with one RX and one TX queue. Received frames are lent to the caller in place (the
 //! mbuf's data; multi-segment packets are copied into one buffer first) with the port's RX
-//! checksum verdict; sent frames are copied into mbufs (chained when larger than one), with the
-//! TX checksum/TSO flags when the port has those offloads (`net_af_packet` has none: then
+//! checksum verdict. The engine builds frames straight in mbufs of the pool
+//! ([`Device::frame_writer`], `snstack_tcp::writer`: the payload is copied once, from the TX
+//! stream into the mbuf); a frame it built in its own buffer instead (larger than one mbuf's
+//! data room, e.g. a TSO super-frame, the pool empty, [`DIRECT_MAX`] mbufs already waiting, or
+//! queued behind such a frame) is copied into mbufs (chained when larger than one). Both get
+//! the TX checksum/TSO flags when the port has those offloads (`net_af_packet` has none: then
 //! `caps()` says so and the engine fills checksums and cuts segments itself).
 //!
 //! Without `--eal-args` the EAL runs without hugepages, PCI or shared config, on lcore 0, and the
@@ -18,7 +22,7 @@ use std::os::fd::RawFd;
 use std::os::raw::c_char;
 
 use dpdk_sys as sys;
-use snstack_tcp::{DeviceCaps, Gso, RxCsum, RxMeta};
+use snstack_tcp::{DeviceCaps, FrameWriter, Gso, RxCsum, RxMeta, TxMeta, WriteOutcome};
 
 use super::device::{Device, TxFrame, BURST, MAX_FRAME};
 use super::offload;
@@ -26,6 +30,11 @@ use super::offload;
 const POOL_MBUFS: u32 = 8191;
 const POOL_CACHE: u32 = 256;
 const DESCRIPTORS: u16 = 1024;
+/// Mbufs the engine may have written and the PMD not yet taken (then it builds frames in its
+/// own buffers until `tx_burst` made room).
+pub const DIRECT_MAX: usize = 512;
+/// Data room of one mbuf of the pool: the largest frame the engine can write into one.
+const MBUF_DATA: usize = (sys::RTE_MBUF_DEFAULT_BUF_SIZE - sys::RTE_PKTMBUF_HEADROOM) as usize;
 
 /// Why the DPDK port could not be started (one line each).
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +65,21 @@ pub struct DpdkPort {
     linear: Vec<u8>,
     /// For each mbuf of a TX batch, the frame (index in the queue) it belongs to.
     owner: Vec<usize>,
+    /// Mbufs the engine wrote, in order, not taken by the PMD yet: sent first by `tx_burst`.
+    written: Vec<*mut sys::rte_mbuf>,
+    pub stats: DpdkStats,
+}
+
+/// Counters of the port's TX paths.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DpdkStats {
+    /// Frames the engine wrote into mbufs, and frames it offered that were larger than an
+    /// mbuf's data room (built in its own buffer, then copied into a chain).
+    pub tx_written: u64,
+    pub tx_too_large: u64,
+    /// Segments of a written super-frame cut in software that found no mbuf (lost on the wire:
+    /// TCP retransmits them).
+    pub tx_dropped: u64,
 }
 
 /// The EAL command line: `--eal-args` split on whitespace, or the defaults; a `net_af_packet`
@@ -197,6 +221,8 @@ impl DpdkPort {
             offloads: 0,
             linear: vec![0; 1 << 17],
             owner: Vec::with_capacity(BURST),
+            written: Vec::with_capacity(DIRECT_MAX),
+            stats: DpdkStats::default(),
         };
         // SAFETY: `port` is a probed port, `pool` a live mempool, `offloads` an out-pointer.
         let r = unsafe { sys::snstack_port_start(port, pool, DESCRIPTORS, &mut dev.offloads) };
@@ -240,6 +266,11 @@ impl DpdkPort {
 
 impl Drop for DpdkPort {
     fn drop(&mut self) {
+        tracing::debug!(stats = ?self.stats, unsent = self.written.len(), "DPDK port closed");
+        for m in self.written.drain(..) {
+            // SAFETY: written mbufs the PMD never took are still ours; freed once.
+            unsafe { sys::snstack_pktmbuf_free(m) };
+        }
         // SAFETY: the port was started and the pool created by `open`; nothing uses them after
         // this, and the EAL is torn down last.
         unsafe {
@@ -251,6 +282,26 @@ impl Drop for DpdkPort {
     }
 }
 
+/// Prepares a frame built with `meta` for a port with `caps` (ONE rule for written and copied
+/// frames): a checksum the port cannot fill is filled here; for TSO the checksum field gets the
+/// pseudo-header sum without the length, as DPDK wants. Returns the offloads to ask of the
+/// port: (L4 checksum, TSO). A super-frame the port cannot cut is not handled here.
+fn prepare(buf: &mut [u8], meta: &TxMeta, caps: &DeviceCaps) -> (bool, Option<Gso>) {
+    let hw_csum = meta.csum.is_some() && caps.tx_csum;
+    if meta.csum.is_some() && !caps.tx_csum {
+        offload::fill_l4_csum(buf);
+    }
+    let tso = meta.gso.filter(|_| caps.tso);
+    if let (Some(_), Some(p)) = (tso, offload::l4(buf)) {
+        let ps = offload::pseudo_sum(buf, &p, None);
+        let at = p.off + 16;
+        if at + 2 <= buf.len() {
+            buf[at..at + 2].copy_from_slice(&ps.to_be_bytes());
+        }
+    }
+    (hw_csum, tso)
+}
+
 impl DpdkPort {
     /// One mbuf (chain) holding `buf`, with the TX offload flags `tso`/`csum` ask for; null when
     /// the pool is empty.
@@ -258,10 +309,18 @@ impl DpdkPort {
         // SAFETY: `pool` is a live mempool; `buf` is readable for its length.
         let m =
             unsafe { sys::snstack_pktmbuf_from(self.pool, buf.as_ptr().cast(), buf.len() as u32) };
-        if m.is_null() || !(csum || tso.is_some()) {
-            return m;
+        if !m.is_null() {
+            Self::set_offloads(m, buf, csum, tso);
         }
-        let Some(p) = offload::l4(buf) else { return m };
+        m
+    }
+
+    /// Sets the TX offload fields of `m`, whose data is `buf`, for `csum`/`tso`.
+    fn set_offloads(m: *mut sys::rte_mbuf, buf: &[u8], csum: bool, tso: Option<Gso>) {
+        if !(csum || tso.is_some()) {
+            return;
+        }
+        let Some(p) = offload::l4(buf) else { return };
         let l4_len = match p.proto {
             6 => offload::tcp_header_end(buf).map_or(20, |e| e - p.off),
             _ => 8,
@@ -279,7 +338,84 @@ impl DpdkPort {
                 seg,
             )
         };
-        m
+    }
+
+    /// Hands the written mbufs to the PMD, in order; those it does not take stay first in line.
+    /// Returns how many it took.
+    fn send_written(&mut self) -> usize {
+        if self.written.is_empty() {
+            return 0;
+        }
+        let k = self.written.len().min(usize::from(u16::MAX)) as u16;
+        // SAFETY: the first `k` entries are written mbufs we own; the PMD takes those it sends.
+        let sent = unsafe { sys::snstack_tx_burst(self.port, 0, self.written.as_mut_ptr(), k) };
+        self.written.drain(..usize::from(sent));
+        usize::from(sent)
+    }
+}
+
+impl FrameWriter for DpdkPort {
+    fn write_frame(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Option<TxMeta>,
+    ) -> WriteOutcome {
+        if len > MBUF_DATA {
+            self.stats.tx_too_large += 1;
+            return WriteOutcome::NoRoom;
+        }
+        if self.written.len() >= DIRECT_MAX {
+            return WriteOutcome::NoRoom;
+        }
+        // SAFETY: `pool` is a live mempool.
+        let m = unsafe { sys::snstack_pktmbuf_alloc(self.pool) };
+        if m.is_null() {
+            return WriteOutcome::NoRoom;
+        }
+        // SAFETY: `m` is a fresh mbuf we own, with MBUF_DATA bytes of tailroom.
+        let p = unsafe { sys::snstack_pktmbuf_append(m, len as u16) };
+        if p.is_null() {
+            // SAFETY: ours, freed once.
+            unsafe { sys::snstack_pktmbuf_free(m) };
+            return WriteOutcome::NoRoom;
+        }
+        // SAFETY: `append` made `len` bytes at `p` the data of `m` (data_len and pkt_len set);
+        // `m` is ours alone until it goes to the PMD.
+        let buf = unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) };
+        let Some(meta) = fill(buf) else {
+            // SAFETY: ours, freed once.
+            unsafe { sys::snstack_pktmbuf_free(m) };
+            return WriteOutcome::Dropped;
+        };
+        let caps = self.caps();
+        let mut cut = Vec::new();
+        let soft_gso = meta.gso.filter(|_| !caps.tso).and_then(|g| {
+            offload::segment_tcp(buf, usize::from(g.segment_size), &mut |s| {
+                cut.push(s.to_vec())
+            })
+        });
+        if soft_gso.is_some() {
+            // A super-frame the port cannot cut (the engine's caps are the port's, so only
+            // after a change of them), cut in software into mbufs of their own, as `tx_burst`
+            // does (a frame that cannot be cut goes as it is, as there).
+            // SAFETY: ours, freed once; `buf` is not used after this.
+            unsafe { sys::snstack_pktmbuf_free(m) };
+            for (i, s) in cut.iter().enumerate() {
+                let c = self.mbuf_for(s, false, None);
+                if c.is_null() {
+                    // The pool ran dry: the rest is lost on the wire (TCP retransmits it).
+                    self.stats.tx_dropped += (cut.len() - i) as u64;
+                    break;
+                }
+                self.written.push(c);
+            }
+            return WriteOutcome::Written;
+        }
+        let (hw_csum, tso) = prepare(buf, &meta, &caps);
+        Self::set_offloads(m, buf, hw_csum, tso);
+        self.written.push(m);
+        self.stats.tx_written += 1;
+        WriteOutcome::Written
     }
 }
 
@@ -353,8 +489,10 @@ impl Device for DpdkPort {
         done: &mut Vec<Vec<u8>>,
     ) -> io::Result<usize> {
         let caps = self.caps();
-        let mut total = 0;
-        while !frames.is_empty() {
+        // The engine's mbufs first: they were written before any of `frames` was queued, and
+        // none of `frames` passes one the PMD has not taken.
+        let mut total = self.send_written();
+        while !frames.is_empty() && self.written.is_empty() {
             // Fill a batch of mbufs; a frame whose offloads the port lacks is completed here
             // (checksum filled, or cut into several mbufs).
             self.owner.clear();
@@ -389,19 +527,7 @@ impl Device for DpdkPort {
                         k += 1;
                     }
                 } else {
-                    let hw_csum = f.meta.csum.is_some() && caps.tx_csum;
-                    if f.meta.csum.is_some() && !caps.tx_csum {
-                        offload::fill_l4_csum(&mut f.buf);
-                    }
-                    let tso = f.meta.gso.filter(|_| caps.tso);
-                    if let (Some(_), Some(p)) = (tso, offload::l4(&f.buf)) {
-                        // DPDK's TSO wants the pseudo-header sum without the length.
-                        let ps = offload::pseudo_sum(&f.buf, &p, None);
-                        let at = p.off + 16;
-                        if at + 2 <= f.buf.len() {
-                            f.buf[at..at + 2].copy_from_slice(&ps.to_be_bytes());
-                        }
-                    }
+                    let (hw_csum, tso) = prepare(&mut f.buf, &f.meta, &caps);
                     let m = self.mbuf_for(&f.buf, hw_csum, tso);
                     if m.is_null() {
                         break;
@@ -445,6 +571,16 @@ impl Device for DpdkPort {
 
     fn rx_fd(&self) -> Option<RawFd> {
         None
+    }
+
+    fn next_due(&self) -> Option<std::time::Instant> {
+        // Written mbufs the PMD did not take yet: poll again soon.
+        (!self.written.is_empty())
+            .then(|| std::time::Instant::now() + std::time::Duration::from_micros(50))
+    }
+
+    fn frame_writer(&mut self) -> Option<&mut dyn FrameWriter> {
+        Some(self)
     }
 }
 

@@ -11,8 +11,11 @@
 //! [`RxCsum::Unknown`](snstack_tcp::RxCsum::Unknown) (the engine verifies in software).
 //!
 //! Copies: received frames are lent to the engine in place (no copy by us; in copy mode the
-//! kernel copied them into the UMEM); each sent frame is copied once, from its `TxFrame` buffer
-//! into a UMEM frame, and the buffer goes back to the caller for reuse.
+//! kernel copied them into the UMEM). The engine builds frames straight in free TX UMEM frames
+//! ([`Device::frame_writer`], `snstack_tcp::writer`): the payload is copied once, from the TX
+//! stream (or the engine's send buffer) into the UMEM. A frame the engine built in its own
+//! buffer (no free UMEM frame or TX ring slot at that moment, or queued behind such a frame) is
+//! copied from its `TxFrame` buffer into a UMEM frame, and the buffer goes back for reuse.
 //!
 //! Modes: native (driver) XDP first, then generic (SKB) XDP, whichever the interface accepts (one
 //! info line says which, and whether the socket is zero-copy; on a veth it is always copy mode).
@@ -45,7 +48,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use snstack_tcp::{DeviceCaps, RxMeta};
+use snstack_tcp::{DeviceCaps, FrameWriter, RxMeta, TxMeta, WriteOutcome};
 use xdp_sys as sys;
 
 use super::afpacket::iface_info;
@@ -125,6 +128,10 @@ pub struct Xdp {
     fill_pending: Vec<u64>,
     /// TX frames not in the TX ring or in flight.
     tx_free: Vec<u64>,
+    /// TX frames the engine wrote (address, length), in order, for the next `tx_burst` to put
+    /// in the TX ring ahead of any `TxFrame`. The ring had a free slot for each when it was
+    /// written, and only `tx_burst` takes slots: they are all there.
+    tx_written: Vec<(u64, u32)>,
     pub stats: XdpStats,
 }
 
@@ -372,6 +379,7 @@ impl Xdp {
             tx_free: (half..NUM_FRAMES as u64)
                 .map(|i| i * FRAME_SIZE as u64)
                 .collect(),
+            tx_written: Vec::with_capacity(RING as usize),
             stats: XdpStats::default(),
         };
         dev.refill();
@@ -507,7 +515,88 @@ impl Xdp {
     }
 }
 
+impl Xdp {
+    /// Puts the frames the engine wrote into the TX ring, in order; returns how many.
+    fn submit_written(&mut self) -> usize {
+        let want = self.tx_written.len() as u32;
+        if want == 0 {
+            return 0;
+        }
+        let mut idx = 0;
+        // SAFETY: the TX ring belongs to our live socket.
+        let n = unsafe {
+            let room = sys::snstack_xsk_prod_nb_free(&mut *self.tx, want).min(want);
+            sys::snstack_xsk_prod_reserve(&mut *self.tx, room, &mut idx)
+        };
+        for (i, &(addr, len)) in self.tx_written[..n as usize].iter().enumerate() {
+            // SAFETY: `idx + i` is a slot reserved above; the frame at `addr` holds `len` bytes
+            // the engine wrote.
+            unsafe {
+                *sys::snstack_xsk_prod_tx_desc(&mut *self.tx, idx.wrapping_add(i as u32)) =
+                    sys::xdp_desc {
+                        addr,
+                        len,
+                        options: 0,
+                    };
+            }
+        }
+        if n > 0 {
+            // SAFETY: the `n` reserved descriptors were written.
+            unsafe { sys::snstack_xsk_prod_submit(&mut *self.tx, n) };
+            self.tx_written.drain(..n as usize);
+        }
+        n as usize
+    }
+}
+
+impl FrameWriter for Xdp {
+    fn write_frame(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Option<TxMeta>,
+    ) -> WriteOutcome {
+        if len > FRAME_SIZE {
+            return WriteOutcome::NoRoom;
+        }
+        if self.tx_free.is_empty() {
+            self.drain_completions();
+        }
+        // A TX ring slot for this frame and every one written before it.
+        let slots = self.tx_written.len() as u32 + 1;
+        // SAFETY: the TX ring belongs to our live socket; this only reads its indices.
+        if unsafe { sys::snstack_xsk_prod_nb_free(&mut *self.tx, slots) } < slots {
+            return WriteOutcome::NoRoom;
+        }
+        let Some(addr) = self.tx_free.pop() else {
+            return WriteOutcome::NoRoom;
+        };
+        // SAFETY: `addr` is a free TX frame of the UMEM (FRAME_SIZE bytes, `len` fits), in no
+        // ring, so neither the kernel nor another slice touches it until we submit it.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(
+                sys::snstack_xsk_umem_get_data(self.area.cast(), addr).cast::<u8>(),
+                len,
+            )
+        };
+        // No offloads cross AF_XDP (`caps`): the engine filled every checksum itself.
+        match fill(buf) {
+            Some(_) => {
+                self.tx_written.push((addr, len as u32));
+                WriteOutcome::Written
+            }
+            None => {
+                self.tx_free.push(addr);
+                WriteOutcome::Dropped
+            }
+        }
+    }
+}
+
 impl Device for Xdp {
+    fn frame_writer(&mut self) -> Option<&mut dyn FrameWriter> {
+        Some(self)
+    }
+
     fn rx_csum_may_be_partial(&self) -> bool {
         // No per-frame checksum state reaches us from a veth peer with tx offload on.
         !self.caps().tx_csum
@@ -583,8 +672,9 @@ impl Device for Xdp {
         done: &mut Vec<Vec<u8>>,
     ) -> io::Result<usize> {
         self.drain_completions();
-        let mut sent = 0;
-        while let Some(front) = frames.front() {
+        // The engine's frames first: they were written before any of `frames` was queued.
+        let mut sent = self.submit_written();
+        while let Some(front) = frames.front().filter(|_| self.tx_written.is_empty()) {
             if front.buf.len() > FRAME_SIZE {
                 self.stats.tx_dropped += 1;
                 if let Some(f) = frames.pop_front() {
@@ -647,8 +737,9 @@ impl Device for Xdp {
     }
 
     fn next_due(&self) -> Option<std::time::Instant> {
-        // Frames left in the TX ring by a kick that met EAGAIN: poll again soon to kick again.
-        (ring_pending(&self.tx) != 0)
+        // Frames left in the TX ring by a kick that met EAGAIN, or written and not in the ring
+        // yet: poll again soon to kick again.
+        (ring_pending(&self.tx) != 0 || !self.tx_written.is_empty())
             .then(|| std::time::Instant::now() + std::time::Duration::from_micros(50))
     }
 }
