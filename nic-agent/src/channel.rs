@@ -25,6 +25,9 @@ pub struct Channel {
     /// Completions that did not fit the event ring yet (kept in order).
     overflow: VecDeque<Evt>,
     posted: bool,
+    /// Commands were taken from the ring since the last flush: a host that found the ring full
+    /// waits on the region futex for that space (preload `Channel::push`).
+    consumed: bool,
     dirty: Vec<u32>,
     dirty_mark: Vec<bool>,
     waiters: Vec<Option<OwnedFd>>,
@@ -64,6 +67,7 @@ impl Channel {
             region,
             overflow: VecDeque::new(),
             posted: false,
+            consumed: false,
             owed: 0,
             dirty: Vec::new(),
             dirty_mark: vec![false; n],
@@ -114,6 +118,7 @@ impl Channel {
     pub fn pop_cmd(&mut self) -> Result<Option<Cmd>, Violation> {
         let c = self.cmds.pop()?;
         if c.is_some() {
+            self.consumed = true;
             self.counters.h2n_ops += 1;
             self.pcie(Dir::ReadCmds, pcie::ENTRY_BYTES);
         }
@@ -192,7 +197,11 @@ impl Channel {
             self.counters.n2h_ops += 1;
             self.posted = true;
         }
-        if std::mem::take(&mut self.posted) {
+        // Both new events and freed command-ring space are what region-futex waiters wait for.
+        // Waking only for events lost the wake-up of a host blocked on a full command ring of
+        // posts that have no completion (TX kicks): with 10,000 connections nginx then slept until
+        // its liveness timeout for every ring's worth of responses.
+        if std::mem::take(&mut self.posted) | std::mem::take(&mut self.consumed) {
             let h = self.region.header();
             if wake::bump(&h.region_seq.0, &h.region_waiters.0) {
                 sys::futex_wake(&h.region_seq.0, i32::MAX);
@@ -304,6 +313,37 @@ mod tests {
         let mut b = [0u8; 8];
         // SAFETY: `b` is 8 writable bytes; the eventfd is non-blocking (EAGAIN when zero).
         unsafe { libc::read(fd, b.as_mut_ptr().cast(), b.len()) == 8 }
+    }
+
+    #[test]
+    fn consuming_commands_wakes_a_host_waiting_for_ring_space() {
+        let geo = Geometry {
+            max_sockets: 4,
+            rx_size: 4096,
+            tx_size: 4096,
+            ..Geometry::default()
+        };
+        let (mut ch, _memfd) = Channel::create(geo).unwrap();
+        let region = *ch.region();
+        let mut host = region.cmd_producer();
+        let h = region.header();
+        // A host filled the ring with posts that want no completion, and waits for space.
+        let req = shm_proto::Request::TxKick;
+        while host.push(req.to_cmd(1)).unwrap() {}
+        let seen = wake::prepare_wait(&h.region_seq.0, &h.region_waiters.0);
+        // The agent takes one; nothing is posted back.
+        assert!(ch.pop_cmd().unwrap().is_some());
+        ch.flush().unwrap();
+        assert_ne!(
+            h.region_seq.0.load(Ordering::Acquire),
+            seen,
+            "the waiter's futex word did not move"
+        );
+        wake::finish_wait(&h.region_waiters.0);
+        // An iteration that took nothing and posted nothing leaves the word alone.
+        let now = h.region_seq.0.load(Ordering::Acquire);
+        ch.flush().unwrap();
+        assert_eq!(h.region_seq.0.load(Ordering::Acquire), now);
     }
 
     #[test]
