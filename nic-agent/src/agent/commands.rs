@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<B: Backend> Agent<B> {
+impl<B: Backend> Core<B> {
     /// Posts a completion to binding `b`'s session, outside that session's own command.
     pub(super) fn complete_to(&mut self, b: Bind, tag: u64, result: i64, data: Payload<'_>) {
         if let Some(p) = self.procs.get_mut(&b.sid) {
@@ -23,7 +23,9 @@ impl<B: Backend> Agent<B> {
     pub(super) fn has_cap(&self, sid: u32, bit: u32) -> bool {
         self.procs.get(&sid).is_some_and(|p| {
             p.sess.uid == 0
-                || sys::cap_eff(p.sess.pid)
+                || self
+                    .backend
+                    .cap_eff(p.sess.pid)
                     .map(|c| c & (1 << bit) != 0)
                     .unwrap_or(false)
         })
@@ -108,7 +110,7 @@ impl<B: Backend> Agent<B> {
                     };
                     // SAFETY: the cell is OPT_SIZE bytes inside the mapped region; len <= OPT_SIZE
                     // (checked by the decoder).
-                    unsafe { core::ptr::copy_nonoverlapping(p, big.as_mut_ptr(), len) };
+                    unsafe { std::ptr::copy_nonoverlapping(p, big.as_mut_ptr(), len) };
                     self.op_setsockopt(b, tag, level, name, &big[..len])
                 }
             },
@@ -213,11 +215,11 @@ impl<B: Backend> Agent<B> {
         };
         let port = addr.port();
         let start = if port != 0 {
-            sys::unprivileged_port_start()
+            self.backend.unprivileged_port_start()
         } else {
             0
         };
-        let caps = || sys::cap_eff(pid).ok();
+        let caps = || self.backend.cap_eff(pid).ok();
         let check = session::bind_allowed(port, start, uid, caps)
             .and_then(|_| self.reuseport.check(port, uid));
         if let Err(e) = check {
@@ -431,8 +433,11 @@ impl<B: Backend> Agent<B> {
                 // Linux looks the name up first (ENOENT from the backend for an unknown one),
                 // then checks the unprivileged allow-list.
                 if self.has_cap(sid, session::CAP_NET_ADMIN)
-                    || session::congestion_allowed(val, &sys::allowed_congestion_controls())
-                    || !session::congestion_allowed(val, &sys::available_congestion_controls())
+                    || session::congestion_allowed(val, &self.backend.allowed_congestion_controls())
+                    || !session::congestion_allowed(
+                        val,
+                        &self.backend.available_congestion_controls(),
+                    )
                 {
                     Ok(())
                 } else {
@@ -522,7 +527,7 @@ impl<B: Backend> Agent<B> {
                     };
                     let n = n.min(OPT_SIZE);
                     // SAFETY: the cell is OPT_SIZE bytes inside the mapped region.
-                    unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n) };
+                    unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), p, n) };
                     self.complete(sid, tag, slot, n as i64, Payload::None)
                 }
             },

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<B: Backend> Agent<B> {
+impl<B: Backend> Core<B> {
     /// Writes socket `id`'s state into the control block of every binding and marks them dirty
     /// (their futex and waiters are woken at the next flush).
     pub(super) fn publish(&mut self, id: SockId) {
@@ -37,7 +37,7 @@ impl<B: Backend> Agent<B> {
         self.pump_rx_with(id, true);
     }
 
-    /// [`Agent::pump_rx`]; `drain`: read on to WouldBlock or the end even after a short read
+    /// [`Core::pump_rx`]; `drain`: read on to WouldBlock or the end even after a short read
     /// (the readiness said the peer closed or failed, or the caller does not know).
     pub(super) fn pump_rx_with(&mut self, id: SockId, drain: bool) {
         let Some(s) = self.socks.get_mut(id) else {
