@@ -1,16 +1,28 @@
-//! The agent's single-threaded event loop: control plane (attach, fork-ticket claims, waiter
-//! doorbells, stats), the command rings of every attached process, readiness of backend sockets,
-//! and the execution of commands against the shared socket table.
+//! The agent: a sans-IO core (the logic: sessions, sockets, fork tickets, every command) inside a
+//! shell that holds every descriptor and the clock and runs the single-threaded loop.
 //!
 //! ```text
+//!            +--------------------------- Agent (shell) ----------------------------+
+//!  epoll  -> | signalfd, control listener, pending hellos, control conns, doorbells,  |
+//!  clock     | pidfds; SpinPolicy; Instant::now()                                    |
+//!            |    | attach/detach/drop_channel, ticket_child_exited (control.rs)     |
+//!            |    | process_commands, poll_backend/poll_local, handle_timeout, flush  |
+//!            |    v  (time passed in)                  ^ poll_action(): RingDoorbells,
+//!            |  +-------------------- Core ----------------------+ WatchPid, UnwatchPid,
+//!            |  | procs (Session + Channel), SockTable, Tickets, | Release{sid, chan}
+//!            |  | reuseport; commands, listeners, bindings,      |
+//!            |  | datapath, tickets  --> Backend trait (sockets,  |
+//!            |  | host facts)  --> channels (shared memory)      |
+//!            |  +------------------------------------------------+
+//!            +-----------------------------------------------------------------------+
 //!  loop {
-//!    epoll_wait(agent set: signalfd, control listener, control conns, doorbells, pidfds,
-//!               backend fd)  timeout 0 while busy; after --spin-us idle: announce sleep,
-//!               re-check rings, block
+//!    epoll_wait(agent set)   timeout 0 while busy; after --spin-us idle: announce sleep,
+//!                            re-check rings, block
 //!    backend readiness  -> accept queues, connect results, RX/TX pumps
 //!    every command ring -> decode (violations drop the channel) -> execute
 //!    timers             -> drains and fork tickets past their deadline
-//!    flush per channel  -> overflowed events, one futex bump, dirty-socket wake-ups, counters
+//!    flush per channel  -> overflowed events, one futex bump, dirty-socket wake-ups, counters;
+//!                          owed doorbells written by the shell
 //!  }
 //! ```
 //!
@@ -19,11 +31,13 @@
 //! of them, a connection's RX goes to one active binding and moves on when that one closes (see
 //! docs/fork-model.md). Every change of a socket's state is published to all its bindings.
 //!
-//! Files, one job each (all `impl Agent` blocks over the state defined here):
-//! `event_loop.rs` (the loop, timers, flushes), `control.rs` (attach, detach, stats, dropped
-//! channels), `tickets.rs` (fork tickets and their pidfds), `commands.rs` (one command of a ring,
-//! executed), `listeners.rs` (accept queues), `bindings.rs` (close, drain, socket release),
-//! `datapath.rs` (publication, RX and TX pumps, backend readiness).
+//! Files, one job each. The shell (`impl Agent`): `mod.rs` (startup), `event_loop.rs` (the
+//! loop, sleeping, the actions the core asks for), `control.rs` (control connections, attach,
+//! waiters, stats, exits, pidfds). The core (`impl Core`): `core.rs` (its state, inputs and
+//! outputs; tests in `core/tests.rs`), `commands.rs` (one command of a ring, executed),
+//! `tickets.rs` (fork tickets: taken, tied to a child, claimed, expired), `listeners.rs` (accept
+//! queues), `bindings.rs` (close, drain, migration, socket release), `datapath.rs`
+//! (publication, RX and TX pumps, backend readiness).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
