@@ -20,15 +20,14 @@ impl<B: Backend> Core<B> {
             .and_then(|p| p.chan.region().opt_cell(cell))
     }
 
-    pub(super) fn has_cap(&self, sid: u32, bit: u32) -> bool {
-        self.procs.get(&sid).is_some_and(|p| {
-            p.sess.uid == 0
-                || self
-                    .backend
-                    .cap_eff(p.sess.pid)
-                    .map(|c| c & (1 << bit) != 0)
-                    .unwrap_or(false)
-        })
+    /// Session `sess` holds capability `bit` (root always does).
+    fn has_cap(&self, sess: &Session<Binding>, bit: u32) -> bool {
+        sess.uid == 0
+            || self
+                .backend
+                .cap_eff(sess.pid)
+                .map(|c| c & (1 << bit) != 0)
+                .unwrap_or(false)
     }
 
     /// Completion of the acting session's command.
@@ -64,24 +63,38 @@ impl<B: Backend> Core<B> {
     pub(super) fn exec(&mut self, sid: u32, cmd: Command) -> Result<(), Violation> {
         let (slot, tag) = (cmd.slot, cmd.tag);
         let b = Bind { sid, slot };
+        // Requests that name no socket (or, for close, a slot that may be gone already).
         match cmd.req {
-            Request::Nop => self.complete(sid, tag, slot, 0, Payload::None),
+            Request::Nop => return self.complete(sid, tag, slot, 0, Payload::None),
             Request::Socket {
                 domain,
                 ty,
                 protocol,
-            } => self.op_socket(sid, tag, slot, domain, ty, protocol),
-            Request::Bind { addr } => self.op_bind(b, tag, addr),
-            Request::Listen { backlog } => self.op_listen(b, tag, backlog),
-            Request::Accept { wait } => self.op_accept(b, tag, wait),
-            Request::Connect { addr, wait } => self.op_connect(b, tag, addr, wait),
+            } => return self.op_socket(sid, tag, slot, domain, ty, protocol),
             Request::Close => {
                 self.close_binding(b);
-                self.complete(sid, tag, slot, 0, Payload::None)
+                return self.complete(sid, tag, slot, 0, Payload::None);
             }
-            Request::Shutdown { how } => self.op_shutdown(b, tag, how),
+            Request::Fork => return self.op_fork(sid, tag, slot),
+            Request::ForkChild { secret, pid } => {
+                return self.op_fork_child(sid, tag, slot, secret, pid)
+            }
+            _ => {}
+        }
+        // The socket the slot names, looked up once and handed to the operation.
+        let id = self.sock_of(b)?;
+        match cmd.req {
+            Request::Nop
+            | Request::Socket { .. }
+            | Request::Close
+            | Request::Fork
+            | Request::ForkChild { .. } => Ok(()), // served above
+            Request::Bind { addr } => self.op_bind(b, id, tag, addr),
+            Request::Listen { backlog } => self.op_listen(b, id, tag, backlog),
+            Request::Accept { wait } => self.op_accept(b, id, tag, wait),
+            Request::Connect { addr, wait } => self.op_connect(b, id, tag, addr, wait),
+            Request::Shutdown { how } => self.op_shutdown(b, id, tag, how),
             Request::GetSockName | Request::GetPeerName => {
-                let id = self.sock_of(b)?;
                 let Some(s) = self.socks.get(id) else {
                     return Ok(());
                 };
@@ -101,7 +114,7 @@ impl<B: Backend> Core<B> {
                 len,
                 val,
             } => match val {
-                OptVal::Inline(val) => self.op_setsockopt(b, tag, level, name, &val[..len]),
+                OptVal::Inline(val) => self.op_setsockopt(b, id, tag, level, name, &val[..len]),
                 OptVal::Cell(cell) => {
                     // Copy out of shared memory first: the host may scribble on it meanwhile.
                     let mut big = [0u8; OPT_SIZE];
@@ -111,7 +124,7 @@ impl<B: Backend> Core<B> {
                     // SAFETY: the cell is OPT_SIZE bytes inside the mapped region; len <= OPT_SIZE
                     // (checked by the decoder).
                     unsafe { std::ptr::copy_nonoverlapping(p, big.as_mut_ptr(), len) };
-                    self.op_setsockopt(b, tag, level, name, &big[..len])
+                    self.op_setsockopt(b, id, tag, level, name, &big[..len])
                 }
             },
             Request::GetSockOpt {
@@ -119,9 +132,8 @@ impl<B: Backend> Core<B> {
                 name,
                 len,
                 cell,
-            } => self.op_getsockopt(b, tag, level, name, len, cell),
+            } => self.op_getsockopt(b, id, tag, level, name, len, cell),
             Request::TxKick => {
-                let id = self.sock_of(b)?;
                 if let Some(ctl) = self
                     .procs
                     .get(&sid)
@@ -135,19 +147,15 @@ impl<B: Backend> Core<B> {
                 self.complete(sid, tag, slot, 0, Payload::None)
             }
             Request::RxSpace => {
-                let id = self.sock_of(b)?;
                 if self.socks.get(id).is_some_and(|s| s.active == Some(b)) {
                     self.pump_rx(id);
                 }
                 self.complete(sid, tag, slot, 0, Payload::None)
             }
             Request::RxClaim => {
-                let id = self.sock_of(b)?;
                 self.rx_claim(id, b);
                 Ok(())
             }
-            Request::Fork => self.op_fork(sid, tag, slot),
-            Request::ForkChild { secret, pid } => self.op_fork_child(sid, tag, slot, secret, pid),
         }
     }
 
@@ -200,9 +208,14 @@ impl<B: Backend> Core<B> {
         self.complete(sid, tag, slot, i64::from(new), Payload::None)
     }
 
-    pub(super) fn op_bind(&mut self, b: Bind, tag: u64, a: Addr) -> Result<(), Violation> {
+    pub(super) fn op_bind(
+        &mut self,
+        b: Bind,
+        id: SockId,
+        tag: u64,
+        a: Addr,
+    ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
-        let id = self.sock_of(b)?;
         let Some((pid, uid)) = self.procs.get(&sid).map(|p| (p.sess.pid, p.sess.uid)) else {
             return Ok(());
         };
@@ -241,9 +254,14 @@ impl<B: Backend> Core<B> {
         self.complete(sid, tag, slot, 0, Payload::None)
     }
 
-    pub(super) fn op_listen(&mut self, b: Bind, tag: u64, backlog: i32) -> Result<(), Violation> {
+    pub(super) fn op_listen(
+        &mut self,
+        b: Bind,
+        id: SockId,
+        tag: u64,
+        backlog: i32,
+    ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
-        let id = self.sock_of(b)?;
         let Some(s) = self.socks.get_mut(id) else {
             return Ok(());
         };
@@ -272,15 +290,20 @@ impl<B: Backend> Core<B> {
             s.registered = true;
         }
         s.set_flags(SF_LISTENING, 0);
-        self.publish(id);
+        Self::publish_to(s, &mut self.procs);
         self.complete(sid, tag, slot, 0, Payload::None)?;
         self.fill_accept_queue(id, true);
         Ok(())
     }
 
-    pub(super) fn op_accept(&mut self, b: Bind, tag: u64, wait: bool) -> Result<(), Violation> {
+    pub(super) fn op_accept(
+        &mut self,
+        b: Bind,
+        id: SockId,
+        tag: u64,
+        wait: bool,
+    ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
-        let id = self.sock_of(b)?;
         let Some(s) = self.socks.get_mut(id) else {
             return Ok(());
         };
@@ -303,12 +326,12 @@ impl<B: Backend> Core<B> {
     pub(super) fn op_connect(
         &mut self,
         b: Bind,
+        id: SockId,
         tag: u64,
         a: Addr,
         wait: bool,
     ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
-        let id = self.sock_of(b)?;
         let Some(s) = self.socks.get_mut(id) else {
             return Ok(());
         };
@@ -337,7 +360,7 @@ impl<B: Backend> Core<B> {
             if park {
                 s.connect_tag = Some(Parked { by: b, tag });
             }
-            self.publish(id);
+            Self::publish_to(s, &mut self.procs);
             if park {
                 return Ok(());
             }
@@ -345,16 +368,21 @@ impl<B: Backend> Core<B> {
         }
         s.kind = Kind::Connected;
         s.set_flags(SF_CONNECTED, 0);
-        self.publish(id);
+        Self::publish_to(s, &mut self.procs);
         self.complete(sid, tag, slot, 0, Payload::None)?;
         self.pump_rx(id);
         self.pump_tx(id, b);
         Ok(())
     }
 
-    pub(super) fn op_shutdown(&mut self, b: Bind, tag: u64, how: i32) -> Result<(), Violation> {
+    pub(super) fn op_shutdown(
+        &mut self,
+        b: Bind,
+        id: SockId,
+        tag: u64,
+        how: i32,
+    ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
-        let id = self.sock_of(b)?;
         if !(0..=2).contains(&how) {
             return self.complete(sid, tag, slot, neg(libc::EINVAL), Payload::None);
         }
@@ -402,7 +430,7 @@ impl<B: Backend> Core<B> {
         for c in closed {
             self.backend.close(c);
         }
-        self.publish(id);
+        Self::publish_to(s, &mut self.procs);
         for p in parked {
             self.complete_to(p.by, p.tag, neg(libc::EINVAL), Payload::None);
         }
@@ -412,18 +440,23 @@ impl<B: Backend> Core<B> {
     pub(super) fn op_setsockopt(
         &mut self,
         b: Bind,
+        id: SockId,
         tag: u64,
         level: i32,
         name: i32,
         val: &[u8],
     ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
-        let id = self.sock_of(b)?;
+        let net_admin = || {
+            self.procs
+                .get(&sid)
+                .is_some_and(|p| self.has_cap(&p.sess, session::CAP_NET_ADMIN))
+        };
         let allowed = match session::sockopt_policy(level, name, true, val) {
             OptPolicy::Pass => Ok(()),
             OptPolicy::Deny(e) => Err(e),
             OptPolicy::NeedNetAdmin => {
-                if self.has_cap(sid, session::CAP_NET_ADMIN) {
+                if net_admin() {
                     Ok(())
                 } else {
                     Err(libc::EPERM)
@@ -432,7 +465,7 @@ impl<B: Backend> Core<B> {
             OptPolicy::Congestion => {
                 // Linux looks the name up first (ENOENT from the backend for an unknown one),
                 // then checks the unprivileged allow-list.
-                if self.has_cap(sid, session::CAP_NET_ADMIN)
+                if net_admin()
                     || session::congestion_allowed(val, &self.backend.allowed_congestion_controls())
                     || !session::congestion_allowed(
                         val,
@@ -489,9 +522,11 @@ impl<B: Backend> Core<B> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // the request's four fields, unpacked
     pub(super) fn op_getsockopt(
         &mut self,
         b: Bind,
+        id: SockId,
         tag: u64,
         level: i32,
         name: i32,
@@ -499,10 +534,14 @@ impl<B: Backend> Core<B> {
         cell: Option<usize>,
     ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
-        let id = self.sock_of(b)?;
+        let net_admin = || {
+            self.procs
+                .get(&sid)
+                .is_some_and(|p| self.has_cap(&p.sess, session::CAP_NET_ADMIN))
+        };
         match session::sockopt_policy(level, name, false, &[]) {
             OptPolicy::Deny(e) => return self.complete(sid, tag, slot, neg(e), Payload::None),
-            OptPolicy::NeedNetAdmin if !self.has_cap(sid, session::CAP_NET_ADMIN) => {
+            OptPolicy::NeedNetAdmin if !net_admin() => {
                 return self.complete(sid, tag, slot, neg(libc::EPERM), Payload::None);
             }
             _ => {}

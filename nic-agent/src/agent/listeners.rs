@@ -119,7 +119,7 @@ impl<B: Backend> Core<B> {
             return self.complete_to(by, tag, err_of(&e), Payload::None);
         }
         s.registered = true;
-        self.publish(id);
+        Self::publish_to(s, &mut self.procs);
         self.pump_rx(id);
         self.complete_to(by, tag, i64::from(slot), Payload::Addr(peer.into()));
     }

@@ -71,6 +71,7 @@ mod event_loop;
 mod listeners;
 mod tickets;
 
+use self::core::Proc;
 pub use self::core::{Action, Core, Cred};
 
 /// How long a closed socket may take to hand its TX bytes to the network.
