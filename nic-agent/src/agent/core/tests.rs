@@ -22,6 +22,8 @@ struct FakeOs {
     /// Parent of each pid (absent: the process is gone).
     parents: HashMap<i32, i32>,
     secrets: u64,
+    /// The errno the next getsockopt fails with.
+    getsockopt_fails: Option<i32>,
 }
 
 /// The OS under [`LoopBackend`]: sockets that bind and listen but never reach a network.
@@ -90,6 +92,9 @@ impl Backend for Fake {
         Ok(())
     }
     fn getsockopt(&mut self, _s: &u32, _l: i32, _n: i32, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = self.0.borrow_mut().getsockopt_fails.take() {
+            return Err(err(e));
+        }
         buf.fill(0);
         Ok(buf.len().min(4))
     }
@@ -756,4 +761,82 @@ fn rx_and_tx_flow_through_the_streams_with_back_pressure() {
     }
     assert_eq!(got.len(), total.len());
     assert!(got == total);
+}
+
+#[test]
+fn backend_and_policy_errors_complete_the_command() {
+    let mut r = Rig::new();
+    let mut a = r.attach(100);
+    let s = r.socket(&mut a);
+    // The backend's errno comes back as the completion, the channel lives on.
+    r.os.borrow_mut().getsockopt_fails = Some(libc::EBADF);
+    let get = Request::GetSockOpt {
+        level: libc::SOL_SOCKET,
+        name: libc::SO_RCVBUF,
+        len: 4,
+        cell: None,
+    };
+    assert_eq!(r.call(&mut a, s, get).result, neg(libc::EBADF));
+    assert_eq!(r.call(&mut a, s, get).result, 4);
+    // EINVAL: a bad `how`.
+    let bad = Request::Shutdown { how: 7 };
+    assert_eq!(r.call(&mut a, s, bad).result, neg(libc::EINVAL));
+    // No listener of ours and a backend that refuses: the connect fails at once.
+    let far = Request::Connect {
+        addr: Addr::Inet(SocketAddr::from(([10, 9, 8, 7], 80))),
+        wait: false,
+    };
+    assert_eq!(r.call(&mut a, s, far).result, neg(libc::ECONNREFUSED));
+    // A policy refusal: SO_MARK needs CAP_NET_ADMIN (the backend's cap_eff says none).
+    let set = Request::SetSockOpt {
+        level: libc::SOL_SOCKET,
+        name: libc::SO_MARK,
+        len: 4,
+        val: OptVal::inline(&1i32.to_ne_bytes()),
+    };
+    assert_eq!(r.call(&mut a, s, set).result, neg(libc::EPERM));
+    // EMFILE once every slot is taken.
+    for _ in 1..geo().max_sockets {
+        r.socket(&mut a);
+    }
+    let req = Request::Socket {
+        domain: libc::AF_INET,
+        ty: libc::SOCK_STREAM,
+        protocol: 0,
+    };
+    assert_eq!(r.call(&mut a, 0, req).result, neg(libc::EMFILE));
+    assert!(!a.dead());
+}
+
+#[test]
+fn doorbells_owed_to_a_sleeping_waiter_are_asked_of_the_shell() {
+    let mut r = Rig::new();
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    let ls = r.listener(&mut a, 7006);
+    let bell = sys::eventfd().unwrap();
+    assert!(r.core.channel_mut(a.sid).unwrap().set_waiter(2, bell));
+    // Waiter 2 of process a watches the listener and sleeps.
+    let ctl = a.region.sock(ls).unwrap();
+    ctl.host.0.waiter_mask.fetch_or(1 << 2, Ordering::AcqRel);
+    wake::announce(&a.region.waiter(2).unwrap().sleeping);
+    let cs = r.socket(&mut b);
+    b.send(cs, connect(7006, false));
+    let now = r.now;
+    r.core.process_commands(now);
+    r.core.poll_local(now);
+    r.core.flush();
+    let mut asked = Vec::new();
+    while let Some(act) = r.core.poll_action() {
+        if let Action::RingDoorbells(sid) = act {
+            asked.push(sid);
+        }
+    }
+    assert_eq!(asked, [a.sid]);
+    // Not rung yet (the shell may defer): the next flush asks again.
+    r.core.flush();
+    assert!(matches!(r.core.poll_action(), Some(Action::RingDoorbells(sid)) if sid == a.sid));
+    r.core.channel_mut(a.sid).unwrap().ring_owed();
+    r.core.flush();
+    assert!(r.core.poll_action().is_none());
 }
