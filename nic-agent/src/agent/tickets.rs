@@ -59,6 +59,8 @@ impl<B: Backend> Core<B> {
                 "fork child exited without claiming its ticket"
             );
         }
+        // Whatever became of the ticket, its pidfd has nothing more to say.
+        self.act(Action::UnwatchPid(tid));
         self.drop_ticket(tid);
         self.drop_failed();
     }
