@@ -7,7 +7,7 @@ impl<B: Backend> Core<B> {
     /// Posts a completion to binding `b`'s session, outside that session's own command.
     pub(super) fn complete_to(&mut self, b: Bind, tag: u64, result: i64, data: Payload<'_>) {
         if let Some(p) = self.procs.get_mut(&b.sid) {
-            if let Err(v) = p.chan.complete(tag, b.slot, result, data) {
+            if let Err(v) = p.complete(tag, b.slot, result, data) {
                 self.failed.push((b.sid, v));
             }
         }
@@ -40,7 +40,7 @@ impl<B: Backend> Core<B> {
         data: Payload<'_>,
     ) -> Result<(), Violation> {
         match self.procs.get_mut(&sid) {
-            Some(p) => p.chan.complete(tag, slot, result, data),
+            Some(p) => p.complete(tag, slot, result, data),
             None => Ok(()),
         }
     }

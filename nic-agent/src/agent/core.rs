@@ -32,6 +32,19 @@ pub(super) struct Proc {
     pub(super) closing: bool,
 }
 
+impl Proc {
+    /// Posts the completion of command `tag` (about `slot`) to this process.
+    pub(super) fn complete(
+        &mut self,
+        tag: u64,
+        slot: u32,
+        result: i64,
+        data: Payload<'_>,
+    ) -> Result<(), Violation> {
+        self.chan.complete(tag, slot, result, data)
+    }
+}
+
 /// Something the shell does for the core (the core has no descriptors).
 #[must_use]
 pub enum Action {
