@@ -273,7 +273,8 @@ impl Channel {
         }
     }
 
-    /// Marks the channel dead and wakes every host thread that might be blocked on it.
+    /// Marks the channel dead and wakes every host thread that might be blocked on it: futex
+    /// sleepers at once, every registered waiter's doorbell owed ([`Channel::ring_owed`]).
     pub fn kill(&mut self) {
         let h = self.region.header();
         h.dead.0.store(1, Ordering::SeqCst);
@@ -288,9 +289,11 @@ impl Channel {
             }
         }
         for (i, w) in self.waiters.iter().enumerate() {
-            if let (Some(fd), Some(wt)) = (w, self.region.waiter(i)) {
+            if let (Some(_), Some(wt)) = (w, self.region.waiter(i)) {
                 wt.sleeping.store(0, Ordering::SeqCst);
-                let _ = sys::eventfd_write(fd.as_raw_fd(), 1);
+                if i < 64 {
+                    self.owed |= 1 << i;
+                }
             }
         }
     }

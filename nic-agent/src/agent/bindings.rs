@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<B: Backend> Agent<B> {
+impl<B: Backend> Core<B> {
     pub(super) fn bindings_of(&self, id: SockId) -> Vec<Bind> {
         self.socks
             .get(id)
@@ -71,7 +71,7 @@ impl<B: Backend> Agent<B> {
             self.finish_binding(b);
             return;
         }
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        let deadline = self.now + DRAIN_TIMEOUT;
         arm(&mut self.next_timer, deadline);
         if let Some(p) = self.procs.get_mut(&b.sid) {
             if let Some(bd) = p.sess.table.get_mut(b.slot) {

@@ -3,11 +3,11 @@
 
 use super::*;
 
-impl<B: Backend> Agent<B> {
+impl<B: Backend> Core<B> {
     /// Posts a completion to binding `b`'s session, outside that session's own command.
     pub(super) fn complete_to(&mut self, b: Bind, tag: u64, result: i64, data: Payload<'_>) {
         if let Some(p) = self.procs.get_mut(&b.sid) {
-            if let Err(v) = p.chan.complete(tag, b.slot, result, data) {
+            if let Err(v) = p.complete(tag, b.slot, result, data) {
                 self.failed.push((b.sid, v));
             }
         }
@@ -20,13 +20,14 @@ impl<B: Backend> Agent<B> {
             .and_then(|p| p.chan.region().opt_cell(cell))
     }
 
-    pub(super) fn has_cap(&self, sid: u32, bit: u32) -> bool {
-        self.procs.get(&sid).is_some_and(|p| {
-            p.sess.uid == 0
-                || sys::cap_eff(p.sess.pid)
-                    .map(|c| c & (1 << bit) != 0)
-                    .unwrap_or(false)
-        })
+    /// Session `sess` holds capability `bit` (root always does).
+    fn has_cap(&self, sess: &Session<Binding>, bit: u32) -> bool {
+        sess.uid == 0
+            || self
+                .backend
+                .cap_eff(sess.pid)
+                .map(|c| c & (1 << bit) != 0)
+                .unwrap_or(false)
     }
 
     /// Completion of the acting session's command.
@@ -39,7 +40,7 @@ impl<B: Backend> Agent<B> {
         data: Payload<'_>,
     ) -> Result<(), Violation> {
         match self.procs.get_mut(&sid) {
-            Some(p) => p.chan.complete(tag, slot, result, data),
+            Some(p) => p.complete(tag, slot, result, data),
             None => Ok(()),
         }
     }
@@ -62,24 +63,38 @@ impl<B: Backend> Agent<B> {
     pub(super) fn exec(&mut self, sid: u32, cmd: Command) -> Result<(), Violation> {
         let (slot, tag) = (cmd.slot, cmd.tag);
         let b = Bind { sid, slot };
+        // Requests that name no socket (or, for close, a slot that may be gone already).
         match cmd.req {
-            Request::Nop => self.complete(sid, tag, slot, 0, Payload::None),
+            Request::Nop => return self.complete(sid, tag, slot, 0, Payload::None),
             Request::Socket {
                 domain,
                 ty,
                 protocol,
-            } => self.op_socket(sid, tag, slot, domain, ty, protocol),
-            Request::Bind { addr } => self.op_bind(b, tag, addr),
-            Request::Listen { backlog } => self.op_listen(b, tag, backlog),
-            Request::Accept { wait } => self.op_accept(b, tag, wait),
-            Request::Connect { addr, wait } => self.op_connect(b, tag, addr, wait),
+            } => return self.op_socket(sid, tag, slot, domain, ty, protocol),
             Request::Close => {
                 self.close_binding(b);
-                self.complete(sid, tag, slot, 0, Payload::None)
+                return self.complete(sid, tag, slot, 0, Payload::None);
             }
-            Request::Shutdown { how } => self.op_shutdown(b, tag, how),
+            Request::Fork => return self.op_fork(sid, tag, slot),
+            Request::ForkChild { secret, pid } => {
+                return self.op_fork_child(sid, tag, slot, secret, pid)
+            }
+            _ => {}
+        }
+        // The socket the slot names, looked up once and handed to the operation.
+        let id = self.sock_of(b)?;
+        match cmd.req {
+            Request::Nop
+            | Request::Socket { .. }
+            | Request::Close
+            | Request::Fork
+            | Request::ForkChild { .. } => Ok(()), // served above
+            Request::Bind { addr } => self.op_bind(b, id, tag, addr),
+            Request::Listen { backlog } => self.op_listen(b, id, tag, backlog),
+            Request::Accept { wait } => self.op_accept(b, id, tag, wait),
+            Request::Connect { addr, wait } => self.op_connect(b, id, tag, addr, wait),
+            Request::Shutdown { how } => self.op_shutdown(b, id, tag, how),
             Request::GetSockName | Request::GetPeerName => {
-                let id = self.sock_of(b)?;
                 let Some(s) = self.socks.get(id) else {
                     return Ok(());
                 };
@@ -99,7 +114,7 @@ impl<B: Backend> Agent<B> {
                 len,
                 val,
             } => match val {
-                OptVal::Inline(val) => self.op_setsockopt(b, tag, level, name, &val[..len]),
+                OptVal::Inline(val) => self.op_setsockopt(b, id, tag, level, name, &val[..len]),
                 OptVal::Cell(cell) => {
                     // Copy out of shared memory first: the host may scribble on it meanwhile.
                     let mut big = [0u8; OPT_SIZE];
@@ -108,8 +123,8 @@ impl<B: Backend> Agent<B> {
                     };
                     // SAFETY: the cell is OPT_SIZE bytes inside the mapped region; len <= OPT_SIZE
                     // (checked by the decoder).
-                    unsafe { core::ptr::copy_nonoverlapping(p, big.as_mut_ptr(), len) };
-                    self.op_setsockopt(b, tag, level, name, &big[..len])
+                    unsafe { std::ptr::copy_nonoverlapping(p, big.as_mut_ptr(), len) };
+                    self.op_setsockopt(b, id, tag, level, name, &big[..len])
                 }
             },
             Request::GetSockOpt {
@@ -117,9 +132,8 @@ impl<B: Backend> Agent<B> {
                 name,
                 len,
                 cell,
-            } => self.op_getsockopt(b, tag, level, name, len, cell),
+            } => self.op_getsockopt(b, id, tag, level, name, len, cell),
             Request::TxKick => {
-                let id = self.sock_of(b)?;
                 if let Some(ctl) = self
                     .procs
                     .get(&sid)
@@ -133,19 +147,15 @@ impl<B: Backend> Agent<B> {
                 self.complete(sid, tag, slot, 0, Payload::None)
             }
             Request::RxSpace => {
-                let id = self.sock_of(b)?;
                 if self.socks.get(id).is_some_and(|s| s.active == Some(b)) {
                     self.pump_rx(id);
                 }
                 self.complete(sid, tag, slot, 0, Payload::None)
             }
             Request::RxClaim => {
-                let id = self.sock_of(b)?;
                 self.rx_claim(id, b);
                 Ok(())
             }
-            Request::Fork => self.op_fork(sid, tag, slot),
-            Request::ForkChild { secret, pid } => self.op_fork_child(sid, tag, slot, secret, pid),
         }
     }
 
@@ -198,9 +208,14 @@ impl<B: Backend> Agent<B> {
         self.complete(sid, tag, slot, i64::from(new), Payload::None)
     }
 
-    pub(super) fn op_bind(&mut self, b: Bind, tag: u64, a: Addr) -> Result<(), Violation> {
+    pub(super) fn op_bind(
+        &mut self,
+        b: Bind,
+        id: SockId,
+        tag: u64,
+        a: Addr,
+    ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
-        let id = self.sock_of(b)?;
         let Some((pid, uid)) = self.procs.get(&sid).map(|p| (p.sess.pid, p.sess.uid)) else {
             return Ok(());
         };
@@ -213,11 +228,11 @@ impl<B: Backend> Agent<B> {
         };
         let port = addr.port();
         let start = if port != 0 {
-            sys::unprivileged_port_start()
+            self.backend.unprivileged_port_start()
         } else {
             0
         };
-        let caps = || sys::cap_eff(pid).ok();
+        let caps = || self.backend.cap_eff(pid).ok();
         let check = session::bind_allowed(port, start, uid, caps)
             .and_then(|_| self.reuseport.check(port, uid));
         if let Err(e) = check {
@@ -239,9 +254,14 @@ impl<B: Backend> Agent<B> {
         self.complete(sid, tag, slot, 0, Payload::None)
     }
 
-    pub(super) fn op_listen(&mut self, b: Bind, tag: u64, backlog: i32) -> Result<(), Violation> {
+    pub(super) fn op_listen(
+        &mut self,
+        b: Bind,
+        id: SockId,
+        tag: u64,
+        backlog: i32,
+    ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
-        let id = self.sock_of(b)?;
         let Some(s) = self.socks.get_mut(id) else {
             return Ok(());
         };
@@ -270,15 +290,20 @@ impl<B: Backend> Agent<B> {
             s.registered = true;
         }
         s.set_flags(SF_LISTENING, 0);
-        self.publish(id);
+        Self::publish_to(s, &mut self.procs);
         self.complete(sid, tag, slot, 0, Payload::None)?;
         self.fill_accept_queue(id, true);
         Ok(())
     }
 
-    pub(super) fn op_accept(&mut self, b: Bind, tag: u64, wait: bool) -> Result<(), Violation> {
+    pub(super) fn op_accept(
+        &mut self,
+        b: Bind,
+        id: SockId,
+        tag: u64,
+        wait: bool,
+    ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
-        let id = self.sock_of(b)?;
         let Some(s) = self.socks.get_mut(id) else {
             return Ok(());
         };
@@ -301,12 +326,12 @@ impl<B: Backend> Agent<B> {
     pub(super) fn op_connect(
         &mut self,
         b: Bind,
+        id: SockId,
         tag: u64,
         a: Addr,
         wait: bool,
     ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
-        let id = self.sock_of(b)?;
         let Some(s) = self.socks.get_mut(id) else {
             return Ok(());
         };
@@ -335,7 +360,7 @@ impl<B: Backend> Agent<B> {
             if park {
                 s.connect_tag = Some(Parked { by: b, tag });
             }
-            self.publish(id);
+            Self::publish_to(s, &mut self.procs);
             if park {
                 return Ok(());
             }
@@ -343,16 +368,21 @@ impl<B: Backend> Agent<B> {
         }
         s.kind = Kind::Connected;
         s.set_flags(SF_CONNECTED, 0);
-        self.publish(id);
+        Self::publish_to(s, &mut self.procs);
         self.complete(sid, tag, slot, 0, Payload::None)?;
         self.pump_rx(id);
         self.pump_tx(id, b);
         Ok(())
     }
 
-    pub(super) fn op_shutdown(&mut self, b: Bind, tag: u64, how: i32) -> Result<(), Violation> {
+    pub(super) fn op_shutdown(
+        &mut self,
+        b: Bind,
+        id: SockId,
+        tag: u64,
+        how: i32,
+    ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
-        let id = self.sock_of(b)?;
         if !(0..=2).contains(&how) {
             return self.complete(sid, tag, slot, neg(libc::EINVAL), Payload::None);
         }
@@ -400,7 +430,7 @@ impl<B: Backend> Agent<B> {
         for c in closed {
             self.backend.close(c);
         }
-        self.publish(id);
+        Self::publish_to(s, &mut self.procs);
         for p in parked {
             self.complete_to(p.by, p.tag, neg(libc::EINVAL), Payload::None);
         }
@@ -410,18 +440,23 @@ impl<B: Backend> Agent<B> {
     pub(super) fn op_setsockopt(
         &mut self,
         b: Bind,
+        id: SockId,
         tag: u64,
         level: i32,
         name: i32,
         val: &[u8],
     ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
-        let id = self.sock_of(b)?;
+        let net_admin = || {
+            self.procs
+                .get(&sid)
+                .is_some_and(|p| self.has_cap(&p.sess, session::CAP_NET_ADMIN))
+        };
         let allowed = match session::sockopt_policy(level, name, true, val) {
             OptPolicy::Pass => Ok(()),
             OptPolicy::Deny(e) => Err(e),
             OptPolicy::NeedNetAdmin => {
-                if self.has_cap(sid, session::CAP_NET_ADMIN) {
+                if net_admin() {
                     Ok(())
                 } else {
                     Err(libc::EPERM)
@@ -430,9 +465,12 @@ impl<B: Backend> Agent<B> {
             OptPolicy::Congestion => {
                 // Linux looks the name up first (ENOENT from the backend for an unknown one),
                 // then checks the unprivileged allow-list.
-                if self.has_cap(sid, session::CAP_NET_ADMIN)
-                    || session::congestion_allowed(val, &sys::allowed_congestion_controls())
-                    || !session::congestion_allowed(val, &sys::available_congestion_controls())
+                if net_admin()
+                    || session::congestion_allowed(val, &self.backend.allowed_congestion_controls())
+                    || !session::congestion_allowed(
+                        val,
+                        &self.backend.available_congestion_controls(),
+                    )
                 {
                     Ok(())
                 } else {
@@ -484,9 +522,11 @@ impl<B: Backend> Agent<B> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // the request's four fields, unpacked
     pub(super) fn op_getsockopt(
         &mut self,
         b: Bind,
+        id: SockId,
         tag: u64,
         level: i32,
         name: i32,
@@ -494,10 +534,14 @@ impl<B: Backend> Agent<B> {
         cell: Option<usize>,
     ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
-        let id = self.sock_of(b)?;
+        let net_admin = || {
+            self.procs
+                .get(&sid)
+                .is_some_and(|p| self.has_cap(&p.sess, session::CAP_NET_ADMIN))
+        };
         match session::sockopt_policy(level, name, false, &[]) {
             OptPolicy::Deny(e) => return self.complete(sid, tag, slot, neg(e), Payload::None),
-            OptPolicy::NeedNetAdmin if !self.has_cap(sid, session::CAP_NET_ADMIN) => {
+            OptPolicy::NeedNetAdmin if !net_admin() => {
                 return self.complete(sid, tag, slot, neg(libc::EPERM), Payload::None);
             }
             _ => {}
@@ -522,7 +566,7 @@ impl<B: Backend> Agent<B> {
                     };
                     let n = n.min(OPT_SIZE);
                     // SAFETY: the cell is OPT_SIZE bytes inside the mapped region.
-                    unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n) };
+                    unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), p, n) };
                     self.complete(sid, tag, slot, n as i64, Payload::None)
                 }
             },

@@ -1,6 +1,6 @@
-//! The control plane: the UNIX listener, attach (region and doorbells over SCM_RIGHTS), waiter
-//! registration, stats queries, a process's exit (its control connection's EOF) and the channel of
-//! a process that broke the protocol.
+//! The control plane (shell side of [`Core`]): the UNIX listener, attach (region and doorbells
+//! over SCM_RIGHTS), waiter registration, stats queries, a process's exit (its control
+//! connection's EOF), and the pidfds of fork tickets' children.
 
 use super::*;
 
@@ -40,7 +40,9 @@ impl<B: Backend> Agent<B> {
     }
 
     pub(super) fn send_stats(&self, fd: RawFd) {
-        let text = self.snapshot().render();
+        let mut snap = self.core.snapshot();
+        snap.spin_us = self.spin.effective_budget().as_micros() as u64;
+        let text = snap.render();
         Self::reply(fd, 0, text.len() as u64);
         if let Err(e) = sys::send_fds(fd, text.as_bytes(), &[]) {
             debug!("stats reply: {e}");
@@ -109,39 +111,23 @@ impl<B: Backend> Agent<B> {
     pub(super) fn attach(&mut self, fd: OwnedFd, secret: Option<u64>) {
         let raw = fd.as_raw_fd();
         let cred = match sys::peer_cred(raw) {
-            Ok(c) => c,
+            Ok(c) => Cred {
+                pid: c.pid,
+                uid: c.uid,
+                gid: c.gid,
+            },
             Err(e) => {
                 warn!("attach: SO_PEERCRED: {e}");
                 Self::reply(raw, sys::errno_of(&e), 0);
                 return;
             }
         };
-        let ticket = match secret {
+        let ticket = match secret.map(|s| self.core.ticket_for_child(s, cred)) {
             None => None,
-            Some(secret) => {
-                let Some(tid) = self.tickets.find(secret) else {
-                    debug!(pid = cred.pid, "child attach: no such ticket");
-                    Self::reply(raw, libc::ENOENT, 0);
-                    return;
-                };
-                let Some(t) = self.tickets.get(tid) else {
-                    Self::reply(raw, libc::ENOENT, 0);
-                    return;
-                };
-                let allowed =
-                    ticket::claim_allowed(t, cred.pid, cred.uid, || sys::parent_pid(cred.pid).ok());
-                if let Err(e) = allowed {
-                    warn!(
-                        pid = cred.pid,
-                        uid = cred.uid,
-                        ticket_parent = t.parent_pid,
-                        ticket_child = ?t.child_pid,
-                        "child attach refused: not the ticket's child"
-                    );
-                    Self::reply(raw, e, 0);
-                    return;
-                }
-                Some(tid)
+            Some(Ok(tid)) => Some(tid),
+            Some(Err(e)) => {
+                Self::reply(raw, e, 0);
+                return;
             }
         };
         let geo = self.cfg.geometry;
@@ -156,25 +142,8 @@ impl<B: Backend> Agent<B> {
             }
         };
         let total = chan.region().offsets().total;
-        let mut sid = self.next_sid;
-        while sid == 0 || self.procs.contains_key(&sid) {
-            sid = sid.wrapping_add(1);
-        }
-        self.next_sid = sid.wrapping_add(1);
-        let sess = Session::new(cred.pid, cred.uid, cred.gid, geo.max_sockets);
-        self.procs.insert(
-            sid,
-            Proc {
-                sess,
-                chan,
-                ctl: None,
-                bell: None,
-                closing: false,
-            },
-        );
-        self.attaches += 1;
-        // The child's slots are ready before it can map the region.
-        let inherited = ticket.map_or(0, |tid| self.claim(sid, tid));
+        let now = Instant::now();
+        let (sid, inherited) = self.core.attach(Box::new(chan), cred, ticket, now);
         let reply = Reply::new(0, total).encode();
         let sent = sys::send_fds(raw, &reply, &[memfd.as_raw_fd(), bell.as_raw_fd()]);
         drop(memfd);
@@ -189,14 +158,11 @@ impl<B: Backend> Agent<B> {
         if let Err(e) = reg {
             warn!(pid = cred.pid, "attach: sending the region: {e}");
             // As if the process exited at once: what it inherited is released.
-            self.detach(sid);
-            self.drop_failed();
+            self.core.detach(sid, now);
+            self.perform(false);
             return;
         }
-        if let Some(p) = self.procs.get_mut(&sid) {
-            p.ctl = Some(fd);
-            p.bell = Some(bell);
-        }
+        self.conns.insert(sid, Conn { ctl: fd, bell });
         info!(
             pid = cred.pid,
             uid = cred.uid,
@@ -207,16 +173,13 @@ impl<B: Backend> Agent<B> {
             child = secret.is_some(),
             "process attached"
         );
-        self.drop_failed();
+        self.perform(false);
     }
 
     /// A message (or EOF) on an attached process's control connection.
     pub(super) fn on_ctl(&mut self, sid: u32) {
         for _ in 0..16 {
-            let Some(p) = self.procs.get_mut(&sid) else {
-                return;
-            };
-            let Some(fd) = p.ctl.as_ref().map(|f| f.as_raw_fd()) else {
+            let Some(fd) = self.conns.get(&sid).map(|c| c.ctl.as_raw_fd()) else {
                 return;
             };
             let mut buf = [0u8; 64];
@@ -226,14 +189,12 @@ impl<B: Backend> Agent<B> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     debug!(session = sid, "control connection: {e}");
-                    self.detach(sid);
-                    self.drop_failed();
+                    self.on_exit(sid);
                     return;
                 }
             };
             if n == 0 {
-                self.detach(sid);
-                self.drop_failed();
+                self.on_exit(sid);
                 return;
             }
             let hello = if trunc {
@@ -242,8 +203,9 @@ impl<B: Backend> Agent<B> {
                 Hello::decode(&buf[..n])
             };
             let Some(h) = hello else {
-                self.drop_proc(sid, &Violation::BadControl);
-                self.drop_failed();
+                self.core
+                    .drop_channel(sid, &Violation::BadControl, Instant::now());
+                self.perform(false);
                 return;
             };
             match h.kind {
@@ -253,8 +215,8 @@ impl<B: Backend> Agent<B> {
                         && sys::is_eventfd(fds[0].as_raw_fd())
                         && sys::set_nonblocking(fds[0].as_raw_fd()).is_ok();
                     if ok {
-                        if let Some(efd) = fds.pop() {
-                            p.chan.set_waiter(h.arg as usize, efd);
+                        if let (Some(efd), Some(ch)) = (fds.pop(), self.core.channel_mut(sid)) {
+                            ch.set_waiter(h.arg as usize, efd);
                         }
                         debug!(session = sid, waiter = h.arg, "waiter doorbell registered");
                         Self::reply(fd, 0, 0);
@@ -269,106 +231,37 @@ impl<B: Backend> Agent<B> {
         }
     }
 
-    /// The process closed its control connection (exited): close its bindings as `close()` at
-    /// exit would, letting TX bytes already written drain.
-    pub(super) fn detach(&mut self, sid: u32) {
-        self.late_fork_children(sid);
-        let Some(p) = self.procs.get_mut(&sid) else {
-            return;
-        };
-        let live = p.sess.table.live_count();
-        p.ctl = None;
-        p.bell = None;
-        p.closing = true;
-        for slot in p.sess.table.used_slots() {
-            let live = self
-                .procs
-                .get(&sid)
-                .is_some_and(|p| p.sess.table.is_live(slot));
-            if live {
-                self.close_binding(Bind { sid, slot });
-            }
-        }
-        if let Some(p) = self.procs.get(&sid) {
-            info!(
-                pid = p.sess.pid,
-                session = sid,
-                sockets = live,
-                draining = p.sess.table.draining_count(),
-                "process detached"
-            );
-        }
+    /// The process closed its control connection (exited): its descriptors go, and the core
+    /// closes its bindings as `close()` at exit would.
+    fn on_exit(&mut self, sid: u32) {
+        self.conns.remove(&sid);
+        self.core.detach(sid, Instant::now());
+        self.perform(false);
     }
 
-    /// Drops the channels of the processes that violated the protocol.
-    pub(super) fn drop_failed(&mut self) {
-        while let Some((sid, v)) = self.failed.pop() {
-            self.drop_proc(sid, &v);
-        }
-    }
-
-    /// Drops a misbehaving process's channel: one error line, `dead = 1`, its bindings removed
-    /// at once (sockets it shared with other processes stay open for them).
-    pub(super) fn drop_proc(&mut self, sid: u32, why: &Violation) {
-        let Some(p) = self.procs.get_mut(&sid) else {
-            return;
-        };
-        if p.closing {
-            warn!(
-                pid = p.sess.pid,
-                session = sid,
-                "abandoning drains of an exited process: {why}"
-            );
-        } else {
-            error!(
-                pid = p.sess.pid,
-                uid = p.sess.uid,
-                gid = p.sess.gid,
-                session = sid,
-                "dropping channel: {why}"
-            );
-            self.dropped += 1;
-        }
-        p.chan.kill();
-        p.ctl = None;
-        p.bell = None;
-        p.closing = true;
-        for slot in p.sess.table.used_slots() {
-            self.finish_binding(Bind { sid, slot });
-        }
-        if let Some(p) = self.procs.remove(&sid) {
-            self.retired.add(&p.chan.counters);
-        }
-    }
-
-    pub(super) fn snapshot(&self) -> Snapshot {
-        let mut s = Snapshot {
-            io: self.retired,
-            channels_dropped: self.dropped,
-            attaches: self.attaches,
-            tickets: self.tickets.len() as u64,
-            ..Default::default()
-        };
-        for p in self.procs.values() {
-            if !p.closing {
-                s.processes += 1;
+    /// Watches the child of fork ticket `tid` with a pidfd in the agent's epoll set.
+    pub(super) fn watch_pid(&mut self, tid: u64, pid: i32) {
+        let fd = match sys::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                // Already gone (and reaped): it will never claim.
+                debug!(child = pid, "fork child gone before OP_FORK_CHILD");
+                self.core.ticket_child_exited(tid, self.clock);
+                return;
             }
-            s.draining += p.sess.table.draining_count() as u64;
-            s.io.add(&p.chan.counters);
-            s.channel_bytes += p.chan.resident_bytes();
-        }
-        s.sockets = self.socks.len() as u64;
-        s.loopback = self.backend.loop_stats();
-        s.engine = self.backend.engine_stats();
-        s.spin_us = self.spin.effective_budget().as_micros() as u64;
-        for (_, so) in self.socks.iter() {
-            let queued = so.listener.as_ref().map_or(0, |l| l.queue.len()) as u64;
-            s.sockets += queued;
-            s.accept_queued += queued;
-            if so.bindings.len() > 1 {
-                s.shared += 1;
+            Err(e) => {
+                debug!("pidfd_open({pid}): {e}; the ticket only expires");
+                return;
             }
+        };
+        match self
+            .epoll
+            .add(fd.as_raw_fd(), sys::EV_IN, KIND_PIDFD | (tid & ID_MASK))
+        {
+            Ok(()) => {
+                self.pidfds.insert(tid, fd);
+            }
+            Err(e) => debug!("pidfd epoll_ctl: {e}; the ticket only expires"),
         }
-        s
     }
 }

@@ -3,15 +3,19 @@
 
 use super::*;
 
-impl<B: Backend> Agent<B> {
+impl<B: Backend> Core<B> {
     /// Writes socket `id`'s state into the control block of every binding and marks them dirty
     /// (their futex and waiters are woken at the next flush).
     pub(super) fn publish(&mut self, id: SockId) {
-        let Some(s) = self.socks.get(id) else {
-            return;
-        };
+        if let Some(s) = self.socks.get(id) {
+            Self::publish_to(s, &mut self.procs);
+        }
+    }
+
+    /// [`Core::publish`] for a socket in hand (`procs`: the sessions its bindings are in).
+    pub(super) fn publish_to(s: &Sock<B::Sock>, procs: &mut BTreeMap<u32, Proc>) {
         for &b in &s.bindings {
-            if let Some(p) = self.procs.get_mut(&b.sid) {
+            if let Some(p) = procs.get_mut(&b.sid) {
                 if let Some(ctl) = p.chan.region().sock(b.slot) {
                     s.write_ctl(ctl, b);
                 }
@@ -37,7 +41,7 @@ impl<B: Backend> Agent<B> {
         self.pump_rx_with(id, true);
     }
 
-    /// [`Agent::pump_rx`]; `drain`: read on to WouldBlock or the end even after a short read
+    /// [`Core::pump_rx`]; `drain`: read on to WouldBlock or the end even after a short read
     /// (the readiness said the peer closed or failed, or the caller does not know).
     pub(super) fn pump_rx_with(&mut self, id: SockId, drain: bool) {
         let Some(s) = self.socks.get_mut(id) else {
@@ -175,7 +179,7 @@ impl<B: Backend> Agent<B> {
                     s.kind = Kind::Connected;
                     s.set_flags(SF_CONNECTED, SF_CONNECTING);
                     let t = s.connect_tag.take();
-                    self.publish(id);
+                    Self::publish_to(s, &mut self.procs);
                     if let Some(t) = t {
                         self.complete_to(t.by, t.tag, 0, Payload::None);
                     }
@@ -188,7 +192,7 @@ impl<B: Backend> Agent<B> {
                     } else {
                         s.post_error(e, 0, SF_CONNECTING);
                     }
-                    self.publish(id);
+                    Self::publish_to(s, &mut self.procs);
                     if let Some(t) = t {
                         self.complete_to(t.by, t.tag, neg(e), Payload::None);
                     }

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<B: Backend> Agent<B> {
+impl<B: Backend> Core<B> {
     /// Moves connections from the kernel into the shared accept queue (up to its cap), serves
     /// parked accepts of any binding oldest first, and publishes `accept_ready` to every binding.
     /// `changed`: the caller already changed the queue (publish even when nothing new came).
@@ -119,7 +119,7 @@ impl<B: Backend> Agent<B> {
             return self.complete_to(by, tag, err_of(&e), Payload::None);
         }
         s.registered = true;
-        self.publish(id);
+        Self::publish_to(s, &mut self.procs);
         self.pump_rx(id);
         self.complete_to(by, tag, i64::from(slot), Payload::Addr(peer.into()));
     }

@@ -1,16 +1,28 @@
-//! The agent's single-threaded event loop: control plane (attach, fork-ticket claims, waiter
-//! doorbells, stats), the command rings of every attached process, readiness of backend sockets,
-//! and the execution of commands against the shared socket table.
+//! The agent: a sans-IO core (the logic: sessions, sockets, fork tickets, every command) inside a
+//! shell that holds every descriptor and the clock and runs the single-threaded loop.
 //!
 //! ```text
+//!            +--------------------------- Agent (shell) ----------------------------+
+//!  epoll  -> | signalfd, control listener, pending hellos, control conns, doorbells,  |
+//!  clock     | pidfds; SpinPolicy; Instant::now()                                    |
+//!            |    | attach/detach/drop_channel, ticket_child_exited (control.rs)     |
+//!            |    | process_commands, poll_backend/poll_local, handle_timeout, flush  |
+//!            |    v  (time passed in)                  ^ poll_action(): RingDoorbells,
+//!            |  +-------------------- Core ----------------------+ WatchPid, UnwatchPid,
+//!            |  | procs (Session + Channel), SockTable, Tickets, | Release{sid, chan}
+//!            |  | reuseport; commands, listeners, bindings,      |
+//!            |  | datapath, tickets  --> Backend trait (sockets,  |
+//!            |  | host facts)  --> channels (shared memory)      |
+//!            |  +------------------------------------------------+
+//!            +-----------------------------------------------------------------------+
 //!  loop {
-//!    epoll_wait(agent set: signalfd, control listener, control conns, doorbells, pidfds,
-//!               backend fd)  timeout 0 while busy; after --spin-us idle: announce sleep,
-//!               re-check rings, block
+//!    epoll_wait(agent set)   timeout 0 while busy; after --spin-us idle: announce sleep,
+//!                            re-check rings, block
 //!    backend readiness  -> accept queues, connect results, RX/TX pumps
 //!    every command ring -> decode (violations drop the channel) -> execute
 //!    timers             -> drains and fork tickets past their deadline
-//!    flush per channel  -> overflowed events, one futex bump, dirty-socket wake-ups, counters
+//!    flush per channel  -> overflowed events, one futex bump, dirty-socket wake-ups, counters;
+//!                          owed doorbells written by the shell
 //!  }
 //! ```
 //!
@@ -19,11 +31,13 @@
 //! of them, a connection's RX goes to one active binding and moves on when that one closes (see
 //! docs/fork-model.md). Every change of a socket's state is published to all its bindings.
 //!
-//! Files, one job each (all `impl Agent` blocks over the state defined here):
-//! `event_loop.rs` (the loop, timers, flushes), `control.rs` (attach, detach, stats, dropped
-//! channels), `tickets.rs` (fork tickets and their pidfds), `commands.rs` (one command of a ring,
-//! executed), `listeners.rs` (accept queues), `bindings.rs` (close, drain, socket release),
-//! `datapath.rs` (publication, RX and TX pumps, backend readiness).
+//! Files, one job each. The shell (`impl Agent`): `mod.rs` (startup), `event_loop.rs` (the
+//! loop, sleeping, the actions the core asks for), `control.rs` (control connections, attach,
+//! waiters, stats, exits, pidfds). The core (`impl Core`): `core.rs` (its state, inputs and
+//! outputs; tests in `core/tests.rs`), `commands.rs` (one command of a ring, executed),
+//! `tickets.rs` (fork tickets: taken, tied to a child, claimed, expired), `listeners.rs` (accept
+//! queues), `bindings.rs` (close, drain, migration, socket release), `datapath.rs`
+//! (publication, RX and TX pumps, backend readiness).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -51,10 +65,14 @@ use crate::ticket::{self, Tickets};
 mod bindings;
 mod commands;
 mod control;
+mod core;
 mod datapath;
 mod event_loop;
 mod listeners;
 mod tickets;
+
+use self::core::Proc;
+pub use self::core::{Action, Core, Cred};
 
 /// How long a closed socket may take to hand its TX bytes to the network.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -116,16 +134,6 @@ pub fn run<B: Backend>(cfg: Config, backend: B) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// One attached process.
-struct Proc {
-    sess: Session<Binding>,
-    chan: Channel,
-    ctl: Option<OwnedFd>,
-    bell: Option<OwnedFd>,
-    /// The process is gone: no more commands; finishing drains only.
-    closing: bool,
-}
-
 fn neg(errno: i32) -> i64 {
     -i64::from(errno)
 }
@@ -140,6 +148,8 @@ fn arm(timer: &mut Option<Instant>, at: Instant) {
     }
 }
 
+/// The shell around [`Core`]: every descriptor and the clock. It runs the loop, serves the
+/// control plane, and does what the core's actions ask.
 pub struct Agent<B: Backend> {
     cfg: Config,
     epoll: sys::Epoll,
@@ -147,30 +157,27 @@ pub struct Agent<B: Backend> {
     sigfd_raw: RawFd,
     listener: OwnedFd,
     socket_id: Option<(u64, u64)>,
-    backend: B,
+    /// Control connections that have not said hello yet.
     pending: HashMap<u64, OwnedFd>,
     next_conn: u64,
-    procs: BTreeMap<u32, Proc>,
-    next_sid: u32,
-    /// Every OS socket held for the processes (a shared one once).
-    socks: SockTable<B::Sock>,
-    tickets: Tickets<SockId>,
+    /// The control connection and doorbell of each attached process, by session id.
+    conns: HashMap<u32, Conn>,
     /// pidfds of ticket children, by ticket id.
     pidfds: HashMap<u64, OwnedFd>,
-    reuseport: ReuseportTable,
-    retired: Counters,
-    dropped: u64,
-    attaches: u64,
-    next_timer: Option<Instant>,
+    core: Core<B>,
+    /// The last clock read: the time handed to the core on iterations that read none.
+    clock: Instant,
     spin: SpinPolicy,
     /// Iterations the owed doorbells have waited.
     deferred: u32,
-    /// Violations found while serving an event or another session's command: the channels are
-    /// dropped once the current step is over.
-    failed: Vec<(u32, Violation)>,
     stop: bool,
     evbuf: Vec<libc::epoll_event>,
-    sockevs: Vec<SockEvent>,
+}
+
+/// An attached process's descriptors.
+struct Conn {
+    ctl: OwnedFd,
+    bell: OwnedFd,
 }
 
 /// Creates the parent directory, clears a stale socket file, refuses to steal a live one.
@@ -203,34 +210,6 @@ fn prepare_socket_path(path: &Path) -> Result<(), StartupError> {
         Err(e) => Err(io_err(format!("checking {}", path.display()))(e)),
     }
 }
-/// The engine's direct receive path into the channel (snstack_tcp::sink): a socket's bytes go
-/// to its active binding's RX stream, as [`sock::pump_rx`] would put them.
-struct DirectRx<'a, S> {
-    socks: &'a SockTable<S>,
-    procs: &'a mut BTreeMap<u32, Proc>,
-}
-
-impl<S> crate::backend::RxSink for DirectRx<'_, S> {
-    fn deliver(&mut self, token: u64, data: &[u8]) -> usize {
-        let Some(s) = self.socks.get(SockId::from_token(token)) else {
-            return 0;
-        };
-        let Some(b) = s.active else {
-            return 0;
-        };
-        let Some(p) = self.procs.get_mut(&b.sid) else {
-            return 0;
-        };
-        if p.closing {
-            return 0;
-        }
-        let Some((bd, false)) = p.sess.table.get_any_mut(b.slot) else {
-            return 0;
-        };
-        sock::deliver(s, &mut p.chan, b.slot, &mut bd.rx_tail, data)
-    }
-}
-
 impl<B: Backend> Agent<B> {
     pub fn new(cfg: Config, backend: B) -> Result<Self, StartupError> {
         cfg.geometry
@@ -275,25 +254,16 @@ impl<B: Backend> Agent<B> {
             epoll,
             listener,
             socket_id,
-            backend,
             pending: HashMap::new(),
             next_conn: 1,
-            procs: BTreeMap::new(),
-            next_sid: 1,
-            socks: SockTable::default(),
-            tickets: Tickets::default(),
+            conns: HashMap::new(),
             pidfds: HashMap::new(),
-            reuseport: ReuseportTable::default(),
-            retired: Counters::default(),
-            dropped: 0,
-            attaches: 0,
-            next_timer: None,
+            core: Core::new(backend, Instant::now()),
+            clock: Instant::now(),
             spin: SpinPolicy::new(spin),
             deferred: 0,
-            failed: Vec::new(),
             stop: false,
             evbuf: sys::event_buf(256),
-            sockevs: Vec::with_capacity(256),
         })
     }
 }

@@ -3,14 +3,14 @@
 
 use super::*;
 
-impl<B: Backend> Agent<B> {
+impl<B: Backend> Core<B> {
     /// Turns ticket `tid`'s references into bindings of session `sid` (same slot numbers).
     /// Returns the number of sockets bound.
     pub(super) fn claim(&mut self, sid: u32, tid: u64) -> usize {
         let Some(t) = self.tickets.remove(tid) else {
             return 0;
         };
-        self.pidfds.remove(&tid);
+        self.act(Action::UnwatchPid(tid));
         let mut n = 0;
         for (slot, id) in t.slots {
             let Some(s) = self.socks.get_mut(id) else {
@@ -49,8 +49,9 @@ impl<B: Backend> Agent<B> {
         n
     }
 
-    /// The child of ticket `tid` exited.
-    pub(super) fn on_pidfd(&mut self, tid: u64) {
+    /// The child of ticket `tid` exited (its pidfd became readable, or it was gone already).
+    pub fn ticket_child_exited(&mut self, tid: u64, now: Instant) {
+        self.now = now;
         if let Some(t) = self.tickets.get(tid) {
             debug!(
                 parent = t.parent_pid,
@@ -58,16 +59,18 @@ impl<B: Backend> Agent<B> {
                 "fork child exited without claiming its ticket"
             );
         }
+        // Whatever became of the ticket, its pidfd has nothing more to say.
+        self.act(Action::UnwatchPid(tid));
         self.drop_ticket(tid);
         self.drop_failed();
     }
 
     /// Releases an unclaimed ticket's references.
     pub(super) fn drop_ticket(&mut self, tid: u64) {
-        self.pidfds.remove(&tid);
         let Some(t) = self.tickets.remove(tid) else {
             return;
         };
+        self.act(Action::UnwatchPid(tid));
         for (_, id) in t.slots {
             if let Some(s) = self.socks.get_mut(id) {
                 s.tickets = s.tickets.saturating_sub(1);
@@ -117,10 +120,10 @@ impl<B: Backend> Agent<B> {
                 _ => None,
             })
             .collect();
-        let now = Instant::now();
+        let now = self.now;
         let mut result = Err(libc::EAGAIN);
         for _ in 0..8 {
-            let secret = match sys::random_u64() {
+            let secret = match self.backend.random_u64() {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(session = sid, "fork ticket: getrandom: {e}");
@@ -190,29 +193,9 @@ impl<B: Backend> Agent<B> {
             Some(_) => return self.complete(sid, tag, slot, neg(libc::EINVAL), Payload::None),
             None => {}
         }
-        let pidfd = match sys::pidfd_open(pid) {
-            Ok(fd) => Some(fd),
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                // Already gone (and reaped): it will never claim.
-                debug!(
-                    session = sid,
-                    child = pid,
-                    "fork child gone before OP_FORK_CHILD"
-                );
-                self.drop_ticket(tid);
-                return self.complete(sid, tag, slot, 0, Payload::None);
-            }
-            Err(e) => {
-                debug!(
-                    session = sid,
-                    "pidfd_open({pid}): {e}; the ticket only expires"
-                );
-                None
-            }
-        };
         // The claimant must be the parent's child, or the parent itself (a ticket across exec).
         if pid != own {
-            if let Ok(pp) = sys::parent_pid(pid) {
+            if let Ok(pp) = self.backend.parent_pid(pid) {
                 if pp != own {
                     warn!(
                         session = sid,
@@ -227,20 +210,8 @@ impl<B: Backend> Agent<B> {
         if let Some(t) = self.tickets.get_mut(tid) {
             t.child_pid = Some(pid);
         }
-        if let Some(fd) = pidfd {
-            match self
-                .epoll
-                .add(fd.as_raw_fd(), sys::EV_IN, KIND_PIDFD | (tid & ID_MASK))
-            {
-                Ok(()) => {
-                    self.pidfds.insert(tid, fd);
-                }
-                Err(e) => debug!(
-                    session = sid,
-                    "pidfd epoll_ctl: {e}; the ticket only expires"
-                ),
-            }
-        }
+        // The shell opens a pidfd (a child already gone ends the ticket at once).
+        self.act(Action::WatchPid { ticket: tid, pid });
         self.complete(sid, tag, slot, 0, Payload::None)
     }
 }

@@ -1041,6 +1041,30 @@ impl<B: Backend> Backend for LoopBackend<B> {
     fn own_ip(&self) -> Option<IpAddr> {
         self.inner.own_ip()
     }
+
+    fn random_u64(&mut self) -> io::Result<u64> {
+        self.inner.random_u64()
+    }
+
+    fn cap_eff(&self, pid: i32) -> io::Result<u64> {
+        self.inner.cap_eff(pid)
+    }
+
+    fn parent_pid(&self, pid: i32) -> io::Result<i32> {
+        self.inner.parent_pid(pid)
+    }
+
+    fn unprivileged_port_start(&self) -> u32 {
+        self.inner.unprivileged_port_start()
+    }
+
+    fn available_congestion_controls(&self) -> String {
+        self.inner.available_congestion_controls()
+    }
+
+    fn allowed_congestion_controls(&self) -> String {
+        self.inner.allowed_congestion_controls()
+    }
 }
 
 #[cfg(test)]

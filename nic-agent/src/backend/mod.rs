@@ -288,6 +288,35 @@ pub trait Backend {
     fn own_ip(&self) -> Option<IpAddr> {
         None
     }
+
+    // Facts about the host that the agent's policy asks for. The core makes no system call of
+    // its own (agent/core.rs), so it asks its backend; these defaults read the OS, and a test
+    // backend answers them itself.
+
+    /// 8 random bytes (fork ticket secrets).
+    fn random_u64(&mut self) -> io::Result<u64> {
+        crate::sys::random_u64()
+    }
+    /// Effective capability set of process `pid`.
+    fn cap_eff(&self, pid: i32) -> io::Result<u64> {
+        crate::sys::cap_eff(pid)
+    }
+    /// Parent of process `pid`.
+    fn parent_pid(&self, pid: i32) -> io::Result<i32> {
+        crate::sys::parent_pid(pid)
+    }
+    /// First port an unprivileged process may bind.
+    fn unprivileged_port_start(&self) -> u32 {
+        crate::sys::unprivileged_port_start()
+    }
+    /// Congestion controls the kernel has.
+    fn available_congestion_controls(&self) -> String {
+        crate::sys::available_congestion_controls()
+    }
+    /// Congestion controls an unprivileged process may choose.
+    fn allowed_congestion_controls(&self) -> String {
+        crate::sys::allowed_congestion_controls()
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,842 @@
+//! The core driven through its command rings at explicit times, over an in-memory backend:
+//! [`LoopBackend`] (connections between our own listeners, `LoopNet`) around [`Fake`], which
+//! holds ports and answers the host facts. A [`Host`] plays the library's side of a channel.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use shm_proto::{Consumer, Producer, Region};
+
+use super::*;
+use crate::backend::loopback::LoopBackend;
+use crate::backend::{ConnectState, IoBuf};
+
+/// What the fake OS knows; shared with the test, which inspects it.
+#[derive(Default)]
+struct FakeOs {
+    next: u32,
+    bound: HashMap<u32, SocketAddr>,
+    closed: Vec<u32>,
+    /// Parent of each pid (absent: the process is gone).
+    parents: HashMap<i32, i32>,
+    secrets: u64,
+    /// The errno the next getsockopt fails with.
+    getsockopt_fails: Option<i32>,
+}
+
+/// The OS under [`LoopBackend`]: sockets that bind and listen but never reach a network.
+struct Fake(Rc<RefCell<FakeOs>>);
+
+fn err(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+impl Backend for Fake {
+    type Sock = u32;
+
+    fn socket(&mut self, _domain: i32) -> io::Result<u32> {
+        let mut os = self.0.borrow_mut();
+        os.next += 1;
+        Ok(os.next)
+    }
+    fn bind(&mut self, s: &u32, a: &SocketAddr) -> io::Result<()> {
+        let mut os = self.0.borrow_mut();
+        if os.bound.contains_key(s) {
+            return Err(err(libc::EINVAL));
+        }
+        let mut a = *a;
+        if a.port() == 0 {
+            a.set_port(40000 + *s as u16);
+        } else if os.bound.values().any(|b| b.port() == a.port()) {
+            return Err(err(libc::EADDRINUSE));
+        }
+        os.bound.insert(*s, a);
+        Ok(())
+    }
+    fn listen(&mut self, s: &u32, _backlog: i32) -> io::Result<()> {
+        if !self.0.borrow().bound.contains_key(s) {
+            self.bind(s, &"0.0.0.0:0".parse().unwrap())?;
+        }
+        Ok(())
+    }
+    fn accept(&mut self, _s: &u32) -> io::Result<(u32, SocketAddr)> {
+        Err(err(libc::EAGAIN))
+    }
+    fn connect(&mut self, _s: &u32, _a: &SocketAddr) -> io::Result<()> {
+        Err(err(libc::ECONNREFUSED))
+    }
+    fn connect_state(&mut self, _s: &u32) -> ConnectState {
+        ConnectState::Failed(libc::ECONNREFUSED)
+    }
+    fn take_error(&mut self, _s: &u32) -> i32 {
+        0
+    }
+    fn shutdown(&mut self, _s: &u32, _how: i32) -> io::Result<()> {
+        Ok(())
+    }
+    fn local_addr(&mut self, s: &u32) -> io::Result<SocketAddr> {
+        Ok(self
+            .0
+            .borrow()
+            .bound
+            .get(s)
+            .copied()
+            .unwrap_or_else(|| "0.0.0.0:0".parse().unwrap()))
+    }
+    fn peer_addr(&mut self, _s: &u32) -> io::Result<SocketAddr> {
+        Err(err(libc::ENOTCONN))
+    }
+    fn setsockopt(&mut self, _s: &u32, _level: i32, _name: i32, _val: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+    fn getsockopt(&mut self, _s: &u32, _l: i32, _n: i32, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = self.0.borrow_mut().getsockopt_fails.take() {
+            return Err(err(e));
+        }
+        buf.fill(0);
+        Ok(buf.len().min(4))
+    }
+    unsafe fn recv(&mut self, _s: &u32, _bufs: &[IoBuf]) -> io::Result<usize> {
+        Err(err(libc::EAGAIN))
+    }
+    unsafe fn send(&mut self, _s: &u32, _bufs: &[IoBuf]) -> io::Result<usize> {
+        Err(err(libc::EAGAIN))
+    }
+    fn register(&mut self, _s: &u32, _token: u64) -> io::Result<()> {
+        Ok(())
+    }
+    fn close(&mut self, s: u32) {
+        let mut os = self.0.borrow_mut();
+        os.bound.remove(&s);
+        os.closed.push(s);
+    }
+    fn poll(&mut self, _out: &mut Vec<SockEvent>) -> io::Result<()> {
+        Ok(())
+    }
+    fn wait_fd(&self) -> RawFd {
+        -1
+    }
+    fn owns_loopback(&self) -> bool {
+        true
+    }
+    fn random_u64(&mut self) -> io::Result<u64> {
+        let mut os = self.0.borrow_mut();
+        os.secrets += 1;
+        Ok(0x5ec0_0000 + os.secrets)
+    }
+    fn cap_eff(&self, _pid: i32) -> io::Result<u64> {
+        Ok(0)
+    }
+    fn parent_pid(&self, pid: i32) -> io::Result<i32> {
+        self.0
+            .borrow()
+            .parents
+            .get(&pid)
+            .copied()
+            .ok_or_else(|| err(libc::ESRCH))
+    }
+    fn unprivileged_port_start(&self) -> u32 {
+        1024
+    }
+    fn available_congestion_controls(&self) -> String {
+        "reno cubic".into()
+    }
+    fn allowed_congestion_controls(&self) -> String {
+        "reno cubic".into()
+    }
+}
+
+const UID: u32 = 1000;
+
+fn geo() -> Geometry {
+    Geometry {
+        max_sockets: 8,
+        rx_size: 4096,
+        tx_size: 4096,
+        ..Geometry::default()
+    }
+}
+
+/// The library's side of one channel.
+struct Host {
+    sid: u32,
+    region: Region,
+    cmds: Producer<Cmd>,
+    evts: Consumer<Evt>,
+    tag: u64,
+    /// Completions popped but not asked for yet.
+    seen: Vec<Evt>,
+}
+
+impl Host {
+    fn send(&mut self, slot: u32, req: Request) -> u64 {
+        self.tag += 1;
+        let mut c = req.to_cmd(slot);
+        c.tag = self.tag;
+        assert!(self.cmds.push(c).unwrap(), "command ring full");
+        self.tag
+    }
+    fn take(&mut self, tag: u64) -> Option<Evt> {
+        while let Some(e) = self.evts.pop().unwrap() {
+            self.seen.push(e);
+        }
+        let i = self.seen.iter().position(|e| e.tag == tag)?;
+        Some(self.seen.remove(i))
+    }
+    fn flags(&self, slot: u32) -> u32 {
+        self.region
+            .sock(slot)
+            .unwrap()
+            .state
+            .0
+            .flags
+            .load(Ordering::Acquire)
+    }
+    fn dead(&self) -> bool {
+        self.region.header().dead.0.load(Ordering::Acquire) != 0
+    }
+    fn write(&self, slot: u32, data: &[u8]) {
+        let tx = self.region.tx(slot).unwrap();
+        let tail = tx.load_tail();
+        assert!(tx.writable(tail).unwrap() as usize >= data.len());
+        tx.copy_in(tail, data);
+        tx.publish_tail(tail.wrapping_add(data.len() as u32));
+    }
+    fn read(&self, slot: u32) -> Vec<u8> {
+        let rx = self.region.rx(slot).unwrap();
+        let head = rx.load_head();
+        let n = rx.readable(head).unwrap();
+        let mut v = vec![0u8; n as usize];
+        rx.copy_out(head, &mut v);
+        rx.publish_head(head.wrapping_add(n));
+        v
+    }
+}
+
+/// The core and what the shell would have done for it.
+struct Rig {
+    core: Core<LoopBackend<Fake>>,
+    os: Rc<RefCell<FakeOs>>,
+    t0: Instant,
+    now: Instant,
+    /// Regions released by the core, kept mapped for the hosts that still look at them.
+    released: Vec<(u32, Box<Channel>, bool)>,
+    watched: Vec<(u64, i32)>,
+    unwatched: Vec<u64>,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let os = Rc::new(RefCell::new(FakeOs::default()));
+        let t0 = Instant::now();
+        Rig {
+            core: Core::new(LoopBackend::new(Fake(os.clone()), true), t0),
+            os,
+            t0,
+            now: t0,
+            released: Vec::new(),
+            watched: Vec::new(),
+            unwatched: Vec::new(),
+        }
+    }
+
+    fn at(&mut self, secs: u64) {
+        self.now = self.t0 + Duration::from_secs(secs);
+    }
+
+    fn host(&mut self, sid: u32) -> Host {
+        let ch = self.core.channel_mut(sid).unwrap();
+        // SAFETY: the channel's mapping stays alive (in the core, then in `released`) for as
+        // long as the rig, which outlives every Host of a test.
+        let region = unsafe { Region::attach(ch.region().base(), ch.region().len()) }.unwrap();
+        Host {
+            sid,
+            cmds: region.cmd_producer(),
+            evts: region.evt_consumer(),
+            region,
+            tag: 0,
+            seen: Vec::new(),
+        }
+    }
+
+    fn attach_as(&mut self, pid: i32, ticket: Option<u64>) -> (Host, usize) {
+        let (chan, _memfd) = Channel::create(geo()).unwrap();
+        let cred = Cred {
+            pid,
+            uid: UID,
+            gid: UID,
+        };
+        let (sid, n) = self.core.attach(Box::new(chan), cred, ticket, self.now);
+        self.actions();
+        (self.host(sid), n)
+    }
+
+    fn attach(&mut self, pid: i32) -> Host {
+        self.attach_as(pid, None).0
+    }
+
+    /// One loop iteration's work for the core, then the shell's part.
+    fn step(&mut self) {
+        let now = self.now;
+        self.core.process_commands(now);
+        self.core.poll_local(now);
+        self.core.handle_timeout(now);
+        self.core.flush();
+        self.actions();
+    }
+
+    fn actions(&mut self) {
+        while let Some(a) = self.core.poll_action() {
+            match a {
+                Action::RingDoorbells(_) => {}
+                Action::WatchPid { ticket, pid } => self.watched.push((ticket, pid)),
+                Action::UnwatchPid(t) => self.unwatched.push(t),
+                Action::Release { sid, chan, killed } => self.released.push((sid, chan, killed)),
+            }
+        }
+    }
+
+    /// Sends `req` and runs the core until it completes.
+    fn call(&mut self, h: &mut Host, slot: u32, req: Request) -> Evt {
+        let tag = h.send(slot, req);
+        for _ in 0..4 {
+            self.step();
+            if let Some(e) = h.take(tag) {
+                return e;
+            }
+        }
+        panic!("{req:?} on slot {slot} did not complete");
+    }
+
+    fn ok(&mut self, h: &mut Host, slot: u32, req: Request) -> i64 {
+        let r = self.call(h, slot, req).result;
+        assert!(r >= 0, "{req:?} on slot {slot}: {r}");
+        r
+    }
+
+    fn socket(&mut self, h: &mut Host) -> u32 {
+        let req = Request::Socket {
+            domain: libc::AF_INET,
+            ty: libc::SOCK_STREAM,
+            protocol: 0,
+        };
+        self.ok(h, 0, req) as u32
+    }
+
+    fn listener(&mut self, h: &mut Host, port: u16) -> u32 {
+        let l = self.socket(h);
+        self.ok(h, l, bind(port));
+        self.ok(h, l, Request::Listen { backlog: 16 });
+        l
+    }
+
+    /// A connected pair: (client slot in `c`, server slot in `s`, accepted through `ls`).
+    fn connect(&mut self, c: &mut Host, s: &mut Host, ls: u32, port: u16) -> (u32, u32) {
+        let cs = self.socket(c);
+        let r = self.call(c, cs, connect(port, false)).result;
+        assert_eq!(r, neg(libc::EINPROGRESS));
+        self.step();
+        assert_ne!(c.flags(cs) & SF_CONNECTED, 0);
+        let ss = self.ok(s, ls, Request::Accept { wait: false }) as u32;
+        (cs, ss)
+    }
+
+    fn sockets(&self) -> usize {
+        self.core.socks.len()
+    }
+}
+
+fn addr(port: u16) -> Addr {
+    Addr::Inet(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+fn bind(port: u16) -> Request {
+    Request::Bind { addr: addr(port) }
+}
+
+fn connect(port: u16, wait: bool) -> Request {
+    Request::Connect {
+        addr: addr(port),
+        wait,
+    }
+}
+
+#[test]
+fn socket_bind_listen_connect_accept_send_recv_close() {
+    let mut r = Rig::new();
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    let ls = r.listener(&mut a, 8080);
+    assert_ne!(a.flags(ls) & SF_LISTENING, 0);
+    let name = r.call(&mut a, ls, Request::GetSockName);
+    assert_eq!(
+        SocketAddr::try_from(name.addr()).unwrap(),
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    );
+    // Nothing queued: a non-blocking accept says EAGAIN, a waiting one parks.
+    let e = r.call(&mut a, ls, Request::Accept { wait: false });
+    assert_eq!(e.result, neg(libc::EAGAIN));
+    let parked = a.send(ls, Request::Accept { wait: true });
+    r.step();
+    assert!(a.take(parked).is_none());
+
+    let cs = r.socket(&mut b);
+    let e = r.call(&mut b, cs, connect(8080, false));
+    assert_eq!(e.result, neg(libc::EINPROGRESS));
+    r.step();
+    assert_ne!(b.flags(cs) & SF_CONNECTED, 0);
+    let acc = a.take(parked).expect("the parked accept completes");
+    let ss = acc.result as u32;
+    assert_eq!(
+        SocketAddr::try_from(acc.addr()).unwrap(),
+        r.core
+            .backend
+            .local_addr(&r.core.socks.get(sock_of(&r, b.sid, cs)).unwrap().os)
+            .unwrap()
+    );
+
+    // TX of the client -> RX of the server, and back.
+    b.write(cs, b"hello");
+    r.ok(&mut b, cs, Request::TxKick);
+    r.step();
+    assert_eq!(a.read(ss), b"hello");
+    a.write(ss, b"world!");
+    r.ok(&mut a, ss, Request::TxKick);
+    r.step();
+    assert_eq!(b.read(cs), b"world!");
+
+    // Close: the peer sees the end of the stream; both sockets go.
+    r.ok(&mut b, cs, Request::Close);
+    r.step();
+    assert_ne!(a.flags(ss) & SF_RX_FIN, 0);
+    assert_eq!(b.flags(cs) & SF_OPEN, 0);
+    r.ok(&mut a, ss, Request::Close);
+    r.step();
+    assert_eq!(r.sockets(), 1, "only the listener is left");
+    r.ok(&mut a, ls, Request::Close);
+    assert_eq!(r.sockets(), 0);
+    assert!(!a.dead() && !b.dead());
+}
+
+fn sock_of(r: &Rig, sid: u32, slot: u32) -> SockId {
+    r.core.procs[&sid].sess.table.get_any(slot).unwrap().0.sock
+}
+
+#[test]
+fn errors_are_completions_and_violations_drop_one_channel() {
+    let mut r = Rig::new();
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    let s1 = r.socket(&mut a);
+    r.ok(&mut a, s1, bind(9000));
+    // EADDRINUSE from the backend, EINVAL for a second bind.
+    let s2 = r.socket(&mut a);
+    assert_eq!(r.call(&mut a, s2, bind(9000)).result, neg(libc::EADDRINUSE));
+    assert_eq!(r.call(&mut a, s1, bind(9001)).result, neg(libc::EINVAL));
+    // A privileged port without CAP_NET_BIND_SERVICE.
+    assert_eq!(r.call(&mut a, s2, bind(80)).result, neg(libc::EACCES));
+    // accept on a socket that does not listen; an unknown address family.
+    assert_eq!(
+        r.call(&mut a, s2, Request::Accept { wait: false }).result,
+        neg(libc::EINVAL)
+    );
+    let req = Request::Socket {
+        domain: libc::AF_UNIX,
+        ty: libc::SOCK_STREAM,
+        protocol: 0,
+    };
+    assert!(r.call(&mut a, 0, req).result < 0);
+    assert!(!a.dead());
+
+    // b's socket, then a command of b naming a slot it does not own: b's channel goes, a's
+    // stays, and b's socket is closed on the backend.
+    let bs = r.socket(&mut b);
+    let before = r.os.borrow().closed.len();
+    b.send(5, Request::TxKick);
+    r.step();
+    assert!(b.dead());
+    assert!(!a.dead());
+    assert!(r
+        .released
+        .iter()
+        .any(|(sid, _, killed)| *sid == b.sid && *killed));
+    assert!(r.core.channel_mut(b.sid).is_none());
+    assert_eq!(r.os.borrow().closed.len(), before + 1);
+    let _ = bs;
+    // a carries on.
+    r.ok(&mut a, s1, Request::Listen { backlog: 4 });
+    assert_eq!(r.core.snapshot().channels_dropped, 1);
+}
+
+#[test]
+fn handle_command_runs_one_decoded_command() {
+    let mut r = Rig::new();
+    let a = r.attach(100);
+    let cmd = Command {
+        slot: 0,
+        tag: 7,
+        req: Request::Socket {
+            domain: libc::AF_INET,
+            ty: libc::SOCK_STREAM,
+            protocol: 0,
+        },
+    };
+    r.core.handle_command(a.sid, cmd, r.now);
+    r.core.flush();
+    r.actions();
+    let mut a = a;
+    let e = a.take(7).unwrap();
+    assert!(e.result >= 0);
+    // A command naming a slot the session does not hold is a violation (sock_of).
+    let bad = Command {
+        slot: 3,
+        tag: 8,
+        req: Request::GetSockName,
+    };
+    r.core.handle_command(a.sid, bad, r.now);
+    r.actions();
+    assert!(a.dead());
+}
+
+#[test]
+fn fork_ticket_claimed_by_the_child() {
+    let mut r = Rig::new();
+    let mut p = r.attach(100);
+    let ls = r.listener(&mut p, 7000);
+    let fork = r.call(&mut p, 0, Request::Fork);
+    assert_eq!(fork.result, 0);
+    let secret = fork.secret();
+    r.os.borrow_mut().parents.insert(101, 100);
+    let e = r.call(&mut p, 0, Request::ForkChild { secret, pid: 101 });
+    assert_eq!(e.result, 0);
+    let tid = r.core.tickets.find(secret).unwrap();
+    assert_eq!(r.watched, [(tid, 101)]);
+    // A stranger presenting the secret is refused; the child gets the ticket.
+    let stranger = Cred {
+        pid: 555,
+        uid: UID,
+        gid: UID,
+    };
+    assert_eq!(r.core.ticket_for_child(secret, stranger), Err(libc::EPERM));
+    let child = Cred {
+        pid: 101,
+        uid: UID,
+        gid: UID,
+    };
+    let t = r.core.ticket_for_child(secret, child).unwrap();
+    let (mut c, n) = r.attach_as(101, Some(t));
+    assert_eq!(n, 1);
+    assert!(r.unwatched.contains(&tid));
+    assert_eq!(r.core.snapshot().tickets, 0);
+    // Same slot, same listener: the child accepts a connection made to it.
+    assert_ne!(c.flags(ls) & SF_LISTENING, 0);
+    let mut x = r.attach(300);
+    let (_cs, ss) = r.connect(&mut x, &mut c, ls, 7000);
+    assert!(ss != ls);
+    assert_eq!(r.core.snapshot().shared, 1);
+}
+
+#[test]
+fn fork_ticket_expires_and_releases_what_only_it_held() {
+    let mut r = Rig::new();
+    let mut p = r.attach(100);
+    let ls = r.listener(&mut p, 7001);
+    let fork = r.call(&mut p, 0, Request::Fork);
+    let secret = fork.secret();
+    // The parent closes its copy: the ticket alone holds the listener.
+    r.ok(&mut p, ls, Request::Close);
+    assert_eq!(r.sockets(), 1);
+    let deadline = r.core.next_deadline().unwrap();
+    r.at(59);
+    r.step();
+    assert_eq!(r.sockets(), 1, "not yet");
+    assert!(deadline <= r.t0 + Duration::from_secs(60));
+    r.at(61);
+    r.step();
+    assert_eq!(r.sockets(), 0);
+    assert_eq!(r.os.borrow().closed.len(), 1);
+    assert_eq!(r.core.tickets.find(secret), None);
+    // Its child exiting later changes nothing.
+    r.core.ticket_child_exited(0, r.now);
+}
+
+#[test]
+fn fork_ticket_ends_when_its_child_exits() {
+    let mut r = Rig::new();
+    let mut p = r.attach(100);
+    let s = r.socket(&mut p);
+    let secret = r.call(&mut p, 0, Request::Fork).secret();
+    r.os.borrow_mut().parents.insert(101, 100);
+    r.ok(&mut p, 0, Request::ForkChild { secret, pid: 101 });
+    // ForkChild for a process that is not the caller's child.
+    let secret2 = r.call(&mut p, 0, Request::Fork).secret();
+    r.os.borrow_mut().parents.insert(999, 1);
+    let e = r.call(
+        &mut p,
+        0,
+        Request::ForkChild {
+            secret: secret2,
+            pid: 999,
+        },
+    );
+    assert_eq!(e.result, neg(libc::ESRCH));
+    let (tid, _) = r.watched[0];
+    r.ok(&mut p, s, Request::Close);
+    assert_eq!(r.sockets(), 1, "the tickets hold it");
+    r.core.ticket_child_exited(tid, r.now);
+    r.actions();
+    assert_eq!(r.core.snapshot().tickets, 1);
+    let t2 = r.core.tickets.find(secret2).unwrap();
+    r.core.ticket_child_exited(t2, r.now);
+    assert_eq!(r.sockets(), 0);
+}
+
+#[test]
+fn a_listener_shared_by_two_processes_has_one_queue() {
+    let mut r = Rig::new();
+    let mut p = r.attach(100);
+    let ls = r.listener(&mut p, 7002);
+    let secret = r.call(&mut p, 0, Request::Fork).secret();
+    r.os.borrow_mut().parents.insert(101, 100);
+    let t = r
+        .core
+        .ticket_for_child(
+            secret,
+            Cred {
+                pid: 101,
+                uid: UID,
+                gid: UID,
+            },
+        )
+        .unwrap();
+    let (mut c, _) = r.attach_as(101, Some(t));
+    // The child parks a blocking accept; two connections arrive.
+    let parked = c.send(ls, Request::Accept { wait: true });
+    r.step();
+    let mut x = r.attach(300);
+    let c1 = r.socket(&mut x);
+    let c2 = r.socket(&mut x);
+    r.call(&mut x, c1, connect(7002, false));
+    r.call(&mut x, c2, connect(7002, false));
+    r.step();
+    // The first went to the parked accept, the second waits in the one queue, visible to both.
+    let got = c.take(parked).expect("child's parked accept served");
+    assert!(got.result >= 0);
+    let ready = |h: &Host| {
+        h.region
+            .sock(ls)
+            .unwrap()
+            .state
+            .0
+            .accept_ready
+            .load(Ordering::Acquire)
+    };
+    assert_eq!((ready(&p), ready(&c)), (1, 1));
+    let s2 = r.ok(&mut p, ls, Request::Accept { wait: false });
+    assert!(s2 > 0);
+    assert_eq!((ready(&p), ready(&c)), (0, 0));
+    let e = r.call(&mut c, ls, Request::Accept { wait: false });
+    assert_eq!(e.result, neg(libc::EAGAIN));
+    // A binding's parked accept ends when it closes its copy; the other's listener stays.
+    let parked = c.send(ls, Request::Accept { wait: true });
+    r.step();
+    r.ok(&mut c, ls, Request::Close);
+    assert_eq!(c.take(parked).unwrap().result, neg(libc::EINVAL));
+    assert_ne!(p.flags(ls) & SF_LISTENING, 0);
+}
+
+#[test]
+fn a_dead_process_releases_only_what_it_alone_held() {
+    let mut r = Rig::new();
+    let mut p = r.attach(100);
+    let ls = r.listener(&mut p, 7003);
+    let own = r.socket(&mut p);
+    let secret = r.call(&mut p, 0, Request::Fork).secret();
+    r.os.borrow_mut().parents.insert(101, 100);
+    let cred = Cred {
+        pid: 101,
+        uid: UID,
+        gid: UID,
+    };
+    let t = r.core.ticket_for_child(secret, cred).unwrap();
+    let (mut c, n) = r.attach_as(101, Some(t));
+    assert_eq!(n, 2);
+    // The child opens one of its own.
+    let mine = r.socket(&mut c);
+    assert_eq!(r.sockets(), 3);
+    // The child dies: its own socket closes, the shared ones stay for the parent.
+    r.core.detach(c.sid, r.now);
+    r.step();
+    assert_eq!(r.sockets(), 2);
+    assert_eq!(r.os.borrow().closed.len(), 1);
+    assert!(r
+        .released
+        .iter()
+        .any(|(sid, _, killed)| *sid == c.sid && !killed));
+    assert_ne!(p.flags(ls) & SF_LISTENING, 0);
+    let _ = (own, mine);
+    // The parent dies too: everything goes.
+    r.core.detach(p.sid, r.now);
+    r.step();
+    assert_eq!(r.sockets(), 0);
+    assert_eq!(r.core.snapshot().processes, 0);
+}
+
+#[test]
+fn a_dead_process_drains_its_tx_until_the_deadline() {
+    let mut r = Rig::new();
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    let ls = r.listener(&mut a, 7004);
+    let (cs, ss) = r.connect(&mut b, &mut a, ls, 7004);
+    // Fill the server's RX and the loop pipe (256 KiB) so that the client's TX cannot leave.
+    let chunk = [7u8; 4096];
+    let mut backed_up = false;
+    for _ in 0..128 {
+        let tx = b.region.tx(cs).unwrap();
+        let room = tx.writable(tx.load_tail()).unwrap() as usize;
+        b.write(cs, &chunk[..room]);
+        r.ok(&mut b, cs, Request::TxKick);
+        let tx = b.region.tx(cs).unwrap();
+        if tx.used(tx.load_head(), tx.load_tail()).unwrap() > 0 {
+            backed_up = true;
+            break;
+        }
+    }
+    assert!(backed_up, "TX never backed up");
+    r.core.detach(b.sid, r.now);
+    r.step();
+    assert_eq!(r.core.snapshot().draining, 1, "the close drains");
+    r.at(29);
+    r.step();
+    assert_eq!(r.core.snapshot().draining, 1);
+    r.at(31);
+    r.step();
+    assert_eq!(r.core.snapshot().draining, 0);
+    assert!(r.released.iter().any(|(sid, _, _)| *sid == b.sid));
+    // The server reads what had left and then sees the end.
+    let mut n = 0;
+    for _ in 0..200 {
+        if a.flags(ss) & (SF_RX_FIN | SF_ERROR) != 0 {
+            break;
+        }
+        n += a.read(ss).len();
+        r.ok(&mut a, ss, Request::RxSpace);
+    }
+    assert!(n > 0);
+    assert_ne!(a.flags(ss) & (SF_RX_FIN | SF_ERROR), 0);
+}
+
+#[test]
+fn rx_and_tx_flow_through_the_streams_with_back_pressure() {
+    let mut r = Rig::new();
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    let ls = r.listener(&mut a, 7005);
+    let (cs, ss) = r.connect(&mut b, &mut a, ls, 7005);
+    // More than the RX stream holds: the rest waits until the host reads and says RxSpace.
+    let total: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let mut off = 0;
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        let tx = b.region.tx(cs).unwrap();
+        let room = tx.writable(tx.load_tail()).unwrap() as usize;
+        let n = room.min(total.len() - off);
+        if n > 0 {
+            b.write(cs, &total[off..off + n]);
+            off += n;
+            r.ok(&mut b, cs, Request::TxKick);
+        }
+        r.step();
+        let data = a.read(ss);
+        if !data.is_empty() {
+            got.extend_from_slice(&data);
+            r.ok(&mut a, ss, Request::RxSpace);
+        }
+        if got.len() == total.len() {
+            break;
+        }
+    }
+    assert_eq!(got.len(), total.len());
+    assert!(got == total);
+}
+
+#[test]
+fn backend_and_policy_errors_complete_the_command() {
+    let mut r = Rig::new();
+    let mut a = r.attach(100);
+    let s = r.socket(&mut a);
+    // The backend's errno comes back as the completion, the channel lives on.
+    r.os.borrow_mut().getsockopt_fails = Some(libc::EBADF);
+    let get = Request::GetSockOpt {
+        level: libc::SOL_SOCKET,
+        name: libc::SO_RCVBUF,
+        len: 4,
+        cell: None,
+    };
+    assert_eq!(r.call(&mut a, s, get).result, neg(libc::EBADF));
+    assert_eq!(r.call(&mut a, s, get).result, 4);
+    // EINVAL: a bad `how`.
+    let bad = Request::Shutdown { how: 7 };
+    assert_eq!(r.call(&mut a, s, bad).result, neg(libc::EINVAL));
+    // No listener of ours and a backend that refuses: the connect fails at once.
+    let far = Request::Connect {
+        addr: Addr::Inet(SocketAddr::from(([10, 9, 8, 7], 80))),
+        wait: false,
+    };
+    assert_eq!(r.call(&mut a, s, far).result, neg(libc::ECONNREFUSED));
+    // A policy refusal: SO_MARK needs CAP_NET_ADMIN (the backend's cap_eff says none).
+    let set = Request::SetSockOpt {
+        level: libc::SOL_SOCKET,
+        name: libc::SO_MARK,
+        len: 4,
+        val: OptVal::inline(&1i32.to_ne_bytes()),
+    };
+    assert_eq!(r.call(&mut a, s, set).result, neg(libc::EPERM));
+    // EMFILE once every slot is taken.
+    for _ in 1..geo().max_sockets {
+        r.socket(&mut a);
+    }
+    let req = Request::Socket {
+        domain: libc::AF_INET,
+        ty: libc::SOCK_STREAM,
+        protocol: 0,
+    };
+    assert_eq!(r.call(&mut a, 0, req).result, neg(libc::EMFILE));
+    assert!(!a.dead());
+}
+
+#[test]
+fn doorbells_owed_to_a_sleeping_waiter_are_asked_of_the_shell() {
+    let mut r = Rig::new();
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    let ls = r.listener(&mut a, 7006);
+    let bell = sys::eventfd().unwrap();
+    assert!(r.core.channel_mut(a.sid).unwrap().set_waiter(2, bell));
+    // Waiter 2 of process a watches the listener and sleeps.
+    let ctl = a.region.sock(ls).unwrap();
+    ctl.host.0.waiter_mask.fetch_or(1 << 2, Ordering::AcqRel);
+    wake::announce(&a.region.waiter(2).unwrap().sleeping);
+    let cs = r.socket(&mut b);
+    b.send(cs, connect(7006, false));
+    let now = r.now;
+    r.core.process_commands(now);
+    r.core.poll_local(now);
+    r.core.flush();
+    let mut asked = Vec::new();
+    while let Some(act) = r.core.poll_action() {
+        if let Action::RingDoorbells(sid) = act {
+            asked.push(sid);
+        }
+    }
+    assert_eq!(asked, [a.sid]);
+    // Not rung yet (the shell may defer): the next flush asks again.
+    r.core.flush();
+    assert!(matches!(r.core.poll_action(), Some(Action::RingDoorbells(sid)) if sid == a.sid));
+    r.core.channel_mut(a.sid).unwrap().ring_owed();
+    r.core.flush();
+    assert!(r.core.poll_action().is_none());
+}
