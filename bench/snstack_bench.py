@@ -384,7 +384,7 @@ class Nginx:
         master = "on" if self.workers > 1 else "off"
         (d / "nginx.conf").write_text(f"""daemon off; master_process {master}; worker_processes {self.workers};
 error_log {d}/error.log warn; pid {d}/nginx.pid;
-events {{ worker_connections 4096; }}
+events {{ worker_connections {max(4096, self.conns + 256)}; }}
 http {{ access_log off; sendfile on; tcp_nopush off; keepalive_timeout 65; keepalive_requests 10000000;
   open_file_cache max=64 inactive=60s; open_file_cache_valid 600s;
   default_type application/octet-stream;
@@ -734,6 +734,7 @@ class Harness:
             "wire_bytes_per_op": wire_bytes / ops,
             "peak_shm_kib": {"agent": sampler.peak_agent, "app": sampler.peak_app},
             "agent_stats_delta": d,
+            "channel_bytes": s1.get("channel_bytes") if agent else None,
         }
         if agent:
             rec.update({
@@ -782,6 +783,8 @@ class Harness:
                   "chan_wire_ratio_with_entries", "pcie_delay_us_per_op"):
             pt[k] = med([r.get(k) for r in runs])
         pt["region_bytes"] = runs[-1].get("region_bytes")
+        cb = [r.get("channel_bytes") for r in runs if r.get("channel_bytes") is not None]
+        pt["channel_mib"] = round(max(cb) / 2**20, 1) if cb else None
         return pt
 
     def chanbench(self, mode, agent):
@@ -844,6 +847,8 @@ def scenarios(h, profile):
     full += [N(h, s, 16) for s in ("1KB", "100KB")]
     full += [N(h, s, 16, workers=2) for s in ("0B", "1KB", "100KB")]
     full += [N(h, "0B", 16, close=True), N(h, "1KB", 16, close=True), N(h, "0B", 16, workers=2, close=True)]
+    # 10,000 keepalive connections through one worker: errors, throughput, channel memory.
+    full += [N(h, "0B", 10000)]
     full += [R(h, t, p) for t in ("get", "set") for p in (1, 16)]
     full += [S(h, "ping-pong"), S(h, "under-load", mps=10000), S(h, "under-load", mps=50000)]
     head = [N(h, "0B", 16), N(h, "100KB", 16), N(h, "0B", 16, close=True), R(h, "get", 1), R(h, "get", 16),
@@ -965,8 +970,8 @@ def report(h, info, t_start, headline_keys):
         L.append(f"### {kind}")
         L.append("")
         L.append("| scenario | mode | rate | vs kernel | p50 | p90 | p99 | p99.9 | app CPU us/op | agent CPU us/op "
-                 "| syscalls/op | app ctxsw/op | chan B/op | chan ops/op | wire B/op | chan/wire | +entries | shm agent/app KiB | errors |")
-        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "| syscalls/op | app ctxsw/op | chan B/op | chan ops/op | wire B/op | chan/wire | +entries | shm agent/app KiB | channel MiB | errors |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for p in [p for p in pts if p["kind"] == kind]:
             k = base.get(p["scenario"])
             lat = p["lat_us"]
@@ -976,7 +981,8 @@ def report(h, info, t_start, headline_keys):
                 fmt(p["app_cpu_us_per_op"]), fmt(p["agent_cpu_us_per_op"]), fmt(p["syscalls_per_op"], 3),
                 fmt(p["app_ctxsw_per_op"], 3), fmt(p["chan_bytes_per_op"], 0), fmt(p["chan_ops_per_op"]),
                 fmt(p["wire_bytes_per_op"], 0), fmt(p["chan_wire_ratio"]), fmt(p["chan_wire_ratio_with_entries"]),
-                f"{p['peak_shm_kib_agent']}/{p['peak_shm_kib_app']}", str(p["errors"])]) + " |")
+                f"{p['peak_shm_kib_agent']}/{p['peak_shm_kib_app']}", fmt(p.get("channel_mib"), 1),
+                str(p["errors"])]) + " |")
         L.append("")
     cb = [p for p in pts if p["kind"] == "chanbench"]
     if cb:
@@ -1196,7 +1202,8 @@ def main():
                 continue
             agent = None
             if mode != "kernel":
-                agent = Agent(h.agent_bin, h.workdir, h.pins["agent"], ["--backend", "kernel"], mode)
+                agent = Agent(h.agent_bin, h.workdir, h.pins["agent"], ["--backend", "kernel", "--max-sockets", "16384"],
+                              mode)
                 h.agent_cmds.append(" ".join(agent.argv).replace(str(h.workdir), "$W"))
             log(f"mode {mode}")
             for sc in full:
