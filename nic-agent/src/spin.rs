@@ -23,6 +23,12 @@
 //! agent's next pass finds their work without a sleep and wake-up pair (two context switches, an
 //! inter-processor wake-up, and the host's doorbell write, which a host skips while the agent is
 //! not announced asleep). With nobody waiting a yield returns at once and costs one syscall.
+//! With a task that does not block waiting (a client that paces its sends by spinning), a yield
+//! gives it the rest of its time slice, milliseconds during which the agent serves nothing: so
+//! the loop reports how long each yield took ([`SpinPolicy::yielded`]), and one that took longer
+//! than [`YIELD_SLOW`] turns yielding off for a while ([`YIELD_PAUSE`], doubling up to
+//! [`MAX_BACKOFF`] while probes keep finding it slow), and the agent sleeps instead, to be woken
+//! (and preferred by the scheduler, as a task that slept) when its input arrives.
 //!
 //! The loop reads no clock on a busy iteration: idle passes are counted, and the clock is read
 //! every [`CLOCK_EVERY`] of them (and at least every [`CLOCK_MAX_ITERS`] iterations for timers).
@@ -49,6 +55,10 @@ pub const QUIET_RESET: u32 = 50;
 /// doc). Measured on the 2-vCPU rig (nginx keepalive, wrk -c100, af_packet): agent CPU per
 /// request about 10 % lower with 1 to 4 than with none, little difference between them.
 pub const YIELD_PASSES: u32 = 2;
+/// A yield that kept the agent off its CPU longer than this turns yielding off (module doc).
+pub const YIELD_SLOW: Duration = Duration::from_millis(1);
+/// First pause of yielding after a slow yield.
+pub const YIELD_PAUSE: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 pub struct SpinPolicy {
@@ -69,6 +79,11 @@ pub struct SpinPolicy {
     /// Yields since the last work.
     yields: u32,
     yield_passes: u32,
+    /// Yielding stays off until then (a yield was slow).
+    yield_off_until: Option<Instant>,
+    /// The next pause after a slow yield (doubles up to MAX_BACKOFF; back to YIELD_PAUSE after a
+    /// fast one).
+    yield_backoff: Duration,
 }
 
 /// What one idle pass asks of the loop.
@@ -112,6 +127,8 @@ impl SpinPolicy {
             quiet: 0,
             yields: 0,
             yield_passes,
+            yield_off_until: None,
+            yield_backoff: YIELD_PAUSE,
         }
     }
 
@@ -196,11 +213,24 @@ impl SpinPolicy {
         let since = *self.idle_since.get_or_insert(now);
         if now.saturating_duration_since(since) < self.effective_budget() {
             Next::Spin
-        } else if self.contended && self.yields < self.yield_passes {
+        } else if self.contended
+            && self.yields < self.yield_passes
+            && self.yield_off_until.map_or(true, |t| now >= t)
+        {
             self.yields += 1;
             Next::Yield
         } else {
             Next::Sleep
+        }
+    }
+
+    /// The loop's `sched_yield` ran from `start` to `end`: a slow one pauses yielding.
+    pub fn yielded(&mut self, start: Instant, end: Instant) {
+        if end.saturating_duration_since(start) > YIELD_SLOW {
+            self.yield_off_until = Some(end + self.yield_backoff);
+            self.yield_backoff = (self.yield_backoff * 2).min(MAX_BACKOFF);
+        } else {
+            self.yield_backoff = YIELD_PAUSE;
         }
     }
 
@@ -259,6 +289,26 @@ mod tests {
         assert_sleeps(&mut p, t0 + WINDOW);
         p.on_work();
         assert_eq!(p.check(t0 + WINDOW), Next::Yield);
+        // A slow yield (a task that kept the CPU for its slice) turns yielding off for a pause,
+        // longer each time the probe after it is slow again; a fast one resets the pause.
+        let t1 = t0 + WINDOW;
+        p.yielded(t1, t1 + YIELD_SLOW + Duration::from_micros(1));
+        p.on_work();
+        assert_sleeps(&mut p, t1);
+        assert_sleeps(&mut p, t1 + YIELD_PAUSE - Duration::from_micros(1));
+        p.on_work();
+        let t2 = t1 + YIELD_PAUSE + 2 * YIELD_SLOW;
+        assert_eq!(p.check(t2), Next::Yield);
+        p.yielded(t2, t2 + Duration::from_millis(3));
+        p.on_work();
+        assert_sleeps(&mut p, t2 + Duration::from_millis(3) + YIELD_PAUSE);
+        p.on_work();
+        let t3 = t2 + Duration::from_millis(3) + 2 * YIELD_PAUSE;
+        assert_eq!(p.check(t3), Next::Yield);
+        p.yielded(t3, t3 + Duration::from_micros(5));
+        p.yielded(t3, t3 + YIELD_SLOW * 2);
+        p.on_work();
+        assert_sleeps(&mut p, t3 + YIELD_PAUSE);
         let mut q = SpinPolicy::with_yields(Duration::from_micros(50), 0);
         q.sample(t0, 0, None);
         q.sample(t0 + WINDOW, CONTENDED_SWITCHES, None);

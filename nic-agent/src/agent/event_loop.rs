@@ -34,7 +34,12 @@ impl<B: Backend> Agent<B> {
                 _ => Next::Spin,
             };
             if next == Next::Yield {
+                let start = now.unwrap_or_else(Instant::now);
                 sys::sched_yield();
+                let end = Instant::now();
+                self.spin.yielded(start, end);
+                now = Some(end);
+                self.clock = end;
             }
             let sleepy = next == Next::Sleep;
             let mut timeout = 0;
