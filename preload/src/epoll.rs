@@ -15,9 +15,9 @@
 
 use crate::fdtable::{self, Entry};
 use crate::interest::{Interest, List, Verdict};
-use crate::ops;
 use crate::util::SpinMutex;
 use crate::{log, sys, util};
+use crate::{readiness, sockref};
 use core::sync::atomic::Ordering;
 use shm_proto::wake;
 
@@ -198,7 +198,7 @@ pub(crate) fn ctl(
     let Entry::Epoll(idx) = fdtable::get(epfd) else {
         return Some(Err(untracked_epoll_error(epfd)));
     };
-    let s = match ops::sock(slot) {
+    let s = match sockref::sock(slot) {
         Ok(s) => s,
         Err(e) => return Some(Err(e)),
     };
@@ -355,17 +355,17 @@ fn scan(ep: &mut Ep, out: &mut [libc::epoll_event]) -> usize {
             if !live(it) {
                 return (Verdict::Stale, false);
             }
-            let Ok(s) = ops::sock(it.slot) else {
+            let Ok(s) = sockref::sock(it.slot) else {
                 return (Verdict::Done, false);
             };
-            let r = ops::readiness(&s);
+            let r = readiness::readiness(&s);
             let want = r & (it.events | always);
             if want == 0 {
                 if it.events & libc::EPOLLIN as u32 != 0 {
-                    ops::want_rx(&s, false);
+                    readiness::want_rx(&s, false);
                     // Bytes flow to another process holding the connection: keep asking (rate
                     // limited in want_rx), as a full scan would on every call.
-                    if ops::rx_elsewhere(&s) {
+                    if readiness::rx_elsewhere(&s) {
                         return (Verdict::Again, false);
                     }
                 }
@@ -373,7 +373,7 @@ fn scan(ep: &mut Ep, out: &mut [libc::epoll_event]) -> usize {
             }
             let et = it.events & libc::EPOLLET as u32 != 0;
             if et {
-                let cur = ops::edge_snapshot(&s);
+                let cur = readiness::edge_snapshot(&s);
                 if it.snap == Some(cur) {
                     return (Verdict::Done, false);
                 }
@@ -707,12 +707,14 @@ fn peek_ready(ep: &Ep) -> bool {
         if it.off || !live(it) {
             return false;
         }
-        let Ok(s) = ops::sock(it.slot) else {
+        let Ok(s) = sockref::sock(it.slot) else {
             return false;
         };
-        let want = ops::readiness(&s) & (it.events | (libc::EPOLLERR | libc::EPOLLHUP) as u32);
+        let want =
+            readiness::readiness(&s) & (it.events | (libc::EPOLLERR | libc::EPOLLHUP) as u32);
         want != 0
-            && (it.events & libc::EPOLLET as u32 == 0 || it.snap != Some(ops::edge_snapshot(&s)))
+            && (it.events & libc::EPOLLET as u32 == 0
+                || it.snap != Some(readiness::edge_snapshot(&s)))
     })
 }
 

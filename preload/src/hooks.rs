@@ -8,7 +8,7 @@
 
 use crate::fdtable::{self, Entry};
 use crate::ops::{self, Iov, R};
-use crate::{epoll, poll, real, set_errno};
+use crate::{epoll, fdmodel, poll, real, set_errno};
 use libc::{c_int, c_uint, c_ulong, c_void, iovec, size_t, sockaddr, socklen_t, ssize_t};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -389,7 +389,10 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         return unsafe { real::close(fd) };
     }
     // SAFETY: as above.
-    run(|| ops::close(fd), || unsafe { real::close(fd) } as isize) as c_int
+    run(
+        || fdmodel::close(fd),
+        || unsafe { real::close(fd) } as isize,
+    ) as c_int
 }
 
 #[no_mangle]
@@ -698,7 +701,7 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     let r = unsafe { real::dup(fd) };
     if r >= 0 {
         if let Entry::Sock(slot) = fdtable::get(fd) {
-            if let Ok(s) = ops::sock(slot) {
+            if let Ok(s) = crate::sockref::sock(slot) {
                 ops::add_ref(r, slot, s.hs);
             }
         }
@@ -711,14 +714,14 @@ fn after_dup2(old: c_int, new: c_int) {
     match fdtable::take(new) {
         Entry::Sock(slot) => {
             if let Some(c) = crate::channel_if_attached() {
-                ops::release(c, slot);
+                fdmodel::release(c, slot);
             }
         }
         Entry::Epoll(idx) => epoll::release(idx),
         _ => {}
     }
     if let Entry::Sock(slot) = fdtable::get(old) {
-        if let Ok(s) = ops::sock(slot) {
+        if let Ok(s) = crate::sockref::sock(slot) {
             ops::add_ref(new, slot, s.hs);
         }
     }
@@ -845,7 +848,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
                     from = fd + 1;
                 }
                 Entry::Sock(_) | Entry::Epoll(_) => {
-                    let _ = ops::close(fd as c_int);
+                    let _ = fdmodel::close(fd as c_int);
                 }
                 Entry::None => {}
             }

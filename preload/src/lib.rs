@@ -1,11 +1,19 @@
 //! `libsnstack.so`: loaded with `LD_PRELOAD` into an unmodified program, it moves the program's
 //! AF_INET/AF_INET6 TCP sockets to `snstack-agent` over the shared-memory channel of `shm-proto`.
 //!
+//! Modules in layers; each uses only the layers below it (docs/preload.md):
 //! ```text
-//!  app ──► hooks.rs (extern "C", thin) ──► ops.rs / epoll.rs / poll.rs (logic)
-//!                 │ fd not ours                      │
-//!                 ▼                                  ▼
-//!             libc (RTLD_NEXT)              channel.rs ══ region ══ snstack-agent
+//!  hooks.rs        extern "C", thin: fd not ours -> libc (RTLD_NEXT, real.rs)
+//!    │
+//!  fdmodel.rs      close: what an fd number names, kept exact
+//!    │
+//!  ops.rs  epoll.rs  poll.rs  sendfile.rs  exec.rs  spawn.rs  signals.rs     (logic)
+//!    │
+//!  readiness.rs  sockref.rs  sock.rs  fdtable.rs  interest.rs  filemap.rs    (state)
+//!    │
+//!  channel.rs ══ region ══ snstack-agent
+//!    │
+//!  sys.rs  util.rs  real.rs
 //! ```
 //! Every fd the library does not own goes to libc untouched after one atomic load (`fdtable`).
 //! The library never calls a symbol it interposes: its own OS calls are raw syscalls (`sys`).
@@ -17,16 +25,19 @@
 mod channel;
 mod epoll;
 mod exec;
+mod fdmodel;
 mod fdtable;
 mod filemap;
 mod hooks;
 mod interest;
 mod ops;
 mod poll;
+mod readiness;
 mod real;
 mod sendfile;
 mod signals;
 mod sock;
+mod sockref;
 mod spawn;
 mod sys;
 mod util;

@@ -2,8 +2,10 @@
 //! calls these and turns [`R`] into a return value and errno.
 
 use crate::channel::Channel;
-use crate::fdtable::{self, Entry};
+use crate::fdtable;
+use crate::readiness::want_rx;
 use crate::sock::HostSock;
+use crate::sockref::{lookup, S};
 use crate::{log, sys, util};
 use core::sync::atomic::Ordering;
 use shm_proto::*;
@@ -15,37 +17,6 @@ pub(crate) enum R {
     Pass,
     Ok(isize),
     Err(i32),
-}
-
-/// A socket the call operates on.
-pub(crate) struct S {
-    pub(crate) c: &'static Channel,
-    pub(crate) slot: u32,
-    pub(crate) hs: &'static HostSock,
-    pub(crate) ctl: &'static SockCtl,
-}
-
-/// Looks up an offloaded socket fd.
-#[inline]
-pub(crate) fn lookup(fd: i32) -> Option<Result<S, i32>> {
-    match fdtable::get(fd) {
-        Entry::Sock(slot) => Some(sock(slot)),
-        Entry::Internal => Some(Err(libc::EBADF)),
-        _ => None,
-    }
-}
-
-pub(crate) fn sock(slot: u32) -> Result<S, i32> {
-    let c = crate::channel_if_attached().ok_or(libc::EBADF)?;
-    let ctl = c.region.sock(slot).ok_or(libc::EBADF)?;
-    let hs = c.socks.get(slot as usize).ok_or(libc::EBADF)?;
-    Ok(S {
-        c,
-        slot,
-        hs,
-        // SAFETY: the channel and its mapping live for the rest of the process (leaked at attach).
-        ctl: unsafe { &*(ctl as *const SockCtl) },
-    })
 }
 
 macro_rules! try_sock {
@@ -257,35 +228,6 @@ fn init_slot(c: &Channel, slot: u32, domain: i32, nonblock: bool) -> Result<(), 
     Ok(())
 }
 
-/// Drops one fd reference to a slot; the last one closes the agent's socket.
-pub(crate) fn release(c: &Channel, slot: u32) {
-    if let Some(hs) = c.socks.get(slot as usize) {
-        if hs.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _ = c.post(slot, Request::Close);
-        }
-    }
-}
-
-pub(crate) fn close(fd: i32) -> R {
-    match fdtable::get(fd) {
-        Entry::None => R::Pass,
-        Entry::Internal => R::Err(libc::EBADF),
-        Entry::Epoll(idx) => {
-            fdtable::clear(fd);
-            crate::epoll::release(idx);
-            R::Pass
-        }
-        Entry::Sock(slot) => {
-            if let Entry::Sock(_) = fdtable::take(fd) {
-                if let Some(c) = crate::channel_if_attached() {
-                    release(c, slot);
-                }
-            }
-            R::Pass // the shadow fd is closed by libc
-        }
-    }
-}
-
 pub(crate) fn bind(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> R {
     let s = try_sock!(fd);
     // SAFETY: the application's pointer/length pair, checked by read_addr.
@@ -445,12 +387,6 @@ pub(crate) fn take_error(s: &S) -> Option<i32> {
             return Some(if e == 0 { libc::EIO } else { e });
         }
     }
-}
-
-pub(crate) fn error_pending(s: &S) -> bool {
-    let st = &s.ctl.state.0;
-    st.flags.load(Ordering::Acquire) & SF_ERROR != 0
-        && st.error_seq.load(Ordering::Acquire) != s.hs.err_seen.load(Ordering::Acquire)
 }
 
 /// Spin, then sleep on the socket's futex until `cond` holds. `timeout_ns == 0`: no timeout.
@@ -1340,113 +1276,6 @@ pub(crate) fn fork_parent(secret: u64, pid: i32) {
         };
         let _ = c.call(0, req);
     }
-}
-
-// ---------------------------------------------------------------- readiness
-
-/// Minimum gap between two claims a poller (not a blocked reader) sends for one slot.
-const CLAIM_GAP_NS: u64 = 200_000;
-
-/// This process wants to read `s` and finds nothing: when the connection's bytes flow to another
-/// process that holds it too (`SF_PASSIVE`), ask the agent to send them here. A blocked reader
-/// (`force`) asks every time it is about to sleep; pollers at most every `CLAIM_GAP_NS`.
-pub(crate) fn want_rx(s: &S, force: bool) {
-    if !rx_elsewhere(s) {
-        return;
-    }
-    let now = sys::clock_ns();
-    let last = s.hs.claim_ns.load(Ordering::Relaxed);
-    if !force && last != 0 && now.wrapping_sub(last) < CLAIM_GAP_NS {
-        return;
-    }
-    s.hs.claim_ns.store(now, Ordering::Relaxed);
-    let _ = s.c.post(s.slot, Request::RxClaim);
-}
-
-/// The connection's bytes flow to another process holding it (`SF_PASSIVE`): readers here must
-/// claim them (`want_rx`).
-pub(crate) fn rx_elsewhere(s: &S) -> bool {
-    let fl = s.ctl.state.0.flags.load(Ordering::Acquire);
-    fl & SF_PASSIVE != 0 && fl & SF_CONNECTED != 0
-}
-
-/// Current readiness of a socket as EPOLL* bits (identical to POLL* bits on Linux).
-pub(crate) fn readiness(s: &S) -> u32 {
-    let st = &s.ctl.state.0;
-    let fl = st.flags.load(Ordering::Acquire);
-    if s.c.is_dead() {
-        // Agent gone: a listener never becomes ready again (reporting it would make an event
-        // loop retry accept forever); a connection reports the error so that it gets closed.
-        if fl & SF_LISTENING != 0 {
-            return 0;
-        }
-        return (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP)
-            as u32;
-    }
-    let mut ev = 0u32;
-    if fl & SF_LISTENING != 0 {
-        if st.accept_ready.load(Ordering::Acquire) > 0 {
-            ev |= (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
-        }
-        return ev;
-    }
-    let rx_avail =
-        s.c.region
-            .rx(s.slot)
-            .map(|rx| {
-                rx.readable(s.ctl.rx_head.0.load(Ordering::Relaxed))
-                    .unwrap_or(1)
-            })
-            .unwrap_or(0);
-    let rx_end = fl & (SF_RX_FIN | SF_RX_SHUT | SF_ERROR) != 0;
-    if rx_avail > 0 || rx_end {
-        ev |= (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
-    }
-    if rx_end {
-        ev |= libc::EPOLLRDHUP as u32;
-    }
-    if fl & SF_CONNECTED != 0 {
-        let free =
-            s.c.region
-                .tx(s.slot)
-                .map(|tx| {
-                    tx.writable(s.ctl.tx_prod.0.tail.load(Ordering::Relaxed))
-                        .unwrap_or(0)
-                })
-                .unwrap_or(0);
-        if free > 0 || fl & SF_TX_SHUT != 0 {
-            ev |= (libc::EPOLLOUT | libc::EPOLLWRNORM) as u32;
-        }
-    }
-    if fl & SF_ERROR != 0 {
-        ev |= (libc::EPOLLOUT | libc::EPOLLWRNORM | libc::EPOLLHUP) as u32;
-        if error_pending(s) {
-            ev |= libc::EPOLLERR as u32;
-        }
-    }
-    if fl & SF_RX_FIN != 0 && fl & SF_TX_SHUT != 0 {
-        ev |= libc::EPOLLHUP as u32;
-    }
-    if fl & (SF_CONNECTED | SF_CONNECTING | SF_ERROR) == 0 {
-        // A socket that never connected: Linux reports OUT|HUP.
-        ev |= (libc::EPOLLOUT | libc::EPOLLWRNORM | libc::EPOLLHUP) as u32;
-    }
-    ev
-}
-
-/// A fingerprint of everything that can produce a new edge for EPOLLET.
-pub(crate) fn edge_snapshot(s: &S) -> u64 {
-    let st = &s.ctl.state.0;
-    let a = s.ctl.rx_prod.0.tail.load(Ordering::Acquire) as u64;
-    let b = s.ctl.tx_head.0.load(Ordering::Acquire) as u64;
-    let c = st.flags.load(Ordering::Acquire) as u64;
-    let d = st.accept_seq.load(Ordering::Acquire) as u64;
-    let e = st.error_seq.load(Ordering::Acquire) as u64;
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for v in [a, b, c, d, e] {
-        h = (h ^ v).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
-    }
-    h
 }
 
 #[cfg(test)]

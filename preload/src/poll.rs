@@ -5,19 +5,19 @@
 //! `waiter_mask`, its eventfd joins the kernel `ppoll` set, and the agent rings it on any change.
 
 use crate::fdtable::{self, Entry};
-use crate::{ops, sys};
+use crate::{readiness, sockref, sys};
 use core::sync::atomic::Ordering;
 use shm_proto::wake;
 
 fn offloaded_revents(fd: i32, events: i16) -> Option<i16> {
     match fdtable::get(fd) {
         Entry::Sock(slot) => {
-            let Ok(s) = ops::sock(slot) else {
+            let Ok(s) = sockref::sock(slot) else {
                 return Some(libc::POLLNVAL);
             };
-            let r = ops::readiness(&s) as i16;
+            let r = readiness::readiness(&s) as i16;
             if events & libc::POLLIN != 0 && r & libc::POLLIN == 0 {
-                ops::want_rx(&s, false);
+                readiness::want_rx(&s, false);
             }
             Some(r & (events | libc::POLLERR | libc::POLLHUP))
         }
