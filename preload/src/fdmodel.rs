@@ -27,7 +27,7 @@ pub(crate) fn close(fd: i32) -> R {
         }
         Entry::Sock(slot) => {
             if let Entry::Sock(_) = fdtable::take(fd) {
-                if let Some(c) = crate::channel_if_attached() {
+                if let Some(c) = crate::process::channel_if_attached() {
                     release(c, slot);
                 }
             }

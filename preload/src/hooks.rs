@@ -8,7 +8,8 @@
 
 use crate::fdtable::{self, Entry};
 use crate::ops::{self, Iov, R};
-use crate::{epoll, fdmodel, poll, real, set_errno};
+use crate::sys::set_errno;
+use crate::{epoll, fdmodel, poll, real};
 use libc::{c_int, c_uint, c_ulong, c_void, iovec, size_t, sockaddr, socklen_t, ssize_t};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -713,7 +714,7 @@ fn after_dup2(old: c_int, new: c_int) {
     // dup2 closed `new` if it was open: drop what it held.
     match fdtable::take(new) {
         Entry::Sock(slot) => {
-            if let Some(c) = crate::channel_if_attached() {
+            if let Some(c) = crate::process::channel_if_attached() {
                 fdmodel::release(c, slot);
             }
         }
@@ -891,8 +892,8 @@ pub unsafe extern "C" fn __ppoll_chk(
 /// dies with the child.
 #[no_mangle]
 pub unsafe extern "C" fn fork() -> libc::pid_t {
-    let secret = catch_unwind(ops::fork_prepare).unwrap_or(0);
-    crate::FORK_SECRET.store(secret, core::sync::atomic::Ordering::Relaxed);
+    let secret = catch_unwind(crate::process::fork_prepare).unwrap_or(0);
+    crate::process::set_fork_secret(secret);
     // SAFETY: libc's fork; its atfork handlers run inside.
     let pid = unsafe { real::fork() };
     if pid == 0 {
@@ -900,11 +901,11 @@ pub unsafe extern "C" fn fork() -> libc::pid_t {
     }
     if secret != 0 {
         if pid == 0 {
-            let _ = catch_unwind(|| crate::fork_child(secret));
+            let _ = catch_unwind(|| crate::process::fork_child(secret, &epoll::AFTER_FORK));
         } else {
-            crate::FORK_SECRET.store(0, core::sync::atomic::Ordering::Relaxed);
+            crate::process::set_fork_secret(0);
             if pid > 0 {
-                let _ = catch_unwind(|| ops::fork_parent(secret, pid));
+                let _ = catch_unwind(|| crate::process::fork_parent(secret, pid));
             }
         }
     }
@@ -1211,7 +1212,7 @@ unsafe fn spawn_with(
     if r == 0 && !pid.is_null() {
         // SAFETY: libc wrote the child's pid there.
         let child = unsafe { *pid };
-        let _ = catch_unwind(|| ops::fork_parent(secret, child));
+        let _ = catch_unwind(|| crate::process::fork_parent(secret, child));
     }
     r
 }

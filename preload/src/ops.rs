@@ -170,10 +170,10 @@ pub(crate) fn socket(domain: i32, ty: i32, proto: i32) -> R {
     {
         return R::Pass;
     }
-    let c = match crate::channel() {
-        crate::Chan::Attached(c) => c,
-        crate::Chan::Pass => return R::Pass,
-        crate::Chan::Strict => return R::Err(libc::ENETDOWN),
+    let c = match crate::process::channel() {
+        crate::process::Chan::Attached(c) => c,
+        crate::process::Chan::Pass => return R::Pass,
+        crate::process::Chan::Strict => return R::Err(libc::ENETDOWN),
     };
     if c.is_dead() {
         return R::Err(libc::ENETDOWN);
@@ -448,7 +448,7 @@ pub(crate) fn wait_sock(
         let r = sys::futex_wait(
             &st.wake_seq,
             seen,
-            Some((deadline - now).min(crate::LIVENESS_NS.load(Ordering::Relaxed))),
+            Some((deadline - now).min(crate::config::LIVENESS_NS.load(Ordering::Relaxed))),
         );
         wake::finish_wait(waiters);
         if cond() {
@@ -1244,37 +1244,6 @@ pub(crate) fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void) -> R {
             R::Ok(0)
         }
         _ => R::Pass,
-    }
-}
-
-// ---------------------------------------------------------------- fork
-
-/// Before fork: a ticket for the child, or 0 when there is nothing to hand over.
-pub(crate) fn fork_prepare() -> u64 {
-    let Some(c) = crate::channel_if_attached() else {
-        return 0;
-    };
-    if c.is_dead() || !c.has_sockets() {
-        return 0;
-    }
-    match c.call(0, Request::Fork) {
-        Ok(e) if e.result >= 0 => e.secret(),
-        Ok(e) => {
-            log!(util::WARN, "fork: the agent gave no ticket (errno {}); the child will not have the offloaded sockets", -e.result);
-            0
-        }
-        Err(_) => 0,
-    }
-}
-
-/// After fork, in the parent: let the agent tie the ticket to the child's life.
-pub(crate) fn fork_parent(secret: u64, pid: i32) {
-    if let Some(c) = crate::channel_if_attached() {
-        let req = Request::ForkChild {
-            secret,
-            pid: pid as u64,
-        };
-        let _ = c.call(0, req);
     }
 }
 

@@ -44,7 +44,7 @@ pub(crate) fn poll(
         }
         return Some(poll_epolls(fds, timeout_ns, sigmask));
     }
-    let c = crate::channel_if_attached()?;
+    let c = crate::process::channel_if_attached()?;
     // An epoll fd of ours inside a poll set: keep its doorbell armed (see epoll::arm_nested).
     for p in fds.iter() {
         if let Entry::Epoll(idx) = fdtable::get(p.fd) {

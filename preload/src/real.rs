@@ -33,7 +33,7 @@ macro_rules! real {
                     unsafe { core::ffi::CStr::from_bytes_with_nul_unchecked(N) }
                 });
                 if p == 0 {
-                    crate::set_errno(libc::ENOSYS);
+                    crate::sys::set_errno(libc::ENOSYS);
                     return (-1i32) as $ret;
                 }
                 // SAFETY: dlsym returned libc's symbol of this name, whose C signature matches.

@@ -26,7 +26,7 @@ pub(crate) fn lookup(fd: i32) -> Option<Result<S, i32>> {
 }
 
 pub(crate) fn sock(slot: u32) -> Result<S, i32> {
-    let c = crate::channel_if_attached().ok_or(libc::EBADF)?;
+    let c = crate::process::channel_if_attached().ok_or(libc::EBADF)?;
     let ctl = c.region.sock(slot).ok_or(libc::EBADF)?;
     let hs = c.socks.get(slot as usize).ok_or(libc::EBADF)?;
     Ok(S {
