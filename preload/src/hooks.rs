@@ -461,7 +461,10 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     }
     // SAFETY: as above.
     run(
-        || ops::fcntl(fd, cmd, arg),
+        || match cmd {
+            libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => fdmodel::dupfd(fd, cmd, arg),
+            _ => ops::fcntl(fd, cmd, arg),
+        },
         || unsafe { real::fcntl(fd, cmd, arg) } as isize,
     ) as c_int
 }
@@ -474,7 +477,10 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     }
     // SAFETY: as above.
     run(
-        || ops::fcntl(fd, cmd, arg),
+        || match cmd {
+            libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => fdmodel::dupfd(fd, cmd, arg),
+            _ => ops::fcntl(fd, cmd, arg),
+        },
         || unsafe { real::fcntl64(fd, cmd, arg) } as isize,
     ) as c_int
 }
@@ -701,31 +707,9 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     // SAFETY: as above.
     let r = unsafe { real::dup(fd) };
     if r >= 0 {
-        if let Entry::Sock(slot) = fdtable::get(fd) {
-            if let Ok(s) = crate::sockref::sock(slot) {
-                ops::add_ref(r, slot, s.hs);
-            }
-        }
+        fdmodel::dup_done(fd, r);
     }
     r
-}
-
-fn after_dup2(old: c_int, new: c_int) {
-    // dup2 closed `new` if it was open: drop what it held.
-    match fdtable::take(new) {
-        Entry::Sock(slot) => {
-            if let Some(c) = crate::process::channel_if_attached() {
-                fdmodel::release(c, slot);
-            }
-        }
-        Entry::Epoll(idx) => epoll::release(idx),
-        _ => {}
-    }
-    if let Entry::Sock(slot) = fdtable::get(old) {
-        if let Ok(s) = crate::sockref::sock(slot) {
-            ops::add_ref(new, slot, s.hs);
-        }
-    }
 }
 
 #[no_mangle]
@@ -734,14 +718,14 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
         // SAFETY: as above.
         return unsafe { real::dup2(old, new) };
     }
-    if fdtable::get(new) == Entry::Internal {
+    if fdmodel::is_internal(new) {
         set_errno(libc::EBUSY);
         return -1;
     }
     // SAFETY: as above.
     let r = unsafe { real::dup2(old, new) };
     if r >= 0 {
-        let _ = catch_unwind(|| after_dup2(old, new));
+        let _ = catch_unwind(|| fdmodel::dup2_done(old, new));
     }
     r
 }
@@ -752,14 +736,14 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, f: c_int) -> c_int {
         // SAFETY: as above.
         return unsafe { real::dup3(old, new, f) };
     }
-    if fdtable::get(new) == Entry::Internal {
+    if fdmodel::is_internal(new) {
         set_errno(libc::EBUSY);
         return -1;
     }
     // SAFETY: as above.
     let r = unsafe { real::dup3(old, new, f) };
     if r >= 0 {
-        let _ = catch_unwind(|| after_dup2(old, new));
+        let _ = catch_unwind(|| fdmodel::dup2_done(old, new));
     }
     r
 }
@@ -832,38 +816,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
         // SAFETY: as above.
         return unsafe { real::close_range(first, last, flags) };
     }
-    let r = catch_unwind(|| {
-        let end = (last as usize).min(fdtable::MAX_FDS - 1) as c_uint;
-        let mut from = first;
-        let mut fd = first;
-        while fd <= end {
-            match fdtable::get(fd as c_int) {
-                Entry::Internal => {
-                    if fd > from {
-                        // SAFETY: closing the application's fds below our internal one.
-                        let r = unsafe { real::close_range(from, fd - 1, flags) };
-                        if r < 0 {
-                            return r;
-                        }
-                    }
-                    from = fd + 1;
-                }
-                Entry::Sock(_) | Entry::Epoll(_) => {
-                    let _ = fdmodel::close(fd as c_int);
-                }
-                Entry::None => {}
-            }
-            if fd == c_uint::MAX {
-                break;
-            }
-            fd += 1;
-        }
-        if from <= last {
-            // SAFETY: the rest of the application's range.
-            return unsafe { real::close_range(from, last, flags) };
-        }
-        0
-    });
+    let r = catch_unwind(|| fdmodel::close_range(first, last, flags));
     r.unwrap_or_else(|_| {
         set_errno(libc::EIO);
         -1
@@ -1325,14 +1278,9 @@ pub unsafe extern "C" fn closefrom(low: c_int) {
     let r = unsafe { close_range(low, c_uint::MAX, 0) };
     if r < 0 {
         // glibc's closefrom falls back to closing one by one; so do we, through our close.
-        let end = fdtable::MAX_FDS as c_uint;
-        let mut fd = low;
-        while fd < end {
-            if fdtable::get(fd as c_int) != Entry::Internal {
-                // SAFETY: closing the application's fd through our hook.
-                unsafe { close(fd as c_int) };
-            }
-            fd += 1;
-        }
+        fdmodel::closefrom_each(low, |fd| {
+            // SAFETY: closing the application's fd through our hook.
+            unsafe { close(fd) };
+        });
     }
 }

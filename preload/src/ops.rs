@@ -4,7 +4,6 @@
 use crate::channel::Channel;
 use crate::fdtable;
 use crate::readiness::want_rx;
-use crate::sock::HostSock;
 use crate::sockref::{lookup, S};
 use crate::{log, sys, util};
 use core::sync::atomic::Ordering;
@@ -1156,7 +1155,7 @@ pub(crate) fn getsockopt(
 }
 
 /// fcntl on an offloaded fd: O_NONBLOCK lives with us (the agent's socket is always non-blocking);
-/// F_DUPFD* keep the fd table exact; everything else acts on the shadow fd.
+/// everything else acts on the shadow fd. F_DUPFD* are the fd model's (`fdmodel::dupfd`).
 pub(crate) fn fcntl(fd: i32, cmd_: i32, arg: libc::c_ulong) -> R {
     let s = try_sock!(fd);
     match cmd_ {
@@ -1183,25 +1182,8 @@ pub(crate) fn fcntl(fd: i32, cmd_: i32, arg: libc::c_ulong) -> R {
                 .store(arg as i32 & libc::O_NONBLOCK != 0, Ordering::Relaxed);
             R::Ok(r as isize)
         }
-        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
-            // SAFETY: dup of the shadow fd.
-            let r = unsafe { crate::real::fcntl(fd, cmd_, arg) };
-            if r < 0 {
-                return R::Err(util_errno());
-            }
-            add_ref(r, s.slot, s.hs);
-            R::Ok(r as isize)
-        }
         _ => R::Pass,
     }
-}
-
-pub(crate) fn add_ref(newfd: i32, slot: u32, hs: &HostSock) {
-    if newfd as usize >= fdtable::MAX_FDS {
-        return;
-    }
-    hs.refs.fetch_add(1, Ordering::AcqRel);
-    fdtable::set_sock(newfd, slot);
 }
 
 pub(crate) fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void) -> R {
