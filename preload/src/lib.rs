@@ -32,6 +32,7 @@ mod exec;
 mod fdmodel;
 mod fdtable;
 mod filemap;
+#[macro_use]
 mod hooks;
 mod interest;
 mod ops;
