@@ -1,21 +1,23 @@
 //! `libsnstack.so`: loaded with `LD_PRELOAD` into an unmodified program, it moves the program's
 //! AF_INET/AF_INET6 TCP sockets to `snstack-agent` over the shared-memory channel of `shm-proto`.
 //!
-//! Modules in layers; each uses only the layers below it (docs/preload.md):
+//! Modules in layers; each uses only the layers below it (inside the logic layer, also along the
+//! arrows). docs/preload.md says where each concept lives.
 //! ```text
-//!  hooks.rs        extern "C", thin: fd not ours -> libc (RTLD_NEXT, real.rs)
-//!    │
-//!  fdmodel.rs      close: what an fd number names, kept exact
-//!    │
-//!  ops.rs  epoll.rs  poll.rs  sendfile.rs  exec.rs  spawn.rs  signals.rs     (logic)
-//!    │
-//!  readiness.rs  sockref.rs  sock.rs  fdtable.rs  interest.rs  filemap.rs    (state)
-//!    │
-//!  process.rs      the channel (attach on first use, fork ticket, fork child)
-//!    │
+//!  hooks.rs        hook_table!: each interposed symbol once; thin extern "C" wrappers
+//!     │
+//!  fdmodel.rs      close, dup*, F_DUPFD*, close_range, closefrom: the fd table kept exact
+//!     │
+//!  ops.rs ◄─ sendfile.rs    epoll.rs ◄─ poll.rs    exec.rs ◄─ spawn.rs    signals.rs   (logic)
+//!     │
+//!  readiness.rs    readiness of an offloaded socket from shared memory
+//!  sockref.rs      fd -> S (channel, slot, HostSock, SockCtl)
+//!     │
+//!  process.rs      the process's channel: attach, fork ticket, fork child
+//!     │
 //!  channel.rs ══ region ══ snstack-agent
-//!    │
-//!  config.rs  sys.rs  util.rs  real.rs
+//!     │
+//!  config.rs  fdtable.rs  sock.rs  interest.rs  filemap.rs  real.rs  util.rs  sys.rs
 //! ```
 //! Every fd the library does not own goes to libc untouched after one atomic load (`fdtable`).
 //! The library never calls a symbol it interposes: its own OS calls are raw syscalls (`sys`).
@@ -32,6 +34,7 @@ mod exec;
 mod fdmodel;
 mod fdtable;
 mod filemap;
+// `hook_table!` (hooks.rs) is also expanded by real.rs, declared after it.
 #[macro_use]
 mod hooks;
 mod interest;
