@@ -23,7 +23,7 @@
 #![allow(clippy::unnecessary_cast)]
 
 use crate::fdtable::{self, Entry};
-use crate::ops::{self, Iov, R};
+use crate::ops::{self, iov_slice, Iov, R};
 use crate::real::{CStrArr, SpawnFa};
 use crate::sys::set_errno;
 use crate::{epoll, fdmodel, poll, real};
@@ -72,20 +72,6 @@ fn one(b: *mut c_void, n: size_t) -> [iovec; 1] {
         iov_base: b,
         iov_len: n,
     }]
-}
-
-fn iov_slice<'a>(v: *const iovec, n: c_int) -> Result<&'a [iovec], i32> {
-    if !(0..=libc::UIO_MAXIOV).contains(&n) {
-        return Err(libc::EINVAL);
-    }
-    if n == 0 {
-        return Ok(&[]);
-    }
-    if v.is_null() {
-        return Err(libc::EFAULT);
-    }
-    // SAFETY: the application passes n iovecs.
-    Ok(unsafe { core::slice::from_raw_parts(v, n as usize) })
 }
 
 fn zero_addrlen(l: *mut socklen_t) {
@@ -556,32 +542,7 @@ macro_rules! hook_table {
                 w: *mut libc::fd_set,
                 e: *mut libc::fd_set,
                 t: *mut libc::timeval,
-            ) -> c_int => run_opt [] {
-                let ns = if t.is_null() {
-                    -1
-                } else {
-                    // SAFETY: non-null application timeval.
-                    let tv = unsafe { *t };
-                    if tv.tv_sec < 0 || tv.tv_usec < 0 {
-                        return Some(Err(libc::EINVAL));
-                    }
-                    (tv.tv_sec as i64)
-                        .saturating_mul(1_000_000_000)
-                        .saturating_add(tv.tv_usec as i64 * 1000)
-                };
-                let start = crate::sys::clock_ns();
-                let res = poll::select(n, r, w, e, ns, core::ptr::null());
-                if res.is_some() && !t.is_null() && ns >= 0 {
-                    // Linux updates the timeout with the time not slept.
-                    let left = (ns - (crate::sys::clock_ns() - start) as i64).max(0);
-                    // SAFETY: non-null application timeval.
-                    unsafe {
-                        (*t).tv_sec = (left / 1_000_000_000) as _;
-                        (*t).tv_usec = ((left % 1_000_000_000) / 1000) as _;
-                    }
-                }
-                res
-            };
+            ) -> c_int => run_opt [] { poll::select_timeval(n, r, w, e, t) };
             fn pselect(
                 n: c_int,
                 r: *mut libc::fd_set,
@@ -735,91 +696,13 @@ macro_rules! hook_table {
                 n: c_uint,
                 f: c_int,
                 t: *mut libc::timespec,
-            ) -> c_int => run [fd] {
-                if v.is_null() {
-                    return R::Err(libc::EFAULT);
-                }
-                let mut done = 0u32;
-                let mut flags = f & !libc::MSG_WAITFORONE;
-                while done < n.min(libc::UIO_MAXIOV as c_uint) {
-                    // SAFETY: the application passes n mmsghdrs.
-                    let mm = unsafe { &mut *v.add(done as usize) };
-                    let iov = match iov_slice(mm.msg_hdr.msg_iov, mm.msg_hdr.msg_iovlen as c_int) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            return if done > 0 {
-                                R::Ok(done as isize)
-                            } else {
-                                R::Err(e)
-                            }
-                        }
-                    };
-                    match ops::recv(fd, &Iov { v: iov }, flags) {
-                        R::Ok(k) => {
-                            mm.msg_len = k as c_uint;
-                            mm.msg_hdr.msg_controllen = 0;
-                            mm.msg_hdr.msg_flags = 0;
-                            mm.msg_hdr.msg_namelen = 0;
-                            done += 1;
-                            if k == 0 {
-                                break;
-                            }
-                        }
-                        R::Err(e) => {
-                            return if done > 0 {
-                                R::Ok(done as isize)
-                            } else {
-                                R::Err(e)
-                            }
-                        }
-                        R::Pass => return R::Pass,
-                    }
-                    if f & libc::MSG_WAITFORONE != 0 {
-                        flags |= libc::MSG_DONTWAIT;
-                    }
-                }
-                R::Ok(done as isize)
-            };
+            ) -> c_int => run [fd] { ops::recvmmsg(fd, v, n, f) };
             fn sendmmsg(
                 fd: c_int,
                 v: *mut libc::mmsghdr,
                 n: c_uint,
                 f: c_int,
-            ) -> c_int => run [fd] {
-                if v.is_null() {
-                    return R::Err(libc::EFAULT);
-                }
-                let mut done = 0u32;
-                while done < n.min(libc::UIO_MAXIOV as c_uint) {
-                    // SAFETY: the application passes n mmsghdrs.
-                    let mm = unsafe { &mut *v.add(done as usize) };
-                    let iov = match iov_slice(mm.msg_hdr.msg_iov, mm.msg_hdr.msg_iovlen as c_int) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            return if done > 0 {
-                                R::Ok(done as isize)
-                            } else {
-                                R::Err(e)
-                            }
-                        }
-                    };
-                    match ops::send(fd, &Iov { v: iov }, f) {
-                        R::Ok(k) => {
-                            mm.msg_len = k as c_uint;
-                            done += 1;
-                        }
-                        R::Err(e) => {
-                            return if done > 0 {
-                                R::Ok(done as isize)
-                            } else {
-                                R::Err(e)
-                            }
-                        }
-                        R::Pass => return R::Pass,
-                    }
-                }
-                R::Ok(done as isize)
-            };
+            ) -> c_int => run [fd] { ops::sendmmsg(fd, v, n, f) };
             // ---- signals: user handlers run through a counting trampoline (see signals.rs).
             fn sigaction(
                 sig: c_int,

@@ -7,6 +7,7 @@ use crate::readiness::want_rx;
 use crate::sockref::{lookup, S};
 use crate::{log, sys, util};
 use core::sync::atomic::Ordering;
+use libc::{c_int, c_uint, iovec};
 use shm_proto::*;
 
 /// Outcome of an operation.
@@ -1227,6 +1228,107 @@ pub(crate) fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void) -> R {
         }
         _ => R::Pass,
     }
+}
+
+// ---------------------------------------------------------------- message vectors
+
+/// The application's iovec array, checked as the kernel checks it.
+pub(crate) fn iov_slice<'a>(v: *const iovec, n: c_int) -> Result<&'a [iovec], i32> {
+    if !(0..=libc::UIO_MAXIOV).contains(&n) {
+        return Err(libc::EINVAL);
+    }
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if v.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: the application passes n iovecs.
+    Ok(unsafe { core::slice::from_raw_parts(v, n as usize) })
+}
+
+/// recvmmsg on a stream socket: fills messages in turn; later ones never block (as Linux).
+pub(crate) fn recvmmsg(fd: i32, v: *mut libc::mmsghdr, n: libc::c_uint, f: i32) -> R {
+    if v.is_null() {
+        return R::Err(libc::EFAULT);
+    }
+    let mut done = 0u32;
+    let mut flags = f & !libc::MSG_WAITFORONE;
+    while done < n.min(libc::UIO_MAXIOV as c_uint) {
+        // SAFETY: the application passes n mmsghdrs.
+        let mm = unsafe { &mut *v.add(done as usize) };
+        let iov = match iov_slice(mm.msg_hdr.msg_iov, mm.msg_hdr.msg_iovlen as c_int) {
+            Ok(s) => s,
+            Err(e) => {
+                return if done > 0 {
+                    R::Ok(done as isize)
+                } else {
+                    R::Err(e)
+                }
+            }
+        };
+        match recv(fd, &Iov { v: iov }, flags) {
+            R::Ok(k) => {
+                mm.msg_len = k as c_uint;
+                mm.msg_hdr.msg_controllen = 0;
+                mm.msg_hdr.msg_flags = 0;
+                mm.msg_hdr.msg_namelen = 0;
+                done += 1;
+                if k == 0 {
+                    break;
+                }
+            }
+            R::Err(e) => {
+                return if done > 0 {
+                    R::Ok(done as isize)
+                } else {
+                    R::Err(e)
+                }
+            }
+            R::Pass => return R::Pass,
+        }
+        if f & libc::MSG_WAITFORONE != 0 {
+            flags |= libc::MSG_DONTWAIT;
+        }
+    }
+    R::Ok(done as isize)
+}
+
+/// sendmmsg on a stream socket: sends messages in turn until one fails.
+pub(crate) fn sendmmsg(fd: i32, v: *mut libc::mmsghdr, n: libc::c_uint, f: i32) -> R {
+    if v.is_null() {
+        return R::Err(libc::EFAULT);
+    }
+    let mut done = 0u32;
+    while done < n.min(libc::UIO_MAXIOV as c_uint) {
+        // SAFETY: the application passes n mmsghdrs.
+        let mm = unsafe { &mut *v.add(done as usize) };
+        let iov = match iov_slice(mm.msg_hdr.msg_iov, mm.msg_hdr.msg_iovlen as c_int) {
+            Ok(s) => s,
+            Err(e) => {
+                return if done > 0 {
+                    R::Ok(done as isize)
+                } else {
+                    R::Err(e)
+                }
+            }
+        };
+        match send(fd, &Iov { v: iov }, f) {
+            R::Ok(k) => {
+                mm.msg_len = k as c_uint;
+                done += 1;
+            }
+            R::Err(e) => {
+                return if done > 0 {
+                    R::Ok(done as isize)
+                } else {
+                    R::Err(e)
+                }
+            }
+            R::Pass => return R::Pass,
+        }
+    }
+    R::Ok(done as isize)
 }
 
 #[cfg(test)]
