@@ -177,9 +177,13 @@ extern "C" {
 macro_rules! wrappers {
     ($(
         $(#[$attr:meta])*
-        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $kind:ident [$($fd:ident),*] $body:tt;
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?
+            => $kind:ident [$($fd:ident),*] $body:tt;
     )*) => {
-        $( wrappers!(@hook $kind [$($fd),*] $(#[$attr])* fn $name($($arg: $ty),*) $(-> $ret)? => $body); )*
+        $(
+            wrappers!(@hook $kind [$($fd),*] $(#[$attr])*
+                fn $name($($arg: $ty),*) $(-> $ret)? => $body);
+        )*
     };
     (@bypass [] $name:ident($($arg:ident),*)) => {};
     (@bypass [$($fd:ident),+] $name:ident($($arg:ident),*)) => {
@@ -222,6 +226,7 @@ macro_rules! wrappers {
     };
     (@hook naked [] $(#[$attr:meta])* fn $name:ident() => $target:ident) => {
         $(#[$attr])*
+        /// Jumps to the C body with the caller's registers and stack as they are.
         #[no_mangle]
         #[unsafe(naked)]
         pub unsafe extern "C" fn $name() {
@@ -370,7 +375,7 @@ macro_rules! hook_table {
                     // SAFETY: _FORTIFY_SOURCE semantics.
                     unsafe { libc::abort() };
                 }
-                // SAFETY: our recvfrom hook, with the caller's arguments (the buffer length checked).
+                // SAFETY: our recvfrom hook with the caller's arguments (buffer length checked).
                 unsafe { recvfrom(fd, b, n, f, a, l) }
             };
             fn recvmsg(fd: c_int, m: *mut libc::msghdr, f: c_int) -> ssize_t => run [] {
@@ -608,7 +613,8 @@ macro_rules! hook_table {
                 off: *mut libc::off64_t,
                 n: size_t,
             ) -> ssize_t => run [o] { crate::sendfile::sendfile(o, i, off, n) };
-            /// splice between an offloaded socket and a pipe (through a bounce buffer; see `ops::splice`).
+            /// splice between an offloaded socket and a pipe (through a bounce buffer; see
+            /// `ops::splice`).
             fn splice(
                 fi: c_int,
                 oi: *mut libc::loff_t,
@@ -617,14 +623,16 @@ macro_rules! hook_table {
                 n: size_t,
                 f: c_uint,
             ) -> ssize_t => run [fi, fo] { ops::splice(fi, oi, fo, oo, n, f) };
-            /// vfork is fork here: the child must get a channel of its own before it touches an offloaded
-            /// socket or execs with one, and a vfork child shares its parent's memory (channel included).
-            /// POSIX allows vfork to be fork; a correct vfork caller only execs or `_exit`s in the child.
+            /// vfork is fork here: the child must get a channel of its own before it touches an
+            /// offloaded socket or execs with one, and a vfork child shares its parent's memory
+            /// (channel included). POSIX allows vfork to be fork; a correct vfork caller only execs
+            /// or `_exit`s in the child.
             fn vfork() -> libc::pid_t => custom [] {
                 // SAFETY: our fork hook.
                 unsafe { fork() }
             };
-            /// close_range: our own fds in the range survive; offloaded sockets and epolls in it are released.
+            /// close_range: our own fds in the range survive; offloaded sockets and epolls in it
+            /// are released.
             fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int => custom [] {
                 if flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0 || first > last {
                     // SAFETY: libc's definition, with the caller's arguments.
@@ -650,10 +658,10 @@ macro_rules! hook_table {
                 // SAFETY: our ppoll hook, with the caller's arguments (the array length checked).
                 unsafe { ppoll(f, n, t, m) }
             };
-            /// fork: a process holding offloaded sockets first takes a fork ticket from the agent (every one
-            /// of its sockets gains a reference); the child attaches its own channel with that ticket and keeps
-            /// every inherited fd working; the parent tells the agent the child's pid so an unclaimed ticket
-            /// dies with the child.
+            /// fork: a process holding offloaded sockets first takes a fork ticket from the agent
+            /// (every one of its sockets gains a reference); the child attaches its own channel
+            /// with that ticket and keeps every inherited fd working; the parent tells the agent
+            /// the child's pid so an unclaimed ticket dies with the child.
             fn fork() -> libc::pid_t => custom [] {
                 let secret = catch_unwind(crate::process::fork_prepare).unwrap_or(0);
                 crate::process::set_fork_secret(secret);
@@ -664,7 +672,9 @@ macro_rules! hook_table {
                 }
                 if secret != 0 {
                     if pid == 0 {
-                        let _ = catch_unwind(|| crate::process::fork_child(secret, &epoll::AFTER_FORK));
+                        let _ = catch_unwind(|| {
+                            crate::process::fork_child(secret, &epoll::AFTER_FORK)
+                        });
                     } else {
                         crate::process::set_fork_secret(0);
                         if pid > 0 {
@@ -689,7 +699,8 @@ macro_rules! hook_table {
                 };
                 epoll::wait(ep, ev, n, ms, m)
             };
-            /// recvmmsg on a stream socket: fills messages in turn; later ones never block (as Linux).
+            /// recvmmsg on a stream socket: fills messages in turn; later ones never block (as
+            /// Linux).
             fn recvmmsg(
                 fd: c_int,
                 v: *mut libc::mmsghdr,
@@ -732,8 +743,8 @@ macro_rules! hook_table {
                 // SAFETY: the caller's arguments, passed on to the signal layer.
                 unsafe { crate::signals::siginterrupt(sig, flag) }
             };
-            // ---- posix_spawn: the file-action adders are recorded (the object is opaque), spawn replays
-            // them.
+            // ---- posix_spawn: the file-action adders are recorded (the object is opaque), spawn
+            // replays them.
             fn posix_spawn_file_actions_init(fa: *mut SpawnFa) -> c_int => custom [] {
                 let _ = catch_unwind(|| crate::spawn::reset(fa as usize));
                 // SAFETY: libc's function with the caller's argument.
@@ -802,13 +813,14 @@ macro_rules! hook_table {
                 // SAFETY: the caller's arguments.
                 unsafe { spawn_with(real::posix_spawnp, pid, p, fa, at, a, e) }
             };
-            // ---- execl, execle, execlp: variadic. Their bodies are C (csrc/execl.c); the exported symbols
-            // are naked trampolines (rustc exports only Rust-defined symbols from a cdylib) that jump to the
-            // C body with the caller's registers and stack as they are.
+            // ---- execl, execle, execlp: variadic. Their bodies are C (csrc/execl.c); the exported
+            // symbols are naked trampolines (rustc exports only Rust-defined symbols from a cdylib)
+            // that jump to the C body with the caller's registers and stack as they are.
             fn execl() => naked [] snstack_execl_c;
             fn execle() => naked [] snstack_execle_c;
             fn execlp() => naked [] snstack_execlp_c;
-            /// exec family: the new image keeps LD_PRELOAD/SNSTACK_* and the offloaded fds that survive exec.
+            /// exec family: the new image keeps LD_PRELOAD/SNSTACK_* and the offloaded fds that
+            /// survive exec.
             fn execve(p: *const libc::c_char, a: CStrArr, e: CStrArr) -> c_int => custom [] {
                 let env = prepared_env(e);
                 let e2 = env.as_ref().map(|v| v.as_ptr()).unwrap_or(e);
@@ -845,13 +857,15 @@ macro_rules! hook_table {
                 // SAFETY: libc's fexecve.
                 unsafe { real::fexecve(fd, a, e2) }
             };
-            /// closefrom (glibc 2.34+, OpenSSH): closes the application's fds from `low` up, never ours.
+            /// closefrom (glibc 2.34+, OpenSSH): closes the application's fds from `low` up, never
+            /// ours.
             fn closefrom(low: c_int) => custom [] {
                 let low = if low < 0 { 0 } else { low as c_uint };
                 // SAFETY: our close_range keeps the library's own fds and releases offloaded ones.
                 let r = unsafe { close_range(low, c_uint::MAX, 0) };
                 if r < 0 {
-                    // glibc's closefrom falls back to closing one by one; so do we, through our close.
+                    // glibc's closefrom falls back to closing one by one; so do we, through our
+                    // close.
                     fdmodel::closefrom_each(low, |fd| {
                         // SAFETY: closing the application's fd through our hook.
                         unsafe { close(fd) };

@@ -8,10 +8,11 @@
 //!     │
 //!  fdmodel.rs      close, dup*, F_DUPFD*, close_range, closefrom: the fd table kept exact
 //!     │
-//!  ops.rs ◄─ sendfile.rs    epoll.rs ◄─ poll.rs    exec.rs ◄─ spawn.rs    signals.rs   (logic)
+//!  ops.rs ◄─ sendfile.rs    epoll.rs ◄─ poll.rs    exec.rs ◄─ spawn.rs            (logic)
 //!     │
 //!  readiness.rs    readiness of an offloaded socket from shared memory
 //!  sockref.rs      fd -> S (channel, slot, HostSock, SockCtl)
+//!  signals.rs      handlers counted, so a wait returns EINTR as the kernel's would
 //!     │
 //!  process.rs      the process's channel: attach, fork ticket, fork child
 //!     │

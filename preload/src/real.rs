@@ -30,7 +30,8 @@ pub(crate) fn resolve(slot: &AtomicUsize, name: &core::ffi::CStr) -> usize {
 macro_rules! slots {
     ($(
         $(#[$attr:meta])*
-        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $kind:ident [$($fd:ident),*] $body:tt;
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?
+            => $kind:ident [$($fd:ident),*] $body:tt;
     )*) => {
         $( slots!(@slot $kind $name($($arg: $ty),*) $(-> $ret)?); )*
     };
