@@ -416,7 +416,7 @@ impl Channel {
             let r = sys::futex_wait(
                 &h.region_seq.0,
                 seen,
-                Some(crate::LIVENESS_NS.load(Ordering::Relaxed)),
+                Some(crate::config::LIVENESS_NS.load(Ordering::Relaxed)),
             );
             wake::finish_wait(&h.region_waiters.0);
             if cond() {

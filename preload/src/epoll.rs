@@ -15,9 +15,9 @@
 
 use crate::fdtable::{self, Entry};
 use crate::interest::{Interest, List, Verdict};
-use crate::ops;
 use crate::util::SpinMutex;
 use crate::{log, sys, util};
+use crate::{readiness, sockref};
 use core::sync::atomic::Ordering;
 use shm_proto::wake;
 
@@ -47,7 +47,7 @@ static EPS: [SpinMutex<Option<Ep>>; MAX_EP] = [const { SpinMutex::new(None) }; M
 
 /// The interest still names the socket it was registered for.
 fn live(it: &Interest) -> bool {
-    crate::channel_if_attached()
+    crate::process::channel_if_attached()
         .and_then(|c| c.socks.get(it.slot as usize))
         .is_some_and(|h| {
             h.refs.load(Ordering::Acquire) > 0 && h.inc.load(Ordering::Acquire) == it.inc
@@ -59,13 +59,15 @@ fn ident(fd: i32) -> Option<(u32, u32)> {
     let Entry::Sock(slot) = fdtable::get(fd) else {
         return None;
     };
-    let h = crate::channel_if_attached()?.socks.get(slot as usize)?;
+    let h = crate::process::channel_if_attached()?
+        .socks
+        .get(slot as usize)?;
     Some((slot, h.inc.load(Ordering::Acquire)))
 }
 
 /// Starts tracking a new application epoll fd.
 pub(crate) fn created(kfd: i32) {
-    if crate::offload_disabled() || kfd < 0 {
+    if crate::config::offload_disabled() || kfd < 0 {
         return;
     }
     for (i, e) in EPS.iter().enumerate() {
@@ -99,7 +101,7 @@ pub(crate) fn release(idx: u32) {
     };
     let ep = slot.lock().take();
     if let Some(ep) = ep {
-        if let Some(c) = crate::channel_if_attached() {
+        if let Some(c) = crate::process::channel_if_attached() {
             for (_, it) in ep.list.iter() {
                 if let Some(ctl) = c.region.sock(it.slot) {
                     if let Some((w, _)) = ep.waiter {
@@ -198,7 +200,7 @@ pub(crate) fn ctl(
     let Entry::Epoll(idx) = fdtable::get(epfd) else {
         return Some(Err(untracked_epoll_error(epfd)));
     };
-    let s = match ops::sock(slot) {
+    let s = match sockref::sock(slot) {
         Ok(s) => s,
         Err(e) => return Some(Err(e)),
     };
@@ -332,7 +334,7 @@ fn scan(ep: &mut Ep, out: &mut [libc::epoll_event]) -> usize {
     if ep.list.is_empty() || out.is_empty() {
         return 0;
     }
-    let Some(c) = crate::channel_if_attached() else {
+    let Some(c) = crate::process::channel_if_attached() else {
         return 0;
     };
     let w = ep.waiter.map(|(w, _)| w);
@@ -355,17 +357,17 @@ fn scan(ep: &mut Ep, out: &mut [libc::epoll_event]) -> usize {
             if !live(it) {
                 return (Verdict::Stale, false);
             }
-            let Ok(s) = ops::sock(it.slot) else {
+            let Ok(s) = sockref::sock(it.slot) else {
                 return (Verdict::Done, false);
             };
-            let r = ops::readiness(&s);
+            let r = readiness::readiness(&s);
             let want = r & (it.events | always);
             if want == 0 {
                 if it.events & libc::EPOLLIN as u32 != 0 {
-                    ops::want_rx(&s, false);
+                    readiness::want_rx(&s, false);
                     // Bytes flow to another process holding the connection: keep asking (rate
                     // limited in want_rx), as a full scan would on every call.
-                    if ops::rx_elsewhere(&s) {
+                    if readiness::rx_elsewhere(&s) {
                         return (Verdict::Again, false);
                     }
                 }
@@ -373,7 +375,7 @@ fn scan(ep: &mut Ep, out: &mut [libc::epoll_event]) -> usize {
             }
             let et = it.events & libc::EPOLLET as u32 != 0;
             if et {
-                let cur = ops::edge_snapshot(&s);
+                let cur = readiness::edge_snapshot(&s);
                 if it.snap == Some(cur) {
                     return (Verdict::Done, false);
                 }
@@ -497,7 +499,7 @@ fn wait_inner(
     }
     // SAFETY: the application passes `max` writable epoll_event entries.
     let out = unsafe { core::slice::from_raw_parts_mut(events, max as usize) };
-    let c = crate::channel_if_attached()?;
+    let c = crate::process::channel_if_attached()?;
     let start = sys::clock_ns();
     let deadline = if timeout_ms < 0 {
         u64::MAX
@@ -560,7 +562,7 @@ fn wait_inner(
         let yields = if yielded {
             0
         } else {
-            crate::YIELDS.load(Ordering::Relaxed)
+            crate::config::YIELDS.load(Ordering::Relaxed)
         };
         yielded = true;
         if yields > 0 {
@@ -633,6 +635,13 @@ fn wait_inner(
 }
 
 /// Forked child: forget offloaded interests (they belong to the parent's channel).
+/// What a forked child does to the epoll instances (see `process::atfork_child`, `fork_child`).
+pub(crate) const AFTER_FORK: crate::process::ChildFixups = crate::process::ChildFixups {
+    unlock: unlock_all_after_fork,
+    forget: forget_all,
+    rebind: rebind_after_fork,
+};
+
 pub(crate) fn forget_all() {
     for e in EPS.iter() {
         if let Some(ep) = e.lock().as_mut() {
@@ -707,19 +716,21 @@ fn peek_ready(ep: &Ep) -> bool {
         if it.off || !live(it) {
             return false;
         }
-        let Ok(s) = ops::sock(it.slot) else {
+        let Ok(s) = sockref::sock(it.slot) else {
             return false;
         };
-        let want = ops::readiness(&s) & (it.events | (libc::EPOLLERR | libc::EPOLLHUP) as u32);
+        let want =
+            readiness::readiness(&s) & (it.events | (libc::EPOLLERR | libc::EPOLLHUP) as u32);
         want != 0
-            && (it.events & libc::EPOLLET as u32 == 0 || it.snap != Some(ops::edge_snapshot(&s)))
+            && (it.events & libc::EPOLLET as u32 == 0
+                || it.snap != Some(readiness::edge_snapshot(&s)))
     })
 }
 
 /// Nested instance: arm the doorbell for the next change and, if something is ready already, ring
 /// it ourselves so the enclosing epoll/poll sees this fd readable.
 fn rearm(ep: &Ep) {
-    let (Some((w, efd)), Some(c)) = (ep.waiter, crate::channel_if_attached()) else {
+    let (Some((w, efd)), Some(c)) = (ep.waiter, crate::process::channel_if_attached()) else {
         return;
     };
     let Some(wt) = c.region.waiter(w) else { return };

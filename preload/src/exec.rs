@@ -10,7 +10,7 @@
 
 use crate::fdtable::{self, Entry};
 use crate::util::{self, env};
-use crate::{log, ops, sys};
+use crate::{log, sys};
 use core::sync::atomic::Ordering;
 use libc::c_char;
 use std::ffi::{CStr, CString};
@@ -51,7 +51,7 @@ fn name_of(entry: &[u8]) -> &[u8] {
 /// # Safety
 /// `envp` is null or a null-terminated array of C strings.
 pub(crate) unsafe fn prepare(envp: *const *const c_char) -> Option<Env> {
-    if crate::offload_disabled() {
+    if crate::config::offload_disabled() {
         return None;
     }
     // Nothing to hand over: the application's environment goes through untouched.
@@ -77,10 +77,10 @@ pub(crate) enum Act {
 /// # Safety
 /// `envp` is null or a null-terminated array of C strings.
 pub(crate) unsafe fn prepare_spawn(envp: *const *const c_char, acts: &[Act]) -> Option<(Env, u64)> {
-    if crate::offload_disabled() {
+    if crate::config::offload_disabled() {
         return None;
     }
-    crate::channel_if_attached()?;
+    crate::process::channel_if_attached()?;
     // fd -> (slot, nonblock, cloexec) as the child will see it.
     let mut fds: Vec<(i32, u32, bool, bool)> = surviving(false);
     for a in acts {
@@ -107,7 +107,7 @@ pub(crate) unsafe fn prepare_spawn(envp: *const *const c_char, acts: &[Act]) -> 
     if map.is_empty() {
         return None;
     }
-    let secret = ops::fork_prepare();
+    let secret = crate::process::fork_prepare();
     if secret == 0 {
         return None;
     }
@@ -193,7 +193,7 @@ unsafe fn libc_environ() -> *const *const c_char {
 /// Offloaded fds of this process: (fd, slot, nonblock, cloexec); `only_kept`: without the
 /// close-on-exec ones.
 fn surviving(only_kept: bool) -> Vec<(i32, u32, bool, bool)> {
-    let Some(c) = crate::channel_if_attached() else {
+    let Some(c) = crate::process::channel_if_attached() else {
         return Vec::new();
     };
     let mut v = Vec::new();
@@ -232,11 +232,11 @@ fn ticket_and_map() -> Option<(u64, String)> {
     if map.is_empty() {
         return None;
     }
-    let secret = ops::fork_prepare();
+    let secret = crate::process::fork_prepare();
     if secret == 0 {
         return None;
     }
-    ops::fork_parent(secret, sys::getpid());
+    crate::process::fork_parent(secret, sys::getpid());
     Some((secret, map))
 }
 
@@ -257,10 +257,10 @@ pub(crate) fn adopt() {
         libc::unsetenv(c"SNSTACK_EXEC_TICKET".as_ptr());
         libc::unsetenv(c"SNSTACK_EXEC_FDS".as_ptr());
     }
-    if crate::offload_disabled() {
+    if crate::config::offload_disabled() {
         return;
     }
-    let Some(c) = crate::attach_with_ticket(t) else {
+    let Some(c) = crate::process::attach_with_ticket(t) else {
         return;
     };
     let mut n = 0;

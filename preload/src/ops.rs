@@ -2,10 +2,12 @@
 //! calls these and turns [`R`] into a return value and errno.
 
 use crate::channel::Channel;
-use crate::fdtable::{self, Entry};
-use crate::sock::HostSock;
+use crate::fdtable;
+use crate::readiness::want_rx;
+use crate::sockref::{lookup, S};
 use crate::{log, sys, util};
 use core::sync::atomic::Ordering;
+use libc::{c_int, c_uint, iovec};
 use shm_proto::*;
 
 /// Outcome of an operation.
@@ -15,37 +17,6 @@ pub(crate) enum R {
     Pass,
     Ok(isize),
     Err(i32),
-}
-
-/// A socket the call operates on.
-pub(crate) struct S {
-    pub(crate) c: &'static Channel,
-    pub(crate) slot: u32,
-    pub(crate) hs: &'static HostSock,
-    pub(crate) ctl: &'static SockCtl,
-}
-
-/// Looks up an offloaded socket fd.
-#[inline]
-pub(crate) fn lookup(fd: i32) -> Option<Result<S, i32>> {
-    match fdtable::get(fd) {
-        Entry::Sock(slot) => Some(sock(slot)),
-        Entry::Internal => Some(Err(libc::EBADF)),
-        _ => None,
-    }
-}
-
-pub(crate) fn sock(slot: u32) -> Result<S, i32> {
-    let c = crate::channel_if_attached().ok_or(libc::EBADF)?;
-    let ctl = c.region.sock(slot).ok_or(libc::EBADF)?;
-    let hs = c.socks.get(slot as usize).ok_or(libc::EBADF)?;
-    Ok(S {
-        c,
-        slot,
-        hs,
-        // SAFETY: the channel and its mapping live for the rest of the process (leaked at attach).
-        ctl: unsafe { &*(ctl as *const SockCtl) },
-    })
 }
 
 macro_rules! try_sock {
@@ -199,10 +170,10 @@ pub(crate) fn socket(domain: i32, ty: i32, proto: i32) -> R {
     {
         return R::Pass;
     }
-    let c = match crate::channel() {
-        crate::Chan::Attached(c) => c,
-        crate::Chan::Pass => return R::Pass,
-        crate::Chan::Strict => return R::Err(libc::ENETDOWN),
+    let c = match crate::process::channel() {
+        crate::process::Chan::Attached(c) => c,
+        crate::process::Chan::Pass => return R::Pass,
+        crate::process::Chan::Strict => return R::Err(libc::ENETDOWN),
     };
     if c.is_dead() {
         return R::Err(libc::ENETDOWN);
@@ -255,35 +226,6 @@ fn init_slot(c: &Channel, slot: u32, domain: i32, nonblock: bool) -> Result<(), 
         Ordering::Release,
     );
     Ok(())
-}
-
-/// Drops one fd reference to a slot; the last one closes the agent's socket.
-pub(crate) fn release(c: &Channel, slot: u32) {
-    if let Some(hs) = c.socks.get(slot as usize) {
-        if hs.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _ = c.post(slot, Request::Close);
-        }
-    }
-}
-
-pub(crate) fn close(fd: i32) -> R {
-    match fdtable::get(fd) {
-        Entry::None => R::Pass,
-        Entry::Internal => R::Err(libc::EBADF),
-        Entry::Epoll(idx) => {
-            fdtable::clear(fd);
-            crate::epoll::release(idx);
-            R::Pass
-        }
-        Entry::Sock(slot) => {
-            if let Entry::Sock(_) = fdtable::take(fd) {
-                if let Some(c) = crate::channel_if_attached() {
-                    release(c, slot);
-                }
-            }
-            R::Pass // the shadow fd is closed by libc
-        }
-    }
 }
 
 pub(crate) fn bind(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> R {
@@ -447,12 +389,6 @@ pub(crate) fn take_error(s: &S) -> Option<i32> {
     }
 }
 
-pub(crate) fn error_pending(s: &S) -> bool {
-    let st = &s.ctl.state.0;
-    st.flags.load(Ordering::Acquire) & SF_ERROR != 0
-        && st.error_seq.load(Ordering::Acquire) != s.hs.err_seen.load(Ordering::Acquire)
-}
-
 /// Spin, then sleep on the socket's futex until `cond` holds. `timeout_ns == 0`: no timeout.
 /// Errors: EINTR (a signal), EAGAIN (timeout), ECONNRESET (agent gone).
 /// `since`: the caller's snapshot taken when its blocking call began (a handler that ran after it,
@@ -512,7 +448,7 @@ pub(crate) fn wait_sock(
         let r = sys::futex_wait(
             &st.wake_seq,
             seen,
-            Some((deadline - now).min(crate::LIVENESS_NS.load(Ordering::Relaxed))),
+            Some((deadline - now).min(crate::config::LIVENESS_NS.load(Ordering::Relaxed))),
         );
         wake::finish_wait(waiters);
         if cond() {
@@ -1220,7 +1156,7 @@ pub(crate) fn getsockopt(
 }
 
 /// fcntl on an offloaded fd: O_NONBLOCK lives with us (the agent's socket is always non-blocking);
-/// F_DUPFD* keep the fd table exact; everything else acts on the shadow fd.
+/// everything else acts on the shadow fd. F_DUPFD* are the fd model's (`fdmodel::dupfd`).
 pub(crate) fn fcntl(fd: i32, cmd_: i32, arg: libc::c_ulong) -> R {
     let s = try_sock!(fd);
     match cmd_ {
@@ -1247,25 +1183,8 @@ pub(crate) fn fcntl(fd: i32, cmd_: i32, arg: libc::c_ulong) -> R {
                 .store(arg as i32 & libc::O_NONBLOCK != 0, Ordering::Relaxed);
             R::Ok(r as isize)
         }
-        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
-            // SAFETY: dup of the shadow fd.
-            let r = unsafe { crate::real::fcntl(fd, cmd_, arg) };
-            if r < 0 {
-                return R::Err(util_errno());
-            }
-            add_ref(r, s.slot, s.hs);
-            R::Ok(r as isize)
-        }
         _ => R::Pass,
     }
-}
-
-pub(crate) fn add_ref(newfd: i32, slot: u32, hs: &HostSock) {
-    if newfd as usize >= fdtable::MAX_FDS {
-        return;
-    }
-    hs.refs.fetch_add(1, Ordering::AcqRel);
-    fdtable::set_sock(newfd, slot);
 }
 
 pub(crate) fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void) -> R {
@@ -1311,142 +1230,105 @@ pub(crate) fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void) -> R {
     }
 }
 
-// ---------------------------------------------------------------- fork
+// ---------------------------------------------------------------- message vectors
 
-/// Before fork: a ticket for the child, or 0 when there is nothing to hand over.
-pub(crate) fn fork_prepare() -> u64 {
-    let Some(c) = crate::channel_if_attached() else {
-        return 0;
-    };
-    if c.is_dead() || !c.has_sockets() {
-        return 0;
+/// The application's iovec array, checked as the kernel checks it.
+pub(crate) fn iov_slice<'a>(v: *const iovec, n: c_int) -> Result<&'a [iovec], i32> {
+    if !(0..=libc::UIO_MAXIOV).contains(&n) {
+        return Err(libc::EINVAL);
     }
-    match c.call(0, Request::Fork) {
-        Ok(e) if e.result >= 0 => e.secret(),
-        Ok(e) => {
-            log!(util::WARN, "fork: the agent gave no ticket (errno {}); the child will not have the offloaded sockets", -e.result);
-            0
-        }
-        Err(_) => 0,
+    if n == 0 {
+        return Ok(&[]);
     }
+    if v.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: the application passes n iovecs.
+    Ok(unsafe { core::slice::from_raw_parts(v, n as usize) })
 }
 
-/// After fork, in the parent: let the agent tie the ticket to the child's life.
-pub(crate) fn fork_parent(secret: u64, pid: i32) {
-    if let Some(c) = crate::channel_if_attached() {
-        let req = Request::ForkChild {
-            secret,
-            pid: pid as u64,
+/// recvmmsg on a stream socket: fills messages in turn; later ones never block (as Linux).
+pub(crate) fn recvmmsg(fd: i32, v: *mut libc::mmsghdr, n: libc::c_uint, f: i32) -> R {
+    if v.is_null() {
+        return R::Err(libc::EFAULT);
+    }
+    let mut done = 0u32;
+    let mut flags = f & !libc::MSG_WAITFORONE;
+    while done < n.min(libc::UIO_MAXIOV as c_uint) {
+        // SAFETY: the application passes n mmsghdrs.
+        let mm = unsafe { &mut *v.add(done as usize) };
+        let iov = match iov_slice(mm.msg_hdr.msg_iov, mm.msg_hdr.msg_iovlen as c_int) {
+            Ok(s) => s,
+            Err(e) => {
+                return if done > 0 {
+                    R::Ok(done as isize)
+                } else {
+                    R::Err(e)
+                }
+            }
         };
-        let _ = c.call(0, req);
-    }
-}
-
-// ---------------------------------------------------------------- readiness
-
-/// Minimum gap between two claims a poller (not a blocked reader) sends for one slot.
-const CLAIM_GAP_NS: u64 = 200_000;
-
-/// This process wants to read `s` and finds nothing: when the connection's bytes flow to another
-/// process that holds it too (`SF_PASSIVE`), ask the agent to send them here. A blocked reader
-/// (`force`) asks every time it is about to sleep; pollers at most every `CLAIM_GAP_NS`.
-pub(crate) fn want_rx(s: &S, force: bool) {
-    if !rx_elsewhere(s) {
-        return;
-    }
-    let now = sys::clock_ns();
-    let last = s.hs.claim_ns.load(Ordering::Relaxed);
-    if !force && last != 0 && now.wrapping_sub(last) < CLAIM_GAP_NS {
-        return;
-    }
-    s.hs.claim_ns.store(now, Ordering::Relaxed);
-    let _ = s.c.post(s.slot, Request::RxClaim);
-}
-
-/// The connection's bytes flow to another process holding it (`SF_PASSIVE`): readers here must
-/// claim them (`want_rx`).
-pub(crate) fn rx_elsewhere(s: &S) -> bool {
-    let fl = s.ctl.state.0.flags.load(Ordering::Acquire);
-    fl & SF_PASSIVE != 0 && fl & SF_CONNECTED != 0
-}
-
-/// Current readiness of a socket as EPOLL* bits (identical to POLL* bits on Linux).
-pub(crate) fn readiness(s: &S) -> u32 {
-    let st = &s.ctl.state.0;
-    let fl = st.flags.load(Ordering::Acquire);
-    if s.c.is_dead() {
-        // Agent gone: a listener never becomes ready again (reporting it would make an event
-        // loop retry accept forever); a connection reports the error so that it gets closed.
-        if fl & SF_LISTENING != 0 {
-            return 0;
+        match recv(fd, &Iov { v: iov }, flags) {
+            R::Ok(k) => {
+                mm.msg_len = k as c_uint;
+                mm.msg_hdr.msg_controllen = 0;
+                mm.msg_hdr.msg_flags = 0;
+                mm.msg_hdr.msg_namelen = 0;
+                done += 1;
+                if k == 0 {
+                    break;
+                }
+            }
+            R::Err(e) => {
+                return if done > 0 {
+                    R::Ok(done as isize)
+                } else {
+                    R::Err(e)
+                }
+            }
+            R::Pass => return R::Pass,
         }
-        return (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP)
-            as u32;
-    }
-    let mut ev = 0u32;
-    if fl & SF_LISTENING != 0 {
-        if st.accept_ready.load(Ordering::Acquire) > 0 {
-            ev |= (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
-        }
-        return ev;
-    }
-    let rx_avail =
-        s.c.region
-            .rx(s.slot)
-            .map(|rx| {
-                rx.readable(s.ctl.rx_head.0.load(Ordering::Relaxed))
-                    .unwrap_or(1)
-            })
-            .unwrap_or(0);
-    let rx_end = fl & (SF_RX_FIN | SF_RX_SHUT | SF_ERROR) != 0;
-    if rx_avail > 0 || rx_end {
-        ev |= (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
-    }
-    if rx_end {
-        ev |= libc::EPOLLRDHUP as u32;
-    }
-    if fl & SF_CONNECTED != 0 {
-        let free =
-            s.c.region
-                .tx(s.slot)
-                .map(|tx| {
-                    tx.writable(s.ctl.tx_prod.0.tail.load(Ordering::Relaxed))
-                        .unwrap_or(0)
-                })
-                .unwrap_or(0);
-        if free > 0 || fl & SF_TX_SHUT != 0 {
-            ev |= (libc::EPOLLOUT | libc::EPOLLWRNORM) as u32;
+        if f & libc::MSG_WAITFORONE != 0 {
+            flags |= libc::MSG_DONTWAIT;
         }
     }
-    if fl & SF_ERROR != 0 {
-        ev |= (libc::EPOLLOUT | libc::EPOLLWRNORM | libc::EPOLLHUP) as u32;
-        if error_pending(s) {
-            ev |= libc::EPOLLERR as u32;
-        }
-    }
-    if fl & SF_RX_FIN != 0 && fl & SF_TX_SHUT != 0 {
-        ev |= libc::EPOLLHUP as u32;
-    }
-    if fl & (SF_CONNECTED | SF_CONNECTING | SF_ERROR) == 0 {
-        // A socket that never connected: Linux reports OUT|HUP.
-        ev |= (libc::EPOLLOUT | libc::EPOLLWRNORM | libc::EPOLLHUP) as u32;
-    }
-    ev
+    R::Ok(done as isize)
 }
 
-/// A fingerprint of everything that can produce a new edge for EPOLLET.
-pub(crate) fn edge_snapshot(s: &S) -> u64 {
-    let st = &s.ctl.state.0;
-    let a = s.ctl.rx_prod.0.tail.load(Ordering::Acquire) as u64;
-    let b = s.ctl.tx_head.0.load(Ordering::Acquire) as u64;
-    let c = st.flags.load(Ordering::Acquire) as u64;
-    let d = st.accept_seq.load(Ordering::Acquire) as u64;
-    let e = st.error_seq.load(Ordering::Acquire) as u64;
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for v in [a, b, c, d, e] {
-        h = (h ^ v).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+/// sendmmsg on a stream socket: sends messages in turn until one fails.
+pub(crate) fn sendmmsg(fd: i32, v: *mut libc::mmsghdr, n: libc::c_uint, f: i32) -> R {
+    if v.is_null() {
+        return R::Err(libc::EFAULT);
     }
-    h
+    let mut done = 0u32;
+    while done < n.min(libc::UIO_MAXIOV as c_uint) {
+        // SAFETY: the application passes n mmsghdrs.
+        let mm = unsafe { &mut *v.add(done as usize) };
+        let iov = match iov_slice(mm.msg_hdr.msg_iov, mm.msg_hdr.msg_iovlen as c_int) {
+            Ok(s) => s,
+            Err(e) => {
+                return if done > 0 {
+                    R::Ok(done as isize)
+                } else {
+                    R::Err(e)
+                }
+            }
+        };
+        match send(fd, &Iov { v: iov }, f) {
+            R::Ok(k) => {
+                mm.msg_len = k as c_uint;
+                done += 1;
+            }
+            R::Err(e) => {
+                return if done > 0 {
+                    R::Ok(done as isize)
+                } else {
+                    R::Err(e)
+                }
+            }
+            R::Pass => return R::Pass,
+        }
+    }
+    R::Ok(done as isize)
 }
 
 #[cfg(test)]

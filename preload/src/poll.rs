@@ -5,19 +5,19 @@
 //! `waiter_mask`, its eventfd joins the kernel `ppoll` set, and the agent rings it on any change.
 
 use crate::fdtable::{self, Entry};
-use crate::{ops, sys};
+use crate::{readiness, sockref, sys};
 use core::sync::atomic::Ordering;
 use shm_proto::wake;
 
 fn offloaded_revents(fd: i32, events: i16) -> Option<i16> {
     match fdtable::get(fd) {
         Entry::Sock(slot) => {
-            let Ok(s) = ops::sock(slot) else {
+            let Ok(s) = sockref::sock(slot) else {
                 return Some(libc::POLLNVAL);
             };
-            let r = ops::readiness(&s) as i16;
+            let r = readiness::readiness(&s) as i16;
             if events & libc::POLLIN != 0 && r & libc::POLLIN == 0 {
-                ops::want_rx(&s, false);
+                readiness::want_rx(&s, false);
             }
             Some(r & (events | libc::POLLERR | libc::POLLHUP))
         }
@@ -44,7 +44,7 @@ pub(crate) fn poll(
         }
         return Some(poll_epolls(fds, timeout_ns, sigmask));
     }
-    let c = crate::channel_if_attached()?;
+    let c = crate::process::channel_if_attached()?;
     // An epoll fd of ours inside a poll set: keep its doorbell armed (see epoll::arm_nested).
     for p in fds.iter() {
         if let Entry::Epoll(idx) = fdtable::get(p.fd) {
@@ -337,4 +337,41 @@ fn poll_epolls(
             return Ok(n);
         }
     }
+}
+
+/// `select` with its `timeval` timeout: checked as Linux does, and updated on return with the time
+/// not slept (Linux's behaviour). None: no offloaded fd in the sets, libc's select runs.
+// time_t/suseconds_t widths differ between targets; the casts are for the 32-bit ones.
+#[allow(clippy::unnecessary_cast)]
+pub(crate) fn select_timeval(
+    n: i32,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    t: *mut libc::timeval,
+) -> Option<Result<i32, i32>> {
+    let ns = if t.is_null() {
+        -1
+    } else {
+        // SAFETY: non-null application timeval.
+        let tv = unsafe { *t };
+        if tv.tv_sec < 0 || tv.tv_usec < 0 {
+            return Some(Err(libc::EINVAL));
+        }
+        (tv.tv_sec as i64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(tv.tv_usec as i64 * 1000)
+    };
+    let start = sys::clock_ns();
+    let res = select(n, r, w, e, ns, core::ptr::null());
+    if res.is_some() && !t.is_null() && ns >= 0 {
+        // Linux updates the timeout with the time not slept.
+        let left = (ns - (sys::clock_ns() - start) as i64).max(0);
+        // SAFETY: non-null application timeval.
+        unsafe {
+            (*t).tv_sec = (left / 1_000_000_000) as _;
+            (*t).tv_usec = ((left % 1_000_000_000) / 1000) as _;
+        }
+    }
+    res
 }

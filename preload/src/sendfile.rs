@@ -26,7 +26,8 @@
 //! `rename` instead, which is safe here as it is for nginx's own `open_file_cache`.
 
 use crate::filemap;
-use crate::ops::{lookup, send_sock, Iov, R};
+use crate::ops::{send_sock, Iov, R};
+use crate::sockref::lookup;
 
 fn errno() -> i32 {
     // SAFETY: errno location of this thread.

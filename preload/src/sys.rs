@@ -6,6 +6,12 @@
 
 use core::arch::asm;
 
+/// Sets the calling thread's errno (what a hook returns -1 with).
+pub(crate) fn set_errno(e: i32) {
+    // SAFETY: errno location of the calling thread.
+    unsafe { *libc::__errno_location() = e };
+}
+
 pub(crate) type SysResult = Result<usize, i32>;
 
 #[inline(always)]
