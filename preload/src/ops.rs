@@ -1247,88 +1247,66 @@ pub(crate) fn iov_slice<'a>(v: *const iovec, n: c_int) -> Result<&'a [iovec], i3
     Ok(unsafe { core::slice::from_raw_parts(v, n as usize) })
 }
 
-/// recvmmsg on a stream socket: fills messages in turn; later ones never block (as Linux).
-pub(crate) fn recvmmsg(fd: i32, v: *mut libc::mmsghdr, n: libc::c_uint, f: i32) -> R {
+/// Runs `one` on each of the `n` messages at `v` in turn (at most `UIO_MAXIOV`), as Linux's
+/// recvmmsg/sendmmsg do on a stream socket: an error after the first message ends the call with
+/// the count so far; `one` returns `Ok(true)` to go on, `Ok(false)` to stop after this message.
+fn each_mmsg(
+    v: *mut libc::mmsghdr,
+    n: libc::c_uint,
+    mut one: impl FnMut(&mut libc::mmsghdr, &[libc::iovec]) -> Result<bool, R>,
+) -> R {
     if v.is_null() {
         return R::Err(libc::EFAULT);
     }
     let mut done = 0u32;
-    let mut flags = f & !libc::MSG_WAITFORONE;
     while done < n.min(libc::UIO_MAXIOV as c_uint) {
         // SAFETY: the application passes n mmsghdrs.
         let mm = unsafe { &mut *v.add(done as usize) };
-        let iov = match iov_slice(mm.msg_hdr.msg_iov, mm.msg_hdr.msg_iovlen as c_int) {
-            Ok(s) => s,
-            Err(e) => {
-                return if done > 0 {
-                    R::Ok(done as isize)
-                } else {
-                    R::Err(e)
-                }
-            }
+        let step = match iov_slice(mm.msg_hdr.msg_iov, mm.msg_hdr.msg_iovlen as c_int) {
+            Ok(iov) => one(mm, iov),
+            Err(e) => Err(R::Err(e)),
         };
-        match recv(fd, &Iov { v: iov }, flags) {
-            R::Ok(k) => {
-                mm.msg_len = k as c_uint;
-                mm.msg_hdr.msg_controllen = 0;
-                mm.msg_hdr.msg_flags = 0;
-                mm.msg_hdr.msg_namelen = 0;
+        match step {
+            Ok(go_on) => {
                 done += 1;
-                if k == 0 {
+                if !go_on {
                     break;
                 }
             }
-            R::Err(e) => {
-                return if done > 0 {
-                    R::Ok(done as isize)
-                } else {
-                    R::Err(e)
-                }
-            }
-            R::Pass => return R::Pass,
-        }
-        if f & libc::MSG_WAITFORONE != 0 {
-            flags |= libc::MSG_DONTWAIT;
+            Err(R::Err(_)) if done > 0 => break,
+            Err(r) => return r,
         }
     }
     R::Ok(done as isize)
 }
 
+/// recvmmsg on a stream socket: fills messages in turn; later ones never block (as Linux).
+pub(crate) fn recvmmsg(fd: i32, v: *mut libc::mmsghdr, n: libc::c_uint, f: i32) -> R {
+    let mut flags = f & !libc::MSG_WAITFORONE;
+    each_mmsg(v, n, |mm, iov| match recv(fd, &Iov { v: iov }, flags) {
+        R::Ok(k) => {
+            mm.msg_len = k as c_uint;
+            mm.msg_hdr.msg_controllen = 0;
+            mm.msg_hdr.msg_flags = 0;
+            mm.msg_hdr.msg_namelen = 0;
+            if f & libc::MSG_WAITFORONE != 0 {
+                flags |= libc::MSG_DONTWAIT;
+            }
+            Ok(k != 0)
+        }
+        r => Err(r),
+    })
+}
+
 /// sendmmsg on a stream socket: sends messages in turn until one fails.
 pub(crate) fn sendmmsg(fd: i32, v: *mut libc::mmsghdr, n: libc::c_uint, f: i32) -> R {
-    if v.is_null() {
-        return R::Err(libc::EFAULT);
-    }
-    let mut done = 0u32;
-    while done < n.min(libc::UIO_MAXIOV as c_uint) {
-        // SAFETY: the application passes n mmsghdrs.
-        let mm = unsafe { &mut *v.add(done as usize) };
-        let iov = match iov_slice(mm.msg_hdr.msg_iov, mm.msg_hdr.msg_iovlen as c_int) {
-            Ok(s) => s,
-            Err(e) => {
-                return if done > 0 {
-                    R::Ok(done as isize)
-                } else {
-                    R::Err(e)
-                }
-            }
-        };
-        match send(fd, &Iov { v: iov }, f) {
-            R::Ok(k) => {
-                mm.msg_len = k as c_uint;
-                done += 1;
-            }
-            R::Err(e) => {
-                return if done > 0 {
-                    R::Ok(done as isize)
-                } else {
-                    R::Err(e)
-                }
-            }
-            R::Pass => return R::Pass,
+    each_mmsg(v, n, |mm, iov| match send(fd, &Iov { v: iov }, f) {
+        R::Ok(k) => {
+            mm.msg_len = k as c_uint;
+            Ok(true)
         }
-    }
-    R::Ok(done as isize)
+        r => Err(r),
+    })
 }
 
 #[cfg(test)]

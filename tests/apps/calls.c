@@ -195,6 +195,32 @@ static void mmsg(void)
     r = recvmmsg(b, &rm, 1, MSG_DONTWAIT, &to);
     out("recvmmsg: %d %s len=%u data=%s", r, r < 0 ? ename(errno) : "", r > 0 ? rm.msg_len : 0,
         r > 0 ? b1 : "");
+    /* No vector at all. */
+    r = recvmmsg(b, NULL, 1, MSG_DONTWAIT, NULL);
+    out("recvmmsg NULL: %d %s", r, r < 0 ? ename(errno) : "");
+    /* The second message's iovec count is out of range: the first one is still sent. */
+    struct mmsghdr bad[2];
+    memset(bad, 0, sizeof bad);
+    bad[0].msg_hdr.msg_iov = &iv[0];
+    bad[0].msg_hdr.msg_iovlen = 1;
+    bad[1].msg_hdr.msg_iov = &iv[1];
+    bad[1].msg_hdr.msg_iovlen = 100000;
+    r = sendmmsg(a, bad, 2, MSG_NOSIGNAL);
+    out("sendmmsg bad second: %d %s len0=%u", r, r < 0 ? ename(errno) : "", bad[0].msg_len);
+    poll(&p, 1, 2000);
+    msleep(100);
+    /* MSG_WAITFORONE: the first message waits, later ones do not: one message, not two. */
+    char c1[16] = {0}, c2[16] = {0};
+    struct iovec r1 = {c1, sizeof c1}, r2 = {c2, sizeof c2};
+    struct mmsghdr two[2];
+    memset(two, 0, sizeof two);
+    two[0].msg_hdr.msg_iov = &r1;
+    two[0].msg_hdr.msg_iovlen = 1;
+    two[1].msg_hdr.msg_iov = &r2;
+    two[1].msg_hdr.msg_iovlen = 1;
+    r = recvmmsg(b, two, 2, MSG_WAITFORONE, &to);
+    out("recvmmsg waitforone: %d %s len0=%u data=%s", r, r < 0 ? ename(errno) : "",
+        r > 0 ? two[0].msg_len : 0, r > 0 ? c1 : "");
     close(a);
     close(b);
 }
