@@ -312,6 +312,16 @@ impl Channel {
 mod tests {
     use super::*;
 
+    /// Four slots of 4 KiB streams.
+    fn small() -> Geometry {
+        Geometry {
+            max_sockets: 4,
+            rx_size: 4096,
+            tx_size: 4096,
+            ..Geometry::default()
+        }
+    }
+
     fn bell_rung(fd: std::os::fd::RawFd) -> bool {
         let mut b = [0u8; 8];
         // SAFETY: `b` is 8 writable bytes; the eventfd is non-blocking (EAGAIN when zero).
@@ -320,13 +330,7 @@ mod tests {
 
     #[test]
     fn consuming_commands_wakes_a_host_waiting_for_ring_space() {
-        let geo = Geometry {
-            max_sockets: 4,
-            rx_size: 4096,
-            tx_size: 4096,
-            ..Geometry::default()
-        };
-        let (mut ch, _memfd) = Channel::create(geo).unwrap();
+        let (mut ch, _memfd) = Channel::create(small()).unwrap();
         let region = *ch.region();
         let mut host = region.cmd_producer();
         let h = region.header();
@@ -403,18 +407,15 @@ mod tests {
         rx.copy_in(0, &[5u8; 100]);
         rx.publish_tail(100);
         ch.reset_slot(2);
-        assert_eq!(ch.resident_bytes(), before.max(ch.resident_bytes()));
+        assert!(
+            ch.resident_bytes() >= before,
+            "a slot that moved under a page gave pages back"
+        );
     }
 
     #[test]
     fn doorbells_are_owed_by_flush_and_written_once_by_ring_owed() {
-        let geo = Geometry {
-            max_sockets: 4,
-            rx_size: 4096,
-            tx_size: 4096,
-            ..Geometry::default()
-        };
-        let (mut ch, _memfd) = Channel::create(geo).unwrap();
+        let (mut ch, _memfd) = Channel::create(small()).unwrap();
         let bell = sys::eventfd().unwrap();
         let raw = bell.as_raw_fd();
         assert!(ch.set_waiter(3, bell));

@@ -185,11 +185,8 @@ mod tests {
         received: usize,
     }
 
-    /// A sends `total` bytes (half through `send`, half from a lent stream) to B over a clean
-    /// link, everything at explicit times (1 ms steps). `room`: None: A's frames are built in
-    /// its own buffers only (`poll_transmit_from`); Some(r): A polls with a [`FakeWriter`]
-    /// whose frames go on the wire before A's queued ones, as a device's `tx_burst` sends them.
-    fn run(room: Option<Room>, caps: DeviceCaps, total: usize) -> Run {
+    /// A (with `caps`) connecting to B's listener on port 80: (A, B, the listener, A's socket).
+    fn pair(caps: DeviceCaps) -> (Stack, Stack, SockId, SockId) {
         let mut a = Stack::new(cfg(A_IP, 1, caps), Instant::ZERO);
         let mut b = Stack::new(cfg(B_IP, 2, DeviceCaps::default()), Instant::ZERO);
         let l = b.socket(false).unwrap();
@@ -197,6 +194,15 @@ mod tests {
         b.listen(l, 16).unwrap();
         let c = a.socket(false).unwrap();
         let _ = a.connect(c, SocketAddr::new(IpAddr::V4(B_IP), 80));
+        (a, b, l, c)
+    }
+
+    /// A sends `total` bytes (half through `send`, half from a lent stream) to B over a clean
+    /// link, everything at explicit times (1 ms steps). `room`: None: A's frames are built in
+    /// its own buffers only (`poll_transmit_from`); Some(r): A polls with a [`FakeWriter`]
+    /// whose frames go on the wire before A's queued ones, as a device's `tx_burst` sends them.
+    fn run(room: Option<Room>, caps: DeviceCaps, total: usize) -> Run {
+        let (mut a, mut b, l, c) = pair(caps);
         let data: Vec<u8> = (0..total).map(|i| (i * 7 + i / 251) as u8).collect();
         let half = total / 2;
         let mut lent = Lent {
@@ -337,13 +343,7 @@ mod tests {
     /// the segment counts as `tx_lent_missing`.
     #[test]
     fn missing_lent_stream_gives_the_buffer_back() {
-        let mut a = Stack::new(cfg(A_IP, 1, DeviceCaps::default()), Instant::ZERO);
-        let mut b = Stack::new(cfg(B_IP, 2, DeviceCaps::default()), Instant::ZERO);
-        let l = b.socket(false).unwrap();
-        b.bind(l, SocketAddr::new(IpAddr::V4(B_IP), 80)).unwrap();
-        b.listen(l, 16).unwrap();
-        let c = a.socket(false).unwrap();
-        let _ = a.connect(c, SocketAddr::new(IpAddr::V4(B_IP), 80));
+        let (mut a, mut b, _l, c) = pair(DeviceCaps::default());
         let mut now = Instant::ZERO;
         for _ in 0..10 {
             a.poll_transmit(now);

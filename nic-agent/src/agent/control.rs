@@ -68,11 +68,7 @@ impl<B: Backend> Agent<B> {
             self.pending.remove(&id);
             return;
         }
-        let hello = if trunc {
-            None
-        } else {
-            Hello::decode(&buf[..n])
-        };
+        let hello = (!trunc).then(|| Hello::decode(&buf[..n])).flatten();
         let Some(h) = hello else {
             warn!("control connection: malformed hello, closing it");
             self.pending.remove(&id);
@@ -197,11 +193,7 @@ impl<B: Backend> Agent<B> {
                 self.on_exit(sid);
                 return;
             }
-            let hello = if trunc {
-                None
-            } else {
-                Hello::decode(&buf[..n])
-            };
+            let hello = (!trunc).then(|| Hello::decode(&buf[..n])).flatten();
             let Some(h) = hello else {
                 self.core
                     .drop_channel(sid, &Violation::BadControl, Instant::now());
