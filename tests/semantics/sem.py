@@ -522,7 +522,12 @@ def t_sendfile():
         sent += n
     p("sf-nb-fill", first is not None and 0 < first < len(data), eagain, 0 < sent < len(data))
     got = []
-    t = threading.Thread(target=lambda: got.append(recv_exact(a, len(data))))
+    # the reader starts late, so the sender's next try meets the full buffer (EAGAIN) and has to
+    # wait for EPOLLOUT; without the delay a fast reader can drain first and no EAGAIN comes
+    def late_reader():
+        time.sleep(0.5)
+        got.append(recv_exact(a, len(data)))
+    t = threading.Thread(target=late_reader)
     t.start()
     ep = select.epoll()
     ep.register(c.fileno(), select.EPOLLOUT | select.EPOLLET)
