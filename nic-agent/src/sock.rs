@@ -56,10 +56,47 @@ pub struct Parked {
     pub tag: u64,
 }
 
+/// A connection in a listener's queue.
+pub enum Waiting<S> {
+    /// Accepted from the backend, never given to a process.
+    Fresh(S, SocketAddr),
+    /// Handed to a process that did not take it (see [`Taker`]): back in the queue with its
+    /// agent-side state, no binding, and what it received in its stash.
+    Returned(SockId, SocketAddr),
+}
+
+/// A binding of a listener that takes connections by accept handoff (docs/channel.md, "Accept
+/// handoff"): the agent binds queued connections in its session ahead of time and writes a
+/// record for each into the listener slot's RX stream, where `accept` finds them without a
+/// round trip. A binding becomes a taker when it sends `OP_ACCEPT`, and stops when a record
+/// waited longer than the hold time (its process is not accepting: the records go back to
+/// the shared queue, for every binding).
+pub struct Taker {
+    pub by: Bind,
+    /// What the agent handed and the host has not provably taken, oldest first. The agent
+    /// trusts these, never the bytes of a record the host could have rewritten.
+    pub handed: VecDeque<Handed>,
+}
+
+/// One connection handed to a [`Taker`].
+#[derive(Clone, Copy, Debug)]
+pub struct Handed {
+    /// Stream index of its record.
+    pub at: u32,
+    /// Its slot in the taker's session.
+    pub slot: u32,
+    pub conn: SockId,
+    pub peer: SocketAddr,
+    pub when: Instant,
+}
+
 /// Accept queue of a listener, shared by every binding.
 pub struct Listener<S> {
     /// Connections the agent accepted that no host `accept` took yet.
-    pub queue: VecDeque<(S, SocketAddr)>,
+    pub queue: VecDeque<Waiting<S>>,
+    /// Bindings taking connections by handoff, served round-robin from `next_taker`.
+    pub takers: Vec<Taker>,
+    pub next_taker: usize,
     /// Queue limit; the rest waits in the kernel's backlog.
     pub cap: usize,
     /// `CF_WAIT` accepts waiting for a connection, oldest first, from any binding.
@@ -110,6 +147,8 @@ pub struct Sock<S> {
     pub abort_on_close: bool,
     /// The binding whose TX stream is lent to the backend (see the module doc).
     pub lend_by: Option<Bind>,
+    /// Waiting in a listener's queue after a handoff nobody took (a reference of its own).
+    pub queued: bool,
 }
 
 impl<S> Sock<S> {
@@ -137,12 +176,14 @@ impl<S> Sock<S> {
             stash: Vec::new(),
             abort_on_close: false,
             lend_by: None,
+            queued: false,
         }
     }
 
-    /// Bindings plus ticket references: the OS socket closes when this reaches 0.
+    /// Bindings, ticket references and a listener queue holding it: the OS socket closes when
+    /// this reaches 0.
     pub fn refs(&self) -> usize {
-        self.bindings.len() + self.tickets as usize
+        self.bindings.len() + self.tickets as usize + usize::from(self.queued)
     }
 
     pub fn set_flags(&mut self, set: u32, clear: u32) {

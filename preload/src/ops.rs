@@ -3,7 +3,7 @@
 
 use crate::channel::Channel;
 use crate::fdtable;
-use crate::readiness::want_rx;
+use crate::readiness::{self, want_rx};
 use crate::sockref::{lookup, S};
 use crate::{log, sys, util};
 use core::sync::atomic::Ordering;
@@ -285,13 +285,19 @@ pub(crate) fn accept4(
         return R::Err(libc::EINVAL);
     }
     let st = &s.ctl.state.0;
-    let evt = loop {
+    let (slot, peer) = loop {
         if st.flags.load(Ordering::Acquire) & SF_LISTENING == 0 {
             return R::Err(libc::EINVAL);
         }
+        // A connection the agent handed us ahead of time: no round trip.
+        match readiness::take_handoff(&s) {
+            Ok(Some(h)) => break (h.slot, h.peer),
+            Ok(None) => {}
+            Err(e) => return R::Err(e),
+        }
         if st.accept_ready.load(Ordering::Acquire) > 0 {
             match call(&s, Request::Accept { wait: false }) {
-                Ok(e) if e.result >= 0 => break e,
+                Ok(e) if e.result >= 0 => break (e.result as u32, e.addr()),
                 Ok(e) if e.result == -(libc::EAGAIN as i64) => {}
                 Ok(e) => return R::Err((-e.result) as i32),
                 Err(e) => return R::Err(e),
@@ -302,6 +308,7 @@ pub(crate) fn accept4(
         }
         let ready = || {
             st.accept_ready.load(Ordering::Acquire) > 0
+                || readiness::handoffs_waiting(&s)
                 || st.flags.load(Ordering::Acquire) & SF_LISTENING == 0
         };
         let timeo = s.hs.rcvtimeo.load(Ordering::Relaxed);
@@ -311,7 +318,6 @@ pub(crate) fn accept4(
             Err(e) => return R::Err(e),
         }
     };
-    let slot = evt.result as u32;
     let domain = s.hs.domain.load(Ordering::Relaxed);
     let shadow = match sys::socket(domain, libc::SOCK_STREAM | flags, 0) {
         Ok(f) if f < fdtable::MAX_FDS => f as i32,
@@ -330,7 +336,6 @@ pub(crate) fn accept4(
         return R::Err(libc::EIO);
     }
     fdtable::set_sock(shadow, slot);
-    let peer = evt.addr();
     // SAFETY: the application's buffers; write_addr checks null and length.
     if let Err(e) = unsafe { write_addr(&peer, addr, len) } {
         return R::Err(e);

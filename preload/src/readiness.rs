@@ -48,7 +48,7 @@ pub(crate) fn readiness(s: &S) -> u32 {
     }
     let mut ev = 0u32;
     if fl & SF_LISTENING != 0 {
-        if st.accept_ready.load(Ordering::Acquire) > 0 {
+        if st.accept_ready.load(Ordering::Acquire) > 0 || handoffs_waiting(s) {
             ev |= (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
         }
         return ev;
@@ -95,6 +95,29 @@ pub(crate) fn readiness(s: &S) -> u32 {
         ev |= (libc::EPOLLOUT | libc::EPOLLWRNORM | libc::EPOLLHUP) as u32;
     }
     ev
+}
+
+/// A listener has connections the agent handed to this process (shm_proto::handoff).
+pub(crate) fn handoffs_waiting(s: &S) -> bool {
+    s.c.region.rx(s.slot).is_some_and(|rx| {
+        rx.readable(s.ctl.rx_head.0.load(Ordering::Acquire))
+            .unwrap_or(0)
+            > 0
+    })
+}
+
+/// Takes the oldest connection the agent handed to listener `s`, if any. A record naming a
+/// slot outside the region is the agent's fault: EIO (the region is not trusted blindly
+/// even from that side).
+pub(crate) fn take_handoff(s: &S) -> Result<Option<handoff::Handoff>, i32> {
+    let Some(rx) = s.c.region.rx(s.slot) else {
+        return Ok(None);
+    };
+    match handoff::take(&rx) {
+        Ok(Some(h)) if s.c.region.sock(h.slot).is_some() && h.slot != s.slot => Ok(Some(h)),
+        Ok(Some(_)) | Err(_) => Err(libc::EIO),
+        Ok(None) => Ok(None),
+    }
 }
 
 /// A fingerprint of everything that can produce a new edge for EPOLLET.

@@ -6,7 +6,7 @@ use crate::primitive::{AtomicU32, AtomicU64};
 /// "SNSTACK" + NUL, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SNSTACK\0");
 /// Bumped on every incompatible change of anything in this crate.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 /// Bytes of the header page.
 pub const HEADER_SIZE: usize = 4096;
 /// Number of waiter slots (epoll instances and poll/select callers) per process. Also the width of

@@ -28,6 +28,7 @@ pub mod addr;
 pub mod attach;
 pub mod changed;
 pub mod completion;
+pub mod handoff;
 pub mod layout;
 pub mod msg;
 mod primitive;

@@ -95,6 +95,14 @@ impl<B: Backend> Core<B> {
             .map(|(bd, _)| bd.sock)
         {
             self.end_loan(id);
+            let taker = self
+                .socks
+                .get(id)
+                .and_then(|s| s.listener.as_ref())
+                .is_some_and(|l| l.takers.iter().any(|t| t.by == b));
+            if taker {
+                self.end_taker(id, b);
+            }
         }
         let Some(p) = self.procs.get_mut(&b.sid) else {
             return;
@@ -221,6 +229,21 @@ impl<B: Backend> Core<B> {
         }
     }
 
+    /// Closes a connection no process accepted (its listener stops): reset, as Linux resets
+    /// the connections of a closed listener's queue.
+    pub(super) fn discard_waiting(&mut self, w: sock::Waiting<B::Sock>) {
+        match w {
+            sock::Waiting::Fresh(c, _) => self.backend.close(c),
+            sock::Waiting::Returned(id, _) => {
+                if let Some(s) = self.socks.get_mut(id) {
+                    s.queued = false;
+                    s.abort_on_close = true;
+                }
+                self.release_if_unused(id);
+            }
+        }
+    }
+
     /// Releases everything an unreferenced socket holds.
     pub(super) fn close_os(&mut self, mut s: Sock<B::Sock>) {
         if let Some(p) = s.reuse_port_bound.take() {
@@ -228,8 +251,8 @@ impl<B: Backend> Core<B> {
         }
         let mut parked = Vec::new();
         if let Some(l) = s.listener.take() {
-            for (c, _) in l.queue {
-                self.backend.close(c);
+            for w in l.queue {
+                self.discard_waiting(w);
             }
             parked.extend(l.parked);
         }

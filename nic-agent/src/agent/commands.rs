@@ -274,6 +274,8 @@ impl<B: Backend> Core<B> {
             None => {
                 s.listener = Some(Listener {
                     queue: Default::default(),
+                    takers: Vec::new(),
+                    next_taker: 0,
                     cap,
                     parked: Default::default(),
                     kernel_pending: true,
@@ -310,7 +312,12 @@ impl<B: Backend> Core<B> {
         let Some(l) = s.listener.as_mut().filter(|_| s.kind == Kind::Listening) else {
             return self.complete(sid, tag, slot, neg(libc::EINVAL), Payload::None);
         };
-        if l.queue.is_empty() {
+        let empty = l.queue.is_empty();
+        self.add_taker(id, b);
+        let Some(l) = self.socks.get_mut(id).and_then(|s| s.listener.as_mut()) else {
+            return Ok(());
+        };
+        if empty {
             // A parked accept without a tag could never deliver its slot: treat as non-blocking.
             if wait && tag != 0 {
                 l.parked.push_back(Parked { by: b, tag });
@@ -388,6 +395,19 @@ impl<B: Backend> Core<B> {
         }
         let rd = how == libc::SHUT_RD || how == libc::SHUT_RDWR;
         let wr = how == libc::SHUT_WR || how == libc::SHUT_RDWR;
+        if rd {
+            // A listener stops: what it handed and nobody accepted closes with its queue.
+            let takers: Vec<Bind> = self
+                .socks
+                .get(id)
+                .filter(|s| s.kind == Kind::Listening)
+                .and_then(|s| s.listener.as_ref())
+                .map(|l| l.takers.iter().map(|t| t.by).collect())
+                .unwrap_or_default();
+            for t in takers {
+                self.withdraw_handoffs(id, t, false, false);
+            }
+        }
         let Some(s) = self.socks.get_mut(id) else {
             return Ok(());
         };
@@ -418,7 +438,7 @@ impl<B: Backend> Core<B> {
         if s.kind == Kind::Listening && rd {
             if let Some(l) = s.listener.take() {
                 parked.extend(l.parked);
-                closed.extend(l.queue.into_iter().map(|(c, _)| c));
+                closed.extend(l.queue);
             }
             s.kind = Kind::Fresh;
             s.set_flags(0, SF_LISTENING);
@@ -427,10 +447,10 @@ impl<B: Backend> Core<B> {
             parked.extend(s.connect_tag.take());
             s.set_flags(0, SF_CONNECTING);
         }
-        for c in closed {
-            self.backend.close(c);
+        for w in closed {
+            self.discard_waiting(w);
         }
-        Self::publish_to(s, &mut self.procs);
+        self.publish(id);
         for p in parked {
             self.complete_to(p.by, p.tag, neg(libc::EINVAL), Payload::None);
         }

@@ -87,6 +87,10 @@ pub struct Core<B: Backend> {
     dropped: u64,
     attaches: u64,
     pub(super) next_timer: Option<Instant>,
+    /// When the oldest unconsumed accept handoff reaches its hold time (listeners.rs).
+    pub(super) handoff_timer: Option<Instant>,
+    /// Listeners that have takers (accept handoff).
+    pub(super) handoff_lids: Vec<SockId>,
     /// Violations found while serving an event or another session's command: the channels are
     /// dropped once the current step is over.
     pub(super) failed: Vec<(u32, Violation)>,
@@ -137,6 +141,8 @@ impl<B: Backend> Core<B> {
             dropped: 0,
             attaches: 0,
             next_timer: None,
+            handoff_timer: None,
+            handoff_lids: Vec::new(),
             failed: Vec::new(),
             actions: VecDeque::with_capacity(64),
             now,
@@ -165,7 +171,10 @@ impl<B: Backend> Core<B> {
 
     /// When [`Core::handle_timeout`] has work next (drains, fork tickets).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.next_timer
+        match (self.next_timer, self.handoff_timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// A live process has commands waiting in its ring.
@@ -260,6 +269,11 @@ impl<B: Backend> Core<B> {
         };
         let live = p.sess.table.live_count();
         p.closing = true;
+        // Connections handed to it and not accepted go back to listeners others still hold.
+        self.withdraw_session(sid, false);
+        let Some(p) = self.procs.get(&sid) else {
+            return;
+        };
         for slot in p.sess.table.used_slots() {
             let live = self
                 .procs
@@ -319,6 +333,10 @@ impl<B: Backend> Core<B> {
         }
         p.chan.kill();
         p.closing = true;
+        self.withdraw_session(sid, false);
+        let Some(p) = self.procs.get(&sid) else {
+            return;
+        };
         for slot in p.sess.table.used_slots() {
             self.finish_binding(Bind { sid, slot });
         }
@@ -436,6 +454,8 @@ impl<B: Backend> Core<B> {
     /// Drains past their deadline and fork tickets past theirs.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
+        self.handoff_timeout(now);
+        self.drop_failed();
         let Some(t) = self.next_timer else { return };
         if t > now {
             return;

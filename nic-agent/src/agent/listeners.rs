@@ -1,12 +1,26 @@
-//! Listeners: the shared accept queue filled from the backend, parked `CF_WAIT` accepts, and one
-//! accept handing a connection to a binding.
+//! Listeners: the shared accept queue filled from the backend, parked `CF_WAIT` accepts, one
+//! accept handing a connection to a binding, and the accept handoff (connections bound ahead
+//! of `accept` in the sessions that are accepting, docs/channel.md "Accept handoff").
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use shm_proto::handoff::{self, Handoff};
 
 use super::*;
+use crate::sock::{Handed, Taker, Waiting};
+
+/// Records a taker may hold unconsumed: beyond this, connections wait in the shared queue.
+const HANDOFF_DEPTH: u32 = 8;
+/// A record unconsumed this long means its process is not accepting: the taker's records go
+/// back to the shared queue (for any binding) and it stops being a taker until it asks again.
+pub(super) const HANDOFF_HOLD: Duration = Duration::from_millis(5);
 
 impl<B: Backend> Core<B> {
     /// Moves connections from the kernel into the shared accept queue (up to its cap), serves
-    /// parked accepts of any binding oldest first, and publishes `accept_ready` to every binding.
-    /// `changed`: the caller already changed the queue (publish even when nothing new came).
+    /// parked accepts of any binding oldest first, hands the rest to the takers, and publishes
+    /// `accept_ready` to every binding. `changed`: the caller already changed the queue
+    /// (publish even when nothing new came).
     pub(super) fn fill_accept_queue(&mut self, id: SockId, mut changed: bool) {
         loop {
             let Some(s) = self.socks.get_mut(id) else {
@@ -17,8 +31,8 @@ impl<B: Backend> Core<B> {
             };
             while l.queue.len() < l.cap {
                 match self.backend.accept(&s.os) {
-                    Ok(c) => {
-                        l.queue.push_back(c);
+                    Ok((c, peer)) => {
+                        l.queue.push_back(Waiting::Fresh(c, peer));
                         l.seq = l.seq.wrapping_add(1);
                         changed = true;
                     }
@@ -46,6 +60,7 @@ impl<B: Backend> Core<B> {
                 self.accept_one(id, p.by, p.tag);
                 served = true;
             }
+            served |= self.hand_off(id);
             if changed || served {
                 self.publish(id);
             }
@@ -73,54 +88,410 @@ impl<B: Backend> Core<B> {
     /// Takes the oldest queued connection of listener `lid` into a new slot of the accepting
     /// binding's session and completes `tag` there.
     pub(super) fn accept_one(&mut self, lid: SockId, by: Bind, tag: u64) {
+        match self.bind_next(lid, by) {
+            Ok(Some((slot, _, peer))) => {
+                self.complete_to(by, tag, i64::from(slot), Payload::Addr(peer.into()))
+            }
+            Ok(None) => self.complete_to(by, tag, neg(libc::EAGAIN), Payload::None),
+            Err(e) => self.complete_to(by, tag, neg(e), Payload::None),
+        }
+    }
+
+    /// Binds the oldest queued connection of listener `lid` to a new slot of `by`'s session:
+    /// its slot, socket and peer; `None` when the queue is empty (or `by`'s process is gone);
+    /// an errno when it cannot be bound (the connection stays queued, or is closed when the
+    /// backend refuses it).
+    fn bind_next(
+        &mut self,
+        lid: SockId,
+        by: Bind,
+    ) -> Result<Option<(u32, SockId, SocketAddr)>, i32> {
         let Some(p) = self.procs.get_mut(&by.sid) else {
-            return;
+            return Ok(None);
         };
         if p.closing {
-            return;
+            return Ok(None);
         }
         if !p.sess.table.has_free() {
-            return self.complete_to(by, tag, neg(libc::EMFILE), Payload::None);
+            return Err(libc::EMFILE);
         }
         let Some(l) = self.socks.get_mut(lid) else {
-            return;
+            return Ok(None);
         };
         let domain = l.domain;
-        let Some((os, peer)) = l.listener.as_mut().and_then(|l| l.queue.pop_front()) else {
-            return self.complete_to(by, tag, neg(libc::EAGAIN), Payload::None);
+        let Some(w) = l.listener.as_mut().and_then(|l| l.queue.pop_front()) else {
+            return Ok(None);
         };
-        let mut s = Sock::new(os, domain);
-        s.kind = Kind::Connected;
-        s.set_flags(SF_CONNECTED, 0);
-        let id = self.socks.insert(s);
+        let (id, peer, fresh) = match w {
+            Waiting::Fresh(os, peer) => {
+                let mut s = Sock::new(os, domain);
+                s.kind = Kind::Connected;
+                s.set_flags(SF_CONNECTED, 0);
+                (self.socks.insert(s), peer, true)
+            }
+            Waiting::Returned(id, peer) => match self.socks.get_mut(id) {
+                Some(s) => {
+                    s.queued = false;
+                    (id, peer, false)
+                }
+                None => return Ok(None),
+            },
+        };
         let slot = match p.sess.table.alloc(Binding::new(id)) {
             Ok(n) => n,
             Err(_) => {
                 if let Some(s) = self.socks.remove(id) {
                     self.close_os(s);
                 }
-                return self.complete_to(by, tag, neg(libc::EMFILE), Payload::None);
+                return Err(libc::EMFILE);
             }
         };
         p.chan.reset_slot(slot);
         let nb = Bind { sid: by.sid, slot };
         let Some(s) = self.socks.get_mut(id) else {
-            return;
+            return Ok(None);
         };
         s.bindings.push(nb);
         s.active = Some(nb);
-        if let Err(e) = self.backend.register(&s.os, id.token()) {
-            warn!(pid = p.sess.pid, "accept: registering the socket: {e}");
-            if let Some(b) = p.sess.table.free(slot) {
-                if let Some(s) = self.socks.remove(b.sock) {
-                    self.close_os(s);
+        if fresh {
+            if let Err(e) = self.backend.register(&s.os, id.token()) {
+                warn!(pid = p.sess.pid, "accept: registering the socket: {e}");
+                if let Some(b) = p.sess.table.free(slot) {
+                    if let Some(s) = self.socks.remove(b.sock) {
+                        self.close_os(s);
+                    }
                 }
+                return Err(sys::errno_of(&e));
             }
-            return self.complete_to(by, tag, err_of(&e), Payload::None);
+            s.registered = true;
         }
-        s.registered = true;
         Self::publish_to(s, &mut self.procs);
         self.pump_rx(id);
-        self.complete_to(by, tag, i64::from(slot), Payload::Addr(peer.into()));
+        Ok(Some((slot, id, peer)))
+    }
+
+    /// Binding `b` of listener `lid` accepts: from now on it takes connections by handoff.
+    pub(super) fn add_taker(&mut self, lid: SockId, b: Bind) {
+        let Some(l) = self.socks.get_mut(lid).and_then(|s| s.listener.as_mut()) else {
+            return;
+        };
+        if l.takers.iter().any(|t| t.by == b) {
+            return;
+        }
+        l.takers.push(Taker {
+            by: b,
+            handed: VecDeque::new(),
+        });
+        if !self.handoff_lids.contains(&lid) {
+            self.handoff_lids.push(lid);
+        }
+    }
+
+    /// Hands queued connections of listener `lid` to its takers, round-robin, while they have
+    /// room. True when it handed any.
+    fn hand_off(&mut self, lid: SockId) -> bool {
+        let mut handed = false;
+        let mut misses = 0;
+        loop {
+            let Some(l) = self.socks.get_mut(lid).and_then(|s| s.listener.as_mut()) else {
+                return handed;
+            };
+            let n = l.takers.len();
+            if l.queue.is_empty() || n == 0 || misses >= n {
+                return handed;
+            }
+            let i = l.next_taker % n;
+            l.next_taker = (i + 1) % n;
+            let by = l.takers[i].by;
+            if !self.taker_has_room(lid, i, by) {
+                misses += 1;
+                continue;
+            }
+            let (slot, cid, peer) = match self.bind_next(lid, by) {
+                Ok(Some(c)) => c,
+                Ok(None) | Err(_) => {
+                    misses += 1;
+                    continue;
+                }
+            };
+            misses = 0;
+            let Some(p) = self.procs.get_mut(&by.sid) else {
+                continue;
+            };
+            let rec = Handoff {
+                slot,
+                peer: peer.into(),
+            };
+            let pushed = match (p.sess.table.get_mut(by.slot), p.chan.region().rx(by.slot)) {
+                (Some(bd), Some(rx)) => {
+                    let at = bd.rx_tail;
+                    handoff::push(&rx, &mut bd.rx_tail, &rec).map(|ok| ok.then_some(at))
+                }
+                _ => Ok(None),
+            };
+            p.chan.dirty(by.slot);
+            match pushed {
+                Ok(Some(at)) => {
+                    handed = true;
+                    let now = self.now;
+                    if let Some(t) = self
+                        .socks
+                        .get_mut(lid)
+                        .and_then(|s| s.listener.as_mut())
+                        .and_then(|l| l.takers.iter_mut().find(|t| t.by == by))
+                    {
+                        t.handed.push_back(Handed {
+                            at,
+                            slot,
+                            conn: cid,
+                            peer,
+                            when: now,
+                        });
+                    }
+                    arm(&mut self.handoff_timer, now + HANDOFF_HOLD);
+                }
+                Ok(None) => {
+                    // Checked for room above: only a scribbled head gets here. Close it.
+                    self.finish_binding(Bind { sid: by.sid, slot });
+                    misses += 1;
+                }
+                Err(c) => {
+                    self.failed.push((by.sid, c.into()));
+                    self.finish_binding(Bind { sid: by.sid, slot });
+                    misses += 1;
+                }
+            }
+        }
+    }
+
+    /// Whether taker `i` (binding `by`) of listener `lid` may get another record: its process
+    /// is live, the listener binding is not closing, it has a free slot, and fewer than
+    /// [`HANDOFF_DEPTH`] records wait. Forgets what the host took meanwhile.
+    fn taker_has_room(&mut self, lid: SockId, i: usize, by: Bind) -> bool {
+        let Some(p) = self.procs.get(&by.sid) else {
+            return false;
+        };
+        if p.closing || !p.sess.table.is_live(by.slot) || !p.sess.table.has_free() {
+            return false;
+        }
+        let (Some((bd, _)), Some(rx)) =
+            (p.sess.table.get_any(by.slot), p.chan.region().rx(by.slot))
+        else {
+            return false;
+        };
+        let head = rx.load_head();
+        let waiting = match handoff::pending(&rx, bd.rx_tail) {
+            Ok(n) => n,
+            Err(c) => {
+                self.failed.push((by.sid, c.into()));
+                return false;
+            }
+        };
+        if let Some(t) = self
+            .socks
+            .get_mut(lid)
+            .and_then(|s| s.listener.as_mut())
+            .and_then(|l| l.takers.get_mut(i))
+        {
+            forget_taken(t, head);
+        }
+        waiting < HANDOFF_DEPTH
+    }
+
+    /// Takes back every record binding `by` of listener `lid` has not consumed; each
+    /// connection returns to the front of the shared queue (`requeue`) or closes as an
+    /// unaccepted connection of a closed listener does (reset). `keep`: `by` stays a taker.
+    pub(super) fn withdraw_handoffs(&mut self, lid: SockId, by: Bind, requeue: bool, keep: bool) {
+        let Some(l) = self.socks.get_mut(lid).and_then(|s| s.listener.as_mut()) else {
+            return;
+        };
+        let Some(i) = l.takers.iter().position(|t| t.by == by) else {
+            return;
+        };
+        let mut t = if keep {
+            Taker {
+                by,
+                handed: std::mem::take(&mut l.takers[i].handed),
+            }
+        } else {
+            l.takers.remove(i)
+        };
+        let mut won = Vec::new();
+        if let Some(p) = self.procs.get(&by.sid) {
+            if let (Some((bd, _)), Some(rx)) =
+                (p.sess.table.get_any(by.slot), p.chan.region().rx(by.slot))
+            {
+                if let Err(c) = handoff::withdraw(&rx, bd.rx_tail, |at, _| won.push(at)) {
+                    self.failed.push((by.sid, c.into()));
+                }
+            }
+        }
+        // The agent's own list says which connection each won record named.
+        let back: Vec<Handed> = won
+            .into_iter()
+            .filter_map(|at| t.handed.iter().find(|h| h.at == at).copied())
+            .collect();
+        t.handed.clear();
+        // Oldest first to the front of the queue: push the newest first.
+        for h in back.into_iter().rev() {
+            self.return_conn(lid, by.sid, h, requeue);
+        }
+    }
+
+    /// Connection `h`, handed to session `sid` and taken back: unbound from its slot and
+    /// queued again with what it received, or closed.
+    fn return_conn(&mut self, lid: SockId, sid: u32, h: Handed, requeue: bool) {
+        let (slot, cid) = (h.slot, h.conn);
+        let bound = self.procs.get(&sid).is_some_and(|p| {
+            p.sess
+                .table
+                .get_any(slot)
+                .is_some_and(|(bd, draining)| bd.sock == cid && !draining)
+        });
+        if !bound {
+            return;
+        }
+        let b = Bind { sid, slot };
+        let alone = self
+            .socks
+            .get(cid)
+            .is_some_and(|s| s.bindings == [b] && s.tickets == 0);
+        let listening = self.socks.get(lid).is_some_and(|s| s.listener.is_some());
+        if !(requeue && alone && listening) {
+            self.finish_binding(b);
+            return;
+        }
+        self.end_loan(cid);
+        let Some(p) = self.procs.get_mut(&sid) else {
+            return;
+        };
+        let unread = match p.sess.table.get_any(slot) {
+            Some((bd, _)) => match sock::unread_rx(&p.chan, slot, bd.rx_tail) {
+                Ok(v) => v,
+                Err(v) => {
+                    self.failed.push((sid, v));
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        p.sess.table.free(slot);
+        if let Some(ctl) = p.chan.region().sock(slot) {
+            ctl.state.0.flags.fetch_and(!SF_OPEN, Ordering::SeqCst);
+        }
+        p.chan.dirty(slot);
+        let Some(s) = self.socks.get_mut(cid) else {
+            return;
+        };
+        s.bindings.clear();
+        s.active = None;
+        if !unread.is_empty() {
+            let mut st = unread;
+            st.extend_from_slice(&s.stash);
+            s.stash = st;
+        }
+        s.queued = true;
+        if let Some(l) = self.socks.get_mut(lid).and_then(|s| s.listener.as_mut()) {
+            l.queue.push_front(Waiting::Returned(cid, h.peer));
+        }
+    }
+
+    /// Binding `b` (a listener's) ends: its unconsumed handoffs go back to the queue when
+    /// another reference keeps the listener, or close with it.
+    pub(super) fn end_taker(&mut self, lid: SockId, b: Bind) {
+        let others = self.socks.get(lid).is_some_and(|s| s.refs() > 1);
+        self.withdraw_handoffs(lid, b, others, false);
+        if others {
+            self.fill_accept_queue(lid, true);
+        }
+    }
+
+    /// Every taker of session `sid` gives its records back (the process forks or goes away).
+    /// `keep`: they stay takers.
+    pub(super) fn withdraw_session(&mut self, sid: u32, keep: bool) {
+        for lid in self.handoff_lids.clone() {
+            let mine: Vec<Bind> = self
+                .socks
+                .get(lid)
+                .and_then(|s| s.listener.as_ref())
+                .map(|l| {
+                    l.takers
+                        .iter()
+                        .map(|t| t.by)
+                        .filter(|b| b.sid == sid)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for b in mine {
+                if keep {
+                    // Not handed again now: a fork ticket is about to name the session's slots.
+                    self.withdraw_handoffs(lid, b, true, true);
+                    self.publish(lid);
+                } else {
+                    self.end_taker(lid, b);
+                }
+            }
+        }
+    }
+
+    /// The handoff timer: takers whose oldest record waited [`HANDOFF_HOLD`] lose them (and
+    /// their taker status); the records go to the queue and on to other takers.
+    pub(super) fn handoff_timeout(&mut self, now: Instant) {
+        match self.handoff_timer {
+            Some(t) if t <= now => self.handoff_timer = None,
+            _ => return,
+        }
+        self.handoff_lids.retain(|&lid| {
+            self.socks
+                .get(lid)
+                .and_then(|s| s.listener.as_ref())
+                .is_some_and(|l| !l.takers.is_empty())
+        });
+        for lid in self.handoff_lids.clone() {
+            let mut stale = Vec::new();
+            let mut next = None;
+            if let Some(l) = self.socks.get_mut(lid).and_then(|s| s.listener.as_mut()) {
+                for t in l.takers.iter_mut() {
+                    let head = self
+                        .procs
+                        .get(&t.by.sid)
+                        .and_then(|p| p.chan.region().rx(t.by.slot))
+                        .map(|rx| rx.load_head());
+                    if let Some(h) = head {
+                        forget_taken(t, h);
+                    }
+                    match t.handed.front() {
+                        Some(h) if h.when + HANDOFF_HOLD <= now => stale.push(t.by),
+                        Some(h) => arm(&mut next, h.when + HANDOFF_HOLD),
+                        None => {}
+                    }
+                }
+            }
+            for b in &stale {
+                debug!(
+                    session = b.sid,
+                    slot = b.slot,
+                    "handed connections not accepted in time: back to the queue"
+                );
+                self.withdraw_handoffs(lid, *b, true, false);
+            }
+            if let Some(t) = next {
+                arm(&mut self.handoff_timer, t);
+            }
+            if !stale.is_empty() {
+                self.fill_accept_queue(lid, true);
+            }
+        }
+    }
+}
+
+/// Drops the records of taker `t` that the host consumed (stream index before `head`).
+fn forget_taken(t: &mut Taker, head: u32) {
+    while let Some(h) = t.handed.front() {
+        if (head.wrapping_sub(h.at) as i32) > 0 {
+            t.handed.pop_front();
+        } else {
+            break;
+        }
     }
 }

@@ -106,6 +106,9 @@ impl<B: Backend> Core<B> {
 
     /// `OP_FORK`: a ticket holding a reference to every socket the session holds now.
     pub(super) fn op_fork(&mut self, sid: u32, tag: u64, slot: u32) -> Result<(), Violation> {
+        // Connections handed to the session but not accepted have no fd to inherit: they go
+        // back to the queue rather than into the ticket.
+        self.withdraw_session(sid, true);
         let Some(p) = self.procs.get(&sid) else {
             return Ok(());
         };

@@ -9,9 +9,11 @@ use std::rc::Rc;
 
 use shm_proto::{Consumer, Producer, Region};
 
+use super::listeners::HANDOFF_HOLD;
 use super::*;
 use crate::backend::loopback::LoopBackend;
 use crate::backend::{ConnectState, IoBuf};
+use shm_proto::handoff;
 
 /// What the fake OS knows; shared with the test, which inspects it.
 #[derive(Default)]
@@ -339,8 +341,43 @@ impl Rig {
         assert_eq!(r, neg(libc::EINPROGRESS));
         self.step();
         assert_ne!(c.flags(cs) & SF_CONNECTED, 0);
-        let ss = self.ok(s, ls, Request::Accept { wait: false }) as u32;
+        // As the library does: a connection handed ahead first, else ask.
+        let ss = match take_handoff(s, ls) {
+            Some(h) => h.slot,
+            None => self.ok(s, ls, Request::Accept { wait: false }) as u32,
+        };
         (cs, ss)
+    }
+
+    fn later(&mut self, d: Duration) {
+        self.now += d;
+    }
+
+    /// `p` (pid 100) forks pid 101, which attaches with the ticket: the child's host and the
+    /// number of sockets it inherited.
+    fn fork_child(&mut self, p: &mut Host) -> (Host, usize) {
+        let secret = self.call(p, 0, Request::Fork).secret();
+        self.os.borrow_mut().parents.insert(101, 100);
+        let cred = Cred {
+            pid: 101,
+            uid: UID,
+            gid: UID,
+        };
+        let t = self.core.ticket_for_child(secret, cred).unwrap();
+        self.attach_as(101, Some(t))
+    }
+
+    /// A client socket of `c` that connects to `port` and sends `data` (when not empty).
+    fn client(&mut self, c: &mut Host, port: u16, data: &[u8]) -> u32 {
+        let cs = self.socket(c);
+        self.call(c, cs, connect(port, false));
+        self.step();
+        if !data.is_empty() {
+            c.write(cs, data);
+            self.ok(c, cs, Request::TxKick);
+            self.step();
+        }
+        cs
     }
 
     fn sockets(&self) -> usize {
@@ -418,6 +455,27 @@ fn socket_bind_listen_connect_accept_send_recv_close() {
     r.ok(&mut a, ls, Request::Close);
     assert_eq!(r.sockets(), 0);
     assert!(!a.dead() && !b.dead());
+}
+
+/// The oldest connection the agent handed to listener `ls` of host `h`, taken as `accept` does.
+fn take_handoff(h: &Host, ls: u32) -> Option<shm_proto::handoff::Handoff> {
+    shm_proto::handoff::take(&h.region.rx(ls).unwrap()).unwrap()
+}
+
+/// Handoff records waiting in listener `ls` of host `h`.
+fn handed(h: &Host, ls: u32) -> u32 {
+    let rx = h.region.rx(ls).unwrap();
+    rx.readable(rx.load_head()).unwrap() / handoff::RECORD
+}
+
+fn accept_ready(h: &Host, ls: u32) -> u32 {
+    h.region
+        .sock(ls)
+        .unwrap()
+        .state
+        .0
+        .accept_ready
+        .load(Ordering::Acquire)
 }
 
 fn sock_of(r: &Rig, sid: u32, slot: u32) -> SockId {
@@ -598,20 +656,7 @@ fn a_listener_shared_by_two_processes_has_one_queue() {
     let mut r = Rig::new();
     let mut p = r.attach(100);
     let ls = r.listener(&mut p, 7002);
-    let secret = r.call(&mut p, 0, Request::Fork).secret();
-    r.os.borrow_mut().parents.insert(101, 100);
-    let t = r
-        .core
-        .ticket_for_child(
-            secret,
-            Cred {
-                pid: 101,
-                uid: UID,
-                gid: UID,
-            },
-        )
-        .unwrap();
-    let (mut c, _) = r.attach_as(101, Some(t));
+    let (mut c, _) = r.fork_child(&mut p);
     // The child parks a blocking accept; two connections arrive.
     let parked = c.send(ls, Request::Accept { wait: true });
     r.step();
@@ -621,24 +666,21 @@ fn a_listener_shared_by_two_processes_has_one_queue() {
     r.call(&mut x, c1, connect(7002, false));
     r.call(&mut x, c2, connect(7002, false));
     r.step();
-    // The first went to the parked accept, the second waits in the one queue, visible to both.
+    // The first went to the parked accept. The child accepts, so the second is handed to it
+    // ahead of its next accept; the parent, which never accepted, finds nothing.
     let got = c.take(parked).expect("child's parked accept served");
     assert!(got.result >= 0);
-    let ready = |h: &Host| {
-        h.region
-            .sock(ls)
-            .unwrap()
-            .state
-            .0
-            .accept_ready
-            .load(Ordering::Acquire)
-    };
-    assert_eq!((ready(&p), ready(&c)), (1, 1));
-    let s2 = r.ok(&mut p, ls, Request::Accept { wait: false });
-    assert!(s2 > 0);
-    assert_eq!((ready(&p), ready(&c)), (0, 0));
-    let e = r.call(&mut c, ls, Request::Accept { wait: false });
+    assert_eq!((accept_ready(&p, ls), accept_ready(&c, ls)), (0, 0));
+    assert!(take_handoff(&p, ls).is_none());
+    let e = r.call(&mut p, ls, Request::Accept { wait: false });
     assert_eq!(e.result, neg(libc::EAGAIN));
+    let h = take_handoff(&c, ls).expect("handed to the accepting child");
+    assert_ne!(c.flags(h.slot) & SF_CONNECTED, 0);
+    // The parent accepts too: from now on both take turns.
+    r.client(&mut x, 7002, b"");
+    r.client(&mut x, 7002, b"");
+    assert!(take_handoff(&p, ls).is_some() && take_handoff(&c, ls).is_some());
+    assert_eq!((accept_ready(&p, ls), accept_ready(&c, ls)), (0, 0));
     // A binding's parked accept ends when it closes its copy; the other's listener stays.
     let parked = c.send(ls, Request::Accept { wait: true });
     r.step();
@@ -653,15 +695,7 @@ fn a_dead_process_releases_only_what_it_alone_held() {
     let mut p = r.attach(100);
     let ls = r.listener(&mut p, 7003);
     let own = r.socket(&mut p);
-    let secret = r.call(&mut p, 0, Request::Fork).secret();
-    r.os.borrow_mut().parents.insert(101, 100);
-    let cred = Cred {
-        pid: 101,
-        uid: UID,
-        gid: UID,
-    };
-    let t = r.core.ticket_for_child(secret, cred).unwrap();
-    let (mut c, n) = r.attach_as(101, Some(t));
+    let (mut c, n) = r.fork_child(&mut p);
     assert_eq!(n, 2);
     // The child opens one of its own.
     let mine = r.socket(&mut c);
@@ -839,4 +873,115 @@ fn doorbells_owed_to_a_sleeping_waiter_are_asked_of_the_shell() {
     r.core.channel_mut(a.sid).unwrap().ring_owed();
     r.core.flush();
     assert!(r.core.poll_action().is_none());
+}
+
+#[test]
+fn an_accepting_process_gets_connections_handed_with_their_bytes() {
+    let mut r = Rig::new();
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    let ls = r.listener(&mut a, 7010);
+    // Its first accept asks (and makes it a taker); the rest arrive ahead of the next accept.
+    let (_c0, s0) = r.connect(&mut b, &mut a, ls, 7010);
+    for i in 0..3u8 {
+        r.client(&mut b, 7010, &[b'a' + i; 3]);
+    }
+    assert_eq!(accept_ready(&a, ls), 0, "nothing waits in the shared queue");
+    assert!(a.evts.pop().unwrap().is_none(), "handing completes nothing");
+    for i in 0..3u8 {
+        let h = take_handoff(&a, ls).expect("handed");
+        assert_ne!(h.slot, s0);
+        let peer = SocketAddr::try_from(h.peer).unwrap();
+        assert_eq!(peer.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(a.read(h.slot), [b'a' + i; 3]);
+    }
+    assert!(take_handoff(&a, ls).is_none());
+    // Taken records are forgotten: nothing is withdrawn after the hold time.
+    r.later(HANDOFF_HOLD * 2);
+    r.step();
+    assert_eq!(accept_ready(&a, ls), 0);
+    assert_eq!(r.sockets(), 1 + 4 + 4);
+}
+
+#[test]
+fn handed_connections_not_accepted_in_time_go_back_to_the_queue() {
+    let mut r = Rig::new();
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    let ls = r.listener(&mut a, 7011);
+    let _ = r.connect(&mut b, &mut a, ls, 7011);
+    let cs = r.client(&mut b, 7011, b"first");
+    assert_eq!(handed(&a, ls), 1);
+    // The process does not accept for the hold time: the record is withdrawn, the connection
+    // (and its bytes) wait in the shared queue for any accept.
+    r.later(HANDOFF_HOLD + Duration::from_millis(1));
+    r.step();
+    assert!(take_handoff(&a, ls).is_none());
+    assert_eq!(accept_ready(&a, ls), 1);
+    b.write(cs, b" second");
+    r.ok(&mut b, cs, Request::TxKick);
+    r.step();
+    let ss = r.ok(&mut a, ls, Request::Accept { wait: false }) as u32;
+    assert_eq!(a.read(ss), b"first second");
+    a.write(ss, b"reply");
+    r.ok(&mut a, ss, Request::TxKick);
+    r.step();
+    assert_eq!(b.read(cs), b"reply");
+}
+
+#[test]
+fn a_taker_that_exits_returns_its_handoffs_to_the_other_holders() {
+    let mut r = Rig::new();
+    let mut p = r.attach(100);
+    let ls = r.listener(&mut p, 7012);
+    let (mut c, _) = r.fork_child(&mut p);
+    let e = r.call(&mut c, ls, Request::Accept { wait: false });
+    assert_eq!(e.result, neg(libc::EAGAIN));
+    let mut x = r.attach(300);
+    r.client(&mut x, 7012, b"hello");
+    assert_eq!(handed(&c, ls), 1);
+    // The child exits before accepting it: the parent gets the connection, bytes intact.
+    r.core.detach(c.sid, r.now);
+    r.step();
+    assert_eq!(accept_ready(&p, ls), 1);
+    let ss = r.ok(&mut p, ls, Request::Accept { wait: false }) as u32;
+    assert_eq!(p.read(ss), b"hello");
+    assert!(r.os.borrow().closed.is_empty());
+    // A fork takes back what was handed (no fd to inherit): the ticket does not name it.
+    r.client(&mut x, 7012, b"");
+    assert_eq!(handed(&p, ls), 1);
+    let held = r.sockets();
+    r.call(&mut p, 0, Request::Fork).secret();
+    assert!(take_handoff(&p, ls).is_none());
+    assert_eq!(accept_ready(&p, ls), 1);
+    assert_eq!(r.sockets(), held);
+}
+
+#[test]
+fn closing_the_only_listener_resets_what_it_was_handed() {
+    let mut r = Rig::new();
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    let ls = r.listener(&mut a, 7013);
+    let _ = r.connect(&mut b, &mut a, ls, 7013);
+    let cs = r.client(&mut b, 7013, b"unread");
+    let n = r.sockets();
+    r.ok(&mut a, ls, Request::Close);
+    r.step();
+    // The listener and the handed connection are gone; the client sees the end.
+    assert_eq!(r.sockets(), n - 2);
+    assert_ne!(b.flags(cs) & (SF_RX_FIN | SF_ERROR), 0);
+}
+
+#[test]
+fn a_scribbled_handoff_head_drops_only_that_channel() {
+    let mut r = Rig::new();
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    let ls = r.listener(&mut a, 7014);
+    let _ = r.connect(&mut b, &mut a, ls, 7014);
+    a.region.rx(ls).unwrap().publish_head(12345);
+    r.client(&mut b, 7014, b"");
+    assert!(a.dead());
+    assert!(!b.dead());
 }
