@@ -45,6 +45,7 @@ mod process;
 mod readiness;
 mod real;
 mod sendfile;
+mod shadow;
 mod signals;
 mod sock;
 mod sockref;

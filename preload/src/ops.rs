@@ -178,14 +178,10 @@ pub(crate) fn socket(domain: i32, ty: i32, proto: i32) -> R {
     if c.is_dead() {
         return R::Err(libc::ENETDOWN);
     }
-    let shadow = match sys::socket(domain, ty, 0) {
-        Ok(f) => f as i32,
+    let shadow = match crate::shadow::new(domain, ty) {
+        Ok(f) => f,
         Err(e) => return R::Err(e),
     };
-    if shadow as usize >= fdtable::MAX_FDS {
-        let _ = sys::close(shadow);
-        return R::Err(libc::EMFILE);
-    }
     let req = Request::Socket {
         domain,
         ty: base,
@@ -319,13 +315,8 @@ pub(crate) fn accept4(
         }
     };
     let domain = s.hs.domain.load(Ordering::Relaxed);
-    let shadow = match sys::socket(domain, libc::SOCK_STREAM | flags, 0) {
-        Ok(f) if f < fdtable::MAX_FDS => f as i32,
-        Ok(f) => {
-            let _ = sys::close(f as i32);
-            let _ = s.c.post(slot, Request::Close);
-            return R::Err(libc::EMFILE);
-        }
+    let shadow = match crate::shadow::new(domain, flags) {
+        Ok(f) => f,
         Err(e) => {
             let _ = s.c.post(slot, Request::Close);
             return R::Err(e);

@@ -180,6 +180,7 @@ fn drop_inherited(why: &str, fix: &ChildFixups) {
         n += 1;
     });
     fdtable::close_internal();
+    crate::shadow::forget();
     (fix.forget)();
     CHAN.store(core::ptr::null_mut(), Ordering::Release);
     STATE.store(ST_UNINIT, Ordering::Release);
@@ -218,6 +219,7 @@ pub(crate) fn fork_child(secret: u64, fix: &ChildFixups) {
     };
     // The parent's internal fds (control socket, doorbells) are the parent's: close our copies.
     fdtable::close_internal();
+    crate::shadow::forget();
     STATE.store(ST_UNINIT, Ordering::Release);
     match attach_with_ticket(secret) {
         Some(c) => {

@@ -5,7 +5,7 @@ Run once on kernel sockets and once under LD_PRELOAD=libsnstack.so: the outputs 
 Every line is deterministic (no ports, no timings), so any difference is a semantic bug of the
 interposer: an errno, a readiness bit, a byte count. Bounded: every wait has a timeout.
 """
-import errno, fcntl, os, select, socket, struct, sys, termios, threading, time
+import errno, fcntl, os, select, socket, stat, struct, sys, termios, threading, time
 
 OUT = []
 
@@ -399,6 +399,37 @@ def t_dup():
     c.close(); a.close()
 
 
+def t_fd_flags_per_socket():
+    """Flags of one socket never show on another (offloaded sockets share kernel shadow
+    templates), fd numbers are the lowest free, close-on-exec is per fd."""
+    l = listener()
+    c1 = socket.create_connection(l.getsockname())
+    c2 = socket.create_connection(l.getsockname())
+    a1, _ = l.accept()
+    a2, _ = l.accept()
+    fl = lambda s: bool(fcntl.fcntl(s.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
+    fcntl.fcntl(c1.fileno(), fcntl.F_SETFL, fcntl.fcntl(c1.fileno(), fcntl.F_GETFL) | os.O_NONBLOCK)
+    a1.setblocking(False)
+    p("nonblock-own", fl(c1), fl(a1), "others", fl(c2), fl(a2))
+    t = threading.Timer(0.3, lambda: c2.send(b"x"))
+    t.start()
+    tryit("blocking-other-waits", lambda: a2.recv(1))
+    t.join()
+    p("st-sock", stat.S_ISSOCK(os.fstat(a2.fileno()).st_mode))
+    n = a2.fileno()
+    a2.close()
+    a3 = socket.create_connection(l.getsockname())
+    a4, _ = l.accept()
+    p("lowest-free", a3.fileno() == n)
+    ce = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    nc = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    nc.set_inheritable(True)
+    p("cloexec", bool(fcntl.fcntl(ce.fileno(), fcntl.F_GETFD) & fcntl.FD_CLOEXEC),
+      bool(fcntl.fcntl(nc.fileno(), fcntl.F_GETFD) & fcntl.FD_CLOEXEC))
+    for s in (l, c1, c2, a1, a3, a4, ce, nc):
+        s.close()
+
+
 def t_sigpipe():
     import signal
     c, a = pair()
@@ -564,7 +595,7 @@ def t_sendfile():
 
 
 TESTS = [t_errnos, t_nonblocking_connect, t_data, t_poll_zero_events, t_epoll, t_epoll_many, t_select_mixed,
-         t_timeout, t_opts_names, t_bulk, t_dup, t_sigpipe, t_splice,
+         t_timeout, t_opts_names, t_bulk, t_dup, t_fd_flags_per_socket, t_sigpipe, t_splice,
          t_sendfile]
 
 if __name__ == "__main__":
