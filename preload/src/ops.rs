@@ -285,11 +285,14 @@ pub(crate) fn accept4(
         if st.flags.load(Ordering::Acquire) & SF_LISTENING == 0 {
             return R::Err(libc::EINVAL);
         }
-        // A connection the agent handed us ahead of time: no round trip.
-        match readiness::take_handoff(&s) {
-            Ok(Some(h)) => break (h.slot, h.peer),
-            Ok(None) => {}
-            Err(e) => return R::Err(e),
+        // A connection the agent handed us ahead of time: no round trip (unless the agent
+        // died: then its slots are gone too, and the paths below report it).
+        if !s.c.is_dead() {
+            match readiness::take_handoff(&s) {
+                Ok(Some(h)) => break (h.slot, h.peer),
+                Ok(None) => {}
+                Err(e) => return R::Err(e),
+            }
         }
         if st.accept_ready.load(Ordering::Acquire) > 0 {
             match call(&s, Request::Accept { wait: false }) {
