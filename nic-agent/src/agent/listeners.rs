@@ -19,8 +19,9 @@ pub(super) const HANDOFF_HOLD: Duration = Duration::from_millis(5);
 impl<B: Backend> Core<B> {
     /// Moves connections from the kernel into the shared accept queue (up to its cap), serves
     /// parked accepts of any binding oldest first, hands the rest to the takers, and publishes
-    /// `accept_ready` to every binding. `changed`: the caller already changed the queue
-    /// (publish even when nothing new came).
+    /// `accept_ready` to every binding when the queue's length changed: a connection that went
+    /// straight to a parked accept or a taker wakes only that process (the others would find
+    /// nothing). `changed`: the caller already changed the queue (publish in any case).
     pub(super) fn fill_accept_queue(&mut self, id: SockId, mut changed: bool) {
         loop {
             let Some(s) = self.socks.get_mut(id) else {
@@ -29,12 +30,12 @@ impl<B: Backend> Core<B> {
             let Some(l) = s.listener.as_mut() else {
                 return;
             };
+            let before = l.queue.len();
             while l.queue.len() < l.cap {
                 match self.backend.accept(&s.os) {
                     Ok((c, peer)) => {
                         l.queue.push_back(Waiting::Fresh(c, peer));
                         l.seq = l.seq.wrapping_add(1);
-                        changed = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         l.kernel_pending = false;
@@ -61,7 +62,12 @@ impl<B: Backend> Core<B> {
                 served = true;
             }
             served |= self.hand_off(id);
-            if changed || served {
+            let after = self
+                .socks
+                .get(id)
+                .and_then(|s| s.listener.as_ref())
+                .map_or(before, |l| l.queue.len());
+            if changed || after != before {
                 self.publish(id);
             }
             changed = false;

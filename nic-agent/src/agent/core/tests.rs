@@ -660,6 +660,16 @@ fn a_listener_shared_by_two_processes_has_one_queue() {
     // The child parks a blocking accept; two connections arrive.
     let parked = c.send(ls, Request::Accept { wait: true });
     r.step();
+    let seq = |h: &Host| {
+        h.region
+            .sock(ls)
+            .unwrap()
+            .state
+            .0
+            .accept_seq
+            .load(Ordering::Acquire)
+    };
+    let parent_seq = seq(&p);
     let mut x = r.attach(300);
     let c1 = r.socket(&mut x);
     let c2 = r.socket(&mut x);
@@ -671,6 +681,7 @@ fn a_listener_shared_by_two_processes_has_one_queue() {
     let got = c.take(parked).expect("child's parked accept served");
     assert!(got.result >= 0);
     assert_eq!((accept_ready(&p, ls), accept_ready(&c, ls)), (0, 0));
+    assert_eq!(seq(&p), parent_seq, "the parent is not woken for nothing");
     assert!(take_handoff(&p, ls).is_none());
     let e = r.call(&mut p, ls, Request::Accept { wait: false });
     assert_eq!(e.result, neg(libc::EAGAIN));
