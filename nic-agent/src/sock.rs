@@ -24,6 +24,8 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -258,6 +260,23 @@ pub struct Binding {
     pub tx_lent: Option<u32>,
     /// Set while draining after the host's close.
     pub drain_deadline: Option<Instant>,
+    /// File references (`OP_TX_FILE`) taken from the command ring and not yet sent, in order.
+    pub files: VecDeque<FileRef>,
+    /// Bytes of every reference taken (compared with the host's `tx_file_posted`: while they
+    /// differ, a reference is on its way and its place in the stream is not known yet).
+    pub file_taken: u64,
+    /// Bytes of references handed to the backend (published as `tx_file_done`).
+    pub file_done: u64,
+}
+
+/// A file's bytes in a binding's TX byte sequence: they go after the stream's bytes before
+/// index `at` and before the ones from `at` on.
+#[derive(Debug)]
+pub struct FileRef {
+    pub at: u32,
+    pub file: Rc<OwnedFd>,
+    pub offset: u64,
+    pub left: u64,
 }
 
 impl Binding {
@@ -268,6 +287,9 @@ impl Binding {
             tx_head: 0,
             tx_lent: None,
             drain_deadline: None,
+            files: VecDeque::new(),
+            file_taken: 0,
+            file_done: 0,
         }
     }
 
@@ -392,13 +414,21 @@ impl<S> SockTable<S> {
 // ---------------------------------------------------------------------------------------------
 // Data path
 
-/// Bytes the host published in `slot`'s TX that we have not sent.
-pub fn tx_pending(chan: &Channel, slot: u32, tx_head: u32) -> Result<u32, Violation> {
+/// Bytes the host published in `slot`'s TX (its stream and its file references) that binding
+/// `bd` has not sent.
+pub fn tx_pending(chan: &Channel, slot: u32, bd: &Binding) -> Result<u64, Violation> {
     let tx = chan
         .region()
         .tx(slot)
         .ok_or(Violation::SlotOutOfRange { slot, max: 0 })?;
-    Ok(tx.used(tx_head, tx.load_tail())?)
+    let files: u64 = bd.files.iter().map(|f| f.left).sum();
+    Ok(u64::from(tx.used(bd.tx_sent(), tx.load_tail())?) + files)
+}
+
+/// Most file references a binding may have queued: the host posts pieces of at least
+/// [`MIN_TX_FILE`] bytes and keeps what it posted within the TX stream's size.
+pub fn max_file_refs(tx_size: u32) -> usize {
+    tx_size as usize / MIN_TX_FILE as usize + 1
 }
 
 /// Takes what the host of `slot` has not read out of its RX stream: copies `[rx_head, rx_tail)`
@@ -592,7 +622,7 @@ pub fn pump_tx<B: Backend>(
     }
     if s.kind != Kind::Connected {
         return Ok(Outcome {
-            done: tx_pending(chan, by.slot, bd.tx_sent())? == 0,
+            done: tx_pending(chan, by.slot, bd)? == 0,
             err: None,
         });
     }
@@ -604,27 +634,109 @@ pub fn pump_tx<B: Backend>(
             max: region.geometry().max_sockets,
         });
     };
-    if let Some(o) = pump_lent(b, s, chan, by, bd, &tx)? {
+    let Some(ctl) = region.sock(slot) else {
+        return Err(Violation::SlotOutOfRange {
+            slot,
+            max: region.geometry().max_sockets,
+        });
+    };
+    // File references in play (queued, or posted and not yet taken from the command ring): the
+    // copy path, which knows where they go in the byte sequence. A loan ends first (only a
+    // hostile host posts references to a backend that lends: lending backends do not offer them).
+    let files =
+        !bd.files.is_empty() || ctl.host.0.tx_file_posted.load(Ordering::Acquire) != bd.file_taken;
+    if files {
+        if let Some(lent) = bd.tx_lent.take() {
+            b.reclaim_tx(&s.os);
+            s.lend_by = None;
+            bd.tx_head = lent;
+            tx.publish_head(lent);
+            chan.dirty(slot);
+        }
+    } else if let Some(o) = pump_lent(b, s, chan, by, bd, &tx)? {
         return Ok(o);
     }
-    let tx_head = &mut bd.tx_head;
-    let start = *tx_head;
+    let start = bd.tx_head;
+    let file_start = bd.file_done;
     let mut out = Outcome::default();
     let mut fetched = false;
     loop {
-        let used = tx.used(*tx_head, tx.load_tail())?;
-        if used == 0 {
-            out.done = true;
-            break;
+        // The tail before the posted count (wake order of `SockHost::tx_file_posted`).
+        let tail = tx.load_tail();
+        let used = tx.used(bd.tx_head, tail)?;
+        let posted = ctl.host.0.tx_file_posted.load(Ordering::Acquire);
+        let limit = match bd.files.front() {
+            Some(f) => {
+                let before = f.at.wrapping_sub(bd.tx_head);
+                if before > used {
+                    return Err(Violation::Corrupt("file reference past the TX tail"));
+                }
+                before
+            }
+            // A reference is on its way: its place is unknown, so nothing more goes until the
+            // command runs (it pumps this binding again).
+            None if posted != bd.file_taken => 0,
+            None => used,
+        };
+        if limit == 0 {
+            let Some(f) = bd.files.front_mut() else {
+                out.done = used == 0 && posted == bd.file_taken;
+                break;
+            };
+            let want = usize::try_from(f.left).unwrap_or(usize::MAX);
+            match b.send_file(&s.os, f.file.as_raw_fd(), f.offset, want) {
+                Ok(0) => {
+                    // The file is shorter than the host promised: the byte sequence cannot be
+                    // completed, and a peer must not take a truncated stream for a whole one.
+                    tracing::warn!(
+                        slot,
+                        offset = f.offset,
+                        missing = f.left,
+                        "file sent by reference ended early; resetting the connection"
+                    );
+                    let abort = libc::linger {
+                        l_onoff: 1,
+                        l_linger: 0,
+                    };
+                    // SAFETY: linger is plain data; its bytes are the option value.
+                    let v = unsafe {
+                        std::slice::from_raw_parts(
+                            (&abort as *const libc::linger).cast::<u8>(),
+                            std::mem::size_of::<libc::linger>(),
+                        )
+                    };
+                    let _ = b.setsockopt(&s.os, libc::SOL_SOCKET, libc::SO_LINGER, v);
+                    out.err = Some(libc::EIO);
+                    out.done = true;
+                    break;
+                }
+                Ok(k) => {
+                    let k = (k as u64).min(f.left);
+                    f.offset += k;
+                    f.left -= k;
+                    bd.file_done += k;
+                    if f.left == 0 {
+                        bd.files.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    out.err = Some(e.raw_os_error().unwrap_or(libc::EIO));
+                    out.done = true;
+                    break;
+                }
+            }
+            continue;
         }
         if !std::mem::replace(&mut fetched, true) {
             chan.pcie(Dir::FetchTx, u64::from(used));
         }
-        let (iov, n) = iovs(&tx, *tx_head, used);
+        let (iov, n) = iovs(&tx, bd.tx_head, limit);
         // SAFETY: the pieces lie in this slot's TX stream inside the live mapping; the kernel only
         // reads them and no Rust reference to that memory exists.
         match unsafe { b.send(&s.os, &iov[..n]) } {
-            Ok(k) => *tx_head = tx_head.wrapping_add(k.min(used as usize) as u32),
+            Ok(k) => bd.tx_head = bd.tx_head.wrapping_add(k.min(limit as usize) as u32),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -634,10 +746,21 @@ pub fn pump_tx<B: Backend>(
             }
         }
     }
-    let moved = tx_head.wrapping_sub(start);
+    let moved = bd.tx_head.wrapping_sub(start);
     if moved != 0 {
-        tx.publish_head(*tx_head);
+        tx.publish_head(bd.tx_head);
         chan.counters.h2n_bytes += u64::from(moved);
+        chan.dirty(slot);
+    }
+    let file_moved = bd.file_done - file_start;
+    if file_moved != 0 {
+        ctl.state
+            .0
+            .tx_file_done
+            .store(bd.file_done, Ordering::Release);
+        chan.pcie(Dir::FetchTx, file_moved);
+        chan.counters.h2n_bytes += file_moved;
+        chan.counters.h2n_file_bytes += file_moved;
         chan.dirty(slot);
     }
     Ok(out)

@@ -26,6 +26,8 @@ pub struct Counters {
     pub n2h_bytes: u64,
     /// Completions posted plus RX publications.
     pub n2h_ops: u64,
+    /// Of `h2n_bytes`: read from host files by reference (`OP_TX_FILE`).
+    pub h2n_file_bytes: u64,
 }
 
 impl Counters {
@@ -34,6 +36,7 @@ impl Counters {
         self.h2n_ops += o.h2n_ops;
         self.n2h_bytes += o.n2h_bytes;
         self.n2h_ops += o.n2h_ops;
+        self.h2n_file_bytes += o.h2n_file_bytes;
     }
 
     /// Mirrors the counters into the region header (the agent is their only writer).
@@ -42,6 +45,8 @@ impl Counters {
         to.h2n_ops.store(self.h2n_ops, Ordering::Relaxed);
         to.n2h_bytes.store(self.n2h_bytes, Ordering::Relaxed);
         to.n2h_ops.store(self.n2h_ops, Ordering::Relaxed);
+        to.h2n_file_bytes
+            .store(self.h2n_file_bytes, Ordering::Relaxed);
     }
 }
 
@@ -79,7 +84,7 @@ impl Snapshot {
     /// `key value` lines; the first seven keys are a stable interface.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let rows: [(&str, u64); 14] = [
+        let rows: [(&str, u64); 15] = [
             ("processes", self.processes),
             ("sockets", self.sockets),
             ("h2n_bytes", self.io.h2n_bytes),
@@ -94,6 +99,7 @@ impl Snapshot {
             ("sockets_shared", self.shared),
             ("agent_spin_us", self.spin_us),
             ("channel_bytes", self.channel_bytes),
+            ("h2n_file_bytes", self.io.h2n_file_bytes),
         ];
         for (k, v) in rows {
             let _ = writeln!(s, "{k} {v}");
@@ -190,6 +196,7 @@ mod tests {
                 h2n_ops: 2,
                 n2h_bytes: 3,
                 n2h_ops: 4,
+                h2n_file_bytes: 9,
             },
             channels_dropped: 1,
             ..Default::default()
@@ -203,6 +210,7 @@ mod tests {
             ("n2h_bytes", 3),
             ("n2h_ops", 4),
             ("channels_dropped", 1),
+            ("h2n_file_bytes", 9),
         ] {
             assert!(
                 t.lines().any(|l| l == format!("{k} {v}")),
@@ -218,12 +226,14 @@ mod tests {
             h2n_ops: 1,
             n2h_bytes: 1,
             n2h_ops: 1,
+            h2n_file_bytes: 1,
         };
         a.add(&Counters {
             h2n_bytes: 2,
             h2n_ops: 3,
             n2h_bytes: 4,
             n2h_ops: 5,
+            h2n_file_bytes: 6,
         });
         assert_eq!(
             a,
@@ -231,7 +241,8 @@ mod tests {
                 h2n_bytes: 3,
                 h2n_ops: 4,
                 n2h_bytes: 5,
-                n2h_ops: 6
+                n2h_ops: 6,
+                h2n_file_bytes: 7
             }
         );
         let cs = ChannelStats::default();

@@ -930,6 +930,49 @@ pub fn random_u64() -> io::Result<u64> {
     Ok(u64::from_ne_bytes(b))
 }
 
+/// The agent's own reference to process `pid`'s open file `fd` (`pidfd_getfd`), when it is the
+/// regular file the host named by `dev` and `ino`: `ESTALE` when the number now names another
+/// file (closed and reused meanwhile), `EINVAL` for anything but a regular file.
+pub fn host_file(pid: i32, fd: i32, dev: u64, ino: u64) -> io::Result<OwnedFd> {
+    let pidfd = pidfd_open(pid)?;
+    // SAFETY: plain syscall; the pidfd is ours and open.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let file = owned(r as libc::c_int);
+    // SAFETY: fstat fills a zeroed stat buffer we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the fd is ours.
+    if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    if st.st_dev != dev || st.st_ino != ino {
+        return Err(io::Error::from_raw_os_error(libc::ESTALE));
+    }
+    Ok(file)
+}
+
+/// `pread` into `buf` at `offset`.
+pub fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `buf` is writable for its length.
+    cvt_size(unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off) })
+}
+
+/// `sendfile` of up to `len` bytes of `file` from `offset` into socket `sock` (non-blocking
+/// socket: partial counts and WouldBlock as the kernel gives them).
+pub fn sendfile(sock: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result<usize> {
+    let mut off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `off` is ours; both fds are the caller's open descriptors.
+    cvt_size(unsafe { libc::sendfile(sock, file, &mut off, len) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

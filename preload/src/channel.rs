@@ -41,6 +41,8 @@ pub(crate) struct Channel {
     waiters_used: AtomicU64,
     /// Eventfd of each registered waiter, -1 when none.
     waiter_fd: [AtomicI32; MAX_WAITERS],
+    /// Files opened with the agent for `sendfile` by reference (fileref.rs).
+    pub(crate) files: crate::fileref::Files,
 }
 
 // SAFETY: cells are handed between threads through `state` with Release/Acquire; everything else
@@ -165,6 +167,7 @@ impl Channel {
             ctl_lock: SpinMutex::new(()),
             waiters_used: AtomicU64::new(0),
             waiter_fd: [const { AtomicI32::new(-1) }; MAX_WAITERS],
+            files: crate::fileref::Files::new(),
         })
     }
 
@@ -231,6 +234,38 @@ impl Channel {
         if wake::must_ring(&self.region.header().agent_sleeping.0) {
             let _ = sys::write(self.bell_fd, &1u64.to_ne_bytes());
         }
+    }
+
+    /// Whether `sendfile` may post file references on this channel (the agent's backend sends
+    /// from files itself, and neither the user nor the agent turned it off).
+    pub(crate) fn file_refs(&self) -> bool {
+        self.region.header().features.load(Ordering::Relaxed) & shm_proto::FEAT_FILE_REFS != 0
+            && crate::config::FILE_REFS.load(Ordering::Relaxed) != 0
+            && self.files.usable()
+    }
+
+    /// The agent's id for the regular file `fd` (`st` its `fstat`), opened with the agent on
+    /// first use (fileref.rs). `None`: copy instead.
+    pub(crate) fn file_id(&self, fd: i32, st: &libc::stat) -> Option<u32> {
+        self.files.id(
+            st.st_dev,
+            st.st_ino,
+            || {
+                let req = Request::FileOpen {
+                    fd,
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                };
+                match self.call(0, req) {
+                    Ok(ev) if ev.result >= 0 => u32::try_from(ev.result).map_err(|_| 0),
+                    Ok(ev) => Err(i32::try_from(-ev.result).unwrap_or(libc::EINVAL)),
+                    Err(_) => Err(0),
+                }
+            },
+            |id| {
+                let _ = self.post(0, Request::FileClose { id });
+            },
+        )
     }
 
     /// Posts a request that wants no completion (`slot` is ignored by slotless requests).

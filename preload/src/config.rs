@@ -3,7 +3,8 @@
 //!
 //! `SNSTACK_OFFLOAD=0` makes the library a pure pass-through; `SNSTACK_AGENT` is the agent's
 //! socket; `SNSTACK_STRICT=1` makes TCP sockets fail when the agent is unreachable;
-//! `SNSTACK_SPIN_US`, `SNSTACK_YIELDS`, `SNSTACK_LIVENESS_MS` tune waiting; `SNSTACK_LOG` the log.
+//! `SNSTACK_SPIN_US`, `SNSTACK_YIELDS`, `SNSTACK_LIVENESS_MS` tune waiting; `SNSTACK_FILE_REFS=0`
+//! makes `sendfile` copy; `SNSTACK_LOG` the log.
 
 use crate::util::{self, env, parse_u64};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -21,6 +22,9 @@ pub(crate) static LIVENESS_NS: AtomicU64 = AtomicU64::new(1_000_000_000);
 /// `epoll_wait` with nothing ready yields the CPU this many times (re-checking after each) before
 /// it sleeps in the kernel (`SNSTACK_YIELDS`, 0..64, default 0; docs/epoll-model.md).
 pub(crate) static YIELDS: AtomicU32 = AtomicU32::new(0);
+/// `SNSTACK_FILE_REFS=0`: `sendfile` copies into the TX stream even when the agent takes file
+/// references (docs/channel.md, *Files by reference*); for comparisons.
+pub(crate) static FILE_REFS: AtomicU8 = AtomicU8::new(1);
 
 pub(crate) const DEFAULT_AGENT: &[u8] = b"/run/snstack/agent.sock";
 
@@ -50,6 +54,9 @@ fn read_config() -> u8 {
     }
     if let Some(ms) = env(c"SNSTACK_LIVENESS_MS").and_then(parse_u64) {
         LIVENESS_NS.store(ms.clamp(1, 60_000) * 1_000_000, Ordering::Relaxed);
+    }
+    if env(c"SNSTACK_FILE_REFS").is_some_and(|v| v == b"0") {
+        FILE_REFS.store(0, Ordering::Relaxed);
     }
     let off = env(c"SNSTACK_OFFLOAD").is_some_and(|v| v == b"0");
     let v = if off { CFG_OFF } else { CFG_ON };

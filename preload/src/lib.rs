@@ -35,6 +35,7 @@ mod exec;
 mod fdmodel;
 mod fdtable;
 mod filemap;
+mod fileref;
 // `hook_table!` (hooks.rs) is also expanded by real.rs, declared after it.
 #[macro_use]
 mod hooks;

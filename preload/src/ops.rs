@@ -678,6 +678,31 @@ pub(crate) fn send_sock(s: &S, iov: &Iov, flags: i32) -> R {
         Ok(t) => t,
         Err(e) => return R::Err(e),
     };
+    send_with(s, total, flags, |tx, tail, sent, n| {
+        let mut done = 0usize;
+        iov.walk(sent, n, |p, len| {
+            // SAFETY: p..p+len is application memory from its iovec.
+            let src = unsafe { core::slice::from_raw_parts(p as *const u8, len) };
+            tx.copy_in(tail.wrapping_add(done as u32), src);
+            done += len;
+        });
+        tx.publish_tail(tail.wrapping_add(n as u32));
+        Ok((n, true))
+    })
+}
+
+/// The rules of `send` for `total` bytes (blocking, `EAGAIN`, `SO_SNDTIMEO`, signals, errors,
+/// `SIGPIPE` unless `MSG_NOSIGNAL`), with the bytes themselves added by `put`: called under the
+/// socket's TX lock with the stream, its tail, the count already sent and the room (at least 1
+/// byte of the send budget, [`S::tx_room`]); it publishes and returns how many it added and
+/// whether the agent needs a TX kick for them, or an errno (`Err(0)`: the source ended, the
+/// call returns what was sent).
+pub(crate) fn send_with(
+    s: &S,
+    total: usize,
+    flags: i32,
+    mut put: impl FnMut(&shm_proto::Stream, u32, usize, usize) -> Result<(usize, bool), i32>,
+) -> R {
     let nosig = flags & libc::MSG_NOSIGNAL != 0;
     let nb = s.hs.nonblock.load(Ordering::Relaxed) || flags & libc::MSG_DONTWAIT != 0;
     let mut sig0 = (!nb).then(crate::signals::snap);
@@ -717,28 +742,29 @@ pub(crate) fn send_sock(s: &S, iov: &Iov, flags: i32) -> R {
             return R::Ok(0);
         }
         let mut n = 0usize;
+        let mut needs_kick = false;
         if fl & SF_CONNECTED != 0 {
             let _g = s.hs.tx.lock();
             let tail = s.ctl.tx_prod.0.tail.load(Ordering::Relaxed);
-            let free = match tx.writable(tail) {
+            let free = match s.tx_room(&tx) {
                 Ok(f) => f as usize,
                 Err(_) => return R::Err(libc::EIO),
             };
-            n = (total - sent).min(free);
-            if n > 0 {
-                let mut done = 0usize;
-                iov.walk(sent, n, |p, len| {
-                    // SAFETY: p..p+len is application memory from its iovec.
-                    let src = unsafe { core::slice::from_raw_parts(p as *const u8, len) };
-                    tx.copy_in(tail.wrapping_add(done as u32), src);
-                    done += len;
-                });
-                tx.publish_tail(tail.wrapping_add(n as u32));
+            let room = (total - sent).min(free);
+            if room > 0 {
+                (n, needs_kick) = match put(&tx, tail, sent, room) {
+                    Ok((k, nk)) => (k.min(room), nk),
+                    Err(_) if sent > 0 => return R::Ok(sent as isize),
+                    Err(0) => return R::Ok(0),
+                    Err(e) => return R::Err(e),
+                };
             }
         }
         if n > 0 {
-            if let Err(e) = kick(s) {
-                return R::Err(e);
+            if needs_kick {
+                if let Err(e) = kick(s) {
+                    return R::Err(e);
+                }
             }
             sent += n;
         }
@@ -755,11 +781,7 @@ pub(crate) fn send_sock(s: &S, iov: &Iov, flags: i32) -> R {
         let ready = || {
             let f = st.flags.load(Ordering::Acquire);
             f & (SF_ERROR | SF_TX_SHUT) != 0
-                || (f & SF_CONNECTED != 0
-                    && tx
-                        .writable(s.ctl.tx_prod.0.tail.load(Ordering::Relaxed))
-                        .map(|n| n > 0)
-                        .unwrap_or(true))
+                || (f & SF_CONNECTED != 0 && s.tx_room(&tx).map(|n| n > 0).unwrap_or(true))
                 || f & (SF_CONNECTED | SF_CONNECTING) == 0
         };
         let timeo = s.hs.sndtimeo.load(Ordering::Relaxed);
@@ -903,9 +925,7 @@ pub(crate) fn splice(
             };
             let mut want = len.min(buf.len());
             if s.hs.nonblock.load(Ordering::Relaxed) {
-                let free = tx
-                    .writable(s.ctl.tx_prod.0.tail.load(Ordering::Relaxed))
-                    .unwrap_or(0) as usize;
+                let free = s.tx_room(&tx).unwrap_or(0) as usize;
                 if free == 0 {
                     return R::Err(libc::EAGAIN);
                 }

@@ -72,10 +72,7 @@ pub(crate) fn readiness(s: &S) -> u32 {
         let free =
             s.c.region
                 .tx(s.slot)
-                .map(|tx| {
-                    tx.writable(s.ctl.tx_prod.0.tail.load(Ordering::Relaxed))
-                        .unwrap_or(0)
-                })
+                .map(|tx| s.tx_room(&tx).unwrap_or(0))
                 .unwrap_or(0);
         if free > 0 || fl & SF_TX_SHUT != 0 {
             ev |= (libc::EPOLLOUT | libc::EPOLLWRNORM) as u32;
@@ -128,8 +125,10 @@ pub(crate) fn edge_snapshot(s: &S) -> u64 {
     let c = st.flags.load(Ordering::Acquire) as u64;
     let d = st.accept_seq.load(Ordering::Acquire) as u64;
     let e = st.error_seq.load(Ordering::Acquire) as u64;
+    // File bytes sent by reference free send budget as tx_head does.
+    let f = st.tx_file_done.load(Ordering::Acquire);
     let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for v in [a, b, c, d, e] {
+    for v in [a, b, c, d, e, f] {
         h = (h ^ v).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
     }
     h

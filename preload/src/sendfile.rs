@@ -17,6 +17,17 @@
 //! then gets the kernel's `EBADF`) and the bytes past the size `fstat` gave (a file that grew).
 //! Pipes and sockets as `in_fd` get the kernel's answer (`EINVAL`, or `ESPIPE` with an offset).
 //!
+//! By reference: when the agent offers it (`FEAT_FILE_REFS`, its backend sends from the file
+//! itself), a regular file's bytes are not copied at all. The file is opened with the agent once
+//! (`fileref.rs`), and each piece of at least [`MIN_TX_FILE`] bytes becomes an `OP_TX_FILE`
+//! command that names its place in the TX stream; pieces below that (a nearly full send budget,
+//! the file's last bytes) are copied. The rules of `send` still apply, with the references
+//! counted in the send budget ([`S::tx_room`]). What the application may rely on is what Linux's
+//! `sendfile` gives it: the bytes of the file as they are when the agent sends them (a write to
+//! the file after `sendfile` returned may or may not be seen by the peer, as with page-cache
+//! pages on Linux); a file truncated before its bytes went resets the connection (one log line),
+//! where Linux would send what its pages held.
+//!
 //! SIGBUS: touching a mapped page past the end of a file raises SIGBUS. Each window is clamped to
 //! the size `fstat` reported just before mapping it, so only a truncate that lands between that
 //! `fstat` and the copy (one window, at most 1 MiB) can fault; the kernel's `sendfile` would
@@ -25,9 +36,13 @@
 //! process) or a lease on the file; servers that rewrite files in place should replace them by
 //! `rename` instead, which is safe here as it is for nginx's own `open_file_cache`.
 
+use core::sync::atomic::Ordering;
+
+use shm_proto::{Request, MIN_TX_FILE};
+
 use crate::filemap;
-use crate::ops::{send_sock, Iov, R};
-use crate::sockref::lookup;
+use crate::ops::{send_sock, send_with, Iov, R};
+use crate::sockref::{lookup, S};
 
 fn errno() -> i32 {
     // SAFETY: errno location of this thread.
@@ -46,7 +61,7 @@ fn stat(fd: i32) -> Result<libc::stat, i32> {
 }
 
 /// `sendfile` into an offloaded socket (see the module doc).
-pub(crate) fn sendfile(out_fd: i32, in_fd: i32, offset: *mut i64, count: usize) -> R {
+pub(crate) fn sendfile(out_fd: i32, in_fd: i32, offset: *mut i64, mut count: usize) -> R {
     let s = match lookup(out_fd) {
         None => return R::Pass,
         Some(Err(e)) => return R::Err(e),
@@ -91,9 +106,28 @@ pub(crate) fn sendfile(out_fd: i32, in_fd: i32, offset: *mut i64, count: usize) 
     }
     let mut mappable = fmt == libc::S_IFREG;
     let mut size = st.st_size;
-    let mut buf = [0u8; 16384];
+    // Not zeroed: only the bytes a read wrote are ever looked at (a memset per call was 2 % of a
+    // file server's CPU).
+    let mut buf = core::mem::MaybeUninit::<[u8; 16384]>::uninit();
+    let cap = 16384;
     let mut done = 0usize;
     let mut err = None;
+    if let Some(p) = start.filter(|_| fmt == libc::S_IFREG && s.c.file_refs()) {
+        let avail = count.min(size.saturating_sub(p).max(0) as usize);
+        if avail >= MIN_TX_FILE as usize {
+            if let Some(id) = s.c.file_id(in_fd, &st) {
+                match by_reference(&s, in_fd, id, p, avail) {
+                    R::Ok(n) => done = n as usize,
+                    R::Err(e) => err = Some(e),
+                    R::Pass => {}
+                }
+                if done < avail {
+                    // Short (non-blocking, an error, a signal): as send would return.
+                    count = done;
+                }
+            }
+        }
+    }
     while done < count {
         let at = start.map(|p| p + done as i64);
         let want = count - done;
@@ -119,15 +153,10 @@ pub(crate) fn sendfile(out_fd: i32, in_fd: i32, offset: *mut i64, count: usize) 
                 // SAFETY: reading into our stack buffer.
                 let r = unsafe {
                     match at {
-                        Some(o) => crate::real::pread(
-                            in_fd,
-                            buf.as_mut_ptr().cast(),
-                            want.min(buf.len()),
-                            o,
-                        ),
-                        None => {
-                            crate::real::read(in_fd, buf.as_mut_ptr().cast(), want.min(buf.len()))
+                        Some(o) => {
+                            crate::real::pread(in_fd, buf.as_mut_ptr().cast(), want.min(cap), o)
                         }
+                        None => crate::real::read(in_fd, buf.as_mut_ptr().cast(), want.min(cap)),
                     }
                 };
                 if r < 0 {
@@ -177,4 +206,46 @@ pub(crate) fn sendfile(out_fd: i32, in_fd: i32, offset: *mut i64, count: usize) 
         Some(e) if done == 0 => R::Err(e),
         _ => R::Ok(done as isize),
     }
+}
+
+/// Sends `len` bytes of `in_fd` from `at` as references to the agent's file `id` (see the module
+/// doc); pieces under [`MIN_TX_FILE`] are read into the stream instead.
+fn by_reference(s: &S, in_fd: i32, id: u32, at: i64, len: usize) -> R {
+    let mut bounce = core::mem::MaybeUninit::<[u8; MIN_TX_FILE as usize]>::uninit();
+    send_with(s, len, 0, |tx, tail, sent, room| {
+        let off = at + sent as i64;
+        if room >= MIN_TX_FILE as usize {
+            // The count before the command: an agent that sees it ahead of the references it
+            // took waits for the command instead of sending later bytes first (sock.rs).
+            let posted = &s.ctl.host.0.tx_file_posted;
+            posted.store(
+                posted.load(Ordering::Relaxed) + room as u64,
+                Ordering::Release,
+            );
+            s.c.post(
+                s.slot,
+                Request::TxFile {
+                    id,
+                    offset: off as u64,
+                    len: room as u64,
+                    at: tail,
+                },
+            )?;
+            return Ok((room, false));
+        }
+        // SAFETY: reading into our own buffer of at least `room` bytes.
+        let r = unsafe { crate::real::pread(in_fd, bounce.as_mut_ptr().cast(), room, off) };
+        if r < 0 {
+            return Err(errno());
+        }
+        let k = r as usize;
+        if k == 0 {
+            return Err(0);
+        }
+        // SAFETY: pread wrote the first `k` bytes.
+        let got = unsafe { core::slice::from_raw_parts(bounce.as_ptr().cast::<u8>(), k) };
+        tx.copy_in(tail, got);
+        tx.publish_tail(tail.wrapping_add(k as u32));
+        Ok((k, true))
+    })
 }

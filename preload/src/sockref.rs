@@ -37,3 +37,17 @@ pub(crate) fn sock(slot: u32) -> Result<S, i32> {
         ctl: unsafe { &*(ctl as *const SockCtl) },
     })
 }
+
+impl S {
+    /// Bytes a write may add now (`tx` is this slot's TX stream): the stream's free space less
+    /// the file bytes posted by reference and not yet sent, so a stream and its references
+    /// share one send budget of the stream's size (docs/channel.md, *Files by reference*).
+    pub(crate) fn tx_room(&self, tx: &shm_proto::Stream) -> Result<u32, shm_proto::Corrupt> {
+        use core::sync::atomic::Ordering;
+        let free = tx.writable(self.ctl.tx_prod.0.tail.load(Ordering::Relaxed))?;
+        let posted = self.ctl.host.0.tx_file_posted.load(Ordering::Relaxed);
+        let done = self.ctl.state.0.tx_file_done.load(Ordering::Acquire);
+        let queued = posted.saturating_sub(done).min(u64::from(u32::MAX)) as u32;
+        Ok(free.saturating_sub(queued))
+    }
+}

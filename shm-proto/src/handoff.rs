@@ -139,7 +139,7 @@ mod tests {
     }
 
     fn rec(slot: u32) -> Handoff {
-        let a: SocketAddr = format!("10.0.0.{}:{}", slot % 250, 1000 + slot)
+        let a: SocketAddr = format!("10.0.0.{}:{}", slot % 250, 1000 + slot % 60_000)
             .parse()
             .unwrap();
         Handoff {

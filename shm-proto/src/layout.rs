@@ -6,7 +6,7 @@ use crate::primitive::{AtomicU32, AtomicU64};
 /// "SNSTACK" + NUL, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SNSTACK\0");
 /// Bumped on every incompatible change of anything in this crate.
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 8;
 /// Bytes of the header page.
 pub const HEADER_SIZE: usize = 4096;
 /// Number of waiter slots (epoll instances and poll/select callers) per process. Also the width of
@@ -47,7 +47,9 @@ pub struct Header {
     /// socket slot (see [`crate::changed`]).
     pub changed_off: u64,
     pub changed_stride: u64,
-    _pad0: [u8; 24],
+    /// `FEAT_*` bits: what this agent's backend offers (stored before the region is handed over).
+    pub features: AtomicU32,
+    _pad0: [u8; 20],
     /// Agent writes 1 before it blocks in the kernel; the host rings the agent doorbell (eventfd) after
     /// publishing a command when it reads 1 here. See [`crate::wake`].
     pub agent_sleeping: Line<AtomicU32>,
@@ -74,6 +76,9 @@ pub struct ChannelStats {
     pub n2h_bytes: AtomicU64,
     /// Channel operations NIC -> host (completions posted and RX stream publications).
     pub n2h_ops: AtomicU64,
+    /// Of `h2n_bytes`: bytes read from host files by reference (`OP_TX_FILE`), the emulation of
+    /// the NIC's DMA reads of page-cache pages the host registered.
+    pub h2n_file_bytes: AtomicU64,
 }
 
 /// Head/tail of an entry ring. Free-running u32 indices; slot = index & (entries - 1).
@@ -186,6 +191,9 @@ pub struct SockState {
     pub rx_blocked: AtomicU32,
     /// Slot generation, bumped by the agent each time the slot is reused.
     pub gen: AtomicU32,
+    /// Bytes of `OP_TX_FILE` references the agent has handed to its backend (the host's send
+    /// budget counts `SockHost::tx_file_posted - tx_file_done` as queued).
+    pub tx_file_done: AtomicU64,
 }
 
 /// Host-written bookkeeping of a socket.
@@ -198,6 +206,10 @@ pub struct SockHost {
     pub tx_kick: AtomicU32,
     /// Bit i: waiter i (epoll instance or poller) wants to hear about this socket.
     pub waiter_mask: AtomicU64,
+    /// Bytes of `OP_TX_FILE` references posted for this slot, stored (Release) after each
+    /// command is on the ring and before any later TX byte is published: an agent that sees TX
+    /// bytes past a reference's place also sees this count ahead of the references it took.
+    pub tx_file_posted: AtomicU64,
 }
 
 // Socket state flags (SockState::flags).
@@ -254,6 +266,33 @@ pub const OP_FORK_CHILD: u16 = 16;
 /// `rx_head` to its tail with a compare-and-swap, so a concurrent read there either finished
 /// first or fails its own CAS and reads nothing), and the connection's bytes flow here from then on.
 pub const OP_RX_CLAIM: u16 = 17;
+
+/// Opens a file of the process for sending by reference (slot ignored, `tag != 0`): `arg[0]` =
+/// the host's fd, `arg[1]` = its `st_dev`, `arg[2]` = its `st_ino`. The agent takes its own
+/// reference to the open file (`pidfd_getfd`) and checks it is that regular file. Completion: the
+/// file's id (`>= 0`), or -errno (`EOPNOTSUPP` when the backend has no [`FEAT_FILE_REFS`],
+/// `ESTALE` when the fd no longer names that file, `EMFILE` past [`MAX_FILES`]).
+pub const OP_FILE_OPEN: u16 = 18;
+/// Drops file `arg[0]` (tag 0, no completion); references already queued keep it open.
+pub const OP_FILE_CLOSE: u16 = 19;
+/// Sends `arg[2]` bytes of file `arg[0]` from offset `arg[1]` on socket `slot`, in the TX byte
+/// sequence at TX stream index `arg[3]` (the tail when it was posted): the agent sends the
+/// stream's bytes before that index, then the file's, then the stream's after it. Tag 0, no
+/// completion; the host adds the length to `SockHost::tx_file_posted` afterwards. A file that
+/// turns out shorter than promised resets the connection (the stream cannot be completed).
+pub const OP_TX_FILE: u16 = 20;
+/// Files one process may have open with the agent at a time.
+pub const MAX_FILES: usize = 256;
+/// Largest `OP_TX_FILE` length.
+pub const MAX_TX_FILE: u64 = 1 << 30;
+/// Smallest `OP_TX_FILE` length: smaller pieces cost less to copy than to post, and the bound
+/// keeps the number of references a socket can have queued within `tx_size / MIN_TX_FILE + 1`
+/// (the host keeps its stream bytes plus unsent reference bytes within `tx_size`).
+pub const MIN_TX_FILE: u64 = 4096;
+
+/// `Header::features`: the agent sends `OP_TX_FILE` references from the file itself (its
+/// backend reads the host's pages, as a NIC's DMA would); without it hosts copy into the stream.
+pub const FEAT_FILE_REFS: u32 = 1;
 
 /// Command flag: complete only when the operation finished (blocking accept/connect).
 pub const CF_WAIT: u16 = 1;

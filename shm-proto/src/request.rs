@@ -77,6 +77,24 @@ pub enum Request {
         secret: u64,
         pid: u64,
     },
+    /// Open the process's file `fd` (`st_dev`, `st_ino` as the host saw them) for
+    /// [`Request::TxFile`] (slotless; `tag` must be non-zero: the completion is the file's id).
+    FileOpen {
+        fd: i32,
+        dev: u64,
+        ino: u64,
+    },
+    /// Drop file `id` (slotless, no completion).
+    FileClose {
+        id: u32,
+    },
+    /// Send `len` bytes of file `id` from `offset` at TX stream index `at` of the slot.
+    TxFile {
+        id: u32,
+        offset: u64,
+        len: u64,
+        at: u32,
+    },
 }
 
 /// Why a command cannot be decoded. For the agent every one of these is a protocol violation.
@@ -92,6 +110,9 @@ pub enum DecodeError {
     BadInt(u64),
     /// The op needs a completion and `tag` is 0.
     MissingTag(u16),
+    /// An `OP_TX_FILE` length under [`MIN_TX_FILE`] or over [`MAX_TX_FILE`], an offset past `i64::MAX`, or an
+    /// id or index over 32 bits.
+    BadFileRef,
 }
 
 impl core::fmt::Display for DecodeError {
@@ -103,6 +124,7 @@ impl core::fmt::Display for DecodeError {
             DecodeError::BadCell(n) => write!(f, "option buffer cell {n} out of range"),
             DecodeError::BadInt(w) => write!(f, "word {w:#x} is not an int"),
             DecodeError::MissingTag(op) => write!(f, "op {op} needs a completion tag"),
+            DecodeError::BadFileRef => write!(f, "bad file reference"),
         }
     }
 }
@@ -181,6 +203,9 @@ impl Request {
             Request::Nop => OP_NOP,
             Request::Fork => OP_FORK,
             Request::ForkChild { .. } => OP_FORK_CHILD,
+            Request::FileOpen { .. } => OP_FILE_OPEN,
+            Request::FileClose { .. } => OP_FILE_CLOSE,
+            Request::TxFile { .. } => OP_TX_FILE,
         }
     }
 
@@ -188,7 +213,12 @@ impl Request {
     pub fn slotless(&self) -> bool {
         matches!(
             self,
-            Request::Nop | Request::Socket { .. } | Request::Fork | Request::ForkChild { .. }
+            Request::Nop
+                | Request::Socket { .. }
+                | Request::Fork
+                | Request::ForkChild { .. }
+                | Request::FileOpen { .. }
+                | Request::FileClose { .. }
         )
     }
 
@@ -255,6 +285,23 @@ impl Request {
             Request::ForkChild { secret, pid } => {
                 a[0] = secret;
                 a[1] = pid;
+            }
+            Request::FileOpen { fd, dev, ino } => {
+                a[0] = int_word(fd);
+                a[1] = dev;
+                a[2] = ino;
+            }
+            Request::FileClose { id } => a[0] = u64::from(id),
+            Request::TxFile {
+                id,
+                offset,
+                len,
+                at,
+            } => {
+                a[0] = u64::from(id);
+                a[1] = offset;
+                a[2] = len;
+                a[3] = u64::from(at);
             }
             Request::Close
             | Request::GetSockName
@@ -355,6 +402,31 @@ impl Request {
                 secret: a[0],
                 pid: a[1],
             },
+            OP_FILE_OPEN if cmd.tag == 0 => return Err(DecodeError::MissingTag(cmd.op)),
+            OP_FILE_OPEN => Request::FileOpen {
+                fd: word_int(a[0])?,
+                dev: a[1],
+                ino: a[2],
+            },
+            OP_FILE_CLOSE => Request::FileClose {
+                id: u32::try_from(a[0]).map_err(|_| DecodeError::BadFileRef)?,
+            },
+            OP_TX_FILE => {
+                let bad = a[2] < MIN_TX_FILE
+                    || a[2] > MAX_TX_FILE
+                    || a[1] > i64::MAX as u64
+                    || a[0] > u64::from(u32::MAX)
+                    || a[3] > u64::from(u32::MAX);
+                if bad {
+                    return Err(DecodeError::BadFileRef);
+                }
+                Request::TxFile {
+                    id: a[0] as u32,
+                    offset: a[1],
+                    len: a[2],
+                    at: a[3] as u32,
+                }
+            }
             op => return Err(DecodeError::UnknownOp(op)),
         })
     }
@@ -438,6 +510,18 @@ mod tests {
                 secret: u64::MAX,
                 pid: 1234
             },
+            Request::FileOpen {
+                fd: 7,
+                dev: u64::MAX,
+                ino: 1 << 40
+            },
+            Request::FileClose { id: u32::MAX },
+            Request::TxFile {
+                id: 3,
+                offset: i64::MAX as u64,
+                len: MAX_TX_FILE,
+                at: u32::MAX
+            },
         ]
     }
 
@@ -451,10 +535,10 @@ mod tests {
             assert_eq!(Request::decode(&c), Ok(r), "{r:?}");
             ops.insert(r.op());
         }
-        // Every opcode the channel defines has a variant (OP_SOCKET = 1 .. OP_RX_CLAIM = 17).
+        // Every opcode the channel defines has a variant (OP_SOCKET = 1 .. OP_TX_FILE = 20).
         assert_eq!(
             ops.into_iter().collect::<std::vec::Vec<_>>(),
-            (1..=17).collect::<std::vec::Vec<u16>>()
+            (1..=20).collect::<std::vec::Vec<u16>>()
         );
     }
 
@@ -502,6 +586,21 @@ mod tests {
         assert_eq!((c.op, c.flags, c.arg), (5, CF_WAIT, [0; 6]));
         let c = Request::ForkChild { secret: 7, pid: 99 }.to_cmd(0);
         assert_eq!((c.op, c.arg[0], c.arg[1]), (16, 7, 99));
+        let c = Request::FileOpen {
+            fd: 5,
+            dev: 2049,
+            ino: 77,
+        }
+        .to_cmd(0);
+        assert_eq!((c.op, c.arg), (18, [5, 2049, 77, 0, 0, 0]));
+        let c = Request::TxFile {
+            id: 2,
+            offset: 4096,
+            len: 5000,
+            at: 9,
+        }
+        .to_cmd(4);
+        assert_eq!((c.op, c.slot, c.arg), (20, 4, [2, 4096, 5000, 9, 0, 0]));
     }
 
     fn cmd(op: u16) -> Cmd {
@@ -515,7 +614,7 @@ mod tests {
     #[test]
     fn malformed_commands_are_errors() {
         assert_eq!(Request::decode(&cmd(0)), Err(DecodeError::UnknownOp(0)));
-        assert_eq!(Request::decode(&cmd(18)), Err(DecodeError::UnknownOp(18)));
+        assert_eq!(Request::decode(&cmd(21)), Err(DecodeError::UnknownOp(21)));
         assert_eq!(
             Request::decode(&cmd(u16::MAX)),
             Err(DecodeError::UnknownOp(u16::MAX))
@@ -523,6 +622,37 @@ mod tests {
         let mut c = cmd(OP_FORK);
         c.tag = 0;
         assert_eq!(Request::decode(&c), Err(DecodeError::MissingTag(OP_FORK)));
+        let mut c = cmd(OP_FILE_OPEN);
+        c.tag = 0;
+        assert_eq!(
+            Request::decode(&c),
+            Err(DecodeError::MissingTag(OP_FILE_OPEN))
+        );
+
+        // File references: a length under the floor or over the cap, offsets past i64, 33-bit ids/indices.
+        let good = Request::TxFile {
+            id: 1,
+            offset: 0,
+            len: MIN_TX_FILE,
+            at: 0,
+        }
+        .to_cmd(0);
+        assert!(Request::decode(&good).is_ok());
+        for (i, w) in [
+            (2, 0),
+            (2, MIN_TX_FILE - 1),
+            (2, MAX_TX_FILE + 1),
+            (1, 1 << 63),
+            (0, 1 << 32),
+            (3, 1 << 32),
+        ] {
+            let mut c = good;
+            c.arg[i] = w;
+            assert_eq!(Request::decode(&c), Err(DecodeError::BadFileRef), "arg {i}");
+        }
+        let mut c = cmd(OP_FILE_CLOSE);
+        c.arg[0] = 1 << 32;
+        assert_eq!(Request::decode(&c), Err(DecodeError::BadFileRef));
 
         // Address families.
         for op in [OP_BIND, OP_CONNECT] {

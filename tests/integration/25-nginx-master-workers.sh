@@ -3,7 +3,7 @@
 # master_process on, worker_processes 4, sendfile on, keepalive, accept_mutex off (default).
 # Listeners are created by the master and inherited by every worker (EPOLLEXCLUSIVE in each).
 # Pass: wrk -t2 -c100 -d10s on /hello and on a 100 KB file with zero socket errors; all four
-# workers served requests; a 100 MB file downloads intact; `nginx -s reload` under load gives new
+# workers served requests; a 100 MB file downloads intact (by reference: h2n_file_bytes grows by its size); `nginx -s reload` under load gives new
 # workers and loses about what kernel nginx does (one per idle keepalive connection closed by
 # the old workers, plus a few reconnects racing the signal), then serves with zero errors; `kill -USR2` binary upgrade (exec with
 # inherited listeners) keeps serving after the old master quits; `nginx -s quit` under load stops
@@ -57,6 +57,7 @@ lib_loaded "$m" || fail "libsnstack.so is not mapped into the nginx master"
 for ((i = 0; i < 50; i++)); do [[ $(workers "$m") -eq 4 ]] && break; sleep 0.1; done
 [[ $(workers "$m") -eq 4 ]] || fail "expected 4 workers, found $(workers "$m")"
 h2n0=$(agent_stat h2n_bytes)
+file0=$(agent_stat h2n_file_bytes)
 
 log "wrk -t2 -c100 -d10s /hello"
 wrk -t2 -c100 -d10s "http://127.0.0.1:$port/hello" >"$WORKDIR/wrk1.txt" 2>&1 || fail "wrk failed"
@@ -74,6 +75,10 @@ curl -sS --fail --max-time 120 -o "$WORKDIR/f100m" "http://127.0.0.1:$port/files
 assert_same_file "$dir/files/f100m" "$WORKDIR/f100m" "100 MB download (sendfile on)"
 h2n=$(agent_stat h2n_bytes)
 [[ $h2n -gt $((h2n0 + 100 * 1024 * 1024)) ]] || fail "h2n_bytes grew by $((h2n - h2n0)): not offloaded?"
+file=$(agent_stat h2n_file_bytes)
+# The workers are forked children with channels of their own: their sendfile goes by reference too.
+[[ $file -ge $((file0 + 100 * 1024 * 1024)) ]] ||
+    fail "h2n_file_bytes grew by $((file - file0)): the workers' sendfile did not go by reference"
 
 log "nginx -s reload under load"
 wrk -t2 -c50 -d8s "http://127.0.0.1:$port/hello" >"$WORKDIR/wrk3.txt" 2>&1 &

@@ -58,7 +58,7 @@ impl<B: Backend> Core<B> {
         }
         let pending = match self.procs.get(&b.sid).and_then(|p| {
             let (bd, _) = p.sess.table.get_any(b.slot)?;
-            Some(sock::tx_pending(&p.chan, b.slot, bd.tx_sent()))
+            Some(sock::tx_pending(&p.chan, b.slot, bd))
         }) {
             Some(Ok(n)) => n,
             Some(Err(v)) => {

@@ -79,6 +79,15 @@ impl<B: Backend> Core<B> {
             Request::ForkChild { secret, pid } => {
                 return self.op_fork_child(sid, tag, slot, secret, pid)
             }
+            Request::FileOpen { fd, dev, ino } => {
+                return self.op_file_open(sid, tag, slot, fd, dev, ino)
+            }
+            Request::FileClose { id } => {
+                if let Some(p) = self.procs.get_mut(&sid) {
+                    p.files.remove(&id);
+                }
+                return Ok(());
+            }
             _ => {}
         }
         // The socket the slot names, looked up once and handed to the operation.
@@ -88,7 +97,15 @@ impl<B: Backend> Core<B> {
             | Request::Socket { .. }
             | Request::Close
             | Request::Fork
-            | Request::ForkChild { .. } => Ok(()), // served above
+            | Request::ForkChild { .. }
+            | Request::FileOpen { .. }
+            | Request::FileClose { .. } => Ok(()), // served above
+            Request::TxFile {
+                id: file,
+                offset,
+                len,
+                at,
+            } => self.op_tx_file(b, id, file, offset, len, at),
             Request::Bind { addr } => self.op_bind(b, id, tag, addr),
             Request::Listen { backlog } => self.op_listen(b, id, tag, backlog),
             Request::Accept { wait } => self.op_accept(b, id, tag, wait),
@@ -157,6 +174,86 @@ impl<B: Backend> Core<B> {
                 Ok(())
             }
         }
+    }
+
+    /// `OP_FILE_OPEN`: the agent's own reference to the process's file, under a new id.
+    fn op_file_open(
+        &mut self,
+        sid: u32,
+        tag: u64,
+        slot: u32,
+        fd: i32,
+        dev: u64,
+        ino: u64,
+    ) -> Result<(), Violation> {
+        if !self.backend.file_refs() {
+            return self.complete(sid, tag, slot, neg(libc::EOPNOTSUPP), Payload::None);
+        }
+        let Some(p) = self.procs.get(&sid) else {
+            return Ok(());
+        };
+        if p.files.len() >= MAX_FILES {
+            return self.complete(sid, tag, slot, neg(libc::EMFILE), Payload::None);
+        }
+        let pid = p.sess.pid;
+        let file = match self.backend.host_file(pid, fd, dev, ino) {
+            Ok(f) => Rc::new(f),
+            Err(e) => {
+                debug!(pid, fd, "file for sending by reference: {e}");
+                return self.complete(sid, tag, slot, err_of(&e), Payload::None);
+            }
+        };
+        let Some(p) = self.procs.get_mut(&sid) else {
+            return Ok(());
+        };
+        let mut id = p.next_file;
+        while p.files.contains_key(&id) {
+            id = id.wrapping_add(1) & 0x7fff_ffff;
+        }
+        p.next_file = id.wrapping_add(1) & 0x7fff_ffff;
+        p.files.insert(id, file);
+        self.complete(sid, tag, slot, i64::from(id), Payload::None)
+    }
+
+    /// `OP_TX_FILE`: the reference takes its place in binding `b`'s TX byte sequence.
+    fn op_tx_file(
+        &mut self,
+        b: Bind,
+        id: SockId,
+        file: u32,
+        offset: u64,
+        len: u64,
+        at: u32,
+    ) -> Result<(), Violation> {
+        let Some(p) = self.procs.get_mut(&b.sid) else {
+            return Ok(());
+        };
+        let Some(f) = p.files.get(&file).cloned() else {
+            return Err(Violation::Corrupt("OP_TX_FILE names no open file"));
+        };
+        let max = sock::max_file_refs(p.chan.region().geometry().tx_size);
+        let Some((bd, false)) = p.sess.table.get_any_mut(b.slot) else {
+            return Ok(());
+        };
+        if bd.files.len() >= max {
+            return Err(Violation::Corrupt(
+                "more file references than the TX budget allows",
+            ));
+        }
+        if let Some(last) = bd.files.back() {
+            if at.wrapping_sub(last.at) > i32::MAX as u32 {
+                return Err(Violation::Corrupt("file references out of order"));
+            }
+        }
+        bd.files.push_back(sock::FileRef {
+            at,
+            file: f,
+            offset,
+            left: len,
+        });
+        bd.file_taken += len;
+        self.pump_tx(id, b);
+        Ok(())
     }
 
     pub(super) fn op_socket(

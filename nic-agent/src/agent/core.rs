@@ -30,6 +30,10 @@ pub(super) struct Proc {
     pub(super) chan: Box<Channel>,
     /// The process is gone: no more commands; finishing drains only.
     pub(super) closing: bool,
+    /// Files it opened for sending by reference (`OP_FILE_OPEN`), by id; references queued in
+    /// bindings hold their own `Rc`, so a file closed meanwhile stays open until they are sent.
+    pub(super) files: HashMap<u32, Rc<OwnedFd>>,
+    pub(super) next_file: u32,
 }
 
 impl Proc {
@@ -246,10 +250,18 @@ impl<B: Backend> Core<B> {
         }
         self.next_sid = sid.wrapping_add(1);
         let sess = Session::new(cred.pid, cred.uid, cred.gid, max);
+        let features = if self.backend.file_refs() {
+            FEAT_FILE_REFS
+        } else {
+            0
+        };
+        chan.header().features.store(features, Ordering::Relaxed);
         let p = Proc {
             sess,
             chan,
             closing: false,
+            files: HashMap::new(),
+            next_file: 0,
         };
         self.procs.insert(sid, p);
         self.attaches += 1;

@@ -145,7 +145,7 @@ impl<B: Backend> Core<B> {
         for &b in &s.bindings {
             let pending = self.procs.get(&b.sid).and_then(|p| {
                 let (bd, _) = p.sess.table.get_any(b.slot)?;
-                Some(sock::tx_pending(&p.chan, b.slot, bd.tx_sent()))
+                Some(sock::tx_pending(&p.chan, b.slot, bd))
             });
             match pending {
                 Some(Ok(0)) | None => {}

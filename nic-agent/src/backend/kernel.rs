@@ -101,6 +101,20 @@ impl Backend for KernelBackend {
         unsafe { sys::sendv(s.as_raw_fd(), bufs) }
     }
 
+    fn file_refs(&self) -> bool {
+        true
+    }
+
+    fn send_file(
+        &mut self,
+        s: &OwnedFd,
+        file: RawFd,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<usize> {
+        sys::sendfile(s.as_raw_fd(), file, offset, len)
+    }
+
     fn register(&mut self, s: &OwnedFd, token: u64) -> io::Result<()> {
         let ev = sys::EV_IN | sys::EV_OUT | sys::EV_RDHUP | sys::EV_ET;
         self.epoll.add(s.as_raw_fd(), ev, token)

@@ -18,6 +18,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use super::{Backend, ConnectState, IoBuf, LoopStats, Readiness, RxSink, SockEvent};
@@ -948,6 +949,25 @@ impl<B: Backend> Backend for LoopBackend<B> {
         self.net.send(s.key, &v)
     }
 
+    fn file_refs(&self) -> bool {
+        self.inner.file_refs()
+    }
+
+    fn send_file(
+        &mut self,
+        s: &Self::Sock,
+        file: RawFd,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<usize> {
+        if self.net.end(s.key).is_none() {
+            return self.inner.send_file(&s.os, file, offset, len);
+        }
+        // A loop connection: the file's bytes go to the peer's side as a send's would.
+        let net = &mut self.net;
+        super::send_file_chunk(file, offset, len, |b| net.send(s.key, &[b]))
+    }
+
     fn can_lend_tx(&self, s: &Self::Sock) -> bool {
         self.net.end(s.key).is_none() && self.inner.can_lend_tx(&s.os)
     }
@@ -1044,6 +1064,10 @@ impl<B: Backend> Backend for LoopBackend<B> {
 
     fn random_u64(&mut self) -> io::Result<u64> {
         self.inner.random_u64()
+    }
+
+    fn host_file(&mut self, pid: i32, fd: i32, dev: u64, ino: u64) -> io::Result<OwnedFd> {
+        self.inner.host_file(pid, fd, dev, ino)
     }
 
     fn cap_eff(&self, pid: i32) -> io::Result<u64> {

@@ -11,7 +11,7 @@ pub mod user;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 
 /// Readiness of one socket, as edge reports (the agent reads/writes until `WouldBlock`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -162,6 +162,22 @@ pub unsafe fn iov_ref<'a>(bufs: &[IoBuf]) -> Slices<&'a [u8]> {
     )
 }
 
+/// [`Backend::send_file`] for backends that copy: up to 32 KiB of `file` from `offset` read into
+/// a buffer and handed to `send` (a short send reads again next time); `Ok(0)` at the file's end.
+pub fn send_file_chunk(
+    file: RawFd,
+    offset: u64,
+    len: usize,
+    send: impl FnOnce(&[u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut buf = [0u8; 32 * 1024];
+    let n = crate::sys::pread(file, &mut buf[..len.min(32 * 1024)], offset)?;
+    if n == 0 {
+        return Ok(0);
+    }
+    send(&buf[..n])
+}
+
 /// A TCP implementation. Every method is non-blocking; errors carry Linux errno values.
 pub trait Backend {
     type Sock;
@@ -197,6 +213,32 @@ pub trait Backend {
     /// # Safety
     /// Every buffer must be readable memory.
     unsafe fn send(&mut self, s: &Self::Sock, bufs: &[IoBuf]) -> io::Result<usize>;
+    /// Whether [`Backend::send_file`] sends from the file itself rather than through a buffer
+    /// of the agent's (the kernel's `sendfile`). The agent then offers file references to
+    /// hosts (`FEAT_FILE_REFS`: their `sendfile` posts `OP_TX_FILE` instead of copying into the
+    /// TX stream); backends that copy anyway keep the host's one copy (docs/channel.md).
+    fn file_refs(&self) -> bool {
+        false
+    }
+    /// Sends up to `len` bytes of the regular file `file` from `offset`, as [`Backend::send`]
+    /// does (partial counts, WouldBlock); `Ok(0)` for `len > 0` means the file ended first.
+    /// The default reads a buffer's worth and sends it (a short send reads again next time).
+    fn send_file(
+        &mut self,
+        s: &Self::Sock,
+        file: RawFd,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<usize> {
+        send_file_chunk(file, offset, len, |b| {
+            let iov = IoBuf {
+                iov_base: b.as_ptr().cast_mut().cast(),
+                iov_len: b.len(),
+            };
+            // SAFETY: a buffer of ours, readable and unchanged during the call.
+            unsafe { self.send(s, &[iov]) }
+        })
+    }
     /// Whether `s` can send straight from a lent TX stream (the native engine builds segments
     /// from it: one copy from the channel to the wire; sock.rs, docs/channel.md *Lent TX*).
     fn can_lend_tx(&self, _s: &Self::Sock) -> bool {
@@ -300,6 +342,11 @@ pub trait Backend {
     /// Effective capability set of process `pid`.
     fn cap_eff(&self, pid: i32) -> io::Result<u64> {
         crate::sys::cap_eff(pid)
+    }
+    /// The agent's own reference to process `pid`'s open file `fd`, when it is the regular
+    /// file `dev`/`ino` (`OP_FILE_OPEN`; the emulation of the host registering pages for DMA).
+    fn host_file(&mut self, pid: i32, fd: i32, dev: u64, ino: u64) -> io::Result<OwnedFd> {
+        crate::sys::host_file(pid, fd, dev, ino)
     }
     /// Parent of process `pid`.
     fn parent_pid(&self, pid: i32) -> io::Result<i32> {

@@ -26,6 +26,9 @@ struct FakeOs {
     secrets: u64,
     /// The errno the next getsockopt fails with.
     getsockopt_fails: Option<i32>,
+    /// Whether the backend sends files by reference, and the files hosts may name (by fd).
+    file_refs: bool,
+    files: HashMap<i32, std::fs::File>,
 }
 
 /// The OS under [`LoopBackend`]: sockets that bind and listen but never reach a network.
@@ -122,6 +125,14 @@ impl Backend for Fake {
     }
     fn owns_loopback(&self) -> bool {
         true
+    }
+    fn file_refs(&self) -> bool {
+        self.0.borrow().file_refs
+    }
+    fn host_file(&mut self, _pid: i32, fd: i32, _dev: u64, _ino: u64) -> io::Result<OwnedFd> {
+        let os = self.0.borrow();
+        let f = os.files.get(&fd).ok_or_else(|| err(libc::EBADF))?;
+        Ok(OwnedFd::from(f.try_clone()?))
     }
     fn random_u64(&mut self) -> io::Result<u64> {
         let mut os = self.0.borrow_mut();
@@ -994,5 +1005,186 @@ fn a_scribbled_handoff_head_drops_only_that_channel() {
     a.region.rx(ls).unwrap().publish_head(12345);
     r.client(&mut b, 7014, b"");
     assert!(a.dead());
+    assert!(!b.dead());
+}
+
+/// A file the fake OS lets hosts name as fd `fd`: `len` bytes of a pattern.
+fn host_file(r: &Rig, fd: i32, len: usize) -> Vec<u8> {
+    use std::io::Write;
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "snstack-core-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    f.write_all(&data).unwrap();
+    let mut os = r.os.borrow_mut();
+    os.file_refs = true;
+    os.files.insert(fd, f);
+    data
+}
+
+/// `OP_FILE_OPEN` of fd `fd` of `h`: the file's id.
+fn open_file(r: &mut Rig, h: &mut Host, fd: i32) -> u32 {
+    r.ok(h, 0, Request::FileOpen { fd, dev: 0, ino: 0 }) as u32
+}
+
+/// As the library's `sendfile` does: count, then the command.
+fn post_file(h: &mut Host, slot: u32, id: u32, offset: u64, len: u64) {
+    let ctl = h.region.sock(slot).unwrap();
+    let posted = &ctl.host.0.tx_file_posted;
+    posted.store(posted.load(Ordering::Relaxed) + len, Ordering::Release);
+    let at = h.region.tx(slot).unwrap().load_tail();
+    h.send(
+        slot,
+        Request::TxFile {
+            id,
+            offset,
+            len,
+            at,
+        },
+    );
+}
+
+/// Same bytes (compared without printing megabytes when they differ).
+fn same(got: &[u8], want: &[u8]) {
+    let diff = got.iter().zip(want).position(|(a, b)| a != b);
+    assert!(
+        diff.is_none() && got.len() == want.len(),
+        "got {} bytes, want {}; first difference at {diff:?}",
+        got.len(),
+        want.len()
+    );
+}
+
+/// Reads what `slot` of `h` receives until `want` bytes came (telling the agent about the room
+/// made, as the library does after a read).
+fn read_all(r: &mut Rig, h: &mut Host, slot: u32, want: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    for _ in 0..64 {
+        got.extend(h.read(slot));
+        if got.len() >= want {
+            break;
+        }
+        h.send(slot, Request::RxSpace);
+        r.step();
+    }
+    got
+}
+
+#[test]
+fn file_references_go_in_their_place_in_the_byte_sequence() {
+    let mut r = Rig::new();
+    let data = host_file(&r, 7, 10_000);
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    assert_eq!(
+        b.region.header().features.load(Ordering::Relaxed) & FEAT_FILE_REFS,
+        FEAT_FILE_REFS
+    );
+    let ls = r.listener(&mut a, 8080);
+    let (cs, ss) = r.connect(&mut b, &mut a, ls, 8080);
+    let id = open_file(&mut r, &mut b, 7);
+    // Bytes before the reference, the file's from 1000 on, bytes after.
+    b.write(cs, b"head-");
+    post_file(&mut b, cs, id, 1000, 6000);
+    b.write(cs, b"-tail");
+    r.ok(&mut b, cs, Request::TxKick);
+    let mut want = b"head-".to_vec();
+    want.extend_from_slice(&data[1000..7000]);
+    want.extend_from_slice(b"-tail");
+    same(&read_all(&mut r, &mut a, ss, want.len()), &want);
+    let ctl = b.region.sock(cs).unwrap();
+    assert_eq!(ctl.state.0.tx_file_done.load(Ordering::Acquire), 6000);
+    r.core.flush();
+    let st = &b.region.header().stats.0;
+    assert_eq!(st.h2n_file_bytes.load(Ordering::Relaxed), 6000);
+    assert!(st.h2n_bytes.load(Ordering::Relaxed) >= 6010);
+
+    // A count ahead of the references taken: nothing more goes, not even the bytes before the
+    // reference, until its command runs.
+    b.write(cs, b"<");
+    let posted = &ctl.host.0.tx_file_posted;
+    posted.store(posted.load(Ordering::Relaxed) + 5000, Ordering::Release);
+    let at = b.region.tx(cs).unwrap().load_tail();
+    b.write(cs, b">");
+    r.ok(&mut b, cs, Request::TxKick);
+    r.step();
+    assert_eq!(
+        a.read(ss),
+        b"",
+        "bytes overtook a reference still on its way"
+    );
+    b.send(
+        cs,
+        Request::TxFile {
+            id,
+            offset: 0,
+            len: 5000,
+            at,
+        },
+    );
+    let mut want = b"<".to_vec();
+    want.extend_from_slice(&data[..5000]);
+    want.push(b'>');
+    same(&read_all(&mut r, &mut a, ss, want.len()), &want);
+
+    // The id closed with references of it still queued would keep the file; closed now, a new
+    // reference to it is a protocol violation that drops only this channel.
+    b.send(0, Request::FileClose { id });
+    post_file(&mut b, cs, id, 0, 4096);
+    r.step();
+    assert!(b.dead());
+    assert!(!a.dead());
+}
+
+#[test]
+fn a_file_shorter_than_its_reference_fails_the_connection() {
+    let mut r = Rig::new();
+    host_file(&r, 7, 5000);
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    let ls = r.listener(&mut a, 8080);
+    let (cs, ss) = r.connect(&mut b, &mut a, ls, 8080);
+    let id = open_file(&mut r, &mut b, 7);
+    post_file(&mut b, cs, id, 0, 8192);
+    assert_eq!(read_all(&mut r, &mut a, ss, 5000).len(), 5000);
+    r.step();
+    assert_ne!(b.flags(cs) & SF_ERROR, 0);
+    let ctl = b.region.sock(cs).unwrap();
+    assert_eq!(ctl.state.0.error.load(Ordering::Acquire), libc::EIO as u32);
+    assert!(!b.dead(), "the host did nothing wrong");
+}
+
+#[test]
+fn file_references_are_refused_where_the_backend_copies() {
+    let mut r = Rig::new();
+    host_file(&r, 7, 5000);
+    r.os.borrow_mut().file_refs = false;
+    let mut b = r.attach(200);
+    assert_eq!(b.region.header().features.load(Ordering::Relaxed), 0);
+    let open = Request::FileOpen {
+        fd: 7,
+        dev: 0,
+        ino: 0,
+    };
+    assert_eq!(r.call(&mut b, 0, open).result, neg(libc::EOPNOTSUPP));
+    // An fd the process does not have: the backend's errno.
+    r.os.borrow_mut().file_refs = true;
+    let bad = Request::FileOpen {
+        fd: 9,
+        dev: 0,
+        ino: 0,
+    };
+    assert_eq!(r.call(&mut b, 0, bad).result, neg(libc::EBADF));
     assert!(!b.dead());
 }
