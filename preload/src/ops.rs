@@ -720,10 +720,12 @@ pub(crate) fn send_with(
             };
         }
         let fl = st.flags.load(Ordering::Acquire);
+        if sent > 0 && crate::readiness::error_pending(s) {
+            // What went is returned and the error stays for the next call, as Linux's
+            // tcp_sendmsg returns a partial count without taking sk_err.
+            return R::Ok(sent as isize);
+        }
         if let Some(e) = take_error(s) {
-            if sent > 0 {
-                return R::Ok(sent as isize);
-            }
             if e == libc::EPIPE && !nosig {
                 raise_sigpipe();
             }
