@@ -425,6 +425,61 @@ def close_then_data_b(c):
     s.close()
 
 
+SENDERS = ("send", "sendmsg", "writev", "sendfile", "splice")
+
+
+def send_via(how, s, fd):
+    """One small send on `s` by way of `how` (no SIGPIPE: Python ignores it)."""
+    if how == "send":
+        return s.send(b"x" * 100, socket.MSG_NOSIGNAL)
+    if how == "sendmsg":
+        return s.sendmsg([b"x" * 50, b"y" * 50], [], socket.MSG_NOSIGNAL)
+    if how == "writev":
+        return os.writev(s.fileno(), [b"x" * 50, b"y" * 50])
+    if how == "sendfile":
+        return os.sendfile(s.fileno(), fd, 0, 8192)
+    r, w = os.pipe()
+    try:
+        os.write(w, b"s" * 100)
+        return os.splice(r, s.fileno(), 100)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def peer_err_send(c):
+    """Connects once per way of sending; the peer resets (closes with our bytes unread); then two
+    sends: ECONNRESET, then EPIPE, whatever the call (issue 12 item 3)."""
+    fd = os.open(RUN["dir"], os.O_TMPFILE | os.O_RDWR, 0o600)
+    os.write(fd, data(16384, 71))
+    c.wait("ready")
+    for how in SENDERS:
+        s = connect(c.port)
+        s.sendall(data(100, 72))
+        c.sig("sent-" + how)
+        c.wait("closed-" + how)
+        time.sleep(0.2)
+        c.tryit(how + "-1", lambda: send_via(how, s, fd))
+        c.tryit(how + "-2", lambda: send_via(how, s, fd))
+        c.tryit(how + "-soerror", lambda: s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+        s.close()
+    os.close(fd)
+
+
+def peer_err_reset(c):
+    l = listen(c.port)
+    c.sig("ready")
+    for how in SENDERS:
+        s = accept(l)
+        c.wait("sent-" + how)
+        po = select.poll()
+        po.register(s, select.POLLIN)
+        po.poll(TMO * 1000)  # the bytes are here (a lost segment is retransmitted first)
+        s.close()  # 100 bytes unread: RST
+        c.sig("closed-" + how)
+    l.close()
+
+
 def refused_a(c):
     c.sig("ready")  # nothing listens on A's port
 
@@ -665,6 +720,8 @@ SCENARIOS = [
     ("out_backlog", backlog_b, backlog_a),
     ("out_zerowin", zerowin_b, zerowin_a),
     ("out_pingpong", pingpong_b, pingpong_a),
+    # A (the engine) sends after B reset the connection, with each way of sending.
+    ("out_peer_err", peer_err_send, peer_err_reset),
 ]
 
 
