@@ -840,7 +840,7 @@ def scenarios(h, profile):
     if profile == "quick":
         sweep = [1, 16, 128]
         full = [N(h, "0B", c) for c in sweep] + [
-            N(h, "100KB", 16), N(h, "0B", 16, close=True),
+            N(h, "100KB", 16), N(h, "0B", 16, close=True), N(h, "100KB", 16, close=True),
             R(h, "get", 1), R(h, "set", 16),
             S(h, "ping-pong"), S(h, "under-load", mps=10000)]
         head = [N(h, "0B", 16), N(h, "0B", 16, close=True), R(h, "get", 1), S(h, "ping-pong")]
@@ -849,7 +849,8 @@ def scenarios(h, profile):
     full = [N(h, "0B", c) for c in sweep]
     full += [N(h, s, 16) for s in ("1KB", "100KB")]
     full += [N(h, s, 16, workers=2) for s in ("0B", "1KB", "100KB")]
-    full += [N(h, "0B", 16, close=True), N(h, "1KB", 16, close=True), N(h, "0B", 16, workers=2, close=True)]
+    full += [N(h, "0B", 16, close=True), N(h, "1KB", 16, close=True), N(h, "100KB", 16, close=True),
+             N(h, "0B", 16, workers=2, close=True)]
     # 10,000 keepalive connections through one worker: errors, throughput, channel memory.
     full += [N(h, "0B", 10000)]
     full += [R(h, t, p) for t in ("get", "set") for p in (1, 16)]

@@ -30,6 +30,8 @@ pub struct Channel {
     consumed: bool,
     dirty: Vec<u32>,
     dirty_mark: Vec<bool>,
+    /// Publication counter (`SockState::stamp`).
+    stamp: u64,
     waiters: Vec<Option<OwnedFd>>,
     /// Waiters whose doorbell is owed: they announced sleep, the announcement was consumed
     /// (`wake::must_ring`), and the eventfd write waits for [`Channel::ring_owed`].
@@ -71,6 +73,7 @@ impl Channel {
             owed: 0,
             dirty: Vec::new(),
             dirty_mark: vec![false; n],
+            stamp: 0,
             waiters: (0..MAX_WAITERS).map(|_| None).collect(),
             counters: Counters::default(),
             mirrored: Counters::default(),
@@ -247,6 +250,10 @@ impl Channel {
         let Some(ctl) = self.region.sock(slot) else {
             return;
         };
+        // Slots are flushed in the order they first changed in this iteration (the order the
+        // backend reported their events), so the stamps carry that order to the host.
+        self.stamp += 1;
+        ctl.state.0.stamp.store(self.stamp, Ordering::Relaxed);
         if wake::bump(&ctl.state.0.wake_seq, &ctl.host.0.waiters) {
             sys::futex_wake(&ctl.state.0.wake_seq, i32::MAX);
         }

@@ -343,6 +343,14 @@ fn scan(ep: &mut Ep, out: &mut [libc::epoll_event]) -> usize {
         Some(w) if !c.is_dead() => {
             let list = &mut ep.list;
             c.region.take_changed(w, |slot| list.mark_slot(slot));
+            // In the order readiness arose (SockState::stamp), not in slot or registration
+            // order: a server must see connection 1's request before connection 2's when 1's
+            // bytes came first, as Linux's ready list gives them.
+            list.order_queue(|slot| {
+                c.region
+                    .sock(slot)
+                    .map_or(0, |ctl| ctl.state.0.stamp.load(Ordering::Relaxed))
+            });
         }
         _ => ep.list.mark_all(),
     }

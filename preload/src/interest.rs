@@ -42,6 +42,10 @@ struct Ent {
     next: u32,
     /// The position is in `List::queue`.
     queued: bool,
+    /// Queued again by the last scan (a level still reported): it keeps its place ahead of the
+    /// entries that changed since, as a reported item goes back to the tail of Linux's ready
+    /// list before newer events join it.
+    carried: bool,
 }
 
 /// What a scan decided about one examined entry.
@@ -64,6 +68,8 @@ pub(crate) struct List {
     queue: Vec<u32>,
     /// Scratch for the next queue (kept to avoid allocating per scan).
     spare: Vec<u32>,
+    /// Scratch for ordering the queue: (stamp, position) per queued entry.
+    keyed: Vec<(u64, u32)>,
     /// The next scan examines every entry.
     all: bool,
     /// Rotation of full scans, so a small output buffer does not always favour the same entries.
@@ -79,6 +85,7 @@ impl List {
             heads: Vec::new(),
             queue: Vec::new(),
             spare: Vec::new(),
+            keyed: Vec::new(),
             all: false,
             rr: 0,
         }
@@ -121,6 +128,7 @@ impl List {
                     it: Some(it),
                     next,
                     queued: false,
+                    carried: false,
                 });
                 (self.ents.len() - 1) as u32
             }
@@ -204,6 +212,7 @@ impl List {
         if let Some(e) = self.ents.get_mut(p as usize) {
             if !e.queued {
                 e.queued = true;
+                e.carried = false;
                 self.queue.push(p);
             }
         }
@@ -216,10 +225,39 @@ impl List {
             let e = &mut self.ents[cur as usize];
             if !e.queued {
                 e.queued = true;
+                e.carried = false;
                 self.queue.push(cur);
             }
             cur = e.next;
         }
+    }
+
+    /// Puts the queued entries that changed since the last scan (newly marked, added or
+    /// modified) in the order of `stamp(slot)`, the order in which their sockets' changes arose;
+    /// entries of equal stamps keep their order. Entries the last scan queued again (a level
+    /// still reported) stay ahead, in their order, as reported items go back to the tail of
+    /// Linux's ready list before newer events join it (so `maxevents` 1 rotates among them).
+    pub(crate) fn order_queue(&mut self, stamp: impl Fn(u32) -> u64) {
+        if self.queue.len() < 2 {
+            return;
+        }
+        let mut keyed = core::mem::take(&mut self.keyed);
+        keyed.clear();
+        for (i, &p) in self.queue.iter().enumerate() {
+            let e = &self.ents[p as usize];
+            let k = match &e.it {
+                Some(_) if e.carried => 0,
+                Some(it) => stamp(it.slot).saturating_add(1),
+                None => 0,
+            };
+            keyed.push((k, i as u32));
+        }
+        keyed.sort_unstable();
+        let mut q = core::mem::take(&mut self.spare);
+        q.clear();
+        q.extend(keyed.iter().map(|&(_, i)| self.queue[i as usize]));
+        self.spare = core::mem::replace(&mut self.queue, q);
+        self.keyed = keyed;
     }
 
     /// The next scan examines everything (the changed-slot bitmap cannot be trusted).
@@ -270,7 +308,10 @@ impl List {
             let (v, stop) = visit(it);
             match v {
                 Verdict::Done => {}
-                Verdict::Again => again.push(p),
+                Verdict::Again => {
+                    e.carried = true;
+                    again.push(p);
+                }
                 Verdict::Stale => {
                     if let Some(old) = self.remove(p) {
                         if !self.has_slot(old.slot) {
@@ -327,6 +368,26 @@ mod tests {
             |_| {},
         );
         seen
+    }
+
+    #[test]
+    fn the_queue_goes_in_the_order_readiness_arose() {
+        let mut l = List::new();
+        for (fd, slot) in [(10, 0), (11, 1), (12, 2), (13, 3)] {
+            l.insert(it(fd, slot));
+        }
+        // Slot 3 changed first, then 1, then 0; slot 2 (stamp 0) was ready before all of them.
+        let stamp = |slot: u32| [30, 20, 0, 10][slot as usize];
+        l.order_queue(stamp);
+        assert_eq!(scan(&mut l, |_| (Verdict::Again, false)), [12, 13, 11, 10]);
+        // The level-triggered entries come back in the same order, ahead of a socket that
+        // became ready since, whatever the stamps now say.
+        l.insert(it(14, 4));
+        l.order_queue(|slot| 100 - u64::from(slot));
+        assert_eq!(
+            scan(&mut l, |_| (Verdict::Done, false)),
+            [12, 13, 11, 10, 14]
+        );
     }
 
     #[test]

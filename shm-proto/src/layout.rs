@@ -194,6 +194,10 @@ pub struct SockState {
     /// Bytes of `OP_TX_FILE` references the agent has handed to its backend (the host's send
     /// budget counts `SockHost::tx_file_posted - tx_file_done` as queued).
     pub tx_file_done: AtomicU64,
+    /// The channel's publication counter when a change of this socket was last published
+    /// (stored before the changed-slot mark): the host reports the sockets one scan finds
+    /// changed in this order, the order in which the changes arose, as Linux's ready list does.
+    pub stamp: AtomicU64,
 }
 
 /// Host-written bookkeeping of a socket.

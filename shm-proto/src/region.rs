@@ -413,6 +413,7 @@ impl Region {
             s.accept_seq.store(0, Ordering::Relaxed);
             s.rx_blocked.store(0, Ordering::Relaxed);
             s.tx_file_done.store(0, Ordering::Relaxed);
+            s.stamp.store(0, Ordering::Relaxed);
             c.host.0.tx_kick.store(0, Ordering::Relaxed);
             c.host.0.tx_file_posted.store(0, Ordering::Relaxed);
             c.host.0.waiter_mask.store(0, Ordering::Relaxed);

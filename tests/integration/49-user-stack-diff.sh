@@ -5,7 +5,8 @@
 # the IP; its CLIENT role always runs on kernel sockets in namespace B. Scenarios: echo 1 B /
 # 64 KiB / 4 MiB (sha256), half-close both ways, close with unread data and SO_LINGER {1,0}
 # (RST: ECONNRESET then EPIPE), data into a closed socket, ECONNREFUSED, listen backlog 2 with
-# 10 connects and late accepts, zero window, TCP_NODELAY ping-pong x1000, keepalive ending in
+# 10 connects and late accepts, the order epoll reports 16 connections written in a shuffled
+# order (ready_order), zero window, TCP_NODELAY ping-pong x1000, keepalive ending in
 # ETIMEDOUT (B blackholes the connection with nftables), outgoing echo and ECONNREFUSED (A
 # connects to kernel servers in B), socket options as the server reports them, and A sending
 # after B reset the connection with send, sendmsg, writev, sendfile and splice (out_peer_err). The printed

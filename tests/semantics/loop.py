@@ -6,7 +6,8 @@ outputs must be identical. Every connection here goes to a listener of the same 
 local address, which is exactly what the agent's loopback accelerator serves (docs/loopback.md):
 end of stream, half-close both ways, RST on close with unread data and with SO_LINGER 0,
 SO_ERROR after RST, EPIPE/SIGPIPE, addresses (IPv4, IPv6, v4-mapped), non-blocking connect
-readiness, flow control on a large transfer, accept queue order, options on loop sockets.
+readiness, flow control on a large transfer, accept queue order, options on loop sockets, the
+order in which epoll reports sockets that became readable.
 Lines carry no ports or timings. Every wait is bounded.
 """
 import errno, hashlib, os, select, signal, socket, struct, sys, threading, time
@@ -333,9 +334,58 @@ def t_options():
     c.close(); a.close()
 
 
+def t_ready_order():
+    """epoll reports sockets in the order their readiness arose (Linux's ready list), not in fd
+    or slot order: requests written on 16 connections in a shuffled order, then one epoll_wait
+    (level, edge, oneshot), and again with the writer in another process (issue 12 item 1)."""
+    import random
+    n = 16
+    l = listener(backlog=n)
+    cs, accs = [], []
+    for _ in range(n):
+        c = socket.create_connection(l.getsockname())
+        a, _ = l.accept()
+        cs.append(c)
+        accs.append(a)
+    l.close()
+    idx = {a.fileno(): i for i, a in enumerate(accs)}
+    order = list(range(n))
+    random.Random(7).shuffle(order)
+    for mode, flags in (("lt", 0), ("et", select.EPOLLET), ("oneshot", select.EPOLLONESHOT)):
+        ep = select.epoll()
+        for a in accs:
+            ep.register(a.fileno(), select.EPOLLIN | flags)
+        for i in order:
+            cs[i].send(b"r")
+            time.sleep(0.003)
+        settle()
+        got = [idx[fd] for fd, _ in ep.poll(1, n)]
+        p("ready-order", mode, "in write order" if got == order else "differs", got == sorted(got))
+        for a in accs:
+            a.recv(10)
+        ep.close()
+    # The writer in another process (its own channel under snstack): the order still holds.
+    ep = select.epoll()
+    for a in accs:
+        ep.register(a.fileno(), select.EPOLLIN)
+    pid = os.fork()
+    if pid == 0:
+        for i in order:
+            cs[i].send(b"f")
+            time.sleep(0.003)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    settle()
+    got = [idx[fd] for fd, _ in ep.poll(1, n)]
+    p("ready-order", "forked-writer", "in write order" if got == order else "differs")
+    ep.close()
+    for x in cs + accs:
+        x.close()
+
+
 def main():
     for t in (t_addresses, t_nonblocking_connect, t_fin_and_halfclose, t_reset, t_bulk,
-              t_accept_queue, t_options):
+              t_accept_queue, t_options, t_ready_order):
         try:
             t()
         except Exception as e:  # a probe that raises is a difference too

@@ -480,6 +480,60 @@ def peer_err_reset(c):
     l.close()
 
 
+def ready_order_a(c):
+    """A accepts 16 connections and waits; B writes one byte on each in a shuffled order; one
+    epoll_wait reports them in the order they arrived (issue 12 item 1)."""
+    n = 16
+    l = listen(c.port, backlog=n)
+    c.sig("ready")
+    accs = [accept(l) for _ in range(n)]
+    l.close()
+    ids = {}
+    for a in accs:
+        ids[a.fileno()] = int(recv_exact(a, 2).decode())  # B numbers its connections
+    ep = select.epoll()
+    for a in accs:
+        ep.register(a.fileno(), select.EPOLLIN)
+    c.sig("registered")
+    c.wait("written")
+    time.sleep(0.2)
+    got = [ids[fd] for fd, _ in ep.poll(1, n)]
+    c.p("order", " ".join(str(i) for i in got))
+    ep.close()
+    for a in accs:
+        a.close()
+
+
+def ready_order_b(c):
+    import random
+    n = 16
+    c.wait("ready")
+    cs = []
+    for i in range(n):
+        s = connect(c.port)
+        s.sendall(b"%02d" % i)
+        cs.append(s)
+    c.wait("registered")
+    order = list(range(n))
+    random.Random(11).shuffle(order)
+    import fcntl, termios
+    for i in order:
+        cs[i].send(b"r")
+        # Acknowledged before the next write (SIOCOUTQ 0), so a segment lost to the loss rule
+        # is retransmitted first and the bytes reach A in this order on every run.
+        end = time.monotonic() + TMO
+        while time.monotonic() < end:
+            q = struct.unpack("i", fcntl.ioctl(cs[i].fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+            if q == 0:
+                break
+            time.sleep(0.001)
+    c.sig("written")
+    c.p("wrote", " ".join(str(i) for i in order))
+    time.sleep(0.5)
+    for s in cs:
+        s.close()
+
+
 def refused_a(c):
     c.sig("ready")  # nothing listens on A's port
 
@@ -702,6 +756,7 @@ SCENARIOS = [
     ("linger_rst", linger_rst_a, linger_rst_b),
     ("close_then_data", close_then_data_a, close_then_data_b),
     ("refused", refused_a, refused_b),
+    ("ready_order", ready_order_a, ready_order_b),
     ("backlog", backlog_a, backlog_b),
     ("zerowin", zerowin_a, zerowin_b),
     ("pingpong", pingpong_a, pingpong_b),
