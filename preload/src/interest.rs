@@ -252,6 +252,12 @@ impl List {
             };
             keyed.push((k, i as u32));
         }
+        // Usually already in order (one change per scan, or changes that came in slot order):
+        // then the queue stays as it is.
+        if keyed.windows(2).all(|w| w[0].0 <= w[1].0) {
+            self.keyed = keyed;
+            return;
+        }
         keyed.sort_unstable();
         let mut q = core::mem::take(&mut self.spare);
         q.clear();

@@ -122,29 +122,40 @@ def run(peer, how, send):
     c.close()
 
 
-def blocked(name, fill):
-    """A sender blocked on a full buffer wakes with the peer's reset."""
-    c, a = pair()
-    a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+def reset_while(c, a, body):
+    """Runs `body()` on another thread, resets the connection from the peer's side half a
+    second later, and returns what `body` returned or the errno name it raised."""
     got = []
 
-    def sender():
+    def run():
         try:
-            while True:
-                fill(c)
+            got.append(body())
         except OSError as e:
             got.append(en(e))
-    t = threading.Thread(target=sender)
+    t = threading.Thread(target=run)
     t.start()
     time.sleep(0.5)
     linger0(a)
     t.join(10)
+    if not got:
+        p("still blocked after the reset")
+        os._exit(1)
+    return got[0]
+
+
+def blocked(name, fill):
+    """A sender blocked on a full buffer wakes with the peer's reset."""
+    c, a = pair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+    def forever():
+        while True:
+            fill(c)
+    got = reset_while(c, a, forever)
     # Which of ECONNRESET or EPIPE depends on whether the blocked call had queued bytes when the
     # reset came (a partial count, the error for the next call), so on the buffer sizes, which
     # differ between the kernel's socket and the agent's streams: the line says it woke with one.
-    p("blocked", name, "woke with an error" if got and got[0] in ("ECONNRESET", "EPIPE") else got)
-    if not got:
-        os._exit(1)
+    p("blocked", name, "woke with an error" if got in ("ECONNRESET", "EPIPE") else got)
     c.close()
 
 
@@ -153,19 +164,8 @@ def partial():
     returns the partial count, and the error waits for the next call (Linux's tcp_sendmsg)."""
     c, a = pair()
     big = b"p" * (32 << 20)
-    got = []
-
-    def sender():
-        try:
-            got.append(c.send(big))
-        except OSError as e:
-            got.append(en(e))
-    t = threading.Thread(target=sender)
-    t.start()
-    time.sleep(0.5)
-    linger0(a)
-    t.join(10)
-    first = "partial" if got and isinstance(got[0], int) and 0 < got[0] < len(big) else got
+    got = reset_while(c, a, lambda: c.send(big))
+    first = "partial" if isinstance(got, int) and 0 < got < len(big) else got
     try:
         c.send(b"q")
         nxt = "ok"
