@@ -96,10 +96,11 @@ pub(crate) fn readiness(s: &S) -> u32 {
 
 /// A listener has connections the agent handed to this process (shm_proto::handoff).
 pub(crate) fn handoffs_waiting(s: &S) -> bool {
+    // An error here is a head gone stale while other threads took records and the agent
+    // refilled (records are there), or corruption, which the accept then reports (EIO).
     s.c.region.rx(s.slot).is_some_and(|rx| {
         rx.readable(s.ctl.rx_head.0.load(Ordering::Acquire))
-            .unwrap_or(0)
-            > 0
+            .map_or(true, |n| n > 0)
     })
 }
 

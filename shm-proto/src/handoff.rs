@@ -72,7 +72,14 @@ pub fn push(rx: &Stream, tail: &mut u32, h: &Handoff) -> Result<bool, Corrupt> {
 pub fn take(rx: &Stream) -> Result<Option<Handoff>, Corrupt> {
     loop {
         let head = rx.load_head();
-        let n = rx.readable(head)?;
+        let n = match rx.readable(head) {
+            Ok(n) => n,
+            // Other consumers took records and the producer refilled the ring between our two
+            // loads: the head we hold is stale, not the indices corrupt. Only a head that stayed
+            // put while the tail is more than a ring ahead is corruption.
+            Err(_) if rx.load_head() != head => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             return Ok(None);
         }
