@@ -309,6 +309,72 @@ pub(crate) fn ctl(
     }
 }
 
+/// Offloaded socket `fd` (`slot` incarnation `inc`) has become a kernel socket under the same
+/// number (an offload rule, `tokernel.rs`): its registrations leave our interest lists for the
+/// kernel epoll sets, with their events and data, as if the application had added the kernel
+/// socket itself. Called after the number names the kernel socket. Returns how many
+/// registrations moved, or the first errno the kernel gave (the others still move).
+pub(crate) fn to_kernel(
+    fd: i32,
+    slot: u32,
+    inc: u32,
+    ctl: &shm_proto::SockCtl,
+) -> Result<u32, i32> {
+    // Only an instance whose waiter bit is set on the slot can hold it.
+    let mask = ctl.host.0.waiter_mask.load(Ordering::Acquire);
+    if mask == 0 {
+        return Ok(0);
+    }
+    let (mut moved, mut err) = (0, None);
+    for e in EPS.iter() {
+        let mut g = e.lock();
+        let Some(ep) = g.as_mut() else {
+            continue;
+        };
+        if !ep.waiter.is_some_and(|(w, _)| mask & (1u64 << w) != 0) {
+            continue;
+        }
+        while let Some(p) = ep.list.find(fd, slot, inc) {
+            let Some(it) = ep.list.remove(p) else {
+                break;
+            };
+            let excl = libc::EPOLLEXCLUSIVE as u32;
+            // A one-shot registration that fired stays as disabled as the kernel allows: only
+            // its flags go over (the kernel adds EPOLLERR|EPOLLHUP to any registration).
+            let events = if it.off {
+                it.events & (libc::EPOLLONESHOT as u32 | libc::EPOLLET as u32 | excl)
+            } else {
+                it.events
+            };
+            let mut ev = libc::epoll_event {
+                events,
+                u64: it.data,
+            };
+            // SAFETY: a valid epoll_event for the application's epoll fd and socket.
+            let r = unsafe { crate::real::epoll_ctl(ep.kfd, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+            if r == 0 {
+                ep.kernel_fds += 1;
+                moved += 1;
+            } else if err.is_none() {
+                // SAFETY: errno of this thread.
+                err = Some(unsafe { *libc::__errno_location() });
+            }
+        }
+        if let Some((w, _)) = ep.waiter {
+            if !ep.list.has_slot(slot) {
+                ctl.host
+                    .0
+                    .waiter_mask
+                    .fetch_and(!(1u64 << w), Ordering::AcqRel);
+            }
+        }
+    }
+    match err {
+        Some(e) => Err(e),
+        None => Ok(moved),
+    }
+}
+
 /// Removes entries of `slot` that no longer name a live socket.
 fn prune(list: &mut List, slot: u32) {
     loop {

@@ -26,7 +26,7 @@ use crate::fdtable::{self, Entry};
 use crate::ops::{self, iov_slice, Iov, R};
 use crate::real::{CStrArr, SpawnFa};
 use crate::sys::set_errno;
-use crate::{epoll, fdmodel, poll, real};
+use crate::{epoll, fdmodel, poll, real, tokernel};
 use libc::{c_int, c_uint, c_ulong, c_void, iovec, size_t, sockaddr, socklen_t, ssize_t};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -253,8 +253,8 @@ macro_rules! hook_table {
                 fd: c_int,
                 a: *const sockaddr,
                 l: socklen_t,
-            ) -> c_int => run [] { ops::bind(fd, a, l) };
-            fn listen(fd: c_int, b: c_int) -> c_int => run [] { ops::listen(fd, b) };
+            ) -> c_int => run [] { tokernel::bind(fd, a, l) };
+            fn listen(fd: c_int, b: c_int) -> c_int => run [] { tokernel::listen(fd, b) };
             fn accept(
                 fd: c_int,
                 a: *mut sockaddr,
@@ -270,7 +270,7 @@ macro_rules! hook_table {
                 fd: c_int,
                 a: *const sockaddr,
                 l: socklen_t,
-            ) -> c_int => run [] { ops::connect(fd, a, l) };
+            ) -> c_int => run [] { tokernel::connect(fd, a, l) };
             fn read(
                 fd: c_int,
                 b: *mut c_void,

@@ -41,10 +41,12 @@ mod fileref;
 mod hooks;
 mod interest;
 mod ops;
+mod optlog;
 mod poll;
 mod process;
 mod readiness;
 mod real;
+mod rules;
 mod sendfile;
 mod shadow;
 mod signals;
@@ -52,6 +54,7 @@ mod sock;
 mod sockref;
 mod spawn;
 mod sys;
+mod tokernel;
 mod util;
 
 #[used]
@@ -61,6 +64,8 @@ static INIT: extern "C" fn() = init;
 extern "C" fn init() {
     // SAFETY: registering a fork handler with no prepare/parent hooks.
     unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
+    // Offload rules of this image (SNSTACK_RULES, SNSTACK_RULES_FILE), before any socket.
+    let _ = std::panic::catch_unwind(rules::load);
     // A new image after exec: take over the sockets the previous image passed on.
     let _ = std::panic::catch_unwind(exec::adopt);
 }

@@ -170,6 +170,10 @@ pub(crate) fn socket(domain: i32, ty: i32, proto: i32) -> R {
     {
         return R::Pass;
     }
+    // A program rule keeps this process on kernel sockets (and away from the agent).
+    if crate::rules::process_kernel() {
+        return R::Pass;
+    }
     let c = match crate::process::channel() {
         crate::process::Chan::Attached(c) => c,
         crate::process::Chan::Pass => return R::Pass,
@@ -201,6 +205,11 @@ pub(crate) fn socket(domain: i32, ty: i32, proto: i32) -> R {
     if init_slot(c, slot, domain, ty & libc::SOCK_NONBLOCK != 0).is_err() {
         let _ = sys::close(shadow);
         return R::Err(libc::EIO);
+    }
+    if crate::rules::moves_sockets() {
+        if let Some(hs) = c.socks.get(slot as usize) {
+            hs.opts.clear();
+        }
     }
     fdtable::set_sock(shadow, slot);
     R::Ok(shadow as isize)
@@ -1052,25 +1061,37 @@ pub(crate) fn setsockopt(
         &[]
     };
     let len = len as usize;
-    if len > MAX_OPTVAL {
+    let r = if len > MAX_OPTVAL {
         let req = |cell| Request::SetSockOpt {
             level,
             name,
             len,
             val: OptVal::Cell(cell),
         };
-        return res(s.c.call_opt(s.slot, req, v, &mut []));
+        res(s.c.call_opt(s.slot, req, v, &mut []))
+    } else {
+        let val = OptVal::inline(v);
+        res(call(
+            &s,
+            Request::SetSockOpt {
+                level,
+                name,
+                len,
+                val,
+            },
+        ))
+    };
+    // A socket that a rule may still move to the kernel keeps what it was set to
+    // (tokernel.rs); one that is connected or listening stays where it is.
+    if matches!(r, R::Ok(_))
+        && crate::rules::moves_sockets()
+        && s.ctl.state.0.flags.load(Ordering::Acquire)
+            & (SF_CONNECTED | SF_CONNECTING | SF_LISTENING)
+            == 0
+    {
+        s.hs.opts.record(level, name, v);
     }
-    let val = OptVal::inline(v);
-    res(call(
-        &s,
-        Request::SetSockOpt {
-            level,
-            name,
-            len,
-            val,
-        },
-    ))
+    r
 }
 
 fn put_int(val: *mut libc::c_void, len: *mut libc::socklen_t, v: i32) -> R {

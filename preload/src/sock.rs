@@ -1,6 +1,7 @@
 //! Host-private state of an offloaded socket slot (the analogue of a Linux open file description:
 //! shared by every fd that `dup` made of it).
 
+use crate::optlog::OptLog;
 use crate::util::SpinMutex;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
@@ -22,6 +23,8 @@ pub(crate) struct HostSock {
     /// Serialises readers (RX head) and writers (TX tail) of this socket among threads.
     pub(crate) rx: SpinMutex<()>,
     pub(crate) tx: SpinMutex<()>,
+    /// Options set before bind/connect, for a socket a rule may move to the kernel.
+    pub(crate) opts: OptLog,
 }
 
 impl HostSock {
@@ -37,6 +40,7 @@ impl HostSock {
             claim_ns: AtomicU64::new(0),
             rx: SpinMutex::new(()),
             tx: SpinMutex::new(()),
+            opts: OptLog::new(),
         }
     }
 }
@@ -56,5 +60,6 @@ impl HostSock {
             .store(o.sndtimeo.load(Ordering::Relaxed), Ordering::Relaxed);
         self.err_seen
             .store(o.err_seen.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.opts.copy_from(&o.opts);
     }
 }

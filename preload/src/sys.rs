@@ -303,3 +303,88 @@ pub(crate) fn recv_peek(fd: i32, buf: &mut [u8]) -> SysResult {
         0usize
     )
 }
+
+pub(crate) fn dup3(old: i32, new: i32, flags: i32) -> SysResult {
+    sc!(libc::SYS_dup3, old, new, flags)
+}
+
+pub(crate) fn setsockopt(fd: i32, level: i32, name: i32, val: &[u8]) -> SysResult {
+    sc!(
+        libc::SYS_setsockopt,
+        fd,
+        level,
+        name,
+        val.as_ptr(),
+        val.len()
+    )
+}
+
+/// bind(2) to an address in its wire form (AF_INET or AF_INET6).
+pub(crate) fn bind_wire(fd: i32, w: &shm_proto::WireAddr) -> SysResult {
+    if w.family as i32 == libc::AF_INET6 {
+        // SAFETY: all-zero is a valid sockaddr_in6.
+        let mut a: libc::sockaddr_in6 = unsafe { core::mem::zeroed() };
+        a.sin6_family = libc::AF_INET6 as u16;
+        a.sin6_port = w.port;
+        a.sin6_flowinfo = w.flowinfo;
+        a.sin6_addr.s6_addr = w.addr;
+        a.sin6_scope_id = w.scope_id;
+        let len = core::mem::size_of::<libc::sockaddr_in6>();
+        sc!(libc::SYS_bind, fd, &a as *const libc::sockaddr_in6, len)
+    } else {
+        // SAFETY: all-zero is a valid sockaddr_in.
+        let mut a: libc::sockaddr_in = unsafe { core::mem::zeroed() };
+        a.sin_family = libc::AF_INET as u16;
+        a.sin_port = w.port;
+        a.sin_addr.s_addr = u32::from_ne_bytes([w.addr[0], w.addr[1], w.addr[2], w.addr[3]]);
+        let len = core::mem::size_of::<libc::sockaddr_in>();
+        sc!(libc::SYS_bind, fd, &a as *const libc::sockaddr_in, len)
+    }
+}
+
+/// The target of the symbolic link `path`, in `buf`.
+pub(crate) fn readlink<'a>(path: &core::ffi::CStr, buf: &'a mut [u8]) -> Result<&'a [u8], i32> {
+    let n = sc!(
+        libc::SYS_readlinkat,
+        libc::AT_FDCWD,
+        path.as_ptr(),
+        buf.as_mut_ptr(),
+        buf.len()
+    )?;
+    Ok(&buf[..n.min(buf.len())])
+}
+
+/// Reads the file at `path` (not NUL-terminated, under 4 KiB) into `buf`: (bytes read, whether
+/// that was the whole file).
+pub(crate) fn read_file(path: &[u8], buf: &mut [u8]) -> Result<(usize, bool), i32> {
+    let mut p = [0u8; 4096];
+    if path.len() >= p.len() || path.contains(&0) {
+        return Err(libc::ENAMETOOLONG);
+    }
+    p[..path.len()].copy_from_slice(path);
+    let fd = sc!(
+        libc::SYS_openat,
+        libc::AT_FDCWD,
+        p.as_ptr(),
+        libc::O_RDONLY | libc::O_CLOEXEC
+    )? as i32;
+    let mut n = 0;
+    let r = loop {
+        if n == buf.len() {
+            let mut one = [0u8; 1];
+            break match read(fd, &mut one) {
+                Ok(0) => Ok((n, true)),
+                Ok(_) => Ok((n, false)),
+                Err(e) => Err(e),
+            };
+        }
+        match read(fd, &mut buf[n..]) {
+            Ok(0) => break Ok((n, true)),
+            Ok(k) => n += k,
+            Err(libc::EINTR) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = close(fd);
+    r
+}
