@@ -1,11 +1,12 @@
 """Client for tests/integration/35-offload-rules.sh.
 
-rules_client.py HOST PORT [epoll]: sets TCP_NODELAY and SO_RCVBUF before connect, GETs /hello,
+rules_client.py HOST PORT [epoll] [bind=LPORT]: sets TCP_NODELAY and SO_RCVBUF before connect, GETs /hello,
 then prints one line: `owner=NAME nodelay=N rcvbuf=N body=hello`, where NAME is the process
 the kernel says owns the connection's local end (`ss -p`): this client itself when its socket is
 a kernel socket, snstack-agent when it is offloaded. With `epoll`, the socket is non-blocking
 and registered in an epoll set before connect; the connect, the request and the reply all wait
-on that registration (it must follow the socket to the kernel when a rule moves it).
+on that registration (it must follow the socket to the kernel when a rule moves it). With
+`bind=LPORT`, the socket binds 127.0.0.1:LPORT before connect.
 """
 import os
 import re
@@ -15,8 +16,11 @@ import subprocess
 import sys
 
 host, port = sys.argv[1], int(sys.argv[2])
-use_epoll = len(sys.argv) > 3 and sys.argv[3] == "epoll"
+use_epoll = "epoll" in sys.argv[3:]
+bind = [int(a[5:]) for a in sys.argv[3:] if a.startswith("bind=")]
 s = socket.socket()
+if bind:
+    s.bind(("127.0.0.1", bind[0]))
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 100000)
 req = b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

@@ -9,7 +9,8 @@
 #  * client, remote port and remote address (SNSTACK_RULES): a preloaded Python client (TCP_NODELAY
 #    and SO_RCVBUF set before connect; once through an epoll set registered before connect) is
 #    the kernel's owner of its connection when a rule matches (options carried over: nodelay=1,
-#    rcvbuf doubled) and the agent's otherwise; byte counters still / growing accordingly.
+#    rcvbuf doubled) and the agent's otherwise; byte counters still / growing accordingly. A
+#    client bound to a port a server rule names is a kernel socket from its bind on.
 #  * program: `kernel * cur?` keeps a preloaded curl off the agent entirely (not one channel
 #    operation), `kernel * wget` does not; rules are read again by each image (`sh -c 'curl; python'`).
 #  * SNSTACK_OFFLOAD=0 wins: no rule is read (no line for a malformed one).
@@ -106,6 +107,10 @@ client "$r" 127.0.0.1 "$p2" epoll
 want_kernel "127.0.0.1:$p2 (epoll before connect)"
 client "$r" 127.0.0.2 "$p1"
 want_offload "127.0.0.2:$p1"
+# A socket bound where a server rule keeps sockets on the kernel stays there when it connects.
+p3=$(free_port)
+client "kernel tcp_server 127.0.0.1:$p3" 127.0.0.1 "$p2" "bind=$p3"
+want_kernel "127.0.0.1:$p2 from 127.0.0.1:$p3"
 # Remote address.
 r="kernel tcp_client * *:* 127.0.0.2/32:*"
 client "$r" 127.0.0.2 "$p1" epoll
