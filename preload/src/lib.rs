@@ -7,6 +7,7 @@
 //!  hooks.rs        hook_table!: each interposed symbol once; thin extern "C" wrappers
 //!     │
 //!  fdmodel.rs      close, dup*, F_DUPFD*, close_range, closefrom: the fd table kept exact
+//!  tokernel.rs     offload rules at bind/listen/connect: the socket moves to the kernel, same fd
 //!     │
 //!  ops.rs ◄─ sendfile.rs    epoll.rs ◄─ poll.rs    exec.rs ◄─ spawn.rs            (logic)
 //!     │
@@ -18,12 +19,14 @@
 //!     │
 //!  channel.rs ══ region ══ snstack-agent
 //!     │
-//!  config.rs  fdtable.rs  sock.rs  interest.rs  filemap.rs  real.rs  util.rs  sys.rs
+//!  config.rs  rules.rs  fdtable.rs  sock.rs  optlog.rs  interest.rs  filemap.rs  real.rs
+//!  util.rs  sys.rs
 //! ```
 //! Every fd the library does not own goes to libc untouched after one atomic load (`fdtable`).
 //! The library never calls a symbol it interposes: its own OS calls are raw syscalls (`sys`).
 //! Configuration (environment, read once, `config.rs`): `SNSTACK_OFFLOAD`, `SNSTACK_AGENT`,
-//! `SNSTACK_STRICT`, `SNSTACK_SPIN_US`, `SNSTACK_YIELDS`, `SNSTACK_LIVENESS_MS`, `SNSTACK_LOG`.
+//! `SNSTACK_STRICT`, `SNSTACK_SPIN_US`, `SNSTACK_YIELDS`, `SNSTACK_LIVENESS_MS`, `SNSTACK_LOG`;
+//! offload rules (`SNSTACK_RULES`, `SNSTACK_RULES_FILE`, read by the constructor, `rules.rs`).
 //! See README.md. This file holds only the module list and the constructor glue.
 
 #![allow(clippy::missing_safety_doc)]
