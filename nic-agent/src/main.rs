@@ -17,6 +17,7 @@ mod spin;
 mod stats;
 mod sys;
 mod ticket;
+mod urgent;
 
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, Ipv6Addr};

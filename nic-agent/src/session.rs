@@ -395,6 +395,9 @@ pub fn sockopt_policy(level: i32, name: i32, set: bool, val: &[u8]) -> OptPolicy
             | SO_ATTACH_BPF
             | SO_ATTACH_REUSEPORT_CBPF
             | SO_ATTACH_REUSEPORT_EBPF => OptPolicy::Deny(libc::EOPNOTSUPP),
+            // The host library keeps SO_OOBINLINE; the agent's sockets keep urgent data out of
+            // band (urgent.rs).
+            libc::SO_OOBINLINE if set => OptPolicy::Deny(libc::EOPNOTSUPP),
             libc::SO_DEBUG
             | libc::SO_MARK
             | libc::SO_RCVBUFFORCE

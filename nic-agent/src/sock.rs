@@ -35,6 +35,7 @@ use crate::backend::{Backend, IoBuf};
 use crate::channel::Channel;
 use crate::pcie::Dir;
 use crate::session::Violation;
+use crate::urgent::{self, UrgRx};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -151,6 +152,10 @@ pub struct Sock<S> {
     pub lend_by: Option<Bind>,
     /// Waiting in a listener's queue after a handoff nobody took (a reference of its own).
     pub queued: bool,
+    /// The peer's last urgent byte (urgent.rs), published to the active binding.
+    pub urg: Option<UrgRx>,
+    /// The backend reported urgent data: the next pump_rx asks about it first.
+    pub urg_event: bool,
 }
 
 impl<S> Sock<S> {
@@ -179,6 +184,8 @@ impl<S> Sock<S> {
             abort_on_close: false,
             lend_by: None,
             queued: false,
+            urg: None,
+            urg_event: false,
         }
     }
 
@@ -244,6 +251,12 @@ impl<S> Sock<S> {
             .map_or((0, 0), |l| (l.queue.len() as u32, l.seq));
         st.accept_seq.store(seq, Ordering::SeqCst);
         st.accept_ready.store(ready, Ordering::SeqCst);
+        // The mark is an index of the active binding's stream: only it sees urgent data.
+        let urg = match self.urg {
+            Some(u) if self.active == Some(b) => u.word(),
+            _ => 0,
+        };
+        st.urgent.store(urg, Ordering::SeqCst);
         st.flags.store(self.flags_for(b), Ordering::SeqCst);
     }
 }
@@ -267,7 +280,15 @@ pub struct Binding {
     pub file_taken: u64,
     /// Bytes of references handed to the backend (published as `tx_file_done`).
     pub file_done: u64,
+    /// Urgent marks (`OP_TX_URG`) taken and not yet sent, in order: the byte before each index
+    /// is urgent. (Rare: a Vec keeps the binding small.)
+    pub urgent: Vec<u32>,
+    /// Marks taken (compared with the host's `tx_urg_posted`, as `file_taken`).
+    pub urg_taken: u32,
 }
+
+/// Urgent marks a binding keeps unsent; more supersede the oldest.
+pub const MAX_URGENT_MARKS: usize = 64;
 
 /// A file's bytes in a binding's TX byte sequence: they go after the stream's bytes before
 /// index `at` and before the ones from `at` on.
@@ -290,6 +311,8 @@ impl Binding {
             files: VecDeque::new(),
             file_taken: 0,
             file_done: 0,
+            urgent: Vec::new(),
+            urg_taken: 0,
         }
     }
 
@@ -485,6 +508,8 @@ pub struct Outcome {
     pub done: bool,
     /// The connection failed with this errno.
     pub err: Option<i32>,
+    /// RX: the published urgent data changed (and is new: `SIGURG`).
+    pub urgent: urgent::Noted,
 }
 
 /// Moves bytes into the RX stream of `slot` (the active binding): first the stash, then from the
@@ -512,6 +537,16 @@ pub fn pump_rx<B: Backend>(
     let start = *rx_tail;
     let mut out = Outcome::default();
     loop {
+        // (Not while a stash is owed first: the backend's place for the urgent byte counts
+        // the stash's bytes as handed over, and the report waits until they are in the stream.)
+        let urgent_check =
+            s.urg_event || s.urg.is_some_and(|u| u.watching()) || b.urgent_unpolled();
+        if from_os && s.stash.is_empty() && urgent_check {
+            s.urg_event = false;
+            let n = urgent::note(b, s, chan, slot, rx_tail)?;
+            out.urgent.changed |= n.changed;
+            out.urgent.fresh |= n.fresh;
+        }
         let mut free = rx.writable(*rx_tail)?;
         if free == 0 {
             // Tell the host to send OP_RX_SPACE after it consumes, then look again: the host may
@@ -544,7 +579,14 @@ pub fn pump_rx<B: Backend>(
             }
             Ok(k) => {
                 *rx_tail = rx_tail.wrapping_add(k.min(free as usize) as u32);
-                if k < free as usize && !drain && !b.recv_more(&s.os) {
+                if let Some(u) = s.urg.as_mut() {
+                    // Bytes came: the OS socket is past a byte the agent wrote.
+                    u.skip = false;
+                }
+                // (A receive stops short at an urgent mark: one whose place is still looked
+                // for is asked about again.)
+                let watching = s.urg.is_some_and(|u| u.watching());
+                if k < free as usize && !drain && !watching && !b.recv_more(&s.os) {
                     // Short read and nothing behind it: skip the call that says WouldBlock.
                     break;
                 }
@@ -617,13 +659,13 @@ pub fn pump_tx<B: Backend>(
     if s.io_dead {
         return Ok(Outcome {
             done: true,
-            err: None,
+            ..Outcome::default()
         });
     }
     if s.kind != Kind::Connected {
         return Ok(Outcome {
             done: tx_pending(chan, by.slot, bd)? == 0,
-            err: None,
+            ..Outcome::default()
         });
     }
     let slot = by.slot;
@@ -643,8 +685,11 @@ pub fn pump_tx<B: Backend>(
     // File references in play (queued, or posted and not yet taken from the command ring): the
     // copy path, which knows where they go in the byte sequence. A loan ends first (only a
     // hostile host posts references to a backend that lends: lending backends do not offer them).
-    let files =
-        !bd.files.is_empty() || ctl.host.0.tx_file_posted.load(Ordering::Acquire) != bd.file_taken;
+    // Urgent marks too (urgent.rs): the copy path sends the urgent byte by itself.
+    let files = !bd.files.is_empty()
+        || ctl.host.0.tx_file_posted.load(Ordering::Acquire) != bd.file_taken
+        || !bd.urgent.is_empty()
+        || ctl.host.0.tx_urg_posted.load(Ordering::Acquire) != bd.urg_taken;
     if files {
         if let Some(lent) = bd.tx_lent.take() {
             b.reclaim_tx(&s.os);
@@ -665,6 +710,19 @@ pub fn pump_tx<B: Backend>(
         let tail = tx.load_tail();
         let used = tx.used(bd.tx_head, tail)?;
         let posted = ctl.host.0.tx_file_posted.load(Ordering::Acquire);
+        let urg_posted = ctl.host.0.tx_urg_posted.load(Ordering::Acquire);
+        // The bytes before the next urgent one; none while a mark is on its way (as for files).
+        let urg_limit = match bd.urgent.first() {
+            Some(&u) => {
+                let before = u.wrapping_sub(1).wrapping_sub(bd.tx_head);
+                if before >= used {
+                    return Err(Violation::Corrupt("urgent mark past the TX tail"));
+                }
+                before
+            }
+            None if urg_posted != bd.urg_taken => 0,
+            None => used,
+        };
         let limit = match bd.files.front() {
             Some(f) => {
                 let before = f.at.wrapping_sub(bd.tx_head);
@@ -677,7 +735,41 @@ pub fn pump_tx<B: Backend>(
             // command runs (it pumps this binding again).
             None if posted != bd.file_taken => 0,
             None => used,
-        };
+        }
+        .min(urg_limit);
+        if limit == 0 && bd.files.front().map_or(true, |f| f.at != bd.tx_head) {
+            // The urgent byte is next (a file placed here goes before it), or a command is
+            // on its way.
+            if bd.urgent.first() != Some(&bd.tx_head.wrapping_add(1)) {
+                out.done = used == 0 && posted == bd.file_taken && urg_posted == bd.urg_taken;
+                break;
+            }
+            if !std::mem::replace(&mut fetched, true) {
+                chan.pcie(Dir::FetchTx, u64::from(used));
+            }
+            let (iov, n) = iovs(&tx, bd.tx_head, 1);
+            // SAFETY: as for `send` below: one byte of this slot's TX stream, only read.
+            match unsafe { b.send_urgent(&s.os, &iov[..n]) } {
+                Ok(0) => break,
+                Ok(_) => {
+                    bd.tx_head = bd.tx_head.wrapping_add(1);
+                    bd.urgent.remove(0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    // An engine without urgent data (smoltcp; hosts are told by the missing
+                    // FEAT_URGENT and refuse MSG_OOB): the byte goes as an ordinary one.
+                    bd.urgent.remove(0);
+                }
+                Err(e) => {
+                    out.err = Some(e.raw_os_error().unwrap_or(libc::EIO));
+                    out.done = true;
+                    break;
+                }
+            }
+            continue;
+        }
         if limit == 0 {
             let Some(f) = bd.files.front_mut() else {
                 out.done = used == 0 && posted == bd.file_taken;

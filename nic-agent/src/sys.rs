@@ -51,6 +51,7 @@ pub const EV_ERR: u32 = libc::EPOLLERR as u32;
 pub const EV_HUP: u32 = libc::EPOLLHUP as u32;
 pub const EV_RDHUP: u32 = libc::EPOLLRDHUP as u32;
 pub const EV_ET: u32 = libc::EPOLLET as u32;
+pub const EV_PRI: u32 = libc::EPOLLPRI as u32;
 
 impl Epoll {
     pub fn new() -> io::Result<Epoll> {
@@ -845,6 +846,170 @@ pub unsafe fn sendv(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
     msg.msg_iovlen = iov.len() as _;
     // SAFETY: the caller vouches for the buffers; the kernel only reads through msg_iov.
     cvt_size(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) })
+}
+
+// ---------------------------------------------------------------------------------------------
+// urgent data (TCP MSG_OOB)
+
+/// `SIGURG`s this process received (its handler counts them: async-signal-safe).
+static URG_SIGNALS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn on_sigurg(_sig: libc::c_int) {
+    URG_SIGNALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Installs the agent's `SIGURG` handler (a counter). The agent owns its kernel sockets
+/// ([`own_urgent_signals`]), so the kernel signals it when urgent data arrives; a signal pending
+/// while a receive reaches the urgent mark makes that receive stop there (`EAGAIN`) instead of
+/// passing the byte unnoticed (Linux's tcp_recvmsg). `SIGURG` is ignored by default, and an
+/// ignored signal is never pending: hence a handler.
+pub fn install_sigurg_handler() -> io::Result<()> {
+    // SAFETY: sigaction is plain data; all zeroes is valid (empty mask, no flags).
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = on_sigurg as extern "C" fn(libc::c_int) as usize;
+    sa.sa_flags = libc::SA_RESTART;
+    // SAFETY: installs a handler that only increments an atomic.
+    cvt(unsafe { libc::sigaction(libc::SIGURG, &sa, std::ptr::null_mut()) })?;
+    Ok(())
+}
+
+/// How many `SIGURG`s arrived so far.
+pub fn urg_signals() -> u32 {
+    URG_SIGNALS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// This thread's id.
+pub fn gettid() -> i32 {
+    // SAFETY: plain syscall.
+    unsafe { libc::gettid() }
+}
+
+// Not in the libc crate (asm-generic/fcntl.h, asm-generic/sockios.h).
+const F_SETOWN_EX: libc::c_int = 15;
+const F_OWNER_TID: libc::c_int = 0;
+const SIOCATMARK: libc::c_ulong = 0x8905;
+
+/// `struct f_owner_ex`.
+#[repr(C)]
+struct FOwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+
+/// `F_SETOWN_EX(F_OWNER_TID, tid)`: `SIGURG` for `fd`'s urgent data goes to thread `tid`.
+pub fn own_urgent_signals(fd: RawFd, tid: i32) -> io::Result<()> {
+    let o = FOwnerEx {
+        kind: F_OWNER_TID,
+        pid: tid,
+    };
+    // SAFETY: F_SETOWN_EX reads one f_owner_ex.
+    cvt(unsafe { libc::fcntl(fd, F_SETOWN_EX, &o as *const FOwnerEx) })?;
+    Ok(())
+}
+
+/// `SIOCATMARK`: the next byte a receive returns is at the urgent mark.
+pub fn at_mark(fd: RawFd) -> io::Result<bool> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: SIOCATMARK writes one int.
+    cvt(unsafe { libc::ioctl(fd, SIOCATMARK, &mut v) })?;
+    Ok(v != 0)
+}
+
+/// The urgent byte, without taking it (`recv(MSG_OOB | MSG_PEEK)`): `Ok(None)` when there is
+/// none (`EINVAL`), `WouldBlock` when its pointer came but the byte did not yet.
+pub fn peek_oob(fd: RawFd) -> io::Result<Option<u8>> {
+    let mut b = 0u8;
+    let fl = libc::MSG_OOB | libc::MSG_PEEK | libc::MSG_DONTWAIT;
+    // SAFETY: one writable byte.
+    let r = unsafe { libc::recv(fd, (&mut b as *mut u8).cast(), 1, fl) };
+    match cvt_size(r as libc::ssize_t) {
+        Ok(1) => Ok(Some(b)),
+        Ok(_) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`sendv`] with `MSG_OOB`: the urgent pointer goes after the last byte sent.
+///
+/// # Safety
+/// Every iovec must describe readable memory of this process.
+pub unsafe fn sendv_oob(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    // SAFETY: msghdr is plain old data; all zeroes is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len() as _;
+    let fl = libc::MSG_OOB | libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+    // SAFETY: the caller vouches for the buffers; the kernel only reads through msg_iov.
+    cvt_size(unsafe { libc::sendmsg(fd, &msg, fl) })
+}
+
+/// Real and effective uid, saved uid of a process or thread (`/proc/<id>/status`).
+fn uids(id: i32) -> Option<[u32; 3]> {
+    let s = std::fs::read_to_string(format!("/proc/{id}/status")).ok()?;
+    let l = s.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    let mut it = l.split_ascii_whitespace().map(|v| v.parse::<u32>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
+}
+
+/// Field `n` of `/proc/<id>/stat` counted after the command name from 1 (1: state, 3: pgrp).
+fn stat_field(id: i32, n: usize) -> Option<i32> {
+    let s = std::fs::read(format!("/proc/{id}/stat")).ok()?;
+    let close = s.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&s[close + 1..]).ok()?;
+    rest.split_ascii_whitespace().nth(n - 1)?.parse().ok()
+}
+
+/// Sends `SIGURG` to `owner` on behalf of host process `pid`, only where that process could
+/// itself (Linux's rule for signals to a file's owner: the setter's uid or euid is root or
+/// matches the target's uid or saved uid). The agent runs privileged; a host must not reach
+/// processes through it that it could not signal.
+pub fn send_sigurg(pid: i32, owner: shm_proto::Owner) {
+    use shm_proto::Owner;
+    let Some([h_uid, h_euid, _]) = uids(pid) else {
+        return;
+    };
+    let may = |target: i32| {
+        h_euid == 0
+            || uids(target).is_some_and(|[uid, _, suid]| {
+                h_euid == uid || h_euid == suid || h_uid == uid || h_uid == suid
+            })
+    };
+    match owner {
+        Owner::Pid(p) if p > 0 && may(p) => {
+            // SAFETY: plain syscall.
+            unsafe { libc::kill(p, libc::SIGURG) };
+        }
+        Owner::Tid(t) if t > 0 && may(t) => {
+            if let Some(tgid) = std::fs::read_to_string(format!("/proc/{t}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Tgid:"))
+                        .and_then(|v| v.trim().parse::<i32>().ok())
+                })
+            {
+                // SAFETY: plain syscall.
+                unsafe { libc::syscall(libc::SYS_tgkill, tgid, t, libc::SIGURG) };
+            }
+        }
+        Owner::Pgrp(g) if g > 0 => {
+            // Each member the host may signal (a rare path: F_SETOWN of a process group).
+            let Ok(dir) = std::fs::read_dir("/proc") else {
+                return;
+            };
+            for e in dir.flatten() {
+                let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                    continue;
+                };
+                if stat_field(p, 3) == Some(g) && may(p) {
+                    // SAFETY: plain syscall.
+                    unsafe { libc::kill(p, libc::SIGURG) };
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -389,9 +389,9 @@ macro_rules! hook_table {
                     Err(e) => return R::Err(e),
                 };
                 let r = ops::recv(fd, &Iov { v }, f);
-                if matches!(r, R::Ok(_)) {
+                if let R::Ok(n) = r {
                     msg.msg_controllen = 0;
-                    msg.msg_flags = 0;
+                    msg.msg_flags = ops::recv_msg_flags(f, n, v);
                     msg.msg_namelen = 0;
                 }
                 r

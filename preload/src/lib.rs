@@ -58,6 +58,7 @@ mod sockref;
 mod spawn;
 mod sys;
 mod tokernel;
+mod urgent;
 mod util;
 
 #[used]

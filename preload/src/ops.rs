@@ -202,7 +202,7 @@ pub(crate) fn socket(domain: i32, ty: i32, proto: i32) -> R {
             return R::Err(e);
         }
     };
-    if init_slot(c, slot, domain, ty & libc::SOCK_NONBLOCK != 0).is_err() {
+    if init_slot(c, slot, domain, ty & libc::SOCK_NONBLOCK != 0, false).is_err() {
         let _ = sys::close(shadow);
         return R::Err(libc::EIO);
     }
@@ -215,7 +215,13 @@ pub(crate) fn socket(domain: i32, ty: i32, proto: i32) -> R {
     R::Ok(shadow as isize)
 }
 
-fn init_slot(c: &Channel, slot: u32, domain: i32, nonblock: bool) -> Result<(), ()> {
+fn init_slot(
+    c: &Channel,
+    slot: u32,
+    domain: i32,
+    nonblock: bool,
+    oob_inline: bool,
+) -> Result<(), ()> {
     let (Some(hs), Some(ctl)) = (c.socks.get(slot as usize), c.region.sock(slot)) else {
         let _ = c.post(slot, Request::Close);
         return Err(());
@@ -230,6 +236,7 @@ fn init_slot(c: &Channel, slot: u32, domain: i32, nonblock: bool) -> Result<(), 
         ctl.state.0.error_seq.load(Ordering::Acquire),
         Ordering::Release,
     );
+    crate::urgent::reset(hs, ctl, oob_inline);
     Ok(())
 }
 
@@ -334,7 +341,8 @@ pub(crate) fn accept4(
             return R::Err(e);
         }
     };
-    if init_slot(s.c, slot, domain, flags & libc::SOCK_NONBLOCK != 0).is_err() {
+    let inline = s.hs.oob_inline.load(Ordering::Relaxed);
+    if init_slot(s.c, slot, domain, flags & libc::SOCK_NONBLOCK != 0, inline).is_err() {
         let _ = sys::close(shadow);
         return R::Err(libc::EIO);
     }
@@ -528,6 +536,18 @@ impl Iov<'_> {
         Ok(t)
     }
 
+    /// Copies the list's bytes `[off, off + n)` into `tx` from stream index `at` (not
+    /// published).
+    fn copy_into(&self, tx: &shm_proto::Stream, at: u32, off: usize, n: usize) {
+        let mut done = 0usize;
+        self.walk(off, n, |p, len| {
+            // SAFETY: p..p+len is application memory from its iovec.
+            let src = unsafe { core::slice::from_raw_parts(p as *const u8, len) };
+            tx.copy_in(at.wrapping_add(done as u32), src);
+            done += len;
+        });
+    }
+
     /// Calls `f(ptr, len)` for the bytes `[off, off+len)` of the list, piece by piece.
     fn walk(&self, mut off: usize, mut len: usize, mut f: impl FnMut(*mut u8, usize)) {
         for v in self.v {
@@ -566,7 +586,14 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
         return R::Err(libc::ENOTCONN);
     }
     if flags & libc::MSG_OOB != 0 {
-        return R::Err(libc::EINVAL);
+        let mut first: Option<*mut u8> = None;
+        iov.walk(0, 1, |p, _| first = Some(p));
+        // SAFETY: the first byte of the application's buffer, when it has one.
+        let first = first.map(|p| unsafe { &mut *p });
+        return match crate::urgent::recv_oob(s, first, flags & libc::MSG_PEEK != 0) {
+            Ok(n) => R::Ok(n as isize),
+            Err(e) => R::Err(e),
+        };
     }
     if total == 0 {
         return R::Ok(0);
@@ -584,24 +611,37 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
         {
             let _g = s.hs.rx.lock();
             let head = s.ctl.rx_head.0.load(Ordering::Relaxed);
-            let avail = match rx.readable(head) {
+            let mut avail = match rx.readable(head) {
                 Ok(a) => a as usize,
                 Err(_) => return R::Err(libc::EIO),
             };
-            if avail > 0 {
+            // Urgent data (urgent.rs): a read stops at the mark once it has something, and
+            // there skips the urgent byte unless SO_OOBINLINE, as Linux's tcp_recvmsg.
+            let mut skip = 0u32;
+            match crate::urgent::mark_ahead(s, head) {
+                Some(0) if got > 0 => return R::Ok(got as isize),
+                Some(0) if avail > 0 && crate::urgent::skips(s) => {
+                    skip = 1;
+                    avail -= 1;
+                }
+                Some(d) if d > 0 => avail = avail.min(d as usize),
+                _ => {}
+            }
+            if avail > 0 || skip > 0 {
                 let want = (total - got).min(avail);
+                let from = head.wrapping_add(skip);
                 let mut done = 0usize;
                 iov.walk(got, want, |p, n| {
                     // SAFETY: p..p+n is application memory from its iovec.
                     let dst = unsafe { core::slice::from_raw_parts_mut(p, n) };
-                    rx.copy_out(head.wrapping_add(done as u32), dst);
+                    rx.copy_out(from.wrapping_add(done as u32), dst);
                     done += n;
                 });
                 if !peek {
                     // A CAS, not a store: on a shared connection the agent may have taken these
                     // bytes for another process's reader meanwhile (OP_RX_CLAIM); then they are
                     // not ours and what we copied is dropped.
-                    if rx.cas_head(head, head.wrapping_add(want as u32)) {
+                    if rx.cas_head(head, from.wrapping_add(want as u32)) {
                         if wake::rx_space_needed(&st.rx_blocked) {
                             let _ = s.c.post(s.slot, Request::RxSpace);
                         }
@@ -687,16 +727,41 @@ pub(crate) fn send_sock(s: &S, iov: &Iov, flags: i32) -> R {
         Ok(t) => t,
         Err(e) => return R::Err(e),
     };
+    if flags & libc::MSG_OOB != 0 {
+        return send_urgent(s, iov, total, flags);
+    }
     send_with(s, total, flags, |tx, tail, sent, n| {
-        let mut done = 0usize;
-        iov.walk(sent, n, |p, len| {
-            // SAFETY: p..p+len is application memory from its iovec.
-            let src = unsafe { core::slice::from_raw_parts(p as *const u8, len) };
-            tx.copy_in(tail.wrapping_add(done as u32), src);
-            done += len;
-        });
+        iov.copy_into(tx, tail, sent, n);
         tx.publish_tail(tail.wrapping_add(n as u32));
         Ok((n, true))
+    })
+}
+
+/// `send(MSG_OOB)`: the bytes as usual, the last one of each piece written marked urgent (Linux
+/// moves its urgent pointer to the end of what it queued at each push). The mark's count goes up
+/// before the byte is published, so the agent never sends it as an ordinary byte (urgent.rs).
+fn send_urgent(s: &S, iov: &Iov, total: usize, flags: i32) -> R {
+    static TOLD: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if !crate::urgent::supported(s) {
+        if !TOLD.swap(true, Ordering::Relaxed) {
+            log!(
+                util::WARN,
+                "send(MSG_OOB): the agent's engine does not carry urgent data (EOPNOTSUPP)"
+            );
+        }
+        return R::Err(libc::EOPNOTSUPP);
+    }
+    send_with(s, total, flags, |tx, tail, sent, n| {
+        iov.copy_into(tx, tail, sent, n);
+        let at = tail.wrapping_add(n as u32);
+        let posted = &s.ctl.host.0.tx_urg_posted;
+        posted.store(
+            posted.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Release,
+        );
+        tx.publish_tail(at);
+        s.c.post(s.slot, Request::TxUrgent { at })?;
+        Ok((n, false))
     })
 }
 
@@ -1033,6 +1098,19 @@ pub(crate) fn setsockopt(
     if val.is_null() && len > 0 {
         return R::Err(libc::EFAULT);
     }
+    if level == libc::SOL_SOCKET && name == libc::SO_OOBINLINE {
+        // The application's choice lives here; the agent's sockets keep urgent data out of band
+        // (urgent.rs).
+        if (len as usize) < core::mem::size_of::<i32>() {
+            return R::Err(libc::EINVAL);
+        }
+        // SAFETY: val has len >= 4 readable bytes (checked above; application's contract).
+        let v = unsafe { core::slice::from_raw_parts(val as *const u8, len as usize) };
+        let on = v[..4] != [0; 4];
+        crate::urgent::set_inline(&s, on);
+        record_opt(&s, level, name, v);
+        return R::Ok(0);
+    }
     if level == libc::SOL_SOCKET && (name == libc::SO_RCVTIMEO || name == libc::SO_SNDTIMEO) {
         return match timeval_ns(val, len) {
             Ok(ns) => {
@@ -1081,17 +1159,22 @@ pub(crate) fn setsockopt(
             },
         ))
     };
-    // A socket that a rule may still move to the kernel keeps what it was set to
-    // (tokernel.rs); one that is connected or listening stays where it is.
-    if matches!(r, R::Ok(_))
-        && crate::rules::moves_sockets()
+    if matches!(r, R::Ok(_)) {
+        record_opt(&s, level, name, v);
+    }
+    r
+}
+
+/// A socket that a rule may still move to the kernel keeps what it was set to (tokernel.rs);
+/// one that is connected or listening stays where it is.
+fn record_opt(s: &S, level: i32, name: i32, v: &[u8]) {
+    if crate::rules::moves_sockets()
         && s.ctl.state.0.flags.load(Ordering::Acquire)
             & (SF_CONNECTED | SF_CONNECTING | SF_LISTENING)
             == 0
     {
         s.hs.opts.record(level, name, v);
     }
-    r
 }
 
 fn put_int(val: *mut libc::c_void, len: *mut libc::socklen_t, v: i32) -> R {
@@ -1129,6 +1212,10 @@ pub(crate) fn getsockopt(
             libc::SO_TYPE => return put_int(val, len, libc::SOCK_STREAM),
             libc::SO_DOMAIN => return put_int(val, len, s.hs.domain.load(Ordering::Relaxed)),
             libc::SO_PROTOCOL => return put_int(val, len, libc::IPPROTO_TCP),
+            libc::SO_OOBINLINE => {
+                let on = s.hs.oob_inline.load(Ordering::Relaxed);
+                return put_int(val, len, i32::from(on));
+            }
             libc::SO_ACCEPTCONN => {
                 let l = s.ctl.state.0.flags.load(Ordering::Acquire) & SF_LISTENING != 0;
                 return put_int(val, len, l as i32);
@@ -1225,9 +1312,82 @@ pub(crate) fn fcntl(fd: i32, cmd_: i32, arg: libc::c_ulong) -> R {
                 .store(arg as i32 & libc::O_NONBLOCK != 0, Ordering::Relaxed);
             R::Ok(r as isize)
         }
+        // The owner for SIGURG is the socket's (urgent.rs): the shadow's file is shared.
+        libc::F_SETOWN => {
+            let who = arg as i32;
+            let o = match who {
+                0 => None,
+                i32::MIN => return R::Err(libc::EINVAL),
+                w if w > 0 => Some(Owner::Pid(w)),
+                w => Some(Owner::Pgrp(-w)),
+            };
+            set_owner(&s, o)
+        }
+        libc::F_GETOWN => R::Ok(match crate::urgent::owner(&s) {
+            None => 0,
+            Some(Owner::Pid(p) | Owner::Tid(p)) => p as isize,
+            Some(Owner::Pgrp(g)) => -(g as isize),
+        }),
+        F_SETOWN_EX => {
+            if arg == 0 {
+                return R::Err(libc::EFAULT);
+            }
+            // SAFETY: F_SETOWN_EX takes a struct f_owner_ex* (two ints).
+            let [kind, id] = unsafe { core::ptr::read_unaligned(arg as *const [i32; 2]) };
+            let o = match (kind, id) {
+                (0..=2, 0) => None,
+                (_, i32::MIN..=-1) => return R::Err(libc::EINVAL),
+                (F_OWNER_TID, t) => Some(Owner::Tid(t)),
+                (F_OWNER_PID, p) => Some(Owner::Pid(p)),
+                (F_OWNER_PGRP, g) => Some(Owner::Pgrp(g)),
+                _ => return R::Err(libc::EINVAL),
+            };
+            set_owner(&s, o)
+        }
+        F_GETOWN_EX => {
+            if arg == 0 {
+                return R::Err(libc::EFAULT);
+            }
+            let v = match crate::urgent::owner(&s) {
+                None => [F_OWNER_PID, 0],
+                Some(Owner::Tid(t)) => [F_OWNER_TID, t],
+                Some(Owner::Pid(p)) => [F_OWNER_PID, p],
+                Some(Owner::Pgrp(g)) => [F_OWNER_PGRP, g],
+            };
+            // SAFETY: F_GETOWN_EX writes a struct f_owner_ex (two ints).
+            unsafe { core::ptr::write_unaligned(arg as *mut [i32; 2], v) };
+            R::Ok(0)
+        }
         _ => R::Pass,
     }
 }
+
+// Not in the libc crate (asm-generic/fcntl.h).
+const F_SETOWN_EX: i32 = 15;
+const F_GETOWN_EX: i32 = 16;
+const F_OWNER_TID: i32 = 0;
+const F_OWNER_PID: i32 = 1;
+const F_OWNER_PGRP: i32 = 2;
+
+/// Records the `SIGURG` owner after Linux's check that it exists (`ESRCH`).
+fn set_owner(s: &S, o: Option<Owner>) -> R {
+    let probe = match o {
+        None => None,
+        Some(Owner::Pid(p) | Owner::Tid(p)) => Some(p),
+        Some(Owner::Pgrp(g)) => Some(-g),
+    };
+    if let Some(p) = probe {
+        // SAFETY: signal 0 only checks that the target exists.
+        if unsafe { libc::kill(p, 0) } < 0 && util_errno() == libc::ESRCH {
+            return R::Err(libc::ESRCH);
+        }
+    }
+    crate::urgent::set_owner(s, o);
+    R::Ok(0)
+}
+
+/// `SIOCATMARK` (asm-generic/sockios.h; not in the libc crate).
+const SIOCATMARK: libc::c_ulong = 0x8905;
 
 pub(crate) fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void) -> R {
     let s = try_sock!(fd);
@@ -1241,6 +1401,14 @@ pub(crate) fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void) -> R {
             // SAFETY: same request on the shadow fd keeps its flags in step.
             unsafe { crate::real::ioctl(fd, req, arg) };
             s.hs.nonblock.store(on, Ordering::Relaxed);
+            R::Ok(0)
+        }
+        SIOCATMARK => {
+            if arg.is_null() {
+                return R::Err(libc::EFAULT);
+            }
+            // SAFETY: SIOCATMARK takes an int*.
+            unsafe { *(arg as *mut i32) = i32::from(crate::urgent::at_mark(&s)) };
             R::Ok(0)
         }
         libc::FIONREAD | libc::TIOCOUTQ | libc::SIOCOUTQNSD => {
@@ -1322,6 +1490,20 @@ fn each_mmsg(
     R::Ok(done as isize)
 }
 
+/// `msg_flags` of a `recvmsg` that returned `n` into `v` with `flags`: urgent data is flagged
+/// `MSG_OOB` (and `MSG_TRUNC` when the buffer had no room for the byte).
+pub(crate) fn recv_msg_flags(flags: i32, n: isize, v: &[iovec]) -> i32 {
+    if flags & libc::MSG_OOB == 0 {
+        return 0;
+    }
+    let room = v.iter().any(|x| x.iov_len > 0);
+    if n == 0 && !room {
+        libc::MSG_OOB | libc::MSG_TRUNC
+    } else {
+        libc::MSG_OOB
+    }
+}
+
 /// recvmmsg on a stream socket: fills messages in turn; later ones never block (as Linux).
 pub(crate) fn recvmmsg(fd: i32, v: *mut libc::mmsghdr, n: libc::c_uint, f: i32) -> R {
     let mut flags = f & !libc::MSG_WAITFORONE;
@@ -1329,7 +1511,7 @@ pub(crate) fn recvmmsg(fd: i32, v: *mut libc::mmsghdr, n: libc::c_uint, f: i32) 
         R::Ok(k) => {
             mm.msg_len = k as c_uint;
             mm.msg_hdr.msg_controllen = 0;
-            mm.msg_hdr.msg_flags = 0;
+            mm.msg_hdr.msg_flags = recv_msg_flags(flags, k, iov);
             mm.msg_hdr.msg_namelen = 0;
             if f & libc::MSG_WAITFORONE != 0 {
                 flags |= libc::MSG_DONTWAIT;

@@ -62,6 +62,19 @@ pub(crate) fn readiness(s: &S) -> u32 {
             })
             .unwrap_or(0);
     let rx_end = fl & (SF_RX_FIN | SF_RX_SHUT | SF_ERROR) != 0;
+    // At the urgent mark a read skips the urgent byte (no SO_OOBINLINE): that byte alone does
+    // not make the socket readable (Linux's tcp_poll); it makes it EPOLLPRI.
+    let rx_avail = if rx_avail == 1
+        && crate::urgent::skips(s)
+        && crate::urgent::mark_ahead(s, s.ctl.rx_head.0.load(Ordering::Relaxed)) == Some(0)
+    {
+        0
+    } else {
+        rx_avail
+    };
+    if crate::urgent::pri(s) {
+        ev |= libc::EPOLLPRI as u32;
+    }
     if rx_avail > 0 || rx_end {
         ev |= (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
     }
@@ -128,8 +141,9 @@ pub(crate) fn edge_snapshot(s: &S) -> u64 {
     let e = st.error_seq.load(Ordering::Acquire) as u64;
     // File bytes sent by reference free send budget as tx_head does.
     let f = st.tx_file_done.load(Ordering::Acquire);
+    let g = st.urgent.load(Ordering::Acquire);
     let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for v in [a, b, c, d, e, f] {
+    for v in [a, b, c, d, e, f, g] {
         h = (h ^ v).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
     }
     h

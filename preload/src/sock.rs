@@ -23,6 +23,13 @@ pub(crate) struct HostSock {
     /// Serialises readers (RX head) and writers (TX tail) of this socket among threads.
     pub(crate) rx: SpinMutex<()>,
     pub(crate) tx: SpinMutex<()>,
+    /// `SO_OOBINLINE`: urgent bytes stay in the data (urgent.rs).
+    pub(crate) oob_inline: AtomicBool,
+    /// Generation of the urgent byte `recv(MSG_OOB)` took (0: none): it is not offered again.
+    pub(crate) urg_taken: AtomicU32,
+    /// `F_SETOWN`/`F_SETOWN_EX` as the application set it (`shm_proto::Owner::pack`), also
+    /// written to the slot for the agent's `SIGURG`.
+    pub(crate) owner: AtomicU64,
     /// Options set before bind/connect, for a socket a rule may move to the kernel.
     pub(crate) opts: OptLog,
 }
@@ -40,6 +47,9 @@ impl HostSock {
             claim_ns: AtomicU64::new(0),
             rx: SpinMutex::new(()),
             tx: SpinMutex::new(()),
+            oob_inline: AtomicBool::new(false),
+            urg_taken: AtomicU32::new(0),
+            owner: AtomicU64::new(0),
             opts: OptLog::new(),
         }
     }
@@ -61,5 +71,11 @@ impl HostSock {
         self.err_seen
             .store(o.err_seen.load(Ordering::Relaxed), Ordering::Relaxed);
         self.opts.copy_from(&o.opts);
+        self.oob_inline
+            .store(o.oob_inline.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.urg_taken
+            .store(o.urg_taken.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.owner
+            .store(o.owner.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 }

@@ -6,7 +6,7 @@ use crate::primitive::{AtomicU32, AtomicU64};
 /// "SNSTACK" + NUL, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SNSTACK\0");
 /// Bumped on every incompatible change of anything in this crate.
-pub const VERSION: u32 = 8;
+pub const VERSION: u32 = 9;
 /// Bytes of the header page.
 pub const HEADER_SIZE: usize = 4096;
 /// Number of waiter slots (epoll instances and poll/select callers) per process. Also the width of
@@ -198,6 +198,10 @@ pub struct SockState {
     /// (stored before the changed-slot mark): the host reports the sockets one scan finds
     /// changed in this order, the order in which the changes arose, as Linux's ready list does.
     pub stamp: AtomicU64,
+    /// The urgent byte the peer sent last (TCP urgent data, `MSG_OOB`), packed by
+    /// [`Urgent::pack`]; 0 while there has been none. Each new urgent pointer gets a new
+    /// generation, so the host can tell one from the next (docs/channel.md, *Urgent data*).
+    pub urgent: AtomicU64,
 }
 
 /// Host-written bookkeeping of a socket.
@@ -214,6 +218,16 @@ pub struct SockHost {
     /// command is on the ring and before any later TX byte is published: an agent that sees TX
     /// bytes past a reference's place also sees this count ahead of the references it took.
     pub tx_file_posted: AtomicU64,
+    /// `OP_TX_URG` commands posted for this slot, stored (Release) before the TX tail that
+    /// holds their urgent byte is published: an agent that sees the byte also sees the count,
+    /// and waits for the command before it sends the byte as ordinary data.
+    pub tx_urg_posted: AtomicU32,
+    /// 1 while the application has `SO_OOBINLINE` (the host keeps urgent bytes in the data):
+    /// the agent reads it where Linux drops an urgent byte that a newer one superseded.
+    pub oob_inline: AtomicU32,
+    /// `F_SETOWN` of the socket, for `SIGURG`: [`Owner::pack`]ed (0: none). The agent reads it
+    /// when urgent data arrives and signals the owner only as the host process could.
+    pub owner: AtomicU64,
 }
 
 // Socket state flags (SockState::flags).
@@ -285,6 +299,10 @@ pub const OP_FILE_CLOSE: u16 = 19;
 /// completion; the host adds the length to `SockHost::tx_file_posted` afterwards. A file that
 /// turns out shorter than promised resets the connection (the stream cannot be completed).
 pub const OP_TX_FILE: u16 = 20;
+/// Marks urgent data on socket `slot` (`send(MSG_OOB)`): the byte at TX stream index
+/// `arg[0] - 1` is the urgent one (the urgent pointer goes after it, as Linux sends it). Tag 0,
+/// no completion; the host bumps `SockHost::tx_urg_posted` before it publishes that byte.
+pub const OP_TX_URG: u16 = 21;
 /// Files one process may have open with the agent at a time.
 pub const MAX_FILES: usize = 256;
 /// Largest `OP_TX_FILE` length.
@@ -297,6 +315,9 @@ pub const MIN_TX_FILE: u64 = 4096;
 /// `Header::features`: the agent sends `OP_TX_FILE` references from the file itself (its
 /// backend reads the host's pages, as a NIC's DMA would); without it hosts copy into the stream.
 pub const FEAT_FILE_REFS: u32 = 1;
+/// `Header::features`: the agent's backend carries TCP urgent data (`OP_TX_URG`,
+/// `SockState::urgent`); without it hosts refuse `MSG_OOB` with `EOPNOTSUPP`.
+pub const FEAT_URGENT: u32 = 2;
 
 /// Command flag: complete only when the operation finished (blocking accept/connect).
 pub const CF_WAIT: u16 = 1;

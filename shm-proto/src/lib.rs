@@ -36,6 +36,7 @@ pub mod region;
 pub mod request;
 pub mod ring;
 pub mod stream;
+pub mod urgent;
 pub mod wake;
 
 pub use addr::{Addr, WireAddr};
@@ -45,6 +46,7 @@ pub use region::{Region, RegionError};
 pub use request::{DecodeError, OptVal, Request};
 pub use ring::{Consumer, Producer};
 pub use stream::Stream;
+pub use urgent::{Owner, Urgent};
 
 /// The peer wrote an index or length that cannot be true. The reader must drop the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -414,8 +414,12 @@ impl Region {
             s.rx_blocked.store(0, Ordering::Relaxed);
             s.tx_file_done.store(0, Ordering::Relaxed);
             s.stamp.store(0, Ordering::Relaxed);
+            s.urgent.store(0, Ordering::Relaxed);
             c.host.0.tx_kick.store(0, Ordering::Relaxed);
             c.host.0.tx_file_posted.store(0, Ordering::Relaxed);
+            c.host.0.tx_urg_posted.store(0, Ordering::Relaxed);
+            c.host.0.oob_inline.store(0, Ordering::Relaxed);
+            c.host.0.owner.store(0, Ordering::Relaxed);
             c.host.0.waiter_mask.store(0, Ordering::Relaxed);
             s.gen.fetch_add(1, Ordering::Release);
         }

@@ -95,6 +95,10 @@ pub enum Request {
         len: u64,
         at: u32,
     },
+    /// The byte at TX stream index `at - 1` of the slot is urgent (`send(MSG_OOB)`).
+    TxUrgent {
+        at: u32,
+    },
 }
 
 /// Why a command cannot be decoded. For the agent every one of these is a protocol violation.
@@ -113,6 +117,7 @@ pub enum DecodeError {
     /// An `OP_TX_FILE` length under [`MIN_TX_FILE`] or over [`MAX_TX_FILE`], an offset past `i64::MAX`, or an
     /// id or index over 32 bits.
     BadFileRef,
+    BadUrgent,
 }
 
 impl core::fmt::Display for DecodeError {
@@ -125,6 +130,7 @@ impl core::fmt::Display for DecodeError {
             DecodeError::BadInt(w) => write!(f, "word {w:#x} is not an int"),
             DecodeError::MissingTag(op) => write!(f, "op {op} needs a completion tag"),
             DecodeError::BadFileRef => write!(f, "bad file reference"),
+            DecodeError::BadUrgent => write!(f, "bad urgent mark"),
         }
     }
 }
@@ -206,6 +212,7 @@ impl Request {
             Request::FileOpen { .. } => OP_FILE_OPEN,
             Request::FileClose { .. } => OP_FILE_CLOSE,
             Request::TxFile { .. } => OP_TX_FILE,
+            Request::TxUrgent { .. } => OP_TX_URG,
         }
     }
 
@@ -303,6 +310,7 @@ impl Request {
                 a[2] = len;
                 a[3] = u64::from(at);
             }
+            Request::TxUrgent { at } => a[0] = u64::from(at),
             Request::Close
             | Request::GetSockName
             | Request::GetPeerName
@@ -427,6 +435,9 @@ impl Request {
                     at: a[3] as u32,
                 }
             }
+            OP_TX_URG => Request::TxUrgent {
+                at: u32::try_from(a[0]).map_err(|_| DecodeError::BadUrgent)?,
+            },
             op => return Err(DecodeError::UnknownOp(op)),
         })
     }
@@ -522,6 +533,7 @@ mod tests {
                 len: MAX_TX_FILE,
                 at: u32::MAX
             },
+            Request::TxUrgent { at: u32::MAX },
         ]
     }
 
@@ -535,10 +547,10 @@ mod tests {
             assert_eq!(Request::decode(&c), Ok(r), "{r:?}");
             ops.insert(r.op());
         }
-        // Every opcode the channel defines has a variant (OP_SOCKET = 1 .. OP_TX_FILE = 20).
+        // Every opcode the channel defines has a variant (OP_SOCKET = 1 .. OP_TX_URG = 21).
         assert_eq!(
             ops.into_iter().collect::<std::vec::Vec<_>>(),
-            (1..=20).collect::<std::vec::Vec<u16>>()
+            (1..=21).collect::<std::vec::Vec<u16>>()
         );
     }
 
@@ -614,7 +626,10 @@ mod tests {
     #[test]
     fn malformed_commands_are_errors() {
         assert_eq!(Request::decode(&cmd(0)), Err(DecodeError::UnknownOp(0)));
-        assert_eq!(Request::decode(&cmd(21)), Err(DecodeError::UnknownOp(21)));
+        assert_eq!(Request::decode(&cmd(22)), Err(DecodeError::UnknownOp(22)));
+        let mut c = cmd(OP_TX_URG);
+        c.arg[0] = u64::from(u32::MAX) + 1;
+        assert_eq!(Request::decode(&c), Err(DecodeError::BadUrgent));
         assert_eq!(
             Request::decode(&cmd(u16::MAX)),
             Err(DecodeError::UnknownOp(u16::MAX))

@@ -303,6 +303,11 @@ pub struct Tcb {
     rcv_space_start: Instant,
     rcv_space_copied: usize,
 
+    /// The peer's last urgent byte (urgent.rs).
+    pub(crate) rcv_urg: Option<crate::urgent::RcvUrgent>,
+    /// Our urgent pointer while in urgent mode (urgent.rs).
+    pub(crate) snd_up: Option<Seq>,
+
     /// Pending socket error (SO_ERROR).
     pub err: Errno,
     /// Receiving is over (FIN or reset) and readers see end of stream.
@@ -411,6 +416,8 @@ impl Tcb {
             tlp_new: false,
             rcv_space_start: now,
             rcv_space_copied: 0,
+            rcv_urg: None,
+            snd_up: None,
             err: 0,
             rd_closed: false,
             shut_rd: false,
@@ -1596,6 +1603,7 @@ impl Tcb {
         if self.state == State::Closed {
             return fx;
         }
+        self.check_urgent(seg, payload, &mut fx);
         self.accept_data(now, seg, payload, &mut fx, direct);
         fx
     }
@@ -1672,6 +1680,7 @@ impl Tcb {
             let data = prior_una.dist(data_ack) as usize;
             self.sendbuf.consume(data);
             self.snd_una = ack;
+            self.urgent_acked();
             self.stats.bytes_acked += acked as u64;
             self.retries = 0;
             self.backoff = 0;
@@ -1955,7 +1964,12 @@ impl Tcb {
                 // In order with nothing buffered before it: offered to the application's buffer
                 // directly (one copy from the frame); the rest is buffered here.
                 let mut passed = 0;
-                if off == 0 && !had_ooo && self.recvbuf.readable() == 0 && !self.shut_rd {
+                if off == 0
+                    && !had_ooo
+                    && self.recvbuf.readable() == 0
+                    && !self.shut_rd
+                    && !self.urgent_within(seq, data.len())
+                {
                     passed = direct(data).min(data.len());
                     if passed > 0 {
                         self.recvbuf.pass_through(passed);

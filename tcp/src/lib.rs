@@ -33,6 +33,7 @@ pub mod syncookie;
 pub mod time;
 pub mod timer;
 pub mod timewait;
+pub mod urgent;
 pub mod wire;
 pub mod writer;
 

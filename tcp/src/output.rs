@@ -93,15 +93,17 @@ impl Tcb {
         if flags & F::ACK != 0 {
             r.ack = self.rcv_nxt;
         }
+        self.urgent_fields(&mut r);
         r
     }
 
-    fn data_end(&self) -> Seq {
+    pub(crate) fn data_end(&self) -> Seq {
         self.snd_una + self.sendbuf.len() as u32
     }
 
     /// A data (or retransmitted) segment for `[s, e)` of the send space.
     fn data_seg(&mut self, now: Instant, s: Seq, e: Seq, retrans: bool) -> OutSeg {
+        let e = self.urgent_clamp(s, e);
         let data_end = self.data_end();
         let pe = e.min(data_end);
         let len = s.dist(pe) as usize;

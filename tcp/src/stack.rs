@@ -97,6 +97,9 @@ pub struct Ready {
     /// Peer finished sending or the connection is gone (EPOLLRDHUP/EPOLLHUP).
     pub hup: bool,
     pub error: bool,
+    /// Urgent data: changes with each urgent pointer and when its byte arrives (0: never any;
+    /// `Tcb::urgent_gen`).
+    pub urgent: u32,
 }
 
 /// Socket options the engine acts on.
@@ -1163,7 +1166,7 @@ impl Stack {
         }
         if n > 0 {
             let wants = t.wants_output();
-            let r = Self::ready_of(s);
+            let r = Self::baseline(s);
             s.last_ready = Some(r);
             if wants {
                 self.touch(id.0);
@@ -1215,6 +1218,31 @@ impl Stack {
         })
     }
 
+    /// [`Stack::send`] of urgent data (`MSG_OOB`): the urgent pointer goes after the last byte
+    /// taken (tcp/src/urgent.rs).
+    pub fn send_urgent(&mut self, id: SockId, bufs: &[&[u8]]) -> Result<usize, Errno> {
+        let n = self.send(id, bufs)?;
+        if let Ok(Sock {
+            kind: Kind::Conn(t),
+            ..
+        }) = self.sock_mut(id)
+        {
+            t.mark_urgent();
+        }
+        Ok(n)
+    }
+
+    /// The peer's last urgent byte on connection `id`.
+    pub fn urgent_in(&self, id: SockId) -> Option<crate::urgent::UrgentView> {
+        match self.socks.get(id.0 as usize) {
+            Some(Some(Sock {
+                kind: Kind::Conn(t),
+                ..
+            })) => t.urgent_in(),
+            _ => None,
+        }
+    }
+
     /// The checks and bookkeeping around queueing application bytes ([`Stack::send`],
     /// [`Stack::send_lent`]): `f` queues and returns how many; none queued is EAGAIN unless
     /// `nothing_ok` (a lent stream that did not grow).
@@ -1238,7 +1266,7 @@ impl Stack {
         }
         let n = f(t);
         // What the caller saw is the new baseline: a later change is reported as an edge.
-        let r = Self::ready_of(s);
+        let r = Self::baseline(s);
         s.last_ready = Some(r);
         if n == 0 && !nothing_ok {
             return Err(errno::EAGAIN);
@@ -1421,6 +1449,15 @@ impl Stack {
         Self::ready_of(s)
     }
 
+    /// The readiness a caller saw with a call: the new baseline for edges, except urgent
+    /// data, which a read does not report (it is always an event of its own).
+    fn baseline(s: &Sock) -> Ready {
+        Ready {
+            urgent: s.last_ready.map_or(0, |o| o.urgent),
+            ..Self::ready_of(s)
+        }
+    }
+
     fn ready_of(s: &Sock) -> Ready {
         match &s.kind {
             Kind::Fresh | Kind::TimeWait(_) => Ready {
@@ -1440,6 +1477,7 @@ impl Stack {
                     writable: t.writable() || (closed && !t.is_connecting()) || err,
                     hup: t.rd_closed || closed,
                     error: err,
+                    urgent: t.urgent_gen(),
                 }
             }
         }

@@ -772,3 +772,63 @@ fn second_rto_restarts_from_one_segment() {
 ",
     );
 }
+
+#[test]
+fn urgent_data_received_with_its_pointer_and_byte() {
+    // The BSD pointer: the byte before it is urgent (payload bytes are 0, 1, 2, ...).
+    with(
+        HS,
+        "
+0.101 urgent none
+0.200 < PU. 1:4(3) ack 1 win 512 ts 102 * urg 3
+0.200 > . 1:1(0) ack 4
+0.201 urgent 1 2 2
+0.210 read 2
+0.211 urgent 1 2 0
+0.220 read 1
+0.221 urgent 1 2 -1
+// A pointer to data already received is ignored (BSD hosts point at the byte after).
+0.300 < PU. 4:6(2) ack 1 win 512 ts 103 * urg 0
+0.300 > . 1:1(0) ack 6
+0.301 urgent 1 2 -1
+// The pointer ahead of its byte (Linux's TCP_URG_NOTYET), then the byte.
+0.400 < .U 6:6(0) ack 1 win 512 ts 104 * urg 5
+0.401 urgent 2 - 6
+0.500 < P. 6:16(10) ack 1 win 512 ts 105 *
+0.500 > . 1:1(0) ack 16
+0.501 urgent 2 4 6
+// A retransmission with the same pointer is not new urgent data.
+0.600 < PU. 6:16(10) ack 1 win 512 ts 106 * urg 5
+0.600 > . 1:1(0) ack 16
+0.601 urgent 2 4 6
+0.700 < PU. 16:17(1) ack 1 win 512 ts 107 * urg 1
+0.700 > . 1:1(0) ack 17
+0.701 urgent 3 0 12
+",
+    );
+}
+
+#[test]
+fn urgent_data_sent_with_urg_until_acknowledged() {
+    with(
+        HS,
+        "
+0.200 write_oob 3
+0.200 > PU. 1:4(3) ack 1 urg 3
+0.300 < . 1:1(0) ack 4 win 512 ts 102 *
+0.400 write 2
+0.400 > P. 4:6(2) ack 1 urg 0
+0.500 < . 1:1(0) ack 6 win 512 ts 103 *
+// Data ahead of the urgent byte: every segment before the pointer carries it (one MSS each).
+0.600 write_oob 2000
+0.600 > .U 6:1454(1448) ack 1 urg 2000
+0.600 > PU. 1454:2006(552) ack 1 urg 552
+// Acknowledged in two steps: urgent mode ends with the second.
+0.650 < . 1:1(0) ack 1454 win 512 ts 104 *
+0.700 < . 1:1(0) ack 2006 win 512 ts 105 *
+0.710 write 1
+0.710 > P. 2006:2007(1) ack 1 urg 0
+0.800 > none
+",
+    );
+}

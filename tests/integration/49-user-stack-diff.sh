@@ -9,7 +9,9 @@
 # order (ready_order), zero window, TCP_NODELAY ping-pong x1000, keepalive ending in
 # ETIMEDOUT (B blackholes the connection with nftables), outgoing echo and ECONNREFUSED (A
 # connects to kernel servers in B), socket options as the server reports them, and A sending
-# after B reset the connection with send, sendmsg, writev, sendfile and splice (out_peer_err). The printed
+# after B reset the connection with send, sendmsg, writev, sendfile and splice (out_peer_err),
+# urgent data both ways with A accepting and with A connecting (POLLPRI, SIOCATMARK, the read
+# stopping at the mark, recv(MSG_OOB), EINVAL once taken; urgent, out_urgent). The printed
 # observations (bytes, digests, errnos, EOF vs reset, option values; never timings) must be
 # identical; then all of it again with 1% loss each way (nftables in B on input and output) and
 # must still be identical. Needs root, namespaces and nft: skips otherwise.

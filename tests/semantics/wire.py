@@ -744,6 +744,70 @@ def keepalive_b(c):
         nft("delete table ip %s\n" % table)
 
 
+def urg_view(s):
+    """What a receiver of urgent data observes, once "abc" + urgent "!" + "def" arrived."""
+    import array
+    import fcntl
+
+    def atmark():
+        b = array.array("i", [7])
+        fcntl.ioctl(s.fileno(), 0x8905, b, True)  # SIOCATMARK
+        return b[0]
+
+    def pri():
+        po = select.poll()
+        po.register(s, select.POLLIN | select.POLLPRI)
+        r = po.poll(0)
+        return "PRI" if r and r[0][1] & select.POLLPRI else "-"
+
+    def rd(flags=0):
+        try:
+            return repr(s.recv(64, flags | socket.MSG_DONTWAIT))
+        except OSError as e:
+            return en(e)
+
+    po = select.poll()
+    po.register(s, select.POLLPRI)
+    po.poll(15000)
+    # The rest of what was sent (never timing-dependent: it follows the urgent byte at once).
+    end = time.monotonic() + 15
+    while time.monotonic() < end:
+        try:
+            if len(s.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT)) >= 3:
+                break
+        except OSError:
+            pass
+        time.sleep(0.01)
+    time.sleep(0.3)
+    return ["pri", pri(), "atmark", atmark(), "recv", rd(), "atmark", atmark(), "pri", pri(),
+            "oob", rd(socket.MSG_OOB), "again", rd(socket.MSG_OOB), "pri", pri(),
+            "recv", rd(), "atmark", atmark()]
+
+
+def urgent_a(c):
+    l = listen(c.port)
+    c.sig("ready")
+    s = accept(l)
+    l.close()
+    c.p("got", *urg_view(s))
+    s.send(b"abc")
+    s.send(b"!", socket.MSG_OOB)
+    s.send(b"def")
+    c.wait("done")
+    s.close()
+
+
+def urgent_b(c):
+    c.wait("ready")
+    s = connect(c.port)
+    s.send(b"abc")
+    s.send(b"!", socket.MSG_OOB)
+    s.send(b"def")
+    c.p("got", *urg_view(s))
+    c.sig("done")
+    s.close()
+
+
 SCENARIOS = [
     ("sockopts", sockopts_a, sockopts_b),
     ("sockopts_sizes", sizes_a, sizes_b),
@@ -775,6 +839,9 @@ SCENARIOS = [
     ("out_backlog", backlog_b, backlog_a),
     ("out_zerowin", zerowin_b, zerowin_a),
     ("out_pingpong", pingpong_b, pingpong_a),
+    # Urgent data both ways (the engine receives it first, then sends it).
+    ("urgent", urgent_a, urgent_b),
+    ("out_urgent", urgent_b, urgent_a),
     # A (the engine) sends after B reset the connection, with each way of sending.
     ("out_peer_err", peer_err_send, peer_err_reset),
 ]

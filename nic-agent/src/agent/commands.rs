@@ -106,6 +106,7 @@ impl<B: Backend> Core<B> {
                 len,
                 at,
             } => self.op_tx_file(b, id, file, offset, len, at),
+            Request::TxUrgent { at } => self.op_tx_urgent(b, id, at),
             Request::Bind { addr } => self.op_bind(b, id, tag, addr),
             Request::Listen { backlog } => self.op_listen(b, id, tag, backlog),
             Request::Accept { wait } => self.op_accept(b, id, tag, wait),
@@ -252,6 +253,33 @@ impl<B: Backend> Core<B> {
             left: len,
         });
         bd.file_taken += len;
+        self.pump_tx(id, b);
+        Ok(())
+    }
+
+    /// `OP_TX_URG`: the byte before `at` in binding `b`'s TX stream is urgent.
+    fn op_tx_urgent(&mut self, b: Bind, id: SockId, at: u32) -> Result<(), Violation> {
+        let Some(p) = self.procs.get_mut(&b.sid) else {
+            return Ok(());
+        };
+        let tx_size = p.chan.region().geometry().tx_size;
+        let Some((bd, false)) = p.sess.table.get_any_mut(b.slot) else {
+            return Ok(());
+        };
+        let last = bd.urgent.last().copied().unwrap_or(bd.tx_head);
+        if at.wrapping_sub(last) > i32::MAX as u32
+            || at == bd.tx_head
+            || at.wrapping_sub(bd.tx_head) > tx_size
+        {
+            return Err(Violation::Corrupt("urgent mark out of order"));
+        }
+        if bd.urgent.len() >= sock::MAX_URGENT_MARKS {
+            // A later urgent pointer supersedes an earlier one not sent yet, as Linux's snd_up
+            // moves on: the oldest becomes an ordinary byte.
+            bd.urgent.remove(0);
+        }
+        bd.urgent.push(at);
+        bd.urg_taken = bd.urg_taken.wrapping_add(1);
         self.pump_tx(id, b);
         Ok(())
     }

@@ -250,11 +250,13 @@ impl<B: Backend> Core<B> {
         }
         self.next_sid = sid.wrapping_add(1);
         let sess = Session::new(cred.pid, cred.uid, cred.gid, max);
-        let features = if self.backend.file_refs() {
-            FEAT_FILE_REFS
-        } else {
-            0
-        };
+        let mut features = 0;
+        if self.backend.file_refs() {
+            features |= FEAT_FILE_REFS;
+        }
+        if self.backend.urgent_data() {
+            features |= FEAT_URGENT;
+        }
         chan.header().features.store(features, Ordering::Relaxed);
         let p = Proc {
             sess,

@@ -74,11 +74,21 @@ impl<B: Backend> Core<B> {
                 if let Some(e) = o.err {
                     s.fail(e);
                 }
+                let owner = (o.urgent.fresh)
+                    .then(|| p.chan.region().sock(b.slot))
+                    .flatten()
+                    .and_then(|ctl| Owner::unpack(ctl.host.0.owner.load(Ordering::Acquire)));
+                let pid = p.sess.pid;
                 if o.err.is_some() {
                     self.publish(id);
-                } else if o.done || (had_stash && s.stash.is_empty()) {
-                    // Only the active binding sees the end of the stream.
+                } else if o.done || (had_stash && s.stash.is_empty()) || o.urgent.changed {
+                    // Only the active binding sees the end of the stream (and urgent data).
                     self.publish_one(id, b);
+                }
+                if let Some(owner) = owner {
+                    // Urgent data arrived: SIGURG for the F_SETOWN owner, as the host's kernel
+                    // would send it.
+                    self.backend.signal_owner(pid, owner);
                 }
             }
         }
@@ -205,7 +215,12 @@ impl<B: Backend> Core<B> {
             },
             Kind::Connected => {}
         }
-        if r.readable || r.hup || r.error || kind != Kind::Connected {
+        if r.urgent {
+            if let Some(s) = self.socks.get_mut(id) {
+                s.urg_event = true;
+            }
+        }
+        if r.readable || r.hup || r.error || r.urgent || kind != Kind::Connected {
             self.pump_rx_with(id, r.hup || r.error || kind != Kind::Connected);
         }
         // Every binding's TX (pumping changes no binding list). Draining bindings whose TX

@@ -170,6 +170,9 @@ impl<B: Backend> Core<B> {
                 return Err(sys::errno_of(&e));
             }
             s.registered = true;
+            // Urgent data that came before the connection was taken: its mark must be known
+            // before the first bytes reach the host.
+            s.urg_event |= self.backend.urgent_hint(&s.os);
         }
         Self::publish_to(s, &mut self.procs);
         self.pump_rx(id);

@@ -1,25 +1,46 @@
 //! The kernel backend: the OS TCP stack through non-blocking sockets and an edge-triggered epoll
 //! instance of its own, nested in the agent's epoll set (so the agent wakes for socket events
 //! without knowing what a socket is).
+//!
+//! Urgent data: the agent's sockets keep the urgent byte out of band (no `SO_OOBINLINE`; the
+//! host library keeps the application's choice). On `EPOLLPRI` the agent peeks the byte and
+//! learns its place when its reading reaches the mark (`SIOCATMARK`: the kernel's receive
+//! stops there), then writes the byte into the RX stream at that place itself; the host reads
+//! or skips it as Linux would (docs/channel.md, *Urgent data*). Every socket is owned by the
+//! agent's thread for `SIGURG`, so a receive that reaches a mark whose readiness report was not
+//! collected yet stops there (`EAGAIN` while the signal is pending) instead of passing it.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use super::{Backend, ConnectState, IoBuf, Readiness, SockEvent};
+use super::{Backend, ConnectState, IoBuf, Readiness, SockEvent, UrgentIn};
 use crate::sys;
 
 pub struct KernelBackend {
     epoll: sys::Epoll,
     buf: Vec<libc::epoll_event>,
+    /// The agent's thread: `SIGURG` of every socket goes to it.
+    tid: i32,
+    /// `SIGURG`s counted when the last poll started (see [`Backend::urgent_unpolled`]).
+    urg_polled: u32,
 }
 
 impl KernelBackend {
     pub fn new() -> io::Result<Self> {
+        sys::install_sigurg_handler()?;
         Ok(KernelBackend {
             epoll: sys::Epoll::new()?,
             buf: sys::event_buf(512),
+            tid: sys::gettid(),
+            urg_polled: sys::urg_signals(),
         })
+    }
+
+    fn own(&self, s: &OwnedFd) {
+        if let Err(e) = sys::own_urgent_signals(s.as_raw_fd(), self.tid) {
+            tracing::debug!("F_SETOWN_EX: {e}");
+        }
     }
 }
 
@@ -27,7 +48,9 @@ impl Backend for KernelBackend {
     type Sock = OwnedFd;
 
     fn socket(&mut self, domain: i32) -> io::Result<OwnedFd> {
-        sys::tcp_socket(domain)
+        let s = sys::tcp_socket(domain)?;
+        self.own(&s);
+        Ok(s)
     }
 
     fn bind(&mut self, s: &OwnedFd, a: &SocketAddr) -> io::Result<()> {
@@ -39,7 +62,10 @@ impl Backend for KernelBackend {
     }
 
     fn accept(&mut self, s: &OwnedFd) -> io::Result<(OwnedFd, SocketAddr)> {
-        sys::accept_tcp(s.as_raw_fd())
+        // The owner is the open file's, so an accepted socket needs its own.
+        let (c, a) = sys::accept_tcp(s.as_raw_fd())?;
+        self.own(&c);
+        Ok((c, a))
     }
 
     fn connect(&mut self, s: &OwnedFd, a: &SocketAddr) -> io::Result<()> {
@@ -101,6 +127,36 @@ impl Backend for KernelBackend {
         unsafe { sys::sendv(s.as_raw_fd(), bufs) }
     }
 
+    unsafe fn send_urgent(&mut self, s: &OwnedFd, bufs: &[IoBuf]) -> io::Result<usize> {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { sys::sendv_oob(s.as_raw_fd(), bufs) }
+    }
+
+    fn urgent_in(&mut self, s: &OwnedFd) -> io::Result<Option<UrgentIn>> {
+        let fd = s.as_raw_fd();
+        let byte = match sys::peek_oob(fd) {
+            Ok(None) => return Ok(None),
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => return Err(e),
+        };
+        let ahead = sys::at_mark(fd)?.then_some(0);
+        Ok(Some(UrgentIn {
+            seq: None,
+            byte,
+            ahead,
+            inline: false,
+        }))
+    }
+
+    fn urgent_data(&self) -> bool {
+        true
+    }
+
+    fn urgent_unpolled(&self) -> bool {
+        sys::urg_signals() != self.urg_polled
+    }
+
     fn file_refs(&self) -> bool {
         true
     }
@@ -116,7 +172,7 @@ impl Backend for KernelBackend {
     }
 
     fn register(&mut self, s: &OwnedFd, token: u64) -> io::Result<()> {
-        let ev = sys::EV_IN | sys::EV_OUT | sys::EV_RDHUP | sys::EV_ET;
+        let ev = sys::EV_IN | sys::EV_OUT | sys::EV_RDHUP | sys::EV_PRI | sys::EV_ET;
         self.epoll.add(s.as_raw_fd(), ev, token)
     }
 
@@ -126,6 +182,8 @@ impl Backend for KernelBackend {
     }
 
     fn poll(&mut self, out: &mut Vec<SockEvent>) -> io::Result<()> {
+        // Urgent data signalled before this poll has its EPOLLPRI report in it.
+        self.urg_polled = sys::urg_signals();
         loop {
             let n = self.epoll.wait(&mut self.buf, 0)?;
             for ev in &self.buf[..n] {
@@ -137,6 +195,7 @@ impl Backend for KernelBackend {
                         writable: bits & sys::EV_OUT != 0,
                         hup: bits & (sys::EV_HUP | sys::EV_RDHUP) != 0,
                         error: bits & sys::EV_ERR != 0,
+                        urgent: bits & sys::EV_PRI != 0,
                     },
                 });
             }

@@ -59,6 +59,11 @@ impl Pipe {
         n
     }
 
+    /// The byte `i` places from the front, if there is one.
+    pub fn byte(&self, i: usize) -> Option<u8> {
+        self.buf.get(i).copied()
+    }
+
     /// Moves the oldest bytes into `dst`; returns how many.
     pub fn pop(&mut self, dst: &mut [u8]) -> usize {
         let n = dst.len().min(self.buf.len());
@@ -102,6 +107,22 @@ pub struct End {
     /// A client end whose completion no later `connect` reported yet (Linux answers the
     /// first `connect` after an `EINPROGRESS` with 0, the next ones with `EISCONN`).
     pub connect_unreported: bool,
+    /// Bytes `recv` took from `rx` so far (the index of `rx`'s first byte in the stream).
+    pub rx_taken: u64,
+    /// The peer's last urgent byte, kept out of the data as the kernel's socket keeps it.
+    pub urg: Option<LoopUrg>,
+}
+
+/// An urgent byte in an end's `rx`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoopUrg {
+    /// Urgent sends the peer made so far.
+    pub seq: u32,
+    /// The byte's index in the stream (see `End::rx_taken`).
+    pub at: u64,
+    /// `urgent_in` reported it: `recv` may pass it (before that, a receive that reaches it
+    /// stops there, as a kernel receive does while SIGURG is pending).
+    pub seen: bool,
 }
 
 impl End {
@@ -120,6 +141,8 @@ impl End {
             writer_blocked: false,
             queued: None,
             connect_unreported: false,
+            rx_taken: 0,
+            urg: None,
         }
     }
 
@@ -129,6 +152,7 @@ impl End {
             writable: true,
             hup: self.rx_fin || self.dead,
             error: self.err != 0,
+            urgent: false,
         }
     }
 }
@@ -163,7 +187,7 @@ struct Entry {
 }
 
 fn any(r: Readiness) -> bool {
-    r.readable || r.writable || r.hup || r.error
+    r.readable || r.writable || r.hup || r.error || r.urgent
 }
 
 fn or(a: Readiness, b: Readiness) -> Readiness {
@@ -172,6 +196,7 @@ fn or(a: Readiness, b: Readiness) -> Readiness {
         writable: a.writable || b.writable,
         hup: a.hup || b.hup,
         error: a.error || b.error,
+        urgent: a.urgent || b.urgent,
     }
 }
 
@@ -180,24 +205,35 @@ const READ: Readiness = Readiness {
     writable: false,
     hup: false,
     error: false,
+    urgent: false,
 };
 const WRITE: Readiness = Readiness {
     readable: false,
     writable: true,
     hup: false,
     error: false,
+    urgent: false,
 };
 const HUP: Readiness = Readiness {
     readable: true,
     writable: true,
     hup: true,
     error: false,
+    urgent: false,
+};
+const URGENT: Readiness = Readiness {
+    readable: true,
+    writable: false,
+    hup: false,
+    error: false,
+    urgent: true,
 };
 const ALL: Readiness = Readiness {
     readable: true,
     writable: true,
     hup: true,
     error: true,
+    urgent: false,
 };
 
 /// The address `a` as a socket of `domain` reports it (IPv4 seen from an AF_INET6 socket is
@@ -547,20 +583,79 @@ impl LoopNet {
         Ok(n)
     }
 
+    /// [`LoopNet::send`] of urgent data: the last byte taken is urgent for the peer. As Linux's
+    /// tcp_check_urg, an older urgent byte its reader sits at (unread, received) is dropped.
+    pub fn send_urgent(&mut self, k: usize, bufs: &[&[u8]]) -> io::Result<usize> {
+        let n = self.send(k, bufs)?;
+        let peer = self.end(k).and_then(|e| e.peer);
+        if let (true, Some(p)) = (n > 0, peer) {
+            if let Some(e) = self.end_mut(p) {
+                if e.urg.is_some_and(|u| u.at == e.rx_taken) && e.rx.len() > 1 {
+                    let mut b = [0u8];
+                    e.rx.pop(&mut b);
+                    e.rx_taken += 1;
+                }
+                if !e.rx.is_empty() {
+                    let at = e.rx_taken + e.rx.len() as u64 - 1;
+                    let seq = e.urg.map_or(1, |u| u.seq.wrapping_add(1));
+                    e.urg = Some(LoopUrg {
+                        seq,
+                        at,
+                        seen: false,
+                    });
+                    self.notify(p, URGENT);
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// The urgent byte the peer of end `k` sent last, until `recv` passed it.
+    pub fn urgent_in(&mut self, k: usize) -> Option<super::UrgentIn> {
+        let e = self.end_mut(k)?;
+        let u = e.urg.as_mut().filter(|u| u.at >= e.rx_taken)?;
+        u.seen = true;
+        let ahead = u.at - e.rx_taken;
+        Some(super::UrgentIn {
+            seq: Some(u.seq),
+            byte: usize::try_from(ahead).ok().and_then(|i| e.rx.byte(i)),
+            ahead: i64::try_from(ahead).ok(),
+            inline: false,
+        })
+    }
+
     /// Receives into `bufs`: the pipe's bytes, then end of stream or the reset's error.
     pub fn recv(&mut self, k: usize, bufs: &mut [&mut [u8]]) -> io::Result<usize> {
         let Some(e) = self.end_mut(k) else {
             return Err(err(libc::ENOTCONN));
         };
+        // An urgent byte ahead: the receive stops before it, or skips it (the agent wrote it
+        // into the host's stream itself), or waits while the agent has not seen it.
+        let mut limit = usize::MAX;
+        if let Some(u) = e.urg.filter(|u| u.at >= e.rx_taken) {
+            let d = usize::try_from(u.at - e.rx_taken).unwrap_or(usize::MAX);
+            if d == 0 {
+                if !u.seen {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let mut b = [0u8];
+                e.rx.pop(&mut b);
+                e.rx_taken += 1;
+            } else {
+                limit = d;
+            }
+        }
         if !e.rx.is_empty() {
             let mut n = 0;
             for b in bufs.iter_mut() {
-                let got = e.rx.pop(b);
+                let room = b.len().min(limit - n);
+                let got = e.rx.pop(&mut b[..room]);
                 n += got;
                 if got < b.len() {
                     break;
                 }
             }
+            e.rx_taken += n as u64;
             if let Some(p) = e.peer {
                 if self.end(p).is_some_and(|x| x.writer_blocked) {
                     if let Some(w) = self.end_mut(p) {
@@ -949,8 +1044,45 @@ impl<B: Backend> Backend for LoopBackend<B> {
         self.net.send(s.key, &v)
     }
 
+    unsafe fn send_urgent(&mut self, s: &Self::Sock, bufs: &[IoBuf]) -> io::Result<usize> {
+        if self.net.end(s.key).is_none() {
+            // SAFETY: forwarded from the caller's contract.
+            return unsafe { self.inner.send_urgent(&s.os, bufs) };
+        }
+        // SAFETY: forwarded from the caller's contract (readable buffers).
+        let v = unsafe { super::iov_ref(bufs) };
+        self.net.send_urgent(s.key, &v)
+    }
+
+    fn urgent_in(&mut self, s: &Self::Sock) -> io::Result<Option<super::UrgentIn>> {
+        if self.net.end(s.key).is_none() {
+            return self.inner.urgent_in(&s.os);
+        }
+        Ok(self.net.urgent_in(s.key))
+    }
+
+    fn urgent_unpolled(&self) -> bool {
+        self.inner.urgent_unpolled()
+    }
+
+    fn urgent_hint(&self, s: &Self::Sock) -> bool {
+        match self.net.end(s.key) {
+            Some(e) => e.urg.is_some(),
+            None => self.inner.urgent_hint(&s.os),
+        }
+    }
+
+    fn signal_owner(&mut self, pid: i32, owner: shm_proto::Owner) {
+        self.inner.signal_owner(pid, owner);
+    }
+
     fn file_refs(&self) -> bool {
         self.inner.file_refs()
+    }
+
+    fn urgent_data(&self) -> bool {
+        // Loop connections carry it themselves; the others are the inner backend's.
+        self.inner.urgent_data()
     }
 
     fn send_file(

@@ -22,6 +22,27 @@ pub struct Readiness {
     pub hup: bool,
     /// An error is pending (EPOLLERR).
     pub error: bool,
+    /// Urgent data arrived (EPOLLPRI): ask [`Backend::urgent_in`].
+    pub urgent: bool,
+}
+
+/// What a backend knows of the urgent byte its peer sent last (TCP urgent data as Linux keeps
+/// it: one byte, the BSD pointer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UrgentIn {
+    /// The backend's count of urgent pointers received, when it keeps one (a new value is new
+    /// urgent data); `None`: the agent tells one from the next by the mark (kernel).
+    pub seq: Option<u32>,
+    /// The byte, once it arrived.
+    pub byte: Option<u8>,
+    /// Bytes [`Backend::recv`] (or the receive sink) hands over before the urgent byte: `Some(0)`
+    /// when it is next, negative when it was handed over that many bytes ago (inline backends);
+    /// `None` when not known yet (somewhere after what was handed over).
+    pub ahead: Option<i64>,
+    /// The byte comes in the data at its place. `false`: the backend keeps it out of the data
+    /// (the kernel's socket without `SO_OOBINLINE`), and the agent writes it into the RX stream
+    /// when [`UrgentIn::ahead`] is `Some(0)`.
+    pub inline: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -213,6 +234,41 @@ pub trait Backend {
     /// # Safety
     /// Every buffer must be readable memory.
     unsafe fn send(&mut self, s: &Self::Sock, bufs: &[IoBuf]) -> io::Result<usize>;
+    /// Whether the backend carries TCP urgent data ([`Backend::send_urgent`],
+    /// [`Backend::urgent_in`]); the agent tells hosts with `FEAT_URGENT`.
+    fn urgent_data(&self) -> bool {
+        false
+    }
+    /// Sends from `bufs` as [`Backend::send`] does, the last byte taken being urgent
+    /// (`MSG_OOB`: the urgent pointer goes after it). The agent hands over one byte at a time.
+    ///
+    /// # Safety
+    /// Every buffer must be readable memory.
+    unsafe fn send_urgent(&mut self, _s: &Self::Sock, _bufs: &[IoBuf]) -> io::Result<usize> {
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+    /// The peer's urgent data, after a [`Readiness::urgent`] report (and, while its place is not
+    /// known, before each [`Backend::recv`]); `None` when there is none.
+    fn urgent_in(&mut self, _s: &Self::Sock) -> io::Result<Option<UrgentIn>> {
+        Ok(None)
+    }
+    /// Whether `s` may hold urgent data, when that costs nothing to tell (no syscall): a
+    /// connection just taken from a listener is asked before its first receive. `false` when
+    /// the backend cannot tell cheaply (kernel: its `EPOLLPRI` report follows).
+    fn urgent_hint(&self, _s: &Self::Sock) -> bool {
+        false
+    }
+    /// Urgent data may have arrived on some socket without its readiness report having been
+    /// collected yet: [`Backend::urgent_in`] should be asked before each receive until the next
+    /// [`Backend::poll`] (kernel: a `SIGURG` came in since the last one).
+    fn urgent_unpolled(&self) -> bool {
+        false
+    }
+    /// Sends `SIGURG` to `owner` of a socket of host process `pid`, as that process could
+    /// (Linux's permission rules for `F_SETOWN` signals).
+    fn signal_owner(&mut self, pid: i32, owner: shm_proto::Owner) {
+        crate::sys::send_sigurg(pid, owner);
+    }
     /// Whether [`Backend::send_file`] sends from the file itself rather than through a buffer
     /// of the agent's (the kernel's `sendfile`). The agent then offers file references to
     /// hosts (`FEAT_FILE_REFS`: their `sendfile` posts `OP_TX_FILE` instead of copying into the

@@ -172,6 +172,7 @@ struct SegSpec {
     noopts: bool,
     port: Option<u16>,
     dport: Option<u16>,
+    urg: Option<V>,
 }
 
 fn num(s: &str) -> Result<u32, String> {
@@ -211,6 +212,10 @@ fn parse_seg(toks: &[&str]) -> Result<SegSpec, String> {
             }
             "win" => {
                 sp.win = Some(val(arg(i + 1)?)?);
+                i += 1;
+            }
+            "urg" => {
+                sp.urg = Some(val(arg(i + 1)?)?);
                 i += 1;
             }
             "mss" => {
@@ -546,6 +551,7 @@ impl Runner {
             chk("ack", sp.ack, r.ack.0.wrapping_sub(fl.peer_isn), &mut errs);
         }
         chk("win", sp.win, u32::from(r.window), &mut errs);
+        chk("urg", sp.urg, u32::from(r.urgent), &mut errs);
         let op = r.opts;
         if sp.noopts && !op.is_empty() {
             errs.push("options present".into());
@@ -652,7 +658,10 @@ impl Runner {
                 Some(V::N(w)) => w as u16,
                 _ => 65535,
             },
-            urgent: 0,
+            urgent: match sp.urg {
+                Some(V::N(u)) => u as u16,
+                _ => 0,
+            },
             opts,
         };
         let payload: Vec<u8> = (0..sp.len.unwrap_or(0)).map(|i| i as u8).collect();
@@ -804,6 +813,25 @@ impl Runner {
                 let c = self.conn();
                 let r = self.stack.send(c, &[&data]);
                 self.check_ret(r, want.unwrap_or(Ok(len)));
+            }
+            "write_oob" => {
+                let len = n(1) as usize;
+                let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                let c = self.conn();
+                let r = self.stack.send_urgent(c, &[&data]);
+                self.check_ret(r, want.unwrap_or(Ok(len)));
+            }
+            "urgent" => {
+                // `urgent none` or `urgent COUNT BYTE|- AHEAD`: what Stack::urgent_in reports.
+                let got = self.stack.urgent_in(self.conn()).map(|u| {
+                    let b = u.byte.map_or("-".to_string(), |b| b.to_string());
+                    format!("{} {} {}", u.count, b, u.ahead)
+                });
+                let want = toks[1..].join(" ");
+                let got = got.unwrap_or_else(|| "none".into());
+                if got != want {
+                    self.fail(format!("urgent {got} != {want}"));
+                }
             }
             "read" => {
                 let len = n(1) as usize;

@@ -1188,3 +1188,55 @@ fn file_references_are_refused_where_the_backend_copies() {
     assert_eq!(r.call(&mut b, 0, bad).result, neg(libc::EBADF));
     assert!(!b.dead());
 }
+
+#[test]
+fn urgent_marks_reach_the_peer_at_their_place_and_wait_for_their_command() {
+    let mut r = Rig::new();
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    assert_eq!(
+        b.region.header().features.load(Ordering::Relaxed) & FEAT_URGENT,
+        0,
+        "the test backend carries no urgent data of its own"
+    );
+    let ls = r.listener(&mut a, 8080);
+    let (cs, ss) = r.connect(&mut b, &mut a, ls, 8080);
+    let urgent = |b: &mut Host, slot: u32| {
+        let posted = &b.region.sock(slot).unwrap().host.0.tx_urg_posted;
+        posted.store(posted.load(Ordering::Relaxed) + 1, Ordering::Release);
+    };
+    // "ab!" with its last byte urgent, then "cd": the loop connection keeps the byte out of band,
+    // and the agent writes it into the reader's stream at the mark.
+    b.write(cs, b"ab");
+    urgent(&mut b, cs);
+    b.write(cs, b"!");
+    let at = b.region.tx(cs).unwrap().load_tail();
+    b.write(cs, b"cd");
+    r.ok(&mut b, cs, Request::TxKick);
+    r.step();
+    assert_eq!(
+        a.read(ss),
+        b"",
+        "bytes overtook an urgent mark still on its way"
+    );
+    b.send(cs, Request::TxUrgent { at });
+    same(&read_all(&mut r, &mut a, ss, 5), b"ab!cd");
+    let word = a
+        .region
+        .sock(ss)
+        .unwrap()
+        .state
+        .0
+        .urgent
+        .load(Ordering::Acquire);
+    let u = Urgent::unpack(word).expect("urgent data published");
+    assert_eq!(u.byte, Some(b'!'));
+    let start = a.region.rx(ss).unwrap().load_tail().wrapping_sub(5);
+    assert_eq!(u.mark, Some(start.wrapping_add(2)));
+    // A mark at the binding's own head (nothing before it) is a protocol violation.
+    let head = b.region.tx(cs).unwrap().load_tail();
+    b.send(cs, Request::TxUrgent { at: head });
+    r.step();
+    assert!(b.dead());
+    assert!(!a.dead());
+}

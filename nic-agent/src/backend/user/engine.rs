@@ -1156,6 +1156,7 @@ impl Engine {
                                     writable: t.can_send() || !t.may_send(),
                                     hup: remote_done,
                                     error: snap.err != 0,
+                                    urgent: false,
                                 },
                             });
                         }

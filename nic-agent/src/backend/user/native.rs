@@ -187,6 +187,7 @@ impl<D: Device> NativeBackend<D> {
                     writable: r.writable,
                     hup: r.hup,
                     error: r.error,
+                    urgent: r.urgent != 0,
                 },
             });
         }
@@ -507,6 +508,30 @@ impl<D: Device> Backend for NativeBackend<D> {
         // SAFETY: forwarded from the caller's contract (readable buffers).
         let v = unsafe { super::super::iov_ref(bufs) };
         self.stack.send(s.0, &v).map_err(err)
+    }
+
+    fn urgent_data(&self) -> bool {
+        true
+    }
+
+    unsafe fn send_urgent(&mut self, s: &NativeSock, bufs: &[IoBuf]) -> io::Result<usize> {
+        // SAFETY: forwarded from the caller's contract (readable buffers).
+        let v = unsafe { super::super::iov_ref(bufs) };
+        self.stack.send_urgent(s.0, &v).map_err(err)
+    }
+
+    fn urgent_hint(&self, s: &NativeSock) -> bool {
+        self.stack.urgent_in(s.0).is_some()
+    }
+
+    fn urgent_in(&mut self, s: &NativeSock) -> io::Result<Option<super::super::UrgentIn>> {
+        // The engine keeps the urgent byte in the data at its place (tcp/src/urgent.rs).
+        Ok(self.stack.urgent_in(s.0).map(|u| super::super::UrgentIn {
+            seq: Some(u.count),
+            byte: u.byte,
+            ahead: Some(u.ahead),
+            inline: true,
+        }))
     }
 
     fn can_lend_tx(&self, _s: &NativeSock) -> bool {
