@@ -73,6 +73,7 @@ impl<B: Backend> Core<B> {
                 }
                 if let Some(e) = o.err {
                     s.fail(e);
+                    Self::count_error(&mut self.procs, s.active, e);
                 }
                 if o.err.is_some() {
                     self.publish(id);
@@ -128,6 +129,7 @@ impl<B: Backend> Core<B> {
             Ok(o) => {
                 if let Some(e) = o.err {
                     s.fail(e);
+                    Self::count_error(&mut self.procs, s.active, e);
                     self.publish(id);
                 } else if o.done && s.shut_wr_pending {
                     self.shut_wr_if_drained(id);
@@ -187,6 +189,8 @@ impl<B: Backend> Core<B> {
                 ConnectState::Failed(e) => {
                     s.kind = Kind::Fresh;
                     let t = s.connect_tag.take();
+                    let who = t.as_ref().map(|t| t.by).or(s.active);
+                    Self::count_error(&mut self.procs, who, e);
                     if t.is_some() {
                         s.set_flags(0, SF_CONNECTING);
                     } else {
@@ -223,6 +227,7 @@ impl<B: Backend> Core<B> {
                 let e = self.backend.take_error(&s.os);
                 if e != 0 {
                     s.fail(e);
+                    Self::count_error(&mut self.procs, s.active, e);
                     self.publish(id);
                 }
             }

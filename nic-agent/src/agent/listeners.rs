@@ -170,6 +170,7 @@ impl<B: Backend> Core<B> {
                 return Err(sys::errno_of(&e));
             }
             s.registered = true;
+            p.conns.passive_opens += 1;
         }
         Self::publish_to(s, &mut self.procs);
         self.pump_rx(id);
