@@ -233,6 +233,32 @@ mod tests {
         );
     }
 
+    /// The installed template (etc/agent.conf) names every flag of the agent, and each of its
+    /// commented settings, uncommented, is accepted by that flag's parser.
+    #[test]
+    fn template_covers_every_flag() {
+        use clap::Args;
+        let text = include_str!("../../etc/agent.conf");
+        let cmd = crate::RunArgs::augment_args(Command::new("snstack-agent"));
+        let settings: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_lowercase()) && l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let e = parse(Path::new("etc/agent.conf"), &settings, &cmd).unwrap();
+        let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+        for a in cmd.get_arguments() {
+            let Some(long) = a.get_long() else { continue };
+            if NOT_IN_FILE.contains(&long) {
+                continue;
+            }
+            assert!(keys.contains(&long), "etc/agent.conf does not show '{long}'");
+        }
+        // As shipped, everything is commented out: the defaults are the flags' own.
+        assert!(parse(Path::new("f"), text, &cmd).unwrap().is_empty());
+    }
+
     #[test]
     fn installed_paths() {
         let p = |s: &str| installed_config(Path::new(s)).map(|p| p.display().to_string());
