@@ -4,7 +4,8 @@
 //! control socket for the JSON report exactly as `snstack stats --json` does: the event loop
 //! serves it like any stats query, between iterations, and the data path never sees the
 //! endpoint. The HTTP side is the minimum a scraper needs, and bounded: a request line and
-//! headers of at most [`MAX_REQUEST`] bytes read within [`IO_TIMEOUT`], `GET`/`HEAD` of
+//! headers of at most [`MAX_REQUEST`] bytes read within [`REQUEST_DEADLINE`] (each read within
+//! [`IO_TIMEOUT`]), `GET`/`HEAD` of
 //! `/metrics` only, one response with `Content-Length` and `Connection: close`
 //! (docs/operations.md, *Metrics endpoint*).
 
@@ -12,7 +13,7 @@ use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -20,6 +21,8 @@ use serde_json::Value;
 const MAX_REQUEST: usize = 8 * 1024;
 /// Per read and per write of one connection.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// The whole request must arrive within this (a client trickling bytes cannot hold the endpoint).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The bound endpoint, not yet serving.
 pub struct Endpoint {
@@ -94,11 +97,17 @@ impl Endpoint {
 }
 
 /// Reads up to the blank line that ends the headers: `None` when the request is larger than
-/// [`MAX_REQUEST`], ends early, or is not text.
+/// [`MAX_REQUEST`], ends early, or is not text; an error past [`REQUEST_DEADLINE`].
 fn read_head(c: &mut TcpStream) -> io::Result<Option<String>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
+    let deadline = Instant::now() + REQUEST_DEADLINE;
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        c.set_read_timeout(Some(left.min(IO_TIMEOUT)))?;
         if let Some(end) = find(&buf, b"\r\n\r\n").or_else(|| find(&buf, b"\n\n")) {
             buf.truncate(end);
             return Ok(String::from_utf8(buf).ok());

@@ -4,8 +4,8 @@
 # sample line parses and belongs to a family with a TYPE line, counters agree with `snstack-agent
 # stats`, the client has per-process samples with its pid and command, the agent's CPU seconds
 # match /proc; HEAD has headers only; other paths are 404, other methods 405, an oversized or
-# malformed request 400; a client that connects and sends nothing does not stop the next
-# scrape for long (bounded timeouts); without --metrics nothing listens; SIGTERM still exits 0.
+# malformed request 400; a client that connects and sends nothing, or trickles bytes, does not
+# stop the next scrape for long (bounded timeouts); without --metrics nothing listens; SIGTERM still exits 0.
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/../lib.sh"
 require_snstack
@@ -105,7 +105,21 @@ sleep 0.3
 t0=$SECONDS
 [[ $(code --max-time 10 "$url") == 200 ]] || fail "a scrape behind a silent client failed"
 ((SECONDS - t0 <= 4)) || fail "a silent client held the endpoint for $((SECONDS - t0)) s"
-log "HTTP: 404, 405, 400 (oversized, malformed), HEAD, query string, silent client bounded"
+stop_pid "$SPAWNED_PID"
+# One that trickles a byte a second holds it for at most the 5 s request deadline.
+spawn "$WORKDIR/trickle.log" "$PY" -c '
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+for _ in range(30):
+    s.sendall(b"G")
+    time.sleep(1)
+' "$mport"
+sleep 0.3
+t0=$SECONDS
+[[ $(code --max-time 15 "$url") == 200 ]] || fail "a scrape behind a trickling client failed"
+((SECONDS - t0 <= 7)) || fail "a trickling client held the endpoint for $((SECONDS - t0)) s"
+stop_pid "$SPAWNED_PID"
+log "HTTP: 404, 405, 400 (oversized, malformed), HEAD, query string, silent and trickling clients bounded"
 
 touch "$WORKDIR/stop"
 wait_exit "$client" 10 || fail "client did not exit"
