@@ -253,7 +253,10 @@ mod tests {
             if NOT_IN_FILE.contains(&long) {
                 continue;
             }
-            assert!(keys.contains(&long), "etc/agent.conf does not show '{long}'");
+            assert!(
+                keys.contains(&long),
+                "etc/agent.conf does not show '{long}'"
+            );
         }
         // As shipped, everything is commented out: the defaults are the flags' own.
         assert!(parse(Path::new("f"), text, &cmd).unwrap().is_empty());
