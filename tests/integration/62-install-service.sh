@@ -49,6 +49,7 @@ done
 "$P/bin/snstack" run --help | grep -q -- '--spin-us' || fail "snstack run --help lacks --spin-us"
 got=$("$P/bin/snstack" run -- printenv LD_PRELOAD) || fail "snstack run printenv failed"
 [[ $got == "$P/lib/snstack/libsnstack.so" ]] || fail "installed snstack preloads '$got', not the installed library"
+# shellcheck disable=SC2016 # the inner shell expands them
 got=$("$P/bin/snstack" run --agent /x.sock --strict --spin-us 7 --log debug --off -- \
     sh -c 'echo "$SNSTACK_AGENT $SNSTACK_STRICT $SNSTACK_SPIN_US $SNSTACK_LOG $SNSTACK_OFFLOAD"')
 [[ $got == "/x.sock 1 7 debug 0" ]] || fail "run options set '$got'"
@@ -59,7 +60,9 @@ rc=0
 [[ $rc == 2 ]] || fail "an unknown run option exits $rc, expected 2"
 rc=0
 SNSTACK_LIB=/nonexistent "$P/bin/snstack" run true 2>"$WORKDIR/nolib.err" || rc=$?
-[[ $rc == 2 ]] && grep -q "SNSTACK_LIB=/nonexistent" "$WORKDIR/nolib.err" || fail "a missing library: exit $rc, $(cat "$WORKDIR/nolib.err")"
+if [[ $rc != 2 ]] || ! grep -q "SNSTACK_LIB=/nonexistent" "$WORKDIR/nolib.err"; then
+    fail "a missing library: exit $rc, $(cat "$WORKDIR/nolib.err")"
+fi
 got=$("$REPO/scripts/snstack" run -- printenv LD_PRELOAD)
 [[ $got == "$(readlink -f "$REPO/target/release/libsnstack.so")" ]] || fail "scripts/snstack preloads '$got'"
 cd "$WORKDIR"

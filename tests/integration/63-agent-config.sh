@@ -42,7 +42,9 @@ cfg_agent "$WORKDIR/a1.log" --config "$conf"
 [[ $(agent_stat loopback) == 0 ]] || fail "loopback = \"off\" not applied"
 grep -q "configuration file read.*$conf" <(agent_log_plain) || fail "the log does not name the file read"
 code=$(curl -s -o "$WORKDIR/m1" -w '%{http_code}' "http://127.0.0.1:$mport/metrics") || true
-[[ $code == 200 ]] && grep -q '^snstack_loopback 0$' "$WORKDIR/m1" || fail "metrics from the file not served (HTTP $code)"
+if [[ $code != 200 ]] || ! grep -q '^snstack_loopback 0$' "$WORKDIR/m1"; then
+    fail "metrics from the file not served (HTTP $code)"
+fi
 # Connections to a local kernel listener go through the backend when loopback is off.
 port=$(free_port)
 spawn "$WORKDIR/http.log" "$PY" -m http.server "$port" --bind 127.0.0.1 --directory "$WORKDIR"
@@ -82,7 +84,8 @@ bad_case syntax "$WORKDIR/syntax.conf:4:" "socket = \"$sock\"" "" "# comment" "r
 bad_case range "$WORKDIR/range.conf:1: 'tx-ring'" "tx-ring = 1000" "socket = \"$sock\""
 rc=0
 timeout 10 "$AGENT_BIN" --config "$WORKDIR/missing.conf" --socket "$sock" >"$WORKDIR/missing.out" 2>&1 </dev/null || rc=$?
-[[ $rc == 1 ]] && grep -qF "$WORKDIR/missing.conf" "$WORKDIR/missing.out" ||
+if [[ $rc != 1 ]] || ! grep -qF "$WORKDIR/missing.conf" "$WORKDIR/missing.out"; then
     fail "a missing --config file: exit $rc, $(cat "$WORKDIR/missing.out")"
+fi
 stop_pid "$srv"
 echo "PASS: $TEST_NAME"

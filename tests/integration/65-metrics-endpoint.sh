@@ -86,7 +86,9 @@ code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 [[ $(code -X POST "$url") == 405 ]] || fail "POST is not 405"
 [[ $(code "$url?x=1") == 200 ]] || fail "a query string is not ignored"
 curl -sS -I "$url" >"$WORKDIR/head" || fail "HEAD failed"
-grep -q '^HTTP/1.1 200' "$WORKDIR/head" && grep -qi '^content-length: [1-9]' "$WORKDIR/head" || fail "HEAD: $(cat "$WORKDIR/head")"
+if ! grep -q '^HTTP/1.1 200' "$WORKDIR/head" || ! grep -qi '^content-length: [1-9]' "$WORKDIR/head"; then
+    fail "HEAD: $(cat "$WORKDIR/head")"
+fi
 [[ $(code -H "X-Big: $(head -c 9000 /dev/zero | tr '\0' a)" "$url") == 400 ]] || fail "an oversized request is not 400"
 raw=$("$PY" -c '
 import socket, sys
