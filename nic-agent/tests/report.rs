@@ -33,7 +33,10 @@ fn per_process_counters_follow_connects() {
     let mut h = Host::attach(&agent.sock);
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
-    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
 
     let r0 = report(&agent);
     let procs = r0["processes"].as_array().unwrap();
@@ -61,7 +64,9 @@ fn per_process_counters_follow_connects() {
 
     // The process goes: its row goes, its counts stay in the totals.
     drop(h);
-    until("session gone", || report(&agent)["processes"] == serde_json::json!([]));
+    until("session gone", || {
+        report(&agent)["processes"] == serde_json::json!([])
+    });
     let r = report(&agent);
     assert_eq!(r["totals"]["active_opens"], 2, "{r}");
     assert_eq!(r["totals"]["connection_errors"], 1, "{r}");

@@ -53,6 +53,10 @@ got=$("$P/bin/snstack" run -- printenv LD_PRELOAD) || fail "snstack run printenv
 got=$("$P/bin/snstack" run --agent /x.sock --strict --spin-us 7 --log debug --off -- \
     sh -c 'echo "$SNSTACK_AGENT $SNSTACK_STRICT $SNSTACK_SPIN_US $SNSTACK_LOG $SNSTACK_OFFLOAD"')
 [[ $got == "/x.sock 1 7 debug 0" ]] || fail "run options set '$got'"
+# shellcheck disable=SC2016 # the inner shell expands them
+got=$("$P/bin/snstack" run --rules 'kernel tcp_server *:5432' --rules-file /r.conf -- \
+    sh -c 'echo "$SNSTACK_RULES|$SNSTACK_RULES_FILE"')
+[[ $got == "kernel tcp_server *:5432|/r.conf" ]] || fail "--rules/--rules-file set '$got'"
 got=$(SNSTACK_LIB=$PRELOAD "$P/bin/snstack" run printenv LD_PRELOAD)
 [[ $got == "$(readlink -f "$PRELOAD")" ]] || fail "SNSTACK_LIB not honoured: '$got'"
 rc=0

@@ -28,6 +28,13 @@ pub struct RunArgs {
     /// Load the library but offload nothing (SNSTACK_OFFLOAD=0).
     #[arg(long)]
     off: bool,
+    /// Offload rules, e.g. "kernel tcp_server *:5432; offload *" (SNSTACK_RULES; README,
+    /// Offload rules).
+    #[arg(long, value_name = "RULES")]
+    rules: Option<OsString>,
+    /// A file of offload rules (SNSTACK_RULES_FILE).
+    #[arg(long, value_name = "PATH")]
+    rules_file: Option<OsString>,
     /// The program and its arguments (after `--` when they start with a dash).
     #[arg(
         trailing_var_arg = true,
@@ -55,6 +62,12 @@ pub fn run_env(a: &RunArgs, lib: &std::path::Path) -> Vec<(&'static str, OsStrin
     }
     if a.off {
         env.push(("SNSTACK_OFFLOAD", "0".into()));
+    }
+    if let Some(r) = &a.rules {
+        env.push(("SNSTACK_RULES", r.clone()));
+    }
+    if let Some(f) = &a.rules_file {
+        env.push(("SNSTACK_RULES_FILE", f.clone()));
     }
     let mut preload = lib.as_os_str().to_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
