@@ -13,6 +13,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PRELOAD=${SNSTACK_LIB:-$REPO/target/release/libsnstack.so}
 AGENT_BIN=${SNSTACK_AGENT_BIN:-$REPO/target/release/snstack-agent}
+CLI_BIN=$REPO/target/release/snstack
 CORRUPT_BIN=${SNSTACK_CORRUPT_BIN:-$REPO/target/release/snstack-corrupt}
 CHANBENCH_BIN=$REPO/target/release/snstack-chanbench
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)

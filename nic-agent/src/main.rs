@@ -5,11 +5,14 @@
 //! table, command decoding, policy), `ticket` (sans-IO fork tickets), `channel` (region endpoint,
 //! batched wake-ups), `sock` (socket table, bindings, data path), `backend` (TCP implementations:
 //! `kernel`, `user`), `stats`, `pcie` (optional model of the host <-> NIC link for benchmarks),
-//! `sys` (every libc call).
+//! `sys` (every libc call), `config` (the configuration file), `metrics` (the Prometheus
+//! endpoint). The stats client lives in the library (`nic_agent::client`), shared with `snstack`.
 
 mod agent;
 mod backend;
 mod channel;
+mod config;
+mod metrics;
 mod pcie;
 mod session;
 mod sock;
@@ -19,17 +22,17 @@ mod sys;
 mod ticket;
 mod urgent;
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use nic_agent::client::{self, DEFAULT_SOCKET};
 use shm_proto::region::Geometry;
-
-const DEFAULT_SOCKET: &str = "/run/snstack/agent.sock";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -51,7 +54,7 @@ struct Cli {
 enum Cmd {
     /// Run the agent (the default when no subcommand is given).
     Run(RunArgs),
-    /// Print the counters of a running agent, one `key value` per line.
+    /// Print the counters of a running agent, one `key value` per line (or JSON).
     Stats(StatsArgs),
 }
 
@@ -129,6 +132,16 @@ fn congestion(a: &RunArgs) -> snstack_tcp::cc::CcAlgo {
 
 #[derive(Args, Debug)]
 struct RunArgs {
+    /// Configuration file: `key = value` lines whose keys are these long flags (docs in the
+    /// installed template); flags on the command line win. Default: PREFIX/etc/snstack/agent.conf
+    /// of an installed agent (/etc/snstack/agent.conf for PREFIX /usr) when it exists; none for
+    /// a binary outside PREFIX/bin.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Serve the counters as Prometheus text on http://ADDR:PORT/metrics (its own thread, which
+    /// asks the control socket like `snstack stats`); e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
     /// Control socket (UNIX SOCK_SEQPACKET) that host processes attach to; its parent directory is
     /// created (0755) and the socket is made world-connectable (0666).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
@@ -230,6 +243,9 @@ struct StatsArgs {
     /// Control socket of the agent to query.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Print the JSON report (agent, totals, each attached process) instead of `key value`.
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
@@ -376,6 +392,9 @@ fn init_logging(level: LogLevel) {
 
 fn run(a: RunArgs) -> anyhow::Result<()> {
     init_logging(a.log_level);
+    if let Some(p) = &a.config {
+        tracing::info!(file = %p.display(), "configuration file read");
+    }
     let model = pcie_model(&a);
     pcie::install(model);
     if !model.is_off() {
@@ -393,6 +412,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         socket: a.socket.clone(),
         geometry,
         spin: Duration::from_micros(a.spin_us),
+        metrics: a.metrics,
     };
     let user = a.backend != BackendKind::Kernel;
     if !user
@@ -527,18 +547,65 @@ fn run_xdp(_: &RunArgs, _: agent::Config) -> anyhow::Result<()> {
     )
 }
 
+/// The run arguments with the configuration file's values under those of the command line.
+/// `argv` is the whole command line; `m` its matches (top level or `run`'s).
+fn with_config(argv: &[OsString], m: &ArgMatches) -> anyhow::Result<RunArgs> {
+    let mut cli = RunArgs::from_arg_matches(m)?;
+    let (path, explicit) = match cli.config.take() {
+        Some(p) => (Some(p), true),
+        None => (config::default_path(), false),
+    };
+    let Some(path) = path.filter(|p| explicit || p.exists()) else {
+        return Ok(cli);
+    };
+    let cmd = RunArgs::augment_args(clap::Command::new("snstack-agent"));
+    let entries = config::load(&path, &cmd)?;
+    // Re-parse with the file's flags first: the command line's own come after and win (only
+    // flags it did not give are taken from the file, so nothing is given twice).
+    let skip = if argv.get(1).is_some_and(|a| a == "run") {
+        2
+    } else {
+        1
+    };
+    let mut merged = vec![OsString::from("snstack-agent")];
+    merged.extend(config::flags_not_on_command_line(&entries, &cmd, m));
+    merged.extend(argv.iter().skip(skip).cloned());
+    let m2 = cmd.try_get_matches_from(merged)?;
+    let mut a = RunArgs::from_arg_matches(&m2)?;
+    a.config = Some(path);
+    Ok(a)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let r = match cli.cmd {
-        None => run(cli.run),
-        Some(Cmd::Run(a)) => run(a),
-        Some(Cmd::Stats(s)) => stats::query(&s.socket)
-            .map(|t| print!("{t}"))
-            .map_err(anyhow::Error::from),
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let m = Cli::command().get_matches_from(&argv);
+    let r = match m.subcommand() {
+        Some(("stats", sm)) => StatsArgs::from_arg_matches(sm)
+            .map_err(anyhow::Error::from)
+            .and_then(|s| {
+                let f = if s.json {
+                    client::Format::Json
+                } else {
+                    client::Format::Text
+                };
+                let t = client::query(&s.socket, f)?;
+                print!("{t}");
+                if s.json {
+                    println!();
+                }
+                Ok(())
+            }),
+        Some(("run", rm)) => with_config(&argv, rm).and_then(run),
+        _ => with_config(&argv, &m).and_then(run),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Usage errors of the merged arguments print as clap prints them.
+            if let Some(ce) = e.downcast_ref::<clap::Error>() {
+                let _ = ce.print();
+                return ExitCode::from(2);
+            }
             eprintln!("snstack-agent: error: {e:#}");
             ExitCode::FAILURE
         }

@@ -1,19 +1,19 @@
-//! Counters of the channel (the "DMA" figures) and the text served to `snstack-agent stats`.
+//! Counters of the channel (the "DMA" figures), per-process connection events, and the reports
+//! served to `snstack-agent stats` (`key value` text) and `snstack stats --json` / `snstack top`
+//! / the metrics endpoint (JSON, [`render_json`]).
 //!
 //! Each channel counts its own traffic; process-wide totals are the counts of channels that are
-//! gone (`retired`) plus those of the live ones, so nothing is counted twice.
+//! gone (`retired`) plus those of the live ones, so nothing is counted twice. Connection events
+//! are counted where a connection starts or fails (once per connection, never per request).
 
 use std::fmt::Write as _;
-use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
-use shm_proto::msg::{Hello, Reply, HELLO_STATS, MSG_LEN};
+use serde_json::{json, Map, Value};
 use shm_proto::ChannelStats;
-use thiserror::Error;
 
 use crate::backend::{EngineStats, LoopStats};
-use crate::sys;
 
 /// Traffic of one channel, or a sum of channels.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,8 +50,78 @@ impl Counters {
     }
 }
 
-/// What `HELLO_STATS` reports.
+/// Connection events of one process, or a sum of processes (netstat's "active/passive
+/// connection openings" and failures, per process).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnCounters {
+    /// Connects that started (SYN sent, or a loopback connection made).
+    pub active_opens: u64,
+    /// Connections bound to the process by accept (or the accept handoff).
+    pub passive_opens: u64,
+    /// Connections that failed: connects refused, unreachable or timed out, established ones
+    /// reset or timed out.
+    pub errors: u64,
+}
+
+impl ConnCounters {
+    pub fn add(&mut self, o: &ConnCounters) {
+        self.active_opens += o.active_opens;
+        self.passive_opens += o.passive_opens;
+        self.errors += o.errors;
+    }
+}
+
+/// An errno that ends a connection or a connection attempt (counted in [`ConnCounters::errors`]);
+/// not the answers to a misuse such as a second `connect` (`EALREADY`, `EISCONN`).
+pub fn is_connection_error(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ECONNREFUSED
+            | libc::ECONNRESET
+            | libc::ECONNABORTED
+            | libc::ETIMEDOUT
+            | libc::ENETUNREACH
+            | libc::EHOSTUNREACH
+            | libc::ENETDOWN
+            | libc::EHOSTDOWN
+            | libc::EPIPE
+    )
+}
+
+/// One attached process in a [`Snapshot`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcSnapshot {
+    pub session: u32,
+    pub pid: i32,
+    pub uid: u32,
+    /// Live slots (sockets it has open through the agent).
+    pub sockets: u64,
+    /// Slots closed by the process whose TX bytes are still draining.
+    pub draining: u64,
+    pub io: Counters,
+    pub conns: ConnCounters,
+    /// Bytes of memory its region holds.
+    pub channel_bytes: u64,
+    /// Completions waiting for room in its event ring (the process is not draining it).
+    pub backlog: u64,
+}
+
+/// A process whose channel the agent dropped for corrupting it (the last few are kept).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DroppedProc {
+    pub pid: i32,
+    pub uid: u32,
+    pub reason: String,
+    pub at: Instant,
+    pub io: Counters,
+    pub conns: ConnCounters,
+}
+
+/// How many dropped processes a snapshot remembers.
+pub const RECENT_DROPS: usize = 16;
+
+/// What `HELLO_STATS` reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Attached processes.
     pub processes: u64,
@@ -78,13 +148,19 @@ pub struct Snapshot {
     pub spin_us: u64,
     /// Memory the attached processes' regions hold (pages touched and not released).
     pub channel_bytes: u64,
+    /// Connection events of every process so far.
+    pub conns: ConnCounters,
+    /// The attached processes (not those that exited and only drain).
+    pub procs: Vec<ProcSnapshot>,
+    /// The last [`RECENT_DROPS`] processes whose channel was dropped, oldest first.
+    pub dropped: Vec<DroppedProc>,
 }
 
 impl Snapshot {
-    /// `key value` lines; the first seven keys are a stable interface.
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        let rows: [(&str, u64); 15] = [
+    /// The agent-wide counters in report order: `(key, value)`; the first seven keys are a
+    /// stable interface.
+    pub fn rows(&self) -> Vec<(&'static str, u64)> {
+        let mut rows = vec![
             ("processes", self.processes),
             ("sockets", self.sockets),
             ("h2n_bytes", self.io.h2n_bytes),
@@ -100,17 +176,19 @@ impl Snapshot {
             ("agent_spin_us", self.spin_us),
             ("channel_bytes", self.channel_bytes),
             ("h2n_file_bytes", self.io.h2n_file_bytes),
+            ("active_opens", self.conns.active_opens),
+            ("passive_opens", self.conns.passive_opens),
+            ("connection_errors", self.conns.errors),
         ];
-        for (k, v) in rows {
-            let _ = writeln!(s, "{k} {v}");
-        }
         let lo = &self.loopback;
-        let _ = writeln!(s, "loopback {}", u64::from(lo.enabled));
-        let _ = writeln!(s, "loop_connections {}", lo.connections);
-        let _ = writeln!(s, "loop_bytes {}", lo.bytes);
+        rows.extend([
+            ("loopback", u64::from(lo.enabled)),
+            ("loop_connections", lo.connections),
+            ("loop_bytes", lo.bytes),
+        ]);
         let e = &self.engine;
         if e.enabled {
-            for (k, v) in [
+            rows.extend([
                 ("tcp_rx_frames", e.rx_frames),
                 ("tcp_tx_frames", e.tx_frames),
                 ("tcp_rx_csum_errors", e.rx_csum_errors),
@@ -132,54 +210,113 @@ impl Snapshot {
                 ("tcp_tx_data_direct", e.tx_data_direct),
                 ("tcp_tx_data_buffered", e.tx_data_buffered),
                 ("tcp_tx_lent_missing", e.tx_lent_missing),
-            ] {
-                let _ = writeln!(s, "{k} {v}");
-            }
+            ]);
         }
         // The PCIe model (pcie.rs) is process-wide, not per snapshot: zeros when it is off.
         let p = crate::pcie::stats();
-        for (k, v) in [
+        rows.extend([
             ("pcie_crossings", p.crossings),
             ("pcie_bytes", p.bytes),
             ("pcie_delay_ns", p.delay_ns),
             ("pcie_throttle_ns", p.throttle_ns),
-        ] {
+        ]);
+        rows
+    }
+
+    /// `key value` lines ([`Snapshot::rows`]).
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in self.rows() {
             let _ = writeln!(s, "{k} {v}");
         }
         s
     }
 }
 
-#[derive(Debug, Error)]
-pub enum StatsError {
-    #[error("cannot reach the agent at {path}: {err}")]
-    Connect { path: String, err: std::io::Error },
-    #[error("talking to the agent: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the agent sent a malformed reply")]
-    BadReply,
-    #[error("the agent refused the request (errno {0})")]
-    Refused(u32),
+/// What the agent knows about itself beyond the core's counters (the control plane fills it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentFacts {
+    pub pid: u32,
+    /// CPU time of the whole agent process (every thread), microseconds.
+    pub cpu_user_us: u64,
+    pub cpu_system_us: u64,
+    pub uptime_ms: u64,
 }
 
-/// Client side of `HELLO_STATS`: returns the agent's text.
-pub fn query(path: &Path) -> Result<String, StatsError> {
-    let fd = sys::seqpacket_connect(path).map_err(|err| StatsError::Connect {
-        path: path.display().to_string(),
-        err,
-    })?;
-    sys::set_timeouts(fd.as_raw_fd(), 5)?;
-    sys::send(fd.as_raw_fd(), &Hello::new(HELLO_STATS, 0).encode())?;
-    let mut b = [0u8; MSG_LEN];
-    let n = sys::recv(fd.as_raw_fd(), &mut b)?;
-    let r = Reply::decode(&b[..n]).ok_or(StatsError::BadReply)?;
-    if r.status != 0 {
-        return Err(StatsError::Refused(r.status));
+fn io_json(m: &mut Map<String, Value>, io: &Counters, c: &ConnCounters) {
+    for (k, v) in [
+        ("h2n_bytes", io.h2n_bytes),
+        ("h2n_ops", io.h2n_ops),
+        ("n2h_bytes", io.n2h_bytes),
+        ("n2h_ops", io.n2h_ops),
+        ("h2n_file_bytes", io.h2n_file_bytes),
+        ("active_opens", c.active_opens),
+        ("passive_opens", c.passive_opens),
+        ("connection_errors", c.errors),
+    ] {
+        m.insert(k.into(), v.into());
     }
-    let mut text = vec![0u8; (r.len as usize).clamp(1, 1 << 20)];
-    let n = sys::recv(fd.as_raw_fd(), &mut text)?;
-    text.truncate(n);
-    String::from_utf8(text).map_err(|_| StatsError::BadReply)
+}
+
+/// The JSON report (`snstack stats --json`; docs/operations.md lists the fields). `comm` names
+/// a pid's command (from /proc, display only); `now` dates the dropped processes.
+pub fn render_json(
+    s: &Snapshot,
+    agent: &AgentFacts,
+    comm: &dyn Fn(i32) -> Option<String>,
+    now: Instant,
+) -> String {
+    let totals: Map<String, Value> = s
+        .rows()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into()))
+        .collect();
+    let procs: Vec<Value> = s
+        .procs
+        .iter()
+        .map(|p| {
+            let mut m = Map::new();
+            m.insert("pid".into(), p.pid.into());
+            m.insert("comm".into(), comm(p.pid).unwrap_or_default().into());
+            m.insert("uid".into(), p.uid.into());
+            m.insert("session".into(), p.session.into());
+            m.insert("sockets".into(), p.sockets.into());
+            m.insert("sockets_draining".into(), p.draining.into());
+            io_json(&mut m, &p.io, &p.conns);
+            m.insert("channel_bytes".into(), p.channel_bytes.into());
+            m.insert("event_backlog".into(), p.backlog.into());
+            Value::Object(m)
+        })
+        .collect();
+    let dropped: Vec<Value> = s
+        .dropped
+        .iter()
+        .map(|d| {
+            let mut m = Map::new();
+            m.insert("pid".into(), d.pid.into());
+            m.insert("uid".into(), d.uid.into());
+            m.insert("reason".into(), d.reason.clone().into());
+            let ago = now.saturating_duration_since(d.at).as_millis();
+            m.insert(
+                "ago_ms".into(),
+                u64::try_from(ago).unwrap_or(u64::MAX).into(),
+            );
+            io_json(&mut m, &d.io, &d.conns);
+            Value::Object(m)
+        })
+        .collect();
+    let v = json!({
+        "agent": {
+            "pid": agent.pid,
+            "cpu_user_us": agent.cpu_user_us,
+            "cpu_system_us": agent.cpu_system_us,
+            "uptime_ms": agent.uptime_ms,
+        },
+        "totals": totals,
+        "processes": procs,
+        "dropped": dropped,
+    });
+    v.to_string()
 }
 
 #[cfg(test)]

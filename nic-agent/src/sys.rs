@@ -418,25 +418,30 @@ pub fn seqpacket_connect(path: &Path) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Sets `SO_RCVTIMEO` and `SO_SNDTIMEO` (used by the stats client so it never hangs).
-pub fn set_timeouts(fd: RawFd, secs: i64) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: secs as libc::time_t,
-        tv_usec: 0,
-    };
-    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-        // SAFETY: `tv` is a valid timeval for the duration of the call.
-        cvt(unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&tv as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        })?;
-    }
-    Ok(())
+/// Raises a socket's send buffer to `bytes` (`SO_SNDBUFFORCE` where permitted, else
+/// `SO_SNDBUF`, which the kernel caps at `net.core.wmem_max`).
+pub fn grow_sndbuf(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let b = v.to_ne_bytes();
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &b)
+        .or_else(|_| setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &b))
+}
+
+/// CPU time of this process (all threads): user and system, microseconds.
+pub fn cpu_time_us() -> io::Result<(u64, u64)> {
+    let mut ru = MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `ru` is a valid out-pointer for one rusage.
+    cvt(unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) })?;
+    // SAFETY: getrusage succeeded and filled it (it was zeroed before anyway).
+    let ru = unsafe { ru.assume_init() };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Ok((us(ru.ru_utime), us(ru.ru_stime)))
+}
+
+/// The command name of `pid` (`/proc/PID/comm`; the process may set it, display only).
+pub fn proc_comm(pid: i32) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(s.trim_end_matches('\n').to_string())
 }
 
 /// Accepts one connection of a UNIX listener (non-blocking, close-on-exec).
@@ -562,17 +567,6 @@ pub fn recv_fds(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>, b
         c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
     }
     Ok((n, fds, msg.msg_flags & libc::MSG_TRUNC != 0))
-}
-
-/// Plain blocking send/recv for the stats client.
-pub fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
-    // SAFETY: `data` is readable for its length.
-    cvt_size(unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) })
-}
-
-pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is writable for its length.
-    cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,13 +2,18 @@
 //!
 //! host -> agent: [`Hello`] (`HELLO_ATTACH`, `HELLO_STATS`, `HELLO_WAITER` with an eventfd in
 //! `SCM_RIGHTS`, `HELLO_ATTACH_CHILD` with a fork ticket's secret in `arg`). agent -> host: [`Reply`]; for attach it carries the region memfd and the agent's
-//! doorbell eventfd in `SCM_RIGHTS`; for stats it is followed by one text datagram.
+//! doorbell eventfd in `SCM_RIGHTS`; for stats it is followed by the report (`Reply::len` bytes) in
+//! datagrams of at most 64 KiB: `key value` text, or JSON when the hello's `arg` is [`STATS_JSON`].
 
 use crate::layout::{MAGIC, VERSION};
 
 pub const HELLO_ATTACH: u32 = 1;
 pub const HELLO_STATS: u32 = 2;
 pub const HELLO_WAITER: u32 = 3;
+/// `HELLO_STATS`'s `arg`: the `key value` text report.
+pub const STATS_TEXT: u64 = 0;
+/// `HELLO_STATS`'s `arg`: the JSON report (per-process counters; nic-agent/src/stats.rs).
+pub const STATS_JSON: u64 = 1;
 /// On a new control connection: attach as the child of a fork, `arg` = the ticket's secret
 /// (`OP_FORK`). Replied like `HELLO_ATTACH`, or `status` EPERM (not the ticket's child) / ENOENT
 /// (unknown, expired or already claimed ticket) without fds.
@@ -30,7 +35,7 @@ pub struct Reply {
     pub version: u32,
     /// 0, or a positive errno.
     pub status: u32,
-    /// Attach: region length in bytes. Stats: length of the text that follows.
+    /// Attach: region length in bytes. Stats: length of the report that follows.
     pub len: u64,
 }
 

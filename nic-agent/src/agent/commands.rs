@@ -473,8 +473,12 @@ impl<B: Backend> Core<B> {
         };
         let r = self.backend.connect(&s.os, &addr);
         let in_progress = matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS));
+        if r.is_ok() || in_progress {
+            Self::count_conn(&mut self.procs, sid, |c| c.active_opens += 1);
+        }
         if let Err(e) = &r {
             if !in_progress {
+                Self::count_error(&mut self.procs, Some(b), sys::errno_of(e));
                 return self.complete(sid, tag, slot, err_of(e), Payload::None);
             }
         }

@@ -39,13 +39,37 @@ impl<B: Backend> Agent<B> {
         }
     }
 
-    pub(super) fn send_stats(&self, fd: RawFd) {
+    /// Answers `HELLO_STATS`: the report `arg` asks for (`STATS_TEXT`, `STATS_JSON`), after
+    /// its length, in datagrams of at most `client::CHUNK` bytes.
+    pub(super) fn send_stats(&self, fd: RawFd, arg: u64) {
         let mut snap = self.core.snapshot();
         snap.spin_us = self.spin.effective_budget().as_micros() as u64;
-        let text = snap.render();
+        let text = match arg {
+            STATS_TEXT => snap.render(),
+            STATS_JSON => {
+                let (user, system) = sys::cpu_time_us().unwrap_or_default();
+                let facts = AgentFacts {
+                    pid: std::process::id(),
+                    cpu_user_us: user,
+                    cpu_system_us: system,
+                    uptime_ms: self.started.elapsed().as_millis() as u64,
+                };
+                crate::stats::render_json(&snap, &facts, &sys::proc_comm, Instant::now())
+            }
+            _ => return Self::reply(fd, libc::EINVAL, 0),
+        };
+        if text.len() > 128 * 1024 {
+            // The socket is non-blocking: make room for the whole report in its send buffer.
+            if let Err(e) = sys::grow_sndbuf(fd, text.len() + 64 * 1024) {
+                debug!("stats reply: SO_SNDBUF: {e}");
+            }
+        }
         Self::reply(fd, 0, text.len() as u64);
-        if let Err(e) = sys::send_fds(fd, text.as_bytes(), &[]) {
-            debug!("stats reply: {e}");
+        for chunk in text.as_bytes().chunks(nic_agent::client::CHUNK) {
+            if let Err(e) = sys::send_fds(fd, chunk, &[]) {
+                debug!("stats reply: {e}");
+                return;
+            }
         }
     }
 
@@ -95,7 +119,7 @@ impl<B: Backend> Agent<B> {
                 }
             }
             HELLO_STATS => {
-                self.send_stats(fd);
+                self.send_stats(fd, h.arg);
                 self.pending.remove(&id);
             }
             _ => Self::reply(fd, libc::EINVAL, 0),
@@ -216,7 +240,7 @@ impl<B: Backend> Agent<B> {
                         Self::reply(fd, libc::EINVAL, 0);
                     }
                 }
-                HELLO_STATS => self.send_stats(fd),
+                HELLO_STATS => self.send_stats(fd, h.arg),
                 HELLO_ATTACH | HELLO_ATTACH_CHILD => Self::reply(fd, libc::EISCONN, 0),
                 _ => Self::reply(fd, libc::EINVAL, 0),
             }

@@ -34,6 +34,8 @@ pub(super) struct Proc {
     /// bindings hold their own `Rc`, so a file closed meanwhile stays open until they are sent.
     pub(super) files: HashMap<u32, Rc<OwnedFd>>,
     pub(super) next_file: u32,
+    /// Its connection events (opened, failed), for `snstack top`.
+    pub(super) conns: ConnCounters,
 }
 
 impl Proc {
@@ -88,7 +90,11 @@ pub struct Core<B: Backend> {
     pub(super) tickets: Tickets<SockId>,
     pub(super) reuseport: ReuseportTable,
     retired: Counters,
+    /// Connection events of the processes that are gone.
+    retired_conns: ConnCounters,
     dropped: u64,
+    /// The last processes whose channel was dropped (`stats::RECENT_DROPS`), oldest first.
+    recent_drops: VecDeque<DroppedProc>,
     attaches: u64,
     pub(super) next_timer: Option<Instant>,
     /// When the oldest unconsumed accept handoff reaches its hold time (listeners.rs).
@@ -142,7 +148,9 @@ impl<B: Backend> Core<B> {
             tickets: Tickets::default(),
             reuseport: ReuseportTable::default(),
             retired: Counters::default(),
+            retired_conns: ConnCounters::default(),
             dropped: 0,
+            recent_drops: VecDeque::new(),
             attaches: 0,
             next_timer: None,
             handoff_timer: None,
@@ -264,6 +272,7 @@ impl<B: Backend> Core<B> {
             closing: false,
             files: HashMap::new(),
             next_file: 0,
+            conns: ConnCounters::default(),
         };
         self.procs.insert(sid, p);
         self.attaches += 1;
@@ -344,6 +353,17 @@ impl<B: Backend> Core<B> {
                 "dropping channel: {why}"
             );
             self.dropped += 1;
+            if self.recent_drops.len() == RECENT_DROPS {
+                self.recent_drops.pop_front();
+            }
+            self.recent_drops.push_back(DroppedProc {
+                pid: p.sess.pid,
+                uid: p.sess.uid,
+                reason: why.to_string(),
+                at: self.now,
+                io: p.chan.counters,
+                conns: p.conns,
+            });
         }
         p.chan.kill();
         p.closing = true;
@@ -356,6 +376,7 @@ impl<B: Backend> Core<B> {
         }
         if let Some(p) = self.procs.remove(&sid) {
             self.retired.add(&p.chan.counters);
+            self.retired_conns.add(&p.conns);
             self.act(Action::Release {
                 sid,
                 chan: p.chan,
@@ -530,6 +551,7 @@ impl<B: Backend> Core<B> {
                     "last drain finished, region released"
                 );
                 self.retired.add(&p.chan.counters);
+                self.retired_conns.add(&p.conns);
                 self.act(Action::Release {
                     sid,
                     chan: p.chan,
@@ -556,6 +578,25 @@ impl<B: Backend> Core<B> {
         }
     }
 
+    /// Counts a connection event of session `sid` (`f` picks the counter).
+    pub(super) fn count_conn(
+        procs: &mut BTreeMap<u32, Proc>,
+        sid: u32,
+        f: impl FnOnce(&mut ConnCounters),
+    ) {
+        if let Some(p) = procs.get_mut(&sid) {
+            f(&mut p.conns);
+        }
+    }
+
+    /// Counts a failed connection (or connection attempt) of binding `who` when `errno` is a
+    /// connection error ([`crate::stats::is_connection_error`]).
+    pub(super) fn count_error(procs: &mut BTreeMap<u32, Proc>, who: Option<Bind>, errno: i32) {
+        if let Some(b) = who.filter(|_| crate::stats::is_connection_error(errno)) {
+            Self::count_conn(procs, b.sid, |c| c.errors += 1);
+        }
+    }
+
     /// Counters for `snstack-agent stats` (the shell adds its own).
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot {
@@ -563,15 +604,31 @@ impl<B: Backend> Core<B> {
             channels_dropped: self.dropped,
             attaches: self.attaches,
             tickets: self.tickets.len() as u64,
+            conns: self.retired_conns,
+            dropped: self.recent_drops.iter().cloned().collect(),
             ..Default::default()
         };
-        for p in self.procs.values() {
+        for (&sid, p) in &self.procs {
+            let draining = p.sess.table.draining_count() as u64;
+            let channel_bytes = p.chan.resident_bytes();
             if !p.closing {
                 s.processes += 1;
+                s.procs.push(ProcSnapshot {
+                    session: sid,
+                    pid: p.sess.pid,
+                    uid: p.sess.uid,
+                    sockets: p.sess.table.live_count() as u64,
+                    draining,
+                    io: p.chan.counters,
+                    conns: p.conns,
+                    channel_bytes,
+                    backlog: p.chan.backlog() as u64,
+                });
             }
-            s.draining += p.sess.table.draining_count() as u64;
+            s.draining += draining;
             s.io.add(&p.chan.counters);
-            s.channel_bytes += p.chan.resident_bytes();
+            s.conns.add(&p.conns);
+            s.channel_bytes += channel_bytes;
         }
         s.sockets = self.socks.len() as u64;
         s.loopback = self.backend.loop_stats();

@@ -67,18 +67,19 @@ impl<B: Backend> Core<B> {
         ) {
             Err(v) => self.failed.push((b.sid, v)),
             Ok(o) => {
+                let owner = (o.urgent.fresh)
+                    .then(|| p.chan.region().sock(b.slot))
+                    .flatten()
+                    .and_then(|ctl| Owner::unpack(ctl.host.0.owner.load(Ordering::Acquire)));
+                let pid = p.sess.pid;
                 if o.done {
                     s.rx_done = true;
                     s.set_flags(SF_RX_FIN, 0);
                 }
                 if let Some(e) = o.err {
                     s.fail(e);
+                    Self::count_error(&mut self.procs, s.active, e);
                 }
-                let owner = (o.urgent.fresh)
-                    .then(|| p.chan.region().sock(b.slot))
-                    .flatten()
-                    .and_then(|ctl| Owner::unpack(ctl.host.0.owner.load(Ordering::Acquire)));
-                let pid = p.sess.pid;
                 if o.err.is_some() {
                     self.publish(id);
                 } else if o.done || (had_stash && s.stash.is_empty()) || o.urgent.changed {
@@ -138,6 +139,7 @@ impl<B: Backend> Core<B> {
             Ok(o) => {
                 if let Some(e) = o.err {
                     s.fail(e);
+                    Self::count_error(&mut self.procs, s.active, e);
                     self.publish(id);
                 } else if o.done && s.shut_wr_pending {
                     self.shut_wr_if_drained(id);
@@ -197,6 +199,8 @@ impl<B: Backend> Core<B> {
                 ConnectState::Failed(e) => {
                     s.kind = Kind::Fresh;
                     let t = s.connect_tag.take();
+                    let who = t.as_ref().map(|t| t.by).or(s.active);
+                    Self::count_error(&mut self.procs, who, e);
                     if t.is_some() {
                         s.set_flags(0, SF_CONNECTING);
                     } else {
@@ -238,6 +242,7 @@ impl<B: Backend> Core<B> {
                 let e = self.backend.take_error(&s.os);
                 if e != 0 {
                     s.fail(e);
+                    Self::count_error(&mut self.procs, s.active, e);
                     self.publish(id);
                 }
             }

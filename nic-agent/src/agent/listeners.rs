@@ -173,6 +173,7 @@ impl<B: Backend> Core<B> {
             // Urgent data that came before the connection was taken: its mark must be known
             // before the first bytes reach the host.
             s.urg_event |= self.backend.urgent_hint(&s.os);
+            p.conns.passive_opens += 1;
         }
         Self::publish_to(s, &mut self.procs);
         self.pump_rx(id);

@@ -48,7 +48,10 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use shm_proto::msg::{Hello, Reply, HELLO_ATTACH, HELLO_ATTACH_CHILD, HELLO_STATS, HELLO_WAITER};
+use shm_proto::msg::{
+    Hello, Reply, HELLO_ATTACH, HELLO_ATTACH_CHILD, HELLO_STATS, HELLO_WAITER, STATS_JSON,
+    STATS_TEXT,
+};
 use shm_proto::region::Geometry;
 use shm_proto::*;
 use thiserror::Error;
@@ -59,7 +62,9 @@ use crate::channel::Channel;
 use crate::session::{self, Command, OptPolicy, ReuseportTable, Session, Violation};
 use crate::sock::{self, Bind, Binding, Kind, Listener, Parked, Sock, SockId, SockTable};
 use crate::spin::{Idle, Next, SpinPolicy};
-use crate::stats::{Counters, Snapshot};
+use crate::stats::{
+    AgentFacts, ConnCounters, Counters, DroppedProc, ProcSnapshot, Snapshot, RECENT_DROPS,
+};
 use crate::sys;
 use crate::ticket::{self, Tickets};
 
@@ -113,6 +118,8 @@ pub struct Config {
     pub socket: PathBuf,
     pub geometry: Geometry,
     pub spin: Duration,
+    /// `--metrics ADDR:PORT`: serve Prometheus text on `/metrics` (crate::metrics).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Error)]
@@ -130,7 +137,19 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> StartupError {
 
 /// Starts the agent and runs it until SIGTERM/SIGINT.
 pub fn run<B: Backend>(cfg: Config, backend: B) -> Result<(), StartupError> {
+    let metrics = match cfg.metrics {
+        Some(addr) => Some(
+            crate::metrics::Endpoint::bind(addr, cfg.socket.clone())
+                .map_err(io_err(format!("metrics endpoint {addr}")))?,
+        ),
+        None => None,
+    };
     let mut agent = Agent::new(cfg, backend)?;
+    if let Some(m) = metrics {
+        // Started after Agent::new: its thread inherits the blocked SIGTERM/SIGINT, which the
+        // loop's signalfd reads.
+        m.start().map_err(io_err("starting the metrics thread"))?;
+    }
     agent.run();
     Ok(())
 }
@@ -173,6 +192,8 @@ pub struct Agent<B: Backend> {
     deferred: u32,
     stop: bool,
     evbuf: Vec<libc::epoll_event>,
+    /// When the agent started (`uptime_ms` in the JSON report).
+    started: Instant,
 }
 
 /// An attached process's descriptors.
@@ -265,6 +286,7 @@ impl<B: Backend> Agent<B> {
             deferred: 0,
             stop: false,
             evbuf: sys::event_buf(256),
+            started: Instant::now(),
         })
     }
 }
