@@ -4,3 +4,4 @@
 //! event loop.
 
 pub mod client;
+pub mod framing;
