@@ -470,3 +470,95 @@ fn is_tchar(b: u8) -> bool {
 fn is_vchar_or_obs(b: u8) -> bool {
     (0x21..=0x7e).contains(&b) || b >= 0x80
 }
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::Rng;
+    use super::*;
+
+    const ALL_FRAMINGS: [Framing; 9] = [
+        Framing::Raw,
+        Framing::Length {
+            width: LengthWidth::U16,
+            big_endian: true,
+            includes_header: false,
+        },
+        Framing::Length {
+            width: LengthWidth::U32,
+            big_endian: false,
+            includes_header: true,
+        },
+        Framing::Line { crlf: false },
+        Framing::Line { crlf: true },
+        Framing::Http1Request,
+        Framing::Http1Response,
+        Framing::RespRequest,
+        Framing::RespReply,
+    ];
+
+    #[test]
+    fn reason_names_are_unique_snake_case() {
+        let mut names: Vec<&str> = Reason::ALL.iter().map(|r| r.name()).collect();
+        for n in &names {
+            assert!(n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{n}");
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Reason::ALL.len());
+        assert_eq!(Reason::BadChunkSize.to_string(), "bad_chunk_size");
+    }
+
+    #[test]
+    fn max_message_has_a_floor() {
+        let f = Framer::new(Framing::Raw, 0);
+        assert_eq!(f.max_message(), MIN_MAX_MESSAGE);
+    }
+
+    /// Random bytes, random windows, random (even wrong) consume amounts and a random close:
+    /// no framer may panic, loop, or claim bytes it was not given.
+    #[test]
+    fn random_bytes_and_misuse_never_panic() {
+        let mut rng = Rng(0xf00d);
+        for round in 0..4000 {
+            let framing = ALL_FRAMINGS[round % ALL_FRAMINGS.len()];
+            let mut f = Framer::new(framing, rng.below(200) as usize);
+            let mut buf: Vec<u8> = Vec::new();
+            let dense = rng.below(2) == 0;
+            for _ in 0..rng.below(30) {
+                for _ in 0..rng.below(40) {
+                    buf.push(if dense {
+                        rng.next() as u8
+                    } else {
+                        *rng.pick(b"\r\n*$+-:0123456789 abcHTTP/1.1:;")
+                    });
+                }
+                if rng.below(10) == 0 {
+                    f.finish();
+                }
+                if rng.below(20) == 0 {
+                    let _ = f.expect_response(ResponseTo::Head);
+                }
+                for _ in 0..8 {
+                    let k = rng.below(buf.len() as u64 + 1) as usize;
+                    let (a, b) = buf.split_at(k);
+                    let n = match f.scan(a, b) {
+                        Scan::Need | Scan::Malformed(_) => break,
+                        Scan::Message(n) | Scan::Part(n) | Scan::Skip(n) => n,
+                    };
+                    assert!(n <= buf.len() && n <= f.max_message(), "{framing:?}");
+                    // Usually the right amount; sometimes less, more, or anything.
+                    let take = match rng.below(8) {
+                        0 => n / 2,
+                        1 => n + rng.below(5) as usize,
+                        2 => rng.below(1 << 40) as usize,
+                        _ => n,
+                    };
+                    f.consume(take);
+                    buf.drain(..take.min(buf.len()));
+                }
+            }
+            let _ = f.body_until_close();
+            let _ = f.delivered();
+        }
+    }
+}
