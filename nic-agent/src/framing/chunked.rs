@@ -237,6 +237,7 @@ mod tests {
             (b"5\r\nhelloX\r\n", Reason::BadChunkEnd),
             (b"5\r\nhello\rX", Reason::BadChunkEnd),
             (b"5\r\nhello\n0\r\n\r\n", Reason::BadChunkEnd),
+            (b"5\r\nhelloX\n0\r\n\r\n", Reason::BadChunkEnd),
             (b"0\r\nbad trailer\r\n\r\n", Reason::BadHeader),
             (b"0\r\n folded\r\n\r\n", Reason::BadHeader),
         ] {

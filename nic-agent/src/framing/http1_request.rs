@@ -165,6 +165,7 @@ mod tests {
     fn malformed_requests() {
         let cases: &[(&[u8], Reason)] = &[
             (b"GET  / HTTP/1.1\r\n\r\n", Reason::BadRequestLine),
+            (b"GET  HTTP/1.1\r\n\r\n", Reason::BadRequestLine),
             (b" GET / HTTP/1.1\r\n\r\n", Reason::BadRequestLine),
             (b"GET / HTTP/1.1 \r\n\r\n", Reason::BadRequestLine),
             (b"GET /\x01 HTTP/1.1\r\n\r\n", Reason::BadRequestLine),

@@ -175,6 +175,17 @@ mod tests {
             Ev::Msg(msg(LengthWidth::U32, true, false, b"tail")),
         ];
         check_every_way(f, 40, &stream, &expected);
+        // A part as soon as max_message bytes of an oversized message are there, not later.
+        let mut fr = Framer::new(f, 40);
+        assert_eq!(fr.scan(&m[..39], b""), Scan::Need);
+        assert_eq!(fr.scan(&m[..20], &m[20..40]), Scan::Part(40));
+        fr.consume(40);
+        assert_eq!(fr.delivered(), 40);
+        assert_eq!(fr.scan(&m[40..80], b""), Scan::Part(40));
+        fr.consume(40);
+        assert_eq!(fr.scan(&m[80..], b""), Scan::Message(24));
+        fr.consume(24);
+        assert_eq!(fr.delivered(), 0);
         // Exactly max: whole.
         let m = msg(LengthWidth::U32, true, false, &[1; 36]);
         check_every_way(f, 40, &m, &[Ev::Msg(m.clone())]);

@@ -500,7 +500,10 @@ mod tests {
     fn reason_names_are_unique_snake_case() {
         let mut names: Vec<&str> = Reason::ALL.iter().map(|r| r.name()).collect();
         for n in &names {
-            assert!(n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{n}");
+            assert!(
+                n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{n}"
+            );
         }
         names.sort_unstable();
         names.dedup();
