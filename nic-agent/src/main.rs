@@ -6,7 +6,8 @@
 //! batched wake-ups), `sock` (socket table, bindings, data path), `backend` (TCP implementations:
 //! `kernel`, `user`), `stats`, `pcie` (optional model of the host <-> NIC link for benchmarks),
 //! `sys` (every libc call), `config` (the configuration file), `metrics` (the Prometheus
-//! endpoint). The stats client lives in the library (`nic_agent::client`), shared with `snstack`.
+//! endpoint). The stats client lives in the library (`nic_agent::client`), shared with `snstack`,
+//! and so do the payload API's message framers (`nic_agent::framing`, not called here yet).
 
 mod agent;
 mod backend;
