@@ -156,6 +156,9 @@ pub struct Sock<S> {
     pub urg: Option<UrgRx>,
     /// The backend reported urgent data: the next pump_rx asks about it first.
     pub urg_event: bool,
+    /// When SIGURG last went to the socket's owner (at most one per millisecond: signals
+    /// coalesce anyway, and each costs the agent reads of /proc).
+    pub urg_signalled: Option<Instant>,
 }
 
 impl<S> Sock<S> {
@@ -186,6 +189,7 @@ impl<S> Sock<S> {
             queued: false,
             urg: None,
             urg_event: false,
+            urg_signalled: None,
         }
     }
 
@@ -536,6 +540,7 @@ pub fn pump_rx<B: Backend>(
     };
     let start = *rx_tail;
     let mut out = Outcome::default();
+    let mut retried = false;
     loop {
         // (Not while a stash is owed first: the backend's place for the urgent byte counts
         // the stash's bytes as handed over, and the report waits until they are in the stream.)
@@ -544,6 +549,12 @@ pub fn pump_rx<B: Backend>(
         if from_os && s.stash.is_empty() && urgent_check {
             s.urg_event = false;
             let n = urgent::note(b, s, chan, slot, rx_tail)?;
+            if n.changed {
+                // The word goes out before any byte it marks (the tail is published below): a
+                // host never reads the urgent byte as data for want of its mark.
+                let w = s.urg.map_or(0, |u| u.word());
+                ctl.state.0.urgent.store(w, Ordering::SeqCst);
+            }
             out.urgent.changed |= n.changed;
             out.urgent.fresh |= n.fresh;
         }
@@ -591,7 +602,14 @@ pub fn pump_rx<B: Backend>(
                     break;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // At a mark whose byte the agent wrote, the kernel's receive says EAGAIN while
+                // any signal is pending (tcp_recvmsg); the handler has run now: once more.
+                if s.urg.is_some_and(|u| u.skip) && !std::mem::replace(&mut retried, true) {
+                    continue;
+                }
+                break;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 out.err = Some(e.raw_os_error().unwrap_or(libc::EIO));
@@ -897,7 +915,14 @@ fn pump_lent<B: Backend>(
         return Err(Violation::Corrupt("tx_tail moved back over lent bytes"));
     }
     let mut out = Outcome::default();
-    let fresh = used - handed;
+    // An urgent mark (or a file reference) posted since pump_tx looked, its bytes already in
+    // the tail read above: nothing more is handed over; its command ends the loan and takes
+    // the copy path (the counts are read after the tail: the host raises them before).
+    let marked = chan.region().sock(by.slot).is_some_and(|c| {
+        c.host.0.tx_urg_posted.load(Ordering::Acquire) != bd.urg_taken
+            || c.host.0.tx_file_posted.load(Ordering::Acquire) != bd.file_taken
+    });
+    let fresh = if marked { 0 } else { used - handed };
     if fresh > 0 {
         chan.pcie(Dir::FetchTx, u64::from(fresh));
         match b.send_lent(&s.os, fresh as usize) {

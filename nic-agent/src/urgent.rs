@@ -115,10 +115,11 @@ pub fn note<B: Backend>(
             max: region.geometry().max_sockets,
         });
     };
-    if let (true, Some(UrgRx { mark: Some(m), .. }), true) = (fresh, s.urg, q.inline) {
+    if let (true, Some(UrgRx { mark: Some(m), .. })) = (fresh, s.urg) {
         // A newer urgent byte supersedes one the reader sits at, unread, with data after it:
-        // Linux drops the old byte (tcp_check_urg) unless SO_OOBINLINE. The kernel's socket
-        // did that itself; here the reader's head moves past it (a CAS: a host read wins).
+        // Linux drops the old byte (tcp_check_urg) unless SO_OOBINLINE: the reader's head moves
+        // past it (a CAS: a host read wins). (The backends drop their own copy; the one in the
+        // host's stream is the agent's to drop.)
         let inline = ctl.host.0.oob_inline.load(Ordering::Relaxed) != 0;
         // (The old byte must be in the stream: the head never passes the tail.)
         let received = rx.used(m, *rx_tail).is_ok_and(|n| n >= 1);

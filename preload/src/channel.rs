@@ -527,8 +527,20 @@ impl Channel {
 
     /// Forked child: takes over the host-side state of the parent's slots.
     pub(crate) fn inherit_from(&self, parent: &Channel) {
-        for (n, p) in self.socks.iter().zip(parent.socks.iter()) {
+        for (i, (n, p)) in self.socks.iter().zip(parent.socks.iter()).enumerate() {
             n.copy_from(p);
+            if n.refs.load(Ordering::Relaxed) > 0 {
+                if let Some(ctl) = self.region.sock(i as u32) {
+                    // What the agent reads of the socket's urgent-data settings (urgent.rs):
+                    // the claimed slot starts from zero in the child's region.
+                    ctl.host
+                        .0
+                        .owner
+                        .store(n.owner.load(Ordering::Relaxed), Ordering::Release);
+                    let inline = u32::from(n.oob_inline.load(Ordering::Relaxed));
+                    ctl.host.0.oob_inline.store(inline, Ordering::Relaxed);
+                }
+            }
         }
     }
 }

@@ -642,6 +642,7 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
                     // bytes for another process's reader meanwhile (OP_RX_CLAIM); then they are
                     // not ours and what we copied is dropped.
                     if rx.cas_head(head, from.wrapping_add(want as u32)) {
+                        crate::urgent::read_past(s, head, from.wrapping_add(want as u32));
                         if wake::rx_space_needed(&st.rx_blocked) {
                             let _ = s.c.post(s.slot, Request::RxSpace);
                         }
@@ -656,10 +657,10 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
             return R::Ok(got as isize);
         }
         let fl = st.flags.load(Ordering::Acquire);
-        let more = rx
-            .readable(s.ctl.rx_head.0.load(Ordering::Relaxed))
-            .unwrap_or(0)
-            > 0;
+        // (An urgent byte a read would skip is not more to read: a peek that sits at the mark
+        // with nothing after it waits or says EAGAIN, as Linux's does.)
+        let more =
+            crate::urgent::readable_past_mark(s, &rx, s.ctl.rx_head.0.load(Ordering::Relaxed)) > 0;
         if more && !peek {
             continue;
         }
@@ -690,7 +691,7 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
         }
         let head = s.ctl.rx_head.0.load(Ordering::Relaxed);
         let ready = || {
-            rx.readable(head).map(|n| n > 0).unwrap_or(true)
+            crate::urgent::readable_past_mark(s, &rx, head) > 0
                 || st.flags.load(Ordering::Acquire) & (SF_RX_FIN | SF_RX_SHUT | SF_ERROR) != 0
         };
         let timeo = s.hs.rcvtimeo.load(Ordering::Relaxed);

@@ -27,6 +27,8 @@ pub(crate) struct HostSock {
     pub(crate) oob_inline: AtomicBool,
     /// Generation of the urgent byte `recv(MSG_OOB)` took (0: none): it is not offered again.
     pub(crate) urg_taken: AtomicU32,
+    /// Generation of the urgent byte whose mark this socket's reads passed (0: none).
+    pub(crate) urg_passed: AtomicU32,
     /// `F_SETOWN`/`F_SETOWN_EX` as the application set it (`shm_proto::Owner::pack`), also
     /// written to the slot for the agent's `SIGURG`.
     pub(crate) owner: AtomicU64,
@@ -49,6 +51,7 @@ impl HostSock {
             tx: SpinMutex::new(()),
             oob_inline: AtomicBool::new(false),
             urg_taken: AtomicU32::new(0),
+            urg_passed: AtomicU32::new(0),
             owner: AtomicU64::new(0),
             opts: OptLog::new(),
         }
@@ -75,6 +78,8 @@ impl HostSock {
             .store(o.oob_inline.load(Ordering::Relaxed), Ordering::Relaxed);
         self.urg_taken
             .store(o.urg_taken.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.urg_passed
+            .store(o.urg_passed.load(Ordering::Relaxed), Ordering::Relaxed);
         self.owner
             .store(o.owner.load(Ordering::Relaxed), Ordering::Relaxed);
     }

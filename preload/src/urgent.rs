@@ -16,9 +16,17 @@ use shm_proto::{Owner, Urgent};
 
 use crate::sockref::S;
 
+/// The published urgent data, unless this socket's reads passed its mark (recorded by
+/// [`read_past`], so a mark left far behind never looks ahead again when the 32-bit stream
+/// indices wrap).
+fn word(s: &S) -> Option<Urgent> {
+    let u = Urgent::unpack(s.ctl.state.0.urgent.load(Ordering::Acquire))?;
+    (s.hs.urg_passed.load(Ordering::Relaxed) != u32::from(u.gen)).then_some(u)
+}
+
 /// The peer's urgent data as socket `s` sees it (none once its reads passed the mark).
 pub(crate) fn current(s: &S) -> Option<Urgent> {
-    let u = Urgent::unpack(s.ctl.state.0.urgent.load(Ordering::Acquire))?;
+    let u = word(s)?;
     if let Some(m) = u.mark {
         let head = s.ctl.rx_head.0.load(Ordering::Acquire);
         if (m.wrapping_sub(head) as i32) < 0 {
@@ -30,9 +38,32 @@ pub(crate) fn current(s: &S) -> Option<Urgent> {
 
 /// Bytes a read from `head` takes before it reaches the urgent byte (`Some(0)`: it is next).
 pub(crate) fn mark_ahead(s: &S, head: u32) -> Option<u32> {
-    let u = Urgent::unpack(s.ctl.state.0.urgent.load(Ordering::Acquire))?;
+    let u = word(s)?;
     let d = u.mark?.wrapping_sub(head);
     ((d as i32) >= 0).then_some(d)
+}
+
+/// A read moved the head from `from` to `to`: when that passed the mark, the urgent data is
+/// over for this socket (Linux clears it when the reader passes the byte).
+pub(crate) fn read_past(s: &S, from: u32, to: u32) {
+    if let Some(u) = word(s) {
+        if let Some(m) = u.mark {
+            if m.wrapping_sub(from) < to.wrapping_sub(from) {
+                s.hs.urg_passed.store(u32::from(u.gen), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Bytes a read from `head` could return: the stream's, less an urgent byte at the mark that it
+/// would skip (a corrupt stream counts as readable: the read reports it).
+pub(crate) fn readable_past_mark(s: &S, rx: &shm_proto::Stream, head: u32) -> u32 {
+    let n = rx.readable(head).unwrap_or(1);
+    if n > 0 && skips(s) && mark_ahead(s, head) == Some(0) {
+        n - 1
+    } else {
+        n
+    }
 }
 
 /// `EPOLLPRI`: an urgent byte arrived that `recv(MSG_OOB)` has not taken and reads did not pass.
@@ -94,6 +125,7 @@ pub(crate) fn recv_oob(s: &S, first: Option<&mut u8>, peek: bool) -> Result<usiz
 /// listener's `SO_OOBINLINE`, as Linux copies the flag).
 pub(crate) fn reset(s_hs: &crate::sock::HostSock, ctl: &shm_proto::SockCtl, inline: bool) {
     s_hs.urg_taken.store(0, Ordering::Relaxed);
+    s_hs.urg_passed.store(0, Ordering::Relaxed);
     s_hs.oob_inline.store(inline, Ordering::Relaxed);
     ctl.host
         .0

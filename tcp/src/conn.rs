@@ -222,6 +222,8 @@ pub struct Tcb {
     pub(crate) recvbuf: RecvBuf,
     /// A FIN that arrived ahead of missing data.
     pub(crate) fin_rcvd: Option<Seq>,
+    /// The peer's FIN was taken in order (`rcv_nxt` counts it).
+    pub(crate) fin_taken: bool,
     /// Largest payload seen in one segment (the peer's effective MSS, for delayed ACKs).
     pub(crate) rcv_mss: u32,
 
@@ -373,6 +375,7 @@ impl Tcb {
             rcv_wscale: 0,
             recvbuf: RecvBuf::new(cfg.rcvbuf),
             fin_rcvd: None,
+            fin_taken: false,
             rcv_mss: 536,
             ts_ok: false,
             ts_recent: 0,
@@ -887,6 +890,9 @@ impl Tcb {
 
     fn after_read(&mut self, n: usize, now: Instant) {
         self.rcv_space_copied += n;
+        if self.rcv_urg.is_some() {
+            self.urgent_read();
+        }
         self.autotune_rcv(now);
         // Linux's tcp_cleanup_rbuf: a window update when the window at least doubles (and
         // grows by an MSS or more).
@@ -2022,6 +2028,7 @@ impl Tcb {
             if fin == self.rcv_nxt && !self.recvbuf.has_ooo() {
                 self.fin_rcvd = None;
                 self.rcv_nxt += 1;
+                self.fin_taken = true;
                 self.rd_closed = true;
                 self.ack_now = true;
                 fx.notify = true;

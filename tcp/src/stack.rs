@@ -100,6 +100,9 @@ pub struct Ready {
     /// Urgent data: changes with each urgent pointer and when its byte arrives (0: never any;
     /// `Tcb::urgent_gen`).
     pub urgent: u32,
+    /// Set by [`Stack::poll_event`] when `urgent` changed since the last report (never part of
+    /// what is compared).
+    pub urgent_news: bool,
 }
 
 /// Socket options the engine acts on.
@@ -1478,6 +1481,7 @@ impl Stack {
                     hup: t.rd_closed || closed,
                     error: err,
                     urgent: t.urgent_gen(),
+                    urgent_news: false,
                 }
             }
         }
@@ -1496,8 +1500,14 @@ impl Stack {
             let r = Self::ready_of(s);
             if s.last_ready != Some(r) || r.readable || r.writable {
                 let changed = s.last_ready != Some(r);
+                let news = s.last_ready.map_or(r.urgent, |o| o.urgent) != r.urgent
+                    || (s.last_ready.is_none() && r.urgent != 0);
                 s.last_ready = Some(r);
                 if changed || r.readable {
+                    let r = Ready {
+                        urgent_news: news,
+                        ..r
+                    };
                     return Some((SockId(i), s.token, r));
                 }
             }

@@ -27,6 +27,8 @@ pub struct RcvUrgent {
     pub byte: Option<u8>,
     /// Urgent pointers taken so far (this one included).
     pub count: u32,
+    /// The application's reads went past it.
+    pub passed: bool,
 }
 
 /// [`Tcb::urgent_in`]: the peer's last urgent byte as the application's side needs it.
@@ -40,9 +42,9 @@ pub struct UrgentView {
 }
 
 impl Tcb {
-    /// The sequence number of the next byte the application gets.
+    /// The sequence number of the next byte the application gets (a FIN taken is not a byte).
     fn copied_seq(&self) -> Seq {
-        self.rcv_nxt - self.recvbuf.readable() as u32
+        self.rcv_nxt - self.recvbuf.readable() as u32 - u32::from(self.fin_taken)
     }
 
     /// The URG bit of an acceptable segment, before its text is processed (RFC 9293 3.10.7.4,
@@ -56,14 +58,18 @@ impl Tcb {
         }
         if seg.flags & F::URG != 0 && seg.urgent != 0 {
             let up = seg.seq + (u32::from(seg.urgent) - 1);
-            let stale = up < self.copied_seq()
+            let copied = self.copied_seq();
+            // A record the reader passed no longer bounds new pointers (Linux clears it then;
+            // comparing with it forever would fail once sequence numbers wrapped).
+            let stale = up < copied
                 || up < self.rcv_nxt
-                || self.rcv_urg.is_some_and(|u| up <= u.seq);
+                || self.rcv_urg.is_some_and(|u| !u.passed && up <= u.seq);
             if !stale {
                 self.rcv_urg = Some(RcvUrgent {
                     seq: up,
                     byte: None,
                     count: self.rcv_urg.map_or(1, |u| u.count.wrapping_add(1)),
+                    passed: false,
                 });
                 fx.notify = true;
             }
@@ -76,6 +82,18 @@ impl Tcb {
                     fx.notify = true;
                 }
             }
+        }
+    }
+
+    /// Reads moved on (`after_read`): a record they passed is retired.
+    pub(crate) fn urgent_read(&mut self) {
+        let copied = self.copied_seq();
+        if let Some(u) = self
+            .rcv_urg
+            .as_mut()
+            .filter(|u| !u.passed && u.seq < copied)
+        {
+            u.passed = true;
         }
     }
 

@@ -832,3 +832,18 @@ fn urgent_data_sent_with_urg_until_acknowledged() {
 ",
     );
 }
+
+#[test]
+fn urgent_data_with_fin_keeps_its_place() {
+    // send(MSG_OOB) then close(): the FIN taken is not a byte before the mark.
+    with(
+        HS,
+        "
+0.200 < FPU. 1:4(3) ack 1 win 512 ts 102 * urg 3
+0.200 > . 1:1(0) ack 5
+0.201 urgent 1 2 2
+0.210 read 3
+0.211 urgent 1 2 -1
+",
+    );
+}

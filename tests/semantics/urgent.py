@@ -178,6 +178,7 @@ def case_only_urgent():
     c.send(b"Z", socket.MSG_OOB)
     wait_pri(a)
     state("arrived", a)
+    p("peek:", rd(a, 1024, socket.MSG_PEEK | socket.MSG_DONTWAIT))
     p("recv:", rd(a))
     p("oob:", oob(a))
     state("taken", a)
@@ -330,8 +331,23 @@ def case_behind_data():
     a.close()
 
 
+def case_then_close():
+    p("# urgent data, then the sender closes")
+    c, a = pair()
+    c.send(b"ab")
+    c.send(b"!", socket.MSG_OOB)
+    c.close()
+    wait_pri(a)
+    state("arrived", a)
+    p("recv:", rd(a))
+    p("oob:", oob(a))
+    p("recv:", rd(a))
+    a.close()
+
+
 CASES = (case_basic, case_inline, case_skip_unread, case_multibyte, case_only_urgent,
-         case_recvmsg, case_two_urgent, case_sigurg, case_errors, case_behind_data)
+         case_recvmsg, case_two_urgent, case_sigurg, case_errors, case_behind_data,
+         case_then_close)
 for case in CASES:
     if len(sys.argv) < 2 or case.__name__ in sys.argv[1:]:
         case()

@@ -808,6 +808,43 @@ def urgent_b(c):
     s.close()
 
 
+def urgent_close_a(c):
+    """send(MSG_OOB) then close() from B: the mark keeps its place before the FIN."""
+    l = listen(c.port)
+    c.sig("ready")
+    s = accept(l)
+    l.close()
+    po = select.poll()
+    po.register(s, select.POLLPRI)
+    po.poll(15000)
+    end = time.monotonic() + 15
+    while time.monotonic() < end:
+        try:
+            if len(s.recv(8, socket.MSG_PEEK | socket.MSG_DONTWAIT)) >= 2:
+                break
+        except OSError:
+            pass
+        time.sleep(0.01)
+    time.sleep(0.3)
+
+    def rd(flags=0):
+        try:
+            return repr(s.recv(64, flags | socket.MSG_DONTWAIT))
+        except OSError as e:
+            return en(e)
+
+    c.p("recv", rd(), "oob", rd(socket.MSG_OOB), "recv", rd())
+    s.close()
+
+
+def urgent_close_b(c):
+    c.wait("ready")
+    s = connect(c.port)
+    s.send(b"ab")
+    s.send(b"!", socket.MSG_OOB)
+    s.close()
+
+
 SCENARIOS = [
     ("sockopts", sockopts_a, sockopts_b),
     ("sockopts_sizes", sizes_a, sizes_b),
@@ -842,6 +879,7 @@ SCENARIOS = [
     # Urgent data both ways (the engine receives it first, then sends it).
     ("urgent", urgent_a, urgent_b),
     ("out_urgent", urgent_b, urgent_a),
+    ("urgent_close", urgent_close_a, urgent_close_b),
     # A (the engine) sends after B reset the connection, with each way of sending.
     ("out_peer_err", peer_err_send, peer_err_reset),
 ]

@@ -266,9 +266,12 @@ impl<B: Backend> Core<B> {
         let Some((bd, false)) = p.sess.table.get_any_mut(b.slot) else {
             return Ok(());
         };
-        let last = bd.urgent.last().copied().unwrap_or(bd.tx_head);
+        // The urgent byte (before `at`) must not have been handed over yet (a loan's bytes
+        // included: pump_lent stops at a posted mark).
+        let sent = bd.tx_sent();
+        let last = bd.urgent.last().copied().unwrap_or(sent);
         if at.wrapping_sub(last) > i32::MAX as u32
-            || at == bd.tx_head
+            || at == sent
             || at.wrapping_sub(bd.tx_head) > tx_size
         {
             return Err(Violation::Corrupt("urgent mark out of order"));

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Least time between two SIGURGs for one socket's owner (sock.rs, `urg_signalled`).
+const URG_SIGNAL_GAP: Duration = Duration::from_millis(1);
+
 impl<B: Backend> Core<B> {
     /// Writes socket `id`'s state into the control block of every binding and marks them dirty
     /// (their futex and waiters are woken at the next flush).
@@ -67,7 +70,11 @@ impl<B: Backend> Core<B> {
         ) {
             Err(v) => self.failed.push((b.sid, v)),
             Ok(o) => {
-                let owner = (o.urgent.fresh)
+                let now = self.now;
+                let due = s
+                    .urg_signalled
+                    .map_or(true, |t| now.duration_since(t) >= URG_SIGNAL_GAP);
+                let owner = (o.urgent.fresh && due)
                     .then(|| p.chan.region().sock(b.slot))
                     .flatten()
                     .and_then(|ctl| Owner::unpack(ctl.host.0.owner.load(Ordering::Acquire)));
@@ -89,6 +96,9 @@ impl<B: Backend> Core<B> {
                 if let Some(owner) = owner {
                     // Urgent data arrived: SIGURG for the F_SETOWN owner, as the host's kernel
                     // would send it.
+                    if let Some(s) = self.socks.get_mut(id) {
+                        s.urg_signalled = Some(now);
+                    }
                     self.backend.signal_owner(pid, owner);
                 }
             }

@@ -153,6 +153,15 @@ impl Backend for KernelBackend {
         true
     }
 
+    /// One `recv(MSG_OOB|MSG_PEEK)` per accepted connection: urgent data that came before the
+    /// agent owned the socket raised no SIGURG for it, and the first receive must not pass it.
+    fn urgent_hint(&self, s: &OwnedFd) -> bool {
+        match sys::peek_oob(s.as_raw_fd()) {
+            Ok(b) => b.is_some(),
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+
     fn urgent_unpolled(&self) -> bool {
         sys::urg_signals() != self.urg_polled
     }

@@ -187,7 +187,7 @@ impl<D: Device> NativeBackend<D> {
                     writable: r.writable,
                     hup: r.hup,
                     error: r.error,
-                    urgent: r.urgent != 0,
+                    urgent: r.urgent_news,
                 },
             });
         }
