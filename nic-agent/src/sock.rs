@@ -193,6 +193,16 @@ impl<S> Sock<S> {
         }
     }
 
+    /// Another binding becomes the reader: a mark is an index of the old reader's stream, so
+    /// the record goes and the backend is asked again (an inline backend places the byte anew
+    /// in the new reader's stream; one that already handed it over out of band has no more to
+    /// say: that urgent data is forgotten, never misplaced).
+    pub fn forget_urgent_mark(&mut self) {
+        if self.urg.take().is_some() {
+            self.urg_event = true;
+        }
+    }
+
     /// Bindings, ticket references and a listener queue holding it: the OS socket closes when
     /// this reaches 0.
     pub fn refs(&self) -> usize {

@@ -152,6 +152,7 @@ impl<B: Backend> Core<B> {
                 s.stash = st;
             }
             let procs = &self.procs;
+            s.forget_urgent_mark();
             s.active = s.bindings.iter().copied().find(|x| {
                 procs
                     .get(&x.sid)
@@ -205,6 +206,7 @@ impl<B: Backend> Core<B> {
             taken.extend_from_slice(&s.stash);
             s.stash = taken;
         }
+        s.forget_urgent_mark();
         s.active = Some(b);
         debug!(
             from = old.map(|a| a.sid),

@@ -60,6 +60,15 @@ impl<B: Backend> Core<B> {
             })
     }
 
+    /// The socket of binding `b`, draining or not (`None`: the slot holds nothing of ours).
+    fn sock_of_any(&self, b: Bind) -> Option<SockId> {
+        self.procs
+            .get(&b.sid)
+            .and_then(|p| p.sess.table.get_any(b.slot))
+            .map(|(bd, _)| bd.sock)
+            .filter(|&id| self.socks.get(id).is_some())
+    }
+
     pub(super) fn exec(&mut self, sid: u32, cmd: Command) -> Result<(), Violation> {
         let (slot, tag) = (cmd.slot, cmd.tag);
         let b = Bind { sid, slot };
@@ -88,6 +97,41 @@ impl<B: Backend> Core<B> {
                 }
                 return Ok(());
             }
+            // TX work may follow a close that another thread posted between publishing bytes
+            // and its command: it still applies to the draining binding (whose bytes still go).
+            Request::TxKick => {
+                let Some(id) = self.sock_of_any(b) else {
+                    return self.complete(sid, tag, slot, 0, Payload::None);
+                };
+                if let Some(ctl) = self
+                    .procs
+                    .get(&sid)
+                    .and_then(|p| p.chan.region().sock(slot))
+                {
+                    // Before pump_tx reads tx_tail: bytes published after that read come with a
+                    // new kick (wake::kick_taken).
+                    wake::kick_taken(&ctl.host.0.tx_kick);
+                }
+                self.pump_tx(id, b);
+                return self.complete(sid, tag, slot, 0, Payload::None);
+            }
+            Request::TxUrgent { at } => {
+                return match self.sock_of_any(b) {
+                    Some(id) => self.op_tx_urgent(b, id, at),
+                    None => Ok(()),
+                };
+            }
+            Request::TxFile {
+                id: file,
+                offset,
+                len,
+                at,
+            } => {
+                return match self.sock_of_any(b) {
+                    Some(id) => self.op_tx_file(b, id, file, offset, len, at),
+                    None => Ok(()),
+                };
+            }
             _ => {}
         }
         // The socket the slot names, looked up once and handed to the operation.
@@ -100,13 +144,7 @@ impl<B: Backend> Core<B> {
             | Request::ForkChild { .. }
             | Request::FileOpen { .. }
             | Request::FileClose { .. } => Ok(()), // served above
-            Request::TxFile {
-                id: file,
-                offset,
-                len,
-                at,
-            } => self.op_tx_file(b, id, file, offset, len, at),
-            Request::TxUrgent { at } => self.op_tx_urgent(b, id, at),
+            Request::TxFile { .. } | Request::TxUrgent { .. } => Ok(()), // served above
             Request::Bind { addr } => self.op_bind(b, id, tag, addr),
             Request::Listen { backlog } => self.op_listen(b, id, tag, backlog),
             Request::Accept { wait } => self.op_accept(b, id, tag, wait),
@@ -151,19 +189,7 @@ impl<B: Backend> Core<B> {
                 len,
                 cell,
             } => self.op_getsockopt(b, id, tag, level, name, len, cell),
-            Request::TxKick => {
-                if let Some(ctl) = self
-                    .procs
-                    .get(&sid)
-                    .and_then(|p| p.chan.region().sock(slot))
-                {
-                    // Before pump_tx reads tx_tail: bytes published after that read come with a
-                    // new kick (wake::kick_taken).
-                    wake::kick_taken(&ctl.host.0.tx_kick);
-                }
-                self.pump_tx(id, b);
-                self.complete(sid, tag, slot, 0, Payload::None)
-            }
+            Request::TxKick => Ok(()), // served above
             Request::RxSpace => {
                 if self.socks.get(id).is_some_and(|s| s.active == Some(b)) {
                     self.pump_rx(id);
@@ -233,7 +259,8 @@ impl<B: Backend> Core<B> {
             return Err(Violation::Corrupt("OP_TX_FILE names no open file"));
         };
         let max = sock::max_file_refs(p.chan.region().geometry().tx_size);
-        let Some((bd, false)) = p.sess.table.get_any_mut(b.slot) else {
+        // A draining binding too (see op_tx_urgent).
+        let Some((bd, _)) = p.sess.table.get_any_mut(b.slot) else {
             return Ok(());
         };
         if bd.files.len() >= max {
@@ -263,7 +290,9 @@ impl<B: Backend> Core<B> {
             return Ok(());
         };
         let tx_size = p.chan.region().geometry().tx_size;
-        let Some((bd, false)) = p.sess.table.get_any_mut(b.slot) else {
+        // A draining binding too: a close posted by another thread may have overtaken the
+        // mark, and its bytes still go (the posted count would otherwise hold the drain).
+        let Some((bd, _)) = p.sess.table.get_any_mut(b.slot) else {
             return Ok(());
         };
         // The urgent byte (before `at`) must not have been handed over yet (a loan's bytes

@@ -1240,3 +1240,23 @@ fn urgent_marks_reach_the_peer_at_their_place_and_wait_for_their_command() {
     assert!(b.dead());
     assert!(!a.dead());
 }
+
+#[test]
+fn an_urgent_mark_overtaken_by_the_close_still_lets_the_drain_finish() {
+    let mut r = Rig::new();
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    let ls = r.listener(&mut a, 8080);
+    let (cs, ss) = r.connect(&mut b, &mut a, ls, 8080);
+    // Another thread closed between this one's count and its command.
+    b.write(cs, b"x");
+    let posted = &b.region.sock(cs).unwrap().host.0.tx_urg_posted;
+    posted.store(posted.load(Ordering::Relaxed) + 1, Ordering::Release);
+    b.write(cs, b"!");
+    let at = b.region.tx(cs).unwrap().load_tail();
+    b.send(cs, Request::Close);
+    r.step();
+    b.send(cs, Request::TxUrgent { at });
+    same(&read_all(&mut r, &mut a, ss, 2), b"x!");
+    assert!(!b.dead());
+}
