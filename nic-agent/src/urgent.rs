@@ -74,7 +74,9 @@ fn is_fresh(cur: Option<&UrgRx>, q: &UrgentIn) -> bool {
         // mark, or when the byte at the mark it still sits at changed (a second urgent byte
         // right behind the first; two equal ones in a row are taken for one).
         None => match (u.mark, u.skip) {
-            (None, _) => false,
+            // Its place not found yet: a different byte is a newer pointer (the kernel keeps
+            // only the last).
+            (None, _) => q.byte.is_some() && u.byte.is_some() && q.byte != u.byte,
             (Some(_), true) => q.ahead != Some(0) || (q.byte.is_some() && q.byte != u.byte),
             (Some(_), false) => true,
         },

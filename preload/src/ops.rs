@@ -590,7 +590,8 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
         iov.walk(0, 1, |p, _| first = Some(p));
         // SAFETY: the first byte of the application's buffer, when it has one.
         let first = first.map(|p| unsafe { &mut *p });
-        return match crate::urgent::recv_oob(s, first, flags & libc::MSG_PEEK != 0) {
+        let (peek, trunc) = (flags & libc::MSG_PEEK != 0, flags & libc::MSG_TRUNC != 0);
+        return match crate::urgent::recv_oob(s, first, peek, trunc) {
             Ok(n) => R::Ok(n as isize),
             Err(e) => R::Err(e),
         };

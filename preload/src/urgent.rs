@@ -91,8 +91,14 @@ pub(crate) fn supported(s: &S) -> bool {
 /// `recv(MSG_OOB)`: the urgent byte into `first` (the first byte of the caller's buffer; `None`
 /// for an empty one), as Linux's tcp_recv_urg: `EINVAL` with `SO_OOBINLINE`, with no urgent
 /// byte or one already taken; `EAGAIN` (never blocking) while only its pointer came; 0 at end of
-/// stream. Returns the count (1, or 0 for an empty buffer: `MSG_TRUNC`).
-pub(crate) fn recv_oob(s: &S, first: Option<&mut u8>, peek: bool) -> Result<usize, i32> {
+/// stream. Returns the count (1, or 0 for an empty buffer: `MSG_TRUNC`); `trunc` (the caller's
+/// `MSG_TRUNC`): the byte is counted, not copied, as Linux does.
+pub(crate) fn recv_oob(
+    s: &S,
+    first: Option<&mut u8>,
+    peek: bool,
+    trunc: bool,
+) -> Result<usize, i32> {
     if !skips(s) {
         return Err(libc::EINVAL);
     }
@@ -114,7 +120,9 @@ pub(crate) fn recv_oob(s: &S, first: Option<&mut u8>, peek: bool) -> Result<usiz
     }
     match first {
         Some(p) => {
-            *p = b;
+            if !trunc {
+                *p = b;
+            }
             Ok(1)
         }
         None => Ok(0),
