@@ -21,22 +21,7 @@ import time
 pipes = []
 
 
-def p(*a):
-    print(*a, flush=True)
-
-
-def en(e):
-    return errno.errorcode.get(e.errno, str(e.errno))
-
-
-def pair():
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(4)
-    c = socket.create_connection(ls.getsockname())
-    a, _ = ls.accept()
-    ls.close()
-    return c, a
+from probe import en, p, pair  # noqa: E402 - beside this script
 
 
 fd, path = tempfile.mkstemp()

@@ -9,7 +9,6 @@ the F_SETOWN owner, F_GETOWN(_EX). Run on kernel sockets and under snstack
 (tests/integration/19-urgent-diff.sh): the lines must be the same.
 """
 import array
-import errno
 import fcntl
 import os
 import select
@@ -17,7 +16,6 @@ import signal
 import socket
 import struct
 import sys
-import termios
 import time
 
 SIOCATMARK = 0x8905
@@ -27,22 +25,7 @@ urg_signals = []
 signal.signal(signal.SIGURG, lambda s, f: urg_signals.append(s))
 
 
-def p(*a):
-    print(*a, flush=True)
-
-
-def en(e):
-    return errno.errorcode.get(e.errno, str(e.errno))
-
-
-def pair():
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(4)
-    c = socket.create_connection(ls.getsockname())
-    a, _ = ls.accept()
-    ls.close()
-    return c, a
+from probe import en, p, pair  # noqa: E402 - beside this script
 
 
 def atmark(s):

@@ -744,6 +744,31 @@ def keepalive_b(c):
         nft("delete table ip %s\n" % table)
 
 
+def urg_rd(s, flags=0):
+    """A non-blocking read of up to 64 bytes, as printed (bytes or errno name)."""
+    try:
+        return repr(s.recv(64, flags | socket.MSG_DONTWAIT))
+    except OSError as e:
+        return en(e)
+
+
+def urg_wait(s, n):
+    """Until urgent data is reported (POLLPRI) and n ordinary bytes are readable before the
+    mark (they follow at once: never timing-dependent), then a pause for the rest."""
+    po = select.poll()
+    po.register(s, select.POLLPRI)
+    po.poll(15000)
+    end = time.monotonic() + 15
+    while time.monotonic() < end:
+        try:
+            if len(s.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT)) >= n:
+                break
+        except OSError:
+            pass
+        time.sleep(0.01)
+    time.sleep(0.3)
+
+
 def urg_view(s):
     """What a receiver of urgent data observes, once "abc" + urgent "!" + "def" arrived."""
     import array
@@ -760,28 +785,11 @@ def urg_view(s):
         r = po.poll(0)
         return "PRI" if r and r[0][1] & select.POLLPRI else "-"
 
-    def rd(flags=0):
-        try:
-            return repr(s.recv(64, flags | socket.MSG_DONTWAIT))
-        except OSError as e:
-            return en(e)
-
-    po = select.poll()
-    po.register(s, select.POLLPRI)
-    po.poll(15000)
-    # The rest of what was sent (never timing-dependent: it follows the urgent byte at once).
-    end = time.monotonic() + 15
-    while time.monotonic() < end:
-        try:
-            if len(s.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT)) >= 3:
-                break
-        except OSError:
-            pass
-        time.sleep(0.01)
-    time.sleep(0.3)
-    return ["pri", pri(), "atmark", atmark(), "recv", rd(), "atmark", atmark(), "pri", pri(),
-            "oob", rd(socket.MSG_OOB), "again", rd(socket.MSG_OOB), "pri", pri(),
-            "recv", rd(), "atmark", atmark()]
+    urg_wait(s, 3)
+    rd = urg_rd
+    return ["pri", pri(), "atmark", atmark(), "recv", rd(s), "atmark", atmark(), "pri", pri(),
+            "oob", rd(s, socket.MSG_OOB), "again", rd(s, socket.MSG_OOB), "pri", pri(),
+            "recv", rd(s), "atmark", atmark()]
 
 
 def urgent_a(c):
@@ -814,26 +822,8 @@ def urgent_close_a(c):
     c.sig("ready")
     s = accept(l)
     l.close()
-    po = select.poll()
-    po.register(s, select.POLLPRI)
-    po.poll(15000)
-    end = time.monotonic() + 15
-    while time.monotonic() < end:
-        try:
-            if len(s.recv(8, socket.MSG_PEEK | socket.MSG_DONTWAIT)) >= 2:
-                break
-        except OSError:
-            pass
-        time.sleep(0.01)
-    time.sleep(0.3)
-
-    def rd(flags=0):
-        try:
-            return repr(s.recv(64, flags | socket.MSG_DONTWAIT))
-        except OSError as e:
-            return en(e)
-
-    c.p("recv", rd(), "oob", rd(socket.MSG_OOB), "recv", rd())
+    urg_wait(s, 2)
+    c.p("recv", urg_rd(s), "oob", urg_rd(s, socket.MSG_OOB), "recv", urg_rd(s))
     s.close()
 
 

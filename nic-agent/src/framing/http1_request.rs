@@ -83,10 +83,6 @@ mod tests {
 
     const F: Framing = Framing::Http1Request;
 
-    fn msgs(ms: &[&[u8]]) -> Vec<Ev> {
-        ms.iter().map(|m| Ev::Msg(m.to_vec())).collect()
-    }
-
     #[test]
     fn pipelined_requests_every_way() {
         let reqs: [&[u8]; 6] = [

@@ -162,10 +162,6 @@ mod tests {
 
     const F: Framing = Framing::Http1Response;
 
-    fn msgs(ms: &[&[u8]]) -> Vec<Ev> {
-        ms.iter().map(|m| Ev::Msg(m.to_vec())).collect()
-    }
-
     #[test]
     fn pipelined_responses_every_way() {
         let resps: [&[u8]; 7] = [

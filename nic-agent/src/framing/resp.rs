@@ -349,10 +349,6 @@ mod tests {
     const REQ: Framing = Framing::RespRequest;
     const REP: Framing = Framing::RespReply;
 
-    fn msgs(ms: &[&[u8]]) -> Vec<Ev> {
-        ms.iter().map(|m| Ev::Msg(m.to_vec())).collect()
-    }
-
     #[test]
     fn commands_every_way() {
         let cmds: [&[u8]; 6] = [

@@ -13,6 +13,11 @@ pub(super) enum Ev {
 }
 
 /// Where the unconsumed bytes are split into `(a, b)` at each scan.
+/// Each of `ms` as one whole message.
+pub(super) fn msgs(ms: &[&[u8]]) -> Vec<Ev> {
+    ms.iter().map(|m| Ev::Msg(m.to_vec())).collect()
+}
+
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Split {
     /// All in `a`.
