@@ -6,7 +6,7 @@ use crate::primitive::{AtomicU32, AtomicU64};
 /// "SNSTACK" + NUL, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SNSTACK\0");
 /// Bumped on every incompatible change of anything in this crate.
-pub const VERSION: u32 = 9;
+pub const VERSION: u32 = 10;
 /// Bytes of the header page.
 pub const HEADER_SIZE: usize = 4096;
 /// Number of waiter slots (epoll instances and poll/select callers) per process. Also the width of
@@ -202,6 +202,10 @@ pub struct SockState {
     /// [`Urgent::pack`]; 0 while there has been none. Each new urgent pointer gets a new
     /// generation, so the host can tell one from the next (docs/channel.md, *Urgent data*).
     pub urgent: AtomicU64,
+    /// Framed connections (payload API, `record.rs`): why the agent closed the connection for
+    /// malformed input from the wire, as a [`crate::record::REASONS`] index plus one; 0: it did
+    /// not. Stored before `SF_ERROR` (`EPROTO`) is published.
+    pub framing_error: AtomicU32,
 }
 
 /// Host-written bookkeeping of a socket.

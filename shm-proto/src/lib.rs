@@ -32,6 +32,7 @@ pub mod handoff;
 pub mod layout;
 pub mod msg;
 mod primitive;
+pub mod record;
 pub mod region;
 pub mod request;
 pub mod ring;
