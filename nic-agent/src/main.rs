@@ -7,12 +7,14 @@
 //! `kernel`, `user`), `stats`, `pcie` (optional model of the host <-> NIC link for benchmarks),
 //! `sys` (every libc call), `config` (the configuration file), `metrics` (the Prometheus
 //! endpoint). The stats client lives in the library (`nic_agent::client`), shared with `snstack`,
-//! and so do the payload API's message framers (`nic_agent::framing`, not called here yet).
+//! and so do the payload API's message framers (`nic_agent::framing`, which `framed` runs on
+//! framed connections).
 
 mod agent;
 mod backend;
 mod channel;
 mod config;
+mod framed;
 mod metrics;
 mod pcie;
 mod session;

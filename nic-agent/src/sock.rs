@@ -33,6 +33,7 @@ use shm_proto::*;
 
 use crate::backend::{Backend, IoBuf};
 use crate::channel::Channel;
+use crate::framed::{Emit, Emitted, FramedRx};
 use crate::pcie::Dir;
 use crate::session::Violation;
 use crate::urgent::{self, UrgRx};
@@ -159,6 +160,13 @@ pub struct Sock<S> {
     /// When SIGURG last went to the socket's owner (at most one per millisecond: signals
     /// coalesce anyway, and each costs the agent reads of /proc).
     pub urg_signalled: Option<Instant>,
+    /// The payload API: this connection's RX is framed into message records (framed.rs); on a
+    /// listener, the framing its connections get. Declared with `SOL_SNSTACK` before
+    /// `listen`/`connect`.
+    pub framed: Option<Box<FramedRx>>,
+    /// Why the framing failed (`record::REASONS` index + 1), published as
+    /// `SockState::framing_error`; 0 while it did not.
+    pub framing_error: u32,
 }
 
 impl<S> Sock<S> {
@@ -190,6 +198,8 @@ impl<S> Sock<S> {
             urg: None,
             urg_event: false,
             urg_signalled: None,
+            framed: None,
+            framing_error: 0,
         }
     }
 
@@ -271,6 +281,7 @@ impl<S> Sock<S> {
             _ => 0,
         };
         st.urgent.store(urg, Ordering::SeqCst);
+        st.framing_error.store(self.framing_error, Ordering::SeqCst);
         st.flags.store(self.flags_for(b), Ordering::SeqCst);
     }
 }
@@ -524,6 +535,10 @@ pub struct Outcome {
     pub err: Option<i32>,
     /// RX: the published urgent data changed (and is new: `SIGURG`).
     pub urgent: urgent::Noted,
+    /// RX of a framed connection: the peer broke the framing.
+    pub malformed: Option<nic_agent::framing::Reason>,
+    /// RX of a framed connection: what went into records.
+    pub framed: Emitted,
 }
 
 /// Moves bytes into the RX stream of `slot` (the active binding): first the stash, then from the
@@ -537,6 +552,9 @@ pub fn pump_rx<B: Backend>(
     rx_tail: &mut u32,
     drain: bool,
 ) -> Result<Outcome, Violation> {
+    if s.framed.is_some() {
+        return pump_rx_framed(b, s, chan, slot, rx_tail, drain);
+    }
     let from_os = s.kind == Kind::Connected && !s.rx_done && !s.io_dead;
     if !from_os && s.stash.is_empty() {
         return Ok(Outcome::default());
@@ -642,6 +660,111 @@ pub fn pump_rx<B: Backend>(
 /// direct path, snstack_tcp::sink): as much as fits, published at once. Only for a connected
 /// socket whose RX has nothing queued before it (no stash, no end); 0 otherwise, and the engine
 /// buffers the bytes for [`pump_rx`].
+/// [`pump_rx`] for a framed connection (framed.rs): receives into the connection's staging
+/// buffer and writes the whole messages in it into the RX stream as records, publishing the tail
+/// once, at a record boundary. When the ring has no room for the next record the agent stops
+/// reading (`rx_blocked`, as for a full byte stream), so a slow application closes the peer's
+/// window instead of growing the agent's memory. Urgent data is not delivered on a framed
+/// connection: the kernel keeps the byte out of band and nobody asks for it.
+fn pump_rx_framed<B: Backend>(
+    b: &mut B,
+    s: &mut Sock<B::Sock>,
+    chan: &mut Channel,
+    slot: u32,
+    rx_tail: &mut u32,
+    drain: bool,
+) -> Result<Outcome, Violation> {
+    let region = *chan.region();
+    let (Some(rx), Some(ctl)) = (region.rx(slot), region.sock(slot)) else {
+        return Err(Violation::SlotOutOfRange {
+            slot,
+            max: region.geometry().max_sockets,
+        });
+    };
+    let from_os = s.kind == Kind::Connected && !s.io_dead;
+    let mut out = Outcome::default();
+    let Some(f) = s.framed.as_mut() else {
+        return Ok(out);
+    };
+    if !s.stash.is_empty() {
+        // Bytes taken back from a reader (OP_RX_CLAIM): framed again, in front.
+        f.prepend(&s.stash);
+        s.stash.clear();
+    }
+    let start = *rx_tail;
+    let mut last = false;
+    loop {
+        match f.emit(&rx, rx_tail, &mut out.framed)? {
+            Emit::Need => {}
+            Emit::Full => {
+                // As pump_rx: announce, then look again (the host may have consumed meanwhile).
+                shm_proto::wake::rx_block(&ctl.state.0.rx_blocked);
+                if f.emit(&rx, rx_tail, &mut out.framed)? == Emit::Full {
+                    break;
+                }
+                shm_proto::wake::rx_unblock(&ctl.state.0.rx_blocked);
+                continue;
+            }
+            Emit::Malformed(r) => {
+                out.malformed = Some(r);
+                break;
+            }
+            Emit::Ended => {
+                out.done = true;
+                break;
+            }
+        }
+        if !from_os || f.eof() || last {
+            break;
+        }
+        let spare = f.spare();
+        let spl = spare.len();
+        if spl == 0 {
+            break;
+        }
+        let iov = [IoBuf {
+            iov_base: spare.as_mut_ptr().cast(),
+            iov_len: spl,
+        }];
+        // SAFETY: the buffer is the staging vector's spare part, alive and unaliased for the
+        // call (the pointer is not used after it).
+        let r = unsafe { b.recv(&s.os, &iov) };
+        match r {
+            Ok(0) => {
+                f.filled(0, spl);
+                f.finish();
+            }
+            Ok(k) => {
+                f.filled(k, spl);
+                if k < spl && !drain && !b.recv_more(&s.os) {
+                    // Short read and nothing behind it: frame, then stop.
+                    last = true;
+                }
+            }
+            Err(e) => {
+                f.filled(0, spl);
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::Interrupted => {}
+                    _ => {
+                        out.err = Some(e.raw_os_error().unwrap_or(libc::EIO));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let moved = rx_tail.wrapping_sub(start);
+    if moved != 0 {
+        chan.pcie(Dir::Publish, u64::from(moved));
+        rx.publish_tail(*rx_tail);
+        chan.counters.n2h_bytes += u64::from(moved);
+        chan.counters.n2h_ops += 1;
+        chan.dirty(slot);
+    }
+    Ok(out)
+}
+
 pub fn deliver<S>(
     s: &Sock<S>,
     chan: &mut Channel,
@@ -649,7 +772,13 @@ pub fn deliver<S>(
     rx_tail: &mut u32,
     data: &[u8],
 ) -> usize {
-    if s.kind != Kind::Connected || s.rx_done || s.io_dead || !s.stash.is_empty() {
+    if s.kind != Kind::Connected
+        || s.rx_done
+        || s.io_dead
+        || !s.stash.is_empty()
+        || s.framed.is_some()
+    {
+        // (A framed connection's bytes go through its framer: pump_rx.)
         return 0;
     }
     let region = *chan.region();

@@ -50,6 +50,46 @@ impl Counters {
     }
 }
 
+/// Framed connections of the payload API (framed.rs): what went into message records, and the
+/// connections closed for malformed input, by reason (`shm_proto::record::REASONS` order).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PayloadStats {
+    pub messages: u64,
+    pub parts: u64,
+    pub bytes: u64,
+    pub malformed: [u64; shm_proto::record::REASONS.len()],
+}
+
+/// `payload_malformed_<reason>`, in `REASONS` order (a test checks they match).
+pub const MALFORMED_KEYS: [&str; shm_proto::record::REASONS.len()] = [
+    "payload_malformed_truncated",
+    "payload_malformed_length_too_large",
+    "payload_malformed_length_too_small",
+    "payload_malformed_bare_lf",
+    "payload_malformed_bad_request_line",
+    "payload_malformed_bad_status_line",
+    "payload_malformed_bad_version",
+    "payload_malformed_bad_header",
+    "payload_malformed_header_too_long",
+    "payload_malformed_bad_content_length",
+    "payload_malformed_conflicting_content_length",
+    "payload_malformed_te_and_content_length",
+    "payload_malformed_bad_transfer_encoding",
+    "payload_malformed_bad_chunk_size",
+    "payload_malformed_bad_chunk_ext",
+    "payload_malformed_chunk_ext_too_long",
+    "payload_malformed_bad_chunk_end",
+    "payload_malformed_bad_resp_type",
+    "payload_malformed_bad_resp_length",
+    "payload_malformed_bulk_too_large",
+    "payload_malformed_array_too_large",
+    "payload_malformed_bad_resp_integer",
+    "payload_malformed_bad_resp_line",
+    "payload_malformed_bad_bulk_end",
+    "payload_malformed_resp_too_deep",
+    "payload_malformed_inline_too_long",
+];
+
 /// Connection events of one process, or a sum of processes (netstat's "active/passive
 /// connection openings" and failures, per process).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -150,6 +190,8 @@ pub struct Snapshot {
     pub channel_bytes: u64,
     /// Connection events of every process so far.
     pub conns: ConnCounters,
+    /// Framed connections (payload API).
+    pub payload: PayloadStats,
     /// The attached processes (not those that exited and only drain).
     pub procs: Vec<ProcSnapshot>,
     /// The last [`RECENT_DROPS`] processes whose channel was dropped, oldest first.
@@ -212,6 +254,13 @@ impl Snapshot {
                 ("tcp_tx_lent_missing", e.tx_lent_missing),
             ]);
         }
+        let pl = &self.payload;
+        rows.extend([
+            ("payload_messages", pl.messages),
+            ("payload_parts", pl.parts),
+            ("payload_bytes", pl.bytes),
+        ]);
+        rows.extend(MALFORMED_KEYS.iter().copied().zip(pl.malformed));
         // The PCIe model (pcie.rs) is process-wide, not per snapshot: zeros when it is off.
         let p = crate::pcie::stats();
         rows.extend([
@@ -322,6 +371,13 @@ pub fn render_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_keys_name_the_reasons() {
+        for (k, r) in MALFORMED_KEYS.iter().zip(shm_proto::record::REASONS) {
+            assert_eq!(k.strip_prefix("payload_malformed_"), Some(r));
+        }
+    }
 
     #[test]
     fn render_has_required_keys() {

@@ -1100,6 +1100,11 @@ pub(crate) fn setsockopt(
     if val.is_null() && len > 0 {
         return R::Err(libc::EFAULT);
     }
+    if level == shm_proto::record::SOL_SNSTACK {
+        // The payload API's level (message framing) is the agent's alone: a drop-in socket is
+        // a byte stream, and to the application this level does not exist, as in Linux.
+        return R::Err(libc::ENOPROTOOPT);
+    }
     if level == libc::SOL_SOCKET && name == libc::SO_OOBINLINE {
         // The application's choice lives here; the agent's sockets keep urgent data out of band
         // (urgent.rs).
@@ -1199,6 +1204,9 @@ pub(crate) fn getsockopt(
     let s = try_sock!(fd);
     if len.is_null() {
         return R::Err(libc::EFAULT);
+    }
+    if level == shm_proto::record::SOL_SNSTACK {
+        return R::Err(libc::ENOPROTOOPT);
     }
     // SAFETY: non-null application pointer.
     let cap = unsafe { *len } as i32;

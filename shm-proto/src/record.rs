@@ -338,12 +338,10 @@ mod tests {
         let rx = r.stream();
         let (mut tail, mut head) = (0u32, 0u32);
         let mut sent = std::collections::VecDeque::new();
-        let mut n = 0u32;
         // Lengths that walk every alignment and wrap the ring many times; the consumer lags.
         for round in 0..4000u32 {
             let len = (round * 37) % 1500;
-            let msg: Vec<u8> = (0..len).map(|i| (i + n) as u8).collect();
-            n += 1;
+            let msg: Vec<u8> = (0..len).map(|i| (i + round) as u8).collect();
             while !push(&rx, &mut tail, &msg, round % 5 == 0) {
                 let (got, part) = pop(&rx, &mut head).expect("full ring has a record");
                 assert_eq!((got, part), sent.pop_front().unwrap());

@@ -2,6 +2,8 @@
 //! and their completions.
 
 use super::*;
+use crate::framed::FramedRx;
+use shm_proto::record;
 
 impl<B: Backend> Core<B> {
     /// Posts a completion to binding `b`'s session, outside that session's own command.
@@ -628,6 +630,10 @@ impl<B: Backend> Core<B> {
         val: &[u8],
     ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
+        if level == record::SOL_SNSTACK {
+            let r = self.set_framing(sid, id, name, val);
+            return self.complete(sid, tag, slot, r.map_or_else(neg, |()| 0), Payload::None);
+        }
         let net_admin = || {
             self.procs
                 .get(&sid)
@@ -715,6 +721,25 @@ impl<B: Backend> Core<B> {
         cell: Option<usize>,
     ) -> Result<(), Violation> {
         let (sid, slot) = (b.sid, b.slot);
+        if level == record::SOL_SNSTACK {
+            let spec = match (name, self.socks.get(id).and_then(|s| s.framed.as_ref())) {
+                (record::SNSTACK_FRAMING, Some(f)) => f.spec.encode(),
+                (record::SNSTACK_FRAMING, None) => {
+                    return self.complete(sid, tag, slot, neg(libc::ENODATA), Payload::None)
+                }
+                _ => return self.complete(sid, tag, slot, neg(libc::ENOPROTOOPT), Payload::None),
+            };
+            let n = len.min(spec.len());
+            if let Some(cell) = cell {
+                let Some(p) = self.opt_cell(sid, cell) else {
+                    return Ok(());
+                };
+                // SAFETY: the cell is OPT_SIZE bytes inside the mapped region; n <= 8.
+                unsafe { std::ptr::copy_nonoverlapping(spec.as_ptr(), p, n) };
+                return self.complete(sid, tag, slot, n as i64, Payload::None);
+            }
+            return self.complete(sid, tag, slot, n as i64, Payload::Value(&spec[..n]));
+        }
         let net_admin = || {
             self.procs
                 .get(&sid)
@@ -753,5 +778,28 @@ impl<B: Backend> Core<B> {
             },
             Err(e) => self.complete(sid, tag, slot, err_of(&e), Payload::None),
         }
+    }
+
+    /// `setsockopt(SOL_SNSTACK, name)`: the payload API's options, which only the agent
+    /// interprets. `SNSTACK_FRAMING` declares how the connection's bytes (a listener's: its
+    /// connections') divide into messages; allowed only before `listen` or `connect`, once.
+    fn set_framing(&mut self, sid: u32, id: SockId, name: i32, val: &[u8]) -> Result<(), i32> {
+        if name != record::SNSTACK_FRAMING {
+            return Err(libc::ENOPROTOOPT);
+        }
+        let spec = record::FramingSpec::decode(val).ok_or(libc::EINVAL)?;
+        let rx_size = self
+            .procs
+            .get(&sid)
+            .map_or(0, |p| p.chan.region().geometry().rx_size);
+        let s = self.socks.get_mut(id).ok_or(libc::EBADF)?;
+        match s.kind {
+            Kind::Fresh if s.framed.is_none() => {}
+            Kind::Fresh => return Err(libc::EALREADY),
+            Kind::Connected | Kind::Connecting => return Err(libc::EISCONN),
+            Kind::Listening => return Err(libc::EINVAL),
+        }
+        s.framed = Some(Box::new(FramedRx::new(spec, rx_size)));
+        Ok(())
     }
 }

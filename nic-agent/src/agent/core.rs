@@ -108,6 +108,8 @@ pub struct Core<B: Backend> {
     /// The time of the input being handled (deadlines are counted from it).
     pub(super) now: Instant,
     sockevs: Vec<SockEvent>,
+    /// Framed connections' records and malformed closes (payload API).
+    pub(super) payload: crate::stats::PayloadStats,
 }
 
 /// The engine's direct receive path into the channel (snstack_tcp::sink): a socket's bytes go
@@ -159,6 +161,7 @@ impl<B: Backend> Core<B> {
             actions: VecDeque::with_capacity(64),
             now,
             sockevs: Vec::with_capacity(256),
+            payload: Default::default(),
         }
     }
 
@@ -606,6 +609,7 @@ impl<B: Backend> Core<B> {
             tickets: self.tickets.len() as u64,
             conns: self.retired_conns,
             dropped: self.recent_drops.iter().cloned().collect(),
+            payload: self.payload,
             ..Default::default()
         };
         for (&sid, p) in &self.procs {

@@ -79,6 +79,37 @@ impl<B: Backend> Core<B> {
                     .flatten()
                     .and_then(|ctl| Owner::unpack(ctl.host.0.owner.load(Ordering::Acquire)));
                 let pid = p.sess.pid;
+                let pl = &mut self.payload;
+                pl.messages += o.framed.messages;
+                pl.parts += o.framed.parts;
+                pl.bytes += o.framed.bytes;
+                if let Some(r) = o.malformed {
+                    // The peer broke the service's framing: the connection ends with a reset
+                    // (SO_LINGER 0 now, so closing it sends RST), counted under the reason;
+                    // nothing of the bad message reached the host.
+                    let code = crate::framed::reason_code(r);
+                    if let Some(c) = pl.malformed.get_mut(code as usize - 1) {
+                        *c += 1;
+                    }
+                    debug!(
+                        session = b.sid,
+                        slot = b.slot,
+                        reason = r.name(),
+                        "malformed framing"
+                    );
+                    let mut zero = [0u8; 8];
+                    zero[..4].copy_from_slice(&1i32.to_ne_bytes());
+                    if let Err(e) =
+                        self.backend
+                            .setsockopt(&s.os, libc::SOL_SOCKET, libc::SO_LINGER, &zero)
+                    {
+                        debug!("SO_LINGER 0 for a malformed connection: {e}");
+                    }
+                    s.framing_error = code;
+                    s.fail(libc::EPROTO);
+                    self.publish(id);
+                    return;
+                }
                 if o.done {
                     s.rx_done = true;
                     s.set_flags(SF_RX_FIN, 0);

@@ -125,12 +125,16 @@ impl<B: Backend> Core<B> {
             return Ok(None);
         };
         let domain = l.domain;
+        // A service's connections are framed as its listener declared (payload API).
+        let framing = l.framed.as_ref().map(|f| f.spec);
+        let rx_size = p.chan.region().geometry().rx_size;
         let Some(w) = l.listener.as_mut().and_then(|l| l.queue.pop_front()) else {
             return Ok(None);
         };
         let (id, peer, fresh) = match w {
             Waiting::Fresh(os, peer) => {
                 let mut s = Sock::new(os, domain);
+                s.framed = framing.map(|f| Box::new(crate::framed::FramedRx::new(f, rx_size)));
                 s.kind = Kind::Connected;
                 s.set_flags(SF_CONNECTED, 0);
                 (self.socks.insert(s), peer, true)
@@ -367,7 +371,11 @@ impl<B: Backend> Core<B> {
             .get(cid)
             .is_some_and(|s| s.bindings == [b] && s.tickets == 0);
         let listening = self.socks.get(lid).is_some_and(|s| s.listener.is_some());
-        if !(requeue && alone && listening) {
+        // A framed connection's unread RX is records, not bytes: it cannot wait for another
+        // reader (takers of a framed listener are not timed out, so only a closing or forking
+        // taker gets here).
+        let framed = self.socks.get(cid).is_some_and(|s| s.framed.is_some());
+        if !(requeue && alone && listening) || framed {
             self.finish_binding(b);
             return;
         }
@@ -460,6 +468,7 @@ impl<B: Backend> Core<B> {
         for lid in self.handoff_lids.clone() {
             let mut stale = Vec::new();
             let mut next = None;
+            let framed = self.socks.get(lid).is_some_and(|s| s.framed.is_some());
             if let Some(l) = self.socks.get_mut(lid).and_then(|s| s.listener.as_mut()) {
                 for t in l.takers.iter_mut() {
                     let head = self
@@ -471,6 +480,8 @@ impl<B: Backend> Core<B> {
                         forget_taken(t, h);
                     }
                     match t.handed.front() {
+                        // A service (payload API) takes its connections at its own pace.
+                        Some(_) if framed => {}
                         Some(h) if h.when + HANDOFF_HOLD <= now => stale.push(t.by),
                         Some(h) => arm(&mut next, h.when + HANDOFF_HOLD),
                         None => {}

@@ -36,9 +36,9 @@
 //! Files: `input` (the two-slice view), one file per framing (`raw`, `length`, `line`,
 //! `http1_request`, `http1_response`, `resp`) and the HTTP/1.1 pieces they share (`http1`: the
 //! message machine, `http1_fields`: field lines, `http1_version`: `HTTP/x.y`, `chunked`: the
-//! chunked body); `testutil` feeds streams every way for the tests. The agent does not
-//! call the framers yet (the payload API's service path will); the module is public in the
-//! library so that path and its tests can reach it without a dead-code allowance.
+//! chunked body); `testutil` feeds streams every way for the tests. The agent runs them
+//! on framed connections (`framed.rs` in the agent binary); the module is public in the library
+//! so that tests and tools can reach it too.
 
 mod chunked;
 mod http1;

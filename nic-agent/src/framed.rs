@@ -1,0 +1,411 @@
+//! Framed RX (the payload API, docs/payload-api.md): a connection whose service declared a
+//! framing (`SOL_SNSTACK`/`SNSTACK_FRAMING`) has its bytes split into whole messages here, on the
+//! NIC, and written to its RX stream as records (`shm_proto::record`), so the host application
+//! receives whole requests and never parses a stream.
+//!
+//! ```text
+//!   OS socket / engine ──recv──► staging (this connection's bytes not yet in a record)
+//!                                   │ Framer::scan (nic_agent::framing)
+//!                                   ▼
+//!   RX stream:  [hdr|message][hdr|message]...   published at record boundaries only
+//! ```
+//!
+//! Sans-IO: [`FramedRx`] holds the framer and the staging buffer; the caller (`sock::pump_rx`)
+//! reads into [`FramedRx::spare`] and calls [`FramedRx::emit`]. The staging buffer holds at most
+//! `max_message` plus one read's worth of bytes: the framer never needs more than `max_message`
+//! bytes to find a boundary or a part, so a full staging buffer always makes progress once the
+//! host frees ring space, and a slow host stops the reading (the TCP window closes) instead of
+//! growing memory.
+//!
+//! Why a staging copy and not framing in place in the ring: a record needs its header in front
+//! of the message and the message contiguous, and TCP delivers bytes without regard to either;
+//! framing in place would move every pipelined message after the first. The extra copy is of
+//! bytes already in the agent's cache.
+
+use nic_agent::framing::{Framer, Framing, LengthWidth, Reason, Scan};
+use shm_proto::record::{self, FramingSpec};
+use shm_proto::{Corrupt, Stream};
+
+/// Bytes one receive may add beyond `max_message`.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What [`FramedRx::emit`] stopped at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    /// Everything staged that forms a message is in the ring; more bytes are needed.
+    Need,
+    /// The ring has no room for the next record.
+    Full,
+    /// The peer broke the framing (or closed inside a message): the connection must end.
+    Malformed(Reason),
+    /// The stream ended and every message was delivered.
+    Ended,
+}
+
+/// What [`FramedRx::emit`] wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Emitted {
+    pub messages: u64,
+    pub parts: u64,
+    pub bytes: u64,
+}
+
+/// A framed connection's receive state.
+#[derive(Debug)]
+pub struct FramedRx {
+    pub spec: FramingSpec,
+    framer: Framer,
+    /// Received bytes: `buf[start..]` are not in a record yet.
+    buf: Vec<u8>,
+    start: usize,
+    eof: bool,
+    failed: Option<Reason>,
+}
+
+/// The framer a spec names (the spec was validated by `FramingSpec::decode`).
+fn framing_of(spec: &FramingSpec) -> Framing {
+    match spec.kind {
+        record::FRAMING_LENGTH => Framing::Length {
+            width: if spec.width == 2 {
+                LengthWidth::U16
+            } else {
+                LengthWidth::U32
+            },
+            big_endian: spec.flags & record::SPEC_BIG_ENDIAN != 0,
+            includes_header: spec.flags & record::SPEC_INCLUDES_HEADER != 0,
+        },
+        record::FRAMING_LINE => Framing::Line {
+            crlf: spec.flags & record::SPEC_CRLF != 0,
+        },
+        record::FRAMING_HTTP1_REQUEST => Framing::Http1Request,
+        record::FRAMING_HTTP1_RESPONSE => Framing::Http1Response,
+        record::FRAMING_RESP_REQUEST => Framing::RespRequest,
+        record::FRAMING_RESP_REPLY => Framing::RespReply,
+        _ => Framing::Raw,
+    }
+}
+
+/// The `max_message` a spec gets on a ring of `rx_size` bytes: 0 asks for the largest, and no
+/// message is larger than a record the ring can hold beside another.
+pub fn effective_max(spec: &FramingSpec, rx_size: u32) -> u32 {
+    let cap = record::max_record_len(rx_size);
+    match spec.max_message {
+        0 => cap,
+        m => m.clamp(nic_agent::framing::MIN_MAX_MESSAGE as u32, cap),
+    }
+}
+
+/// The code `SockState::framing_error` carries for `r`.
+pub fn reason_code(r: Reason) -> u32 {
+    Reason::ALL
+        .iter()
+        .position(|&x| x == r)
+        .map_or(0, |i| i as u32 + 1)
+}
+
+impl FramedRx {
+    pub fn new(spec: FramingSpec, rx_size: u32) -> FramedRx {
+        let max = effective_max(&spec, rx_size);
+        let spec = FramingSpec {
+            max_message: max,
+            ..spec
+        };
+        FramedRx {
+            framer: Framer::new(framing_of(&spec), max as usize),
+            spec,
+            buf: Vec::new(),
+            start: 0,
+            eof: false,
+            failed: None,
+        }
+    }
+
+    /// Bytes staged and not yet in a record.
+    pub fn staged(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The peer closed (its last bytes may still be staged).
+    pub fn eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Free staging space for the next receive (empty when the staging buffer is full: stop
+    /// reading until [`FramedRx::emit`] moves bytes into the ring). Call [`FramedRx::filled`]
+    /// with what was received.
+    pub fn spare(&mut self) -> &mut [u8] {
+        let cap = self.spec.max_message as usize + READ_CHUNK;
+        if self.start > 0 && (self.start >= self.buf.len() / 2 || self.buf.len() >= cap) {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let have = self.buf.len();
+        let want = (cap - self.staged()).min(READ_CHUNK);
+        if want == 0 {
+            return &mut [];
+        }
+        self.buf.resize(have + want, 0);
+        &mut self.buf[have..]
+    }
+
+    /// `n` bytes of the last [`FramedRx::spare`] were received (the rest is given back).
+    pub fn filled(&mut self, n: usize, spare_len: usize) {
+        let keep = self.buf.len() - spare_len + n.min(spare_len);
+        self.buf.truncate(keep);
+    }
+
+    /// Bytes the host left unread in a stream before it became framed, or taken back from it:
+    /// they are framed before anything received later.
+    pub fn prepend(&mut self, bytes: &[u8]) {
+        let rest = self.buf.split_off(self.start);
+        self.buf.clear();
+        self.start = 0;
+        self.buf.extend_from_slice(bytes);
+        self.buf.extend_from_slice(&rest);
+    }
+
+    /// The peer closed: no byte follows those staged.
+    pub fn finish(&mut self) {
+        self.eof = true;
+        self.framer.finish();
+    }
+
+    /// Writes every whole message staged into `rx` at `*tail` (not published: the caller
+    /// publishes once), until the ring is full or a message needs more bytes.
+    pub fn emit(
+        &mut self,
+        rx: &Stream,
+        tail: &mut u32,
+        out: &mut Emitted,
+    ) -> Result<Emit, Corrupt> {
+        if let Some(r) = self.failed {
+            return Ok(Emit::Malformed(r));
+        }
+        loop {
+            let staged = &self.buf[self.start..];
+            let (n, part) = match self.framer.scan(staged, &[]) {
+                Scan::Need => {
+                    if self.eof && staged.is_empty() {
+                        return Ok(Emit::Ended);
+                    }
+                    return Ok(Emit::Need);
+                }
+                Scan::Skip(n) => {
+                    self.framer.consume(n);
+                    self.start += n.min(staged.len());
+                    continue;
+                }
+                Scan::Malformed(r) => {
+                    self.failed = Some(r);
+                    return Ok(Emit::Malformed(r));
+                }
+                Scan::Message(n) => (n, false),
+                Scan::Part(n) => (n, true),
+            };
+            let n = n.min(staged.len());
+            // (`Message(0)`: a body that ended at the close right after a part; the empty
+            // record ends the message.)
+            let free = rx.writable(*tail)?;
+            let Some(pad) = record::room(rx, *tail, free, n as u32) else {
+                return Ok(Emit::Full);
+            };
+            record::write(rx, tail, pad, part, &staged[..n], &[]);
+            self.framer.consume(n);
+            self.start += n;
+            out.bytes += n as u64;
+            if part {
+                out.parts += 1;
+            } else {
+                out.messages += 1;
+            }
+            if self.start == self.buf.len() {
+                self.buf.clear();
+                self.start = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shm_proto::layout::Producer;
+    use std::sync::atomic::AtomicU32;
+
+    struct Ring {
+        buf: Vec<u8>,
+        prod: Box<Producer>,
+        head: Box<AtomicU32>,
+    }
+
+    impl Ring {
+        fn new(size: usize) -> Ring {
+            Ring {
+                buf: vec![0; size],
+                prod: Box::default(),
+                head: Box::new(AtomicU32::new(0)),
+            }
+        }
+        fn stream(&mut self) -> Stream {
+            let size = self.buf.len() as u32;
+            // SAFETY: the view is used only while the ring lives.
+            unsafe { Stream::new(self.buf.as_mut_ptr(), size, &self.prod, &self.head) }
+        }
+    }
+
+    fn spec(kind: u8, flags: u8, max: u32) -> FramingSpec {
+        FramingSpec {
+            kind,
+            flags,
+            width: 0,
+            max_message: max,
+        }
+    }
+
+    /// Feeds `input` in pieces of `step`, draining the ring as a host would; returns the
+    /// messages (parts joined, flagged) and the final verdict.
+    fn run(
+        f: &mut FramedRx,
+        rx: &Stream,
+        input: &[u8],
+        step: usize,
+    ) -> (Vec<(Vec<u8>, bool)>, Emit) {
+        let (mut tail, mut head) = (0u32, 0u32);
+        let mut got = Vec::new();
+        let mut fed = 0;
+        let mut st = Emitted::default();
+        loop {
+            let last = f.emit(rx, &mut tail, &mut st).unwrap();
+            rx.publish_tail(tail);
+            while let Some(r) = record::next(rx, head, rx.load_tail()).unwrap() {
+                // SAFETY: inside the ring.
+                let s = unsafe { std::slice::from_raw_parts(rx.ptr(r.off), r.len as usize) };
+                got.push((s.to_vec(), r.part));
+                head = r.next;
+                rx.publish_head(head);
+            }
+            if matches!(last, Emit::Malformed(_) | Emit::Ended) {
+                return (got, last);
+            }
+            if fed == input.len() {
+                if f.eof {
+                    if last == Emit::Need {
+                        return (got, last);
+                    }
+                    continue;
+                }
+                f.finish();
+                continue;
+            }
+            let sp = f.spare();
+            let k = sp.len().min(step).min(input.len() - fed);
+            let spl = sp.len();
+            sp[..k].copy_from_slice(&input[fed..fed + k]);
+            f.filled(k, spl);
+            fed += k;
+        }
+    }
+
+    #[test]
+    fn pipelined_resp_commands_become_records_fed_any_way() {
+        let input = b"*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\nPING\r\n";
+        for step in [1, 2, 3, 7, input.len()] {
+            let mut r = Ring::new(4096);
+            let rx = r.stream();
+            let mut f = FramedRx::new(spec(record::FRAMING_RESP_REQUEST, 0, 0), 4096);
+            let (got, end) = run(&mut f, &rx, input, step);
+            assert_eq!(end, Emit::Ended, "step {step}");
+            let msgs: Vec<&[u8]> = got.iter().map(|(m, _)| m.as_slice()).collect();
+            assert_eq!(
+                msgs,
+                [
+                    &b"*1\r\n$4\r\nPING\r\n"[..],
+                    b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n",
+                    b"PING\r\n"
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn long_messages_come_in_parts_through_a_small_ring() {
+        let mut body = b"*2\r\n$3\r\nGET\r\n$100000\r\n".to_vec();
+        body.extend(std::iter::repeat(b'x').take(100_000));
+        body.extend_from_slice(b"\r\n");
+        let mut r = Ring::new(4096);
+        let rx = r.stream();
+        let mut f = FramedRx::new(spec(record::FRAMING_RESP_REQUEST, 0, 0), 4096);
+        assert_eq!(f.spec.max_message, record::max_record_len(4096));
+        let (got, end) = run(&mut f, &rx, &body, 5000);
+        assert_eq!(end, Emit::Ended);
+        assert!(got.len() > 10);
+        assert!(got[..got.len() - 1].iter().all(|(_, p)| *p));
+        assert!(!got.last().unwrap().1);
+        let joined: Vec<u8> = got.into_iter().flat_map(|(m, _)| m).collect();
+        assert_eq!(joined, body);
+    }
+
+    #[test]
+    fn malformed_input_stops_before_the_bad_message() {
+        let mut r = Ring::new(4096);
+        let rx = r.stream();
+        let mut f = FramedRx::new(spec(record::FRAMING_LINE, record::SPEC_CRLF, 0), 4096);
+        let (got, end) = run(&mut f, &rx, b"ok\r\nbad\nmore\r\n", 1);
+        assert_eq!(got, [(b"ok\r\n".to_vec(), false)]);
+        assert_eq!(end, Emit::Malformed(Reason::BareLf));
+        assert_eq!(reason_code(Reason::BareLf), 4);
+        assert_eq!(
+            record::reason_name(reason_code(Reason::BareLf)),
+            Some("bare_lf")
+        );
+    }
+
+    #[test]
+    fn a_close_inside_a_message_is_truncated() {
+        let mut r = Ring::new(4096);
+        let rx = r.stream();
+        let mut f = FramedRx::new(spec(record::FRAMING_HTTP1_REQUEST, 0, 0), 4096);
+        let (got, end) = run(
+            &mut f,
+            &rx,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTT",
+            4,
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(end, Emit::Malformed(Reason::Truncated));
+    }
+
+    #[test]
+    fn reason_codes_match_the_channel_names() {
+        for r in Reason::ALL {
+            assert_eq!(record::reason_name(reason_code(r)), Some(r.name()));
+        }
+    }
+
+    #[test]
+    fn a_full_ring_holds_the_bytes_until_the_host_frees_room() {
+        let mut r = Ring::new(4096);
+        let rx = r.stream();
+        let mut f = FramedRx::new(spec(record::FRAMING_LINE, 0, 0), 4096);
+        let line = [b'a'; 999];
+        let mut input = Vec::new();
+        for _ in 0..10 {
+            input.extend_from_slice(&line);
+            input.push(b'\n');
+        }
+        let sp = f.spare();
+        let spl = sp.len();
+        sp[..input.len()].copy_from_slice(&input);
+        f.filled(input.len(), spl);
+        let mut tail = 0;
+        let mut st = Emitted::default();
+        assert_eq!(f.emit(&rx, &mut tail, &mut st).unwrap(), Emit::Full);
+        assert_eq!(st.messages, 4);
+        assert_eq!(f.staged(), 6000);
+        // The host consumes everything: the rest follows.
+        rx.publish_tail(tail);
+        rx.publish_head(tail);
+        assert_eq!(f.emit(&rx, &mut tail, &mut st).unwrap(), Emit::Full);
+        assert_eq!(st.messages, 8);
+    }
+}
