@@ -479,6 +479,51 @@ class Redis:
         return {"ops": n, "rate": float(m.group(1)), "lat_us": lat, "errors": {}}
 
 
+class KvApi(Redis):
+    """snstack-kv (the payload API: RESP framed by the agent, no socket) under redis-benchmark's load;
+    compared with redis-server on kernel TCP and under the preload."""
+    kind = "payload"
+    payload = True
+
+    def __init__(self, h, test="get", pipeline=1, clients=50):
+        super().__init__(h, test, pipeline, clients)
+        self.name = f"snstack-kv {test.upper()} -P {pipeline} c{clients}"
+        self.key = f"kv-{test}-P{pipeline}"
+        self.base_key = f"redis-{test}-P{pipeline}"
+
+    def start(self, env, cpus, port):
+        d = Path(tempfile.mkdtemp(prefix="kv.", dir=self.h.workdir))
+        self.port = port
+        self.argv = [str(self.h.bin / "snstack-kv"), "--agent", env["SNSTACK_AGENT"],
+                     "--listen", f"{self.h.net.addr}:{port}"]
+        return PROCS.start(self.argv, d / "stdout.log", env=env, cpus=cpus), " ".join(self.argv)
+
+
+class HttpApi(Nginx):
+    """snstack-http (the payload API: HTTP/1.1 requests framed by the agent) under wrk's load;
+    compared with nginx on kernel TCP and under the preload."""
+    kind = "payload"
+    payload = True
+
+    def __init__(self, h, size="0B", conns=16, close=False):
+        super().__init__(h, size, conns, 1, close)
+        self.name = f"snstack-http {'close' if close else 'keepalive'} {size} c{conns}"
+        self.base_key = self.key
+        self.key = f"http-{'close' if close else 'ka'}-{size}-c{conns}"
+
+    def start(self, env, cpus, port):
+        d = Path(tempfile.mkdtemp(prefix="http.", dir=self.h.workdir))
+        (d / "files").mkdir()
+        for name, n in SIZES.items():
+            (d / "files" / name).write_bytes(os.urandom(n))
+        self.argv = [str(self.h.bin / "snstack-http"), "--agent", env["SNSTACK_AGENT"],
+                     "--listen", f"{self.h.net.addr}:{port}", "--root", str(d)]
+        self.url = f"http://{self.h.net.addr}:{port}/files/{self.size}"
+        self.lua = d / "report.lua"
+        self.lua.write_text(WRK_LUA)
+        return PROCS.start(self.argv, d / "stdout.log", env=env, cpus=cpus), " ".join(self.argv)
+
+
 class Sockperf:
     kind = "sockperf"
 
@@ -630,14 +675,20 @@ class Harness:
         env = dict(os.environ)
         for k in ("LD_PRELOAD", "SNSTACK_OFFLOAD", "SNSTACK_STRICT"):
             env.pop(k, None)
-        if agent:
+        payload = getattr(sc, "payload", False)
+        if payload and not agent:
+            raise BenchError(f"{sc.name}: the payload API needs the agent")
+        if agent and payload:
+            # A payload-API server speaks the channel itself: no preload.
+            env["SNSTACK_AGENT"] = str(agent.sock)
+        elif agent:
             env.update({"LD_PRELOAD": str(self.lib), "SNSTACK_AGENT": str(agent.sock), "SNSTACK_STRICT": "1"})
         port = self.port()
         proc, cmd = sc.start(env, app_cpus, port)
         self.commands.setdefault(sc.kind, set()).add(cmd.replace(str(self.workdir), "$W"))
         try:
             self._wait_listen(port, proc)
-            if agent:
+            if agent and not payload:
                 with open(f"/proc/{proc.pid}/maps") as f:
                     if "libsnstack" not in f.read():
                         raise BenchError(f"{sc.name}: libsnstack.so not mapped into pid {proc.pid}")
@@ -770,7 +821,8 @@ class Harness:
                 return None
             return {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
 
-        pt = {"scenario": sc.key, "name": sc.name, "kind": sc.kind, "mode": mode, "unit": sc.unit,
+        pt = {"scenario": sc.key, "base": getattr(sc, "base_key", sc.key), "name": sc.name, "kind": sc.kind,
+              "mode": mode, "unit": sc.unit,
               "reps": len(runs), "rate": stat("rate"),
               "lat_us": {k: med([r["lat_us"].get(k) for r in runs]) for k in runs[0]["lat_us"]},
               "app_cpu_us_per_op": stat("app_cpu_us_per_op"),
@@ -843,6 +895,7 @@ def scenarios(h, profile):
             N(h, "100KB", 16), N(h, "0B", 16, close=True), N(h, "100KB", 16, close=True),
             R(h, "get", 1), R(h, "set", 16),
             S(h, "ping-pong"), S(h, "under-load", mps=10000)]
+        full += [KvApi(h, "get", 1), KvApi(h, "set", 16), HttpApi(h, "0B", 16), HttpApi(h, "0B", 16, close=True)]
         head = [N(h, "0B", 16), N(h, "0B", 16, close=True), R(h, "get", 1), S(h, "ping-pong")]
         return full, head, sweep
     sweep = [1, 4, 16, 64, 256]
@@ -855,6 +908,9 @@ def scenarios(h, profile):
     full += [N(h, "0B", 10000)]
     full += [R(h, t, p) for t in ("get", "set") for p in (1, 16)]
     full += [S(h, "ping-pong"), S(h, "under-load", mps=10000), S(h, "under-load", mps=50000)]
+    # The payload API's servers, against the same loads as redis-server and nginx above.
+    full += [KvApi(h, t, p) for t in ("get", "set") for p in (1, 16)]
+    full += [HttpApi(h, "0B", 16), HttpApi(h, "1KB", 16), HttpApi(h, "0B", 16, close=True)]
     head = [N(h, "0B", 16), N(h, "100KB", 16), N(h, "0B", 16, close=True), R(h, "get", 1), R(h, "get", 16),
             S(h, "ping-pong"), S(h, "under-load", mps=10000)]
     return full, head, sweep
@@ -977,7 +1033,7 @@ def report(h, info, t_start, headline_keys):
                  "| syscalls/op | app ctxsw/op | chan B/op | chan ops/op | wire B/op | chan/wire | +entries | shm agent/app KiB | channel MiB | errors |")
         L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for p in [p for p in pts if p["kind"] == kind]:
-            k = base.get(p["scenario"])
+            k = base.get(p.get("base", p["scenario"]))
             lat = p["lat_us"]
             L.append("| " + " | ".join([
                 p["name"], p["mode"], fmt(p["rate"], 0), ratio(p["rate"], k["rate"]) if k else "-",
@@ -987,6 +1043,34 @@ def report(h, info, t_start, headline_keys):
                 fmt(p["wire_bytes_per_op"], 0), fmt(p["chan_wire_ratio"]), fmt(p["chan_wire_ratio_with_entries"]),
                 f"{p['peak_shm_kib_agent']}/{p['peak_shm_kib_app']}", fmt(p.get("channel_mib"), 1),
                 str(p["errors"])]) + " |")
+        L.append("")
+    pay = [p for p in pts if p["kind"] == "payload"]
+    if pay:
+        L.append("## Payload API (whole messages, no sockets) vs the same server on kernel TCP and under the preload")
+        L.append("")
+        L.append("Each payload-API server beside the stock server it stands in for, under the same load, in one run: "
+                 "host CPU per request (the application's process, ratio to the kernel-TCP server), syscalls per "
+                 "request on the host (`perf stat` run), requests/s, latency, the channel's payload bytes and "
+                 "operations per request, and the agent's CPU per request. Targets (issue 11): host CPU at most "
+                 "0.1x the kernel server's for GET/SET -P 1 and HTTP keepalive 0 B; no syscalls per request.")
+        L.append("")
+        L.append("| scenario | mode | host CPU us/req: kernel server / preload / payload (ratio) | syscalls/req: kernel / payload "
+                 "| req/s: kernel / payload (ratio) | p50 us | p99 us | chan B/req | chan ops/req | agent CPU us/req |")
+        L.append("|---|---|---|---|---|---:|---:|---:|---:|---:|")
+        for p in pay:
+            k = base.get(p["base"])
+            pre = by.get((p["base"], p["mode"]))
+            kc = medv(k["app_cpu_us_per_op"]) if k else None
+            pc = medv(p["app_cpu_us_per_op"])
+            L.append("| " + " | ".join([
+                p["name"], p["mode"],
+                f"{fmt(kc)} / {fmt(medv(pre['app_cpu_us_per_op'])) if pre else '-'} / {fmt(pc)} "
+                f"({ratio(p['app_cpu_us_per_op'], k['app_cpu_us_per_op']) if k else '-'})",
+                f"{fmt(k['syscalls_per_op'], 3) if k else '-'} / {fmt(p['syscalls_per_op'], 3)}",
+                f"{fmt(medv(k['rate']), 0) if k else '-'} / {fmt(medv(p['rate']), 0)} "
+                f"({ratio(p['rate'], k['rate']) if k else '-'})",
+                fmt(p["lat_us"].get("p50"), 1), fmt(p["lat_us"].get("p99"), 1),
+                fmt(p["chan_bytes_per_op"], 0), fmt(p["chan_ops_per_op"]), fmt(medv(p["agent_cpu_us_per_op"]))]) + " |")
         L.append("")
     cb = [p for p in pts if p["kind"] == "chanbench"]
     if cb:
@@ -1211,6 +1295,8 @@ def main():
                 h.agent_cmds.append(" ".join(agent.argv).replace(str(h.workdir), "$W"))
             log(f"mode {mode}")
             for sc in full:
+                if getattr(sc, "payload", False) and not agent:
+                    continue
                 h.safe(lambda: h.point(sc, mode, agent), f"{sc.name} ({mode})")
             if agent and (not only or "chanbench" in only):
                 h.safe(lambda: h.chanbench(mode, agent), f"chanbench ({mode})")

@@ -17,7 +17,9 @@ PKGS=(nginx-light wrk curl python3 redis-server redis-tools memcached sockperf i
     # user-space TCP backend: AF_XDP device (xdp-sys: libxdp's xsk API and default XDP program)
     libxdp-dev libbpf-dev
     # operations tests: `snstack top` in a real terminal, `systemd-analyze verify` of the unit
-    tmux systemd)
+    tmux systemd
+    # payload API tests: ab against snstack-http (86-payload-http)
+    apache2-utils)
 SERVICES=(nginx redis-server memcached)
 
 installed() { [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]]; }

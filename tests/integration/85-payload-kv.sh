@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The payload API's key-value server (snstack-kv: RESP framed by the agent, whole requests in,
+# replies written into the channel, no socket) against unmodified redis-cli and redis-benchmark,
+# first on the agent's kernel backend, then on its own TCP engine (af_packet, a veth pair between
+# two network namespaces; skipped where namespaces cannot be made). Checks: tests/payload.sh.
+# shellcheck source=tests/lib.sh
+source "$(dirname "$0")/../lib.sh"
+# shellcheck source=tests/payload.sh
+source "$REPO/tests/payload.sh"
+# shellcheck source=tests/userstack.sh
+source "$REPO/tests/userstack.sh"
+require_snstack
+[[ -x $KV_BIN ]] || fail "$KV_BIN not built (run: cargo build --release --workspace)"
+
+log "kernel backend"
+start_agent
+port=$(free_port)
+payload_server "$WORKDIR/kv.log" 127.0.0.1 "$port" "$KV_BIN" --agent "$AGENT_SOCK" --listen "127.0.0.1:$port"
+payload_kv_suite 127.0.0.1 "$port"
+stop_pid "$SERVER_PID"
+stop_agent
+
+log "native engine (af_packet)"
+userstack_probe
+userstack_up
+userstack_agent afpacket --iface "$VETH_A"
+CLIENT=(ip netns exec "$NS_B")
+payload_server "$WORKDIR/kv2.log" "$AGENT_IP" 6379 "$KV_BIN" --agent "$AGENT_SOCK" --listen "$AGENT_IP:6379"
+payload_kv_suite "$AGENT_IP" 6379
+stop_pid "$SERVER_PID"
+stop_agent
+echo "PASS: $TEST_NAME"
