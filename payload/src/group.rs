@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use shm_proto::record::{self, SNSTACK_FRAMING, SOL_SNSTACK};
 use shm_proto::{
-    handoff, wake, Addr, Cmd, Consumer, Corrupt, Evt, OptVal, Producer, Region, Request,
-    WireAddr, SF_CONNECTED, SF_ERROR, SF_RESET, SF_RX_FIN, SF_TX_SHUT,
+    handoff, wake, Addr, Cmd, Consumer, Corrupt, Evt, OptVal, Producer, Region, Request, WireAddr,
+    SF_CONNECTED, SF_ERROR, SF_RESET, SF_RX_FIN, SF_TX_SHUT,
 };
 
 use crate::framing::Framing;
@@ -44,8 +44,8 @@ pub const DEFAULT_AGENT: &str = "/run/snstack/agent.sock";
 
 /// The waiter slot a group registers (a group is its own process-wide channel).
 const WAITER: usize = 0;
-/// Bound on a command's round trip (a socket, a bind, an accept): past it the call fails with
-/// `ETIMEDOUT` (the agent is alive but does not answer).
+/// Default bound on a command's round trip (a socket, a bind, an accept): past it the call
+/// fails with `ETIMEDOUT` (the agent is alive but does not answer).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Spin before a command wait sleeps on the futex.
 const CALL_SPIN: Duration = Duration::from_micros(50);
@@ -209,6 +209,7 @@ struct Inner {
     retired: Vec<(u64, bool)>,
     /// The group is dead: every call fails with this errno.
     dead: Option<i32>,
+    call_timeout: Duration,
 }
 
 /// A poll group. One per thread (it is `Send`, not `Sync`): `poll` takes `&mut self`, replies
@@ -247,6 +248,7 @@ impl Inner {
             next_tag: 1,
             retired: Vec::new(),
             dead: None,
+            call_timeout: CALL_TIMEOUT,
         }
     }
 
@@ -389,7 +391,7 @@ impl Inner {
                 self.dead = Some(libc::ECONNRESET);
                 return Err(err(libc::ECONNRESET));
             }
-            if start.elapsed() > CALL_TIMEOUT {
+            if start.elapsed() > self.call_timeout {
                 return Err(err(libc::ETIMEDOUT));
             }
         }
@@ -432,7 +434,10 @@ impl Inner {
     /// Close (or abort) `slot` now: its pending bytes kicked first, then the commands.
     fn close_now(&mut self, r: &Region, io: &mut dyn Io, slot: u32, abort: bool) -> io::Result<()> {
         if let Some(c) = r.sock(slot) {
-            c.host.0.waiter_mask.fetch_and(!(1 << WAITER), Ordering::AcqRel);
+            c.host
+                .0
+                .waiter_mask
+                .fetch_and(!(1 << WAITER), Ordering::AcqRel);
         }
         let res = if abort {
             let mut v = [0u8; 8];
@@ -535,7 +540,10 @@ impl Inner {
             dirty: s.dirty,
             ..Slot::default()
         };
-        ctl.host.0.waiter_mask.fetch_or(1 << WAITER, Ordering::AcqRel);
+        ctl.host
+            .0
+            .waiter_mask
+            .fetch_or(1 << WAITER, Ordering::AcqRel);
         self.mark_ready(slot);
         Ok(Conn { slot, gen })
     }
@@ -551,8 +559,7 @@ impl Inner {
         let Ok(peer) = SocketAddr::try_from(peer) else {
             return Err(corrupt(self, Corrupt("handed-off peer of no known family")));
         };
-        if matches!(self.slots.get(slot as usize), Some(s) if matches!(s.kind, Kind::Listener(_)))
-        {
+        if matches!(self.slots.get(slot as usize), Some(s) if matches!(s.kind, Kind::Listener(_))) {
             return Err(corrupt(self, Corrupt("handoff names a listener")));
         }
         let conn = self.adopt(r, slot, service, false)?;
@@ -567,7 +574,8 @@ impl Inner {
         if e.result < 0 {
             return Ok(false);
         }
-        self.accepted.push_back((e.result as u32, e.addr(), service));
+        self.accepted
+            .push_back((e.result as u32, e.addr(), service));
         Ok(true)
     }
 
@@ -619,7 +627,10 @@ impl Inner {
         // Connections waiting in the shared queue, none handed to us: we are not (or no
         // longer: records unconsumed for 5 ms are withdrawn) one of the agent's takers. Ask;
         // after an EAGAIN the next change of the listener brings us back here.
-        if !took && ctl.state.0.accept_ready.load(Ordering::Acquire) > 0 && self.accept(r, io, slot, svc)? {
+        if !took
+            && ctl.state.0.accept_ready.load(Ordering::Acquire) > 0
+            && self.accept(r, io, slot, svc)?
+        {
             self.mark_ready(slot);
         }
         Ok(true)
@@ -746,12 +757,6 @@ impl Inner {
         self.check(r)?;
         let mut none = None;
         self.drain(0, &mut none)?;
-        while out.len() < max {
-            let Some((slot, peer, svc)) = self.accepted.pop_front() else {
-                break;
-            };
-            self.opened(r, slot, peer, svc, out)?;
-        }
         let (slots, ready) = (&mut self.slots, &mut self.ready);
         r.take_changed(WAITER, |slot| {
             if let Some(s) = slots.get_mut(slot as usize) {
@@ -762,6 +767,11 @@ impl Inner {
             }
         });
         while out.len() < max {
+            // Connections an accept returned (in `serve`, or examining a listener just now).
+            if let Some((slot, peer, svc)) = self.accepted.pop_front() {
+                self.opened(r, slot, peer, svc, out)?;
+                continue;
+            }
             let Some(slot) = self.ready.pop_front() else {
                 break;
             };
@@ -914,7 +924,10 @@ impl Group {
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Inner, &Region, &mut dyn Io) -> io::Result<T>) -> io::Result<T> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Inner, &Region, &mut dyn Io) -> io::Result<T>,
+    ) -> io::Result<T> {
         let mut inner = self.inner.borrow_mut();
         let mut io = self.io.borrow_mut();
         f(&mut inner, &self.region, &mut **io)
@@ -952,7 +965,12 @@ impl Group {
     /// Declares a service: listen on `addr` with `framing`; messages longer than `max_message`
     /// come in parts. Several groups may serve one address (`SO_REUSEPORT`): the agent spreads
     /// new connections over them.
-    pub fn serve(&self, addr: SocketAddr, framing: Framing, max_message: u32) -> io::Result<Service> {
+    pub fn serve(
+        &self,
+        addr: SocketAddr,
+        framing: Framing,
+        max_message: u32,
+    ) -> io::Result<Service> {
         self.with(|inner, r, io| {
             let slot = socket(inner, r, io, addr, framing, max_message)?;
             let res = (|| {
@@ -960,7 +978,14 @@ impl Group {
                 for name in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
                     setopt(inner, r, io, slot, libc::SOL_SOCKET, name, &one)?;
                 }
-                result(inner.call(r, io, slot, Request::Bind { addr: Addr::Inet(addr) })?)?;
+                result(inner.call(
+                    r,
+                    io,
+                    slot,
+                    Request::Bind {
+                        addr: Addr::Inet(addr),
+                    },
+                )?)?;
                 result(inner.call(r, io, slot, Request::Listen { backlog: BACKLOG })?)
             })();
             if let Err(e) = res {
@@ -970,7 +995,9 @@ impl Group {
             }
             let svc = inner.services.len() as u32;
             inner.services.push(slot);
-            let gen = r.sock(slot).map_or(0, |c| c.state.0.gen.load(Ordering::Acquire));
+            let gen = r
+                .sock(slot)
+                .map_or(0, |c| c.state.0.gen.load(Ordering::Acquire));
             inner.slots[slot as usize] = Slot {
                 kind: Kind::Listener(svc),
                 gen,
@@ -988,7 +1015,12 @@ impl Group {
     }
 
     /// Connects to `addr` (clients, proxies). Returns at once; `Connected` or `Closed` follows.
-    pub fn connect(&self, addr: SocketAddr, framing: Framing, max_message: u32) -> io::Result<Conn> {
+    pub fn connect(
+        &self,
+        addr: SocketAddr,
+        framing: Framing,
+        max_message: u32,
+    ) -> io::Result<Conn> {
         self.with(|inner, r, io| {
             let slot = socket(inner, r, io, addr, framing, max_message)?;
             // Watch it before connecting: SF_CONNECTED must mark our bitmap.
@@ -1131,7 +1163,11 @@ impl Group {
 
     /// The pieces of a reservation (the C API keeps them across calls).
     #[allow(clippy::type_complexity)]
-    pub(crate) fn reserve_raw(&self, conn: Conn, n: usize) -> io::Result<((*mut u8, usize), (*mut u8, usize))> {
+    pub(crate) fn reserve_raw(
+        &self,
+        conn: Conn,
+        n: usize,
+    ) -> io::Result<((*mut u8, usize), (*mut u8, usize))> {
         self.with(|inner, r, _| {
             let (at, tx) = room(inner, r, conn, n)?;
             inner.slots[conn.slot as usize].reserved = n as u32;
@@ -1188,14 +1224,7 @@ impl Group {
             }
             s.shut = true;
             inner.kick(r, io, conn.slot)?;
-            inner.post(
-                r,
-                io,
-                conn.slot,
-                Request::Shutdown {
-                    how: libc::SHUT_WR,
-                },
-            )
+            inner.post(r, io, conn.slot, Request::Shutdown { how: libc::SHUT_WR })
         })
     }
 
@@ -1230,6 +1259,12 @@ impl Group {
         let mut inner = self.inner.borrow_mut();
         let s = inner.conn(conn).ok()?;
         (s.service != u32::MAX).then_some(Service(s.service))
+    }
+
+    /// Bound on each command round trip (default 10 s): past it the call fails with
+    /// `ETIMEDOUT`.
+    pub fn set_call_timeout(&mut self, t: Duration) {
+        self.inner.get_mut().call_timeout = t;
     }
 
     /// The region's geometry (ring sizes: a message is at most half the RX ring).

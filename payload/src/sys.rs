@@ -30,7 +30,9 @@ pub(crate) trait Io {
 }
 
 fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 /// The attached channel's OS resources. Owns the region's mapping: the `Region` handed out with
