@@ -812,18 +812,38 @@ impl<'a> Events<'a> {
         self.group.raw.get(i).map(|r| self.group.event(r))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = Event<'a>> + 'a {
-        let g = self.group;
-        g.raw.iter().map(move |r| g.event(r))
+    pub fn iter(&self) -> Iter<'a> {
+        Iter {
+            group: self.group,
+            raw: self.group.raw.iter(),
+        }
+    }
+}
+
+/// The events of a batch, in order (no allocation).
+pub struct Iter<'a> {
+    group: &'a Group,
+    raw: std::slice::Iter<'a, Raw>,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = Event<'a>;
+
+    fn next(&mut self) -> Option<Event<'a>> {
+        self.raw.next().map(|r| self.group.event(r))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.raw.size_hint()
     }
 }
 
 impl<'a> IntoIterator for &Events<'a> {
     type Item = Event<'a>;
-    type IntoIter = Box<dyn Iterator<Item = Event<'a>> + 'a>;
+    type IntoIter = Iter<'a>;
 
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
     }
 }
 

@@ -38,7 +38,7 @@ mod group;
 mod sys;
 
 pub use framing::{Framing, Width};
-pub use group::{CloseReason, Conn, Event, Events, Group, Reply, Service, DEFAULT_AGENT};
+pub use group::{CloseReason, Conn, Event, Events, Group, Iter, Reply, Service, DEFAULT_AGENT};
 
 #[cfg(test)]
 mod tests;
