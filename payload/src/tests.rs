@@ -850,3 +850,9 @@ fn the_agent_is_rung_only_when_it_sleeps() {
     t.g.flush().unwrap();
     assert_eq!(t.rings.load(Ordering::Relaxed), before + 1);
 }
+
+#[test]
+fn a_group_moves_between_threads() {
+    fn send<T: Send>() {}
+    send::<Group>();
+}
