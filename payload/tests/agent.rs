@@ -1,10 +1,8 @@
 //! End to end against a real `snstack-agent` (kernel backend): a line echo service served by a
 //! group, and plain `std::net` clients.
 //!
-//! Ignored for now: the agent's service mode (the `SNSTACK_FRAMING` option and framed RX
-//! streams) is being built in nic-agent and is not merged; today's agent refuses the option.
-//! Run with `cargo build --release -p nic-agent && cargo test -p snstack-payload -- --ignored`
-//! (`SNSTACK_AGENT_BIN` names another binary).
+//! Needs the release agent (`cargo build --release --workspace` first, as `make test` does;
+//! `SNSTACK_AGENT_BIN` names another binary).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -56,7 +54,6 @@ fn agent() -> (Agent, PathBuf) {
 }
 
 #[test]
-#[ignore = "needs the agent's service mode (framing on the NIC), not merged yet"]
 fn line_echo_with_std_clients() {
     let (_a, sock) = agent();
     let mut g = Group::attach(Some(&sock)).unwrap();
