@@ -20,6 +20,8 @@
 
 pub mod http;
 pub mod kv;
+#[cfg(feature = "payload")]
+pub mod payload;
 pub mod serve;
 
 /// What the caller does with a connection after writing a reply.

@@ -66,7 +66,13 @@ pub enum Input<'a, C> {
 /// The application: one message in, replies into the connection's queue.
 pub trait Handler {
     type Session: Default;
-    fn message(&mut self, session: &mut Self::Session, data: &[u8], part: bool, out: &mut OutQueue) -> Action;
+    fn message(
+        &mut self,
+        session: &mut Self::Session,
+        data: &[u8],
+        part: bool,
+        out: &mut OutQueue,
+    ) -> Action;
 }
 
 enum Seg {
@@ -141,7 +147,11 @@ impl OutQueue {
             if n == iov.len() || bytes == max {
                 break;
             }
-            let b = if i == 0 { &seg.bytes()[self.sent..] } else { seg.bytes() };
+            let b = if i == 0 {
+                &seg.bytes()[self.sent..]
+            } else {
+                seg.bytes()
+            };
             let take = b.len().min(max - bytes);
             if take == 0 {
                 continue;
@@ -197,7 +207,13 @@ pub struct Driver<C, H: Handler> {
 
 impl<C: ConnId, H: Handler> Driver<C, H> {
     pub fn new(handler: H) -> Self {
-        Self { handler, slots: Vec::new(), dirty: Vec::new(), scratch: Vec::new(), live: 0 }
+        Self {
+            handler,
+            slots: Vec::new(),
+            dirty: Vec::new(),
+            scratch: Vec::new(),
+            live: 0,
+        }
     }
 
     pub fn handler(&self) -> &H {
@@ -260,7 +276,11 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
                 }
                 if !slot.backlog.is_empty() || slot.out.len() >= HIGH_WATER {
                     slot.backlog.push_back((data.into(), part));
-                } else if self.handler.message(&mut slot.session, data, part, &mut slot.out) == Action::CloseAfterReply {
+                } else if self
+                    .handler
+                    .message(&mut slot.session, data, part, &mut slot.out)
+                    == Action::CloseAfterReply
+                {
                     slot.closing = true;
                 }
                 Self::mark_dirty(&mut self.dirty, slot);
@@ -300,7 +320,9 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
         let mut work = std::mem::take(&mut self.scratch);
         std::mem::swap(&mut work, &mut self.dirty);
         for &i in &work {
-            let Some(Some(slot)) = self.slots.get_mut(i as usize) else { continue };
+            let Some(Some(slot)) = self.slots.get_mut(i as usize) else {
+                continue;
+            };
             slot.dirty = false;
             if slot.blocked {
                 continue;
@@ -325,7 +347,11 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
     }
 
     /// Sends, then runs backlog while the queue is low, until blocked or out of work.
-    fn pump<T: Transmit<C>>(handler: &mut H, slot: &mut Slot<C, H::Session>, tx: &T) -> Result<(), ()> {
+    fn pump<T: Transmit<C>>(
+        handler: &mut H,
+        slot: &mut Slot<C, H::Session>,
+        tx: &T,
+    ) -> Result<(), ()> {
         loop {
             while !slot.out.is_empty() {
                 let room = tx.writable(slot.conn);
@@ -345,8 +371,12 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
                 return Ok(());
             }
             while slot.out.len() < HIGH_WATER {
-                let Some((msg, part)) = slot.backlog.pop_front() else { break };
-                if handler.message(&mut slot.session, &msg, part, &mut slot.out) == Action::CloseAfterReply {
+                let Some((msg, part)) = slot.backlog.pop_front() else {
+                    break;
+                };
+                if handler.message(&mut slot.session, &msg, part, &mut slot.out)
+                    == Action::CloseAfterReply
+                {
                     slot.closing = true;
                     slot.backlog.clear();
                     break;
@@ -367,7 +397,13 @@ pub struct Kv {
 impl Handler for Kv {
     type Session = kv::Session;
 
-    fn message(&mut self, session: &mut kv::Session, data: &[u8], part: bool, out: &mut OutQueue) -> Action {
+    fn message(
+        &mut self,
+        session: &mut kv::Session,
+        data: &[u8],
+        part: bool,
+        out: &mut OutQueue,
+    ) -> Action {
         let mut server = self.server.lock().unwrap_or_else(|p| p.into_inner());
         server.handle_message(session, self.now, data, part, out.buf())
     }
@@ -383,8 +419,17 @@ pub struct Http {
 impl Handler for Http {
     type Session = http::Session;
 
-    fn message(&mut self, session: &mut http::Session, data: &[u8], part: bool, out: &mut OutQueue) -> Action {
-        let Some(reply) = self.server.handle_message(session, data, part, &self.date, out.buf()) else {
+    fn message(
+        &mut self,
+        session: &mut http::Session,
+        data: &[u8],
+        part: bool,
+        out: &mut OutQueue,
+    ) -> Action {
+        let Some(reply) = self
+            .server
+            .handle_message(session, data, part, &self.date, out.buf())
+        else {
             return Action::Continue;
         };
         match reply.body {

@@ -101,7 +101,10 @@ fn percent_decode(path: &[u8], decoded: &mut Vec<u8>) -> Result<(), BadPath> {
         let b = path[i];
         if b == b'%' {
             let hex = |c: u8| (c as char).to_digit(16);
-            match (path.get(i + 1).and_then(|&c| hex(c)), path.get(i + 2).and_then(|&c| hex(c))) {
+            match (
+                path.get(i + 1).and_then(|&c| hex(c)),
+                path.get(i + 2).and_then(|&c| hex(c)),
+            ) {
                 (Some(h), Some(l)) => decoded.push((h * 16 + l) as u8),
                 _ => return Err(BadPath::Encoding),
             }
@@ -161,9 +164,18 @@ impl FileCache {
     pub fn new(root: &Path, limit: usize) -> io::Result<Self> {
         let root = root.canonicalize()?;
         if !root.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a directory", root.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a directory", root.display()),
+            ));
         }
-        Ok(Self { root, map: HashMap::default(), bytes: 0, limit, missing: 0 })
+        Ok(Self {
+            root,
+            map: HashMap::default(),
+            bytes: 0,
+            limit,
+            missing: 0,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -234,7 +246,9 @@ impl FileCache {
         let not_found = || io::Error::from(io::ErrorKind::NotFound);
         // `path` is `/seg/...` without `..`: a join under the root stays under it but for
         // symlinks, which the canonical form below catches.
-        let mut full = self.root.join(OsStr::from_bytes(path.strip_prefix(b"/").unwrap_or(path)));
+        let mut full = self
+            .root
+            .join(OsStr::from_bytes(path.strip_prefix(b"/").unwrap_or(path)));
         let mut meta = std::fs::metadata(&full)?;
         let mut type_of = path;
         if meta.is_dir() {
@@ -252,7 +266,10 @@ impl FileCache {
             return Err(io::Error::other("file too large"));
         }
         let data: Arc<[u8]> = std::fs::read(&full)?.into();
-        Ok(File { data, content_type: content_type(type_of) })
+        Ok(File {
+            data,
+            content_type: content_type(type_of),
+        })
     }
 }
 
@@ -287,13 +304,17 @@ mod tests {
         assert_eq!(content_type(b"/a/index.HTML"), "text/html; charset=utf-8");
         assert_eq!(content_type(b"/x.png"), "image/png");
         assert_eq!(content_type(b"/dir.d/noext"), "application/octet-stream");
-        assert_eq!(content_type(b"/x.verylongextension"), "application/octet-stream");
+        assert_eq!(
+            content_type(b"/x.verylongextension"),
+            "application/octet-stream"
+        );
     }
 
     struct TempDir(PathBuf);
     impl TempDir {
         fn new(name: &str) -> Self {
-            let p = std::env::temp_dir().join(format!("snstack-http-{name}-{}", std::process::id()));
+            let p =
+                std::env::temp_dir().join(format!("snstack-http-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&p);
             std::fs::create_dir_all(&p).unwrap();
             TempDir(p)
@@ -313,14 +334,26 @@ mod tests {
         std::fs::write(dir.0.join("sub/index.html"), b"<p>").unwrap();
         std::fs::create_dir(dir.0.join("empty")).unwrap();
         let mut c = FileCache::new(&dir.0, 1024).unwrap();
-        let Lookup::Found(f) = c.get(b"/a.txt") else { panic!() };
-        assert_eq!((&f.data[..], f.content_type), (&b"hello"[..], "text/plain; charset=utf-8"));
+        let Lookup::Found(f) = c.get(b"/a.txt") else {
+            panic!()
+        };
+        assert_eq!(
+            (&f.data[..], f.content_type),
+            (&b"hello"[..], "text/plain; charset=utf-8")
+        );
         // Changed on disk: still the cached copy (static content).
         std::fs::write(dir.0.join("a.txt"), b"changed").unwrap();
-        let Lookup::Found(f) = c.get(b"/a.txt") else { panic!() };
+        let Lookup::Found(f) = c.get(b"/a.txt") else {
+            panic!()
+        };
         assert_eq!(&f.data[..], b"hello");
-        let Lookup::Found(f) = c.get(b"/sub") else { panic!() };
-        assert_eq!((&f.data[..], f.content_type), (&b"<p>"[..], "text/html; charset=utf-8"));
+        let Lookup::Found(f) = c.get(b"/sub") else {
+            panic!()
+        };
+        assert_eq!(
+            (&f.data[..], f.content_type),
+            (&b"<p>"[..], "text/html; charset=utf-8")
+        );
         assert!(matches!(c.get(b"/empty"), Lookup::NotFound));
         assert!(matches!(c.get(b"/nope"), Lookup::NotFound));
         assert!(matches!(c.get(b"/a.txt/x"), Lookup::NotFound));
@@ -353,12 +386,16 @@ mod tests {
         std::fs::write(dir.0.join("huge"), vec![1u8; 5000]).unwrap();
         let mut c = FileCache::new(&dir.0, 1000).unwrap();
         for i in 0..10 {
-            let Lookup::Found(f) = c.get(format!("/f{i}").as_bytes()) else { panic!() };
+            let Lookup::Found(f) = c.get(format!("/f{i}").as_bytes()) else {
+                panic!()
+            };
             assert_eq!(f.data.len(), 300);
             assert!(c.cached_bytes() <= 1000);
         }
         // Larger than the whole cache: served, not kept.
-        let Lookup::Found(f) = c.get(b"/huge") else { panic!() };
+        let Lookup::Found(f) = c.get(b"/huge") else {
+            panic!()
+        };
         assert_eq!(f.data.len(), 5000);
         assert!(c.cached_bytes() <= 1000);
     }

@@ -86,7 +86,10 @@ impl Server {
     /// A server for `/hello` and, with `root`, the files under it (cache of `cache_bytes`).
     pub fn new(root: Option<&Path>, cache_bytes: usize) -> io::Result<Self> {
         let files = root.map(|r| FileCache::new(r, cache_bytes)).transpose()?;
-        Ok(Self { files, path: Vec::new() })
+        Ok(Self {
+            files,
+            path: Vec::new(),
+        })
     }
 
     pub fn files(&mut self) -> Option<&mut FileCache> {
@@ -97,7 +100,14 @@ impl Server {
     /// comes in parts: it is answered at its first part (which holds the whole head as long as
     /// max_message exceeds the framer's 64 KiB head limit; otherwise the answer is a 400) and its
     /// other parts are skipped: `None`.
-    pub fn handle_message(&mut self, session: &mut Session, data: &[u8], part: bool, date: &str, head: &mut Vec<u8>) -> Option<Reply> {
+    pub fn handle_message(
+        &mut self,
+        session: &mut Session,
+        data: &[u8],
+        part: bool,
+        date: &str,
+        head: &mut Vec<u8>,
+    ) -> Option<Reply> {
         if session.skipping {
             session.skipping = part;
             return None;
@@ -111,14 +121,28 @@ impl Server {
         let Some(req) = request::parse(request) else {
             return error(head, date, 400, false, Action::CloseAfterReply, false);
         };
-        let keep_alive = if req.minor == 0 { req.conn_keep_alive && !req.conn_close } else { !req.conn_close };
-        let action = if keep_alive { Action::Continue } else { Action::CloseAfterReply };
+        let keep_alive = if req.minor == 0 {
+            req.conn_keep_alive && !req.conn_close
+        } else {
+            !req.conn_close
+        };
+        let action = if keep_alive {
+            Action::Continue
+        } else {
+            Action::CloseAfterReply
+        };
         // Echo keep-alive to an HTTP/1.0 client that asked for it; 1.1 keeps alive by default.
         let echo_keep_alive = keep_alive && req.minor == 0;
         let is_head = req.method == b"HEAD";
         if !is_head && req.method != b"GET" {
-            const KNOWN: &[&[u8]] = &[b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT"];
-            let status = if KNOWN.contains(&req.method) { 405 } else { 501 };
+            const KNOWN: &[&[u8]] = &[
+                b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT",
+            ];
+            let status = if KNOWN.contains(&req.method) {
+                405
+            } else {
+                501
+            };
             return error(head, date, status, echo_keep_alive, action, is_head);
         }
         if req.minor >= 1 && !req.has_host {
@@ -134,14 +158,31 @@ impl Server {
                 Err(_) => return error(head, date, 400, false, Action::CloseAfterReply, is_head),
                 Ok(()) => match self.files.as_mut().map(|f| f.get(&self.path)) {
                     Some(Lookup::Found(f)) => (200, f.content_type, Body::Shared(f.data)),
-                    None | Some(Lookup::NotFound) => return error(head, date, 404, echo_keep_alive, action, is_head),
-                    Some(Lookup::Forbidden) => return error(head, date, 403, echo_keep_alive, action, is_head),
-                    Some(Lookup::Error) => return error(head, date, 500, echo_keep_alive, action, is_head),
+                    None | Some(Lookup::NotFound) => {
+                        return error(head, date, 404, echo_keep_alive, action, is_head)
+                    }
+                    Some(Lookup::Forbidden) => {
+                        return error(head, date, 403, echo_keep_alive, action, is_head)
+                    }
+                    Some(Lookup::Error) => {
+                        return error(head, date, 500, echo_keep_alive, action, is_head)
+                    }
                 },
             }
         };
-        write_head(head, status, date, content_type, body.len(), echo_keep_alive, action);
-        Reply { body: if is_head { Body::None } else { body }, action }
+        write_head(
+            head,
+            status,
+            date,
+            content_type,
+            body.len(),
+            echo_keep_alive,
+            action,
+        );
+        Reply {
+            body: if is_head { Body::None } else { body },
+            action,
+        }
     }
 }
 
@@ -150,10 +191,15 @@ fn origin_path(target: &[u8]) -> Option<&[u8]> {
     let t = if target.starts_with(b"/") {
         target
     } else {
-        let lower_scheme = target.get(..7).is_some_and(|s| s.eq_ignore_ascii_case(b"http://"));
+        let lower_scheme = target
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"http://"));
         let after = if lower_scheme {
             &target[7..]
-        } else if target.get(..8).is_some_and(|s| s.eq_ignore_ascii_case(b"https://")) {
+        } else if target
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"https://"))
+        {
             &target[8..]
         } else {
             return None;
@@ -164,7 +210,10 @@ fn origin_path(target: &[u8]) -> Option<&[u8]> {
             None => b"/",
         }
     };
-    let end = t.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(t.len());
+    let end = t
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(t.len());
     Some(&t[..end])
 }
 
@@ -181,7 +230,15 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn write_head(head: &mut Vec<u8>, status: u16, date: &str, content_type: &str, len: usize, echo_keep_alive: bool, action: Action) {
+fn write_head(
+    head: &mut Vec<u8>,
+    status: u16,
+    date: &str,
+    content_type: &str,
+    len: usize,
+    echo_keep_alive: bool,
+    action: Action,
+) {
     head.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(head, status as usize);
     head.push(b' ');
@@ -205,7 +262,14 @@ fn write_head(head: &mut Vec<u8>, status: u16, date: &str, content_type: &str, l
 
 /// An error reply with a one-line text body (none on the wire for HEAD: its Content-Length still
 /// tells the length a GET would have had, RFC 9110 9.3.2).
-fn error(head: &mut Vec<u8>, date: &str, status: u16, echo_keep_alive: bool, action: Action, is_head: bool) -> Reply {
+fn error(
+    head: &mut Vec<u8>,
+    date: &str,
+    status: u16,
+    echo_keep_alive: bool,
+    action: Action,
+    is_head: bool,
+) -> Reply {
     let body: &'static [u8] = match status {
         400 => b"400 Bad Request\n",
         403 => b"403 Forbidden\n",
@@ -214,8 +278,23 @@ fn error(head: &mut Vec<u8>, date: &str, status: u16, echo_keep_alive: bool, act
         501 => b"501 Not Implemented\n",
         _ => b"500 Internal Server Error\n",
     };
-    write_head(head, status, date, "text/plain; charset=utf-8", body.len(), echo_keep_alive, action);
-    Reply { body: if is_head { Body::None } else { Body::Static(body) }, action }
+    write_head(
+        head,
+        status,
+        date,
+        "text/plain; charset=utf-8",
+        body.len(),
+        echo_keep_alive,
+        action,
+    );
+    Reply {
+        body: if is_head {
+            Body::None
+        } else {
+            Body::Static(body)
+        },
+        action,
+    }
 }
 
 fn push_decimal(out: &mut Vec<u8>, mut v: usize) {
@@ -236,7 +315,9 @@ fn push_decimal(out: &mut Vec<u8>, mut v: usize) {
 /// `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub fn http_date(unix_secs: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let days = unix_secs / 86_400;
     let secs = unix_secs % 86_400;
     // Civil date from days (Howard Hinnant's algorithm), all in unsigned arithmetic since the

@@ -64,7 +64,14 @@ pub fn parse(msg: &[u8]) -> Option<Head<'_>> {
         [b'H', b'T', b'T', b'P', b'/', b'1', b'.', d] if d.is_ascii_digit() => d - b'0',
         _ => return None,
     };
-    let mut head = Head { method, target, minor, conn_close: false, conn_keep_alive: false, has_host: false };
+    let mut head = Head {
+        method,
+        target,
+        minor,
+        conn_close: false,
+        conn_keep_alive: false,
+        has_host: false,
+    };
     loop {
         let (l, r) = line(rest)?;
         rest = r;
@@ -94,7 +101,10 @@ mod tests {
     #[test]
     fn wrk_curl_ab_heads() {
         let h = parse(b"GET /index.html HTTP/1.1\r\nHost: localhost:8080\r\n\r\n").unwrap();
-        assert_eq!((h.method, h.target, h.minor, h.conn_close, h.has_host), (&b"GET"[..], &b"/index.html"[..], 1, false, true));
+        assert_eq!(
+            (h.method, h.target, h.minor, h.conn_close, h.has_host),
+            (&b"GET"[..], &b"/index.html"[..], 1, false, true)
+        );
         let h = parse(b"HEAD /x HTTP/1.0\r\nHost: a\r\nUser-Agent: ApacheBench/2.3\r\nConnection: Keep-Alive\r\n\r\n").unwrap();
         assert_eq!((h.minor, h.conn_keep_alive, h.conn_close), (0, true, false));
         let h = parse(b"GET / HTTP/1.1\nHost: a\nConnection: Upgrade, close\n\nbody").unwrap();

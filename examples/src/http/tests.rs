@@ -26,7 +26,11 @@ impl Drop for Root {
 fn get(s: &mut Server, req: &str) -> (String, Vec<u8>, Action) {
     let mut head = Vec::new();
     let r = s.handle(req.as_bytes(), DATE, &mut head);
-    (String::from_utf8(head).unwrap(), r.body.as_slice().to_vec(), r.action)
+    (
+        String::from_utf8(head).unwrap(),
+        r.body.as_slice().to_vec(),
+        r.action,
+    )
 }
 
 fn status(head: &str) -> &str {
@@ -36,7 +40,10 @@ fn status(head: &str) -> &str {
 #[test]
 fn hello_keepalive_for_wrk() {
     let mut s = Server::new(None, 0).unwrap();
-    let (h, b, a) = get(&mut s, "GET /hello HTTP/1.1\r\nHost: localhost:8080\r\n\r\n");
+    let (h, b, a) = get(
+        &mut s,
+        "GET /hello HTTP/1.1\r\nHost: localhost:8080\r\n\r\n",
+    );
     assert_eq!(
         h,
         "HTTP/1.1 200 OK\r\nServer: snstack-http\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
@@ -66,15 +73,24 @@ fn head_has_length_but_no_body() {
 fn connection_handling() {
     let mut s = Server::new(None, 0).unwrap();
     // curl --http1.0: no keep-alive asked, the server closes.
-    let (h, _, a) = get(&mut s, "GET /hello HTTP/1.0\r\nHost: a\r\nUser-Agent: curl/8\r\n\r\n");
+    let (h, _, a) = get(
+        &mut s,
+        "GET /hello HTTP/1.0\r\nHost: a\r\nUser-Agent: curl/8\r\n\r\n",
+    );
     assert!(h.contains("Connection: close\r\n"));
     assert_eq!(a, Action::CloseAfterReply);
     // ab -k: HTTP/1.0 with Keep-Alive, echoed; Host is optional in 1.0.
-    let (h, _, a) = get(&mut s, "GET /hello HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+    let (h, _, a) = get(
+        &mut s,
+        "GET /hello HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+    );
     assert!(h.contains("Connection: keep-alive\r\n"));
     assert_eq!(a, Action::Continue);
     // HTTP/1.1 with close.
-    let (h, _, a) = get(&mut s, "GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let (h, _, a) = get(
+        &mut s,
+        "GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
     assert!(h.contains("Connection: close\r\n"));
     assert_eq!(a, Action::CloseAfterReply);
     // HTTP/1.1 default: no Connection field at all.
@@ -89,8 +105,15 @@ fn errors() {
     let (h, _, a) = get(&mut s, "garbage\r\n\r\n");
     assert_eq!((status(&h), a), ("400", Action::CloseAfterReply));
     let (h, _, a) = get(&mut s, "GET /hello HTTP/1.1\r\n\r\n");
-    assert_eq!((status(&h), a), ("400", Action::CloseAfterReply), "1.1 without Host");
-    let (h, b, a) = get(&mut s, "POST /hello HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(
+        (status(&h), a),
+        ("400", Action::CloseAfterReply),
+        "1.1 without Host"
+    );
+    let (h, b, a) = get(
+        &mut s,
+        "POST /hello HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+    );
     assert_eq!((status(&h), a), ("405", Action::Continue));
     assert!(h.contains("Allow: GET, HEAD\r\n"));
     assert_eq!(b, b"405 Method Not Allowed\n");
@@ -101,9 +124,16 @@ fn errors() {
     let (h, _, a) = get(&mut s, "GET nohash HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!((status(&h), a), ("400", Action::CloseAfterReply));
     // Every reply's Content-Length matches its body.
-    for req in ["GET /x HTTP/1.1\r\nHost: a\r\n\r\n", "PUT / HTTP/1.1\r\nHost: a\r\n\r\n", "x\r\n\r\n"] {
+    for req in [
+        "GET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+        "PUT / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "x\r\n\r\n",
+    ] {
         let (h, b, _) = get(&mut s, req);
-        assert!(h.contains(&format!("Content-Length: {}\r\n", b.len())), "{h}");
+        assert!(
+            h.contains(&format!("Content-Length: {}\r\n", b.len())),
+            "{h}"
+        );
     }
 }
 
@@ -122,7 +152,10 @@ fn static_files() {
     assert_eq!((status(&h), &b[..]), ("200", &b"sp"[..]));
     let (h, _, _) = get(&mut s, "GET /docs HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(status(&h), "404", "a directory without index.html");
-    let (h, b, _) = get(&mut s, "GET http://example/big.bin HTTP/1.1\r\nHost: a\r\n\r\n");
+    let (h, b, _) = get(
+        &mut s,
+        "GET http://example/big.bin HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
     assert!(h.contains("Content-Length: 300000\r\n"));
     assert_eq!(b.len(), 300_000);
     // The body is shared with the cache, not copied.
@@ -139,9 +172,19 @@ fn static_files() {
 fn traversal_is_refused() {
     let root = Root::new("trav");
     let mut s = Server::new(Some(&root.0.join("docs")), DEFAULT_CACHE_BYTES).unwrap();
-    for target in ["/../index.html", "/%2e%2e/index.html", "/docs/..%2F..%2Findex.html", "/a%00b", "/%zz"] {
+    for target in [
+        "/../index.html",
+        "/%2e%2e/index.html",
+        "/docs/..%2F..%2Findex.html",
+        "/a%00b",
+        "/%zz",
+    ] {
         let (h, _, a) = get(&mut s, &format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n"));
-        assert_eq!((status(&h), a), ("400", Action::CloseAfterReply), "{target}");
+        assert_eq!(
+            (status(&h), a),
+            ("400", Action::CloseAfterReply),
+            "{target}"
+        );
     }
     let (h, _, _) = get(&mut s, "GET /./a.css HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(status(&h), "200");
@@ -154,14 +197,36 @@ fn parts_are_answered_once() {
     let mut head = Vec::new();
     let req = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789";
     let (first, rest) = req.split_at(60);
-    assert!(s.handle_message(&mut sess, first, true, DATE, &mut head).is_some());
-    assert!(s.handle_message(&mut sess, &rest[..2], true, DATE, &mut head).is_none());
-    assert!(s.handle_message(&mut sess, &rest[2..], false, DATE, &mut head).is_none());
-    let r = s.handle_message(&mut sess, b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n", false, DATE, &mut head).unwrap();
+    assert!(s
+        .handle_message(&mut sess, first, true, DATE, &mut head)
+        .is_some());
+    assert!(s
+        .handle_message(&mut sess, &rest[..2], true, DATE, &mut head)
+        .is_none());
+    assert!(s
+        .handle_message(&mut sess, &rest[2..], false, DATE, &mut head)
+        .is_none());
+    let r = s
+        .handle_message(
+            &mut sess,
+            b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n",
+            false,
+            DATE,
+            &mut head,
+        )
+        .unwrap();
     assert_eq!(r.body.as_slice(), HELLO);
     // A first part without a whole head: 400 and close.
     let mut sess = Session::default();
-    let r = s.handle_message(&mut sess, b"GET /hello HTTP/1.1\r\nHost: a\r\nX-Long: aaaa", true, DATE, &mut head).unwrap();
+    let r = s
+        .handle_message(
+            &mut sess,
+            b"GET /hello HTTP/1.1\r\nHost: a\r\nX-Long: aaaa",
+            true,
+            DATE,
+            &mut head,
+        )
+        .unwrap();
     assert_eq!(r.action, Action::CloseAfterReply);
 }
 

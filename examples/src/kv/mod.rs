@@ -32,9 +32,10 @@ pub const MAX_REQUEST: usize = 512 << 20;
 
 /// Commands answered by `COMMAND COUNT` and `COMMAND LIST`.
 const COMMANDS: &[&str] = &[
-    "append", "client", "command", "config", "dbsize", "decr", "decrby", "del", "echo", "exists", "expire", "flushall",
-    "flushdb", "get", "getdel", "getset", "incr", "incrby", "info", "mget", "mset", "persist", "pexpire", "ping",
-    "psetex", "pttl", "quit", "select", "set", "setex", "setnx", "strlen", "ttl", "type", "unlink",
+    "append", "client", "command", "config", "dbsize", "decr", "decrby", "del", "echo", "exists",
+    "expire", "flushall", "flushdb", "get", "getdel", "getset", "incr", "incrby", "info", "mget",
+    "mset", "persist", "pexpire", "ping", "psetex", "pttl", "quit", "select", "set", "setex",
+    "setnx", "strlen", "ttl", "type", "unlink",
 ];
 
 /// `CONFIG GET` answers: what `redis-benchmark` and monitoring tools ask about.
@@ -75,7 +76,11 @@ impl Session {
     /// Returns the whole request when this was its last piece (borrowed from `data` itself when
     /// the request came in one piece). After `Err(TooLarge)` the rest of that request is
     /// dropped and `Ok(None)` returned for its remaining parts.
-    pub fn push<'a>(&'a mut self, data: &'a [u8], part: bool) -> Result<Option<&'a [u8]>, TooLarge> {
+    pub fn push<'a>(
+        &'a mut self,
+        data: &'a [u8],
+        part: bool,
+    ) -> Result<Option<&'a [u8]>, TooLarge> {
         if self.done {
             self.done = false;
             // Keep a moderate buffer for the next split request, not a 512 MiB one.
@@ -122,7 +127,14 @@ impl Server {
 
     /// One delivered message of a connection (see [`Session::push`]): runs the request when it is
     /// whole. An oversized request gets an error reply and closes the connection.
-    pub fn handle_message(&mut self, session: &mut Session, now: Millis, data: &[u8], part: bool, out: &mut Vec<u8>) -> Action {
+    pub fn handle_message(
+        &mut self,
+        session: &mut Session,
+        now: Millis,
+        data: &[u8],
+        part: bool,
+        out: &mut Vec<u8>,
+    ) -> Action {
         match session.push(data, part) {
             Ok(Some(request)) => self.handle(now, request, out),
             Ok(None) => Action::Continue,
@@ -135,7 +147,11 @@ impl Server {
 
     /// Runs one whole request and appends its reply to `out`.
     pub fn handle(&mut self, now: Millis, request: &[u8], out: &mut Vec<u8>) -> Action {
-        let Server { store, parser, commands_processed } = self;
+        let Server {
+            store,
+            parser,
+            commands_processed,
+        } = self;
         let args = match parser.parse(request) {
             Ok(a) => a,
             Err(ProtocolError(text)) => {
@@ -149,7 +165,13 @@ impl Server {
             return Action::Continue;
         }
         *commands_processed += 1;
-        Cmd { store, now, args, out }.run()
+        Cmd {
+            store,
+            now,
+            args,
+            out,
+        }
+        .run()
     }
 }
 
@@ -248,7 +270,13 @@ impl Cmd<'_, '_> {
                     return Action::Continue;
                 }
                 for i in (1..argc).step_by(2) {
-                    self.store.set(self.now, self.args.get(i), self.args.get(i + 1), None, false);
+                    self.store.set(
+                        self.now,
+                        self.args.get(i),
+                        self.args.get(i + 1),
+                        None,
+                        false,
+                    );
                 }
                 resp::ok(self.out);
             }
@@ -293,7 +321,13 @@ impl Cmd<'_, '_> {
                 let cmd = if ms { "psetex" } else { "setex" };
                 match self.deadline(self.args.get(2), ms, cmd) {
                     Ok(t) => {
-                        self.store.set(self.now, self.args.get(1), self.args.get(3), Some(t), false);
+                        self.store.set(
+                            self.now,
+                            self.args.get(1),
+                            self.args.get(3),
+                            Some(t),
+                            false,
+                        );
                         resp::ok(self.out);
                     }
                     Err(e) => resp::error(self.out, &e),
@@ -322,7 +356,10 @@ impl Cmd<'_, '_> {
                 let (k, v) = (self.args.get(1), self.args.get(2));
                 let len = match self.store.get_mut(self.now, k) {
                     Some(e) if e.value.len() + v.len() > MAX_REQUEST => {
-                        resp::error(self.out, b"ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+                        resp::error(
+                            self.out,
+                            b"ERR string exceeds maximum allowed size (proto-max-bulk-len)",
+                        );
                         return Action::Continue;
                     }
                     Some(e) => {
@@ -338,12 +375,19 @@ impl Cmd<'_, '_> {
             }
             b"STRLEN" => {
                 check!("strlen", 2, 2);
-                let len = self.store.get(self.now, self.args.get(1)).map_or(0, |e| e.value.len());
+                let len = self
+                    .store
+                    .get(self.now, self.args.get(1))
+                    .map_or(0, |e| e.value.len());
                 resp::integer(self.out, len as i64);
             }
             b"TYPE" => {
                 check!("type", 2, 2);
-                let t: &[u8] = if self.store.contains(self.now, self.args.get(1)) { b"string" } else { b"none" };
+                let t: &[u8] = if self.store.contains(self.now, self.args.get(1)) {
+                    b"string"
+                } else {
+                    b"none"
+                };
                 resp::simple(self.out, t);
             }
             b"EXPIRE" | b"PEXPIRE" => {
@@ -367,7 +411,11 @@ impl Cmd<'_, '_> {
                         None => -1,
                         Some(t) => {
                             let left = t.saturating_sub(self.now);
-                            let left = if ms { left } else { left.saturating_add(500) / 1000 };
+                            let left = if ms {
+                                left
+                            } else {
+                                left.saturating_add(500) / 1000
+                            };
                             i64::try_from(left).unwrap_or(i64::MAX)
                         }
                     },
@@ -377,7 +425,10 @@ impl Cmd<'_, '_> {
             b"PERSIST" => {
                 check!("persist", 2, 2);
                 let k = self.args.get(1);
-                let had = self.store.get(self.now, k).is_some_and(|e| e.expires_at().is_some());
+                let had = self
+                    .store
+                    .get(self.now, k)
+                    .is_some_and(|e| e.expires_at().is_some());
                 if had {
                     self.store.set_expiry(self.now, k, None);
                 }
@@ -439,7 +490,10 @@ impl Cmd<'_, '_> {
             return Err(invalid());
         }
         let ms_left = if ms { Some(v) } else { v.checked_mul(1000) };
-        ms_left.and_then(|m| self.now.checked_add(m as u64)).filter(|&t| t < Millis::MAX).ok_or_else(invalid)
+        ms_left
+            .and_then(|m| self.now.checked_add(m as u64))
+            .filter(|&t| t < Millis::MAX)
+            .ok_or_else(invalid)
     }
 
     fn set(&mut self) {
@@ -457,7 +511,11 @@ impl Cmd<'_, '_> {
                 get = true;
             } else if a.eq_ignore_ascii_case(b"KEEPTTL") && expire.is_none() {
                 keep_ttl = true;
-            } else if (a.eq_ignore_ascii_case(b"EX") || a.eq_ignore_ascii_case(b"PX")) && !keep_ttl && expire.is_none() && has_next {
+            } else if (a.eq_ignore_ascii_case(b"EX") || a.eq_ignore_ascii_case(b"PX"))
+                && !keep_ttl
+                && expire.is_none()
+                && has_next
+            {
                 expire = Some((i + 1, a[0].eq_ignore_ascii_case(&b'P')));
                 i += 1;
             } else {
@@ -550,11 +608,17 @@ impl Cmd<'_, '_> {
             }
         }
         if nx && (xx || gt || lt) {
-            resp::error(self.out, b"ERR NX and XX, GT or LT options at the same time are not compatible");
+            resp::error(
+                self.out,
+                b"ERR NX and XX, GT or LT options at the same time are not compatible",
+            );
             return;
         }
         if gt && lt {
-            resp::error(self.out, b"ERR GT and LT options at the same time are not compatible");
+            resp::error(
+                self.out,
+                b"ERR GT and LT options at the same time are not compatible",
+            );
             return;
         }
         let Some(when) = resp::parse_i64(self.args.get(2)) else {
@@ -562,7 +626,11 @@ impl Cmd<'_, '_> {
             return;
         };
         let invalid = || format!("ERR invalid expire time in '{cmd}' command").into_bytes();
-        let Some(when_ms) = (if ms { Some(when) } else { when.checked_mul(1000) }) else {
+        let Some(when_ms) = (if ms {
+            Some(when)
+        } else {
+            when.checked_mul(1000)
+        }) else {
             resp::error(self.out, &invalid());
             return;
         };
@@ -579,7 +647,10 @@ impl Cmd<'_, '_> {
         // No deadline counts as an infinite one for GT and LT.
         let current = e.expires_at().map_or(i128::MAX, i128::from);
         let has = e.expires_at().is_some();
-        let refused = (nx && has) || (xx && !has) || (gt && deadline <= current) || (lt && deadline >= current);
+        let refused = (nx && has)
+            || (xx && !has)
+            || (gt && deadline <= current)
+            || (lt && deadline >= current);
         if refused {
             resp::integer(self.out, 0);
             return;
@@ -640,8 +711,12 @@ impl Cmd<'_, '_> {
                 if self.args.len() < 3 {
                     return self.wrong_args("config|get");
                 }
-                let hits: Vec<&(&str, &str)> =
-                    CONFIG.iter().filter(|(name, _)| (2..self.args.len()).any(|i| glob_match(self.args.get(i), name.as_bytes()))).collect();
+                let hits: Vec<&(&str, &str)> = CONFIG
+                    .iter()
+                    .filter(|(name, _)| {
+                        (2..self.args.len()).any(|i| glob_match(self.args.get(i), name.as_bytes()))
+                    })
+                    .collect();
                 resp::array_header(self.out, hits.len() * 2);
                 for (name, value) in hits {
                     resp::bulk(self.out, name.as_bytes());
@@ -652,7 +727,8 @@ impl Cmd<'_, '_> {
                 if self.args.len() < 4 || self.args.len() % 2 != 0 {
                     return self.wrong_args("config|set");
                 }
-                let mut e = b"ERR Unknown option or number of arguments for CONFIG SET - '".to_vec();
+                let mut e =
+                    b"ERR Unknown option or number of arguments for CONFIG SET - '".to_vec();
                 e.extend(self.args.get(2).iter().take(128));
                 e.push(b'\'');
                 resp::error(self.out, &e);
@@ -692,7 +768,10 @@ impl Cmd<'_, '_> {
     }
 
     fn wrong_args(&mut self, cmd: &str) {
-        resp::error(self.out, format!("ERR wrong number of arguments for '{cmd}' command").as_bytes());
+        resp::error(
+            self.out,
+            format!("ERR wrong number of arguments for '{cmd}' command").as_bytes(),
+        );
     }
 
     /// Redis 7's text: the name (128 bytes at most), then quoted arguments while the list is
@@ -775,7 +854,11 @@ fn class_match(pattern: &[u8], p: usize, c: u8) -> Option<usize> {
                 hit |= pattern[j + 1] == c;
                 j += 2;
             }
-            Some(&lo) if pattern.get(j + 1) == Some(&b'-') && j + 2 < pattern.len() && pattern[j + 2] != b']' => {
+            Some(&lo)
+                if pattern.get(j + 1) == Some(&b'-')
+                    && j + 2 < pattern.len()
+                    && pattern[j + 2] != b']' =>
+            {
                 let hi = pattern[j + 2];
                 let (lo, hi) = if lo <= hi { (lo, hi) } else { (hi, lo) };
                 hit |= (lo..=hi).contains(&c);

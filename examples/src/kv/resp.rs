@@ -57,12 +57,20 @@ impl ArgParser {
         } else {
             self.parse_inline(msg)?;
         }
-        let base = if self.in_scratch { &self.scratch[..] } else { msg };
-        Ok(Args { base, ranges: &self.ranges })
+        let base = if self.in_scratch {
+            &self.scratch[..]
+        } else {
+            msg
+        };
+        Ok(Args {
+            base,
+            ranges: &self.ranges,
+        })
     }
 
     fn parse_multibulk(&mut self, msg: &[u8]) -> Result<(), ProtocolError> {
-        let (n, mut pos) = read_number(msg, 1).ok_or(ProtocolError("Protocol error: invalid multibulk length"))?;
+        let (n, mut pos) =
+            read_number(msg, 1).ok_or(ProtocolError("Protocol error: invalid multibulk length"))?;
         if n <= 0 {
             return Ok(());
         }
@@ -73,7 +81,8 @@ impl ArgParser {
             if msg.get(pos) != Some(&b'$') {
                 return Err(ProtocolError("Protocol error: expected '$'"));
             }
-            let (len, after) = read_number(msg, pos + 1).ok_or(ProtocolError("Protocol error: invalid bulk length"))?;
+            let (len, after) = read_number(msg, pos + 1)
+                .ok_or(ProtocolError("Protocol error: invalid bulk length"))?;
             if len < 0 || len as u64 > 512 * 1024 * 1024 {
                 return Err(ProtocolError("Protocol error: invalid bulk length"));
             }
@@ -88,7 +97,9 @@ impl ArgParser {
             pos = end + 2;
         }
         if pos != msg.len() {
-            return Err(ProtocolError("Protocol error: trailing bytes after the command"));
+            return Err(ProtocolError(
+                "Protocol error: trailing bytes after the command",
+            ));
         }
         Ok(())
     }
@@ -115,7 +126,8 @@ impl ArgParser {
         }
         self.in_scratch = true;
         self.scratch.clear();
-        const UNBALANCED: ProtocolError = ProtocolError("Protocol error: unbalanced quotes in request");
+        const UNBALANCED: ProtocolError =
+            ProtocolError("Protocol error: unbalanced quotes in request");
         let mut i = 0;
         loop {
             while i < line.len() && line[i].is_ascii_whitespace() {
@@ -131,8 +143,14 @@ impl ArgParser {
                 if in_dq {
                     match c {
                         None => return Err(UNBALANCED),
-                        Some(b'\\') if line.get(i + 1) == Some(&b'x') && i + 3 < line.len() && hex(line[i + 2]).is_some() && hex(line[i + 3]).is_some() => {
-                            let v = hex(line[i + 2]).unwrap_or(0) * 16 + hex(line[i + 3]).unwrap_or(0);
+                        Some(b'\\')
+                            if line.get(i + 1) == Some(&b'x')
+                                && i + 3 < line.len()
+                                && hex(line[i + 2]).is_some()
+                                && hex(line[i + 3]).is_some() =>
+                        {
+                            let v =
+                                hex(line[i + 2]).unwrap_or(0) * 16 + hex(line[i + 3]).unwrap_or(0);
                             self.scratch.push(v);
                             i += 3;
                         }
@@ -252,7 +270,10 @@ pub fn simple(out: &mut Vec<u8>, s: &[u8]) {
 /// `-<text>\r\n`; CR and LF in `text` become spaces so the reply stays one line.
 pub fn error(out: &mut Vec<u8>, text: &[u8]) {
     out.push(b'-');
-    out.extend(text.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.extend(
+        text.iter()
+            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
     out.extend_from_slice(b"\r\n");
 }
 
@@ -316,7 +337,10 @@ mod tests {
 
     #[test]
     fn multibulk() {
-        assert_eq!(args(b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n").unwrap(), v(&["GET", "key"]));
+        assert_eq!(
+            args(b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n").unwrap(),
+            v(&["GET", "key"])
+        );
         assert_eq!(args(b"*1\r\n$0\r\n\r\n").unwrap(), v(&[""]));
         assert_eq!(args(b"*0\r\n").unwrap(), v(&[]));
         assert_eq!(args(b"*-1\r\n").unwrap(), v(&[]));
@@ -350,8 +374,14 @@ mod tests {
         assert_eq!(args(b"PING\n").unwrap(), v(&["PING"]));
         assert_eq!(args(b"  set  a   b \r\n").unwrap(), v(&["set", "a", "b"]));
         assert_eq!(args(b"\r\n").unwrap(), v(&[]));
-        assert_eq!(args(b"set \"a b\" 'c d'\r\n").unwrap(), v(&["set", "a b", "c d"]));
-        assert_eq!(args(b"echo \"x\\ny\\x41\\\"\"\r\n").unwrap(), v(&["echo", "x\nyA\""]));
+        assert_eq!(
+            args(b"set \"a b\" 'c d'\r\n").unwrap(),
+            v(&["set", "a b", "c d"])
+        );
+        assert_eq!(
+            args(b"echo \"x\\ny\\x41\\\"\"\r\n").unwrap(),
+            v(&["echo", "x\nyA\""])
+        );
         assert_eq!(args(b"echo 'it\\'s'\r\n").unwrap(), v(&["echo", "it's"]));
         assert_eq!(args(b"echo \"\"\r\n").unwrap(), v(&["echo", ""]));
         assert!(args(b"echo \"abc\r\n").is_err());
@@ -369,7 +399,18 @@ mod tests {
         assert_eq!(parse_i64(b"-1"), Some(-1));
         assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
         assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [&b""[..], b"-", b"-0", b"01", b"+1", b" 1", b"1 ", b"9223372036854775808", b"1a", b"99999999999999999999"] {
+        for bad in [
+            &b""[..],
+            b"-",
+            b"-0",
+            b"01",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"9223372036854775808",
+            b"1a",
+            b"99999999999999999999",
+        ] {
             assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }

@@ -58,7 +58,10 @@ impl Store {
 
     /// Number of live keys with a deadline (walks the key space: for INFO only).
     pub fn count_expiring(&self, now: Millis) -> usize {
-        self.map.values().filter(|e| e.expires_at != NO_EXPIRY && e.expires_at > now).count()
+        self.map
+            .values()
+            .filter(|e| e.expires_at != NO_EXPIRY && e.expires_at > now)
+            .count()
     }
 
     /// The live entry under `key`; an expired one is removed.
@@ -85,7 +88,14 @@ impl Store {
 
     /// Sets `key` to `value`. `expires_at`: `Some(t)` a new deadline, `None` no deadline;
     /// `keep_ttl` keeps an existing key's deadline instead.
-    pub fn set(&mut self, now: Millis, key: &[u8], value: &[u8], expires_at: Option<Millis>, keep_ttl: bool) {
+    pub fn set(
+        &mut self,
+        now: Millis,
+        key: &[u8],
+        value: &[u8],
+        expires_at: Option<Millis>,
+        keep_ttl: bool,
+    ) {
         let deadline = expires_at.unwrap_or(NO_EXPIRY);
         let list = match self.get_mut(now, key) {
             Some(e) => {
@@ -99,7 +109,14 @@ impl Store {
             }
             None => {
                 let list = deadline != NO_EXPIRY;
-                self.map.insert(key.into(), Entry { value: value.to_vec(), expires_at: deadline, listed: list });
+                self.map.insert(
+                    key.into(),
+                    Entry {
+                        value: value.to_vec(),
+                        expires_at: deadline,
+                        listed: list,
+                    },
+                );
                 list
             }
         };
@@ -113,7 +130,14 @@ impl Store {
         match self.get_mut(now, key) {
             Some(e) => e.value = value,
             None => {
-                self.map.insert(key.into(), Entry { value, expires_at: NO_EXPIRY, listed: false });
+                self.map.insert(
+                    key.into(),
+                    Entry {
+                        value,
+                        expires_at: NO_EXPIRY,
+                        listed: false,
+                    },
+                );
             }
         }
     }
@@ -196,7 +220,10 @@ mod tests {
         let mut s = Store::default();
         s.set(100, b"a", b"1", Some(150), false);
         s.set(100, b"b", b"2", None, false);
-        assert_eq!(s.get(149, b"a").map(|e| e.value.clone()), Some(b"1".to_vec()));
+        assert_eq!(
+            s.get(149, b"a").map(|e| e.value.clone()),
+            Some(b"1".to_vec())
+        );
         assert!(s.get(150, b"a").is_none());
         assert_eq!(s.len(), 1);
         assert!(s.contains(1_000_000, b"b"));
@@ -227,7 +254,13 @@ mod tests {
     fn active_expiry_sweeps_and_forgets_stale_entries() {
         let mut s = Store::default();
         for i in 0..100u32 {
-            s.set(0, &i.to_le_bytes(), b"v", Some(10 + u64::from(i % 2) * 1000), false);
+            s.set(
+                0,
+                &i.to_le_bytes(),
+                b"v",
+                Some(10 + u64::from(i % 2) * 1000),
+                false,
+            );
         }
         s.set(0, b"forever", b"v", None, false);
         assert_eq!(s.listed_len(), 100);

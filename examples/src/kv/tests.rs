@@ -28,7 +28,10 @@ fn ping_echo() {
     let mut s = Server::new();
     assert_eq!(run(&mut s, "PING"), "+PONG\r\n");
     assert_eq!(run(&mut s, "ping hello"), "$5\r\nhello\r\n");
-    assert_eq!(run(&mut s, "PING a b"), "-ERR wrong number of arguments for 'ping' command\r\n");
+    assert_eq!(
+        run(&mut s, "PING a b"),
+        "-ERR wrong number of arguments for 'ping' command\r\n"
+    );
     assert_eq!(run(&mut s, "ECHO hi"), "$2\r\nhi\r\n");
     // redis-benchmark's PING_INLINE.
     let mut out = Vec::new();
@@ -42,9 +45,18 @@ fn get_set_basics() {
     assert_eq!(run(&mut s, "GET k"), "$-1\r\n");
     assert_eq!(run(&mut s, "SET k v"), "+OK\r\n");
     assert_eq!(run(&mut s, "get k"), "$1\r\nv\r\n");
-    assert_eq!(run(&mut s, "GET"), "-ERR wrong number of arguments for 'get' command\r\n");
-    assert_eq!(run(&mut s, "GET a b"), "-ERR wrong number of arguments for 'get' command\r\n");
-    assert_eq!(run(&mut s, "SET k"), "-ERR wrong number of arguments for 'set' command\r\n");
+    assert_eq!(
+        run(&mut s, "GET"),
+        "-ERR wrong number of arguments for 'get' command\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "GET a b"),
+        "-ERR wrong number of arguments for 'get' command\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "SET k"),
+        "-ERR wrong number of arguments for 'set' command\r\n"
+    );
     // An empty key and an empty value are fine.
     let mut out = Vec::new();
     let _ = s.handle(0, &encode(&[b"SET", b"", b""]), &mut out);
@@ -67,12 +79,27 @@ fn set_options() {
     assert_eq!(run(&mut s, "SET k v NX XX"), "-ERR syntax error\r\n");
     assert_eq!(run(&mut s, "SET k v EX 10 PX 10"), "-ERR syntax error\r\n");
     assert_eq!(run(&mut s, "SET k v EX"), "-ERR syntax error\r\n");
-    assert_eq!(run(&mut s, "SET k v EX 10 KEEPTTL"), "-ERR syntax error\r\n");
+    assert_eq!(
+        run(&mut s, "SET k v EX 10 KEEPTTL"),
+        "-ERR syntax error\r\n"
+    );
     assert_eq!(run(&mut s, "SET k v BOGUS"), "-ERR syntax error\r\n");
-    assert_eq!(run(&mut s, "SET k v EX abc"), "-ERR value is not an integer or out of range\r\n");
-    assert_eq!(run(&mut s, "SET k v EX 0"), "-ERR invalid expire time in 'set' command\r\n");
-    assert_eq!(run(&mut s, "SET k v PX -5"), "-ERR invalid expire time in 'set' command\r\n");
-    assert_eq!(run(&mut s, "SET k v EX 9223372036854775807"), "-ERR invalid expire time in 'set' command\r\n");
+    assert_eq!(
+        run(&mut s, "SET k v EX abc"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "SET k v EX 0"),
+        "-ERR invalid expire time in 'set' command\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "SET k v PX -5"),
+        "-ERR invalid expire time in 'set' command\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "SET k v EX 9223372036854775807"),
+        "-ERR invalid expire time in 'set' command\r\n"
+    );
     assert_eq!(run(&mut s, "SET k v nx ex 10"), "$-1\r\n");
 }
 
@@ -111,12 +138,30 @@ fn expire_command() {
     assert_eq!(run(&mut s, "EXPIRE k 60 LT"), ":0\r\n");
     assert_eq!(run(&mut s, "EXPIRE k 40 LT"), ":1\r\n");
     assert_eq!(run(&mut s, "TTL k"), ":40\r\n");
-    assert_eq!(run(&mut s, "EXPIRE k 1 NX XX"), "-ERR NX and XX, GT or LT options at the same time are not compatible\r\n");
-    assert_eq!(run(&mut s, "EXPIRE k 1 GT LT"), "-ERR GT and LT options at the same time are not compatible\r\n");
-    assert_eq!(run(&mut s, "EXPIRE k 1 FOO"), "-ERR Unsupported option FOO\r\n");
-    assert_eq!(run(&mut s, "EXPIRE k x"), "-ERR value is not an integer or out of range\r\n");
-    assert_eq!(run(&mut s, "EXPIRE k 9223372036854775807"), "-ERR invalid expire time in 'expire' command\r\n");
-    assert_eq!(run(&mut s, "EXPIRE k"), "-ERR wrong number of arguments for 'expire' command\r\n");
+    assert_eq!(
+        run(&mut s, "EXPIRE k 1 NX XX"),
+        "-ERR NX and XX, GT or LT options at the same time are not compatible\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "EXPIRE k 1 GT LT"),
+        "-ERR GT and LT options at the same time are not compatible\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "EXPIRE k 1 FOO"),
+        "-ERR Unsupported option FOO\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "EXPIRE k x"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "EXPIRE k 9223372036854775807"),
+        "-ERR invalid expire time in 'expire' command\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "EXPIRE k"),
+        "-ERR wrong number of arguments for 'expire' command\r\n"
+    );
     // A deadline in the past deletes the key.
     assert_eq!(run(&mut s, "EXPIRE k -1"), ":1\r\n");
     assert_eq!(run(&mut s, "EXISTS k"), ":0\r\n");
@@ -147,14 +192,32 @@ fn counters() {
     assert_eq!(run(&mut s, "GET n"), "$3\r\n-10\r\n");
     assert_eq!(run(&mut s, "DECRBY fresh 3"), ":-3\r\n");
     run(&mut s, "SET t abc");
-    assert_eq!(run(&mut s, "INCR t"), "-ERR value is not an integer or out of range\r\n");
+    assert_eq!(
+        run(&mut s, "INCR t"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
     run(&mut s, "SET t 007");
-    assert_eq!(run(&mut s, "INCR t"), "-ERR value is not an integer or out of range\r\n");
-    assert_eq!(run(&mut s, "INCRBY n x"), "-ERR value is not an integer or out of range\r\n");
+    assert_eq!(
+        run(&mut s, "INCR t"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "INCRBY n x"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
     run(&mut s, "SET big 9223372036854775807");
-    assert_eq!(run(&mut s, "INCR big"), "-ERR increment or decrement would overflow\r\n");
-    assert_eq!(run(&mut s, "DECRBY n -9223372036854775808"), "-ERR decrement would overflow\r\n");
-    assert_eq!(run(&mut s, "INCR"), "-ERR wrong number of arguments for 'incr' command\r\n");
+    assert_eq!(
+        run(&mut s, "INCR big"),
+        "-ERR increment or decrement would overflow\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "DECRBY n -9223372036854775808"),
+        "-ERR decrement would overflow\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "INCR"),
+        "-ERR wrong number of arguments for 'incr' command\r\n"
+    );
     // INCR keeps the deadline.
     assert_eq!(at(&mut s, 0, "SET e 1 EX 100"), "+OK\r\n");
     assert_eq!(at(&mut s, 0, "INCR e"), ":2\r\n");
@@ -165,8 +228,14 @@ fn counters() {
 fn multi_key_commands() {
     let mut s = Server::new();
     assert_eq!(run(&mut s, "MSET a 1 b 2 c 3"), "+OK\r\n");
-    assert_eq!(run(&mut s, "MSET a 1 b"), "-ERR wrong number of arguments for 'mset' command\r\n");
-    assert_eq!(run(&mut s, "MGET a x c"), "*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n3\r\n");
+    assert_eq!(
+        run(&mut s, "MSET a 1 b"),
+        "-ERR wrong number of arguments for 'mset' command\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "MGET a x c"),
+        "*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n3\r\n"
+    );
     assert_eq!(run(&mut s, "EXISTS a a x b"), ":3\r\n");
     assert_eq!(run(&mut s, "DEL a a x b"), ":2\r\n");
     assert_eq!(run(&mut s, "DBSIZE"), ":1\r\n");
@@ -188,7 +257,10 @@ fn small_string_commands() {
     assert_eq!(run(&mut s, "TYPE a"), "+none\r\n");
     assert_eq!(at(&mut s, 0, "SETEX a 5 v"), "+OK\r\n");
     assert_eq!(at(&mut s, 0, "TTL a"), ":5\r\n");
-    assert_eq!(at(&mut s, 0, "PSETEX a 0 v"), "-ERR invalid expire time in 'psetex' command\r\n");
+    assert_eq!(
+        at(&mut s, 0, "PSETEX a 0 v"),
+        "-ERR invalid expire time in 'psetex' command\r\n"
+    );
     assert_eq!(run(&mut s, "TYPE a"), "+string\r\n");
 }
 
@@ -197,15 +269,27 @@ fn admin_commands_for_clients() {
     let mut s = Server::new();
     assert_eq!(run(&mut s, "SELECT 0"), "+OK\r\n");
     assert_eq!(run(&mut s, "SELECT 1"), "-ERR DB index is out of range\r\n");
-    assert_eq!(run(&mut s, "SELECT x"), "-ERR value is not an integer or out of range\r\n");
+    assert_eq!(
+        run(&mut s, "SELECT x"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
     assert_eq!(run(&mut s, "COMMAND DOCS"), "*0\r\n");
     assert_eq!(run(&mut s, "COMMAND"), "*0\r\n");
-    assert_eq!(run(&mut s, "command count"), format!(":{}\r\n", COMMANDS.len()));
-    assert_eq!(run(&mut s, "COMMAND FOO"), "-ERR unknown subcommand 'FOO'. Try COMMAND HELP.\r\n");
+    assert_eq!(
+        run(&mut s, "command count"),
+        format!(":{}\r\n", COMMANDS.len())
+    );
+    assert_eq!(
+        run(&mut s, "COMMAND FOO"),
+        "-ERR unknown subcommand 'FOO'. Try COMMAND HELP.\r\n"
+    );
     assert_eq!(run(&mut s, "CLIENT SETNAME x"), "+OK\r\n");
     assert_eq!(run(&mut s, "CLIENT SETINFO lib-name redis-py"), "+OK\r\n");
     assert_eq!(run(&mut s, "CLIENT GETNAME"), "$-1\r\n");
-    assert_eq!(run(&mut s, "CLIENT SETNAME"), "-ERR wrong number of arguments for 'client|setname' command\r\n");
+    assert_eq!(
+        run(&mut s, "CLIENT SETNAME"),
+        "-ERR wrong number of arguments for 'client|setname' command\r\n"
+    );
     let info = run(&mut s, "INFO");
     assert!(info.starts_with('$') && info.contains("redis_version:") && info.ends_with("\r\n"));
     let len: usize = info[1..info.find('\r').unwrap()].parse().unwrap();
@@ -216,13 +300,31 @@ fn admin_commands_for_clients() {
 fn config_get_as_redis_benchmark_asks() {
     let mut s = Server::new();
     // redis-benchmark 7 pipelines these two at start and reads element 1 of each.
-    assert_eq!(run(&mut s, "CONFIG GET save"), "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
-    assert_eq!(run(&mut s, "CONFIG GET appendonly"), "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n");
+    assert_eq!(
+        run(&mut s, "CONFIG GET save"),
+        "*2\r\n$4\r\nsave\r\n$0\r\n\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "CONFIG GET appendonly"),
+        "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
+    );
     assert_eq!(run(&mut s, "CONFIG GET nosuch"), "*0\r\n");
-    assert_eq!(run(&mut s, "CONFIG GET maxmemory*"), "*4\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n$16\r\nmaxmemory-policy\r\n$10\r\nnoeviction\r\n");
-    assert_eq!(run(&mut s, "CONFIG GET"), "-ERR wrong number of arguments for 'config|get' command\r\n");
-    assert_eq!(run(&mut s, "CONFIG"), "-ERR wrong number of arguments for 'config' command\r\n");
-    assert_eq!(run(&mut s, "CONFIG SET save x"), "-ERR Unknown option or number of arguments for CONFIG SET - 'save'\r\n");
+    assert_eq!(
+        run(&mut s, "CONFIG GET maxmemory*"),
+        "*4\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n$16\r\nmaxmemory-policy\r\n$10\r\nnoeviction\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "CONFIG GET"),
+        "-ERR wrong number of arguments for 'config|get' command\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "CONFIG"),
+        "-ERR wrong number of arguments for 'config' command\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "CONFIG SET save x"),
+        "-ERR Unknown option or number of arguments for CONFIG SET - 'save'\r\n"
+    );
 }
 
 #[test]
@@ -244,21 +346,40 @@ fn globs() {
 #[test]
 fn unknown_command_text_as_redis_7() {
     let mut s = Server::new();
-    assert_eq!(run(&mut s, "FOO"), "-ERR unknown command 'FOO', with args beginning with: \r\n");
-    assert_eq!(run(&mut s, "foo a b"), "-ERR unknown command 'foo', with args beginning with: 'a' 'b' \r\n");
+    assert_eq!(
+        run(&mut s, "FOO"),
+        "-ERR unknown command 'FOO', with args beginning with: \r\n"
+    );
+    assert_eq!(
+        run(&mut s, "foo a b"),
+        "-ERR unknown command 'foo', with args beginning with: 'a' 'b' \r\n"
+    );
     let long = "x".repeat(200);
     let r = run(&mut s, &format!("{long} {long} y"));
-    assert_eq!(r, format!("-ERR unknown command '{}', with args beginning with: '{}' \r\n", "x".repeat(128), "x".repeat(128)));
+    assert_eq!(
+        r,
+        format!(
+            "-ERR unknown command '{}', with args beginning with: '{}' \r\n",
+            "x".repeat(128),
+            "x".repeat(128)
+        )
+    );
     let mut out = Vec::new();
     let _ = s.handle(0, &encode(&[b"bad\r\ncmd", b"a\nb"]), &mut out);
-    assert_eq!(out, b"-ERR unknown command 'bad  cmd', with args beginning with: 'a b' \r\n");
+    assert_eq!(
+        out,
+        b"-ERR unknown command 'bad  cmd', with args beginning with: 'a b' \r\n"
+    );
 }
 
 #[test]
 fn quit_closes_after_ok() {
     let mut s = Server::new();
     let mut out = Vec::new();
-    assert_eq!(s.handle(0, &encode(&[b"QUIT"]), &mut out), Action::CloseAfterReply);
+    assert_eq!(
+        s.handle(0, &encode(&[b"QUIT"]), &mut out),
+        Action::CloseAfterReply
+    );
     assert_eq!(out, b"+OK\r\n");
 }
 
@@ -266,11 +387,20 @@ fn quit_closes_after_ok() {
 fn malformed_requests_get_an_error_and_a_close() {
     let mut s = Server::new();
     let mut out = Vec::new();
-    assert_eq!(s.handle(0, b"*2\r\n$3\r\nGET\r\n", &mut out), Action::CloseAfterReply);
+    assert_eq!(
+        s.handle(0, b"*2\r\n$3\r\nGET\r\n", &mut out),
+        Action::CloseAfterReply
+    );
     assert!(out.starts_with(b"-ERR Protocol error"));
     out.clear();
-    assert_eq!(s.handle(0, b"SET \"a b\r\n", &mut out), Action::CloseAfterReply);
-    assert_eq!(out, b"-ERR Protocol error: unbalanced quotes in request\r\n");
+    assert_eq!(
+        s.handle(0, b"SET \"a b\r\n", &mut out),
+        Action::CloseAfterReply
+    );
+    assert_eq!(
+        out,
+        b"-ERR Protocol error: unbalanced quotes in request\r\n"
+    );
     // Empty commands are skipped without a reply.
     out.clear();
     assert_eq!(s.handle(0, b"*0\r\n", &mut out), Action::Continue);
@@ -315,13 +445,19 @@ fn one_megabyte_value_in_parts() {
     let chunks: Vec<&[u8]> = msg.chunks(64 * 1024).collect();
     for (i, c) in chunks.iter().enumerate() {
         let part = i + 1 < chunks.len();
-        assert_eq!(s.handle_message(&mut sess, 0, c, part, &mut out), Action::Continue);
+        assert_eq!(
+            s.handle_message(&mut sess, 0, c, part, &mut out),
+            Action::Continue
+        );
         assert_eq!(out.is_empty(), part);
     }
     assert_eq!(out, b"+OK\r\n");
     out.clear();
     // The next whole request comes through without a copy, and gets the whole value back.
-    assert_eq!(s.handle_message(&mut sess, 0, &encode(&[b"GET", b"big"]), false, &mut out), Action::Continue);
+    assert_eq!(
+        s.handle_message(&mut sess, 0, &encode(&[b"GET", b"big"]), false, &mut out),
+        Action::Continue
+    );
     let head = b"$1048576\r\n";
     assert_eq!(&out[..head.len()], head);
     assert_eq!(&out[head.len()..out.len() - 2], &value[..]);

@@ -39,7 +39,12 @@ struct Ring {
 
 impl FakeTx {
     fn new(cap: usize) -> Self {
-        Self { cap, rings: RefCell::default(), report_cap: usize::MAX, fail: RefCell::default() }
+        Self {
+            cap,
+            rings: RefCell::default(),
+            report_cap: usize::MAX,
+            fail: RefCell::default(),
+        }
     }
 
     /// The agent sends up to `n` bytes from the ring: returns whether a Writable event is due.
@@ -52,7 +57,10 @@ impl FakeTx {
 
     fn delivered(&self, c: TestConn) -> Vec<u8> {
         let rings = self.rings.borrow();
-        rings.get(&c).map(|r| r.delivered.clone()).unwrap_or_default()
+        rings
+            .get(&c)
+            .map(|r| r.delivered.clone())
+            .unwrap_or_default()
     }
 
     fn closed(&self, c: TestConn) -> bool {
@@ -107,7 +115,10 @@ fn resp(args: &[&[u8]]) -> Vec<u8> {
 }
 
 fn kv_driver() -> Driver<TestConn, Kv> {
-    Driver::new(Kv { server: Arc::new(Mutex::new(kv::Server::new())), now: 0 })
+    Driver::new(Kv {
+        server: Arc::new(Mutex::new(kv::Server::new())),
+        now: 0,
+    })
 }
 
 /// Runs the agent and the loop until nothing moves: drains every ring fully each round.
@@ -138,10 +149,18 @@ fn pipelined_replies_in_order_in_one_send() {
     let mut expect = Vec::new();
     for i in 0..16 {
         let k = format!("key:{i}");
-        d.input(Input::Message { conn: c, data: &resp(&[b"SET", k.as_bytes(), b"v"]), part: false });
+        d.input(Input::Message {
+            conn: c,
+            data: &resp(&[b"SET", k.as_bytes(), b"v"]),
+            part: false,
+        });
         expect.extend_from_slice(b"+OK\r\n");
     }
-    d.input(Input::Message { conn: c, data: &resp(&[b"GET", b"key:7"]), part: false });
+    d.input(Input::Message {
+        conn: c,
+        data: &resp(&[b"GET", b"key:7"]),
+        part: false,
+    });
     expect.extend_from_slice(b"$1\r\nv\r\n");
     d.transmit(&tx);
     assert_eq!(tx.delivered(c), expect);
@@ -159,19 +178,36 @@ fn reply_larger_than_the_ring_goes_in_pieces_and_later_messages_wait() {
     let set = resp(&[b"SET", b"big", &value]);
     let chunks: Vec<&[u8]> = set.chunks(60_000).collect();
     for (i, ch) in chunks.iter().enumerate() {
-        d.input(Input::Message { conn: c, data: ch, part: i + 1 < chunks.len() });
+        d.input(Input::Message {
+            conn: c,
+            data: ch,
+            part: i + 1 < chunks.len(),
+        });
     }
     // Three GETs of it and a PING, in one batch, with their buffer overwritten after each
     // input (the RX ring's view ends at the next poll): the backlog must hold copies.
     let mut rx = Vec::new();
-    for m in [resp(&[b"GET", b"big"]), resp(&[b"GET", b"big"]), resp(&[b"GET", b"big"]), resp(&[b"PING"])] {
+    for m in [
+        resp(&[b"GET", b"big"]),
+        resp(&[b"GET", b"big"]),
+        resp(&[b"GET", b"big"]),
+        resp(&[b"PING"]),
+    ] {
         rx.clear();
         rx.extend_from_slice(&m);
-        d.input(Input::Message { conn: c, data: &rx, part: false });
+        d.input(Input::Message {
+            conn: c,
+            data: &rx,
+            part: false,
+        });
         rx.iter_mut().for_each(|b| *b = b'#');
     }
     d.transmit(&tx);
-    assert_eq!(tx.delivered(c).len(), 64 * 1024, "one ring's worth, then wait");
+    assert_eq!(
+        tx.delivered(c).len(),
+        64 * 1024,
+        "one ring's worth, then wait"
+    );
     settle(&mut d, &tx, &[c]);
     let mut expect = b"+OK\r\n".to_vec();
     for _ in 0..3 {
@@ -194,7 +230,11 @@ fn partial_drains_deliver_every_byte() {
     let mut expect = Vec::new();
     for i in 0..200 {
         let v = format!("value-{i}-{}", "x".repeat(i * 7));
-        d.input(Input::Message { conn: c, data: &resp(&[b"ECHO", v.as_bytes()]), part: false });
+        d.input(Input::Message {
+            conn: c,
+            data: &resp(&[b"ECHO", v.as_bytes()]),
+            part: false,
+        });
         expect.extend_from_slice(format!("${}\r\n{v}\r\n", v.len()).as_bytes());
     }
     for _ in 0..100_000 {
@@ -216,7 +256,11 @@ fn zero_writable_probes_and_waits_for_writable() {
     tx.report_cap = 0;
     let c = conn(2);
     d.input(Input::Opened(c));
-    d.input(Input::Message { conn: c, data: &resp(&[b"ECHO", &[b'a'; 500]]), part: false });
+    d.input(Input::Message {
+        conn: c,
+        data: &resp(&[b"ECHO", &[b'a'; 500]]),
+        part: false,
+    });
     d.transmit(&tx);
     // The probe of PROBE bytes is larger than the ring: refused, which arms Writable.
     assert!(tx.delivered(c).is_empty());
@@ -233,9 +277,21 @@ fn quit_closes_after_the_reply_left_and_ignores_the_rest() {
     let tx = FakeTx::new(4);
     let c = conn(0);
     d.input(Input::Opened(c));
-    d.input(Input::Message { conn: c, data: &resp(&[b"PING"]), part: false });
-    d.input(Input::Message { conn: c, data: &resp(&[b"QUIT"]), part: false });
-    d.input(Input::Message { conn: c, data: &resp(&[b"PING"]), part: false });
+    d.input(Input::Message {
+        conn: c,
+        data: &resp(&[b"PING"]),
+        part: false,
+    });
+    d.input(Input::Message {
+        conn: c,
+        data: &resp(&[b"QUIT"]),
+        part: false,
+    });
+    d.input(Input::Message {
+        conn: c,
+        data: &resp(&[b"PING"]),
+        part: false,
+    });
     d.transmit(&tx);
     assert!(!tx.closed(c), "replies still queued");
     settle(&mut d, &tx, &[c]);
@@ -250,9 +306,21 @@ fn quit_in_the_backlog_closes_too() {
     let tx = FakeTx::new(1024);
     let c = conn(0);
     d.input(Input::Opened(c));
-    d.input(Input::Message { conn: c, data: &resp(&[b"ECHO", &vec![b'z'; HIGH_WATER]]), part: false });
-    d.input(Input::Message { conn: c, data: &resp(&[b"QUIT"]), part: false });
-    d.input(Input::Message { conn: c, data: &resp(&[b"PING"]), part: false });
+    d.input(Input::Message {
+        conn: c,
+        data: &resp(&[b"ECHO", &vec![b'z'; HIGH_WATER]]),
+        part: false,
+    });
+    d.input(Input::Message {
+        conn: c,
+        data: &resp(&[b"QUIT"]),
+        part: false,
+    });
+    d.input(Input::Message {
+        conn: c,
+        data: &resp(&[b"PING"]),
+        part: false,
+    });
     settle(&mut d, &tx, &[c]);
     assert!(tx.delivered(c).ends_with(b"z\r\n+OK\r\n"));
     assert!(tx.closed(c));
@@ -267,13 +335,28 @@ fn closed_and_stale_connections() {
     d.input(Input::Closed(old));
     assert_eq!(d.connections(), 0);
     // Events for a closed connection, or an old one in a reused slot, are ignored.
-    d.input(Input::Message { conn: old, data: &resp(&[b"PING"]), part: false });
-    let new = TestConn { idx: 5, generation: 1 };
+    d.input(Input::Message {
+        conn: old,
+        data: &resp(&[b"PING"]),
+        part: false,
+    });
+    let new = TestConn {
+        idx: 5,
+        generation: 1,
+    };
     d.input(Input::Opened(new));
-    d.input(Input::Message { conn: old, data: &resp(&[b"PING"]), part: false });
+    d.input(Input::Message {
+        conn: old,
+        data: &resp(&[b"PING"]),
+        part: false,
+    });
     d.input(Input::Closed(old));
     assert_eq!(d.connections(), 1);
-    d.input(Input::Message { conn: new, data: &resp(&[b"ECHO", b"n"]), part: false });
+    d.input(Input::Message {
+        conn: new,
+        data: &resp(&[b"ECHO", b"n"]),
+        part: false,
+    });
     d.transmit(&tx);
     assert!(tx.delivered(old).is_empty());
     assert_eq!(tx.delivered(new), b"$1\r\nn\r\n");
@@ -286,7 +369,11 @@ fn send_error_drops_the_connection_state() {
     let c = conn(0);
     d.input(Input::Opened(c));
     *tx.fail.borrow_mut() = Some(c);
-    d.input(Input::Message { conn: c, data: &resp(&[b"PING"]), part: false });
+    d.input(Input::Message {
+        conn: c,
+        data: &resp(&[b"PING"]),
+        part: false,
+    });
     d.transmit(&tx);
     assert_eq!(d.connections(), 0);
 }
@@ -298,8 +385,16 @@ fn many_connections_share_one_store() {
     let (a, b) = (conn(0), conn(1));
     d.input(Input::Opened(a));
     d.input(Input::Opened(b));
-    d.input(Input::Message { conn: a, data: &resp(&[b"SET", b"k", b"from-a"]), part: false });
-    d.input(Input::Message { conn: b, data: &resp(&[b"GET", b"k"]), part: false });
+    d.input(Input::Message {
+        conn: a,
+        data: &resp(&[b"SET", b"k", b"from-a"]),
+        part: false,
+    });
+    d.input(Input::Message {
+        conn: b,
+        data: &resp(&[b"GET", b"k"]),
+        part: false,
+    });
     d.transmit(&tx);
     assert_eq!(tx.delivered(a), b"+OK\r\n");
     assert_eq!(tx.delivered(b), b"$6\r\nfrom-a\r\n");
@@ -311,7 +406,11 @@ fn retry_blocked_recovers_a_lost_wakeup() {
     let tx = FakeTx::new(10);
     let c = conn(0);
     d.input(Input::Opened(c));
-    d.input(Input::Message { conn: c, data: &resp(&[b"ECHO", b"0123456789abcdef"]), part: false });
+    d.input(Input::Message {
+        conn: c,
+        data: &resp(&[b"ECHO", b"0123456789abcdef"]),
+        part: false,
+    });
     d.transmit(&tx);
     let _ = tx.drain(c, usize::MAX); // the Writable event is "lost"
     d.transmit(&tx);
@@ -332,27 +431,53 @@ impl Drop for Root {
 
 #[test]
 fn http_large_file_and_close() {
-    let root = Root(std::env::temp_dir().join(format!("snstack-serve-http-{}", std::process::id())));
+    let root =
+        Root(std::env::temp_dir().join(format!("snstack-serve-http-{}", std::process::id())));
     std::fs::create_dir_all(&root.0).unwrap();
     let file: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
     std::fs::write(root.0.join("f.bin"), &file).unwrap();
     let server = http::Server::new(Some(&root.0), http::DEFAULT_CACHE_BYTES).unwrap();
-    let mut d = Driver::new(Http { server, date: http::http_date(0) });
+    let mut d = Driver::new(Http {
+        server,
+        date: http::http_date(0),
+    });
     let tx = FakeTx::new(256 * 1024);
     let c = conn(9);
     d.input(Input::Opened(c));
-    d.input(Input::Message { conn: c, data: b"GET /f.bin HTTP/1.1\r\nHost: a\r\n\r\n", part: false });
-    d.input(Input::Message { conn: c, data: b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n", part: false });
-    d.input(Input::Message { conn: c, data: b"HEAD /f.bin HTTP/1.0\r\n\r\n", part: false });
-    d.input(Input::Message { conn: c, data: b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n", part: false });
+    d.input(Input::Message {
+        conn: c,
+        data: b"GET /f.bin HTTP/1.1\r\nHost: a\r\n\r\n",
+        part: false,
+    });
+    d.input(Input::Message {
+        conn: c,
+        data: b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n",
+        part: false,
+    });
+    d.input(Input::Message {
+        conn: c,
+        data: b"HEAD /f.bin HTTP/1.0\r\n\r\n",
+        part: false,
+    });
+    d.input(Input::Message {
+        conn: c,
+        data: b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n",
+        part: false,
+    });
     settle(&mut d, &tx, &[c]);
     let got = tx.delivered(c);
     let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let head = std::str::from_utf8(&got[..head_end]).unwrap();
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("Content-Length: 3000000\r\n"));
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("Content-Length: 3000000\r\n")
+    );
     assert!(got[head_end..head_end + file.len()] == file[..]);
     let rest = std::str::from_utf8(&got[head_end + file.len()..]).unwrap();
-    assert_eq!(rest.matches("HTTP/1.1 200 OK").count(), 2, "the HEAD closes: the last request is not answered");
+    assert_eq!(
+        rest.matches("HTTP/1.1 200 OK").count(),
+        2,
+        "the HEAD closes: the last request is not answered"
+    );
     assert!(rest.ends_with("Connection: close\r\n\r\n"), "{rest}");
     assert!(rest.contains(std::str::from_utf8(http::HELLO).unwrap()));
     assert!(tx.closed(c));
