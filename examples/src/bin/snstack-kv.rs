@@ -1,0 +1,60 @@
+//! `snstack-kv`: an in-memory key-value store speaking RESP2 over the payload API (issue 11).
+//!
+//! The agent frames each connection's stream into whole Redis commands; this program runs them
+//! (`snstack_examples::kv`) and writes the replies. `redis-benchmark` and `redis-cli` work
+//! unmodified against it. Needs the cargo feature `payload` (the `snstack-payload` host crate);
+//! built without it, it says so and exits with status 2.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "snstack-kv",
+    about = "In-memory key-value store (RESP2) on the snstack payload API"
+)]
+struct Args {
+    /// The agent's control socket (default: $SNSTACK_AGENT or /run/snstack/agent.sock).
+    #[arg(long, value_name = "SOCK")]
+    agent: Option<PathBuf>,
+    /// Address to serve, e.g. 0.0.0.0:6379.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: SocketAddr,
+    /// Poll groups, one thread each; they share one store.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    threads: usize,
+    /// Longest message the agent delivers whole; longer commands come in parts and are
+    /// assembled here (up to 512 MiB).
+    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    max_message: u32,
+}
+
+#[cfg(feature = "payload")]
+fn run(args: Args) -> ExitCode {
+    let svc = snstack_examples::payload::Service {
+        agent: args.agent,
+        listen: args.listen,
+        threads: args.threads,
+        max_message: args.max_message,
+    };
+    match snstack_examples::payload::run_kv(&svc) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("snstack-kv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "payload"))]
+fn run(args: Args) -> ExitCode {
+    let _ = args;
+    eprintln!("snstack-kv: built without the payload API (cargo feature `payload`)");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    run(Args::parse())
+}
