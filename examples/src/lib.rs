@@ -20,7 +20,6 @@
 
 pub mod http;
 pub mod kv;
-#[cfg(feature = "payload")]
 pub mod payload;
 pub mod serve;
 

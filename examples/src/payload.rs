@@ -1,4 +1,4 @@
-//! The serve loops of `snstack-kv` and `snstack-http` over `snstack-payload` (feature `payload`).
+//! The serve loops of `snstack-kv` and `snstack-http` over `snstack-payload`.
 //!
 //! One poll group per thread; every group serves the same address (the agent spreads new
 //! connections over them as `SO_REUSEPORT` listeners) and runs:
@@ -12,11 +12,11 @@
 //!  }
 //! ```
 //!
-//! Written against the planned API (docs/payload-api.md, issue 11): `Group::attach`, `serve`,
-//! `poll` returning events that borrow the group, `writable`, `send_vectored` (all or nothing,
-//! `WouldBlock`), `flush`, `close`. The events are consumed before any send, since they borrow
-//! the group mutably; that costs one copy of each reply (into the connection's queue) which a
-//! reserve-in-place API (`reply(conn, n)`) could later remove for replies that fit.
+//! `Group::attach`, `serve`, `poll` returning events that borrow the group, `writable`,
+//! `send_vectored` (all or nothing, `WouldBlock`), `flush`, `close` (docs/payload-api.md). The
+//! events are consumed before any send; that costs one copy of each reply (into the
+//! connection's queue) which replying in place (`Events::group`, `Group::reserve`) could remove
+//! for replies that fit.
 
 use crate::serve::{ConnId, Driver, Handler, Input, Transmit};
 use crate::{http, kv, serve};
@@ -37,7 +37,7 @@ const TICK: Duration = Duration::from_millis(100);
 
 impl ConnId for Conn {
     fn index(&self) -> u32 {
-        Conn::index(self)
+        Conn::index(*self)
     }
 }
 
@@ -45,7 +45,8 @@ struct Tx<'g>(&'g Group);
 
 impl Transmit<Conn> for Tx<'_> {
     fn writable(&self, conn: Conn) -> usize {
-        self.0.writable(conn)
+        // A dead or stale connection takes nothing; its send says why.
+        self.0.writable(conn).unwrap_or(0)
     }
 
     fn send_vectored(&self, conn: Conn, bufs: &[IoSlice<'_>]) -> io::Result<()> {
@@ -113,7 +114,7 @@ fn serve_loop<H: Handler, T: Fn(&mut H, Instant, &mut Instant)>(
             driver.retry_blocked();
             last_idle = now;
         }
-        for event in group.poll(MAX_EVENTS, SPIN, Some(TICK))? {
+        for event in &group.poll(MAX_EVENTS, SPIN, Some(TICK))? {
             match event {
                 Event::Opened { conn, .. } => driver.input(Input::Opened(conn)),
                 Event::Message { conn, data, part } => {
@@ -125,7 +126,7 @@ fn serve_loop<H: Handler, T: Fn(&mut H, Instant, &mut Instant)>(
             }
         }
         driver.transmit(&Tx(group));
-        group.flush();
+        group.flush()?;
     }
 }
 

@@ -190,6 +190,9 @@ struct Slot<C, S> {
     /// Messages not yet run (copied out of the RX ring), with their `part` flag.
     backlog: VecDeque<(Box<[u8]>, bool)>,
     closing: bool,
+    /// The connection ended (the peer closed, or it failed): close it once the replies to what
+    /// it sent before are out (or cannot go out).
+    ended: bool,
     /// Waiting for `Writable`.
     blocked: bool,
     /// In `Driver::dirty`.
@@ -229,13 +232,6 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
         self.live
     }
 
-    fn slot(&mut self, conn: C) -> Option<&mut Slot<C, H::Session>> {
-        match self.slots.get_mut(conn.index() as usize) {
-            Some(Some(s)) if s.conn == conn => Some(s),
-            _ => None,
-        }
-    }
-
     fn mark_dirty(dirty: &mut Vec<u32>, slot: &mut Slot<C, H::Session>) {
         if !slot.dirty {
             slot.dirty = true;
@@ -257,6 +253,7 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
                     out: OutQueue::default(),
                     backlog: VecDeque::new(),
                     closing: false,
+                    ended: false,
                     blocked: false,
                     dirty: false,
                 };
@@ -295,9 +292,16 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
                 }
             }
             Input::Closed(conn) => {
-                if self.slot(conn).is_some() {
-                    self.slots[conn.index() as usize] = None;
-                    self.live -= 1;
+                // The group keeps the connection's slot until we close it: do so once the
+                // replies to its last requests are sent (a peer that half-closed still reads
+                // them), at once when nothing is left (transmit).
+                let dirty = &mut self.dirty;
+                if let Some(Some(slot)) = self.slots.get_mut(conn.index() as usize) {
+                    if slot.conn == conn {
+                        slot.ended = true;
+                        slot.blocked = false;
+                        Self::mark_dirty(dirty, slot);
+                    }
                 }
             }
         }
@@ -330,13 +334,15 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
             match Self::pump(&mut self.handler, slot, tx) {
                 Ok(()) => {}
                 Err(()) => {
-                    // The connection is gone: its Closed event follows; drop its state now.
+                    // The connection is gone: nothing more can be sent. Close it (its slot is
+                    // ours until then) and drop its state.
+                    tx.close(slot.conn);
                     self.slots[i as usize] = None;
                     self.live -= 1;
                     continue;
                 }
             }
-            if slot.closing && slot.out.is_empty() {
+            if slot.out.is_empty() && (slot.closing || (slot.ended && slot.backlog.is_empty())) {
                 tx.close(slot.conn);
                 self.slots[i as usize] = None;
                 self.live -= 1;

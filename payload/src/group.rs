@@ -76,6 +76,13 @@ impl Conn {
         }
     }
 
+    /// A small number naming the connection among the group's live ones (its channel slot):
+    /// an index for a per-connection table. A later connection may get the same index once
+    /// this one is closed; compare the `Conn` itself to tell them apart.
+    pub fn index(self) -> u32 {
+        self.slot
+    }
+
     /// The channel slot (for logs).
     pub fn slot(self) -> u32 {
         self.slot
@@ -610,27 +617,22 @@ impl Inner {
         let (Some(rx), Some(ctl)) = (r.rx(slot), r.sock(slot)) else {
             return Ok(true);
         };
-        let mut took = false;
         loop {
             if out.len() >= max {
                 return Ok(false);
             }
             match handoff::take(&rx) {
-                Ok(Some(h)) => {
-                    took = true;
-                    self.opened(r, h.slot, h.peer, svc, out)?;
-                }
+                Ok(Some(h)) => self.opened(r, h.slot, h.peer, svc, out)?,
                 Ok(None) => break,
                 Err(c) => return Err(corrupt(self, c)),
             }
         }
-        // Connections waiting in the shared queue, none handed to us: we are not (or no
-        // longer: records unconsumed for 5 ms are withdrawn) one of the agent's takers. Ask;
-        // after an EAGAIN the next change of the listener brings us back here.
-        if !took
-            && ctl.state.0.accept_ready.load(Ordering::Acquire) > 0
-            && self.accept(r, io, slot, svc)?
-        {
+        // Connections waiting in the shared queue: the agent hands a taker at most 8 records
+        // at a time and refills only when asked (or when the kernel queues more), so a burst
+        // of connects leaves the rest in the queue. Ask (an accept also makes us a taker
+        // again); the listener is examined again while that brings connections, and after an
+        // EAGAIN the next change of the listener brings us back here.
+        if ctl.state.0.accept_ready.load(Ordering::Acquire) > 0 && self.accept(r, io, slot, svc)? {
             self.mark_ready(slot);
         }
         Ok(true)

@@ -32,9 +32,10 @@ struct Args {
     /// Bytes of file contents kept in memory per group; larger files are read per request.
     #[arg(long, default_value_t = snstack_examples::http::DEFAULT_CACHE_BYTES, value_name = "BYTES")]
     cache_bytes: usize,
-    /// Longest message the agent delivers whole: above the framer's 64 KiB head limit, so a
-    /// request's first part always holds its whole head.
-    #[arg(long, default_value_t = 96 * 1024, value_name = "BYTES")]
+    /// Longest message the agent delivers whole (0: the largest its ring allows, 32 KiB less a
+    /// header with the default 64 KiB ring); longer requests come in parts, and a request's head
+    /// must fit in its first part.
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
     max_message: u32,
 }
 
@@ -48,7 +49,6 @@ fn main() -> ExitCode {
     run(args)
 }
 
-#[cfg(feature = "payload")]
 fn run(args: Args) -> ExitCode {
     let svc = snstack_examples::payload::Service {
         agent: args.agent,
@@ -63,11 +63,4 @@ fn run(args: Args) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-#[cfg(not(feature = "payload"))]
-fn run(args: Args) -> ExitCode {
-    let _ = args;
-    eprintln!("snstack-http: built without the payload API (cargo feature `payload`)");
-    ExitCode::from(2)
 }

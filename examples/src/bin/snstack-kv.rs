@@ -26,12 +26,11 @@ struct Args {
     #[arg(long, default_value_t = 1, value_name = "N")]
     threads: usize,
     /// Longest message the agent delivers whole; longer commands come in parts and are
-    /// assembled here (up to 512 MiB).
-    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    /// assembled here (up to 512 MiB). 0: the largest the agent's ring allows.
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
     max_message: u32,
 }
 
-#[cfg(feature = "payload")]
 fn run(args: Args) -> ExitCode {
     let svc = snstack_examples::payload::Service {
         agent: args.agent,
@@ -46,13 +45,6 @@ fn run(args: Args) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-#[cfg(not(feature = "payload"))]
-fn run(args: Args) -> ExitCode {
-    let _ = args;
-    eprintln!("snstack-kv: built without the payload API (cargo feature `payload`)");
-    ExitCode::from(2)
 }
 
 fn main() -> ExitCode {

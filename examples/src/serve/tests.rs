@@ -327,12 +327,38 @@ fn quit_in_the_backlog_closes_too() {
 }
 
 #[test]
+fn a_peer_that_half_closed_gets_its_replies_then_the_close() {
+    let mut d = kv_driver();
+    let tx = FakeTx::new(1024);
+    let c = conn(0);
+    d.input(Input::Opened(c));
+    d.input(Input::Message {
+        conn: c,
+        data: &resp(&[b"ECHO", &vec![b'y'; HIGH_WATER]]),
+        part: false,
+    });
+    d.input(Input::Message {
+        conn: c,
+        data: &resp(&[b"PING"]),
+        part: false,
+    });
+    d.input(Input::Closed(c));
+    settle(&mut d, &tx, &[c]);
+    assert!(tx.delivered(c).ends_with(b"y\r\n+PONG\r\n"));
+    assert!(tx.closed(c));
+    assert_eq!(d.connections(), 0);
+}
+
+#[test]
 fn closed_and_stale_connections() {
     let mut d = kv_driver();
     let tx = FakeTx::new(1 << 16);
     let old = conn(5);
     d.input(Input::Opened(old));
     d.input(Input::Closed(old));
+    // Nothing left to send: closed (the group's slot freed) at the next transmit.
+    d.transmit(&tx);
+    assert!(tx.closed(old));
     assert_eq!(d.connections(), 0);
     // Events for a closed connection, or an old one in a reused slot, are ignored.
     d.input(Input::Message {
