@@ -30,8 +30,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Events taken per poll.
 const MAX_EVENTS: usize = 256;
-/// Busy polling before the group sleeps on its doorbell.
-const SPIN: Duration = Duration::from_micros(50);
 /// Longest sleep: the idle work (expiry, Date, retries) runs at least this often.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -107,6 +105,9 @@ fn serve_loop<H: Handler, T: Fn(&mut H, Instant, &mut Instant)>(
     tick: &T,
 ) -> io::Result<()> {
     let mut last_idle = Instant::now();
+    // Busy polling before the group sleeps on its doorbell: as the drop-in library
+    // (SNSTACK_SPIN_US, else the agent's --host-spin-us, 0 by default).
+    let spin = group.spin_hint();
     loop {
         let now = Instant::now();
         tick(driver.handler_mut(), now, &mut last_idle);
@@ -114,7 +115,7 @@ fn serve_loop<H: Handler, T: Fn(&mut H, Instant, &mut Instant)>(
             driver.retry_blocked();
             last_idle = now;
         }
-        for event in &group.poll(MAX_EVENTS, SPIN, Some(TICK))? {
+        for event in &group.poll(MAX_EVENTS, spin, Some(TICK))? {
             match event {
                 Event::Opened { conn, .. } => driver.input(Input::Opened(conn)),
                 Event::Message { conn, data, part } => {

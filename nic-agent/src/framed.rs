@@ -11,11 +11,14 @@
 //! ```
 //!
 //! Sans-IO: [`FramedRx`] holds the framer and the staging buffer; the caller (`sock::pump_rx`)
-//! reads into [`FramedRx::spare`] and calls [`FramedRx::emit`]. The staging buffer holds at most
-//! `max_message` plus one read's worth of bytes: the framer never needs more than `max_message`
-//! bytes to find a boundary or a part, so a full staging buffer always makes progress once the
-//! host frees ring space, and a slow host stops the reading (the TCP window closes) instead of
-//! growing memory.
+//! receives into one buffer shared by every framed connection, at most [`FramedRx::room`] bytes,
+//! and calls [`FramedRx::emit`] with them: whole messages go straight from that buffer into
+//! records, and only the bytes of an incomplete message (or those the ring had no room for) are
+//! staged per connection, so a connection between requests holds no buffer. The staging buffer
+//! holds at most `max_message` plus one read's worth of bytes: the framer never needs more than
+//! `max_message` bytes to find a boundary or a part, so a full staging buffer always makes
+//! progress once the host frees ring space, and a slow host stops the reading (the TCP window
+//! closes) instead of growing memory.
 //!
 //! Why a staging copy and not framing in place in the ring: a record needs its header in front
 //! of the message and the message contiguous, and TCP delivers bytes without regard to either;
@@ -27,7 +30,7 @@ use shm_proto::record::{self, FramingSpec};
 use shm_proto::{Corrupt, Stream};
 
 /// Bytes one receive may add beyond `max_message`.
-const READ_CHUNK: usize = 64 * 1024;
+pub const READ_CHUNK: usize = 64 * 1024;
 
 /// What [`FramedRx::emit`] stopped at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,28 +133,11 @@ impl FramedRx {
         self.eof
     }
 
-    /// Free staging space for the next receive (empty when the staging buffer is full: stop
-    /// reading until [`FramedRx::emit`] moves bytes into the ring). Call [`FramedRx::filled`]
-    /// with what was received.
-    pub fn spare(&mut self) -> &mut [u8] {
+    /// How many bytes the next receive may bring (0: the staging buffer is full; stop reading
+    /// until [`FramedRx::emit`] moves bytes into the ring).
+    pub fn room(&self) -> usize {
         let cap = self.spec.max_message as usize + READ_CHUNK;
-        if self.start > 0 && (self.start >= self.buf.len() / 2 || self.buf.len() >= cap) {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        let have = self.buf.len();
-        let want = (cap - self.staged()).min(READ_CHUNK);
-        if want == 0 {
-            return &mut [];
-        }
-        self.buf.resize(have + want, 0);
-        &mut self.buf[have..]
-    }
-
-    /// `n` bytes of the last [`FramedRx::spare`] were received (the rest is given back).
-    pub fn filled(&mut self, n: usize, spare_len: usize) {
-        let keep = self.buf.len() - spare_len + n.min(spare_len);
-        self.buf.truncate(keep);
+        cap.saturating_sub(self.staged()).min(READ_CHUNK)
     }
 
     /// Bytes the host left unread in a stream before it became framed, or taken back from it:
@@ -170,10 +156,40 @@ impl FramedRx {
         self.framer.finish();
     }
 
-    /// Writes every whole message staged into `rx` at `*tail` (not published: the caller
-    /// publishes once), until the ring is full or a message needs more bytes.
+    /// Writes every whole message of the staged bytes followed by `fresh` (bytes just received
+    /// into a buffer the caller reuses) into `rx` at `*tail` (not published: the caller
+    /// publishes once), until the ring is full or a message needs more bytes. What is left of
+    /// `fresh` is staged. The common case (whole requests arriving whole) frames straight from
+    /// `fresh` and stages nothing, so an idle connection holds no buffer.
     pub fn emit(
         &mut self,
+        fresh: &[u8],
+        rx: &Stream,
+        tail: &mut u32,
+        out: &mut Emitted,
+    ) -> Result<Emit, Corrupt> {
+        let mut used = 0;
+        let r = self.emit_from(fresh, &mut used, rx, tail, out);
+        let rest = &fresh[used.min(fresh.len())..];
+        if !rest.is_empty() && self.failed.is_none() {
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            self.buf.extend_from_slice(rest);
+        }
+        if self.staged() == 0 {
+            // Give the memory back: a connection between requests holds nothing.
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+        r
+    }
+
+    fn emit_from(
+        &mut self,
+        fresh: &[u8],
+        used: &mut usize,
         rx: &Stream,
         tail: &mut u32,
         out: &mut Emitted,
@@ -182,17 +198,18 @@ impl FramedRx {
             return Ok(Emit::Malformed(r));
         }
         loop {
-            let staged = &self.buf[self.start..];
-            let (n, part) = match self.framer.scan(staged, &[]) {
+            let a = &self.buf[self.start..];
+            let b = &fresh[*used..];
+            let (n, part) = match self.framer.scan(a, b) {
                 Scan::Need => {
-                    if self.eof && staged.is_empty() {
+                    if self.eof && a.is_empty() && b.is_empty() {
                         return Ok(Emit::Ended);
                     }
                     return Ok(Emit::Need);
                 }
                 Scan::Skip(n) => {
                     self.framer.consume(n);
-                    self.start += n.min(staged.len());
+                    self.take(n, used, fresh.len());
                     continue;
                 }
                 Scan::Malformed(r) => {
@@ -202,26 +219,34 @@ impl FramedRx {
                 Scan::Message(n) => (n, false),
                 Scan::Part(n) => (n, true),
             };
-            let n = n.min(staged.len());
+            let n = n.min(a.len() + b.len());
             // (`Message(0)`: a body that ended at the close right after a part; the empty
             // record ends the message.)
             let free = rx.writable(*tail)?;
             let Some(pad) = record::room(rx, *tail, free, n as u32) else {
                 return Ok(Emit::Full);
             };
-            record::write(rx, tail, pad, part, &staged[..n], &[]);
+            let from_a = n.min(a.len());
+            record::write(rx, tail, pad, part, &a[..from_a], &b[..n - from_a]);
             self.framer.consume(n);
-            self.start += n;
+            self.take(n, used, fresh.len());
             out.bytes += n as u64;
             if part {
                 out.parts += 1;
             } else {
                 out.messages += 1;
             }
-            if self.start == self.buf.len() {
-                self.buf.clear();
-                self.start = 0;
-            }
+        }
+    }
+
+    /// Takes `n` bytes off the front of staged-then-fresh.
+    fn take(&mut self, n: usize, used: &mut usize, fresh_len: usize) {
+        let from_a = n.min(self.staged());
+        self.start += from_a;
+        *used = (*used + (n - from_a)).min(fresh_len);
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
         }
     }
 }
@@ -274,8 +299,10 @@ mod tests {
         let mut got = Vec::new();
         let mut fed = 0;
         let mut st = Emitted::default();
+        let mut pending: &[u8] = &[];
         loop {
-            let last = f.emit(rx, &mut tail, &mut st).unwrap();
+            let last = f.emit(pending, rx, &mut tail, &mut st).unwrap();
+            pending = &[];
             rx.publish_tail(tail);
             while let Some(r) = record::next(rx, head, rx.load_tail()).unwrap() {
                 // SAFETY: inside the ring.
@@ -297,11 +324,8 @@ mod tests {
                 f.finish();
                 continue;
             }
-            let sp = f.spare();
-            let k = sp.len().min(step).min(input.len() - fed);
-            let spl = sp.len();
-            sp[..k].copy_from_slice(&input[fed..fed + k]);
-            f.filled(k, spl);
+            let k = f.room().min(step).min(input.len() - fed);
+            pending = &input[fed..fed + k];
             fed += k;
         }
     }
@@ -393,19 +417,15 @@ mod tests {
             input.extend_from_slice(&line);
             input.push(b'\n');
         }
-        let sp = f.spare();
-        let spl = sp.len();
-        sp[..input.len()].copy_from_slice(&input);
-        f.filled(input.len(), spl);
         let mut tail = 0;
         let mut st = Emitted::default();
-        assert_eq!(f.emit(&rx, &mut tail, &mut st).unwrap(), Emit::Full);
+        assert_eq!(f.emit(&input, &rx, &mut tail, &mut st).unwrap(), Emit::Full);
         assert_eq!(st.messages, 4);
         assert_eq!(f.staged(), 6000);
         // The host consumes everything: the rest follows.
         rx.publish_tail(tail);
         rx.publish_head(tail);
-        assert_eq!(f.emit(&rx, &mut tail, &mut st).unwrap(), Emit::Full);
+        assert_eq!(f.emit(&[], &rx, &mut tail, &mut st).unwrap(), Emit::Full);
         assert_eq!(st.messages, 8);
     }
 }

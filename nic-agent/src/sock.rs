@@ -33,7 +33,7 @@ use shm_proto::*;
 
 use crate::backend::{Backend, IoBuf};
 use crate::channel::Channel;
-use crate::framed::{Emit, Emitted, FramedRx};
+use crate::framed::{self, Emit, Emitted, FramedRx};
 use crate::pcie::Dir;
 use crate::session::Violation;
 use crate::urgent::{self, UrgRx};
@@ -656,10 +656,13 @@ pub fn pump_rx<B: Backend>(
     Ok(out)
 }
 
-/// Writes in-order payload straight from a received frame into `slot`'s RX stream (the engine's
-/// direct path, snstack_tcp::sink): as much as fits, published at once. Only for a connected
-/// socket whose RX has nothing queued before it (no stash, no end); 0 otherwise, and the engine
-/// buffers the bytes for [`pump_rx`].
+thread_local! {
+    /// Where framed connections receive (framed.rs): one buffer for all of them, so only the
+    /// bytes of a message still incomplete are kept per connection.
+    static RX_SCRATCH: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(vec![0; framed::READ_CHUNK]);
+}
+
 /// [`pump_rx`] for a framed connection (framed.rs): receives into the connection's staging
 /// buffer and writes the whole messages in it into the RX stream as records, publishing the tail
 /// once, at a record boundary. When the ring has no room for the next record the agent stops
@@ -693,67 +696,66 @@ fn pump_rx_framed<B: Backend>(
     }
     let start = *rx_tail;
     let mut last = false;
-    loop {
-        match f.emit(&rx, rx_tail, &mut out.framed)? {
-            Emit::Need => {}
-            Emit::Full => {
-                // As pump_rx: announce, then look again (the host may have consumed meanwhile).
-                shm_proto::wake::rx_block(&ctl.state.0.rx_blocked);
-                if f.emit(&rx, rx_tail, &mut out.framed)? == Emit::Full {
+    RX_SCRATCH.with_borrow_mut(|scratch| -> Result<(), Violation> {
+        let mut fresh = 0;
+        loop {
+            match f.emit(&scratch[..fresh], &rx, rx_tail, &mut out.framed)? {
+                Emit::Need => {}
+                Emit::Full => {
+                    // As pump_rx: announce, then look again (the host may have consumed
+                    // meanwhile).
+                    shm_proto::wake::rx_block(&ctl.state.0.rx_blocked);
+                    if f.emit(&[], &rx, rx_tail, &mut out.framed)? == Emit::Full {
+                        break;
+                    }
+                    shm_proto::wake::rx_unblock(&ctl.state.0.rx_blocked);
+                    fresh = 0;
+                    continue;
+                }
+                Emit::Malformed(r) => {
+                    out.malformed = Some(r);
                     break;
                 }
-                shm_proto::wake::rx_unblock(&ctl.state.0.rx_blocked);
-                continue;
-            }
-            Emit::Malformed(r) => {
-                out.malformed = Some(r);
-                break;
-            }
-            Emit::Ended => {
-                out.done = true;
-                break;
-            }
-        }
-        if !from_os || f.eof() || last {
-            break;
-        }
-        let spare = f.spare();
-        let spl = spare.len();
-        if spl == 0 {
-            break;
-        }
-        let iov = [IoBuf {
-            iov_base: spare.as_mut_ptr().cast(),
-            iov_len: spl,
-        }];
-        // SAFETY: the buffer is the staging vector's spare part, alive and unaliased for the
-        // call (the pointer is not used after it).
-        let r = unsafe { b.recv(&s.os, &iov) };
-        match r {
-            Ok(0) => {
-                f.filled(0, spl);
-                f.finish();
-            }
-            Ok(k) => {
-                f.filled(k, spl);
-                if k < spl && !drain && !b.recv_more(&s.os) {
-                    // Short read and nothing behind it: frame, then stop.
-                    last = true;
+                Emit::Ended => {
+                    out.done = true;
+                    break;
                 }
             }
-            Err(e) => {
-                f.filled(0, spl);
-                match e.kind() {
+            fresh = 0;
+            if !from_os || f.eof() || last {
+                break;
+            }
+            let want = f.room().min(scratch.len());
+            if want == 0 {
+                break;
+            }
+            let iov = [IoBuf {
+                iov_base: scratch.as_mut_ptr().cast(),
+                iov_len: want,
+            }];
+            // SAFETY: the scratch buffer is alive and unaliased for the call (the pointer is not
+            // used after it); `want` is within it.
+            match unsafe { b.recv(&s.os, &iov) } {
+                Ok(0) => f.finish(),
+                Ok(k) => {
+                    fresh = k.min(want);
+                    if k < want && !drain && !b.recv_more(&s.os) {
+                        // Short read and nothing behind it: frame, then stop.
+                        last = true;
+                    }
+                }
+                Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => break,
                     io::ErrorKind::Interrupted => {}
                     _ => {
                         out.err = Some(e.raw_os_error().unwrap_or(libc::EIO));
                         break;
                     }
-                }
+                },
             }
         }
-    }
+        Ok(())
+    })?;
     let moved = rx_tail.wrapping_sub(start);
     if moved != 0 {
         chan.pcie(Dir::Publish, u64::from(moved));
@@ -765,6 +767,10 @@ fn pump_rx_framed<B: Backend>(
     Ok(out)
 }
 
+/// Writes in-order payload straight from a received frame into `slot`'s RX stream (the engine's
+/// direct path, snstack_tcp::sink): as much as fits, published at once. Only for a connected
+/// socket whose RX has nothing queued before it (no stash, no end); 0 otherwise, and the engine
+/// buffers the bytes for [`pump_rx`].
 pub fn deliver<S>(
     s: &Sock<S>,
     chan: &mut Channel,

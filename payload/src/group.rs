@@ -1293,6 +1293,20 @@ impl Group {
     pub fn geometry(&self) -> shm_proto::region::Geometry {
         self.region.geometry()
     }
+
+    /// How long a poll should spin before it sleeps, as the drop-in library decides it:
+    /// `SNSTACK_SPIN_US` when set, else what the agent wrote into the region
+    /// (`snstack-agent --host-spin-us`, 0 by default: sleep at once, the best CPU per request
+    /// when cores are scarce; spinning buys latency only where the host has a core to spare).
+    pub fn spin_hint(&self) -> Duration {
+        let env = std::env::var("SNSTACK_SPIN_US")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match env {
+            Some(us) => Duration::from_micros(us),
+            None => Duration::from_nanos(u64::from(self.region.geometry().spin_ns)),
+        }
+    }
 }
 
 impl Drop for Group {

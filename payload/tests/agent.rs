@@ -32,7 +32,10 @@ fn agent() -> (Agent, PathBuf) {
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/snstack-agent"),
         PathBuf::from,
     );
-    let dir = std::env::temp_dir().join(format!("snstack-payload-{}", std::process::id()));
+    // One agent per test, and the tests run in parallel threads of one process.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("snstack-payload-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("agent.sock");
     let child = Command::new(&bin)
@@ -102,4 +105,72 @@ fn line_echo_with_std_clients() {
     }
     assert_eq!(msgs, [b"hello\n".to_vec(), b"world\n".to_vec()]);
     client.join().unwrap();
+}
+
+#[test]
+fn a_client_group_connects_and_gets_whole_replies() {
+    let (_a, sock) = agent();
+    let mut g = Group::attach(Some(&sock)).unwrap();
+    // A kernel server answering each length-prefixed request with two length-prefixed replies,
+    // written a byte at a time.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = l.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut hdr = [0u8; 2];
+        s.read_exact(&mut hdr).unwrap();
+        let mut req = vec![0u8; u16::from_be_bytes(hdr) as usize];
+        s.read_exact(&mut req).unwrap();
+        assert_eq!(req, b"ping");
+        for r in [&b"pong"[..], b"again"] {
+            let mut m = (r.len() as u16).to_be_bytes().to_vec();
+            m.extend_from_slice(r);
+            for b in m {
+                s.write_all(&[b]).unwrap();
+            }
+        }
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    });
+    let framing = Framing::Length {
+        width: snstack_payload::Width::U16,
+        big_endian: true,
+        includes_header: false,
+    };
+    let c = g.connect(addr, framing, 1024).unwrap();
+    let (mut got, mut connected, mut done) = (Vec::new(), false, false);
+    let t0 = Instant::now();
+    while !done {
+        assert!(t0.elapsed() < TIMEOUT, "connected {connected}, got {got:?}");
+        let evs = g
+            .poll(16, Duration::ZERO, Some(Duration::from_millis(100)))
+            .unwrap();
+        let g = evs.group();
+        for ev in &evs {
+            match ev {
+                Event::Connected { conn } => {
+                    assert_eq!(conn, c);
+                    connected = true;
+                    g.send(conn, b"\x00\x04ping").unwrap();
+                }
+                Event::Message { conn, data, part } => {
+                    assert_eq!((conn, part), (c, false));
+                    got.push(data.to_vec());
+                    if got.len() == 2 {
+                        g.close(conn).unwrap();
+                        done = true;
+                    }
+                }
+                Event::Closed { reason, .. } => panic!("closed: {reason:?}"),
+                _ => {}
+            }
+        }
+    }
+    g.flush().unwrap();
+    assert_eq!(got, [b"\x00\x04pong".to_vec(), b"\x00\x05again".to_vec()]);
+    server.join().unwrap();
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The payload API's key-value server (snstack-kv: RESP framed by the agent, whole requests in,
 # replies written into the channel, no socket) against unmodified redis-cli and redis-benchmark,
-# first on the agent's kernel backend, then on its own TCP engine (af_packet, a veth pair between
-# two network namespaces; skipped where namespaces cannot be made). Checks: tests/payload.sh.
+# first on the agent's kernel backend (two poll groups: connections spread over both), then on
+# its own TCP engine (af_packet, a veth pair between two network namespaces; skipped where
+# namespaces cannot be made). Checks: tests/payload.sh.
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/../lib.sh"
 # shellcheck source=tests/payload.sh
@@ -15,8 +16,20 @@ require_snstack
 log "kernel backend"
 start_agent
 port=$(free_port)
-payload_server "$WORKDIR/kv.log" 127.0.0.1 "$port" "$KV_BIN" --agent "$AGENT_SOCK" --listen "127.0.0.1:$port"
+payload_server "$WORKDIR/kv.log" 127.0.0.1 "$port" "$KV_BIN" --agent "$AGENT_SOCK" --listen "127.0.0.1:$port" \
+    --threads 2
 payload_kv_suite 127.0.0.1 "$port"
+# Two poll groups (two channels of one process): the agent spread the connections over both.
+timeout 10 "$AGENT_BIN" stats --socket "$AGENT_SOCK" --json </dev/null >"$WORKDIR/stats.json" ||
+    fail "stats --json failed"
+opens=$("$PY" -c 'import json,sys
+d = json.load(open(sys.argv[1]))
+print(" ".join(str(p["passive_opens"]) for p in d["processes"] if p["pid"] == int(sys.argv[2])))' \
+    "$WORKDIR/stats.json" "$SERVER_PID")
+read -r -a per <<<"$opens"
+[[ ${#per[@]} == 2 && ${per[0]} -ge 10 && ${per[1]} -ge 10 ]] ||
+    fail "connections per poll group: '$opens' (want two groups with at least 10 each)"
+log "two poll groups: $opens connections accepted each"
 stop_pid "$SERVER_PID"
 stop_agent
 
