@@ -55,6 +55,10 @@ impl Transmit<Conn> for Tx<'_> {
         #[allow(clippy::let_unit_value)]
         let _ = self.0.close(conn);
     }
+
+    fn abort(&self, conn: Conn) {
+        let _ = self.0.abort(conn);
+    }
 }
 
 /// Where and how to serve.
@@ -63,6 +67,8 @@ pub struct Service {
     pub listen: SocketAddr,
     pub threads: usize,
     pub max_message: u32,
+    /// Connections silent this long with nothing of ours to send are reset (0: never).
+    pub idle_timeout: Duration,
 }
 
 /// Runs one group per thread until one fails; returns that error.
@@ -75,10 +81,11 @@ where
     let make = Arc::new(make);
     let mut workers = Vec::new();
     for i in 0..svc.threads.max(1) {
-        let (agent, listen, max_message, make, tick) = (
+        let (agent, listen, max_message, idle, make, tick) = (
             svc.agent.clone(),
             svc.listen,
             svc.max_message,
+            svc.idle_timeout,
             make.clone(),
             tick.clone(),
         );
@@ -87,7 +94,7 @@ where
                 let mut group = Group::attach(agent.as_deref())?;
                 group.serve(listen, framing(), max_message)?;
                 let driver = Driver::new(make()?);
-                serve_loop(&mut group, driver, &tick)
+                serve_loop(&mut group, driver, idle, &tick)
             },
         )?;
         workers.push(worker);
@@ -102,17 +109,23 @@ where
 fn serve_loop<H: Handler, T: Fn(&mut H, Instant, &mut Instant)>(
     group: &mut Group,
     mut driver: Driver<Conn, H>,
+    idle: Duration,
     tick: &T,
 ) -> io::Result<()> {
-    let mut last_idle = Instant::now();
+    let start = Instant::now();
+    let mut last_idle = start;
     // Busy polling before the group sleeps on its doorbell: as the drop-in library
     // (SNSTACK_SPIN_US, else the agent's --host-spin-us, 0 by default).
     let spin = group.spin_hint();
     loop {
         let now = Instant::now();
+        driver.set_now(now.duration_since(start).as_millis() as u64);
         tick(driver.handler_mut(), now, &mut last_idle);
         if now.duration_since(last_idle) >= TICK {
             driver.retry_blocked();
+            if !idle.is_zero() {
+                driver.expire_idle(idle.as_millis() as u64);
+            }
             last_idle = now;
         }
         for event in &group.poll(MAX_EVENTS, spin, Some(TICK))? {

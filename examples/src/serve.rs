@@ -30,6 +30,10 @@ use std::sync::{Arc, Mutex};
 /// A connection's outgoing queue stops taking replies (its messages wait in the backlog) at
 /// this many bytes.
 pub const HIGH_WATER: usize = 256 * 1024;
+/// Bytes of requests a connection may have waiting in its backlog: a client that pipelines
+/// without reading its replies is reset past this (as Redis does past its client output buffer
+/// limit), instead of holding the server's memory without bound.
+pub const BACKLOG_LIMIT: usize = 4 << 20;
 /// Bodies shorter than this are copied into the queue's buffer: one slice instead of two.
 const COPY_BELOW: usize = 2048;
 /// At most this many slices per `send_vectored`.
@@ -52,6 +56,8 @@ pub trait Transmit<C> {
     fn send_vectored(&self, conn: C, bufs: &[IoSlice<'_>]) -> io::Result<()>;
     /// Closes after what was sent leaves.
     fn close(&self, conn: C);
+    /// Resets the connection (what was not sent is dropped).
+    fn abort(&self, conn: C);
 }
 
 /// The events of the payload API the driver uses.
@@ -189,6 +195,12 @@ struct Slot<C, S> {
     out: OutQueue,
     /// Messages not yet run (copied out of the RX ring), with their `part` flag.
     backlog: VecDeque<(Box<[u8]>, bool)>,
+    /// Bytes in `backlog`.
+    backlog_bytes: usize,
+    /// Reset at the next transmit (backlog over [`BACKLOG_LIMIT`], or idle too long).
+    abort: bool,
+    /// The driver's clock ([`Driver::set_now`]) when the connection last sent something.
+    last_input: u64,
     closing: bool,
     /// The connection ended (the peer closed, or it failed): close it once the replies to what
     /// it sent before are out (or cannot go out).
@@ -206,6 +218,8 @@ pub struct Driver<C, H: Handler> {
     dirty: Vec<u32>,
     scratch: Vec<u32>,
     live: usize,
+    /// Milliseconds, from [`Driver::set_now`] (the driver reads no clock).
+    now: u64,
 }
 
 impl<C: ConnId, H: Handler> Driver<C, H> {
@@ -216,6 +230,7 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
             dirty: Vec::new(),
             scratch: Vec::new(),
             live: 0,
+            now: 0,
         }
     }
 
@@ -230,6 +245,32 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
     /// Open connections.
     pub fn connections(&self) -> usize {
         self.live
+    }
+
+    /// The time (milliseconds on any monotonic clock) for what follows.
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now = now_ms;
+    }
+
+    /// Marks for a reset every connection that sent nothing for `idle_ms` while it has nothing
+    /// of ours left to send (a peer holding a connection, or trickling a request that never
+    /// completes, does not hold the server's slot and memory forever); the next
+    /// [`Driver::transmit`] resets them. Returns how many.
+    pub fn expire_idle(&mut self, idle_ms: u64) -> usize {
+        let now = self.now;
+        let mut n = 0;
+        for slot in self.slots.iter_mut().flatten() {
+            if !slot.abort
+                && slot.out.is_empty()
+                && slot.backlog.is_empty()
+                && now.saturating_sub(slot.last_input) >= idle_ms
+            {
+                slot.abort = true;
+                Self::mark_dirty(&mut self.dirty, slot);
+                n += 1;
+            }
+        }
+        n
     }
 
     fn mark_dirty(dirty: &mut Vec<u32>, slot: &mut Slot<C, H::Session>) {
@@ -252,6 +293,9 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
                     session: H::Session::default(),
                     out: OutQueue::default(),
                     backlog: VecDeque::new(),
+                    backlog_bytes: 0,
+                    abort: false,
+                    last_input: self.now,
                     closing: false,
                     ended: false,
                     blocked: false,
@@ -268,11 +312,18 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
                 }) else {
                     return;
                 };
-                if slot.closing {
+                if slot.closing || slot.abort {
                     return;
                 }
+                slot.last_input = self.now;
                 if !slot.backlog.is_empty() || slot.out.len() >= HIGH_WATER {
-                    slot.backlog.push_back((data.into(), part));
+                    slot.backlog_bytes += data.len();
+                    if slot.backlog_bytes > BACKLOG_LIMIT {
+                        slot.backlog.clear();
+                        slot.abort = true;
+                    } else {
+                        slot.backlog.push_back((data.into(), part));
+                    }
                 } else if self
                     .handler
                     .message(&mut slot.session, data, part, &mut slot.out)
@@ -328,6 +379,12 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
                 continue;
             };
             slot.dirty = false;
+            if slot.abort {
+                tx.abort(slot.conn);
+                self.slots[i as usize] = None;
+                self.live -= 1;
+                continue;
+            }
             if slot.blocked {
                 continue;
             }
@@ -380,6 +437,7 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
                 let Some((msg, part)) = slot.backlog.pop_front() else {
                     break;
                 };
+                slot.backlog_bytes -= msg.len();
                 if handler.message(&mut slot.session, &msg, part, &mut slot.out)
                     == Action::CloseAfterReply
                 {

@@ -40,6 +40,7 @@ pub enum Emit {
     /// The ring has no room for the next record.
     Full,
     /// The peer broke the framing (or closed inside a message): the connection must end.
+    /// Reported once; later calls say `Need`.
     Malformed(Reason),
     /// The stream ended and every message was delivered.
     Ended,
@@ -91,7 +92,8 @@ fn framing_of(spec: &FramingSpec) -> Framing {
 /// The `max_message` a spec gets on a ring of `rx_size` bytes: 0 asks for the largest, and no
 /// message is larger than a record the ring can hold beside another.
 pub fn effective_max(spec: &FramingSpec, rx_size: u32) -> u32 {
-    let cap = record::max_record_len(rx_size);
+    // (Regions have rings of at least 4 KiB; the floor keeps a nonsense size from panicking.)
+    let cap = record::max_record_len(rx_size.max(4096));
     match spec.max_message {
         0 => cap,
         m => m.clamp(nic_agent::framing::MIN_MAX_MESSAGE as u32, cap),
@@ -194,8 +196,9 @@ impl FramedRx {
         tail: &mut u32,
         out: &mut Emitted,
     ) -> Result<Emit, Corrupt> {
-        if let Some(r) = self.failed {
-            return Ok(Emit::Malformed(r));
+        if self.failed.is_some() {
+            // Reported once (the connection is reset and counted then); nothing more comes.
+            return Ok(Emit::Need);
         }
         loop {
             let a = &self.buf[self.start..];
@@ -223,7 +226,7 @@ impl FramedRx {
             // (`Message(0)`: a body that ended at the close right after a part; the empty
             // record ends the message.)
             let free = rx.writable(*tail)?;
-            let Some(pad) = record::room(rx, *tail, free, n as u32) else {
+            let Some(pad) = record::room(rx, *tail, free, n as u32)? else {
                 return Ok(Emit::Full);
             };
             let from_a = n.min(a.len());
@@ -382,6 +385,21 @@ mod tests {
             record::reason_name(reason_code(Reason::BareLf)),
             Some("bare_lf")
         );
+    }
+
+    #[test]
+    fn a_violation_is_reported_once() {
+        let mut r = Ring::new(4096);
+        let rx = r.stream();
+        let mut f = FramedRx::new(spec(record::FRAMING_LINE, record::SPEC_CRLF, 0), 4096);
+        let (mut tail, mut st) = (0, Emitted::default());
+        let bad = f.emit(b"a\r\nb\n", &rx, &mut tail, &mut st).unwrap();
+        assert_eq!(bad, Emit::Malformed(Reason::BareLf));
+        assert_eq!(
+            f.emit(b"more\r\n", &rx, &mut tail, &mut st).unwrap(),
+            Emit::Need
+        );
+        assert_eq!(st.messages, 1);
     }
 
     #[test]

@@ -724,7 +724,7 @@ impl Inner {
             if flags & (SF_ERROR | SF_TX_SHUT) != 0 || s.shut {
                 self.slots[slot as usize].want = 0;
             } else {
-                let free = match tx.writable(s.tx_tail) {
+                let free = match tx_free(&tx, s.tx_tail, s.reserved) {
                     Ok(n) => n,
                     Err(c) => return Err(corrupt(self, c)),
                 };
@@ -1222,9 +1222,9 @@ impl Group {
     /// Bytes a send to `conn` could take now.
     pub fn writable(&self, conn: Conn) -> io::Result<usize> {
         self.with(|inner, r, _| {
-            let tail = inner.conn(conn)?.tx_tail;
+            let s = inner.conn(conn)?;
             let tx = r.tx(conn.slot).ok_or_else(|| err(libc::EBADF))?;
-            match tx.writable(tail) {
+            match tx_free(&tx, s.tx_tail, s.reserved) {
                 Ok(n) => Ok(n as usize),
                 Err(c) => Err(corrupt(inner, c)),
             }
@@ -1382,6 +1382,17 @@ fn socket(
 
 /// Checks that `total` bytes fit `conn`'s TX ring now: the tail to write them at, and the
 /// ring. Remembers a `WouldBlock` so a `Writable` event follows.
+/// Free TX space at `tail`. While a reservation is open its pieces were worked out against the
+/// stream's current base, so an empty stream must not be rewound under it (the committed bytes
+/// would be published at the wrong offsets and stale ring bytes sent instead).
+fn tx_free(tx: &shm_proto::Stream, tail: u32, reserved: u32) -> Result<u32, Corrupt> {
+    if reserved != 0 {
+        tx.free_keeping_base(tail)
+    } else {
+        tx.writable(tail)
+    }
+}
+
 fn room(
     inner: &mut Inner,
     r: &Region,

@@ -165,7 +165,7 @@ impl Agent {
         let rx = self.r.rx(s).unwrap();
         let tail = &mut self.rx_tail[s as usize];
         let free = rx.writable(*tail).unwrap();
-        let Some(pad) = record::room(&rx, *tail, free, msg.len() as u32) else {
+        let Some(pad) = record::room(&rx, *tail, free, msg.len() as u32).unwrap() else {
             return false;
         };
         record::write(&rx, tail, pad, part, msg, &[]);
@@ -658,6 +658,20 @@ fn reserve_gives_the_ring_pieces_and_commits_what_was_used() {
     drop(t.g.reserve(c, 10).unwrap());
     assert!(t.agent().drain_tx(2).is_empty());
     t.g.send(c, b"ok").unwrap();
+}
+
+#[test]
+fn a_reservation_survives_the_agent_draining_the_ring_under_it() {
+    let (t, c) = T::served(2);
+    t.g.send(c, &[1u8; 100]).unwrap();
+    let mut r = t.g.reserve(c, 5).unwrap();
+    r.write_at(0, b"HELLO");
+    // The agent sends everything; asking for room now must not rewind the stream under the
+    // reservation (its pieces were worked out at the old offsets).
+    assert_eq!(t.agent().drain_tx(2), vec![1u8; 100]);
+    assert!(t.g.writable(c).unwrap() >= 5);
+    r.commit().unwrap();
+    assert_eq!(t.agent().drain_tx(2), b"HELLO");
 }
 
 #[test]

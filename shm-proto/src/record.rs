@@ -159,13 +159,21 @@ pub const fn max_record_len(size: u32) -> u32 {
 
 /// Producer: the padding a record of `len` message bytes needs at `tail` (0: none, else the
 /// bytes up to the ring's end, covered by a `PAD` record), or `None` when `free` bytes are not
-/// enough for padding plus record.
-pub fn room(rx: &Stream, tail: u32, free: u32, len: u32) -> Option<u32> {
+/// enough for padding plus record. `Corrupt` when the tail's ring offset is not 4-aligned: the
+/// offset depends on the stream's `base`, which sits in shared memory, so a host that moved it
+/// would otherwise make the producer write a header across the ring's end.
+pub fn room(rx: &Stream, tail: u32, free: u32, len: u32) -> Result<Option<u32>, Corrupt> {
     let pos = rx.pieces(tail, 0)[0].0 as u32;
+    if pos % 4 != 0 {
+        return Err(Corrupt("record stream base out of step"));
+    }
     let end = rx.size() - pos;
     let need = footprint(len);
     let pad = if need <= end { 0 } else { end };
-    (pad.checked_add(need)? <= free).then_some(pad)
+    Ok(pad
+        .checked_add(need)
+        .filter(|&total| total <= free)
+        .map(|_| pad))
 }
 
 fn put_header(rx: &Stream, at: u32, h: u32) {
@@ -176,7 +184,7 @@ fn put_header(rx: &Stream, at: u32, h: u32) {
 /// [`room`] said so), its message being `a` then `b`, and advances `*tail` past it. Does not
 /// publish: the caller publishes once per batch.
 pub fn write(rx: &Stream, tail: &mut u32, pad: u32, part: bool, a: &[u8], b: &[u8]) {
-    if pad != 0 {
+    if pad >= HDR {
         put_header(rx, *tail, F_PAD | (pad - HDR));
         *tail = tail.wrapping_add(pad);
     }
@@ -266,7 +274,7 @@ mod tests {
 
     fn push(rx: &Stream, tail: &mut u32, msg: &[u8], part: bool) -> bool {
         let free = rx.writable(*tail).unwrap();
-        let Some(pad) = room(rx, *tail, free, msg.len() as u32) else {
+        let Some(pad) = room(rx, *tail, free, msg.len() as u32).unwrap() else {
             return false;
         };
         let (a, b) = msg.split_at(msg.len() / 3);
@@ -373,6 +381,15 @@ mod tests {
                 assert_eq!(pop(&rx, &mut head).unwrap().0, big);
             }
         }
+    }
+
+    #[test]
+    fn a_scribbled_base_is_corrupt_for_the_producer() {
+        let mut r = Ring::new(4096);
+        r.prod.base.store(3, std::sync::atomic::Ordering::Relaxed);
+        let rx = r.stream();
+        // Tail 0 now sits at ring offset 4093: no aligned header fits there.
+        assert!(room(&rx, 0, 4096, 10).is_err());
     }
 
     #[test]

@@ -415,6 +415,7 @@ impl Region {
             s.tx_file_done.store(0, Ordering::Relaxed);
             s.stamp.store(0, Ordering::Relaxed);
             s.urgent.store(0, Ordering::Relaxed);
+            s.framing_error.store(0, Ordering::Relaxed);
             c.host.0.tx_kick.store(0, Ordering::Relaxed);
             c.host.0.tx_file_posted.store(0, Ordering::Relaxed);
             c.host.0.tx_urg_posted.store(0, Ordering::Relaxed);

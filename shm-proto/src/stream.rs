@@ -130,6 +130,13 @@ impl Stream {
         Ok(self.size - used)
     }
 
+    /// Producer: free bytes given our own `tail`, without rewinding an empty stream: for a
+    /// producer that has worked out ring offsets for bytes it has not published yet (a
+    /// reservation), which a rewind would move.
+    pub fn free_keeping_base(&self, tail: u32) -> Result<u32, Corrupt> {
+        Ok(self.size - self.used(self.load_head(), tail)?)
+    }
+
     /// Up to two contiguous pieces `(offset, len)` covering `len` bytes from index `at`.
     pub fn pieces(&self, at: u32, len: u32) -> [(usize, usize); 2] {
         let mask = self.size - 1;

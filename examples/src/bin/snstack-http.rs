@@ -37,6 +37,10 @@ struct Args {
     /// must fit in its first part.
     #[arg(long, default_value_t = 0, value_name = "BYTES")]
     max_message: u32,
+    /// Seconds a connection may stay silent (with no reply pending) before it is reset: idle
+    /// keepalive connections and requests that never complete (slowloris); 0: never.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    idle_timeout: u64,
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn run(args: Args) -> ExitCode {
         listen: args.listen,
         threads: args.threads,
         max_message: args.max_message,
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout),
     };
     match snstack_examples::payload::run_http(&svc, args.root, args.cache_bytes) {
         Ok(()) => ExitCode::SUCCESS,

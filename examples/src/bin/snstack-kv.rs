@@ -29,6 +29,10 @@ struct Args {
     /// assembled here (up to 512 MiB). 0: the largest the agent's ring allows.
     #[arg(long, default_value_t = 0, value_name = "BYTES")]
     max_message: u32,
+    /// Seconds a connection may stay silent (with no reply pending) before it is reset; 0 (the
+    /// default, as Redis's `timeout 0`): never.
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    idle_timeout: u64,
 }
 
 fn run(args: Args) -> ExitCode {
@@ -37,6 +41,7 @@ fn run(args: Args) -> ExitCode {
         listen: args.listen,
         threads: args.threads,
         max_message: args.max_message,
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout),
     };
     match snstack_examples::payload::run_kv(&svc) {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,7 @@ struct Ring {
     delivered: Vec<u8>,
     armed: bool,
     closed: bool,
+    aborted: bool,
     sends: usize,
 }
 
@@ -101,6 +102,13 @@ impl Transmit<TestConn> for FakeTx {
 
     fn close(&self, c: TestConn) {
         self.rings.borrow_mut().entry(c).or_default().closed = true;
+    }
+
+    fn abort(&self, c: TestConn) {
+        let mut rings = self.rings.borrow_mut();
+        let r = rings.entry(c).or_default();
+        r.closed = true;
+        r.aborted = true;
     }
 }
 
@@ -507,4 +515,50 @@ fn http_large_file_and_close() {
     assert!(rest.ends_with("Connection: close\r\n\r\n"), "{rest}");
     assert!(rest.contains(std::str::from_utf8(http::HELLO).unwrap()));
     assert!(tx.closed(c));
+}
+
+#[test]
+fn a_client_that_never_reads_is_reset_past_the_backlog_limit() {
+    let mut d = kv_driver();
+    let tx = FakeTx::new(64 * 1024);
+    let c = conn(1);
+    d.input(Input::Opened(c));
+    let big = resp(&[b"ECHO", &vec![b'q'; 64 * 1024]]);
+    let mut n = 0;
+    // Nobody drains the ring: replies pile up to HIGH_WATER, then requests to the limit.
+    while !tx.rings.borrow().get(&c).is_some_and(|r| r.aborted) {
+        d.input(Input::Message {
+            conn: c,
+            data: &big,
+            part: false,
+        });
+        d.transmit(&tx);
+        n += 1;
+        assert!(n < 200, "never reset");
+    }
+    assert!(n * big.len() > BACKLOG_LIMIT);
+    assert_eq!(d.connections(), 0);
+}
+
+#[test]
+fn idle_connections_are_reset() {
+    let mut d = kv_driver();
+    let tx = FakeTx::new(1 << 16);
+    let (a, b) = (conn(1), conn(2));
+    d.set_now(1000);
+    d.input(Input::Opened(a));
+    d.input(Input::Opened(b));
+    d.set_now(50_000);
+    d.input(Input::Message {
+        conn: b,
+        data: &resp(&[b"PING"]),
+        part: false,
+    });
+    settle(&mut d, &tx, &[a, b]);
+    d.set_now(61_000);
+    assert_eq!(d.expire_idle(60_000), 1);
+    d.transmit(&tx);
+    assert!(tx.rings.borrow().get(&a).is_some_and(|r| r.aborted));
+    assert!(!tx.closed(b));
+    assert_eq!(d.connections(), 1);
 }

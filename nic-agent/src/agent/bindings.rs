@@ -126,6 +126,29 @@ impl<B: Backend> Core<B> {
         if s.connect_tag.is_some_and(|p| p.by == b) {
             s.connect_tag = None;
         }
+        if s.active == Some(b) && s.framed.is_some() && s.refs() > 0 && !s.io_dead {
+            // A framed connection's unread RX is records of this binding's stream, which no
+            // other binding can take over as bytes (nor can the framer pick up mid-message in
+            // another ring): the connection ends, with a reset, for the bindings left.
+            debug!(
+                session = b.sid,
+                slot = b.slot,
+                "framed connection's reader left: reset"
+            );
+            s.active = None;
+            let mut zero = [0u8; 8];
+            zero[..4].copy_from_slice(&1i32.to_ne_bytes());
+            if let Err(e) = self
+                .backend
+                .setsockopt(&s.os, libc::SOL_SOCKET, libc::SO_LINGER, &zero)
+            {
+                debug!("SO_LINGER 0 for a framed connection left by its reader: {e}");
+            }
+            s.fail(libc::ECONNABORTED);
+            self.publish(id);
+            self.release_if_unused(id);
+            return;
+        }
         if s.active == Some(b) {
             let unread = if s.kind == Kind::Connected {
                 match sock::unread_rx(&p.chan, b.slot, bd.rx_tail) {
@@ -185,6 +208,16 @@ impl<B: Backend> Core<B> {
             return;
         }
         if self.is_draining(b) || !s.bindings.contains(&b) {
+            return;
+        }
+        if s.framed.is_some() {
+            // Records cannot move to another binding's stream as bytes: a framed connection
+            // keeps the reader it has (the payload API never shares one).
+            debug!(
+                session = b.sid,
+                slot = b.slot,
+                "OP_RX_CLAIM on a framed connection ignored"
+            );
             return;
         }
         let old = s.active;
