@@ -38,8 +38,9 @@ pub const BACKLOG_LIMIT: usize = 4 << 20;
 const COPY_BELOW: usize = 2048;
 /// At most this many slices per `send_vectored`.
 const MAX_IOV: usize = 16;
-/// Bytes tried when `writable` says 0: a send that fails arms the `Writable` event.
-const PROBE: usize = 4096;
+/// Bytes a reply is first tried with, whole (a TX ring smaller than this says `EMSGSIZE`, and
+/// the send is retried with what `writable` reports).
+const OPTIMISTIC: usize = 64 * 1024;
 
 /// A connection handle of the payload API: `Conn` is `Copy + Eq + Hash` with `index()`.
 pub trait ConnId: Copy + Eq + Hash {
@@ -417,13 +418,25 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
     ) -> Result<(), ()> {
         loop {
             while !slot.out.is_empty() {
-                let room = tx.writable(slot.conn);
-                let max = if room == 0 { PROBE } else { room };
+                // Optimistically all of it (up to one ring's worth): asking for room first
+                // reads the index the agent writes, a cache miss per reply. Only a refusal
+                // (which also arms the `Writable` event) makes us ask and send what fits.
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let (n, bytes) = slot.out.gather(max, &mut iov);
-                match tx.send_vectored(slot.conn, &iov[..n]) {
-                    Ok(()) => slot.out.advance(bytes),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let (n, bytes) = slot.out.gather(OPTIMISTIC, &mut iov);
+                let mut r = tx.send_vectored(slot.conn, &iov[..n]).map(|()| bytes);
+                let refused = |e: &io::Error| {
+                    e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EMSGSIZE)
+                };
+                if matches!(&r, Err(e) if refused(e)) {
+                    let room = tx.writable(slot.conn);
+                    if room != 0 {
+                        let (n, bytes) = slot.out.gather(room, &mut iov);
+                        r = tx.send_vectored(slot.conn, &iov[..n]).map(|()| bytes);
+                    }
+                }
+                match r {
+                    Ok(bytes) => slot.out.advance(bytes),
+                    Err(e) if refused(&e) => {
                         slot.blocked = true;
                         return Ok(());
                     }
