@@ -59,6 +59,10 @@ impl Transmit<Conn> for Tx<'_> {
     fn abort(&self, conn: Conn) {
         let _ = self.0.abort(conn);
     }
+
+    fn shutdown(&self, conn: Conn) {
+        let _ = self.0.shutdown(conn);
+    }
 }
 
 /// Where and how to serve.
@@ -123,9 +127,13 @@ fn serve_loop<H: Handler, T: Fn(&mut H, Instant, &mut Instant)>(
         tick(driver.handler_mut(), now, &mut last_idle);
         if now.duration_since(last_idle) >= TICK {
             driver.retry_blocked();
-            if !idle.is_zero() {
-                driver.expire_idle(idle.as_millis() as u64);
-            }
+            // (Also ends lingering closes that the peer never finished.)
+            let idle_ms = if idle.is_zero() {
+                u64::MAX
+            } else {
+                idle.as_millis() as u64
+            };
+            driver.expire_idle(idle_ms);
             last_idle = now;
         }
         for event in &group.poll(MAX_EVENTS, spin, Some(TICK))? {

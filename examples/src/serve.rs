@@ -38,6 +38,9 @@ pub const BACKLOG_LIMIT: usize = 4 << 20;
 const COPY_BELOW: usize = 2048;
 /// At most this many slices per `send_vectored`.
 const MAX_IOV: usize = 16;
+/// How long a connection we half-closed after its last reply (QUIT, `Connection: close`) may
+/// take to close its side before it is reset.
+pub const LINGER_MS: u64 = 5_000;
 /// Bytes a reply is first tried with, whole (a TX ring smaller than this says `EMSGSIZE`, and
 /// the send is retried with what `writable` reports).
 const OPTIMISTIC: usize = 64 * 1024;
@@ -59,6 +62,8 @@ pub trait Transmit<C> {
     fn close(&self, conn: C);
     /// Resets the connection (what was not sent is dropped).
     fn abort(&self, conn: C);
+    /// Half-closes: FIN after what was sent leaves; the peer's bytes still arrive.
+    fn shutdown(&self, conn: C);
 }
 
 /// The events of the payload API the driver uses.
@@ -203,6 +208,9 @@ struct Slot<C, S> {
     /// The driver's clock ([`Driver::set_now`]) when the connection last sent something.
     last_input: u64,
     closing: bool,
+    /// Half-closed after its closing reply (the driver's clock when that was): closed when the
+    /// peer closes, reset after [`LINGER_MS`].
+    lingering: Option<u64>,
     /// The connection ended (the peer closed, or it failed): close it once the replies to what
     /// it sent before are out (or cannot go out).
     ended: bool,
@@ -253,15 +261,26 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
         self.now = now_ms;
     }
 
-    /// Marks for a reset every connection that sent nothing for `idle_ms` while it has nothing
-    /// of ours left to send (a peer holding a connection, or trickling a request that never
+    /// Marks for a reset every connection half-closed more than [`LINGER_MS`] ago, and every
+    /// connection that sent nothing for `idle_ms` while it has nothing of ours left to send (a peer holding a connection, or trickling a request that never
     /// completes, does not hold the server's slot and memory forever); the next
     /// [`Driver::transmit`] resets them. Returns how many.
     pub fn expire_idle(&mut self, idle_ms: u64) -> usize {
         let now = self.now;
         let mut n = 0;
         for slot in self.slots.iter_mut().flatten() {
+            if slot
+                .lingering
+                .is_some_and(|t| now.saturating_sub(t) >= LINGER_MS)
+                && !slot.abort
+            {
+                slot.abort = true;
+                Self::mark_dirty(&mut self.dirty, slot);
+                n += 1;
+                continue;
+            }
             if !slot.abort
+                && slot.lingering.is_none()
                 && slot.out.is_empty()
                 && slot.backlog.is_empty()
                 && now.saturating_sub(slot.last_input) >= idle_ms
@@ -298,6 +317,7 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
                     abort: false,
                     last_input: self.now,
                     closing: false,
+                    lingering: None,
                     ended: false,
                     blocked: false,
                     dirty: false,
@@ -400,6 +420,17 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
                     continue;
                 }
             }
+            if slot.out.is_empty() && slot.closing && !slot.ended {
+                // The closing reply is out. Closing now would reset the connection when the
+                // peer pipelined more requests (unread bytes), and a reset can destroy the
+                // reply before the peer reads it: half-close instead (a lingering close, as
+                // nginx and Apache do) and close when the peer does (or after LINGER_MS).
+                if slot.lingering.is_none() {
+                    tx.shutdown(slot.conn);
+                    slot.lingering = Some(self.now);
+                }
+                continue;
+            }
             if slot.out.is_empty() && (slot.closing || (slot.ended && slot.backlog.is_empty())) {
                 tx.close(slot.conn);
                 self.slots[i as usize] = None;
@@ -425,7 +456,8 @@ impl<C: ConnId, H: Handler> Driver<C, H> {
                 let (n, bytes) = slot.out.gather(OPTIMISTIC, &mut iov);
                 let mut r = tx.send_vectored(slot.conn, &iov[..n]).map(|()| bytes);
                 let refused = |e: &io::Error| {
-                    e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EMSGSIZE)
+                    e.kind() == io::ErrorKind::WouldBlock
+                        || e.raw_os_error() == Some(libc::EMSGSIZE)
                 };
                 if matches!(&r, Err(e) if refused(e)) {
                     let room = tx.writable(slot.conn);

@@ -35,6 +35,7 @@ struct Ring {
     armed: bool,
     closed: bool,
     aborted: bool,
+    shut: bool,
     sends: usize,
 }
 
@@ -104,12 +105,30 @@ impl Transmit<TestConn> for FakeTx {
         self.rings.borrow_mut().entry(c).or_default().closed = true;
     }
 
+    fn shutdown(&self, c: TestConn) {
+        self.rings.borrow_mut().entry(c).or_default().shut = true;
+    }
+
     fn abort(&self, c: TestConn) {
         let mut rings = self.rings.borrow_mut();
         let r = rings.entry(c).or_default();
         r.closed = true;
         r.aborted = true;
     }
+}
+
+/// After its closing reply left, `c` is half-closed, not closed (a lingering close); the
+/// peer's close (its `Closed` event) closes it.
+fn lingers_then_closes<H: Handler>(d: &mut Driver<TestConn, H>, tx: &FakeTx, c: TestConn) {
+    {
+        let rings = tx.rings.borrow();
+        let r = rings.get(&c).expect("the connection sent");
+        assert!(r.shut && !r.closed, "half-closed, not closed");
+    }
+    d.input(Input::Closed(c));
+    d.transmit(tx);
+    assert!(tx.closed(c));
+    assert_eq!(d.connections(), 0);
 }
 
 fn resp(args: &[&[u8]]) -> Vec<u8> {
@@ -304,8 +323,7 @@ fn quit_closes_after_the_reply_left_and_ignores_the_rest() {
     assert!(!tx.closed(c), "replies still queued");
     settle(&mut d, &tx, &[c]);
     assert_eq!(tx.delivered(c), b"+PONG\r\n+OK\r\n");
-    assert!(tx.closed(c));
-    assert_eq!(d.connections(), 0);
+    lingers_then_closes(&mut d, &tx, c);
 }
 
 #[test]
@@ -331,7 +349,7 @@ fn quit_in_the_backlog_closes_too() {
     });
     settle(&mut d, &tx, &[c]);
     assert!(tx.delivered(c).ends_with(b"z\r\n+OK\r\n"));
-    assert!(tx.closed(c));
+    lingers_then_closes(&mut d, &tx, c);
 }
 
 #[test]
@@ -514,7 +532,7 @@ fn http_large_file_and_close() {
     );
     assert!(rest.ends_with("Connection: close\r\n\r\n"), "{rest}");
     assert!(rest.contains(std::str::from_utf8(http::HELLO).unwrap()));
-    assert!(tx.closed(c));
+    lingers_then_closes(&mut d, &tx, c);
 }
 
 #[test]
@@ -561,4 +579,27 @@ fn idle_connections_are_reset() {
     assert!(tx.rings.borrow().get(&a).is_some_and(|r| r.aborted));
     assert!(!tx.closed(b));
     assert_eq!(d.connections(), 1);
+}
+
+#[test]
+fn a_peer_that_never_closes_after_quit_is_reset_after_the_linger_time() {
+    let mut d = kv_driver();
+    let tx = FakeTx::new(1 << 16);
+    let c = conn(4);
+    d.set_now(10);
+    d.input(Input::Opened(c));
+    d.input(Input::Message {
+        conn: c,
+        data: &resp(&[b"QUIT"]),
+        part: false,
+    });
+    settle(&mut d, &tx, &[c]);
+    assert!(tx.rings.borrow()[&c].shut);
+    d.set_now(10 + LINGER_MS - 1);
+    assert_eq!(d.expire_idle(u64::MAX), 0);
+    d.set_now(10 + LINGER_MS);
+    assert_eq!(d.expire_idle(u64::MAX), 1);
+    d.transmit(&tx);
+    assert!(tx.rings.borrow()[&c].aborted);
+    assert_eq!(d.connections(), 0);
 }
