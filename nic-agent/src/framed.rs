@@ -152,6 +152,12 @@ impl FramedRx {
         self.buf.extend_from_slice(&rest);
     }
 
+    /// The client's next request (in sending order) needs a response framed as `to` (HTTP
+    /// response framing only; false otherwise, or with 64 requests outstanding).
+    pub fn expect_response(&mut self, to: nic_agent::framing::ResponseTo) -> bool {
+        self.framer.expect_response(to)
+    }
+
     /// The peer closed: no byte follows those staged.
     pub fn finish(&mut self) {
         self.eof = true;

@@ -264,6 +264,25 @@ fn the_option_is_checked_and_read_back() {
         val: OptVal::inline(&[0; 4]),
     };
     assert_eq!(h.call(s, unknown).result, -(libc::ENOPROTOOPT as i64));
+    // Announcing a HEAD is for HTTP response framing only.
+    let expect = |v: u8| Request::SetSockOpt {
+        level: record::SOL_SNSTACK,
+        name: record::SNSTACK_EXPECT_RESPONSE,
+        len: 1,
+        val: OptVal::inline(&[v]),
+    };
+    assert_eq!(
+        h.call(s, expect(record::EXPECT_HEAD)).result,
+        -(libc::EINVAL as i64)
+    );
+    let hc = h.call(0, tcp4()).result as u32;
+    let http = FramingSpec {
+        kind: record::FRAMING_HTTP1_RESPONSE,
+        ..RESP
+    };
+    assert_eq!(framing(&mut h, hc, http), 0);
+    assert_eq!(h.call(hc, expect(record::EXPECT_HEAD)).result, 0);
+    assert_eq!(h.call(hc, expect(7)).result, -(libc::EINVAL as i64));
     // After listen: too late.
     let (ls, _) = service(&mut h, RESP);
     assert_eq!(framing(&mut h, ls, RESP), -(libc::EINVAL as i64));

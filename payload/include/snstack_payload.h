@@ -139,6 +139,13 @@ int snp_flush(snp_group *g);
 
 /* Shuts the write side: FIN after the bytes already sent. Messages still arrive. */
 int snp_shutdown(snp_group *g, uint64_t conn);
+/* HTTP/1.1 client connections (SNP_FRAMING_HTTP1_RESPONSE): what the next request sent on
+ * `conn` is, announced before sending it, so that its response is framed right: a HEAD's
+ * response has no body, a 2xx to CONNECT ends HTTP. Unannounced requests count as GETs. */
+#define SNP_EXPECT_OTHER 0
+#define SNP_EXPECT_HEAD 1
+#define SNP_EXPECT_CONNECT 2
+int snp_expect_response(snp_group *g, uint64_t conn, int to);
 /* Closes: bytes already sent still go out, then FIN. The handle is dead at once. */
 int snp_close(snp_group *g, uint64_t conn);
 /* Resets (RST): unsent bytes are dropped. The handle is dead at once. */

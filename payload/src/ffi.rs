@@ -464,6 +464,27 @@ pub unsafe extern "C" fn snp_shutdown(g: *mut SnpGroup, conn: u64) -> c_int {
     })
 }
 
+/// Announces what the next request on an HTTP/1.1 client connection is (`SNP_EXPECT_*`), for
+/// the framing of its response; before sending it.
+///
+/// # Safety
+/// `g` as for every call.
+#[no_mangle]
+pub unsafe extern "C" fn snp_expect_response(g: *mut SnpGroup, conn: u64, to: c_int) -> c_int {
+    guard(|| {
+        let to = match to {
+            0 => crate::ResponseTo::Other,
+            1 => crate::ResponseTo::Head,
+            2 => crate::ResponseTo::Connect,
+            _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        };
+        // SAFETY: the caller's contract.
+        unsafe { group(g) }?
+            .expect_response(Conn::from_u64(conn), to)
+            .map(|_| 0)
+    })
+}
+
 /// Closes `conn` (its bytes still go out). The handle is dead afterwards.
 ///
 /// # Safety

@@ -11,6 +11,28 @@ pub enum Width {
     U32,
 }
 
+/// What a request sent on an HTTP/1.1 client connection ([`Framing::Http1Response`]) was, for
+/// the framing of its response (RFC 9112 6.3): [`crate::Group::expect_response`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseTo {
+    /// Any request but HEAD and CONNECT (the default for every response not announced).
+    Other,
+    /// HEAD: the response has no body, whatever its Content-Length says.
+    Head,
+    /// CONNECT: a 2xx response ends HTTP on the connection (what follows is raw bytes).
+    Connect,
+}
+
+impl ResponseTo {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            ResponseTo::Other => record::EXPECT_OTHER,
+            ResponseTo::Head => record::EXPECT_HEAD,
+            ResponseTo::Connect => record::EXPECT_CONNECT,
+        }
+    }
+}
+
 /// How the agent splits a connection's bytes into messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {

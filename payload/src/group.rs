@@ -1250,6 +1250,29 @@ impl Group {
         })
     }
 
+    /// Tells the agent what the next request sent on this HTTP/1.1 client connection
+    /// ([`crate::Framing::Http1Response`]) is, so that its response is framed right (a HEAD's
+    /// has no body; a 2xx to CONNECT ends HTTP). Call it before sending the request; requests
+    /// not announced are taken for GETs. Up to 64 may be outstanding (`ENOBUFS` beyond, from
+    /// the agent, which then ignores it: send fewer at a time).
+    pub fn expect_response(&self, conn: Conn, to: crate::ResponseTo) -> io::Result<()> {
+        self.with(|inner, r, io| {
+            inner.conn(conn)?;
+            let v = [to.code()];
+            inner.post(
+                r,
+                io,
+                conn.slot,
+                Request::SetSockOpt {
+                    level: shm_proto::record::SOL_SNSTACK,
+                    name: shm_proto::record::SNSTACK_EXPECT_RESPONSE,
+                    len: 1,
+                    val: OptVal::inline(&v),
+                },
+            )
+        })
+    }
+
     /// Closes the connection: bytes already sent still go out, then FIN. The handle is dead
     /// at once; if this batch holds messages of it, the command waits for the next poll.
     pub fn close(&self, conn: Conn) -> io::Result<()> {

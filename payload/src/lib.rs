@@ -37,7 +37,7 @@ mod framing;
 mod group;
 mod sys;
 
-pub use framing::{Framing, Width};
+pub use framing::{Framing, ResponseTo, Width};
 pub use group::{CloseReason, Conn, Event, Events, Group, Iter, Reply, Service, DEFAULT_AGENT};
 
 #[cfg(test)]

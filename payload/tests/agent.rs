@@ -175,3 +175,66 @@ fn a_client_group_connects_and_gets_whole_replies() {
     assert_eq!(got, [b"\x00\x04pong".to_vec(), b"\x00\x05again".to_vec()]);
     server.join().unwrap();
 }
+
+#[test]
+fn an_http_client_group_frames_the_response_to_a_head_without_its_body() {
+    let (_a, sock) = agent();
+    let mut g = Group::attach(Some(&sock)).unwrap();
+    // A kernel HTTP server: a HEAD answered with Content-Length 11 and no body, then a GET
+    // answered with its 11 bytes, both in one write.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 1024];
+        while got.windows(4).filter(|w| w == b"\r\n\r\n").count() < 2 {
+            let n = s.read(&mut b).unwrap();
+            assert!(n > 0, "client closed early: {got:?}");
+            got.extend_from_slice(&b[..n]);
+        }
+        assert!(got.starts_with(b"HEAD / HTTP/1.1\r\n"));
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world",
+        )
+        .unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    });
+    let c = g
+        .connect(addr, snstack_payload::Framing::Http1Response, 4096)
+        .unwrap();
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let t0 = Instant::now();
+    while got.len() < 2 {
+        assert!(t0.elapsed() < TIMEOUT, "got {got:?}");
+        let evs = g
+            .poll(16, Duration::ZERO, Some(Duration::from_millis(100)))
+            .unwrap();
+        let g = evs.group();
+        for ev in &evs {
+            match ev {
+                Event::Connected { conn } => {
+                    g.expect_response(conn, snstack_payload::ResponseTo::Head)
+                        .unwrap();
+                    g.send(conn, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                    g.send(conn, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                }
+                Event::Message { data, part, .. } => {
+                    assert!(!part);
+                    got.push(data.to_vec());
+                }
+                Event::Closed { reason, .. } => panic!("closed: {reason:?}"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(got[0], b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n");
+    assert!(got[1].ends_with(b"\r\n\r\nhello world"));
+    g.close(c).unwrap();
+    g.release().unwrap();
+    server.join().unwrap();
+}

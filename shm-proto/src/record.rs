@@ -37,6 +37,15 @@ pub const SOL_SNSTACK: i32 = 0x534e_5300;
 /// [`FramingSpec`] of [`SPEC_LEN`] bytes. Set it before `listen`/`connect`.
 pub const SNSTACK_FRAMING: i32 = 1;
 
+/// `SOL_SNSTACK` option of a connection framed as HTTP/1.1 responses (a client): one byte,
+/// [`EXPECT_OTHER`], [`EXPECT_HEAD`] or [`EXPECT_CONNECT`], saying what the next request sent on
+/// it is, in sending order (a HEAD's response has no body; a 2xx to CONNECT ends HTTP). Post it
+/// before the request's bytes. Without it every response is read as an answer to a GET.
+pub const SNSTACK_EXPECT_RESPONSE: i32 = 2;
+pub const EXPECT_OTHER: u8 = 0;
+pub const EXPECT_HEAD: u8 = 1;
+pub const EXPECT_CONNECT: u8 = 2;
+
 /// Header bytes of a record.
 pub const HDR: u32 = 4;
 /// Header flag: a piece of a longer message; more follow.

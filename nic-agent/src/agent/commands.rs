@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::framed::FramedRx;
+use nic_agent::framing::ResponseTo;
 use shm_proto::record;
 
 impl<B: Backend> Core<B> {
@@ -784,6 +785,31 @@ impl<B: Backend> Core<B> {
     /// interprets. `SNSTACK_FRAMING` declares how the connection's bytes (a listener's: its
     /// connections') divide into messages; allowed only before `listen` or `connect`, once.
     fn set_framing(&mut self, sid: u32, id: SockId, name: i32, val: &[u8]) -> Result<(), i32> {
+        if name == record::SNSTACK_EXPECT_RESPONSE {
+            // An HTTP client's next request (in sending order) was a HEAD or a CONNECT: its
+            // response is framed accordingly (RFC 9112 6.3: no body, or the end of HTTP).
+            let to = match val {
+                [record::EXPECT_OTHER] => ResponseTo::Other,
+                [record::EXPECT_HEAD] => ResponseTo::Head,
+                [record::EXPECT_CONNECT] => ResponseTo::Connect,
+                _ => return Err(libc::EINVAL),
+            };
+            let f = self
+                .socks
+                .get_mut(id)
+                .ok_or(libc::EBADF)?
+                .framed
+                .as_mut()
+                .ok_or(libc::EINVAL)?;
+            if f.spec.kind != record::FRAMING_HTTP1_RESPONSE {
+                return Err(libc::EINVAL);
+            }
+            return if f.expect_response(to) {
+                Ok(())
+            } else {
+                Err(libc::ENOBUFS)
+            };
+        }
         if name != record::SNSTACK_FRAMING {
             return Err(libc::ENOPROTOOPT);
         }
