@@ -19,10 +19,13 @@
 //! | a TLS 1.3 KeyUpdate was opened, no new key yet     | `EKEYEXPIRED` |
 //!
 //! Every error but the last is final, as Linux aborts the socket with it: the same errno is
-//! returned by every later call. A TLS 1.3 record says application_data outside whatever it
-//! carries; Linux authenticates it as such, so another outer type fails with `EBADMSG`. Unknown
-//! inner content types are returned as they are, as Linux does (the program sees them through
-//! `TLS_GET_RECORD_TYPE` and decides).
+//! returned by every later call. Unknown content types are returned as they are, as Linux does
+//! (the program sees them through `TLS_GET_RECORD_TYPE` and decides).
+//!
+//! One deliberate difference: a TLS 1.3 record's additional data is its header as received
+//! (RFC 8446 section 5.2), so a record whose outer type was changed on the way fails with
+//! `EBADMSG`. Linux builds it with application_data whatever the header says, and would accept
+//! such a record. Peers always send application_data, so honest traffic cannot tell.
 
 use std::ops::Range;
 
@@ -195,13 +198,9 @@ impl Opener {
         let nonce = self.c.nonce(explicit);
         let tls13 = self.c.version() == Version::Tls13;
         let opened = if tls13 {
-            // Linux authenticates a 1.3 record as application_data whatever its header says.
-            let aad = Header {
-                content_type: content_type::APPLICATION_DATA,
-                ..h
-            }
-            .to_bytes();
-            self.c.key().open_in_place(nonce, Aad::from(aad), body)
+            self.c
+                .key()
+                .open_in_place(nonce, Aad::from(h.to_bytes()), body)
         } else {
             let aad = aad12(self.c.seq(), h.content_type, ct_len);
             self.c.key().open_in_place(nonce, Aad::from(aad), body)

@@ -162,7 +162,11 @@ mod tests {
         let chacha12 = Layout::of(Version::Tls12, Cipher::Chacha20Poly1305);
         assert_eq!((chacha12.prefix_len(), chacha12.suffix_len()), (5, 16));
         assert_eq!(chacha12.max_length(), 16384 + 16);
-        for c in [Cipher::AesGcm128, Cipher::AesGcm256, Cipher::Chacha20Poly1305] {
+        for c in [
+            Cipher::AesGcm128,
+            Cipher::AesGcm256,
+            Cipher::Chacha20Poly1305,
+        ] {
             let l = Layout::of(Version::Tls13, c);
             assert_eq!((l.prefix_len(), l.suffix_len()), (5, 17));
             assert_eq!(l.max_length(), 16384 + 17);
@@ -170,7 +174,11 @@ mod tests {
         }
         // MAX_RECORD_LEN covers every layout's largest record.
         for v in [Version::Tls12, Version::Tls13] {
-            for c in [Cipher::AesGcm128, Cipher::AesGcm256, Cipher::Chacha20Poly1305] {
+            for c in [
+                Cipher::AesGcm128,
+                Cipher::AesGcm256,
+                Cipher::Chacha20Poly1305,
+            ] {
                 let l = Layout::of(v, c);
                 assert!(HEADER_LEN + l.max_length() <= MAX_RECORD_LEN);
             }

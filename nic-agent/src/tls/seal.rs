@@ -182,10 +182,7 @@ mod tests {
             s.seal_in_place(23, &mut buf, MAX_PLAINTEXT + 1),
             Err(libc::EMSGSIZE)
         );
-        assert_eq!(
-            s.seal_in_place(23, &mut buf[..40], 20),
-            Err(libc::ENOBUFS)
-        );
+        assert_eq!(s.seal_in_place(23, &mut buf[..40], 20), Err(libc::ENOBUFS));
         assert!(buf.iter().all(|&b| b == 0xee));
         assert_eq!(s.seq(), 0);
         // Exactly 2^14 fits, in a buffer of exactly the record's size.

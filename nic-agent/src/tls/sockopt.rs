@@ -196,7 +196,10 @@ mod tests {
         assert_eq!(Ktls::attach(b"tcp", false, true).err(), Some(libc::ENOENT));
         assert_eq!(Ktls::attach(b"tlsx", false, true).err(), Some(libc::ENOENT));
         assert_eq!(Ktls::attach(b"tls", true, true).err(), Some(libc::EEXIST));
-        assert_eq!(Ktls::attach(b"tls", false, false).err(), Some(libc::ENOTCONN));
+        assert_eq!(
+            Ktls::attach(b"tls", false, false).err(),
+            Some(libc::ENOTCONN)
+        );
         // Only 15 bytes are read, and the name ends at a NUL.
         assert!(Ktls::attach(b"tls", false, true).is_ok());
         assert!(Ktls::attach(b"tls\0garbage", false, true).is_ok());
@@ -265,29 +268,55 @@ mod tests {
         let mut k = attached();
         let mut out = [0u8; 8];
         // TX zero-copy: any TLS socket, exactly 4 bytes, 0 or 1.
-        assert_eq!(k.setsockopt(TLS_TX_ZEROCOPY_RO, &[1, 0, 0]), Err(libc::EINVAL));
-        assert_eq!(k.setsockopt(TLS_TX_ZEROCOPY_RO, &2u32.to_ne_bytes()), Err(libc::EINVAL));
-        k.setsockopt(TLS_TX_ZEROCOPY_RO, &1u32.to_ne_bytes()).unwrap();
+        assert_eq!(
+            k.setsockopt(TLS_TX_ZEROCOPY_RO, &[1, 0, 0]),
+            Err(libc::EINVAL)
+        );
+        assert_eq!(
+            k.setsockopt(TLS_TX_ZEROCOPY_RO, &2u32.to_ne_bytes()),
+            Err(libc::EINVAL)
+        );
+        k.setsockopt(TLS_TX_ZEROCOPY_RO, &1u32.to_ne_bytes())
+            .unwrap();
         assert_eq!(k.getsockopt(TLS_TX_ZEROCOPY_RO, &mut out[..4]), Ok(4));
         assert_eq!(out[..4], 1u32.to_ne_bytes());
-        assert_eq!(k.getsockopt(TLS_TX_ZEROCOPY_RO, &mut out[..5]), Err(libc::EINVAL));
+        assert_eq!(
+            k.getsockopt(TLS_TX_ZEROCOPY_RO, &mut out[..5]),
+            Err(libc::EINVAL)
+        );
         // No padding: TLS 1.3 with RX set only.
         let one = 1u32.to_ne_bytes();
         assert_eq!(k.setsockopt(TLS_RX_EXPECT_NO_PAD, &one), Err(libc::EINVAL));
         k.setsockopt(TLS_TX, &info_bytes(Version::Tls13, Cipher::AesGcm256, 0))
             .unwrap();
         assert_eq!(k.setsockopt(TLS_RX_EXPECT_NO_PAD, &one), Err(libc::EINVAL));
-        assert_eq!(k.getsockopt(TLS_RX_EXPECT_NO_PAD, &mut out), Err(libc::EINVAL));
+        assert_eq!(
+            k.getsockopt(TLS_RX_EXPECT_NO_PAD, &mut out),
+            Err(libc::EINVAL)
+        );
         k.setsockopt(TLS_RX, &info_bytes(Version::Tls13, Cipher::AesGcm256, 0))
             .unwrap();
-        assert_eq!(k.setsockopt(TLS_RX_EXPECT_NO_PAD, &[1, 0]), Err(libc::EINVAL));
-        assert_eq!(k.setsockopt(TLS_RX_EXPECT_NO_PAD, &2u32.to_ne_bytes()), Err(libc::EINVAL));
+        assert_eq!(
+            k.setsockopt(TLS_RX_EXPECT_NO_PAD, &[1, 0]),
+            Err(libc::EINVAL)
+        );
+        assert_eq!(
+            k.setsockopt(TLS_RX_EXPECT_NO_PAD, &2u32.to_ne_bytes()),
+            Err(libc::EINVAL)
+        );
         // Longer values are fine if the rest is zero.
-        assert_eq!(k.setsockopt(TLS_RX_EXPECT_NO_PAD, &[1, 0, 0, 0, 0, 1]), Err(libc::EINVAL));
-        k.setsockopt(TLS_RX_EXPECT_NO_PAD, &[1, 0, 0, 0, 0, 0]).unwrap();
+        assert_eq!(
+            k.setsockopt(TLS_RX_EXPECT_NO_PAD, &[1, 0, 0, 0, 0, 1]),
+            Err(libc::EINVAL)
+        );
+        k.setsockopt(TLS_RX_EXPECT_NO_PAD, &[1, 0, 0, 0, 0, 0])
+            .unwrap();
         assert!(k.rx_no_pad());
         assert_eq!(k.getsockopt(TLS_RX_EXPECT_NO_PAD, &mut out), Ok(4));
         assert_eq!(out[..4], one);
-        assert_eq!(k.getsockopt(TLS_RX_EXPECT_NO_PAD, &mut out[..3]), Err(libc::EINVAL));
+        assert_eq!(
+            k.getsockopt(TLS_RX_EXPECT_NO_PAD, &mut out[..3]),
+            Err(libc::EINVAL)
+        );
     }
 }

@@ -359,8 +359,14 @@ mod tests {
 
     #[test]
     fn struct_sizes_match_linux() {
-        assert_eq!(Cipher::AesGcm128.info_len(), TLS12_CRYPTO_INFO_AES_GCM_128_LEN);
-        assert_eq!(Cipher::AesGcm256.info_len(), TLS12_CRYPTO_INFO_AES_GCM_256_LEN);
+        assert_eq!(
+            Cipher::AesGcm128.info_len(),
+            TLS12_CRYPTO_INFO_AES_GCM_128_LEN
+        );
+        assert_eq!(
+            Cipher::AesGcm256.info_len(),
+            TLS12_CRYPTO_INFO_AES_GCM_256_LEN
+        );
         assert_eq!(
             Cipher::Chacha20Poly1305.info_len(),
             TLS12_CRYPTO_INFO_CHACHA20_POLY1305_LEN
@@ -412,7 +418,7 @@ mod tests {
         long.push(0);
         assert_eq!(CryptoInfo::parse(&long).err(), Some(libc::EINVAL));
         // Unknown version (TLS 1.1, and a byte-swapped 1.2).
-        for v in [0x0302u16, 0x0303u16.swap_bytes()] {
+        for v in [0x0302u16, 0x0305, TLS_1_3_VERSION.swap_bytes()] {
             let mut b = good.clone();
             b[0..2].copy_from_slice(&v.to_le_bytes());
             assert_eq!(CryptoInfo::parse(&b).err(), Some(libc::EINVAL), "{v:#x}");
@@ -484,7 +490,9 @@ mod tests {
         .unwrap();
         let s = format!("{info:?} {info:#?}");
         assert!(s.contains("Tls13") && s.contains("rec_seq"), "{s}");
-        for needle in ["ab", "AB", "171", "cd", "205", "ef", "239", "key", "salt", "iv:"] {
+        for needle in [
+            "ab", "AB", "171", "cd", "205", "ef", "239", "key", "salt", "iv:",
+        ] {
             assert!(!s.contains(needle), "{needle} in {s}");
         }
     }
