@@ -15,7 +15,7 @@
 use ring::aead::{self, LessSafeKey, Nonce, UnboundKey};
 
 use super::record::{Layout, EXPLICIT_NONCE_LEN};
-use super::uapi::{Cipher, CryptoInfo, Version};
+use super::uapi::{Cipher, CryptoInfo, Suite, Version};
 use super::{wipe, Errno};
 
 pub(super) const NONCE_LEN: usize = aead::NONCE_LEN;
@@ -71,6 +71,10 @@ impl RecordCipher {
 
     pub(super) fn version(&self) -> Version {
         self.info.version()
+    }
+
+    pub(super) fn suite(&self) -> Suite {
+        self.info.suite()
     }
 
     pub(super) fn key(&self) -> &LessSafeKey {

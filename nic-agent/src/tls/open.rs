@@ -35,7 +35,7 @@ use super::cipher::RecordCipher;
 use super::record::{content_type, Header, Layout, EXPLICIT_NONCE_LEN, HEADER_LEN};
 use super::record::{HANDSHAKE_KEY_UPDATE, LEGACY_VERSION, TAG_LEN};
 use super::seal::aad12;
-use super::uapi::{CryptoInfo, Version};
+use super::uapi::{CryptoInfo, Suite, Version};
 use super::Errno;
 
 /// What the start of the received bytes holds.
@@ -75,6 +75,10 @@ impl Opener {
 
     pub fn layout(&self) -> Layout {
         self.c.layout()
+    }
+
+    pub fn suite(&self) -> Suite {
+        self.c.suite()
     }
 
     /// Sequence number the next record must have.

@@ -17,7 +17,7 @@ use ring::aead::Aad;
 use super::cipher::RecordCipher;
 use super::record::{content_type, Header, Layout, EXPLICIT_NONCE_LEN, HEADER_LEN};
 use super::record::{LEGACY_VERSION, MAX_PLAINTEXT, TAG_LEN};
-use super::uapi::{CryptoInfo, Version};
+use super::uapi::{CryptoInfo, Suite, Version};
 use super::Errno;
 
 /// One socket's TX record state (`TLS_TX`).
@@ -35,6 +35,10 @@ impl Sealer {
 
     pub fn layout(&self) -> Layout {
         self.c.layout()
+    }
+
+    pub fn suite(&self) -> Suite {
+        self.c.suite()
     }
 
     /// Sequence number the next record gets.
