@@ -6,9 +6,10 @@
 //! batched wake-ups), `sock` (socket table, bindings, data path), `backend` (TCP implementations:
 //! `kernel`, `user`), `stats`, `pcie` (optional model of the host <-> NIC link for benchmarks),
 //! `sys` (every libc call), `config` (the configuration file), `metrics` (the Prometheus
-//! endpoint). The stats client lives in the library (`nic_agent::client`), shared with `snstack`,
-//! and so do the payload API's message framers (`nic_agent::framing`, which `framed` runs on
-//! framed connections).
+//! endpoint), `tls` (the kTLS record layer: sans-IO, not yet on the data path; docs/tls.md).
+//! The stats client lives in the library (`nic_agent::client`), shared with `snstack`, and so do
+//! the payload API's message framers (`nic_agent::framing`, which `framed` runs on framed
+//! connections).
 
 mod agent;
 mod backend;
@@ -23,6 +24,7 @@ mod spin;
 mod stats;
 mod sys;
 mod ticket;
+mod tls;
 mod urgent;
 
 use std::ffi::OsString;
