@@ -23,6 +23,7 @@ mod sock;
 mod spin;
 mod stats;
 mod sys;
+mod terminated;
 mod ticket;
 mod tls;
 mod urgent;
@@ -171,6 +172,20 @@ struct RunArgs {
     /// for latency when the host has cores to spare. SNSTACK_SPIN_US overrides it per process.
     #[arg(long, value_name = "N", default_value_t = 0)]
     host_spin_us: u32,
+    /// Terminate TLS on these local ports (comma-separated; repeatable): connections to
+    /// offloaded listeners on them speak TLS on the wire with --tls-cert/--tls-key, and the
+    /// program that listens reads and writes plain bytes (docs/tls.md).
+    #[arg(long = "tls-port", value_name = "PORT[,PORT...]", value_delimiter = ',')]
+    tls_port: Vec<u16>,
+    /// Certificate chain (PEM) for --tls-port.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// ALPN protocols offered on --tls-port (comma-separated, in order of preference).
+    #[arg(long, value_name = "PROTO[,PROTO...]", value_delimiter = ',')]
+    tls_alpn: Vec<String>,
     /// TCP implementation serving the sockets: `kernel` (the OS stack), or the agent's own
     /// user-space stack over `afpacket`, `dpdk` or `xdp` (those need --iface and --ip).
     #[arg(long, value_enum, default_value = "kernel")]
@@ -413,11 +428,27 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         tx_size: a.tx_ring,
         spin_ns: a.host_spin_us.saturating_mul(1000),
     };
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        _ if a.tls_port.is_empty() => {
+            if a.tls_cert.is_some() || a.tls_key.is_some() || !a.tls_alpn.is_empty() {
+                anyhow::bail!("--tls-cert, --tls-key and --tls-alpn need --tls-port");
+            }
+            None
+        }
+        (Some(cert), Some(key)) => {
+            // Read once, at start-up: a missing file or a key that does not match fails here.
+            let cfg = tls::terminate::server_config(cert, key, &a.tls_alpn)?;
+            tracing::info!(ports = ?a.tls_port, cert = %cert.display(), "TLS termination");
+            Some((a.tls_port.clone(), cfg))
+        }
+        _ => anyhow::bail!("--tls-port needs --tls-cert and --tls-key"),
+    };
     let cfg = agent::Config {
         socket: a.socket.clone(),
         geometry,
         spin: Duration::from_micros(a.spin_us),
         metrics: a.metrics,
+        tls,
     };
     let user = a.backend != BackendKind::Kernel;
     if !user

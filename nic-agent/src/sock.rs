@@ -107,6 +107,8 @@ pub struct Listener<S> {
     pub parked: VecDeque<Parked>,
     /// The kernel may hold more connections (we stopped at `cap`).
     pub kernel_pending: bool,
+    /// Connections of this listener get TLS terminated by the agent (`--tls-port`).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// Connections queued so far (published as `accept_seq`).
     pub seq: u32,
 }
@@ -167,6 +169,9 @@ pub struct Sock<S> {
     /// Why the framing failed (`record::REASONS` index + 1), published as
     /// `SockState::framing_error`; 0 while it did not.
     pub framing_error: u32,
+    /// The agent terminates this connection's TLS (`--tls-port`, terminated.rs): the backend
+    /// carries records, the host's streams plain bytes.
+    pub tls: Option<Box<crate::tls::terminate::Session>>,
 }
 
 impl<S> Sock<S> {
@@ -200,6 +205,7 @@ impl<S> Sock<S> {
             urg_signalled: None,
             framed: None,
             framing_error: 0,
+            tls: None,
         }
     }
 
@@ -552,6 +558,9 @@ pub fn pump_rx<B: Backend>(
     rx_tail: &mut u32,
     drain: bool,
 ) -> Result<Outcome, Violation> {
+    if s.tls.is_some() {
+        return crate::terminated::pump_rx(b, s, chan, slot, rx_tail);
+    }
     if s.framed.is_some() {
         return pump_rx_framed(b, s, chan, slot, rx_tail, drain);
     }
@@ -783,6 +792,7 @@ pub fn deliver<S>(
         || s.io_dead
         || !s.stash.is_empty()
         || s.framed.is_some()
+        || s.tls.is_some()
     {
         // (A framed connection's bytes go through its framer: pump_rx.)
         return 0;
@@ -830,6 +840,9 @@ pub fn pump_tx<B: Backend>(
             done: tx_pending(chan, by.slot, bd)? == 0,
             ..Outcome::default()
         });
+    }
+    if s.tls.is_some() {
+        return crate::terminated::pump_tx(b, s, chan, by, bd);
     }
     let slot = by.slot;
     let region = *chan.region();

@@ -292,6 +292,14 @@ impl<B: Backend> Core<B> {
             parked.extend(l.parked);
         }
         parked.extend(s.connect_tag.take());
+        if let Some(mut t) = s.tls.take() {
+            // A terminated connection ends its TLS first (close_notify), as far as the
+            // backend takes it now.
+            if !s.io_dead && !s.abort_on_close {
+                t.close_notify();
+                let _ = crate::terminated::flush(&mut self.backend, &s.os, &mut t);
+            }
+        }
         if s.abort_on_close && !s.io_dead {
             let mut zero = [0u8; 8];
             zero[..4].copy_from_slice(&1i32.to_ne_bytes());

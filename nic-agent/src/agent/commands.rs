@@ -425,6 +425,24 @@ impl<B: Backend> Core<B> {
         let Some(s) = self.socks.get_mut(id) else {
             return Ok(());
         };
+        // A port the agent terminates TLS on (`--tls-port`): its connections get a session.
+        let mut tls = None;
+        if !self.tls_ports.is_empty() {
+            let port = self
+                .backend
+                .local_addr(&s.os)
+                .map(|a| a.port())
+                .unwrap_or(0);
+            tls = self.tls_ports.get(&port).cloned();
+            if tls.is_some() && s.framed.is_some() {
+                // The payload API's framing runs on plain bytes; not yet behind termination.
+                warn!(
+                    session = sid,
+                    port, "a framed service on a TLS-terminated port: refused"
+                );
+                return self.complete(sid, tag, slot, neg(libc::EOPNOTSUPP), Payload::None);
+            }
+        }
         if let Err(e) = self.backend.listen(&s.os, backlog) {
             return self.complete(sid, tag, slot, err_of(&e), Payload::None);
         }
@@ -439,9 +457,13 @@ impl<B: Backend> Core<B> {
                     cap,
                     parked: Default::default(),
                     kernel_pending: true,
+                    tls: None,
                     seq: 0,
                 })
             }
+        }
+        if let Some(l) = s.listener.as_mut() {
+            l.tls = tls;
         }
         s.kind = Kind::Listening;
         if !s.registered {

@@ -110,6 +110,8 @@ pub struct Core<B: Backend> {
     sockevs: Vec<SockEvent>,
     /// Framed connections' records and malformed closes (payload API).
     pub(super) payload: crate::stats::PayloadStats,
+    /// Ports whose connections the agent terminates TLS for (`--tls-port`).
+    pub(super) tls_ports: std::collections::HashMap<u16, std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// The engine's direct receive path into the channel (snstack_tcp::sink): a socket's bytes go
@@ -162,6 +164,7 @@ impl<B: Backend> Core<B> {
             now,
             sockevs: Vec::with_capacity(256),
             payload: Default::default(),
+            tls_ports: Default::default(),
         }
     }
 
@@ -597,6 +600,17 @@ impl<B: Backend> Core<B> {
     pub(super) fn count_error(procs: &mut BTreeMap<u32, Proc>, who: Option<Bind>, errno: i32) {
         if let Some(b) = who.filter(|_| crate::stats::is_connection_error(errno)) {
             Self::count_conn(procs, b.sid, |c| c.errors += 1);
+        }
+    }
+
+    /// Terminate TLS on these local ports (`--tls-port`) with this server configuration.
+    pub fn set_tls_termination(
+        &mut self,
+        ports: &[u16],
+        cfg: std::sync::Arc<rustls::ServerConfig>,
+    ) {
+        for &p in ports {
+            self.tls_ports.insert(p, cfg.clone());
         }
     }
 

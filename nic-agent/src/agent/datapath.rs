@@ -206,6 +206,15 @@ impl<B: Backend> Core<B> {
                 Some(Err(v)) => self.failed.push((b.sid, v)),
             }
         }
+        if let Some(t) = s.tls.as_mut() {
+            // TLS first: close_notify after the last record, then the FIN once it is out.
+            t.close_notify();
+            match crate::terminated::flush(&mut self.backend, &s.os, t) {
+                Ok(true) => {}
+                Ok(false) => return, // the next writable edge pumps TX and comes back here
+                Err(e) => debug!("close_notify before SHUT_WR: {e}"),
+            }
+        }
         s.shut_wr_pending = false;
         if let Err(e) = self.backend.shutdown(&s.os, libc::SHUT_WR) {
             debug!("shutdown(SHUT_WR) after drain: {e}");

@@ -127,6 +127,7 @@ impl<B: Backend> Core<B> {
         let domain = l.domain;
         // A service's connections are framed as its listener declared (payload API).
         let framing = l.framed.as_ref().map(|f| f.spec);
+        let tls = l.listener.as_ref().and_then(|l| l.tls.clone());
         let rx_size = p.chan.region().geometry().rx_size;
         let Some(w) = l.listener.as_mut().and_then(|l| l.queue.pop_front()) else {
             return Ok(None);
@@ -135,6 +136,12 @@ impl<B: Backend> Core<B> {
             Waiting::Fresh(os, peer) => {
                 let mut s = Sock::new(os, domain);
                 s.framed = framing.map(|f| Box::new(crate::framed::FramedRx::new(f, rx_size)));
+                if let Some(cfg) = &tls {
+                    match crate::tls::terminate::Session::new(cfg) {
+                        Ok(t) => s.tls = Some(Box::new(t)),
+                        Err(e) => warn!("TLS session for an accepted connection: {e}"),
+                    }
+                }
                 s.kind = Kind::Connected;
                 s.set_flags(SF_CONNECTED, 0);
                 (self.socks.insert(s), peer, true)

@@ -120,6 +120,9 @@ pub struct Config {
     pub spin: Duration,
     /// `--metrics ADDR:PORT`: serve Prometheus text on `/metrics` (crate::metrics).
     pub metrics: Option<std::net::SocketAddr>,
+    /// `--tls-port`: local ports whose connections the agent terminates TLS for, with the
+    /// server configuration built from `--tls-cert`/`--tls-key` (tls::terminate).
+    pub tls: Option<(Vec<u16>, std::sync::Arc<rustls::ServerConfig>)>,
 }
 
 #[derive(Debug, Error)]
@@ -234,6 +237,7 @@ fn prepare_socket_path(path: &Path) -> Result<(), StartupError> {
 }
 impl<B: Backend> Agent<B> {
     pub fn new(cfg: Config, backend: B) -> Result<Self, StartupError> {
+        let cfg_tls = cfg.tls.clone();
         cfg.geometry
             .offsets()
             .map_err(|e| StartupError::Invalid(e.to_string()))?;
@@ -280,7 +284,13 @@ impl<B: Backend> Agent<B> {
             next_conn: 1,
             conns: HashMap::new(),
             pidfds: HashMap::new(),
-            core: Core::new(backend, Instant::now()),
+            core: {
+                let mut core = Core::new(backend, Instant::now());
+                if let Some((ports, tls)) = &cfg_tls {
+                    core.set_tls_termination(ports, tls.clone());
+                }
+                core
+            },
             clock: Instant::now(),
             spin: SpinPolicy::new(spin),
             deferred: 0,

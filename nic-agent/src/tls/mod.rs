@@ -34,6 +34,7 @@ pub mod reassembly;
 pub mod record;
 pub mod seal;
 pub mod sockopt;
+pub mod terminate;
 pub mod uapi;
 
 #[cfg(test)]
