@@ -175,7 +175,11 @@ struct RunArgs {
     /// Terminate TLS on these local ports (comma-separated; repeatable): connections to
     /// offloaded listeners on them speak TLS on the wire with --tls-cert/--tls-key, and the
     /// program that listens reads and writes plain bytes (docs/tls.md).
-    #[arg(long = "tls-port", value_name = "PORT[,PORT...]", value_delimiter = ',')]
+    #[arg(
+        long = "tls-port",
+        value_name = "PORT[,PORT...]",
+        value_delimiter = ','
+    )]
     tls_port: Vec<u16>,
     /// Certificate chain (PEM) for --tls-port.
     #[arg(long, value_name = "FILE")]

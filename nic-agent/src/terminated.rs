@@ -118,6 +118,7 @@ pub fn pump_rx<B: Backend>(
                 continue;
             }
             Plain::End => {
+                tracing::debug!(slot, eof, "TLS: end of the peer's stream");
                 out.done = true;
                 break;
             }
@@ -138,6 +139,7 @@ pub fn pump_rx<B: Backend>(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
+                tracing::debug!(slot, "TLS: receive: {e}");
                 out.err = Some(e.raw_os_error().unwrap_or(libc::EIO));
                 break;
             }

@@ -6,7 +6,8 @@
 # errors, Python's ssl forced to TLS 1.2 and to TLS 1.3, openssl s_client, curl https downloading
 # 10 MB intact from http.server, a plain-text client on the TLS port gets an alert and never
 # reaches the program, a port not listed stays plain; start-up fails with one clear line for a
-# key that does not match the certificate and for a missing file.
+# key that does not match the certificate and for a missing file. Then redis behind termination
+# on the agent's own TCP engine (af_packet over a veth pair; skipped without namespaces).
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/../lib.sh"
 require_snstack
@@ -115,6 +116,37 @@ log "curl https from a plain python http.server: 10 MB intact"
 pid_alive "$srv" || fail "redis-server died"
 stop_pid "$hsrv"
 stop_pid "$srv2"
+stop_pid "$srv"
+stop_agent
+
+# The same behind the agent's own TCP engine (af_packet on a veth pair; needs namespaces).
+log "native engine (af_packet)"
+# shellcheck source=tests/userstack.sh
+source "$REPO/tests/userstack.sh"
+userstack_probe
+userstack_up
+userstack_agent afpacket --iface "$VETH_A" --tls-port 6379 --tls-cert "$d/a.pem" --tls-key "$d/a.key"
+spawn_preload "$WORKDIR/redis3.log" redis-server --port 6379 --bind "$AGENT_IP" --protected-mode no --save "" \
+    --appendonly no --daemonize no --dir "$WORKDIR" --logfile ""
+srv=$SPAWNED_PID
+for ((i = 0; i < 100; i++)); do
+    [[ $(in_b timeout 5 redis-cli --tls --insecure -h "$AGENT_IP" -p 6379 PING 2>/dev/null) == PONG ]] && break
+    sleep 0.1
+done
+[[ $i -lt 100 ]] || fail "no PONG over TLS through the native engine"
+r=$(in_b timeout -k 5 30 redis-cli --tls --insecure -h "$AGENT_IP" -p 6379 -x SET big <"$WORKDIR/value" 2>&1)
+[[ $r == OK ]] || fail "SET of 1 MB over TLS (native engine): $r"
+in_b timeout 30 redis-cli --tls --insecure -h "$AGENT_IP" -p 6379 --raw GET big </dev/null >"$WORKDIR/got2.raw" ||
+    fail "GET over TLS (native engine)"
+head -c "$SIZE" "$WORKDIR/got2.raw" >"$WORKDIR/got2"
+assert_same_file "$WORKDIR/value" "$WORKDIR/got2" "1 MB value over TLS, native engine"
+rc=0
+in_b timeout -k 5 120 redis-benchmark --tls --insecure -h "$AGENT_IP" -p 6379 -t set,get -n 20000 -c 20 -q \
+    >"$WORKDIR/bench2.out" 2>&1 </dev/null || rc=$?
+[[ $rc == 0 ]] || fail "redis-benchmark --tls through the native engine exited with $rc"
+tr '\r' '\n' <"$WORKDIR/bench2.out" | grep -q '^GET: [0-9.]* requests per second' ||
+    fail "redis-benchmark --tls through the native engine: no GET line"
+log "native engine: redis-cli --tls (1 MB intact) and redis-benchmark --tls"
 stop_pid "$srv"
 stop_agent
 echo "PASS: $TEST_NAME"
