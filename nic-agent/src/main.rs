@@ -181,12 +181,14 @@ struct RunArgs {
         value_delimiter = ','
     )]
     tls_port: Vec<u16>,
-    /// Certificate chain (PEM) for --tls-port.
-    #[arg(long, value_name = "FILE")]
-    tls_cert: Option<PathBuf>,
-    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) for --tls-cert.
-    #[arg(long, value_name = "FILE")]
-    tls_key: Option<PathBuf>,
+    /// Certificate chain (PEM) for --tls-port; several (comma-separated or repeated, each with
+    /// its --tls-key in the same order): a client's SNI picks the first valid for its name, the
+    /// first answers the others.
+    #[arg(long, value_name = "FILE[,FILE...]", value_delimiter = ',')]
+    tls_cert: Vec<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of each --tls-cert, in the same order.
+    #[arg(long, value_name = "FILE[,FILE...]", value_delimiter = ',')]
+    tls_key: Vec<PathBuf>,
     /// ALPN protocols offered on --tls-port (comma-separated, in order of preference).
     #[arg(long, value_name = "PROTO[,PROTO...]", value_delimiter = ',')]
     tls_alpn: Vec<String>,
@@ -432,20 +434,16 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         tx_size: a.tx_ring,
         spin_ns: a.host_spin_us.saturating_mul(1000),
     };
-    let tls = match (&a.tls_cert, &a.tls_key) {
-        _ if a.tls_port.is_empty() => {
-            if a.tls_cert.is_some() || a.tls_key.is_some() || !a.tls_alpn.is_empty() {
-                anyhow::bail!("--tls-cert, --tls-key and --tls-alpn need --tls-port");
-            }
-            None
+    let tls = if a.tls_port.is_empty() {
+        if !a.tls_cert.is_empty() || !a.tls_key.is_empty() || !a.tls_alpn.is_empty() {
+            anyhow::bail!("--tls-cert, --tls-key and --tls-alpn need --tls-port");
         }
-        (Some(cert), Some(key)) => {
-            // Read once, at start-up: a missing file or a key that does not match fails here.
-            let cfg = tls::terminate::server_config(cert, key, &a.tls_alpn)?;
-            tracing::info!(ports = ?a.tls_port, cert = %cert.display(), "TLS termination");
-            Some((a.tls_port.clone(), cfg))
-        }
-        _ => anyhow::bail!("--tls-port needs --tls-cert and --tls-key"),
+        None
+    } else {
+        // Read once, at start-up: a missing file or a key that does not match fails here.
+        let cfg = tls::terminate::server_config(&a.tls_cert, &a.tls_key, &a.tls_alpn)?;
+        tracing::info!(ports = ?a.tls_port, certs = a.tls_cert.len(), "TLS termination");
+        Some((a.tls_port.clone(), cfg))
     };
     let cfg = agent::Config {
         socket: a.socket.clone(),

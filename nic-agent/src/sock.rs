@@ -545,6 +545,10 @@ pub struct Outcome {
     pub malformed: Option<nic_agent::framing::Reason>,
     /// RX of a framed connection: what went into records.
     pub framed: Emitted,
+    /// RX of a TLS-terminated connection: the handshake completed now.
+    pub tls_handshake: bool,
+    /// RX of a TLS-terminated connection: the peer broke TLS.
+    pub tls_failed: bool,
 }
 
 /// Moves bytes into the RX stream of `slot` (the active binding): first the stash, then from the

@@ -60,6 +60,17 @@ pub struct PayloadStats {
     pub malformed: [u64; shm_proto::record::REASONS.len()],
 }
 
+/// TLS termination (`--tls-port`, terminated.rs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsTermStats {
+    /// Connections accepted on a terminated port.
+    pub sessions: u64,
+    /// Handshakes completed.
+    pub handshakes: u64,
+    /// Connections whose peer broke TLS (a bad record, a plain-text client, an alert).
+    pub failures: u64,
+}
+
 /// `payload_malformed_<reason>`, in `REASONS` order (a test checks they match).
 pub const MALFORMED_KEYS: [&str; shm_proto::record::REASONS.len()] = [
     "payload_malformed_truncated",
@@ -192,6 +203,8 @@ pub struct Snapshot {
     pub conns: ConnCounters,
     /// Framed connections (payload API).
     pub payload: PayloadStats,
+    /// TLS termination.
+    pub tls_term: TlsTermStats,
     /// The attached processes (not those that exited and only drain).
     pub procs: Vec<ProcSnapshot>,
     /// The last [`RECENT_DROPS`] processes whose channel was dropped, oldest first.
@@ -261,6 +274,11 @@ impl Snapshot {
             ("payload_bytes", pl.bytes),
         ]);
         rows.extend(MALFORMED_KEYS.iter().copied().zip(pl.malformed));
+        rows.extend([
+            ("tls_term_sessions", self.tls_term.sessions),
+            ("tls_term_handshakes", self.tls_term.handshakes),
+            ("tls_term_failures", self.tls_term.failures),
+        ]);
         // The PCIe model (pcie.rs) is process-wide, not per snapshot: zeros when it is off.
         let p = crate::pcie::stats();
         rows.extend([

@@ -148,11 +148,13 @@ pub fn pump_rx<B: Backend>(
         if let Err(e) = t.feed(&buf[..got]) {
             tracing::debug!(slot, "TLS from the peer: {e}");
             out.err = Some(terminate::errno_of(&e));
+            out.tls_failed = true;
             // The alert goes out before the connection is failed.
             let _ = flush(b, &s.os, t);
             break;
         }
     }
+    out.tls_handshake = t.handshake_done();
     // Handshake messages, alerts, and records the session sealed meanwhile.
     if !s.io_dead {
         if let Err(e) = flush(b, &s.os, t) {

@@ -96,6 +96,11 @@ with socket.create_connection(("127.0.0.1", port), 5) as s:
     assert got == b"" or got[0] == 0x15, got
 print("python ssl: TLS 1.2 and 1.3; a plain-text client got", "an alert" if got else "a close")
 PY
+hs=$(agent_stat tls_term_handshakes)
+[[ $hs -ge 25 && $(agent_stat tls_term_sessions) -ge $hs ]] ||
+    fail "tls_term_handshakes $hs, tls_term_sessions $(agent_stat tls_term_sessions)"
+[[ $(agent_stat tls_term_failures) -ge 1 ]] || fail "the plain-text client is not counted in tls_term_failures"
+log "counters: tls_term_handshakes $hs, tls_term_failures $(agent_stat tls_term_failures)"
 for v in -tls1_2 -tls1_3; do
     out=$( (printf 'PING\r\n'; sleep 1) | timeout 10 openssl s_client "$v" -quiet -no_ign_eof -CAfile "$d/a.pem" \
         -connect "127.0.0.1:$tport" -servername localhost 2>/dev/null) || true

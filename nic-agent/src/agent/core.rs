@@ -110,6 +110,8 @@ pub struct Core<B: Backend> {
     sockevs: Vec<SockEvent>,
     /// Framed connections' records and malformed closes (payload API).
     pub(super) payload: crate::stats::PayloadStats,
+    /// TLS termination's counters.
+    pub(super) tls_term: crate::stats::TlsTermStats,
     /// Ports whose connections the agent terminates TLS for (`--tls-port`).
     pub(super) tls_ports: std::collections::HashMap<u16, std::sync::Arc<rustls::ServerConfig>>,
 }
@@ -165,6 +167,7 @@ impl<B: Backend> Core<B> {
             sockevs: Vec::with_capacity(256),
             payload: Default::default(),
             tls_ports: Default::default(),
+            tls_term: Default::default(),
         }
     }
 
@@ -624,6 +627,7 @@ impl<B: Backend> Core<B> {
             conns: self.retired_conns,
             dropped: self.recent_drops.iter().cloned().collect(),
             payload: self.payload,
+            tls_term: self.tls_term,
             ..Default::default()
         };
         for (&sid, p) in &self.procs {

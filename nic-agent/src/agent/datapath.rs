@@ -79,6 +79,8 @@ impl<B: Backend> Core<B> {
                     .flatten()
                     .and_then(|ctl| Owner::unpack(ctl.host.0.owner.load(Ordering::Acquire)));
                 let pid = p.sess.pid;
+                self.tls_term.handshakes += u64::from(o.tls_handshake);
+                self.tls_term.failures += u64::from(o.tls_failed);
                 let pl = &mut self.payload;
                 pl.messages += o.framed.messages;
                 pl.parts += o.framed.parts;

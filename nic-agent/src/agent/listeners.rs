@@ -138,7 +138,10 @@ impl<B: Backend> Core<B> {
                 s.framed = framing.map(|f| Box::new(crate::framed::FramedRx::new(f, rx_size)));
                 if let Some(cfg) = &tls {
                     match crate::tls::terminate::Session::new(cfg) {
-                        Ok(t) => s.tls = Some(Box::new(t)),
+                        Ok(t) => {
+                            s.tls = Some(Box::new(t));
+                            self.tls_term.sessions += 1;
+                        }
                         Err(e) => warn!("TLS session for an accepted connection: {e}"),
                     }
                 }

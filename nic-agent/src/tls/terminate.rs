@@ -19,55 +19,102 @@
 //! stops taking bytes from the TX stream while it is full.
 
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, ServerConnection};
 
 /// Plaintext rustls may hold for sending (sealed, not yet written to the backend).
 pub const SEND_LIMIT: usize = 256 * 1024;
 
-/// The server configuration from a certificate chain and key (PEM files), read once at
-/// start-up. Errors name the file and what is wrong with it, including a key that does not
-/// belong to the certificate.
+/// The server configuration from certificate chains and keys (PEM files, in pairs), read once
+/// at start-up. With several, a client's SNI picks the first certificate valid for the name it
+/// asked for; the first pair answers clients that name none or a name no certificate has. Errors
+/// name the file and what is wrong with it, including a key that does not belong to its
+/// certificate.
 pub fn server_config(
-    cert: &Path,
-    key: &Path,
+    certs: &[PathBuf],
+    keys: &[PathBuf],
     alpn: &[String],
 ) -> anyhow::Result<Arc<ServerConfig>> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+    if certs.is_empty() || certs.len() != keys.len() {
+        return Err(anyhow!(
+            "--tls-cert and --tls-key: give them in pairs ({} certificates, {} keys)",
+            certs.len(),
+            keys.len()
+        ));
+    }
+    // (`ring`'s provider, as the brief asks for: rustls deprecates it for lacking post-quantum
+    // key exchange, which aws-lc-rs would add at the cost of a C build on the NIC.)
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut pairs = Vec::new();
+    for (cert, key) in certs.iter().zip(keys) {
+        pairs.push(Arc::new(certified_key(cert, key, &provider)?));
+    }
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS versions")?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(BySni(pairs)));
+    cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok(Arc::new(cfg))
+}
+
+fn certified_key(
+    cert: &Path,
+    key: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> anyhow::Result<CertifiedKey> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("--tls-cert {}", cert.display()))?
         .collect::<Result<_, _>>()
         .with_context(|| format!("--tls-cert {}: not a PEM certificate chain", cert.display()))?;
-    if certs.is_empty() {
+    if chain.is_empty() {
         return Err(anyhow!(
             "--tls-cert {}: no certificate in it",
             cert.display()
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
+    let der = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("--tls-key {}: no PEM private key in it", key.display()))?;
-    // (`ring`'s provider, as the brief asks for: rustls deprecates it for lacking post-quantum
-    // key exchange, which aws-lc-rs would add at the cost of a C build on the NIC.)
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .context("TLS versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .with_context(|| {
-            format!(
-                "--tls-cert {} and --tls-key: the key does not match the certificate (or is not \
-                 a supported key type)",
-                cert.display()
-            )
-        })?;
-    cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    Ok(Arc::new(cfg))
+    let signing = provider
+        .key_provider
+        .load_private_key(der)
+        .with_context(|| format!("--tls-key {}: not a supported key type", key.display()))?;
+    let ck = CertifiedKey::new(chain, signing);
+    ck.keys_match().map_err(|_| {
+        anyhow!(
+            "--tls-cert {} and --tls-key {}: the key does not match the certificate",
+            cert.display(),
+            key.display()
+        )
+    })?;
+    Ok(ck)
+}
+
+/// Picks the certificate by the client's SNI (the first valid for the name), else the first.
+#[derive(Debug)]
+struct BySni(Vec<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let chosen = hello.server_name().and_then(|name| {
+            let name = ServerName::try_from(name).ok()?;
+            self.0.iter().find(|ck| {
+                ck.cert.first().is_some_and(|ee| {
+                    webpki::EndEntityCert::try_from(ee)
+                        .is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
+                })
+            })
+        });
+        chosen.or_else(|| self.0.first()).cloned()
+    }
 }
 
 /// Why a session ended with an error.
@@ -87,6 +134,8 @@ pub struct Session {
     eof: bool,
     /// We queued close_notify.
     notified: bool,
+    /// The handshake's completion was reported ([`Session::handshake_done`]).
+    reported: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -117,6 +166,7 @@ impl Session {
             conn,
             eof: false,
             notified: false,
+            reported: false,
         })
     }
 
@@ -189,6 +239,11 @@ impl Session {
     pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
     }
+
+    /// True once, when the handshake has completed (for the agent's counters).
+    pub fn handshake_done(&mut self) -> bool {
+        !self.conn.is_handshaking() && !std::mem::replace(&mut self.reported, true)
+    }
 }
 
 #[cfg(test)]
@@ -218,7 +273,12 @@ mod tests {
             .status()
             .expect("openssl");
         assert!(st.success());
-        let srv = server_config(&c, &k, &["redis".into()]).unwrap();
+        let srv = server_config(
+            std::slice::from_ref(&c),
+            std::slice::from_ref(&k),
+            &["redis".into()],
+        )
+        .unwrap();
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(&c).unwrap() {
             roots.add(cert.unwrap()).unwrap();
@@ -332,10 +392,71 @@ mod tests {
                 .unwrap();
             assert!(st.success());
         }
-        let e = server_config(&dir.join("a.pem"), &dir.join("b.key"), &[]).unwrap_err();
+        let e = server_config(&[dir.join("a.pem")], &[dir.join("b.key")], &[]).unwrap_err();
         assert!(format!("{e:#}").contains("does not match"), "{e:#}");
-        let e = server_config(&dir.join("nope.pem"), &dir.join("b.key"), &[]).unwrap_err();
+        let e = server_config(&[dir.join("nope.pem")], &[dir.join("b.key")], &[]).unwrap_err();
         assert!(format!("{e:#}").contains("nope.pem"), "{e:#}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sni_picks_the_certificate_for_the_name() {
+        let dir = std::env::temp_dir().join(format!("snstack-tls-sni-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        let (mut certs, mut keys) = (Vec::new(), Vec::new());
+        for name in ["localhost", "other.example"] {
+            let (c, k) = (
+                dir.join(format!("{name}.pem")),
+                dir.join(format!("{name}.key")),
+            );
+            let st = std::process::Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                ])
+                .args(["-nodes", "-days", "1", "-subj", &format!("/CN={name}")])
+                .args(["-addext", &format!("subjectAltName=DNS:{name}")])
+                .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+                .arg(&k)
+                .arg("-out")
+                .arg(&c)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success());
+            for cert in CertificateDer::pem_file_iter(&c).unwrap() {
+                roots.add(cert.unwrap()).unwrap();
+            }
+            certs.push(c);
+            keys.push(k);
+        }
+        let srv = server_config(&certs, &keys, &[]).unwrap();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cli_cfg = Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        // Each name verifies only against its own certificate: the handshake succeeds only if
+        // the server chose by SNI.
+        for name in ["other.example", "localhost"] {
+            let mut s = Session::new(&srv).unwrap();
+            let sn = rustls::pki_types::ServerName::try_from(name).unwrap();
+            let mut cli = rustls::ClientConnection::new(cli_cfg.clone(), sn).unwrap();
+            let mut got = Vec::new();
+            shuttle(&mut cli, &mut s, &mut got);
+            assert!(!cli.is_handshaking() && !s.is_handshaking(), "{name}");
+        }
+        let e = server_config(&certs, &keys[..1], &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("pairs"), "{e:#}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
