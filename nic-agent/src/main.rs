@@ -16,6 +16,7 @@ mod backend;
 mod channel;
 mod config;
 mod framed;
+mod ktls;
 mod metrics;
 mod pcie;
 mod session;

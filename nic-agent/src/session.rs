@@ -259,7 +259,10 @@ impl<T> Session<T> {
             // (the close overtook it on the ring) still names the draining slot.
             let tx_work = matches!(
                 req,
-                Request::TxKick | Request::TxFile { .. } | Request::TxUrgent { .. }
+                Request::TxKick
+                    | Request::TxFile { .. }
+                    | Request::TxUrgent { .. }
+                    | Request::TxRecType { .. }
             );
             let draining = self.table.get_any(cmd.slot).is_some_and(|(_, d)| d);
             if !(self.table.is_live(cmd.slot) || (tx_work && draining)) {

@@ -172,6 +172,9 @@ pub struct Sock<S> {
     /// The agent terminates this connection's TLS (`--tls-port`, terminated.rs): the backend
     /// carries records, the host's streams plain bytes.
     pub tls: Option<Box<crate::tls::terminate::Session>>,
+    /// The host program attached the "tls" ULP (`TCP_ULP`): kTLS options and, once `TLS_TX`
+    /// is set, the records the agent seals for it (ktls.rs).
+    pub ktls: Option<Box<crate::ktls::KtlsSock>>,
 }
 
 impl<S> Sock<S> {
@@ -206,6 +209,7 @@ impl<S> Sock<S> {
             framed: None,
             framing_error: 0,
             tls: None,
+            ktls: None,
         }
     }
 
@@ -847,6 +851,10 @@ pub fn pump_tx<B: Backend>(
     }
     if s.tls.is_some() {
         return crate::terminated::pump_tx(b, s, chan, by, bd);
+    }
+    // Before any loan: a kTLS socket's stream is sealed here, never lent as plaintext.
+    if s.ktls.as_ref().is_some_and(|k| k.tx_on()) {
+        return crate::ktls::pump_tx(b, s, chan, by, bd);
     }
     let slot = by.slot;
     let region = *chan.region();

@@ -28,6 +28,9 @@ pub struct Counters {
     pub n2h_ops: u64,
     /// Of `h2n_bytes`: read from host files by reference (`OP_TX_FILE`).
     pub h2n_file_bytes: u64,
+    /// kTLS TX (ktls.rs): records the agent sealed, and their plaintext bytes.
+    pub tls_tx_records: u64,
+    pub tls_tx_bytes: u64,
 }
 
 impl Counters {
@@ -37,6 +40,8 @@ impl Counters {
         self.n2h_bytes += o.n2h_bytes;
         self.n2h_ops += o.n2h_ops;
         self.h2n_file_bytes += o.h2n_file_bytes;
+        self.tls_tx_records += o.tls_tx_records;
+        self.tls_tx_bytes += o.tls_tx_bytes;
     }
 
     /// Mirrors the counters into the region header (the agent is their only writer).
@@ -278,6 +283,8 @@ impl Snapshot {
             ("tls_term_sessions", self.tls_term.sessions),
             ("tls_term_handshakes", self.tls_term.handshakes),
             ("tls_term_failures", self.tls_term.failures),
+            ("tls_tx_records", self.io.tls_tx_records),
+            ("tls_tx_bytes", self.io.tls_tx_bytes),
         ]);
         // The PCIe model (pcie.rs) is process-wide, not per snapshot: zeros when it is off.
         let p = crate::pcie::stats();
@@ -317,6 +324,8 @@ fn io_json(m: &mut Map<String, Value>, io: &Counters, c: &ConnCounters) {
         ("n2h_bytes", io.n2h_bytes),
         ("n2h_ops", io.n2h_ops),
         ("h2n_file_bytes", io.h2n_file_bytes),
+        ("tls_tx_records", io.tls_tx_records),
+        ("tls_tx_bytes", io.tls_tx_bytes),
         ("active_opens", c.active_opens),
         ("passive_opens", c.passive_opens),
         ("connection_errors", c.errors),
@@ -408,6 +417,8 @@ mod tests {
                 n2h_bytes: 3,
                 n2h_ops: 4,
                 h2n_file_bytes: 9,
+                tls_tx_records: 10,
+                tls_tx_bytes: 11,
             },
             channels_dropped: 1,
             ..Default::default()
@@ -422,6 +433,8 @@ mod tests {
             ("n2h_ops", 4),
             ("channels_dropped", 1),
             ("h2n_file_bytes", 9),
+            ("tls_tx_records", 10),
+            ("tls_tx_bytes", 11),
         ] {
             assert!(
                 t.lines().any(|l| l == format!("{k} {v}")),
@@ -438,6 +451,8 @@ mod tests {
             n2h_bytes: 1,
             n2h_ops: 1,
             h2n_file_bytes: 1,
+            tls_tx_records: 1,
+            tls_tx_bytes: 1,
         };
         a.add(&Counters {
             h2n_bytes: 2,
@@ -445,6 +460,8 @@ mod tests {
             n2h_bytes: 4,
             n2h_ops: 5,
             h2n_file_bytes: 6,
+            tls_tx_records: 7,
+            tls_tx_bytes: 8,
         });
         assert_eq!(
             a,
@@ -453,7 +470,9 @@ mod tests {
                 h2n_ops: 4,
                 n2h_bytes: 5,
                 n2h_ops: 6,
-                h2n_file_bytes: 7
+                h2n_file_bytes: 7,
+                tls_tx_records: 8,
+                tls_tx_bytes: 9,
             }
         );
         let cs = ChannelStats::default();

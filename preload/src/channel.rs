@@ -327,11 +327,15 @@ impl Channel {
         // SAFETY: the cell is OPT_SIZE bytes of our region and is ours while the request is.
         unsafe { core::ptr::copy_nonoverlapping(set.as_ptr(), cell, n) };
         let r = self.call_in(idx, req(idx).to_cmd(slot))?;
+        let mut m = 0;
         if r.result > 0 {
-            let m = (r.result as usize).min(get.len()).min(shm_proto::OPT_SIZE);
+            m = (r.result as usize).min(get.len()).min(shm_proto::OPT_SIZE);
             // SAFETY: as above; the agent wrote the value before completing.
             unsafe { core::ptr::copy_nonoverlapping(cell, get.as_mut_ptr(), m) };
         }
+        // Option values may be keys (kTLS's `SOL_TLS`): none stays in the shared region.
+        // SAFETY: as above; the cell is still ours.
+        unsafe { core::ptr::write_bytes(cell, 0, n.max(m)) };
         self.free_cell(idx);
         Ok(r)
     }

@@ -428,10 +428,7 @@ macro_rules! hook_table {
                 }
                 // SAFETY: non-null application msghdr.
                 let msg = unsafe { &*m };
-                match iov_slice(msg.msg_iov, msg.msg_iovlen as c_int) {
-                    Ok(v) => ops::send(fd, &Iov { v }, f),
-                    Err(e) => R::Err(e),
-                }
+                ops::sendmsg(fd, msg, f)
             };
             fn close(fd: c_int) -> c_int => run [fd] { fdmodel::close(fd) };
             fn shutdown(fd: c_int, h: c_int) -> c_int => run [] { ops::shutdown(fd, h) };

@@ -237,6 +237,7 @@ fn init_slot(
         Ordering::Release,
     );
     crate::urgent::reset(hs, ctl, oob_inline);
+    hs.ktls_tx.store(false, Ordering::Relaxed);
     Ok(())
 }
 
@@ -729,6 +730,10 @@ pub(crate) fn send_sock(s: &S, iov: &Iov, flags: i32) -> R {
         Ok(t) => t,
         Err(e) => return R::Err(e),
     };
+    if s.hs.ktls_tx.load(Ordering::Relaxed) && flags & !KTLS_SEND_FLAGS != 0 {
+        // tls_sw_sendmsg takes no other flag (MSG_OOB included).
+        return R::Err(libc::EOPNOTSUPP);
+    }
     if flags & libc::MSG_OOB != 0 {
         return send_urgent(s, iov, total, flags);
     }
@@ -736,6 +741,101 @@ pub(crate) fn send_sock(s: &S, iov: &Iov, flags: i32) -> R {
         iov.copy_into(tx, tail, sent, n);
         tx.publish_tail(tail.wrapping_add(n as u32));
         Ok((n, true))
+    })
+}
+
+/// The `send` flags a kTLS socket takes (Linux's tls_sw_sendmsg).
+const KTLS_SEND_FLAGS: i32 =
+    libc::MSG_MORE | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_EOR;
+
+/// `sendmsg`: on a socket with kTLS TX, a `SOL_TLS`/`TLS_SET_RECORD_TYPE` control message makes
+/// the bytes record(s) of that content type ([`send_record`]), with Linux's errors
+/// (tls_process_cmsg: `EINVAL` for a malformed control message, any other `SOL_TLS` one, control
+/// data without a `SOL_TLS` message, or `MSG_MORE` with a record type). Elsewhere control
+/// messages are ignored, as Linux's TCP ignores levels other than `SOL_SOCKET`.
+pub(crate) fn sendmsg(fd: i32, msg: &libc::msghdr, flags: i32) -> R {
+    let s = try_sock!(fd);
+    let v = match iov_slice(msg.msg_iov, msg.msg_iovlen as c_int) {
+        Ok(v) => v,
+        Err(e) => return R::Err(e),
+    };
+    let iov = Iov { v };
+    if !s.hs.ktls_tx.load(Ordering::Relaxed) || msg.msg_controllen == 0 {
+        return send_sock(&s, &iov, flags);
+    }
+    match record_type(msg, flags) {
+        Ok(ty) => send_record(&s, &iov, flags, ty),
+        Err(e) => R::Err(e),
+    }
+}
+
+/// The record type a kTLS `sendmsg`'s control data asks for (tls_process_cmsg's rules).
+#[allow(clippy::unnecessary_cast)] // the lengths' types differ between C libraries
+fn record_type(msg: &libc::msghdr, flags: i32) -> Result<u8, i32> {
+    if msg.msg_control.is_null() {
+        return Err(libc::EFAULT);
+    }
+    let hdr = core::mem::size_of::<libc::cmsghdr>();
+    let end = msg.msg_control as usize + msg.msg_controllen as usize;
+    let mut ty = Err(libc::EINVAL);
+    // SAFETY: the application's msghdr describes `msg_controllen` readable bytes at
+    // `msg_control`; CMSG_FIRSTHDR only reads its fields.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(msg) };
+    while !c.is_null() {
+        // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR return a header that lies within the control
+        // buffer (or null); the application's buffer holds it.
+        let h = unsafe { &*c };
+        if (h.cmsg_len as usize) < hdr || h.cmsg_len as usize > end - c as usize {
+            return Err(libc::EINVAL);
+        }
+        if h.cmsg_level == SOL_TLS {
+            if h.cmsg_type != TLS_SET_RECORD_TYPE {
+                return Err(libc::EINVAL);
+            }
+            // SAFETY: CMSG_LEN is arithmetic.
+            if (h.cmsg_len as usize) < unsafe { libc::CMSG_LEN(1) } as usize {
+                return Err(libc::EINVAL);
+            }
+            if flags & libc::MSG_MORE != 0 {
+                return Err(libc::EINVAL);
+            }
+            // SAFETY: the header's length covers one data byte (checked above).
+            ty = Ok(unsafe { *libc::CMSG_DATA(c) });
+        }
+        // SAFETY: as for CMSG_FIRSTHDR; `c` is a header of this buffer.
+        c = unsafe { libc::CMSG_NXTHDR(msg, c) };
+    }
+    ty
+}
+
+/// The bytes of one `sendmsg` with `TLS_SET_RECORD_TYPE` `ty` on a kTLS socket: written and
+/// marked (`OP_TX_RECTYPE`) so that the agent seals exactly them as record(s) of that type. The
+/// mark's count goes up before the bytes are published (the handshake of `OP_TX_URG`), and a
+/// message up to 2^14 bytes goes in one piece (an alert must not be split across records).
+fn send_record(s: &S, iov: &Iov, flags: i32, ty: u8) -> R {
+    let total = match iov.total() {
+        Ok(t) => t,
+        Err(e) => return R::Err(e),
+    };
+    if flags & !KTLS_SEND_FLAGS != 0 {
+        return R::Err(libc::EOPNOTSUPP);
+    }
+    if ty == 0 {
+        // Content type 0 reads as padding in TLS 1.3; the channel does not carry it.
+        return R::Err(libc::EINVAL);
+    }
+    let whole = total.min(TLS_MAX_PLAINTEXT);
+    send_with_min(s, total, flags, whole, |tx, tail, sent, n| {
+        iov.copy_into(tx, tail, sent, n);
+        let to = tail.wrapping_add(n as u32);
+        let posted = &s.ctl.host.0.tx_rec_posted;
+        posted.store(
+            posted.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Release,
+        );
+        tx.publish_tail(to);
+        s.c.post(s.slot, Request::TxRecType { from: tail, to, ty })?;
+        Ok((n, false))
     })
 }
 
@@ -777,6 +877,17 @@ pub(crate) fn send_with(
     s: &S,
     total: usize,
     flags: i32,
+    put: impl FnMut(&shm_proto::Stream, u32, usize, usize) -> Result<(usize, bool), i32>,
+) -> R {
+    send_with_min(s, total, flags, 1, put)
+}
+
+/// [`send_with`], calling `put` only with room for at least `min` bytes (or all that is left).
+fn send_with_min(
+    s: &S,
+    total: usize,
+    flags: i32,
+    min: usize,
     mut put: impl FnMut(&shm_proto::Stream, u32, usize, usize) -> Result<(usize, bool), i32>,
 ) -> R {
     let nosig = flags & libc::MSG_NOSIGNAL != 0;
@@ -829,7 +940,7 @@ pub(crate) fn send_with(
                 Err(_) => return R::Err(libc::EIO),
             };
             let room = (total - sent).min(free);
-            if room > 0 {
+            if room > 0 && room >= min.min(total - sent) {
                 (n, needs_kick) = match put(&tx, tail, sent, room) {
                     Ok((k, nk)) => (k.min(room), nk),
                     Err(_) if sent > 0 => return R::Ok(sent as isize),
@@ -856,10 +967,12 @@ pub(crate) fn send_with(
                 R::Err(libc::EAGAIN)
             };
         }
+        let need = min.min(total - sent).max(1);
         let ready = || {
             let f = st.flags.load(Ordering::Acquire);
             f & (SF_ERROR | SF_TX_SHUT) != 0
-                || (f & SF_CONNECTED != 0 && s.tx_room(&tx).map(|n| n > 0).unwrap_or(true))
+                || (f & SF_CONNECTED != 0
+                    && s.tx_room(&tx).map(|n| n as usize >= need).unwrap_or(true))
                 || f & (SF_CONNECTED | SF_CONNECTING) == 0
         };
         let timeo = s.hs.sndtimeo.load(Ordering::Relaxed);
@@ -1167,14 +1280,29 @@ pub(crate) fn setsockopt(
         ))
     };
     if matches!(r, R::Ok(_)) {
+        if level == SOL_TLS && name == TLS_TX {
+            s.hs.ktls_tx.store(true, Ordering::Relaxed);
+        }
         record_opt(&s, level, name, v);
     }
     r
 }
 
+/// Linux's `SOL_TLS` level and the names the library looks at (include/uapi/linux/tls.h).
+const SOL_TLS: i32 = 282;
+const TLS_TX: i32 = 1;
+const TLS_SET_RECORD_TYPE: i32 = 1;
+const TCP_ULP: i32 = 31;
+/// Largest TLS record plaintext: a control message up to this size goes in one piece.
+const TLS_MAX_PLAINTEXT: usize = 1 << 14;
+
 /// A socket that a rule may still move to the kernel keeps what it was set to (tokernel.rs);
 /// one that is connected or listening stays where it is.
 fn record_opt(s: &S, level: i32, name: i32, v: &[u8]) {
+    // kTLS keys never leave the call (and need a connected socket anyway).
+    if level == SOL_TLS || (level == libc::IPPROTO_TCP && name == TCP_ULP) {
+        return;
+    }
     if crate::rules::moves_sockets()
         && s.ctl.state.0.flags.load(Ordering::Acquire)
             & (SF_CONNECTED | SF_CONNECTING | SF_LISTENING)

@@ -32,6 +32,9 @@ pub(crate) struct HostSock {
     /// `F_SETOWN`/`F_SETOWN_EX` as the application set it (`shm_proto::Owner::pack`), also
     /// written to the slot for the agent's `SIGURG`.
     pub(crate) owner: AtomicU64,
+    /// The agent accepted `setsockopt(SOL_TLS, TLS_TX)`: it seals what is sent, `sendmsg`
+    /// carries control records (`TLS_SET_RECORD_TYPE`) and `MSG_OOB` is refused, as on Linux.
+    pub(crate) ktls_tx: AtomicBool,
     /// Options set before bind/connect, for a socket a rule may move to the kernel.
     pub(crate) opts: OptLog,
 }
@@ -53,6 +56,7 @@ impl HostSock {
             urg_taken: AtomicU32::new(0),
             urg_passed: AtomicU32::new(0),
             owner: AtomicU64::new(0),
+            ktls_tx: AtomicBool::new(false),
             opts: OptLog::new(),
         }
     }
@@ -82,5 +86,7 @@ impl HostSock {
             .store(o.urg_passed.load(Ordering::Relaxed), Ordering::Relaxed);
         self.owner
             .store(o.owner.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.ktls_tx
+            .store(o.ktls_tx.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 }

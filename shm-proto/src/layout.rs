@@ -6,7 +6,7 @@ use crate::primitive::{AtomicU32, AtomicU64};
 /// "SNSTACK" + NUL, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SNSTACK\0");
 /// Bumped on every incompatible change of anything in this crate.
-pub const VERSION: u32 = 10;
+pub const VERSION: u32 = 11;
 /// Bytes of the header page.
 pub const HEADER_SIZE: usize = 4096;
 /// Number of waiter slots (epoll instances and poll/select callers) per process. Also the width of
@@ -232,6 +232,10 @@ pub struct SockHost {
     /// `F_SETOWN` of the socket, for `SIGURG`: [`Owner::pack`]ed (0: none). The agent reads it
     /// when urgent data arrives and signals the owner only as the host process could.
     pub owner: AtomicU64,
+    /// `OP_TX_RECTYPE` commands posted for this slot (kTLS control records), stored (Release)
+    /// before the TX tail that holds their bytes is published: an agent that sees the bytes
+    /// also sees the count, and waits for the command before it seals them as application data.
+    pub tx_rec_posted: AtomicU32,
 }
 
 // Socket state flags (SockState::flags).
@@ -307,6 +311,11 @@ pub const OP_TX_FILE: u16 = 20;
 /// `arg[0] - 1` is the urgent one (the urgent pointer goes after it, as Linux sends it). Tag 0,
 /// no completion; the host bumps `SockHost::tx_urg_posted` before it publishes that byte.
 pub const OP_TX_URG: u16 = 21;
+/// kTLS control record on socket `slot` (`sendmsg` with a `SOL_TLS`/`TLS_SET_RECORD_TYPE`
+/// control message): the TX stream bytes `arg[0]..arg[1]` form record(s) of content type
+/// `arg[2]` (1..=255). Tag 0, no completion; the host bumps `SockHost::tx_rec_posted` before
+/// it publishes those bytes.
+pub const OP_TX_RECTYPE: u16 = 22;
 /// Files one process may have open with the agent at a time.
 pub const MAX_FILES: usize = 256;
 /// Largest `OP_TX_FILE` length.

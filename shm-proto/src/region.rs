@@ -419,6 +419,7 @@ impl Region {
             c.host.0.tx_kick.store(0, Ordering::Relaxed);
             c.host.0.tx_file_posted.store(0, Ordering::Relaxed);
             c.host.0.tx_urg_posted.store(0, Ordering::Relaxed);
+            c.host.0.tx_rec_posted.store(0, Ordering::Relaxed);
             c.host.0.oob_inline.store(0, Ordering::Relaxed);
             c.host.0.owner.store(0, Ordering::Relaxed);
             c.host.0.waiter_mask.store(0, Ordering::Relaxed);

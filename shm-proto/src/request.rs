@@ -99,6 +99,13 @@ pub enum Request {
     TxUrgent {
         at: u32,
     },
+    /// The TX stream bytes `from..to` of the slot form kTLS record(s) of content type `ty`
+    /// (`sendmsg` with `TLS_SET_RECORD_TYPE`).
+    TxRecType {
+        from: u32,
+        to: u32,
+        ty: u8,
+    },
 }
 
 /// Why a command cannot be decoded. For the agent every one of these is a protocol violation.
@@ -118,6 +125,9 @@ pub enum DecodeError {
     /// id or index over 32 bits.
     BadFileRef,
     BadUrgent,
+    /// An `OP_TX_RECTYPE` with an index over 32 bits, an empty or reversed range, or a content
+    /// type of 0 or over a byte.
+    BadRecType,
 }
 
 impl core::fmt::Display for DecodeError {
@@ -131,6 +141,7 @@ impl core::fmt::Display for DecodeError {
             DecodeError::MissingTag(op) => write!(f, "op {op} needs a completion tag"),
             DecodeError::BadFileRef => write!(f, "bad file reference"),
             DecodeError::BadUrgent => write!(f, "bad urgent mark"),
+            DecodeError::BadRecType => write!(f, "bad record-type mark"),
         }
     }
 }
@@ -213,6 +224,7 @@ impl Request {
             Request::FileClose { .. } => OP_FILE_CLOSE,
             Request::TxFile { .. } => OP_TX_FILE,
             Request::TxUrgent { .. } => OP_TX_URG,
+            Request::TxRecType { .. } => OP_TX_RECTYPE,
         }
     }
 
@@ -311,6 +323,11 @@ impl Request {
                 a[3] = u64::from(at);
             }
             Request::TxUrgent { at } => a[0] = u64::from(at),
+            Request::TxRecType { from, to, ty } => {
+                a[0] = u64::from(from);
+                a[1] = u64::from(to);
+                a[2] = u64::from(ty);
+            }
             Request::Close
             | Request::GetSockName
             | Request::GetPeerName
@@ -438,6 +455,20 @@ impl Request {
             OP_TX_URG => Request::TxUrgent {
                 at: u32::try_from(a[0]).map_err(|_| DecodeError::BadUrgent)?,
             },
+            OP_TX_RECTYPE => {
+                let word = |w: u64| u32::try_from(w).map_err(|_| DecodeError::BadRecType);
+                let (from, to) = (word(a[0])?, word(a[1])?);
+                // A content type of 0 would read as padding in TLS 1.3; an empty range marks
+                // nothing.
+                let ty = match u8::try_from(a[2]) {
+                    Ok(t) if t != 0 => t,
+                    _ => return Err(DecodeError::BadRecType),
+                };
+                if from == to || to.wrapping_sub(from) > i32::MAX as u32 {
+                    return Err(DecodeError::BadRecType);
+                }
+                Request::TxRecType { from, to, ty }
+            }
             op => return Err(DecodeError::UnknownOp(op)),
         })
     }
@@ -534,6 +565,11 @@ mod tests {
                 at: u32::MAX
             },
             Request::TxUrgent { at: u32::MAX },
+            Request::TxRecType {
+                from: u32::MAX,
+                to: 4,
+                ty: 21,
+            },
         ]
     }
 
@@ -547,10 +583,10 @@ mod tests {
             assert_eq!(Request::decode(&c), Ok(r), "{r:?}");
             ops.insert(r.op());
         }
-        // Every opcode the channel defines has a variant (OP_SOCKET = 1 .. OP_TX_URG = 21).
+        // Every opcode the channel defines has a variant (OP_SOCKET = 1 .. OP_TX_RECTYPE = 22).
         assert_eq!(
             ops.into_iter().collect::<std::vec::Vec<_>>(),
-            (1..=21).collect::<std::vec::Vec<u16>>()
+            (1..=22).collect::<std::vec::Vec<u16>>()
         );
     }
 
@@ -613,6 +649,13 @@ mod tests {
         }
         .to_cmd(4);
         assert_eq!((c.op, c.slot, c.arg), (20, 4, [2, 4096, 5000, 9, 0, 0]));
+        let c = Request::TxRecType {
+            from: 10,
+            to: 12,
+            ty: 21,
+        }
+        .to_cmd(1);
+        assert_eq!((c.op, c.slot, c.arg), (22, 1, [10, 12, 21, 0, 0, 0]));
     }
 
     fn cmd(op: u16) -> Cmd {
@@ -626,7 +669,20 @@ mod tests {
     #[test]
     fn malformed_commands_are_errors() {
         assert_eq!(Request::decode(&cmd(0)), Err(DecodeError::UnknownOp(0)));
-        assert_eq!(Request::decode(&cmd(22)), Err(DecodeError::UnknownOp(22)));
+        assert_eq!(Request::decode(&cmd(23)), Err(DecodeError::UnknownOp(23)));
+        // Record types: 0 or over a byte, an empty or reversed range, 33-bit indices.
+        for (from, to, ty) in [
+            (0, 5, 0),
+            (0, 5, 256),
+            (5, 5, 22),
+            (5, 4, 22),
+            (u64::from(u32::MAX) + 1, 5, 22),
+            (0, u64::from(u32::MAX) + 1, 22),
+        ] {
+            let mut c = cmd(OP_TX_RECTYPE);
+            c.arg[..3].copy_from_slice(&[from, to, ty]);
+            assert_eq!(Request::decode(&c), Err(DecodeError::BadRecType), "{c:?}");
+        }
         let mut c = cmd(OP_TX_URG);
         c.arg[0] = u64::from(u32::MAX) + 1;
         assert_eq!(Request::decode(&c), Err(DecodeError::BadUrgent));

@@ -67,6 +67,13 @@ impl<B: Backend> Core<B> {
             }
             None => 0,
         };
+        // kTLS records sealed and not yet sent are the connection's too.
+        let sealed = self
+            .socks
+            .get(id)
+            .and_then(|s| s.ktls.as_ref())
+            .map_or(0, |k| k.pending() as u64);
+        let pending = pending + sealed;
         if !may_drain || pending == 0 {
             self.finish_binding(b);
             return;
@@ -120,6 +127,9 @@ impl<B: Backend> Core<B> {
             return;
         };
         s.bindings.retain(|&x| x != b);
+        if let Some(k) = s.ktls.as_deref_mut() {
+            k.unbind(b);
+        }
         if let Some(l) = s.listener.as_mut() {
             l.parked.retain(|p| p.by != b);
         }

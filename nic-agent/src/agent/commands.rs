@@ -124,6 +124,12 @@ impl<B: Backend> Core<B> {
                     None => Ok(()),
                 };
             }
+            Request::TxRecType { from, to, ty } => {
+                return match self.sock_of_any(b) {
+                    Some(id) => self.op_tx_rectype(b, id, crate::ktls::RecMark { from, to, ty }),
+                    None => Ok(()),
+                };
+            }
             Request::TxFile {
                 id: file,
                 offset,
@@ -147,7 +153,9 @@ impl<B: Backend> Core<B> {
             | Request::ForkChild { .. }
             | Request::FileOpen { .. }
             | Request::FileClose { .. } => Ok(()), // served above
-            Request::TxFile { .. } | Request::TxUrgent { .. } => Ok(()), // served above
+            Request::TxFile { .. } | Request::TxUrgent { .. } | Request::TxRecType { .. } => {
+                Ok(()) // served above
+            }
             Request::Bind { addr } => self.op_bind(b, id, tag, addr),
             Request::Listen { backlog } => self.op_listen(b, id, tag, backlog),
             Request::Accept { wait } => self.op_accept(b, id, tag, wait),
@@ -183,7 +191,13 @@ impl<B: Backend> Core<B> {
                     // SAFETY: the cell is OPT_SIZE bytes inside the mapped region; len <= OPT_SIZE
                     // (checked by the decoder).
                     unsafe { std::ptr::copy_nonoverlapping(p, big.as_mut_ptr(), len) };
-                    self.op_setsockopt(b, id, tag, level, name, &big[..len])
+                    // The value may be a key (SOL_TLS): it does not stay in shared memory. The
+                    // host reads nothing back from a set.
+                    // SAFETY: as above; the cell is this request's until its completion.
+                    unsafe { std::ptr::write_bytes(p, 0, len) };
+                    let r = self.op_setsockopt(b, id, tag, level, name, &big[..len]);
+                    crate::tls::wipe(&mut big[..len]);
+                    r
                 }
             },
             Request::GetSockOpt {
@@ -285,6 +299,140 @@ impl<B: Backend> Core<B> {
         bd.file_taken += len;
         self.pump_tx(id, b);
         Ok(())
+    }
+
+    /// `OP_TX_RECTYPE`: a range of binding `b`'s TX stream forms kTLS records of one content
+    /// type. Only a socket with kTLS TX on gets them (the host posts them only then).
+    fn op_tx_rectype(
+        &mut self,
+        b: Bind,
+        id: SockId,
+        m: crate::ktls::RecMark,
+    ) -> Result<(), Violation> {
+        let Some(k) = self
+            .socks
+            .get_mut(id)
+            .and_then(|s| s.ktls.as_deref_mut())
+            .filter(|k| k.tx_on())
+        else {
+            return Err(Violation::Corrupt("record-type mark without kTLS TX"));
+        };
+        let kb = k.bind_mut(b);
+        let Some(p) = self.procs.get(&b.sid) else {
+            return Ok(());
+        };
+        let tx_size = p.chan.region().geometry().tx_size;
+        // A draining binding too (see op_tx_urgent).
+        let Some((bd, _)) = p.sess.table.get_any(b.slot) else {
+            return Ok(());
+        };
+        if m.to.wrapping_sub(m.from) > tx_size {
+            return Err(Violation::Corrupt(
+                "record-type mark longer than the TX stream",
+            ));
+        }
+        if (m.from.wrapping_sub(bd.tx_head) as i32) < 0 {
+            return Err(Violation::Corrupt(
+                "record-type mark behind what was sealed",
+            ));
+        }
+        if let Some(last) = kb.recs.back() {
+            if (m.from.wrapping_sub(last.to) as i32) < 0 {
+                return Err(Violation::Corrupt("record-type marks out of order"));
+            }
+        }
+        if kb.recs.len() >= crate::ktls::MAX_REC_MARKS {
+            return Err(Violation::Corrupt("too many record-type marks"));
+        }
+        kb.recs.push_back(m);
+        kb.rec_taken = kb.rec_taken.wrapping_add(1);
+        self.pump_tx(id, b);
+        Ok(())
+    }
+
+    /// `setsockopt(IPPROTO_TCP, TCP_ULP, "tls")`: the agent is the socket's kTLS.
+    fn set_ulp(&mut self, id: SockId, val: &[u8]) -> Result<(), i32> {
+        let s = self.socks.get_mut(id).ok_or(libc::EBADF)?;
+        if s.tls.is_some() {
+            // The agent terminates this connection's TLS itself: the program's bytes are
+            // plain on its side, and a second TLS layer is not offered.
+            return Err(libc::EOPNOTSUPP);
+        }
+        let established = s.kind == Kind::Connected && !s.io_dead;
+        let k = crate::tls::Ktls::attach(val, s.ktls.is_some(), established)?;
+        s.ktls = Some(Box::new(crate::ktls::KtlsSock::new(k)));
+        Ok(())
+    }
+
+    /// `setsockopt(SOL_TLS, name)` on binding `b`'s socket.
+    fn set_tls(&mut self, b: Bind, id: SockId, name: i32, val: &[u8]) -> Result<(), i32> {
+        use crate::tls::uapi;
+        if !self.socks.get(id).is_some_and(|s| s.ktls.is_some()) {
+            return Err(libc::ENOPROTOOPT);
+        }
+        match name {
+            uapi::TLS_RX => {
+                // Not served yet: OpenSSL then keeps decrypting in user space.
+                if let Some(p) = self.procs.get_mut(&b.sid) {
+                    if !std::mem::replace(&mut p.told_ktls_rx, true) {
+                        warn!(
+                            pid = p.sess.pid,
+                            "kTLS RX (setsockopt SOL_TLS TLS_RX) is not served by the agent yet: \
+                             ENOPROTOOPT, the program decrypts in user space"
+                        );
+                    }
+                }
+                Err(libc::ENOPROTOOPT)
+            }
+            uapi::TLS_TX
+                if !self
+                    .socks
+                    .get(id)
+                    .is_some_and(|s| s.ktls.as_ref().is_some_and(|k| k.tx_on())) =>
+            {
+                // What the program wrote before the keys goes out as it is: hand the loan
+                // back, send what the backend takes now, and remember where the rest ends.
+                self.end_loan(id);
+                self.pump_tx(id, b);
+                let p = self.procs.get_mut(&b.sid).ok_or(libc::EBADF)?;
+                let (Some(tx), Some(ctl)) =
+                    (p.chan.region().tx(b.slot), p.chan.region().sock(b.slot))
+                else {
+                    return Err(libc::EBADF);
+                };
+                let (bd, _) = p.sess.table.get_any_mut(b.slot).ok_or(libc::EBADF)?;
+                let tail = tx.load_tail();
+                let files_waiting = !bd.files.is_empty()
+                    || ctl.host.0.tx_file_posted.load(Ordering::Acquire) != bd.file_taken;
+                if files_waiting {
+                    // Plain file bytes still queued before the keys: not sorted out here
+                    // (OpenSSL writes none during a handshake); the program keeps TLS.
+                    debug!(slot = b.slot, "TLS_TX with file references queued: EBUSY");
+                    return Err(libc::EBUSY);
+                }
+                let plain = (tail != bd.tx_head).then_some(tail);
+                let s = self.socks.get_mut(id).ok_or(libc::EBADF)?;
+                let k = s.ktls.as_mut().ok_or(libc::ENOPROTOOPT)?;
+                k.opts.setsockopt(name, val)?;
+                k.bind_mut(b).plain = plain;
+                if let Some(sealer) = k.opts.sealer() {
+                    let info = sealer.crypto_info();
+                    debug!(
+                        slot = b.slot,
+                        version = ?info.version(),
+                        cipher = ?info.cipher(),
+                        unsent_plain = plain.map_or(0, |t| t.wrapping_sub(bd.tx_head)),
+                        "kTLS TX on"
+                    );
+                }
+                Ok(())
+            }
+            _ => {
+                let s = self.socks.get_mut(id).ok_or(libc::EBADF)?;
+                let k = s.ktls.as_mut().ok_or(libc::ENOPROTOOPT)?;
+                k.opts.setsockopt(name, val)
+            }
+        }
     }
 
     /// `OP_TX_URG`: the byte before `at` in binding `b`'s TX stream is urgent.
@@ -657,6 +805,30 @@ impl<B: Backend> Core<B> {
             let r = self.set_framing(sid, id, name, val);
             return self.complete(sid, tag, slot, r.map_or_else(neg, |()| 0), Payload::None);
         }
+        if level == crate::tls::uapi::SOL_TLS
+            || (level == libc::IPPROTO_TCP
+                && name == crate::tls::uapi::TCP_ULP
+                && val.starts_with(b"tls")
+                && val.get(3).map_or(true, |&c| c == 0))
+        {
+            // kTLS is the agent's (ktls.rs); the backend's socket never sees the ULP or keys.
+            let r = if level == libc::IPPROTO_TCP {
+                self.set_ulp(id, val)
+            } else {
+                self.set_tls(b, id, name, val)
+            };
+            if let Err(e) = r {
+                debug!(
+                    session = sid,
+                    slot,
+                    level,
+                    name,
+                    errno = e,
+                    "kTLS option refused"
+                );
+            }
+            return self.complete(sid, tag, slot, r.map_or_else(neg, |()| 0), Payload::None);
+        }
         let net_admin = || {
             self.procs
                 .get(&sid)
@@ -779,7 +951,18 @@ impl<B: Backend> Core<B> {
             return Ok(());
         };
         let mut buf = [0u8; OPT_SIZE];
-        let got = if let (libc::SOL_SOCKET, libc::SO_LINGER, Some(l)) = (level, name, s.linger) {
+        let ulp = level == libc::IPPROTO_TCP && name == crate::tls::uapi::TCP_ULP;
+        let got = if level == crate::tls::uapi::SOL_TLS {
+            match s.ktls.as_ref() {
+                Some(k) => k
+                    .opts
+                    .getsockopt(name, &mut buf[..len])
+                    .map_err(io::Error::from_raw_os_error),
+                None => Err(io::Error::from_raw_os_error(libc::ENOPROTOOPT)),
+            }
+        } else if let (true, Some(_)) = (ulp, s.ktls.as_ref()) {
+            Ok(crate::tls::Ktls::ulp_name(&mut buf[..len]))
+        } else if let (libc::SOL_SOCKET, libc::SO_LINGER, Some(l)) = (level, name, s.linger) {
             let n = len.min(l.len());
             buf[..n].copy_from_slice(&l[..n]);
             Ok(n)
@@ -796,6 +979,8 @@ impl<B: Backend> Core<B> {
                     let n = n.min(OPT_SIZE);
                     // SAFETY: the cell is OPT_SIZE bytes inside the mapped region.
                     unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), p, n) };
+                    // (A SOL_TLS value holds the key: the host zeroes the cell after copying.)
+                    crate::tls::wipe(&mut buf[..n]);
                     self.complete(sid, tag, slot, n as i64, Payload::None)
                 }
             },

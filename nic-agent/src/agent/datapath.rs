@@ -208,6 +208,14 @@ impl<B: Backend> Core<B> {
                 Some(Err(v)) => self.failed.push((b.sid, v)),
             }
         }
+        if let Some(k) = s.ktls.as_mut() {
+            // kTLS: the records sealed so far go before the FIN.
+            match k.flush(&mut self.backend, &s.os) {
+                Ok(true) => {}
+                Ok(false) => return, // the next writable edge pumps TX and comes back here
+                Err(e) => debug!("kTLS records before SHUT_WR: {e}"),
+            }
+        }
         if let Some(t) = s.tls.as_mut() {
             // TLS first: close_notify after the last record, then the FIN once it is out.
             t.close_notify();

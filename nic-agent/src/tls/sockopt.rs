@@ -67,6 +67,11 @@ impl Ktls {
         }
     }
 
+    /// `TLS_TX` is set.
+    pub fn has_tx(&self) -> bool {
+        self.tx.is_some()
+    }
+
     pub fn sealer(&mut self) -> Option<&mut Sealer> {
         self.tx.as_mut()
     }
