@@ -23,8 +23,8 @@
 //! `SOL_TLS` options and `TCP_ULP`). Errors are the errno Linux gives (`Errno`), since they go
 //! back to the host program as they are.
 
-// Not yet called from the data path: the socket pumps will be connected to `sockopt::Ktls`,
-// `Sealer` and `Opener` in a later change (docs/tls.md, "Planned"). Until then only the tests
+// TX is on the data path (ktls.rs); `Opener` and `RecordBuf` wait for kTLS RX (docs/tls.md,
+// "planned"). Until then only the tests
 // use this module (and the re-exports below, the API the data path will import).
 #![allow(dead_code, unused_imports)]
 
