@@ -7,6 +7,7 @@
 #   QUICK=1        the quick profile (a few minutes); PROFILE=full|quick|tiny picks one directly
 #   SKIP_BUILD=1   use the binaries already built
 #   BENCH_ARGS     extra harness flags, e.g. "--reps 5 --duration 6" or "--only nginx"
+#   HTTPS=0        skip ci/bench-https.sh (nginx HTTPS: kTLS on the agent vs OpenSSL in user space)
 #   ENGINES=0      skip ci/bench-engines.sh (kernel vs the agent's engines over a veth pair, as root;
 #                  run after the harness in the full and quick profiles: bench/results/*-engines.*)
 # Honours CARGO_TARGET_DIR (the binaries are taken from its release/ directory).
@@ -35,6 +36,11 @@ if [[ ${ENGINES:-1} == 1 && ($PROFILE == full || $PROFILE == quick) ]]; then
         bash ci/bench-engines.sh </dev/null || rc=$?
     # 77: skipped (not root, no network namespaces)
     [[ $rc == 0 || $rc == 77 ]] || exit "$rc"
+fi
+# HTTPS with kTLS TX on the agent vs OpenSSL in user space on kernel TCP (issue 13).
+if [[ ${HTTPS:-1} == 1 && ($PROFILE == full || $PROFILE == quick) ]]; then
+    if [[ $PROFILE == quick ]]; then reps=1 dur=4; else reps=3 dur=6; fi
+    REPS=$reps DURATION=$dur SKIP_BUILD=1 bash ci/bench-https.sh </dev/null
 fi
 # The TCP engine's own CPU per small request (no devices, channel or scheduling), beside the
 # agent's figures above: 100 / 1,000 / 10,000 connections.
