@@ -35,8 +35,8 @@ echo
 echo "CPU per request: utime+stime from /proc/PID/stat over the run / requests (tick = $((1000 / CLK_TCK)) ms)."
 echo "h2n/n2h: payload bytes and operations that crossed the host<->NIC channel (agent counters)."
 echo
-echo "agent stats at the end:"
-agent_stats | sed 's/^/  /'
+echo "agent stats at the end (counters at 0 left out; all of them: snstack-agent stats):"
+agent_stats | awk '$2 != "0"' | sed 's/^/  /'
 stop_pid "$NGX_A"
 stop_pid "$NGX_B"
 stop_agent
