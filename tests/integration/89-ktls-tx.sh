@@ -5,7 +5,8 @@
 # TLS_RX is refused (ENOPROTOOPT), so nginx decrypts requests in user space. Checks: curl over
 # TLS 1.2 with each cipher (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305) and over TLS 1.3 with
 # each suite, a 100 MB file with `sendfile on` and `sendfile off` and a small one, sha256 intact
-# each time; the agent's tls_tx_records/tls_tx_bytes grow (so nginx did use kTLS); openssl
+# each time; the agent's tls_tx_records/tls_tx_bytes grow (so nginx did use kTLS); AES-CCM, which
+# the agent refuses, falls back to user-space TLS with the download intact; openssl
 # s_client and Python's ssl as clients; the agent said once that TLS_RX is not served; nginx's
 # error log clean. Then the socket options themselves from a preloaded Python program (errnos,
 # getsockopt of the live sequence number, MSG_OOB, a record-type cmsg on a plain socket).
@@ -37,7 +38,8 @@ server() { # server PORT SENDFILE
         ssl_certificate $d/k.pem;
         ssl_certificate_key $d/k.key;
         ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305;
+        ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-CCM;
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_CCM_SHA256;
         ssl_conf_command Options KTLS;
         sendfile $2;
         location = /hello { return 200 "hello\n"; }
@@ -113,6 +115,22 @@ check "TLS 1.2 ChaCha20-Poly1305" --tls-max 1.2 --ciphers ECDHE-ECDSA-CHACHA20-P
 for s in TLS_AES_128_GCM_SHA256 TLS_AES_256_GCM_SHA384 TLS_CHACHA20_POLY1305_SHA256; do
     check "TLS 1.3 $s" --tlsv1.3 --tls13-ciphers "$s"
 done
+
+# A cipher the agent does not serve (AES-CCM: Linux has it, the agent refuses it with EINVAL):
+# OpenSSL falls back to user-space TLS on that connection and the download is intact, with no
+# record sealed by the agent.
+fallback() { # fallback LABEL CURL-ARGS...
+    local label=$1 r0 r1 h
+    shift
+    r0=$(agent_stat tls_tx_records)
+    h=$(get "$on" /files/100m.bin "$@")
+    [[ $h == "$want100" ]] || fail "$label: 100 MB body differs ($(cat "$WORKDIR/curl.err"))"
+    r1=$(agent_stat tls_tx_records)
+    ((r1 - r0 < 100)) || fail "$label: the agent sealed $((r1 - r0)) records for a cipher it refuses"
+    log "$label: refused by the agent, OpenSSL fell back to user space, 100 MB intact"
+}
+fallback "TLS 1.2 AES-128-CCM" --tls-max 1.2 --ciphers ECDHE-ECDSA-AES128-CCM
+fallback "TLS 1.3 TLS_AES_128_CCM_SHA256" --tlsv1.3 --tls13-ciphers TLS_AES_128_CCM_SHA256
 
 for v in -tls1_2 -tls1_3; do
     out=$( (printf 'GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'; sleep 1) |
