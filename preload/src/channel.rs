@@ -326,7 +326,16 @@ impl Channel {
         let n = set.len().min(shm_proto::OPT_SIZE);
         // SAFETY: the cell is OPT_SIZE bytes of our region and is ours while the request is.
         unsafe { core::ptr::copy_nonoverlapping(set.as_ptr(), cell, n) };
-        let r = self.call_in(idx, req(idx).to_cmd(slot))?;
+        let r = match self.call_in(idx, req(idx).to_cmd(slot)) {
+            Ok(r) => r,
+            Err(e) => {
+                // The call failed (a dead channel, an interrupted wait): the value (a kTLS key,
+                // maybe) does not stay in the shared region either.
+                // SAFETY: as above; the cell was ours for this request.
+                unsafe { core::ptr::write_bytes(cell, 0, n) };
+                return Err(e);
+            }
+        };
         let mut m = 0;
         if r.result > 0 {
             m = (r.result as usize).min(get.len()).min(shm_proto::OPT_SIZE);
