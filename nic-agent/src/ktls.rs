@@ -22,7 +22,6 @@ use std::sync::atomic::Ordering;
 
 use crate::backend::{Backend, IoBuf};
 use crate::channel::Channel;
-use crate::pcie::Dir;
 use crate::session::Violation;
 use crate::sock::{Bind, Binding, Outcome, Sock};
 use crate::tls::record::{content_type, MAX_PLAINTEXT};
@@ -207,17 +206,7 @@ fn fill(
             continue;
         }
         // Stream bytes before the next file reference (none while one is on its way).
-        let file_limit = match bd.files.front() {
-            Some(f) => {
-                let before = f.at.wrapping_sub(bd.tx_head);
-                if before > used {
-                    return Err(Violation::Corrupt("file reference past the TX tail"));
-                }
-                before
-            }
-            None if file_posted != bd.file_taken => 0,
-            None => used,
-        };
+        let file_limit = crate::sock::file_limit(bd, used, file_posted)?;
         // The content type of the bytes at the head, and how far it goes: application data up
         // to the next mark (none while a mark is on its way), the mark's range at its start.
         let (ty, rec_limit) = match kb.recs.front() {
@@ -380,24 +369,7 @@ pub fn pump_tx<B: Backend>(
     }
     chan.counters.tls_tx_records += sealed.records;
     chan.counters.tls_tx_bytes += sealed.plain;
-    let moved = bd.tx_head.wrapping_sub(start);
-    if moved != 0 {
-        chan.pcie(Dir::FetchTx, u64::from(moved));
-        tx.publish_head(bd.tx_head);
-        chan.counters.h2n_bytes += u64::from(moved);
-        chan.dirty(slot);
-    }
-    let file_moved = bd.file_done - file_start;
-    if file_moved != 0 {
-        ctl.state
-            .0
-            .tx_file_done
-            .store(bd.file_done, Ordering::Release);
-        chan.pcie(Dir::FetchTx, file_moved);
-        chan.counters.h2n_bytes += file_moved;
-        chan.counters.h2n_file_bytes += file_moved;
-        chan.dirty(slot);
-    }
+    crate::sock::finish_tx(chan, &tx, ctl, slot, bd, (start, file_start), false);
     Ok(out)
 }
 

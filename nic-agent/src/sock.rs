@@ -830,6 +830,59 @@ pub fn deliver<S>(
 /// Sends what the host published in binding `by`'s TX until it would block or TX is empty
 /// (through the loan when the backend takes one, see the module doc). `done` when every byte
 /// was handed over (or can never be, because the connection died).
+/// Stream bytes of binding `bd` that may go before its next file reference: up to the
+/// reference's place; none while a reference is on its way (posted and not taken: its place is
+/// unknown, so nothing more goes until the command runs, and it pumps the binding again); all
+/// `used` otherwise. Shared by every TX pump (copy, terminated TLS, kTLS).
+pub fn file_limit(bd: &Binding, used: u32, posted: u64) -> Result<u32, Violation> {
+    match bd.files.front() {
+        Some(f) => {
+            let before = f.at.wrapping_sub(bd.tx_head);
+            if before > used {
+                return Err(Violation::Corrupt("file reference past the TX tail"));
+            }
+            Ok(before)
+        }
+        None if posted != bd.file_taken => Ok(0),
+        None => Ok(used),
+    }
+}
+
+/// After a TX pump: publishes binding `bd`'s head if it moved since `start` and the file bytes
+/// done since `file_start` (`SockState::tx_file_done`), counts them, and marks the slot dirty.
+/// `fetched`: the stream bytes' PCIe fetch is still to be counted (the copy path counts it when
+/// it first reads the stream).
+pub fn finish_tx(
+    chan: &mut Channel,
+    tx: &Stream,
+    ctl: &SockCtl,
+    slot: u32,
+    bd: &Binding,
+    (start, file_start): (u32, u64),
+    fetched: bool,
+) {
+    let moved = bd.tx_head.wrapping_sub(start);
+    if moved != 0 {
+        if !fetched {
+            chan.pcie(Dir::FetchTx, u64::from(moved));
+        }
+        tx.publish_head(bd.tx_head);
+        chan.counters.h2n_bytes += u64::from(moved);
+        chan.dirty(slot);
+    }
+    let file_moved = bd.file_done - file_start;
+    if file_moved != 0 {
+        ctl.state
+            .0
+            .tx_file_done
+            .store(bd.file_done, Ordering::Release);
+        chan.pcie(Dir::FetchTx, file_moved);
+        chan.counters.h2n_bytes += file_moved;
+        chan.counters.h2n_file_bytes += file_moved;
+        chan.dirty(slot);
+    }
+}
+
 pub fn pump_tx<B: Backend>(
     b: &mut B,
     s: &mut Sock<B::Sock>,
@@ -911,20 +964,7 @@ pub fn pump_tx<B: Backend>(
             None if urg_posted != bd.urg_taken => 0,
             None => used,
         };
-        let limit = match bd.files.front() {
-            Some(f) => {
-                let before = f.at.wrapping_sub(bd.tx_head);
-                if before > used {
-                    return Err(Violation::Corrupt("file reference past the TX tail"));
-                }
-                before
-            }
-            // A reference is on its way: its place is unknown, so nothing more goes until the
-            // command runs (it pumps this binding again).
-            None if posted != bd.file_taken => 0,
-            None => used,
-        }
-        .min(urg_limit);
+        let limit = file_limit(bd, used, posted)?.min(urg_limit);
         if limit == 0 && bd.files.front().map_or(true, |f| f.at != bd.tx_head) {
             // The urgent byte is next (a file placed here goes before it), or a command is
             // on its way.
@@ -1026,23 +1066,8 @@ pub fn pump_tx<B: Backend>(
             }
         }
     }
-    let moved = bd.tx_head.wrapping_sub(start);
-    if moved != 0 {
-        tx.publish_head(bd.tx_head);
-        chan.counters.h2n_bytes += u64::from(moved);
-        chan.dirty(slot);
-    }
-    let file_moved = bd.file_done - file_start;
-    if file_moved != 0 {
-        ctl.state
-            .0
-            .tx_file_done
-            .store(bd.file_done, Ordering::Release);
-        chan.pcie(Dir::FetchTx, file_moved);
-        chan.counters.h2n_bytes += file_moved;
-        chan.counters.h2n_file_bytes += file_moved;
-        chan.dirty(slot);
-    }
+    // (The copy path counted the stream's fetch when it first read it.)
+    finish_tx(chan, &tx, ctl, slot, bd, (start, file_start), true);
     Ok(out)
 }
 

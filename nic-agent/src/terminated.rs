@@ -214,17 +214,7 @@ pub fn pump_tx<B: Backend>(
         let posted = ctl.host.0.tx_file_posted.load(Ordering::Acquire);
         // Bytes before the next file reference (none while one is on its way: its place is
         // not known yet, as on the copy path).
-        let limit = match bd.files.front() {
-            Some(f) => {
-                let before = f.at.wrapping_sub(bd.tx_head);
-                if before > used {
-                    return Err(Violation::Corrupt("file reference past the TX tail"));
-                }
-                before
-            }
-            None if posted != bd.file_taken => 0,
-            None => used,
-        };
+        let limit = crate::sock::file_limit(bd, used, posted)?;
         let took = if limit > 0 {
             let n = (limit as usize).min(CHUNK);
             tx.copy_out(bd.tx_head, &mut buf[..n]);
@@ -271,22 +261,6 @@ pub fn pump_tx<B: Backend>(
             break;
         }
     }
-    let moved = bd.tx_head.wrapping_sub(start);
-    if moved != 0 {
-        chan.pcie(Dir::FetchTx, u64::from(moved));
-        tx.publish_head(bd.tx_head);
-        chan.counters.h2n_bytes += u64::from(moved);
-        chan.dirty(slot);
-    }
-    let file_moved = bd.file_done - file_start;
-    if file_moved != 0 {
-        ctl.state
-            .0
-            .tx_file_done
-            .store(bd.file_done, Ordering::Release);
-        chan.counters.h2n_bytes += file_moved;
-        chan.counters.h2n_file_bytes += file_moved;
-        chan.dirty(slot);
-    }
+    crate::sock::finish_tx(chan, &tx, ctl, slot, bd, (start, file_start), false);
     Ok(out)
 }
