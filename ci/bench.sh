@@ -37,7 +37,8 @@ if [[ ${ENGINES:-1} == 1 && ($PROFILE == full || $PROFILE == quick) ]]; then
     # 77: skipped (not root, no network namespaces)
     [[ $rc == 0 || $rc == 77 ]] || exit "$rc"
 fi
-# HTTPS with kTLS TX on the agent vs OpenSSL in user space on kernel TCP (issue 13).
+# HTTPS with kTLS on the agent (also under --pcie bf2) vs OpenSSL in user space on kernel TCP
+# (issue 13): 0 B, 100 KB, 1 MB.
 if [[ ${HTTPS:-1} == 1 && ($PROFILE == full || $PROFILE == quick) ]]; then
     if [[ $PROFILE == quick ]]; then reps=1 dur=4; else reps=3 dur=6; fi
     REPS=$reps DURATION=$dur SKIP_BUILD=1 bash ci/bench-https.sh </dev/null
