@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): the agent's TCP/IP engines side by side with kernel TCP over a veth
 # pair between two network namespaces (fixture: tests/userstack.sh), REPS interleaved repetitions
-# in one run (issue 9). Modes:
+# in one run (issues 9 and 14; docs/engines.md). Modes:
 #   kernel   nginx on the kernel stack of namespace A (the IP configured on the veth end)
 #   native   preloaded nginx through snstack-agent --backend afpacket --engine native (snstack-tcp)
 #   smoltcp  the same with --engine smoltcp
+#   lwip     the same with --engine lwip (only when the agent was built with --features lwip)
 #   dpdk     --backend dpdk --engine native (only when the agent was built with --features dpdk;
 #            its net_af_packet vdev needs the veth offloads off, so that mode runs with them off)
+#   M-bf2    mode M (native, smoltcp, lwip) with the agent's PCIe model (--pcie bf2): only the
+#            request scenarios (wrk100, close100, redis); PCIE_MODES lists the M (default native)
 # Client in namespace B (kernel TCP, unmodified curl/wrk/python). Scenarios, per mode and rep:
 #   bulk       curl of a 100 MiB file, after one warm-up download (MB/s = 10^6 bytes/s)
 #   bulk_loss  the same with LOSS_PCT % random loss in each direction: nftables in namespace B,
@@ -14,14 +17,19 @@
 #              kernel has no sch_netem), veth offloads at their defaults; kernel again with CUBIC
 #              (bulk_loss_cubic; the namespace default here is BBR); bulk_loss_off: the same with
 #              the veth offloads off on both ends (LOSS_OFF_MODES, default "kernel native smoltcp dpdk")
-#   wrk100     wrk -t2 -c100 keepalive on nginx `return 200`: req/s and CPU per request
+#   wrk100     wrk -t2 -c100 keepalive on nginx `return 200`: req/s, p50/p99 and CPU per request
 #              (agent, nginx, wrk: utime+stime from /proc/PID/stat; machine: /proc/stat deltas)
+#   close100   the same with `Connection: close` (a connection per request: requests/s =
+#              connections/s)
+#   redis      redis-server (preloaded in agent modes) and redis-benchmark -t get -P 1 -c 50 from
+#              the peer: requests/s, p50/p99, agent and redis CPU per request (REDIS=0 skips it)
 #   connsN     N connections opened, each served one request and then held open idle
 #              (tests/apps/hold_conns.py) while wrk -t2 -c100 runs; agent RssAnon with N idle;
 #              the agent of this block runs with --max-sockets $CONN_MAX_SOCKETS --rx-ring/--tx-ring
 #              $CONN_RING (channel region per process = max_sockets x (rx_ring + tx_ring))
 # Writes bench/results/<date>-engines.md and .json (medians, min-max spread, ratio to kernel).
-#   REPS=3 DURATION=8 MODES="kernel native smoltcp dpdk" CONNS="100 1000 10000" LOSS_PCT=1
+#   REPS=3 DURATION=8 MODES="kernel native smoltcp lwip dpdk" PCIE_MODES=native CONNS="100 1000 10000"
+#   LOSS_PCT=1 REDIS=1
 #   QUICK=1 (REPS=1 DURATION=3 CONNS="100 1000")  SKIP_BUILD=1  TIME_LIMIT=3000 (s, whole run)
 #   OUT=bench/results/<name> (prefix of the two output files)
 set -euo pipefail
@@ -32,9 +40,11 @@ if [[ $QUICK == 1 ]]; then
 else
     REPS=${REPS:-3} DURATION=${DURATION:-8} CONNS=${CONNS-"100 1000 10000"} TIME_LIMIT=${TIME_LIMIT:-3000}
 fi
-MODES=${MODES:-"kernel native smoltcp dpdk"}
+MODES=${MODES:-"kernel native smoltcp lwip dpdk"}
+PCIE_MODES=${PCIE_MODES-native}
 LOSS_PCT=${LOSS_PCT:-1}
-LOSS_OFF_MODES=${LOSS_OFF_MODES-"kernel native smoltcp dpdk"}
+LOSS_OFF_MODES=${LOSS_OFF_MODES-"kernel native smoltcp lwip dpdk"}
+REDIS=${REDIS:-1}
 LOSS_MAXTIME=${LOSS_MAXTIME:-90}
 STD_MAX_SOCKETS=4096
 CONN_MAX_SOCKETS=${CONN_MAX_SOCKETS:-10240}
@@ -42,8 +52,11 @@ CONN_RING=${CONN_RING:-4096}
 NGX_CONNS=${NGX_CONNS:-16384}
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     (cd "$REPO" && cargo build --release --workspace </dev/null)
-    if pkg-config --exists libdpdk 2>/dev/null; then
-        (cd "$REPO" && cargo build --release -p nic-agent --features dpdk </dev/null)
+    feats=()
+    pkg-config --exists libdpdk 2>/dev/null && feats+=(dpdk)
+    [[ -e /usr/include/lwip/tcp.h ]] && grep -q '^lwip *=' "$REPO/nic-agent/Cargo.toml" && feats+=(lwip)
+    if ((${#feats[@]} > 0)); then
+        (cd "$REPO" && cargo build --release -p nic-agent --features "${feats[*]}" </dev/null)
     fi
 fi
 # shellcheck source=tests/lib.sh
@@ -76,22 +89,37 @@ note() {
 time_left() { ((SECONDS < TIME_LIMIT)); }
 
 # Drop modes this build cannot run.
+built_with() { # FEATURE PROBE-ARGS...: false when the agent says it was built without FEATURE
+    local f=$1 probe
+    shift
+    probe=$("$AGENT_BIN" --socket "$WORKDIR/p.sock" "$@" --iface snsnoiface0 --ip 10.0.0.2/24 2>&1 || true)
+    ! grep -qi "built without $f" <<<"$probe"
+}
 modes=()
 for m in $MODES; do
     case $m in
     kernel | native | smoltcp) modes+=("$m") ;;
     dpdk)
-        probe=$("$AGENT_BIN" --socket "$WORKDIR/p.sock" --backend dpdk --iface snsnoiface0 --ip 10.0.0.2/24 2>&1 || true)
-        if grep -q "built without DPDK" <<<"$probe"; then
+        if built_with dpdk --backend dpdk; then modes+=(dpdk); else
             note "dpdk: skipped, the agent was built without --features dpdk"
-        else
-            modes+=(dpdk)
+        fi
+        ;;
+    lwip)
+        if built_with lwip --backend afpacket --engine lwip; then modes+=(lwip); else
+            note "lwip: skipped, the agent was built without --features lwip (liblwip-dev)"
         fi
         ;;
     *) fail "unknown mode $m" ;;
     esac
 done
+for m in $PCIE_MODES; do
+    [[ " ${modes[*]} " == *" $m "* && $m != kernel && $m != dpdk ]] && modes+=("$m-bf2")
+done
 ((${#modes[@]} > 0)) || fail "no mode to run"
+if [[ $REDIS == 1 ]] && ! command -v redis-server >/dev/null 2>&1; then
+    note "redis-server/redis-benchmark not installed: redis scenario skipped (ci/install-deps.sh)"
+    REDIS=0
+fi
 
 userstack_up
 # The peer opens up to 10k connections per level and closes them again: a wide port range and
@@ -214,8 +242,9 @@ server_up() {
         mapfile -t cmd < <(nginx_args "$dir")
         spawn "$dir/nginx.out" ip netns exec "$NS_A" "${cmd[@]}"
         ;;
-    native | smoltcp | dpdk)
-        eng=$m backend=afpacket
+    native | smoltcp | lwip | dpdk | *-bf2)
+        eng=${m%-bf2} backend=afpacket
+        [[ $m == *-bf2 ]] && extra+=(--pcie bf2)
         [[ $m == dpdk ]] && eng=native backend=dpdk
         [[ $m == dpdk ]] && offloads off
         AGENT_LOG_LEVEL=warn userstack_agent "$backend" --engine "$eng" --iface "$VETH_A" "${extra[@]}"
@@ -280,18 +309,21 @@ bulk() {
     return 1
 }
 
-# wrkcpu MODE SCEN REP: wrk -t2 -c100 for DURATION s, with CPU and request counts.
+# wrkcpu MODE SCEN REP: wrk -t2 -c100 for DURATION s, with CPU and request counts (SCEN
+# close100: every request on a new connection, `Connection: close`).
 wrkcpu() {
-    local m=$1 sc=$2 r=$3 a0 a1 n0 n1 mc0 mc1 out req rps p99 errs w na0 na1 nb0 nb1
+    local m=$1 sc=$2 r=$3 a0 a1 n0 n1 mc0 mc1 out req rps p50 p99 errs w na0 na1 nb0 nb1
+    local -a hdr=()
+    [[ $sc == close100 ]] && hdr=(-H "Connection: close")
     out=$WORKDIR/wrk-$m-$sc-$r.out
     napi on
     sleep 1.5 # the af_packet device follows the interface's offloads within a second
-    in_b timeout 20 wrk -t2 -c100 -d1s "$BASE/hello" >/dev/null 2>&1 || true # warm-up
+    in_b timeout 20 wrk -t2 -c100 -d1s "${hdr[@]}" "$BASE/hello" >/dev/null 2>&1 || true # warm-up
     na0=$(napi_ticks "$VETH_A") nb0=$(napi_ticks "$VETH_B")
     a0=$(ticks "$SRV_AGENT") n0=$(ticks "$SRV_NGINX") mc0=$(machine)
     # shellcheck disable=SC2016 # expanded by the inner shell
-    w=$(in_b timeout $((DURATION + 30)) bash -c 'wrk -t2 -c100 -d"$1"s --timeout 5s --latency "$2" >"$3" 2>&1 || true
-        awk "{ print \$16, \$17 }" /proc/$$/stat' _ "$DURATION" "$BASE/hello" "$out") || true
+    w=$(in_b timeout $((DURATION + 30)) bash -c 'wrk -t2 -c100 -d"$1"s --timeout 5s --latency "${@:4}" "$2" >"$3" 2>&1 || true
+        awk "{ print \$16, \$17 }" /proc/$$/stat' _ "$DURATION" "$BASE/hello" "$out" "${hdr[@]}") || true
     a1=$(ticks "$SRV_AGENT") n1=$(ticks "$SRV_NGINX") mc1=$(machine)
     na1=$(napi_ticks "$VETH_A") nb1=$(napi_ticks "$VETH_B")
     napi off
@@ -303,10 +335,12 @@ wrkcpu() {
         return 1
     fi
     rps=$(awk '/Requests\/sec/ { printf "%.0f", $2 }' "$out")
+    p50=$(awk '$1 == "50%" { v = $2; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else if (v ~ /s$/) v = v * 1000; print v }' "$out")
     p99=$(awk '$1 == "99%" { v = $2; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else if (v ~ /s$/) v = v * 1000; print v }' "$out")
     errs=$(wrk_socket_errors "$out")
     [[ $errs == 0 ]] || note "$m $sc rep $r: wrk socket errors: $(grep 'Socket errors' "$out")"
     rec "$m" "$sc" "$r" rps "$rps"
+    rec "$m" "$sc" "$r" p50_ms "$p50"
     rec "$m" "$sc" "$r" p99_ms "$p99"
     rec "$m" "$sc" "$r" wrk_errors "$errs"
     awk -v a0="$a0" -v a1="$a1" -v n0="$n0" -v n1="$n1" -v req="$req" -v hz="$CLK_TCK" \
@@ -323,6 +357,67 @@ wrkcpu() {
             printf "%s\t%s\t%s\tmach_sys_us\t%.3f\n", M, S, R, (y[2] - x[2]) * f
             printf "%s\t%s\t%s\tmach_busy_us\t%.3f\n", M, S, R, (y[3] - x[3]) * f }' >>"$RAW"
     log "$m $sc rep $r: $rps req/s, p99 $p99 ms, errors $errs; $(awk -v M="$m" -v S="$sc" -v R="$r" -F'\t' \
+        '$1 == M && $2 == S && $3 == R && $4 ~ /_us$/ { printf "%s %s  ", $4, $5 }' "$RAW")"
+}
+
+# rediscpu MODE REP: redis-server (preloaded through the running agent, or on the kernel stack of
+# A) and redis-benchmark -t get -P 1 -c 50 from the peer, with CPU per request as in wrkcpu.
+rediscpu() {
+    local m=$1 r=$2 sc=redis dir pid a0 a1 n0 n1 na0 na1 out n i
+    dir=$WORKDIR/redis-$m-$r
+    mkdir -p "$dir"
+    local -a argv=(redis-server --port 6379 --bind "$AGENT_IP" --save "" --appendonly no --dir "$dir"
+        --protected-mode no)
+    if [[ $m == kernel ]]; then
+        spawn "$dir/out" ip netns exec "$NS_A" "${argv[@]}"
+    else
+        spawn_preload "$dir/out" "${argv[@]}"
+    fi
+    pid=$SPAWNED_PID
+    for ((i = 0; i < 100; i++)); do
+        in_b redis-cli -h "$AGENT_IP" -p 6379 ping 2>/dev/null | grep -q PONG && break
+        pid_alive "$pid" || break
+        sleep 0.2
+    done
+    if ! in_b redis-cli -h "$AGENT_IP" -p 6379 ping 2>/dev/null | grep -q PONG; then
+        note "$m redis rep $r: redis-server did not answer: $(tail -3 "$dir/out" | tr '\n' ' ')"
+        rec "$m" "$sc" "$r" failed 1
+        stop_pid "$pid" TERM 5
+        return 1
+    fi
+    napi on
+    sleep 1.5
+    in_b timeout 60 redis-benchmark -h "$AGENT_IP" -p 6379 -t set,get -n 20000 -c 50 -q >/dev/null 2>&1 || true
+    n=$((DURATION * 25000))
+    na0=$(napi_ticks "$VETH_A")
+    a0=$(ticks "$SRV_AGENT") n0=$(ticks "$pid")
+    out=$(in_b timeout $((DURATION * 20 + 60)) redis-benchmark -h "$AGENT_IP" -p 6379 -t get -n "$n" -c 50 \
+        -P 1 -d 64 --csv 2>&1) || true
+    a1=$(ticks "$SRV_AGENT") n1=$(ticks "$pid")
+    na1=$(napi_ticks "$VETH_A")
+    napi off
+    sleep 1.5
+    stop_pid "$pid" TERM 5
+    # "GET","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    local line
+    line=$(grep '^"GET"' <<<"$out" | tr -d '"' || true)
+    if [[ -z $line ]]; then
+        note "$m redis rep $r: redis-benchmark printed no GET line: $(tr '\n' ' ' <<<"$out" | cut -c1-300)"
+        rec "$m" "$sc" "$r" failed 1
+        return 1
+    fi
+    IFS=, read -r _ rps _ _ p50 _ p99 _ <<<"$line"
+    rec "$m" "$sc" "$r" rps "$rps"
+    rec "$m" "$sc" "$r" p50_ms "$p50"
+    rec "$m" "$sc" "$r" p99_ms "$p99"
+    awk -v a0="$a0" -v a1="$a1" -v n0="$n0" -v n1="$n1" -v req="$n" -v hz="$CLK_TCK" \
+        -v agent="${SRV_AGENT:-}" -v M="$m" -v S="$sc" -v R="$r" -v na="$((na1 - na0))" '
+        BEGIN { f = 1e6 / hz / req
+            if (agent != "") printf "%s\t%s\t%s\tagent_us\t%.3f\n", M, S, R, (a1 - a0) * f
+            printf "%s\t%s\t%s\tapp_us\t%.3f\n", M, S, R, (n1 - n0) * f
+            printf "%s\t%s\t%s\tnapi_srv_us\t%.3f\n", M, S, R, na * f
+            printf "%s\t%s\t%s\tserver_us\t%.3f\n", M, S, R, ((a1 - a0) + (n1 - n0) + na) * f }' >>"$RAW"
+    log "$m redis rep $r: $rps req/s, p50 $p50 ms, p99 $p99 ms; $(awk -v M="$m" -v S="$sc" -v R="$r" -F'\t' \
         '$1 == M && $2 == S && $3 == R && $4 ~ /_us$/ { printf "%s %s  ", $4, $5 }' "$RAW")"
 }
 
@@ -370,9 +465,11 @@ for ((r = 1; r <= REPS; r++)); do
         time_left || { note "TIME_LIMIT ${TIME_LIMIT}s reached before $m rep $r"; break 2; }
         log "=== rep $r/$REPS: $m ==="
         if server_up "$m" std; then
-            bulk "$m" bulk "$r" 60 warm || true
+            [[ $m == *-bf2 ]] || bulk "$m" bulk "$r" 60 warm || true
             wrkcpu "$m" wrk100 "$r" || true
-            if [[ $HAVE_NFT == 1 ]]; then
+            wrkcpu "$m" close100 "$r" || true
+            [[ $REDIS == 1 ]] && { rediscpu "$m" "$r" || true; }
+            if [[ $HAVE_NFT == 1 && $m != *-bf2 ]]; then
                 # 1) the veth defaults (dpdk cannot run with them on)
                 if [[ $m != dpdk ]]; then
                     loss on
@@ -413,7 +510,7 @@ for ((r = 1; r <= REPS; r++)); do
             rec "$m" bulk "$r" failed 1
         fi
         server_down "$m"
-        [[ -n $CONNS && $m != dpdk ]] || continue
+        [[ -n $CONNS && $m != dpdk && $m != *-bf2 ]] || continue
         time_left || { note "TIME_LIMIT ${TIME_LIMIT}s reached before $m conns rep $r"; break 2; }
         if server_up "$m" 10k; then
             [[ -n $SRV_AGENT ]] && rec "$m" conns_idle "$r" agent_rss_kib "$(rss_anon "$SRV_AGENT")"
@@ -457,6 +554,12 @@ for line in open(raw):
     data.setdefault((sc, k, m), []).append(float(v))
 notes_l = [l.rstrip("\n") for l in open(notes) if l.strip()]
 
+NAMES = {"kernel": "kernel TCP", "native": "snstack-tcp (native)", "smoltcp": "smoltcp 0.12",
+         "lwip": "lwIP 2.1.3 (Debian)", "dpdk": "snstack-tcp over DPDK"}
+for m in list(modes):
+    if m.endswith("-bf2"):
+        NAMES[m] = NAMES.get(m[:-4], m[:-4]) + " with --pcie bf2"
+
 def agg(sc, k, m):
     v = data.get((sc, k, m))
     if not v:
@@ -489,6 +592,7 @@ rows = [("bulk", "mbps", "(a) bulk 100 MiB, MB/s", 1, True),
         ("bulk_loss_off", "mbps", f"(b) bulk at {meta['loss_pct']}% loss, veth offloads off (per-segment loss), MB/s", 1, True),
         ("bulk_loss_off_cubic", "mbps", f"(b) the same, kernel with CUBIC", 1, True),
         ("wrk100", "rps", "(c) wrk -c100 req/s", 0, True),
+        ("wrk100", "p50_ms", "(c) wrk -c100 p50 ms", 2, True),
         ("wrk100", "p99_ms", "(c) wrk -c100 p99 ms", 2, True),
         ("wrk100", "agent_us", "(c) agent CPU us/req", 2, False),
         ("wrk100", "nginx_us", "(c) nginx (host) CPU us/req", 2, True),
@@ -497,7 +601,20 @@ rows = [("bulk", "mbps", "(a) bulk 100 MiB, MB/s", 1, True),
         ("wrk100", "napi_cli_us", "(c) client-side NAPI thread us/req", 2, True),
         ("wrk100", "mach_sys_us", "(c) machine sys+irq+softirq us/req", 2, True),
         ("wrk100", "mach_busy_us", "(c) machine busy (all CPU) us/req", 2, True),
-        ("wrk100", "wrk_us", "(c) wrk (client) CPU us/req", 2, True)]
+        ("wrk100", "wrk_us", "(c) wrk (client) CPU us/req", 2, True),
+        ("close100", "rps", "(e) Connection: close, wrk -c100: connections/s (= req/s)", 0, True),
+        ("close100", "p50_ms", "(e) Connection: close p50 ms", 2, True),
+        ("close100", "p99_ms", "(e) Connection: close p99 ms", 2, True),
+        ("close100", "agent_us", "(e) Connection: close agent CPU us/req", 2, False),
+        ("close100", "nginx_us", "(e) Connection: close nginx (host) CPU us/req", 2, True),
+        ("close100", "server_us", "(e) Connection: close server total us/req", 2, True),
+        ("close100", "wrk_errors", "(e) Connection: close wrk socket errors", 0, False),
+        ("redis", "rps", "(f) redis GET -P 1 -c 50 req/s", 0, True),
+        ("redis", "p50_ms", "(f) redis GET p50 ms", 3, True),
+        ("redis", "p99_ms", "(f) redis GET p99 ms", 3, True),
+        ("redis", "agent_us", "(f) redis GET agent CPU us/req", 2, False),
+        ("redis", "app_us", "(f) redis GET redis-server (host) CPU us/req", 2, True),
+        ("redis", "server_us", "(f) redis GET server total us/req", 2, True)]
 for n in conns:
     sc = f"conns{n}"
     rows += [(sc, "served", f"(d) {n} conns: served (of {n})", 0, False),
@@ -514,7 +631,7 @@ for (sc, k, m), v in list(data.items()):
         data[(sc, k, m)] = [x / 1024 for x in v]
 
 L = []
-L.append("# Engines side by side: kernel TCP vs snstack-tcp (native) vs smoltcp over a veth pair")
+L.append("# Engines side by side over a veth pair: " + ", ".join(NAMES.get(m, m) for m in modes))
 L.append("")
 L.append(f"Command: \`{meta['command']}\`, commit \`{meta['commit']}\`, {meta['start']} - {meta['end']} ({meta['wall_s']} s).")
 L.append(f"Machine: {meta['machine']}; load average {meta['load']}. Everything (client, nginx, agent, veth softirq) shares the vCPUs, unpinned; the machine is shared with other work, so read medians and ratios, not absolute figures.")
@@ -571,10 +688,104 @@ for m in [x for x in modes if x != "kernel"]:
             if s is not None:
                 L.append(f"- {m}: {n} connections: served {int(s['min'])}-{int(s['max'])} of {n} over {s['n']} reps{', ' + str(f) + ' rep(s) failed' if f else ''}")
 L.append("")
+# The comparison of issue 14: one row per engine.
+L.append("## Engines compared")
+L.append("")
+L.append("Medians of the runs above (ratio to kernel). Memory per idle connection: (agent RssAnon with N idle connections - the idle agent's) / N for the agent's engines; the machine's Slab delta / N for kernel TCP (its socket memory lives in the kernel). Maximum concurrent connections: the highest level of (d) served in full (the levels tried: " + (", ".join(str(n) for n in conns) or "none") + ").")
+L.append("")
+L.append("| engine | agent CPU us/req keepalive | close | redis GET | req/s keepalive | p50 / p99 ms keepalive | conns/s | bulk MB/s | bulk at loss MB/s | memory per idle conn KiB | max concurrent conns |")
+L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+def ratio(x, k):
+    return "" if x is None or not k else f" ({x / k:.2f}x)"
+for m in modes:
+    def g(sc, k):
+        return med(sc, k, m)
+    if m == "kernel":
+        cpu = [g("wrk100", "server_us"), g("close100", "server_us"), g("redis", "server_us")]
+    else:
+        cpu = [g("wrk100", "agent_us"), g("close100", "agent_us"), g("redis", "agent_us")]
+    kcpu = [med("wrk100", "server_us", "kernel"), med("close100", "server_us", "kernel"), med("redis", "server_us", "kernel")]
+    mem = "-"
+    if conns:
+        hi = f"conns{conns[-1]}"
+        if m == "kernel":
+            sd = med(hi, "slab_delta_kib", m)
+            mem = "-" if sd is None else f"{sd * 1024 / conns[-1]:.1f} (Slab)"
+        else:
+            a, b = med(hi, "agent_rss_kib", m), med("conns_idle", "agent_rss_kib", m)
+            mem = "-" if a is None or b is None else f"{(a - b) * 1024 / conns[-1]:.1f}"
+    full = [n for n in conns if (s := agg(f"conns{n}", "served", m)) and int(s["min"]) >= n]
+    maxc = str(max(full)) if full else ("-" if not conns or m.endswith("-bf2") or m == "dpdk" else "below " + str(conns[0]))
+    lossk = "bulk_loss_off" if m == "dpdk" else "bulk_loss"
+    cells = [f"{fmt(c, 2)}{ratio(c, k)}" for c, k in zip(cpu, kcpu)]
+    rps, krps = g("wrk100", "rps"), med("wrk100", "rps", "kernel")
+    cps, kcps = g("close100", "rps"), med("close100", "rps", "kernel")
+    bl, kbl = g("bulk", "mbps"), med("bulk", "mbps", "kernel")
+    bll, kbll = g(lossk, "mbps"), med(lossk, "mbps", "kernel")
+    L.append(f"| {NAMES.get(m, m)} | " + " | ".join(cells) + f" | {fmt(rps, 0)}{ratio(rps, krps)} | {fmt(g('wrk100', 'p50_ms'), 2)} / {fmt(g('wrk100', 'p99_ms'), 2)} | {fmt(cps, 0)}{ratio(cps, kcps)} | {fmt(bl, 0)}{ratio(bl, kbl)} | {fmt(bll, 1)}{ratio(bll, kbll)} | {mem} | {maxc} |")
+L.append("")
+L.append("For kernel TCP the CPU columns are its whole server-side cost (the application + its NAPI thread); for the agent's engines, the agent's CPU alone (the application's is in the rows above).")
+L.append("")
+# What each engine implements (docs/engines.md says where each fact comes from).
+FEATS = ["SACK", "RACK-TLP", "congestion control", "window scaling", "timestamps", "TSO / checksum offload", "SYN cookies", "IPv6"]
+HAS = {
+    "kernel": ["yes", "yes", "CUBIC, BBR, ...", "yes", "yes", "yes", "yes", "yes"],
+    "native": ["yes (RFC 6675 scoreboard)", "yes", "CUBIC, NewReno, BBR", "yes", "yes (PAWS)", "yes (TSO out, GRO'd/partial-checksum frames in)", "yes", "yes"],
+    "smoltcp": ["negotiated, not used for recovery", "no", "CUBIC or Reno (per duplicate ACK)", "yes", "yes", "no (MTU frames; checksums in software)", "no", "yes in smoltcp (IPv4 only as the agent configures it)"],
+    "lwip": ["as packaged (docs/engines.md)", "no", "NewReno-like (RFC 5681)", "as packaged (docs/engines.md)", "as packaged (docs/engines.md)", "no (MTU frames; checksums in software)", "no", "as packaged (docs/engines.md)"],
+}
+shown = [m for m in modes if m in HAS]
+if shown:
+    L.append("### What each engine implements")
+    L.append("")
+    L.append("| feature | " + " | ".join(NAMES.get(m, m) for m in shown) + " |")
+    L.append("|---|" + "---|" * len(shown))
+    for i, f in enumerate(FEATS):
+        L.append(f"| {f} | " + " | ".join(HAS[m][i] for m in shown) + " |")
+    L.append("")
+# Plots (matplotlib from Debian: python3-matplotlib).
+try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    scen = [("wrk100", "keepalive"), ("close100", "Connection: close"), ("redis", "redis GET -P 1")]
+    w = 0.8 / max(1, len(modes))
+    for j, m in enumerate(modes):
+        key = "server_us" if m == "kernel" else "agent_us"
+        ys = [med(sc, key, m) or 0 for sc, _ in scen]
+        ax.bar([i + j * w for i in range(len(scen))], ys, w, label=NAMES.get(m, m) + (" (server side)" if m == "kernel" else " (agent)"))
+    ax.set_xticks([i + w * (len(modes) - 1) / 2 for i in range(len(scen))], [t for _, t in scen])
+    ax.set_ylabel("CPU us per request")
+    ax.set_title("Server-side CPU per request: kernel (app + NAPI) vs each engine's agent")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out + "-cpu.png", dpi=110)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    scen = [("bulk", "lossless"), ("bulk_loss", f"{meta['loss_pct']}% loss, offloads on"), ("bulk_loss_off", f"{meta['loss_pct']}% loss, offloads off")]
+    bm = [m for m in modes if not m.endswith("-bf2")]
+    w = 0.8 / max(1, len(bm))
+    for j, m in enumerate(bm):
+        ys = [med(sc, "mbps", m) or 0 for sc, _ in scen]
+        ax.bar([i + j * w for i in range(len(scen))], ys, w, label=NAMES.get(m, m))
+    ax.set_xticks([i + w * (len(bm) - 1) / 2 for i in range(len(scen))], [t for _, t in scen])
+    ax.set_ylabel("MB/s, one connection, 100 MiB")
+    ax.set_yscale("log")
+    ax.set_title("Bulk throughput over the veth, lossless and under random loss")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out + "-loss.png", dpi=110)
+    import os
+    L.append(f"Plots: [{os.path.basename(out)}-cpu.png]({os.path.basename(out)}-cpu.png) (CPU per request), [{os.path.basename(out)}-loss.png]({os.path.basename(out)}-loss.png) (throughput under loss).")
+    L.append("")
+except ImportError:
+    L.append("Plots: skipped (python3-matplotlib not installed; ci/install-deps.sh installs it).")
+    L.append("")
 L.append("## Method")
 L.append("")
-L.append(f"- Modes: \`kernel\` = nginx on the kernel stack of A (the IP on the veth end); \`native\` / \`smoltcp\` = nginx preloaded with libsnstack.so, every TCP socket in \`snstack-agent --backend afpacket --engine native|smoltcp\` (the agent owns the IP, log level warn); \`dpdk-native\` = \`--backend dpdk\` (net_af_packet vdev, EAL --no-huge, polled on a 50 us timer). nginx: 1 process, \`return 200\` keepalive, static files with \`sendfile off\`.")
+L.append(f"- Modes: \`kernel\` = nginx on the kernel stack of A (the IP on the veth end); \`native\` / \`smoltcp\` / \`lwip\` = nginx preloaded with libsnstack.so, every TCP socket in \`snstack-agent --backend afpacket --engine native|smoltcp|lwip\` (the agent owns the IP, log level warn); \`dpdk-native\` = \`--backend dpdk\` (net_af_packet vdev, EAL --no-huge, polled on a 50 us timer). nginx: 1 process, \`return 200\` keepalive, static files with \`sendfile off\`.")
 L.append(f"- Agent for (a)-(c): {meta['std_agent']}. Agent for (d): {meta['conn_agent']} (channel region per process = max_sockets x (rx_ring + tx_ring) = {int(meta['conn_region_mib'])} MiB here, shared memory, not in RssAnon); nginx \`worker_connections\` {meta['ngx_conns']} (nginx closes idle keepalive connections once fewer than 1/16 of them are free: with 10,240 it served only 9,584 of 10,000), \`worker_rlimit_nofile\` and \`ulimit -n\` {meta['nofile']} in that block (kernel mode too).")
+L.append(f"- (e) as (c) with \`-H 'Connection: close'\`: nginx closes each connection after its response, wrk opens a new one per request (so requests/s is connections/s; the server side holds the TIME-WAIT). (f) redis-server {'(preloaded through the agent; on the kernel stack of A for kernel)'} with no persistence, \`redis-benchmark -t get -n DURATION x 25000 -c 50 -P 1 -d 64 --csv\` from B after a warm-up; CPU per request as in (c) (the application's column is redis-server's). \`M-bf2\` modes: the same agent with \`--pcie bf2\` (500 ns per channel crossing, 25 GB/s), (c), (e), (f) only.")
 L.append("- (a) \`curl\` of a 100 MiB static file after one warm-up download; MB/s = bytes / curl's time_total / 10^6.")
 L.append(f"- (b) the same download with nftables in namespace B: table inet with \`iifname <veth> numgen random mod 100 < {meta['loss_pct']} drop\` on the input hook and the same with \`oifname\` on the output hook, identical for every mode, curl limit {'${LOSS_MAXTIME}'} s. First row: veth offloads at their defaults (as in (a)): the hooks see what the stacks send, so a dropped 'packet' from kernel TCP or the native engine can be a TSO super-frame of up to 64 KB (the same rule, not the same segment loss rate), while smoltcp sends MTU-sized frames. Kernel congestion control: the namespace default ({meta['kernel_cc']}), and again with CUBIC (snstack-tcp's algorithm; \`ip route ... congctl cubic\` on the subnet route of A, since a non-initial namespace may not change its default) in the second row. Third row: offloads (tx checksum, TSO, GSO, GRO) off on both ends, so the rule drops 1 % of MTU-sized segments (the kernel again with CUBIC in the fourth row; the af_packet device follows the interface's offloads within a second); dpdk only runs there.")
 L.append("- (c) CPU per request = delta over the wrk run / wrk's request count: agent and nginx utime+stime from /proc/PID/stat (the agent's includes any idle spin it does; it stops spinning while its CPU is contended, docs/agent-loop.md); wrk = its reaped children's cutime+cstime in a wrapper shell; machine from /proc/stat: sys+irq+softirq and busy (user+nice+system+irq+softirq+steal). The (c) and (d) wrk runs use threaded NAPI on both veth ends (GRO on, TSO off, restored afterwards; docs/agent-loop.md): on a veth the sending syscall otherwise runs the receiver's whole stack in softirq, charging a server with its client's TCP receive work and the other way round. So each side's receive processing runs in its own kernel thread: the server side's (napi/<veth A>) is kernel TCP's receive path in kernel mode and the delivery of frames into the af_packet ring (the NIC's DMA on real hardware) in agent modes. The kernel's server-side cost per request is nginx + that thread; the agent's is its own CPU, with nginx the host's. The machine figures hold everything, client included. Any other work on the machine during the run lands in the machine figures too.")
