@@ -93,7 +93,7 @@ built_with() { # FEATURE PROBE-ARGS...: false when the agent says it was built w
     local f=$1 probe
     shift
     probe=$("$AGENT_BIN" --socket "$WORKDIR/p.sock" "$@" --iface snsnoiface0 --ip 10.0.0.2/24 2>&1 || true)
-    ! grep -qi "built without $f" <<<"$probe"
+    ! grep -qiE "built without $f|invalid value '$f'" <<<"$probe"
 }
 modes=()
 for m in $MODES; do
@@ -731,7 +731,7 @@ FEATS = ["SACK", "RACK-TLP", "congestion control", "window scaling", "timestamps
 HAS = {
     "kernel": ["yes", "yes", "CUBIC, BBR, ...", "yes", "yes", "yes", "yes", "yes"],
     "native": ["yes (RFC 6675 scoreboard)", "yes", "CUBIC, NewReno, BBR", "yes", "yes (PAWS)", "yes (TSO out, GRO'd/partial-checksum frames in)", "yes", "yes"],
-    "smoltcp": ["negotiated, not used for recovery", "no", "CUBIC or Reno (per duplicate ACK)", "yes", "yes", "no (MTU frames; checksums in software)", "no", "yes in smoltcp (IPv4 only as the agent configures it)"],
+    "smoltcp": ["negotiated, not used for recovery", "no", "CUBIC (smoltcp's: cuts the window on every duplicate ACK)", "yes", "yes", "no (MTU frames; checksums in software)", "no", "yes in smoltcp (IPv4 only as the agent configures it)"],
     "lwip": ["as packaged (docs/engines.md)", "no", "NewReno-like (RFC 5681)", "as packaged (docs/engines.md)", "as packaged (docs/engines.md)", "no (MTU frames; checksums in software)", "no", "as packaged (docs/engines.md)"],
 }
 shown = [m for m in modes if m in HAS]

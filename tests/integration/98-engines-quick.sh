@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The engines comparison (issue 14, docs/engines.md) end to end on its quick profile: kernel TCP
+# and every engine this agent was built with (native, smoltcp, lwip with --features lwip, native
+# under --pcie bf2) over one veth pair, every scenario once for 1 s, 100 connections held: the
+# report has the engines-compared table with figures for each mode, the feature list, the JSON and
+# the plots. No timing assertions: figures here are noise; a scenario that produced nothing fails.
+# test-timeout: 900
+# shellcheck source=tests/lib.sh
+source "$(dirname "$0")/../lib.sh"
+# shellcheck source=tests/userstack.sh
+source "$REPO/tests/userstack.sh"
+require_snstack
+require_cmd curl wrk ethtool redis-server redis-benchmark "$NGINX_BIN"
+userstack_probe
+out=$WORKDIR/eng
+log "bash ci/bench-engines.sh (REPS=1 DURATION=1 CONNS=100, all modes built)"
+OUT=$out REPS=1 DURATION=1 CONNS=100 LOSS_MAXTIME=60 SKIP_BUILD=1 TIME_LIMIT=700 \
+    timeout 840 bash "$REPO/ci/bench-engines.sh" >"$WORKDIR/bench.log" 2>&1 </dev/null ||
+    fail "bench-engines failed: $(tail -30 "$WORKDIR/bench.log")"
+sed -n '/^## Engines compared/,/^## Method/p' "$out.md"
+"$PY" - "$out" <<'PY' || fail "the comparison's report is incomplete"
+import json, pathlib, sys
+out = sys.argv[1]
+s = json.loads(pathlib.Path(out + ".json").read_text())
+modes = s["meta"]["modes"].split()
+assert {"kernel", "native", "smoltcp", "native-bf2"} <= set(modes), modes
+res = s["results"]
+for m in modes:
+    for sc in ("wrk100", "close100", "redis"):
+        got = res.get(sc, {}).get("rps", {}).get(m)
+        assert got and got["median"] > 0, f"{m}: no requests/s in {sc}"
+        if m != "kernel":
+            a = res[sc].get("agent_us", {}).get(m)
+            assert a and a["median"] > 0, f"{m}: no agent CPU in {sc}"
+    if m.endswith("-bf2"):
+        continue
+    assert res["bulk"]["mbps"][m]["median"] > 0, f"{m}: no bulk figure"
+    loss = "bulk_loss_off" if m == "dpdk" else "bulk_loss"
+    assert res.get(loss, {}).get("mbps", {}).get(m), f"{m}: the download at 1 % loss did not finish"
+    if m != "dpdk":
+        served = res["conns100"]["served"][m]["median"]
+        assert served == 100, f"{m}: {served} of 100 connections served"
+md = pathlib.Path(out + ".md").read_text()
+for want in ("## Engines compared", "| engine | agent CPU us/req keepalive |", "### What each engine implements",
+             "| SACK |", "(e) Connection: close", "(f) redis GET"):
+    assert want in md, f"report lacks {want!r}"
+rows = [l for l in md.split("## Engines compared", 1)[1].split("\n") if l.startswith("| ") and "engine |" not in l]
+for m in modes:
+    assert any(l.startswith(f"| {n} |") for l in rows for n in [m, "kernel TCP", "snstack-tcp (native)", "smoltcp 0.12",
+               "lwIP 2.1.3 (Debian)", "snstack-tcp over DPDK"]), f"no compared row for {m}"
+for p in ("-cpu.png", "-loss.png"):
+    f = pathlib.Path(out + p)
+    assert f.exists() and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"plot {f.name} missing or not a PNG"
+print("modes:", " ".join(modes))
+PY
+log "report complete: $(grep -c '^| ' "$out.md") table rows, plots written"
