@@ -19,7 +19,9 @@ PKGS=(nginx-light wrk curl python3 redis-server redis-tools memcached sockperf i
     # operations tests: `snstack top` in a real terminal, `systemd-analyze verify` of the unit
     tmux systemd
     # payload API tests: ab against snstack-http (86-payload-http)
-    apache2-utils)
+    apache2-utils
+    # kTLS tests: records opened independently of the agent (89-ktls-tx)
+    python3-cryptography)
 SERVICES=(nginx redis-server memcached)
 
 installed() { [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]]; }
