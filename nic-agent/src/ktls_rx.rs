@@ -39,7 +39,6 @@ use shm_proto::TlsRx;
 
 use crate::backend::{Backend, IoBuf};
 use crate::channel::Channel;
-use crate::pcie::Dir;
 use crate::session::Violation;
 use crate::sock::{Kind, Outcome, Sock};
 use crate::tls::record::{content_type, MAX_RECORD_LEN};
@@ -452,13 +451,7 @@ pub fn pump_rx<B: Backend>(
     chan.counters.tls_rx_records += c.records - before.records;
     chan.counters.tls_rx_bytes += c.bytes - before.bytes;
     chan.counters.tls_decrypt_errors += c.errors - before.errors;
-    let moved = rx_tail.wrapping_sub(start);
-    if moved != 0 {
-        chan.pcie(Dir::Publish, u64::from(moved));
-        rx.publish_tail(*rx_tail);
-        chan.counters.n2h_bytes += u64::from(moved);
-        chan.counters.n2h_ops += 1;
-    }
+    crate::sock::finish_rx(chan, &rx, slot, start, *rx_tail);
     if pump.progress() != progress || out.done {
         // (A word changed without bytes too: a control record read, an error now readable.)
         chan.dirty(slot);

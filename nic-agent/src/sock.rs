@@ -678,14 +678,7 @@ pub fn pump_rx<B: Backend>(
             }
         }
     }
-    let moved = rx_tail.wrapping_sub(start);
-    if moved != 0 {
-        chan.pcie(Dir::Publish, u64::from(moved));
-        rx.publish_tail(*rx_tail);
-        chan.counters.n2h_bytes += u64::from(moved);
-        chan.counters.n2h_ops += 1;
-        chan.dirty(slot);
-    }
+    finish_rx(chan, &rx, slot, start, *rx_tail);
     Ok(out)
 }
 
@@ -789,15 +782,23 @@ fn pump_rx_framed<B: Backend>(
         }
         Ok(())
     })?;
-    let moved = rx_tail.wrapping_sub(start);
+    finish_rx(chan, &rx, slot, start, *rx_tail);
+    Ok(out)
+}
+
+/// After an RX pump: publishes the tail of `slot`'s RX stream if it moved since `start` (one
+/// publication per pump call, coalescing what arrived), counts it and marks the slot dirty.
+/// Returns the bytes published. Shared by every RX pump (plain, framed, terminated TLS, kTLS).
+pub fn finish_rx(chan: &mut Channel, rx: &Stream, slot: u32, start: u32, tail: u32) -> u32 {
+    let moved = tail.wrapping_sub(start);
     if moved != 0 {
         chan.pcie(Dir::Publish, u64::from(moved));
-        rx.publish_tail(*rx_tail);
+        rx.publish_tail(tail);
         chan.counters.n2h_bytes += u64::from(moved);
         chan.counters.n2h_ops += 1;
         chan.dirty(slot);
     }
-    Ok(out)
+    moved
 }
 
 /// Writes in-order payload straight from a received frame into `slot`'s RX stream (the engine's
