@@ -21,7 +21,9 @@ PKGS=(nginx-light wrk curl python3 redis-server redis-tools memcached sockperf i
     # payload API tests: ab against snstack-http (86-payload-http)
     apache2-utils
     # benchmarks: the engines comparison's plots (ci/bench-engines.sh, issue 14)
-    python3-matplotlib)
+    python3-matplotlib
+    # kTLS tests: records opened independently of the agent (89-ktls-tx, 98-ktls-rx)
+    python3-cryptography)
 SERVICES=(nginx redis-server memcached)
 
 installed() { [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]]; }

@@ -55,6 +55,9 @@ pub struct KtlsSock {
     /// Per binding: its record-type marks and where its plain bytes end. (Here, not in the
     /// `Binding`: rare, and bindings stay small.)
     binds: Vec<(Bind, KtlsBinding)>,
+    /// Once `TLS_RX` is set: the records received and not yet all in the reader's stream
+    /// (ktls_rx.rs).
+    pub rx: Option<Box<crate::ktls_rx::RxPump>>,
 }
 
 /// `io::Write`-free send of one buffer to the backend.
@@ -74,7 +77,20 @@ impl KtlsSock {
             out: Vec::new(),
             sent: 0,
             binds: Vec::new(),
+            rx: None,
         }
+    }
+
+    /// `TLS_RX` is set: the RX pump opens records (ktls_rx.rs).
+    pub fn rx_on(&self) -> bool {
+        self.rx.is_some()
+    }
+
+    /// The opener and the RX pump, once `TLS_RX` is set.
+    pub fn rx_parts(&mut self) -> Option<(&mut crate::tls::Opener, &mut crate::ktls_rx::RxPump)> {
+        let o = self.opts.opener()?;
+        let p = self.rx.as_deref_mut()?;
+        Some((o, p))
     }
 
     /// Binding `by`'s state (a fresh one if it has none).

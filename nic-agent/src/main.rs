@@ -17,6 +17,7 @@ mod channel;
 mod config;
 mod framed;
 mod ktls;
+mod ktls_rx;
 mod metrics;
 mod pcie;
 mod session;

@@ -258,9 +258,14 @@ impl<S> Sock<S> {
     /// A live connection's other bindings also see `SF_PASSIVE`: their reader must claim the
     /// bytes (`OP_RX_CLAIM`) before it waits for them.
     pub fn flags_for(&self, b: Bind) -> u32 {
-        let sees_end = self.kind != Kind::Connected
-            || self.io_dead
-            || (self.active == Some(b) && self.stash.is_empty());
+        let owed = !self.stash.is_empty()
+            || self
+                .ktls
+                .as_ref()
+                .and_then(|k| k.rx.as_ref())
+                .is_some_and(|p| p.owes());
+        let sees_end =
+            self.kind != Kind::Connected || self.io_dead || (self.active == Some(b) && !owed);
         let passive = self.kind == Kind::Connected && !self.io_dead && self.active != Some(b);
         let mut f = if sees_end {
             self.flags
@@ -292,6 +297,12 @@ impl<S> Sock<S> {
         };
         st.urgent.store(urg, Ordering::SeqCst);
         st.framing_error.store(self.framing_error, Ordering::SeqCst);
+        // kTLS RX: what the readable bytes are, also an index of the active binding's stream.
+        let tls_rx = match self.ktls.as_ref().and_then(|k| k.rx.as_ref()) {
+            Some(p) if self.active == Some(b) => p.word().pack(),
+            _ => 0,
+        };
+        st.tls_rx.store(tls_rx, Ordering::SeqCst);
         st.flags.store(self.flags_for(b), Ordering::SeqCst);
     }
 }
@@ -553,6 +564,8 @@ pub struct Outcome {
     pub tls_handshake: bool,
     /// RX of a TLS-terminated connection: the peer broke TLS.
     pub tls_failed: bool,
+    /// RX of a kTLS RX socket: a record failed to open (the socket's `SO_ERROR` from now).
+    pub tls_rx_error: Option<i32>,
 }
 
 /// Moves bytes into the RX stream of `slot` (the active binding): first the stash, then from the
@@ -571,6 +584,9 @@ pub fn pump_rx<B: Backend>(
     }
     if s.framed.is_some() {
         return pump_rx_framed(b, s, chan, slot, rx_tail, drain);
+    }
+    if s.ktls.as_ref().is_some_and(|k| k.rx_on()) {
+        return crate::ktls_rx::pump_rx(b, s, chan, slot, rx_tail);
     }
     let from_os = s.kind == Kind::Connected && !s.rx_done && !s.io_dead;
     if !from_os && s.stash.is_empty() {
@@ -662,14 +678,7 @@ pub fn pump_rx<B: Backend>(
             }
         }
     }
-    let moved = rx_tail.wrapping_sub(start);
-    if moved != 0 {
-        chan.pcie(Dir::Publish, u64::from(moved));
-        rx.publish_tail(*rx_tail);
-        chan.counters.n2h_bytes += u64::from(moved);
-        chan.counters.n2h_ops += 1;
-        chan.dirty(slot);
-    }
+    finish_rx(chan, &rx, slot, start, *rx_tail);
     Ok(out)
 }
 
@@ -773,15 +782,23 @@ fn pump_rx_framed<B: Backend>(
         }
         Ok(())
     })?;
-    let moved = rx_tail.wrapping_sub(start);
+    finish_rx(chan, &rx, slot, start, *rx_tail);
+    Ok(out)
+}
+
+/// After an RX pump: publishes the tail of `slot`'s RX stream if it moved since `start` (one
+/// publication per pump call, coalescing what arrived), counts it and marks the slot dirty.
+/// Returns the bytes published. Shared by every RX pump (plain, framed, terminated TLS, kTLS).
+pub fn finish_rx(chan: &mut Channel, rx: &Stream, slot: u32, start: u32, tail: u32) -> u32 {
+    let moved = tail.wrapping_sub(start);
     if moved != 0 {
         chan.pcie(Dir::Publish, u64::from(moved));
-        rx.publish_tail(*rx_tail);
+        rx.publish_tail(tail);
         chan.counters.n2h_bytes += u64::from(moved);
         chan.counters.n2h_ops += 1;
         chan.dirty(slot);
     }
-    Ok(out)
+    moved
 }
 
 /// Writes in-order payload straight from a received frame into `slot`'s RX stream (the engine's
@@ -801,8 +818,10 @@ pub fn deliver<S>(
         || !s.stash.is_empty()
         || s.framed.is_some()
         || s.tls.is_some()
+        || s.ktls.as_ref().is_some_and(|k| k.rx_on())
     {
-        // (A framed connection's bytes go through its framer: pump_rx.)
+        // (A framed connection's bytes go through its framer, a TLS one's through the session
+        // or the kTLS opener: pump_rx.)
         return 0;
     }
     let region = *chan.region();

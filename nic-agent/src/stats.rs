@@ -31,6 +31,11 @@ pub struct Counters {
     /// kTLS TX (ktls.rs): records the agent sealed, and their plaintext bytes.
     pub tls_tx_records: u64,
     pub tls_tx_bytes: u64,
+    /// kTLS RX (ktls_rx.rs): records the agent opened, their plaintext bytes, and records that
+    /// failed to open (authentication, length, version).
+    pub tls_rx_records: u64,
+    pub tls_rx_bytes: u64,
+    pub tls_decrypt_errors: u64,
 }
 
 impl Counters {
@@ -42,6 +47,9 @@ impl Counters {
         self.h2n_file_bytes += o.h2n_file_bytes;
         self.tls_tx_records += o.tls_tx_records;
         self.tls_tx_bytes += o.tls_tx_bytes;
+        self.tls_rx_records += o.tls_rx_records;
+        self.tls_rx_bytes += o.tls_rx_bytes;
+        self.tls_decrypt_errors += o.tls_decrypt_errors;
     }
 
     /// Mirrors the counters into the region header (the agent is their only writer).
@@ -285,6 +293,9 @@ impl Snapshot {
             ("tls_term_failures", self.tls_term.failures),
             ("tls_tx_records", self.io.tls_tx_records),
             ("tls_tx_bytes", self.io.tls_tx_bytes),
+            ("tls_rx_records", self.io.tls_rx_records),
+            ("tls_rx_bytes", self.io.tls_rx_bytes),
+            ("tls_decrypt_errors", self.io.tls_decrypt_errors),
         ]);
         // The PCIe model (pcie.rs) is process-wide, not per snapshot: zeros when it is off.
         let p = crate::pcie::stats();
@@ -326,6 +337,9 @@ fn io_json(m: &mut Map<String, Value>, io: &Counters, c: &ConnCounters) {
         ("h2n_file_bytes", io.h2n_file_bytes),
         ("tls_tx_records", io.tls_tx_records),
         ("tls_tx_bytes", io.tls_tx_bytes),
+        ("tls_rx_records", io.tls_rx_records),
+        ("tls_rx_bytes", io.tls_rx_bytes),
+        ("tls_decrypt_errors", io.tls_decrypt_errors),
         ("active_opens", c.active_opens),
         ("passive_opens", c.passive_opens),
         ("connection_errors", c.errors),
@@ -419,6 +433,9 @@ mod tests {
                 h2n_file_bytes: 9,
                 tls_tx_records: 10,
                 tls_tx_bytes: 11,
+                tls_rx_records: 12,
+                tls_rx_bytes: 13,
+                tls_decrypt_errors: 14,
             },
             channels_dropped: 1,
             ..Default::default()
@@ -435,6 +452,9 @@ mod tests {
             ("h2n_file_bytes", 9),
             ("tls_tx_records", 10),
             ("tls_tx_bytes", 11),
+            ("tls_rx_records", 12),
+            ("tls_rx_bytes", 13),
+            ("tls_decrypt_errors", 14),
         ] {
             assert!(
                 t.lines().any(|l| l == format!("{k} {v}")),
@@ -453,6 +473,9 @@ mod tests {
             h2n_file_bytes: 1,
             tls_tx_records: 1,
             tls_tx_bytes: 1,
+            tls_rx_records: 1,
+            tls_rx_bytes: 1,
+            tls_decrypt_errors: 1,
         };
         a.add(&Counters {
             h2n_bytes: 2,
@@ -462,6 +485,9 @@ mod tests {
             h2n_file_bytes: 6,
             tls_tx_records: 7,
             tls_tx_bytes: 8,
+            tls_rx_records: 2,
+            tls_rx_bytes: 3,
+            tls_decrypt_errors: 4,
         });
         assert_eq!(
             a,
@@ -473,6 +499,9 @@ mod tests {
                 h2n_file_bytes: 7,
                 tls_tx_records: 8,
                 tls_tx_bytes: 9,
+                tls_rx_records: 3,
+                tls_rx_bytes: 4,
+                tls_decrypt_errors: 5,
             }
         );
         let cs = ChannelStats::default();

@@ -18,7 +18,6 @@ use std::sync::atomic::Ordering;
 
 use crate::backend::{Backend, IoBuf};
 use crate::channel::Channel;
-use crate::pcie::Dir;
 use crate::session::Violation;
 use crate::sock::{Bind, Binding, Kind, Outcome, Sock};
 use crate::tls::terminate::{self, Plain, Session};
@@ -161,14 +160,7 @@ pub fn pump_rx<B: Backend>(
             out.err.get_or_insert(e.raw_os_error().unwrap_or(libc::EIO));
         }
     }
-    let moved = rx_tail.wrapping_sub(start);
-    if moved != 0 {
-        chan.pcie(Dir::Publish, u64::from(moved));
-        rx.publish_tail(*rx_tail);
-        chan.counters.n2h_bytes += u64::from(moved);
-        chan.counters.n2h_ops += 1;
-        chan.dirty(slot);
-    }
+    crate::sock::finish_rx(chan, &rx, slot, start, *rx_tail);
     Ok(out)
 }
 

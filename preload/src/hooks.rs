@@ -384,17 +384,7 @@ macro_rules! hook_table {
                 }
                 // SAFETY: non-null application msghdr.
                 let msg = unsafe { &mut *m };
-                let v = match iov_slice(msg.msg_iov, msg.msg_iovlen as c_int) {
-                    Ok(v) => v,
-                    Err(e) => return R::Err(e),
-                };
-                let r = ops::recv(fd, &Iov { v }, f);
-                if let R::Ok(n) = r {
-                    msg.msg_controllen = 0;
-                    msg.msg_flags = ops::recv_msg_flags(f, n, v);
-                    msg.msg_namelen = 0;
-                }
-                r
+                ops::recvmsg(fd, msg, f)
             };
             fn send(fd: c_int, b: *const c_void, n: size_t, f: c_int) -> ssize_t => run [] {
                 ops::send(

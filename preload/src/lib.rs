@@ -57,6 +57,7 @@ mod sock;
 mod sockref;
 mod spawn;
 mod sys;
+mod tlsrx;
 mod tokernel;
 mod urgent;
 mod util;

@@ -5,6 +5,7 @@ use crate::channel::Channel;
 use crate::fdtable;
 use crate::readiness::{self, want_rx};
 use crate::sockref::{lookup, S};
+use crate::tlsrx::Verdict;
 use crate::{log, sys, util};
 use core::sync::atomic::Ordering;
 use libc::{c_int, c_uint, iovec};
@@ -238,6 +239,7 @@ fn init_slot(
     );
     crate::urgent::reset(hs, ctl, oob_inline);
     hs.ktls_tx.store(false, Ordering::Relaxed);
+    hs.ktls_rx.store(false, Ordering::Relaxed);
     Ok(())
 }
 
@@ -574,6 +576,20 @@ pub(crate) fn recv(fd: i32, iov: &Iov, flags: i32) -> R {
 }
 
 pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
+    recv_typed(s, iov, flags, &mut TlsRead::default())
+}
+
+/// The record type side of a read on a kTLS RX socket (tlsrx.rs).
+#[derive(Default)]
+pub(crate) struct TlsRead {
+    /// The caller has room for the `TLS_GET_RECORD_TYPE` control message.
+    pub(crate) room: bool,
+    /// The content type of what the read returned (`None`: nothing, or no kTLS RX).
+    pub(crate) ty: Option<u8>,
+}
+
+/// [`recv_sock`]; on a socket with kTLS RX, one record type per read (`tls.ty` says which).
+pub(crate) fn recv_typed(s: &S, iov: &Iov, flags: i32, tls: &mut TlsRead) -> R {
     let total = match iov.total() {
         Ok(t) => t,
         Err(e) => return R::Err(e),
@@ -608,8 +624,10 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
     let nb = s.hs.nonblock.load(Ordering::Relaxed) || flags & libc::MSG_DONTWAIT != 0;
     // A blocking call notes the signal handlers run so far (no syscall: a cached slot).
     let mut sig0 = (!nb).then(crate::signals::snap);
+    let ktls_rx = s.hs.ktls_rx.load(Ordering::Relaxed);
     let mut got = 0usize;
     loop {
+        let mut last = false;
         {
             let _g = s.hs.rx.lock();
             let head = s.ctl.rx_head.0.load(Ordering::Relaxed);
@@ -628,6 +646,22 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
                 }
                 Some(d) if d > 0 => avail = avail.min(d as usize),
                 _ => {}
+            }
+            // kTLS RX (tlsrx.rs): the word after the tail (`readable` loaded it), one record
+            // type per read.
+            let mut took_ty = None;
+            if ktls_rx {
+                let w = st.tls_rx.load(Ordering::Acquire);
+                match crate::tlsrx::verdict(w, avail, total - got, tls.ty, tls.room) {
+                    Verdict::Take { ty, n, last: l } => {
+                        took_ty = Some(ty);
+                        avail = n;
+                        last = l;
+                    }
+                    Verdict::Stop => return R::Ok(got as isize),
+                    Verdict::Fail(e) => return R::Err(e),
+                    Verdict::Empty => avail = 0,
+                }
             }
             if avail > 0 || skip > 0 {
                 let want = (total - got).min(avail);
@@ -649,13 +683,17 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
                             let _ = s.c.post(s.slot, Request::RxSpace);
                         }
                         got += want;
+                        tls.ty = took_ty.or(tls.ty);
+                    } else {
+                        last = false;
                     }
                 } else {
                     got += want;
+                    tls.ty = took_ty.or(tls.ty);
                 }
             }
         }
-        if got > 0 && (!waitall || got == total) {
+        if got > 0 && (!waitall || got == total || last) {
             return R::Ok(got as isize);
         }
         let fl = st.flags.load(Ordering::Acquire);
@@ -695,6 +733,7 @@ pub(crate) fn recv_sock(s: &S, iov: &Iov, flags: i32) -> R {
         let ready = || {
             crate::urgent::readable_past_mark(s, &rx, head) > 0
                 || st.flags.load(Ordering::Acquire) & (SF_RX_FIN | SF_RX_SHUT | SF_ERROR) != 0
+                || (ktls_rx && crate::tlsrx::failed(st.tls_rx.load(Ordering::Acquire)))
         };
         let timeo = s.hs.rcvtimeo.load(Ordering::Relaxed);
         match wait_sock(s, ready, timeo, sig0) {
@@ -1283,6 +1322,9 @@ pub(crate) fn setsockopt(
         if level == SOL_TLS && name == TLS_TX {
             s.hs.ktls_tx.store(true, Ordering::Relaxed);
         }
+        if level == SOL_TLS && name == TLS_RX {
+            s.hs.ktls_rx.store(true, Ordering::Relaxed);
+        }
         record_opt(&s, level, name, v);
     }
     r
@@ -1291,6 +1333,7 @@ pub(crate) fn setsockopt(
 /// Linux's `SOL_TLS` level and the names the library looks at (include/uapi/linux/tls.h).
 const SOL_TLS: i32 = 282;
 const TLS_TX: i32 = 1;
+const TLS_RX: i32 = 2;
 const TLS_SET_RECORD_TYPE: i32 = 1;
 const TCP_ULP: i32 = 31;
 /// Largest TLS record plaintext: a control message up to this size goes in one piece.
@@ -1626,6 +1669,42 @@ fn each_mmsg(
         }
     }
     R::Ok(done as isize)
+}
+
+/// `recvmsg`: on a socket with kTLS RX, the record type as a `SOL_TLS`/`TLS_GET_RECORD_TYPE`
+/// control message when the caller has room for it (`MSG_CTRUNC` when not), one type per call
+/// (tlsrx.rs); elsewhere no control data (a TCP socket has none to give here).
+pub(crate) fn recvmsg(fd: i32, msg: &mut libc::msghdr, flags: i32) -> R {
+    let s = try_sock!(fd);
+    let v = match iov_slice(msg.msg_iov, msg.msg_iovlen as c_int) {
+        Ok(v) => v,
+        Err(e) => return R::Err(e),
+    };
+    let ktls = s.hs.ktls_rx.load(Ordering::Relaxed) && flags & libc::MSG_OOB == 0;
+    #[allow(clippy::unnecessary_cast)] // the length's type differs between C libraries
+    let controllen = msg.msg_controllen as usize;
+    let mut tls = TlsRead {
+        room: ktls && crate::tlsrx::room(msg.msg_control, controllen),
+        ty: None,
+    };
+    let r = recv_typed(&s, &Iov { v }, flags, &mut tls);
+    if let R::Ok(n) = r {
+        msg.msg_controllen = 0;
+        msg.msg_flags = recv_msg_flags(flags, n, v);
+        msg.msg_namelen = 0;
+        match tls.ty {
+            Some(ty) if tls.room => {
+                // SAFETY: `room` checked the buffer; the application's msghdr says it holds
+                // `controllen` writable bytes.
+                let used = unsafe { crate::tlsrx::put_type(msg.msg_control, controllen, ty) };
+                msg.msg_controllen = used as _;
+            }
+            // put_cmsg without room (data only gets here): truncated.
+            Some(_) => msg.msg_flags |= libc::MSG_CTRUNC,
+            None => {}
+        }
+    }
+    r
 }
 
 /// `msg_flags` of a `recvmsg` that returned `n` into `v` with `flags`: urgent data is flagged

@@ -35,6 +35,9 @@ pub(crate) struct HostSock {
     /// The agent accepted `setsockopt(SOL_TLS, TLS_TX)`: it seals what is sent, `sendmsg`
     /// carries control records (`TLS_SET_RECORD_TYPE`) and `MSG_OOB` is refused, as on Linux.
     pub(crate) ktls_tx: AtomicBool,
+    /// The agent accepted `setsockopt(SOL_TLS, TLS_RX)`: reads return one record type at a time
+    /// and `recvmsg` gives it as `TLS_GET_RECORD_TYPE` (tlsrx.rs).
+    pub(crate) ktls_rx: AtomicBool,
     /// Options set before bind/connect, for a socket a rule may move to the kernel.
     pub(crate) opts: OptLog,
 }
@@ -57,6 +60,7 @@ impl HostSock {
             urg_passed: AtomicU32::new(0),
             owner: AtomicU64::new(0),
             ktls_tx: AtomicBool::new(false),
+            ktls_rx: AtomicBool::new(false),
             opts: OptLog::new(),
         }
     }
@@ -88,5 +92,7 @@ impl HostSock {
             .store(o.owner.load(Ordering::Relaxed), Ordering::Relaxed);
         self.ktls_tx
             .store(o.ktls_tx.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.ktls_rx
+            .store(o.ktls_rx.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 }

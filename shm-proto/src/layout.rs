@@ -6,7 +6,7 @@ use crate::primitive::{AtomicU32, AtomicU64};
 /// "SNSTACK" + NUL, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SNSTACK\0");
 /// Bumped on every incompatible change of anything in this crate.
-pub const VERSION: u32 = 11;
+pub const VERSION: u32 = 12;
 /// Bytes of the header page.
 pub const HEADER_SIZE: usize = 4096;
 /// Number of waiter slots (epoll instances and poll/select callers) per process. Also the width of
@@ -206,6 +206,10 @@ pub struct SockState {
     /// malformed input from the wire, as a [`crate::record::REASONS`] index plus one; 0: it did
     /// not. Stored before `SF_ERROR` (`EPROTO`) is published.
     pub framing_error: AtomicU32,
+    /// kTLS RX (`setsockopt(SOL_TLS, TLS_RX)` served by the agent): what the readable bytes of
+    /// the RX stream are, [`crate::TlsRx::pack`]ed: application data (0), one control record of
+    /// a given type, or an error that ends the stream (docs/channel.md, *kTLS RX*).
+    pub tls_rx: AtomicU32,
 }
 
 /// Host-written bookkeeping of a socket.

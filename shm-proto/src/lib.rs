@@ -37,6 +37,7 @@ pub mod region;
 pub mod request;
 pub mod ring;
 pub mod stream;
+pub mod tlsrx;
 pub mod urgent;
 pub mod wake;
 
@@ -47,6 +48,7 @@ pub use region::{Region, RegionError};
 pub use request::{DecodeError, OptVal, Request};
 pub use ring::{Consumer, Producer};
 pub use stream::Stream;
+pub use tlsrx::TlsRx;
 pub use urgent::{Owner, Urgent};
 
 /// The peer wrote an index or length that cannot be true. The reader must drop the channel.

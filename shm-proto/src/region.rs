@@ -416,6 +416,7 @@ impl Region {
             s.stamp.store(0, Ordering::Relaxed);
             s.urgent.store(0, Ordering::Relaxed);
             s.framing_error.store(0, Ordering::Relaxed);
+            s.tls_rx.store(0, Ordering::Relaxed);
             c.host.0.tx_kick.store(0, Ordering::Relaxed);
             c.host.0.tx_file_posted.store(0, Ordering::Relaxed);
             c.host.0.tx_urg_posted.store(0, Ordering::Relaxed);

@@ -178,8 +178,11 @@ impl<B: Backend> Core<B> {
                 self.release_if_unused(id);
                 return;
             }
-            // What this binding had not read comes before what was still stashed for it.
-            if !unread.is_empty() {
+            // What this binding had not read comes before what was still stashed for it (on a
+            // kTLS RX socket: plaintext, before what the pump still holds, with its type).
+            if let Some(pump) = s.ktls.as_deref_mut().and_then(|k| k.rx.as_deref_mut()) {
+                pump.take_back(unread);
+            } else if !unread.is_empty() {
                 let mut st = unread;
                 st.extend_from_slice(&s.stash);
                 s.stash = st;
@@ -245,7 +248,9 @@ impl<B: Backend> Core<B> {
         let Some(s) = self.socks.get_mut(id) else {
             return;
         };
-        if !taken.is_empty() {
+        if let Some(pump) = s.ktls.as_deref_mut().and_then(|k| k.rx.as_deref_mut()) {
+            pump.take_back(taken);
+        } else if !taken.is_empty() {
             taken.extend_from_slice(&s.stash);
             s.stash = taken;
         }

@@ -358,6 +358,10 @@ impl<B: Backend> Core<B> {
             // plain on its side, and a second TLS layer is not offered.
             return Err(libc::EOPNOTSUPP);
         }
+        if s.framed.is_some() {
+            // The payload API's framing reads the connection's bytes itself: no TLS under it.
+            return Err(libc::EOPNOTSUPP);
+        }
         let established = s.kind == Kind::Connected && !s.io_dead;
         let k = crate::tls::Ktls::attach(val, s.ktls.is_some(), established)?;
         s.ktls = Some(Box::new(crate::ktls::KtlsSock::new(k)));
@@ -372,17 +376,59 @@ impl<B: Backend> Core<B> {
         }
         match name {
             uapi::TLS_RX => {
-                // Not served yet: OpenSSL then keeps decrypting in user space.
-                if let Some(p) = self.procs.get_mut(&b.sid) {
-                    if !std::mem::replace(&mut p.told_ktls_rx, true) {
-                        warn!(
-                            pid = p.sess.pid,
-                            "kTLS RX (setsockopt SOL_TLS TLS_RX) is not served by the agent yet: \
-                             ENOPROTOOPT, the program decrypts in user space"
+                let s = self.socks.get_mut(id).ok_or(libc::EBADF)?;
+                let k = s.ktls.as_mut().ok_or(libc::ENOPROTOOPT)?;
+                let first = !k.rx_on();
+                k.opts.setsockopt(name, val)?;
+                if first {
+                    // Bytes received before the keys that the host has not read are records
+                    // under them (Linux still has them in the socket's receive queue): take
+                    // them back from the reader's stream, with what was stashed for it, and
+                    // open them before anything new.
+                    let mut pump = crate::ktls_rx::RxPump::new();
+                    let mut unread = 0;
+                    if let Some(a) = s.active {
+                        if let Some(p) = self.procs.get(&a.sid) {
+                            if let Some((bd, _)) = p.sess.table.get_any(a.slot) {
+                                match sock::take_unread_rx(&p.chan, a.slot, bd.rx_tail) {
+                                    Ok(v) => {
+                                        unread = v.len();
+                                        pump.feed(&v);
+                                    }
+                                    Err(v) => self.failed.push((a.sid, v)),
+                                }
+                            }
+                        }
+                    }
+                    pump.feed(&s.stash);
+                    let stashed = std::mem::take(&mut s.stash).len();
+                    if s.rx_done {
+                        // The peer's end came before the keys: it is the end once the records
+                        // before it are opened (the pump reports it again).
+                        pump.eof = true;
+                        s.flags &= !SF_RX_FIN;
+                    }
+                    // Urgent data means nothing inside TLS: marks of the plain stream go.
+                    s.urg = None;
+                    s.urg_event = false;
+                    let k = s.ktls.as_mut().ok_or(libc::ENOPROTOOPT)?;
+                    k.rx = Some(Box::new(pump));
+                    if let Some(o) = k.opts.opener() {
+                        let info = o.crypto_info();
+                        debug!(
+                            slot = b.slot,
+                            version = ?info.version(),
+                            cipher = ?info.cipher(),
+                            unread,
+                            stashed,
+                            "kTLS RX on"
                         );
                     }
                 }
-                Err(libc::ENOPROTOOPT)
+                // (A rekey after a KeyUpdate lets the records waiting flow again.)
+                self.pump_rx(id);
+                self.publish(id);
+                Ok(())
             }
             uapi::TLS_TX
                 if !self

@@ -36,8 +36,6 @@ pub(super) struct Proc {
     pub(super) next_file: u32,
     /// Its connection events (opened, failed), for `snstack top`.
     pub(super) conns: ConnCounters,
-    /// A `setsockopt(SOL_TLS, TLS_RX)` was refused and said so once.
-    pub(super) told_ktls_rx: bool,
 }
 
 impl Proc {
@@ -284,7 +282,6 @@ impl<B: Backend> Core<B> {
             files: HashMap::new(),
             next_file: 0,
             conns: ConnCounters::default(),
-            told_ktls_rx: false,
         };
         self.procs.insert(sid, p);
         self.attaches += 1;

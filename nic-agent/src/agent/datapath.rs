@@ -120,7 +120,13 @@ impl<B: Backend> Core<B> {
                     s.fail(e);
                     Self::count_error(&mut self.procs, s.active, e);
                 }
-                if o.err.is_some() {
+                if let Some(e) = o.tls_rx_error {
+                    // A kTLS record failed to open: as Linux's tls_err_abort, the socket's
+                    // error (SO_ERROR, EPOLLERR); the reader keeps getting it (the stream's
+                    // tls_rx word), the connection itself goes on.
+                    s.post_error(e, 0, 0);
+                }
+                if o.err.is_some() || o.tls_rx_error.is_some() {
                     self.publish(id);
                 } else if o.done || (had_stash && s.stash.is_empty()) || o.urgent.changed {
                     // Only the active binding sees the end of the stream (and urgent data).

@@ -23,9 +23,8 @@
 //! `SOL_TLS` options and `TCP_ULP`). Errors are the errno Linux gives (`Errno`), since they go
 //! back to the host program as they are.
 
-// TX is on the data path (ktls.rs); `Opener` and `RecordBuf` wait for kTLS RX (docs/tls.md,
-// "planned"). Until then only the tests
-// use this module (and the re-exports below, the API the data path will import).
+// TX and RX are on the data path (ktls.rs, ktls_rx.rs); parts of the API (`RecordBuf`, which
+// the RX pump does not need: it gathers records in its own buffer) are used by the tests only.
 #![allow(dead_code, unused_imports)]
 
 mod cipher;
