@@ -1,12 +1,14 @@
 //! Client side of `HELLO_STATS` on the agent's control socket (UNIX `SOCK_SEQPACKET`): one
 //! hello, one [`Reply`] whose `len` is the report's length, then the report in datagrams of at
-//! most [`CHUNK`] bytes. `arg` [`STATS_JSON`] asks for the JSON report, 0 for `key value` text.
+//! most [`CHUNK`] bytes. `arg` [`STATS_JSON`] asks for the JSON report ([`STATS_JSON_SOCKETS`]: with each kTLS socket), 0 for `key value` text.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use shm_proto::msg::{Hello, Reply, HELLO_STATS, MSG_LEN, STATS_JSON, STATS_TEXT};
+use shm_proto::msg::{
+    Hello, Reply, HELLO_STATS, MSG_LEN, STATS_JSON, STATS_JSON_SOCKETS, STATS_TEXT,
+};
 use thiserror::Error;
 
 mod sys;
@@ -27,6 +29,8 @@ pub enum Format {
     Text,
     /// The JSON report: agent facts, totals, each attached process, recently dropped ones.
     Json,
+    /// The same with each kTLS socket's counters (`tls_sockets`).
+    JsonSockets,
 }
 
 #[derive(Debug, Error)]
@@ -58,6 +62,7 @@ pub fn query(path: &Path, format: Format) -> Result<String, QueryError> {
     let arg = match format {
         Format::Text => STATS_TEXT,
         Format::Json => STATS_JSON,
+        Format::JsonSockets => STATS_JSON_SOCKETS,
     };
     sys::send(fd, &Hello::new(HELLO_STATS, arg).encode()).map_err(io)?;
     let mut b = [0u8; MSG_LEN];
@@ -88,6 +93,44 @@ pub fn query(path: &Path, format: Format) -> Result<String, QueryError> {
 
 /// The JSON report, parsed.
 pub fn report(path: &Path) -> Result<serde_json::Value, QueryError> {
-    let text = query(path, Format::Json)?;
+    report_as(path, Format::Json)
+}
+
+/// A JSON report (`Format::Json` or `Format::JsonSockets`), parsed.
+pub fn report_as(path: &Path, format: Format) -> Result<serde_json::Value, QueryError> {
+    let text = query(path, format)?;
     serde_json::from_str(&text).map_err(|_| QueryError::BadReply(path.to_path_buf()))
+}
+
+/// The report's kTLS sockets as text (`stats --sockets`): one line each,
+/// `tls_socket pid=P slot=S local=A peer=A tx=SUITE rx=SUITE` then its counters as `key=value`
+/// (`-` for a direction without a key or an unknown address).
+pub fn tls_socket_lines(report: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let empty = Vec::new();
+    let socks = report["tls_sockets"].as_array().unwrap_or(&empty);
+    for t in socks {
+        let s = |k: &str| t[k].as_str().unwrap_or("-").to_string();
+        let n = |k: &str| t[k].as_u64().unwrap_or(0);
+        out.push_str(&format!(
+            "tls_socket pid={} slot={} local={} peer={} tx={} rx={}",
+            t["pid"].as_i64().unwrap_or(0),
+            n("slot"),
+            s("local"),
+            s("peer"),
+            s("tx"),
+            s("rx")
+        ));
+        for k in [
+            "tls_tx_records",
+            "tls_tx_bytes",
+            "tls_rx_records",
+            "tls_rx_bytes",
+            "tls_decrypt_errors",
+        ] {
+            out.push_str(&format!(" {k}={}", n(k)));
+        }
+        out.push('\n');
+    }
+    out
 }

@@ -58,6 +58,9 @@ pub struct KtlsSock {
     /// Once `TLS_RX` is set: the records received and not yet all in the reader's stream
     /// (ktls_rx.rs).
     pub rx: Option<Box<crate::ktls_rx::RxPump>>,
+    /// Records this socket's TX sealed, and their plaintext bytes (`stats --sockets`).
+    pub tx_records: u64,
+    pub tx_bytes: u64,
 }
 
 /// `io::Write`-free send of one buffer to the backend.
@@ -78,6 +81,8 @@ impl KtlsSock {
             sent: 0,
             binds: Vec::new(),
             rx: None,
+            tx_records: 0,
+            tx_bytes: 0,
         }
     }
 
@@ -383,6 +388,8 @@ pub fn pump_tx<B: Backend>(
             }
         }
     }
+    k.tx_records += sealed.records;
+    k.tx_bytes += sealed.plain;
     chan.counters.tls_tx_records += sealed.records;
     chan.counters.tls_tx_bytes += sealed.plain;
     crate::sock::finish_tx(chan, &tx, ctl, slot, bd, (start, file_start), false);

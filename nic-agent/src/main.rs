@@ -271,9 +271,14 @@ struct StatsArgs {
     /// Control socket of the agent to query.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Print the JSON report (agent, totals, each attached process) instead of `key value`.
+    /// Print the JSON report (agent, totals, each attached process, kTLS sockets) instead of
+    /// `key value`.
     #[arg(long)]
     json: bool,
+    /// After the counters, one line per socket with kTLS keys and its own TLS counters:
+    /// `tls_socket pid=P slot=S local=A peer=A tx=SUITE rx=SUITE tls_tx_records=N ...`.
+    #[arg(long, conflicts_with = "json")]
+    sockets: bool,
 }
 
 fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
@@ -632,6 +637,15 @@ fn main() -> ExitCode {
                 print!("{t}");
                 if s.json {
                     println!();
+                }
+                if s.sockets {
+                    print!(
+                        "{}",
+                        client::tls_socket_lines(&client::report_as(
+                            &s.socket,
+                            client::Format::JsonSockets
+                        )?)
+                    );
                 }
                 Ok(())
             }),

@@ -170,6 +170,25 @@ pub struct ProcSnapshot {
     pub backlog: u64,
 }
 
+/// One socket with kTLS keys (`TCP_ULP` "tls" and `TLS_TX` or `TLS_RX`) in a [`Snapshot`]:
+/// `snstack-agent stats --sockets` and the JSON report's `tls_sockets`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSockSnapshot {
+    /// The process whose binding receives its bytes, and that binding's channel slot.
+    pub pid: i32,
+    pub slot: u32,
+    pub local: Option<std::net::SocketAddr>,
+    pub peer: Option<std::net::SocketAddr>,
+    /// `Suite::label` of each direction, once its key is set.
+    pub tx: Option<&'static str>,
+    pub rx: Option<&'static str>,
+    pub tx_records: u64,
+    pub tx_bytes: u64,
+    pub rx_records: u64,
+    pub rx_bytes: u64,
+    pub decrypt_errors: u64,
+}
+
 /// A process whose channel the agent dropped for corrupting it (the last few are kept).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DroppedProc {
@@ -222,6 +241,8 @@ pub struct Snapshot {
     pub procs: Vec<ProcSnapshot>,
     /// The last [`RECENT_DROPS`] processes whose channel was dropped, oldest first.
     pub dropped: Vec<DroppedProc>,
+    /// Sockets with kTLS keys, with their own counters.
+    pub tls_socks: Vec<TlsSockSnapshot>,
 }
 
 impl Snapshot {
@@ -395,6 +416,26 @@ pub fn render_json(
             Value::Object(m)
         })
         .collect();
+    let tls: Vec<Value> = s
+        .tls_socks
+        .iter()
+        .map(|t| {
+            let addr = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string());
+            json!({
+                "pid": t.pid,
+                "slot": t.slot,
+                "local": addr(t.local),
+                "peer": addr(t.peer),
+                "tx": t.tx,
+                "rx": t.rx,
+                "tls_tx_records": t.tx_records,
+                "tls_tx_bytes": t.tx_bytes,
+                "tls_rx_records": t.rx_records,
+                "tls_rx_bytes": t.rx_bytes,
+                "tls_decrypt_errors": t.decrypt_errors,
+            })
+        })
+        .collect();
     let v = json!({
         "agent": {
             "pid": agent.pid,
@@ -405,6 +446,7 @@ pub fn render_json(
         "totals": totals,
         "processes": procs,
         "dropped": dropped,
+        "tls_sockets": tls,
     });
     v.to_string()
 }
@@ -418,6 +460,50 @@ mod tests {
         for (k, r) in MALFORMED_KEYS.iter().zip(shm_proto::record::REASONS) {
             assert_eq!(k.strip_prefix("payload_malformed_"), Some(r));
         }
+    }
+
+    #[test]
+    fn tls_sockets_in_the_json_report_and_as_lines() {
+        let s = Snapshot {
+            tls_socks: vec![
+                TlsSockSnapshot {
+                    pid: 42,
+                    slot: 3,
+                    local: Some("127.0.0.1:443".parse().unwrap()),
+                    peer: Some("[::1]:5000".parse().unwrap()),
+                    tx: Some("TLS1.3/AES-128-GCM"),
+                    rx: None,
+                    tx_records: 7,
+                    tx_bytes: 70_000,
+                    rx_records: 0,
+                    rx_bytes: 0,
+                    decrypt_errors: 0,
+                },
+                TlsSockSnapshot {
+                    pid: 43,
+                    slot: 0,
+                    rx: Some("TLS1.2/CHACHA20-POLY1305"),
+                    rx_records: 2,
+                    rx_bytes: 11,
+                    decrypt_errors: 1,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let j = render_json(&s, &AgentFacts::default(), &|_| None, Instant::now());
+        let v: Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["tls_sockets"][0]["peer"], "[::1]:5000");
+        assert_eq!(v["tls_sockets"][1]["local"], Value::Null);
+        assert_eq!(
+            nic_agent::client::tls_socket_lines(&v),
+            "tls_socket pid=42 slot=3 local=127.0.0.1:443 peer=[::1]:5000 tx=TLS1.3/AES-128-GCM \
+             rx=- tls_tx_records=7 tls_tx_bytes=70000 tls_rx_records=0 tls_rx_bytes=0 \
+             tls_decrypt_errors=0\n\
+             tls_socket pid=43 slot=0 local=- peer=- tx=- rx=TLS1.2/CHACHA20-POLY1305 \
+             tls_tx_records=0 tls_tx_bytes=0 tls_rx_records=2 tls_rx_bytes=11 \
+             tls_decrypt_errors=1\n"
+        );
     }
 
     #[test]

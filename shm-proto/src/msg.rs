@@ -14,6 +14,9 @@ pub const HELLO_WAITER: u32 = 3;
 pub const STATS_TEXT: u64 = 0;
 /// `HELLO_STATS`'s `arg`: the JSON report (per-process counters; nic-agent/src/stats.rs).
 pub const STATS_JSON: u64 = 1;
+/// `HELLO_STATS`'s `arg`: the JSON report with each kTLS socket's counters (`tls_sockets`; asks
+/// the backend for every such socket's addresses, so only on request: `stats --sockets`).
+pub const STATS_JSON_SOCKETS: u64 = 2;
 /// On a new control connection: attach as the child of a fork, `arg` = the ticket's secret
 /// (`OP_FORK`). Replied like `HELLO_ATTACH`, or `status` EPERM (not the ticket's child) / ENOENT
 /// (unknown, expired or already claimed ticket) without fds.

@@ -10,7 +10,8 @@
 # recvmsg without room for the type fail with EIO; getsockopt(TLS_RX) with the live sequence
 # number; the peer's FIN. On a second connection the relay flips one byte in the third record's
 # ciphertext: the receiver reads the plaintext before it intact, then EBADMSG on every read and
-# SO_ERROR EBADMSG; tls_decrypt_errors grows by exactly the number of tampered connections.
+# SO_ERROR EBADMSG; tls_decrypt_errors grows by exactly the number of tampered connections, and
+# `snstack-agent stats --sockets` shows the sender's and the receiver's own counters and suites.
 # Then the same on the native engine over af_packet (veth pair; tests/userstack.sh; root only).
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -70,7 +71,7 @@ cat >"$WORKDIR/peers.py" <<'PY'
 # opens), connected through the plain relay. Per suite: a clean connection (records, a control
 # record, bytes sent before the receiver's keys) and a tampered one (EBADMSG after the
 # plaintext before the bad record).
-import errno, os, socket, struct, sys, time
+import errno, os, socket, struct, subprocess, sys, time
 SOL_TLS, TLS_TX, TLS_RX, TCP_ULP, TLS_SET_RECORD_TYPE, TLS_GET_RECORD_TYPE = 282, 1, 2, 31, 1, 2
 relay_host, relay, recv_host, recv_port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -179,6 +180,21 @@ for version in (0x0303, 0x0304):
             assert err(p.recv, 100) == errno.EBADMSG, tag
             assert err(rmsg, p) == errno.EBADMSG, tag
         assert p.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.EBADMSG, tag
+        # The agent's per-socket counters (`stats --sockets`): the sender's TX, the receiver's
+        # RX with its one failed record, each with its suite and addresses.
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+        out = subprocess.run(os.environ["SNS_STATS"].split(), env=env, capture_output=True,
+                             text=True, check=True).stdout
+        suite = {0x0303: "TLS1.2/", 0x0304: "TLS1.3/"}[version] + \
+            {51: "AES-128-GCM", 52: "AES-256-GCM", 54: "CHACHA20-POLY1305"}[cipher]
+        mine = [dict(kv.split("=", 1) for kv in l.split()[1:]) for l in out.splitlines()
+                if l.startswith(f"tls_socket pid={os.getpid()} ")]
+        tx = [m for m in mine if m["tx"] == suite and m["peer"] == f"{relay_host}:{relay}"]
+        rx = [m for m in mine if m["rx"] == suite and m["tx"] == "-" and m["local"] == f"{recv_host}:{recv_port}"]
+        assert len(tx) == 1 and int(tx[0]["tls_tx_records"]) >= 4 and \
+            int(tx[0]["tls_tx_bytes"]) == len(sent), (tag, out)
+        assert len(rx) == 1 and rx[0]["tls_decrypt_errors"] == "1" and \
+            int(rx[0]["tls_rx_records"]) >= 2 and int(rx[0]["tls_rx_bytes"]) == len(got), (tag, out)
         c.close(); p.close()
         print(tag, "ok", flush=True)
 print("all ok")
@@ -199,7 +215,8 @@ run_peers() { # run_peers LABEL RELAY_HOST RECV_HOST RELAY_WRAP...
     grep -q ready "$WORKDIR/relay-$label.out" || fail "$label: relay did not start: $(cat "$WORKDIR/relay-$label.out")"
     e0=$(agent_stat tls_decrypt_errors)
     r0=$(agent_stat tls_rx_records)
-    preload timeout -k 5 120 "$PY" "$WORKDIR/peers.py" "$rhost" "$rport" "$lhost" "$lport" ||
+    SNS_STATS="$AGENT_BIN stats --sockets --socket $AGENT_SOCK" \
+        preload timeout -k 5 120 "$PY" "$WORKDIR/peers.py" "$rhost" "$rport" "$lhost" "$lport" ||
         fail "$label: kTLS peers: status $?"
     e1=$(agent_stat tls_decrypt_errors)
     r1=$(agent_stat tls_rx_records)

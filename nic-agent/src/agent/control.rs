@@ -39,14 +39,17 @@ impl<B: Backend> Agent<B> {
         }
     }
 
-    /// Answers `HELLO_STATS`: the report `arg` asks for (`STATS_TEXT`, `STATS_JSON`), after
+    /// Answers `HELLO_STATS`: the report `arg` asks for (`STATS_TEXT`, `STATS_JSON`, `STATS_JSON_SOCKETS`), after
     /// its length, in datagrams of at most `client::CHUNK` bytes.
-    pub(super) fn send_stats(&self, fd: RawFd, arg: u64) {
+    pub(super) fn send_stats(&mut self, fd: RawFd, arg: u64) {
         let mut snap = self.core.snapshot();
         snap.spin_us = self.spin.effective_budget().as_micros() as u64;
+        if arg == STATS_JSON_SOCKETS {
+            snap.tls_socks = self.core.tls_sockets();
+        }
         let text = match arg {
             STATS_TEXT => snap.render(),
-            STATS_JSON => {
+            STATS_JSON | STATS_JSON_SOCKETS => {
                 let (user, system) = sys::cpu_time_us().unwrap_or_default();
                 let facts = AgentFacts {
                     pid: std::process::id(),

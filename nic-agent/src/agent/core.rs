@@ -617,6 +617,40 @@ impl<B: Backend> Core<B> {
         }
     }
 
+    /// The sockets with kTLS keys and their counters (`stats --sockets`; asks the backend for
+    /// their addresses).
+    pub fn tls_sockets(&mut self) -> Vec<crate::stats::TlsSockSnapshot> {
+        let mut out = Vec::new();
+        for (_, so) in self.socks.iter() {
+            let Some(k) = so.ktls.as_deref() else {
+                continue;
+            };
+            let (tx, rx) = (k.opts.suite(true), k.opts.suite(false));
+            if tx.is_none() && rx.is_none() {
+                continue;
+            }
+            let Some(b) = so.active.or(so.bindings.first().copied()) else {
+                continue;
+            };
+            let c = k.rx.as_ref().map(|p| p.counts).unwrap_or_default();
+            out.push(crate::stats::TlsSockSnapshot {
+                pid: self.procs.get(&b.sid).map_or(0, |p| p.sess.pid),
+                slot: b.slot,
+                local: self.backend.local_addr(&so.os).ok(),
+                peer: self.backend.peer_addr(&so.os).ok(),
+                tx: tx.map(|s| s.label()),
+                rx: rx.map(|s| s.label()),
+                tx_records: k.tx_records,
+                tx_bytes: k.tx_bytes,
+                rx_records: c.records,
+                rx_bytes: c.bytes,
+                decrypt_errors: c.errors,
+            });
+        }
+        out.sort_by_key(|t| (t.pid, t.slot));
+        out
+    }
+
     /// Counters for `snstack-agent stats` (the shell adds its own).
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot {

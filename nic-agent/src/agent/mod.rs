@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use shm_proto::msg::{
     Hello, Reply, HELLO_ATTACH, HELLO_ATTACH_CHILD, HELLO_STATS, HELLO_WAITER, STATS_JSON,
-    STATS_TEXT,
+    STATS_JSON_SOCKETS, STATS_TEXT,
 };
 use shm_proto::region::Geometry;
 use shm_proto::*;

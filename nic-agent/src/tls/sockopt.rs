@@ -59,7 +59,8 @@ impl Ktls {
         self.suite(true).or(self.suite(false)).map(|s| s.version)
     }
 
-    fn suite(&self, tx: bool) -> Option<Suite> {
+    /// The suite of one direction (`tx`: `TLS_TX`, else `TLS_RX`), once set.
+    pub fn suite(&self, tx: bool) -> Option<Suite> {
         if tx {
             self.tx.as_ref().map(Sealer::suite)
         } else {

@@ -164,6 +164,20 @@ pub struct Suite {
     pub cipher: Cipher,
 }
 
+impl Suite {
+    /// How reports name it, e.g. `TLS1.3/AES-128-GCM`.
+    pub fn label(self) -> &'static str {
+        match (self.version, self.cipher) {
+            (Version::Tls12, Cipher::AesGcm128) => "TLS1.2/AES-128-GCM",
+            (Version::Tls12, Cipher::AesGcm256) => "TLS1.2/AES-256-GCM",
+            (Version::Tls12, Cipher::Chacha20Poly1305) => "TLS1.2/CHACHA20-POLY1305",
+            (Version::Tls13, Cipher::AesGcm128) => "TLS1.3/AES-128-GCM",
+            (Version::Tls13, Cipher::AesGcm256) => "TLS1.3/AES-256-GCM",
+            (Version::Tls13, Cipher::Chacha20Poly1305) => "TLS1.3/CHACHA20-POLY1305",
+        }
+    }
+}
+
 /// One direction's parameters: a parsed `struct tls12_crypto_info_*`. The key, salt and IV are
 /// wiped when it is dropped and never printed (`Debug` shows version, cipher and sequence only).
 #[derive(Clone)]

@@ -57,9 +57,13 @@ enum Cmd {
 struct StatsArgs {
     #[command(flatten)]
     agent: AgentSocket,
-    /// The JSON report (agent, totals, each attached process, recently dropped channels).
+    /// The JSON report (agent, totals, each attached process, recently dropped channels, kTLS
+    /// sockets).
     #[arg(long)]
     json: bool,
+    /// After the counters, one line per socket with kTLS keys and its own TLS counters.
+    #[arg(long, conflicts_with = "json")]
+    sockets: bool,
 }
 
 /// Which agent to ask.
@@ -88,6 +92,12 @@ fn stats(a: &StatsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         print!("{}", client::query(&path, client::Format::Text)?);
+        if a.sockets {
+            print!(
+                "{}",
+                client::tls_socket_lines(&client::report_as(&path, client::Format::JsonSockets)?)
+            );
+        }
     }
     Ok(())
 }
