@@ -1114,6 +1114,13 @@ pub(crate) fn splice(
             let peek_flags = libc::MSG_PEEK | if nonblock_pipe { libc::MSG_DONTWAIT } else { 0 };
             let n = match recv_sock(&s, &Iov { v: &v }, peek_flags) {
                 R::Ok(n) => n as usize,
+                // kTLS RX: a control record is next (a read without room for its type says
+                // EIO); tls_sw_splice_read says EINVAL and leaves it for recvmsg.
+                R::Err(libc::EIO)
+                    if crate::tlsrx::control(s.ctl.state.0.tls_rx.load(Ordering::Acquire)) =>
+                {
+                    return R::Err(libc::EINVAL)
+                }
                 other => return other,
             };
             if n == 0 {

@@ -13,7 +13,7 @@
 # SO_ERROR EBADMSG; tls_decrypt_errors grows by exactly the number of tampered connections.
 # Readers that did not set the keys get the record types too: a thread blocked in recv before
 # TLS_RX, a child forked before it (EIO at the alert, then the alert with its type), and recvmmsg
-# (each message a recvmsg with its TLS_GET_RECORD_TYPE).
+# (each message a recvmsg with its TLS_GET_RECORD_TYPE); splice at an alert: EINVAL, as Linux.
 # Then the same on the native engine over af_packet (veth pair; tests/userstack.sh; root only).
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -283,6 +283,19 @@ assert got[:1] == [(b"\x01\x00", [21])], ("recvmmsg at the alert", got)
 time.sleep(0.2)
 got = got[1:] or mmsg(p, 4, True)
 assert got == [(b"two", [23])], ("recvmmsg after the alert", got)
+# splice: data goes into the pipe; at a control record EINVAL (tls_sw_splice_read), the record
+# stays for recvmsg.
+pr, pw = os.pipe()
+c.sendall(b"three")
+time.sleep(0.2)
+assert os.splice(p.fileno(), pw, 100) == 5 and os.read(pr, 100) == b"three"
+assert c.sendmsg([b"\x01\x00"], [(SOL_TLS, TLS_SET_RECORD_TYPE, b"\x15")]) == 2
+c.sendall(b"four")
+time.sleep(0.2)
+assert err(os.splice, p.fileno(), pw, 100) == errno.EINVAL, "splice at a control record"
+assert rmsg(p, 100)[:2] == (b"\x01\x00", [21])
+time.sleep(0.2)
+assert os.splice(p.fileno(), pw, 100) == 4 and os.read(pr, 100) == b"four"
 c.close(); p.close()
 print("readers that did not set the keys: ok", flush=True)
 print("all ok")
