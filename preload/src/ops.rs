@@ -624,7 +624,6 @@ pub(crate) fn recv_typed(s: &S, iov: &Iov, flags: i32, tls: &mut TlsRead) -> R {
     let nb = s.hs.nonblock.load(Ordering::Relaxed) || flags & libc::MSG_DONTWAIT != 0;
     // A blocking call notes the signal handlers run so far (no syscall: a cached slot).
     let mut sig0 = (!nb).then(crate::signals::snap);
-    let ktls_rx = s.hs.ktls_rx.load(Ordering::Relaxed);
     let mut got = 0usize;
     loop {
         let mut last = false;
@@ -648,20 +647,21 @@ pub(crate) fn recv_typed(s: &S, iov: &Iov, flags: i32, tls: &mut TlsRead) -> R {
                 _ => {}
             }
             // kTLS RX (tlsrx.rs): the word after the tail (`readable` loaded it), one record
-            // type per read.
+            // type per read. Looked at on every socket and every read, not only where this
+            // process set `TLS_RX` (`hs.ktls_rx`): a child forked before the keys or exec'd
+            // after them, or a thread already in this read when they were set, reads the
+            // socket too (the agent writes 0, data, on a socket without kTLS RX).
             let mut took_ty = None;
-            if ktls_rx {
-                let w = st.tls_rx.load(Ordering::Acquire);
-                match crate::tlsrx::verdict(w, avail, total - got, tls.ty, tls.room) {
-                    Verdict::Take { ty, n, last: l } => {
-                        took_ty = Some(ty);
-                        avail = n;
-                        last = l;
-                    }
-                    Verdict::Stop => return R::Ok(got as isize),
-                    Verdict::Fail(e) => return R::Err(e),
-                    Verdict::Empty => avail = 0,
+            let w = st.tls_rx.load(Ordering::Acquire);
+            match crate::tlsrx::verdict(w, avail, total - got, tls.ty, tls.room) {
+                Verdict::Take { ty, n, last: l } => {
+                    took_ty = Some(ty);
+                    avail = n;
+                    last = l;
                 }
+                Verdict::Stop => return R::Ok(got as isize),
+                Verdict::Fail(e) => return R::Err(e),
+                Verdict::Empty => avail = 0,
             }
             if avail > 0 || skip > 0 {
                 let want = (total - got).min(avail);
@@ -733,7 +733,7 @@ pub(crate) fn recv_typed(s: &S, iov: &Iov, flags: i32, tls: &mut TlsRead) -> R {
         let ready = || {
             crate::urgent::readable_past_mark(s, &rx, head) > 0
                 || st.flags.load(Ordering::Acquire) & (SF_RX_FIN | SF_RX_SHUT | SF_ERROR) != 0
-                || (ktls_rx && crate::tlsrx::failed(st.tls_rx.load(Ordering::Acquire)))
+                || crate::tlsrx::failed(st.tls_rx.load(Ordering::Acquire))
         };
         let timeo = s.hs.rcvtimeo.load(Ordering::Relaxed);
         match wait_sock(s, ready, timeo, sig0) {
@@ -1114,6 +1114,13 @@ pub(crate) fn splice(
             let peek_flags = libc::MSG_PEEK | if nonblock_pipe { libc::MSG_DONTWAIT } else { 0 };
             let n = match recv_sock(&s, &Iov { v: &v }, peek_flags) {
                 R::Ok(n) => n as usize,
+                // kTLS RX: a control record is next (a read without room for its type says
+                // EIO); tls_sw_splice_read says EINVAL and leaves it for recvmsg.
+                R::Err(libc::EIO)
+                    if crate::tlsrx::control(s.ctl.state.0.tls_rx.load(Ordering::Acquire)) =>
+                {
+                    return R::Err(libc::EINVAL)
+                }
                 other => return other,
             };
             if n == 0 {
@@ -1680,11 +1687,10 @@ pub(crate) fn recvmsg(fd: i32, msg: &mut libc::msghdr, flags: i32) -> R {
         Ok(v) => v,
         Err(e) => return R::Err(e),
     };
-    let ktls = s.hs.ktls_rx.load(Ordering::Relaxed) && flags & libc::MSG_OOB == 0;
     #[allow(clippy::unnecessary_cast)] // the length's type differs between C libraries
     let controllen = msg.msg_controllen as usize;
     let mut tls = TlsRead {
-        room: ktls && crate::tlsrx::room(msg.msg_control, controllen),
+        room: flags & libc::MSG_OOB == 0 && crate::tlsrx::room(msg.msg_control, controllen),
         ty: None,
     };
     let r = recv_typed(&s, &Iov { v }, flags, &mut tls);
@@ -1692,7 +1698,11 @@ pub(crate) fn recvmsg(fd: i32, msg: &mut libc::msghdr, flags: i32) -> R {
         msg.msg_controllen = 0;
         msg.msg_flags = recv_msg_flags(flags, n, v);
         msg.msg_namelen = 0;
-        match tls.ty {
+        // Data has its type told where this process set `TLS_RX`; a control record anywhere
+        // (only a kTLS RX socket has one: a process that did not set the keys reads it too).
+        let typed =
+            |ty| s.hs.ktls_rx.load(Ordering::Relaxed) || ty != crate::tlsrx::APPLICATION_DATA;
+        match tls.ty.filter(|&ty| typed(ty)) {
             Some(ty) if tls.room => {
                 // SAFETY: `room` checked the buffer; the application's msghdr says it holds
                 // `controllen` writable bytes.
@@ -1722,14 +1732,13 @@ pub(crate) fn recv_msg_flags(flags: i32, n: isize, v: &[iovec]) -> i32 {
 }
 
 /// recvmmsg on a stream socket: fills messages in turn; later ones never block (as Linux).
+/// Each message is a [`recvmsg`], as in Linux's `do_recvmmsg` (on a kTLS RX socket: one record
+/// type per message, with its `TLS_GET_RECORD_TYPE` control message).
 pub(crate) fn recvmmsg(fd: i32, v: *mut libc::mmsghdr, n: libc::c_uint, f: i32) -> R {
     let mut flags = f & !libc::MSG_WAITFORONE;
-    each_mmsg(v, n, |mm, iov| match recv(fd, &Iov { v: iov }, flags) {
+    each_mmsg(v, n, |mm, _| match recvmsg(fd, &mut mm.msg_hdr, flags) {
         R::Ok(k) => {
             mm.msg_len = k as c_uint;
-            mm.msg_hdr.msg_controllen = 0;
-            mm.msg_hdr.msg_flags = recv_msg_flags(flags, k, iov);
-            mm.msg_hdr.msg_namelen = 0;
             if f & libc::MSG_WAITFORONE != 0 {
                 flags |= libc::MSG_DONTWAIT;
             }

@@ -35,8 +35,9 @@ pub(crate) struct HostSock {
     /// The agent accepted `setsockopt(SOL_TLS, TLS_TX)`: it seals what is sent, `sendmsg`
     /// carries control records (`TLS_SET_RECORD_TYPE`) and `MSG_OOB` is refused, as on Linux.
     pub(crate) ktls_tx: AtomicBool,
-    /// The agent accepted `setsockopt(SOL_TLS, TLS_RX)`: reads return one record type at a time
-    /// and `recvmsg` gives it as `TLS_GET_RECORD_TYPE` (tlsrx.rs).
+    /// The agent accepted `setsockopt(SOL_TLS, TLS_RX)` from this process: `recvmsg` tells the
+    /// type of application data too (`TLS_GET_RECORD_TYPE`). (One record type per read and the
+    /// control records' type come from the agent's word, in every process: tlsrx.rs.)
     pub(crate) ktls_rx: AtomicBool,
     /// Options set before bind/connect, for a socket a rule may move to the kernel.
     pub(crate) opts: OptLog,

@@ -95,6 +95,12 @@ pub(crate) fn failed(word: u32) -> bool {
     matches!(TlsRx::unpack(word), TlsRx::Error(_))
 }
 
+/// The readable bytes are a control record (`splice` refuses it with `EINVAL`, as Linux's
+/// `tls_sw_splice_read`, and leaves it for `recvmsg`).
+pub(crate) fn control(word: u32) -> bool {
+    matches!(TlsRx::unpack(word), TlsRx::Control(_))
+}
+
 /// `recvmsg`'s room for the record type: `msg_controllen` of at least `CMSG_LEN(1)` (Linux's
 /// `put_cmsg` truncates anything shorter and sets `MSG_CTRUNC`).
 pub(crate) fn room(control: *const libc::c_void, controllen: usize) -> bool {
@@ -196,6 +202,7 @@ mod tests {
         }
         assert!(failed(e));
         assert!(!failed(CTRL(21)) && !failed(0));
+        assert!(control(CTRL(21)) && !control(e) && !control(0));
     }
 
     #[test]

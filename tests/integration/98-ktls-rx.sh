@@ -12,6 +12,9 @@
 # ciphertext: the receiver reads the plaintext before it intact, then EBADMSG on every read and
 # SO_ERROR EBADMSG; tls_decrypt_errors grows by exactly the number of tampered connections, and
 # `snstack-agent stats --sockets` shows the sender's and the receiver's own counters and suites.
+# Readers that did not set the keys get the record types too: a thread blocked in recv before
+# TLS_RX, a child forked before it (EIO at the alert, then the alert with its type), and recvmmsg
+# (each message a recvmsg with its TLS_GET_RECORD_TYPE); splice at an alert: EINVAL, as Linux.
 # Then the same on the native engine over af_packet (veth pair; tests/userstack.sh; root only).
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -197,6 +200,120 @@ for version in (0x0303, 0x0304):
             int(rx[0]["tls_rx_records"]) >= 2 and int(rx[0]["tls_rx_bytes"]) == len(got), (tag, out)
         c.close(); p.close()
         print(tag, "ok", flush=True)
+
+# 3. Readers that did not set the keys themselves read the record types too (the word the agent
+# publishes, not the state of the process that set TLS_RX): a thread already blocked in recv when
+# TLS_RX is set, a child forked before it, and recvmmsg.
+import ctypes, threading
+def spare():
+    # The relay tampers with every other connection: this one takes that turn.
+    c, p = pair(0x0303, 51)
+    c.close(); p.close()
+c, p = pair(0x0303, 51)
+res = []
+def blocked():
+    try:
+        res.append(p.recv(100))
+    except OSError as e:
+        res.append(e.errno)
+t = threading.Thread(target=blocked); t.start()
+time.sleep(0.3)                               # blocked in recv, before the keys
+rx_on(p, 0x0303, 51)
+assert c.sendmsg([b"\x01\x00"], [(SOL_TLS, TLS_SET_RECORD_TYPE, b"\x15")]) == 2
+t.join(10)
+assert res == [errno.EIO], ("blocked reader", res)
+assert rmsg(p, 100)[:2] == (b"\x01\x00", [21])
+c.close(); p.close()
+spare()
+c, p = pair(0x0304, 52)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.read(r, 1)                         # the parent set the keys and the records came
+        got = p.recv(100)
+        assert got == b"abc", ("child", got)
+        e = err(p.recv, 100)
+        assert e == errno.EIO, ("child", e)
+        got = rmsg(p, 100)[:2]
+        assert got == (b"\x01\x00", [21]), ("child", got)
+        got = p.recv(100)
+        assert got == b"def", ("child", got)
+        os._exit(0)
+    except BaseException as x:
+        print("forked reader:", repr(x), flush=True)
+        os._exit(1)
+rx_on(p, 0x0304, 52)
+c.sendall(b"abc")
+assert c.sendmsg([b"\x01\x00"], [(SOL_TLS, TLS_SET_RECORD_TYPE, b"\x15")]) == 2
+c.sendall(b"def")
+time.sleep(0.3)
+os.write(w, b"x")
+assert os.waitpid(pid, 0)[1] == 0, "forked reader failed"
+c.close(); p.close()
+# recvmmsg: each message is a recvmsg (Linux's do_recvmmsg): data with its type, the alert alone
+# with its own; a message without control room at the alert ends the call (EIO when first).
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.POINTER(iovec)), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+class mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
+libc = ctypes.CDLL(None, use_errno=True)
+def mmsg(sock, n, room):
+    bufs = [ctypes.create_string_buffer(100) for _ in range(n)]
+    ctls = [ctypes.create_string_buffer(64) for _ in range(n)]
+    iovs = [iovec(ctypes.cast(b, ctypes.c_void_p), 100) for b in bufs]
+    v = (mmsghdr * n)()
+    for i in range(n):
+        v[i].hdr.iov = ctypes.pointer(iovs[i]); v[i].hdr.iovlen = 1
+        v[i].hdr.control = ctypes.cast(ctls[i], ctypes.c_void_p) if room else None
+        v[i].hdr.controllen = 64 if room else 0
+    k = libc.recvmmsg(sock.fileno(), v, n, socket.MSG_DONTWAIT, None)
+    if k < 0:
+        return ctypes.get_errno()
+    out = []
+    for i in range(k):
+        tys = [ctls[i].raw[16]] if v[i].hdr.controllen >= socket.CMSG_LEN(1) else []
+        if tys:
+            lvl, typ = struct.unpack("ii", ctls[i].raw[8:16])
+            assert (lvl, typ) == (SOL_TLS, TLS_GET_RECORD_TYPE), (lvl, typ)
+        out.append((bufs[i].raw[:v[i].len], tys))
+    return out
+spare()
+c, p = pair(0x0303, 54)
+rx_on(p, 0x0303, 54)
+c.sendall(b"one")
+assert c.sendmsg([b"\x01\x00"], [(SOL_TLS, TLS_SET_RECORD_TYPE, b"\x15")]) == 2
+c.sendall(b"two")
+time.sleep(0.2)
+got = mmsg(p, 4, True)
+assert got == [(b"one", [23])], ("recvmmsg before the alert", got)
+time.sleep(0.2)                               # the agent writes the alert once "one" is read
+assert mmsg(p, 4, False) == errno.EIO, "recvmmsg without room at the alert"
+got = mmsg(p, 4, True)
+assert got[:1] == [(b"\x01\x00", [21])], ("recvmmsg at the alert", got)
+time.sleep(0.2)
+got = got[1:] or mmsg(p, 4, True)
+assert got == [(b"two", [23])], ("recvmmsg after the alert", got)
+# splice: data goes into the pipe; at a control record EINVAL (tls_sw_splice_read), the record
+# stays for recvmsg.
+pr, pw = os.pipe()
+c.sendall(b"three")
+time.sleep(0.2)
+assert os.splice(p.fileno(), pw, 100) == 5 and os.read(pr, 100) == b"three"
+assert c.sendmsg([b"\x01\x00"], [(SOL_TLS, TLS_SET_RECORD_TYPE, b"\x15")]) == 2
+c.sendall(b"four")
+time.sleep(0.2)
+assert err(os.splice, p.fileno(), pw, 100) == errno.EINVAL, "splice at a control record"
+assert rmsg(p, 100)[:2] == (b"\x01\x00", [21])
+time.sleep(0.2)
+assert os.splice(p.fileno(), pw, 100) == 4 and os.read(pr, 100) == b"four"
+c.close(); p.close()
+print("readers that did not set the keys: ok", flush=True)
 print("all ok")
 PY
 
