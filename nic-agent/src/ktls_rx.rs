@@ -83,9 +83,12 @@ pub struct RxCounts {
 /// The RX record state of one kTLS socket beyond its `Opener`.
 #[derive(Debug, Default)]
 pub struct RxPump {
-    /// Ciphertext from `head` on; before `head`, records opened (their plaintext in place).
+    /// Ciphertext from `head` to `end`; before `head`, records opened (their plaintext in
+    /// place). Bytes past `end` are left over (initialized once: a receive does not clear its
+    /// room each time).
     buf: Vec<u8>,
     head: usize,
+    end: usize,
     /// The opened record whose plaintext is not all in the stream: its type and what is left.
     out: Option<(u8, std::ops::Range<usize>)>,
     /// Plaintext a reader that left had not read (a shared connection's reader moved), with
@@ -132,12 +135,17 @@ impl RxPump {
     /// the keys arrive may exceed [`IN_CAP`]).
     pub fn feed(&mut self, ciphertext: &[u8]) {
         self.compact();
-        self.buf.extend_from_slice(ciphertext);
+        let end = self.end + ciphertext.len();
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
+        }
+        self.buf[self.end..end].copy_from_slice(ciphertext);
+        self.end = end;
     }
 
     /// Ciphertext bytes the pump takes from the backend now.
     pub fn in_room(&self) -> usize {
-        IN_CAP.saturating_sub(self.buf.len() - self.head)
+        IN_CAP.saturating_sub(self.end - self.head)
     }
 
     /// Receives up to [`RxPump::in_room`] bytes with `recv` straight into the buffer; returns
@@ -147,22 +155,25 @@ impl RxPump {
         recv: impl FnOnce(&mut [u8]) -> io::Result<usize>,
     ) -> io::Result<usize> {
         self.compact();
-        let at = self.buf.len();
+        let at = self.end;
         let want = self.in_room();
-        self.buf.resize(at + want, 0);
-        let r = recv(&mut self.buf[at..]);
+        if self.buf.len() < at + want {
+            self.buf.resize(at + want, 0);
+        }
+        let r = recv(&mut self.buf[at..at + want]);
         let got = match &r {
             Ok(k) => (*k).min(want),
             Err(_) => 0,
         };
-        self.buf.truncate(at + got);
+        self.end = at + got;
         r.map(|_| got)
     }
 
     /// Drops the opened bytes before `head` (nothing refers to them once `out` is written).
     fn compact(&mut self) {
         if self.out.is_none() && self.head > 0 {
-            self.buf.drain(..self.head);
+            self.buf.copy_within(self.head..self.end, 0);
+            self.end -= self.head;
             self.head = 0;
         }
     }
@@ -289,7 +300,7 @@ impl RxPump {
                 self.key_wait = false;
                 self.set_word(sink, TlsRx::Data);
             }
-            let rec = &mut self.buf[self.head..];
+            let rec = &mut self.buf[self.head..self.end];
             let len = match opener.peek(rec) {
                 Ok(Peek::Record { len }) => len,
                 Ok(Peek::Incomplete { .. }) => {
