@@ -16,6 +16,9 @@ PKGS=(nginx-light wrk curl python3 redis-server redis-tools memcached sockperf i
     libdpdk-dev pkg-config iputils-ping arping ethtool
     # user-space TCP backend: AF_XDP device (xdp-sys: libxdp's xsk API and default XDP program)
     libxdp-dev libbpf-dev
+    # user-space TCP backend: the lwIP engine (lwip-sys, nic-agent feature `lwip`; Debian's
+    # lwIP 2.1.3 as packaged, docs/engines.md)
+    liblwip-dev
     # operations tests: `snstack top` in a real terminal, `systemd-analyze verify` of the unit
     tmux systemd
     # payload API tests: ab against snstack-http (86-payload-http)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # THE test command (`make test`, `.ci/run`). Steps:
-#   deps -> cargo build -> fmt -> clippy -> cargo test -> loom -> [dpdk: clippy, test, build]
+#   deps -> cargo build -> fmt -> clippy -> cargo test -> loom -> [dpdk, lwip: clippy, test, build]
 #   -> tests/integration/*.sh
 # A build failure stops the run; any other failure is reported and makes the exit status non-zero.
 # The last line is `N passed, N failed, N skipped`, counting integration scripts.
@@ -65,20 +65,35 @@ if [[ ${SKIP_CARGO:-0} != 1 ]]; then
     fi
 fi
 
-# The user-space stack's DPDK device (nic-agent feature `dpdk`) when the system DPDK is installed.
-# Built last: its agent binary (a superset of the default one) must be the one in target/release
-# when the integration tests run (`cargo test` above rebuilds the binary without the feature), so
-# that 46-user-stack-dpdk.sh runs instead of skipping.
+# Optional parts of the agent built with the system libraries they need, when installed: the
+# DPDK device (nic-agent feature `dpdk`, libdpdk) and the lwIP engine (feature `lwip`, liblwip).
+# Built last: the agent binary with every feature found (a superset of the default one) must be
+# the one in target/release when the integration tests run (`cargo test` above rebuilds the
+# binary without them), so that 46-user-stack-dpdk.sh and 44-user-stack-lwip.sh run instead of
+# skipping.
+features=() crates=()
 if pkg-config --exists libdpdk 2>/dev/null; then
-    if [[ ${SKIP_CARGO:-0} != 1 ]]; then
-        step clippy-dpdk 900 cargo clippy -p nic-agent -p dpdk-sys --all-targets --release \
-            --features nic-agent/dpdk -- -D warnings
-        step cargo-test-dpdk 900 cargo test -p nic-agent -p dpdk-sys --release --features nic-agent/dpdk
-    fi
-    step build-dpdk 1200 cargo build --release -p nic-agent --features dpdk
+    features+=(dpdk) crates+=(-p dpdk-sys)
 else
     section "dpdk"
     echo "---- dpdk: SKIPPED (pkg-config finds no libdpdk; ci/install-deps.sh installs libdpdk-dev)"
+fi
+if pkg-config --exists lwip 2>/dev/null; then
+    features+=(lwip) crates+=(-p lwip-sys)
+else
+    section "lwip"
+    echo "---- lwip: SKIPPED (pkg-config finds no lwip; ci/install-deps.sh installs liblwip-dev)"
+fi
+if ((${#features[@]})); then
+    flist=$(IFS=,; echo "${features[*]}")
+    nfeat=$(printf 'nic-agent/%s,' "${features[@]}")
+    nfeat=${nfeat%,}
+    if [[ ${SKIP_CARGO:-0} != 1 ]]; then
+        step "clippy-$flist" 900 cargo clippy -p nic-agent "${crates[@]}" --all-targets --release \
+            --features "$nfeat" -- -D warnings
+        step "cargo-test-$flist" 900 cargo test -p nic-agent "${crates[@]}" --release --features "$nfeat"
+    fi
+    step "build-$flist" 1200 cargo build --release -p nic-agent --features "$flist"
 fi
 
 # Tests with a known, rare, not yet fixed race in snstack (tracked in the issue notes): a failure

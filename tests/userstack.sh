@@ -95,8 +95,9 @@ userstack_agent() {
     chmod +x "$wrapper"
     AGENT_BIN=$wrapper
     local v6=()
-    # IPv6 is the native engine's (smoltcp is configured for IPv4 only).
-    [[ ${USERSTACK_V6:-1} == 1 && " $* " != *" --engine smoltcp "* ]] && v6=(--ip6 "$AGENT_IP6/64")
+    # IPv6 is the native engine's (smoltcp and lwIP are configured for IPv4 only).
+    [[ ${USERSTACK_V6:-1} == 1 && " $* " != *" --engine smoltcp "* && " $* " != *" --engine lwip "* ]] &&
+        v6=(--ip6 "$AGENT_IP6/64")
     start_agent --backend "$backend" --ip "$AGENT_IP/24" "${v6[@]}" "$@"
     AGENT_BIN=$real
 }
@@ -178,8 +179,8 @@ userstack_suite() {
     # memory to the engine: AF_XDP, DPDK), at least 90% of its data segments must have been built
     # straight in device memory (one copy from the TX stream to the wire).
     local direct0=0 buffered0=0 direct buffered native=0
-    # (The counters are the native engine's: smoltcp has none.)
-    [[ " $* " != *" --engine smoltcp "* ]] && native=1
+    # (The counters are the native engine's: smoltcp and lwIP have none.)
+    [[ " $* " != *" --engine smoltcp "* && " $* " != *" --engine lwip "* ]] && native=1
     if ((native)); then
         direct0=$(agent_stat tcp_tx_data_direct)
         buffered0=$(agent_stat tcp_tx_data_buffered)

@@ -107,6 +107,9 @@ enum EngineKind {
     Native,
     /// smoltcp 0.12, kept as a comparison point.
     Smoltcp,
+    /// lwIP 2.1.3 as Debian packages it (liblwip), a comparison point (binary built with
+    /// `--features lwip`; limits of the packaged build in docs/engines.md).
+    Lwip,
 }
 
 /// Congestion control algorithms of the native engine.
@@ -473,6 +476,10 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
             "--iface/--ip/--ip6/--gateway/--gateway6/--mac/--inject-faults only apply to --backend afpacket, dpdk or xdp"
         );
     }
+    if user && a.engine == EngineKind::Lwip && !cfg!(feature = "lwip") {
+        // Before any device is opened: says so even when --iface is wrong.
+        run_lwip_missing()?;
+    }
     if user && a.iface.is_none() && !(a.backend == BackendKind::Dpdk && a.eal_args.is_some()) {
         anyhow::bail!("--backend {} needs --iface NAME", a.backend.name());
     }
@@ -533,6 +540,7 @@ fn run_user<D: backend::user::device::Device + 'static>(
                 backend::user::UserBackend::new(dev, ucfg).context("creating the user backend")?;
             agent::run(cfg, with_loopback(a, b))?;
         }
+        EngineKind::Lwip => run_lwip(a, cfg, ucfg, dev)?,
         EngineKind::Native => {
             let mut scfg = snstack_tcp::stack::StackConfig::new(ucfg.mac);
             scfg.ipv4 = Some((ucfg.ip, ucfg.prefix));
@@ -555,6 +563,46 @@ fn run_user<D: backend::user::device::Device + 'static>(
         }
     }
     Ok(())
+}
+
+#[cfg(feature = "lwip")]
+fn run_lwip(
+    a: &RunArgs,
+    cfg: agent::Config,
+    ucfg: backend::user::engine::EngineConfig,
+    dev: Box<dyn backend::user::device::Device>,
+) -> anyhow::Result<()> {
+    if a.ip6.is_some() {
+        anyhow::bail!("--ip6 needs --engine native (the lwIP engine is configured for IPv4 only)");
+    }
+    tracing::info!(
+        version = lwip_sys::LWIP_VERSION,
+        window = lwip_sys::opt("TCP_WND"),
+        send_buffer = lwip_sys::opt("TCP_SND_BUF"),
+        mss = lwip_sys::opt("TCP_MSS"),
+        "engine: lwIP (Debian's liblwip; no SACK, no timestamps, 64 KiB window: docs/engines.md)"
+    );
+    let b =
+        backend::user::lwip::LwipBackend::new(dev, &ucfg).context("creating the lwIP backend")?;
+    agent::run(cfg, with_loopback(a, b))?;
+    Ok(())
+}
+
+#[cfg(not(feature = "lwip"))]
+fn run_lwip(
+    _: &RunArgs,
+    _: agent::Config,
+    _: backend::user::engine::EngineConfig,
+    _: Box<dyn backend::user::device::Device>,
+) -> anyhow::Result<()> {
+    run_lwip_missing()
+}
+
+#[cfg_attr(feature = "lwip", allow(dead_code))]
+fn run_lwip_missing() -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this snstack-agent was built without lwIP support (rebuild with `cargo build --release -p nic-agent --features lwip`; needs liblwip-dev)"
+    )
 }
 
 #[cfg(feature = "dpdk")]

@@ -164,7 +164,7 @@ struct TxQueue {
 /// MTU-sized frames, so a `CHECKSUM_PARTIAL` frame gets its TCP/UDP checksum completed and a
 /// GRO/GSO super-frame (TCP over IPv4/IPv6 larger than 14 + MTU) is cut into MTU-sized segments,
 /// in software. Everything else is passed on as it is.
-fn accept_frame(
+pub(crate) fn accept_frame(
     frame: &[u8],
     meta: RxMeta,
     mtu: usize,

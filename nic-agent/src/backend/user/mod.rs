@@ -18,6 +18,8 @@ pub mod device;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod engine;
+#[cfg(feature = "lwip")]
+pub mod lwip;
 pub mod native;
 pub mod offload;
 mod vnet;
