@@ -73,3 +73,293 @@ fn accept_queue_bounds() {
     assert_eq!(accept_cap(511), 511);
     assert_eq!(accept_cap(100_000), 4096);
 }
+
+// ---------------------------------------------------------------------------------------------
+// lwIP against snstack-tcp over an in-memory cable. lwIP reads its own clock (it is not
+// sans-IO), so these run in real time: polls are cheap, and a stall guard (not a timing
+// assertion) turns a hang into a failure.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::backend::user::device::Loopback;
+use crate::backend::user::native::{NativeBackend, NativeSock};
+use snstack_tcp::stack::StackConfig;
+
+/// lwIP's state is global: one backend at a time in this process.
+static LWIP: Mutex<()> = Mutex::new(());
+
+const MAC_L: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const MAC_N: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+struct Pair {
+    lw: LwipBackend<Loopback>,
+    nat: NativeBackend<Loopback>,
+    ev: Vec<SockEvent>,
+}
+
+fn pair() -> Pair {
+    let (la, lb) = Loopback::pair(MAC_L, MAC_N);
+    let cfg = EngineConfig {
+        ip: Ipv4Addr::new(10, 0, 0, 1),
+        prefix: 24,
+        gateway: None,
+        mac: MAC_L,
+        rx_buf: 0,
+        tx_buf: 0,
+        seed: 1,
+    };
+    let lw = LwipBackend::new(la, &cfg).unwrap();
+    let mut nc = StackConfig::new(MAC_N);
+    nc.ipv4 = Some((Ipv4Addr::new(10, 0, 0, 2), 24));
+    nc.seed = 2;
+    let nat = NativeBackend::new(lb, nc).unwrap();
+    Pair {
+        lw,
+        nat,
+        ev: Vec::new(),
+    }
+}
+
+impl Pair {
+    fn pump(&mut self) {
+        for _ in 0..2 {
+            self.lw.poll(&mut self.ev).unwrap();
+            self.nat.poll_local(&mut self.ev);
+            self.nat.poll(&mut self.ev).unwrap();
+        }
+        self.ev.clear();
+    }
+
+    /// Pumps until `f` holds; fails after 20 s (a hang, not a slow run).
+    fn until(&mut self, what: &str, mut f: impl FnMut(&mut Pair) -> bool) {
+        let t0 = Instant::now();
+        while !f(self) {
+            assert!(t0.elapsed() < Duration::from_secs(20), "stalled: {what}");
+            self.pump();
+        }
+    }
+}
+
+fn a(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn iov(b: &[u8]) -> IoBuf {
+    IoBuf {
+        iov_base: b.as_ptr().cast_mut().cast(),
+        iov_len: b.len(),
+    }
+}
+
+fn send<B: Backend>(b: &mut B, s: &B::Sock, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: a buffer of ours, readable during the call.
+    unsafe { b.send(s, &[iov(data)]) }
+}
+
+fn recv<B: Backend>(b: &mut B, s: &B::Sock, buf: &mut [u8]) -> io::Result<usize> {
+    let v = IoBuf {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: a buffer of ours, written only through this call.
+    unsafe { b.recv(s, &[v]) }
+}
+
+fn errno(r: io::Result<usize>) -> i32 {
+    r.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
+}
+
+/// An lwIP listener, a snstack-tcp client connected to it: (listener, lwIP's side, client).
+fn connected(p: &mut Pair, port: u16) -> (UserSock, UserSock, NativeSock) {
+    let l = p.lw.socket(libc::AF_INET).unwrap();
+    p.lw.setsockopt(
+        &l,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        &1i32.to_ne_bytes(),
+    )
+    .unwrap();
+    p.lw.bind(&l, &a(&format!("10.0.0.1:{port}"))).unwrap();
+    p.lw.listen(&l, 16).unwrap();
+    p.lw.register(&l, 1).unwrap();
+    let c = p.nat.socket(libc::AF_INET).unwrap();
+    let r = p.nat.connect(&c, &a(&format!("10.0.0.1:{port}")));
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINPROGRESS));
+    p.nat.register(&c, 2).unwrap();
+    let mut acc = None;
+    p.until("accept", |p| {
+        match p.lw.accept(&l) {
+            Ok(x) => acc = Some(x),
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EAGAIN)),
+        }
+        acc.is_some()
+    });
+    let (s, peer) = acc.unwrap();
+    assert_eq!(peer.ip(), Ipv4Addr::new(10, 0, 0, 2));
+    assert_eq!(p.lw.local_addr(&s).unwrap(), a(&format!("10.0.0.1:{port}")));
+    p.lw.register(&s, 3).unwrap();
+    p.until("connected", |p| {
+        p.nat.connect_state(&c) == ConnectState::Connected
+    });
+    (l, s, c)
+}
+
+#[test]
+fn lwip_engine_against_snstack_tcp() {
+    let _g = LWIP.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = pair();
+
+    // Local refusals: an address that is not ours, a second listener on a port, an option
+    // lwIP lacks.
+    let x = p.lw.socket(libc::AF_INET).unwrap();
+    assert_eq!(
+        p.lw.bind(&x, &a("10.0.0.9:80")).unwrap_err().raw_os_error(),
+        Some(libc::EADDRNOTAVAIL)
+    );
+    assert_eq!(
+        p.lw.setsockopt(
+            &x,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            &1i32.to_ne_bytes()
+        )
+        .unwrap_err()
+        .raw_os_error(),
+        Some(libc::ENOPROTOOPT)
+    );
+    let mut b = [0u8; 4];
+    p.lw.getsockopt(&x, libc::SOL_SOCKET, libc::SO_RCVBUF, &mut b)
+        .unwrap();
+    assert_eq!(i32::from_ne_bytes(b), 65535);
+
+    let (l, s, c) = connected(&mut p, 80);
+    p.lw.bind(&x, &a("10.0.0.1:80")).unwrap_err();
+    p.lw.close(x);
+
+    // 1 MiB each way at once, through lwIP's 64 KiB buffers.
+    let total = 1 << 20;
+    let up: Vec<u8> = (0..total).map(|i| (i * 7 + i / 251) as u8).collect();
+    let down: Vec<u8> = (0..total).map(|i| (i * 11 + i / 509) as u8).collect();
+    let (mut sent_up, mut sent_down) = (0, 0);
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; 1 << 16];
+    p.until("1 MiB each way", |p| {
+        if sent_up < total {
+            sent_up += send(&mut p.nat, &c, &up[sent_up..]).unwrap_or(0);
+        }
+        if sent_down < total {
+            match send(&mut p.lw, &s, &down[sent_down..]) {
+                Ok(n) => sent_down += n,
+                Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EAGAIN)),
+            }
+        }
+        while let Ok(n) = recv(&mut p.lw, &s, &mut buf) {
+            assert!(n > 0, "early EOF on lwIP's side");
+            got_up.extend_from_slice(&buf[..n]);
+        }
+        while let Ok(n) = recv(&mut p.nat, &c, &mut buf) {
+            assert!(n > 0, "early EOF on the client");
+            got_down.extend_from_slice(&buf[..n]);
+        }
+        got_up.len() >= total && got_down.len() >= total
+    });
+    assert!(got_up == up, "bytes to lwIP differ");
+    assert!(got_down == down, "bytes from lwIP differ");
+
+    // Half-close: the client's FIN is lwIP's end of stream; lwIP still sends, then closes.
+    p.nat.shutdown(&c, libc::SHUT_WR).unwrap();
+    p.until("EOF at lwIP", |p| {
+        recv(&mut p.lw, &s, &mut buf).ok() == Some(0)
+    });
+    assert_eq!(send(&mut p.lw, &s, b"bye").unwrap(), 3);
+    p.lw.close(s);
+    let mut tail = Vec::new();
+    p.until("lwIP's tail and FIN", |p| {
+        match recv(&mut p.nat, &c, &mut buf) {
+            Ok(0) => true,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                false
+            }
+            Err(_) => false,
+        }
+    });
+    assert_eq!(tail, b"bye");
+    p.nat.close(c);
+
+    // Closing with unread data resets (as Linux): the client sees ECONNRESET.
+    let (l2, s2, c2) = connected(&mut p, 81);
+    assert_eq!(send(&mut p.nat, &c2, b"unread").unwrap(), 6);
+    p.until("data at lwIP", |p| {
+        p.lw.poll(&mut p.ev).unwrap();
+        matches!(&p.lw.socks[&s2.0].kind, Kind::Conn(c) if c.rx.len() == 6)
+    });
+    p.lw.close(s2);
+    p.until("reset at the client", |p| {
+        errno(recv(&mut p.nat, &c2, &mut buf)) == libc::ECONNRESET
+            || p.nat.take_error(&c2) == libc::ECONNRESET
+    });
+    p.nat.close(c2);
+
+    // The client resets: lwIP's connection reports ECONNRESET, then EPIPE.
+    let (l3, s3, c3) = connected(&mut p, 82);
+    p.nat
+        .setsockopt(
+            &c3,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &[1, 0, 0, 0, 0, 0, 0, 0],
+        )
+        .unwrap();
+    p.nat.close(c3);
+    p.until("reset at lwIP", |p| {
+        errno(recv(&mut p.lw, &s3, &mut buf)) == libc::ECONNRESET
+    });
+    assert_eq!(errno(send(&mut p.lw, &s3, b"x")), libc::EPIPE);
+    p.lw.close(s3);
+
+    // lwIP connects to a port nobody listens on: ECONNREFUSED.
+    let o = p.lw.socket(libc::AF_INET).unwrap();
+    let r = p.lw.connect(&o, &a("10.0.0.2:9"));
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINPROGRESS));
+    p.until("refused", |p| {
+        p.lw.connect_state(&o) == ConnectState::Failed(libc::ECONNREFUSED)
+    });
+    p.lw.close(o);
+
+    // lwIP connects out and talks (the outgoing direction).
+    let nl = p.nat.socket(libc::AF_INET).unwrap();
+    p.nat.bind(&nl, &a("10.0.0.2:7000")).unwrap();
+    p.nat.listen(&nl, 16).unwrap();
+    let o = p.lw.socket(libc::AF_INET6).unwrap();
+    let r = p.lw.connect(&o, &a("[::ffff:10.0.0.2]:7000"));
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINPROGRESS));
+    p.until("lwIP connected", |p| {
+        p.lw.connect_state(&o) == ConnectState::Connected
+    });
+    assert_eq!(p.lw.peer_addr(&o).unwrap(), a("[::ffff:10.0.0.2]:7000"));
+    let mut srv = None;
+    p.until("native accept", |p| {
+        srv = p.nat.accept(&nl).ok();
+        srv.is_some()
+    });
+    let (ns, _) = srv.unwrap();
+    assert_eq!(send(&mut p.lw, &o, b"hello").unwrap(), 5);
+    let mut got = Vec::new();
+    p.until("hello", |p| {
+        if let Ok(n) = recv(&mut p.nat, &ns, &mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.len() >= 5
+    });
+    assert_eq!(got, b"hello");
+    p.lw.close(o);
+    p.nat.close(ns);
+    p.nat.close(nl);
+    for l in [l, l2, l3] {
+        p.lw.close(l);
+    }
+    p.pump();
+    assert_eq!(sys::callback_panics(), 0);
+}
