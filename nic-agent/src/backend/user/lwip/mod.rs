@@ -25,9 +25,11 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use lwip_sys as l;
+use snstack_tcp::RxCsum;
 
 use super::device::{self, Device, PortStats};
 use super::engine::{EngineConfig, UserSock};
+use super::offload;
 use crate::backend::{Backend, ConnectState, EngineStats, IoBuf, Readiness, SockEvent};
 use sys::{Event, Lwip, Pcb, RxQueue};
 
@@ -114,6 +116,25 @@ fn readiness(v: &ConnView) -> Readiness {
         error: v.err != 0,
         urgent: false,
     }
+}
+
+/// A TCP frame whose checksum field holds exactly the pseudo-header sum (what a sender that
+/// left the checksum to offload puts there) rather than a valid checksum. Devices that carry no
+/// checksum state (AF_XDP, DPDK's `net_af_packet`) hand such frames over from a veth peer with
+/// tx-checksumming on; lwIP verifies every checksum, so the engine completes them first, as the
+/// native engine accepts them (`Device::rx_csum_may_be_partial`).
+fn pseudo_only_csum(f: &[u8]) -> bool {
+    let Some(p) = offload::l4(f) else {
+        return false;
+    };
+    if p.proto != 6 || p.end < p.off + 20 {
+        return false;
+    }
+    let at = p.off + 16;
+    let field = u16::from_be_bytes([f[at], f[at + 1]]);
+    let pseudo = offload::pseudo_sum(f, &p, Some(p.end - p.off));
+    let full = offload::sum_bytes(u32::from(pseudo), &f[p.off..p.end]) as u16;
+    full != 0xffff && field == pseudo
 }
 
 /// The accept queue's capacity for a `listen(backlog)` (as the smoltcp engine: 16 to 4096).
@@ -466,7 +487,11 @@ impl<D: Device> LwipBackend<D> {
                 ..
             } = self;
             let mtu = *mtu;
-            let r = dev.rx_burst(BURST, &mut |frame, meta| {
+            let may_be_partial = dev.rx_csum_may_be_partial();
+            let r = dev.rx_burst(BURST, &mut |frame, mut meta| {
+                if may_be_partial && meta.csum == RxCsum::Unknown && pseudo_only_csum(frame) {
+                    meta.csum = RxCsum::Partial;
+                }
                 device::accept_frame(frame, meta, mtu, rxq, port_stats);
                 while let Some(f) = rxq.pop_front() {
                     if !full_ports.is_empty() {

@@ -67,6 +67,21 @@ fn addresses_are_ipv4_or_v4_mapped() {
 }
 
 #[test]
+fn pseudo_header_only_checksums_are_recognised() {
+    let f = offload::tests::tcp4(1, 0x18, b"hello world");
+    assert!(!pseudo_only_csum(&f), "a valid checksum is not partial");
+    let mut p = f.clone();
+    offload::make_partial(&mut p).unwrap();
+    assert!(pseudo_only_csum(&p));
+    // Completing it gives the valid frame back.
+    assert!(offload::fill_l4_csum(&mut p));
+    assert_eq!(p, f);
+    let mut g = f.clone();
+    g[14 + 20 + 16] ^= 0xff;
+    assert!(!pseudo_only_csum(&g), "a corrupted checksum is neither");
+}
+
+#[test]
 fn accept_queue_bounds() {
     assert_eq!(accept_cap(-1), 4096);
     assert_eq!(accept_cap(0), 16);
