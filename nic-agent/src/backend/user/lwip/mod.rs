@@ -56,7 +56,8 @@ pub fn errno_of(e: i8, connecting: bool) -> i32 {
     match e {
         l::ERR_OK => 0,
         l::ERR_RST if connecting => libc::ECONNREFUSED,
-        l::ERR_RST | l::ERR_CLSD => libc::ECONNRESET,
+        l::ERR_RST => libc::ECONNRESET,
+        l::ERR_CLSD => libc::EPIPE,
         l::ERR_ABRT | l::ERR_TIMEOUT => libc::ETIMEDOUT,
         l::ERR_MEM | l::ERR_BUF => libc::ENOBUFS,
         l::ERR_RTE => libc::ENETUNREACH,
@@ -408,7 +409,11 @@ impl<D: Device> LwipBackend<D> {
                         if let Kind::Conn(c) = &mut s.kind {
                             c.pcb = None;
                             c.gone = true;
-                            s.err = errno_of(e, c.connecting);
+                            // ERR_CLSD: the FIN exchange ended normally after our
+                            // shutdown(SHUT_WR) (lwIP frees the pcb and says so): no error.
+                            if e != l::ERR_CLSD {
+                                s.err = errno_of(e, c.connecting);
+                            }
                             c.connecting = false;
                         }
                         self.mark(key);

@@ -10,9 +10,10 @@
 //! - Callbacks never touch engine state: they append [`Event`]s and transmitted frames to a
 //!   thread-local queue the engine drains after each call into lwIP, and never unwind into C
 //!   (each body runs under `catch_unwind`).
-//! - [`Pcb`] is lwIP's connection pointer. lwIP frees a pcb (1) after calling its error callback,
-//!   (2) when the engine closes or aborts it, and (3) silently once the FIN exchange that the
-//!   engine's own FIN began is over (LAST-ACK done, TIME-WAIT expired). The engine therefore
+//! - [`Pcb`] is lwIP's connection pointer. lwIP frees a pcb (1) after calling its error callback
+//!   (also with `ERR_CLSD` when our LAST-ACK is acknowledged after a `shutdown(SHUT_WR)`),
+//!   (2) when the engine closes or aborts it, and (3) silently when a TIME-WAIT that the
+//!   engine's own FIN began expires. The engine therefore
 //!   drops a `Pcb` at its [`Event::Error`], after [`Pcb::close`]/[`Pcb::abort`], and after
 //!   [`Pcb::shutdown_write`], finding the pcb again by its key ([`find`]) instead of keeping a
 //!   pointer that may dangle. The callback argument is the engine's socket key, never a Rust

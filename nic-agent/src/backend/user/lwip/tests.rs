@@ -334,6 +334,62 @@ fn lwip_engine_against_snstack_tcp() {
     assert_eq!(errno(send(&mut p.lw, &s3, b"x")), libc::EPIPE);
     p.lw.close(s3);
 
+    // lwIP half-closes first: its FIN is the client's end of stream, the client still sends
+    // (lwIP keeps receiving on a pcb it now finds by key), then the FIN exchange ends and lwIP
+    // frees the pcb on its own: the engine notices and the close finds nothing to free.
+    let (l4, s4, c4) = connected(&mut p, 83);
+    assert_eq!(send(&mut p.lw, &s4, b"last words").unwrap(), 10);
+    p.lw.shutdown(&s4, libc::SHUT_WR).unwrap();
+    assert_eq!(errno(send(&mut p.lw, &s4, b"x")), libc::EPIPE);
+    let mut got = Vec::new();
+    p.until("lwIP's FIN at the client", |p| {
+        match recv(&mut p.nat, &c4, &mut buf) {
+            Ok(0) => true,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                false
+            }
+            Err(_) => false,
+        }
+    });
+    assert_eq!(got, b"last words");
+    assert_eq!(send(&mut p.nat, &c4, b"reply").unwrap(), 5);
+    let mut reply = Vec::new();
+    p.until("the reply at lwIP", |p| {
+        if let Ok(n) = recv(&mut p.lw, &s4, &mut buf) {
+            reply.extend_from_slice(&buf[..n]);
+        }
+        reply.len() >= 5
+    });
+    assert_eq!(reply, b"reply");
+    p.nat.close(c4);
+    p.until("EOF at lwIP after its own FIN", |p| {
+        recv(&mut p.lw, &s4, &mut buf).ok() == Some(0)
+    });
+    // lwIP closed first: its pcb waits in TIME-WAIT, still found by key.
+    p.lw.mark(s4.0);
+    p.lw.report(&mut Vec::new());
+    assert!(matches!(&p.lw.socks[&s4.0].kind, Kind::Conn(c) if !c.gone));
+    p.lw.close(s4);
+
+    // The peer closes first, then lwIP: once its LAST-ACK is acknowledged lwIP frees the pcb
+    // without a word; the engine notices (not found by key) and the close frees nothing twice.
+    let (l5, s5, c5) = connected(&mut p, 84);
+    p.nat.shutdown(&c5, libc::SHUT_WR).unwrap();
+    p.until("the peer's FIN at lwIP", |p| {
+        recv(&mut p.lw, &s5, &mut buf).ok() == Some(0)
+    });
+    p.lw.shutdown(&s5, libc::SHUT_WR).unwrap();
+    p.until("lwIP let the pcb go", |p| {
+        let _ = recv(&mut p.nat, &c5, &mut buf);
+        p.lw.mark(s5.0);
+        p.lw.report(&mut Vec::new());
+        matches!(&p.lw.socks[&s5.0].kind, Kind::Conn(c) if c.gone)
+    });
+    assert_eq!(recv(&mut p.lw, &s5, &mut buf).unwrap(), 0);
+    p.lw.close(s5);
+    p.nat.close(c5);
+
     // lwIP connects to a port nobody listens on: ECONNREFUSED.
     let o = p.lw.socket(libc::AF_INET).unwrap();
     let r = p.lw.connect(&o, &a("10.0.0.2:9"));
@@ -372,7 +428,7 @@ fn lwip_engine_against_snstack_tcp() {
     p.lw.close(o);
     p.nat.close(ns);
     p.nat.close(nl);
-    for l in [l, l2, l3] {
+    for l in [l, l2, l3, l4, l5] {
         p.lw.close(l);
     }
     p.pump();
