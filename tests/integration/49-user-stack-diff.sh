@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Differential TCP on the wire: the engine (--backend afpacket, --engine native) against Linux.
+# Differential TCP on the wire: the engine (--backend afpacket, --engine native, or $DIFF_ENGINE)
+# against Linux.
 # One probe, tests/semantics/wire.py: its SERVER role runs in namespace A, once on the kernel's
 # stack (the IP configured on the veth) and once preloaded through the agent's engine that owns
 # the IP; its CLIENT role always runs on kernel sockets in namespace B. Scenarios: echo 1 B /
@@ -29,8 +30,20 @@ WIRE=$REPO/tests/semantics/wire.py
 #     tcp_sndbuf_expand: 2 x per-segment truesize x max(cwnd 10, reordering + 1)); the engine
 #     grows its send buffer only on ACKs that advance snd_una (tcp/src/conn.rs), from 16 KiB.
 KNOWN_DIFF=(sockopts_sizes)
+# DIFF_ENGINE=lwip (tests/integration/43-user-stack-lwip-diff.sh) compares the lwIP engine
+# instead. Its known difference is sockopts_sizes (fixed 65535-byte buffers, MSS 1460 without
+# timestamps); the urgent-data scenarios are not run at all on either stack (WIRE_SKIP): lwIP
+# carries no urgent data (send(MSG_OOB) is EOPNOTSUPP, a peer's urgent byte arrives inline;
+# docs/engines.md), and the probe's waits for it would outlast the client's time limit.
+DIFF_ENGINE=${DIFF_ENGINE:-native}
+[[ $DIFF_ENGINE == lwip ]] && export WIRE_SKIP="urgent out_urgent urgent_close"
 
 require_snstack
+if [[ $DIFF_ENGINE == lwip ]]; then
+    pkg-config --exists lwip 2>/dev/null || skip "lwIP not installed (apt-get install liblwip-dev pkg-config)"
+    probe=$("$AGENT_BIN" --socket "$WORKDIR/probe.sock" --backend afpacket --engine lwip --iface snsnoiface0 --ip 10.0.0.2/24 2>&1 || true)
+    grep -q "built without lwIP support" <<<"$probe" && skip "$AGENT_BIN was built without lwIP (--features lwip)"
+fi
 userstack_probe
 command -v nft >/dev/null 2>&1 || skip "nftables (nft) not installed"
 export USERSTACK_V6=0 # IPv4 only (the fixture adds IPv6 addresses unless told not to)
@@ -61,7 +74,7 @@ run_pass() {
     if [[ $mode == kernel ]]; then
         ip -n "$NS_A" addr add "$AGENT_IP/24" dev "$VETH_A"
     else
-        userstack_agent afpacket --iface "$VETH_A" --engine native
+        userstack_agent afpacket --iface "$VETH_A" --engine "$DIFF_ENGINE"
         ops0=$(agent_stat h2n_ops)
     fi
     in_b ip neigh flush dev "$VETH_B"

@@ -73,6 +73,18 @@ pub fn errno_of(e: i8, connecting: bool) -> i32 {
     }
 }
 
+/// The socket error for an lwIP error callback (the connection is gone). As Linux's
+/// `tcp_reset`: a reset while connecting is `ECONNREFUSED`, in CLOSE-WAIT (the peer's FIN came,
+/// ours did not go) `EPIPE`, else `ECONNRESET`. `ERR_CLSD` is a normal end (our LAST-ACK was
+/// acknowledged after `shutdown(SHUT_WR)`): no error.
+fn gone_errno(e: i8, connecting: bool, close_wait: bool) -> i32 {
+    match e {
+        l::ERR_CLSD => 0,
+        l::ERR_RST if close_wait && !connecting => libc::EPIPE,
+        e => errno_of(e, connecting),
+    }
+}
+
 /// The IPv4 address of a socket address (v4, or v4-mapped v6); `None` for real IPv6.
 fn v4_of(a: &SocketAddr) -> Option<Ipv4Addr> {
     match a {
@@ -409,10 +421,10 @@ impl<D: Device> LwipBackend<D> {
                         if let Kind::Conn(c) = &mut s.kind {
                             c.pcb = None;
                             c.gone = true;
-                            // ERR_CLSD: the FIN exchange ended normally after our
-                            // shutdown(SHUT_WR) (lwIP frees the pcb and says so): no error.
-                            if e != l::ERR_CLSD {
-                                s.err = errno_of(e, c.connecting);
+                            let close_wait = c.fin && !c.shut_wr;
+                            let n = gone_errno(e, c.connecting, close_wait);
+                            if n != 0 {
+                                s.err = n;
                             }
                             c.connecting = false;
                         }

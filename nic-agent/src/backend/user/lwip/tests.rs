@@ -13,6 +13,12 @@ fn lwip_errors_map_to_linux_errnos() {
     assert_eq!(errno_of(l::ERR_MEM, false), libc::ENOBUFS);
     assert_eq!(errno_of(l::ERR_OK, false), 0);
     assert_eq!(errno_of(-100, false), libc::EIO);
+    // The error callback's view, as Linux's tcp_reset: by state.
+    assert_eq!(gone_errno(l::ERR_RST, true, false), libc::ECONNREFUSED);
+    assert_eq!(gone_errno(l::ERR_RST, false, false), libc::ECONNRESET);
+    assert_eq!(gone_errno(l::ERR_RST, false, true), libc::EPIPE);
+    assert_eq!(gone_errno(l::ERR_CLSD, false, false), 0);
+    assert_eq!(gone_errno(l::ERR_ABRT, false, true), libc::ETIMEDOUT);
 }
 
 #[test]
