@@ -150,6 +150,21 @@ fn pseudo_only_csum(f: &[u8]) -> bool {
     full != 0xffff && field == pseudo
 }
 
+/// An IPv4 frame claiming to come from our own address or from 127/8 (Linux drops such
+/// "martians" too). lwIP must never see one: its answer would go to its own address, which
+/// Debian's build (`LWIP_NETIF_LOOPBACK` with the loop queue served through `tcpip_thread`)
+/// hands to a mailbox that does not exist here, and lwIP aborts the process.
+fn martian_source(f: &[u8], own: Ipv4Addr) -> bool {
+    if f.get(12..14) != Some(&[0x08, 0x00][..]) {
+        return false;
+    }
+    let Some(src) = f.get(26..30) else {
+        return false;
+    };
+    let src = Ipv4Addr::new(src[0], src[1], src[2], src[3]);
+    src == own || src.is_loopback()
+}
+
 /// The accept queue's capacity for a `listen(backlog)` (as the smoltcp engine: 16 to 4096).
 fn accept_cap(backlog: i32) -> usize {
     if backlog < 0 {
@@ -264,6 +279,8 @@ pub struct LwipBackend<D: Device> {
     tx_dropped: u64,
     syn_dropped: u64,
     rx_refused: u64,
+    /// Frames dropped for a source address of our own or 127/8 (`martian_source`).
+    martians: u64,
     epoll: crate::sys::Epoll,
     kick: OwnedFd,
     timer: OwnedFd,
@@ -311,6 +328,7 @@ impl<D: Device> LwipBackend<D> {
             tx_dropped: 0,
             syn_dropped: 0,
             rx_refused: 0,
+            martians: 0,
             epoll,
             kick,
             timer,
@@ -500,9 +518,12 @@ impl<D: Device> LwipBackend<D> {
                 full_ports,
                 syn_dropped,
                 rx_refused,
+                martians,
                 mtu,
+                ip,
                 ..
             } = self;
+            let ip = *ip;
             let mtu = *mtu;
             let may_be_partial = dev.rx_csum_may_be_partial();
             let r = dev.rx_burst(BURST, &mut |frame, mut meta| {
@@ -511,6 +532,10 @@ impl<D: Device> LwipBackend<D> {
                 }
                 device::accept_frame(frame, meta, mtu, rxq, port_stats);
                 while let Some(f) = rxq.pop_front() {
+                    if martian_source(&f, ip) {
+                        *martians += 1;
+                        continue;
+                    }
                     if !full_ports.is_empty() {
                         if let Some(p) = device::syn_dst_port(&f) {
                             if full_ports.contains(&p) {
@@ -844,6 +869,16 @@ impl<D: Device> Backend for LwipBackend<D> {
             _ => return Err(err(libc::ENETUNREACH)),
         };
         if remote.is_unspecified() || a.port() == 0 {
+            return Err(err(libc::ECONNREFUSED));
+        }
+        if remote == self.ip || remote.is_loopback() {
+            // lwIP would queue the SYN in its loop queue, served only through tcpip_thread in
+            // this build (it aborts without one). The agent's loopback acceleration (on by
+            // default) serves connections to a local listener before they get here.
+            tracing::debug!(
+                %remote,
+                "lwip backend: connect to our own address refused (ECONNREFUSED): lwIP as packaged loops it through tcpip_thread"
+            );
             return Err(err(libc::ECONNREFUSED));
         }
         let r = pcb.connect(id, u32::from(remote), a.port());
@@ -1279,7 +1314,7 @@ impl<D: Device> Backend for LwipBackend<D> {
             enabled: true,
             rx_frames: self.rx_frames,
             tx_frames: self.tx_frames,
-            rx_malformed: self.rx_refused + self.port_stats.rx_dropped,
+            rx_malformed: self.rx_refused + self.port_stats.rx_dropped + self.martians,
             conns: conns as u64,
             syn_dropped: self.syn_dropped,
             ..EngineStats::default()

@@ -187,6 +187,13 @@ fn recv<B: Backend>(b: &mut B, s: &B::Sock, buf: &mut [u8]) -> io::Result<usize>
     unsafe { b.recv(s, &[v]) }
 }
 
+/// Recomputes the IPv4 header checksum of an Ethernet frame (a crafted test frame).
+fn ipv4_header_csum(f: &mut [u8]) {
+    f[24..26].fill(0);
+    let s = offload::sum_bytes(0, &f[14..34]) as u16;
+    f[24..26].copy_from_slice(&(!s).to_be_bytes());
+}
+
 fn errno(r: io::Result<usize>) -> i32 {
     r.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
 }
@@ -395,6 +402,33 @@ fn lwip_engine_against_snstack_tcp() {
     assert_eq!(recv(&mut p.lw, &s5, &mut buf).unwrap(), 0);
     p.lw.close(s5);
     p.nat.close(c5);
+
+    // Its own address and 127/8 are out of lwIP's reach (its loop queue needs tcpip_thread in
+    // this build: lwIP would abort): refused, and a frame claiming to come from there is
+    // dropped before lwIP could answer it (it would abort the whole agent).
+    let own = p.lw.socket(libc::AF_INET).unwrap();
+    for dst in ["10.0.0.1:80", "127.0.0.1:80"] {
+        assert_eq!(
+            p.lw.connect(&own, &a(dst)).unwrap_err().raw_os_error(),
+            Some(libc::ECONNREFUSED)
+        );
+    }
+    p.lw.close(own);
+    for src in [[10, 0, 0, 1], [127, 0, 0, 1]] {
+        let mut syn = offload::tests::tcp4(1, 0x02, b"");
+        syn[0..6].copy_from_slice(&MAC_L);
+        syn[26..30].copy_from_slice(&src);
+        syn[30..34].copy_from_slice(&[10, 0, 0, 1]);
+        assert!(martian_source(&syn, Ipv4Addr::new(10, 0, 0, 1)));
+        ipv4_header_csum(&mut syn);
+        assert!(offload::fill_l4_csum(&mut syn));
+        p.lw.dev.inject(syn, snstack_tcp::RxMeta::default());
+        p.pump();
+    }
+    assert!(!martian_source(
+        &offload::tests::tcp4(1, 0x02, b""),
+        Ipv4Addr::new(10, 0, 0, 2)
+    ));
 
     // lwIP connects to a port nobody listens on: ECONNREFUSED.
     let o = p.lw.socket(libc::AF_INET).unwrap();
