@@ -165,6 +165,17 @@ fn martian_source(f: &[u8], own: Ipv4Addr) -> bool {
     src == own || src.is_loopback()
 }
 
+/// Whether a received frame may go to lwIP: ARP, and IPv4 not from a martian source. The engine
+/// is IPv4-only, and Debian's lwIP has IPv6 (with forwarding, SLAAC and MLD) compiled in: IPv6
+/// frames are dropped rather than left to code paths the engine never configures.
+fn admit(f: &[u8], own: Ipv4Addr) -> bool {
+    match f.get(12..14) {
+        Some([0x08, 0x06]) => true,
+        Some([0x08, 0x00]) => !martian_source(f, own),
+        _ => false,
+    }
+}
+
 /// The accept queue's capacity for a `listen(backlog)` (as the smoltcp engine: 16 to 4096).
 fn accept_cap(backlog: i32) -> usize {
     if backlog < 0 {
@@ -279,7 +290,7 @@ pub struct LwipBackend<D: Device> {
     tx_dropped: u64,
     syn_dropped: u64,
     rx_refused: u64,
-    /// Frames dropped for a source address of our own or 127/8 (`martian_source`).
+    /// Frames not for lwIP: not ARP or IPv4, or from our own address or 127/8 (`admit`).
     martians: u64,
     epoll: crate::sys::Epoll,
     kick: OwnedFd,
@@ -532,7 +543,7 @@ impl<D: Device> LwipBackend<D> {
                 }
                 device::accept_frame(frame, meta, mtu, rxq, port_stats);
                 while let Some(f) = rxq.pop_front() {
-                    if martian_source(&f, ip) {
+                    if !admit(&f, ip) {
                         *martians += 1;
                         continue;
                     }

@@ -425,10 +425,12 @@ fn lwip_engine_against_snstack_tcp() {
         p.lw.dev.inject(syn, snstack_tcp::RxMeta::default());
         p.pump();
     }
-    assert!(!martian_source(
-        &offload::tests::tcp4(1, 0x02, b""),
-        Ipv4Addr::new(10, 0, 0, 2)
-    ));
+    let ok = offload::tests::tcp4(1, 0x02, b"");
+    assert!(!martian_source(&ok, Ipv4Addr::new(10, 0, 0, 2)));
+    assert!(admit(&ok, Ipv4Addr::new(10, 0, 0, 2)));
+    let mut v6 = ok.clone();
+    v6[12..14].copy_from_slice(&[0x86, 0xdd]);
+    assert!(!admit(&v6, Ipv4Addr::new(10, 0, 0, 2)));
 
     // lwIP connects to a port nobody listens on: ECONNREFUSED.
     let o = p.lw.socket(libc::AF_INET).unwrap();
