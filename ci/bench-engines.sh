@@ -54,7 +54,7 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     (cd "$REPO" && cargo build --release --workspace </dev/null)
     feats=()
     pkg-config --exists libdpdk 2>/dev/null && feats+=(dpdk)
-    [[ -e /usr/include/lwip/tcp.h ]] && grep -q '^lwip *=' "$REPO/nic-agent/Cargo.toml" && feats+=(lwip)
+    pkg-config --exists lwip 2>/dev/null && grep -q '^lwip *=' "$REPO/nic-agent/Cargo.toml" && feats+=(lwip)
     if ((${#feats[@]} > 0)); then
         (cd "$REPO" && cargo build --release -p nic-agent --features "${feats[*]}" </dev/null)
     fi
