@@ -925,7 +925,6 @@ impl<D: Device> Backend for LwipBackend<D> {
         match &e.kind {
             Kind::Conn(_) if e.err != 0 => ConnectState::Failed(std::mem::take(&mut e.err)),
             Kind::Conn(c) if c.connecting => ConnectState::Pending,
-            Kind::Conn(c) if c.gone && c.peer.is_none() => ConnectState::Failed(libc::ECONNREFUSED),
             Kind::Conn(_) => ConnectState::Connected,
             _ => ConnectState::Failed(if e.err != 0 {
                 std::mem::take(&mut e.err)
