@@ -3,7 +3,8 @@
 # and every engine this agent was built with (native, smoltcp, lwip with --features lwip, native
 # under --pcie bf2) over one veth pair, every scenario once for 1 s, 100 connections held: the
 # report has the engines-compared table with figures for each mode, the feature list, the JSON and
-# the plots. No timing assertions: figures here are noise; a scenario that produced nothing fails.
+# the plots. No timing assertions: figures here are noise; a scenario that produced nothing fails
+# (except the downloads at 1 % loss of smoltcp and lwIP, which may hit the time limit: reported).
 # test-timeout: 900
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -36,7 +37,13 @@ for m in modes:
         continue
     assert res["bulk"]["mbps"][m]["median"] > 0, f"{m}: no bulk figure"
     loss = "bulk_loss_off" if m == "dpdk" else "bulk_loss"
-    assert res.get(loss, {}).get("mbps", {}).get(m), f"{m}: the download at 1 % loss did not finish"
+    done = res.get(loss, {}).get("mbps", {}).get(m)
+    if m in ("kernel", "native", "dpdk"):
+        assert done, f"{m}: the download at 1 % loss did not finish"
+    else:
+        # smoltcp and lwIP may not finish 100 MiB at 1 % loss within the limit (a figure of the
+        # comparison, not a defect of the harness): the run must have tried and said so.
+        assert done or res.get(loss, {}).get("failed", {}).get(m), f"{m}: no download at 1 % loss"
     if m != "dpdk":
         served = res["conns100"]["served"][m]["median"]
         assert served == 100, f"{m}: {served} of 100 connections served"
