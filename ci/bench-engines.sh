@@ -3,6 +3,9 @@
 # pair between two network namespaces (fixture: tests/userstack.sh), REPS interleaved repetitions
 # in one run (issues 9 and 14; docs/engines.md). Modes:
 #   kernel   nginx on the kernel stack of namespace A (the IP configured on the veth end)
+#   agent-kernel  preloaded nginx through snstack-agent --backend kernel running in namespace A
+#            (Linux TCP inside the agent, the product's default backend); no loss scenarios
+#            (the same kernel TCP as `kernel`)
 #   native   preloaded nginx through snstack-agent --backend afpacket --engine native (snstack-tcp)
 #   smoltcp  the same with --engine smoltcp
 #   lwip     the same with --engine lwip (only when the agent was built with --features lwip)
@@ -40,7 +43,7 @@ if [[ $QUICK == 1 ]]; then
 else
     REPS=${REPS:-3} DURATION=${DURATION:-8} CONNS=${CONNS-"100 1000 10000"} TIME_LIMIT=${TIME_LIMIT:-3000}
 fi
-MODES=${MODES:-"kernel native smoltcp lwip dpdk"}
+MODES=${MODES:-"kernel agent-kernel native smoltcp lwip dpdk"}
 PCIE_MODES=${PCIE_MODES-native}
 LOSS_PCT=${LOSS_PCT:-1}
 LOSS_OFF_MODES=${LOSS_OFF_MODES-"kernel native smoltcp lwip dpdk"}
@@ -98,7 +101,7 @@ built_with() { # FEATURE PROBE-ARGS...: false when the agent says it was built w
 modes=()
 for m in $MODES; do
     case $m in
-    kernel | native | smoltcp) modes+=("$m") ;;
+    kernel | agent-kernel | native | smoltcp) modes+=("$m") ;;
     dpdk)
         if built_with dpdk --backend dpdk; then modes+=(dpdk); else
             note "dpdk: skipped, the agent was built without --features dpdk"
@@ -242,6 +245,18 @@ server_up() {
         mapfile -t cmd < <(nginx_args "$dir")
         spawn "$dir/nginx.out" ip netns exec "$NS_A" "${cmd[@]}"
         ;;
+    agent-kernel)
+        ip -n "$NS_A" addr add "$AGENT_IP/24" dev "$VETH_A"
+        local real=$AGENT_BIN wrapper=$WORKDIR/agent-in-ns-kernel
+        printf '#!/bin/sh\nexec ip netns exec %s %s "$@"\n' "$NS_A" "$real" >"$wrapper"
+        chmod +x "$wrapper"
+        AGENT_BIN=$wrapper AGENT_LOG_LEVEL=warn start_agent --backend kernel "${extra[@]}"
+        AGENT_BIN=$real
+        SRV_AGENT=$AGENT_PID
+        echo "$m $cfg $AGENT_LOG" >>"$WORKDIR/agentlogs"
+        mapfile -t cmd < <(nginx_args "$dir")
+        spawn_preload "$dir/nginx.out" "${cmd[@]}"
+        ;;
     native | smoltcp | lwip | dpdk | *-bf2)
         eng=${m%-bf2} backend=afpacket
         [[ $m == *-bf2 ]] && extra+=(--pcie bf2)
@@ -274,7 +289,7 @@ server_down() { # MODE
     local err
     err=$(nginx_errors "$SRV_DIR" | head -3)
     [[ -z $err ]] || note "$m ($SRV_CONF): nginx error log: $err"
-    if [[ $m == kernel ]]; then
+    if [[ $m == kernel || $m == agent-kernel ]]; then
         ip -n "$NS_A" addr del "$AGENT_IP/24" dev "$VETH_A" 2>/dev/null || true
     fi
     [[ $m == dpdk ]] && offloads on
@@ -469,7 +484,7 @@ for ((r = 1; r <= REPS; r++)); do
             wrkcpu "$m" wrk100 "$r" || true
             wrkcpu "$m" close100 "$r" || true
             [[ $REDIS == 1 ]] && { rediscpu "$m" "$r" || true; }
-            if [[ $HAVE_NFT == 1 && $m != *-bf2 ]]; then
+            if [[ $HAVE_NFT == 1 && $m != *-bf2 && $m != agent-kernel ]]; then
                 # 1) the veth defaults (dpdk cannot run with them on)
                 if [[ $m != dpdk ]]; then
                     loss on
@@ -554,7 +569,7 @@ for line in open(raw):
     data.setdefault((sc, k, m), []).append(float(v))
 notes_l = [l.rstrip("\n") for l in open(notes) if l.strip()]
 
-NAMES = {"kernel": "kernel TCP", "native": "snstack-tcp (native)", "smoltcp": "smoltcp 0.12",
+NAMES = {"kernel": "kernel TCP", "agent-kernel": "Linux TCP in the agent (--backend kernel)", "native": "snstack-tcp (native)", "smoltcp": "smoltcp 0.12",
          "lwip": "lwIP 2.1.3 (Debian)", "dpdk": "snstack-tcp over DPDK"}
 for m in list(modes):
     if m.endswith("-bf2"):
@@ -702,6 +717,10 @@ for m in modes:
         return med(sc, k, m)
     if m == "kernel":
         cpu = [g("wrk100", "server_us"), g("close100", "server_us"), g("redis", "server_us")]
+    elif m == "agent-kernel":
+        # Linux TCP in the agent: its receive path runs in the server side's NAPI thread.
+        cpu = [None if g(sc, "agent_us") is None else g(sc, "agent_us") + (g(sc, "napi_srv_us") or 0)
+               for sc in ("wrk100", "close100", "redis")]
     else:
         cpu = [g("wrk100", "agent_us"), g("close100", "agent_us"), g("redis", "agent_us")]
     kcpu = [med("wrk100", "server_us", "kernel"), med("close100", "server_us", "kernel"), med("redis", "server_us", "kernel")]
@@ -711,6 +730,9 @@ for m in modes:
         if m == "kernel":
             sd = med(hi, "slab_delta_kib", m)
             mem = "-" if sd is None else f"{sd * 1024 / conns[-1]:.1f} (Slab)"
+        elif m == "agent-kernel":
+            a, b, sd = med(hi, "agent_rss_kib", m), med("conns_idle", "agent_rss_kib", m), med(hi, "slab_delta_kib", m)
+            mem = "-" if None in (a, b, sd) else f"{((a - b) + sd) * 1024 / conns[-1]:.1f} (agent + Slab)"
         else:
             a, b = med(hi, "agent_rss_kib", m), med("conns_idle", "agent_rss_kib", m)
             mem = "-" if a is None or b is None else f"{(a - b) * 1024 / conns[-1]:.1f}"
@@ -724,7 +746,7 @@ for m in modes:
     bll, kbll = g(lossk, "mbps"), med(lossk, "mbps", "kernel")
     L.append(f"| {NAMES.get(m, m)} | " + " | ".join(cells) + f" | {fmt(rps, 0)}{ratio(rps, krps)} | {fmt(g('wrk100', 'p50_ms'), 2)} / {fmt(g('wrk100', 'p99_ms'), 2)} | {fmt(cps, 0)}{ratio(cps, kcps)} | {fmt(bl, 0)}{ratio(bl, kbl)} | {fmt(bll, 1)}{ratio(bll, kbll)} | {mem} | {maxc} |")
 L.append("")
-L.append("For kernel TCP the CPU columns are its whole server-side cost (the application + its NAPI thread); for the agent's engines, the agent's CPU alone (the application's is in the rows above).")
+L.append("For kernel TCP the CPU columns are its whole server-side cost (the application + its NAPI thread); for Linux TCP in the agent, the agent + the server side's NAPI thread (where that TCP's receive path runs); for the user-space engines, the agent's CPU alone (frames reach its ring through the NAPI thread, the NIC's DMA on real hardware; the application's CPU is in the rows above).")
 L.append("")
 # What each engine implements (docs/engines.md says where each fact comes from).
 FEATS = ["SACK", "RACK-TLP", "congestion control", "window scaling", "timestamps", "TSO / checksum offload", "SYN cookies", "IPv6"]
@@ -732,7 +754,7 @@ HAS = {
     "kernel": ["yes", "yes", "CUBIC, BBR, ...", "yes", "yes", "yes", "yes", "yes"],
     "native": ["yes (RFC 6675 scoreboard)", "yes", "CUBIC, NewReno, BBR", "yes", "yes (PAWS)", "yes (TSO out, GRO'd/partial-checksum frames in)", "yes", "yes"],
     "smoltcp": ["negotiated, not used for recovery", "no", "CUBIC (smoltcp's: cuts the window on every duplicate ACK)", "yes", "yes", "no (MTU frames; checksums in software)", "no", "yes in smoltcp (IPv4 only as the agent configures it)"],
-    "lwip": ["as packaged (docs/engines.md)", "no", "NewReno-like (RFC 5681)", "as packaged (docs/engines.md)", "as packaged (docs/engines.md)", "no (MTU frames; checksums in software)", "no", "as packaged (docs/engines.md)"],
+    "lwip": ["no (LWIP_TCP_SACK_OUT 0 as packaged)", "no", "NewReno-style fast retransmit/recovery", "negotiated with shift 1 (64 KiB windows)", "no (LWIP_TCP_TIMESTAMPS 0)", "no (MTU frames; checksums in software)", "no", "compiled in; the engine runs IPv4 only"],
 }
 shown = [m for m in modes if m in HAS]
 if shown:
@@ -783,7 +805,7 @@ except ImportError:
     L.append("")
 L.append("## Method")
 L.append("")
-L.append(f"- Modes: \`kernel\` = nginx on the kernel stack of A (the IP on the veth end); \`native\` / \`smoltcp\` / \`lwip\` = nginx preloaded with libsnstack.so, every TCP socket in \`snstack-agent --backend afpacket --engine native|smoltcp|lwip\` (the agent owns the IP, log level warn); \`dpdk-native\` = \`--backend dpdk\` (net_af_packet vdev, EAL --no-huge, polled on a 50 us timer). nginx: 1 process, \`return 200\` keepalive, static files with \`sendfile off\`.")
+L.append(f"- Modes: \`kernel\` = nginx on the kernel stack of A (the IP on the veth end); \`agent-kernel\` = nginx preloaded, its sockets in \`snstack-agent --backend kernel\` running in namespace A (Linux TCP inside the agent, the product's default; no loss rows: the same TCP as kernel); \`native\` / \`smoltcp\` / \`lwip\` = nginx preloaded with libsnstack.so, every TCP socket in \`snstack-agent --backend afpacket --engine native|smoltcp|lwip\` (the agent owns the IP, log level warn); \`dpdk-native\` = \`--backend dpdk\` (net_af_packet vdev, EAL --no-huge, polled on a 50 us timer). nginx: 1 process, \`return 200\` keepalive, static files with \`sendfile off\`.")
 L.append(f"- Agent for (a)-(c): {meta['std_agent']}. Agent for (d): {meta['conn_agent']} (channel region per process = max_sockets x (rx_ring + tx_ring) = {int(meta['conn_region_mib'])} MiB here, shared memory, not in RssAnon); nginx \`worker_connections\` {meta['ngx_conns']} (nginx closes idle keepalive connections once fewer than 1/16 of them are free: with 10,240 it served only 9,584 of 10,000), \`worker_rlimit_nofile\` and \`ulimit -n\` {meta['nofile']} in that block (kernel mode too).")
 L.append(f"- (e) as (c) with \`-H 'Connection: close'\`: nginx closes each connection after its response, wrk opens a new one per request (so requests/s is connections/s; the server side holds the TIME-WAIT). (f) redis-server {'(preloaded through the agent; on the kernel stack of A for kernel)'} with no persistence, \`redis-benchmark -t get -n DURATION x 25000 -c 50 -P 1 -d 64 --csv\` from B after a warm-up; CPU per request as in (c) (the application's column is redis-server's). \`M-bf2\` modes: the same agent with \`--pcie bf2\` (500 ns per channel crossing, 25 GB/s), (c), (e), (f) only.")
 L.append("- (a) \`curl\` of a 100 MiB static file after one warm-up download; MB/s = bytes / curl's time_total / 10^6.")
