@@ -734,8 +734,13 @@ for m in modes:
             a, b, sd = med(hi, "agent_rss_kib", m), med("conns_idle", "agent_rss_kib", m), med(hi, "slab_delta_kib", m)
             mem = "-" if None in (a, b, sd) else f"{((a - b) + sd) * 1024 / conns[-1]:.1f} (agent + Slab)"
         else:
-            a, b = med(hi, "agent_rss_kib", m), med("conns_idle", "agent_rss_kib", m)
-            mem = "-" if a is None or b is None else f"{(a - b) * 1024 / conns[-1]:.1f}"
+            # The highest level with a figure (an engine may not hold the last one).
+            b = med("conns_idle", "agent_rss_kib", m)
+            for n in reversed(conns):
+                a = med(f"conns{n}", "agent_rss_kib", m)
+                if a is not None and b is not None:
+                    mem = f"{(a - b) * 1024 / n:.1f}" + ("" if n == conns[-1] else f" (at {n})")
+                    break
     full = [n for n in conns if (s := agg(f"conns{n}", "served", m)) and int(s["min"]) >= n]
     maxc = str(max(full)) if full else ("-" if not conns or m.endswith("-bf2") or m == "dpdk" else "below " + str(conns[0]))
     lossk = "bulk_loss_off" if m == "dpdk" else "bulk_loss"
