@@ -15,7 +15,9 @@
 # Readers that did not set the keys get the record types too: a thread blocked in recv before
 # TLS_RX, a child forked before it (EIO at the alert, then the alert with its type), and recvmmsg
 # (each message a recvmsg with its TLS_GET_RECORD_TYPE); splice at an alert: EINVAL, as Linux.
-# Then the same on the native engine over af_packet (veth pair; tests/userstack.sh; root only).
+# Then the same on each user-space engine over af_packet (veth pair; tests/userstack.sh; root
+# only): snstack-tcp, smoltcp, and lwIP when the agent was built with it (kTLS lives in the agent,
+# above the engine).
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/../lib.sh"
 # shellcheck source=tests/userstack.sh
@@ -351,9 +353,17 @@ if [[ $(id -u) == 0 ]] && ip netns add "snsprobe$$" 2>/dev/null; then
     ip netns del "snsprobe$$"
     USERSTACK_V6=0
     userstack_up
-    userstack_agent afpacket --iface "$VETH_A"
-    run_peers native "$PEER_IP" "$AGENT_IP" ip netns exec "$NS_B"
-    stop_agent
+    engines=(native smoltcp)
+    # lwIP only in an agent built with --features lwip.
+    if ! "$AGENT_BIN" --socket "$WORKDIR/probe.sock" --backend afpacket --engine lwip --iface snsnoif0 \
+        --ip 10.0.0.2/24 2>&1 | grep -qiE "built without lwip|invalid value 'lwip'"; then
+        engines+=(lwip)
+    fi
+    for eng in "${engines[@]}"; do
+        userstack_agent afpacket --engine "$eng" --iface "$VETH_A"
+        run_peers "$eng" "$PEER_IP" "$AGENT_IP" ip netns exec "$NS_B"
+        stop_agent
+    done
 else
     log "native engine part skipped: needs root and network namespaces"
 fi
