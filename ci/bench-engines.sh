@@ -32,7 +32,8 @@
 #              $CONN_RING (channel region per process = max_sockets x (rx_ring + tx_ring))
 # Writes bench/results/<date>-engines.md and .json (medians, min-max spread, ratio to kernel).
 #   REPS=3 DURATION=8 MODES="kernel native smoltcp lwip dpdk" PCIE_MODES=native CONNS="100 1000 10000"
-#   LOSS_PCT=1 REDIS=1
+#   LOSS_PCT=1 REDIS=1 SCENARIOS="bulk wrk100 close100 redis loss" (a subset for A/B runs;
+#   CONNS="" leaves out the connsN block)
 #   QUICK=1 (REPS=1 DURATION=3 CONNS="100 1000")  SKIP_BUILD=1  TIME_LIMIT=3000 (s, whole run)
 #   OUT=bench/results/<name> (prefix of the two output files)
 set -euo pipefail
@@ -48,6 +49,7 @@ PCIE_MODES=${PCIE_MODES-native}
 LOSS_PCT=${LOSS_PCT:-1}
 LOSS_OFF_MODES=${LOSS_OFF_MODES-"kernel native smoltcp lwip dpdk"}
 REDIS=${REDIS:-1}
+SCENARIOS=${SCENARIOS:-"bulk wrk100 close100 redis loss"}
 LOSS_MAXTIME=${LOSS_MAXTIME:-90}
 STD_MAX_SOCKETS=4096
 CONN_MAX_SOCKETS=${CONN_MAX_SOCKETS:-10240}
@@ -470,6 +472,9 @@ conns() {
     sleep 2 # let the closes drain
 }
 
+# want SCENARIO: whether SCENARIOS names it (bulk, wrk100, close100, redis, loss; CONNS is apart).
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
 # ---- the run ---------------------------------------------------------------------------------
 log "modes: ${modes[*]}; REPS=$REPS DURATION=${DURATION}s CONNS='$CONNS' LOSS_PCT=$LOSS_PCT; offloads A: ${OFFL[A]}, B: ${OFFL[B]}"
 [[ $HAVE_NFT == 1 ]] || note "nft not installed: bulk_loss skipped (apt-get install nftables)"
@@ -480,11 +485,11 @@ for ((r = 1; r <= REPS; r++)); do
         time_left || { note "TIME_LIMIT ${TIME_LIMIT}s reached before $m rep $r"; break 2; }
         log "=== rep $r/$REPS: $m ==="
         if server_up "$m" std; then
-            [[ $m == *-bf2 ]] || bulk "$m" bulk "$r" 60 warm || true
-            wrkcpu "$m" wrk100 "$r" || true
-            wrkcpu "$m" close100 "$r" || true
-            [[ $REDIS == 1 ]] && { rediscpu "$m" "$r" || true; }
-            if [[ $HAVE_NFT == 1 && $m != *-bf2 && $m != agent-kernel ]]; then
+            if [[ $m != *-bf2 ]] && want bulk; then bulk "$m" bulk "$r" 60 warm || true; fi
+            want wrk100 && { wrkcpu "$m" wrk100 "$r" || true; }
+            want close100 && { wrkcpu "$m" close100 "$r" || true; }
+            [[ $REDIS == 1 ]] && want redis && { rediscpu "$m" "$r" || true; }
+            if [[ $HAVE_NFT == 1 && $m != *-bf2 && $m != agent-kernel ]] && want loss; then
                 # 1) the veth defaults (dpdk cannot run with them on)
                 if [[ $m != dpdk ]]; then
                     loss on

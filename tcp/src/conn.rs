@@ -747,17 +747,17 @@ impl Tcb {
 
     /// The earliest of this connection's timers.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [
-            self.rtx_at.map(|(t, _)| t),
-            self.delack_at,
-            self.keepalive_at,
-            self.end_at,
-            self.cork_at,
-            self.pacing_at,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        // Pairwise, without building an array on the stack (this runs after every event).
+        fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+            match (a, b) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, None) => x,
+                (None, y) => y,
+            }
+        }
+        let a = earlier(self.rtx_at.map(|(t, _)| t), self.delack_at);
+        let b = earlier(self.keepalive_at, self.end_at);
+        earlier(earlier(a, b), earlier(self.cork_at, self.pacing_at))
     }
 
     /// Work for the output path: something to send now.

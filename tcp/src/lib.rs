@@ -16,6 +16,7 @@ pub mod conn;
 pub mod errno;
 pub mod frame;
 pub mod isn;
+pub mod muldiv;
 pub mod neigh;
 pub mod output;
 pub mod prefetch;

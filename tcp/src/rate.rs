@@ -235,11 +235,8 @@ impl RateState {
 
 /// `bytes / interval` in bytes per second (0 for an empty interval).
 pub fn rate_of(bytes: u64, interval: Duration) -> u64 {
-    let us = interval.as_micros();
-    if us == 0 {
-        return 0;
-    }
-    u64::try_from(u128::from(bytes) * 1_000_000 / us).unwrap_or(u64::MAX)
+    let us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
+    crate::muldiv::mul_div(bytes, 1_000_000, us)
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@
 //! replaced by a delayed-ACK sample is approximated by the engine (a lone segment acknowledged).
 
 use super::{rescale, AckState, CaState, CongestionControl};
+use crate::muldiv::mul_div;
 use crate::rate::RateSample;
 use crate::time::Instant;
 use core::time::Duration;
@@ -294,9 +295,8 @@ impl Bbr {
 
     /// `bw x gain` paced 1 % low, bytes per second.
     fn rate_with_gain(bw: u64, gain: u32) -> u64 {
-        let r = u128::from(bw) * u128::from(gain) * u128::from(100 - PACING_MARGIN_PERCENT)
-            / (u128::from(UNIT) * 100);
-        u64::try_from(r).unwrap_or(u64::MAX)
+        let g = u64::from(gain) * (100 - PACING_MARGIN_PERCENT);
+        mul_div(bw, g, u64::from(UNIT) * 100)
     }
 
     /// Before any bandwidth sample: high gain x cwnd / RTT (1 ms without an RTT sample).
@@ -336,9 +336,20 @@ impl Bbr {
         let Some(rtt) = self.min_rtt else {
             return self.mss.saturating_mul(self.initial_segments);
         };
-        let num = u128::from(bw) * rtt.as_micros() * u128::from(gain);
-        let den = 1_000_000u128 * u128::from(UNIT);
-        u32::try_from(num.div_ceil(den)).unwrap_or(u32::MAX)
+        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+        let den = 1_000_000 * u64::from(UNIT);
+        // 64-bit arithmetic unless the product overflows it (rare: huge bw x rtt).
+        let v = match bw
+            .checked_mul(us)
+            .and_then(|p| p.checked_mul(u64::from(gain)))
+        {
+            Some(p) => p.div_ceil(den),
+            None => u64::try_from(
+                (u128::from(bw) * u128::from(us) * u128::from(gain)).div_ceil(u128::from(den)),
+            )
+            .unwrap_or(u64::MAX),
+        };
+        u32::try_from(v).unwrap_or(u32::MAX)
     }
 
     /// Room for full TSO bursts in the sender's queue, its NIC and the receiver's GRO, an even
@@ -367,10 +378,11 @@ impl Bbr {
     fn in_net_at_edt(&self, in_flight: u32, now: Instant, next_send: Option<Instant>) -> u32 {
         let edt = next_send.map_or(now, |t| t.max(now));
         let wait = edt.saturating_since(now);
-        let delivered = u128::from(self.bw()) * wait.as_micros() / 1_000_000;
-        let mut at_edt = u128::from(in_flight);
+        let wait_us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+        let delivered = mul_div(self.bw(), wait_us, 1_000_000);
+        let mut at_edt = u64::from(in_flight);
         if self.pacing_gain > UNIT {
-            at_edt += u128::from(self.tso_segs_goal()) * u128::from(self.mss);
+            at_edt += u64::from(self.tso_segs_goal()) * u64::from(self.mss);
         }
         u32::try_from(at_edt.saturating_sub(delivered)).unwrap_or(u32::MAX)
     }
@@ -379,8 +391,9 @@ impl Bbr {
         if !self.full_bw_reached {
             return 0;
         }
-        let max = u128::from(self.bw()) * EXTRA_ACKED_MAX.as_micros() / 1_000_000;
-        let extra = u128::from(self.extra_acked[0].max(self.extra_acked[1]));
+        let max_us = EXTRA_ACKED_MAX.as_micros() as u64;
+        let max = mul_div(self.bw(), max_us, 1_000_000);
+        let extra = self.extra_acked[0].max(self.extra_acked[1]);
         u32::try_from(extra.min(max)).unwrap_or(u32::MAX)
     }
 

@@ -21,7 +21,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use snstack_tcp::{DeviceCaps, RxMeta};
 
 use super::afpacket_ring::{RxRing, PACKET_QDISC_BYPASS, PACKET_VNET_HDR};
-use super::afpacket_uring::TxUring;
+use super::afpacket_uring::{TxReq, TxUring};
 use super::device::{Device, TxFrame};
 use super::vnet::{self, VnetHdr};
 
@@ -44,6 +44,9 @@ pub const TX_BATCH: usize = 64;
 /// Largest frame sent with TSO: an IPv4 packet's 16-bit total length plus the Ethernet header
 /// (the kernel's GSO limit on a veth is 64 KiB too).
 pub const MAX_TSO_FRAME: usize = 14 + 65535;
+/// Staging room per frame (vnet header + frame) for the io_uring `send` path: an MTU-sized
+/// frame fits; larger (TSO) frames go out as two-part messages instead of being copied.
+pub const TX_STAGE: usize = 2048;
 
 pub struct AfPacket {
     /// Unmapped before the socket is closed (fields drop in order).
@@ -62,6 +65,9 @@ pub struct AfPacket {
     dev_tso: bool,
     /// vnet headers of the batch being sent.
     tx_hdrs: Vec<[u8; vnet::LEN]>,
+    /// io_uring path: [`TX_STAGE`] bytes per frame of a burst, where a small frame is copied
+    /// behind its vnet header so that it goes out as one contiguous `send`.
+    tx_stage: Vec<u8>,
     /// Bursts go out as one io_uring submission (afpacket_uring.rs); `sendmmsg` without it.
     uring: Option<TxUring>,
     /// Frames refused by a full device in the middle of an io_uring burst (dropped, as by a
@@ -258,6 +264,7 @@ impl AfPacket {
             "af_packet: TPACKET_V2 ring, sendmmsg TX"
         );
         let (dev_csum, dev_tso) = ethtool_offloads(fd.as_raw_fd(), name);
+        let uring = tx_uring(fd.as_raw_fd());
         Ok(AfPacket {
             ring,
             fd,
@@ -268,7 +275,8 @@ impl AfPacket {
             dev_csum,
             dev_tso,
             tx_hdrs: vec![[0; vnet::LEN]; TX_BATCH],
-            uring: tx_uring(),
+            tx_stage: vec![0; TX_BATCH * TX_STAGE],
+            uring,
             tx_full_drops: 0,
         })
     }
@@ -276,12 +284,12 @@ impl AfPacket {
 
 /// The io_uring transmitter, unless io_uring is unavailable (one info line) or turned off with
 /// `SNSTACK_AFPACKET_TX=sendmmsg`.
-fn tx_uring() -> Option<TxUring> {
+fn tx_uring(fd: RawFd) -> Option<TxUring> {
     if std::env::var("SNSTACK_AFPACKET_TX").is_ok_and(|v| v == "sendmmsg") {
         tracing::info!("af_packet: TX with sendmmsg (SNSTACK_AFPACKET_TX)");
         return None;
     }
-    match TxUring::new() {
+    match TxUring::new(fd) {
         Ok(u) => Some(u),
         Err(e) => {
             tracing::info!("af_packet: io_uring unavailable ({e}): TX with sendmmsg");
@@ -320,12 +328,24 @@ impl AfPacket {
             let mut hdrs: [libc::msghdr; TX_BATCH] =
                 // SAFETY: msghdr is plain data; all-zero is a valid value.
                 unsafe { std::mem::zeroed() };
-            for (h, m) in hdrs.iter_mut().zip(&msgs[..k]) {
-                *h = m.msg_hdr;
+            let mut reqs = [TxReq::Buf(std::ptr::null(), 0); TX_BATCH];
+            let vlen = if self.vnet { vnet::LEN } else { 0 };
+            for (i, f) in frames.iter().take(k).enumerate() {
+                let n = vlen + f.buf.len();
+                if n <= TX_STAGE {
+                    // Small frame: vnet header and frame copied into one staging slot.
+                    let slot = &mut self.tx_stage[i * TX_STAGE..i * TX_STAGE + n];
+                    slot[..vlen].copy_from_slice(&self.tx_hdrs[i][..vlen]);
+                    slot[vlen..].copy_from_slice(&f.buf);
+                    reqs[i] = TxReq::Buf(slot.as_ptr(), n);
+                } else {
+                    hdrs[i] = msgs[i].msg_hdr;
+                    reqs[i] = TxReq::Msg(&hdrs[i]);
+                }
             }
-            // SAFETY: as for sendmmsg below; `hdrs`, `iov`, the frames and `tx_hdrs` outlive the
-            // call, which waits for every request.
-            let b = unsafe { u.send(self.fd.as_raw_fd(), &hdrs[..k]) }?;
+            // SAFETY: as for sendmmsg below; `hdrs`, `iov`, `tx_stage`, the frames and `tx_hdrs`
+            // outlive the call, which waits for every request.
+            let b = unsafe { u.send(self.fd.as_raw_fd(), &reqs[..k]) }?;
             if b.sent == 0 && b.error.is_none() {
                 // The device is full: everything stays queued for the next poll.
                 return Ok(0);

@@ -21,51 +21,79 @@ pub const MAX_BURST: usize = 64;
 
 pub struct TxUring {
     ring: IoUring,
-    /// Results of the last burst, by message index.
+    /// The socket is registered with the ring (`IORING_REGISTER_FILES`, slot 0): requests name
+    /// it by index, which spares the kernel a file-table lookup and reference per frame.
+    fixed: Option<RawFd>,
+    /// Completion result per request of the burst being sent.
     results: Vec<i32>,
 }
 
-/// What one burst did.
+/// One frame of a burst: a contiguous buffer (`IORING_OP_SEND`: no message header to copy
+/// and no iovec array to import), or a message of several parts (`IORING_OP_SENDMSG`).
+#[derive(Clone, Copy, Debug)]
+pub enum TxReq {
+    Buf(*const u8, usize),
+    Msg(*const libc::msghdr),
+}
+
+/// What a burst came to.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Burst {
-    /// Messages the kernel took.
+    /// Requests the kernel took.
     pub sent: usize,
-    /// Messages refused because the device was full (`EAGAIN`/`ENOBUFS`).
+    /// Requests refused with `EAGAIN`/`ENOBUFS` (a full device).
     pub full: usize,
-    /// The first other error, if any (its message is lost, as a frame dropped on a wire).
+    /// The first other error (an errno).
     pub error: Option<i32>,
 }
 
 impl TxUring {
-    /// A ring for bursts of up to [`MAX_BURST`] messages; an error when io_uring is not
-    /// available here (disabled by `kernel.io_uring_disabled`, or a seccomp filter).
-    pub fn new() -> io::Result<TxUring> {
+    /// A ring deep enough for one burst, with `fd` registered when the kernel allows it.
+    /// Single-issuer and cooperative task running where the kernel has them (only the agent's
+    /// thread submits, and sends on a non-blocking packet socket complete inline).
+    pub fn new(fd: RawFd) -> io::Result<TxUring> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .build(MAX_BURST as u32)
+            .or_else(|_| IoUring::new(MAX_BURST as u32))?;
+        let fixed = ring.submitter().register_files(&[fd]).ok().map(|_| fd);
         Ok(TxUring {
-            ring: IoUring::new(MAX_BURST as u32)?,
+            ring,
+            fixed,
             results: vec![0; MAX_BURST],
         })
     }
 
-    /// Sends `msgs` on `fd` (at most [`MAX_BURST`]) and waits for every completion. Messages
-    /// after a refused one are still attempted: the order the wire sees is the order of the
-    /// messages that were taken.
+    /// Submits up to [`MAX_BURST`] requests on `fd` as one batch and waits for all of them.
     ///
     /// # Safety
-    /// Every header in `msgs`, and the memory it points to, must be valid for reads for the
-    /// duration of the call.
-    pub unsafe fn send(&mut self, fd: RawFd, msgs: &[libc::msghdr]) -> io::Result<Burst> {
-        let k = msgs.len().min(MAX_BURST);
+    /// Every buffer, message header and what it points to must stay valid and unchanged until
+    /// the call returns (it does not return before the kernel is done with them).
+    pub unsafe fn send(&mut self, fd: RawFd, reqs: &[TxReq]) -> io::Result<Burst> {
+        let k = reqs.len().min(MAX_BURST);
+        let fixed = self.fixed == Some(fd);
         {
             let mut sq = self.ring.submission();
-            for (i, m) in msgs[..k].iter().enumerate() {
-                let e = opcode::SendMsg::new(types::Fd(fd), m)
-                    .flags(libc::MSG_DONTWAIT as u32)
-                    .build()
-                    .user_data(i as u64);
-                // SAFETY: the entry points to `msgs[i]`, which the caller keeps valid until this
-                // call returns, and this call waits for all k completions before it returns.
-                if unsafe { sq.push(&e) }.is_err() {
-                    // Cannot happen: the ring has MAX_BURST entries and each call drains it.
+            for (i, r) in reqs[..k].iter().enumerate() {
+                let e = match (*r, fixed) {
+                    (TxReq::Buf(p, n), true) => opcode::Send::new(types::Fixed(0), p, n as u32)
+                        .flags(libc::MSG_DONTWAIT)
+                        .build(),
+                    (TxReq::Buf(p, n), false) => opcode::Send::new(types::Fd(fd), p, n as u32)
+                        .flags(libc::MSG_DONTWAIT)
+                        .build(),
+                    (TxReq::Msg(m), true) => opcode::SendMsg::new(types::Fixed(0), m)
+                        .flags(libc::MSG_DONTWAIT as u32)
+                        .build(),
+                    (TxReq::Msg(m), false) => opcode::SendMsg::new(types::Fd(fd), m)
+                        .flags(libc::MSG_DONTWAIT as u32)
+                        .build(),
+                };
+                // SAFETY: the caller keeps what the request points to alive until we return,
+                // and we wait for every completion before returning.
+                if unsafe { sq.push(&e.user_data(i as u64)) }.is_err() {
+                    // Cannot happen: the ring holds MAX_BURST entries and is drained below.
                     return Err(io::Error::from_raw_os_error(libc::EBUSY));
                 }
             }
