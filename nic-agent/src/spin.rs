@@ -235,6 +235,11 @@ impl SpinPolicy {
     }
 
     /// The spin time in force: the configured one, or none while the CPU is contended.
+    /// The agent's CPU is contended (it shares its core): spinning is off.
+    pub fn contended(&self) -> bool {
+        self.contended
+    }
+
     pub fn effective_budget(&self) -> Duration {
         if self.contended {
             Duration::ZERO

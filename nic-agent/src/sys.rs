@@ -125,6 +125,24 @@ pub fn sched_yield() {
     unsafe { libc::sched_yield() };
 }
 
+/// Whether process `pid` may only run on CPUs that the calling thread may not run on (both
+/// affinity masks read with `sched_getaffinity`); false when either cannot be read.
+pub fn cpus_apart(pid: i32) -> bool {
+    // SAFETY: all-zero bytes are a valid (empty) cpu_set_t.
+    let mut theirs: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut ours: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: each call fills the cpu_set_t it is given, of the size it is told.
+    let ok = unsafe {
+        libc::sched_getaffinity(pid, size, &mut theirs) == 0
+            && libc::sched_getaffinity(0, size, &mut ours) == 0
+    };
+    ok && (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET reads a bit below CPU_SETSIZE of an initialised set.
+        .all(|c| !(unsafe { libc::CPU_ISSET(c, &theirs) && libc::CPU_ISSET(c, &ours) }))
+}
+
 /// Involuntary context switches of the calling thread so far (`getrusage(RUSAGE_THREAD)`); 0
 /// when the call fails.
 pub fn involuntary_switches() -> u64 {
@@ -1135,6 +1153,47 @@ pub fn sendfile(sock: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpus_apart_of_ourselves_and_of_nobody() {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        assert!(!cpus_apart(me), "a process shares its own CPUs");
+        assert!(!cpus_apart(i32::MAX), "an unreadable mask is never 'apart'");
+        // A child pinned to a CPU the test thread may not use is apart (needs 2 CPUs).
+        // SAFETY: all-zero bytes are a valid cpu_set_t.
+        let mut ours: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: fills `ours`.
+        assert_eq!(unsafe { libc::sched_getaffinity(0, size, &mut ours) }, 0);
+        // SAFETY: reads bits of an initialised set.
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &ours) })
+            .collect();
+        if cpus.len() < 2 {
+            return;
+        }
+        let mut child = std::process::Command::new("taskset")
+            .args(["-c", &cpus[0].to_string(), "sleep", "5"])
+            .spawn()
+            .expect("taskset");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let pid = child.id() as i32;
+        let pinned_elsewhere = std::thread::spawn(move || {
+            // SAFETY: all-zero bytes are a valid cpu_set_t; CPU_SET writes one bit of it.
+            let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            unsafe { libc::CPU_SET(cpus[1], &mut one) };
+            // SAFETY: pins this thread only.
+            assert_eq!(unsafe { libc::sched_setaffinity(0, size, &one) }, 0);
+            cpus_apart(pid)
+        })
+        .join()
+        .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(pinned_elsewhere);
+    }
 
     #[test]
     fn proc_facts_and_randomness() {

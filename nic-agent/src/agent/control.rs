@@ -185,7 +185,16 @@ impl<B: Backend> Agent<B> {
             self.perform(false);
             return;
         }
-        self.conns.insert(sid, Conn { ctl: fd, bell });
+        self.conns.insert(
+            sid,
+            Conn {
+                ctl: fd,
+                bell,
+                pid: cred.pid,
+                apart: sys::cpus_apart(cred.pid),
+                apart_at: now,
+            },
+        );
         info!(
             pid = cred.pid,
             uid = cred.uid,

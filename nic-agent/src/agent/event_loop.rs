@@ -44,6 +44,7 @@ impl<B: Backend> Agent<B> {
             let sleepy = next == Next::Sleep;
             let mut timeout = 0;
             if sleepy {
+                self.ring_held();
                 self.core.announce_sleep();
                 if !self.core.cmds_pending() && self.core.backend().rx_pending() != Some(true) {
                     timeout = self.sleep_timeout(now.unwrap_or_else(Instant::now));
@@ -97,10 +98,26 @@ impl<B: Backend> Agent<B> {
             // interrupt moderation that adds no latency to an idle agent.
             let more = work
                 && (self.core.backend().rx_pending() == Some(true) || self.core.cmds_pending());
+            // On a contended CPU the doorbells of processes on CPUs apart from the agent's are
+            // held while the agent works and yields (the CPU goes to the tasks producing its
+            // input), for at most DOORBELL_HOLD (aged by the loop's own clock reads: every
+            // idle pass reads it; a busy run is bounded by DOORBELL_HOLD_ITERS) and never
+            // across a sleep: such a host wakes, on an idle core of its own, to a larger batch.
+            self.holding = self.spin.contended();
             let ring = !more || self.deferred >= DOORBELL_DEFER;
-            self.deferred = if ring { 0 } else { self.deferred + 1 };
+            let hold_due = self.deferred >= DOORBELL_HOLD_ITERS
+                || self
+                    .held_since
+                    .is_some_and(|t| self.clock.saturating_duration_since(t) >= DOORBELL_HOLD);
             self.core.flush();
             self.perform(ring);
+            self.ring_due(ring, hold_due);
+            // Iterations the held doorbells have waited.
+            self.deferred = if self.held.is_empty() {
+                0
+            } else {
+                self.deferred + 1
+            };
             if work {
                 self.spin.on_work();
                 idle = None;
@@ -173,10 +190,13 @@ impl<B: Backend> Agent<B> {
         while let Some(a) = self.core.poll_action() {
             match a {
                 Action::RingDoorbells(sid) => {
-                    if ring {
+                    if ring && !self.may_hold(sid) {
                         if let Some(ch) = self.core.channel_mut(sid) {
                             ch.ring_owed();
                         }
+                    } else if !self.held.contains(&sid) {
+                        self.held.push(sid);
+                        self.held_since.get_or_insert_with(Instant::now);
                     }
                 }
                 Action::WatchPid { ticket, pid } => self.watch_pid(ticket, pid),
@@ -197,9 +217,63 @@ impl<B: Backend> Agent<B> {
         }
     }
 
+    /// Whether session `sid`'s doorbells may be held this iteration: the agent's CPU is
+    /// contended and the process runs on CPUs apart from the agent's (read again every second).
+    fn may_hold(&mut self, sid: u32) -> bool {
+        if !self.holding {
+            return false;
+        }
+        let now = self.clock;
+        let Some(c) = self.conns.get_mut(&sid) else {
+            return false;
+        };
+        if now.saturating_duration_since(c.apart_at) >= Duration::from_secs(1) {
+            c.apart = sys::cpus_apart(c.pid);
+            c.apart_at = now;
+        }
+        c.apart
+    }
+
+    /// Writes the held doorbells that are due: all of them when the hold ran out (`hold_due`),
+    /// else, when the iteration rings (`ring`), those of processes that may not be held.
+    fn ring_due(&mut self, ring: bool, hold_due: bool) {
+        if self.held.is_empty() || !(ring || hold_due) {
+            return;
+        }
+        let mut i = 0;
+        while i < self.held.len() {
+            let sid = self.held[i];
+            if hold_due || !self.may_hold(sid) {
+                if let Some(ch) = self.core.channel_mut(sid) {
+                    ch.ring_owed();
+                }
+                self.held.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        if self.held.is_empty() {
+            self.held_since = None;
+        }
+    }
+
+    /// Writes every held doorbell (before the agent sleeps).
+    pub(super) fn ring_held(&mut self) {
+        self.held_since = None;
+        for i in 0..self.held.len() {
+            let sid = self.held[i];
+            if let Some(ch) = self.core.channel_mut(sid) {
+                ch.ring_owed();
+            }
+        }
+        self.held.clear();
+    }
+
     pub(super) fn shutdown(&mut self) {
         self.core.shutdown();
+        self.holding = false;
         self.perform(true);
+        self.ring_held();
         self.conns.clear();
         self.pidfds.clear();
         self.pending.clear();

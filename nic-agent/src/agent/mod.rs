@@ -97,6 +97,13 @@ const EPOLL_EVERY: Duration = Duration::from_micros(4);
 const EPOLL_ITERS: u32 = 64;
 /// Iterations a doorbell may wait while more input is queued (see `run`).
 const DOORBELL_DEFER: u32 = 4;
+/// On a contended CPU (the agent shares its core, spin::SpinPolicy), the longest an owed
+/// doorbell of a process on CPUs apart from the agent's is held so that the sleeping host
+/// wakes to a larger batch; always written before the agent sleeps (docs/agent-loop.md,
+/// *Doorbells*).
+const DOORBELL_HOLD: Duration = Duration::from_micros(30);
+/// ... and for at most this many loop iterations.
+const DOORBELL_HOLD_ITERS: u32 = 64;
 
 const TOK_SIGNAL: u64 = 0;
 const TOK_LISTENER: u64 = 1;
@@ -193,6 +200,12 @@ pub struct Agent<B: Backend> {
     spin: SpinPolicy,
     /// Iterations the owed doorbells have waited.
     deferred: u32,
+    /// Sessions whose owed doorbells are held, and since when the oldest waits.
+    held: Vec<u32>,
+    held_since: Option<Instant>,
+    /// The agent's CPU is contended this iteration: doorbells of processes on CPUs apart from
+    /// the agent's are held up to DOORBELL_HOLD.
+    holding: bool,
     stop: bool,
     evbuf: Vec<libc::epoll_event>,
     /// When the agent started (`uptime_ms` in the JSON report).
@@ -203,6 +216,11 @@ pub struct Agent<B: Backend> {
 struct Conn {
     ctl: OwnedFd,
     bell: OwnedFd,
+    /// The process's pid, whether its CPUs are apart from the agent's (its doorbells may be
+    /// held on a contended agent CPU, `run`), and when that was last read.
+    pid: i32,
+    apart: bool,
+    apart_at: Instant,
 }
 
 /// Creates the parent directory, clears a stale socket file, refuses to steal a live one.
@@ -294,6 +312,9 @@ impl<B: Backend> Agent<B> {
             clock: Instant::now(),
             spin: SpinPolicy::new(spin),
             deferred: 0,
+            held: Vec::new(),
+            held_since: None,
+            holding: false,
             stop: false,
             evbuf: sys::event_buf(256),
             started: Instant::now(),
