@@ -5,7 +5,8 @@
 # Pass: wrk -t2 -c100 -d10s on /hello and on a 100 KB file with zero socket errors; all four
 # workers served requests; a 100 MB file downloads intact (by reference: h2n_file_bytes grows by its size); `nginx -s reload` under load gives new
 # workers and loses about what kernel nginx does (one per idle keepalive connection closed by
-# the old workers, plus a few reconnects racing the signal), then serves with zero errors; `kill -USR2` binary upgrade (exec with
+# the old workers, plus reconnects racing the signal; no timeout, no refused connect), then serves
+# with zero errors; `kill -USR2` binary upgrade (exec with
 # inherited listeners) keeps serving after the old master quits; `nginx -s quit` under load stops
 # everything and the agent's socket count returns to 0.
 # shellcheck source=tests/lib.sh
@@ -90,10 +91,16 @@ ngx -s reload || fail "nginx -s reload failed"
 wait "$wpid" || fail "wrk during reload failed"
 errs=$(wrk_socket_errors "$WORKDIR/wrk3.txt")
 [[ $(wrk_requests "$WORKDIR/wrk3.txt") -gt 0 ]] || fail "no requests during reload"
-# Each of the 50 keepalive connections is closed once by the old workers; a reconnect that an
-# old worker accepted in the instant before it handled the reload signal is closed too (seen
-# once in a few dozen runs: 53). More than a few means connections are lost, not closed.
-[[ $errs -le 55 ]] || fail "reload lost $errs connections (each of the 50 keepalive connections is closed once, plus a few reconnects racing the signal)"
+# Each of the 50 keepalive connections is closed once by the old workers (wrk counts a read
+# error); a reconnect that an old worker accepted in the instant before it handled the reload
+# signal is closed too (53 to 62 seen on a loaded machine). A connection lost rather than closed
+# shows as a timeout, a refused reconnect as a connect error: neither may happen. Closes: at most
+# one more per connection than the reload's own.
+read -r e_conn e_read e_write e_tmo < <(awk '/Socket errors:/{ gsub(/,/, ""); print $4, $6, $8, $10; f = 1 }
+    END { if (!f) print 0, 0, 0, 0 }' "$WORKDIR/wrk3.txt")
+log "reload under load: socket errors connect $e_conn, read $e_read, write $e_write, timeout $e_tmo"
+[[ $e_conn -eq 0 && $e_tmo -eq 0 ]] || fail "reload lost connections: $(grep 'Socket errors' "$WORKDIR/wrk3.txt")"
+[[ $errs -le 100 ]] || fail "reload closed $errs connections (50 keepalive connections, each closed once plus at most one reconnect racing the signal)"
 new_workers=$(pgrep -P "$m" | sort)
 [[ -n $new_workers && $new_workers != "$old_workers" ]] || fail "reload did not start new workers"
 wrk -t2 -c50 -d3s "http://127.0.0.1:$port/hello" >"$WORKDIR/wrk4.txt" 2>&1 || fail "wrk failed"

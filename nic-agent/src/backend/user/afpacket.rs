@@ -1,8 +1,10 @@
 //! The af_packet device: an `AF_PACKET`/`SOCK_RAW` socket bound to one interface, non-blocking.
 //! Frames are received from a `TPACKET_V2` ring mapped into our memory (afpacket_ring.rs, no
 //! syscall per frame, each frame visible and the fd readable as soon as the kernel wrote it) and
-//! sent in bursts of up to [`TX_BATCH`], one io_uring submission of `sendmsg` requests each
-//! (afpacket_uring.rs; one `sendmmsg` where io_uring is unavailable), bypassing the qdisc (`PACKET_QDISC_BYPASS`). With `PACKET_VNET_HDR` every frame carries a
+//! sent in bursts of up to [`TX_BATCH`], one io_uring submission each (afpacket_uring.rs: a
+//! small frame staged behind its vnet header as one `send`, a TSO frame as a two-part `sendmsg`;
+//! one `sendmmsg` where io_uring is unavailable), bypassing the qdisc (`PACKET_QDISC_BYPASS`).
+//! With `PACKET_VNET_HDR` every frame carries a
 //! `virtio_net_hdr` (vnet.rs): received frames report `CHECKSUM_PARTIAL` and GRO/GSO super-frames,
 //! and sent frames may leave the TCP checksum and segmentation to the kernel (tx checksum, TSO up
 //! to 64 KiB). It needs CAP_NET_RAW and no DPDK.
@@ -261,7 +263,7 @@ impl AfPacket {
             vnet,
             frame_kib = super::afpacket_ring::FRAME_SIZE >> 10,
             frames = super::afpacket_ring::FRAME_NR,
-            "af_packet: TPACKET_V2 ring, sendmmsg TX"
+            "af_packet: TPACKET_V2 ring"
         );
         let (dev_csum, dev_tso) = ethtool_offloads(fd.as_raw_fd(), name);
         let uring = tx_uring(fd.as_raw_fd());

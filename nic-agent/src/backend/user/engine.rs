@@ -29,6 +29,7 @@ use smoltcp::wire::{
 };
 
 use super::device::{Device, Port};
+use super::sockopts::{self, SockOpts};
 use crate::backend::{ConnectState, Readiness, SockEvent};
 
 /// Listening sockets kept ready per listener (at most its backlog).
@@ -82,52 +83,18 @@ fn tsval_generator() -> Option<fn() -> u32> {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Opts {
-    nodelay: bool,
-    keepalive: bool,
-    keepidle: u32,
-    keepintvl: u32,
-    keepcnt: u32,
-    /// SO_LINGER as set by the application: (on, seconds).
-    linger: (i32, i32),
-    reuseaddr: bool,
-    reuseport: bool,
-    rcvbuf: Option<usize>,
-    sndbuf: Option<usize>,
-    v6only: bool,
-}
+type Opts = SockOpts;
 
-impl Default for Opts {
-    fn default() -> Self {
-        Opts {
-            nodelay: false,
-            keepalive: false,
-            keepidle: 7200,
-            keepintvl: 75,
-            keepcnt: 9,
-            linger: (0, 0),
-            reuseaddr: false,
-            reuseport: false,
-            rcvbuf: None,
-            sndbuf: None,
-            v6only: false,
-        }
-    }
-}
-
-impl Opts {
-    fn apply(&self, s: &mut tcp::Socket<'_>) {
-        s.set_nagle_enabled(!self.nodelay);
-        if self.keepalive {
-            s.set_keep_alive(Some(Duration::from_secs(u64::from(self.keepidle.max(1)))));
-            let dead =
-                u64::from(self.keepidle) + u64::from(self.keepintvl) * u64::from(self.keepcnt);
-            s.set_timeout(Some(Duration::from_secs(dead.max(1))));
-        } else {
-            s.set_keep_alive(None);
-            s.set_timeout(None);
-        }
+/// The options applied to a smoltcp socket.
+fn apply_opts(o: &Opts, s: &mut tcp::Socket<'_>) {
+    s.set_nagle_enabled(!o.nodelay);
+    if o.keepalive {
+        s.set_keep_alive(Some(Duration::from_secs(u64::from(o.keepidle.max(1)))));
+        let dead = u64::from(o.keepidle) + u64::from(o.keepintvl) * u64::from(o.keepcnt);
+        s.set_timeout(Some(Duration::from_secs(dead.max(1))));
+    } else {
+        s.set_keep_alive(None);
+        s.set_timeout(None);
     }
 }
 
@@ -296,7 +263,7 @@ impl Engine {
         );
         s.set_congestion_control(tcp::CongestionControl::Cubic);
         s.set_tsval_generator(tsval_generator());
-        o.apply(&mut s);
+        apply_opts(o, &mut s);
         s
     }
 
@@ -493,7 +460,7 @@ impl Engine {
             );
             t.set_congestion_control(tcp::CongestionControl::Cubic);
             t.set_tsval_generator(tsval_generator());
-            opts.apply(&mut t);
+            apply_opts(&opts, &mut t);
             if t.listen(endpoint).is_err() {
                 break;
             }
@@ -718,65 +685,26 @@ impl Engine {
         name: i32,
         val: &[u8],
     ) -> io::Result<()> {
-        let int = || {
-            val.get(..4)
-                .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                .ok_or_else(|| err(libc::EINVAL))
-        };
         let e = entry!(self, s);
         let o = &mut e.opts;
+        let int = || sockopts::int(val);
         match (level, name) {
-            (libc::SOL_SOCKET, libc::SO_REUSEADDR) => o.reuseaddr = int()? != 0,
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => o.reuseport = int()? != 0,
-            (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => o.keepalive = int()? != 0,
             (libc::SOL_SOCKET, libc::SO_RCVBUF) => {
                 o.rcvbuf = Some((int()?.max(0) as usize * 2).clamp(4096, 16 << 20))
             }
             (libc::SOL_SOCKET, libc::SO_SNDBUF) => {
                 o.sndbuf = Some((int()?.max(0) as usize * 2).clamp(4096, 16 << 20))
             }
-            (libc::SOL_SOCKET, libc::SO_LINGER) => {
-                if val.len() < 8 {
-                    return Err(err(libc::EINVAL));
-                }
-                let on = int()?;
-                let secs = i32::from_ne_bytes([val[4], val[5], val[6], val[7]]);
-                o.linger = (on, secs);
-            }
-            // Timeouts are enforced by the host library; the rest is accepted without effect.
-            (
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO
-                | libc::SO_SNDTIMEO
-                | libc::SO_RCVLOWAT
-                | libc::SO_PRIORITY
-                | libc::SO_OOBINLINE
-                | libc::SO_BROADCAST
-                | libc::SO_DONTROUTE,
-            ) => {
-                int()?;
-            }
-            (libc::IPPROTO_TCP, libc::TCP_NODELAY) => o.nodelay = int()? != 0,
-            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => o.keepidle = positive(int()?)?,
-            (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => o.keepintvl = positive(int()?)?,
-            (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => o.keepcnt = positive(int()?)?,
-            (libc::IPPROTO_TCP, libc::TCP_QUICKACK | libc::TCP_DEFER_ACCEPT) => {
-                int()?;
-            }
-            (libc::IPPROTO_IP, libc::IP_TOS | libc::IP_TTL) => {
-                int()?;
-            }
-            (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => o.v6only = int()? != 0,
-            (libc::IPPROTO_IPV6, libc::IPV6_TCLASS | libc::IPV6_UNICAST_HOPS) => {
-                int()?;
-            }
             _ => {
-                tracing::debug!(
-                    level,
-                    name,
-                    "user backend: setsockopt not supported (ENOPROTOOPT)"
-                );
-                return Err(err(libc::ENOPROTOOPT));
+                if !o.set(level, name, val)? {
+                    tracing::debug!(
+                        level,
+                        name,
+                        "user backend: setsockopt not supported (ENOPROTOOPT)"
+                    );
+                    return Err(err(libc::ENOPROTOOPT));
+                }
             }
         }
         let opts = e.opts;
@@ -785,7 +713,7 @@ impl Engine {
             _ => None,
         };
         if let Some(h) = h {
-            opts.apply(self.set.get_mut::<tcp::Socket>(h));
+            apply_opts(&opts, self.set.get_mut::<tcp::Socket>(h));
         }
         Ok(())
     }
@@ -804,40 +732,22 @@ impl Engine {
             Kind::Conn(c) => Some(c.h),
             _ => None,
         };
-        let put_int = |buf: &mut [u8], v: i32| {
-            let b = v.to_ne_bytes();
-            let n = buf.len().min(4);
-            buf[..n].copy_from_slice(&b[..n]);
-            n
-        };
+        if let Some(n) = o.get(level, name, buf) {
+            return Ok(n);
+        }
         let v = match (level, name) {
             (libc::SOL_SOCKET, libc::SO_ERROR) => std::mem::take(&mut e.err),
             (libc::SOL_SOCKET, libc::SO_TYPE) => libc::SOCK_STREAM,
             (libc::SOL_SOCKET, libc::SO_DOMAIN) => e.domain,
             (libc::SOL_SOCKET, libc::SO_PROTOCOL) => libc::IPPROTO_TCP,
             (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => i32::from(listening),
-            (libc::SOL_SOCKET, libc::SO_REUSEADDR) => i32::from(o.reuseaddr),
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => i32::from(o.reuseport),
-            (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => i32::from(o.keepalive),
             (libc::SOL_SOCKET, libc::SO_RCVBUF) => o.rcvbuf.unwrap_or(self.cfg.rx_buf) as i32,
             (libc::SOL_SOCKET, libc::SO_SNDBUF) => o.sndbuf.unwrap_or(self.cfg.tx_buf) as i32,
-            (libc::SOL_SOCKET, libc::SO_LINGER) => {
-                let mut b = [0u8; 8];
-                b[..4].copy_from_slice(&o.linger.0.to_ne_bytes());
-                b[4..].copy_from_slice(&o.linger.1.to_ne_bytes());
-                let n = buf.len().min(8);
-                buf[..n].copy_from_slice(&b[..n]);
-                return Ok(n);
-            }
-            (libc::IPPROTO_TCP, libc::TCP_NODELAY) => i32::from(o.nodelay),
-            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => o.keepidle as i32,
-            (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => o.keepintvl as i32,
-            (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => o.keepcnt as i32,
             (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
                 let _ = conn;
                 1460
             }
-            (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => i32::from(o.v6only),
             _ => {
                 tracing::debug!(
                     level,
@@ -847,7 +757,7 @@ impl Engine {
                 return Err(err(libc::ENOPROTOOPT));
             }
         };
-        Ok(put_int(buf, v))
+        Ok(sockopts::put_int(buf, v))
     }
 
     /// Receives into `buf`; `Ok(0)` is end of stream.
@@ -1209,14 +1119,6 @@ impl Engine {
             at(o.deadline);
         }
         d
-    }
-}
-
-fn positive(v: i32) -> io::Result<u32> {
-    if v < 1 {
-        Err(err(libc::EINVAL))
-    } else {
-        Ok(v as u32)
     }
 }
 

@@ -22,6 +22,7 @@ pub mod engine;
 pub mod lwip;
 pub mod native;
 pub mod offload;
+pub mod sockopts;
 mod vnet;
 #[cfg(snstack_xdp)]
 pub mod xdp;

@@ -294,22 +294,7 @@ fn sockopt(level: i32, name: i32, val: &[u8]) -> io::Result<Option<SockOpt>> {
             SockOpt::Congestion(snstack_tcp::cc::CcAlgo::from_name(val).map_err(err)?)
         }
         // Timeouts are enforced by the host library; these are accepted without effect.
-        (
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO
-            | libc::SO_SNDTIMEO
-            | libc::SO_RCVLOWAT
-            | libc::SO_PRIORITY
-            | libc::SO_OOBINLINE
-            | libc::SO_BROADCAST
-            | libc::SO_DONTROUTE,
-        )
-        | (
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK | libc::TCP_DEFER_ACCEPT | libc::TCP_USER_TIMEOUT,
-        )
-        | (libc::IPPROTO_IP, libc::IP_TOS | libc::IP_TTL)
-        | (libc::IPPROTO_IPV6, libc::IPV6_TCLASS | libc::IPV6_UNICAST_HOPS) => {
+        _ if super::sockopts::no_effect(level, name) => {
             int(val)?;
             return Ok(None);
         }

@@ -30,6 +30,7 @@ use snstack_tcp::RxCsum;
 use super::device::{self, Device, PortStats};
 use super::engine::{EngineConfig, UserSock};
 use super::offload;
+use super::sockopts::{self, SockOpts};
 use crate::backend::{Backend, ConnectState, EngineStats, IoBuf, Readiness, SockEvent};
 use sys::{Event, Lwip, Pcb, RxQueue};
 
@@ -185,44 +186,18 @@ fn accept_cap(backlog: i32) -> usize {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Opts {
-    nodelay: bool,
-    keepalive: bool,
-    keepidle: u32,
-    keepintvl: u32,
-    keepcnt: u32,
-    linger: (i32, i32),
-    reuseaddr: bool,
-    v6only: bool,
-}
+type Opts = SockOpts;
 
-impl Default for Opts {
-    fn default() -> Self {
-        Opts {
-            nodelay: false,
-            keepalive: false,
-            keepidle: 7200,
-            keepintvl: 75,
-            keepcnt: 9,
-            linger: (0, 0),
-            reuseaddr: false,
-            v6only: false,
-        }
-    }
-}
-
-impl Opts {
-    fn apply(&self, pcb: Pcb) {
-        pcb.set_nodelay(self.nodelay);
-        pcb.set_reuseaddr(self.reuseaddr);
-        pcb.set_keepalive(
-            self.keepalive,
-            self.keepidle.saturating_mul(1000),
-            self.keepintvl.saturating_mul(1000),
-            self.keepcnt,
-        );
-    }
+/// The options applied to an lwIP pcb.
+fn apply_opts(o: &Opts, pcb: Pcb) {
+    pcb.set_nodelay(o.nodelay);
+    pcb.set_reuseaddr(o.reuseaddr);
+    pcb.set_keepalive(
+        o.keepalive,
+        o.keepidle.saturating_mul(1000),
+        o.keepintvl.saturating_mul(1000),
+        o.keepcnt,
+    );
 }
 
 struct Conn {
@@ -488,7 +463,7 @@ impl<D: Device> LwipBackend<D> {
                 ..*opts
             },
         );
-        opts.apply(pcb);
+        apply_opts(&opts, pcb);
         let (li, lp, ri, rp) = pcb.addrs();
         self.socks.insert(
             conn,
@@ -728,14 +703,6 @@ impl<D: Device> Drop for LwipBackend<D> {
         }
         self.handle_events();
         self.events.clear();
-    }
-}
-
-fn positive(v: i32) -> io::Result<u32> {
-    if v < 1 {
-        Err(err(libc::EINVAL))
-    } else {
-        Ok(v as u32)
     }
 }
 
@@ -1004,67 +971,28 @@ impl<D: Device> Backend for LwipBackend<D> {
     }
 
     fn setsockopt(&mut self, s: &UserSock, level: i32, name: i32, val: &[u8]) -> io::Result<()> {
-        let int = || {
-            val.get(..4)
-                .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                .ok_or_else(|| err(libc::EINVAL))
-        };
         let id = s.0;
         let mut tell_buffers = false;
         let e = sock!(self, s);
         let o = &mut e.opts;
         match (level, name) {
-            (libc::SOL_SOCKET, libc::SO_REUSEADDR) => o.reuseaddr = int()? != 0,
-            (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => o.keepalive = int()? != 0,
             (libc::SOL_SOCKET, libc::SO_RCVBUF | libc::SO_SNDBUF) => {
                 // Fixed at lwIP's compile time (TCP_WND, TCP_SND_BUF); Linux clamps these
                 // too, and getsockopt reports what is in force.
-                int()?;
+                sockopts::int(val)?;
                 tell_buffers = true;
             }
-            (libc::SOL_SOCKET, libc::SO_LINGER) => {
-                if val.len() < 8 {
-                    return Err(err(libc::EINVAL));
-                }
-                let on = int()?;
-                let secs = i32::from_ne_bytes([val[4], val[5], val[6], val[7]]);
-                o.linger = (on, secs);
-            }
-            (
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO
-                | libc::SO_SNDTIMEO
-                | libc::SO_RCVLOWAT
-                | libc::SO_PRIORITY
-                | libc::SO_OOBINLINE
-                | libc::SO_BROADCAST
-                | libc::SO_DONTROUTE,
-            ) => {
-                int()?;
-            }
-            (libc::IPPROTO_TCP, libc::TCP_NODELAY) => o.nodelay = int()? != 0,
-            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => o.keepidle = positive(int()?)?,
-            (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => o.keepintvl = positive(int()?)?,
-            (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => o.keepcnt = positive(int()?)?,
-            (libc::IPPROTO_TCP, libc::TCP_QUICKACK | libc::TCP_DEFER_ACCEPT) => {
-                int()?;
-            }
-            (libc::IPPROTO_IP, libc::IP_TOS | libc::IP_TTL) => {
-                int()?;
-            }
-            (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => o.v6only = int()? != 0,
-            (libc::IPPROTO_IPV6, libc::IPV6_TCLASS | libc::IPV6_UNICAST_HOPS) => {
-                int()?;
-            }
             _ => {
-                // SO_REUSEPORT (lwIP has no port sharing), TCP_CORK, TCP_INFO, TCP_CONGESTION,
-                // TCP_MAXSEG, ...: not in the packaged lwIP.
-                tracing::debug!(
-                    level,
-                    name,
-                    "lwip backend: setsockopt not supported by lwIP (ENOPROTOOPT)"
-                );
-                return Err(err(libc::ENOPROTOOPT));
+                if !o.set(level, name, val)? {
+                    // SO_REUSEPORT (lwIP has no port sharing), TCP_CORK, TCP_INFO,
+                    // TCP_CONGESTION, TCP_MAXSEG, ...: not in the packaged lwIP.
+                    tracing::debug!(
+                        level,
+                        name,
+                        "lwip backend: setsockopt not supported by lwIP (ENOPROTOOPT)"
+                    );
+                    return Err(err(libc::ENOPROTOOPT));
+                }
             }
         }
         let opts = *o;
@@ -1074,7 +1002,7 @@ impl<D: Device> Backend for LwipBackend<D> {
             Kind::Listen(_) => None,
         };
         if let Some(p) = pcb {
-            opts.apply(p);
+            apply_opts(&opts, p);
         }
         if tell_buffers && !self.told_buffers {
             self.told_buffers = true;
@@ -1097,35 +1025,18 @@ impl<D: Device> Backend for LwipBackend<D> {
         let id = s.0;
         let e = sock!(self, s);
         let o = e.opts;
-        let put_int = |buf: &mut [u8], v: i32| {
-            let b = v.to_ne_bytes();
-            let n = buf.len().min(4);
-            buf[..n].copy_from_slice(&b[..n]);
-            n
-        };
         let listening = matches!(e.kind, Kind::Listen(_));
+        if let Some(n) = o.get(level, name, buf) {
+            return Ok(n);
+        }
         let v = match (level, name) {
             (libc::SOL_SOCKET, libc::SO_ERROR) => std::mem::take(&mut e.err),
             (libc::SOL_SOCKET, libc::SO_TYPE) => libc::SOCK_STREAM,
             (libc::SOL_SOCKET, libc::SO_DOMAIN) => e.domain,
             (libc::SOL_SOCKET, libc::SO_PROTOCOL) => libc::IPPROTO_TCP,
             (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => i32::from(listening),
-            (libc::SOL_SOCKET, libc::SO_REUSEADDR) => i32::from(o.reuseaddr),
-            (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => i32::from(o.keepalive),
             (libc::SOL_SOCKET, libc::SO_RCVBUF) => l::opt("TCP_WND").unwrap_or(0) as i32,
             (libc::SOL_SOCKET, libc::SO_SNDBUF) => l::opt("TCP_SND_BUF").unwrap_or(0) as i32,
-            (libc::SOL_SOCKET, libc::SO_LINGER) => {
-                let mut b = [0u8; 8];
-                b[..4].copy_from_slice(&o.linger.0.to_ne_bytes());
-                b[4..].copy_from_slice(&o.linger.1.to_ne_bytes());
-                let n = buf.len().min(8);
-                buf[..n].copy_from_slice(&b[..n]);
-                return Ok(n);
-            }
-            (libc::IPPROTO_TCP, libc::TCP_NODELAY) => i32::from(o.nodelay),
-            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => o.keepidle as i32,
-            (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => o.keepintvl as i32,
-            (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => o.keepcnt as i32,
             (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
                 let pcb = match &mut e.kind {
                     Kind::Conn(c) => Self::conn_pcb(id, c),
@@ -1133,7 +1044,6 @@ impl<D: Device> Backend for LwipBackend<D> {
                 };
                 pcb.map_or(536, |p| i32::from(p.mss()))
             }
-            (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => i32::from(o.v6only),
             _ => {
                 tracing::debug!(
                     level,
@@ -1143,7 +1053,7 @@ impl<D: Device> Backend for LwipBackend<D> {
                 return Err(err(libc::ENOPROTOOPT));
             }
         };
-        Ok(put_int(buf, v))
+        Ok(sockopts::put_int(buf, v))
     }
 
     unsafe fn recv(&mut self, s: &UserSock, bufs: &[IoBuf]) -> io::Result<usize> {
