@@ -259,14 +259,7 @@ impl<B: Backend> Agent<B> {
 
     /// Writes every held doorbell (before the agent sleeps).
     pub(super) fn ring_held(&mut self) {
-        self.held_since = None;
-        for i in 0..self.held.len() {
-            let sid = self.held[i];
-            if let Some(ch) = self.core.channel_mut(sid) {
-                ch.ring_owed();
-            }
-        }
-        self.held.clear();
+        self.ring_due(true, true);
     }
 
     pub(super) fn shutdown(&mut self) {

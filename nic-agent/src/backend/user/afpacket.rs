@@ -327,9 +327,6 @@ impl AfPacket {
             msgs[i].msg_hdr.msg_iovlen = parts + 1;
         }
         if let Some(u) = self.uring.as_mut() {
-            let mut hdrs: [libc::msghdr; TX_BATCH] =
-                // SAFETY: msghdr is plain data; all-zero is a valid value.
-                unsafe { std::mem::zeroed() };
             let mut reqs = [TxReq::Buf(std::ptr::null(), 0); TX_BATCH];
             let vlen = if self.vnet { vnet::LEN } else { 0 };
             for (i, f) in frames.iter().take(k).enumerate() {
@@ -341,11 +338,10 @@ impl AfPacket {
                     slot[vlen..].copy_from_slice(&f.buf);
                     reqs[i] = TxReq::Buf(slot.as_ptr(), n);
                 } else {
-                    hdrs[i] = msgs[i].msg_hdr;
-                    reqs[i] = TxReq::Msg(&hdrs[i]);
+                    reqs[i] = TxReq::Msg(&msgs[i].msg_hdr);
                 }
             }
-            // SAFETY: as for sendmmsg below; `hdrs`, `iov`, `tx_stage`, the frames and `tx_hdrs`
+            // SAFETY: as for sendmmsg below; `msgs`, `iov`, `tx_stage`, the frames and `tx_hdrs`
             // outlive the call, which waits for every request.
             let b = unsafe { u.send(self.fd.as_raw_fd(), &reqs[..k]) }?;
             if b.sent == 0 && b.error.is_none() {
