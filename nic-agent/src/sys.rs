@@ -415,16 +415,45 @@ fn seqpacket() -> io::Result<OwnedFd> {
     Ok(owned(fd))
 }
 
-/// A non-blocking `SOCK_SEQPACKET` listener bound to `path`.
-pub fn seqpacket_listen(path: &Path) -> io::Result<OwnedFd> {
-    let (a, len) = sockaddr_un(path)?;
+/// A non-blocking `SOCK_SEQPACKET` listener at `path` with file mode `mode`.
+pub fn seqpacket_listen(path: &Path, mode: u32) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::PermissionsExt;
+    // The path appears only once the socket listens and has its mode: bound under a staging
+    // name beside it, then renamed into place (atomic). Whoever waits for the file to exist
+    // (scripts, tests) can connect at once instead of racing `bind` against `listen`.
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let staging = std::path::PathBuf::from(name);
+    // A name too long for sun_path: bind in place (the short window comes back, nothing else).
+    let at = if sockaddr_un(&staging).is_ok() {
+        staging.as_path()
+    } else {
+        path
+    };
+    let _ = std::fs::remove_file(&staging);
+    let (a, len) = sockaddr_un(at)?;
     let fd = seqpacket()?;
-    // SAFETY: `a` is a valid sockaddr_un of `len` bytes.
-    cvt(unsafe { libc::bind(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) })?;
-    // SAFETY: plain syscall.
-    cvt(unsafe { libc::listen(fd.as_raw_fd(), 128) })?;
-    set_nonblocking(fd.as_raw_fd())?;
-    Ok(fd)
+    let publish = || -> io::Result<()> {
+        // SAFETY: `a` is a valid sockaddr_un of `len` bytes.
+        cvt(unsafe { libc::bind(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) })?;
+        // SAFETY: plain syscall.
+        cvt(unsafe { libc::listen(fd.as_raw_fd(), 128) })?;
+        set_nonblocking(fd.as_raw_fd())?;
+        std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode))?;
+        if at != path {
+            std::fs::rename(at, path)?;
+        }
+        Ok(())
+    };
+    match publish() {
+        Ok(()) => Ok(fd),
+        Err(e) => {
+            if at != path {
+                let _ = std::fs::remove_file(at);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// A blocking `SOCK_SEQPACKET` connection to `path`.

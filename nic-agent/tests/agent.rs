@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -336,6 +336,41 @@ fn unusable_socket_path_is_one_error_line() {
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
     assert_eq!(lines.len(), 1, "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn socket_path_appears_only_once_it_listens() {
+    use std::os::unix::fs::PermissionsExt;
+    // Scripts wait for the file to exist and connect at once: that first connect must work
+    // (bind-then-listen in place left a window where it was refused), with the file's mode set.
+    for round in 0..200 {
+        let dir = temp_dir(&format!("publish-{round}"));
+        let sock = dir.join("agent.sock");
+        let mut child = Command::new(bin())
+            .args(["run", "--max-sockets", "16", "--socket"])
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn agent");
+        let t0 = Instant::now();
+        while std::fs::symlink_metadata(&sock).is_err() {
+            assert!(t0.elapsed() < TIMEOUT, "agent did not come up");
+            std::hint::spin_loop();
+        }
+        let first = connect_seqpacket(&sock);
+        let mode = std::fs::metadata(&sock).map(|m| m.permissions().mode() & 0o777);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(first.is_ok(), "round {round}: {:?}", first.err());
+        assert_eq!(mode.unwrap(), 0o666);
+        assert_eq!(names, ["agent.sock"], "no staging name left behind");
+    }
 }
 
 #[test]

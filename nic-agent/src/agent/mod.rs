@@ -42,7 +42,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -267,16 +267,13 @@ impl<B: Backend> Agent<B> {
         let epoll = sys::Epoll::new().map_err(io_err("epoll_create"))?;
         let sigfd = sys::signalfd(&[libc::SIGTERM, libc::SIGINT]).map_err(io_err("signalfd"))?;
         prepare_socket_path(&cfg.socket)?;
-        let listener = sys::seqpacket_listen(&cfg.socket)
+        let listener = sys::seqpacket_listen(&cfg.socket, 0o666)
             .map_err(io_err(format!("binding {}", cfg.socket.display())))?;
         let socket_id = sys::file_id(&cfg.socket);
         let cleanup = |e: StartupError| {
             let _ = std::fs::remove_file(&cfg.socket);
             e
         };
-        std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o666))
-            .map_err(io_err(format!("chmod {}", cfg.socket.display())))
-            .map_err(cleanup)?;
         let setup = || -> io::Result<()> {
             epoll.add(sigfd.as_raw_fd(), sys::EV_IN, TOK_SIGNAL)?;
             epoll.add(listener.as_raw_fd(), sys::EV_IN, TOK_LISTENER)?;
