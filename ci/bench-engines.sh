@@ -305,19 +305,44 @@ ticks() { [[ -n ${1:-} ]] && awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/nu
 rss_anon() { awk '$1 == "RssAnon:" { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; } # KiB
 machine() { awk '$1 == "cpu" { print $2 + $3, $4 + $7 + $8, $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; } # user, sys+irq+softirq, busy
 
+# engine_counts: the sender's loss-recovery counters "rtos tlps retrans_segs fast_recoveries":
+# the agent engine's, or for kernel TCP namespace A's (nstat; the server side is alone there).
+engine_counts() {
+    if [[ -z $SRV_AGENT ]]; then
+        ip netns exec "$NS_A" nstat -az TcpExtTCPTimeouts TcpExtTCPLossProbes TcpRetransSegs \
+            TcpExtTCPSackRecovery 2>/dev/null | awk '
+            $1 == "TcpExtTCPTimeouts" { r = $2 } $1 == "TcpExtTCPLossProbes" { t = $2 }
+            $1 == "TcpRetransSegs" { s = $2 } $1 == "TcpExtTCPSackRecovery" { f = $2 }
+            END { print r + 0, t + 0, s + 0, f + 0 }'
+        return
+    fi
+    "$AGENT_BIN" stats --socket "$AGENT_SOCK" 2>/dev/null | awk '
+        $1 == "tcp_rtos" { r = $2 } $1 == "tcp_tlps" { t = $2 }
+        $1 == "tcp_retrans_segs" { s = $2 } $1 == "tcp_fast_recoveries" { f = $2 }
+        END { print r + 0, t + 0, s + 0, f + 0 }'
+}
+
 # bulk MODE SCEN REP MAXTIME [warm]: one timed curl of the 100 MiB file.
 bulk() {
-    local m=$1 sc=$2 r=$3 mt=$4 out
+    local m=$1 sc=$2 r=$3 mt=$4 out c0 c1 what=''
     if [[ ${5:-} == warm ]]; then
         in_b curl -s -o /dev/null --max-time "$mt" "$BASE/files/100m.bin" || true
     fi
+    c0=$(engine_counts)
     if out=$(in_b curl -sS --fail --max-time "$mt" -o /dev/null -w '%{size_download} %{time_total}' \
         "$BASE/files/100m.bin" 2>"$WORKDIR/curl.err"); then
         read -r bytes secs <<<"$out"
         if ((bytes == 104857600)); then
+            c1=$(engine_counts)
+            if [[ $m != agent-kernel ]]; then
+                read -r -a x0 <<<"$c0"
+                read -r -a x1 <<<"$c1"
+                rec "$m" "$sc" "$r" rtos $((x1[0] - x0[0]))
+                what="; sender: $((x1[0] - x0[0])) RTOs, $((x1[1] - x0[1])) TLPs, $((x1[2] - x0[2])) segments retransmitted, $((x1[3] - x0[3])) fast recoveries"
+            fi
             rec "$m" "$sc" "$r" mbps "$(awk -v b="$bytes" -v t="$secs" 'BEGIN { printf "%.1f", b / t / 1e6 }')"
             rec "$m" "$sc" "$r" secs "$secs"
-            log "$m $sc rep $r: $(awk -v b="$bytes" -v t="$secs" 'BEGIN { printf "%.1f MB/s (%.2f s)", b / t / 1e6, t }')"
+            log "$m $sc rep $r: $(awk -v b="$bytes" -v t="$secs" 'BEGIN { printf "%.1f MB/s (%.2f s)", b / t / 1e6, t }')$what"
             return 0
         fi
         note "$m $sc rep $r: short download ($bytes bytes)"

@@ -692,8 +692,10 @@ impl Tcb {
     /// stream: acknowledged bytes wait to be handed back (the owner frees stream space).
     pub fn writable(&self) -> bool {
         if self.sendbuf.is_lent() {
-            // The stream's space is its owner's; acknowledged bytes are what frees it.
-            return self.sendbuf.has_acked();
+            // The stream's space is its owner's; acknowledged bytes are what frees it. An
+            // outgrown loan is news too: its owner should end it (reclaim) without waiting for
+            // an acknowledgement that may not come before the RTO.
+            return self.sendbuf.has_acked() || self.loan_outgrown;
         }
         if self.shut_wr || !self.synchronized_or_closing() {
             return false;
@@ -823,9 +825,11 @@ impl Tcb {
         true
     }
 
-    /// The path holds at least half the lent stream (bandwidth x minimum RTT): the stream, not
-    /// the path, would soon limit the connection, so its owner should end the loan and let the
-    /// send buffer grow with the window. Once set, the connection is never lent again.
+    /// The lent stream is too small for the path: it holds at most twice what the path does
+    /// (bandwidth x minimum RTT), or a hole pinned it full with everything sent (a loss then
+    /// stalls the sender). Its owner should end the loan and let the send buffer grow with the
+    /// window; until it does the socket stays writable (no further edges). Once set, the
+    /// connection is never lent again.
     pub fn loan_outgrown(&self) -> bool {
         self.loan_outgrown
     }
@@ -1119,17 +1123,23 @@ impl Tcb {
         if !restart && matches!(self.rtx_at, Some((_, RtxKind::Rto | RtxKind::Tlp))) {
             return;
         }
-        // Tail loss probe: with SACK, in the open phase, no retransmission backoff.
+        // Tail loss probe: with SACK, no retransmission backoff, in the open phase or in fast
+        // recovery. RFC 8985 and Linux probe only in the open phase; FreeBSD's RACK stack also
+        // probes in recovery (its default), and so do we: there, when the ACK clock stops
+        // (the last ACKs of a flight lost, a retransmission lost with nothing sent after it
+        // to reveal it, the window spent), nothing but the RTO (200 ms at least) would move
+        // the connection, a thousand round trips on a short path.
+        let recovering = matches!(self.phase, Phase::Recovery { .. });
         if self.sack_ok
-            && matches!(self.phase, Phase::Open)
+            && (recovering || (matches!(self.phase, Phase::Open) && self.sb.lost_bytes() == 0))
             && self.backoff == 0
             && self.synchronized()
-            && self.sb.lost_bytes() == 0
         {
             if let Some(srtt) = self.rtt.srtt() {
                 // RFC 8985 7.2 with Linux's slack: 2 SRTT plus 2 ms (TCP_TIMEOUT_MIN), or plus
-                // the peer's worst delayed ACK when a single segment is out.
-                let pto = if self.sb.pipe() <= self.mss {
+                // the peer's worst delayed ACK when a single segment is out (in recovery the
+                // peer ACKs at once: it holds out-of-order data).
+                let pto = if self.sb.pipe() <= self.mss && !recovering {
                     srtt * 2 + Duration::from_millis(200)
                 } else {
                     srtt * 2 + Duration::from_millis(2)
@@ -1307,7 +1317,19 @@ impl Tcb {
 
     fn on_tlp(&mut self, now: Instant) {
         self.stats.tlps += 1;
-        if self.unsent() > 0 && self.snd_wnd > self.snd_una.dist(self.snd_nxt) {
+        let recovering = matches!(self.phase, Phase::Recovery { .. });
+        if let Some(hole) = self
+            .sb
+            .next_lost()
+            .or_else(|| self.sb.first_hole())
+            .filter(|_| recovering)
+        {
+            // In recovery the probe fills the first hole: a segment known lost and held back
+            // by the window, or one retransmitted already, whose retransmission may be lost
+            // with nothing sent after it to tell (a probe of the highest segment, SACKed
+            // already, would draw an ACK that says nothing new).
+            self.rtx_force = Some(hole);
+        } else if self.unsent() > 0 && self.snd_wnd > self.snd_una.dist(self.snd_nxt) {
             // New data makes the probe (RFC 8985 7.3).
             self.tlp_new = true;
         } else if let Some((s, e)) = self.sb.latest_xmit() {
@@ -1805,6 +1827,17 @@ impl Tcb {
             // RTT under load would: a busy host fills any stream without gaining throughput).
             let bdp = u128::from(rs.delivery_rate) * min_rtt.as_micros() / 1_000_000;
             if bdp * 2 >= size as u128 {
+                self.loan_outgrown = true;
+            }
+        }
+        if let Some(size) = self.sendbuf.lent_size() {
+            // A hole pins SND.UNA while the stream is full and all of it has gone out: nothing
+            // new can be sent until the hole is filled, so a lost retransmission has no later
+            // segment to reveal it (RACK) and waits for the RTO; at veth speed that is a
+            // thousand round trips. The stream is too small for this path's losses: the
+            // engine's own buffer, which grows with the window, takes over.
+            let hole = self.in_recovery() || self.sb.sacked_bytes() > 0;
+            if hole && self.sendbuf.len() >= size && self.unsent() == 0 {
                 self.loan_outgrown = true;
             }
         }

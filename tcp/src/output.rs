@@ -271,8 +271,11 @@ impl Tcb {
             let wnd_end = self.snd_una + self.snd_wnd;
             let wnd_room = in_flight_end.dist(wnd_end);
             let mut cwnd_room = self.phase_allows(pipe);
-            if self.tlp_new {
-                self.tlp_new = false;
+            // A loss probe of new data goes now: one segment past cwnd, and past Nagle and
+            // cork (Linux's tcp_send_loss_probe writes with TCP_NAGLE_OFF); held back, the
+            // probe would be no probe and the RTO would fire.
+            let probe = core::mem::take(&mut self.tlp_new);
+            if probe {
                 cwnd_room = cwnd_room.max(mss);
             }
             if unsent == 0 {
@@ -300,7 +303,8 @@ impl Tcb {
                     || (is_rest && nagle_ok && !cork_wait && !self.cfg.cork)
                     || (is_rest && self.cfg.cork && self.cork_expired)
                     || (self.max_snd_wnd > 0 && len >= self.max_snd_wnd / 2 && nagle_ok)
-                    || (is_rest && self.fin_queued);
+                    || (is_rest && self.fin_queued)
+                    || probe;
                 if self.cfg.cork
                     && !full
                     && self.cork_at.is_none()

@@ -399,6 +399,15 @@ impl Scoreboard {
             .map(|r| (r.end - r.len().min(self.mss), r.end))
     }
 
+    /// The first range neither SACKed nor acknowledged, at most one MSS: the hole a probe in
+    /// recovery fills (its retransmission, lost too, is what stalls the connection).
+    pub fn first_hole(&self) -> Option<(Seq, Seq)> {
+        self.recs
+            .iter()
+            .find(|r| !r.sacked)
+            .map(|r| (r.start, r.start + r.len().min(self.mss)))
+    }
+
     /// The next range to retransmit: the first record marked lost, at most its first MSS
     /// ([`set_mss`](Self::set_mss)) since lost runs merge. Retransmitting it (see
     /// [`on_retransmit`](Self::on_retransmit)) moves this on to the next range.

@@ -24,10 +24,18 @@ struct Link {
     sent: u64,
     /// Bottleneck rate in bytes per second, each way (0: unlimited).
     rate: u64,
-    /// When the bottleneck of each direction (to B, to A) is free again.
-    busy: [Instant; 2],
+    /// When the bottleneck of each direction (to B, to A) is free again, in nanoseconds.
+    busy: [u64; 2],
     /// Frames to A are held and released together at multiples of this (ACK compression).
     ack_batch: Duration,
+    /// Drop A's data frame with this index (counted from 0), and every later frame carrying
+    /// the same sequence number, up to `drop_again` of them (its retransmissions).
+    drop_data_frame: Option<u64>,
+    drop_again: u32,
+    data_frames: u64,
+    dropped_seq: Option<u32>,
+    /// Every frame to A sent in this window is lost (a run of lost ACKs).
+    blackout_to_a: Option<(Instant, Instant)>,
 }
 
 impl Link {
@@ -39,19 +47,47 @@ impl Link {
         self.rng = x;
         (x % 1_000_000) as u32
     }
+    /// Whether the targeted drop (`drop_data_frame`) takes this frame.
+    fn targeted(&mut self, to_b: bool, f: &[u8]) -> bool {
+        if !to_b || f.len() <= 100 || self.drop_data_frame.is_none() {
+            return false;
+        }
+        // Ethernet (14) + IPv4 without options (20): the TCP sequence number at 38.
+        let seq = u32::from_be_bytes([f[38], f[39], f[40], f[41]]);
+        let i = self.data_frames;
+        self.data_frames += 1;
+        if Some(i) == self.drop_data_frame {
+            self.dropped_seq = Some(seq);
+            return true;
+        }
+        if self.dropped_seq == Some(seq) && self.drop_again > 0 {
+            self.drop_again -= 1;
+            return true;
+        }
+        false
+    }
+
     fn push(&mut self, now: Instant, to_b: bool, f: Vec<u8>) {
         self.sent += 1;
+        let blackout = self
+            .blackout_to_a
+            .is_some_and(|(s, e)| !to_b && now >= s && now < e);
+        if blackout || self.targeted(to_b, &f) {
+            self.dropped += 1;
+            return;
+        }
         if self.rand() < self.loss_ppm {
             self.dropped += 1;
             return;
         }
         let mut due = now + self.delay;
-        if let Some(us) = (f.len() as u64 * 1_000_000).checked_div(self.rate) {
-            // Serialization at the bottleneck, queued behind what is still being sent.
+        if let Some(ns) = (f.len() as u64 * 1_000_000_000).checked_div(self.rate) {
+            // Serialization at the bottleneck, queued behind what is still being sent (kept
+            // in nanoseconds: an MTU frame takes about a microsecond at 1.5 GB/s).
             let b = &mut self.busy[usize::from(!to_b)];
-            let done = (*b).max(now) + Duration::from_micros(us);
+            let done = (*b).max(now.as_micros() * 1000) + ns;
             *b = done;
-            due = done + self.delay;
+            due = Instant::from_micros(done.div_ceil(1000)) + self.delay;
         }
         if self.rand() < self.reorder_ppm {
             due = due + self.delay / 2 + Duration::from_micros(200);
@@ -195,8 +231,13 @@ impl Net {
                 dropped: 0,
                 sent: 0,
                 rate: 0,
-                busy: [Instant::ZERO; 2],
+                busy: [0; 2],
                 ack_batch: Duration::ZERO,
+                drop_data_frame: None,
+                drop_again: 0,
+                data_frames: 0,
+                dropped_seq: None,
+                blackout_to_a: None,
             },
             now: Instant::ZERO,
             departures: None,
@@ -943,7 +984,9 @@ fn lent_transfer(
             n.lent = None;
         }
         if let Some(r) = n.lent.as_mut() {
-            if writable {
+            // An outgrown loan stays writable until it ends (no new edges): an owner that
+            // keeps the loan anyway looks at what was acknowledged on its own.
+            if writable || n.a.loan_outgrown(c) {
                 if let Some(k) = n.a.take_acked(c) {
                     r.free(k);
                     freed += u64::from(k);
@@ -1026,4 +1069,103 @@ fn direct_delivery_keeps_the_stream_intact() {
         );
         eprintln!("cap {cap}: {} of {total} bytes direct", net.direct_taken);
     }
+}
+
+/// A link with a bottleneck of `rate` B/s, `delay` each way and `loss_ppm` per frame each way,
+/// both ends with `cc`; A sends TSO super-frames of up to 64 KiB when `tso` (the link then
+/// loses a super-frame whole, as an nftables rule on a veth does).
+fn tso_net(cc: CcAlgo, tso: bool, rate: u64, delay: Duration, loss_ppm: u32) -> Net {
+    let mut ca = cfg(A_IP, 1);
+    let mut cb = cfg(B_IP, 2);
+    ca.congestion = cc;
+    cb.congestion = cc;
+    if tso {
+        ca.caps.tx_csum = true;
+        ca.caps.tso = true;
+        ca.caps.max_tso_frame = 65_536;
+        cb.trust_partial_csum = true;
+    }
+    let mut net = Net::new(delay, loss_ppm, 0);
+    net.a = Stack::new(ca, Instant::ZERO);
+    net.b = Stack::new(cb, Instant::ZERO);
+    net.link.rate = rate;
+    net
+}
+
+/// A lent stream pinned by a hole: at 1 % loss of whole TSO super-frames on a short fast path,
+/// a 256 KiB stream fills behind SND.UNA with everything sent, so a lost retransmission had
+/// nothing sent after it to reveal it and waited for the 200 ms RTO (0.27x the rate of the
+/// engine's own buffer here). The loan is reported outgrown instead, the owner hands the bytes
+/// to the engine, and the transfer keeps its pace without an RTO.
+#[test]
+fn lent_stream_handed_back_when_a_hole_pins_it() {
+    let (rate, delay, loss) = (1_500_000_000, Duration::from_micros(25), 10_000);
+    let total = 48 << 20;
+    let mut own = tso_net(CcAlgo::Bbr, true, rate, delay, loss);
+    let (c, s) = connect(&mut own);
+    let d_own = transfer(&mut own, c, s, total, Duration::from_secs(600));
+    let mut net = tso_net(CcAlgo::Bbr, true, rate, delay, loss);
+    let t0 = net.now;
+    let (_, lent) = lent_transfer(&mut net, 256 << 10, total, |n, c, _| n.a.loan_outgrown(c));
+    let d = net.now - t0;
+    let k = net.a.tcp_counters();
+    eprintln!("own buffer {d_own:?}, lent {d:?} (loan ended after {lent} bytes); {k:?}");
+    assert!(net.link.dropped > 10, "the link lost {}", net.link.dropped);
+    assert!(lent < total, "the loan was never reported outgrown");
+    assert_eq!(k.rtos, 0, "a retransmission timeout: {k:?}");
+    assert!(
+        d.as_secs_f64() < 1.25 * d_own.as_secs_f64(),
+        "lent {d:?} against {d_own:?} with the engine's buffer"
+    );
+}
+
+/// A hole in the last flight whose retransmission is lost too, with nothing left to send: no
+/// later segment can reveal the second loss and no ACK comes. A probe in recovery (FreeBSD
+/// RACK's default) sends it again after about two round trips instead of waiting for the
+/// 200 ms RTO.
+#[test]
+fn lost_retransmission_at_the_tail_is_probed_not_timed_out() {
+    for cc in [CcAlgo::Cubic, CcAlgo::Bbr] {
+        let mut net = Net::with_cc(Duration::from_micros(50), 0, 0, cc);
+        let (c, s) = connect(&mut net);
+        // Warm up (RTT samples, a window), then the flight with the hole in its middle.
+        transfer(&mut net, c, s, 64 << 10, Duration::from_secs(10));
+        net.link.drop_data_frame = Some(net.link.data_frames + 55);
+        net.link.drop_again = 1;
+        let d = transfer(&mut net, c, s, 60 * 1448, Duration::from_secs(10));
+        let st = net.a.tcb(c).unwrap().stats;
+        assert!(
+            net.link.drop_again == 0,
+            "{}: the retransmission was not lost",
+            cc.name()
+        );
+        assert_eq!(st.rtos, 0, "{}: {st:?}", cc.name());
+        assert!(st.tlps >= 1, "{}: {st:?}", cc.name());
+        assert!(
+            d < Duration::from_millis(20),
+            "{}: {d:?}; {st:?}",
+            cc.name()
+        );
+    }
+}
+
+/// Every ACK of a flight lost while the sender has nothing more it may send (its lent stream
+/// full): the tail loss probe, not the RTO, gets the ACK clock going again.
+#[test]
+fn lost_acks_of_a_full_lent_stream_are_probed() {
+    let mut net = tso_net(
+        CcAlgo::Bbr,
+        true,
+        1_500_000_000,
+        Duration::from_micros(25),
+        0,
+    );
+    net.link.blackout_to_a = Some((Instant::from_millis(30), Instant::from_micros(30_300)));
+    let t0 = net.now;
+    lent_transfer(&mut net, 256 << 10, 64 << 20, |_, _, _| false);
+    let d = net.now - t0;
+    let k = net.a.tcp_counters();
+    eprintln!("{d:?}; {k:?}; dropped {}", net.link.dropped);
+    assert!(net.link.dropped > 0);
+    assert_eq!(k.rtos, 0, "{k:?}");
 }

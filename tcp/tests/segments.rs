@@ -238,6 +238,8 @@ fn cork_holds_partial_segments_200ms_and_uncork_pushes() {
 0.500 write 3000
 0.500 > . 101:1549(1448) ack 1               // full segments go
 0.500 > . 1549:2997(1448) ack 1
+0.502 < . 1:1(0) ack 2997 win 512 ts 502 *    // (else a loss probe would send the rest)
+0.549 > none
 0.550 setsockopt cork 0
 0.550 > P. 2997:3101(104) ack 1              // uncork pushes the rest
 ",
@@ -351,6 +353,26 @@ fn tail_loss_probe_after_two_srtt() {
 0.300 > P. 1449:2897(1448) ack 1
 0.500 > P. 1449:2897(1448) ack 1             // TLP: PTO = 2 * SRTT after the last send
 0.600 < . 1:1(0) ack 2897 win 512 ts 600 *
+0.900 > none
+",
+    );
+}
+
+/// A probe of new data is not held by Nagle (Linux's tcp_send_loss_probe writes with
+/// TCP_NAGLE_OFF): a sub-MSS write waiting behind an unacknowledged small segment goes out as
+/// the probe instead of leaving the flight to the RTO.
+#[test]
+fn tail_loss_probe_of_new_data_ignores_nagle() {
+    with(
+        HS100,
+        "
+0.300 write 2000
+0.300 > . 1:1449(1448) ack 1
+0.300 > P. 1449:2001(552) ack 1
+0.310 write 500
+0.310 > none                                  // Nagle: a small segment is out
+0.500 > P. 2001:2501(500) ack 1              // TLP: the new data, at once
+0.600 < . 1:1(0) ack 2501 win 512 ts 600 *
 0.900 > none
 ",
     );
