@@ -84,6 +84,11 @@ pub struct SpinPolicy {
     /// The next pause after a slow yield (doubles up to MAX_BACKOFF; back to YIELD_PAUSE after a
     /// fast one).
     yield_backoff: Duration,
+    /// Windows in which spinning found the CPU contended (each a burst of latency for whoever
+    /// waited behind it), and yields that kept the agent off its CPU longer than YIELD_SLOW:
+    /// `agent_spin_contended` and `agent_slow_yields` in the stats.
+    pub contended_windows: u64,
+    pub slow_yields: u64,
 }
 
 /// What one idle pass asks of the loop.
@@ -129,6 +134,8 @@ impl SpinPolicy {
             yield_passes,
             yield_off_until: None,
             yield_backoff: YIELD_PAUSE,
+            contended_windows: 0,
+            slow_yields: 0,
         }
     }
 
@@ -185,6 +192,7 @@ impl SpinPolicy {
                     // Spinning takes a CPU someone else wants: pause it, longer each time a
                     // probe finds the same (a probe's window is a burst of latency for them).
                     self.contended = true;
+                    self.contended_windows += 1;
                     self.off_until = Some(now + self.backoff);
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                     self.quiet = 0;
@@ -227,6 +235,7 @@ impl SpinPolicy {
     /// The loop's `sched_yield` ran from `start` to `end`: a slow one pauses yielding.
     pub fn yielded(&mut self, start: Instant, end: Instant) {
         if end.saturating_duration_since(start) > YIELD_SLOW {
+            self.slow_yields += 1;
             self.yield_off_until = Some(end + self.yield_backoff);
             self.yield_backoff = (self.yield_backoff * 2).min(MAX_BACKOFF);
         } else {
@@ -314,6 +323,8 @@ mod tests {
         p.yielded(t3, t3 + YIELD_SLOW * 2);
         p.on_work();
         assert_sleeps(&mut p, t3 + YIELD_PAUSE);
+        // Counted for the stats: the one contended spinning window, the three slow yields.
+        assert_eq!((p.contended_windows, p.slow_yields), (1, 3));
         let mut q = SpinPolicy::with_yields(Duration::from_micros(50), 0);
         q.sample(t0, 0, None);
         q.sample(t0 + WINDOW, CONTENDED_SWITCHES, None);

@@ -229,6 +229,10 @@ pub struct Snapshot {
     pub engine: EngineStats,
     /// The agent's spin time in force (µs): `--spin-us`, or 0 while its CPU is contended.
     pub spin_us: u64,
+    /// Spinning windows that found the agent's CPU contended, and yields that kept it off its
+    /// CPU for more than a millisecond (spin.rs): each a burst of latency.
+    pub spin_contended: u64,
+    pub slow_yields: u64,
     /// Memory the attached processes' regions hold (pages touched and not released).
     pub channel_bytes: u64,
     /// Connection events of every process so far.
@@ -263,6 +267,8 @@ impl Snapshot {
             ("tickets", self.tickets),
             ("sockets_shared", self.shared),
             ("agent_spin_us", self.spin_us),
+            ("agent_spin_contended", self.spin_contended),
+            ("agent_slow_yields", self.slow_yields),
             ("channel_bytes", self.channel_bytes),
             ("h2n_file_bytes", self.io.h2n_file_bytes),
             ("active_opens", self.conns.active_opens),

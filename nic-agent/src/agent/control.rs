@@ -44,6 +44,8 @@ impl<B: Backend> Agent<B> {
     pub(super) fn send_stats(&mut self, fd: RawFd, arg: u64) {
         let mut snap = self.core.snapshot();
         snap.spin_us = self.spin.effective_budget().as_micros() as u64;
+        snap.spin_contended = self.spin.contended_windows;
+        snap.slow_yields = self.spin.slow_yields;
         if arg == STATS_JSON_SOCKETS {
             snap.tls_socks = self.core.tls_sockets();
         }
