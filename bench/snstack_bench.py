@@ -1221,6 +1221,9 @@ def main():
                     "(keys: nginx-ka-0B-w1-c16, nginx-close-1KB-w1-c16, redis-get-P16, sockperf-ping-pong, ...)")
     ap.add_argument("--pcie", default="bf2", help="PCIe preset for the model re-run; 'off' skips it")
     ap.add_argument("--no-perf", action="store_true", help="skip the syscall-counting runs")
+    ap.add_argument("--agent-realtime", choices=["auto", "off"], default="auto",
+                    help="the agents' --realtime (auto: real-time priority while lightly loaded on a "
+                         "shared CPU; the agent shares the load generators' CPU here)")
     ap.add_argument("--no-netns", action="store_true", help="stay in the current network namespace")
     args = ap.parse_args()
     args.command_line = os.environ.get("BENCH_COMMAND") or "python3 bench/snstack_bench.py " + " ".join(sys.argv[1:])
@@ -1290,8 +1293,9 @@ def main():
                 continue
             agent = None
             if mode != "kernel":
-                agent = Agent(h.agent_bin, h.workdir, h.pins["agent"], ["--backend", "kernel", "--max-sockets", "16384"],
-                              mode)
+                agent = Agent(h.agent_bin, h.workdir, h.pins["agent"],
+                              ["--backend", "kernel", "--max-sockets", "16384",
+                               "--realtime", h.args.agent_realtime], mode)
                 h.agent_cmds.append(" ".join(agent.argv).replace(str(h.workdir), "$W"))
             log(f"mode {mode}")
             for sc in full:
@@ -1306,7 +1310,8 @@ def main():
             mode = "offload-user"
             try:
                 fix.setup()
-                agent = Agent(h.agent_bin, h.workdir, h.pins["agent"], fix.agent_args(), mode,
+                agent = Agent(h.agent_bin, h.workdir, h.pins["agent"],
+                              fix.agent_args() + ["--realtime", h.args.agent_realtime], mode,
                               prefix=fix.agent_prefix)
                 fix.agent_pid = agent.p.pid
                 h.agent_cmds.append(" ".join(fix.agent_prefix + agent.argv).replace(str(h.workdir), "$W"))
@@ -1325,7 +1330,8 @@ def main():
                 fix.teardown()
         if args.pcie != "off" and "offload-kernel" in want_modes:
             mode = "offload-kernel+pcie"
-            agent = Agent(h.agent_bin, h.workdir, h.pins["agent"], ["--backend", "kernel", "--pcie", args.pcie], mode)
+            agent = Agent(h.agent_bin, h.workdir, h.pins["agent"], ["--backend", "kernel", "--pcie", args.pcie,
+                                                                   "--realtime", args.agent_realtime], mode)
             h.agent_cmds.append(" ".join(agent.argv).replace(str(h.workdir), "$W"))
             log(f"mode {mode}")
             for sc in head:

@@ -66,6 +66,13 @@ enum Cmd {
     Stats(StatsArgs),
 }
 
+/// `--realtime`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Realtime {
+    Off,
+    Auto,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogLevel {
     Error,
@@ -172,6 +179,12 @@ struct RunArgs {
     /// Microseconds the agent keeps polling without work before it sleeps in epoll_wait.
     #[arg(long, value_name = "N", default_value_t = 50)]
     spin_us: u64,
+    /// `auto`: run the agent's loop at real-time priority (SCHED_RR 1) while its CPU is shared
+    /// and its own share of it is under 25 %, so every wake-up preempts whatever runs there (as
+    /// the kernel's softirq would); back to the normal class above 50 %, where batching pays.
+    /// Needs CAP_SYS_NICE. `off` (the default): the normal class only.
+    #[arg(long, value_enum, default_value = "off")]
+    realtime: Realtime,
     /// Microseconds hosts should spin before sleeping (written into each region header). 0 (the
     /// default) sleeps at once: best CPU per request when cores are scarce; raise it (e.g. 50)
     /// for latency when the host has cores to spare. SNSTACK_SPIN_US overrides it per process.
@@ -459,6 +472,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         socket: a.socket.clone(),
         geometry,
         spin: Duration::from_micros(a.spin_us),
+        realtime_auto: a.realtime == Realtime::Auto,
         metrics: a.metrics,
         tls,
     };

@@ -174,6 +174,7 @@ const GAUGES: &[&str] = &[
     "tickets",
     "sockets_shared",
     "agent_spin_us",
+    "agent_realtime",
     "channel_bytes",
     "loopback",
     "tcp_conns",

@@ -59,6 +59,12 @@ pub const YIELD_PASSES: u32 = 2;
 pub const YIELD_SLOW: Duration = Duration::from_millis(1);
 /// First pause of yielding after a slow yield.
 pub const YIELD_PAUSE: Duration = Duration::from_millis(100);
+/// `--realtime auto`: a contended agent whose own CPU share in a window is below this (percent)
+/// runs at real-time priority (its load is latency-bound: every wake-up should preempt)...
+pub const RT_ENTER_PCT: u64 = 25;
+/// ...and goes back to the normal class above this share (a busy agent batches better when it
+/// does not preempt the tasks that produce its work).
+pub const RT_LEAVE_PCT: u64 = 50;
 
 #[derive(Debug)]
 pub struct SpinPolicy {
@@ -89,6 +95,14 @@ pub struct SpinPolicy {
     /// `agent_spin_contended` and `agent_slow_yields` in the stats.
     pub contended_windows: u64,
     pub slow_yields: u64,
+    /// `--realtime auto`: the policy may ask for real-time priority (RT_ENTER_PCT).
+    rt_auto: bool,
+    /// Real-time priority in force (as last asked of the loop).
+    realtime: bool,
+    /// A change of priority the loop has not applied yet.
+    rt_change: Option<bool>,
+    /// The agent thread's CPU time (µs) at the window's start.
+    cpu_at_start: u64,
 }
 
 /// What one idle pass asks of the loop.
@@ -136,7 +150,34 @@ impl SpinPolicy {
             yield_backoff: YIELD_PAUSE,
             contended_windows: 0,
             slow_yields: 0,
+            rt_auto: false,
+            realtime: false,
+            rt_change: None,
+            cpu_at_start: 0,
         }
+    }
+
+    /// `--realtime auto`: real-time priority while the CPU is contended and the agent's own share
+    /// of it is small (see [`SpinPolicy::take_priority_change`]).
+    pub fn with_realtime_auto(mut self) -> SpinPolicy {
+        self.rt_auto = true;
+        self
+    }
+
+    /// The priority the loop should switch to (true: real-time), once per change.
+    pub fn take_priority_change(&mut self) -> Option<bool> {
+        self.rt_change.take()
+    }
+
+    /// Real-time priority could not be set (no `CAP_SYS_NICE`): the policy stops asking.
+    pub fn realtime_refused(&mut self) {
+        self.rt_auto = false;
+        self.realtime = false;
+    }
+
+    /// Real-time priority in force.
+    pub fn realtime(&self) -> bool {
+        self.realtime
     }
 
     /// An iteration found work.
@@ -175,10 +216,32 @@ impl SpinPolicy {
     }
 
     /// `involuntary_switches`: the agent thread's so far; `stall_us`: the system's CPU pressure
-    /// total (microseconds some task waited for a CPU), when the kernel has PSI.
-    pub fn sample(&mut self, now: Instant, involuntary_switches: u64, stall_us: Option<u64>) {
+    /// total (microseconds some task waited for a CPU), when the kernel has PSI; `cpu_us`: the
+    /// agent thread's CPU time so far.
+    pub fn sample(
+        &mut self,
+        now: Instant,
+        involuntary_switches: u64,
+        stall_us: Option<u64>,
+        cpu_us: u64,
+    ) {
         if let Some(start) = self.window_start {
             let window_us = now.saturating_duration_since(start).as_micros() as u64;
+            if self.rt_auto && window_us > 0 {
+                let share = cpu_us.saturating_sub(self.cpu_at_start) * 100 / window_us;
+                // Contention is what makes a wake-up wait (a task on the agent's CPU that the
+                // wake-up does not preempt); at real-time priority the agent is preempted no
+                // more, so only its share decides the way back.
+                let want = if self.realtime {
+                    share <= RT_LEAVE_PCT
+                } else {
+                    self.contended && share < RT_ENTER_PCT
+                };
+                if want != self.realtime {
+                    self.realtime = want;
+                    self.rt_change = Some(want);
+                }
+            }
             let stalled = match (stall_us, self.stall_at_start) {
                 (Some(b), Some(a)) => b.saturating_sub(a) * 100 >= window_us * STALL_PCT,
                 _ => false,
@@ -214,6 +277,7 @@ impl SpinPolicy {
         self.window_start = Some(now);
         self.switches_at_start = involuntary_switches;
         self.stall_at_start = stall_us;
+        self.cpu_at_start = cpu_us;
     }
 
     /// At a clock read during idle passes: what the loop does next.
@@ -222,6 +286,7 @@ impl SpinPolicy {
         if now.saturating_duration_since(since) < self.effective_budget() {
             Next::Spin
         } else if self.contended
+            && !self.realtime
             && self.yields < self.yield_passes
             && self.yield_off_until.map_or(true, |t| now >= t)
         {
@@ -250,7 +315,9 @@ impl SpinPolicy {
     }
 
     pub fn effective_budget(&self) -> Duration {
-        if self.contended {
+        // At real-time priority a spin would keep the tasks of the agent's CPU off it (a yield
+        // does not hand the CPU to the normal class): sleep at once, each wake-up preempts.
+        if self.contended || self.realtime {
             Duration::ZERO
         } else {
             self.budget
@@ -270,7 +337,7 @@ mod tests {
     fn spins_the_budget_then_sleeps() {
         let t0 = Instant::now();
         let mut p = SpinPolicy::new(Duration::from_micros(50));
-        p.sample(t0, 0, None);
+        p.sample(t0, 0, None, 0);
         p.on_work();
         for _ in 1..CLOCK_EVERY {
             assert_eq!(p.on_idle(), Idle::Spin);
@@ -288,10 +355,10 @@ mod tests {
     fn preemption_turns_spinning_off_until_a_quiet_window() {
         let t0 = Instant::now();
         let mut p = SpinPolicy::new(Duration::from_micros(50));
-        p.sample(t0, 10, None);
+        p.sample(t0, 10, None, 0);
         assert!(!p.sample_due(t0 + WINDOW / 2));
         assert!(p.sample_due(t0 + WINDOW));
-        p.sample(t0 + WINDOW, 10 + CONTENDED_SWITCHES, None);
+        p.sample(t0 + WINDOW, 10 + CONTENDED_SWITCHES, None, 0);
         assert_eq!(p.effective_budget(), Duration::ZERO);
         // Contended: the first idle pass already decides: yield the CPU, a bounded number of
         // passes, then sleep; work in between starts the yields again.
@@ -326,14 +393,64 @@ mod tests {
         // Counted for the stats: the one contended spinning window, the three slow yields.
         assert_eq!((p.contended_windows, p.slow_yields), (1, 3));
         let mut q = SpinPolicy::with_yields(Duration::from_micros(50), 0);
-        q.sample(t0, 0, None);
-        q.sample(t0 + WINDOW, CONTENDED_SWITCHES, None);
+        q.sample(t0, 0, None, 0);
+        q.sample(t0 + WINDOW, CONTENDED_SWITCHES, None, 0);
         assert_sleeps(&mut q, t0 + WINDOW);
         // One quiet window: spinning again.
-        p.sample(t0 + 2 * WINDOW, 10 + CONTENDED_SWITCHES + 1, None);
+        p.sample(t0 + 2 * WINDOW, 10 + CONTENDED_SWITCHES + 1, None, 0);
         assert_eq!(p.effective_budget(), Duration::from_micros(50));
         p.on_work();
         assert_eq!(p.on_idle(), Idle::Spin);
+    }
+
+    #[test]
+    fn realtime_auto_while_contended_and_lightly_loaded() {
+        let t0 = Instant::now();
+        let w = WINDOW.as_micros() as u64;
+        let mut p = SpinPolicy::new(Duration::from_micros(50)).with_realtime_auto();
+        p.sample(t0, 0, None, 0);
+        // Contended (preempted), 10 % of the CPU: the next window asks for real-time, once.
+        p.sample(t0 + WINDOW, CONTENDED_SWITCHES, None, w / 10);
+        assert!(p.contended() && !p.realtime());
+        p.sample(t0 + 2 * WINDOW, CONTENDED_SWITCHES, None, 2 * w / 10);
+        assert!(p.realtime());
+        assert_eq!(p.take_priority_change(), Some(true));
+        assert_eq!(p.take_priority_change(), None);
+        // Real-time: no spin, no yields, sleep at the first idle pass.
+        assert_eq!(p.effective_budget(), Duration::ZERO);
+        p.on_work();
+        assert_eq!(p.on_idle(), Idle::Check);
+        assert_sleeps(&mut p, t0 + 2 * WINDOW);
+        // Up to RT_LEAVE_PCT it stays; above it, back to the normal class.
+        p.sample(
+            t0 + 3 * WINDOW,
+            CONTENDED_SWITCHES,
+            None,
+            2 * w / 10 + w * RT_LEAVE_PCT / 100,
+        );
+        assert_eq!(p.take_priority_change(), None);
+        p.sample(
+            t0 + 4 * WINDOW,
+            CONTENDED_SWITCHES,
+            None,
+            2 * w / 10 + w * RT_LEAVE_PCT / 100 + w * 9 / 10,
+        );
+        assert!(!p.realtime());
+        assert_eq!(p.take_priority_change(), Some(false));
+        // Busy (above RT_ENTER_PCT) and contended: not again.
+        p.sample(t0 + 5 * WINDOW, 2 * CONTENDED_SWITCHES, None, 2 * w);
+        p.sample(t0 + 6 * WINDOW, 3 * CONTENDED_SWITCHES, None, 2 * w + w / 2);
+        assert_eq!(p.take_priority_change(), None);
+        // Without `with_realtime_auto`, or once refused, it never asks.
+        let mut q = SpinPolicy::new(Duration::from_micros(50));
+        q.sample(t0, 0, None, 0);
+        q.sample(t0 + WINDOW, CONTENDED_SWITCHES, None, 0);
+        q.sample(t0 + 2 * WINDOW, CONTENDED_SWITCHES, None, 0);
+        assert_eq!(q.take_priority_change(), None);
+        p.realtime_refused();
+        p.sample(t0 + 7 * WINDOW, 4 * CONTENDED_SWITCHES, None, 2 * w + w / 2);
+        p.sample(t0 + 8 * WINDOW, 5 * CONTENDED_SWITCHES, None, 2 * w + w / 2);
+        assert_eq!(p.take_priority_change(), None);
     }
 
     #[test]
@@ -342,7 +459,7 @@ mod tests {
         let mut p = SpinPolicy::new(Duration::from_micros(50));
         let mut t = t0;
         let mut sw = 0;
-        p.sample(t, sw, None);
+        p.sample(t, sw, None, 0);
         let spin = Duration::from_micros(50);
         let mut pauses = Vec::new();
         for _ in 0..6 {
@@ -350,13 +467,13 @@ mod tests {
             assert_eq!(p.effective_budget(), spin);
             t += WINDOW;
             sw += CONTENDED_SWITCHES;
-            p.sample(t, sw, None);
+            p.sample(t, sw, None, 0);
             assert_eq!(p.effective_budget(), Duration::ZERO);
             // Quiet windows while not spinning, until the probe.
             let off = t;
             while p.effective_budget().is_zero() {
                 t += WINDOW;
-                p.sample(t, sw, None);
+                p.sample(t, sw, None, 0);
             }
             pauses.push((t - off).as_millis());
         }
@@ -365,29 +482,29 @@ mod tests {
         // Still preempted while sleeping at once: spinning stays off.
         t += WINDOW;
         sw += CONTENDED_SWITCHES;
-        p.sample(t, sw, None);
+        p.sample(t, sw, None, 0);
         for _ in 0..100 {
             t += WINDOW;
             sw += CONTENDED_SWITCHES;
-            p.sample(t, sw, None);
+            p.sample(t, sw, None, 0);
             assert_eq!(p.effective_budget(), Duration::ZERO);
         }
         // Long quiet spinning resets the pause.
         while p.effective_budget().is_zero() {
             t += WINDOW;
-            p.sample(t, sw, None);
+            p.sample(t, sw, None, 0);
         }
         for _ in 0..QUIET_RESET {
             t += WINDOW;
-            p.sample(t, sw, None);
+            p.sample(t, sw, None, 0);
         }
         t += WINDOW;
         sw += CONTENDED_SWITCHES;
-        p.sample(t, sw, None);
+        p.sample(t, sw, None, 0);
         let off = t;
         while p.effective_budget().is_zero() {
             t += WINDOW;
-            p.sample(t, sw, None);
+            p.sample(t, sw, None, 0);
         }
         assert_eq!(t - off, WINDOW);
     }
@@ -398,15 +515,15 @@ mod tests {
         // preempts the agent.
         let t0 = Instant::now();
         let mut p = SpinPolicy::new(Duration::from_micros(50));
-        p.sample(t0, 0, Some(1_000));
+        p.sample(t0, 0, Some(1_000), 0);
         let w = WINDOW.as_micros() as u64;
-        p.sample(t0 + WINDOW, 0, Some(1_000 + w * STALL_PCT / 100 / 2));
+        p.sample(t0 + WINDOW, 0, Some(1_000 + w * STALL_PCT / 100 / 2), 0);
         assert_eq!(
             p.effective_budget(),
             Duration::from_micros(50),
             "below the threshold"
         );
-        p.sample(t0 + 2 * WINDOW, 0, Some(1_000 + w * STALL_PCT / 100 * 2));
+        p.sample(t0 + 2 * WINDOW, 0, Some(1_000 + w * STALL_PCT / 100 * 2), 0);
         assert_eq!(p.effective_budget(), Duration::ZERO);
     }
 

@@ -233,6 +233,8 @@ pub struct Snapshot {
     /// CPU for more than a millisecond (spin.rs): each a burst of latency.
     pub spin_contended: u64,
     pub slow_yields: u64,
+    /// 1 while `--realtime auto` has the agent's loop at real-time priority.
+    pub realtime: u64,
     /// Memory the attached processes' regions hold (pages touched and not released).
     pub channel_bytes: u64,
     /// Connection events of every process so far.
@@ -269,6 +271,7 @@ impl Snapshot {
             ("agent_spin_us", self.spin_us),
             ("agent_spin_contended", self.spin_contended),
             ("agent_slow_yields", self.slow_yields),
+            ("agent_realtime", self.realtime),
             ("channel_bytes", self.channel_bytes),
             ("h2n_file_bytes", self.io.h2n_file_bytes),
             ("active_opens", self.conns.active_opens),

@@ -155,6 +155,34 @@ pub fn involuntary_switches() -> u64 {
     ru.ru_nivcsw as u64
 }
 
+/// CPU time (user + system, microseconds) of the calling thread so far; 0 when the call fails.
+pub fn thread_cpu_us() -> u64 {
+    // SAFETY: all-zero bytes are a valid `rusage`.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a writable rusage for the call to fill.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return 0;
+    }
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(ru.ru_utime) + us(ru.ru_stime)
+}
+
+/// Puts the calling thread in the real-time class (`SCHED_RR`, priority 1, reset for children
+/// across fork) or back in the normal one. Needs `CAP_SYS_NICE` (or an `RLIMIT_RTPRIO`) for
+/// the first.
+pub fn set_realtime(on: bool) -> io::Result<()> {
+    let (policy, prio) = if on {
+        (libc::SCHED_RR | libc::SCHED_RESET_ON_FORK, 1)
+    } else {
+        (libc::SCHED_OTHER, 0)
+    };
+    let p = libc::sched_param {
+        sched_priority: prio,
+    };
+    // SAFETY: `p` is a valid sched_param; pid 0 is the calling thread.
+    cvt(unsafe { libc::sched_setscheduler(0, policy, &p) }).map(|_| ())
+}
+
 /// Microseconds some task has waited for a CPU since boot (`/proc/pressure/cpu`, "some total");
 /// `None` without PSI.
 pub fn cpu_pressure_us() -> Option<u64> {

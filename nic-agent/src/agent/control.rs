@@ -46,6 +46,7 @@ impl<B: Backend> Agent<B> {
         snap.spin_us = self.spin.effective_budget().as_micros() as u64;
         snap.spin_contended = self.spin.contended_windows;
         snap.slow_yields = self.spin.slow_yields;
+        snap.realtime = u64::from(self.spin.realtime());
         if arg == STATS_JSON_SOCKETS {
             snap.tls_socks = self.core.tls_sockets();
         }

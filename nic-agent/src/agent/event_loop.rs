@@ -24,8 +24,15 @@ impl<B: Backend> Agent<B> {
                 self.clock = t;
             }
             if let Some(t) = now.filter(|&t| self.spin.sample_due(t)) {
-                self.spin
-                    .sample(t, sys::involuntary_switches(), sys::cpu_pressure_us());
+                self.spin.sample(
+                    t,
+                    sys::involuntary_switches(),
+                    sys::cpu_pressure_us(),
+                    sys::thread_cpu_us(),
+                );
+                if let Some(rt) = self.spin.take_priority_change() {
+                    self.set_realtime(rt);
+                }
             }
             let next = match now {
                 Some(t) if idle == Some(Idle::Check) && !self.core.backend().has_local_events() => {
@@ -126,6 +133,21 @@ impl<B: Backend> Agent<B> {
             }
         }
         self.shutdown();
+    }
+
+    /// `--realtime auto` asked for (or out of) real-time priority (spin.rs).
+    fn set_realtime(&mut self, on: bool) {
+        match sys::set_realtime(on) {
+            Ok(()) => debug!(on, "real-time priority"),
+            Err(e) => {
+                warn!("--realtime auto: cannot change the scheduling class ({e}); staying in the normal one");
+                self.spin.realtime_refused();
+                if on {
+                    return;
+                }
+                let _ = sys::set_realtime(false);
+            }
+        }
     }
 
     pub(super) fn sleep_timeout(&self, now: Instant) -> i32 {

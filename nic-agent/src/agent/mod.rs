@@ -125,6 +125,9 @@ pub struct Config {
     pub socket: PathBuf,
     pub geometry: Geometry,
     pub spin: Duration,
+    /// `--realtime auto`: real-time priority while the agent's CPU is contended and its own share
+    /// of it small (spin.rs).
+    pub realtime_auto: bool,
     /// `--metrics ADDR:PORT`: serve Prometheus text on `/metrics` (crate::metrics).
     pub metrics: Option<std::net::SocketAddr>,
     /// `--tls-port`: local ports whose connections the agent terminates TLS for, with the
@@ -288,6 +291,7 @@ impl<B: Backend> Agent<B> {
             "snstack-agent listening"
         );
         let spin = cfg.spin;
+        let realtime_auto = cfg.realtime_auto;
         Ok(Agent {
             sigfd_raw: sigfd.as_raw_fd(),
             _sigfd: sigfd,
@@ -307,7 +311,11 @@ impl<B: Backend> Agent<B> {
                 core
             },
             clock: Instant::now(),
-            spin: SpinPolicy::new(spin),
+            spin: if realtime_auto {
+                SpinPolicy::new(spin).with_realtime_auto()
+            } else {
+                SpinPolicy::new(spin)
+            },
             deferred: 0,
             held: Vec::new(),
             held_since: None,
