@@ -157,10 +157,10 @@ impl SpinPolicy {
         }
     }
 
-    /// `--realtime auto`: real-time priority while the CPU is contended and the agent's own share
-    /// of it is small (see [`SpinPolicy::take_priority_change`]).
-    pub fn with_realtime_auto(mut self) -> SpinPolicy {
-        self.rt_auto = true;
+    /// `--realtime auto` when `on`: real-time priority while the CPU is contended and the agent's
+    /// own share of it is small (see [`SpinPolicy::take_priority_change`]).
+    pub fn with_realtime_auto(mut self, on: bool) -> SpinPolicy {
+        self.rt_auto = on;
         self
     }
 
@@ -407,7 +407,7 @@ mod tests {
     fn realtime_auto_while_contended_and_lightly_loaded() {
         let t0 = Instant::now();
         let w = WINDOW.as_micros() as u64;
-        let mut p = SpinPolicy::new(Duration::from_micros(50)).with_realtime_auto();
+        let mut p = SpinPolicy::new(Duration::from_micros(50)).with_realtime_auto(true);
         p.sample(t0, 0, None, 0);
         // Contended (preempted), 10 % of the CPU: the next window asks for real-time, once.
         p.sample(t0 + WINDOW, CONTENDED_SWITCHES, None, w / 10);

@@ -143,28 +143,17 @@ pub fn cpus_apart(pid: i32) -> bool {
         .all(|c| !(unsafe { libc::CPU_ISSET(c, &theirs) && libc::CPU_ISSET(c, &ours) }))
 }
 
-/// Involuntary context switches of the calling thread so far (`getrusage(RUSAGE_THREAD)`); 0
-/// when the call fails.
-pub fn involuntary_switches() -> u64 {
+/// The calling thread's involuntary context switches and CPU time (user + system, microseconds)
+/// so far, from one `getrusage(RUSAGE_THREAD)`; zeros when the call fails.
+pub fn thread_usage() -> (u64, u64) {
     // SAFETY: all-zero bytes are a valid `rusage`.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a writable rusage for the call to fill.
     if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
-        return 0;
-    }
-    ru.ru_nivcsw as u64
-}
-
-/// CPU time (user + system, microseconds) of the calling thread so far; 0 when the call fails.
-pub fn thread_cpu_us() -> u64 {
-    // SAFETY: all-zero bytes are a valid `rusage`.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is a writable rusage for the call to fill.
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
-        return 0;
+        return (0, 0);
     }
     let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    us(ru.ru_utime) + us(ru.ru_stime)
+    (ru.ru_nivcsw as u64, us(ru.ru_utime) + us(ru.ru_stime))
 }
 
 /// Puts the calling thread in the real-time class (`SCHED_RR`, priority 1, reset for children

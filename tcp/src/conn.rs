@@ -1317,13 +1317,11 @@ impl Tcb {
 
     fn on_tlp(&mut self, now: Instant) {
         self.stats.tlps += 1;
-        let recovering = matches!(self.phase, Phase::Recovery { .. });
-        if let Some(hole) = self
-            .sb
-            .next_lost()
-            .or_else(|| self.sb.first_hole())
-            .filter(|_| recovering)
-        {
+        let hole = match self.phase {
+            Phase::Recovery { .. } => self.sb.next_lost().or_else(|| self.sb.first_hole()),
+            _ => None,
+        };
+        if let Some(hole) = hole {
             // In recovery the probe fills the first hole: a segment known lost and held back
             // by the window, or one retransmitted already, whose retransmission may be lost
             // with nothing sent after it to tell (a probe of the highest segment, SACKed
@@ -1822,22 +1820,21 @@ impl Tcb {
         if rate_based {
             self.rate_control(now, &rs, prior_in_flight, out.sacked);
         }
-        if let (Some(size), Some(min_rtt)) = (self.sendbuf.lent_size(), self.rtt.min_rtt()) {
+        if let Some(size) = self.sendbuf.lent_size().filter(|_| !self.loan_outgrown) {
             // Bytes the path itself holds at the measured rate (not counting queues, which an
             // RTT under load would: a busy host fills any stream without gaining throughput).
-            let bdp = u128::from(rs.delivery_rate) * min_rtt.as_micros() / 1_000_000;
-            if bdp * 2 >= size as u128 {
-                self.loan_outgrown = true;
-            }
-        }
-        if let Some(size) = self.sendbuf.lent_size() {
-            // A hole pins SND.UNA while the stream is full and all of it has gone out: nothing
-            // new can be sent until the hole is filled, so a lost retransmission has no later
-            // segment to reveal it (RACK) and waits for the RTO; at veth speed that is a
-            // thousand round trips. The stream is too small for this path's losses: the
-            // engine's own buffer, which grows with the window, takes over.
-            let hole = self.in_recovery() || self.sb.sacked_bytes() > 0;
-            if hole && self.sendbuf.len() >= size && self.unsent() == 0 {
+            let bdp = self.rtt.min_rtt().map_or(0, |m| {
+                u128::from(rs.delivery_rate) * m.as_micros() / 1_000_000
+            });
+            // Or a hole pins SND.UNA while the stream is full and all of it has gone out:
+            // nothing new can be sent until the hole is filled, so a lost retransmission has
+            // no later segment to reveal it (RACK) and waits for the RTO; at veth speed that is
+            // a thousand round trips. Either way the engine's own buffer, which grows with the
+            // window, should take over.
+            let pinned = (self.in_recovery() || self.sb.sacked_bytes() > 0)
+                && self.sendbuf.len() >= size
+                && self.unsent() == 0;
+            if bdp * 2 >= size as u128 || pinned {
                 self.loan_outgrown = true;
             }
         }

@@ -24,12 +24,9 @@ impl<B: Backend> Agent<B> {
                 self.clock = t;
             }
             if let Some(t) = now.filter(|&t| self.spin.sample_due(t)) {
-                self.spin.sample(
-                    t,
-                    sys::involuntary_switches(),
-                    sys::cpu_pressure_us(),
-                    sys::thread_cpu_us(),
-                );
+                let (switches, cpu_us) = sys::thread_usage();
+                self.spin
+                    .sample(t, switches, sys::cpu_pressure_us(), cpu_us);
                 if let Some(rt) = self.spin.take_priority_change() {
                     self.set_realtime(rt);
                 }
@@ -140,12 +137,9 @@ impl<B: Backend> Agent<B> {
         match sys::set_realtime(on) {
             Ok(()) => debug!(on, "real-time priority"),
             Err(e) => {
+                // Only entering the real-time class needs a privilege: this is the first request.
                 warn!("--realtime auto: cannot change the scheduling class ({e}); staying in the normal one");
                 self.spin.realtime_refused();
-                if on {
-                    return;
-                }
-                let _ = sys::set_realtime(false);
             }
         }
     }

@@ -311,11 +311,7 @@ impl<B: Backend> Agent<B> {
                 core
             },
             clock: Instant::now(),
-            spin: if realtime_auto {
-                SpinPolicy::new(spin).with_realtime_auto()
-            } else {
-                SpinPolicy::new(spin)
-            },
+            spin: SpinPolicy::new(spin).with_realtime_auto(realtime_auto),
             deferred: 0,
             held: Vec::new(),
             held_since: None,
