@@ -1224,6 +1224,8 @@ def main():
     ap.add_argument("--agent-realtime", choices=["auto", "off"], default="auto",
                     help="the agents' --realtime (auto: real-time priority while lightly loaded on a "
                          "shared CPU; the agent shares the load generators' CPU here)")
+    ap.add_argument("--agent-arg", dest="agent_extra", action="append", default=[],
+                    help="one more argument for every agent (repeatable), e.g. --agent-arg=--host-poll-us=0")
     ap.add_argument("--no-netns", action="store_true", help="stay in the current network namespace")
     args = ap.parse_args()
     args.command_line = os.environ.get("BENCH_COMMAND") or "python3 bench/snstack_bench.py " + " ".join(sys.argv[1:])
@@ -1295,7 +1297,7 @@ def main():
             if mode != "kernel":
                 agent = Agent(h.agent_bin, h.workdir, h.pins["agent"],
                               ["--backend", "kernel", "--max-sockets", "16384",
-                               "--realtime", h.args.agent_realtime], mode)
+                               "--realtime", h.args.agent_realtime] + h.args.agent_extra, mode)
                 h.agent_cmds.append(" ".join(agent.argv).replace(str(h.workdir), "$W"))
             log(f"mode {mode}")
             for sc in full:
@@ -1311,7 +1313,7 @@ def main():
             try:
                 fix.setup()
                 agent = Agent(h.agent_bin, h.workdir, h.pins["agent"],
-                              fix.agent_args() + ["--realtime", h.args.agent_realtime], mode,
+                              fix.agent_args() + ["--realtime", h.args.agent_realtime] + h.args.agent_extra, mode,
                               prefix=fix.agent_prefix)
                 fix.agent_pid = agent.p.pid
                 h.agent_cmds.append(" ".join(fix.agent_prefix + agent.argv).replace(str(h.workdir), "$W"))
@@ -1331,7 +1333,7 @@ def main():
         if args.pcie != "off" and "offload-kernel" in want_modes:
             mode = "offload-kernel+pcie"
             agent = Agent(h.agent_bin, h.workdir, h.pins["agent"], ["--backend", "kernel", "--pcie", args.pcie,
-                                                                   "--realtime", args.agent_realtime], mode)
+                                                                   "--realtime", args.agent_realtime] + args.agent_extra, mode)
             h.agent_cmds.append(" ".join(agent.argv).replace(str(h.workdir), "$W"))
             log(f"mode {mode}")
             for sc in head:

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use shm_proto::region::Geometry;
 use shm_proto::{wake, Cmd, Consumer, Evt, Header, Payload, Producer, Region, MAX_WAITERS};
 
+use crate::host_poll;
 use crate::pcie::{self, Dir};
 use crate::session::Violation;
 use crate::stats::Counters;
@@ -33,6 +34,14 @@ pub struct Channel {
     /// Publication counter (`SockState::stamp`).
     stamp: u64,
     waiters: Vec<Option<OwnedFd>>,
+    /// Sockets that changed since the agent last went to sleep (a round): how many connections
+    /// the host has to answer at once (host_poll.rs). `round_of[slot]` is the round (mod 256)
+    /// in which `slot` was last counted.
+    delivered: u32,
+    round: u8,
+    round_of: Vec<u8>,
+    /// A round delivered a batch, and no polling sleep has given up on the host since.
+    hot: bool,
     /// Waiters whose doorbell is owed: they announced sleep, the announcement was consumed
     /// (`wake::must_ring`), and the eventfd write waits for [`Channel::ring_owed`].
     owed: u64,
@@ -70,6 +79,10 @@ impl Channel {
             overflow: VecDeque::new(),
             posted: false,
             consumed: false,
+            delivered: 0,
+            round: 1,
+            round_of: vec![0; n],
+            hot: false,
             owed: 0,
             dirty: Vec::new(),
             dirty_mark: vec![false; n],
@@ -215,6 +228,12 @@ impl Channel {
             if let Some(m) = self.dirty_mark.get_mut(slot as usize) {
                 *m = false;
             }
+            if let Some(r) = self.round_of.get_mut(slot as usize) {
+                if *r != self.round {
+                    *r = self.round;
+                    self.delivered += 1;
+                }
+            }
             self.wake_sock(slot);
         }
         self.dirty = dirty;
@@ -305,6 +324,23 @@ impl Channel {
         }
     }
 
+    /// The agent is about to sleep: a round that changed many sockets makes the channel hot.
+    pub fn end_round(&mut self) {
+        self.hot |= std::mem::take(&mut self.delivered) >= host_poll::HOT_BATCH;
+        self.round = self.round.wrapping_add(1);
+    }
+
+    /// The host is answering a batch of what the agent published, large enough that polling
+    /// for its answer beats its doorbell (host_poll.rs).
+    pub fn hot(&self) -> bool {
+        self.hot
+    }
+
+    /// Polling for the host's answer stopped paying: ask for its doorbell again.
+    pub fn cool(&mut self) {
+        self.hot = false;
+    }
+
     /// Announce / retract the agent's sleep on this channel.
     pub fn announce_sleep(&self) {
         wake::announce(&self.header().agent_sleeping.0);
@@ -358,6 +394,41 @@ mod tests {
         let now = h.region_seq.0.load(Ordering::Acquire);
         ch.flush().unwrap();
         assert_eq!(h.region_seq.0.load(Ordering::Acquire), now);
+    }
+
+    #[test]
+    fn a_batch_makes_the_channel_hot_one_request_does_not() {
+        let (mut ch, _memfd) = Channel::create(small()).unwrap();
+        let region = *ch.region();
+        let mut host = region.cmd_producer();
+        // One connection (a ping-pong), however many changes per round: the host keeps its
+        // doorbell.
+        for _ in 0..300 {
+            for _ in 0..8 {
+                ch.dirty(0);
+                ch.flush().unwrap();
+            }
+            ch.end_round();
+            assert!(!ch.hot());
+        }
+        // Four sockets changed in one round (over two iterations): polled for, and still
+        // while the host answers and in later rounds.
+        ch.dirty(0);
+        ch.dirty(1);
+        ch.flush().unwrap();
+        assert!(!ch.hot(), "hot before the round ended");
+        ch.dirty(2);
+        ch.dirty(3);
+        ch.flush().unwrap();
+        ch.end_round();
+        assert!(ch.hot());
+        assert!(host.push(shm_proto::Request::TxKick.to_cmd(1)).unwrap());
+        assert!(ch.pop_cmd().unwrap().is_some());
+        ch.end_round();
+        assert!(ch.hot(), "the host's answer or a quiet round ended polling");
+        // Polling gave up: doorbells again until the next batch.
+        ch.cool();
+        assert!(!ch.hot());
     }
 
     #[test]

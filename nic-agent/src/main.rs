@@ -16,6 +16,7 @@ mod backend;
 mod channel;
 mod config;
 mod framed;
+mod host_poll;
 mod ktls;
 mod ktls_rx;
 mod metrics;
@@ -190,6 +191,12 @@ struct RunArgs {
     /// for latency when the host has cores to spare. SNSTACK_SPIN_US overrides it per process.
     #[arg(long, value_name = "N", default_value_t = 0)]
     host_spin_us: u32,
+    /// Microseconds between the agent's looks at a host's command ring while that host is
+    /// answering what the agent just delivered: the host then writes no doorbell (on a real NIC
+    /// a cheap MMIO store; emulated here, a wake-up of another CPU that the host pays for).
+    /// Three looks in a row that find nothing bring the doorbells back. 0 turns it off.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    host_poll_us: u64,
     /// Terminate TLS on these local ports (comma-separated; repeatable): connections to
     /// offloaded listeners on them speak TLS on the wire with --tls-cert/--tls-key, and the
     /// program that listens reads and writes plain bytes (docs/tls.md).
@@ -473,6 +480,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         geometry,
         spin: Duration::from_micros(a.spin_us),
         realtime_auto: a.realtime == Realtime::Auto,
+        host_poll: Duration::from_micros(a.host_poll_us),
         metrics: a.metrics,
         tls,
     };

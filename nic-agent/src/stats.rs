@@ -235,6 +235,10 @@ pub struct Snapshot {
     pub slow_yields: u64,
     /// 1 while `--realtime auto` has the agent's loop at real-time priority.
     pub realtime: u64,
+    /// Sleeps that polled busy hosts' command rings on a timer instead of asking for their
+    /// doorbells, and those whose timer found nothing (host_poll.rs).
+    pub host_polls: u64,
+    pub host_polls_empty: u64,
     /// Memory the attached processes' regions hold (pages touched and not released).
     pub channel_bytes: u64,
     /// Connection events of every process so far.
@@ -272,6 +276,8 @@ impl Snapshot {
             ("agent_spin_contended", self.spin_contended),
             ("agent_slow_yields", self.slow_yields),
             ("agent_realtime", self.realtime),
+            ("agent_host_polls", self.host_polls),
+            ("agent_host_polls_empty", self.host_polls_empty),
             ("channel_bytes", self.channel_bytes),
             ("h2n_file_bytes", self.io.h2n_file_bytes),
             ("active_opens", self.conns.active_opens),

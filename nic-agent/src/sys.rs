@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::AtomicU32;
+use std::time::Duration;
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r == -1 {
@@ -87,9 +88,67 @@ impl Epoll {
         }
     }
 
+    /// [`Epoll::wait`] with a timeout in nanoseconds (`epoll_pwait2`, Linux 5.11; `None`: no
+    /// bound). Falls back to whole milliseconds, rounded up, where the call is missing.
+    pub fn wait_for(
+        &self,
+        buf: &mut [libc::epoll_event],
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        let ms = |t: Duration| t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        let t = match timeout {
+            None => return self.wait(buf, -1),
+            Some(t) if t.is_zero() || t.subsec_nanos() % 1_000_000 == 0 => {
+                return self.wait(buf, ms(t))
+            }
+            Some(t) => t,
+        };
+        if NO_PWAIT2.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.wait(buf, ms(t));
+        }
+        let ts = libc::timespec {
+            tv_sec: t.as_secs().min(i32::MAX as u64) as _,
+            tv_nsec: t.subsec_nanos() as _,
+        };
+        let n = buf.len().min(i32::MAX as usize) as libc::c_int;
+        // SAFETY: `buf` is valid for `n` writable entries, `ts` lives across the call, and a
+        // NULL sigmask leaves the thread's mask alone.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_epoll_pwait2,
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr(),
+                n,
+                &ts as *const libc::timespec,
+                std::ptr::null::<libc::sigset_t>(),
+                0usize,
+            )
+        };
+        match cvt(r as libc::c_int) {
+            Ok(n) => Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                NO_PWAIT2.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.wait(buf, ms(t))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+}
+
+/// `epoll_pwait2` returned ENOSYS once (a kernel older than 5.11).
+static NO_PWAIT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets the calling thread's timer slack (how late the kernel may fire its timers to batch
+/// wake-ups; 50 us by default for normal threads, too coarse for a 20 us polling interval).
+pub fn set_timer_slack(slack: Duration) -> io::Result<()> {
+    let ns = slack.as_nanos().clamp(1, u64::MAX as u128) as libc::c_ulong;
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument; the rest are ignored.
+    cvt(unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns, 0, 0, 0) }).map(|_| ())
 }
 
 /// An empty event buffer for [`Epoll::wait`].

@@ -47,6 +47,8 @@ impl<B: Backend> Agent<B> {
         snap.spin_contended = self.spin.contended_windows;
         snap.slow_yields = self.spin.slow_yields;
         snap.realtime = u64::from(self.spin.realtime());
+        snap.host_polls = self.host_poll.polls;
+        snap.host_polls_empty = self.host_poll.empty_polls;
         if arg == STATS_JSON_SOCKETS {
             snap.tls_socks = self.core.tls_sockets();
         }

@@ -210,10 +210,33 @@ impl<B: Backend> Core<B> {
         self.procs.values().any(|p| p.chan.backlog() > 0)
     }
 
-    /// Tells every live process that the agent is about to sleep (they ring its doorbell).
-    pub fn announce_sleep(&self) {
+    /// Tells every live process that the agent is about to sleep (they ring its doorbell);
+    /// `polling`: all but the hot ones, whose commands the agent's timer will pick up
+    /// (host_poll.rs).
+    pub fn announce_sleep(&self, polling: bool) {
         for p in self.procs.values().filter(|p| !p.closing) {
-            p.chan.announce_sleep();
+            if !(polling && p.chan.hot()) {
+                p.chan.announce_sleep();
+            }
+        }
+    }
+
+    /// The agent is about to sleep: each channel's round of publications ends (host_poll.rs).
+    pub fn end_round(&mut self) {
+        for p in self.procs.values_mut() {
+            p.chan.end_round();
+        }
+    }
+
+    /// Some live process is likely answering what the agent published (host_poll.rs).
+    pub fn any_hot(&self) -> bool {
+        self.procs.values().any(|p| !p.closing && p.chan.hot())
+    }
+
+    /// Polling stopped paying: every process rings the doorbell again.
+    pub fn cool_all(&mut self) {
+        for p in self.procs.values_mut() {
+            p.chan.cool();
         }
     }
 

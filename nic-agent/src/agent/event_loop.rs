@@ -46,12 +46,24 @@ impl<B: Backend> Agent<B> {
                 self.clock = end;
             }
             let sleepy = next == Next::Sleep;
-            let mut timeout = 0;
+            let mut timeout = Some(Duration::ZERO);
+            let mut polling = false;
             if sleepy {
                 self.ring_held();
-                self.core.announce_sleep();
+                // While a host answers what it was just given, a timer picks its commands up
+                // and it writes no doorbell (host_poll.rs).
+                self.core.end_round();
+                let poll = self.host_poll.sleep(self.core.any_hot());
+                self.core.announce_sleep(poll.is_some());
                 if !self.core.cmds_pending() && self.core.backend().rx_pending() != Some(true) {
-                    timeout = self.sleep_timeout(now.unwrap_or_else(Instant::now));
+                    timeout = match self.sleep_timeout(now.unwrap_or_else(Instant::now)) {
+                        -1 => None,
+                        ms => Some(Duration::from_millis(ms as u64)),
+                    };
+                    if let Some(p) = poll {
+                        polling = true;
+                        timeout = Some(timeout.map_or(p, |t| t.min(p)));
+                    }
                 }
             }
             let do_epoll = sleepy
@@ -66,7 +78,7 @@ impl<B: Backend> Agent<B> {
                 if let Some(t) = now {
                     last_epoll = t;
                 }
-                match self.epoll.wait(&mut self.evbuf, timeout) {
+                match self.epoll.wait_for(&mut self.evbuf, timeout) {
                     Ok(n) => n,
                     Err(e) => {
                         error!("epoll_wait: {e}");
@@ -78,7 +90,19 @@ impl<B: Backend> Agent<B> {
             };
             if sleepy {
                 self.core.retract_sleep();
-                if timeout != 0 {
+                if polling {
+                    let found = if self.core.cmds_pending() {
+                        Found::Commands
+                    } else if n > 0 {
+                        Found::Other
+                    } else {
+                        Found::Nothing
+                    };
+                    if self.host_poll.woke(found) {
+                        self.core.cool_all();
+                    }
+                }
+                if timeout != Some(Duration::ZERO) {
                     // Asleep for a while: timers need the time after it.
                     now = Some(Instant::now());
                     self.clock = now.unwrap_or(self.clock);

@@ -59,6 +59,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::backend::{Backend, ConnectState, Readiness, SockEvent};
 use crate::channel::Channel;
+use crate::host_poll::{Found, HostPoll};
 use crate::session::{self, Command, OptPolicy, ReuseportTable, Session, Violation};
 use crate::sock::{self, Bind, Binding, Kind, Listener, Parked, Sock, SockId, SockTable};
 use crate::spin::{Idle, Next, SpinPolicy};
@@ -128,6 +129,8 @@ pub struct Config {
     /// `--realtime auto`: real-time priority while the agent's CPU is contended and its own share
     /// of it small (spin.rs).
     pub realtime_auto: bool,
+    /// `--host-poll-us`: the polling interval while hosts answer (host_poll.rs); zero: off.
+    pub host_poll: Duration,
     /// `--metrics ADDR:PORT`: serve Prometheus text on `/metrics` (crate::metrics).
     pub metrics: Option<std::net::SocketAddr>,
     /// `--tls-port`: local ports whose connections the agent terminates TLS for, with the
@@ -201,6 +204,7 @@ pub struct Agent<B: Backend> {
     /// The last clock read: the time handed to the core on iterations that read none.
     clock: Instant,
     spin: SpinPolicy,
+    host_poll: HostPoll,
     /// Iterations the owed doorbells have waited.
     deferred: u32,
     /// Sessions whose owed doorbells are held, and since when the oldest waits.
@@ -292,6 +296,12 @@ impl<B: Backend> Agent<B> {
         );
         let spin = cfg.spin;
         let realtime_auto = cfg.realtime_auto;
+        let host_poll = cfg.host_poll;
+        if !host_poll.is_zero() {
+            if let Err(e) = sys::set_timer_slack(Duration::from_micros(1)) {
+                warn!("timer slack: {e}");
+            }
+        }
         Ok(Agent {
             sigfd_raw: sigfd.as_raw_fd(),
             _sigfd: sigfd,
@@ -312,6 +322,7 @@ impl<B: Backend> Agent<B> {
             },
             clock: Instant::now(),
             spin: SpinPolicy::new(spin).with_realtime_auto(realtime_auto),
+            host_poll: HostPoll::new(host_poll),
             deferred: 0,
             held: Vec::new(),
             held_since: None,

@@ -1260,3 +1260,64 @@ fn an_urgent_mark_overtaken_by_the_close_still_lets_the_drain_finish() {
     same(&read_all(&mut r, &mut a, ss, 2), b"x!");
     assert!(!b.dead());
 }
+
+/// A process handed a batch (requests on four connections in one round) is not told the agent
+/// sleeps, so it writes no doorbell while it answers; a quiet process is told; and once polling
+/// gave up (`cool_all`), both are told again (host_poll.rs).
+#[test]
+fn sleep_is_not_announced_to_a_process_answering_a_batch() {
+    let mut r = Rig::new();
+    let mut srv = r.attach(100);
+    let mut cli = r.attach(200);
+    let quiet = r.attach(300);
+    let ls = r.listener(&mut srv, 8080);
+    let mut pairs = Vec::new();
+    for _ in 0..4 {
+        pairs.push(r.connect(&mut cli, &mut srv, ls, 8080));
+    }
+    r.core.end_round();
+    let sleeping = |h: &Host| h.region.header().agent_sleeping.0.load(Ordering::Acquire);
+    // The round above changed each side's sockets: everyone answered since, so cool down.
+    r.core.cool_all();
+    // One round: a request on every connection.
+    round(&mut r, &mut cli, &pairs, b"GET / HTTP/1.1\r\n\r\n");
+    r.core.announce_sleep(true);
+    assert_eq!(
+        sleeping(&srv),
+        0,
+        "the server answering four requests was told to ring"
+    );
+    assert_eq!(
+        sleeping(&quiet),
+        1,
+        "a quiet process was not told the agent sleeps"
+    );
+    r.core.retract_sleep();
+    for &(_, ss) in &pairs {
+        assert_eq!(srv.read(ss), b"GET / HTTP/1.1\r\n\r\n");
+    }
+    // Polling gave up: everyone rings again.
+    r.core.cool_all();
+    assert!(!r.core.any_hot());
+    r.core.announce_sleep(true);
+    assert_eq!(
+        (sleeping(&srv), sleeping(&cli), sleeping(&quiet)),
+        (1, 1, 1)
+    );
+    // Announcing without polling tells everyone, hot or not.
+    r.core.retract_sleep();
+    round(&mut r, &mut cli, &pairs, b"x");
+    r.core.announce_sleep(false);
+    assert_eq!(sleeping(&srv), 1);
+}
+
+/// `c` sends `data` on each of its sockets in `pairs`, and the agent's round ends.
+fn round(r: &mut Rig, c: &mut Host, pairs: &[(u32, u32)], data: &[u8]) {
+    for &(cs, _) in pairs {
+        c.write(cs, data);
+        c.send(cs, Request::TxKick);
+    }
+    r.step();
+    r.core.end_round();
+    assert!(r.core.any_hot());
+}
