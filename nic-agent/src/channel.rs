@@ -42,6 +42,8 @@ pub struct Channel {
     round_of: Vec<u8>,
     /// A round delivered a batch, and no polling sleep has given up on the host since.
     hot: bool,
+    /// The host runs on CPUs apart from the agent's (the shell reads its affinity).
+    apart: bool,
     /// Waiters whose doorbell is owed: they announced sleep, the announcement was consumed
     /// (`wake::must_ring`), and the eventfd write waits for [`Channel::ring_owed`].
     owed: u64,
@@ -83,6 +85,7 @@ impl Channel {
             round: 1,
             round_of: vec![0; n],
             hot: false,
+            apart: false,
             owed: 0,
             dirty: Vec::new(),
             dirty_mark: vec![false; n],
@@ -331,9 +334,15 @@ impl Channel {
     }
 
     /// The host is answering a batch of what the agent published, large enough that polling
-    /// for its answer beats its doorbell (host_poll.rs).
+    /// for its answer beats its doorbell, from CPUs of its own (host_poll.rs).
     pub fn hot(&self) -> bool {
-        self.hot
+        self.hot && self.apart
+    }
+
+    /// Whether the host runs on CPUs apart from the agent's (only such a host's doorbell is a
+    /// wake-up of another CPU; one that shares the agent's would lose CPU to its polling).
+    pub fn set_apart(&mut self, apart: bool) {
+        self.apart = apart;
     }
 
     /// Polling for the host's answer stopped paying: ask for its doorbell again.
@@ -401,6 +410,7 @@ mod tests {
         let (mut ch, _memfd) = Channel::create(small()).unwrap();
         let region = *ch.region();
         let mut host = region.cmd_producer();
+        ch.set_apart(true);
         // One connection (a ping-pong), however many changes per round: the host keeps its
         // doorbell.
         for _ in 0..300 {
@@ -426,6 +436,10 @@ mod tests {
         assert!(ch.pop_cmd().unwrap().is_some());
         ch.end_round();
         assert!(ch.hot(), "the host's answer or a quiet round ended polling");
+        // A host sharing the agent's CPUs rings.
+        ch.set_apart(false);
+        assert!(!ch.hot());
+        ch.set_apart(true);
         // Polling gave up: doorbells again until the next batch.
         ch.cool();
         assert!(!ch.hot());

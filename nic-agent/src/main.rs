@@ -191,8 +191,9 @@ struct RunArgs {
     /// for latency when the host has cores to spare. SNSTACK_SPIN_US overrides it per process.
     #[arg(long, value_name = "N", default_value_t = 0)]
     host_spin_us: u32,
-    /// Microseconds between the agent's looks at a host's command ring while that host is
-    /// answering what the agent just delivered: the host then writes no doorbell (on a real NIC
+    /// Microseconds between the agent's looks at a host's command ring while that host, on
+    /// CPUs apart from the agent's, answers a batch the agent just delivered (4 or more
+    /// connections): the host then writes no doorbell (on a real NIC
     /// a cheap MMIO store; emulated here, a wake-up of another CPU that the host pays for).
     /// Three looks in a row that find nothing bring the doorbells back. 0 turns it off.
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000))]

@@ -24,6 +24,25 @@ payload_http_suite 127.0.0.1 "$port" "$root"
 stop_pid "$SERVER_PID"
 stop_agent
 
+if (($(nproc) >= 2)); then
+    # Server and agent on CPUs apart: the agent polls this host's command ring on a timer while
+    # it answers a batch, instead of asking for its doorbell (docs/agent-loop.md, Polling busy
+    # hosts). Whether a given run polls depends on timing, so it is logged, not asserted (the
+    # policy and its channel state are unit-tested); every check of the suite must hold either way.
+    log "kernel backend, server on CPU 0 and agent on CPU 1"
+    start_agent --spin-us 0
+    taskset -a -pc 1 "$AGENT_PID" >/dev/null
+    port=$(free_port)
+    payload_server "$WORKDIR/http1.log" 127.0.0.1 "$port" "$HTTP_BIN" --agent "$AGENT_SOCK" \
+        --listen "127.0.0.1:$port" --root "$root"
+    taskset -a -pc 0 "$SERVER_PID" >/dev/null
+    sleep 1.2 # the agent reads a process's affinity once a second
+    payload_http_suite 127.0.0.1 "$port" "$root"
+    log "agent polls: $(agent_stats | grep -E '^agent_host_polls' | tr '\n' ' ')"
+    stop_pid "$SERVER_PID"
+    stop_agent
+fi
+
 log "native engine (af_packet)"
 userstack_probe
 userstack_up

@@ -53,6 +53,7 @@ impl<B: Backend> Agent<B> {
                 // While a host answers what it was just given, a timer picks its commands up
                 // and it writes no doorbell (host_poll.rs).
                 self.core.end_round();
+                self.refresh_apart();
                 let poll = self.host_poll.sleep(self.core.any_hot());
                 self.core.announce_sleep(poll.is_some());
                 if !self.core.cmds_pending() && self.core.backend().rx_pending() != Some(true) {
@@ -258,20 +259,25 @@ impl<B: Backend> Agent<B> {
     }
 
     /// Whether session `sid`'s doorbells may be held this iteration: the agent's CPU is
-    /// contended and the process runs on CPUs apart from the agent's (read again every second).
+    /// contended and the process runs on CPUs apart from the agent's.
     fn may_hold(&mut self, sid: u32) -> bool {
-        if !self.holding {
-            return false;
+        let now = self.clock;
+        self.holding && self.conns.get_mut(&sid).is_some_and(|c| c.apart(now))
+    }
+
+    /// Tells each channel whether its process runs apart from the agent's CPUs (only those are
+    /// polled for instead of rung: host_poll.rs).
+    fn refresh_apart(&mut self) {
+        if !self.host_poll.enabled() {
+            return;
         }
         let now = self.clock;
-        let Some(c) = self.conns.get_mut(&sid) else {
-            return false;
-        };
-        if now.saturating_duration_since(c.apart_at) >= Duration::from_secs(1) {
-            c.apart = sys::cpus_apart(c.pid);
-            c.apart_at = now;
+        for (&sid, c) in self.conns.iter_mut() {
+            let apart = c.apart(now);
+            if let Some(ch) = self.core.channel_mut(sid) {
+                ch.set_apart(apart);
+            }
         }
-        c.apart
     }
 
     /// Writes the held doorbells that are due: all of them when the hold ran out (`hold_due`),

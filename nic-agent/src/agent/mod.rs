@@ -224,10 +224,22 @@ struct Conn {
     ctl: OwnedFd,
     bell: OwnedFd,
     /// The process's pid, whether its CPUs are apart from the agent's (its doorbells may be
-    /// held on a contended agent CPU, `run`), and when that was last read.
+    /// held on a contended agent CPU, `run`, and polled for: host_poll.rs), and when that was
+    /// last read.
     pid: i32,
     apart: bool,
     apart_at: Instant,
+}
+
+impl Conn {
+    /// Whether the process runs on CPUs apart from the agent's (read again every second).
+    fn apart(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.apart_at) >= Duration::from_secs(1) {
+            self.apart = sys::cpus_apart(self.pid);
+            self.apart_at = now;
+        }
+        self.apart
+    }
 }
 
 /// Creates the parent directory, clears a stale socket file, refuses to steal a live one.

@@ -1270,6 +1270,9 @@ fn sleep_is_not_announced_to_a_process_answering_a_batch() {
     let mut srv = r.attach(100);
     let mut cli = r.attach(200);
     let quiet = r.attach(300);
+    for h in [&srv, &cli, &quiet] {
+        r.core.channel_mut(h.sid).unwrap().set_apart(true);
+    }
     let ls = r.listener(&mut srv, 8080);
     let mut pairs = Vec::new();
     for _ in 0..4 {
