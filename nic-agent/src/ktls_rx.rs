@@ -396,7 +396,7 @@ pub fn pump_rx<B: Backend>(
     let start = *rx_tail;
     let before = pump.counts;
     let progress = pump.progress();
-    let blocked = &ctl.state.0.rx_blocked;
+    let blocked = &ctl.rx_head.0.blocked;
     let mut announced = false;
     {
         let mut sink = StreamSink {

@@ -623,12 +623,12 @@ pub fn pump_rx<B: Backend>(
         if free == 0 {
             // Tell the host to send OP_RX_SPACE after it consumes, then look again: the host may
             // have consumed between our check and the announcement (wake::rx_block).
-            shm_proto::wake::rx_block(&ctl.state.0.rx_blocked);
+            shm_proto::wake::rx_block(&ctl.rx_head.0.blocked);
             free = rx.writable(*rx_tail)?;
             if free == 0 {
                 break;
             }
-            shm_proto::wake::rx_unblock(&ctl.state.0.rx_blocked);
+            shm_proto::wake::rx_unblock(&ctl.rx_head.0.blocked);
         }
         if !s.stash.is_empty() {
             let n = s.stash.len().min(free as usize);
@@ -730,11 +730,11 @@ fn pump_rx_framed<B: Backend>(
                 Emit::Full => {
                     // As pump_rx: announce, then look again (the host may have consumed
                     // meanwhile).
-                    shm_proto::wake::rx_block(&ctl.state.0.rx_blocked);
+                    shm_proto::wake::rx_block(&ctl.rx_head.0.blocked);
                     if f.emit(&[], &rx, rx_tail, &mut out.framed)? == Emit::Full {
                         break;
                     }
-                    shm_proto::wake::rx_unblock(&ctl.state.0.rx_blocked);
+                    shm_proto::wake::rx_unblock(&ctl.rx_head.0.blocked);
                     fresh = 0;
                     continue;
                 }

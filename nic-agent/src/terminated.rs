@@ -102,12 +102,12 @@ pub fn pump_rx<B: Backend>(
         // Plaintext first, into whatever room the stream has.
         let mut free = rx.writable(*rx_tail)?;
         if free == 0 {
-            shm_proto::wake::rx_block(&ctl.state.0.rx_blocked);
+            shm_proto::wake::rx_block(&ctl.rx_head.0.blocked);
             free = rx.writable(*rx_tail)?;
             if free == 0 {
                 break;
             }
-            shm_proto::wake::rx_unblock(&ctl.state.0.rx_blocked);
+            shm_proto::wake::rx_unblock(&ctl.rx_head.0.blocked);
         }
         let want = (free as usize).min(CHUNK);
         match t.read_plain(&mut buf[..want]) {

@@ -437,7 +437,7 @@ fn rx_backpressure_and_waiter_doorbell() {
     got.clear();
     let mut blocked_seen = false;
     until("1 MiB through RX", || {
-        blocked_seen |= h.sock(s).state.0.rx_blocked.load(Ordering::SeqCst) == 1;
+        blocked_seen |= h.sock(s).rx_head.0.blocked.load(Ordering::SeqCst) == 1;
         h.read_rx_max(s, &mut got, 16 * 1024);
         got.len() >= TOTAL
     });

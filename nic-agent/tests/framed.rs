@@ -73,7 +73,7 @@ fn take_records(h: &mut Host, slot: u32, out: &mut Vec<(Vec<u8>, bool)>) {
         out.push((m.to_vec(), r.part));
         head = r.next;
         rx.publish_head(head);
-        if wake::rx_space_needed(&h.sock(slot).state.0.rx_blocked) {
+        if wake::rx_space_needed(&h.sock(slot).rx_head.0.blocked) {
             h.push(Request::RxSpace.to_cmd(slot));
         }
     }

@@ -414,7 +414,7 @@ impl Inner {
         s.tx_kicked = s.tx_tail;
         let need = r
             .sock(slot)
-            .is_some_and(|c| wake::kick_needed(&c.host.0.tx_kick));
+            .is_some_and(|c| wake::kick_needed(&c.tx_prod.0.kick));
         if need {
             self.post(r, io, slot, Request::TxKick)?;
         }
@@ -495,7 +495,7 @@ impl Inner {
                 res = Err(corrupt(self, Corrupt("rx head moved under the group")));
                 continue;
             }
-            if !closing && wake::rx_space_needed(&ctl.state.0.rx_blocked) {
+            if !closing && wake::rx_space_needed(&ctl.rx_head.0.blocked) {
                 res = self.post(r, io, slot, Request::RxSpace);
             }
         }

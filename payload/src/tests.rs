@@ -490,9 +490,9 @@ fn messages_are_held_until_the_next_poll_then_released() {
     // The agent found RX full meanwhile.
     t.r.sock(2)
         .unwrap()
-        .state
+        .rx_head
         .0
-        .rx_blocked
+        .blocked
         .store(1, Ordering::Release);
     assert!(t.poll(8).is_empty());
     let tail = t.r.rx(2).unwrap().load_tail();
@@ -608,7 +608,7 @@ fn sends_are_whole_kicked_once_per_flush_and_writable_follows_would_block() {
     t.g.flush().unwrap();
     assert!(t.agent().take_log().is_empty());
     // The agent took the kick: the next flush kicks again; a flush with nothing new does not.
-    wake::kick_taken(&t.r.sock(2).unwrap().host.0.tx_kick);
+    wake::kick_taken(&t.r.sock(2).unwrap().tx_prod.0.kick);
     t.g.send(c, b"!").unwrap();
     t.g.flush().unwrap();
     t.g.flush().unwrap();
@@ -859,7 +859,7 @@ fn the_agent_is_rung_only_when_it_sleeps() {
         "agent awake: no doorbell"
     );
     t.r.header().agent_sleeping.0.store(1, Ordering::Release);
-    wake::kick_taken(&t.r.sock(2).unwrap().host.0.tx_kick);
+    wake::kick_taken(&t.r.sock(2).unwrap().tx_prod.0.kick);
     t.g.send(c, b"b").unwrap();
     t.g.flush().unwrap();
     assert_eq!(t.rings.load(Ordering::Relaxed), before + 1);

@@ -629,7 +629,7 @@ pub(crate) fn recv_typed(s: &S, iov: &Iov, flags: i32, tls: &mut TlsRead) -> R {
         let mut last = false;
         {
             let _g = s.hs.rx.lock();
-            let head = s.ctl.rx_head.0.load(Ordering::Relaxed);
+            let head = s.ctl.rx_head.0.head.load(Ordering::Relaxed);
             let mut avail = match rx.readable(head) {
                 Ok(a) => a as usize,
                 Err(_) => return R::Err(libc::EIO),
@@ -679,7 +679,7 @@ pub(crate) fn recv_typed(s: &S, iov: &Iov, flags: i32, tls: &mut TlsRead) -> R {
                     // not ours and what we copied is dropped.
                     if rx.cas_head(head, from.wrapping_add(want as u32)) {
                         crate::urgent::read_past(s, head, from.wrapping_add(want as u32));
-                        if wake::rx_space_needed(&st.rx_blocked) {
+                        if wake::rx_space_needed(&s.ctl.rx_head.0.blocked) {
                             let _ = s.c.post(s.slot, Request::RxSpace);
                         }
                         got += want;
@@ -700,7 +700,8 @@ pub(crate) fn recv_typed(s: &S, iov: &Iov, flags: i32, tls: &mut TlsRead) -> R {
         // (An urgent byte a read would skip is not more to read: a peek that sits at the mark
         // with nothing after it waits or says EAGAIN, as Linux's does.)
         let more =
-            crate::urgent::readable_past_mark(s, &rx, s.ctl.rx_head.0.load(Ordering::Relaxed)) > 0;
+            crate::urgent::readable_past_mark(s, &rx, s.ctl.rx_head.0.head.load(Ordering::Relaxed))
+                > 0;
         if more && !peek {
             continue;
         }
@@ -729,7 +730,7 @@ pub(crate) fn recv_typed(s: &S, iov: &Iov, flags: i32, tls: &mut TlsRead) -> R {
         if nb {
             return R::Err(libc::EAGAIN);
         }
-        let head = s.ctl.rx_head.0.load(Ordering::Relaxed);
+        let head = s.ctl.rx_head.0.head.load(Ordering::Relaxed);
         let ready = || {
             crate::urgent::readable_past_mark(s, &rx, head) > 0
                 || st.flags.load(Ordering::Acquire) & (SF_RX_FIN | SF_RX_SHUT | SF_ERROR) != 0
@@ -758,7 +759,7 @@ pub(crate) fn send(fd: i32, iov: &Iov, flags: i32) -> R {
 }
 
 pub(crate) fn kick(s: &S) -> Result<(), i32> {
-    if wake::kick_needed(&s.ctl.host.0.tx_kick) {
+    if wake::kick_needed(&s.ctl.tx_prod.0.kick) {
         s.c.post(s.slot, Request::TxKick)?;
     }
     Ok(())
@@ -1608,13 +1609,14 @@ pub(crate) fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void) -> R {
                 return R::Err(libc::EINVAL);
             }
             let n = if req == libc::FIONREAD {
-                s.c.region
-                    .rx(s.slot)
-                    .and_then(|rx| rx.readable(s.ctl.rx_head.0.load(Ordering::Relaxed)).ok())
+                s.c.region.rx(s.slot).and_then(|rx| {
+                    rx.readable(s.ctl.rx_head.0.head.load(Ordering::Relaxed))
+                        .ok()
+                })
             } else {
                 s.c.region.tx(s.slot).and_then(|tx| {
                     tx.used(
-                        s.ctl.tx_head.0.load(Ordering::Acquire),
+                        s.ctl.tx_head.0.head.load(Ordering::Acquire),
                         s.ctl.tx_prod.0.tail.load(Ordering::Relaxed),
                     )
                     .ok()

@@ -57,7 +57,7 @@ pub(crate) fn readiness(s: &S) -> u32 {
         s.c.region
             .rx(s.slot)
             .map(|rx| {
-                rx.readable(s.ctl.rx_head.0.load(Ordering::Relaxed))
+                rx.readable(s.ctl.rx_head.0.head.load(Ordering::Relaxed))
                     .unwrap_or(1)
             })
             .unwrap_or(0);
@@ -66,7 +66,7 @@ pub(crate) fn readiness(s: &S) -> u32 {
     // not make the socket readable (Linux's tcp_poll); it makes it EPOLLPRI.
     let rx_avail = if rx_avail == 1
         && crate::urgent::skips(s)
-        && crate::urgent::mark_ahead(s, s.ctl.rx_head.0.load(Ordering::Relaxed)) == Some(0)
+        && crate::urgent::mark_ahead(s, s.ctl.rx_head.0.head.load(Ordering::Relaxed)) == Some(0)
     {
         0
     } else {
@@ -112,7 +112,7 @@ pub(crate) fn handoffs_waiting(s: &S) -> bool {
     // An error here is a head gone stale while other threads took records and the agent
     // refilled (records are there), or corruption, which the accept then reports (EIO).
     s.c.region.rx(s.slot).is_some_and(|rx| {
-        rx.readable(s.ctl.rx_head.0.load(Ordering::Acquire))
+        rx.readable(s.ctl.rx_head.0.head.load(Ordering::Acquire))
             .map_or(true, |n| n > 0)
     })
 }
@@ -135,7 +135,7 @@ pub(crate) fn take_handoff(s: &S) -> Result<Option<handoff::Handoff>, i32> {
 pub(crate) fn edge_snapshot(s: &S) -> u64 {
     let st = &s.ctl.state.0;
     let a = s.ctl.rx_prod.0.tail.load(Ordering::Acquire) as u64;
-    let b = s.ctl.tx_head.0.load(Ordering::Acquire) as u64;
+    let b = s.ctl.tx_head.0.head.load(Ordering::Acquire) as u64;
     let c = st.flags.load(Ordering::Acquire) as u64;
     let d = st.accept_seq.load(Ordering::Acquire) as u64;
     let e = st.error_seq.load(Ordering::Acquire) as u64;

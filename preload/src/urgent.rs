@@ -28,7 +28,7 @@ fn word(s: &S) -> Option<Urgent> {
 pub(crate) fn current(s: &S) -> Option<Urgent> {
     let u = word(s)?;
     if let Some(m) = u.mark {
-        let head = s.ctl.rx_head.0.load(Ordering::Acquire);
+        let head = s.ctl.rx_head.0.head.load(Ordering::Acquire);
         if (m.wrapping_sub(head) as i32) < 0 {
             return None;
         }
@@ -75,7 +75,7 @@ pub(crate) fn pri(s: &S) -> bool {
 
 /// `SIOCATMARK`.
 pub(crate) fn at_mark(s: &S) -> bool {
-    mark_ahead(s, s.ctl.rx_head.0.load(Ordering::Acquire)) == Some(0)
+    mark_ahead(s, s.ctl.rx_head.0.head.load(Ordering::Acquire)) == Some(0)
 }
 
 /// Whether reads skip the urgent byte at the mark (no `SO_OOBINLINE`).

@@ -6,7 +6,7 @@ use crate::primitive::{AtomicU32, AtomicU64};
 /// "SNSTACK" + NUL, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SNSTACK\0");
 /// Bumped on every incompatible change of anything in this crate.
-pub const VERSION: u32 = 12;
+pub const VERSION: u32 = 13;
 /// Bytes of the header page.
 pub const HEADER_SIZE: usize = 4096;
 /// Number of waiter slots (epoll instances and poll/select callers) per process. Also the width of
@@ -152,6 +152,23 @@ pub struct Producer {
     /// producer moves it to `tail` when it finds the stream empty, so small exchanges keep
     /// landing on the ring's first page (memory that grows with use, docs/channel.md).
     pub base: AtomicU32,
+    /// TX only: 1 while an `OP_TX_KICK` for this stream is outstanding (`wake::kick_needed`).
+    /// Beside the tail on purpose: the host swaps it right after publishing the tail, the agent
+    /// swaps it right before reading the tail, so each side finds the line already in its cache
+    /// instead of moving a second one per request.
+    pub kick: AtomicU32,
+}
+
+/// A byte stream's consumer side: written by the consumer, read by both.
+#[repr(C)]
+#[derive(Default)]
+pub struct ConsumerSide {
+    /// Free-running index of the next byte to read, published with Release.
+    pub head: AtomicU32,
+    /// RX only: the agent (producer) set 1 when it stopped reading from the wire because the
+    /// stream was full, after re-checking (`wake::rx_block`). Beside the head on purpose: the
+    /// host swaps it right after publishing the head, on the line it just wrote.
+    pub blocked: AtomicU32,
 }
 
 /// Per-socket control block. One cache line per writer group.
@@ -159,12 +176,12 @@ pub struct Producer {
 pub struct SockCtl {
     /// RX stream producer side (agent).
     pub rx_prod: Line<Producer>,
-    /// RX stream consumer index (host).
-    pub rx_head: Line<AtomicU32>,
+    /// RX stream consumer side (host).
+    pub rx_head: Line<ConsumerSide>,
     /// TX stream producer side (host).
     pub tx_prod: Line<Producer>,
-    /// TX stream consumer index (agent).
-    pub tx_head: Line<AtomicU32>,
+    /// TX stream consumer side (agent).
+    pub tx_head: Line<ConsumerSide>,
     /// Agent-written socket state.
     pub state: Line<SockState>,
     /// Host-written wait bookkeeping.
@@ -187,8 +204,6 @@ pub struct SockState {
     pub accept_seq: AtomicU32,
     /// Futex word: bumped on every change a blocked host thread may wait for.
     pub wake_seq: AtomicU32,
-    /// Agent sets 1 when it stopped reading because RX was full (after re-checking).
-    pub rx_blocked: AtomicU32,
     /// Slot generation, bumped by the agent each time the slot is reused.
     pub gen: AtomicU32,
     /// Bytes of `OP_TX_FILE` references the agent has handed to its backend (the host's send
@@ -218,8 +233,6 @@ pub struct SockState {
 pub struct SockHost {
     /// Host threads blocked in FUTEX_WAIT on `state.wake_seq`.
     pub waiters: AtomicU32,
-    /// 1 while a `TxKick` command for this slot is outstanding.
-    pub tx_kick: AtomicU32,
     /// Bit i: waiter i (epoll instance or poller) wants to hear about this socket.
     pub waiter_mask: AtomicU64,
     /// Bytes of `OP_TX_FILE` references posted for this slot, stored (Release) after each
@@ -277,9 +290,9 @@ pub const OP_GETSOCKNAME: u16 = 8;
 pub const OP_GETPEERNAME: u16 = 9;
 pub const OP_SETSOCKOPT: u16 = 10;
 pub const OP_GETSOCKOPT: u16 = 11;
-/// New bytes in the TX stream (sent only when `SockHost::tx_kick` went 0 -> 1: `wake::kick_needed`).
+/// New bytes in the TX stream (sent only when `tx_prod.kick` went 0 -> 1: `wake::kick_needed`).
 pub const OP_TX_KICK: u16 = 12;
-/// The host consumed RX after the agent set `rx_blocked` (`wake::rx_space_needed`).
+/// The host consumed RX after the agent set `rx_head.blocked` (`wake::rx_space_needed`).
 pub const OP_RX_SPACE: u16 = 13;
 /// No operation; completes with 0 (used by benchmarks for the channel round trip).
 pub const OP_NOP: u16 = 14;

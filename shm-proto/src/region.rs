@@ -375,7 +375,7 @@ impl Region {
                 self.base.add(b),
                 self.geo.rx_size,
                 &ctl.rx_prod.0,
-                &ctl.rx_head.0,
+                &ctl.rx_head.0.head,
             )
         })
     }
@@ -390,7 +390,7 @@ impl Region {
                 self.base.add(b),
                 self.geo.tx_size,
                 &ctl.tx_prod.0,
-                &ctl.tx_head.0,
+                &ctl.tx_head.0.head,
             )
         })
     }
@@ -401,23 +401,23 @@ impl Region {
         if let Some(c) = self.sock(slot) {
             c.rx_prod.0.tail.store(0, Ordering::Relaxed);
             c.rx_prod.0.base.store(0, Ordering::Relaxed);
-            c.rx_head.0.store(0, Ordering::Relaxed);
+            c.rx_head.0.head.store(0, Ordering::Relaxed);
+            c.rx_head.0.blocked.store(0, Ordering::Relaxed);
             c.tx_prod.0.tail.store(0, Ordering::Relaxed);
             c.tx_prod.0.base.store(0, Ordering::Relaxed);
-            c.tx_head.0.store(0, Ordering::Relaxed);
+            c.tx_head.0.head.store(0, Ordering::Relaxed);
             let s = &c.state.0;
             s.flags.store(0, Ordering::Relaxed);
             s.error.store(0, Ordering::Relaxed);
             s.error_seq.store(0, Ordering::Relaxed);
             s.accept_ready.store(0, Ordering::Relaxed);
             s.accept_seq.store(0, Ordering::Relaxed);
-            s.rx_blocked.store(0, Ordering::Relaxed);
             s.tx_file_done.store(0, Ordering::Relaxed);
             s.stamp.store(0, Ordering::Relaxed);
             s.urgent.store(0, Ordering::Relaxed);
             s.framing_error.store(0, Ordering::Relaxed);
             s.tls_rx.store(0, Ordering::Relaxed);
-            c.host.0.tx_kick.store(0, Ordering::Relaxed);
+            c.tx_prod.0.kick.store(0, Ordering::Relaxed);
             c.host.0.tx_file_posted.store(0, Ordering::Relaxed);
             c.host.0.tx_urg_posted.store(0, Ordering::Relaxed);
             c.host.0.tx_rec_posted.store(0, Ordering::Relaxed);

@@ -18,7 +18,8 @@
 //!   and blocks only while the word still holds that value, so a bump between re-check and block is
 //!   never lost.
 //!
-//! * kick form (`SockHost::tx_kick`, `SockState::rx_blocked`): a per-socket flag that says whether
+//! * kick form (`tx_kick` = `SockCtl::tx_prod.kick`, `rx_blocked` = `SockCtl::rx_head.blocked`,
+//!   each on the line of the index it guards): a per-socket flag that says whether
 //!   the stream's consumer will look at the stream again by itself. The "doorbell" is a command on
 //!   the ring (`OP_TX_KICK`, `OP_RX_SPACE`), so the flag also keeps those commands to one per
 //!   need. Same shape as the flag form, described at [`kick_needed`] and [`rx_block`].

@@ -157,12 +157,12 @@ fn corrupt(region: &Region, mode: Mode) {
                 .wrapping_add(12345);
             for &s in &slots {
                 if let Some(c) = region.sock(s) {
-                    let head = c.tx_head.0.load(Ordering::Acquire);
+                    let head = c.tx_head.0.head.load(Ordering::Acquire);
                     c.tx_prod
                         .0
                         .tail
                         .store(head.wrapping_add(far), Ordering::SeqCst);
-                    c.host.0.tx_kick.store(1, Ordering::SeqCst);
+                    c.tx_prod.0.kick.store(1, Ordering::SeqCst);
                 }
             }
             // Tell the agent to look (our own kick: the library's would republish its tail).

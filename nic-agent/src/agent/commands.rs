@@ -113,7 +113,7 @@ impl<B: Backend> Core<B> {
                 {
                     // Before pump_tx reads tx_tail: bytes published after that read come with a
                     // new kick (wake::kick_taken).
-                    wake::kick_taken(&ctl.host.0.tx_kick);
+                    wake::kick_taken(&ctl.tx_prod.0.kick);
                 }
                 self.pump_tx(id, b);
                 return self.complete(sid, tag, slot, 0, Payload::None);

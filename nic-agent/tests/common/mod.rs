@@ -269,7 +269,7 @@ impl Host {
         rx.copy_out(head, &mut buf);
         rx.publish_head(head.wrapping_add(n as u32));
         out.extend_from_slice(&buf);
-        if wake::rx_space_needed(&self.sock(slot).state.0.rx_blocked) {
+        if wake::rx_space_needed(&self.sock(slot).rx_head.0.blocked) {
             self.push(Request::RxSpace.to_cmd(slot));
         }
     }
@@ -293,7 +293,7 @@ impl Host {
         }
         tx.copy_in(tail, &data[..n]);
         tx.publish_tail(tail.wrapping_add(n as u32));
-        if wake::kick_needed(&self.sock(slot).host.0.tx_kick) {
+        if wake::kick_needed(&self.sock(slot).tx_prod.0.kick) {
             self.push(Request::TxKick.to_cmd(slot));
         }
         n
