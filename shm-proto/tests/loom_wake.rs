@@ -531,7 +531,7 @@ fn lost_wakeup_changed_bitmap_ring_before_mark() {
 // modelled as a `Doorbell`: the receiver blocks until one arrived. A lost command leaves the
 // receiver blocked forever with bytes in the stream: loom reports a deadlock.
 
-/// TX: `tail` is `tx_tail` (bytes the host published), `kick` is `SockHost::tx_kick`, `bell` the
+/// TX: `tail` is `tx_tail` (bytes the host published), `kick` is `SockCtl::tx_prod.kick`, `bell` the
 /// OP_TX_KICK commands on the ring.
 #[derive(Default)]
 struct TxChannel {
@@ -625,7 +625,7 @@ fn lost_wakeup_tx_kick_rearmed_after_read() {
 }
 
 /// RX: the agent produces into a stream of `CAP` bytes, the host consumes. `blocked` is
-/// `SockState::rx_blocked`, `space` the OP_RX_SPACE commands; the host waits for bytes on the
+/// `SockCtl::rx_head.blocked`, `space` the OP_RX_SPACE commands; the host waits for bytes on the
 /// socket's futex (`seq`/`waiters`, the sequence form), as `recv` does.
 #[derive(Default)]
 struct RxChannel {
