@@ -255,6 +255,13 @@ impl Channel {
         while owed != 0 {
             let i = owed.trailing_zeros() as usize;
             owed &= owed - 1;
+            if let Some(w) = self.region.waiter(i) {
+                // A futex sleeper blocks on the flag that `must_ring` just cleared.
+                if w.futex.load(Ordering::Relaxed) == 1 {
+                    sys::futex_wake(&w.sleeping, 1);
+                    continue;
+                }
+            }
             if let Some(Some(fd)) = self.waiters.get(i) {
                 if let Err(e) = sys::eventfd_write(fd.as_raw_fd(), 1) {
                     tracing::debug!("waiter {i} doorbell: {e}");

@@ -11,7 +11,7 @@
 //!     (waiter 0's bitmap), each examined:
 //!       listener -> handoff records -> Opened
 //!       conn     -> Connected, records -> Message, Closed once, Writable after a WouldBlock
-//!   4 nothing? spin, then announce + sleep on the waiter eventfd
+//!   4 nothing? spin, then announce + FUTEX_WAIT on the waiter's flag
 //! ```
 //!
 //! Message views point into the conn's RX ring. They stay valid until the next `poll` (or
@@ -1117,7 +1117,7 @@ impl Group {
                 r?;
                 break;
             }
-            let slept = io.sleep(left);
+            let slept = io.sleep(w, left);
             wake::retract(w);
             if let Err(e) = slept {
                 inner.dead = Some(e);

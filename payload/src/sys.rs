@@ -15,6 +15,8 @@ use shm_proto::{Region, RegionError};
 
 /// Bound on each reply of the attach handshake: a hung agent fails the attach, never hangs it.
 const ATTACH_REPLY_MS: i32 = 10_000;
+/// Longest single futex sleep of a poll group: the agent's liveness is checked between them.
+const LIVENESS_SLICE: Duration = Duration::from_millis(100);
 
 /// What the group needs from the outside world. Errors are positive errno values.
 pub(crate) trait Io {
@@ -24,7 +26,7 @@ pub(crate) trait Io {
     fn wait_region(&mut self, seq: &AtomicU32, seen: u32, timeout: Duration);
     /// Blocks until the waiter doorbell rings, the timeout passes (`None`: no bound) or the
     /// control socket shows the agent gone (`Err(ECONNRESET)`). Consumes the doorbell's count.
-    fn sleep(&mut self, timeout: Option<Duration>) -> Result<(), i32>;
+    fn sleep(&mut self, flag: &AtomicU32, timeout: Option<Duration>) -> Result<(), i32>;
     /// False when the agent is known to be gone (control socket EOF or error).
     fn alive(&mut self) -> bool;
 }
@@ -68,7 +70,7 @@ fn attach_errno(e: AttachError) -> io::Error {
     io::Error::from_raw_os_error(n)
 }
 
-/// Attaches to the agent at `path` and registers waiter 0 with a fresh eventfd.
+/// Attaches to the agent at `path` and registers waiter 0, a futex sleeper.
 pub(crate) fn attach(path: &Path) -> io::Result<(Region, SysIo)> {
     use std::os::unix::ffi::OsStrExt;
     // The waiter's doorbell first: if the attach fails it simply closes again.
@@ -100,6 +102,11 @@ pub(crate) fn attach(path: &Path) -> io::Result<(Region, SysIo)> {
         base: a.base,
         len: a.len,
     };
+    // A futex sleeper (`Waiter::futex`), set before its first sleep: the eventfd registered
+    // here is what the registration carries, never written for this waiter.
+    if let Some(w) = a.region.waiter(0) {
+        w.futex.store(1, std::sync::atomic::Ordering::Relaxed);
+    }
     match attach::register_waiter(&mut sys, io.ctl.as_raw_fd(), 0, io.waiter.as_raw_fd()) {
         Ok(0) => Ok((a.region, io)),
         Ok(st) => Err(io::Error::from_raw_os_error(st as i32)),
@@ -161,35 +168,27 @@ impl Io for SysIo {
         };
     }
 
-    fn sleep(&mut self, timeout: Option<Duration>) -> Result<(), i32> {
-        let mut fds = [
-            libc::pollfd {
-                fd: self.waiter.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.ctl.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let ts = timeout.map(timespec);
-        let tsp = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: two valid pollfds and a timeout (or NULL) alive across the call.
-        let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, tsp, std::ptr::null()) };
-        if n < 0 {
-            // EINTR: the caller re-checks and goes on.
-            return Ok(());
-        }
-        if fds[0].revents != 0 {
-            let mut b = [0u8; 8];
-            // SAFETY: reads at most 8 bytes into a live buffer (non-blocking eventfd).
-            unsafe { libc::read(self.waiter.as_raw_fd(), b.as_mut_ptr().cast(), 8) };
-        }
-        if fds[1].revents != 0 && !ctl_alive(self.ctl.as_raw_fd()) {
+    fn sleep(&mut self, flag: &AtomicU32, timeout: Option<Duration>) -> Result<(), i32> {
+        // The group's waiter is a futex sleeper (`Waiter::futex`): one FUTEX_WAIT on the
+        // announced flag, which the agent clears and wakes. It cannot see the control socket
+        // close, so the wait is cut into slices and the agent's liveness checked after each
+        // slice that ran out (a dead agent: an error within one slice, never a hang).
+        let slice = timeout.map_or(LIVENESS_SLICE, |t| t.min(LIVENESS_SLICE));
+        let ts = timespec(slice);
+        // SAFETY: FUTEX_WAIT on a word of the shared mapping (not PRIVATE: the agent wakes it
+        // from another process) while it still holds 1, with a timeout alive across the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                flag.as_ptr(),
+                libc::FUTEX_WAIT,
+                1u32,
+                &ts as *const libc::timespec,
+                0usize,
+                0usize,
+            )
+        };
+        if r < 0 && errno() == libc::ETIMEDOUT && !ctl_alive(self.ctl.as_raw_fd()) {
             return Err(libc::ECONNRESET);
         }
         Ok(())

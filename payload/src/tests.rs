@@ -218,7 +218,7 @@ impl Io for FakeIo {
         self.agent.lock().unwrap().serve();
     }
 
-    fn sleep(&mut self, _t: Option<Duration>) -> Result<(), i32> {
+    fn sleep(&mut self, _flag: &AtomicU32, _t: Option<Duration>) -> Result<(), i32> {
         self.agent.lock().unwrap().serve();
         Ok(())
     }

@@ -134,7 +134,11 @@ pub struct Waiter {
     /// waiter's eventfd (registered over the control socket) when it publishes to a socket whose
     /// `waiter_mask` has this waiter's bit.
     pub sleeping: AtomicU32,
-    pub _pad0: u32,
+    /// Host sets 1 when this waiter blocks in `FUTEX_WAIT` on `sleeping` itself (a payload-API
+    /// poll group: one system call per sleep, no fd to poll): the agent then wakes it with
+    /// `FUTEX_WAKE` on `sleeping` instead of writing its eventfd. 0: the eventfd (an epoll
+    /// instance must see an fd).
+    pub futex: AtomicU32,
     /// Summary of this waiter's changed-slot bitmap: bit g = a word of group g may be non-zero.
     /// Agent sets (`changed::mark`), host clears (`changed::take`). Beside `sleeping` on purpose:
     /// the agent touches both for every change, the host both when it goes to sleep.

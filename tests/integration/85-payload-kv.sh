@@ -30,8 +30,16 @@ read -r -a per <<<"$opens"
 [[ ${#per[@]} == 2 && ${per[0]} -ge 10 && ${per[1]} -ge 10 ]] ||
     fail "connections per poll group: '$opens' (want two groups with at least 10 each)"
 log "two poll groups: $opens connections accepted each"
-stop_pid "$SERVER_PID"
-stop_agent
+# The agent dies (SIGKILL: no goodbye) while both groups sleep in their futex waits: the server
+# must see it and fail (ECONNRESET), not hang (the wait is sliced; 100 ms here, 20 s allowed).
+sleep 0.5
+kill -KILL "$AGENT_PID"
+wait "$AGENT_PID" 2>/dev/null || true
+AGENT_PID=
+wait_exit "$SERVER_PID" 20 || fail "snstack-kv still runs 20 s after the agent died"
+[[ $WAIT_RC != 0 ]] || fail "snstack-kv exited 0 after the agent died"
+grep -q "Connection reset" "$WORKDIR/kv.log" || fail "no ECONNRESET reported: $(tail -3 "$WORKDIR/kv.log")"
+log "agent killed: snstack-kv failed with '$(tail -1 "$WORKDIR/kv.log")'"
 
 log "native engine (af_packet)"
 userstack_probe
