@@ -24,8 +24,9 @@ pub(crate) trait Io {
     fn ring_agent(&mut self);
     /// Blocks while `*seq == seen`, at most `timeout` (futex; spurious returns are fine).
     fn wait_region(&mut self, seq: &AtomicU32, seen: u32, timeout: Duration);
-    /// Blocks until the waiter doorbell rings, the timeout passes (`None`: no bound) or the
-    /// control socket shows the agent gone (`Err(ECONNRESET)`). Consumes the doorbell's count.
+    /// Blocks while the announced waiter `flag` holds 1 (the agent's ring clears it), at most
+    /// `timeout` (`None`: no bound) and at most one liveness slice; `Err(ECONNRESET)` when the
+    /// agent is gone.
     fn sleep(&mut self, flag: &AtomicU32, timeout: Option<Duration>) -> Result<(), i32>;
     /// False when the agent is known to be gone (control socket EOF or error).
     fn alive(&mut self) -> bool;
@@ -143,6 +144,26 @@ fn timespec(d: Duration) -> libc::timespec {
     }
 }
 
+/// `FUTEX_WAIT` while `word` holds `expected`, at most `timeout`; true when the timeout ran out
+/// (spurious returns and a changed word are both false).
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> bool {
+    let ts = timespec(timeout);
+    // SAFETY: FUTEX_WAIT on a word of the shared mapping (not PRIVATE: the agent wakes it from
+    // another process) with a timeout that lives across the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            0usize,
+            0usize,
+        )
+    };
+    r < 0 && errno() == libc::ETIMEDOUT
+}
+
 impl Io for SysIo {
     fn ring_agent(&mut self) {
         let one = 1u64.to_ne_bytes();
@@ -152,20 +173,7 @@ impl Io for SysIo {
     }
 
     fn wait_region(&mut self, seq: &AtomicU32, seen: u32, timeout: Duration) {
-        let ts = timespec(timeout);
-        // SAFETY: FUTEX_WAIT on a word of the shared mapping (not PRIVATE: the agent wakes it
-        // from another process) with a timeout that lives across the call.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                seq.as_ptr(),
-                libc::FUTEX_WAIT,
-                seen,
-                &ts as *const libc::timespec,
-                0usize,
-                0usize,
-            )
-        };
+        futex_wait(seq, seen, timeout);
     }
 
     fn sleep(&mut self, flag: &AtomicU32, timeout: Option<Duration>) -> Result<(), i32> {
@@ -174,21 +182,7 @@ impl Io for SysIo {
         // close, so the wait is cut into slices and the agent's liveness checked after each
         // slice that ran out (a dead agent: an error within one slice, never a hang).
         let slice = timeout.map_or(LIVENESS_SLICE, |t| t.min(LIVENESS_SLICE));
-        let ts = timespec(slice);
-        // SAFETY: FUTEX_WAIT on a word of the shared mapping (not PRIVATE: the agent wakes it
-        // from another process) while it still holds 1, with a timeout alive across the call.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                flag.as_ptr(),
-                libc::FUTEX_WAIT,
-                1u32,
-                &ts as *const libc::timespec,
-                0usize,
-                0usize,
-            )
-        };
-        if r < 0 && errno() == libc::ETIMEDOUT && !ctl_alive(self.ctl.as_raw_fd()) {
+        if futex_wait(flag, 1, slice) && !ctl_alive(self.ctl.as_raw_fd()) {
             return Err(libc::ECONNRESET);
         }
         Ok(())

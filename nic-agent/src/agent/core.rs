@@ -221,16 +221,15 @@ impl<B: Backend> Core<B> {
         }
     }
 
-    /// The agent is about to sleep: each channel's round of publications ends (host_poll.rs).
-    pub fn end_round(&mut self) {
+    /// The agent is about to sleep: each channel's round of publications ends. True when some
+    /// live process is answering a batch the agent published (host_poll.rs).
+    pub fn end_round(&mut self) -> bool {
+        let mut hot = false;
         for p in self.procs.values_mut() {
             p.chan.end_round();
+            hot |= !p.closing && p.chan.hot();
         }
-    }
-
-    /// Some live process is likely answering what the agent published (host_poll.rs).
-    pub fn any_hot(&self) -> bool {
-        self.procs.values().any(|p| !p.closing && p.chan.hot())
+        hot
     }
 
     /// Polling stopped paying: every process rings the doorbell again.

@@ -52,15 +52,14 @@ impl<B: Backend> Agent<B> {
                 self.ring_held();
                 // While a host answers what it was just given, a timer picks its commands up
                 // and it writes no doorbell (host_poll.rs).
-                self.core.end_round();
-                self.refresh_apart();
-                let poll = self.host_poll.sleep(self.core.any_hot());
+                let hot = self.host_poll.enabled() && {
+                    self.refresh_apart();
+                    self.core.end_round()
+                };
+                let poll = self.host_poll.sleep(hot);
                 self.core.announce_sleep(poll.is_some());
                 if !self.core.cmds_pending() && self.core.backend().rx_pending() != Some(true) {
-                    timeout = match self.sleep_timeout(now.unwrap_or_else(Instant::now)) {
-                        -1 => None,
-                        ms => Some(Duration::from_millis(ms as u64)),
-                    };
+                    timeout = self.sleep_timeout(now.unwrap_or_else(Instant::now));
                     if let Some(p) = poll {
                         polling = true;
                         timeout = Some(timeout.map_or(p, |t| t.min(p)));
@@ -169,16 +168,21 @@ impl<B: Backend> Agent<B> {
         }
     }
 
-    pub(super) fn sleep_timeout(&self, now: Instant) -> i32 {
+    /// How long a sleep may last (`None`: until something happens).
+    pub(super) fn sleep_timeout(&self, now: Instant) -> Option<Duration> {
         if self.core.has_backlog() {
             // The host frees event-ring space without a doorbell: poll for it.
-            return 1;
+            return Some(Duration::from_millis(1));
         }
-        match self.core.next_deadline() {
-            None => -1,
-            Some(t) if t <= now => 0,
-            Some(t) => (t - now).as_millis().clamp(1, i32::MAX as u128) as i32,
-        }
+        // Timers in whole milliseconds, at least one (as before `epoll_pwait2`: a timer due
+        // within a millisecond waits for it rather than spinning through zero timeouts).
+        self.core
+            .next_deadline()
+            .map(|t| match t.checked_duration_since(now) {
+                None => Duration::ZERO,
+                Some(d) if d.is_zero() => Duration::ZERO,
+                Some(d) => Duration::from_millis(d.as_millis().clamp(1, u64::MAX as u128) as u64),
+            })
     }
 
     /// Dispatches the agent epoll's events: (anything happened, the backend was polled).
@@ -268,9 +272,6 @@ impl<B: Backend> Agent<B> {
     /// Tells each channel whether its process runs apart from the agent's CPUs (only those are
     /// polled for instead of rung: host_poll.rs).
     fn refresh_apart(&mut self) {
-        if !self.host_poll.enabled() {
-            return;
-        }
         let now = self.clock;
         for (&sid, c) in self.conns.iter_mut() {
             let apart = c.apart(now);
