@@ -126,16 +126,29 @@ def tree_pids(pid):
     return out
 
 
-def cpu_ticks(pids):
-    """utime+stime+cutime+cstime summed over pids (all threads of each)."""
-    t = 0
+def cpu_seconds(pids):
+    """CPU time of pids in seconds, to the nanosecond: the scheduler's run time of every live
+    thread (`/proc/PID/task/TID/schedstat`) plus reaped children (cutime+cstime, in ticks).
+    utime+stime alone come in clock ticks: 10 ms, a tenth of what a payload-API server spends in
+    a 3 s run. Falls back to them where schedstat is missing."""
+    t = 0.0
     for p in pids:
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            t += sum(int(x) for x in fields[11:15])
         except OSError:
-            pass
+            continue
+        ns, ok = 0, True
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/schedstat") as f:
+                    ns += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            ok = False
+        if ok:
+            t += ns / 1e9 + sum(int(x) for x in fields[13:15]) / CLK_TCK
+        else:
+            t += sum(int(x) for x in fields[11:15]) / CLK_TCK
     return t
 
 
@@ -579,7 +592,11 @@ def pin_plan(args):
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2:
         app, other = str(cpus[0]), str(cpus[1])
-        plan = {"app": app, "app_multi": f"{cpus[0]},{cpus[1]}", "agent": other, "load": other}
+        # apart: the agent stands for the NIC's own cores (never the application's), so it shares
+        # the load generator's. shared: the agent takes the kernel's place on the application's
+        # core and the load generator has the other one, as a remote client would.
+        agent = app if args.rig == "shared" else other
+        plan = {"app": app, "app_multi": f"{cpus[0]},{cpus[1]}", "agent": agent, "load": other}
     else:
         c = str(cpus[0])
         plan = {"app": c, "app_multi": c, "agent": c, "load": c}
@@ -738,7 +755,7 @@ class Harness:
         app = tree_pids(proc.pid)
         ag = [agent.p.pid] if agent else []
         s0 = agent.stats() if agent else {}
-        c0, a0 = cpu_ticks(app), cpu_ticks(ag)
+        c0, a0 = cpu_seconds(app), cpu_seconds(ag)
         x0, y0 = ctx_switches(app), ctx_switches(ag)
         w0 = self.net.wire()
         sampler = ShmSampler(ag, app)
@@ -760,7 +777,7 @@ class Harness:
             if perfp:
                 PROCS.stop(perfp, sig=signal.SIGINT, grace=10)
         wall = time.monotonic() - t0
-        c1, a1 = cpu_ticks(app), cpu_ticks(ag)
+        c1, a1 = cpu_seconds(app), cpu_seconds(ag)
         x1, y1 = ctx_switches(app), ctx_switches(ag)
         w1 = self.net.wire()
         s1 = agent.stats() if agent else {}
@@ -778,9 +795,9 @@ class Harness:
             "perf_run": perf, "unit": sc.unit, "duration_s": dur, "wall_s": round(wall, 3),
             "ops": ops, "rate": res["rate"], "lat_us": res["lat_us"], "errors": res.get("errors", {}),
             "app_pids": app, "agent_pid": agent.p.pid if agent else None,
-            "app_cpu_s": (c1 - c0) / CLK_TCK, "agent_cpu_s": (a1 - a0) / CLK_TCK,
-            "app_cpu_us_per_op": (c1 - c0) / CLK_TCK * 1e6 / ops,
-            "agent_cpu_us_per_op": (a1 - a0) / CLK_TCK * 1e6 / ops if agent else None,
+            "app_cpu_s": c1 - c0, "agent_cpu_s": a1 - a0,
+            "app_cpu_us_per_op": (c1 - c0) * 1e6 / ops,
+            "agent_cpu_us_per_op": (a1 - a0) * 1e6 / ops if agent else None,
             "app_ctxsw_per_op": (x1[0] - x0[0] + x1[1] - x0[1]) / ops,
             "app_ctxsw_vol_invol": [x1[0] - x0[0], x1[1] - x0[1]],
             "agent_ctxsw_per_op": (y1[0] - y0[0] + y1[1] - y0[1]) / ops if agent else None,
@@ -846,8 +863,10 @@ class Harness:
         if not self.chanbench_bin.exists():
             self.skipped.append(f"chanbench ({mode}): {self.chanbench_bin} not built")
             return
+        # Host and agent side on different cores (the round trip crosses cores on any rig).
+        far = self.pins["agent"] if self.pins["agent"] != self.pins["app"] else self.pins["load"]
         argv = [str(self.chanbench_bin), "--socket", str(agent.sock), "--json", "--cpus",
-                f"{self.pins['app']},{self.pins['agent']}"]
+                f"{self.pins['app']},{far}"]
         if self.args.quick:
             argv.append("--quick")
         self.commands.setdefault("chanbench", set()).add(" ".join(argv).replace(str(self.workdir), "$W"))
@@ -910,7 +929,8 @@ def scenarios(h, profile):
     full += [S(h, "ping-pong"), S(h, "under-load", mps=10000), S(h, "under-load", mps=50000)]
     # The payload API's servers, against the same loads as redis-server and nginx above.
     full += [KvApi(h, t, p) for t in ("get", "set") for p in (1, 16)]
-    full += [HttpApi(h, "0B", 16), HttpApi(h, "1KB", 16), HttpApi(h, "0B", 16, close=True)]
+    full += [HttpApi(h, "0B", 16), HttpApi(h, "0B", 64), HttpApi(h, "1KB", 16),
+             HttpApi(h, "0B", 16, close=True)]
     head = [N(h, "0B", 16), N(h, "100KB", 16), N(h, "0B", 16, close=True), R(h, "get", 1), R(h, "get", 16),
             S(h, "ping-pong"), S(h, "under-load", mps=10000)]
     return full, head, sweep
@@ -970,8 +990,8 @@ def report(h, info, t_start, headline_keys):
     L.append(f"- network: {'private network namespace (unshare --net), loopback only' if os.environ.get(NETNS_ENV) else 'host network namespace: lo counters include other traffic'}"
              + ("; offload-user: agent's user-space stack (af_packet) on a veth pair between two more namespaces, "
                 "load generators in the peer namespace" if any(p["mode"] == "offload-user" for p in h.points) else ""))
-    L.append(f"- pinning (taskset -c): application {h.pins['app']} (2-worker nginx: {h.pins['app_multi']}), "
-             f"agent {h.pins['agent']}, load generator {h.pins['load']}")
+    L.append(f"- pinning (taskset -c, rig `{h.args.rig}`): application {h.pins['app']} (2-worker nginx: "
+             f"{h.pins['app_multi']}), agent {h.pins['agent']}, load generator {h.pins['load']}")
     L.append("")
     if h.skipped:
         L.append("## Not run")
@@ -1014,8 +1034,9 @@ def report(h, info, t_start, headline_keys):
     L.append("## Every point (median [min-max] over the timed repetitions)")
     L.append("")
     L.append("rate: requests or messages per second. Latency in us (wrk: request latency; redis-benchmark: "
-             "upper bound of the bucket; sockperf: one-way = RTT/2). CPU: utime+stime (+ reaped children) "
-             "from /proc/PID/stat of the application's process tree and of the agent, per request/message. "
+             "upper bound of the bucket; sockperf: one-way = RTT/2). CPU: run time of every thread "
+             "(/proc/PID/task/TID/schedstat, ns; + reaped children) of the application's process tree and of "
+             "the agent, per request/message. "
              "syscalls: `perf stat -e raw_syscalls:sys_enter -p <app pids>` in a separate run. ctxsw: "
              "voluntary+involuntary of every application thread. chan: agent counters h2n+n2h payload bytes "
              "and operations. wire: bytes of all packets sent on lo in the benchmark's network namespace "
@@ -1227,6 +1248,10 @@ def main():
     ap.add_argument("--agent-arg", dest="agent_extra", action="append", default=[],
                     help="one more argument for every agent (repeatable), e.g. --agent-arg=--host-poll-us=0")
     ap.add_argument("--no-netns", action="store_true", help="stay in the current network namespace")
+    ap.add_argument("--rig", choices=["apart", "shared"], default=os.environ.get("BENCH_RIG", "apart"),
+                    help="where the agent runs on a 2-core machine: apart (default: not on the "
+                         "application's core, on the load generator's) or shared (on the "
+                         "application's core, the load generator alone on the other); bench/README.md")
     args = ap.parse_args()
     args.command_line = os.environ.get("BENCH_COMMAND") or "python3 bench/snstack_bench.py " + " ".join(sys.argv[1:])
     dflt = {"full": (3, 4, 3), "quick": (1, 2, 2), "tiny": (1, 1, 1)}[args.profile]

@@ -7,6 +7,7 @@
 #   QUICK=1        the quick profile (a few minutes); PROFILE=full|quick|tiny picks one directly
 #   SKIP_BUILD=1   use the binaries already built
 #   BENCH_ARGS     extra harness flags, e.g. "--reps 5 --duration 6" or "--only nginx"
+#   SHARED=0       skip the shared-rig run (agent on the application's core: bench/README.md)
 #   HTTPS=0        skip ci/bench-https.sh (nginx HTTPS: kTLS on the agent vs OpenSSL in user space)
 #   ENGINES=0      skip ci/bench-engines.sh (kernel vs the agent's engines over a veth pair, as root;
 #                  run after the harness in the full and quick profiles: bench/results/*-engines.*)
@@ -28,6 +29,16 @@ fi
 export BENCH_COMMAND=${BENCH_COMMAND:-"PROFILE=$PROFILE bash ci/bench.sh${BENCH_ARGS:+ (BENCH_ARGS=$BENCH_ARGS)}"}
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
 python3 bench/snstack_bench.py --profile "$PROFILE" ${BENCH_ARGS:-} </dev/null
+# The shared rig (bench/README.md, *Two rigs*): the agent on the application's core, the load
+# generator alone on the other; requests/s with the agent sharing the machine, and the agent's
+# CPU when it does not share the client's core.
+if [[ ${SHARED:-1} == 1 && ($PROFILE == full || $PROFILE == quick) ]]; then
+    # shellcheck disable=SC2086
+    python3 bench/snstack_bench.py --profile "$PROFILE" --rig shared --modes kernel,offload-kernel \
+        --pcie off --only nginx,redis \
+        --match nginx-ka-0B-w1-c16,nginx-ka-100KB-w1-c16,nginx-close-0B-w1-c16,redis-get-P1 \
+        --out "bench/results/$(date -u +%Y-%m-%d-%H%M)-shared" ${BENCH_ARGS:-} </dev/null
+fi
 if [[ ${ENGINES:-1} == 1 && ($PROFILE == full || $PROFILE == quick) ]]; then
     q=0
     [[ $PROFILE == quick ]] && q=1

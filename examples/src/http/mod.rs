@@ -32,6 +32,9 @@ use std::sync::Arc;
 
 /// The body of `/hello`.
 pub const HELLO: &[u8] = b"Hello, world!\n";
+/// Files up to this size are remembered for the next request of the same path ([`Server`]'s
+/// `last`): the memo can hold at most this much beyond the cache's bound.
+const MEMO_MAX: usize = 64 * 1024;
 /// Default bound of the file cache.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
@@ -73,6 +76,9 @@ pub struct Reply {
 pub struct Server {
     files: Option<FileCache>,
     path: Vec<u8>,
+    /// The request path of the last file found, and the file: a run of requests for one file
+    /// (a load test, a hot asset) skips decoding, normalising and hashing the path.
+    last: Option<(Vec<u8>, File)>,
 }
 
 /// Per-connection state for requests delivered in parts.
@@ -89,6 +95,7 @@ impl Server {
         Ok(Self {
             files,
             path: Vec::new(),
+            last: None,
         })
     }
 
@@ -153,10 +160,19 @@ impl Server {
         };
         let (status, content_type, body) = if path == b"/hello" {
             (200, "text/plain; charset=utf-8", Body::Static(HELLO))
+        } else if let Some((_, f)) = self.last.as_ref().filter(|(p, _)| p[..] == *path) {
+            (200, f.content_type, Body::Shared(f.data.clone()))
         } else {
             match normalize(path, &mut self.path) {
                 Err(_) => return error(head, date, 400, false, Action::CloseAfterReply, is_head),
                 Ok(()) => match self.files.as_mut().map(|f| f.get(&self.path)) {
+                    Some(Lookup::Found(f)) if f.data.len() <= MEMO_MAX => {
+                        let mut key = self.last.take().map(|(k, _)| k).unwrap_or_default();
+                        key.clear();
+                        key.extend_from_slice(path);
+                        self.last = Some((key, f.clone()));
+                        (200, f.content_type, Body::Shared(f.data))
+                    }
                     Some(Lookup::Found(f)) => (200, f.content_type, Body::Shared(f.data)),
                     None | Some(Lookup::NotFound) => {
                         return error(head, date, 404, echo_keep_alive, action, is_head)

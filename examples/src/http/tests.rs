@@ -257,3 +257,28 @@ fn never_panics() {
         let _ = r.body;
     }
 }
+
+#[test]
+fn repeated_paths_get_their_own_file_and_misses_stay_misses() {
+    let root = Root::new("memo");
+    let mut s = Server::new(Some(&root.0), DEFAULT_CACHE_BYTES).unwrap();
+    let req = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: a\r\n\r\n");
+    for _ in 0..3 {
+        for (path, code, body) in [
+            ("/docs/a.css", "200", &b"p{}"[..]),
+            ("/docs/a.css", "200", b"p{}"),
+            ("/index.html", "200", b"<h1>home</h1>\n"),
+            ("/docs/./a.css", "200", b"p{}"),
+            ("/docs/nope.css", "404", b"404 Not Found\n"),
+            ("/big.bin", "200", &[0xab; 300_000][..]),
+            ("/big.bin", "200", &[0xab; 300_000][..]),
+            ("/docs/a.css?v=2", "200", b"p{}"),
+            ("/with%20space.txt", "200", b"sp"),
+        ] {
+            let (head, got, _) = get(&mut s, &req(path));
+            assert_eq!(status(&head), code, "{path}");
+            assert_eq!(got, body, "{path}");
+            assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
+        }
+    }
+}
