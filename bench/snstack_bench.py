@@ -889,7 +889,8 @@ class Harness:
         pt = {"scenario": "chanbench", "name": "snstack-chanbench", "kind": "chanbench", "mode": mode,
               "reps": len(res), "cacheline_rtt_ns": pick("cacheline_rtt", "median_ns"),
               "agent_rtt_ns": pick("agent_nop_rtt", "median_ns"), "agent_rtt_p99_ns": pick("agent_nop_rtt", "p99_ns"),
-              "stream_gbps": {str(c): pick("stream", "gbps", chunk=c) for c in (64, 1024, 16384)}}
+              "stream_gbps": {str(c): pick("stream", "gbps", chunk=c) for c in (64, 1024, 16384)},
+              "sleep_wake_ns": pick("sleep_wake", "cpu_ns_per_wake")}
         self.points.append(pt)
         a = pt["agent_rtt_ns"]
         log(f"  {mode:<22} snstack-chanbench: agent round trip median {a and a['median']} ns")
@@ -1097,12 +1098,18 @@ def report(h, info, t_start, headline_keys):
     if cb:
         L.append("### channel micro-benchmark (snstack-chanbench)")
         L.append("")
-        L.append("| mode | cache-line RTT ns | agent OP_NOP RTT ns | RTT p99 ns | stream 64 B GB/s | 1 KiB | 16 KiB |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|")
+        L.append("| mode | cache-line RTT ns | agent OP_NOP RTT ns | RTT p99 ns | stream 64 B GB/s | 1 KiB | 16 KiB "
+                 "| sleep + wake-up, sleeper CPU ns |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for p in cb:
             s = p["stream_gbps"]
             L.append(f"| {p['mode']} | {fmt(p['cacheline_rtt_ns'], 0)} | {fmt(p['agent_rtt_ns'], 0)} | "
-                     f"{fmt(p['agent_rtt_p99_ns'], 0)} | {fmt(s['64'])} | {fmt(s['1024'])} | {fmt(s['16384'])} |")
+                     f"{fmt(p['agent_rtt_p99_ns'], 0)} | {fmt(s['64'])} | {fmt(s['1024'])} | {fmt(s['16384'])} "
+                     f"| {fmt(p.get('sleep_wake_ns'), 0)} |")
+        L.append("")
+        L.append("The last column is what one sleep on a futex and the wake-up from the other core cost the "
+                 "sleeper (a host thread sleeping on its doorbell): a server that finds N requests per "
+                 "wake-up pays at least this / N per request.")
         L.append("")
         L.append("The stream figures move bytes through a `Stream` between two pinned threads without the agent, "
                  "so the PCIe model does not apply to them; the agent round trip crosses the model twice "

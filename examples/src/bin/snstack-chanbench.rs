@@ -8,6 +8,10 @@
 //!   Skipped (with a message) when the agent is unreachable.
 //! * (c) `stream`: two pinned threads move 1 GiB through one 64 KiB `Stream` in a heap region
 //!   (no agent) in 64 B, 1 KiB and 16 KiB chunks: the payload copy path of `send`/`recv`.
+//! * (d) `sleep_wake`: a thread pinned to the first CPU sleeps in `FUTEX_WAIT`, one on the second
+//!   wakes it every 100 us; the sleeper's own CPU time per wake-up (`CLOCK_THREAD_CPUTIME_ID`) is
+//!   what a host thread pays each time it sleeps on the doorbell and is woken: the floor under
+//!   its CPU per request is this divided by the requests it finds per wake-up.
 //!
 //! Round trips are timed per iteration with `Instant` (one clock read per trip); medians and p99
 //! are reported. `--json` adds one JSON object per line after the table.
@@ -31,7 +35,7 @@ const USAGE: &str = "usage: snstack-chanbench [--socket PATH] [--json] [--quick]
   --socket PATH  agent control socket (default $SNSTACK_AGENT or /run/snstack/agent.sock)
   --json         also print one JSON object per result line
   --quick        a tenth of the iterations and bytes (smoke test)
-  --cpus A,B     the two CPUs for (a) and (c) (default 0,1)";
+  --cpus A,B     the two CPUs for (a), (c) and (d) (default 0,1)";
 
 struct Opts {
     socket: String,
@@ -334,6 +338,83 @@ fn stream_throughput(cpus: (usize, usize), chunk: usize, bytes: u64) -> Throughp
 
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// (d) what a sleep and a wake-up cost the sleeper
+
+struct SleepWake {
+    wakes: u64,
+    cpu_ns_per_wake: u64,
+}
+
+fn thread_cpu_ns() -> u64 {
+    // SAFETY: a zeroed timespec is valid and clock_gettime writes only into it.
+    unsafe {
+        let mut t: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t);
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    }
+}
+
+fn futex(word: &std::sync::atomic::AtomicU32, op: i32, val: u32) {
+    // SAFETY: FUTEX_WAIT/FUTEX_WAKE on a live, aligned u32; no timeout, no second word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            op | libc::FUTEX_PRIVATE_FLAG,
+            val,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+fn sleep_wake(cpus: (usize, usize), wakes: u64) -> SleepWake {
+    use std::sync::atomic::AtomicU32;
+    // 0: nothing posted; 1: posted, not taken yet; 2: stop.
+    let word = Arc::new(Padded(AtomicU32::new(0)));
+    let sleeper = {
+        let word = Arc::clone(&word);
+        std::thread::spawn(move || {
+            pin(cpus.0);
+            let (mut got, c0) = (0u64, thread_cpu_ns());
+            loop {
+                match word.0.load(Ordering::Acquire) {
+                    2 => break,
+                    1 => {
+                        word.0.store(0, Ordering::Release);
+                        got += 1;
+                    }
+                    _ => futex(&word.0, libc::FUTEX_WAIT, 0),
+                }
+            }
+            (got, thread_cpu_ns() - c0)
+        })
+    };
+    pin(cpus.1);
+    for _ in 0..wakes {
+        let until = Instant::now() + Duration::from_micros(100);
+        while Instant::now() < until {
+            spin_loop();
+        }
+        if word
+            .0
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            futex(&word.0, libc::FUTEX_WAKE, 1);
+        }
+    }
+    word.0.store(2, Ordering::Release);
+    futex(&word.0, libc::FUTEX_WAKE, 1);
+    let (got, ns) = sleeper.join().unwrap_or((0, 0));
+    SleepWake {
+        wakes: got,
+        cpu_ns_per_wake: ns / got.max(1),
+    }
+}
+
 fn human_size(n: usize) -> String {
     if n >= 1024 && n % 1024 == 0 {
         format!("{} KiB", n / 1024)
@@ -433,6 +514,17 @@ fn main() -> ExitCode {
             t.chunk, t.bytes, t.secs, gbps
         ));
     }
+
+    let d = sleep_wake(o.cpus, 20_000 / o.scale);
+    println!(
+        "{:<42} {:>9} ns of the sleeper's CPU per wake-up",
+        format!("(d) futex sleep + wake-up x{}", d.wakes),
+        d.cpu_ns_per_wake
+    );
+    json.push(format!(
+        r#"{{"bench":"sleep_wake","wakes":{},"cpu_ns_per_wake":{}}}"#,
+        d.wakes, d.cpu_ns_per_wake
+    ));
 
     if o.json {
         for j in &json {
