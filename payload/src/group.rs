@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use shm_proto::record::{self, SNSTACK_FRAMING, SOL_SNSTACK};
 use shm_proto::{
-    handoff, wake, Addr, Cmd, Consumer, Corrupt, Evt, OptVal, Producer, Region, Request, WireAddr,
-    SF_CONNECTED, SF_ERROR, SF_RESET, SF_RX_FIN, SF_TX_SHUT,
+    handoff, prefetch, wake, Addr, Cmd, Consumer, Corrupt, Evt, OptVal, Producer, Region, Request,
+    WireAddr, SF_CONNECTED, SF_ERROR, SF_RESET, SF_RX_FIN, SF_TX_SHUT,
 };
 
 use crate::framing::Framing;
@@ -740,6 +740,35 @@ impl Inner {
         Ok(true)
     }
 
+    /// Asks for the cache lines that examining and answering the first `max` ready connections
+    /// will touch, all of them before the first is examined, so that their misses overlap
+    /// (`shm_proto::prefetch`): first the control lines (the agent's producer index and state
+    /// flags, our consumer head and producer line), then, from the bases those hold, the next
+    /// message's first bytes and the line our next reply goes to.
+    fn prefetch_ready(&self, r: &Region, max: usize) {
+        let conns = || {
+            self.ready
+                .iter()
+                .take(max)
+                .filter(|&&slot| self.slots[slot as usize].kind == Kind::Conn)
+        };
+        for &slot in conns() {
+            if let Some(ctl) = r.sock(slot) {
+                prefetch::read(&ctl.rx_prod);
+                prefetch::read(&ctl.state);
+                prefetch::write(&ctl.rx_head);
+                prefetch::write(&ctl.tx_prod);
+            }
+        }
+        for &slot in conns() {
+            let s = &self.slots[slot as usize];
+            if let (Some(rx), Some(tx)) = (r.rx(slot), r.tx(slot)) {
+                prefetch::read(rx.ptr(rx.pieces(s.rx_read, 1)[0].0));
+                prefetch::write(tx.ptr(tx.pieces(s.tx_tail, 1)[0].0));
+            }
+        }
+    }
+
     fn hold(&mut self, slot: u32) {
         let s = &mut self.slots[slot as usize];
         if !s.held {
@@ -768,6 +797,7 @@ impl Inner {
                 }
             }
         });
+        self.prefetch_ready(r, max);
         while out.len() < max {
             // Connections an accept returned (in `serve`, or examining a listener just now).
             if let Some((slot, peer, svc)) = self.accepted.pop_front() {

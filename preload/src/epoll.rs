@@ -412,10 +412,15 @@ fn scan(ep: &mut Ep, out: &mut [libc::epoll_event]) -> usize {
             // In the order readiness arose (SockState::stamp), not in slot or registration
             // order: a server must see connection 1's request before connection 2's when 1's
             // bytes came first, as Linux's ready list gives them.
+            // The first touch of each changed socket: ask for the other lines that readiness
+            // reads (the agent's RX producer and TX consumer lines) now, so that the misses of
+            // the whole batch overlap (shm_proto::prefetch).
             list.order_queue(|slot| {
-                c.region
-                    .sock(slot)
-                    .map_or(0, |ctl| ctl.state.0.stamp.load(Ordering::Relaxed))
+                c.region.sock(slot).map_or(0, |ctl| {
+                    shm_proto::prefetch::read(&ctl.rx_prod);
+                    shm_proto::prefetch::read(&ctl.tx_head);
+                    ctl.state.0.stamp.load(Ordering::Relaxed)
+                })
             });
         }
         _ => ep.list.mark_all(),
@@ -462,6 +467,7 @@ fn scan(ep: &mut Ep, out: &mut [libc::epoll_event]) -> usize {
                 it.off = true;
                 v = Verdict::Done;
             }
+            readiness::prefetch_io(&s, want);
             out[k] = libc::epoll_event {
                 events: want,
                 u64: it.data,

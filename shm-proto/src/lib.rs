@@ -31,6 +31,7 @@ pub mod completion;
 pub mod handoff;
 pub mod layout;
 pub mod msg;
+pub mod prefetch;
 mod primitive;
 pub mod record;
 pub mod region;
