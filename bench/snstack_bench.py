@@ -127,10 +127,11 @@ def tree_pids(pid):
 
 
 def cpu_seconds(pids):
-    """CPU time of pids in seconds, to the nanosecond: the scheduler's run time of every live
-    thread (`/proc/PID/task/TID/schedstat`) plus reaped children (cutime+cstime, in ticks).
-    utime+stime alone come in clock ticks: 10 ms, a tenth of what a payload-API server spends in
-    a 3 s run. Falls back to them where schedstat is missing."""
+    """CPU time of pids in seconds, to the nanosecond: each process's CPU clock (the scheduler's
+    run time of all its threads, those that exited included: clock_gettime on the clock id
+    Linux derives from the pid) plus reaped children (cutime+cstime, in ticks). utime+stime alone
+    come in clock ticks: 10 ms, a tenth of what a payload-API server spends in a 3 s run. Falls
+    back to them where the clock cannot be read."""
     t = 0.0
     for p in pids:
         try:
@@ -138,16 +139,11 @@ def cpu_seconds(pids):
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        ns, ok = 0, True
         try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/schedstat") as f:
-                    ns += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            ok = False
-        if ok:
+            # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED) of include/linux/posix-timers.h.
+            ns = time.clock_gettime_ns(((~p) << 3) | 2)
             t += ns / 1e9 + sum(int(x) for x in fields[13:15]) / CLK_TCK
-        else:
+        except OSError:
             t += sum(int(x) for x in fields[11:15]) / CLK_TCK
     return t
 
@@ -863,10 +859,13 @@ class Harness:
         if not self.chanbench_bin.exists():
             self.skipped.append(f"chanbench ({mode}): {self.chanbench_bin} not built")
             return
-        # Host and agent side on different cores (the round trip crosses cores on any rig).
-        far = self.pins["agent"] if self.pins["agent"] != self.pins["app"] else self.pins["load"]
-        argv = [str(self.chanbench_bin), "--socket", str(agent.sock), "--json", "--cpus",
-                f"{self.pins['app']},{far}"]
+        # The host side (the first CPU) on another core than the agent's on any rig: the round
+        # trip crosses cores as it does between a host and its NIC.
+        if self.pins["agent"] != self.pins["app"]:
+            cpus = f"{self.pins['app']},{self.pins['agent']}"
+        else:
+            cpus = f"{self.pins['load']},{self.pins['app']}"
+        argv = [str(self.chanbench_bin), "--socket", str(agent.sock), "--json", "--cpus", cpus]
         if self.args.quick:
             argv.append("--quick")
         self.commands.setdefault("chanbench", set()).add(" ".join(argv).replace(str(self.workdir), "$W"))
@@ -1035,9 +1034,9 @@ def report(h, info, t_start, headline_keys):
     L.append("## Every point (median [min-max] over the timed repetitions)")
     L.append("")
     L.append("rate: requests or messages per second. Latency in us (wrk: request latency; redis-benchmark: "
-             "upper bound of the bucket; sockperf: one-way = RTT/2). CPU: run time of every thread "
-             "(/proc/PID/task/TID/schedstat, ns; + reaped children) of the application's process tree and of "
-             "the agent, per request/message. "
+             "upper bound of the bucket; sockperf: one-way = RTT/2). CPU: each process's CPU clock "
+             "(clock_gettime, ns, all its threads; + reaped children) of the application's process tree and "
+             "of the agent, per request/message. "
              "syscalls: `perf stat -e raw_syscalls:sys_enter -p <app pids>` in a separate run. ctxsw: "
              "voluntary+involuntary of every application thread. chan: agent counters h2n+n2h payload bytes "
              "and operations. wire: bytes of all packets sent on lo in the benchmark's network namespace "

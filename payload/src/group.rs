@@ -756,6 +756,7 @@ impl Inner {
             if let Some(ctl) = r.sock(slot) {
                 prefetch::read(&ctl.rx_prod);
                 prefetch::read(&ctl.state);
+                prefetch::read(&ctl.tx_head);
                 prefetch::write(&ctl.rx_head);
                 prefetch::write(&ctl.tx_prod);
             }
@@ -764,7 +765,13 @@ impl Inner {
             let s = &self.slots[slot as usize];
             if let (Some(rx), Some(tx)) = (r.rx(slot), r.tx(slot)) {
                 prefetch::read(rx.ptr(rx.pieces(s.rx_read, 1)[0].0));
-                prefetch::write(tx.ptr(tx.pieces(s.tx_tail, 1)[0].0));
+                // A reply to a drained stream goes to offset 0 (the send rewinds it).
+                let at = if tx.load_head() == s.tx_tail {
+                    0
+                } else {
+                    tx.pieces(s.tx_tail, 1)[0].0
+                };
+                prefetch::write(tx.ptr(at));
             }
         }
     }

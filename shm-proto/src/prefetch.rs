@@ -19,8 +19,9 @@ pub fn read<T>(p: *const T) {
     let _ = p;
 }
 
-/// Hints that the cache line holding `p` will be written soon (PREFETCHW where the CPU has it,
-/// which asks for the line exclusive; a read prefetch otherwise).
+/// Hints that the cache line holding `p` will be written soon: PREFETCHW (the line asked for
+/// exclusive) when the build targets a CPU that has it (`-C target-cpu`), a read prefetch with
+/// the default x86-64 target.
 #[inline(always)]
 pub fn write<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]

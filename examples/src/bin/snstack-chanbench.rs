@@ -382,10 +382,15 @@ fn sleep_wake(cpus: (usize, usize), wakes: u64) -> SleepWake {
             loop {
                 match word.0.load(Ordering::Acquire) {
                     2 => break,
-                    1 => {
-                        word.0.store(0, Ordering::Release);
-                        got += 1;
+                    // Taken only from 1: a stop (2) stored meanwhile is not wiped out.
+                    1 if word
+                        .0
+                        .compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok() =>
+                    {
+                        got += 1
                     }
+                    1 => {}
                     _ => futex(&word.0, libc::FUTEX_WAIT, 0),
                 }
             }

@@ -99,7 +99,9 @@ impl Server {
         })
     }
 
+    /// The file cache (to clear it for a reload: the memo of the last file goes with it).
     pub fn files(&mut self) -> Option<&mut FileCache> {
+        self.last = None;
         self.files.as_mut()
     }
 
