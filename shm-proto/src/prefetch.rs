@@ -11,10 +11,7 @@
 #[inline(always)]
 pub fn read<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT0 is a hint: it does not fault on any address and writes nothing.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-    };
+    hint::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
@@ -25,12 +22,16 @@ pub fn read<T>(p: *const T) {
 #[inline(always)]
 pub fn write<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: as in `read`: a hint that never faults and writes nothing.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_ET0 }>(p.cast())
-    };
+    hint::<{ core::arch::x86_64::_MM_HINT_ET0 }>(p.cast());
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn hint<const STRATEGY: i32>(p: *const i8) {
+    // SAFETY: PREFETCH* is a hint: it does not fault on any address and writes nothing.
+    unsafe { core::arch::x86_64::_mm_prefetch::<STRATEGY>(p) };
 }
 
 #[cfg(all(test, not(loom)))]
