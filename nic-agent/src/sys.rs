@@ -184,9 +184,20 @@ pub fn sched_yield() {
     unsafe { libc::sched_yield() };
 }
 
-/// Whether process `pid` may only run on CPUs that the calling thread may not run on (both
-/// affinity masks read with `sched_getaffinity`); false when either cannot be read.
-pub fn cpus_apart(pid: i32) -> bool {
+/// Where process `pid` may run, seen from the calling thread (both affinity masks read with
+/// `sched_getaffinity`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Only on CPUs the calling thread may not run on.
+    Apart,
+    /// Only on CPUs the calling thread may run on (to run, it takes one of them).
+    Within,
+    /// Both, or a mask could not be read.
+    Mixed,
+}
+
+/// [`Placement`] of process `pid`.
+pub fn cpu_placement(pid: i32) -> Placement {
     // SAFETY: all-zero bytes are a valid (empty) cpu_set_t.
     let mut theirs: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
@@ -197,9 +208,21 @@ pub fn cpus_apart(pid: i32) -> bool {
         libc::sched_getaffinity(pid, size, &mut theirs) == 0
             && libc::sched_getaffinity(0, size, &mut ours) == 0
     };
-    ok && (0..libc::CPU_SETSIZE as usize)
+    if !ok {
+        return Placement::Mixed;
+    }
+    let (mut shared, mut alone) = (false, false);
+    for c in 0..libc::CPU_SETSIZE as usize {
         // SAFETY: CPU_ISSET reads a bit below CPU_SETSIZE of an initialised set.
-        .all(|c| !(unsafe { libc::CPU_ISSET(c, &theirs) && libc::CPU_ISSET(c, &ours) }))
+        let (t, o) = unsafe { (libc::CPU_ISSET(c, &theirs), libc::CPU_ISSET(c, &ours)) };
+        shared |= t && o;
+        alone |= t && !o;
+    }
+    match (shared, alone) {
+        (false, _) => Placement::Apart,
+        (true, false) => Placement::Within,
+        (true, true) => Placement::Mixed,
+    }
 }
 
 /// The calling thread's involuntary context switches and CPU time (user + system, microseconds)
@@ -1260,11 +1283,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpus_apart_of_ourselves_and_of_nobody() {
+    fn cpu_placement_of_ourselves_of_nobody_and_of_a_pinned_child() {
         // SAFETY: getpid has no preconditions.
         let me = unsafe { libc::getpid() };
-        assert!(!cpus_apart(me), "a process shares its own CPUs");
-        assert!(!cpus_apart(i32::MAX), "an unreadable mask is never 'apart'");
+        assert_eq!(
+            cpu_placement(i32::MAX),
+            Placement::Mixed,
+            "an unreadable mask is never 'apart'"
+        );
+        assert_eq!(
+            cpu_placement(me),
+            Placement::Within,
+            "a process runs on its own CPUs"
+        );
         // A child pinned to a CPU the test thread may not use is apart (needs 2 CPUs).
         // SAFETY: all-zero bytes are a valid cpu_set_t.
         let mut ours: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -1291,13 +1322,25 @@ mod tests {
             unsafe { libc::CPU_SET(cpus[1], &mut one) };
             // SAFETY: pins this thread only.
             assert_eq!(unsafe { libc::sched_setaffinity(0, size, &one) }, 0);
-            cpus_apart(pid)
+            let apart = cpu_placement(pid) == Placement::Apart;
+            // The test process's main thread may run here and elsewhere.
+            assert_eq!(cpu_placement(me), Placement::Mixed);
+            // SAFETY: as above.
+            unsafe { libc::CPU_SET(cpus[0], &mut one) };
+            // SAFETY: pins this thread only.
+            assert_eq!(unsafe { libc::sched_setaffinity(0, size, &one) }, 0);
+            (apart, cpu_placement(pid))
         })
         .join()
         .unwrap();
         let _ = child.kill();
         let _ = child.wait();
-        assert!(pinned_elsewhere);
+        assert!(pinned_elsewhere.0);
+        assert_eq!(
+            pinned_elsewhere.1,
+            Placement::Within,
+            "pinned to one of ours"
+        );
     }
 
     #[test]

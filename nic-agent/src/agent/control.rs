@@ -196,8 +196,8 @@ impl<B: Backend> Agent<B> {
                 ctl: fd,
                 bell,
                 pid: cred.pid,
-                apart: sys::cpus_apart(cred.pid),
-                apart_at: now,
+                placement: sys::cpu_placement(cred.pid),
+                placed_at: now,
             },
         );
         info!(

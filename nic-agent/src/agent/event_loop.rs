@@ -131,7 +131,12 @@ impl<B: Backend> Agent<B> {
             // input), for at most DOORBELL_HOLD (aged by the loop's own clock reads: every
             // idle pass reads it; a busy run is bounded by DOORBELL_HOLD_ITERS) and never
             // across a sleep: such a host wakes, on an idle core of its own, to a larger batch.
+            // Those of processes that can only run on the agent's CPUs are held while the
+            // iteration had work and rung by the first idle one (before the agent yields or
+            // sleeps): woken earlier, such a host preempts the agent in the middle of its batch
+            // and wakes to a smaller one of its own.
             self.holding = self.spin.contended();
+            self.busy = work;
             let ring = !more || self.deferred >= DOORBELL_DEFER;
             let hold_due = self.deferred >= DOORBELL_HOLD_ITERS
                 || self
@@ -263,10 +268,21 @@ impl<B: Backend> Agent<B> {
     }
 
     /// Whether session `sid`'s doorbells may be held this iteration: the agent's CPU is
-    /// contended and the process runs on CPUs apart from the agent's.
+    /// contended, and the process runs on CPUs apart from the agent's, or only on the agent's
+    /// CPUs while the agent is busy (woken now, it would take the CPU from the agent's batch;
+    /// docs/agent-loop.md, *Doorbells*).
     fn may_hold(&mut self, sid: u32) -> bool {
         let now = self.clock;
-        self.holding && self.conns.get_mut(&sid).is_some_and(|c| c.apart(now))
+        let busy = self.busy;
+        self.holding
+            && self
+                .conns
+                .get_mut(&sid)
+                .is_some_and(|c| match c.placement(now) {
+                    sys::Placement::Apart => true,
+                    sys::Placement::Within => busy,
+                    sys::Placement::Mixed => false,
+                })
     }
 
     /// Tells each channel whether its process runs apart from the agent's CPUs (only those are
@@ -312,6 +328,7 @@ impl<B: Backend> Agent<B> {
     pub(super) fn shutdown(&mut self) {
         self.core.shutdown();
         self.holding = false;
+        self.busy = false;
         self.perform(true);
         self.ring_held();
         self.conns.clear();

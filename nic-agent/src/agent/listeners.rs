@@ -190,7 +190,11 @@ impl<B: Backend> Core<B> {
             p.conns.passive_opens += 1;
         }
         Self::publish_to(s, &mut self.procs);
-        self.pump_rx(id);
+        // A fresh socket was registered before this first read: whatever is not read now (a
+        // FIN behind a short read, bytes still on their way) raises an event (the registration
+        // reports the readiness it found), so a short read needs no second call to say
+        // WouldBlock. A returned socket's earlier events were consumed: read on to the end.
+        self.pump_rx_with(id, !fresh);
         Ok(Some((slot, id, peer)))
     }
 

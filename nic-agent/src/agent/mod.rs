@@ -211,8 +211,11 @@ pub struct Agent<B: Backend> {
     held: Vec<u32>,
     held_since: Option<Instant>,
     /// The agent's CPU is contended this iteration: doorbells of processes on CPUs apart from
-    /// the agent's are held up to DOORBELL_HOLD.
+    /// the agent's are held up to DOORBELL_HOLD, those of processes within the agent's CPUs
+    /// while the agent is busy (`run`).
     holding: bool,
+    /// This iteration found work.
+    busy: bool,
     stop: bool,
     evbuf: Vec<libc::epoll_event>,
     /// When the agent started (`uptime_ms` in the JSON report).
@@ -223,22 +226,27 @@ pub struct Agent<B: Backend> {
 struct Conn {
     ctl: OwnedFd,
     bell: OwnedFd,
-    /// The process's pid, whether its CPUs are apart from the agent's (its doorbells may be
-    /// held on a contended agent CPU, `run`, and polled for: host_poll.rs), and when that was
-    /// last read.
+    /// The process's pid, where its CPUs are, seen from the agent's (its doorbells may be held
+    /// on a contended agent CPU, `run`, and polled for: host_poll.rs), and when that was last
+    /// read.
     pid: i32,
-    apart: bool,
-    apart_at: Instant,
+    placement: sys::Placement,
+    placed_at: Instant,
 }
 
 impl Conn {
-    /// Whether the process runs on CPUs apart from the agent's (read again every second).
-    fn apart(&mut self, now: Instant) -> bool {
-        if now.saturating_duration_since(self.apart_at) >= Duration::from_secs(1) {
-            self.apart = sys::cpus_apart(self.pid);
-            self.apart_at = now;
+    /// Where the process runs (read again every second).
+    fn placement(&mut self, now: Instant) -> sys::Placement {
+        if now.saturating_duration_since(self.placed_at) >= Duration::from_secs(1) {
+            self.placement = sys::cpu_placement(self.pid);
+            self.placed_at = now;
         }
-        self.apart
+        self.placement
+    }
+
+    /// Whether the process runs on CPUs apart from the agent's.
+    fn apart(&mut self, now: Instant) -> bool {
+        self.placement(now) == sys::Placement::Apart
     }
 }
 
@@ -339,6 +347,7 @@ impl<B: Backend> Agent<B> {
             held: Vec::new(),
             held_since: None,
             holding: false,
+            busy: false,
             stop: false,
             evbuf: sys::event_buf(256),
             started: Instant::now(),
