@@ -273,16 +273,10 @@ impl<B: Backend> Agent<B> {
     /// docs/agent-loop.md, *Doorbells*).
     fn may_hold(&mut self, sid: u32) -> bool {
         let now = self.clock;
-        let busy = self.busy;
-        self.holding
-            && self
-                .conns
-                .get_mut(&sid)
-                .is_some_and(|c| match c.placement(now) {
-                    sys::Placement::Apart => true,
-                    sys::Placement::Within => busy,
-                    sys::Placement::Mixed => false,
-                })
+        let (holding, busy) = (self.holding, self.busy);
+        self.conns
+            .get_mut(&sid)
+            .is_some_and(|c| may_hold(holding, busy, c.placement(now)))
     }
 
     /// Tells each channel whether its process runs apart from the agent's CPUs (only those are
@@ -340,5 +334,44 @@ impl<B: Backend> Agent<B> {
             }
         }
         info!("snstack-agent stopped");
+    }
+}
+
+/// The doorbell hold policy (docs/agent-loop.md, *Doorbells*): on a contended agent CPU
+/// (`holding`) a process on CPUs apart from the agent's is held (it wakes to a larger batch on a
+/// core of its own), one that can only run on the agent's CPUs while the agent is `busy` (woken
+/// now it would preempt the agent's batch), and one that may also run elsewhere never (it
+/// would wait for a CPU it could be using). An agent with a core of its own holds nobody.
+fn may_hold(holding: bool, busy: bool, placement: sys::Placement) -> bool {
+    holding
+        && match placement {
+            sys::Placement::Apart => true,
+            sys::Placement::Within => busy,
+            sys::Placement::Mixed => false,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_hold;
+    use crate::sys::Placement::{Apart, Mixed, Within};
+
+    #[test]
+    fn doorbells_are_held_only_on_a_contended_cpu_and_by_placement() {
+        for p in [Apart, Within, Mixed] {
+            for busy in [false, true] {
+                assert!(!may_hold(false, busy, p), "a core of its own holds nobody");
+            }
+        }
+        assert!(may_hold(true, false, Apart) && may_hold(true, true, Apart));
+        assert!(
+            may_hold(true, true, Within),
+            "within the agent's CPUs: held while busy"
+        );
+        assert!(
+            !may_hold(true, false, Within),
+            "...and rung by the first idle iteration"
+        );
+        assert!(!may_hold(true, true, Mixed) && !may_hold(true, false, Mixed));
     }
 }
