@@ -190,7 +190,7 @@ pub fn sched_yield() {
 pub enum Placement {
     /// Only on CPUs the calling thread may not run on.
     Apart,
-    /// Only on CPUs the calling thread may run on (to run, it takes one of them).
+    /// Only on the one CPU the calling thread may run on (to run, it takes the caller's CPU).
     Within,
     /// Both, or a mask could not be read.
     Mixed,
@@ -211,17 +211,19 @@ pub fn cpu_placement(pid: i32) -> Placement {
     if !ok {
         return Placement::Mixed;
     }
-    let (mut shared, mut alone) = (false, false);
+    let (mut shared, mut alone, mut own) = (false, false, 0);
     for c in 0..libc::CPU_SETSIZE as usize {
         // SAFETY: CPU_ISSET reads a bit below CPU_SETSIZE of an initialised set.
         let (t, o) = unsafe { (libc::CPU_ISSET(c, &theirs), libc::CPU_ISSET(c, &ours)) };
         shared |= t && o;
         alone |= t && !o;
+        own += usize::from(o);
     }
     match (shared, alone) {
         (false, _) => Placement::Apart,
-        (true, false) => Placement::Within,
-        (true, true) => Placement::Mixed,
+        // On a CPU of the caller's while the caller may run on another, it need not wait.
+        (true, false) if own == 1 => Placement::Within,
+        _ => Placement::Mixed,
     }
 }
 
@@ -1291,11 +1293,6 @@ mod tests {
             Placement::Mixed,
             "an unreadable mask is never 'apart'"
         );
-        assert_eq!(
-            cpu_placement(me),
-            Placement::Within,
-            "a process runs on its own CPUs"
-        );
         // A child pinned to a CPU the test thread may not use is apart (needs 2 CPUs).
         // SAFETY: all-zero bytes are a valid cpu_set_t.
         let mut ours: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -1306,6 +1303,16 @@ mod tests {
         let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
             .filter(|&c| unsafe { libc::CPU_ISSET(c, &ours) })
             .collect();
+        let own = if cpus.len() == 1 {
+            Placement::Within
+        } else {
+            Placement::Mixed
+        };
+        assert_eq!(
+            cpu_placement(me),
+            own,
+            "within only the one CPU the caller has"
+        );
         if cpus.len() < 2 {
             return;
         }
@@ -1329,6 +1336,13 @@ mod tests {
             unsafe { libc::CPU_SET(cpus[0], &mut one) };
             // SAFETY: pins this thread only.
             assert_eq!(unsafe { libc::sched_setaffinity(0, size, &one) }, 0);
+            // On our CPU, while we may also run on the other: it need not wait for ours.
+            let both = cpu_placement(pid);
+            // SAFETY: as above.
+            unsafe { libc::CPU_CLR(cpus[1], &mut one) };
+            // SAFETY: pins this thread only.
+            assert_eq!(unsafe { libc::sched_setaffinity(0, size, &one) }, 0);
+            assert_eq!(both, Placement::Mixed);
             (apart, cpu_placement(pid))
         })
         .join()

@@ -131,7 +131,7 @@ impl<B: Backend> Agent<B> {
             // input), for at most DOORBELL_HOLD (aged by the loop's own clock reads: every
             // idle pass reads it; a busy run is bounded by DOORBELL_HOLD_ITERS) and never
             // across a sleep: such a host wakes, on an idle core of its own, to a larger batch.
-            // Those of processes that can only run on the agent's CPUs are held while the
+            // Those of processes that can only run on the agent's one CPU are held while the
             // iteration had work and rung by the first idle one (before the agent yields or
             // sleeps): woken earlier, such a host preempts the agent in the middle of its batch
             // and wakes to a smaller one of its own.
@@ -339,8 +339,8 @@ impl<B: Backend> Agent<B> {
 
 /// The doorbell hold policy (docs/agent-loop.md, *Doorbells*): on a contended agent CPU
 /// (`holding`) a process on CPUs apart from the agent's is held (it wakes to a larger batch on a
-/// core of its own), one that can only run on the agent's CPUs while the agent is `busy` (woken
-/// now it would preempt the agent's batch), and one that may also run elsewhere never (it
+/// core of its own), one that can only run on the agent's one CPU while the agent is `busy`
+/// (woken now it would preempt the agent's batch), and one that may also run elsewhere never (it
 /// would wait for a CPU it could be using). An agent with a core of its own holds nobody.
 fn may_hold(holding: bool, busy: bool, placement: sys::Placement) -> bool {
     holding
@@ -366,7 +366,7 @@ mod tests {
         assert!(may_hold(true, false, Apart) && may_hold(true, true, Apart));
         assert!(
             may_hold(true, true, Within),
-            "within the agent's CPUs: held while busy"
+            "only on the agent's one CPU: held while busy"
         );
         assert!(
             !may_hold(true, false, Within),

@@ -211,8 +211,8 @@ pub struct Agent<B: Backend> {
     held: Vec<u32>,
     held_since: Option<Instant>,
     /// The agent's CPU is contended this iteration: doorbells of processes on CPUs apart from
-    /// the agent's are held up to DOORBELL_HOLD, those of processes within the agent's CPUs
-    /// while the agent is busy (`run`).
+    /// the agent's are held up to DOORBELL_HOLD, those of processes that can only run on the
+    /// agent's one CPU while the agent is busy (`run`).
     holding: bool,
     /// This iteration found work.
     busy: bool,
