@@ -192,7 +192,8 @@ pub enum Placement {
     Apart,
     /// Only on the one CPU the calling thread may run on (to run, it takes the caller's CPU).
     Within,
-    /// Both, or a mask could not be read.
+    /// Anywhere else: on the caller's CPUs and others, on the caller's CPUs when the caller
+    /// has several (it need not wait for the one the caller is on), or a mask could not be read.
     Mixed,
 }
 
@@ -221,7 +222,6 @@ pub fn cpu_placement(pid: i32) -> Placement {
     }
     match (shared, alone) {
         (false, _) => Placement::Apart,
-        // On a CPU of the caller's while the caller may run on another, it need not wait.
         (true, false) if own == 1 => Placement::Within,
         _ => Placement::Mixed,
     }
