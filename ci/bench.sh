@@ -30,13 +30,14 @@ export BENCH_COMMAND=${BENCH_COMMAND:-"PROFILE=$PROFILE bash ci/bench.sh${BENCH_
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
 python3 bench/snstack_bench.py --profile "$PROFILE" ${BENCH_ARGS:-} </dev/null
 # The shared rig (bench/README.md, *Two rigs*): the agent on the application's core, the load
-# generator alone on the other; requests/s with the agent sharing the machine, and the agent's
-# CPU when it does not share the client's core.
+# generator alone on the other; requests/s with the agent sharing the machine, the agent's CPU
+# when it does not share the client's core, and sockperf's latency (a client alone on its core
+# measures the path, not its own threads' scheduling beside the agent).
 if [[ ${SHARED:-1} == 1 && ($PROFILE == full || $PROFILE == quick) ]]; then
     # shellcheck disable=SC2086
     python3 bench/snstack_bench.py --profile "$PROFILE" --rig shared --modes kernel,offload-kernel \
-        --pcie off --only nginx,redis \
-        --match nginx-ka-0B-w1-c16,nginx-ka-100KB-w1-c16,nginx-close-0B-w1-c16,redis-get-P1 \
+        --pcie off --only nginx,redis,sockperf \
+        --match nginx-ka-0B-w1-c16,nginx-ka-100KB-w1-c16,nginx-close-0B-w1-c16,redis-get-P1,sockperf-ping-pong,sockperf-under-load \
         --out "bench/results/$(date -u +%Y-%m-%d-%H%M)-shared" ${BENCH_ARGS:-} </dev/null
 fi
 if [[ ${ENGINES:-1} == 1 && ($PROFILE == full || $PROFILE == quick) ]]; then
