@@ -144,9 +144,31 @@ impl Channel {
         Ok(c)
     }
 
-    /// Cheap re-check before sleeping.
+    /// Cheap re-check before sleeping: commands, or TX-changed marks.
     pub fn cmds_pending(&self) -> bool {
-        !self.cmds.is_empty()
+        !self.cmds.is_empty() || self.region.tx_pending()
+    }
+
+    /// Takes the TX-changed marks into `out` (slots whose TX streams have new bytes). Each
+    /// non-empty bitmap word read counts as one host -> NIC operation (one DMA read of up to 64
+    /// sockets' marks on a NIC).
+    pub fn take_tx(&mut self, out: &mut Vec<u32>) {
+        if !self.region.tx_pending() {
+            return;
+        }
+        let mut word = u32::MAX;
+        let mut words = 0u64;
+        self.region.take_tx(|slot| {
+            if slot / 64 != word {
+                word = slot / 64;
+                words += 1;
+            }
+            out.push(slot);
+        });
+        self.counters.h2n_ops += words;
+        for _ in 0..words {
+            self.pcie(Dir::ReadCmds, 8);
+        }
     }
 
     /// Completions waiting for room in the event ring.
@@ -359,11 +381,11 @@ impl Channel {
 
     /// Announce / retract the agent's sleep on this channel.
     pub fn announce_sleep(&self) {
-        wake::announce(&self.header().agent_sleeping.0);
+        wake::announce(&self.header().agent.0.sleeping);
     }
 
     pub fn retract_sleep(&self) {
-        wake::retract(&self.header().agent_sleeping.0);
+        wake::retract(&self.header().agent.0.sleeping);
     }
 }
 

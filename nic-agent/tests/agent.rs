@@ -160,8 +160,9 @@ fn serves_a_tcp_server_and_drops_only_a_corrupt_channel() {
     ring.tail.0.store(head.wrapping_add(5000), Ordering::SeqCst);
     h.region
         .header()
-        .agent_sleeping
+        .agent
         .0
+        .sleeping
         .store(1, Ordering::SeqCst);
     h.ring();
     until("channel marked dead", || h.dead());

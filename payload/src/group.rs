@@ -5,8 +5,8 @@
 //!   1 release: publish rx_head past the last          send / send_vectored / reserve+commit:
 //!     batch's records, OP_RX_SPACE if rx_blocked        bytes into the conn's TX ring, tail
 //!     deferred closes go out                            published at once
-//!   2 flush: OP_TX_KICK per conn whose TX tail        flush: the kicks, one agent doorbell
-//!     moved, one agent doorbell                       shutdown / close / abort: commands,
+//!   2 flush: TX-changed bit per conn whose TX         flush: the marks, one agent doorbell
+//!     tail moved, one agent doorbell                  shutdown / close / abort: commands,
 //!   3 collect: accepted conns, changed slots            delivered at the next flush or poll
 //!     (waiter 0's bitmap), each examined:
 //!       listener -> handoff records -> Opened
@@ -279,7 +279,7 @@ impl Inner {
     }
 
     fn ring(&mut self, r: &Region, io: &mut dyn Io) {
-        if std::mem::take(&mut self.posted) && wake::must_ring(&r.header().agent_sleeping.0) {
+        if std::mem::take(&mut self.posted) && wake::must_ring(&r.header().agent.0.sleeping) {
             io.ring_agent();
         }
     }
@@ -404,19 +404,18 @@ impl Inner {
         }
     }
 
-    /// Posts a kick for `slot` when its TX tail moved since the last one.
-    fn kick(&mut self, r: &Region, io: &mut dyn Io, slot: u32) -> io::Result<()> {
+    /// Marks `slot` in the TX-changed bitmap when its TX tail moved since the last mark; the
+    /// flush's doorbell decision follows when the mark set a summary bit
+    /// (`shm_proto::changed::mark_new`).
+    fn kick(&mut self, r: &Region, _io: &mut dyn Io, slot: u32) -> io::Result<()> {
         let s = &mut self.slots[slot as usize];
         s.dirty = false;
         if s.kind != Kind::Conn || s.tx_tail == s.tx_kicked {
             return Ok(());
         }
         s.tx_kicked = s.tx_tail;
-        let need = r
-            .sock(slot)
-            .is_some_and(|c| wake::kick_needed(&c.tx_prod.0.kick));
-        if need {
-            self.post(r, io, slot, Request::TxKick)?;
+        if r.mark_tx(slot) {
+            self.posted = true;
         }
         Ok(())
     }

@@ -200,6 +200,13 @@ impl Agent {
         self.serve();
         std::mem::take(&mut self.log)
     }
+
+    /// The slots marked in the TX-changed bitmap since the last take, in slot order.
+    fn take_tx(&mut self) -> Vec<u32> {
+        let mut v = Vec::new();
+        self.r.take_tx(|s| v.push(s));
+        v
+    }
 }
 
 struct FakeIo {
@@ -597,22 +604,22 @@ fn sends_are_whole_kicked_once_per_flush_and_writable_follows_would_block() {
     t.g.send_vectored(c, &[IoSlice::new(b"wor"), IoSlice::new(b"ld")])
         .unwrap();
     assert!(
-        t.agent().take_log().is_empty(),
-        "published, not kicked before the flush"
+        t.agent().take_tx().is_empty(),
+        "published, not marked before the flush"
     );
     t.g.flush().unwrap();
-    assert_eq!(ops(&t.agent().take_log()), [(2, OP_TX_KICK)]);
+    assert_eq!(t.agent().take_tx(), [2]);
+    assert!(t.agent().take_log().is_empty(), "no command per send");
     assert_eq!(t.agent().drain_tx(2), b"hello world");
-    // The kick is still outstanding (the agent has not taken it): no second one.
+    // Marked again while the agent has not taken the mark: still one slot to drain.
     t.g.send(c, b"more").unwrap();
     t.g.flush().unwrap();
-    assert!(t.agent().take_log().is_empty());
-    // The agent took the kick: the next flush kicks again; a flush with nothing new does not.
-    wake::kick_taken(&t.r.sock(2).unwrap().tx_prod.0.kick);
     t.g.send(c, b"!").unwrap();
     t.g.flush().unwrap();
+    // A flush with nothing new marks nothing.
+    assert_eq!(t.agent().take_tx(), [2]);
     t.g.flush().unwrap();
-    assert_eq!(ops(&t.agent().take_log()), [(2, OP_TX_KICK)]);
+    assert!(t.agent().take_tx().is_empty());
     assert_eq!(t.agent().drain_tx(2), b"more!");
     t.poll(8);
     // Fill the ring: a send that does not fit fails whole.
@@ -699,7 +706,12 @@ fn stale_handles_get_ebadf_and_closes_wait_for_held_views() {
     }
     assert!(t.agent().take_log().is_empty(), "deferred");
     assert!(t.poll(8).is_empty());
-    assert_eq!(ops(&t.agent().take_log()), [(2, OP_TX_KICK), (2, OP_CLOSE)]);
+    assert_eq!(ops(&t.agent().take_log()), [(2, OP_CLOSE)]);
+    assert_eq!(
+        t.agent().take_tx(),
+        [2],
+        "its bytes marked before the close"
+    );
     assert_eq!(
         t.r.sock(2)
             .unwrap()
@@ -734,13 +746,17 @@ fn shutdown_and_abort() {
     t.g.abort(c).unwrap();
     t.poll(8);
     let log = t.agent().take_log();
-    assert_eq!(log.len(), 4, "{log:?}");
-    assert_eq!(log[0], (2, Request::TxKick));
-    assert_eq!(log[1], (2, Request::Shutdown { how: libc::SHUT_WR }));
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(
+        t.agent().take_tx(),
+        [2],
+        "the bytes before the shutdown marked"
+    );
+    assert_eq!(log[0], (2, Request::Shutdown { how: libc::SHUT_WR }));
     let mut linger = [0u8; 8];
     linger[..4].copy_from_slice(&1i32.to_ne_bytes());
     assert_eq!(
-        log[2],
+        log[1],
         (
             2,
             Request::SetSockOpt {
@@ -751,7 +767,7 @@ fn shutdown_and_abort() {
             }
         )
     );
-    assert_eq!(log[3], (2, Request::Close));
+    assert_eq!(log[2], (2, Request::Close));
 }
 
 #[test]
@@ -858,8 +874,8 @@ fn the_agent_is_rung_only_when_it_sleeps() {
         before,
         "agent awake: no doorbell"
     );
-    t.r.header().agent_sleeping.0.store(1, Ordering::Release);
-    wake::kick_taken(&t.r.sock(2).unwrap().tx_prod.0.kick);
+    t.r.header().agent.0.sleeping.store(1, Ordering::Release);
+    assert_eq!(t.agent().take_tx(), [2]);
     t.g.send(c, b"b").unwrap();
     t.g.flush().unwrap();
     assert_eq!(t.rings.load(Ordering::Relaxed), before + 1);

@@ -231,7 +231,7 @@ impl Channel {
     }
 
     pub(crate) fn ring_agent(&self) {
-        if wake::must_ring(&self.region.header().agent_sleeping.0) {
+        if wake::must_ring(&self.region.header().agent.0.sleeping) {
             let _ = sys::write(self.bell_fd, &1u64.to_ne_bytes());
         }
     }

@@ -758,9 +758,16 @@ pub(crate) fn send(fd: i32, iov: &Iov, flags: i32) -> R {
     send_sock(&s, iov, flags)
 }
 
+/// Tells the agent that `s`'s TX stream has new bytes (after they are published): the slot's bit
+/// in the TX-changed bitmap, and the agent's doorbell when this mark is the one that must ring
+/// (`shm_proto::changed::mark_new`). No command: in a burst of replies the bits land in words
+/// this thread already holds in its cache.
 pub(crate) fn kick(s: &S) -> Result<(), i32> {
-    if wake::kick_needed(&s.ctl.tx_prod.0.kick) {
-        s.c.post(s.slot, Request::TxKick)?;
+    if s.c.is_dead() {
+        return Err(libc::ECONNRESET);
+    }
+    if s.c.region.mark_tx(s.slot) {
+        s.c.ring_agent();
     }
     Ok(())
 }

@@ -1,4 +1,6 @@
-//! Changed-slot bitmaps: the agent-fed "ready list" of an epoll waiter.
+//! Changed-slot bitmaps: the agent-fed "ready list" of an epoll waiter, and the host-fed
+//! TX-changed bitmap of the agent (new TX bytes, in place of one command per send; the host's
+//! threads are its setters and use [`mark_new`], the agent takes).
 //!
 //! Each waiter slot owns one bit per socket slot (`words`, in the region's changed area) and a
 //! summary word (`Waiter::changed`, on the cache line of `Waiter::sleeping`) whose bit `g` says
@@ -54,6 +56,28 @@ pub fn mark(summary: &AtomicU64, words: &[AtomicU64], slot: u32) {
         let g = w / group_len(words.len());
         summary.fetch_or(1u64 << (g % 64), Ordering::Release);
     }
+}
+
+/// [`mark`] for a bitmap with several setters (the host's threads marking the TX-changed bitmap
+/// for the agent): returns true when this mark set a summary bit that was clear, so that only
+/// that setter goes on to the taker's doorbell decision (`wake::must_ring`).
+///
+/// A mark that returns false needs no doorbell: its word or its summary bit was already set by
+/// a mark whose setter returned true (or will: the summary `fetch_or` follows the word's). That
+/// bit stays set until the taker swaps the summary, and a taker that swaps it goes on to swap
+/// the group's words, where it finds this bit; a taker about to sleep announces first and then
+/// re-checks the summary, which the doorbell decision of the true-returning setter orders (the
+/// flag form of [`crate::wake`]). Model-checked in `tests/loom_wake.rs` (`tx_changed_*`).
+pub fn mark_new(summary: &AtomicU64, words: &[AtomicU64], slot: u32) -> bool {
+    let w = slot as usize / 64;
+    let Some(word) = words.get(w) else {
+        return false;
+    };
+    if word.fetch_or(1u64 << (slot % 64), Ordering::Release) != 0 {
+        return false;
+    }
+    let bit = 1u64 << ((w / group_len(words.len())) % 64);
+    summary.fetch_or(bit, Ordering::AcqRel) & bit == 0
 }
 
 /// Host: takes (clears) the changed bits, calling `f(slot)` for each set bit. Returns whether

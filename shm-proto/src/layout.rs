@@ -6,7 +6,7 @@ use crate::primitive::{AtomicU32, AtomicU64};
 /// "SNSTACK" + NUL, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SNSTACK\0");
 /// Bumped on every incompatible change of anything in this crate.
-pub const VERSION: u32 = 13;
+pub const VERSION: u32 = 14;
 /// Bytes of the header page.
 pub const HEADER_SIZE: usize = 4096;
 /// Number of waiter slots (epoll instances and poll/select callers) per process. Also the width of
@@ -47,12 +47,14 @@ pub struct Header {
     /// socket slot (see [`crate::changed`]).
     pub changed_off: u64,
     pub changed_stride: u64,
+    /// The TX-changed bitmap (host -> agent, one bit per socket slot, `changed_stride` bytes):
+    /// "new bytes in this slot's TX stream" (see [`AgentWake::tx_changed`]).
+    pub tx_changed_off: u64,
     /// `FEAT_*` bits: what this agent's backend offers (stored before the region is handed over).
     pub features: AtomicU32,
-    _pad0: [u8; 20],
-    /// Agent writes 1 before it blocks in the kernel; the host rings the agent doorbell (eventfd) after
-    /// publishing a command when it reads 1 here. See [`crate::wake`].
-    pub agent_sleeping: Line<AtomicU32>,
+    _pad0: [u8; 12],
+    /// The agent's sleep flag and the summary of the TX-changed bitmap, on one line.
+    pub agent: Line<AgentWake>,
     /// Futex word for host threads waiting on completions or command-ring space. The agent bumps it
     /// and wakes when `region_waiters != 0`; host drainers bump it too.
     pub region_seq: Line<AtomicU32>,
@@ -62,6 +64,23 @@ pub struct Header {
     pub stats: Line<ChannelStats>,
     /// Set by the agent (never cleared) when it dropped this channel; the host reports errors.
     pub dead: Line<AtomicU32>,
+}
+
+/// The host -> agent wake-up line of the header.
+#[repr(C)]
+#[derive(Default)]
+pub struct AgentWake {
+    /// Agent swaps in 1 before it blocks in the kernel; the host rings the agent doorbell
+    /// (eventfd) after publishing a command or a TX-changed bit when it swaps a 1 out of it.
+    /// See [`crate::wake`].
+    pub sleeping: AtomicU32,
+    _pad: u32,
+    /// Summary of the TX-changed bitmap ([`Header::tx_changed_off`]): bit g = a word of group g
+    /// may be non-zero (`changed::mark_new` by the host after it published TX bytes, `changed::take`
+    /// by the agent, which then drains those slots' TX streams). It replaces a command per send:
+    /// in a burst the host sets bits in words that stay in its cache, and only the send that
+    /// finds the summary bit clear goes on to the doorbell decision, on this same line.
+    pub tx_changed: AtomicU64,
 }
 
 /// Channel statistics, written by the agent only.
@@ -156,11 +175,6 @@ pub struct Producer {
     /// producer moves it to `tail` when it finds the stream empty, so small exchanges keep
     /// landing on the ring's first page (memory that grows with use, docs/channel.md).
     pub base: AtomicU32,
-    /// TX only: 1 while an `OP_TX_KICK` for this stream is outstanding (`wake::kick_needed`).
-    /// Beside the tail on purpose: the host swaps it right after publishing the tail, the agent
-    /// swaps it right before reading the tail, so each side finds the line already in its cache
-    /// instead of moving a second one per request.
-    pub kick: AtomicU32,
 }
 
 /// A byte stream's consumer side: written by the consumer, read by both.
@@ -294,7 +308,9 @@ pub const OP_GETSOCKNAME: u16 = 8;
 pub const OP_GETPEERNAME: u16 = 9;
 pub const OP_SETSOCKOPT: u16 = 10;
 pub const OP_GETSOCKOPT: u16 = 11;
-/// New bytes in the TX stream (sent only when `tx_prod.kick` went 0 -> 1: `wake::kick_needed`).
+/// New bytes in the TX stream of `slot`: the agent drains it. The hosts in this tree set the
+/// slot's bit in the TX-changed bitmap instead ([`AgentWake::tx_changed`]); the command stays for
+/// clients that want the drain ordered among their other commands.
 pub const OP_TX_KICK: u16 = 12;
 /// The host consumed RX after the agent set `rx_head.blocked` (`wake::rx_space_needed`).
 pub const OP_RX_SPACE: u16 = 13;

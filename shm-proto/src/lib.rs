@@ -5,7 +5,7 @@
 //! carries only commands, completions and payload bytes; never headers, never pointers.
 //!
 //! ```text
-//!  offset 0      Header (magic, version, geometry, agent-written counters, agent_sleeping)
+//!  offset 0      Header (magic, version, geometry, agent-written counters, the agent's wake line)
 //!  cmd_off       RingHdr + [Cmd; cmd_entries]      host -> NIC commands (64 B each)
 //!  evt_off       RingHdr + [Evt; evt_entries]      NIC -> host completions (64 B each)
 //!  waiter_off    [Waiter; MAX_WAITERS]             epoll/poll sleepers and their doorbells

@@ -38,6 +38,8 @@ pub struct Offsets {
     pub changed_off: u64,
     /// Bytes of one waiter's changed-slot bitmap (a multiple of the cache line).
     pub changed_stride: u64,
+    /// The TX-changed bitmap (one bit per socket slot, `changed_stride` bytes).
+    pub tx_changed_off: u64,
     pub opt_off: u64,
     pub sock_off: u64,
     pub stream_off: u64,
@@ -105,7 +107,8 @@ impl Geometry {
         );
         let changed_off = waiter_off + (MAX_WAITERS * core::mem::size_of::<Waiter>()) as u64;
         let changed_stride = align_up(crate::changed::words_for(self.max_sockets) as u64 * 8, line);
-        let opt_off = changed_off + MAX_WAITERS as u64 * changed_stride;
+        let tx_changed_off = changed_off + MAX_WAITERS as u64 * changed_stride;
+        let opt_off = tx_changed_off + changed_stride;
         let sock_off = opt_off + (OPT_CELLS * OPT_SIZE) as u64;
         let stream_off = align_up(
             sock_off + self.max_sockets as u64 * core::mem::size_of::<SockCtl>() as u64,
@@ -119,6 +122,7 @@ impl Geometry {
             waiter_off,
             changed_off,
             changed_stride,
+            tx_changed_off,
             opt_off,
             sock_off,
             stream_off,
@@ -169,6 +173,7 @@ impl Region {
             (*h).opt_off = off.opt_off;
             (*h).changed_off = off.changed_off;
             (*h).changed_stride = off.changed_stride;
+            (*h).tx_changed_off = off.tx_changed_off;
             (*h).sock_off = off.sock_off;
             (*h).stream_off = off.stream_off;
             (*h).max_sockets = geo.max_sockets;
@@ -326,6 +331,44 @@ impl Region {
         Some((&w.changed, words))
     }
 
+    /// The TX-changed bitmap: (summary, words).
+    pub fn tx_changed(&self) -> (&AtomicU64, &[AtomicU64]) {
+        let n = crate::changed::words_for(self.geo.max_sockets);
+        // SAFETY: the area holds `n` words (changed_stride >= 8 n) inside the validated mapping,
+        // cache-line aligned; the memory is only ever accessed through atomics.
+        let words = unsafe {
+            core::slice::from_raw_parts(
+                self.base.add(self.off.tx_changed_off as usize) as *const AtomicU64,
+                n,
+            )
+        };
+        (&self.header().agent.0.tx_changed, words)
+    }
+
+    /// Host, after publishing TX bytes of `slot`: marks the slot for the agent. True when the
+    /// mark set a summary bit that was clear: the caller must then make sure the agent looks
+    /// (`wake::must_ring` on `AgentWake::sleeping`); otherwise an earlier mark's caller did.
+    pub fn mark_tx(&self, slot: u32) -> bool {
+        if slot >= self.geo.max_sockets {
+            return false;
+        }
+        let (s, w) = self.tx_changed();
+        crate::changed::mark_new(s, w, slot)
+    }
+
+    /// Agent: whether some TX-changed bit may be set (a plain load: the re-check before sleep
+    /// comes after `wake::announce`, which acquired any mark whose doorbell decision came first).
+    pub fn tx_pending(&self) -> bool {
+        self.header().agent.0.tx_changed.load(Ordering::Relaxed) != 0
+    }
+
+    /// Agent: takes the TX-changed slots, calling `f(slot)` for each. Returns whether there were
+    /// any.
+    pub fn take_tx(&self, f: impl FnMut(u32)) -> bool {
+        let (s, w) = self.tx_changed();
+        crate::changed::take(s, w, f)
+    }
+
     /// Agent: slot `slot` changed; tell waiter `i` (before ringing it).
     pub fn mark_changed(&self, i: usize, slot: u32) {
         if let Some((s, w)) = self.changed(i) {
@@ -417,7 +460,6 @@ impl Region {
             s.urgent.store(0, Ordering::Relaxed);
             s.framing_error.store(0, Ordering::Relaxed);
             s.tls_rx.store(0, Ordering::Relaxed);
-            c.tx_prod.0.kick.store(0, Ordering::Relaxed);
             c.host.0.tx_file_posted.store(0, Ordering::Relaxed);
             c.host.0.tx_urg_posted.store(0, Ordering::Relaxed);
             c.host.0.tx_rec_posted.store(0, Ordering::Relaxed);
@@ -495,6 +537,62 @@ mod tests {
                 assert_eq!(n, max_sockets);
             }
             assert!(!h.take_changed(MAX_WAITERS, |_| {}));
+        }
+    }
+
+    /// The TX-changed bitmap: host marks every slot (one summary transition per group reported
+    /// to exactly one mark), the agent takes each once, nothing else in the region moves.
+    #[test]
+    fn tx_changed_bitmap_marks_and_takes_every_slot_once() {
+        for max_sockets in [1, 64, 100, 1024, 5000] {
+            let geo = Geometry {
+                max_sockets,
+                cmd_entries: 64,
+                evt_entries: 64,
+                rx_size: 4096,
+                tx_size: 4096,
+                ..Default::default()
+            };
+            let off = geo.offsets().unwrap();
+            assert_eq!(off.tx_changed_off % 64, 0);
+            assert!(
+                off.tx_changed_off >= off.changed_off + MAX_WAITERS as u64 * off.changed_stride
+            );
+            assert!(off.tx_changed_off + off.changed_stride <= off.opt_off);
+            let buf = Buf::new(off.total as usize);
+            // SAFETY: zeroed, aligned, `total` bytes, outlives `r`.
+            let agent = unsafe { Region::init(buf.0, off.total as usize, geo) }.unwrap();
+            // SAFETY: same mapping.
+            let host = unsafe { Region::attach(buf.0, off.total as usize) }.unwrap();
+            assert!(!agent.tx_pending());
+            let mut rings = 0;
+            for s in 0..max_sockets {
+                rings += host.mark_tx(s) as u32;
+                // A second mark of a slot not taken yet never asks for a doorbell.
+                assert!(!host.mark_tx(s));
+            }
+            let groups = crate::changed::words_for(max_sockets).div_ceil(
+                crate::changed::group_len(crate::changed::words_for(max_sockets)),
+            );
+            assert_eq!(
+                rings as usize, groups,
+                "one doorbell decision per summary bit"
+            );
+            assert!(!host.mark_tx(max_sockets), "out of range: ignored");
+            assert!(agent.tx_pending());
+            assert!(!agent.take_changed(0, |_| panic!("the waiters' bitmaps are untouched")));
+            // SAFETY: the option area is inside the mapping.
+            assert_eq!(unsafe { *host.opt_cell(0).unwrap() }, 0);
+            let mut n = 0u32;
+            assert!(agent.take_tx(|s| {
+                assert_eq!(s, n);
+                n += 1;
+            }));
+            assert_eq!(n, max_sockets);
+            assert!(!agent.tx_pending());
+            assert!(!agent.take_tx(|_| panic!("taken once")));
+            // Taken: the next mark of a slot asks for the doorbell again.
+            assert!(host.mark_tx(0));
         }
     }
 }

@@ -11,18 +11,22 @@
 //! In the busy steady state the word stays in the waker's cache (the sleeper touches it only when
 //! it goes to sleep), so the RMW is a local locked instruction.
 //!
-//! * flag form (`agent_sleeping`, `Waiter::sleeping`): the doorbell is an eventfd; the waker swaps
+//! * flag form (`AgentWake::sleeping`, `Waiter::sleeping`): the doorbell is an eventfd; the waker swaps
 //!   the flag to 0, so one sleep costs at most one doorbell write.
 //! * sequence form (`wake_seq`/`waiters`, `region_seq`/`region_waiters`): the doorbell is a futex on
 //!   the sequence word. The sleeper reads the sequence *before* it counts itself in and re-checks,
 //!   and blocks only while the word still holds that value, so a bump between re-check and block is
 //!   never lost.
 //!
-//! * kick form (`tx_kick` = `SockCtl::tx_prod.kick`, `rx_blocked` = `SockCtl::rx_head.blocked`,
-//!   each on the line of the index it guards): a per-socket flag that says whether
-//!   the stream's consumer will look at the stream again by itself. The "doorbell" is a command on
-//!   the ring (`OP_TX_KICK`, `OP_RX_SPACE`), so the flag also keeps those commands to one per
-//!   need. Same shape as the flag form, described at [`kick_needed`] and [`rx_block`].
+//! * kick form (`rx_blocked` = `SockCtl::rx_head.blocked`, on the line of the index it guards): a
+//!   per-socket flag that says whether the stream's producer (the agent) will look at the
+//!   consumer's index again by itself. The "doorbell" is a command on the ring (`OP_RX_SPACE`),
+//!   so the flag also keeps those commands to one per need. Same shape as the flag form,
+//!   described at [`rx_block`].
+//!
+//! New TX bytes are announced with the TX-changed bitmap (`changed::mark_new` by the host,
+//! `changed::take` by the agent) inside the flag form: a mark that sets a summary bit is a
+//! publication followed by `must_ring` on `AgentWake::sleeping`.
 //!
 //! `tests/loom_wake.rs` model-checks every form with these very functions.
 
@@ -61,26 +65,9 @@ pub fn bump(seq: &AtomicU32, waiters: &AtomicU32) -> bool {
     waiters.fetch_add(0, Ordering::AcqRel) != 0
 }
 
-// Kick form. TX: the host produces into the TX stream, the agent drains it; `tx_kick` = 1 means
-// "an OP_TX_KICK is on its way, the agent will look at tx_tail again". RX: the agent produces into
-// the RX stream, the host drains it; `rx_blocked` = 1 means "the agent found RX full and stopped
-// reading: it will not look at rx_head again until an OP_RX_SPACE".
-
-/// TX kick, host, after publishing `tx_tail`: true when it must post `OP_TX_KICK`.
-///
-/// Nothing published is ever left in the stream unseen: the host's swap and the agent's
-/// [`kick_taken`] are RMWs on one word, so one comes first. Host first: the agent's swap reads the
-/// 1 and with it (Acquire) the host's publication, so its read of `tx_tail` that follows sees the
-/// bytes. Agent first: the host's swap reads the agent's 0 and posts a new kick, after which the
-/// agent reads `tx_tail` again. At most one kick per socket is outstanding.
-pub fn kick_needed(tx_kick: &AtomicU32) -> bool {
-    tx_kick.swap(1, Ordering::AcqRel) == 0
-}
-
-/// TX kick, agent, on `OP_TX_KICK`, *before* it reads `tx_tail`: re-arms the host's kick.
-pub fn kick_taken(tx_kick: &AtomicU32) {
-    tx_kick.swap(0, Ordering::AcqRel);
-}
+// Kick form, RX: the agent produces into the RX stream, the host drains it; `rx_blocked` = 1
+// means "the agent found RX full and stopped reading: it will not look at rx_head again until an
+// OP_RX_SPACE".
 
 /// RX blocked, agent, when RX looked full: announce; then re-check the free space; then stop
 /// reading, or [`rx_unblock`] and go on when the re-check found room.

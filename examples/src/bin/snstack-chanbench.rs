@@ -208,7 +208,7 @@ fn agent_rtt(path: &str, iters: usize, warmup: usize) -> Result<Rtt, String> {
             }
             spin_loop();
         }
-        if wake::must_ring(&hdr.agent_sleeping.0) {
+        if wake::must_ring(&hdr.agent.0.sleeping) {
             let one = 1u64.to_ne_bytes();
             // SAFETY: writes 8 bytes from a live buffer to the doorbell eventfd.
             let r = unsafe { libc::write(a.bell.as_raw_fd(), one.as_ptr().cast(), 8) };

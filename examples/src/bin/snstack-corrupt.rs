@@ -162,7 +162,6 @@ fn corrupt(region: &Region, mode: Mode) {
                         .0
                         .tail
                         .store(head.wrapping_add(far), Ordering::SeqCst);
-                    c.tx_prod.0.kick.store(1, Ordering::SeqCst);
                 }
             }
             // Tell the agent to look (our own kick: the library's would republish its tail).

@@ -72,6 +72,16 @@ impl<B: Backend> Core<B> {
             .filter(|&id| self.socks.get(id).is_some())
     }
 
+    /// New bytes in binding `b`'s TX stream (its TX-changed bit, or `OP_TX_KICK`): drain them.
+    /// TX work may follow a close that another thread posted between publishing bytes and
+    /// marking them: it still applies to the draining binding (whose bytes still go). A slot
+    /// that holds nothing of ours (closed and released meanwhile) is ignored.
+    pub(super) fn tx_changed(&mut self, b: Bind) {
+        if let Some(id) = self.sock_of_any(b) {
+            self.pump_tx(id, b);
+        }
+    }
+
     pub(super) fn exec(&mut self, sid: u32, cmd: Command) -> Result<(), Violation> {
         let (slot, tag) = (cmd.slot, cmd.tag);
         let b = Bind { sid, slot };
@@ -100,22 +110,8 @@ impl<B: Backend> Core<B> {
                 }
                 return Ok(());
             }
-            // TX work may follow a close that another thread posted between publishing bytes
-            // and its command: it still applies to the draining binding (whose bytes still go).
             Request::TxKick => {
-                let Some(id) = self.sock_of_any(b) else {
-                    return self.complete(sid, tag, slot, 0, Payload::None);
-                };
-                if let Some(ctl) = self
-                    .procs
-                    .get(&sid)
-                    .and_then(|p| p.chan.region().sock(slot))
-                {
-                    // Before pump_tx reads tx_tail: bytes published after that read come with a
-                    // new kick (wake::kick_taken).
-                    wake::kick_taken(&ctl.tx_prod.0.kick);
-                }
-                self.pump_tx(id, b);
+                self.tx_changed(b);
                 return self.complete(sid, tag, slot, 0, Payload::None);
             }
             Request::TxUrgent { at } => {

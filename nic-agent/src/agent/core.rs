@@ -108,6 +108,8 @@ pub struct Core<B: Backend> {
     /// The time of the input being handled (deadlines are counted from it).
     pub(super) now: Instant,
     sockevs: Vec<SockEvent>,
+    /// Scratch for the slots one take of a TX-changed bitmap found (kept to avoid allocating).
+    marked: Vec<u32>,
     /// Framed connections' records and malformed closes (payload API).
     pub(super) payload: crate::stats::PayloadStats,
     /// TLS termination's counters.
@@ -165,6 +167,7 @@ impl<B: Backend> Core<B> {
             actions: VecDeque::with_capacity(64),
             now,
             sockevs: Vec::with_capacity(256),
+            marked: Vec::with_capacity(64),
             payload: Default::default(),
             tls_ports: Default::default(),
             tls_term: Default::default(),
@@ -460,12 +463,32 @@ impl<B: Backend> Core<B> {
                 }
             }
             self.drop_failed();
+            // New TX bytes the host marked (after its commands: a command posted after bytes
+            // whose mark this take misses was ordered after those bytes, and the commands that
+            // care drain the stream themselves, docs/channel.md, *TX-changed bitmap*).
+            work |= self.tx_marked(sid);
             match sid.checked_add(1) {
                 Some(c) => cursor = c,
                 None => break,
             }
         }
         work
+    }
+
+    /// Drains the TX streams session `sid` marked in its TX-changed bitmap. True when any was.
+    fn tx_marked(&mut self, sid: u32) -> bool {
+        let mut slots = std::mem::take(&mut self.marked);
+        slots.clear();
+        if let Some(p) = self.procs.get_mut(&sid).filter(|p| !p.closing) {
+            p.chan.take_tx(&mut slots);
+        }
+        for &slot in &slots {
+            self.tx_changed(Bind { sid, slot });
+        }
+        let any = !slots.is_empty();
+        self.marked = slots;
+        self.drop_failed();
+        any
     }
 
     /// Readiness of backend sockets, as the backend reported it.

@@ -191,7 +191,7 @@ impl Host {
     }
 
     pub fn ring(&self) {
-        if wake::must_ring(&self.region.header().agent_sleeping.0) {
+        if wake::must_ring(&self.region.header().agent.0.sleeping) {
             let one = 1u64.to_ne_bytes();
             // SAFETY: 8 readable bytes to an eventfd.
             unsafe { libc::write(self.bell.as_raw_fd(), one.as_ptr().cast(), 8) };
@@ -283,7 +283,8 @@ impl Host {
         attach::register_waiter(&mut sys(), self.ctl.as_raw_fd(), i, efd).expect("waiter reply")
     }
 
-    /// Copies as much of `data` as fits into TX, kicking the agent. Returns bytes written.
+    /// Copies as much of `data` as fits into TX and marks the slot for the agent (its TX-changed
+    /// bit, the doorbell when the mark asks for it). Returns bytes written.
     pub fn write_tx(&mut self, slot: u32, data: &[u8]) -> usize {
         let tx = self.region.tx(slot).unwrap();
         let tail = tx.load_tail();
@@ -293,8 +294,8 @@ impl Host {
         }
         tx.copy_in(tail, &data[..n]);
         tx.publish_tail(tail.wrapping_add(n as u32));
-        if wake::kick_needed(&self.sock(slot).tx_prod.0.kick) {
-            self.push(Request::TxKick.to_cmd(slot));
+        if self.region.mark_tx(slot) {
+            self.ring();
         }
         n
     }

@@ -217,6 +217,11 @@ impl Host {
         tx.copy_in(tail, data);
         tx.publish_tail(tail.wrapping_add(data.len() as u32));
     }
+    /// Writes `data` and marks the slot in the TX-changed bitmap (as the library's `send`).
+    fn send_tx(&self, slot: u32, data: &[u8]) {
+        self.write(slot, data);
+        self.region.mark_tx(slot);
+    }
     fn read(&self, slot: u32) -> Vec<u8> {
         let rx = self.region.rx(slot).unwrap();
         let head = rx.load_head();
@@ -409,6 +414,65 @@ fn connect(port: u16, wait: bool) -> Request {
         addr: addr(port),
         wait,
     }
+}
+
+/// TX announced by the TX-changed bitmap instead of commands: one take drains every marked slot;
+/// a close posted after marked bytes, which the agent executes before the take that finds their
+/// mark, still sends them (the close drains first); a mark of a slot released meanwhile is
+/// ignored.
+#[test]
+fn tx_changed_marks_drain_streams_and_a_close_after_them_still_sends() {
+    let mut r = Rig::new();
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    let ls = r.listener(&mut a, 8081);
+    let mut pairs = Vec::new();
+    for _ in 0..3 {
+        let parked = a.send(ls, Request::Accept { wait: true });
+        r.step();
+        let cs = r.client(&mut b, 8081, b"");
+        // The parked accept takes the first; later ones are handed ahead into the listener's
+        // stream (an accepting binding).
+        let ss = match a.take(parked) {
+            Some(e) => e.result as u32,
+            None => take_handoff(&a, ls).expect("handed ahead").slot,
+        };
+        pairs.push((cs, ss));
+    }
+    let cmds_before = b.region.header().stats.0.h2n_ops.load(Ordering::Relaxed);
+    for (i, &(cs, _)) in pairs.iter().enumerate() {
+        b.send_tx(cs, format!("request {i}").as_bytes());
+    }
+    assert!(
+        r.core.cmds_pending(),
+        "a mark keeps the agent from sleeping"
+    );
+    r.step();
+    for (i, &(_, ss)) in pairs.iter().enumerate() {
+        assert_eq!(a.read(ss), format!("request {i}").as_bytes());
+    }
+    assert!(!r.core.cmds_pending());
+    let ops = b.region.header().stats.0.h2n_ops.load(Ordering::Relaxed) - cmds_before;
+    assert_eq!(
+        ops, 1,
+        "three slots in one bitmap word: one operation, no command each"
+    );
+
+    // Bytes marked, then a close: one iteration runs the close before it takes the mark
+    // (process_commands: the command ring first).
+    let (cs, ss) = pairs[0];
+    b.send_tx(cs, b"last words");
+    let close = b.send(cs, Request::Close);
+    r.step();
+    assert_eq!(a.read(ss), b"last words");
+    r.step();
+    assert!(b.take(close).is_some());
+    assert_ne!(a.flags(ss) & SF_RX_FIN, 0, "then the end of the stream");
+
+    // A mark for a slot that holds nothing any more: ignored.
+    b.region.mark_tx(cs);
+    r.step();
+    assert!(!b.dead() && !r.core.cmds_pending());
 }
 
 #[test]
@@ -1279,7 +1343,7 @@ fn sleep_is_not_announced_to_a_process_answering_a_batch() {
         pairs.push(r.connect(&mut cli, &mut srv, ls, 8080));
     }
     r.core.end_round();
-    let sleeping = |h: &Host| h.region.header().agent_sleeping.0.load(Ordering::Acquire);
+    let sleeping = |h: &Host| h.region.header().agent.0.sleeping.load(Ordering::Acquire);
     // The round above changed each side's sockets: everyone answered since, so cool down.
     r.core.cool_all();
     // One round: a request on every connection.
