@@ -495,17 +495,22 @@ mod tests {
         }
     }
 
+    /// Small rings and streams, `max_sockets` slots: the bitmap areas are what varies.
+    fn small(max_sockets: u32) -> Geometry {
+        Geometry {
+            max_sockets,
+            cmd_entries: 64,
+            evt_entries: 64,
+            rx_size: 4096,
+            tx_size: 4096,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn changed_bitmaps_stay_in_their_area() {
         for max_sockets in [1, 64, 100, 1024, 5000] {
-            let geo = Geometry {
-                max_sockets,
-                cmd_entries: 64,
-                evt_entries: 64,
-                rx_size: 4096,
-                tx_size: 4096,
-                ..Default::default()
-            };
+            let geo = small(max_sockets);
             let off = geo.offsets().unwrap();
             assert_eq!(off.changed_off % 64, 0);
             assert_eq!(off.changed_stride % 64, 0);
@@ -545,14 +550,7 @@ mod tests {
     #[test]
     fn tx_changed_bitmap_marks_and_takes_every_slot_once() {
         for max_sockets in [1, 64, 100, 1024, 5000] {
-            let geo = Geometry {
-                max_sockets,
-                cmd_entries: 64,
-                evt_entries: 64,
-                rx_size: 4096,
-                tx_size: 4096,
-                ..Default::default()
-            };
+            let geo = small(max_sockets);
             let off = geo.offsets().unwrap();
             assert_eq!(off.tx_changed_off % 64, 0);
             assert!(
