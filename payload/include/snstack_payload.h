@@ -134,7 +134,8 @@ int snp_sendv(snp_group *g, uint64_t conn, const struct iovec *iov, int iovcnt);
 int snp_reserve(snp_group *g, uint64_t conn, size_t len, snp_reply *r);
 /* Publishes the first `used` bytes of the conn's reservation (0 cancels it); ends it. */
 int snp_commit(snp_group *g, uint64_t conn, size_t used);
-/* Hands every conn sent to since the last flush to the agent (one kick each) and rings it once. */
+/* Hands every conn sent to since the last flush to the agent (its TX-changed mark, no command) and
+ * rings it once, if it sleeps. */
 int snp_flush(snp_group *g);
 
 /* Shuts the write side: FIN after the bytes already sent. Messages still arrive. */

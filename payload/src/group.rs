@@ -1267,8 +1267,8 @@ impl Group {
         })
     }
 
-    /// Kicks every conn whose TX tail moved since the last flush (one `OP_TX_KICK` each at
-    /// most, coalesced by the agent's kick flag) and rings the agent once.
+    /// Marks every conn whose TX tail moved since the last flush in the TX-changed bitmap (no
+    /// command) and rings the agent once, if it sleeps.
     pub fn flush(&self) -> io::Result<()> {
         self.with(|inner, r, io| inner.flush(r, io))
     }

@@ -918,7 +918,7 @@ fn send_urgent(s: &S, iov: &Iov, total: usize, flags: i32) -> R {
 /// `SIGPIPE` unless `MSG_NOSIGNAL`), with the bytes themselves added by `put`: called under the
 /// socket's TX lock with the stream, its tail, the count already sent and the room (at least 1
 /// byte of the send budget, [`S::tx_room`]); it publishes and returns how many it added and
-/// whether the agent needs a TX kick for them, or an errno (`Err(0)`: the source ended, the
+/// whether the agent must be told about them (`kick`: the slot's TX-changed mark), or an errno (`Err(0)`: the source ended, the
 /// call returns what was sent).
 pub(crate) fn send_with(
     s: &S,
