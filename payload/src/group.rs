@@ -406,8 +406,8 @@ impl Inner {
 
     /// Marks `slot` in the TX-changed bitmap when its TX tail moved since the last mark; the
     /// flush's doorbell decision follows when the mark set a summary bit
-    /// (`shm_proto::changed::mark_new`).
-    fn kick(&mut self, r: &Region, _io: &mut dyn Io, slot: u32) -> io::Result<()> {
+    /// (`shm_proto::changed::mark`).
+    fn kick(&mut self, r: &Region, slot: u32) -> io::Result<()> {
         let s = &mut self.slots[slot as usize];
         s.dirty = false;
         if s.kind != Kind::Conn || s.tx_tail == s.tx_kicked {
@@ -426,7 +426,7 @@ impl Inner {
         let mut res = Ok(());
         for &slot in &d {
             if res.is_ok() {
-                res = self.kick(r, io, slot);
+                res = self.kick(r, slot);
             } else {
                 self.slots[slot as usize].dirty = false;
             }
@@ -460,7 +460,7 @@ impl Inner {
                 },
             )
         } else {
-            self.kick(r, io, slot)
+            self.kick(r, slot)
         };
         let s = &mut self.slots[slot as usize];
         *s = Slot {
@@ -1281,7 +1281,7 @@ impl Group {
                 return Err(err(libc::ENOTCONN));
             }
             s.shut = true;
-            inner.kick(r, io, conn.slot)?;
+            inner.kick(r, conn.slot)?;
             inner.post(r, io, conn.slot, Request::Shutdown { how: libc::SHUT_WR })
         })
     }

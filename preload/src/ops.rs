@@ -760,7 +760,7 @@ pub(crate) fn send(fd: i32, iov: &Iov, flags: i32) -> R {
 
 /// Tells the agent that `s`'s TX stream has new bytes (after they are published): the slot's bit
 /// in the TX-changed bitmap, and the agent's doorbell when this mark is the one that must ring
-/// (`shm_proto::changed::mark_new`). No command: in a burst of replies the bits land in words
+/// (`shm_proto::changed::mark`). No command: in a burst of replies the bits land in words
 /// this thread already holds in its cache.
 pub(crate) fn kick(s: &S) -> Result<(), i32> {
     if s.c.is_dead() {

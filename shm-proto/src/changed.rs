@@ -1,6 +1,6 @@
 //! Changed-slot bitmaps: the agent-fed "ready list" of an epoll waiter, and the host-fed
 //! TX-changed bitmap of the agent (new TX bytes, in place of one command per send; the host's
-//! threads are its setters and use [`mark_new`], the agent takes).
+//! threads are its setters and ring only when [`mark`] says so, the agent takes).
 //!
 //! Each waiter slot owns one bit per socket slot (`words`, in the region's changed area) and a
 //! summary word (`Waiter::changed`, on the cache line of `Waiter::sleeping`) whose bit `g` says
@@ -40,35 +40,24 @@ pub const fn group_len(words: usize) -> usize {
     }
 }
 
-/// Agent: slot `slot` of this waiter changed. Call after publishing the change and before
-/// `wake::must_ring` of the waiter. Out-of-range slots are ignored.
+/// The setter's side: slot `slot` changed. Call after publishing the change and before the
+/// taker's doorbell decision (`wake::must_ring`). Out-of-range slots are ignored (false).
 ///
 /// The summary bit is set only when the word was empty: a non-empty word was made so by an
-/// earlier `mark` (the agent is the only setter) whose summary bit is either still pending or
-/// already taken by a host that has not swapped this word yet (it swaps the words of a group only
-/// after taking the group's summary bit, so it will see this bit too).
-pub fn mark(summary: &AtomicU64, words: &[AtomicU64], slot: u32) {
-    let w = slot as usize / 64;
-    let Some(word) = words.get(w) else {
-        return;
-    };
-    if word.fetch_or(1u64 << (slot % 64), Ordering::Release) == 0 {
-        let g = w / group_len(words.len());
-        summary.fetch_or(1u64 << (g % 64), Ordering::Release);
-    }
-}
-
-/// [`mark`] for a bitmap with several setters (the host's threads marking the TX-changed bitmap
-/// for the agent): returns true when this mark set a summary bit that was clear, so that only
-/// that setter goes on to the taker's doorbell decision (`wake::must_ring`).
+/// earlier `mark` whose summary bit is either still pending or already taken by a taker that has
+/// not swapped this word yet (it swaps the words of a group only after taking the group's summary
+/// bit, so it will see this bit too).
 ///
-/// A mark that returns false needs no doorbell: its word or its summary bit was already set by
-/// a mark whose setter returned true (or will: the summary `fetch_or` follows the word's). That
-/// bit stays set until the taker swaps the summary, and a taker that swaps it goes on to swap
-/// the group's words, where it finds this bit; a taker about to sleep announces first and then
-/// re-checks the summary, which the doorbell decision of the true-returning setter orders (the
-/// flag form of [`crate::wake`]). Model-checked in `tests/loom_wake.rs` (`tx_changed_*`).
-pub fn mark_new(summary: &AtomicU64, words: &[AtomicU64], slot: u32) -> bool {
+/// Returns true when this mark set a summary bit that was clear. A setter that may skip the
+/// doorbell decision otherwise (the host's threads marking the TX-changed bitmap; the agent's
+/// epoll marks always ring) may rely on it: a mark that returns false found its word or its
+/// summary bit already set by a mark whose setter returned true (or will: the summary `fetch_or`
+/// follows the word's). That bit stays set until the taker swaps the summary, and a taker that
+/// swaps it goes on to swap the group's words, where it finds this bit; a taker about to sleep
+/// announces first and then re-checks the summary, which the doorbell decision of the
+/// true-returning setter orders (the flag form of [`crate::wake`]). Model-checked in
+/// `tests/loom_wake.rs` (`changed_bitmap_*`, `tx_changed_*`).
+pub fn mark(summary: &AtomicU64, words: &[AtomicU64], slot: u32) -> bool {
     let w = slot as usize / 64;
     let Some(word) = words.get(w) else {
         return false;

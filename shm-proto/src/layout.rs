@@ -76,7 +76,7 @@ pub struct AgentWake {
     pub sleeping: AtomicU32,
     _pad: u32,
     /// Summary of the TX-changed bitmap ([`Header::tx_changed_off`]): bit g = a word of group g
-    /// may be non-zero (`changed::mark_new` by the host after it published TX bytes, `changed::take`
+    /// may be non-zero (`changed::mark` by the host after it published TX bytes, `changed::take`
     /// by the agent, which then drains those slots' TX streams). It replaces a command per send:
     /// in a burst the host sets bits in words that stay in its cache, and only the send that
     /// finds the summary bit clear goes on to the doorbell decision, on this same line.

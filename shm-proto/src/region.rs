@@ -353,7 +353,7 @@ impl Region {
             return false;
         }
         let (s, w) = self.tx_changed();
-        crate::changed::mark_new(s, w, slot)
+        crate::changed::mark(s, w, slot)
     }
 
     /// Agent: whether some TX-changed bit may be set (a plain load: the re-check before sleep
@@ -372,7 +372,7 @@ impl Region {
     /// Agent: slot `slot` changed; tell waiter `i` (before ringing it).
     pub fn mark_changed(&self, i: usize, slot: u32) {
         if let Some((s, w)) = self.changed(i) {
-            crate::changed::mark(s, w, slot);
+            let _ = crate::changed::mark(s, w, slot);
         }
     }
 

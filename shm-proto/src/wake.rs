@@ -24,7 +24,7 @@
 //!   so the flag also keeps those commands to one per need. Same shape as the flag form,
 //!   described at [`rx_block`].
 //!
-//! New TX bytes are announced with the TX-changed bitmap (`changed::mark_new` by the host,
+//! New TX bytes are announced with the TX-changed bitmap (`changed::mark` by the host,
 //! `changed::take` by the agent) inside the flag form: a mark that sets a summary bit is a
 //! publication followed by `must_ring` on `AgentWake::sleeping`.
 //!

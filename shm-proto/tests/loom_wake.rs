@@ -29,7 +29,7 @@
 use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
-use shm_proto::changed::{mark, mark_new, take};
+use shm_proto::changed::{mark, take};
 use shm_proto::layout::{Cmd, Line, RingHdr};
 use shm_proto::ring::{Consumer, Producer};
 use shm_proto::wake::{
@@ -534,7 +534,7 @@ fn lost_wakeup_changed_bitmap_ring_before_mark() {
 // reports a deadlock.
 
 /// TX: the host's threads publish bytes (`tail[s]`, a slot's TX tail) and mark the slot in the
-/// TX-changed bitmap (`shm_proto::changed::mark_new`); only a mark that set a summary bit goes on
+/// TX-changed bitmap (`shm_proto::changed::mark`); only a mark that set a summary bit goes on
 /// to the doorbell decision on `sleeping` (`AgentWake::sleeping`), the eventfd `bell`. Slots 0
 /// and 1 share word 0 (the second mark finds the word non-empty), slot 2 stands for slot 64.
 struct TxChannel {
@@ -564,7 +564,7 @@ fn tx_host(ch: &TxChannel, slots: &[usize], mark_first: bool) {
         if !mark_first {
             ch.tail[s].fetch_add(1, Ordering::Release);
         }
-        if mark_new(&ch.summary, &ch.words, bit_of(s)) && must_ring(&ch.sleeping) {
+        if mark(&ch.summary, &ch.words, bit_of(s)) && must_ring(&ch.sleeping) {
             ch.bell.signal();
         }
         if mark_first {

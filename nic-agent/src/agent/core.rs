@@ -487,7 +487,9 @@ impl<B: Backend> Core<B> {
         }
         let any = !slots.is_empty();
         self.marked = slots;
-        self.drop_failed();
+        if any {
+            self.drop_failed();
+        }
         any
     }
 
