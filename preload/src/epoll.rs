@@ -587,6 +587,9 @@ fn wait_inner(
         start + timeout_ms as u64 * 1_000_000
     };
     let efd = waiter.map(|(_, f)| f);
+    // A handler that runs on this thread while we spin, scan or re-loop after a liveness wake-up
+    // interrupts the call, as it would the kernel's sleep (epoll_wait is never restarted).
+    let sig0 = crate::signals::snap();
     let mut iter = 0u32;
     let mut yielded = false;
     loop {
@@ -630,6 +633,9 @@ fn wait_inner(
         if timeout_ms == 0 || now >= deadline {
             return Some(Ok(0));
         }
+        if crate::signals::since(sig0).is_some() {
+            return Some(Err(libc::EINTR));
+        }
         iter += 1;
         if now - start < c.spin_ns {
             core::hint::spin_loop();
@@ -646,7 +652,6 @@ fn wait_inner(
         };
         yielded = true;
         if yields > 0 {
-            let sig0 = crate::signals::snap();
             for _ in 0..yields {
                 sys::sched_yield();
                 if crate::signals::since(sig0).is_some() {
@@ -675,6 +680,10 @@ fn wait_inner(
         if n > 0 {
             wake::retract(&wt.sleeping);
             return Some(Ok(n as i32));
+        }
+        if crate::signals::since(sig0).is_some() {
+            wake::retract(&wt.sleeping);
+            return Some(Err(libc::EINTR));
         }
         let left_ms = if deadline == u64::MAX {
             -1

@@ -429,18 +429,19 @@ pub(crate) fn wait_sock(
     };
     let mut n = 0u32;
     loop {
+        // A handler first: it may itself have made `cond` true (sent us bytes), where the
+        // kernel's call would have returned EINTR before the handler ran. Nothing is lost: the
+        // bytes wait for the next call (or the restarted one, with SA_RESTART).
+        if let Some(all_restart) = crate::signals::since(sig0) {
+            set_verdict(Some(all_restart));
+            return Err(libc::EINTR);
+        }
         if cond() {
             return Ok(());
         }
         n += 1;
         if n % 64 == 0 && sys::clock_ns().saturating_sub(start) > s.c.spin_ns {
             break;
-        }
-        if n % 64 == 0 {
-            if let Some(all_restart) = crate::signals::since(sig0) {
-                set_verdict(Some(all_restart));
-                return Err(libc::EINTR);
-            }
         }
         core::hint::spin_loop();
     }
@@ -470,16 +471,16 @@ pub(crate) fn wait_sock(
             Some((deadline - now).min(crate::config::LIVENESS_NS.load(Ordering::Relaxed))),
         );
         wake::finish_wait(waiters);
-        if cond() {
-            return Ok(());
-        }
         // A handler that ran on this thread interrupts the wait even when the futex returned for
-        // another reason (its liveness timeout at the same instant): the kernel's recv would
-        // have returned EINTR.
+        // another reason (its liveness timeout, or bytes the handler itself sent): the kernel's
+        // recv would have returned EINTR.
         let ran = crate::signals::since(sig0);
         if r == Err(libc::EINTR) || ran.is_some() {
             set_verdict(ran);
             return Err(libc::EINTR);
+        }
+        if cond() {
+            return Ok(());
         }
         if r == Err(libc::ETIMEDOUT) && !s.c.check_alive() {
             return Err(libc::ECONNRESET);

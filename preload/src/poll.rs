@@ -65,6 +65,7 @@ pub(crate) fn poll(
         }
     }
     let start = sys::clock_ns();
+    let sig0 = crate::signals::snap();
     let deadline = if timeout_ns < 0 {
         u64::MAX
     } else {
@@ -116,6 +117,11 @@ pub(crate) fn poll(
         if timeout_ns == 0 || now >= deadline {
             return Some(Ok(0));
         }
+        // A handler that ran on this thread since the call began interrupts it, as it would the
+        // kernel's sleep (poll and select are never restarted).
+        if crate::signals::since(sig0).is_some() {
+            return Some(Err(libc::EINTR));
+        }
         iter += 1;
         if now - start < c.spin_ns {
             core::hint::spin_loop();
@@ -146,6 +152,8 @@ pub(crate) fn poll(
         let mut result = None;
         if n > 0 {
             result = Some(Ok(n));
+        } else if crate::signals::since(sig0).is_some() {
+            result = Some(Err(libc::EINTR));
         } else {
             kk.push(libc::pollfd {
                 fd: efd,

@@ -18,6 +18,9 @@ start_agent
 bad=()
 diff_run sigint-norestart 60 "$WORKDIR/sigint" norestart || bad+=("handler without SA_RESTART")
 diff_run sigint-restart 60 "$WORKDIR/sigint" restart || bad+=("handler with SA_RESTART")
+# The same calls while the library busy-polls (SNSTACK_SPIN_US: 1 s, longer than the signal's
+# 250 ms): a handler that runs while the call spins in user space interrupts it too.
+SNSTACK_SPIN_US=1000000 diff_run sigint-spin 60 "$WORKDIR/sigint" norestart || bad+=("handler while the call spins")
 diff_run sigint-sweep 120 "$WORKDIR/sigint" sweep || bad+=("signal arrival-time sweep")
 # The library's blocked calls wake every SNSTACK_LIVENESS_MS to check the agent; at 1 ms, 400
 # signals land around those wake-ups: each must still interrupt recv (signals.rs); rounds whose
