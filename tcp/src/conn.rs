@@ -1468,9 +1468,14 @@ impl Tcb {
             + u32::from(seg.flags & F::FIN != 0)
     }
 
+    /// The receive window the first check measures segments against.
+    fn check_window(&self) -> u32 {
+        self.rcv_nxt.dist(self.rcv_adv).max(self.recv_window())
+    }
+
     /// RFC 9293 3.10.7.4 first check: does the segment overlap the receive window?
     fn acceptable(&self, seg: &TcpRepr, len: u32) -> bool {
-        let wnd = self.rcv_nxt.dist(self.rcv_adv).max(self.recv_window());
+        let wnd = self.check_window();
         let s = seg.seq;
         if len == 0 {
             if wnd == 0 {
@@ -1479,7 +1484,13 @@ impl Tcb {
                 self.rcv_nxt <= s && s < self.rcv_nxt + wnd
             }
         } else if wnd == 0 {
-            false
+            // "If the RCV.WND is zero, no segments will be acceptable, but special allowance
+            // should be made to accept valid ACKs": a segment at RCV.NXT goes on for its ACK,
+            // its data and FIN are dropped (Linux's tcp_sequence, then tcp_data_queue's
+            // zero-window drop). Without it, two ends that each wait for the other's ACK to
+            // free room (an echo whose reader waits for its writes) ignore each other's
+            // retransmissions forever.
+            s == self.rcv_nxt
         } else {
             let e = s + (len - 1);
             (self.rcv_nxt <= s && s < self.rcv_nxt + wnd)
@@ -1625,8 +1636,14 @@ impl Tcb {
             // included, and sends nothing (tcp_rcv_established "goto discard").
             return fx;
         }
+        // Data or a FIN at a zero window was let through for its ACK only (`acceptable`).
+        let zero_window = len > 0 && self.check_window() == 0;
         self.on_ack(now, seg, payload.len(), &mut fx);
         if self.state == State::Closed {
+            return fx;
+        }
+        if zero_window {
+            self.ack_now = true;
             return fx;
         }
         self.check_urgent(seg, payload, &mut fx);
