@@ -200,18 +200,25 @@ struct Link {
     /// Frames to A sent in this window are lost.
     blackout: Option<(Instant, Instant)>,
     dropped: u64,
+    /// The last frames pushed, for a stall's report.
+    trace: VecDeque<String>,
 }
 
 impl Link {
     fn push(&mut self, rng: &mut Rng, now: Instant, to_b: bool, f: Vec<u8>) {
+        if self.trace.len() == 80 {
+            self.trace.pop_front();
+        }
         if self
             .blackout
             .is_some_and(|(s, e)| !to_b && now >= s && now < e)
             || rng.chance(self.loss_ppm)
         {
+            self.trace.push_back(describe(now, to_b, &f, "LOST"));
             self.dropped += 1;
             return;
         }
+        self.trace.push_back(describe(now, to_b, &f, ""));
         let mut due = now + self.delay;
         if let Some(ns) = (f.len() as u64 * 1_000_000_000).checked_div(self.rate) {
             let b = &mut self.busy[usize::from(!to_b)];
@@ -233,6 +240,28 @@ impl Link {
             .map_or(0, |p| p + 1);
         self.q.insert(pos, (due, to_b, f));
     }
+}
+
+/// One line for a TCP/IPv4 frame: time, direction, seq, ack, flags, window, payload length.
+fn describe(now: Instant, to_b: bool, f: &[u8], fate: &str) -> String {
+    if f.len() < 14 + 20 || f[12..14] != [0x08, 0x00] || f[23] != 6 {
+        return format!(
+            "{now:?} {} non-TCP {fate}",
+            if to_b { "A>B" } else { "B>A" }
+        );
+    }
+    let t = 14 + usize::from(f[14] & 0xf) * 4;
+    let be = |i: usize| u32::from_be_bytes([f[i], f[i + 1], f[i + 2], f[i + 3]]);
+    let doff = usize::from(f[t + 12] >> 4) * 4;
+    format!(
+        "{now:?} {} seq {} ack {} flags {:02x} win {} len {} {fate}",
+        if to_b { "A>B" } else { "B>A" },
+        be(t + 4),
+        be(t + 8),
+        f[t + 13],
+        u16::from_be_bytes([f[t + 14], f[t + 15]]),
+        f.len() - t - doff
+    )
 }
 
 /// Checks the payload of every TCP frame A sends against the pattern.
@@ -585,6 +614,7 @@ fn run_seed(seed: u64, total: u64) -> String {
             ack_batch: Duration::from_micros(p.ack_batch_us),
             blackout: None,
             dropped: 0,
+            trace: VecDeque::new(),
         },
         now: Instant::ZERO,
         ring: Ring {
@@ -654,13 +684,32 @@ fn run_seed(seed: u64, total: u64) -> String {
         }
         m.step(deadline);
     }
-    assert!(
-        m.b_eof && m.b_got == total && (!p.echo || m.a_got == total),
-        "seed {seed}: stalled: B read {} (eof {}), A read {} of {total}; {p:?}",
-        m.b_got,
-        m.b_eof,
-        m.a_got
-    );
+    if !(m.b_eof && m.b_got == total && (!p.echo || m.a_got == total)) {
+        let (a, b) = (m.a.tcb(c).unwrap(), m.b.tcb(m.s).unwrap());
+        for l in &m.link.trace {
+            eprintln!("{l}");
+        }
+        panic!(
+            "seed {seed}: stalled: B read {} (eof {}), A read {} of {total}; {p:?}; \
+             ring head {} handed {} tail {} lent {}; A {:?} {:?} send queue {} unsent {}; \
+             B {:?} {:?} readable {}; link queue {}",
+            m.b_got,
+            m.b_eof,
+            m.a_got,
+            m.ring.head,
+            m.ring.handed,
+            m.ring.tail,
+            m.ring.lent,
+            a.state,
+            a.stats,
+            a.send_queue(),
+            a.unsent(),
+            b.state,
+            b.stats,
+            b.readable(),
+            m.link.q.len()
+        );
+    }
     assert_eq!(m.a.stats.tx_lent_missing, 0, "seed {seed}");
     assert!(m.check.bytes >= total);
     format!(
