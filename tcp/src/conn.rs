@@ -1098,6 +1098,16 @@ impl Tcb {
         d.min(crate::rtt::RTO_MAX)
     }
 
+    /// New data waits for the peer's window: it has less room than a segment (or than what is
+    /// left to send). With nothing in flight no ACK will come to open it, and a window update
+    /// of the peer's may be lost, so the probe timer runs (RFC 9293 3.8.6.1 for a zero window;
+    /// Linux arms it whenever nothing is in flight and data waits, tcp_check_probe_timer):
+    /// below a segment the sender-side SWS rules hold the data just as a zero window does.
+    fn window_blocks(&self) -> bool {
+        let room = self.snd_nxt.dist(self.snd_una + self.snd_wnd) as usize;
+        room < self.unsent().min(self.mss as usize)
+    }
+
     /// After output or an ACK: the right timer for what is outstanding (RFC 6298 5.1-5.3,
     /// RFC 8985 7.2 for the probe timeout).
     pub(crate) fn rearm_rtx(&mut self, now: Instant, restart: bool) {
@@ -1105,7 +1115,7 @@ impl Tcb {
             || self.fin_seq.is_some_and(|f| self.snd_una <= f)
             || matches!(self.state, State::SynSent | State::SynReceived);
         if !outstanding {
-            self.rtx_at = if self.unsent() > 0 && self.snd_wnd == 0 {
+            self.rtx_at = if self.unsent() > 0 && self.window_blocks() {
                 // An armed probe timer keeps its deadline: output runs on every wake-up (a
                 // write, a stale timer) and must not push the probe back each time.
                 match self.rtx_at {
@@ -1744,9 +1754,10 @@ impl Tcb {
             self.snd_wl2 = ack;
             if wnd > prior_wnd {
                 fx.notify = true;
-                if prior_wnd == 0 {
+                let probing = matches!(self.rtx_at, Some((_, RtxKind::Persist)));
+                if prior_wnd == 0 || probing {
                     self.backoff = 0;
-                    if matches!(self.rtx_at, Some((_, RtxKind::Persist))) {
+                    if probing {
                         self.rtx_at = None;
                     }
                 }

@@ -348,7 +348,10 @@ impl Tcb {
                     self.rearm_rtx(now, false);
                     return Some(seg);
                 }
-            } else if self.snd_wnd == 0 || wnd_room == 0 {
+            }
+            if wnd_room < unsent.min(mss) {
+                // Held for the window alone (zero, or below what the SWS rules send): the
+                // probe timer (Tcb::window_blocks).
                 self.rearm_rtx(now, false);
             }
         }

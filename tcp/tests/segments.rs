@@ -347,6 +347,33 @@ fn pure_acks_stay_inside_a_shrunk_window() {
     );
 }
 
+/// A window below a segment holds new data (sender-side SWS avoidance) just as a zero window
+/// does: with nothing in flight the probe timer runs, so a lost window update cannot stall the
+/// connection (Linux's tcp_check_probe_timer). Before, only a zero window armed it
+/// (tests/lent_model.rs seed 10293: both window updates of the reader lost, 1 MB waiting).
+#[test]
+fn a_window_below_a_segment_is_probed_too() {
+    with(
+        HS_PLAIN,
+        "
+0.200 write 3000
+0.200 > . 1:1461(1460) ack 1
+0.200 > . 1461:2921(1460) ack 1
+0.200 > P. 2921:3001(80) ack 1
+0.210 < . 1:1(0) ack 3001 win 500            // all acknowledged, a 500-byte window
+0.210 write 3000
+0.210 > none
+0.411 > . 3000:3000(0) ack 1                 // probe (SND.UNA - 1) after the RTO
+0.412 < . 1:1(0) ack 3001 win 500            // the answer: the same small window
+0.818 > . 3000:3000(0) ack 1                 // backed off: twice the RTO
+0.819 < . 1:1(0) ack 3001 win 65535          // the update that was lost arrives
+0.819 > . 3001:4461(1460) ack 1
+0.819 > . 4461:5921(1460) ack 1
+0.819 > P. 5921:6001(80) ack 1
+",
+    );
+}
+
 /// Without SACK there is no tail loss probe: RTO at 201 ms (SRTT 1 ms, 200 ms floor), then
 /// doubling.
 #[test]
