@@ -981,9 +981,9 @@ fn send_with_min(
         let mut n = 0usize;
         let mut needs_kick = false;
         if fl & SF_CONNECTED != 0 {
-            let _g = s.hs.tx.lock();
+            let g = s.hs.tx.lock();
             let tail = s.ctl.tx_prod.0.tail.load(Ordering::Relaxed);
-            let free = match s.tx_room(&tx) {
+            let free = match s.tx_room_to_write(&tx, &g) {
                 Ok(f) => f as usize,
                 Err(_) => return R::Err(libc::EIO),
             };

@@ -120,7 +120,15 @@ impl Stream {
     }
 
     /// Producer: free bytes given our own `tail` (re-reads the consumer's head). An empty stream
-    /// is rewound: its next bytes go to ring offset 0 (module doc). Only the producer calls it.
+    /// is rewound: its next bytes go to ring offset 0 (module doc).
+    ///
+    /// Only the producer calls it, with the tail it published last, and while no other write
+    /// can be published (the host: under the socket's TX lock). Anyone else asking for the room
+    /// (readiness for poll/epoll, a blocked writer's wait condition) calls
+    /// [`Stream::free_keeping_base`]: its tail may be stale by the time it reads the head, and a
+    /// head that has just reached that stale tail says "empty" while newer bytes are published;
+    /// a rewind then moves the base under them and the consumer reads other bytes in their place
+    /// (`tests/loom_stream.rs`, `a_rewind_from_a_stale_tail_moves_published_bytes` below).
     pub fn writable(&self, tail: u32) -> Result<u32, Corrupt> {
         let used = self.used(self.load_head(), tail)?;
         if used == 0 && self.load_base() != tail {
@@ -130,9 +138,10 @@ impl Stream {
         Ok(self.size - used)
     }
 
-    /// Producer: free bytes given our own `tail`, without rewinding an empty stream: for a
-    /// producer that has worked out ring offsets for bytes it has not published yet (a
-    /// reservation), which a rewind would move.
+    /// Free bytes given `tail`, without rewinding an empty stream: for a producer that has
+    /// worked out ring offsets for bytes it has not published yet (a reservation), which a rewind
+    /// would move, and for any thread that is not the producer (see [`Stream::writable`]). Only
+    /// reads.
     pub fn free_keeping_base(&self, tail: u32) -> Result<u32, Corrupt> {
         Ok(self.size - self.used(self.load_head(), tail)?)
     }
@@ -243,6 +252,45 @@ mod tests {
         assert_eq!(s.writable(4096).unwrap(), 0);
         assert_eq!(s.readable(0).unwrap(), 4096);
         assert_eq!(s.pieces(4000, 200), [(4000, 96), (0, 104)]);
+    }
+
+    /// The interleaving behind a corrupted echo (2026-12-05 CI, `out_echo_4m`): a thread that is
+    /// not the producer (the host's readiness for a `poll` on the reading thread) loads the tail,
+    /// the producer publishes more bytes, the consumer's head reaches the tail the observer
+    /// loaded, and then the observer reads the head. A rewind there moves the base under the
+    /// newer bytes; the query for observers leaves it.
+    #[test]
+    fn a_rewind_from_a_stale_tail_moves_published_bytes() {
+        for observer_rewinds in [true, false] {
+            let mut buf = vec![0u8; 4096];
+            let prod = Producer::default();
+            let head = AtomicU32::new(0);
+            // SAFETY: as above.
+            let s = unsafe { Stream::new(buf.as_mut_ptr(), 4096, &prod, &head) };
+            let old: Vec<u8> = (0..1000u32).map(|k| (k * 13) as u8).collect();
+            let new: Vec<u8> = (0..700u32).map(|k| (k * 7 + 1) as u8).collect();
+            assert_eq!(s.writable(0).unwrap(), 4096);
+            s.copy_in(0, &old);
+            s.publish_tail(1000);
+            // The observer loads the tail...
+            let stale = prod.tail.load(Ordering::Relaxed);
+            // ...the producer writes on (the consumer still holds the old bytes: no rewind)...
+            assert_eq!(s.writable(1000).unwrap(), 3096);
+            s.copy_in(1000, &new);
+            s.publish_tail(1700);
+            // ...the consumer is done with the old bytes (a lent stream: acknowledged)...
+            s.publish_head(1000);
+            // ...and the observer reads the head.
+            let free = if observer_rewinds {
+                s.writable(stale).unwrap()
+            } else {
+                s.free_keeping_base(stale).unwrap()
+            };
+            assert_eq!(free, 4096, "from its stale tail the stream looks empty");
+            let mut out = vec![0u8; 700];
+            s.copy_out(1000, &mut out);
+            assert_eq!(out == new, !observer_rewinds);
+        }
     }
 
     #[test]

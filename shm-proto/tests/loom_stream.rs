@@ -9,6 +9,13 @@
 //! consumer that computed an offset from a stale base reads bytes that are not the message, and
 //! the check fails. `control_base_after_tail` moves the base after publishing (the wrong order)
 //! and must fail, proving the model would catch it.
+//!
+//! An observer (the host's readiness for poll/epoll, or a writer's wait condition, on any thread
+//! and without the socket's TX lock) asks for the free space with the tail it loaded, which the
+//! producer may have moved on by the time it looks at the head. It must not rewind:
+//! `control_observer_rewinds` has it call [`Stream::writable`] (a rewind from a stale tail that
+//! the consumer's head happens to equal moves the base under published bytes) and must fail;
+//! `observer_keeps_the_base` has it call [`Stream::free_keeping_base`], as the host does.
 
 #![cfg(loom)]
 
@@ -101,6 +108,19 @@ fn producer(sh: &Shared, base_after_tail: bool) {
     }
 }
 
+/// A thread that is not the producer asks how much room there is, once, as the host's readiness
+/// does (`preload/src/readiness.rs`): with the tail as it loaded it, which may be stale by the
+/// time the head is read.
+fn observer(sh: &Shared, rewinds: bool) {
+    let s = sh.stream();
+    let tail = sh.prod.tail.load(Ordering::Relaxed);
+    let _free = if rewinds {
+        s.writable(tail)
+    } else {
+        s.free_keeping_base(tail)
+    };
+}
+
 fn run(base_after_tail: bool) {
     loom::model(move || {
         let sh = Shared::new();
@@ -109,6 +129,30 @@ fn run(base_after_tail: bool) {
             thread::spawn(move || consumer(&sh))
         };
         producer(&sh, base_after_tail);
+        c.join().unwrap();
+    });
+}
+
+/// The producer, the consumer and one observer (see the module doc). Bounded: the observer's
+/// harm needs only a few preemptions (its tail load, the producer's write past it, the
+/// consumer's head reaching that tail, its head load), and the full space takes minutes.
+fn run_observed(rewinds: bool) {
+    let mut b = loom::model::Builder::new();
+    if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
+        b.preemption_bound = Some(3);
+    }
+    b.check(move || {
+        let sh = Shared::new();
+        let c = {
+            let sh = sh.clone();
+            thread::spawn(move || consumer(&sh))
+        };
+        let o = {
+            let sh = sh.clone();
+            thread::spawn(move || observer(&sh, rewinds))
+        };
+        producer(&sh, false);
+        o.join().unwrap();
         c.join().unwrap();
     });
 }
@@ -122,4 +166,15 @@ fn rewound_bytes_are_read_where_they_were_written() {
 #[should_panic]
 fn control_base_after_tail() {
     run(true);
+}
+
+#[test]
+fn observer_keeps_the_base() {
+    run_observed(false);
+}
+
+#[test]
+#[should_panic]
+fn control_observer_rewinds() {
+    run_observed(true);
 }

@@ -1098,6 +1098,16 @@ impl Tcb {
         d.min(crate::rtt::RTO_MAX)
     }
 
+    /// New data waits for the peer's window: it has less room than a segment (or than what is
+    /// left to send). With nothing in flight no ACK will come to open it, and a window update
+    /// of the peer's may be lost, so the probe timer runs (RFC 9293 3.8.6.1 for a zero window;
+    /// Linux arms it whenever nothing is in flight and data waits, tcp_check_probe_timer):
+    /// below a segment the sender-side SWS rules hold the data just as a zero window does.
+    fn window_blocks(&self) -> bool {
+        let room = self.snd_nxt.dist(self.snd_una + self.snd_wnd) as usize;
+        room < self.unsent().min(self.mss as usize)
+    }
+
     /// After output or an ACK: the right timer for what is outstanding (RFC 6298 5.1-5.3,
     /// RFC 8985 7.2 for the probe timeout).
     pub(crate) fn rearm_rtx(&mut self, now: Instant, restart: bool) {
@@ -1105,7 +1115,7 @@ impl Tcb {
             || self.fin_seq.is_some_and(|f| self.snd_una <= f)
             || matches!(self.state, State::SynSent | State::SynReceived);
         if !outstanding {
-            self.rtx_at = if self.unsent() > 0 && self.snd_wnd == 0 {
+            self.rtx_at = if self.unsent() > 0 && self.window_blocks() {
                 // An armed probe timer keeps its deadline: output runs on every wake-up (a
                 // write, a stale timer) and must not push the probe back each time.
                 match self.rtx_at {
@@ -1468,9 +1478,14 @@ impl Tcb {
             + u32::from(seg.flags & F::FIN != 0)
     }
 
+    /// The receive window the first check measures segments against.
+    fn check_window(&self) -> u32 {
+        self.rcv_nxt.dist(self.rcv_adv).max(self.recv_window())
+    }
+
     /// RFC 9293 3.10.7.4 first check: does the segment overlap the receive window?
     fn acceptable(&self, seg: &TcpRepr, len: u32) -> bool {
-        let wnd = self.rcv_nxt.dist(self.rcv_adv).max(self.recv_window());
+        let wnd = self.check_window();
         let s = seg.seq;
         if len == 0 {
             if wnd == 0 {
@@ -1479,7 +1494,13 @@ impl Tcb {
                 self.rcv_nxt <= s && s < self.rcv_nxt + wnd
             }
         } else if wnd == 0 {
-            false
+            // "If the RCV.WND is zero, no segments will be acceptable, but special allowance
+            // should be made to accept valid ACKs": a segment at RCV.NXT goes on for its ACK,
+            // its data and FIN are dropped (Linux's tcp_sequence, then tcp_data_queue's
+            // zero-window drop). Without it, two ends that each wait for the other's ACK to
+            // free room (an echo whose reader waits for its writes) ignore each other's
+            // retransmissions forever.
+            s == self.rcv_nxt
         } else {
             let e = s + (len - 1);
             (self.rcv_nxt <= s && s < self.rcv_nxt + wnd)
@@ -1625,8 +1646,14 @@ impl Tcb {
             // included, and sends nothing (tcp_rcv_established "goto discard").
             return fx;
         }
+        // Data or a FIN at a zero window was let through for its ACK only (`acceptable`).
+        let zero_window = len > 0 && self.check_window() == 0;
         self.on_ack(now, seg, payload.len(), &mut fx);
         if self.state == State::Closed {
+            return fx;
+        }
+        if zero_window {
+            self.ack_now = true;
             return fx;
         }
         self.check_urgent(seg, payload, &mut fx);
@@ -1727,9 +1754,10 @@ impl Tcb {
             self.snd_wl2 = ack;
             if wnd > prior_wnd {
                 fx.notify = true;
-                if prior_wnd == 0 {
+                let probing = matches!(self.rtx_at, Some((_, RtxKind::Persist)));
+                if prior_wnd == 0 || probing {
                     self.backoff = 0;
-                    if matches!(self.rtx_at, Some((_, RtxKind::Persist))) {
+                    if probing {
                         self.rtx_at = None;
                     }
                 }

@@ -97,6 +97,21 @@ impl Tcb {
         r
     }
 
+    /// The sequence number of a pure ACK: SND.NXT, unless that lies past the right edge of
+    /// the peer's window by a unit of its window scale or more (it shrank the window, or
+    /// scaled it down to 0, after our data went out): the peer's first check drops an ACK
+    /// beyond its window, and then never sees it (RFC 9293 3.10.7.4). The edge instead
+    /// (Linux's tcp_acceptable_seq; the slack here is the peer's scale, the rounding of the
+    /// windows it advertises).
+    fn ack_seq(&self) -> Seq {
+        let edge = self.snd_una + self.snd_wnd;
+        if edge >= self.snd_nxt || edge.dist(self.snd_nxt) < 1 << self.snd_wscale {
+            self.snd_nxt
+        } else {
+            edge
+        }
+    }
+
     pub(crate) fn data_end(&self) -> Seq {
         self.snd_una + self.sendbuf.len() as u32
     }
@@ -155,7 +170,7 @@ impl Tcb {
         if !core::mem::take(&mut self.sack_ack) || !self.ack_now {
             return None;
         }
-        let s = self.bare(now, self.snd_nxt, F::ACK);
+        let s = self.bare(now, self.ack_seq(), F::ACK);
         self.ack_sent();
         Some(s)
     }
@@ -333,7 +348,10 @@ impl Tcb {
                     self.rearm_rtx(now, false);
                     return Some(seg);
                 }
-            } else if self.snd_wnd == 0 || wnd_room == 0 {
+            }
+            if wnd_room < unsent.min(mss) {
+                // Held for the window alone (zero, or below what the SWS rules send): the
+                // probe timer (Tcb::window_blocks).
                 self.rearm_rtx(now, false);
             }
         }
@@ -345,7 +363,7 @@ impl Tcb {
             return Some(s);
         }
         if self.ack_now || self.win_update {
-            let s = self.bare(now, self.snd_nxt, F::ACK);
+            let s = self.bare(now, self.ack_seq(), F::ACK);
             self.ack_sent();
             return Some(s);
         }

@@ -294,6 +294,86 @@ fn zero_window_persist_probes_back_off_then_window_opens() {
     );
 }
 
+/// At our zero window a segment at RCV.NXT still delivers its ACK (RFC 9293 3.10.7.4's "special
+/// allowance", Linux's tcp_sequence); its data is dropped and answered with an ACK (Linux's
+/// tcp_data_queue). The ACK frees our 1000 bytes, so the next small write goes at once (Nagle
+/// has nothing unacknowledged to wait for) and nothing is retransmitted. Before, the whole
+/// segment was refused: two echoing ends each waiting for the other's ACK deadlocked
+/// (tests/lent_model.rs seed 10039).
+#[test]
+fn zero_window_still_takes_the_ack_of_a_segment_at_rcv_nxt() {
+    run("
+0.000 listen 80
+0.000 setsockopt rcvbuf 2048                 // 4096 bytes
+0.100 < S 0:0(0) win 65535 mss 1460
+0.100 > S. 0:0(0) ack 1 win 4096 mss 1460
+0.101 < . 1:1(0) ack 1 win 65535
+0.101 accept
+0.200 write 1000
+0.200 > P. 1:1001(1000) ack 1
+0.201 < . 1:1461(1460) ack 1 win 65535
+0.201 > . 1001:1001(0) ack 1461 win *
+0.202 < . 1461:2921(1460) ack 1 win 65535
+0.202 > . 1001:1001(0) ack 2921 win *
+0.203 < . 2921:4097(1176) ack 1 win 65535
+0.203 > . 1001:1001(0) ack 4097 win 0
+0.300 < . 4097:5557(1460) ack 1001 win 65535 // data beyond the zero window, and our ACK
+0.300 > . 1001:1001(0) ack 4097 win 0
+0.300 write 100
+0.300 > P. 1001:1101(100) ack 4097 win 0
+0.450 > none
+");
+}
+
+/// A peer that shrinks its window below what we already sent gets our pure ACKs at its
+/// window's right edge, not at SND.NXT, which its first check would drop (Linux's
+/// tcp_acceptable_seq); data segments keep their own sequence numbers.
+#[test]
+fn pure_acks_stay_inside_a_shrunk_window() {
+    with(
+        HS_PLAIN,
+        "
+0.200 write 3000
+0.200 > . 1:1461(1460) ack 1
+0.200 > . 1461:2921(1460) ack 1
+0.200 > P. 2921:3001(80) ack 1
+0.210 < P. 1:101(100) ack 1 win 0            // the window shrinks to nothing
+0.210 > . 1:1(0) ack 101                     // at the edge (SND.UNA + 0), not 3001
+0.220 < P. 101:201(100) ack 1461 win 1000    // 1461 + 1000 = 2461 < SND.NXT 3001
+0.220 > . 2461:2461(0) ack 201
+0.230 < P. 201:301(100) ack 1461 win 3000    // the edge passes SND.NXT again
+0.230 > . 3001:3001(0) ack 301
+",
+    );
+}
+
+/// A window below a segment holds new data (sender-side SWS avoidance) just as a zero window
+/// does: with nothing in flight the probe timer runs, so a lost window update cannot stall the
+/// connection (Linux's tcp_check_probe_timer). Before, only a zero window armed it
+/// (tests/lent_model.rs seed 10293: both window updates of the reader lost, 1 MB waiting).
+#[test]
+fn a_window_below_a_segment_is_probed_too() {
+    with(
+        HS_PLAIN,
+        "
+0.200 write 3000
+0.200 > . 1:1461(1460) ack 1
+0.200 > . 1461:2921(1460) ack 1
+0.200 > P. 2921:3001(80) ack 1
+0.210 < . 1:1(0) ack 3001 win 500            // all acknowledged, a 500-byte window
+0.210 write 3000
+0.210 > none
+0.411 > . 3000:3000(0) ack 1                 // probe (SND.UNA - 1) after the RTO
+0.412 < . 1:1(0) ack 3001 win 500            // the answer: the same small window
+0.818 > . 3000:3000(0) ack 1                 // backed off: twice the RTO
+0.819 < . 1:1(0) ack 3001 win 65535          // the update that was lost arrives
+0.819 > . 3001:4461(1460) ack 1
+0.819 > . 4461:5921(1460) ack 1
+0.819 > P. 5921:6001(80) ack 1
+",
+    );
+}
+
 /// Without SACK there is no tail loss probe: RTO at 201 ms (SRTT 1 ms, 200 ms floor), then
 /// doubling.
 #[test]

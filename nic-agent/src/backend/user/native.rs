@@ -814,6 +814,224 @@ mod tests {
         assert_eq!(st.tx_lent_missing, 0);
     }
 
+    /// Byte `off` of a stream keyed `key` (a keyed hash of the offset: a byte from any other
+    /// place of the stream is caught).
+    fn keyed(key: u64, off: u64) -> u8 {
+        let mut z = key ^ (off >> 3).wrapping_mul(0x1000_0000_01b3);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z >> ((off & 7) * 8)) as u8
+    }
+
+    struct Xs(u64);
+    impl Xs {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n.max(1)
+        }
+    }
+
+    /// Lent TX end to end on the agent's side: a host writer on a real channel TX stream (the
+    /// preload's producer rules: room from `Stream::writable` with its own tail, so an emptied
+    /// stream is rewound), the agent's `sock::pump_tx`/`pump_lent` bookkeeping, this backend's
+    /// loans (`Lent`, `OneLent`) and engine, loss and reordering on the cable, loans ended at
+    /// random moments (as `Agent::end_loan` does for an urgent mark, a file reference or a
+    /// second binding) and started again. Every payload byte on the wire towards B and every
+    /// byte B reads is checked against the host's pattern. Runs on the wall clock (the
+    /// backend's), with no timing assertion.
+    ///
+    /// A poller on another thread (the preload's readiness) asks for the room with a tail it
+    /// loaded some steps before: read-only, as the preload does since the corrupted echo of
+    /// 2026-12-05; `observer_rewinds` makes it rewind as it did then (`Stream::writable`).
+    fn agent_lent_tx(seed: u64, total: u64, observer_rewinds: bool) {
+        use crate::backend::user::device::{FaultInjector, Faults};
+        use crate::channel::Channel;
+        use crate::sock::{self, Bind, Binding, Kind, Sock};
+        let mut rng = Xs(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let tx_size = [4096u32, 16384, 65536, 262_144][rng.below(4) as usize];
+        let (la, lb) = Loopback::pair([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let faults = Faults {
+            drop_pm: [0, 0, 1, 5][rng.below(4) as usize],
+            dup_pm: [0, 2][rng.below(2) as usize],
+            reorder_pm: [0, 10, 50][rng.below(3) as usize],
+            delay_us: 0,
+        };
+        let mut la = FaultInjector::new(la, faults, seed | 1);
+        if rng.below(2) == 0 {
+            la.inner_mut().lend_tx(1 + rng.below(8) as usize);
+        }
+        let cfg = |last: u8| {
+            let mut c = StackConfig::new([2, 0, 0, 0, 0, last]);
+            c.ipv4 = Some((std::net::Ipv4Addr::new(10, 0, 0, last), 24));
+            c.seed = seed.wrapping_add(u64::from(last));
+            c
+        };
+        let mut a = NativeBackend::new(la, cfg(1)).unwrap();
+        let mut b = NativeBackend::new(lb, cfg(2)).unwrap();
+        let l = b.stack.socket(false).unwrap();
+        b.stack.bind(l, "10.0.0.2:80".parse().unwrap()).unwrap();
+        b.stack.listen(l, 16).unwrap();
+        let c = a.stack.socket(false).unwrap();
+        let _ = a.stack.connect(c, "10.0.0.2:80".parse().unwrap());
+        let geo = shm_proto::region::Geometry {
+            max_sockets: 4,
+            tx_size,
+            ..Default::default()
+        };
+        let (mut chan, _fd) = Channel::create(geo).unwrap();
+        let by = Bind { sid: 1, slot: 0 };
+        let mut s = Sock::new(NativeSock(c), libc::AF_INET);
+        s.kind = Kind::Connected;
+        s.bindings.push(by);
+        let mut bd = Binding::new(sock::SockId::from_token(0));
+        let tx = chan.region().tx(0).unwrap();
+        // The stream's indices start where this seed says (near the u32 wrap for some).
+        let start = [0u32, u32::MAX - 70_000, rng.below(1 << 32) as u32][rng.below(3) as usize];
+        tx.publish_tail(start);
+        tx.publish_head(start);
+        bd.tx_head = start;
+        let key = rng.below(u64::MAX);
+        let (mut written, mut got, mut wire, mut ends) = (0u64, 0u64, 0u64, 0u32);
+        let (mut lent_pumps, mut rewinds, mut base) = (0u64, 0u64, tx.load_base());
+        let mut srv = None;
+        let mut iss: Option<u32> = None;
+        let mut ev = Vec::new();
+        let mut buf = vec![0u8; 1 << 18];
+        let max_write = [100u64, 3000, 70_000][rng.below(3) as usize];
+        let scribble = vec![0xa5u8; tx_size as usize];
+        let mut stale: Option<u32> = None;
+        let t0 = StdInstant::now();
+        while got < total {
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "seed {seed}: stalled at {got} of {total}"
+            );
+            if a.stack.connect_result(c) == Ok(true) && written < total && rng.below(4) != 0 {
+                // The host: room from its own tail (rewinds an emptied stream), then bytes.
+                let tail = tx.load_tail();
+                let room = u64::from(tx.writable(tail).unwrap());
+                let n = (1 + rng.below(max_write)).min(room).min(total - written);
+                let data: Vec<u8> = (0..n).map(|j| keyed(key, written + j)).collect();
+                tx.copy_in(tail, &data);
+                let tail = tail.wrapping_add(n as u32);
+                tx.publish_tail(tail);
+                written += n;
+                // The producer owns the free part of the ring: scribble over all of it (bytes the
+                // agent freed too early show on the wire).
+                let free = tx.free_keeping_base(tail).unwrap() as usize;
+                tx.copy_in(tail, &scribble[..free]);
+            }
+            match stale.take() {
+                None if rng.below(8) == 0 => stale = Some(tx.load_tail()),
+                Some(t) if rng.below(4) == 0 => {
+                    // Its room is not used: only what asking does to the stream matters.
+                    let _ = if observer_rewinds {
+                        tx.writable(t)
+                    } else {
+                        tx.free_keeping_base(t)
+                    };
+                }
+                other => stale = other,
+            }
+            if a.stack.connect_result(c) == Ok(true) && rng.below(3) != 0 {
+                let o = sock::pump_tx(&mut a, &mut s, &mut chan, by, &mut bd).unwrap();
+                assert!(o.err.is_none(), "seed {seed}: {o:?}");
+                lent_pumps += u64::from(s.lend_by.is_some());
+            }
+            if tx.load_base() != base {
+                base = tx.load_base();
+                rewinds += 1;
+            }
+            if s.lend_by.is_some() && rng.below(500) == 0 {
+                // Agent::end_loan.
+                s.lend_by = None;
+                a.reclaim_tx(&s.os);
+                if let Some(lent) = bd.tx_lent.take() {
+                    bd.tx_head = lent;
+                    tx.publish_head(lent);
+                }
+                ends += 1;
+            }
+            a.poll(&mut ev).unwrap();
+            for f in b.dev.peek() {
+                let Some((seq, len)) = tcp_seg(&f) else {
+                    continue;
+                };
+                let t = 14 + usize::from(f[14] & 0x0f) * 4;
+                if f[t + 13] & 0x12 == 0x02 {
+                    iss = Some(seq);
+                }
+                let Some(i) = iss.filter(|_| len > 0) else {
+                    continue;
+                };
+                let off = u64::from(seq.wrapping_sub(i.wrapping_add(1)));
+                let at = t + usize::from(f[t + 12] >> 4) * 4;
+                let p = &f[at..at + len];
+                for (j, x) in p.iter().enumerate() {
+                    let o = off + j as u64;
+                    assert_eq!(
+                        *x,
+                        keyed(key, o),
+                        "seed {seed}: wrong byte on the wire at {o}"
+                    );
+                }
+                wire += len as u64;
+            }
+            b.poll(&mut ev).unwrap();
+            if srv.is_none() {
+                srv = b.stack.accept(l).ok().map(|(s, _)| s);
+            }
+            if let Some(sv) = srv.filter(|_| rng.below(3) != 0) {
+                let k = 1 + rng.below(buf.len() as u64) as usize;
+                if let Ok(n) = b.stack.recv(sv, &mut [&mut buf[..k]]) {
+                    for (j, x) in buf[..n].iter().enumerate() {
+                        let o = got + j as u64;
+                        assert_eq!(*x, keyed(key, o), "seed {seed}: B read a wrong byte at {o}");
+                    }
+                    got += n as u64;
+                }
+            }
+        }
+        assert!(wire >= total);
+        assert_eq!(a.stack.stats.tx_lent_missing, 0);
+        eprintln!(
+            "seed {seed}: tx {tx_size} start {start} {faults:?} write<={max_write}: wire {wire}, \
+             pumps with a loan {lent_pumps}, loans ended {ends}, rewinds {rewinds}, {:?}",
+            a.stack.tcp_counters()
+        );
+    }
+
+    #[test]
+    fn agent_lent_tx_sends_what_the_host_wrote() {
+        for seed in 1..=6 {
+            agent_lent_tx(seed, 1 << 20, false);
+        }
+    }
+
+    /// The control: the model catches a poller that rewinds the stream from its stale tail.
+    #[test]
+    #[should_panic = "wrong byte"]
+    fn agent_lent_tx_control_observer_rewinds() {
+        for seed in 1..=20 {
+            agent_lent_tx(seed, 1 << 20, true);
+        }
+    }
+
+    /// `AGENT_LENT_SEEDS=N cargo test --release -p nic-agent agent_lent_tx_long -- --ignored`.
+    #[test]
+    #[ignore]
+    fn agent_lent_tx_long() {
+        let n = std::env::var("AGENT_LENT_SEEDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(100);
+        for seed in 100..100 + n {
+            agent_lent_tx(seed, 4 << 20, false);
+        }
+    }
+
     #[test]
     fn tcp_congestion_maps_names_and_refuses_others() {
         let opt = |v: &[u8]| sockopt(libc::IPPROTO_TCP, libc::TCP_CONGESTION, v);
