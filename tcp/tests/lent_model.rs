@@ -742,7 +742,7 @@ fn lent_tx_puts_only_the_written_bytes_on_the_wire() {
 }
 
 /// The long variant: `LENT_MODEL_SEEDS=2000 cargo test --release -p snstack-tcp --test
-/// lent_model -- --ignored`.
+/// lent_model -- --ignored` (`LENT_MODEL_TOTAL=N`: N bytes per seed instead of 2 MiB).
 #[test]
 #[ignore]
 fn lent_tx_model_long() {
@@ -754,5 +754,9 @@ fn lent_tx_model_long() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
-    run_seeds(first, n, 2 << 20);
+    let total = std::env::var("LENT_MODEL_TOTAL")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2 << 20);
+    run_seeds(first, n, total);
 }

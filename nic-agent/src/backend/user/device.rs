@@ -497,6 +497,8 @@ pub struct Loopback {
     peer: PeerOffloads,
     /// Device memory this end lends to the engine (`Device::frame_writer`), when set.
     lent: Option<LentTx>,
+    /// What `Device::rx_fd` reports ([`Loopback::set_rx_fd`]); `None`: a polled device.
+    rx_fd: Option<RawFd>,
 }
 
 /// Transmit memory a [`Loopback`] lends (tests): at most `room` frames written between two
@@ -541,6 +543,7 @@ impl Loopback {
                 caps: DeviceCaps::default(),
                 peer: PeerOffloads::default(),
                 lent: None,
+                rx_fd: None,
             },
             Loopback {
                 mac: b,
@@ -549,6 +552,7 @@ impl Loopback {
                 caps: DeviceCaps::default(),
                 peer: PeerOffloads::default(),
                 lent: None,
+                rx_fd: None,
             },
         )
     }
@@ -556,6 +560,13 @@ impl Loopback {
     /// What this end reports from `caps()` (e.g. `tx_csum`/`tso` for an engine that offloads).
     pub fn set_caps(&mut self, caps: DeviceCaps) {
         self.caps = caps;
+    }
+
+    /// Reports `fd` as this end's receive descriptor, so the backend sleeps on it as on an
+    /// af_packet socket instead of polling the device every few milliseconds (nothing ever
+    /// writes to it: frames still arrive only through [`Device::rx_burst`]).
+    pub fn set_rx_fd(&mut self, fd: RawFd) {
+        self.rx_fd = Some(fd);
     }
 
     /// Lends the engine transmit memory for up to `room` frames between two `tx_burst`s.
@@ -677,7 +688,7 @@ impl Device for Loopback {
     }
 
     fn rx_fd(&self) -> Option<RawFd> {
-        None
+        self.rx_fd
     }
 }
 

@@ -714,6 +714,9 @@ impl Engine {
         };
         if let Some(h) = h {
             apply_opts(&opts, self.set.get_mut::<tcp::Socket>(h));
+            // A keepalive or timeout just set may be the interface's earliest deadline: only a
+            // poll arms the backend's timer for it.
+            self.work_pending = true;
         }
         Ok(())
     }

@@ -182,7 +182,9 @@ impl<D: Device> Backend for UserBackend<D> {
     }
 
     fn setsockopt(&mut self, s: &UserSock, level: i32, name: i32, val: &[u8]) -> io::Result<()> {
-        self.engine.setsockopt(s, level, name, val)
+        let r = self.engine.setsockopt(s, level, name, val);
+        self.after_call();
+        r
     }
 
     fn getsockopt(

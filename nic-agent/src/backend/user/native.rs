@@ -32,6 +32,9 @@ const IDLE_POLL: Duration = Duration::from_millis(2);
 const IDLE_AFTER: Duration = Duration::from_millis(20);
 /// Idle connections give back their buffer memory this often.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
+/// A timerfd armed this much after a deadline still counts as armed for it (re-arming costs a
+/// syscall; the engine's deadlines are 1 ms ticks).
+const ARM_SLACK: Duration = Duration::from_micros(50);
 
 /// The agent's handle of one engine socket (not `Clone`: closing consumes it).
 #[derive(Debug, PartialEq, Eq)]
@@ -170,12 +173,44 @@ impl<D: Device> NativeBackend<D> {
     /// and [`Backend::poll_local`] sends the output in one batch (no eventfd round trip).
     fn after_call(&mut self) {}
 
-    /// Output and readiness that calls produced, without touching the device's receive side.
+    /// Output, readiness and deadlines that calls produced, without touching the device's
+    /// receive side.
     fn drain_local(&mut self, out: &mut Vec<SockEvent>) {
         let now = self.now();
         self.transmit(now);
         self.flush();
         self.collect_events(out);
+        if self.timer_behind() {
+            self.arm_engine_deadline(now);
+        }
+    }
+
+    /// The engine's earliest deadline comes before the timerfd's: a call scheduled it (a
+    /// connect's SYN retransmission, a send's RTO on an idle connection, keepalive switched on).
+    /// Only [`Backend::poll`] arms the timerfd otherwise, and with nothing on the wire to wake
+    /// the agent (the SYN was lost) it would sleep through the deadline.
+    fn timer_behind(&self) -> bool {
+        let Some(t) = self.stack.next_timeout() else {
+            return false;
+        };
+        let at = self.base + Duration::from_micros(t.as_micros());
+        self.armed.map_or(true, |a| a > at + ARM_SLACK)
+    }
+
+    /// Arms the timerfd for the engine's earliest deadline (a kick when it is due).
+    fn arm_engine_deadline(&mut self, now: Instant) {
+        let Some(t) = self.stack.next_timeout() else {
+            return;
+        };
+        let d = Duration::from_micros(t.as_micros().saturating_sub(now.as_micros()));
+        if d.is_zero() {
+            self.kick_now();
+        } else if let Err(e) = self.arm(Some(d)) {
+            // Taken as armed so the loop does not retry it here on every iteration; the next
+            // `poll` arms again and reports the error to the agent.
+            tracing::error!("native backend: timerfd: {e}");
+            self.armed = Some(StdInstant::now() + d);
+        }
     }
 
     fn collect_events(&mut self, out: &mut Vec<SockEvent>) {
@@ -201,7 +236,7 @@ impl<D: Device> NativeBackend<D> {
         let want = delay.map(|d| wall + d);
         let close = match (want, self.armed) {
             (None, _) => true,
-            (Some(w), Some(a)) => a > wall && a <= w + Duration::from_micros(50),
+            (Some(w), Some(a)) => a > wall && a <= w + ARM_SLACK,
             (Some(_), None) => false,
         };
         if !close {
@@ -656,7 +691,7 @@ impl<D: Device> Backend for NativeBackend<D> {
     }
 
     fn has_local_events(&self) -> bool {
-        self.stack.has_pending()
+        self.stack.has_pending() || self.timer_behind()
     }
 
     fn poll_local(&mut self, out: &mut Vec<SockEvent>) {
@@ -800,6 +835,73 @@ mod tests {
             a.stack.tcp_counters()
         );
         a.stack.stats
+    }
+
+    /// A call that gives an idle engine its only deadline arms the timerfd before the agent
+    /// sleeps. Here a connect to a peer that never answers (its SYN and the ARP request ahead
+    /// of it are lost): the agent's loop runs the local work and then waits on the backend's
+    /// descriptor, which must wake it for the retransmission (1 s); it slept forever when only
+    /// `poll` armed the timerfd (the stalled connect of 49-user-stack-diff under 1% loss,
+    /// 2026-12-05). The wait allows 10 s: a liveness check, not a timing one.
+    #[test]
+    fn a_call_arms_the_timer_of_an_idle_engine() {
+        let (mut la, lb) = Loopback::pair([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        // A receive descriptor that stays quiet, as an af_packet socket on a silent link: the
+        // backend sleeps on it and its timerfd (a device without one is polled every 2 ms).
+        // SAFETY: plain syscall; the descriptor is owned below.
+        let quiet = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        assert!(quiet >= 0);
+        use std::os::fd::FromRawFd;
+        // SAFETY: `quiet` is a fresh descriptor nothing else owns.
+        let quiet = unsafe { OwnedFd::from_raw_fd(quiet) };
+        la.set_rx_fd(quiet.as_raw_fd());
+        let mut c = StackConfig::new([2, 0, 0, 0, 0, 1]);
+        c.ipv4 = Some((std::net::Ipv4Addr::new(10, 0, 0, 1), 24));
+        let mut a = NativeBackend::new(la, c).unwrap();
+        let mut ev = Vec::new();
+        a.poll(&mut ev).unwrap();
+        assert!(!a.has_local_events(), "an idle engine has nothing to do");
+        let s = a.socket(libc::AF_INET).unwrap();
+        let r = a.connect(&s, &"10.0.0.2:80".parse().unwrap());
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINPROGRESS));
+        // The agent's loop before it sleeps (agent::core::poll_local).
+        for _ in 0..8 {
+            if !a.has_local_events() {
+                break;
+            }
+            a.poll_local(&mut ev);
+        }
+        assert!(!a.has_local_events());
+        let arp_requests = |d: &Loopback| {
+            d.peek()
+                .iter()
+                .filter(|f| f.get(12..14) == Some(&[0x08, 0x06]) && f.get(20..22) == Some(&[0, 1]))
+                .count()
+        };
+        assert_eq!(
+            arp_requests(&lb),
+            1,
+            "the connect asked for the peer's address"
+        );
+        // Sleep and poll as the agent does (an early wake-up, e.g. at the start of the timer
+        // wheel's slot, only means another round).
+        let t0 = StdInstant::now();
+        while arp_requests(&lb) < 2 {
+            let left = Duration::from_secs(10).saturating_sub(t0.elapsed());
+            let mut pfd = libc::pollfd {
+                fd: a.wait_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
+            assert_eq!(
+                n, 1,
+                "the backend's descriptor never woke the agent for the SYN's timer"
+            );
+            a.poll(&mut ev).unwrap();
+        }
+        assert_eq!(arp_requests(&lb), 2, "the retransmitted SYN asks again");
     }
 
     #[test]
