@@ -15,8 +15,11 @@
 #   sent again (the timerfd was armed only by polls). `WIRE_ONLY="keepalive out_echo_1" LOSS=10`
 #   stopped that build within 20 runs in each of three tries.
 #
-#   [N=20] [LOSS=0] [WIRE_ONLY="scenario ..."] [ENGINE=native] [KEEP=/tmp/stress-wire]
-#   bash ci/stress-wire.sh
+#   [N=20] [LOSS=0] [WIRE_ONLY="scenario ..."] [ENGINE=native] [MODE=engine|kernel]
+#   [KEEP=/tmp/stress-wire] bash ci/stress-wire.sh
+#
+# MODE=kernel runs the server role on Linux's own stack instead (the address on A's veth, no
+# agent): the same scenarios under the same loss, for the durations the runs log.
 #
 # Root and network namespaces needed (nft for LOSS). Exits 1 at the first failed run.
 set -uo pipefail
@@ -29,6 +32,8 @@ source "$REPO/tests/userstack.sh"
 WIRE=$REPO/tests/semantics/wire.py
 N=${N:-20}
 LOSS=${LOSS:-0}
+MODE=${MODE:-engine}
+[[ $MODE == engine || $MODE == kernel ]] || fail "MODE=$MODE: engine or kernel"
 KEEP=${KEEP:-/tmp/stress-wire}
 export WIRE_ONLY=${WIRE_ONLY:-}
 require_snstack
@@ -51,23 +56,30 @@ if command -v tcpdump >/dev/null 2>&1; then
     spawn /dev/null ip netns exec "$NS_B" tcpdump -i "$VETH_B" -w "$WORKDIR/peer.pcap" -s 128
     cap=$SPAWNED_PID
 fi
-log "$N runs of ${WIRE_ONLY:-every scenario}; ${LOSS}% loss each way"
+log "$N runs of ${WIRE_ONLY:-every scenario} on the $MODE; ${LOSS}% loss each way"
 for ((i = 0; i < N; i++)); do
     dir=$WORKDIR/r$i
     mkdir -p "$dir"
-    userstack_agent afpacket --iface "$VETH_A" --engine "${ENGINE:-native}"
     in_b ip neigh flush dev "$VETH_B"
     # Below the kernel's ephemeral ports (32768-), 50 per run (wire.py has fewer scenarios).
     base=$((12000 + (i % 400) * 50))
-    spawn "$dir/server.log" ip netns exec "$NS_A" env "LD_PRELOAD=$PRELOAD" "SNSTACK_AGENT=$SNSTACK_AGENT" \
-        "$PY" "$WIRE" server "$dir" "$AGENT_IP" "$PEER_IP" "$base"
+    if [[ $MODE == kernel ]]; then
+        ((i == 0)) && ip -n "$NS_A" addr add "$AGENT_IP/24" dev "$VETH_A"
+        spawn "$dir/server.log" ip netns exec "$NS_A" "$PY" "$WIRE" server "$dir" "$AGENT_IP" "$PEER_IP" "$base"
+    else
+        userstack_agent afpacket --iface "$VETH_A" --engine "${ENGINE:-native}"
+        spawn "$dir/server.log" ip netns exec "$NS_A" env "LD_PRELOAD=$PRELOAD" "SNSTACK_AGENT=$SNSTACK_AGENT" \
+            "$PY" "$WIRE" server "$dir" "$AGENT_IP" "$PEER_IP" "$base"
+    fi
     spid=$SPAWNED_PID
     in_b timeout 150 "$PY" "$WIRE" client "$dir" "$AGENT_IP" "$PEER_IP" "$base" \
         >"$dir/out.txt" 2>"$dir/client.log" || true
     wait_exit "$spid" 90 || log "run $i: the server role did not exit"
-    cp "$AGENT_LOG" "$dir/agent.log"
-    agent_alive || { cat "$dir/agent.log"; fail "run $i: the agent died"; }
-    stop_agent
+    if [[ $MODE == engine ]]; then
+        cp "$AGENT_LOG" "$dir/agent.log"
+        agent_alive || { cat "$dir/agent.log"; fail "run $i: the agent died"; }
+        stop_agent
+    fi
     if grep -qE "EXCEPTION|NO REPORT|timeout|intact False" "$dir/out.txt"; then
         [[ -n $cap ]] && stop_pid "$cap"
         rm -rf "$KEEP"
@@ -81,4 +93,15 @@ for ((i = 0; i < N; i++)); do
     fi
     ((i % 10 == 9)) && log "$((i + 1)) runs ok (last: $(tr '\n' ' ' <"$dir/server.log" | sed 's/server //g'))"
 done
+# Each scenario's median and slowest duration over the runs (the server role's clock).
+cat "$WORKDIR"/r*/server.log | "$PY" -c '
+import re, statistics, sys
+d = {}
+for line in sys.stdin:
+    m = re.match(r"server (\S+) ([0-9.]+)s$", line.strip())
+    if m:
+        d.setdefault(m.group(1), []).append(float(m.group(2)))
+for k, v in d.items():
+    print("  %-20s median %6.2f s  max %6.2f s  (%d runs)" % (k, statistics.median(v), max(v), len(v)))
+'
 echo "PASS: $N runs"

@@ -1148,8 +1148,13 @@ impl Tcb {
             if let Some(srtt) = self.rtt.srtt() {
                 // RFC 8985 7.2 with Linux's slack: 2 SRTT plus 2 ms (TCP_TIMEOUT_MIN), or plus
                 // the peer's worst delayed ACK when a single segment is out (in recovery the
-                // peer ACKs at once: it holds out-of-order data).
-                let pto = if self.sb.pipe() <= self.mss && !recovering {
+                // peer ACKs at once: it holds out-of-order data). A single segment, as Linux
+                // counts packets_out: two small writes sent apart (TCP_NODELAY) are two
+                // segments in flight with less than an MSS between them, and the second one
+                // lost is probed after 2 ms, not 200 (records of different send times are
+                // never merged on the scoreboard).
+                let single = self.sb.pipe() <= self.mss && self.sb.len_records() <= 1;
+                let pto = if single && !recovering {
                     srtt * 2 + Duration::from_millis(200)
                 } else {
                     srtt * 2 + Duration::from_millis(2)

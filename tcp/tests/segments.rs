@@ -438,6 +438,44 @@ fn tail_loss_probe_after_two_srtt() {
     );
 }
 
+/// Two small segments sent apart (TCP_NODELAY, as a reply written in two pieces): two segments
+/// in flight, as Linux counts packets_out, so the probe comes 2 SRTT + 2 ms after the last
+/// send; the 200 ms allowance for a delayed ACK is for a single segment out. (It used to
+/// count bytes: 4 bytes out looked like one segment, and a lost second piece cost 200 ms per
+/// loss in 49-user-stack-diff's ping-pong.)
+#[test]
+fn tail_loss_probe_of_two_small_segments_skips_the_delayed_ack_allowance() {
+    with(
+        HS100,
+        "
+0.290 setsockopt nodelay 1
+0.300 write 2
+0.300 > P. 1:3(2) ack 1
+0.310 write 2
+0.310 > P. 3:5(2) ack 1
+0.512 > P. 3:5(2) ack 1                     // TLP: 2 SRTT + 2 ms after the last send
+0.600 < . 1:1(0) ack 5 win 512 ts 600 *
+0.900 > none
+",
+    );
+}
+
+/// One small segment out: the probe waits for the peer's delayed ACK too (2 SRTT + 200 ms,
+/// capped at the RTO: 300 ms after this handshake).
+#[test]
+fn tail_loss_probe_of_one_small_segment_allows_a_delayed_ack() {
+    with(
+        HS100,
+        "
+0.300 write 2
+0.300 > P. 1:3(2) ack 1
+0.600 > P. 1:3(2) ack 1                     // TLP: min(2 SRTT + 200 ms, RTO)
+0.700 < . 1:1(0) ack 3 win 512 ts 700 *
+0.900 > none
+",
+    );
+}
+
 /// A probe of new data is not held by Nagle (Linux's tcp_send_loss_probe writes with
 /// TCP_NAGLE_OFF): a sub-MSS write waiting behind an unacknowledged small segment goes out as
 /// the probe instead of leaving the flight to the RTO.
