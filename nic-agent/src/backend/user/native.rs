@@ -837,56 +837,37 @@ mod tests {
         a.stack.stats
     }
 
-    /// A call that gives an idle engine its only deadline arms the timerfd before the agent
-    /// sleeps. Here a connect to a peer that never answers (its SYN and the ARP request ahead
-    /// of it are lost): the agent's loop runs the local work and then waits on the backend's
-    /// descriptor, which must wake it for the retransmission (1 s); it slept forever when only
-    /// `poll` armed the timerfd (the stalled connect of 49-user-stack-diff under 1% loss,
-    /// 2026-12-05). The wait allows 10 s: a liveness check, not a timing one.
-    #[test]
-    fn a_call_arms_the_timer_of_an_idle_engine() {
-        let (mut la, lb) = Loopback::pair([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-        // A receive descriptor that stays quiet, as an af_packet socket on a silent link: the
-        // backend sleeps on it and its timerfd (a device without one is polled every 2 ms).
-        // SAFETY: plain syscall; the descriptor is owned below.
-        let quiet = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        assert!(quiet >= 0);
+    /// A receive descriptor that stays quiet, as an af_packet socket on a silent link: a
+    /// backend given it sleeps on it and its timerfd (a device without one is polled every
+    /// 2 ms, which would hide a timer that was never armed).
+    fn quiet_fd() -> OwnedFd {
         use std::os::fd::FromRawFd;
-        // SAFETY: `quiet` is a fresh descriptor nothing else owns.
-        let quiet = unsafe { OwnedFd::from_raw_fd(quiet) };
-        la.set_rx_fd(quiet.as_raw_fd());
-        let mut c = StackConfig::new([2, 0, 0, 0, 0, 1]);
-        c.ipv4 = Some((std::net::Ipv4Addr::new(10, 0, 0, 1), 24));
-        let mut a = NativeBackend::new(la, c).unwrap();
+        // SAFETY: plain syscall; the descriptor is owned below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        assert!(fd >= 0);
+        // SAFETY: `fd` is a fresh descriptor nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    /// The agent's loop around a backend until `done`: the local work, then a sleep on the
+    /// backend's descriptor (an early wake-up, e.g. at the start of a timer wheel slot, is
+    /// another round). Panics when the descriptor stays quiet for 10 s: a liveness check.
+    fn sleep_until<D: Device>(
+        a: &mut NativeBackend<D>,
+        mut done: impl FnMut(&NativeBackend<D>) -> bool,
+    ) {
         let mut ev = Vec::new();
-        a.poll(&mut ev).unwrap();
-        assert!(!a.has_local_events(), "an idle engine has nothing to do");
-        let s = a.socket(libc::AF_INET).unwrap();
-        let r = a.connect(&s, &"10.0.0.2:80".parse().unwrap());
-        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINPROGRESS));
-        // The agent's loop before it sleeps (agent::core::poll_local).
-        for _ in 0..8 {
-            if !a.has_local_events() {
-                break;
-            }
-            a.poll_local(&mut ev);
-        }
-        assert!(!a.has_local_events());
-        let arp_requests = |d: &Loopback| {
-            d.peek()
-                .iter()
-                .filter(|f| f.get(12..14) == Some(&[0x08, 0x06]) && f.get(20..22) == Some(&[0, 1]))
-                .count()
-        };
-        assert_eq!(
-            arp_requests(&lb),
-            1,
-            "the connect asked for the peer's address"
-        );
-        // Sleep and poll as the agent does (an early wake-up, e.g. at the start of the timer
-        // wheel's slot, only means another round).
         let t0 = StdInstant::now();
-        while arp_requests(&lb) < 2 {
+        loop {
+            for _ in 0..8 {
+                if !a.has_local_events() {
+                    break;
+                }
+                a.poll_local(&mut ev);
+            }
+            if done(a) {
+                return;
+            }
             let left = Duration::from_secs(10).saturating_sub(t0.elapsed());
             let mut pfd = libc::pollfd {
                 fd: a.wait_fd(),
@@ -897,11 +878,92 @@ mod tests {
             let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
             assert_eq!(
                 n, 1,
-                "the backend's descriptor never woke the agent for the SYN's timer"
+                "the backend's descriptor never woke the agent for its timer"
             );
             a.poll(&mut ev).unwrap();
         }
-        assert_eq!(arp_requests(&lb), 2, "the retransmitted SYN asks again");
+    }
+
+    fn arp_requests(d: &Loopback) -> usize {
+        d.peek()
+            .iter()
+            .filter(|f| f.get(12..14) == Some(&[0x08, 0x06]) && f.get(20..22) == Some(&[0, 1]))
+            .count()
+    }
+
+    fn native_cfg(last: u8) -> StackConfig {
+        let mut c = StackConfig::new([2, 0, 0, 0, 0, last]);
+        c.ipv4 = Some((std::net::Ipv4Addr::new(10, 0, 0, last), 24));
+        c.seed = u64::from(last);
+        c
+    }
+
+    /// A call that gives an idle engine its only deadline arms the timerfd before the agent
+    /// sleeps. Here a connect to a peer that never answers (its SYN and the ARP request ahead
+    /// of it are lost): the agent's loop runs the local work and then waits on the backend's
+    /// descriptor, which must wake it for the retransmission (1 s); it slept forever when only
+    /// `poll` armed the timerfd (the stalled connect of 49-user-stack-diff under 1% loss,
+    /// 2026-12-05).
+    #[test]
+    fn a_call_arms_the_timer_of_an_idle_engine() {
+        let (mut la, lb) = Loopback::pair([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let quiet = quiet_fd();
+        la.set_rx_fd(quiet.as_raw_fd());
+        let mut a = NativeBackend::new(la, native_cfg(1)).unwrap();
+        let mut ev = Vec::new();
+        a.poll(&mut ev).unwrap();
+        assert!(!a.has_local_events(), "an idle engine has nothing to do");
+        let s = a.socket(libc::AF_INET).unwrap();
+        let r = a.connect(&s, &"10.0.0.2:80".parse().unwrap());
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINPROGRESS));
+        sleep_until(&mut a, |_| arp_requests(&lb) >= 1);
+        assert_eq!(
+            arp_requests(&lb),
+            1,
+            "the connect asked for the peer's address"
+        );
+        sleep_until(&mut a, |_| arp_requests(&lb) >= 2);
+    }
+
+    /// The same for keepalive switched on over an idle connection (setsockopt makes no output):
+    /// the first probe leaves after TCP_KEEPIDLE (1 s) with nothing else to wake the agent.
+    #[test]
+    fn keepalive_set_on_an_idle_connection_arms_the_timer() {
+        let (mut la, lb) = Loopback::pair([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let quiet = quiet_fd();
+        la.set_rx_fd(quiet.as_raw_fd());
+        let mut a = NativeBackend::new(la, native_cfg(1)).unwrap();
+        let mut b = NativeBackend::new(lb, native_cfg(2)).unwrap();
+        let l = b.stack.socket(false).unwrap();
+        b.stack.bind(l, "10.0.0.2:80".parse().unwrap()).unwrap();
+        b.stack.listen(l, 4).unwrap();
+        let c = a.socket(libc::AF_INET).unwrap();
+        let _ = a.connect(&c, &"10.0.0.2:80".parse().unwrap());
+        // Up, then quiet: every delayed ACK and stale wheel entry of A's spent.
+        let mut ev = Vec::new();
+        let t0 = StdInstant::now();
+        let mut srv = None;
+        while srv.is_none() || a.stack.next_timeout().is_some() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no idle connection");
+            a.poll(&mut ev).unwrap();
+            b.poll(&mut ev).unwrap();
+            srv = srv.or_else(|| b.stack.accept(l).ok());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // B stops reading its wire: what A sends from now on stays there to be counted.
+        let before = b.dev.peek().len();
+        for (name, v) in [(libc::TCP_KEEPIDLE, 1i32), (libc::TCP_KEEPINTVL, 1)] {
+            a.setsockopt(&c, libc::IPPROTO_TCP, name, &v.to_ne_bytes())
+                .unwrap();
+        }
+        a.setsockopt(
+            &c,
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            &1i32.to_ne_bytes(),
+        )
+        .unwrap();
+        sleep_until(&mut a, |_| b.dev.peek().len() > before);
     }
 
     #[test]
