@@ -96,6 +96,12 @@ impl<B: Backend> Core<B> {
     pub(super) fn accept_one(&mut self, lid: SockId, by: Bind, tag: u64) {
         match self.bind_next(lid, by) {
             Ok(Some((slot, _, peer))) => {
+                // The accepting binding's view of the listener first: a host that sees this
+                // completion must not see the connection it took still counted in
+                // `accept_ready` (a stale readiness under load, caught by tests/agent.rs
+                // rx_backpressure_and_waiter_doorbell). The other bindings get the listener's
+                // state when the caller publishes it, if it changed for them.
+                self.publish_one(lid, by);
                 self.complete_to(by, tag, i64::from(slot), Payload::Addr(peer.into()))
             }
             Ok(None) => self.complete_to(by, tag, neg(libc::EAGAIN), Payload::None),
