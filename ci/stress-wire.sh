@@ -36,6 +36,8 @@ MODE=${MODE:-engine}
 [[ $MODE == engine || $MODE == kernel ]] || fail "MODE=$MODE: engine or kernel"
 KEEP=${KEEP:-/tmp/stress-wire}
 export WIRE_ONLY=${WIRE_ONLY:-}
+# What a failed run prints (wire.py's observations).
+BAD="EXCEPTION|NO REPORT|timeout|intact False"
 require_snstack
 userstack_probe
 if ((LOSS > 0)); then
@@ -80,13 +82,13 @@ for ((i = 0; i < N; i++)); do
         agent_alive || { cat "$dir/agent.log"; fail "run $i: the agent died"; }
         stop_agent
     fi
-    if grep -qE "EXCEPTION|NO REPORT|timeout|intact False" "$dir/out.txt"; then
+    if grep -qE "$BAD" "$dir/out.txt"; then
         [[ -n $cap ]] && stop_pid "$cap"
         rm -rf "$KEEP"
         mkdir -p "$KEEP"
         cp -r "$dir" "$KEEP/"
         [[ -n $cap ]] && cp "$WORKDIR/peer.pcap" "$KEEP/"
-        grep -E "EXCEPTION|NO REPORT|timeout|intact False" "$dir/out.txt"
+        grep -E "$BAD" "$dir/out.txt"
         tail -n 3 "$dir/server.log" "$dir/client.log"
         echo "FAIL: run $i (ports from $base); kept in $KEEP"
         exit 1

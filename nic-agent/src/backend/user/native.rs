@@ -180,28 +180,23 @@ impl<D: Device> NativeBackend<D> {
         self.transmit(now);
         self.flush();
         self.collect_events(out);
-        if self.timer_behind() {
-            self.arm_engine_deadline(now);
+        if let Some(t) = self.timer_behind() {
+            self.arm_engine_deadline(t, now);
         }
     }
 
-    /// The engine's earliest deadline comes before the timerfd's: a call scheduled it (a
-    /// connect's SYN retransmission, a send's RTO on an idle connection, keepalive switched on).
-    /// Only [`Backend::poll`] arms the timerfd otherwise, and with nothing on the wire to wake
-    /// the agent (the SYN was lost) it would sleep through the deadline.
-    fn timer_behind(&self) -> bool {
-        let Some(t) = self.stack.next_timeout() else {
-            return false;
-        };
+    /// The engine's earliest deadline when it comes before the timerfd's: a call scheduled it
+    /// (a connect's SYN retransmission, a send's RTO on an idle connection, keepalive switched
+    /// on). Only [`Backend::poll`] arms the timerfd otherwise, and with nothing on the wire to
+    /// wake the agent (the SYN was lost) it would sleep through the deadline.
+    fn timer_behind(&self) -> Option<Instant> {
+        let t = self.stack.next_timeout()?;
         let at = self.base + Duration::from_micros(t.as_micros());
-        self.armed.map_or(true, |a| a > at + ARM_SLACK)
+        self.armed.map_or(true, |a| a > at + ARM_SLACK).then_some(t)
     }
 
-    /// Arms the timerfd for the engine's earliest deadline (a kick when it is due).
-    fn arm_engine_deadline(&mut self, now: Instant) {
-        let Some(t) = self.stack.next_timeout() else {
-            return;
-        };
+    /// Arms the timerfd for engine deadline `t` (a kick when it is due).
+    fn arm_engine_deadline(&mut self, t: Instant, now: Instant) {
         let d = Duration::from_micros(t.as_micros().saturating_sub(now.as_micros()));
         if d.is_zero() {
             self.kick_now();
@@ -691,7 +686,7 @@ impl<D: Device> Backend for NativeBackend<D> {
     }
 
     fn has_local_events(&self) -> bool {
-        self.stack.has_pending() || self.timer_behind()
+        self.stack.has_pending() || self.timer_behind().is_some()
     }
 
     fn poll_local(&mut self, out: &mut Vec<SockEvent>) {
@@ -767,14 +762,8 @@ mod tests {
     fn lent_device_transfer(room: usize) -> snstack_tcp::stack::StackStats {
         let (mut la, lb) = Loopback::pair([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
         la.lend_tx(room);
-        let cfg = |last: u8, mac: u8| {
-            let mut c = StackConfig::new([2, 0, 0, 0, 0, mac]);
-            c.ipv4 = Some((std::net::Ipv4Addr::new(10, 0, 0, last), 24));
-            c.seed = u64::from(last);
-            c
-        };
-        let mut a = NativeBackend::new(la, cfg(1, 1)).unwrap();
-        let mut b = NativeBackend::new(lb, cfg(2, 2)).unwrap();
+        let mut a = NativeBackend::new(la, native_cfg(1)).unwrap();
+        let mut b = NativeBackend::new(lb, native_cfg(2)).unwrap();
         let l = b.stack.socket(false).unwrap();
         b.stack.bind(l, "10.0.0.2:80".parse().unwrap()).unwrap();
         b.stack.listen(l, 16).unwrap();
@@ -891,6 +880,15 @@ mod tests {
             .count()
     }
 
+    /// A cable whose end A (10.0.0.1) sleeps on a quiet descriptor ([`quiet_fd`], returned to
+    /// be kept open), and its other end.
+    fn quiet_end() -> (NativeBackend<Loopback>, Loopback, OwnedFd) {
+        let (mut la, lb) = Loopback::pair([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let quiet = quiet_fd();
+        la.set_rx_fd(quiet.as_raw_fd());
+        (NativeBackend::new(la, native_cfg(1)).unwrap(), lb, quiet)
+    }
+
     fn native_cfg(last: u8) -> StackConfig {
         let mut c = StackConfig::new([2, 0, 0, 0, 0, last]);
         c.ipv4 = Some((std::net::Ipv4Addr::new(10, 0, 0, last), 24));
@@ -906,10 +904,7 @@ mod tests {
     /// 2026-12-05).
     #[test]
     fn a_call_arms_the_timer_of_an_idle_engine() {
-        let (mut la, lb) = Loopback::pair([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-        let quiet = quiet_fd();
-        la.set_rx_fd(quiet.as_raw_fd());
-        let mut a = NativeBackend::new(la, native_cfg(1)).unwrap();
+        let (mut a, lb, _quiet) = quiet_end();
         let mut ev = Vec::new();
         a.poll(&mut ev).unwrap();
         assert!(!a.has_local_events(), "an idle engine has nothing to do");
@@ -929,10 +924,7 @@ mod tests {
     /// the first probe leaves after TCP_KEEPIDLE (1 s) with nothing else to wake the agent.
     #[test]
     fn keepalive_set_on_an_idle_connection_arms_the_timer() {
-        let (mut la, lb) = Loopback::pair([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-        let quiet = quiet_fd();
-        la.set_rx_fd(quiet.as_raw_fd());
-        let mut a = NativeBackend::new(la, native_cfg(1)).unwrap();
+        let (mut a, lb, _quiet) = quiet_end();
         let mut b = NativeBackend::new(lb, native_cfg(2)).unwrap();
         let l = b.stack.socket(false).unwrap();
         b.stack.bind(l, "10.0.0.2:80".parse().unwrap()).unwrap();
