@@ -967,21 +967,33 @@ pub fn take_error(fd: RawFd) -> io::Result<i32> {
     Ok(i32::from_ne_bytes(b))
 }
 
-/// `readv` into raw buffers.
+/// `readv` into raw buffers (`recv` when there is one).
 ///
 /// # Safety
 /// Every iovec must describe memory writable by the kernel on behalf of this process and not
 /// concurrently accessed through a Rust reference.
 pub unsafe fn readv(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    if let [one] = iov {
+        // One buffer (the ring did not wrap): `recv` spares the kernel the iovec import and
+        // the VFS layer; on a socket it reads what `readv` would.
+        // SAFETY: the caller vouches for the buffer.
+        return cvt_size(unsafe { libc::recv(fd, one.iov_base, one.iov_len, 0) });
+    }
     // SAFETY: the caller vouches for the buffers.
     cvt_size(unsafe { libc::readv(fd, iov.as_ptr(), iov.len() as libc::c_int) })
 }
 
-/// `sendmsg(MSG_NOSIGNAL | MSG_DONTWAIT)` from raw buffers.
+/// `sendmsg(MSG_NOSIGNAL | MSG_DONTWAIT)` from raw buffers (`send` when there is one).
 ///
 /// # Safety
 /// Every iovec must describe readable memory of this process.
 pub unsafe fn sendv(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+    if let [one] = iov {
+        // One buffer: `send` spares the kernel the message header and iovec copies.
+        // SAFETY: the caller vouches for the buffer; the kernel only reads it.
+        return cvt_size(unsafe { libc::send(fd, one.iov_base, one.iov_len, flags) });
+    }
     // SAFETY: msghdr is plain old data; all zeroes is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov.as_ptr() as *mut libc::iovec;

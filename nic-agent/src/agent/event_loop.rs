@@ -74,7 +74,18 @@ impl<B: Backend> Agent<B> {
                     (None, Some(t)) => t.duration_since(last_epoll) >= EPOLL_EVERY,
                     (None, None) => true,
                 };
-            let n = if do_epoll {
+            // Awake, a backend whose poll is a wait on its own set is polled on its own, the
+            // agent set around it every OUTER_EVERY polls.
+            let direct = do_epoll
+                && !sleepy
+                && self.outer_skips < OUTER_EVERY
+                && self.core.backend().poll_is_wait();
+            if direct {
+                self.outer_skips += 1;
+            } else if do_epoll {
+                self.outer_skips = 0;
+            }
+            let n = if do_epoll && !direct {
                 if let Some(t) = now {
                     last_epoll = t;
                 }
@@ -111,7 +122,14 @@ impl<B: Backend> Agent<B> {
             // Commands and readiness get the last clock read: deadlines they start (drains,
             // tickets) may be that much early, never late.
             let t = self.clock;
-            let (mut work, polled) = self.handle_events(n, t);
+            let (mut work, mut polled) = self.handle_events(n, t);
+            if direct {
+                if let Some(t) = now {
+                    last_epoll = t;
+                }
+                work |= self.core.poll_backend(t);
+                polled = true;
+            }
             if !polled && self.core.backend().rx_pending() == Some(true) {
                 work |= self.core.poll_backend(t);
             }

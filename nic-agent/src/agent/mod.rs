@@ -96,6 +96,12 @@ const EPOLL_EVERY: Duration = Duration::from_micros(4);
 /// The same for a backend whose input the loop reads from memory ([`Backend::rx_pending`]):
 /// the epoll set is polled every this many iterations, without a clock read.
 const EPOLL_ITERS: u32 = 64;
+/// A backend whose poll is a wait on its own set ([`Backend::poll_is_wait`]: the kernel's) is
+/// polled on its own every EPOLL_EVERY while the agent is awake, and the agent set around it
+/// only every this many of those polls: the agent set nests the backend's, so polling both reads
+/// every ready socket's state twice, and nothing else in it is urgent while the loop reads the
+/// command rings itself (control connections, signals and pidfds wait at most this many polls).
+const OUTER_EVERY: u32 = 16;
 /// Iterations a doorbell may wait while more input is queued (see `run`).
 const DOORBELL_DEFER: u32 = 4;
 /// On a contended CPU (the agent shares its core, spin::SpinPolicy), the longest an owed
@@ -216,6 +222,8 @@ pub struct Agent<B: Backend> {
     holding: bool,
     /// This iteration found work.
     busy: bool,
+    /// Backend polls since the agent set was last polled (OUTER_EVERY).
+    outer_skips: u32,
     stop: bool,
     evbuf: Vec<libc::epoll_event>,
     /// When the agent started (`uptime_ms` in the JSON report).
@@ -348,6 +356,7 @@ impl<B: Backend> Agent<B> {
             held_since: None,
             holding: false,
             busy: false,
+            outer_skips: 0,
             stop: false,
             evbuf: sys::event_buf(256),
             started: Instant::now(),

@@ -218,6 +218,10 @@ impl Backend for KernelBackend {
         self.epoll.raw()
     }
 
+    fn poll_is_wait(&self) -> bool {
+        true
+    }
+
     /// A short read drained the TCP socket: with edge-triggered epoll every later byte, FIN or
     /// error raises a new event, and an event that already carried RDHUP/HUP/ERR has the caller
     /// read on to the end. Saves the `recvmsg` that would answer EAGAIN, one per request.

@@ -1176,6 +1176,11 @@ impl<B: Backend> Backend for LoopBackend<B> {
         self.inner.rx_pending()
     }
 
+    fn poll_is_wait(&self) -> bool {
+        // Its own part of a poll reads memory only.
+        self.inner.poll_is_wait()
+    }
+
     fn loop_stats(&self) -> LoopStats {
         let mut s = self.net.stats;
         s.enabled = self.enabled;

@@ -367,6 +367,13 @@ pub trait Backend {
     fn rx_pending(&self) -> Option<bool> {
         None
     }
+    /// [`Backend::poll`] with nothing ready is one non-blocking wait on the backend's own
+    /// descriptor set (the kernel backend's epoll instance): a busy agent calls it directly
+    /// instead of an `epoll_wait` on its own set, which nests this one and would read every
+    /// ready socket's state a second time.
+    fn poll_is_wait(&self) -> bool {
+        false
+    }
     /// Collects only the readiness of [`Backend::has_local_events`] (no syscall).
     fn poll_local(&mut self, _out: &mut Vec<SockEvent>) {}
     /// Counters of the loopback accelerator, when there is one.
