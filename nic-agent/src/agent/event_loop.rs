@@ -80,15 +80,13 @@ impl<B: Backend> Agent<B> {
                 && !sleepy
                 && self.outer_skips < OUTER_EVERY
                 && self.core.backend().poll_is_wait();
-            if direct {
-                self.outer_skips += 1;
-            } else if do_epoll {
-                self.outer_skips = 0;
-            }
-            let n = if do_epoll && !direct {
+            if do_epoll {
+                self.outer_skips = if direct { self.outer_skips + 1 } else { 0 };
                 if let Some(t) = now {
                     last_epoll = t;
                 }
+            }
+            let n = if do_epoll && !direct {
                 match self.epoll.wait_for(&mut self.evbuf, timeout) {
                     Ok(n) => n,
                     Err(e) => {
@@ -122,15 +120,8 @@ impl<B: Backend> Agent<B> {
             // Commands and readiness get the last clock read: deadlines they start (drains,
             // tickets) may be that much early, never late.
             let t = self.clock;
-            let (mut work, mut polled) = self.handle_events(n, t);
-            if direct {
-                if let Some(t) = now {
-                    last_epoll = t;
-                }
-                work |= self.core.poll_backend(t);
-                polled = true;
-            }
-            if !polled && self.core.backend().rx_pending() == Some(true) {
+            let (mut work, polled) = self.handle_events(n, t);
+            if direct || (!polled && self.core.backend().rx_pending() == Some(true)) {
                 work |= self.core.poll_backend(t);
             }
             work |= self.core.process_commands(t);
