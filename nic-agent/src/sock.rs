@@ -151,6 +151,10 @@ pub struct Sock<S> {
     pub stash: Vec<u8>,
     /// The last binding closed with unread RX bytes: the close resets the connection.
     pub abort_on_close: bool,
+    /// The last TX bytes went with [`Backend::send_more`] for the FIN of the close that
+    /// follows to ride on their segment ([`pump_tx`]'s `fin_follows`); a socket that is not
+    /// closed after all pushes them ([`Backend::push`]).
+    pub tx_held: bool,
     /// The binding whose TX stream is lent to the backend (see the module doc).
     pub lend_by: Option<Bind>,
     /// Waiting in a listener's queue after a handoff nobody took (a reference of its own).
@@ -201,6 +205,7 @@ impl<S> Sock<S> {
             tickets: 0,
             stash: Vec::new(),
             abort_on_close: false,
+            tx_held: false,
             lend_by: None,
             queued: false,
             urg: None,
@@ -902,12 +907,16 @@ pub fn finish_tx(
     }
 }
 
+/// Sends what binding `by` queued. `fin_follows`: the socket closes as soon as this returns
+/// done (its last binding's close drains it): the last bytes go with [`Backend::send_more`] so
+/// the FIN leaves in their segment, and `s.tx_held` says they wait for it.
 pub fn pump_tx<B: Backend>(
     b: &mut B,
     s: &mut Sock<B::Sock>,
     chan: &mut Channel,
     by: Bind,
     bd: &mut Binding,
+    fin_follows: bool,
 ) -> Result<Outcome, Violation> {
     if s.io_dead {
         return Ok(Outcome {
@@ -965,6 +974,8 @@ pub fn pump_tx<B: Backend>(
     let file_start = bd.file_done;
     let mut out = Outcome::default();
     let mut fetched = false;
+    // Bytes sent with `send_more` and not yet followed by a send that pushes.
+    let mut held = false;
     loop {
         // The tail before the posted count (wake order of `SockHost::tx_file_posted`).
         let tail = tx.load_tail();
@@ -1072,10 +1083,30 @@ pub fn pump_tx<B: Backend>(
             chan.pcie(Dir::FetchTx, u64::from(used));
         }
         let (iov, n) = iovs(&tx, bd.tx_head, limit);
-        // SAFETY: the pieces lie in this slot's TX stream inside the live mapping; the kernel only
-        // reads them and no Rust reference to that memory exists.
-        match unsafe { b.send(&s.os, &iov[..n]) } {
-            Ok(k) => bd.tx_head = bd.tx_head.wrapping_add(k.min(limit as usize) as u32),
+        // A closing socket's last bytes wait for its FIN (`send_more`): one segment carries
+        // both, where the kernel's own server sends them apart. (Holding an HTTP header for the
+        // file behind it the same way measured no better: bench/results/2026-12-06-0710-fin.)
+        let more = fin_follows
+            && limit == used
+            && bd.files.is_empty()
+            && bd.urgent.is_empty()
+            && posted == bd.file_taken
+            && urg_posted == bd.urg_taken;
+        let sent = if more {
+            // SAFETY: as below.
+            unsafe { b.send_more(&s.os, &iov[..n]) }
+        } else {
+            // SAFETY: the pieces lie in this slot's TX stream inside the live mapping; the
+            // kernel only reads them and no Rust reference to that memory exists.
+            unsafe { b.send(&s.os, &iov[..n]) }
+        };
+        match sent {
+            Ok(k) => {
+                let k = k.min(limit as usize) as u32;
+                bd.tx_head = bd.tx_head.wrapping_add(k);
+                // (A short send found the buffer full and pushed what it queued.)
+                held = more && k == limit;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -1083,6 +1114,15 @@ pub fn pump_tx<B: Backend>(
                 out.done = true;
                 break;
             }
+        }
+    }
+    if held {
+        if out.done && out.err.is_none() {
+            s.tx_held = true;
+        } else {
+            // Not the end after all (a command on its way, an error): the held bytes go now,
+            // as a plain send would have sent them.
+            b.push(&s.os);
         }
     }
     // (The copy path counted the stream's fetch when it first read it.)
@@ -1323,7 +1363,7 @@ mod tests {
         let mut b = Lender::default();
         let tx = chan.region().tx(0).unwrap();
         host_write(&chan, &[7u8; 1000]);
-        let o = pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).unwrap();
+        let o = pump_tx(&mut b, &mut s, &mut chan, by, &mut bd, false).unwrap();
         assert!(o.done && o.err.is_none());
         assert_eq!((b.handed, b.copied), (1000, 0));
         assert_eq!((bd.tx_head, bd.tx_lent), (0, Some(1000)));
@@ -1334,14 +1374,14 @@ mod tests {
         );
         assert_eq!(s.lend_by, Some(by));
         b.acked = 600;
-        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).unwrap();
+        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd, false).unwrap();
         assert_eq!((bd.tx_head, tx.load_head()), (600, 600));
         host_write(&chan, &[8u8; 200]);
-        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).unwrap();
+        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd, false).unwrap();
         assert_eq!((b.handed, bd.tx_lent), (1200, Some(1200)));
         // The path outgrew the stream: the backend takes the 600 unacknowledged bytes back.
         b.outgrown = true;
-        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).unwrap();
+        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd, false).unwrap();
         assert_eq!((bd.tx_head, bd.tx_lent, s.lend_by), (1200, None, None));
         assert_eq!(tx.load_head(), 1200);
         let mut want = vec![7u8; 1000];
@@ -1355,12 +1395,12 @@ mod tests {
         let mut b = Lender::default();
         let tx = chan.region().tx(0).unwrap();
         host_write(&chan, &[1u8; 500]);
-        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).unwrap();
+        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd, false).unwrap();
         tx.publish_tail(400);
-        assert!(pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).is_err());
+        assert!(pump_tx(&mut b, &mut s, &mut chan, by, &mut bd, false).is_err());
         tx.publish_tail(500);
         b.gone = true;
-        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).unwrap();
+        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd, false).unwrap();
         assert_eq!((bd.tx_head, bd.tx_lent, s.lend_by), (500, None, None));
         assert_eq!(tx.load_head(), 500);
     }
@@ -1371,9 +1411,183 @@ mod tests {
         s.bindings.push(Bind { sid: 2, slot: 0 });
         let mut b = Lender::default();
         host_write(&chan, &[1u8; 10]);
-        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd).unwrap();
+        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd, false).unwrap();
         assert_eq!((b.copied, b.handed), (10, 0), "two bindings: copied");
         assert!(b.stream.is_none() && s.lend_by.is_none());
         assert_eq!(bd.tx_head, 10);
+    }
+
+    /// What a copying backend was asked to do, in order.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Call {
+        Send(usize),
+        SendMore(usize),
+        File(usize),
+        Push,
+    }
+
+    /// A copying backend that records its calls: sends take at most `room` bytes (then
+    /// WouldBlock), `send_file` answers `file_answer`.
+    struct Recorder {
+        calls: Vec<Call>,
+        room: usize,
+        file_answer: Option<i32>,
+    }
+
+    impl Recorder {
+        fn new() -> Self {
+            Recorder {
+                calls: Vec::new(),
+                room: usize::MAX,
+                file_answer: None,
+            }
+        }
+        fn take(&mut self, bufs: &[IoBuf]) -> io::Result<usize> {
+            let n: usize = bufs.iter().map(|b| b.iov_len).sum::<usize>().min(self.room);
+            if n == 0 {
+                return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+            }
+            self.room -= n;
+            Ok(n)
+        }
+    }
+
+    impl Backend for Recorder {
+        type Sock = ();
+        fn socket(&mut self, _: i32) -> io::Result<()> {
+            unsupported()
+        }
+        fn bind(&mut self, _: &(), _: &SocketAddr) -> io::Result<()> {
+            unsupported()
+        }
+        fn listen(&mut self, _: &(), _: i32) -> io::Result<()> {
+            unsupported()
+        }
+        fn accept(&mut self, _: &()) -> io::Result<((), SocketAddr)> {
+            unsupported()
+        }
+        fn connect(&mut self, _: &(), _: &SocketAddr) -> io::Result<()> {
+            unsupported()
+        }
+        fn connect_state(&mut self, _: &()) -> ConnectState {
+            ConnectState::Connected
+        }
+        fn take_error(&mut self, _: &()) -> i32 {
+            0
+        }
+        fn shutdown(&mut self, _: &(), _: i32) -> io::Result<()> {
+            unsupported()
+        }
+        fn local_addr(&mut self, _: &()) -> io::Result<SocketAddr> {
+            unsupported()
+        }
+        fn peer_addr(&mut self, _: &()) -> io::Result<SocketAddr> {
+            unsupported()
+        }
+        fn setsockopt(&mut self, _: &(), _: i32, _: i32, _: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+        fn getsockopt(&mut self, _: &(), _: i32, _: i32, _: &mut [u8]) -> io::Result<usize> {
+            unsupported()
+        }
+        unsafe fn recv(&mut self, _: &(), _: &[IoBuf]) -> io::Result<usize> {
+            unsupported()
+        }
+        unsafe fn send(&mut self, _: &(), bufs: &[IoBuf]) -> io::Result<usize> {
+            let n = self.take(bufs)?;
+            self.calls.push(Call::Send(n));
+            Ok(n)
+        }
+        unsafe fn send_more(&mut self, _: &(), bufs: &[IoBuf]) -> io::Result<usize> {
+            let n = self.take(bufs)?;
+            self.calls.push(Call::SendMore(n));
+            Ok(n)
+        }
+        fn push(&mut self, _: &()) {
+            self.calls.push(Call::Push);
+        }
+        fn send_file(&mut self, _: &(), _: RawFd, _: u64, len: usize) -> io::Result<usize> {
+            if let Some(e) = self.file_answer {
+                return Err(io::Error::from_raw_os_error(e));
+            }
+            self.calls.push(Call::File(len));
+            Ok(len)
+        }
+        fn register(&mut self, _: &(), _: u64) -> io::Result<()> {
+            Ok(())
+        }
+        fn close(&mut self, _: ()) {}
+        fn poll(&mut self, _: &mut Vec<SockEvent>) -> io::Result<()> {
+            Ok(())
+        }
+        fn wait_fd(&self) -> RawFd {
+            -1
+        }
+    }
+
+    fn file_at(bd: &mut Binding, at: u32, len: u64) {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        bd.files.push_back(FileRef {
+            at,
+            file: Rc::new(OwnedFd::from(f)),
+            offset: 0,
+            left: len,
+        });
+    }
+
+    /// A socket whose close follows: its last bytes go with MSG_MORE and wait for the FIN
+    /// (`tx_held`); without a close behind them a plain send; when the buffer filled, nothing
+    /// is held (the short send pushed).
+    #[test]
+    fn last_bytes_before_a_close_wait_for_the_fin() {
+        let (mut chan, mut s, mut bd, by) = setup();
+        let mut b = Recorder::new();
+        host_write(&chan, &[1u8; 100]);
+        let o = pump_tx(&mut b, &mut s, &mut chan, by, &mut bd, true).unwrap();
+        assert!(o.done && o.err.is_none());
+        assert_eq!(b.calls, [Call::SendMore(100)]);
+        assert!(s.tx_held, "the caller closes or pushes");
+
+        let (mut chan, mut s, mut bd, by) = setup();
+        let mut b = Recorder::new();
+        host_write(&chan, &[1u8; 100]);
+        pump_tx(&mut b, &mut s, &mut chan, by, &mut bd, false).unwrap();
+        assert_eq!(b.calls, [Call::Send(100)]);
+        assert!(!s.tx_held);
+
+        // The buffer takes 60: the short send pushed what it queued; nothing is held.
+        let (mut chan, mut s, mut bd, by) = setup();
+        let mut b = Recorder::new();
+        b.room = 60;
+        host_write(&chan, &[1u8; 100]);
+        let o = pump_tx(&mut b, &mut s, &mut chan, by, &mut bd, true).unwrap();
+        assert!(!o.done);
+        assert_eq!(b.calls, [Call::SendMore(60)]);
+        assert!(!s.tx_held);
+
+        // A file still to go after the bytes: they wait for it, not for the FIN.
+        let (mut chan, mut s, mut bd, by) = setup();
+        let mut b = Recorder::new();
+        host_write(&chan, &[1u8; 100]);
+        file_at(&mut bd, 100, 5000);
+        host_write(&chan, &[2u8; 10]);
+        let o = pump_tx(&mut b, &mut s, &mut chan, by, &mut bd, true).unwrap();
+        assert!(o.done);
+        assert_eq!(
+            b.calls,
+            [Call::Send(100), Call::File(5000), Call::SendMore(10)]
+        );
+        assert!(s.tx_held);
+
+        // A file that does not go: nothing was held for it.
+        let (mut chan, mut s, mut bd, by) = setup();
+        let mut b = Recorder::new();
+        b.file_answer = Some(libc::EAGAIN);
+        host_write(&chan, &[1u8; 100]);
+        file_at(&mut bd, 100, 5000);
+        let o = pump_tx(&mut b, &mut s, &mut chan, by, &mut bd, true).unwrap();
+        assert!(!o.done);
+        assert_eq!(b.calls, [Call::Send(100)]);
+        assert!(!s.tx_held);
     }
 }

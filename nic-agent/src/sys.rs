@@ -988,7 +988,16 @@ pub unsafe fn readv(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
 /// # Safety
 /// Every iovec must describe readable memory of this process.
 pub unsafe fn sendv(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
-    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { sendv_flags(fd, iov, 0) }
+}
+
+/// [`sendv`] with `extra` flags (`MSG_MORE`).
+///
+/// # Safety
+/// As [`sendv`].
+pub unsafe fn sendv_flags(fd: RawFd, iov: &[libc::iovec], extra: i32) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | extra;
     if let [one] = iov {
         // One buffer: `send` spares the kernel the message header and iovec copies.
         // SAFETY: the caller vouches for the buffer; the kernel only reads it.
@@ -999,7 +1008,15 @@ pub unsafe fn sendv(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
     msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = iov.len() as _;
     // SAFETY: the caller vouches for the buffers; the kernel only reads through msg_iov.
-    cvt_size(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) })
+    cvt_size(unsafe { libc::sendmsg(fd, &msg, flags) })
+}
+
+/// Bytes waiting unread in socket `fd` (`FIONREAD`).
+pub fn unread(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) })?;
+    Ok(n.max(0) as usize)
 }
 
 // ---------------------------------------------------------------------------------------------

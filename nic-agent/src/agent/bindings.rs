@@ -86,8 +86,25 @@ impl<B: Backend> Core<B> {
             }
             p.sess.table.start_drain(b.slot);
         }
-        if self.pump_tx(id, b) {
+        // The last reference's close: the FIN can ride on the last bytes' segment. (Not for
+        // a reset: its close would drop bytes held back for the FIN.)
+        let fin_follows = self.socks.get(id).is_some_and(|s| {
+            s.bindings == [b]
+                && s.tickets == 0
+                && !s.queued
+                && !s.abort_on_close
+                && s.kind == Kind::Connected
+                && s.tls.is_none()
+                && s.ktls.is_none()
+        });
+        if self.pump_tx_with(id, b, fin_follows) {
             self.finish_binding(b);
+        }
+        if let Some(s) = self.socks.get_mut(id) {
+            if std::mem::take(&mut s.tx_held) {
+                // Still open after all: the held bytes go now.
+                self.backend.push(&s.os);
+            }
         }
     }
 
@@ -314,6 +331,11 @@ impl<B: Backend> Core<B> {
                 t.close_notify();
                 let _ = crate::terminated::flush(&mut self.backend, &s.os, &mut t);
             }
+        }
+        if s.tx_held && !s.io_dead && (s.abort_on_close || self.backend.has_unread(&s.os)) {
+            // A close that resets drops unsent bytes: those held for the FIN go first, as
+            // they would have gone without the hold.
+            self.backend.push(&s.os);
         }
         if s.abort_on_close && !s.io_dead {
             let mut zero = [0u8; 8];

@@ -171,6 +171,12 @@ impl<B: Backend> Core<B> {
 
     /// Sends binding `b`'s TX bytes. True when its TX is empty (or can never drain).
     pub(super) fn pump_tx(&mut self, id: SockId, b: Bind) -> bool {
+        self.pump_tx_with(id, b, false)
+    }
+
+    /// [`Core::pump_tx`]; `fin_follows`: the caller closes the socket once this returns true
+    /// (`sock::pump_tx`), or pushes what waits for the FIN (`Sock::tx_held`).
+    pub(super) fn pump_tx_with(&mut self, id: SockId, b: Bind, fin_follows: bool) -> bool {
         let Some(s) = self.socks.get_mut(id) else {
             return true;
         };
@@ -180,7 +186,7 @@ impl<B: Backend> Core<B> {
         let Some((bd, _)) = p.sess.table.get_any_mut(b.slot) else {
             return true;
         };
-        match sock::pump_tx(&mut self.backend, s, &mut p.chan, b, bd) {
+        match sock::pump_tx(&mut self.backend, s, &mut p.chan, b, bd, fin_follows) {
             Err(v) => {
                 self.failed.push((b.sid, v));
                 true

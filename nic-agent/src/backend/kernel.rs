@@ -127,6 +127,31 @@ impl Backend for KernelBackend {
         unsafe { sys::sendv(s.as_raw_fd(), bufs) }
     }
 
+    unsafe fn send_more(&mut self, s: &OwnedFd, bufs: &[IoBuf]) -> io::Result<usize> {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { sys::sendv_flags(s.as_raw_fd(), bufs, libc::MSG_MORE) }
+    }
+
+    fn push(&mut self, s: &OwnedFd) {
+        // Clearing TCP_CORK pushes the pending segments (Nagle still applies); an application's
+        // own cork stays.
+        let fd = s.as_raw_fd();
+        let mut v = [0u8; 4];
+        let corked = sys::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_CORK, &mut v)
+            .is_ok_and(|_| i32::from_ne_bytes(v) != 0);
+        if !corked {
+            if let Err(e) =
+                sys::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_CORK, &0i32.to_ne_bytes())
+            {
+                tracing::debug!("TCP_CORK 0 to push held bytes: {e}");
+            }
+        }
+    }
+
+    fn has_unread(&mut self, s: &OwnedFd) -> bool {
+        sys::unread(s.as_raw_fd()).map_or(true, |n| n > 0)
+    }
+
     unsafe fn send_urgent(&mut self, s: &OwnedFd, bufs: &[IoBuf]) -> io::Result<usize> {
         // SAFETY: forwarded from the caller's contract.
         unsafe { sys::sendv_oob(s.as_raw_fd(), bufs) }

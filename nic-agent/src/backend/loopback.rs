@@ -1044,6 +1044,28 @@ impl<B: Backend> Backend for LoopBackend<B> {
         self.net.send(s.key, &v)
     }
 
+    unsafe fn send_more(&mut self, s: &Self::Sock, bufs: &[IoBuf]) -> io::Result<usize> {
+        if self.net.end(s.key).is_none() {
+            // SAFETY: forwarded from the caller's contract.
+            return unsafe { self.inner.send_more(&s.os, bufs) };
+        }
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.send(s, bufs) }
+    }
+
+    fn push(&mut self, s: &Self::Sock) {
+        if self.net.end(s.key).is_none() {
+            self.inner.push(&s.os);
+        }
+    }
+
+    fn has_unread(&mut self, s: &Self::Sock) -> bool {
+        if self.net.end(s.key).is_none() {
+            return self.inner.has_unread(&s.os);
+        }
+        false
+    }
+
     unsafe fn send_urgent(&mut self, s: &Self::Sock, bufs: &[IoBuf]) -> io::Result<usize> {
         if self.net.end(s.key).is_none() {
             // SAFETY: forwarded from the caller's contract.

@@ -234,6 +234,25 @@ pub trait Backend {
     /// # Safety
     /// Every buffer must be readable memory.
     unsafe fn send(&mut self, s: &Self::Sock, bufs: &[IoBuf]) -> io::Result<usize>;
+    /// [`Backend::send`] with more to follow at once (`MSG_MORE`): the bytes may wait in a
+    /// partly filled segment for what comes next (a file sent by reference behind its header,
+    /// the FIN of the close that follows), so both leave in one. The caller then sends on, or
+    /// closes, or calls [`Backend::push`]; a backend without the hint sends as `send` does.
+    ///
+    /// # Safety
+    /// Every buffer must be readable memory.
+    unsafe fn send_more(&mut self, s: &Self::Sock, bufs: &[IoBuf]) -> io::Result<usize> {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.send(s, bufs) }
+    }
+    /// Sends what [`Backend::send_more`] left waiting, as a send without the hint would have
+    /// (unless the application corked the socket itself).
+    fn push(&mut self, _s: &Self::Sock) {}
+    /// Whether received bytes wait unread in the backend's socket (closing it then resets
+    /// the connection; bytes held by [`Backend::send_more`] must leave first).
+    fn has_unread(&mut self, _s: &Self::Sock) -> bool {
+        false
+    }
     /// Whether the backend carries TCP urgent data ([`Backend::send_urgent`],
     /// [`Backend::urgent_in`]); the agent tells hosts with `FEAT_URGENT`.
     fn urgent_data(&self) -> bool {

@@ -1092,7 +1092,7 @@ mod tests {
                 other => stale = other,
             }
             if a.stack.connect_result(c) == Ok(true) && rng.below(3) != 0 {
-                let o = sock::pump_tx(&mut a, &mut s, &mut chan, by, &mut bd).unwrap();
+                let o = sock::pump_tx(&mut a, &mut s, &mut chan, by, &mut bd, false).unwrap();
                 assert!(o.err.is_none(), "seed {seed}: {o:?}");
                 lent_pumps += u64::from(s.lend_by.is_some());
             }
