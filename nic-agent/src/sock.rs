@@ -1234,6 +1234,53 @@ mod tests {
         Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
     }
 
+    /// The calls a data-path test backend never gets: connected, nothing else supported.
+    macro_rules! connected_only {
+        () => {
+            type Sock = ();
+            fn socket(&mut self, _: i32) -> io::Result<()> {
+                unsupported()
+            }
+            fn bind(&mut self, _: &(), _: &SocketAddr) -> io::Result<()> {
+                unsupported()
+            }
+            fn listen(&mut self, _: &(), _: i32) -> io::Result<()> {
+                unsupported()
+            }
+            fn accept(&mut self, _: &()) -> io::Result<((), SocketAddr)> {
+                unsupported()
+            }
+            fn connect(&mut self, _: &(), _: &SocketAddr) -> io::Result<()> {
+                unsupported()
+            }
+            fn connect_state(&mut self, _: &()) -> ConnectState {
+                ConnectState::Connected
+            }
+            fn take_error(&mut self, _: &()) -> i32 {
+                0
+            }
+            fn shutdown(&mut self, _: &(), _: i32) -> io::Result<()> {
+                unsupported()
+            }
+            fn local_addr(&mut self, _: &()) -> io::Result<SocketAddr> {
+                unsupported()
+            }
+            fn peer_addr(&mut self, _: &()) -> io::Result<SocketAddr> {
+                unsupported()
+            }
+            fn register(&mut self, _: &(), _: u64) -> io::Result<()> {
+                Ok(())
+            }
+            fn close(&mut self, _: ()) {}
+            fn poll(&mut self, _: &mut Vec<SockEvent>) -> io::Result<()> {
+                Ok(())
+            }
+            fn wait_fd(&self) -> RawFd {
+                -1
+            }
+        };
+    }
+
     /// A backend that only takes loans: records what it was handed and acknowledges on demand.
     #[derive(Default)]
     struct Lender {
@@ -1248,37 +1295,7 @@ mod tests {
     }
 
     impl Backend for Lender {
-        type Sock = ();
-        fn socket(&mut self, _: i32) -> io::Result<()> {
-            unsupported()
-        }
-        fn bind(&mut self, _: &(), _: &SocketAddr) -> io::Result<()> {
-            unsupported()
-        }
-        fn listen(&mut self, _: &(), _: i32) -> io::Result<()> {
-            unsupported()
-        }
-        fn accept(&mut self, _: &()) -> io::Result<((), SocketAddr)> {
-            unsupported()
-        }
-        fn connect(&mut self, _: &(), _: &SocketAddr) -> io::Result<()> {
-            unsupported()
-        }
-        fn connect_state(&mut self, _: &()) -> ConnectState {
-            ConnectState::Connected
-        }
-        fn take_error(&mut self, _: &()) -> i32 {
-            0
-        }
-        fn shutdown(&mut self, _: &(), _: i32) -> io::Result<()> {
-            unsupported()
-        }
-        fn local_addr(&mut self, _: &()) -> io::Result<SocketAddr> {
-            unsupported()
-        }
-        fn peer_addr(&mut self, _: &()) -> io::Result<SocketAddr> {
-            unsupported()
-        }
+        connected_only!();
         fn setsockopt(&mut self, _: &(), _: i32, _: i32, _: &[u8]) -> io::Result<()> {
             unsupported()
         }
@@ -1320,16 +1337,6 @@ mod tests {
                 self.reclaimed = b;
             }
             0
-        }
-        fn register(&mut self, _: &(), _: u64) -> io::Result<()> {
-            Ok(())
-        }
-        fn close(&mut self, _: ()) {}
-        fn poll(&mut self, _: &mut Vec<SockEvent>) -> io::Result<()> {
-            Ok(())
-        }
-        fn wait_fd(&self) -> RawFd {
-            -1
         }
     }
 
@@ -1453,37 +1460,7 @@ mod tests {
     }
 
     impl Backend for Recorder {
-        type Sock = ();
-        fn socket(&mut self, _: i32) -> io::Result<()> {
-            unsupported()
-        }
-        fn bind(&mut self, _: &(), _: &SocketAddr) -> io::Result<()> {
-            unsupported()
-        }
-        fn listen(&mut self, _: &(), _: i32) -> io::Result<()> {
-            unsupported()
-        }
-        fn accept(&mut self, _: &()) -> io::Result<((), SocketAddr)> {
-            unsupported()
-        }
-        fn connect(&mut self, _: &(), _: &SocketAddr) -> io::Result<()> {
-            unsupported()
-        }
-        fn connect_state(&mut self, _: &()) -> ConnectState {
-            ConnectState::Connected
-        }
-        fn take_error(&mut self, _: &()) -> i32 {
-            0
-        }
-        fn shutdown(&mut self, _: &(), _: i32) -> io::Result<()> {
-            unsupported()
-        }
-        fn local_addr(&mut self, _: &()) -> io::Result<SocketAddr> {
-            unsupported()
-        }
-        fn peer_addr(&mut self, _: &()) -> io::Result<SocketAddr> {
-            unsupported()
-        }
+        connected_only!();
         fn setsockopt(&mut self, _: &(), _: i32, _: i32, _: &[u8]) -> io::Result<()> {
             Ok(())
         }
@@ -1512,16 +1489,6 @@ mod tests {
             }
             self.calls.push(Call::File(len));
             Ok(len)
-        }
-        fn register(&mut self, _: &(), _: u64) -> io::Result<()> {
-            Ok(())
-        }
-        fn close(&mut self, _: ()) {}
-        fn poll(&mut self, _: &mut Vec<SockEvent>) -> io::Result<()> {
-            Ok(())
-        }
-        fn wait_fd(&self) -> RawFd {
-            -1
         }
     }
 
