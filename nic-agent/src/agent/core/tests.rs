@@ -29,10 +29,30 @@ struct FakeOs {
     /// Whether the backend sends files by reference, and the files hosts may name (by fd).
     file_refs: bool,
     files: HashMap<i32, std::fs::File>,
+    /// Connects to addresses that are not ours succeed, and their sockets take what is sent,
+    /// logged in `sent` ("send N", "more N", "push", "close S").
+    reachable: bool,
+    sent: Vec<String>,
+    /// What `has_unread` answers.
+    unread: bool,
 }
 
-/// The OS under [`LoopBackend`]: sockets that bind and listen but never reach a network.
+/// The OS under [`LoopBackend`]: sockets that bind and listen but never reach a network
+/// (unless `FakeOs::reachable`).
 struct Fake(Rc<RefCell<FakeOs>>);
+
+impl Fake {
+    /// A send of a reachable socket: everything taken, and logged under `how`.
+    fn sent(&mut self, how: &str, bufs: &[IoBuf]) -> io::Result<usize> {
+        let mut os = self.0.borrow_mut();
+        if !os.reachable {
+            return Err(err(libc::EAGAIN));
+        }
+        let n: usize = bufs.iter().map(|b| b.iov_len).sum();
+        os.sent.push(format!("{how} {n}"));
+        Ok(n)
+    }
+}
 
 fn err(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
@@ -70,9 +90,15 @@ impl Backend for Fake {
         Err(err(libc::EAGAIN))
     }
     fn connect(&mut self, _s: &u32, _a: &SocketAddr) -> io::Result<()> {
+        if self.0.borrow().reachable {
+            return Ok(());
+        }
         Err(err(libc::ECONNREFUSED))
     }
     fn connect_state(&mut self, _s: &u32) -> ConnectState {
+        if self.0.borrow().reachable {
+            return ConnectState::Connected;
+        }
         ConnectState::Failed(libc::ECONNREFUSED)
     }
     fn take_error(&mut self, _s: &u32) -> i32 {
@@ -106,14 +132,26 @@ impl Backend for Fake {
     unsafe fn recv(&mut self, _s: &u32, _bufs: &[IoBuf]) -> io::Result<usize> {
         Err(err(libc::EAGAIN))
     }
-    unsafe fn send(&mut self, _s: &u32, _bufs: &[IoBuf]) -> io::Result<usize> {
-        Err(err(libc::EAGAIN))
+    unsafe fn send(&mut self, _s: &u32, bufs: &[IoBuf]) -> io::Result<usize> {
+        self.sent("send", bufs)
+    }
+    unsafe fn send_more(&mut self, _s: &u32, bufs: &[IoBuf]) -> io::Result<usize> {
+        self.sent("more", bufs)
+    }
+    fn push(&mut self, _s: &u32) {
+        self.0.borrow_mut().sent.push("push".into());
+    }
+    fn has_unread(&mut self, _s: &u32) -> bool {
+        self.0.borrow().unread
     }
     fn register(&mut self, _s: &u32, _token: u64) -> io::Result<()> {
         Ok(())
     }
     fn close(&mut self, s: u32) {
         let mut os = self.0.borrow_mut();
+        if os.reachable {
+            os.sent.push(format!("close {s}"));
+        }
         os.bound.remove(&s);
         os.closed.push(s);
     }
@@ -473,6 +511,62 @@ fn tx_changed_marks_drain_streams_and_a_close_after_them_still_sends() {
     b.region.mark_tx(cs);
     r.step();
     assert!(!b.dead() && !r.core.cmds_pending());
+}
+
+/// A close that drains a connection's last bytes sends them with MSG_MORE, so the FIN rides on
+/// their segment; they are pushed before a close that would reset (unread bytes), and a socket
+/// another process still holds gets them plainly.
+#[test]
+fn the_fin_rides_on_the_last_bytes_of_a_close() {
+    let mut r = Rig::new();
+    r.os.borrow_mut().reachable = true;
+    let mut a = r.attach(100);
+    let far = Request::Connect {
+        addr: Addr::Inet(SocketAddr::from(([10, 9, 8, 7], 80))),
+        wait: false,
+    };
+    let closing = |r: &mut Rig, a: &mut Host, data: &[u8]| {
+        let s = r.socket(a);
+        assert_eq!(r.call(a, s, far).result, 0);
+        a.write(s, data);
+        let close = a.send(s, Request::Close);
+        r.step();
+        assert!(a.take(close).is_some());
+        std::mem::take(&mut r.os.borrow_mut().sent)
+    };
+    let sent = closing(&mut r, &mut a, b"bye");
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0], "more 3");
+    assert!(sent[1].starts_with("close "), "{sent:?}");
+
+    // Unread bytes: the close resets, which would drop held bytes; they go first.
+    r.os.borrow_mut().unread = true;
+    let sent = closing(&mut r, &mut a, b"reset");
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(sent[..2], ["more 5", "push"]);
+    assert!(sent[2].starts_with("close "), "{sent:?}");
+    r.os.borrow_mut().unread = false;
+
+    // Shared with a child: the parent's close leaves the socket open, nothing is held; the
+    // child's close is the last.
+    let s = r.socket(&mut a);
+    assert_eq!(r.call(&mut a, s, far).result, 0);
+    let (mut c, n) = r.fork_child(&mut a);
+    assert!(n >= 1);
+    r.os.borrow_mut().sent.clear();
+    a.write(s, b"parent");
+    let close = a.send(s, Request::Close);
+    r.step();
+    assert!(a.take(close).is_some());
+    assert_eq!(std::mem::take(&mut r.os.borrow_mut().sent), ["send 6"]);
+    c.write(s, b"child");
+    let close = c.send(s, Request::Close);
+    r.step();
+    assert!(c.take(close).is_some());
+    let sent = std::mem::take(&mut r.os.borrow_mut().sent);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0], "more 5");
+    assert!(sent[1].starts_with("close "), "{sent:?}");
 }
 
 #[test]
