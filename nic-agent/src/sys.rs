@@ -992,7 +992,7 @@ pub unsafe fn sendv(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
     unsafe { sendv_flags(fd, iov, 0) }
 }
 
-/// [`sendv`] with `extra` flags (`MSG_MORE`).
+/// [`sendv`] with `extra` flags (`MSG_MORE`, `MSG_OOB`).
 ///
 /// # Safety
 /// As [`sendv`].
@@ -1106,13 +1106,8 @@ pub fn peek_oob(fd: RawFd) -> io::Result<Option<u8>> {
 /// # Safety
 /// Every iovec must describe readable memory of this process.
 pub unsafe fn sendv_oob(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
-    // SAFETY: msghdr is plain old data; all zeroes is valid.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = iov.len() as _;
-    let fl = libc::MSG_OOB | libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
-    // SAFETY: the caller vouches for the buffers; the kernel only reads through msg_iov.
-    cvt_size(unsafe { libc::sendmsg(fd, &msg, fl) })
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { sendv_flags(fd, iov, libc::MSG_OOB) }
 }
 
 /// Real and effective uid, saved uid of a process or thread (`/proc/<id>/status`).

@@ -235,9 +235,9 @@ pub trait Backend {
     /// Every buffer must be readable memory.
     unsafe fn send(&mut self, s: &Self::Sock, bufs: &[IoBuf]) -> io::Result<usize>;
     /// [`Backend::send`] with more to follow at once (`MSG_MORE`): the bytes may wait in a
-    /// partly filled segment for what comes next (a file sent by reference behind its header,
-    /// the FIN of the close that follows), so both leave in one. The caller then sends on, or
-    /// closes, or calls [`Backend::push`]; a backend without the hint sends as `send` does.
+    /// partly filled segment for what comes next (the FIN of the close that follows), so both
+    /// leave in one. The caller then closes, or calls [`Backend::push`]; a backend without the
+    /// hint sends as `send` does.
     ///
     /// # Safety
     /// Every buffer must be readable memory.
