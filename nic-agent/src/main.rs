@@ -181,9 +181,9 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 50)]
     spin_us: u64,
     /// `auto`: run the agent's loop at real-time priority (SCHED_RR 1) while its CPU is shared
-    /// and its own share of it is under 25 %, so every wake-up preempts whatever runs there (as
-    /// the kernel's softirq would); back to the normal class above 50 %, where batching pays.
-    /// Needs CAP_SYS_NICE. `off` (the default): the normal class only.
+    /// and its own share of it is under 20 %, so every wake-up preempts whatever runs there (as
+    /// the kernel's softirq would); back to the normal class above 30 %, where batching pays
+    /// (and held there at least 100 ms, doubling while it repeats). Needs CAP_SYS_NICE. `off` (the default): the normal class only.
     #[arg(long, value_enum, default_value = "off")]
     realtime: Realtime,
     /// Microseconds hosts should spin before sleeping (written into each region header). 0 (the
