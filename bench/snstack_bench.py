@@ -949,6 +949,9 @@ def scenarios(h, profile):
     # The same servers owning their core: they spin 1 ms before sleeping, so under load they make
     # no system call at all, at the price of the CPU they spin (no-syscall target, issue 11).
     full += [KvApi(h, "get", 1, spin_us=1000), HttpApi(h, "0B", 16, spin_us=1000)]
+    # --payload-spins: the same two at other spins (where the sleeps go as the spin grows).
+    for us in dict.fromkeys(u for u in h.args.payload_spins if u and u != 1000):
+        full += [KvApi(h, "get", 1, spin_us=us), HttpApi(h, "0B", 16, spin_us=us)]
     head = [N(h, "0B", 16), N(h, "100KB", 16), N(h, "0B", 16, close=True), R(h, "get", 1), R(h, "get", 16),
             S(h, "ping-pong"), S(h, "under-load", mps=10000)]
     return full, head, sweep
@@ -1275,6 +1278,10 @@ def main():
     ap.add_argument("--agent-arg", dest="agent_extra", action="append", default=[],
                     help="one more argument for every agent (repeatable), e.g. --agent-arg=--host-poll-us=0")
     ap.add_argument("--no-netns", action="store_true", help="stay in the current network namespace")
+    ap.add_argument("--payload-spins", default="", type=lambda v: [int(x) for x in v.split(",") if x],
+                    help="comma list of microseconds: the payload API's GET -P 1 and HTTP keepalive "
+                         "points again with their servers spinning that long before they sleep "
+                         "(full profile; 1000 is always there), e.g. 3,10,30,100")
     ap.add_argument("--rig", choices=["apart", "shared"], default=os.environ.get("BENCH_RIG", "apart"),
                     help="where the agent runs on a 2-core machine: apart (default: not on the "
                          "application's core, on the load generator's) or shared (on the "
