@@ -12,6 +12,12 @@ use crate::sock::{Handed, Taker, Waiting};
 
 /// Records a taker may hold unconsumed: beyond this, connections wait in the shared queue.
 const HANDOFF_DEPTH: u32 = 8;
+/// The same for a service's group (payload API), as far as its listener's RX stream holds them:
+/// a group takes what it was handed at each poll without a command, but what waits in the
+/// shared queue costs it an `OP_ACCEPT` round trip (a burst of 16 `Connection: close`
+/// clients kept ~8 in the queue: half of `snstack-http`'s CPU per connection was that wait).
+/// A service's takers are never timed out, so nothing is gained by holding connections back.
+const HANDOFF_DEPTH_FRAMED: u32 = 64;
 /// A record unconsumed this long means its process is not accepting: the taker's records go
 /// back to the shared queue (for any binding) and it stops being a taker until it asks again.
 pub(super) const HANDOFF_HOLD: Duration = Duration::from_millis(5);
@@ -321,6 +327,7 @@ impl<B: Backend> Core<B> {
                 return false;
             }
         };
+        let framed = self.socks.get(lid).is_some_and(|s| s.framed.is_some());
         if let Some(t) = self
             .socks
             .get_mut(lid)
@@ -329,7 +336,7 @@ impl<B: Backend> Core<B> {
         {
             forget_taken(t, head);
         }
-        waiting < HANDOFF_DEPTH
+        waiting < handoff_depth(framed, rx.size())
     }
 
     /// Takes back every record binding `by` of listener `lid` has not consumed; each
@@ -534,5 +541,16 @@ fn forget_taken(t: &mut Taker, head: u32) {
         } else {
             break;
         }
+    }
+}
+
+/// Records a taker may hold unconsumed (`HANDOFF_DEPTH`, `HANDOFF_DEPTH_FRAMED`), never more
+/// than the listener's RX stream of `stream_size` bytes holds.
+fn handoff_depth(framed: bool, stream_size: u32) -> u32 {
+    let fits = stream_size / handoff::RECORD;
+    if framed {
+        HANDOFF_DEPTH_FRAMED.min(fits).max(HANDOFF_DEPTH.min(fits))
+    } else {
+        HANDOFF_DEPTH.min(fits)
     }
 }

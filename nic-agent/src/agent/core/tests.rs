@@ -281,6 +281,8 @@ struct Rig {
     released: Vec<(u32, Box<Channel>, bool)>,
     watched: Vec<(u64, i32)>,
     unwatched: Vec<u64>,
+    /// The geometry of the regions `attach` creates.
+    geo: Geometry,
 }
 
 impl Rig {
@@ -295,6 +297,7 @@ impl Rig {
             released: Vec::new(),
             watched: Vec::new(),
             unwatched: Vec::new(),
+            geo: geo(),
         }
     }
 
@@ -318,7 +321,7 @@ impl Rig {
     }
 
     fn attach_as(&mut self, pid: i32, ticket: Option<u64>) -> (Host, usize) {
-        let (chan, _memfd) = Channel::create(geo()).unwrap();
+        let (chan, _memfd) = Channel::create(self.geo).unwrap();
         let cred = Cred {
             pid,
             uid: UID,
@@ -1480,4 +1483,49 @@ fn round(r: &mut Rig, c: &mut Host, pairs: &[(u32, u32)], data: &[u8]) {
     }
     r.step();
     assert!(r.core.end_round());
+}
+
+#[test]
+fn a_service_is_handed_a_whole_burst_a_socket_listener_eight() {
+    use shm_proto::record::{FramingSpec, FRAMING_RAW, SNSTACK_FRAMING, SOL_SNSTACK};
+    let mut r = Rig::new();
+    r.geo.max_sockets = 64;
+    let mut a = r.attach(100);
+    let mut b = r.attach(200);
+    // A listener of the socket API: at most 8 records wait; the rest of a burst waits in the
+    // shared queue for an accept.
+    let ls = r.listener(&mut a, 7030);
+    let _ = r.connect(&mut b, &mut a, ls, 7030);
+    for _ in 0..12 {
+        r.client(&mut b, 7030, b"");
+    }
+    assert_eq!(handed(&a, ls), 8);
+    assert_eq!(accept_ready(&a, ls), 4);
+    // A service's listener (a framing declared, payload API): the whole burst is handed.
+    let fs = r.socket(&mut a);
+    let spec = FramingSpec {
+        kind: FRAMING_RAW,
+        flags: 0,
+        width: 0,
+        max_message: 1024,
+    }
+    .encode();
+    r.ok(
+        &mut a,
+        fs,
+        Request::SetSockOpt {
+            level: SOL_SNSTACK,
+            name: SNSTACK_FRAMING,
+            len: spec.len(),
+            val: OptVal::inline(&spec),
+        },
+    );
+    r.ok(&mut a, fs, bind(7031));
+    r.ok(&mut a, fs, Request::Listen { backlog: 16 });
+    let _ = r.connect(&mut b, &mut a, fs, 7031);
+    for _ in 0..12 {
+        r.client(&mut b, 7031, b"");
+    }
+    assert_eq!(handed(&a, fs), 12);
+    assert_eq!(accept_ready(&a, fs), 0);
 }
