@@ -547,10 +547,10 @@ fn forget_taken(t: &mut Taker, head: u32) {
 /// Records a taker may hold unconsumed (`HANDOFF_DEPTH`, `HANDOFF_DEPTH_FRAMED`), never more
 /// than the listener's RX stream of `stream_size` bytes holds.
 fn handoff_depth(framed: bool, stream_size: u32) -> u32 {
-    let fits = stream_size / handoff::RECORD;
-    if framed {
-        HANDOFF_DEPTH_FRAMED.min(fits).max(HANDOFF_DEPTH.min(fits))
+    let depth = if framed {
+        HANDOFF_DEPTH_FRAMED
     } else {
-        HANDOFF_DEPTH.min(fits)
-    }
+        HANDOFF_DEPTH
+    };
+    depth.min(stream_size / handoff::RECORD)
 }
